@@ -1,0 +1,155 @@
+"""The edge's one config file: a TOML document validated by these pydantic models.
+
+Each component gets its own section model; sources are a discriminated union on
+``kind`` whose members live beside their code in ``edge/sources/``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, model_validator
+
+from edge.sources import SourceConfig
+from shared.configbase import ByteSize, ConfigFileError, Duration, StrictModel, load_config
+from shared.frame import DEVICE_ID_PATTERN
+
+__all__ = [
+    "AclRule",
+    "BrokerConfig",
+    "ConfigFileError",
+    "ControlConfig",
+    "EdgeSection",
+    "GatewayConfig",
+    "ListenerConfig",
+    "LogConfig",
+    "MqttClientConfig",
+    "StoreConfig",
+    "load_gateway_config",
+]
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class EdgeSection(StrictModel):
+    id: str = Field(pattern=DEVICE_ID_PATTERN, description="this edge's id, unique in the fleet")
+    state_dir: Path = Field(Path("/var/lib/twinedge"), description="queue and other state")
+
+
+class ListenerConfig(StrictModel):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")
+    host: str = "127.0.0.1"
+    port: Port = 1883
+    tls: bool = False
+    certfile: Path | None = None
+    keyfile: Path | None = None
+
+    @model_validator(mode="after")
+    def _tls_needs_files(self) -> ListenerConfig:
+        if self.tls and (self.certfile is None or self.keyfile is None):
+            raise ValueError("a TLS listener needs certfile and keyfile")
+        return self
+
+
+class AclRule(StrictModel):
+    """Topics one user may publish and subscribe to (MQTT wildcards, %u = the username)."""
+
+    username: str = Field(min_length=1, max_length=128)
+    publish: list[str] = Field(default_factory=list)
+    subscribe: list[str] = Field(default_factory=list)
+
+
+class BrokerConfig(StrictModel):
+    """The embedded MQTT broker (amqtt). Bound to 127.0.0.1 and closed to anonymous clients by default."""
+
+    enabled: bool = True
+    listeners: list[ListenerConfig] = Field(
+        default_factory=lambda: [ListenerConfig(name="default")], min_length=1, max_length=8
+    )
+    allow_anonymous: bool = False
+    password_file: Path | None = Field(None, description="lines of user:sha512-crypt-hash")
+    acl: list[AclRule] | None = Field(
+        None, description="per-user topic rules; unset: any user may publish twin/<id>/telemetry"
+    )
+    max_payload: ByteSize = Field(256 * 1024, ge=64, le=16 * 1024 * 1024)
+    republish: bool = Field(True, description="republish stored frames on twinedge/<edge>/frames/<device>")
+
+    @model_validator(mode="after")
+    def _someone_can_connect(self) -> BrokerConfig:
+        if self.enabled and not self.allow_anonymous and self.password_file is None:
+            raise ValueError("set password_file, or allow_anonymous = true (not recommended)")
+        return self
+
+
+class MqttClientConfig(StrictModel):
+    """Consume device telemetry from an external broker (e.g. Mosquitto) instead of the embedded one."""
+
+    host: str = "127.0.0.1"
+    port: Port = 1883
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    tls: bool = False
+    cafile: Path | None = None
+    client_id: str = Field("twinedge", min_length=1, max_length=64)
+    topics: list[str] = Field(default_factory=lambda: ["twin/+/telemetry"], min_length=1)
+    qos: Literal[0, 1, 2] = 1
+    keepalive: Duration = Field(30.0, ge=5, le=3600)
+
+
+class StoreConfig(StrictModel):
+    """The durable store-and-forward queue (SQLite, WAL)."""
+
+    path: Path | None = Field(None, description="default: <state_dir>/queue.db")
+    batch_max_frames: int = Field(1000, ge=1, le=100_000)
+    batch_max_delay: Duration = Field(0.05, ge=0.001, le=10.0)
+    ingest_queue_frames: int = Field(20_000, ge=100, le=1_000_000)
+    disk_budget: ByteSize = Field(1024**3, ge=1024**2, le=2**44)
+    when_full: Literal["drop_oldest", "drop_newest"] = "drop_oldest"
+    synchronous: Literal["full", "normal"] = Field(
+        "full", description="full survives power cuts; normal only process crashes"
+    )
+
+
+class ControlConfig(StrictModel):
+    """The local socket that `twinedge status` and `tail` talk to."""
+
+    socket: Path | None = Field(None, description="default: <state_dir>/control.sock")
+    mode: int = Field(0o660, ge=0, le=0o777, description="file mode of the socket")
+
+
+class LogConfig(StrictModel):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class GatewayConfig(StrictModel):
+    edge: EdgeSection
+    broker: BrokerConfig = Field(default_factory=lambda: BrokerConfig(allow_anonymous=False, enabled=False))
+    mqtt_client: MqttClientConfig | None = None
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    sources: list[SourceConfig] = Field(default_factory=list, max_length=1000)
+    control: ControlConfig = Field(default_factory=ControlConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+
+    @model_validator(mode="after")
+    def _unique_source_names(self) -> GatewayConfig:
+        seen: set[str] = set()
+        for src in self.sources:
+            if src.name in seen:
+                raise ValueError(f"two sources are named {src.name!r}; names must be unique")
+            seen.add(src.name)
+        return self
+
+    @property
+    def store_path(self) -> Path:
+        return self.store.path or self.edge.state_dir / "queue.db"
+
+    @property
+    def control_socket(self) -> Path:
+        return self.control.socket or self.edge.state_dir / "control.sock"
+
+
+def load_gateway_config(path: str | Path) -> GatewayConfig:
+    """Load and validate an edge config; raises ConfigFileError listing every problem."""
+    return load_config(path, GatewayConfig)

@@ -1,0 +1,131 @@
+"""What every source shares: the sink it feeds, its health record, and backoff.
+
+A source is one unit: a config model with ``kind: Literal[...]``, a class with
+``async def run(self) -> None`` that polls or subscribes until cancelled and
+reconnects by itself, and a sample config under docs/examples/.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+from shared.configbase import StrictModel
+from shared.frame import TelemetryFrame
+
+__all__ = ["Backoff", "FrameSink", "Source", "SourceHealth", "SourceState"]
+
+log = logging.getLogger(__name__)
+
+
+class FrameSink(Protocol):
+    """Where sources hand their frames. Implemented by the gateway (and by fakes in tests)."""
+
+    async def put(self, frames: Sequence[TelemetryFrame], *, durable: bool = False) -> None:
+        """Queue frames for the store writer.
+
+        Waits while the writer is behind (backpressure: a source that awaits this
+        slows down instead of losing data). With ``durable=True`` it also waits
+        until the frames' SQLite transaction committed.
+        """
+        ...
+
+    async def reject(self, origin: str, reason: str, payload: bytes | None = None) -> None:
+        """Count, log (once per burst) and quarantine input that failed validation."""
+        ...
+
+
+class SourceState(enum.StrEnum):
+    STARTING = "starting"
+    CONNECTED = "connected"
+    DEGRADED = "degraded"  # connected, but some devices, registers or nodes fail
+    DISCONNECTED = "disconnected"  # retrying
+    FAILED = "failed"  # gave up (restart budget spent); the daemon stays up
+
+
+@dataclass
+class SourceHealth:
+    """A source's state for `twinedge status`; state changes are logged once."""
+
+    name: str
+    kind: str
+    state: SourceState = SourceState.STARTING
+    since: float = field(default_factory=time.time)
+    reason: str | None = None
+    last_success: float | None = None
+    frames: int = 0
+    values: int = 0
+    errors: int = 0
+    reconnects: int = 0
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def set_state(self, state: SourceState, reason: str | None = None) -> None:
+        if state == self.state and reason == self.reason:
+            return
+        self.state, self.reason, self.since = state, reason, time.time()
+        level = logging.INFO if state in (SourceState.CONNECTED, SourceState.STARTING) else logging.WARNING
+        if reason:
+            log.log(level, "source %s is %s: %s", self.name, state.value, reason)
+        else:
+            log.log(level, "source %s is %s", self.name, state.value)
+
+    def record_success(self, frames: int, values: int) -> None:
+        self.frames += frames
+        self.values += values
+        self.last_success = time.time()
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "state": self.state.value,
+            "since": self.since,
+            "reason": self.reason,
+            "last_success": self.last_success,
+            "frames": self.frames,
+            "values": self.values,
+            "errors": self.errors,
+            "reconnects": self.reconnects,
+            "detail": self.detail,
+        }
+
+
+class Backoff:
+    """Capped exponential backoff with full jitter in [delay/2, delay]."""
+
+    def __init__(self, initial: float = 0.5, maximum: float = 30.0, factor: float = 2.0) -> None:
+        self.initial, self.maximum, self.factor = initial, maximum, factor
+        self._next = initial
+
+    def next_delay(self) -> float:
+        delay = self._next
+        self._next = min(self.maximum, self._next * self.factor)
+        return random.uniform(delay / 2, delay)
+
+    def reset(self) -> None:
+        self._next = self.initial
+
+
+class Source(abc.ABC):
+    """A data source. ``run`` returns only when cancelled; transport errors are retried inside."""
+
+    kind: ClassVar[str]
+
+    def __init__(self, config: StrictModel, sink: FrameSink) -> None:
+        self.config = config
+        self.sink = sink
+        self.health = SourceHealth(name=self.name, kind=self.kind)
+
+    @property
+    def name(self) -> str:
+        return str(getattr(self.config, "name"))  # noqa: B009 - every source config has a name
+
+    @abc.abstractmethod
+    async def run(self) -> None:
+        """Poll or subscribe until cancelled; reconnect with backoff on transport errors."""

@@ -1,0 +1,144 @@
+"""Wire codec: MessagePack first, JSON accepted where a person or a foreign device sends data.
+
+Decoding never raises for one bad frame in a list: good frames come back with the
+reasons the others were refused. Only a payload that cannot be read at all
+(truncated, neither format, too large) raises ``CodecError``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import msgpack
+from pydantic import ValidationError
+
+from shared.errors import CodecError, FrameError, Problem
+from shared.frame import TelemetryFrame
+
+__all__ = [
+    "MAX_FRAMES_PER_PAYLOAD",
+    "MAX_PAYLOAD_BYTES",
+    "decode_frames",
+    "decode_obj",
+    "encode_frame",
+    "encode_frames",
+    "encode_obj",
+    "problems_from_validation",
+    "validate_frame",
+]
+
+MAX_PAYLOAD_BYTES = 1024 * 1024
+MAX_FRAMES_PER_PAYLOAD = 10_000
+_JSON_START = frozenset(b"{[ \t\r\n")
+
+
+def encode_obj(obj: Any) -> bytes:
+    """MessagePack of plain data (dicts, lists, numbers, strings)."""
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def encode_frame(frame: TelemetryFrame) -> bytes:
+    return msgpack.packb(frame.to_wire(), use_bin_type=True)
+
+
+def encode_frames(frames: Iterable[TelemetryFrame]) -> bytes:
+    return msgpack.packb([f.to_wire() for f in frames], use_bin_type=True)
+
+
+def _refuse_ext(code: int, data: bytes) -> Any:
+    raise CodecError(f"MessagePack extension type {code} is not accepted")
+
+
+def decode_obj(payload: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> Any:
+    """Plain data from MessagePack or JSON (chosen by the first byte)."""
+    if len(payload) > max_bytes:
+        raise CodecError(f"payload of {len(payload)} bytes exceeds the limit of {max_bytes} bytes")
+    if not payload:
+        raise CodecError("empty payload")
+    if payload[0] in _JSON_START:
+        try:
+            return json.loads(payload)
+        except RecursionError:
+            raise CodecError("JSON nested too deeply") from None
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise CodecError(f"not valid JSON: {exc}") from None
+    limit = min(len(payload), max_bytes)
+    try:
+        return msgpack.unpackb(
+            payload,
+            raw=False,
+            strict_map_key=True,
+            timestamp=0,
+            ext_hook=_refuse_ext,
+            max_str_len=limit,
+            max_bin_len=limit,
+            max_array_len=limit,
+            max_map_len=limit // 2,
+            max_ext_len=64,
+        )
+    except CodecError:
+        raise
+    except msgpack.ExtraData:
+        raise CodecError("not valid MessagePack: extra bytes after the first object") from None
+    except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as exc:
+        # ValueError covers truncated data, bad UTF-8 and limits exceeded.
+        raise CodecError(f"not valid MessagePack: {exc}") from None
+
+
+def problems_from_validation(exc: ValidationError, prefix: str = "") -> list[Problem]:
+    """pydantic errors as (path, message) pairs, the value shown where it helps."""
+    problems = []
+    for err in exc.errors(include_url=False):
+        path = prefix + ".".join(str(p) for p in err["loc"])
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown field"
+        elif err["type"] != "missing" and "input" in err and "(got " not in message:
+            shown = repr(err["input"])
+            message = f"{message} (got {shown[:60]}{'...' if len(shown) > 60 else ''})"
+        problems.append(Problem(path, message))
+    return problems
+
+
+def validate_frame(item: Any, prefix: str = "") -> TelemetryFrame:
+    """One frame from plain data; raises FrameError with every reason."""
+    if not isinstance(item, dict):
+        raise FrameError([Problem(prefix.rstrip("."), f"expected a frame (map), got {type(item).__name__}")])
+    try:
+        return TelemetryFrame.model_validate(item)
+    except ValidationError as exc:
+        raise FrameError(problems_from_validation(exc, prefix)) from None
+
+
+def decode_frames(
+    payload: bytes,
+    *,
+    max_bytes: int = MAX_PAYLOAD_BYTES,
+    max_frames: int = MAX_FRAMES_PER_PAYLOAD,
+) -> tuple[list[TelemetryFrame], list[FrameError]]:
+    """Frames from a payload holding one frame (a map) or a list of frames.
+
+    Returns the valid frames and one FrameError per refused frame (its
+    problems' paths start with ``[index].`` for a list); raises ``CodecError``
+    when the payload as a whole is unreadable.
+    """
+    obj = decode_obj(payload, max_bytes=max_bytes)
+    if isinstance(obj, dict):
+        items: list[Any] = [obj]
+        single = True
+    elif isinstance(obj, list):
+        items, single = obj, False
+        if len(items) > max_frames:
+            raise CodecError(f"{len(items)} frames in one payload exceeds the limit of {max_frames}")
+    else:
+        raise CodecError(f"expected a frame (map) or a list of frames, got {type(obj).__name__}")
+    frames: list[TelemetryFrame] = []
+    rejected: list[FrameError] = []
+    for index, item in enumerate(items):
+        try:
+            frames.append(validate_frame(item, "" if single else f"[{index}]."))
+        except FrameError as exc:
+            rejected.append(exc)
+    return frames, rejected

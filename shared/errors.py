@@ -1,0 +1,41 @@
+"""Error types both sides raise: one hierarchy, each error carrying plain-words reasons."""
+
+from __future__ import annotations
+
+__all__ = ["CodecError", "FrameError", "Problem", "TwinedgeError"]
+
+
+class TwinedgeError(Exception):
+    """Base of every error twinedge raises on purpose."""
+
+
+class Problem(tuple[str, str]):
+    """One reason a value was refused: ``(path, message)``, e.g. ``("sensors.temp", "...")``."""
+
+    __slots__ = ()
+
+    def __new__(cls, path: str, message: str) -> Problem:
+        return super().__new__(cls, (path, message))
+
+    @property
+    def path(self) -> str:
+        return self[0]
+
+    @property
+    def message(self) -> str:
+        return self[1]
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class FrameError(TwinedgeError):
+    """A telemetry frame failed validation. ``problems`` lists every reason."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(str(p) for p in problems) or "invalid frame")
+
+
+class CodecError(TwinedgeError):
+    """A payload could not be decoded at all (truncated, not MessagePack/JSON, too large)."""
