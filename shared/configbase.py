@@ -34,9 +34,9 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class StrictModel(BaseModel):
-    """Base of every config model: unknown keys are refused, defaults are validated."""
+    """Base of every config model: unknown keys are refused; a loaded config is read-only."""
 
-    model_config = ConfigDict(extra="forbid", validate_default=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ConfigFileError(TwinedgeError):
