@@ -76,7 +76,7 @@ FrameStatus = Literal["ok", "warning", "alarm", "fault"]
 def _to_epoch_seconds(value: Any) -> Any:
     """Accept seconds since the epoch, an ISO 8601 string, a datetime or a msgpack Timestamp."""
     if isinstance(value, bool):
-        return value  # refused by the float check with a clear message
+        raise ValueError("expected a number of seconds since the epoch, got a boolean")
     if isinstance(value, datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
