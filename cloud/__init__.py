@@ -1,0 +1,1 @@
+"""Cloud aggregator: time series, model registry and physics checks for robot cells."""

@@ -1,0 +1,1 @@
+"""HTTP API routers of the cloud service, one module per resource."""

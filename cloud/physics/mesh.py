@@ -1,0 +1,291 @@
+"""Loading and validating part meshes: STL (binary/ASCII), OBJ, PLY, GLB/glTF and, optionally, STEP.
+
+A loaded mesh is converted to metres, its duplicate vertices are joined and
+it is checked: empty, degenerate, NaN/inf vertices and over-limit inputs are
+refused with a ``PhysicsError``; open or non-manifold meshes are accepted but
+flagged, with what that means for each result; inconsistent winding is
+repaired where the mesh is closed (and the repair is reported).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import struct
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import PurePath
+
+import numpy as np
+import trimesh
+from pydantic import BaseModel, ConfigDict, Field
+
+from cloud.physics.errors import MeshDataError, MeshFormatError, MeshTooLargeError
+from cloud.physics.geometry import (
+    edge_stats,
+    face_components,
+    make_winding_consistent,
+    signed_volumes,
+    winding_number,
+)
+from cloud.physics.units import METRES_PER, LengthUnit
+
+__all__ = [
+    "FORMATS",
+    "MeshCheck",
+    "MeshLimits",
+    "PartMesh",
+    "build_part_mesh",
+    "format_from_name",
+    "load_mesh_bytes",
+]
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("stl", "obj", "ply", "glb", "gltf", "step")
+_SUFFIXES = {".stl": "stl", ".obj": "obj", ".ply": "ply", ".glb": "glb", ".gltf": "gltf",
+             ".step": "step", ".stp": "step"}
+
+OPEN_MEANING = (
+    "volume, mass, centre of mass, inertia and intersection volumes are not defined for it and "
+    "are refused; distances, clearances and touching/crossing checks use its surface and remain "
+    "valid, but a part lying wholly inside it is not detected"
+)
+
+
+class MeshLimits(BaseModel):
+    """Upper bounds on what one mesh may cost to load."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_bytes: int = Field(64 * 1024 * 1024, ge=1, description="largest mesh file, bytes")
+    max_faces: int = Field(2_000_000, ge=1, description="most triangles in one mesh")
+
+
+@dataclass(frozen=True)
+class MeshCheck:
+    """What validation found. ``flags`` explain, in words, what a defect means for the results."""
+
+    faces: int
+    vertices: int
+    boundary_edges: int
+    non_manifold_edges: int
+    closed: bool
+    repairs: tuple[str, ...] = ()
+    flags: tuple[str, ...] = ()
+    chord_tolerance_m: float | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class PartMesh:
+    """A validated triangle mesh in its own (part) frame, in metres."""
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    check: MeshCheck
+    unit: LengthUnit = "mm"
+    _extra: dict[str, object] = field(default_factory=dict, repr=False)
+
+    @property
+    def closed(self) -> bool:
+        return self.check.closed
+
+    @cached_property
+    def triangles(self) -> np.ndarray:
+        return self.vertices[self.faces]
+
+    @cached_property
+    def trimesh(self) -> trimesh.Trimesh:
+        return trimesh.Trimesh(self.vertices, self.faces, process=False, validate=False)
+
+
+def format_from_name(name: str) -> str:
+    """The mesh format implied by a file name; MeshFormatError when the suffix is unknown."""
+    suffix = PurePath(name).suffix.lower()
+    if suffix not in _SUFFIXES:
+        raise MeshFormatError(
+            f"unknown mesh format {suffix or '(no suffix)'!r} of {name!r}; "
+            "give .stl, .obj, .ply, .glb, .gltf, .step or .stp"
+        )
+    return _SUFFIXES[suffix]
+
+
+def _check_stl_header(data: bytes, limits: MeshLimits) -> None:
+    """Binary STL states its triangle count: refuse over-limit or truncated files before parsing."""
+    head = data[:512].lstrip().lower()
+    if head.startswith(b"solid") and b"facet" in data[:4096].lower():
+        return  # ASCII STL
+    if len(data) < 84:
+        raise MeshDataError(f"STL data is too short to be binary STL ({len(data)} bytes)")
+    (count,) = struct.unpack("<I", data[80:84])
+    if count > limits.max_faces:
+        raise MeshTooLargeError(f"STL declares {count:,} triangles; the limit is {limits.max_faces:,}")
+    expected = 84 + 50 * count
+    if len(data) < expected:
+        raise MeshDataError(
+            f"binary STL is truncated: header declares {count:,} triangles "
+            f"({expected:,} bytes) but the data has {len(data):,} bytes"
+        )
+
+
+def _parse(data: bytes, fmt: str) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        loaded = trimesh.load(io.BytesIO(data), file_type=fmt, process=False)
+        if isinstance(loaded, trimesh.Scene):
+            if not loaded.geometry:
+                raise MeshDataError(f"the {fmt.upper()} data contains no geometry")
+            loaded = loaded.to_mesh()  # applies the scene-graph transforms
+    except MeshDataError:
+        raise
+    # Third-party parsers raise anything (IndexError, struct.error, KeyError, ...) on
+    # malformed bytes; this is the one boundary where all of them become ours.
+    except Exception as exc:  # noqa: BLE001
+        raise MeshDataError(f"could not read the {fmt.upper()} data: {exc or type(exc).__name__}") from exc
+    if not isinstance(loaded, trimesh.Trimesh):
+        raise MeshDataError(
+            f"the {fmt.upper()} data holds no triangle mesh (found {type(loaded).__name__})"
+        )
+    return np.asarray(loaded.vertices, dtype=float), np.asarray(loaded.faces)
+
+
+def load_mesh_bytes(
+    data: bytes,
+    fmt: str,
+    unit: LengthUnit = "mm",
+    limits: MeshLimits | None = None,
+    *,
+    step_tolerance: float = 0.01,
+) -> PartMesh:
+    """Parse and validate mesh bytes in ``fmt`` whose coordinates are in ``unit``.
+
+    ``step_tolerance`` is the chord tolerance, in ``unit``, used to tessellate STEP input.
+    """
+    limits = limits or MeshLimits()
+    fmt = fmt.lower().lstrip(".")
+    fmt = {"stp": "step", "stl_ascii": "stl"}.get(fmt, fmt)
+    if fmt not in FORMATS:
+        raise MeshFormatError(f"unknown mesh format {fmt!r}; give one of {', '.join(FORMATS)}")
+    if len(data) > limits.max_bytes:
+        raise MeshTooLargeError(
+            f"mesh data is {len(data):,} bytes; the limit is {limits.max_bytes:,} bytes"
+        )
+    if not data:
+        raise MeshDataError("mesh data is empty (0 bytes)")
+    chord = None
+    if fmt == "step":
+        from cloud.physics.cad import tessellate_step
+
+        vertices, faces = tessellate_step(data, step_tolerance)
+        chord = step_tolerance * METRES_PER[unit]
+    else:
+        if fmt == "stl":
+            _check_stl_header(data, limits)
+        vertices, faces = _parse(data, fmt)
+    return build_part_mesh(vertices, faces, unit, limits, chord_tolerance_m=chord)
+
+
+def _refuse_bad_arrays(vertices: np.ndarray, faces: np.ndarray, limits: MeshLimits) -> None:
+    if vertices.ndim != 2 or vertices.shape[1:] != (3,):
+        raise MeshDataError(f"vertices must be an (N, 3) array (got shape {vertices.shape})")
+    if faces.ndim != 2 or faces.shape[1:] != (3,):
+        raise MeshDataError(f"faces must be triangles, an (N, 3) array (got shape {faces.shape})")
+    if len(faces) == 0 or len(vertices) == 0:
+        raise MeshDataError("mesh is empty: it has no triangles")
+    if len(faces) > limits.max_faces:
+        raise MeshTooLargeError(f"mesh has {len(faces):,} triangles; the limit is {limits.max_faces:,}")
+    bad = ~np.isfinite(vertices).all(axis=1)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise MeshDataError(
+            f"{int(bad.sum())} vertices have NaN or infinite coordinates (first: vertex {first})"
+        )
+    if faces.min() < 0 or faces.max() >= len(vertices):
+        raise MeshDataError(f"face indices must be 0..{len(vertices) - 1} (got {faces.min()}..{faces.max()})")
+
+
+def _orient_outward(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, int]:
+    """Invert shells with negative volume unless they lie inside another shell (cavities)."""
+    comp = face_components(faces)
+    volumes = signed_volumes(vertices, faces, comp)
+    inverted = 0
+    for label in np.flatnonzero(volumes < 0):
+        mask = comp == label
+        others = faces[~mask]
+        inside = (
+            len(others) > 0
+            and abs(winding_number(vertices[faces[mask][0, 0]][None], vertices[others])[0]) > 0.5
+        )
+        if not inside:
+            faces[mask] = faces[mask][:, ::-1]
+            inverted += 1
+    return faces, inverted
+
+
+def build_part_mesh(
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    unit: LengthUnit = "mm",
+    limits: MeshLimits | None = None,
+    *,
+    chord_tolerance_m: float | None = None,
+) -> PartMesh:
+    """Validate raw arrays (coordinates in ``unit``) into a PartMesh in metres."""
+    limits = limits or MeshLimits()
+    vertices = np.asarray(vertices, dtype=float)
+    faces = np.asarray(faces)
+    if faces.size and not np.issubdtype(faces.dtype, np.integer):
+        raise MeshDataError("face indices must be integers")
+    _refuse_bad_arrays(vertices, faces, limits)
+    mesh = trimesh.Trimesh(vertices * METRES_PER[unit], faces, process=False, validate=False)
+    mesh.merge_vertices()  # STL stores every corner separately: join equal positions
+    repairs: list[str] = []
+    keep = mesh.nondegenerate_faces(height=1e-12 * max(mesh.scale, 1e-300))
+    keep &= mesh.unique_faces()
+    if not keep.all():
+        repairs.append(f"removed {int((~keep).sum())} degenerate or duplicate triangles")
+        mesh.update_faces(keep)
+        mesh.remove_unreferenced_vertices()
+    if len(mesh.faces) == 0:
+        raise MeshDataError("mesh is degenerate: every triangle has zero area")
+    extents = mesh.extents
+    if extents.min() <= 1e-9 * extents.max():
+        raise MeshDataError(
+            "mesh is degenerate: it is flat (zero thickness), so it encloses no volume"
+        )
+    verts = np.asarray(mesh.vertices, dtype=float)
+    tri = np.asarray(mesh.faces, dtype=np.int64)
+    boundary, non_manifold, same_dir = edge_stats(tri)
+    closed = boundary == 0 and non_manifold == 0
+    flags: list[str] = []
+    if same_dir:
+        if closed:
+            tri, flipped, orientable = make_winding_consistent(tri)
+            if orientable:
+                repairs.append(f"winding was inconsistent: flipped {flipped} triangles")
+            else:
+                closed = False
+                flags.append("mesh is not orientable (like a Moebius strip): " + OPEN_MEANING)
+        else:
+            flags.append(
+                "winding is inconsistent and was not repaired because the mesh is open "
+                "(inside and outside are ambiguous); surface normals are unreliable"
+            )
+    if closed:
+        tri, inverted = _orient_outward(verts, tri)
+        if inverted:
+            repairs.append(f"{inverted} shell(s) had inward-facing normals and were inverted")
+    if boundary:
+        flags.append(f"open mesh ({boundary} boundary edges): " + OPEN_MEANING)
+    if non_manifold:
+        flags.append(
+            f"non-manifold mesh ({non_manifold} edges shared by more than two triangles): "
+            + OPEN_MEANING
+        )
+    for text in repairs:
+        log.info("mesh repaired: %s", text)
+    check = MeshCheck(
+        faces=len(tri), vertices=len(verts), boundary_edges=boundary,
+        non_manifold_edges=non_manifold, closed=closed, repairs=tuple(repairs),
+        flags=tuple(flags), chord_tolerance_m=chord_tolerance_m,
+    )
+    return PartMesh(vertices=verts, faces=tri, check=check, unit=unit)
