@@ -1,0 +1,239 @@
+"""``twinsim``: run the plant simulator, or print an edge config that reads it.
+
+    twinsim run --machines 3 --modbus-port 5020 --opcua-port 4840 --fault machine-2:overheat@30s
+    twinsim config --machines 3 --modbus-port 5020 --opcua-port 4840 > sim-edge.toml
+
+Exit codes: 0 stopped cleanly (SIGINT/SIGTERM), 1 a port could not be bound,
+2 bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import shlex
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from edge.sim.edgeconfig import ConfigSettings, render_edge_config
+from edge.sim.faults import FaultSpecError, parse_fault_spec
+from edge.sim.modbus_server import MAX_REGISTERS
+from edge.sim.opcua_server import MAX_ITEMS
+from edge.sim.registers import CORE_HOLDING
+from edge.sim.runner import SimSettings, Simulator
+from shared.configbase import parse_duration
+
+__all__ = ["main"]
+
+log = logging.getLogger("edge.sim")
+
+READY_LINE = "twinsim ready"
+
+
+def _bounded_int(low: int, high: int) -> type[int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number (got {text!r})") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be {low}..{high} (got {value})")
+        return value
+
+    return parse  # type: ignore[return-value]
+
+
+def _duration(low: float, high: float) -> type[float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(parse_duration(text))
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low:g}s and {high:g}s (got {text!r})")
+        return value
+
+    return parse  # type: ignore[return-value]
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--machines", type=_bounded_int(1, 1000), default=3, help="number of machines (default 3)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on / to put in the config")
+    p.add_argument("--modbus-port", type=_bounded_int(1, 65535), default=5020,
+                   help="Modbus TCP port of machine-1; machine-n listens on port+n-1 (default 5020)")
+    p.add_argument("--opcua-port", type=_bounded_int(1, 65535), default=4840, help="OPC-UA port (default 4840)")
+    p.add_argument("--unit-ids", action="store_true",
+                   help="serve all machines on one Modbus port as unit ids 1..n (like a gateway)")
+    p.add_argument("--no-modbus", action="store_true", help="no Modbus server")
+    p.add_argument("--no-opcua", action="store_true", help="no OPC-UA server")
+    p.add_argument("--registers", type=_bounded_int(CORE_HOLDING, MAX_REGISTERS), default=CORE_HOLDING,
+                   help=f"pad each device to N holding registers for benchmarks (default {CORE_HOLDING})")
+    p.add_argument("--opcua-items", type=_bounded_int(0, MAX_ITEMS), default=0,
+                   help="extra OPC-UA Double variables changing every tick, for benchmarks")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="twinsim", description="Plant simulator: machines behind Modbus TCP "
+                                     "and OPC-UA, with fault injection (see docs/simulator.md).")
+    sub = parser.add_subparsers(dest="command", metavar="{run,config}")
+    run = sub.add_parser("run", help="serve the simulated machines until SIGINT/SIGTERM")
+    _common(run)
+    run.add_argument("--seed", type=_bounded_int(0, 2**31 - 1), default=1, help="random seed (default 1)")
+    run.add_argument("--tick", type=_duration(0.01, 10.0), default=0.1, help="model and register update period "
+                     "(default 100ms)")
+    run.add_argument("--fault", action="append", default=[], metavar="SPEC",
+                     help="e.g. machine-2:overheat@30s, machine-1:bearing_wear@0s, "
+                     "machine-3:dropout=exception@1m+20s, machine-1:plc_restart@45s+5s, opcua:plc_restart@2m+5s")
+    run.add_argument("--summary-every", type=_duration(0.0, 3600.0), default=5.0,
+                     help="print one line per machine this often; 0s for never (default 5s)")
+    run.add_argument("--ready-file", type=Path, help="write this file (JSON endpoints) once both servers listen")
+    run.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+    cfg = sub.add_parser("config", help="print an edge config (TOML) that reads this simulator")
+    _common(cfg)
+    cfg.add_argument("--edge-id", default="sim-edge", help="the edge's id (default sim-edge)")
+    cfg.add_argument("--state-dir", default=".twinedge", help="edge state directory (default .twinedge)")
+    cfg.add_argument("--poll-interval", default="1s", help="Modbus poll interval (default 1s)")
+    cfg.add_argument("--publishing-interval", default="1s", help="OPC-UA publishing interval (default 1s)")
+    cfg.add_argument("-o", "--output", type=Path, help="write to this file instead of stdout")
+    return parser
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def _without_output(argv: Sequence[str]) -> list[str]:
+    """The command line minus -o/--output, to record in the generated file."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in ("-o", "--output"):
+            skip = True
+        elif not arg.startswith(("--output=", "-o")):
+            out.append(arg)
+    return out
+
+
+def _config(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    for value, what in ((args.poll_interval, "--poll-interval"), (args.publishing_interval, "--publishing-interval")):
+        try:
+            parse_duration(value)
+        except ValueError as exc:
+            print(f"twinsim config: {what}: {exc}", file=sys.stderr)
+            return 2
+    settings = ConfigSettings(
+        machines=args.machines, host=args.host, modbus_port=args.modbus_port, opcua_port=args.opcua_port,
+        per_port=not args.unit_ids, modbus=not args.no_modbus, opcua=not args.no_opcua, registers=args.registers,
+        opcua_items=args.opcua_items, edge_id=args.edge_id, state_dir=args.state_dir,
+        poll_interval=args.poll_interval, publishing_interval=args.publishing_interval,
+        command=shlex.join(["twinsim", *_without_output(argv)]),
+    )
+    try:
+        text = render_edge_config(settings)
+    except ValueError as exc:
+        print(f"twinsim config: {exc}", file=sys.stderr)
+        return 2
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        args.output.write_text(text, encoding="utf-8")
+    return 0
+
+
+def _write_ready(path: Path, sim: Simulator) -> None:
+    info = {
+        "pid": os.getpid(),
+        "modbus": [ep.__dict__ for ep in sim.modbus.endpoints()] if sim.modbus else [],
+        "opcua": sim.opcua.endpoint if sim.opcua else None,
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(path)  # atomic: a script never sees half a file
+
+
+async def _serve(sim: Simulator, ready_file: Path | None) -> int:
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    stopping: list[str] = []
+
+    def stop(name: str) -> None:
+        if not stopping:
+            _say(f"twinsim stopping ({name})")
+        stopping.append(name)
+        task.cancel()
+
+    def ready() -> None:
+        if ready_file is not None:
+            _write_ready(ready_file, sim)
+        _say(READY_LINE)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop, sig.name)
+    try:
+        await sim.run(on_ready=ready)
+    except asyncio.CancelledError:
+        if not stopping:
+            raise
+    except OSError as exc:
+        log.error("twinsim cannot start: %s", exc)
+        return 1
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.log_level != "debug":  # their INFO lines are per-connection chatter
+        logging.getLogger("asyncua").setLevel(logging.WARNING)
+        logging.getLogger("pymodbus").setLevel(logging.WARNING)
+    try:
+        faults = tuple(parse_fault_spec(spec, args.machines) for spec in args.fault)
+        settings = SimSettings(
+            machines=args.machines, host=args.host, modbus_port=args.modbus_port, opcua_port=args.opcua_port,
+            seed=args.seed, tick=args.tick, faults=faults, modbus=not args.no_modbus, opcua=not args.no_opcua,
+            per_port=not args.unit_ids, registers=args.registers, opcua_items=args.opcua_items,
+            summary_every=args.summary_every,
+        )
+        if not (settings.modbus or settings.opcua):
+            raise ValueError("nothing to serve: both --no-modbus and --no-opcua were given")
+        if any(f.machine is None for f in faults) and not settings.opcua:
+            raise ValueError("an opcua fault needs the OPC-UA server (drop --no-opcua)")
+        sim = Simulator(settings, out=_say)
+    except (FaultSpecError, ValueError) as exc:
+        print(f"twinsim run: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(_serve(sim, args.ready_file))
+    finally:
+        if args.ready_file is not None:
+            args.ready_file.unlink(missing_ok=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse has printed the usage error (or --help)
+        return int(exc.code or 0)
+    if args.command == "run":
+        return _run(args)
+    if args.command == "config":
+        return _config(args, argv)
+    parser.print_help(sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""Fault injection specs for the plant simulator: parsing ``machine-2:overheat@30s`` into a FaultSpec.
+
+Grammar (times are relative to the simulator start)::
+
+    <target>:<fault>[=<mode>]@<start>[+<duration>]
+
+    machine-2:overheat@30s              coolant failure from t=30 s on
+    machine-1:bearing_wear@0s           bearing wear grows from the start
+    machine-3:dropout=exception@1m+20s  spindle temperature sensor fails for 20 s
+    machine-1:plc_restart@45s+5s        the PLC is gone for 5 s, then boots again
+    opcua:plc_restart@2m+5s             the OPC-UA server stops for 5 s
+
+A fault without a duration lasts until the simulator stops, except
+``plc_restart`` whose duration is the downtime (5 s unless given).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Literal, cast
+
+from shared.configbase import parse_duration
+
+__all__ = [
+    "DROPOUT_MODES",
+    "FAULT_KINDS",
+    "FaultKind",
+    "FaultSpec",
+    "FaultSpecError",
+    "parse_fault_spec",
+]
+
+FaultKind = Literal["overheat", "bearing_wear", "dropout", "plc_restart"]
+FAULT_KINDS: tuple[str, ...] = ("overheat", "bearing_wear", "dropout", "plc_restart")
+DROPOUT_MODES: tuple[str, ...] = ("sentinel", "freeze", "exception")
+DEFAULT_RESTART_DOWNTIME = 5.0
+MAX_FAULT_TIME = 30 * 24 * 3600.0  # a month of simulated time is plenty
+
+_ALIASES = {
+    "overheat": "overheat",
+    "overheating": "overheat",
+    "bearing_wear": "bearing_wear",
+    "bearing": "bearing_wear",
+    "dropout": "dropout",
+    "sensor_dropout": "dropout",
+    "plc_restart": "plc_restart",
+    "restart": "plc_restart",
+}
+_SPEC_RE = re.compile(
+    r"^(?P<target>[^:@+=\s]+):(?P<kind>[a-z_]+)(?:=(?P<mode>[a-z_]+))?@(?P<start>[^+]+)(?:\+(?P<duration>.+))?$"
+)
+_MACHINE_RE = re.compile(r"^machine-(?P<number>[0-9]{1,4})$")
+_EXAMPLE = "e.g. 'machine-2:overheat@30s' or 'machine-1:dropout=exception@1m+20s'"
+
+
+class FaultSpecError(ValueError):
+    """A ``--fault`` value that cannot be understood; the message says what was expected."""
+
+
+@dataclass(frozen=True)
+class FaultSpec:
+    """One scheduled fault. ``machine`` is the 1-based machine number, or None for the OPC-UA server."""
+
+    machine: int | None
+    kind: FaultKind
+    start: float
+    duration: float | None = None
+    mode: str | None = None
+
+    @property
+    def end(self) -> float:
+        return math.inf if self.duration is None else self.start + self.duration
+
+    @property
+    def target(self) -> str:
+        return "opcua" if self.machine is None else f"machine-{self.machine}"
+
+    def active(self, t: float) -> bool:
+        return self.start <= t < self.end
+
+    def __str__(self) -> str:
+        mode = f"={self.mode}" if self.mode else ""
+        duration = f"+{self.duration:g}s" if self.duration is not None else ""
+        return f"{self.target}:{self.kind}{mode}@{self.start:g}s{duration}"
+
+
+def _time(spec: str, what: str, text: str) -> float:
+    try:
+        value = float(parse_duration(text.strip()))
+    except ValueError:
+        raise FaultSpecError(
+            f"fault {spec!r}: the {what} {text!r} is not a duration such as '30s', '500ms' or '2m'"
+        ) from None
+    if value > MAX_FAULT_TIME:
+        raise FaultSpecError(f"fault {spec!r}: the {what} {text!r} is longer than 30 days")
+    return value
+
+
+def parse_fault_spec(spec: str, machines: int | None = None) -> FaultSpec:
+    """Parse one ``--fault`` value; ``machines`` (when given) bounds the machine number."""
+    match = _SPEC_RE.match(spec.strip())
+    if not match:
+        raise FaultSpecError(f"fault {spec!r} is not <machine>:<fault>@<start>[+<duration>]; {_EXAMPLE}")
+    target, kind_text = match.group("target"), match.group("kind")
+    kind = _ALIASES.get(kind_text)
+    if kind is None:
+        raise FaultSpecError(f"fault {spec!r}: unknown fault {kind_text!r}; expected one of {', '.join(FAULT_KINDS)}")
+    machine: int | None
+    if target == "opcua":
+        if kind != "plc_restart":
+            raise FaultSpecError(f"fault {spec!r}: the opcua target only supports plc_restart")
+        machine = None
+    else:
+        target_match = _MACHINE_RE.match(target)
+        if not target_match:
+            raise FaultSpecError(f"fault {spec!r}: unknown target {target!r}; expected 'machine-<n>' or 'opcua'")
+        machine = int(target_match.group("number"))
+        if machine < 1 or (machines is not None and machine > machines):
+            limit = f"1..{machines}" if machines is not None else "1 or more"
+            raise FaultSpecError(f"fault {spec!r}: there is no {target}; machines are numbered {limit}")
+    mode = match.group("mode")
+    if kind == "dropout":
+        mode = mode or "sentinel"
+        if mode not in DROPOUT_MODES:
+            raise FaultSpecError(
+                f"fault {spec!r}: unknown dropout mode {mode!r}; expected one of {', '.join(DROPOUT_MODES)}"
+            )
+    elif mode is not None:
+        raise FaultSpecError(f"fault {spec!r}: only dropout takes a mode (got {mode!r})")
+    start = _time(spec, "start", match.group("start"))
+    duration_text = match.group("duration")
+    duration = _time(spec, "duration", duration_text) if duration_text is not None else None
+    if kind == "plc_restart":
+        duration = DEFAULT_RESTART_DOWNTIME if duration is None else duration
+        if duration <= 0:
+            raise FaultSpecError(f"fault {spec!r}: a plc_restart needs a downtime above 0 s")
+    return FaultSpec(machine=machine, kind=cast(FaultKind, kind), start=start, duration=duration, mode=mode)

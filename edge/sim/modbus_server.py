@@ -1,0 +1,215 @@
+"""Modbus TCP side of the simulator: the machines' PLCs, one port each (default) or unit ids on one port.
+
+Built on pymodbus's SimDevice/SimData datastore (the classic datastore classes
+log a deprecation notice in 3.16). Registers are not rewritten on every tick:
+each device has a read hook (the SimDevice ``action``) that copies the latest
+encoded snapshot into the register block when a request arrives and the data
+is older than the last tick. Idle devices cost nothing, and a busy one costs
+one encode per tick, however many registers it has.
+
+Per-port mode: machine *n* listens on ``port + n - 1`` and answers any unit
+id, like a PLC with its own IP address. Unit mode: all machines share one
+port, machine *n* is unit id *n* (like a gateway); an offline machine answers
+with exception 0x0B (gateway target failed to respond).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from pymodbus.constants import ExcCodes
+from pymodbus.pdu.device import ModbusDeviceIdentification
+from pymodbus.server import ModbusTcpServer
+from pymodbus.simulator import DataType, SimData, SimDevice
+
+from edge.sim.machine import Machine
+from edge.sim.registers import (
+    CORE_HOLDING,
+    HOLDING,
+    coil_bits,
+    discrete_bits,
+    encode_bits,
+    encode_holding,
+    encode_input,
+)
+
+__all__ = ["MAX_REGISTERS", "ModbusEndpoint", "ModbusSim"]
+
+log = logging.getLogger(__name__)
+
+MAX_REGISTERS = 10_000
+_READ_FUNCTIONS = {1: "coil", 2: "discrete_input", 3: "holding", 4: "input"}
+_SPINDLE_TEMP = next(f for f in HOLDING if f.name == "spindle_temp")
+
+
+@dataclass(frozen=True)
+class ModbusEndpoint:
+    machine: str
+    host: str
+    port: int
+    unit: int
+
+
+@dataclass
+class _Device:
+    """One machine's Modbus face: its encoded snapshot and which blocks already hold it."""
+
+    machine: Machine
+    padding: int
+    encoded_tick: int = -1
+    blocks: dict[str, list[int]] = field(default_factory=dict)
+    copied: dict[str, int] = field(default_factory=dict)
+
+
+class ModbusSim:
+    """Serves a list of machines over Modbus TCP; ``tick()`` marks new data after the machines stepped."""
+
+    def __init__(
+        self,
+        machines: Sequence[Machine],
+        host: str = "127.0.0.1",
+        port: int = 5020,
+        *,
+        per_port: bool = True,
+        registers: int = CORE_HOLDING,
+    ) -> None:
+        if not CORE_HOLDING <= registers <= MAX_REGISTERS:
+            raise ValueError(f"registers must be {CORE_HOLDING}..{MAX_REGISTERS} (got {registers})")
+        if not per_port and len(machines) > 247:
+            raise ValueError("unit ids only go up to 247; use one port per machine for more machines")
+        if per_port and port + len(machines) - 1 > 65535:
+            raise ValueError(f"ports {port}..{port + len(machines) - 1} do not fit below 65536")
+        self.host = host
+        self.port = port
+        self.per_port = per_port
+        self.registers = registers
+        self._devices = {m.name: _Device(m, registers - CORE_HOLDING) for m in machines}
+        self._tick = 0
+        self._servers: dict[str, ModbusTcpServer] = {}  # key: machine name, or "" in unit mode
+        self._identity = ModbusDeviceIdentification(
+            info_name={"VendorName": "twinedge", "ProductCode": "twinsim", "ModelName": "simulated CNC cell"}
+        )
+
+    # --- layout -------------------------------------------------------------------
+
+    def endpoints(self) -> list[ModbusEndpoint]:
+        """Where each machine can be read: host, port and unit id."""
+        out = []
+        for dev in self._devices.values():
+            number = dev.machine.number
+            port = self.port + number - 1 if self.per_port else self.port
+            out.append(ModbusEndpoint(dev.machine.name, self.host, port, 1 if self.per_port else number))
+        return out
+
+    def _sim_device(self, dev: _Device, unit: int) -> SimDevice:
+        async def action(
+            function_code: int,
+            start_address: int,
+            address: int,
+            count: int,
+            registers: list[int],
+            set_values: list[int] | list[bool] | None,
+        ) -> ExcCodes | None:
+            return self._on_request(dev, function_code, address, count, registers, set_values)
+
+        holding = SimData(0, values=[0] * self.registers, datatype=DataType.REGISTERS, readonly=True)
+        inputs = SimData(0, values=[0, 0], datatype=DataType.REGISTERS, readonly=True)
+        coils = SimData(0, values=[False] * 5, datatype=DataType.BITS, readonly=True)
+        discrete = SimData(0, values=[False] * 2, datatype=DataType.BITS, readonly=True)
+        return SimDevice(unit, simdata=([coils], [discrete], [holding], [inputs]), identity=self._identity,
+                         action=action)
+
+    # --- requests -----------------------------------------------------------------
+
+    def _on_request(
+        self,
+        dev: _Device,
+        function_code: int,
+        address: int,
+        count: int,
+        registers: list[int],
+        set_values: list[int] | list[bool] | None,
+    ) -> ExcCodes | None:
+        table = _READ_FUNCTIONS.get(function_code)
+        if set_values is not None or table is None:
+            return ExcCodes.ILLEGAL_ADDRESS  # the map is read-only, like a PLC's process image
+        machine = dev.machine
+        if not machine.online:
+            return ExcCodes.GATEWAY_NO_RESPONSE
+        reading = machine.reading()
+        if (
+            table == "holding"
+            and reading.spindle_temp_status == "failed"
+            and address < _SPINDLE_TEMP.address + _SPINDLE_TEMP.count
+            and address + count > _SPINDLE_TEMP.address
+        ):
+            return ExcCodes.DEVICE_FAILURE
+        if dev.encoded_tick != self._tick:
+            dev.blocks = {
+                "holding": encode_holding(reading, dev.padding, self._tick),
+                "input": encode_input(reading),
+                "coil": [encode_bits(coil_bits(reading))],
+                "discrete_input": [encode_bits(discrete_bits(reading))],
+            }
+            dev.encoded_tick = self._tick
+        if dev.copied.get(table) != self._tick:
+            data = dev.blocks[table]
+            registers[: len(data)] = data
+            dev.copied[table] = self._tick
+        return None
+
+    def tick(self) -> None:
+        """The machines stepped: the next request of each device re-encodes its snapshot."""
+        self._tick += 1
+
+    # --- lifecycle ----------------------------------------------------------------
+
+    async def _serve(self, key: str, devices: list[SimDevice], port: int) -> None:
+        server = ModbusTcpServer(devices, address=(self.host, port), identity=self._identity)
+        try:
+            await server.serve_forever(background=True)
+        except RuntimeError as exc:  # pymodbus raises RuntimeError when it cannot listen
+            raise OSError(f"cannot listen for Modbus on {self.host}:{port} (port in use?)") from exc
+        self._servers[key] = server
+
+    async def start(self) -> None:
+        """Listen on every port; raises OSError naming the port when one cannot be bound."""
+        try:
+            if self.per_port:
+                for ep, dev in zip(self.endpoints(), self._devices.values(), strict=True):
+                    await self._serve(ep.machine, [self._sim_device(dev, 0)], ep.port)
+            else:
+                devices = [self._sim_device(dev, dev.machine.number) for dev in self._devices.values()]
+                await self._serve("", devices, self.port)
+        except OSError:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        servers, self._servers = self._servers, {}
+        for server in servers.values():
+            await server.shutdown()
+
+    async def set_online(self, machine: str, online: bool) -> None:
+        """A PLC restart: in per-port mode the machine's port closes and later listens again."""
+        dev = self._devices[machine]
+        if not self.per_port:
+            log.info("Modbus unit %d (%s) is %s", dev.machine.number, machine, "back" if online else "offline")
+            return  # the shared port stays; requests to the unit get exception 0x0B meanwhile
+        port = self.port + dev.machine.number - 1
+        if online:
+            if machine not in self._servers:
+                dev.encoded_tick = -1
+                dev.copied.clear()
+                await self._serve(machine, [self._sim_device(dev, 0)], port)
+                log.info("PLC %s on %s:%d is back after a restart", machine, self.host, port)
+            return
+        server = self._servers.pop(machine, None)
+        if server is not None:
+            await server.shutdown()
+            log.info("PLC %s on %s:%d restarts: the port is closed until it boots", machine, self.host, port)
+        # give the closed sockets a loop iteration so the port really refuses new connections
+        await asyncio.sleep(0)
