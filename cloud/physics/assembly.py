@@ -1,0 +1,292 @@
+"""The assembly: parts (mesh + pose + material + unit), mates, and the JSON file format.
+
+File format (``format: "twinedge-assembly/1"``)::
+
+    {"format": "twinedge-assembly/1", "name": "cell-3 gripper", "unit": "mm",
+     "parts": [{"name": "base", "mesh": "meshes/base.stl", "unit": "mm",
+                "material": "aluminium-6082-t6", "fixed": true,
+                "pose": {"translation": [0, 0, 0], "rotation_deg": [0, 0, 90]}}],
+     "mates": [...]}
+
+Pose translations and mate distances are in the assembly ``unit``; mesh and
+feature coordinates in each part's ``unit``. ``rotation_deg`` is applied about
+the fixed X, then Y, then Z axes; ``matrix`` (4×4) may be given instead.
+A mesh is a path relative to the JSON file (never absolute, never outside its
+folder) or inline: ``{"format": "stl", "data_base64": "..."}``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from scipy.spatial.transform import Rotation
+
+from cloud.physics.errors import AssemblyError, MeshTooLargeError, PhysicsError, Problem
+from cloud.physics.materials import Material, get_material
+from cloud.physics.mates import MateSpec
+from cloud.physics.mesh import MeshLimits, PartMesh, format_from_name, load_mesh_bytes
+from cloud.physics.units import METRES_PER, LengthUnit
+
+__all__ = [
+    "ASSEMBLY_FORMAT",
+    "Assembly",
+    "AssemblySpec",
+    "InlineMesh",
+    "Part",
+    "PartSpec",
+    "PoseSpec",
+    "load_assembly",
+    "load_assembly_file",
+    "parse_assembly",
+]
+
+ASSEMBLY_FORMAT = "twinedge-assembly/1"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PoseSpec(_Strict):
+    """A rigid pose: ``matrix`` (4×4) or ``translation`` + ``rotation_deg`` (fixed-axis X, Y, Z)."""
+
+    matrix: list[list[float]] | None = Field(
+        None, description="4×4 homogeneous transform; translation in the assembly unit"
+    )
+    translation: tuple[float, float, float] | None = Field(
+        None, description="position of the part frame, in the assembly unit"
+    )
+    rotation_deg: tuple[float, float, float] | None = Field(
+        None, description="rotations about the fixed X, Y, Z axes, degrees"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> PoseSpec:
+        if self.matrix is not None:
+            if self.translation is not None or self.rotation_deg is not None:
+                raise ValueError("give either 'matrix' or 'translation'/'rotation_deg', not both")
+            m = np.asarray(self.matrix, dtype=float)
+            if m.shape != (4, 4):
+                raise ValueError(f"matrix must be 4×4 (got {m.shape[0]}×{m.shape[1] if m.ndim > 1 else 0})")
+            if not np.isfinite(m).all():
+                raise ValueError("matrix has NaN or infinite entries")
+            if not np.allclose(m[3], [0, 0, 0, 1], atol=1e-9):
+                raise ValueError("matrix last row must be [0, 0, 0, 1]")
+            r = m[:3, :3]
+            if not np.allclose(r.T @ r, np.eye(3), atol=1e-6) or np.linalg.det(r) < 0:
+                raise ValueError("matrix rotation part must be a proper rotation (orthonormal, det +1)")
+        for v in (self.translation, self.rotation_deg):
+            if v is not None and not np.isfinite(v).all():
+                raise ValueError("pose values must be finite")
+        return self
+
+    def to_matrix(self, unit: LengthUnit) -> np.ndarray:
+        """The pose as a 4×4 transform with translation in metres."""
+        if self.matrix is not None:
+            m = np.asarray(self.matrix, dtype=float).copy()
+            u, _, vt = np.linalg.svd(m[:3, :3])  # re-orthonormalise rounding noise
+            m[:3, :3] = u @ vt
+        else:
+            m = np.eye(4)
+            if self.rotation_deg is not None:
+                m[:3, :3] = Rotation.from_euler("xyz", self.rotation_deg, degrees=True).as_matrix()
+            if self.translation is not None:
+                m[:3, 3] = self.translation
+        m[:3, 3] *= METRES_PER[unit]
+        return m
+
+
+class InlineMesh(_Strict):
+    """Mesh bytes carried inside the JSON (base64)."""
+
+    format: Literal["stl", "obj", "ply", "glb", "gltf", "step", "stp"]
+    data_base64: str = Field(description="the mesh file, base64-encoded")
+
+
+class PartSpec(_Strict):
+    """One part of an assembly."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$", description="unique part name")
+    mesh: str | InlineMesh = Field(description="path relative to the assembly file, or inline mesh")
+    unit: LengthUnit = Field("mm", description="unit of the mesh and feature coordinates")
+    material: str = Field(description="id from the materials table, e.g. 'aluminium-6061-t6'")
+    density_kg_m3: float | None = Field(None, gt=0, description="overrides the material density, kg/m³")
+    pose: PoseSpec = Field(default_factory=PoseSpec)
+    fixed: bool = Field(False, description="grounded: the mate solver does not move it")
+
+
+class AssemblySpec(_Strict):
+    """An assembly file (see the module docstring)."""
+
+    format: Literal["twinedge-assembly/1"] = ASSEMBLY_FORMAT
+    name: str = Field("assembly", max_length=200)
+    unit: LengthUnit = Field("mm", description="unit of pose translations and mate distances")
+    parts: list[PartSpec] = Field(min_length=1, max_length=2000)
+    mates: list[MateSpec] = Field(default_factory=list, max_length=5000)
+
+    @field_validator("parts")
+    @classmethod
+    def _unique(cls, parts: list[PartSpec]) -> list[PartSpec]:
+        seen: set[str] = set()
+        for p in parts:
+            if p.name in seen:
+                raise ValueError(f"part name {p.name!r} is used twice")
+            seen.add(p.name)
+        return parts
+
+    @model_validator(mode="after")
+    def _mates_name_parts(self) -> AssemblySpec:
+        names = {p.name for p in self.parts}
+        for i, mate in enumerate(self.mates):
+            for key, feat in (("a", mate.a), ("b", mate.b)):
+                if feat is not None and feat.part is not None and feat.part not in names:
+                    raise ValueError(f"mates[{i}].{key}.part: unknown part {feat.part!r}")
+        return self
+
+
+@dataclass(eq=False)
+class Part:
+    """A loaded part: validated mesh (metres, own frame), pose (4×4, metres) and material."""
+
+    name: str
+    mesh: PartMesh
+    pose: np.ndarray
+    material: Material
+    density_kg_m3: float
+    unit: LengthUnit
+    fixed: bool = False
+
+
+@dataclass(eq=False)
+class Assembly:
+    """A loaded assembly. ``version`` changes whenever poses change (keys caches)."""
+
+    spec: AssemblySpec
+    parts: list[Part]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def unit(self) -> LengthUnit:
+        return self.spec.unit
+
+    def part(self, name: str) -> Part:
+        for p in self.parts:
+            if p.name == name:
+                return p
+        raise AssemblyError(f"no part named {name!r}")
+
+    def with_poses(self, poses: dict[str, np.ndarray]) -> Assembly:
+        """A copy whose parts have the given poses (4×4, metres); meshes are shared."""
+        parts = [
+            Part(p.name, p.mesh, np.asarray(poses.get(p.name, p.pose), dtype=float), p.material,
+                 p.density_kg_m3, p.unit, p.fixed)
+            for p in self.parts
+        ]
+        return Assembly(self.spec, parts, list(self.warnings))
+
+
+def _problems(exc: ValidationError, prefix: str = "") -> list[Problem]:
+    out = []
+    for err in exc.errors(include_url=False):
+        path = prefix + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        out.append(Problem(path.lstrip("."), msg))
+    return out
+
+
+def parse_assembly(data: bytes | str | dict) -> AssemblySpec:
+    """Validate assembly JSON (bytes, text or an already-parsed dict); AssemblyError lists every problem."""
+    if isinstance(data, bytes | str):
+        try:
+            data = json.loads(data)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise AssemblyError(f"not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise AssemblyError("an assembly must be a JSON object")
+    try:
+        return AssemblySpec.model_validate(data)
+    except ValidationError as exc:
+        raise AssemblyError(_problems(exc)) from None
+
+
+def _read_mesh_file(base: Path, rel: str, limits: MeshLimits) -> tuple[bytes, str]:
+    pure = PurePosixPath(rel.replace("\\", "/"))
+    if pure.is_absolute() or ".." in pure.parts or not rel:
+        raise AssemblyError(f"mesh path {rel!r} must be relative and stay inside the assembly folder")
+    path = base / Path(*pure.parts)
+    fmt = format_from_name(path.name)
+    try:
+        size = path.stat().st_size
+        if size > limits.max_bytes:
+            raise MeshTooLargeError(f"{rel}: {size:,} bytes; the limit is {limits.max_bytes:,}")
+        return path.read_bytes(), fmt
+    except FileNotFoundError:
+        raise AssemblyError(f"mesh file {rel!r} not found next to the assembly file") from None
+    except OSError as exc:
+        raise AssemblyError(f"cannot read mesh file {rel!r}: {exc.strerror}") from None
+
+
+def _mesh_bytes(spec: PartSpec, base: Path | None, limits: MeshLimits) -> tuple[bytes, str]:
+    if isinstance(spec.mesh, InlineMesh):
+        if len(spec.mesh.data_base64) > limits.max_bytes * 4 // 3 + 4:
+            raise MeshTooLargeError(f"inline mesh is over the limit of {limits.max_bytes:,} bytes")
+        try:
+            return base64.b64decode(spec.mesh.data_base64, validate=True), spec.mesh.format
+        except (binascii.Error, ValueError):
+            raise AssemblyError("data_base64 is not valid base64") from None
+    if base is None:
+        raise AssemblyError("uploaded assemblies must carry their meshes inline (data_base64)")
+    return _read_mesh_file(base, spec.mesh, limits)
+
+
+def load_assembly(spec: AssemblySpec, base_dir: Path | None = None,
+                  limits: MeshLimits | None = None) -> Assembly:
+    """Load and validate every part's mesh; all part problems are reported together."""
+    limits = limits or MeshLimits()
+    parts: list[Part] = []
+    problems: list[Problem] = []
+    status = 422
+    warnings: list[str] = []
+    for i, ps in enumerate(spec.parts):
+        try:
+            data, fmt = _mesh_bytes(ps, base_dir, limits)
+            mesh = load_mesh_bytes(data, fmt, ps.unit, limits)
+            material = get_material(ps.material)
+        except PhysicsError as exc:
+            status = max(status, exc.status_code) if exc.status_code != 404 else status
+            problems += [Problem(f"parts[{i}] ({ps.name})" + (f".{p.path}" if p.path else ""),
+                                 p.message) for p in exc.problems]
+            continue
+        warnings += [f"{ps.name}: {t}" for t in mesh.check.repairs + mesh.check.flags]
+        density = ps.density_kg_m3 or material.density
+        parts.append(Part(ps.name, mesh, ps.pose.to_matrix(spec.unit), material, density,
+                          ps.unit, ps.fixed))
+    if problems:
+        err = AssemblyError(problems)
+        err.status_code = status
+        raise err
+    return Assembly(spec, parts, warnings)
+
+
+def load_assembly_file(path: str | Path, limits: MeshLimits | None = None,
+                       max_json_bytes: int = 16 * 1024 * 1024) -> Assembly:
+    """Read an assembly JSON file and the meshes it references."""
+    path = Path(path)
+    try:
+        if path.stat().st_size > max_json_bytes:
+            raise MeshTooLargeError(f"{path.name} is over {max_json_bytes:,} bytes")
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise AssemblyError(f"assembly file {str(path)!r} not found") from None
+    except OSError as exc:
+        raise AssemblyError(f"cannot read {str(path)!r}: {exc.strerror}") from None
+    return load_assembly(parse_assembly(raw), path.parent, limits)
