@@ -21,6 +21,7 @@ class ListenerConfig(StrictModel):
     tls: bool = False
     certfile: Path | None = None
     keyfile: Path | None = None
+    max_connections: int = Field(1000, ge=1, le=100_000)
 
     @model_validator(mode="after")
     def _tls_needs_files(self) -> ListenerConfig:
@@ -50,12 +51,22 @@ class BrokerConfig(StrictModel):
         None, description="per-user topic rules; unset: any user may publish twin/<id>/telemetry"
     )
     max_payload: ByteSize = Field(256 * 1024, ge=64, le=16 * 1024 * 1024)
+    max_frames_per_message: int = Field(1000, ge=1, le=10_000)
+    max_queued_messages: int = Field(
+        1000, ge=1, le=1_000_000, description="QoS 1/2 messages kept per offline persistent session (oldest dropped)"
+    )
+    session_expiry: Duration | None = Field(
+        None, ge=60, le=366 * 86400, description="forget an offline persistent session after this long; unset: never"
+    )
     republish: bool = Field(True, description="republish stored frames on twinedge/<edge>/frames/<device>")
 
     @model_validator(mode="after")
     def _someone_can_connect(self) -> BrokerConfig:
         if self.enabled and not self.allow_anonymous and self.password_file is None:
             raise ValueError("set password_file, or allow_anonymous = true (not recommended)")
+        names = [listener.name for listener in self.listeners]
+        if len(set(names)) != len(names):
+            raise ValueError("two listeners share a name; names must be unique")
         return self
 
 
@@ -70,6 +81,21 @@ class MqttClientConfig(StrictModel):
     tls: bool = False
     cafile: Path | None = None
     client_id: str = Field("twinedge", min_length=1, max_length=64)
-    topics: list[str] = Field(default_factory=lambda: ["twin/+/telemetry"], min_length=1)
-    qos: Literal[0, 1, 2] = 1
+    topics: list[str] = Field(default_factory=lambda: ["twin/+/telemetry"], min_length=1, max_length=64)
+    qos: Literal[0, 1] = Field(
+        1, description="1: persistent session, each message acknowledged after it is stored; 0: no redelivery"
+    )
     keepalive: Duration = Field(30.0, ge=5, le=3600)
+    max_payload: ByteSize = Field(256 * 1024, ge=64, le=16 * 1024 * 1024)
+    max_frames_per_message: int = Field(1000, ge=1, le=10_000)
+    republish: bool = Field(False, description="publish stored frames back on twinedge/<edge>/frames/<device>")
+
+    @model_validator(mode="after")
+    def _one_password_source(self) -> MqttClientConfig:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("set password or password_file, not both")
+        if (self.password is not None or self.password_file is not None) and self.username is None:
+            raise ValueError("a password needs a username")
+        if self.cafile is not None and not self.tls:
+            raise ValueError("cafile is only used with tls = true")
+        return self

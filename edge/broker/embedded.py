@@ -1,0 +1,180 @@
+"""The embedded MQTT broker: amqtt configured for the edge, consuming telemetry in-process.
+
+Devices publish to ``twin/<device_id>/telemetry``; the frames go to the sink
+inside the broker process (no second network hop) and a QoS 1/2 publish is
+acknowledged only after the sink committed it. The edge republishes what it
+stored on ``twinedge/<edge_id>/frames/<device_id>`` for local dashboards.
+
+amqtt's default plugins ($SYS topics, event and packet loggers, its own file
+auth) are not loaded: only our auth and ACL plugins run, which is most of what
+makes the broker cheap enough for a Pi (see docs/mqtt.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from amqtt.contexts import BrokerConfig as AmqttBrokerConfig
+from amqtt.contexts import ListenerConfig as AmqttListenerConfig
+from amqtt.errors import BrokerError
+
+from edge.broker.acl import Acl
+from edge.broker.amqtt_glue import Hooks, TwinedgeAuthPlugin, TwinedgeBroker, TwinedgeTopicPlugin
+from edge.broker.auth import Authenticator
+from edge.broker.config import BrokerConfig
+from edge.broker.ingest import TelemetryIngest
+from edge.sources.base import FrameSink
+from shared.codec import encode_frames
+from shared.errors import TwinedgeError
+from shared.frame import TelemetryFrame
+
+__all__ = ["BrokerStartError", "EmbeddedBroker", "group_by_device"]
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_TIMEOUT = 5.0
+
+
+class BrokerStartError(TwinedgeError):
+    """The broker could not start: a port in use, an unreadable certificate or password file."""
+
+
+def group_by_device(frames: Sequence[TelemetryFrame]) -> dict[str, list[TelemetryFrame]]:
+    groups: dict[str, list[TelemetryFrame]] = {}
+    for frame in frames:
+        groups.setdefault(frame.device_id, []).append(frame)
+    return groups
+
+
+def _plugin_path(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+class EmbeddedBroker:
+    """amqtt on our listeners with our auth, ACL and store-before-ack ingest.
+
+    ``run()`` serves until cancelled, then shuts the broker down within
+    SHUTDOWN_TIMEOUT seconds. ``started`` is set once every listener accepts.
+    """
+
+    def __init__(self, config: BrokerConfig, sink: FrameSink, *, edge_id: str) -> None:
+        self.config = config
+        self.sink = sink
+        self.edge_id = edge_id
+        self.started = asyncio.Event()
+        self.ingest = TelemetryIngest(sink, max_payload=config.max_payload, max_frames=config.max_frames_per_message)
+        self._hooks: Hooks | None = None
+        self._broker: TwinedgeBroker | None = None
+        self._republish_prefix = f"twinedge/{edge_id}/frames/"
+
+    def _amqtt_config(self, hooks: Hooks) -> AmqttBrokerConfig:
+        expiry = self.config.session_expiry
+        config = AmqttBrokerConfig(
+            # amqtt requires a "default" listener and copies its settings into any other listener's
+            # fields left at their defaults, so it is an unbound placeholder, and ours are added after.
+            listeners={"default": AmqttListenerConfig(bind=None)},
+            timeout_disconnect_delay=0,
+            session_expiry_interval=int(expiry) if expiry is not None else None,
+            plugins={
+                _plugin_path(TwinedgeAuthPlugin): {"hooks": hooks},
+                _plugin_path(TwinedgeTopicPlugin): {"hooks": hooks},
+            },
+        )
+        for listener in self.config.listeners:
+            host = f"[{listener.host}]" if ":" in listener.host else listener.host
+            try:
+                config.listeners[f"l-{listener.name}"] = AmqttListenerConfig(
+                    bind=f"{host}:{listener.port}",
+                    max_connections=listener.max_connections,
+                    ssl=listener.tls,
+                    certfile=listener.certfile,
+                    keyfile=listener.keyfile,
+                )
+            except (FileNotFoundError, ValueError) as exc:
+                raise BrokerStartError(f"MQTT listener {listener.name!r}: {exc}") from None
+        return config
+
+    def _describe(self) -> str:
+        return ", ".join(
+            f"{x.name} {x.host}:{x.port}{' (TLS)' if x.tls else ''}" for x in self.config.listeners
+        )
+
+    async def run(self) -> None:
+        authenticator = None
+        if self.config.password_file is not None:
+            try:
+                authenticator = await asyncio.to_thread(Authenticator.from_file, self.config.password_file)
+            except TwinedgeError as exc:
+                raise BrokerStartError(str(exc)) from None
+        hooks = Hooks(
+            ingest=self.ingest,
+            acl=Acl(self.config.acl),
+            authenticator=authenticator,
+            allow_anonymous=self.config.allow_anonymous,
+            max_queued_messages=self.config.max_queued_messages,
+        )
+        broker = TwinedgeBroker(self._amqtt_config(hooks), hooks=hooks)
+        try:
+            await broker.start()
+        except BrokerError as exc:
+            reason = exc.__cause__ or exc
+            raise BrokerStartError(f"the MQTT broker could not start on {self._describe()}: {reason}") from None
+        self._hooks, self._broker = hooks, broker
+        if self.config.allow_anonymous:
+            log.warning("MQTT broker accepts anonymous clients (allow_anonymous = true)")
+        log.info("MQTT broker listening on %s", self._describe())
+        self.started.set()
+        try:
+            await asyncio.Future()  # serve until cancelled
+        finally:
+            self.started.clear()
+            self._broker = None
+            self.ingest.close()
+            try:
+                async with asyncio.timeout(SHUTDOWN_TIMEOUT):
+                    await broker.shutdown()
+            except TimeoutError:
+                log.warning("MQTT broker did not shut down within %.0f s; leaving it", SHUTDOWN_TIMEOUT)
+
+    async def publish(self, topic: str, payload: bytes, *, qos: int = 0, retain: bool = False) -> None:
+        """Publish from the edge itself to every subscriber of ``topic`` (dropped when the broker is down)."""
+        broker = self._broker
+        if broker is None:
+            return
+        await broker.internal_message_broadcast(topic, payload, qos)
+        if retain:
+            await broker.retain_message(None, topic, payload, qos)
+
+    async def publish_stored(self, frames: Sequence[TelemetryFrame]) -> None:
+        """After commit: one message per device on twinedge/<edge>/frames/<device> (a msgpack list).
+
+        Costs one dict lookup per device when nobody subscribes.
+        """
+        hooks = self._hooks
+        if not self.config.republish or hooks is None or self._broker is None:
+            return
+        for device, group in group_by_device(frames).items():
+            topic = self._republish_prefix + device
+            if hooks.has_subscribers(topic):
+                await self.publish(topic, encode_frames(group))
+
+    def snapshot(self) -> dict[str, Any]:
+        broker, hooks = self._broker, self._hooks
+        sessions = list(broker.sessions.values()) if broker is not None else []
+        connected = sum(1 for session, _ in sessions if session.transitions.state == "connected")
+        return {
+            "kind": "embedded",
+            "running": self.started.is_set(),
+            "listeners": [
+                {"name": x.name, "host": x.host, "port": x.port, "tls": x.tls} for x in self.config.listeners
+            ],
+            "clients_connected": connected,
+            "sessions": len(sessions),
+            "refused_connections": hooks.refused_connections if hooks else 0,
+            "refused_publishes": hooks.refused_publishes if hooks else 0,
+            "offline_queue_dropped": hooks.queued_dropped if hooks else 0,
+            **self.ingest.snapshot(),
+        }

@@ -1,0 +1,203 @@
+"""MQTT payload -> validated frames -> the sink, with every refusal counted by reason.
+
+One ingest path serves the embedded broker and the external-broker client.
+Devices publish to ``twin/<device_id>/telemetry`` one frame (a map) or a list of
+frames, as MessagePack or JSON. The topic names the device: a frame without
+``device_id`` takes it from the topic, and a frame naming another device is
+refused (``device_mismatch``), so one device's credentials cannot write
+another device's data. A refused payload is counted, handed to
+``sink.reject``, and logged once per burst, never once per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections import Counter
+from typing import Any
+
+from edge.sources.base import FrameSink
+from shared.codec import decode_obj, validate_frame
+from shared.errors import CodecError, FrameError
+from shared.frame import DEVICE_ID_PATTERN, TelemetryFrame
+
+__all__ = ["BURST_QUIET", "RejectReason", "TelemetryIngest", "device_of_topic"]
+
+log = logging.getLogger(__name__)
+
+_DEVICE_RE = re.compile(DEVICE_ID_PATTERN)
+BURST_QUIET = 10.0  # seconds without a refusal that end a burst
+
+
+class RejectReason:
+    """The reason codes that `status` counts (a payload's first problem decides)."""
+
+    TOO_LARGE = "too_large"
+    UNREADABLE = "unreadable"
+    NOT_FRAMES = "not_frames"
+    TOO_MANY_FRAMES = "too_many_frames"
+    INVALID_FRAME = "invalid_frame"
+    DEVICE_MISMATCH = "device_mismatch"
+    BAD_TOPIC = "bad_topic"
+    OVERLOAD = "overload"
+
+
+def device_of_topic(topic: str) -> str | None:
+    """``twin/<id>/telemetry`` -> ``<id>``; None for any other topic (the id itself is not checked)."""
+    if topic.startswith("twin/") and topic.endswith("/telemetry"):
+        middle = topic[5:-10]
+        if middle and "/" not in middle:
+            return middle
+    return None
+
+
+class _BurstLog:
+    """One WARNING at the start of a burst of refusals, then one summary per quiet period."""
+
+    def __init__(self) -> None:
+        self._suppressed: Counter[str] = Counter()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def refused(self, reason: str, origin: str, detail: str) -> None:
+        if self._timer is None:
+            log.warning(
+                "refused MQTT payload from %s: %s (%s); further refusals are summarised", origin, detail, reason
+            )
+            self._timer = asyncio.get_running_loop().call_later(BURST_QUIET, self._flush)
+        else:
+            self._suppressed[reason] += 1
+
+    def _flush(self) -> None:
+        if not self._suppressed:
+            self._timer = None
+            return
+        total = sum(self._suppressed.values())
+        reasons = ", ".join(f"{r}: {n}" for r, n in self._suppressed.most_common())
+        log.warning("refused %d more MQTT payloads in the last %.0f s (%s)", total, BURST_QUIET, reasons)
+        self._suppressed.clear()
+        self._timer = asyncio.get_running_loop().call_later(BURST_QUIET, self._flush)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+class TelemetryIngest:
+    """Decodes device payloads and hands the frames to the sink."""
+
+    def __init__(self, sink: FrameSink, *, max_payload: int, max_frames: int = 10_000) -> None:
+        self.sink = sink
+        self.max_payload = max_payload
+        self.max_frames = max_frames
+        self.messages_in = 0
+        self.frames_in = 0
+        self.bytes_in = 0
+        self.rejected: Counter[str] = Counter()
+        self.last_message: float | None = None
+        self._burst = _BurstLog()
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "messages_in": self.messages_in,
+            "frames_in": self.frames_in,
+            "bytes_in": self.bytes_in,
+            "rejected": dict(self.rejected),
+            "last_message": self.last_message,
+        }
+
+    def close(self) -> None:
+        self._burst.close()
+
+    async def reject(
+        self, reason: str, detail: str, *, topic: str, client_id: str, payload: bytes | None, n: int = 1
+    ) -> None:
+        """Count, log once per burst and hand to the sink's quarantine."""
+        self.rejected[reason] += n
+        origin = f"mqtt:{topic}"
+        self._burst.refused(reason, f"client {client_id!r} on {topic}", detail)
+        await self.sink.reject(origin, f"{reason}: {detail}", payload)
+
+    async def handle(self, topic: str, payload: bytes, *, client_id: str, durable: bool) -> int:
+        """Ingest one message; returns the number of frames stored. Never raises for bad input.
+
+        With ``durable=True`` it returns only after the sink committed the frames,
+        which is what lets the broker acknowledge a QoS 1/2 publish afterwards.
+        """
+        frames = await self.frames_of(topic, payload, client_id=client_id)
+        if frames:
+            await self.sink.put(frames, durable=durable)
+            self.frames_in += len(frames)
+        return len(frames)
+
+    async def frames_of(self, topic: str, payload: bytes, *, client_id: str) -> list[TelemetryFrame]:
+        """The valid frames of one message; refusals are counted and handed to ``sink.reject``."""
+        self.messages_in += 1
+        self.bytes_in += len(payload)
+        self.last_message = time.time()
+        device = device_of_topic(topic)
+        if device is None or not _DEVICE_RE.match(device):
+            shown = repr(device)[:80]
+            await self.reject(
+                RejectReason.BAD_TOPIC, f"the topic's device id {shown} is not a valid id (letters, digits, . _ : -)",
+                topic=topic, client_id=client_id, payload=payload,
+            )
+            return []
+        if len(payload) > self.max_payload:
+            await self.reject(
+                RejectReason.TOO_LARGE, f"{len(payload)} bytes exceeds the limit of {self.max_payload} bytes",
+                topic=topic, client_id=client_id, payload=None,
+            )
+            return []
+        try:
+            obj = decode_obj(payload, max_bytes=self.max_payload)
+        except CodecError as exc:
+            await self.reject(RejectReason.UNREADABLE, str(exc), topic=topic, client_id=client_id, payload=payload)
+            return []
+        return await self._frames(obj, device, topic=topic, client_id=client_id, payload=payload)
+
+    async def _frames(
+        self, obj: Any, device: str, *, topic: str, client_id: str, payload: bytes
+    ) -> list[TelemetryFrame]:
+        if isinstance(obj, dict):
+            items, single = [obj], True
+        elif isinstance(obj, list):
+            items, single = obj, False
+            if len(items) > self.max_frames:
+                await self.reject(
+                    RejectReason.TOO_MANY_FRAMES, f"{len(items)} frames in one message exceeds {self.max_frames}",
+                    topic=topic, client_id=client_id, payload=payload,
+                )
+                return []
+        else:
+            await self.reject(
+                RejectReason.NOT_FRAMES, f"expected a frame (map) or a list of frames, got {type(obj).__name__}",
+                topic=topic, client_id=client_id, payload=payload,
+            )
+            return []
+        frames: list[TelemetryFrame] = []
+        refused: dict[str, list[str]] = {}
+        for index, item in enumerate(items):
+            prefix = "" if single else f"[{index}]."
+            if isinstance(item, dict):
+                named = item.get("device_id")
+                if named is None:
+                    item = {**item, "device_id": device}
+                elif named != device:
+                    shown = repr(named)[:70]
+                    refused.setdefault(RejectReason.DEVICE_MISMATCH, []).append(
+                        f"{prefix}device_id: {shown} differs from the topic's device {device!r}"
+                    )
+                    continue
+            try:
+                frames.append(validate_frame(item, prefix))
+            except FrameError as exc:
+                refused.setdefault(RejectReason.INVALID_FRAME, []).append(str(exc))
+        for reason, details in refused.items():
+            more = f" (and {len(details) - 1} more)" if len(details) > 1 else ""
+            await self.reject(
+                reason, details[0][:300] + more, topic=topic, client_id=client_id, payload=payload, n=len(details)
+            )
+        return frames

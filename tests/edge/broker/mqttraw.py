@@ -1,0 +1,162 @@
+"""A minimal MQTT 3.1.1 client speaking raw packets, for tests that need exact control.
+
+Library clients acknowledge, ping and reconnect by themselves; checking what a
+broker does when a client does *not* acknowledge, stays silent past its
+keepalive or vanishes without DISCONNECT needs a client that does only what it is told.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from dataclasses import dataclass
+
+CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP = 1, 2, 3, 4, 5, 6, 7
+SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK, PINGREQ, PINGRESP, DISCONNECT = 8, 9, 10, 11, 12, 13, 14
+
+
+def _str(value: str | bytes) -> bytes:
+    raw = value.encode() if isinstance(value, str) else value
+    return struct.pack("!H", len(raw)) + raw
+
+
+def _packet(kind: int, flags: int, body: bytes) -> bytes:
+    out = bytearray([(kind << 4) | flags])
+    length = len(body)
+    while True:
+        byte, length = length % 128, length // 128
+        out.append(byte | (0x80 if length else 0))
+        if not length:
+            break
+    return bytes(out) + body
+
+
+@dataclass
+class Packet:
+    kind: int
+    flags: int
+    body: bytes
+
+    @property
+    def packet_id(self) -> int:
+        if self.kind == PUBLISH:
+            (tlen,) = struct.unpack("!H", self.body[:2])
+            return int(struct.unpack("!H", self.body[2 + tlen : 4 + tlen])[0]) if self.qos else 0
+        return int(struct.unpack("!H", self.body[:2])[0])
+
+    @property
+    def qos(self) -> int:
+        return (self.flags >> 1) & 3
+
+    @property
+    def dup(self) -> bool:
+        return bool(self.flags & 8)
+
+    @property
+    def retain(self) -> bool:
+        return bool(self.flags & 1)
+
+    @property
+    def topic(self) -> str:
+        (tlen,) = struct.unpack("!H", self.body[:2])
+        return self.body[2 : 2 + tlen].decode()
+
+    @property
+    def payload(self) -> bytes:
+        (tlen,) = struct.unpack("!H", self.body[:2])
+        return self.body[2 + tlen + (2 if self.qos else 0) :]
+
+
+class RawClient:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def connect(
+        cls,
+        port: int,
+        client_id: str,
+        *,
+        clean: bool = True,
+        keepalive: int = 60,
+        username: str | None = None,
+        password: str | None = None,
+        will: tuple[str, bytes, int, bool] | None = None,
+    ) -> tuple[RawClient, int, bool]:
+        """Open a connection and send CONNECT; returns (client, CONNACK return code, session present)."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        flags = (0x02 if clean else 0) | (0x80 if username is not None else 0) | (0x40 if password is not None else 0)
+        payload = _str(client_id)
+        if will is not None:
+            topic, message, qos, retain = will
+            flags |= 0x04 | (qos << 3) | (0x20 if retain else 0)
+            payload += _str(topic) + _str(message)
+        if username is not None:
+            payload += _str(username)
+        if password is not None:
+            payload += _str(password)
+        body = _str("MQTT") + bytes([4, flags]) + struct.pack("!H", keepalive) + payload
+        client = cls(reader, writer)
+        await client.send(_packet(CONNECT, 0, body))
+        connack = await client.read()
+        assert connack.kind == CONNACK, connack
+        return client, connack.body[1], bool(connack.body[0] & 1)
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def read(self, timeout: float = 10.0) -> Packet:
+        async with asyncio.timeout(timeout):
+            header = await self.reader.readexactly(1)
+            length, shift = 0, 0
+            while True:
+                byte = (await self.reader.readexactly(1))[0]
+                length |= (byte & 0x7F) << shift
+                shift += 7
+                if not byte & 0x80:
+                    break
+            body = await self.reader.readexactly(length)
+        return Packet(header[0] >> 4, header[0] & 0x0F, body)
+
+    async def read_kind(self, kind: int, timeout: float = 10.0) -> Packet:
+        """The next packet, which must be of ``kind``."""
+        packet = await self.read(timeout)
+        assert packet.kind == kind, f"expected packet type {kind}, got {packet.kind} {packet.body!r}"
+        return packet
+
+    async def publish(
+        self, topic: str, payload: bytes, *, qos: int = 0, packet_id: int = 1, retain: bool = False, dup: bool = False
+    ) -> None:
+        body = _str(topic) + (struct.pack("!H", packet_id) if qos else b"") + payload
+        flags = (qos << 1) | (1 if retain else 0) | (8 if dup else 0)
+        await self.send(_packet(PUBLISH, flags, body))
+
+    async def subscribe(self, packet_id: int, *filters: tuple[str, int]) -> list[int]:
+        body = struct.pack("!H", packet_id) + b"".join(_str(f) + bytes([q]) for f, q in filters)
+        await self.send(_packet(SUBSCRIBE, 2, body))
+        suback = await self.read_kind(SUBACK)
+        return list(suback.body[2:])
+
+    async def ack(self, kind: int, packet_id: int) -> None:
+        await self.send(_packet(kind, 2 if kind == PUBREL else 0, struct.pack("!H", packet_id)))
+
+    async def ping(self) -> None:
+        await self.send(_packet(PINGREQ, 0, b""))
+
+    async def disconnect(self) -> None:
+        await self.send(_packet(DISCONNECT, 0, b""))
+        await self.abort()
+
+    async def abort(self) -> None:
+        """Vanish without DISCONNECT (a power cut at the device)."""
+        self.writer.close()
+        try:
+            await self.writer.wait_closed()
+        except (ConnectionError, OSError):
+            pass
+
+    async def wait_closed_by_peer(self, timeout: float) -> None:
+        async with asyncio.timeout(timeout):
+            while await self.reader.read(4096):
+                pass
