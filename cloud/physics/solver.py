@@ -1,0 +1,362 @@
+"""The mate solver: part poses by nonlinear least squares, DOF analysis, redundant and conflicting mates.
+
+Unknowns are the 6-DOF poses of the parts that are not grounded, solved by
+nonlinear least squares (Levenberg–Marquardt on the pose manifold: each step
+is a small translation and rotation vector per part, applied as R ← exp(δθ)·R,
+with analytic Jacobians; linear algebra with numpy/scipy). Bad starting poses are handled by multi-start: the given poses
+first, then the same with perturbed rotations, then random rotations and
+positions (a seeded generator, so results are reproducible).
+
+At the result the constraint Jacobian J (rows: mate equations; columns:
+small world-frame translations/rotations of each free part) tells the rest:
+- remaining DOF = 6·n_free − rank J; its null space holds the free motions,
+  split per part into translations, rotations (axis + point) and screws;
+- a mate whose rows add less rank than they have on their own is redundant;
+- when no start satisfies every mate, a deletion filter finds a minimal
+  conflicting set (removing any one mate of it makes the rest solvable).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from cloud.physics.assembly import Assembly
+from cloud.physics.mates import MateSpec, WorldFeature, mate_equations, world_feature
+from cloud.physics.units import METRES_PER
+
+__all__ = ["MateResidual", "MateSystem", "Motion", "PartDof", "RedundantMate", "SolveResult"]
+
+RANK_TOL = 1e-7
+
+
+@dataclass(frozen=True)
+class MateResidual:
+    index: int
+    name: str
+    type: str
+    length_m: float
+    angle_rad: float
+    violated: bool
+
+
+@dataclass(frozen=True)
+class RedundantMate:
+    index: int
+    name: str
+    equations: int
+    independent: int
+
+
+@dataclass(frozen=True)
+class Motion:
+    """A free motion: translation along ``direction``, or rotation/screw about an axis."""
+
+    kind: str
+    direction: np.ndarray
+    point_m: np.ndarray | None = None
+    pitch_m_per_rad: float = 0.0
+
+
+@dataclass(frozen=True)
+class PartDof:
+    part: str
+    dof: int
+    motions: list[Motion]
+
+
+@dataclass
+class SolveResult:
+    converged: bool
+    poses: dict[str, np.ndarray]
+    residuals: list[MateResidual]
+    redundant: list[RedundantMate]
+    conflicting: list[int]
+    dof_total: int
+    parts: list[PartDof]
+    starts: int
+    grounded: list[str]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def violated(self) -> list[MateResidual]:
+        return [r for r in self.residuals if r.violated]
+
+    @property
+    def fully_redundant(self) -> list[RedundantMate]:
+        """Mates that add no constraint at all (their every equation repeats other mates)."""
+        return [r for r in self.redundant if r.independent == 0]
+
+
+def _rank(m: np.ndarray) -> int:
+    if m.size == 0:
+        return 0
+    s = np.linalg.svd(m, compute_uv=False)
+    return int((s > RANK_TOL * max(1.0, s[0])).sum())
+
+
+class MateSystem:
+    """The equations of an assembly's mates over the poses of its free parts."""
+
+    def __init__(self, assembly: Assembly, mates: list[MateSpec] | None = None,
+                 tolerance: float = 1e-8) -> None:
+        self.assembly = assembly
+        self.mates = list(assembly.spec.mates if mates is None else mates)
+        self.names = [p.name for p in assembly.parts]
+        index = {n: k for k, n in enumerate(self.names)}
+        grounded = [p.name for p in assembly.parts if p.fixed]
+        self.notes: list[str] = []
+        if not grounded:
+            grounded = [self.names[0]]
+            self.notes.append(f"no part is fixed: {self.names[0]} is held fixed as the base")
+        self.grounded = grounded
+        self.free = [n for n in self.names if n not in grounded]
+        self.free_index = {n: k for k, n in enumerate(self.free)}
+        poses = np.stack([p.pose for p in assembly.parts])
+        spread = np.ptp(poses[:, :3, 3], axis=0) if len(poses) > 1 else np.zeros(3)
+        sizes = [np.linalg.norm(np.ptp(p.mesh.vertices, axis=0)) for p in assembly.parts]
+        self.length = float(max(np.linalg.norm(spread), max(sizes), 1e-3))
+        self.tolerance = tolerance
+        self._part_of = index
+        self._start = poses
+        self._rel = {}
+        for k, m in enumerate(self.mates):
+            if m.type == "fixed":
+                ta = poses[index[m.a.part]] if m.a.part else np.eye(4)
+                tb = poses[index[m.b.part]] if m.b is not None and m.b.part else np.eye(4)
+                rel = np.linalg.inv(tb) @ ta
+                self._rel[k] = (rel[:3, :3], rel[:3, 3] / self.length)
+
+    def mate_name(self, k: int) -> str:
+        m = self.mates[k]
+        return m.name or f"mates[{k}] ({m.type})"
+
+    # --- evaluation -----------------------------------------------------------------------
+    def _feature(self, feat, poses: np.ndarray) -> WorldFeature:
+        if feat is None or feat.part is None:
+            scale = METRES_PER[self.assembly.unit] / self.length
+            rot, trans, owner = np.eye(3), np.zeros(3), -1
+        else:
+            part = self.assembly.parts[self._part_of[feat.part]]
+            scale = METRES_PER[part.unit] / self.length
+            pose = poses[self._part_of[feat.part]]
+            rot, trans = pose[:3, :3], pose[:3, 3] / self.length
+            owner = self.free_index.get(feat.part, -1)
+        if feat is None:
+            return world_feature("frame", np.zeros(3), np.zeros(3), 0.0, rot, trans, owner)
+        direction = np.zeros(3) if feat.direction is None else np.asarray(feat.direction, float)
+        if feat.direction is not None:
+            direction = direction / np.linalg.norm(direction)
+        return world_feature(feat.kind, np.asarray(feat.origin, float) * scale, direction,
+                             (feat.radius or 0.0) * scale, rot, trans, owner)
+
+    def _frame(self, part: str | None, poses: np.ndarray) -> WorldFeature:
+        if part is None:
+            return WorldFeature("frame", np.zeros(3), np.eye(3).ravel(), 0.0, -1,
+                                np.zeros((3, 6)), np.zeros((3, 6)))
+        pose = poses[self._part_of[part]]
+        return WorldFeature("frame", pose[:3, 3] / self.length, pose[:3, :3].ravel(), 0.0,
+                            self.free_index.get(part, -1), np.zeros((3, 6)), np.zeros((3, 6)))
+
+    def equations(self, poses: np.ndarray, subset: list[int] | None = None):
+        """Residual vector, Jacobian (rows × 6·n_free, [δt/L, δθ] per part), row ranges, angular mask."""
+        subset = list(range(len(self.mates))) if subset is None else subset
+        scale = self.length / METRES_PER[self.assembly.unit]
+        rs, blocks, ranges, ang = [], [], [], []
+        row = 0
+        for k in subset:
+            m = self.mates[k]
+            if m.type == "fixed":
+                eq = mate_equations(m, self._frame(m.a.part, poses),
+                                    self._frame(m.b.part if m.b else None, poses), scale,
+                                    self._rel[k])
+            else:
+                eq = mate_equations(m, self._feature(m.a, poses), self._feature(m.b, poses), scale)
+            rs.append(eq.r)
+            blocks.append((row, eq.blocks))
+            ranges.append((row, row + len(eq.r)))
+            ang.append(eq.angular)
+            row += len(eq.r)
+        jac = np.zeros((row, 6 * len(self.free)))
+        for start, parts in blocks:
+            for owner, blk in parts:
+                jac[start:start + len(blk), 6 * owner:6 * owner + 6] += blk
+        r = np.concatenate(rs) if rs else np.zeros(0)
+        return r, jac, ranges, (np.concatenate(ang) if ang else np.zeros(0, bool))
+
+    # --- solving --------------------------------------------------------------------------
+    def _retract(self, poses: np.ndarray, step: np.ndarray) -> np.ndarray:
+        out = poses.copy()
+        for name, k in self.free_index.items():
+            i = self._part_of[name]
+            out[i, :3, 3] += step[6 * k:6 * k + 3] * self.length
+            out[i, :3, :3] = Rotation.from_rotvec(step[6 * k + 3:6 * k + 6]).as_matrix() @ out[i, :3, :3]
+        return out
+
+    def _run(self, start: np.ndarray, subset: list[int] | None,
+             max_iter: int = 100) -> tuple[np.ndarray, float]:
+        """Levenberg–Marquardt on the pose manifold: solve (JᵀJ + λI)δ = −Jᵀr, then retract."""
+        poses = start
+        r, jac, _, _ = self.equations(poses, subset)
+        if not self.free or r.size == 0:
+            return poses, float(np.abs(r).max(initial=0.0))
+        cost, lam, stop = float(r @ r), 1e-3, self.tolerance * 1e-3
+        eye = np.eye(jac.shape[1])
+        for _ in range(max_iter):
+            if np.abs(r).max() < stop:
+                break
+            step = np.linalg.solve(jac.T @ jac + lam * eye, -jac.T @ r)
+            trial = self._retract(poses, step)
+            r2, jac2, _, _ = self.equations(trial, subset)
+            cost2 = float(r2 @ r2)
+            if cost2 < cost:
+                poses, r, jac, cost = trial, r2, jac2, cost2
+                lam = max(lam / 5.0, 1e-12)
+            else:
+                lam *= 4.0
+                if lam > 1e8:
+                    break
+            if np.linalg.norm(step) < 1e-15:
+                break
+        return poses, float(np.abs(r).max(initial=0.0))
+
+    def _starts(self, rng: np.random.Generator, count: int):
+        yield self._start
+        centre = self._start[:, :3, 3].mean(axis=0)
+        for k in range(1, count):
+            poses = self._start.copy()
+            for name in self.free:
+                i = self._part_of[name]
+                if k == 1:
+                    small = Rotation.from_rotvec(rng.normal(scale=0.3, size=3)).as_matrix()
+                    poses[i, :3, :3] = small @ poses[i, :3, :3]
+                else:
+                    poses[i, :3, :3] = Rotation.random(random_state=rng).as_matrix()
+                    poses[i, :3, 3] = centre + rng.normal(scale=self.length, size=3)
+            yield poses
+
+    def solve_subset(self, subset: list[int] | None, max_starts: int = 10,
+                     seed: int = 0) -> tuple[np.ndarray, float, int]:
+        rng = np.random.default_rng(seed)
+        best, best_err, used = self._start, np.inf, 0
+        for start in self._starts(rng, max_starts):
+            used += 1
+            poses, err = self._run(start, subset)
+            if err < best_err:
+                best, best_err = poses, err
+            if best_err <= self.tolerance:
+                break
+        return best, best_err, used
+
+    def solve(self, max_starts: int = 10, seed: int = 0) -> SolveResult:
+        poses, err, used = self.solve_subset(None, max_starts, seed)
+        conflicting: list[int] = []
+        if err > self.tolerance:
+            conflicting = self.minimal_conflict(poses, max_starts, seed)
+        return self._result(poses, used, conflicting)
+
+    def validate(self) -> SolveResult:
+        """Residuals and DOF at the given poses; nothing moves."""
+        return self._result(self._start, 0, [])
+
+    def minimal_conflict(self, poses: np.ndarray, max_starts: int, seed: int) -> list[int]:
+        """Deletion filter over the mates connected to the violated ones."""
+        r, _, ranges, _ = self.equations(poses)
+        bad = {k for k, (a, b) in enumerate(ranges) if np.abs(r[a:b]).max(initial=0) > self.tolerance}
+        core = self._connected(bad)
+        for k in list(core):
+            trial = [m for m in core if m != k]
+            if self.solve_subset(trial, max_starts, seed)[1] > self.tolerance:
+                core = trial
+        return sorted(core)
+
+    def _connected(self, seeds: set[int]) -> list[int]:
+        parts_of = []
+        for m in self.mates:
+            ps = {m.a.part} | ({m.b.part} if m.b is not None else {None})
+            parts_of.append({p for p in ps if p is not None and p not in self.grounded})
+        reach = set().union(*(parts_of[k] for k in seeds)) if seeds else set()
+        changed = True
+        while changed:
+            changed = False
+            for ps in parts_of:
+                if ps & reach and not ps <= reach:
+                    reach |= ps
+                    changed = True
+        return [k for k, ps in enumerate(parts_of) if ps & reach or k in seeds]
+
+    # --- analysis -------------------------------------------------------------------------
+    def _result(self, poses: np.ndarray, starts: int, conflicting: list[int]) -> SolveResult:
+        r, jac, ranges, ang = self.equations(poses)
+        residuals = []
+        for k, (a, b) in enumerate(ranges):
+            rows, is_ang = r[a:b], ang[a:b]
+            length = float(np.abs(rows[~is_ang]).max(initial=0.0)) * self.length
+            angle = float(np.abs(rows[is_ang]).max(initial=0.0))
+            worst = float(np.abs(rows).max(initial=0.0))
+            residuals.append(MateResidual(k, self.mate_name(k), self.mates[k].type, length,
+                                          angle, worst > self.tolerance))
+        redundant = []
+        acc = np.zeros((0, jac.shape[1]))
+        rank = 0
+        for k, (a, b) in enumerate(ranges):
+            own = _rank(jac[a:b])
+            acc = np.vstack([acc, jac[a:b]])
+            new = _rank(acc)
+            if new - rank < own:
+                redundant.append(RedundantMate(k, self.mate_name(k), own, new - rank))
+            rank = new
+        dof_total, parts = self._dof(jac, poses)
+        return SolveResult(
+            converged=not any(x.violated for x in residuals),
+            poses={n: poses[i] for n, i in self._part_of.items()},
+            residuals=residuals, redundant=redundant, conflicting=conflicting,
+            dof_total=dof_total, parts=parts, starts=starts, grounded=list(self.grounded),
+            notes=list(self.notes),
+        )
+
+    def _dof(self, jac: np.ndarray, poses: np.ndarray) -> tuple[int, list[PartDof]]:
+        n = jac.shape[1]
+        if n == 0:
+            return 0, [PartDof(g, 0, []) for g in self.grounded]
+        if jac.shape[0]:
+            _, s, vt = np.linalg.svd(jac, full_matrices=True)
+            rank = int((s > RANK_TOL * max(1.0, s[0])).sum())
+        else:
+            vt, rank = np.eye(n), 0
+        null = vt[rank:].T
+        out = [PartDof(g, 0, []) for g in self.grounded]
+        for name, k in self.free_index.items():
+            block = null[6 * k:6 * k + 6]
+            out.append(self._motions(name, block, poses[self._part_of[name]]))
+        return n - rank, out
+
+    def _motions(self, name: str, block: np.ndarray, pose: np.ndarray) -> PartDof:
+        if block.size == 0:
+            return PartDof(name, 0, [])
+        u, s, _ = np.linalg.svd(block, full_matrices=False)
+        basis = u[:, s > RANK_TOL * max(1.0, s.max(initial=0.0))]
+        if basis.shape[1] == 0:
+            return PartDof(name, 0, [])
+        _, sw, vt = np.linalg.svd(basis[3:], full_matrices=True)
+        n_rot = int((sw > 1e-6).sum())
+        trans = basis @ vt[n_rot:].T
+        rots = basis @ vt[:n_rot].T
+        motions = []
+        tdirs = []
+        for col in trans.T:
+            v = col[:3] / np.linalg.norm(col[:3])
+            tdirs.append(v)
+            motions.append(Motion("translation", v))
+        for col in rots.T:
+            v, w = col[:3].copy(), col[3:]
+            for t in tdirs:
+                v -= (v @ t) * t
+            ww = float(w @ w)
+            point = pose[:3, 3] + self.length * np.cross(w, v) / ww
+            pitch = float(w @ v) * self.length / ww
+            kind = "rotation" if abs(pitch) < 1e-9 * self.length else "screw"
+            motions.append(Motion(kind, w / np.sqrt(ww), point, pitch))
+        return PartDof(name, basis.shape[1], motions)
