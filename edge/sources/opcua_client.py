@@ -1,0 +1,271 @@
+"""Opening an OPC-UA session from an OpcUaSourceConfig, and the few services the source uses.
+
+Everything asyncua raises while connecting is turned into an OpcUaConnectError
+whose ``reason`` is one sentence for the person at the machine ("OPC-UA server
+opc.tcp://10.0.0.9:4840 refused user 'edge': wrong user name or password").
+Reads are split to respect the server's operation limits (and our own cap).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from asyncua import Client, ua
+from asyncua.crypto import security_policies, uacrypto
+from cryptography import x509
+
+from edge.sources.opcua_config import OpcUaSourceConfig
+from shared.errors import TwinedgeError
+
+__all__ = [
+    "TRANSPORT_ERRORS",
+    "OpcUaConnectError",
+    "OperationLimits",
+    "chunks",
+    "connect",
+    "describe_error",
+    "read_operation_limits",
+    "read_values",
+    "resolve_node_ids",
+]
+
+log = logging.getLogger(__name__)
+
+# What a broken connection or a refusing server raises (TimeoutError is an OSError; ConnectionError too).
+TRANSPORT_ERRORS = (ua.UaError, OSError)
+
+_AUTH_CODES = {
+    ua.StatusCodes.BadUserAccessDenied,
+    ua.StatusCodes.BadIdentityTokenInvalid,
+    ua.StatusCodes.BadIdentityTokenRejected,
+    ua.StatusCodes.BadCertificateUntrusted,
+    ua.StatusCodes.BadCertificateInvalid,
+    ua.StatusCodes.BadSecurityChecksFailed,
+    ua.StatusCodes.BadSecurityPolicyRejected,
+    ua.StatusCodes.BadCertificateUriInvalid,
+    ua.StatusCodes.BadCertificateTimeInvalid,
+}
+
+
+class OpcUaConnectError(TwinedgeError):
+    """Connecting failed. ``reason`` is plain words; ``permanent`` means retrying soon will not help."""
+
+    def __init__(self, reason: str, *, permanent: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.permanent = permanent
+
+
+def _status_name(code: int) -> tuple[str, str]:
+    name, doc = ua.status_codes.get_name_and_doc(code)
+    return name, doc.rstrip(".")
+
+
+def describe_error(exc: BaseException, config: OpcUaSourceConfig) -> tuple[str, bool]:
+    """``(sentence, permanent)`` for an error met while talking to the server."""
+    where = f"OPC-UA server {config.url}"
+    sec = config.security
+    if isinstance(exc, ua.UaStatusCodeError):
+        code = exc.code
+        name, doc = _status_name(code)
+        if code == ua.StatusCodes.BadUserAccessDenied:
+            if config.username:
+                return f"{where} refused user {config.username!r}: wrong user name or password ({name})", True
+            return f"{where} refused an anonymous login: set 'username' and 'password_file' ({name})", True
+        if code in (ua.StatusCodes.BadIdentityTokenRejected, ua.StatusCodes.BadIdentityTokenInvalid):
+            how = "user name and password" if config.username else "anonymous"
+            return f"{where} does not accept {how} logins on this endpoint ({name})", True
+        if code in _AUTH_CODES:
+            return (
+                f"{where} rejected the secure connection: {doc} ({name}); the server must trust our "
+                f"certificate {sec.certificate}",
+                True,
+            )
+        return f"{where} answered {name}: {doc}", False
+    if isinstance(exc, OpcUaConnectError):
+        return exc.reason, exc.permanent
+    if isinstance(exc, ua.UaError):
+        text = str(exc)
+        if text.startswith("No matching endpoints"):
+            return f"{where} offers no endpoint with security policy {sec.policy} and mode {sec.mode}", True
+        if "certificate mismatch" in text:
+            return f"{where} presented a certificate that differs from {sec.server_certificate}", True
+        return f"{where} failed: {text or type(exc).__name__}", False
+    if isinstance(exc, ConnectionRefusedError):
+        return f"{where} refused the connection (is the server running, is the port right?)", False
+    if isinstance(exc, socket.gaierror):
+        return f"{where}: the host name cannot be resolved ({exc.strerror})", False
+    if isinstance(exc, TimeoutError):
+        return f"{where} did not answer within {config.request_timeout:g} s", False
+    if isinstance(exc, ConnectionError):
+        return f"{where} closed the connection ({exc or type(exc).__name__})", False
+    if isinstance(exc, OSError):
+        return f"{where} is unreachable ({exc.strerror or exc})", False
+    return f"{where} failed: {exc}", False
+
+
+def _load_cert_file(path: Path, what: str) -> tuple[bytes, str]:
+    """Read a PEM or DER file; the format is told by its content, not its name."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise OpcUaConnectError(f"cannot read the {what} file {path}: {exc.strerror or exc}", permanent=True) from None
+    return data, ("pem" if data.lstrip().startswith(b"-----BEGIN") else "der")
+
+
+def _uri_from_certificate(data: bytes, ext: str) -> str | None:
+    try:
+        cert = x509.load_pem_x509_certificate(data) if ext == "pem" else x509.load_der_x509_certificate(data)
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except (ValueError, x509.ExtensionNotFound):
+        return None
+    uris = san.value.get_values_for_type(x509.UniformResourceIdentifier)
+    return uris[0] if uris else None
+
+
+def _read_secrets(config: OpcUaSourceConfig) -> dict[str, object]:
+    """Blocking file reads, run in a thread: password and certificate files."""
+    out: dict[str, object] = {}
+    if config.password_file is not None:
+        try:
+            out["password"] = config.password_file.read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = f"cannot read password_file {config.password_file}: {exc}"
+            raise OpcUaConnectError(reason, permanent=True) from None
+    sec = config.security
+    if sec.policy != "None" and sec.certificate is not None and sec.private_key is not None:
+        out["certificate"] = _load_cert_file(sec.certificate, "certificate")
+        out["private_key"] = _load_cert_file(sec.private_key, "private key")
+        if sec.server_certificate is not None:
+            out["server_certificate"] = _load_cert_file(sec.server_certificate, "server certificate")
+    return out
+
+
+async def _apply_security(client: Client, config: OpcUaSourceConfig, files: dict[str, object]) -> None:
+    sec = config.security
+    cert, cert_ext = files["certificate"]  # type: ignore[misc]
+    key, key_ext = files["private_key"]  # type: ignore[misc]
+    client.application_uri = sec.application_uri or _uri_from_certificate(cert, cert_ext) or client.application_uri
+    server_cert = None
+    if "server_certificate" in files:
+        data, ext = files["server_certificate"]  # type: ignore[misc]
+        server_cert = uacrypto.CertProperties(data, ext)
+    try:
+        await client.set_security(
+            security_policies.SecurityPolicyBasic256Sha256,
+            certificate=uacrypto.CertProperties(cert, cert_ext),
+            private_key=uacrypto.CertProperties(key, key_ext),
+            server_certificate=server_cert,
+            mode=getattr(ua.MessageSecurityMode, sec.mode),
+        )
+    except (ValueError, TypeError) as exc:  # cryptography: not a certificate / not a key / encrypted key
+        raise OpcUaConnectError(
+            f"cannot load certificate {sec.certificate} or private key {sec.private_key}: {exc}", permanent=True
+        ) from None
+
+
+async def connect(config: OpcUaSourceConfig) -> Client:
+    """A connected, activated asyncua Client; raises OpcUaConnectError with the reason in plain words."""
+    client = Client(config.url, timeout=config.request_timeout, watchdog_intervall=config.watchdog_interval)
+    client.session_timeout = int(config.session_timeout * 1000)
+    client.name = client.description = f"twinedge {config.name}"
+    client.application_uri = f"urn:twinedge:{socket.gethostname()}:{config.name}"
+    try:
+        files = await asyncio.to_thread(_read_secrets, config)
+        if config.username:
+            client.set_user(config.username)
+            secret = config.password.get_secret_value() if config.password else files.get("password")
+            client.set_password(str(secret))
+        if config.security.policy != "None":
+            await _apply_security(client, config, files)
+        await client.connect()
+    except TRANSPORT_ERRORS as exc:
+        reason, permanent = describe_error(exc, config)
+        log.debug("connecting to %s failed", config.url, exc_info=True)
+        raise OpcUaConnectError(reason, permanent=permanent) from exc
+    return client
+
+
+async def close(client: Client, limit: float) -> None:
+    """Close session and channel within ``limit`` seconds; a dead connection is not an error here."""
+    try:
+        async with asyncio.timeout(limit):
+            await client.disconnect()
+    except (*TRANSPORT_ERRORS, TimeoutError):
+        log.debug("closing the OPC-UA session failed", exc_info=True)
+
+
+@dataclass(frozen=True)
+class OperationLimits:
+    """Per-call limits the server announced (None: it did not say)."""
+
+    monitored_items_per_call: int | None
+    nodes_per_read: int | None
+
+    def items_per_call(self, cap: int) -> int:
+        return min(cap, self.monitored_items_per_call or cap)
+
+    def reads_per_call(self, cap: int) -> int:
+        return min(cap, self.nodes_per_read or cap)
+
+
+async def read_operation_limits(client: Client) -> OperationLimits:
+    """Server_ServerCapabilities_OperationLimits: MaxMonitoredItemsPerCall and MaxNodesPerRead (0 = none)."""
+    ids = (
+        ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxMonitoredItemsPerCall,
+        ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead,
+    )
+    params = ua.ReadParameters(
+        NodesToRead=[ua.ReadValueId(NodeId=ua.NodeId(i), AttributeId=ua.AttributeIds.Value) for i in ids]
+    )
+    results = await client.uaclient.read(params)
+    limits: list[int | None] = []
+    for dv in results:
+        value = dv.Value.Value if dv.Value is not None and dv.StatusCode.is_good() else None
+        limits.append(value if isinstance(value, int) and value > 0 else None)
+    return OperationLimits(monitored_items_per_call=limits[0], nodes_per_read=limits[1])
+
+
+def chunks(items: Sequence[object], size: int) -> list[Sequence[object]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+async def read_values(
+    client: Client, node_ids: Sequence[ua.NodeId], per_call: int, attribute: int = ua.AttributeIds.Value
+) -> list[ua.DataValue]:
+    """Read one attribute of many nodes, ``per_call`` at a time, with both timestamps."""
+    out: list[ua.DataValue] = []
+    for part in chunks(node_ids, per_call):
+        params = ua.ReadParameters(
+            TimestampsToReturn=ua.TimestampsToReturn.Both,
+            NodesToRead=[ua.ReadValueId(NodeId=nid, AttributeId=attribute) for nid in part],  # type: ignore[arg-type]
+        )
+        out.extend(await client.uaclient.read(params))
+    return out
+
+
+async def resolve_node_ids(client: Client, texts: Sequence[str]) -> list[ua.NodeId | str]:
+    """NodeIds for config strings; a string reason where a namespace URI ('nsu=') is unknown."""
+    namespaces: list[str] | None = None
+    out: list[ua.NodeId | str] = []
+    for text in texts:
+        try:
+            parsed = ua.NodeId.from_string(text)
+        except ua.UaStringParsingError as exc:  # the config check should have caught it
+            out.append(f"node id {text!r} cannot be parsed ({exc})")
+            continue
+        uri = getattr(parsed, "NamespaceUri", None)
+        if uri:
+            if namespaces is None:
+                namespaces = await client.get_namespace_array()
+            if uri not in namespaces:
+                out.append(f"namespace {uri!r} of node {text!r} is not on the server")
+                continue
+            parsed = ua.NodeId(parsed.Identifier, namespaces.index(uri), parsed.NodeIdType)
+        out.append(parsed)
+    return out

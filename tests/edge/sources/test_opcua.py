@@ -1,0 +1,209 @@
+"""OPC-UA source against a real asyncua server on 127.0.0.1: values, bad nodes, limits, polling, recovery.
+
+One server serves the whole module (start-up costs seconds); it announces low
+operation limits, so every test also exercises the chunking. The restart test
+brings its own server, which it stops and starts again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from edge.sources import SourceState, build_source
+from edge.sources.opcua import OpcUaSource, OpcUaSourceConfig
+from tests.edge.sources.test_opcua_support import (
+    TestServer,
+    latest,
+    wait_for_state,
+    wait_for_value,
+    wait_until,
+)
+from tests.support import CollectingSink, free_port
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+MAX_MONITORED = 3
+MAX_READ = 4
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def server() -> AsyncIterator[TestServer]:
+    srv = await TestServer(free_port(), max_monitored_per_call=MAX_MONITORED, max_nodes_per_read=MAX_READ).start()
+    yield srv
+    await srv.stop()
+
+
+def make_config(url: str, nodes: dict[str, str], **extra: Any) -> OpcUaSourceConfig:
+    return OpcUaSourceConfig.model_validate({
+        "kind": "opcua",
+        "name": "press-1",
+        "url": url,
+        "publishing_interval": "50ms",
+        "poll_interval": "50ms",
+        "reconnect_max_delay": "1s",
+        "watchdog_interval": "1s",
+        "request_timeout": "2s",
+        "nodes": [{"name": name, "node_id": node_id} for name, node_id in nodes.items()],
+        **extra,
+    })
+
+
+GOOD = {"temp": "ns=2;s=Press.Temp", "count": "ns=2;s=Press.Count", "running": "ns=2;s=Press.Running",
+        "recipe": "nsu=urn:twinedge:test;s=Press.Recipe"}
+
+
+@contextlib.asynccontextmanager
+async def running(config: OpcUaSourceConfig) -> AsyncIterator[tuple[OpcUaSource, CollectingSink]]:
+    sink = CollectingSink()
+    source = build_source(config, sink)
+    assert isinstance(source, OpcUaSource)
+    task = asyncio.create_task(source.run(), name="test:opcua")
+    try:
+        yield source, sink
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_subscription_delivers_values_with_source_timestamps(server: TestServer) -> None:
+    async with running(make_config(server.url, GOOD)) as (source, sink):
+        await wait_until(lambda: latest(sink, "recipe") is not None)  # items come in chunks of MAX_MONITORED
+        assert {f.device_id for f in sink.frames} == {"press-1"}
+        initial = {name: latest(sink, name) for name in GOOD}
+        assert initial == {"temp": 21.5, "count": 7, "running": True, "recipe": "A-17"}
+        when = datetime.datetime(2026, 3, 1, 12, 0, 0, tzinfo=datetime.UTC)
+        await server.write("Press.Temp", 88.25, source_ts=when)
+        await wait_for_value(sink, "temp", 88.25)
+        frame = next(f for f in reversed(sink.frames) if f.sensors.get("temp") == 88.25)
+        assert frame.ts == when.timestamp()
+        assert source.health.state is SourceState.CONNECTED
+        await server.write("Press.Temp", 21.5)
+
+
+async def test_changes_within_one_publishing_cycle_arrive_as_one_frame(server: TestServer) -> None:
+    config = make_config(server.url, GOOD, publishing_interval="1s", watchdog_interval="2s")
+    async with running(config) as (_source, sink):
+        await sink.wait_for(1)
+        before = len(sink.frames)
+        await server.write("Press.Count", 8)
+        await server.write("Press.Recipe", "B-2")
+        await wait_for_value(sink, "recipe", "B-2")
+        await wait_for_value(sink, "count", 8)
+        changed = sink.frames[before:]
+        assert any(f.sensors == {"count": 8, "recipe": "B-2"} for f in changed), [f.sensors for f in changed]
+        await server.write("Press.Count", 7)
+        await server.write("Press.Recipe", "A-17")
+
+
+async def test_bad_node_ids_are_set_aside_and_reported_while_others_flow(server: TestServer) -> None:
+    nodes = {**GOOD, "ghost": "ns=2;s=Press.DoesNotExist", "nons": "ns=42;i=1",
+             "nouri": "nsu=urn:nowhere;s=X"}
+    async with running(make_config(server.url, nodes)) as (source, sink):
+        await wait_until(lambda: latest(sink, "recipe") is not None)
+        await wait_for_state(source, SourceState.DEGRADED)
+        failing = source.health.detail["failing"]
+        assert set(failing) == {"ghost", "nons", "nouri"}
+        assert "BadNodeIdUnknown" in failing["ghost"]
+        assert "urn:nowhere" in failing["nouri"] and "not on the server" in failing["nouri"]
+        assert "3 of 7 nodes have no value" in (source.health.reason or "")
+        assert set().union(*(f.sensors for f in sink.frames)) == set(GOOD)
+        await server.write("Press.Count", 99)
+        await wait_for_value(sink, "count", 99)
+        await server.write("Press.Count", 7)
+
+
+@pytest.mark.parametrize("mode", ["subscribe", "poll"])
+async def test_values_a_frame_cannot_carry_are_refused_per_node(server: TestServer, mode: str) -> None:
+    nodes = {"temp": "ns=2;s=Press.Temp", "nan": "ns=2;s=Press.NaN", "inf": "ns=2;s=Press.Inf",
+             "array": "ns=2;s=Press.Array", "struct": "ns=2;s=Press.Struct", "huge": "ns=2;s=Press.Huge"}
+    async with running(make_config(server.url, nodes, mode=mode)) as (source, sink):
+        await sink.wait_for(1)
+        await wait_until(lambda: len(source.health.detail["failing"]) == 5)
+        failing = source.health.detail["failing"]
+        assert "not a finite number" in failing["nan"]
+        assert "not a finite number" in failing["inf"]
+        assert "an array of 3 values" in failing["array"]
+        assert "a structure" in failing["struct"]
+        assert "text of 1000 characters" in failing["huge"]
+        assert all(set(f.sensors) == {"temp"} for f in sink.frames)
+        assert {origin for origin, _, _ in sink.rejected} >= {"opcua:press-1/nan", "opcua:press-1/huge"}
+        assert source.health.state is SourceState.DEGRADED
+
+
+async def test_polling_reads_every_node_in_chunks_of_max_nodes_per_read(server: TestServer) -> None:
+    nodes = {f"t{i}": "ns=2;s=Press.Temp" for i in range(10)} | {"ghost": "ns=2;s=Press.Nope"}
+    server.sizes.reads.clear()
+    async with running(make_config(server.url, nodes, mode="poll")) as (source, sink):
+        await sink.wait_for(3)
+        assert set(sink.frames[-1].sensors) == {f"t{i}" for i in range(10)}
+        assert "BadNodeIdUnknown" in source.health.detail["failing"]["ghost"]
+        assert source.health.detail["limits"]["nodes_per_read"] == MAX_READ
+        ts = [f.ts for f in sink.frames]
+        assert ts == sorted(ts) and len(set(ts)) == len(ts), "one device's frames need distinct timestamps"
+    assert server.sizes.reads and max(server.sizes.reads) <= MAX_READ
+
+
+async def test_monitored_items_are_created_in_chunks_of_the_server_limit(server: TestServer) -> None:
+    nodes = {f"t{i}": "ns=2;s=Press.Temp" for i in range(10)}
+    server.sizes.monitored.clear()
+    async with running(make_config(server.url, nodes)) as (source, sink):
+        await wait_until(lambda: latest(sink, "t9") is not None)
+        assert source.health.detail["limits"]["monitored_items_per_call"] == MAX_MONITORED
+    assert sum(server.sizes.monitored) == 10
+    assert max(server.sizes.monitored) == MAX_MONITORED
+
+
+async def test_max_items_per_call_caps_below_the_server_limit(server: TestServer) -> None:
+    nodes = {f"t{i}": "ns=2;s=Press.Temp" for i in range(5)}
+    server.sizes.monitored.clear()
+    async with running(make_config(server.url, nodes, max_items_per_call=2)) as (_source, sink):
+        await wait_until(lambda: latest(sink, "t4") is not None)
+    assert server.sizes.monitored == [2, 2, 1]
+
+
+async def test_nodes_can_feed_several_devices(server: TestServer) -> None:
+    config = OpcUaSourceConfig.model_validate({
+        "kind": "opcua", "name": "line", "url": server.url, "publishing_interval": "50ms",
+        "nodes": [{"name": "temp", "node_id": "ns=2;s=Press.Temp", "device_id": "press-1"},
+                  {"name": "temp", "node_id": "ns=2;s=Press.Temp", "device_id": "press-2"},
+                  {"name": "count", "node_id": "ns=2;s=Press.Count"}],
+    })
+    async with running(config) as (_source, sink):
+        await sink.wait_for(3)
+        by_device = {f.device_id: f.sensors for f in sink.frames[:3]}
+        assert by_device == {"press-1": {"temp": 21.5}, "press-2": {"temp": 21.5}, "line": {"count": 7}}
+
+
+async def test_unreachable_server_is_reported_and_retried() -> None:
+    config = make_config(f"opc.tcp://127.0.0.1:{free_port()}", GOOD)
+    async with running(config) as (source, _sink):
+        await wait_until(lambda: source.health.errors >= 2)
+        assert source.health.state is SourceState.DISCONNECTED
+        assert "refused the connection" in (source.health.reason or "")
+        assert "retrying in" in (source.health.reason or "")
+
+
+async def test_subscription_recovers_after_the_server_restarts() -> None:
+    srv = await TestServer(free_port()).start()
+    try:
+        async with running(make_config(srv.url, GOOD)) as (source, sink):
+            await sink.wait_for(1)
+            await srv.stop()
+            await wait_for_state(source, SourceState.DISCONNECTED)
+            assert srv.url.rstrip("/") in (source.health.reason or "")
+            await srv.start(values={"Press.Temp": 55.5})
+            await wait_for_value(sink, "temp", 55.5, within=20)
+            await srv.write("Press.Count", 1234)
+            await wait_for_value(sink, "count", 1234)
+            assert source.health.state is SourceState.CONNECTED
+            assert source.health.reconnects == 1
+    finally:
+        await srv.stop()
