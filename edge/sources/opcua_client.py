@@ -152,21 +152,47 @@ async def _apply_security(client: Client, config: OpcUaSourceConfig, files: dict
     key, key_ext = files["private_key"]  # type: ignore[misc]
     client.application_uri = sec.application_uri or _uri_from_certificate(cert, cert_ext) or client.application_uri
     server_cert = None
+    mode = getattr(ua.MessageSecurityMode, sec.mode)
     if "server_certificate" in files:
         data, ext = files["server_certificate"]  # type: ignore[misc]
         server_cert = uacrypto.CertProperties(data, ext)
+        await _check_pinned_certificate(client, config, data, ext, mode)
     try:
         await client.set_security(
             security_policies.SecurityPolicyBasic256Sha256,
             certificate=uacrypto.CertProperties(cert, cert_ext),
             private_key=uacrypto.CertProperties(key, key_ext),
             server_certificate=server_cert,
-            mode=getattr(ua.MessageSecurityMode, sec.mode),
+            mode=mode,
         )
     except (ValueError, TypeError) as exc:  # cryptography: not a certificate / not a key / encrypted key
         raise OpcUaConnectError(
             f"cannot load certificate {sec.certificate} or private key {sec.private_key}: {exc}", permanent=True
         ) from None
+
+
+async def _check_pinned_certificate(
+    client: Client, config: OpcUaSourceConfig, data: bytes, ext: str, mode: ua.MessageSecurityMode
+) -> None:
+    """Compare the pinned certificate with the one the server's endpoint presents (an unsecured GetEndpoints).
+
+    Without this, a server whose certificate changed cannot decrypt our requests and just goes silent.
+    """
+    sec = config.security
+    try:
+        pinned = uacrypto.der_from_x509(await uacrypto.load_certificate(data, ext))
+    except ValueError as exc:
+        raise OpcUaConnectError(f"cannot load server_certificate {sec.server_certificate}: {exc}", permanent=True) \
+            from None
+    endpoints = await client.connect_and_get_server_endpoints()
+    endpoint = Client.find_endpoint(endpoints, mode, security_policies.SecurityPolicyBasic256Sha256.URI)
+    presented = uacrypto.der_from_x509(uacrypto.x509_from_der(endpoint.ServerCertificate))
+    if presented != pinned:
+        raise OpcUaConnectError(
+            f"OPC-UA server {config.url} presents a different certificate than server_certificate "
+            f"{sec.server_certificate}; if the server's certificate was renewed, update that file",
+            permanent=True,
+        )
 
 
 async def connect(config: OpcUaSourceConfig) -> Client:
