@@ -48,6 +48,7 @@ __all__ = [
     "TcpConfig",
     "check_serial_ports",
     "make_link",
+    "make_poller",
 ]
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,8 @@ def make_link(config: ModbusSourceConfig) -> Link:
     return BusLink(config.rtu, config.unit_id, config.timeout)
 
 
-def make_poller(config: ModbusSourceConfig, link: Link) -> DevicePoller:
+def make_poller(config: ModbusSourceConfig, link: Link, *, keep_raw: bool = False) -> DevicePoller:
+    """The poll cycle the source runs; the probe uses the same one (with the raw words kept)."""
     return DevicePoller(
         link,
         [build_tag(reg) for reg in config.registers],
@@ -130,6 +132,7 @@ def make_poller(config: ModbusSourceConfig, link: Link) -> DevicePoller:
         max_bits=config.max_bits_per_read,
         max_gap=config.max_gap,
         label=config.describe(),
+        keep_raw=keep_raw,
     )
 
 

@@ -53,6 +53,7 @@ class CycleResult:
     invalid: dict[str, str] = field(default_factory=dict)  # tag name -> reason
     requests: int = 0
     ok_blocks: int = 0
+    raw: dict[str, list[int] | list[bool]] = field(default_factory=dict)  # only with keep_raw (the probe)
 
 
 class DevicePoller:
@@ -69,6 +70,7 @@ class DevicePoller:
         label: str,
         retry_max: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        keep_raw: bool = False,
     ) -> None:
         self.link = link
         self.blocks = plan_blocks(tags, max_registers, max_bits, max_gap)
@@ -76,6 +78,7 @@ class DevicePoller:
         self._max_registers, self._max_bits = max_registers, max_bits
         self._retry_max = retry_max
         self._clock = clock
+        self._keep_raw = keep_raw
         self._state: dict[int, _BlockState] = {}
 
     async def read_cycle(self) -> CycleResult:
@@ -115,6 +118,10 @@ class DevicePoller:
     def _decode(self, block: Block, words: Sequence[int] | Sequence[bool], result: CycleResult) -> None:
         values = result.values
         base = block.address
+        if self._keep_raw:
+            for tag in block.tags:
+                start = tag.address - base
+                result.raw[tag.name] = list(words[start:start + tag.width])  # type: ignore[arg-type]
         for tag in block.tags:
             try:
                 value = tag.value(words, tag.address - base)  # type: ignore[arg-type]

@@ -250,3 +250,17 @@ def test_a_source_needs_exactly_one_transport(tmp_path: Path):
     with pytest.raises(ConfigFileError) as info:
         load_gateway_config(path)
     assert any("sources[0]: give exactly one of [tcp]" in line for line in info.value.lines), info.value.lines
+
+
+def test_the_sample_config_loads_and_plans_few_reads():
+    from edge.sources.modbus import ModbusSourceConfig, check_serial_ports, make_link, make_poller
+
+    config = load_gateway_config(Path(__file__).parents[3] / "docs" / "examples" / "modbus.toml")
+    sources = [s for s in config.sources if isinstance(s, ModbusSourceConfig)]
+    assert [s.name for s in sources] == ["press-3", "meter-1", "meter-2"]
+    check_serial_ports(sources)
+    press = sources[0]
+    poller = make_poller(press, make_link(press))
+    assert [b.describe().split(" (")[0] for b in poller.blocks] == [
+        "coil 0", "discrete input 4", "holding 100..120", "input 0..1"
+    ]
