@@ -1,0 +1,174 @@
+"""Run the physics checks on a loaded assembly and turn the results into response models.
+
+The API and the CLI both call these functions, so a user sees the same
+numbers either way. Blocking work: callers run them off the event loop.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cloud.physics import schemas as s
+from cloud.physics.assembly import Assembly
+from cloud.physics.errors import AssemblyError, PhysicsError
+from cloud.physics.interference import CollisionWorld, PairResult
+from cloud.physics.mass import MassProperties, combine, part_mass_properties
+from cloud.physics.robot import check_grip, check_payload
+from cloud.physics.solver import MateSystem, SolveResult
+from cloud.physics.units import METRES_PER
+
+__all__ = ["assembly_info", "clearance", "collision", "constraints", "mass", "robot_check"]
+
+NUMERIC_ACCURACY_M = 1e-9  # fcl triangle distances in float64; measured < 1e-14 m in a 20 m cell
+
+
+def _v(x: np.ndarray | None) -> tuple[float, float, float] | None:
+    return None if x is None else (float(x[0]), float(x[1]), float(x[2]))
+
+
+def _m(x: np.ndarray) -> tuple:
+    return tuple(tuple(float(c) for c in row) for row in x)
+
+
+def assembly_info(assembly_id: str, asm: Assembly) -> s.AssemblyInfo:
+    parts = [s.PartInfo(name=p.name, faces=p.mesh.check.faces, closed=p.mesh.closed, unit=p.unit,
+                        material=p.material.id, repairs=list(p.mesh.check.repairs),
+                        flags=list(p.mesh.check.flags)) for p in asm.parts]
+    return s.AssemblyInfo(id=assembly_id, name=asm.spec.name, unit=asm.unit, parts=parts,
+                          mates=len(asm.spec.mates), warnings=asm.warnings)
+
+
+def pair_out(r: PairResult, unit: str) -> s.PairOut:
+    k = METRES_PER[unit]
+    return s.PairOut(
+        a=r.a, b=r.b, status=r.status, distance_m=r.distance_m, distance_unit=r.distance_m / k,
+        point_a_m=_v(r.point_a_m), point_b_m=_v(r.point_b_m), volume_m3=r.volume_m3,
+        volume_unit3=None if r.volume_m3 is None else r.volume_m3 / k**3,
+        centroid_m=_v(r.centroid_m), depth_m=r.depth_m, region_min_m=_v(r.region_min_m),
+        region_max_m=_v(r.region_max_m), note=r.note)
+
+
+def collision(assembly_id: str, asm: Assembly, world: CollisionWorld,
+              tolerance_m: float) -> tuple[s.CollisionResponse, list[PairResult]]:
+    pairs = world.check(tolerance_m)
+    out = s.CollisionResponse(
+        assembly_id=assembly_id, unit=asm.unit, tolerance_m=tolerance_m,
+        numeric_accuracy_m=NUMERIC_ACCURACY_M,
+        interfering=sum(p.status == "interfering" for p in pairs),
+        touching=sum(p.status == "touching" for p in pairs),
+        pairs=[pair_out(p, asm.unit) for p in pairs])
+    return out, pairs
+
+
+def clearance(assembly_id: str, asm: Assembly, world: CollisionWorld,
+              threshold_m: float) -> s.ClearanceResponse:
+    minimum = world.min_clearance()
+    return s.ClearanceResponse(
+        assembly_id=assembly_id, unit=asm.unit, threshold_m=threshold_m,
+        numeric_accuracy_m=NUMERIC_ACCURACY_M,
+        minimum=None if minimum is None else pair_out(minimum, asm.unit),
+        pairs=[pair_out(p, asm.unit) for p in world.clearances(threshold_m)])
+
+
+def _mass_out(mp: MassProperties, unit: str, frame: np.ndarray | None = None) -> s.MassOut:
+    moments, axes = mp.principal()
+    return s.MassOut(
+        volume_m3=mp.volume_m3, mass_kg=mp.mass_kg, com_m=_v(mp.com_m),
+        com_unit=_v(mp.com_m / METRES_PER[unit]), inertia_com_kgm2=_m(mp.inertia_com),
+        inertia_frame_kgm2=None if frame is None else _m(mp.inertia_about(frame)),
+        principal_moments_kgm2=_v(moments), principal_axes=_m(axes),
+        surface_area_m2=mp.surface_area_m2, bound_volume_m3=mp.bound_volume_m3,
+        bound_com_m=mp.bound_com_m, bound_inertia_kgm2=mp.bound_inertia_kgm2,
+        max_deviation_m=mp.max_deviation_m)
+
+
+def part_masses(asm: Assembly, names: list[str] | None = None):
+    """[(part, local MassProperties or None, error text or None)]."""
+    names = names or [p.name for p in asm.parts]
+    out = []
+    for name in names:
+        part = asm.part(name)
+        try:
+            out.append((part, part_mass_properties(part.mesh, part.density_kg_m3, name), None))
+        except PhysicsError as exc:
+            out.append((part, None, str(exc)))
+    return out
+
+
+def mass(assembly_id: str, asm: Assembly, names: list[str] | None = None,
+         frame: np.ndarray | None = None) -> s.MassResponse:
+    rows, world_props = [], []
+    for part, local, error in part_masses(asm, names):
+        world = None if local is None else local.transformed(part.pose)
+        if world is not None:
+            world_props.append(world)
+        rows.append(s.PartMassOut(
+            name=part.name, material=part.material.id, density_kg_m3=part.density_kg_m3,
+            world=None if world is None else _mass_out(world, asm.unit, frame),
+            local=None if local is None else _mass_out(local, part.unit), error=error))
+    complete = len(world_props) == len(rows)
+    total = _mass_out(combine(world_props), asm.unit, frame) if complete and rows else None
+    return s.MassResponse(assembly_id=assembly_id, unit=asm.unit, parts=rows, assembly=total)
+
+
+def constraints(assembly_id: str, asm: Assembly, request: s.ConstraintRequest,
+                solve: bool) -> tuple[s.ConstraintResponse, SolveResult]:
+    if request.poses:
+        unknown = sorted(set(request.poses) - {p.name for p in asm.parts})
+        if unknown:
+            raise AssemblyError(f"poses name unknown parts: {', '.join(unknown)}")
+        asm = asm.with_poses({k: v.to_matrix(asm.unit) for k, v in request.poses.items()})
+    system = MateSystem(asm, request.mates)
+    result = system.solve(request.max_starts, request.seed) if solve else system.validate()
+    k = METRES_PER[asm.unit]
+
+    def pose_out(p: np.ndarray) -> list[list[float]]:
+        q = p.copy()
+        q[:3, 3] /= k
+        return q.tolist()
+
+    def res(r) -> s.MateResidualOut:
+        return s.MateResidualOut(index=r.index, name=r.name, type=r.type,
+                                 length_residual_m=r.length_m, angle_residual=r.angle_rad,
+                                 violated=r.violated)
+
+    def red(r) -> s.RedundantOut:
+        return s.RedundantOut(index=r.index, name=r.name, equations=r.equations,
+                              independent=r.independent)
+
+    out = s.ConstraintResponse(
+        assembly_id=assembly_id, unit=asm.unit, converged=result.converged,
+        tolerance=system.tolerance, poses={n: pose_out(p) for n, p in result.poses.items()},
+        violated=[res(r) for r in result.violated], residuals=[res(r) for r in result.residuals],
+        redundant=[red(r) for r in result.fully_redundant],
+        partly_redundant=[red(r) for r in result.redundant if r.independent > 0],
+        conflicting=[system.mate_name(i) for i in result.conflicting],
+        dof_total=result.dof_total,
+        parts=[s.PartDofOut(part=p.part, dof=p.dof, motions=[
+            s.MotionOut(kind=m.kind, direction=_v(m.direction), point_m=_v(m.point_m),
+                        pitch_m_per_rad=m.pitch_m_per_rad) for m in p.motions]) for p in result.parts],
+        grounded=result.grounded, starts=result.starts, notes=result.notes)
+    return out, result
+
+
+def robot_check(assembly_id: str, asm: Assembly, request: s.RobotCheckRequest) -> s.RobotCheckResponse:
+    rows = part_masses(asm, request.payload_parts)
+    refused = [f"{p.name}: {e}" for p, _, e in rows if e]
+    if refused:
+        raise AssemblyError("payload mass properties refused: " + "; ".join(refused))
+    props = combine([m.transformed(p.pose) for p, m, _ in rows])
+    payload = check_payload(props, request.flange.to_matrix(asm.unit), request.robot)
+
+    def usage(u) -> s.UsageOut:
+        return s.UsageOut(name=u.name, value=u.value, limit=u.limit, unit=u.unit,
+                          utilisation_percent=u.percent)
+
+    grip = check_grip(props.mass_kg, request.grip) if request.grip else None
+    return s.RobotCheckResponse(
+        assembly_id=assembly_id, ok=payload.ok and (grip is None or grip.ok),
+        mass_kg=payload.mass_kg, cog_flange_m=_v(payload.cog_flange_m), offset_m=payload.offset_m,
+        inertia_flange_kgm2=_m(payload.inertia_flange_kgm2),
+        usages=[usage(u) for u in payload.usages],
+        grip_force_per_finger_n=None if grip is None else grip.required_force_per_finger_n,
+        grip_total_force_n=None if grip is None else grip.total_normal_force_n,
+        grip_usage=None if grip is None or grip.usage is None else usage(grip.usage))

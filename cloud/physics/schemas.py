@@ -1,0 +1,211 @@
+"""Request and response models of the physics API (and the CLI's ``--json``), units in every field.
+
+SI throughout (m, m², m³, kg, kg·m², N, rad) with ``*_m`` style names; fields
+named ``*_unit`` repeat a value in the assembly's unit for people who think in mm.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cloud.physics.assembly import PoseSpec
+from cloud.physics.mates import MateSpec
+from cloud.physics.robot import GripSpec, RobotSpec
+
+Vec3 = tuple[float, float, float]
+Mat3 = tuple[Vec3, Vec3, Vec3]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- requests ---------------------------------------------------------------------------
+class CollisionRequest(_Model):
+    assembly_id: str = Field(description="id returned by POST /assemblies")
+    tolerance_m: float = Field(1e-5, gt=0, le=0.01, description="touching tolerance, metres")
+
+
+class ClearanceRequest(_Model):
+    assembly_id: str
+    threshold_m: float = Field(0.005, ge=0, le=100, description="report pairs closer than this, metres")
+
+
+class MassRequest(_Model):
+    assembly_id: str
+    parts: list[str] | None = Field(None, description="parts to include; default all")
+    frame: PoseSpec | None = Field(None, description="frame for the inertia tensor; translation in the assembly unit")
+
+
+class ConstraintRequest(_Model):
+    assembly_id: str
+    mates: list[MateSpec] | None = Field(None, description="mates to use instead of the stored ones")
+    poses: dict[str, PoseSpec] | None = Field(None, description="start (solve) or checked (validate) poses")
+    max_starts: int = Field(10, ge=1, le=100, description="multi-start attempts")
+    seed: int = Field(0, description="random seed of the multi-start")
+
+
+class RobotCheckRequest(_Model):
+    assembly_id: str
+    payload_parts: list[str] | None = Field(None, description="parts the robot carries; default all")
+    flange: PoseSpec = Field(default_factory=PoseSpec, description="tool flange pose; translation in the assembly unit")
+    robot: RobotSpec
+    grip: GripSpec | None = None
+
+
+# --- responses --------------------------------------------------------------------------
+class PartInfo(_Model):
+    name: str
+    faces: int
+    closed: bool = Field(description="watertight and orientable: volume-based results are valid")
+    unit: str
+    material: str
+    repairs: list[str]
+    flags: list[str] = Field(description="defects and what they mean for each result")
+
+
+class AssemblyInfo(_Model):
+    id: str
+    name: str
+    unit: str = Field(description="unit of poses and mate distances")
+    parts: list[PartInfo]
+    mates: int
+    warnings: list[str]
+
+
+class PairOut(_Model):
+    a: str
+    b: str
+    status: Literal["separated", "touching", "interfering"]
+    distance_m: float = Field(description="minimum surface distance, metres (0 when they touch or cross)")
+    distance_unit: float = Field(description="the same in the assembly unit")
+    point_a_m: Vec3 | None = Field(None, description="closest point on a, world frame, metres")
+    point_b_m: Vec3 | None = Field(None, description="closest point on b, world frame, metres")
+    volume_m3: float | None = Field(None, description="exact intersection volume, m³")
+    volume_unit3: float | None = Field(None, description="intersection volume in the assembly unit cubed")
+    centroid_m: Vec3 | None = Field(None, description="centroid of the intersection, metres")
+    depth_m: float | None = Field(None, description="mean thickness of the intersection 2V/S, metres")
+    region_min_m: Vec3 | None = Field(None, description="contact/intersection region box, low corner, m")
+    region_max_m: Vec3 | None = Field(None, description="contact/intersection region box, high corner, m")
+    note: str = ""
+
+
+class CollisionResponse(_Model):
+    assembly_id: str
+    unit: str
+    tolerance_m: float = Field(description="touching tolerance used, metres")
+    numeric_accuracy_m: float = Field(description="accuracy of distances and points, metres")
+    interfering: int
+    touching: int
+    pairs: list[PairOut] = Field(description="pairs that touch or interfere; all others are separated")
+
+
+class ClearanceResponse(_Model):
+    assembly_id: str
+    unit: str
+    threshold_m: float
+    numeric_accuracy_m: float
+    minimum: PairOut | None = Field(description="the closest pair of the assembly")
+    pairs: list[PairOut] = Field(description="pairs closer than the threshold, nearest first")
+
+
+class MassOut(_Model):
+    volume_m3: float
+    mass_kg: float
+    com_m: Vec3 = Field(description="centre of mass, metres (part frame for parts, world for the assembly)")
+    com_unit: Vec3 = Field(description="centre of mass in the assembly/part unit")
+    inertia_com_kgm2: Mat3 = Field(description="inertia tensor about the CoM, axes of the frame, kg·m²")
+    inertia_frame_kgm2: Mat3 | None = Field(None, description="inertia about the requested frame, kg·m²")
+    principal_moments_kgm2: Vec3
+    principal_axes: Mat3 = Field(description="columns are the principal axes (unit vectors)")
+    surface_area_m2: float
+    bound_volume_m3: float = Field(description="tessellation error bound on the volume, m³")
+    bound_com_m: float = Field(description="tessellation error bound on the CoM position, m")
+    bound_inertia_kgm2: float = Field(description="tessellation error bound per inertia component, kg·m²")
+    max_deviation_m: float = Field(description="largest estimated mesh-to-surface gap, m")
+
+
+class PartMassOut(_Model):
+    name: str
+    material: str
+    density_kg_m3: float
+    world: MassOut | None = Field(None, description="in the world frame; null if refused")
+    local: MassOut | None = Field(None, description="in the part frame and unit; null if refused")
+    error: str | None = Field(None, description="why the part's mass properties were refused")
+
+
+class MassResponse(_Model):
+    assembly_id: str
+    unit: str
+    parts: list[PartMassOut]
+    assembly: MassOut | None = Field(description="all included parts, world frame; null if any refused")
+
+
+class MotionOut(_Model):
+    kind: Literal["translation", "rotation", "screw"]
+    direction: Vec3 = Field(description="translation direction or rotation axis (unit vector, world)")
+    point_m: Vec3 | None = Field(None, description="a point on the rotation axis, metres")
+    pitch_m_per_rad: float = 0.0
+
+
+class PartDofOut(_Model):
+    part: str
+    dof: int = Field(description="independent motions left to this part relative to the ground")
+    motions: list[MotionOut]
+
+
+class MateResidualOut(_Model):
+    index: int
+    name: str
+    type: str
+    length_residual_m: float = Field(description="largest positional error of the mate, metres")
+    angle_residual: float = Field(description="largest direction error (≈ radians)")
+    violated: bool
+
+
+class RedundantOut(_Model):
+    index: int
+    name: str
+    equations: int = Field(description="independent equations the mate has on its own")
+    independent: int = Field(description="how many of them the earlier mates did not already impose")
+
+
+class ConstraintResponse(_Model):
+    assembly_id: str
+    unit: str
+    converged: bool = Field(description="every mate satisfied within tolerance")
+    tolerance: float = Field(description="residual tolerance, relative to the assembly size")
+    poses: dict[str, list[list[float]]] = Field(description="4×4 poses; translation in the assembly unit")
+    violated: list[MateResidualOut]
+    residuals: list[MateResidualOut]
+    redundant: list[RedundantOut] = Field(description="mates that add no constraint")
+    partly_redundant: list[RedundantOut] = Field(description="mates some of whose equations repeat others")
+    conflicting: list[str] = Field(description="a minimal set of mates that cannot hold together")
+    dof_total: int
+    parts: list[PartDofOut]
+    grounded: list[str]
+    starts: int
+    notes: list[str]
+
+
+class UsageOut(_Model):
+    name: str
+    value: float
+    limit: float | None
+    unit: str
+    utilisation_percent: float | None
+
+
+class RobotCheckResponse(_Model):
+    assembly_id: str
+    ok: bool
+    mass_kg: float
+    cog_flange_m: Vec3 = Field(description="CoG in the flange frame, metres")
+    offset_m: float = Field(description="CoG distance from the flange centre, metres")
+    inertia_flange_kgm2: Mat3 = Field(description="inertia about the flange origin, flange axes, kg·m²")
+    usages: list[UsageOut]
+    grip_force_per_finger_n: float | None = None
+    grip_total_force_n: float | None = None
+    grip_usage: UsageOut | None = None
