@@ -18,7 +18,6 @@ else none (the caller then uses the time of receipt).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import uuid
 from datetime import datetime
@@ -86,7 +85,7 @@ def _decode_other(variant: ua.Variant, value: Any) -> tuple[SensorScalar | None,
         return int(value.value), None
     if isinstance(value, bytes):
         return None, f"binary data ({vtype}, {len(value)} bytes); only numbers, booleans and short texts are carried"
-    if isinstance(value, ua.ExtensionObject) or vtype == "ExtensionObject" or dataclasses.is_dataclass(value):
+    if isinstance(value, ua.ExtensionObject) or vtype == "ExtensionObject":
         return None, f"a structure ({type(value).__name__}); read its fields as separate nodes"
     return None, f"a value of type {vtype}; only numbers, booleans and short texts are carried"
 
