@@ -30,7 +30,7 @@ from shared.configbase import parse_duration
 
 __all__ = ["main"]
 
-log = logging.getLogger("edge.sim")
+log = logging.getLogger(__name__)
 
 READY_LINE = "twinsim ready"
 
@@ -183,7 +183,7 @@ async def _serve(sim: Simulator, ready_file: Path | None) -> int:
         if not stopping:
             raise
     except OSError as exc:
-        log.error("twinsim cannot start: %s", exc)
+        print(f"twinsim run: cannot start: {exc}", file=sys.stderr)
         return 1
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):

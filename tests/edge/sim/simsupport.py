@@ -1,0 +1,53 @@
+"""Helpers for the simulator tests: a run of free consecutive ports and a running Simulator."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+
+from edge.sim.runner import SimSettings, Simulator
+from tests.support import free_port
+
+
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive TCP ports on 127.0.0.1 that were free a moment ago."""
+    for _ in range(50):
+        base = free_port()
+        if base + count > 65535:
+            continue
+        socks = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                socks.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError(f"no {count} consecutive free ports found")
+
+
+@contextlib.asynccontextmanager
+async def running(settings: SimSettings) -> AsyncIterator[Simulator]:
+    """A Simulator serving in a named task; yields once both servers listen, cancels and waits on exit."""
+    sim = Simulator(settings)
+    ready = asyncio.Event()
+    task = asyncio.create_task(sim.run(on_ready=ready.set), name="test-twinsim")
+    try:
+        async with asyncio.timeout(20):
+            waiter = asyncio.create_task(ready.wait(), name="test-twinsim-ready")
+            done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            if task in done:
+                waiter.cancel()
+                task.result()  # raises the start-up error
+        yield sim
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            async with asyncio.timeout(15):
+                await task
