@@ -47,7 +47,8 @@ class ExternalMqttIngest:
         self.config = config
         self.sink = sink
         self.edge_id = edge_id
-        self.started = asyncio.Event()
+        self.started = asyncio.Event()  # set while connected and subscribed
+        self.disconnected = asyncio.Event()  # set while not connected after a first attempt
         self.ingest = TelemetryIngest(sink, max_payload=config.max_payload, max_frames=config.max_frames_per_message)
         self.health = SourceHealth(name=f"mqtt {config.host}:{config.port}", kind="mqtt_client")
         self._client: aiomqtt.Client | None = None
@@ -107,6 +108,7 @@ class ExternalMqttIngest:
                     self._client = client
                     self._backoff.reset()
                     self.health.set_state(SourceState.CONNECTED)
+                    self.disconnected.clear()
                     self.started.set()
                     await self._consume(client, inbox)
             except aiomqtt.MqttError as exc:
@@ -120,6 +122,7 @@ class ExternalMqttIngest:
             finally:
                 self._client = None
                 self.started.clear()
+                self.disconnected.set()
 
     async def _consume(self, client: aiomqtt.Client, inbox: asyncio.Queue[aiomqtt.Message]) -> None:
         ack = _paho_of(client).ack

@@ -75,6 +75,7 @@ class GateSink:
     frames: list[TelemetryFrame] = field(default_factory=list)
     rejected: list[tuple[str, str, bytes | None]] = field(default_factory=list)
     pending: asyncio.Queue[asyncio.Event] = field(default_factory=asyncio.Queue)
+    stored: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def put(self, frames: Sequence[TelemetryFrame], *, durable: bool = False) -> None:
         if durable:
@@ -82,11 +83,12 @@ class GateSink:
             await self.pending.put(gate)
             await gate.wait()
         self.frames.extend(frames)
+        self.stored.set()
 
     async def reject(self, origin: str, reason: str, payload: bytes | None = None) -> None:
         self.rejected.append((origin, reason, payload))
 
-    async def next_put(self, timeout: float = 10.0) -> asyncio.Event:
+    async def next_put(self, within: float = 10.0) -> asyncio.Event:
         """The gate of the next durable put that reached the sink."""
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within):
             return await self.pending.get()

@@ -106,8 +106,8 @@ class RawClient:
         self.writer.write(data)
         await self.writer.drain()
 
-    async def read(self, timeout: float = 10.0) -> Packet:
-        async with asyncio.timeout(timeout):
+    async def read(self, within: float = 10.0) -> Packet:
+        async with asyncio.timeout(within):
             header = await self.reader.readexactly(1)
             length, shift = 0, 0
             while True:
@@ -119,9 +119,9 @@ class RawClient:
             body = await self.reader.readexactly(length)
         return Packet(header[0] >> 4, header[0] & 0x0F, body)
 
-    async def read_kind(self, kind: int, timeout: float = 10.0) -> Packet:
+    async def read_kind(self, kind: int, within: float = 10.0) -> Packet:
         """The next packet, which must be of ``kind``."""
-        packet = await self.read(timeout)
+        packet = await self.read(within)
         assert packet.kind == kind, f"expected packet type {kind}, got {packet.kind} {packet.body!r}"
         return packet
 
@@ -156,7 +156,7 @@ class RawClient:
         except (ConnectionError, OSError):
             pass
 
-    async def wait_closed_by_peer(self, timeout: float) -> None:
-        async with asyncio.timeout(timeout):
+    async def wait_closed_by_peer(self, within: float) -> None:
+        async with asyncio.timeout(within):
             while await self.reader.read(4096):
                 pass

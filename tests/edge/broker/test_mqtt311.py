@@ -141,7 +141,7 @@ async def test_silent_client_is_disconnected_after_one_and_a_half_keepalives_and
             port, "plc-7", keepalive=1, will=("status/plc-7", b"offline", 1, False)
         )
         assert rc == 0
-        await device.wait_closed_by_peer(timeout=10)  # never pinged: the broker must hang up
+        await device.wait_closed_by_peer(within=10)  # never pinged: the broker must hang up
         await device.abort()
         will = await watcher.read_kind(PUBLISH)
         assert (will.topic, will.payload) == ("status/plc-7", b"offline")
