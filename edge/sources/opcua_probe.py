@@ -34,7 +34,7 @@ from edge.sources.opcua_client import (
 )
 from edge.sources.opcua_config import OpcUaSourceConfig, check_node_id
 from edge.sources.opcua_values import decode_data_value, describe_status
-from shared.configbase import ConfigFileError, format_validation_error, parse_duration
+from shared.configbase import ConfigFileError, format_validation_error
 
 __all__ = ["add_arguments", "run"]
 
@@ -101,16 +101,12 @@ def _ad_hoc(args: argparse.Namespace) -> OpcUaSourceConfig:
         raise _UsageError(["give --url (or --config and --source)"])
     if not args.node and args.browse is None:
         raise _UsageError(["give at least one --node, or --browse"])
-    try:
-        timeout = parse_duration(args.timeout)
-    except ValueError as exc:
-        raise _UsageError([f"--timeout: {exc}"]) from None
     security: dict[str, Any] = {"policy": args.security}
     if args.security != "None":
         security.update(mode=args.mode, certificate=args.certificate, private_key=args.private_key,
                         server_certificate=args.server_certificate)
     data: dict[str, Any] = {
-        "kind": "opcua", "name": "probe", "url": args.url, "request_timeout": timeout, "security": security,
+        "kind": "opcua", "name": "probe", "url": args.url, "request_timeout": args.timeout, "security": security,
         "nodes": [{"name": f"node{i}", "node_id": nid} for i, nid in enumerate(args.node or ["i=2256"])],
     }
     if args.username:
@@ -119,7 +115,10 @@ def _ad_hoc(args: argparse.Namespace) -> OpcUaSourceConfig:
         return OpcUaSourceConfig.model_validate(data)
     except ValidationError as exc:
         lines = format_validation_error(exc, OpcUaSourceConfig)
-        raise _UsageError([line.replace("nodes[", "--node[") for line in lines]) from None
+        renamed = {"nodes[": "--node[", "request_timeout:": "--timeout:", "security.": "--"}
+        for old, new in renamed.items():
+            lines = [line.replace(old, new, 1) if line.startswith(old) else line for line in lines]
+        raise _UsageError(lines) from None
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -130,6 +129,8 @@ def _raw(value: Any) -> Any:
     """The raw value in a JSON-friendly form (never huge)."""
     if isinstance(value, bool | int | float | str) or value is None:
         return value if not isinstance(value, str) or len(value) <= 300 else value[:300] + "..."
+    if isinstance(value, list) and len(value) <= 20 and all(isinstance(v, bool | int | float) for v in value):
+        return value
     text = repr(value)
     return text if len(text) <= 300 else text[:300] + "..."
 
@@ -194,9 +195,12 @@ async def _browse(client: Client, root: str, depth: int) -> list[dict[str, Any]]
     return out
 
 
-def _print_nodes(report: list[dict[str, Any]]) -> None:
+def _print_nodes(report: list[dict[str, Any]], from_config: bool) -> None:
     for entry in report:
-        print(f"{entry['name']}  {entry['node_id']}  (device {entry['device_id']})")
+        if from_config:
+            print(f"{entry['name']}  {entry['node_id']}  (device {entry['device_id']})")
+        else:
+            print(entry["node_id"])
         if "value" in entry:
             dtype = entry["data_type"] or entry["variant_type"]
             print(f"  value:        {entry['value']!r}  [{dtype}]")
@@ -255,6 +259,6 @@ async def run(args: argparse.Namespace) -> int:
         if "browse" in result:
             _print_tree(result["browse"])
         if "nodes" in result:
-            _print_nodes(result["nodes"])
+            _print_nodes(result["nodes"], from_config=bool(args.config))
     nodes = result.get("nodes", [])
     return EXIT_NODE_PROBLEM if any(entry["problem"] for entry in nodes) else EXIT_OK

@@ -36,7 +36,7 @@ _SEVERITY_MASK = 0xC0000000  # Good with info bits still counts as Good
 
 def describe_status(status: ua.StatusCode | None) -> str:
     """'BadNodeIdUnknown (The node id refers to a node that does not exist in the server address space.)'."""
-    if status is None:
+    if status is None or status.value == 0:
         return "Good"
     name = getattr(status, "name", None) or f"0x{status.value:08X}"
     doc = getattr(status, "doc", "") or ""
