@@ -111,12 +111,22 @@ class CollisionWorld:
         return list(zip(i[keep].tolist(), j[keep].tolist(), strict=True))
 
     # --- narrow phase -----------------------------------------------------------------
-    def distance(self, i: int, j: int) -> tuple[float, np.ndarray, np.ndarray]:
-        """Exact minimum distance (m) between the surfaces and the two closest points (world)."""
+    def distance(self, i: int, j: int) -> tuple[float, np.ndarray | None, np.ndarray | None]:
+        """Exact minimum distance (m) between the surfaces and the two closest points (world).
+
+        At zero distance the points are a contact point, or None when the surfaces only
+        share a face (flush contact has no single witness point).
+        """
         req = fcl.DistanceRequest(enable_nearest_points=True)
         res = fcl.DistanceResult()
-        d = fcl.distance(self._objects[i], self._objects[j], req, res)
-        return max(float(d), 0.0), np.array(res.nearest_points[0]), np.array(res.nearest_points[1])
+        d = max(float(fcl.distance(self._objects[i], self._objects[j], req, res)), 0.0)
+        pa, pb = np.array(res.nearest_points[0]), np.array(res.nearest_points[1])
+        if d == 0.0:  # fcl gives no witness points for contact: take a contact point instead
+            contacts = fcl.CollisionResult()
+            fcl.collide(self._objects[i], self._objects[j],
+                        fcl.CollisionRequest(num_max_contacts=1, enable_contact=True), contacts)
+            pa = pb = np.array(contacts.contacts[0].pos) if contacts.contacts else None
+        return d, pa, pb
 
     def surfaces_cross(self, i: int, j: int) -> bool:
         return bool(fcl.collide(self._objects[i], self._objects[j], fcl.CollisionRequest(),
@@ -186,8 +196,11 @@ class CollisionWorld:
                     note = f"{self.names[inner]} lies inside {self.names[outer]}"
                     return self._interfering(i, j, pa, pb, note, tol)
             status: Status = "touching" if d <= tol else "separated"
-            return PairResult(a, b, status, d, pa, pb, region_min_m=np.minimum(pa, pb),
-                              region_max_m=np.maximum(pa, pb))
+            if pa is None:
+                lo, hi = np.maximum(self.lo[i], self.lo[j]), np.minimum(self.hi[i], self.hi[j])
+            else:
+                lo, hi = np.minimum(pa, pb), np.maximum(pa, pb)
+            return PairResult(a, b, status, d, pa, pb, region_min_m=lo, region_max_m=hi)
         return self._interfering(i, j, None, None, "", tol)
 
     def _interfering(self, i: int, j: int, pa: np.ndarray | None, pb: np.ndarray | None,

@@ -1,0 +1,152 @@
+"""Interference suite: generated pairs with known answers anywhere in a 20 m cell, any orientation.
+
+Separated and touching cases put a vertex of a rotated box at a known signed
+gap from a face of another box (the vertex is then the closest point, so the
+distance is exactly the gap). Interfering cases use boxes sharing an
+orientation (overlap volume = product of the axis overlaps), coaxial copies
+of one cylinder mesh (overlap = mesh volume × overlap fraction) and parts
+wholly inside others.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import trimesh
+from physics_helpers import mesh_of, part
+from scipy.spatial.transform import Rotation
+
+from cloud.physics.interference import CollisionWorld
+
+TOL = 1e-5  # touching tolerance, m
+CELL = 20.0  # m
+N_SEPARATED, N_TOUCHING, N_BOX_OVERLAP, N_CYL_OVERLAP, N_INSIDE = 40, 25, 20, 10, 5
+
+
+def _pose(rot: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    pose = np.eye(4)
+    pose[:3, :3] = rot
+    pose[:3, 3] = centre
+    return pose
+
+
+def _vertex_at_gap(rng: np.random.Generator, gap: float):
+    """Box A anywhere; rotated box B whose lowest vertex (along A's +x face normal) is `gap` away."""
+    da, db = rng.uniform(50, 300, 3), rng.uniform(30, 200, 3)  # mm
+    ra, rb = Rotation.random(random_state=rng).as_matrix(), Rotation.random(random_state=rng).as_matrix()
+    ca = rng.uniform(-CELL / 2 + 0.5, CELL / 2 - 0.5, 3)
+    a, b = mesh_of(trimesh.creation.box(da)), mesh_of(trimesh.creation.box(db))
+    normal = ra[:, 0]
+    corners_b = b.vertices @ rb.T  # B's vertices, rotated, about its centre
+    low = corners_b[np.argmin(corners_b @ normal)]
+    lateral = ra[:, 1] * rng.uniform(-0.25, 0.25) * da[1] * 1e-3 + ra[:, 2] * rng.uniform(
+        -0.25, 0.25) * da[2] * 1e-3
+    target = ca + normal * (da[0] * 1e-3 / 2 + gap) + lateral  # where B's low vertex goes
+    cb = target - low
+    return [part("a", a, _pose(ra, ca)), part("b", b, _pose(rb, cb))]
+
+
+def _cases():
+    rng = np.random.default_rng(20240601)
+    cases = []
+    for k in range(N_SEPARATED):
+        gap = float(10 ** rng.uniform(np.log10(3 * TOL), np.log10(0.05)))
+        cases.append(("separated", f"sep{k}", _vertex_at_gap(rng, gap), gap, None))
+    for k in range(N_TOUCHING):
+        if k % 5 == 0:  # flush faces, same orientation
+            rot = Rotation.random(random_state=rng).as_matrix()
+            c = rng.uniform(-9.5, 9.5, 3)
+            m = mesh_of(trimesh.creation.box((100.0, 100.0, 100.0)))
+            off = rot @ np.array([0.1, rng.uniform(-0.05, 0.05), rng.uniform(-0.05, 0.05)])
+            cases.append(("touching", f"flush{k}", [part("a", m, _pose(rot, c)),
+                                                    part("b", m, _pose(rot, c + off))], 0.0, None))
+        else:
+            gap = float(rng.uniform(-0.45, 0.45) * TOL)
+            cases.append(("touching", f"touch{k}", _vertex_at_gap(rng, gap), max(gap, 0.0), None))
+    for k in range(N_BOX_OVERLAP):
+        rot = Rotation.random(random_state=rng).as_matrix()
+        c = rng.uniform(-9.5, 9.5, 3)
+        da, db = rng.uniform(50, 300, 3), rng.uniform(50, 300, 3)
+        shift = (rng.uniform(0.1, 0.9, 3) * (da + db) / 2 * rng.choice([-1, 1], 3)) * 1e-3
+        lo = np.maximum(-da / 2 * 1e-3, shift - db / 2 * 1e-3)
+        hi = np.minimum(da / 2 * 1e-3, shift + db / 2 * 1e-3)
+        volume = float(np.prod(hi - lo))
+        parts = [part("a", mesh_of(trimesh.creation.box(da)), _pose(rot, c)),
+                 part("b", mesh_of(trimesh.creation.box(db)), _pose(rot, c + rot @ shift))]
+        cases.append(("interfering", f"boxes{k}", parts, 0.0, volume))
+    for k in range(N_CYL_OVERLAP):
+        tm = trimesh.creation.cylinder(radius=rng.uniform(10, 80), height=100.0, sections=64)
+        m = mesh_of(tm)
+        rot = Rotation.random(random_state=rng).as_matrix()
+        c = rng.uniform(-9.5, 9.5, 3)
+        s = rng.uniform(0.05, 0.9) * 0.1
+        volume = tm.volume * 1e-9 * (1 - s / 0.1)
+        cases.append(("interfering", f"cyl{k}", [part("a", m, _pose(rot, c)),
+                                                 part("b", m, _pose(rot, c + rot[:, 2] * s))], 0.0, volume))
+    for k in range(N_INSIDE):
+        outer = trimesh.creation.icosphere(3, radius=200.0)
+        inner = trimesh.creation.box(rng.uniform(10, 50, 3))
+        c = rng.uniform(-9.5, 9.5, 3)
+        rot = Rotation.random(random_state=rng).as_matrix()
+        cases.append(("interfering", f"inside{k}", [
+            part("outer", mesh_of(outer), _pose(np.eye(3), c)),
+            part("inner", mesh_of(inner), _pose(rot, c + rng.uniform(-0.05, 0.05, 3)))],
+            0.0, inner.volume * 1e-9))
+    return cases
+
+
+CASES = _cases()
+
+
+def test_the_suite_has_at_least_100_cases() -> None:
+    assert len(CASES) >= 100
+
+
+@pytest.mark.parametrize(("expected", "name", "parts", "gap", "volume"), CASES,
+                         ids=[c[1] for c in CASES])
+def test_pair_is_classified_with_exact_distance_and_volume(expected, name, parts, gap, volume) -> None:
+    world = CollisionWorld(parts)
+    found = world.check(TOL)
+    status = found[0].status if found else "separated"
+    assert status == expected
+    if expected == "interfering":
+        assert found[0].volume_m3 == pytest.approx(volume, rel=0.01)
+        assert found[0].centroid_m is not None
+        return
+    clear = world.clearances(0.1)
+    assert len(clear) == 1
+    assert abs(clear[0].distance_m - gap) <= 1e-6  # clearances within 1 µm
+    # the closest points are a real witness pair: their distance is the clearance
+    if clear[0].point_a_m is not None:  # flush faces have no single witness point
+        witness = np.linalg.norm(clear[0].point_a_m - clear[0].point_b_m)
+        assert witness == pytest.approx(clear[0].distance_m, abs=1e-9)
+
+
+def test_many_parts_min_clearance_and_threshold_report() -> None:
+    m = mesh_of(trimesh.creation.box((100.0, 100.0, 100.0)))
+    gaps = [0.001 * ((k + 1) % 3) + 0.0004 for k in range(9)]  # between p_k and p_k+1
+    xs = np.concatenate([[0.0], np.cumsum(np.array(gaps) + 0.1)])
+    parts = [part(f"p{k}", m, _pose(np.eye(3), np.array([x, 0, 0]))) for k, x in enumerate(xs)]
+    world = CollisionWorld(parts)
+    best = world.min_clearance()
+    assert best.distance_m == pytest.approx(min(gaps), abs=1e-9)
+    under = world.clearances(0.0015)
+    assert sorted(round(r.distance_m, 9) for r in under) == sorted(
+        round(g, 9) for g in gaps if g <= 0.0015)
+    moved = world.poses.copy()
+    moved[3, :3, 3] += [0, 0, 5.0]  # lift one part away; structures are reused
+    world.set_poses(moved)
+    assert all("p3" not in (r.a, r.b) for r in world.clearances(0.0015))
+
+
+def test_open_part_crossing_reports_unknown_volume() -> None:
+    box = trimesh.creation.box((100.0, 100.0, 100.0))
+    from cloud.physics.mesh import build_part_mesh
+
+    open_mesh = build_part_mesh(box.vertices, box.faces[:-1])
+    parts = [part("open", open_mesh, _pose(np.eye(3), np.zeros(3))),
+             part("solid", mesh_of(box), _pose(np.eye(3), np.array([0.05, 0.0, 0.0])))]
+    found = CollisionWorld(parts).check(TOL)
+    assert found[0].status == "interfering"
+    assert found[0].volume_m3 is None
+    assert "not closed" in found[0].note
