@@ -168,7 +168,8 @@ def _cross_rows(fa: WorldFeature, fb: WorldFeature, sign: float | None):
 
 
 def _dot_row(u: np.ndarray, ju: np.ndarray, v: np.ndarray, jv: np.ndarray):
-    return float(u @ v), u @ jv, v @ ju
+    """u·v and its derivatives w.r.t. the variables of u's owner and of v's owner."""
+    return float(u @ v), v @ ju, u @ jv
 
 
 def mate_equations(spec: MateSpec, fa: WorldFeature, fb: WorldFeature, scale: float,
