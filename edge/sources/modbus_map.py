@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -138,6 +138,9 @@ class RegisterConfig(StrictModel):
         return self
 
 
+_Span = tuple[str, int, int, int | None, int]  # table, first, last, bit, index
+
+
 def check_register_map(registers: Sequence[RegisterConfig], max_registers: int, max_bits: int) -> None:
     """Refuse maps that cannot be right: duplicate names, overlapping values, values too large to read."""
     names: dict[str, int] = {}
@@ -152,8 +155,8 @@ def check_register_map(registers: Sequence[RegisterConfig], max_registers: int, 
                 f"{limit} (max_registers_per_read)"
             )
     # Several bools may look at bits of one register, but two values that share registers are a typo.
-    spans = sorted(
-        ((reg.table, reg.address, reg.end, reg.bit, i) for i, reg in enumerate(registers)),
+    spans: list[_Span] = sorted(
+        ((str(reg.table), reg.address, reg.end, reg.bit, i) for i, reg in enumerate(registers)),
         key=lambda s: (s[0], s[1], s[2]),
     )
     for (tab_a, start_a, end_a, bit_a, i), (tab_b, start_b, end_b, bit_b, j) in _neighbours(spans):
@@ -171,7 +174,7 @@ def check_register_map(registers: Sequence[RegisterConfig], max_registers: int, 
         )
 
 
-def _neighbours(spans: list[tuple[str, int, int, int | None, int]]):  # type: ignore[no-untyped-def]
+def _neighbours(spans: Sequence[_Span]) -> Iterator[tuple[_Span, _Span]]:
     """Every pair that could overlap: each span against the following spans that start before it ends."""
     for k, first in enumerate(spans):
         for second in spans[k + 1:]:

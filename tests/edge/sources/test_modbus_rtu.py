@@ -16,7 +16,7 @@ from pymodbus.simulator import SimDevice
 
 from edge.sources import SourceState
 from edge.sources.modbus import ModbusSourceConfig, check_serial_ports
-from edge.sources.modbus_bus import RtuConfig
+from edge.sources.modbus_bus import BusConflictError, RtuConfig
 from tests.edge.sources.test_modbus_support import ModbusTestServer, Running, device, make, wait_state
 from tests.support import CollectingSink
 
@@ -110,3 +110,18 @@ async def test_a_missing_serial_port_is_reported_in_plain_words():
 def test_unit_ids_on_a_serial_line_are_1_to_247():
     with pytest.raises(ValueError, match="unit_id on a serial line must be 1..247"):
         ModbusSourceConfig.model_validate(rtu_source("a", "/dev/ttyUSB0", 0))
+
+
+async def test_a_second_device_with_other_line_settings_fails_without_touching_the_first():
+    async with ModbusTestServer(lambda: [device(1, holding={0: [1, 2]}), device(2, holding={0: [3, 4]})],
+                                rtu=True) as server:
+        first_sink = CollectingSink()
+        first = make(rtu_source("meter-1", server.url, 1), first_sink)
+        second = make(rtu_source("meter-2", server.url, 2, baudrate=9600), CollectingSink())
+        async with Running(first):
+            await first_sink.wait_for(1)
+            with pytest.raises(BusConflictError, match="configured twice with different settings"):
+                await second.run()
+            assert second.health.state == SourceState.FAILED
+            await first_sink.wait_for(len(first_sink.frames) + 3)
+    assert first.health.state == SourceState.CONNECTED
