@@ -201,3 +201,13 @@ async def test_backpressure_skips_and_counts_missed_cycles_instead_of_bursting()
             sink.release.set()
             await sink.wait_for(3)
     assert src.health.detail["missed_cycles"] >= 10
+
+
+async def test_a_nan_reading_is_left_out_and_named_in_health():
+    registers = [{"name": "ok", "address": 0}, {"name": "probe_t", "address": 1, "type": "float32"}]
+    async with ModbusTestServer(lambda: [device(1, holding={0: [3, 0x7FC0, 0x0000]})]) as server:
+        sink = CollectingSink()
+        async with Running(make(tcp_source("oven", server.port, registers), sink)) as src:
+            await sink.wait_for(2)
+    assert all(f.sensors == {"ok": 3} for f in sink.frames)
+    assert src.health.detail["invalid_values"] == {"probe_t": "is not a finite number (nan)"}
