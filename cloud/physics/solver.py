@@ -3,9 +3,9 @@
 Unknowns are the 6-DOF poses of the parts that are not grounded, solved by
 nonlinear least squares (Levenberg–Marquardt on the pose manifold: each step
 is a small translation and rotation vector per part, applied as R ← exp(δθ)·R,
-with analytic Jacobians; linear algebra with numpy/scipy). Bad starting poses are handled by multi-start: the given poses
-first, then the same with perturbed rotations, then random rotations and
-positions (a seeded generator, so results are reproducible).
+with analytic Jacobians). Bad starting poses are handled by multi-start: the
+given poses first, then the same with perturbed rotations, then random
+rotations and positions (a seeded generator, so results are reproducible).
 
 At the result the constraint Jacobian J (rows: mate equations; columns:
 small world-frame translations/rotations of each free part) tells the rest:

@@ -123,3 +123,17 @@ def test_matches_occt_exact_mass_properties_within_the_bound(make: str) -> None:
     assert np.linalg.norm(props.com_m - c_exact) <= props.bound_com_m
     assert np.abs(props.inertia_com - i_exact).max() <= 1e-3 * np.abs(i_exact).max()
     assert np.abs(props.inertia_com - i_exact).max() <= props.bound_inertia_kgm2
+
+
+def test_step_file_is_tessellated_through_the_cad_kernel(tmp_path) -> None:
+    from OCP.STEPControl import STEPControl_AsIs, STEPControl_Writer
+
+    from cloud.physics.mesh import load_mesh_bytes
+
+    writer = STEPControl_Writer()
+    writer.Transfer(occt.plate_with_holes(), STEPControl_AsIs)
+    writer.Write(str(tmp_path / "plate.step"))
+    mesh = load_mesh_bytes((tmp_path / "plate.step").read_bytes(), "step", "mm", step_tolerance=0.003)
+    volume, _, _ = occt.exact_properties(occt.plate_with_holes())
+    props = part_mass_properties(mesh, 1.0)
+    assert props.volume_m3 == pytest.approx(volume * 1e-9, rel=1e-3)
