@@ -36,7 +36,7 @@ from edge.sources.opcua_client import (
     resolve_node_ids,
 )
 from edge.sources.opcua_config import OpcUaNodeConfig, OpcUaSecurityConfig, OpcUaSourceConfig
-from edge.sources.opcua_nodes import FrameAssembler, LostSignal, NodeTable
+from edge.sources.opcua_nodes import FrameAssembler, LostSignal, Node, NodeTable
 from edge.sources.opcua_subscription import Subscriber
 from edge.sources.opcua_values import decode_data_value, describe_status
 from shared.frame import TelemetryFrame
@@ -154,7 +154,7 @@ class OpcUaSource(Source):
         self.table.connected = True
         self.table.refresh_state()
 
-    async def _resolve(self, client: Client, nodes: list) -> None:  # type: ignore[type-arg]
+    async def _resolve(self, client: Client, nodes: list[Node]) -> None:
         """NodeIds for nodes; every node gets a fresh chance on each session."""
         resolved = await resolve_node_ids(client, [node.config.node_id for node in nodes])
         for node, result in zip(nodes, resolved, strict=True):
@@ -219,7 +219,7 @@ class OpcUaSource(Source):
 
     async def _read_once(self, client: Client, per_call: int, assembler: FrameAssembler) -> list[TelemetryFrame]:
         nodes = self.table.usable()
-        results = await read_values(client, [node.ua_id for node in nodes], per_call)  # type: ignore[misc]
+        results = await read_values(client, [node.ua_id for node in nodes if node.ua_id is not None], per_call)
         values: dict[str, dict[str, object]] = {}
         refusals = 0
         for node, dv in zip(nodes, results, strict=True):

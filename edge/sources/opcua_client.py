@@ -14,6 +14,7 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from asyncua import Client, ua
 from asyncua.crypto import security_policies, uacrypto
@@ -29,12 +30,14 @@ __all__ = [
     "chunks",
     "connect",
     "describe_error",
+    "is_good",
     "read_operation_limits",
     "read_values",
     "resolve_node_ids",
 ]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # What a broken connection or a refusing server raises (TimeoutError is an OSError; ConnectionError too).
 TRANSPORT_ERRORS = (ua.UaError, OSError)
@@ -128,33 +131,44 @@ def _uri_from_certificate(data: bytes, ext: str) -> str | None:
     return uris[0] if uris else None
 
 
-def _read_secrets(config: OpcUaSourceConfig) -> dict[str, object]:
+@dataclass
+class _Files:
+    """What the session needs from disk, read in a thread."""
+
+    password: str | None = None
+    certificate: tuple[bytes, str] | None = None
+    private_key: tuple[bytes, str] | None = None
+    server_certificate: tuple[bytes, str] | None = None
+
+
+def _read_files(config: OpcUaSourceConfig) -> _Files:
     """Blocking file reads, run in a thread: password and certificate files."""
-    out: dict[str, object] = {}
+    out = _Files()
     if config.password_file is not None:
         try:
-            out["password"] = config.password_file.read_text(encoding="utf-8").rstrip("\r\n")
+            out.password = config.password_file.read_text(encoding="utf-8").rstrip("\r\n")
         except (OSError, UnicodeDecodeError) as exc:
             reason = f"cannot read password_file {config.password_file}: {exc}"
             raise OpcUaConnectError(reason, permanent=True) from None
     sec = config.security
     if sec.policy != "None" and sec.certificate is not None and sec.private_key is not None:
-        out["certificate"] = _load_cert_file(sec.certificate, "certificate")
-        out["private_key"] = _load_cert_file(sec.private_key, "private key")
+        out.certificate = _load_cert_file(sec.certificate, "certificate")
+        out.private_key = _load_cert_file(sec.private_key, "private key")
         if sec.server_certificate is not None:
-            out["server_certificate"] = _load_cert_file(sec.server_certificate, "server certificate")
+            out.server_certificate = _load_cert_file(sec.server_certificate, "server certificate")
     return out
 
 
-async def _apply_security(client: Client, config: OpcUaSourceConfig, files: dict[str, object]) -> None:
+async def _apply_security(client: Client, config: OpcUaSourceConfig, files: _Files) -> None:
     sec = config.security
-    cert, cert_ext = files["certificate"]  # type: ignore[misc]
-    key, key_ext = files["private_key"]  # type: ignore[misc]
+    assert files.certificate is not None and files.private_key is not None  # the config requires both
+    cert, cert_ext = files.certificate
+    key, key_ext = files.private_key
     client.application_uri = sec.application_uri or _uri_from_certificate(cert, cert_ext) or client.application_uri
     server_cert = None
     mode = getattr(ua.MessageSecurityMode, sec.mode)
-    if "server_certificate" in files:
-        data, ext = files["server_certificate"]  # type: ignore[misc]
+    if files.server_certificate is not None:
+        data, ext = files.server_certificate
         server_cert = uacrypto.CertProperties(data, ext)
         await _check_pinned_certificate(client, config, data, ext, mode)
     try:
@@ -202,11 +216,10 @@ async def connect(config: OpcUaSourceConfig) -> Client:
     client.name = client.description = f"twinedge {config.name}"
     client.application_uri = f"urn:twinedge:{socket.gethostname()}:{config.name}"
     try:
-        files = await asyncio.to_thread(_read_secrets, config)
+        files = await asyncio.to_thread(_read_files, config)
         if config.username:
             client.set_user(config.username)
-            secret = config.password.get_secret_value() if config.password else files.get("password")
-            client.set_password(str(secret))
+            client.set_password(config.password.get_secret_value() if config.password else files.password or "")
         if config.security.policy != "None":
             await _apply_security(client, config, files)
         await client.connect()
@@ -247,17 +260,21 @@ async def read_operation_limits(client: Client) -> OperationLimits:
         ua.ObjectIds.Server_ServerCapabilities_OperationLimits_MaxNodesPerRead,
     )
     params = ua.ReadParameters(
-        NodesToRead=[ua.ReadValueId(NodeId=ua.NodeId(i), AttributeId=ua.AttributeIds.Value) for i in ids]
+        NodesToRead=[ua.ReadValueId(NodeId=ua.NodeId(ua.Int32(i)), AttributeId=ua.AttributeIds.Value) for i in ids]
     )
     results = await client.uaclient.read(params)
     limits: list[int | None] = []
     for dv in results:
-        value = dv.Value.Value if dv.Value is not None and dv.StatusCode.is_good() else None
+        value = dv.Value.Value if dv.Value is not None and is_good(dv) else None
         limits.append(value if isinstance(value, int) and value > 0 else None)
     return OperationLimits(monitored_items_per_call=limits[0], nodes_per_read=limits[1])
 
 
-def chunks(items: Sequence[object], size: int) -> list[Sequence[object]]:
+def is_good(dv: ua.DataValue) -> bool:
+    return dv.StatusCode is None or dv.StatusCode.is_good()
+
+
+def chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
@@ -269,7 +286,7 @@ async def read_values(
     for part in chunks(node_ids, per_call):
         params = ua.ReadParameters(
             TimestampsToReturn=ua.TimestampsToReturn.Both,
-            NodesToRead=[ua.ReadValueId(NodeId=nid, AttributeId=attribute) for nid in part],  # type: ignore[arg-type]
+            NodesToRead=[ua.ReadValueId(NodeId=nid, AttributeId=attribute) for nid in part],
         )
         out.extend(await client.uaclient.read(params))
     return out
@@ -292,6 +309,6 @@ async def resolve_node_ids(client: Client, texts: Sequence[str]) -> list[ua.Node
             if uri not in namespaces:
                 out.append(f"namespace {uri!r} of node {text!r} is not on the server")
                 continue
-            parsed = ua.NodeId(parsed.Identifier, namespaces.index(uri), parsed.NodeIdType)
+            parsed = ua.NodeId(parsed.Identifier, ua.Int16(namespaces.index(uri)), parsed.NodeIdType)
         out.append(parsed)
     return out

@@ -29,6 +29,7 @@ from edge.sources.opcua_client import (
     close,
     connect,
     describe_error,
+    is_good,
     read_values,
     resolve_node_ids,
 )
@@ -141,7 +142,7 @@ async def _read_nodes(client: Client, config: OpcUaSourceConfig) -> list[dict[st
     per_call = config.max_items_per_call
     values = await read_values(client, ids, per_call)
     types = await read_values(client, ids, per_call, ua.AttributeIds.DataType)
-    type_ids = [dv.Value.Value if dv.StatusCode.is_good() and dv.Value is not None else ua.NodeId() for dv in types]
+    type_ids = [dv.Value.Value if is_good(dv) and dv.Value is not None else ua.NodeId() for dv in types]
     names = await read_values(client, type_ids, per_call, ua.AttributeIds.BrowseName)
     found = iter(zip(values, type_ids, names, strict=True))
     report = []
@@ -158,8 +159,8 @@ async def _read_nodes(client: Client, config: OpcUaSourceConfig) -> list[dict[st
         entry.update(
             value=_raw(variant.Value if variant is not None else None),
             variant_type=getattr(getattr(variant, "VariantType", None), "name", None),
-            data_type=(type_name.Value.Value.Name if type_name.StatusCode.is_good() and type_name.Value.Value
-                       else None),
+            data_type=(type_name.Value.Value.Name if is_good(type_name) and type_name.Value is not None
+                       and type_name.Value.Value else None),
             data_type_id=type_id.to_string() if not type_id.is_null() else None,
             status=describe_status(dv.StatusCode),
             source_timestamp=_iso(dv.SourceTimestamp),

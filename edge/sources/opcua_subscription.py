@@ -99,7 +99,7 @@ class Subscriber:
         """Create monitored items, ``items_per_call`` per request; nodes the server refuses are set aside."""
         nodes = [node for node in nodes if node.ua_id is not None]
         for part in chunks(nodes, self.items_per_call):
-            batch: list[Node] = list(part)  # type: ignore[arg-type]
+            batch = list(part)
             for node in batch:  # a notification may arrive before the response
                 self._handles[node.handle] = node
             params = ua.CreateMonitoredItemsParameters(
