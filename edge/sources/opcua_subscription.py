@@ -59,9 +59,12 @@ class Subscriber:
     async def start(self) -> None:
         pi_ms = self.config.publishing_interval * 1000.0
         keepalive = max(1, math.ceil(max(self.config.watchdog_interval * 1000.0, pi_ms) / pi_ms))
+        # the server keeps the subscription this many cycles without Publish requests (a slow sink holds
+        # them back): as long as the session itself, at least the 3 keep-alives the specification asks
+        lifetime = max(3 * keepalive, math.ceil(self.config.session_timeout * 1000.0 / pi_ms))
         params = ua.CreateSubscriptionParameters(
             RequestedPublishingInterval=pi_ms,
-            RequestedLifetimeCount=min(2**32 - 1, keepalive * 10),
+            RequestedLifetimeCount=min(2**32 - 1, lifetime),
             RequestedMaxKeepAliveCount=min(2**32 - 1, keepalive),
             MaxNotificationsPerPublish=0,
             PublishingEnabled=True,
@@ -175,6 +178,7 @@ class Subscriber:
                 await self.out.put(frames)
             finally:
                 self.waiting_for_room = False
+                self.last_publish = time.monotonic()  # the silence was ours, not the server's
 
     async def _refuse(self, node: Node, problem: str, dv: ua.DataValue) -> None:
         if self.table.set_problem(node, problem):

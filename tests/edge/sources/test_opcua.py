@@ -10,14 +10,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import pytest
 import pytest_asyncio
+from asyncua import ua
 
 from edge.sources import SourceState, build_source
 from edge.sources.opcua import OpcUaSource, OpcUaSourceConfig
+from shared.frame import TelemetryFrame
 from tests.edge.sources.test_opcua_support import (
     TestServer,
     latest,
@@ -207,3 +209,57 @@ async def test_subscription_recovers_after_the_server_restarts() -> None:
             assert source.health.reconnects == 1
     finally:
         await srv.stop()
+
+
+class GatedSink(CollectingSink):
+    """A sink whose put waits while the gate is closed: a store that fell behind."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.waiting = asyncio.Event()
+
+    async def put(self, frames: Sequence[TelemetryFrame], *, durable: bool = False) -> None:
+        if not self.gate.is_set():
+            self.waiting.set()
+            await self.gate.wait()
+        await super().put(frames, durable=durable)
+
+
+async def test_a_slow_sink_slows_the_source_without_losing_the_session(server: TestServer) -> None:
+    # keep-alive every 0.2 s: the subscription counts as silent after 0.9 s without publish responses
+    config = make_config(server.url, {"count": "ns=2;s=Press.Count"}, watchdog_interval="200ms",
+                         request_timeout="500ms")
+    sink = GatedSink()
+    source = OpcUaSource(config, sink)
+    task = asyncio.create_task(source.run(), name="test:opcua-slow-sink")
+    try:
+        async with asyncio.timeout(10):
+            await sink.waiting.wait()
+        for value in range(100, 130):  # many changes while the sink is stuck for ~1.5 s
+            await server.write("Press.Count", value)
+            await asyncio.sleep(0.05)
+        assert source.health.state is SourceState.CONNECTED
+        sink.gate.set()
+        await wait_for_value(sink, "count", 129)
+        assert source.health.reconnects == 0 and source.health.state is SourceState.CONNECTED
+        assert len(sink.frames) < 30, "changes were coalesced while the sink was stuck, not queued without bound"
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await server.write("Press.Count", 7)
+
+
+@pytest.mark.parametrize("mode", ["subscribe", "poll"])
+async def test_a_node_that_appears_later_is_picked_up_on_retry(server: TestServer, mode: str) -> None:
+    name = f"Press.Late{mode.capitalize()}"
+    nodes = {"temp": "ns=2;s=Press.Temp", "late": f"ns=2;s={name}"}
+    async with running(make_config(server.url, nodes, mode=mode, retry_bad_nodes="1s")) as (source, sink):
+        await wait_for_state(source, SourceState.DEGRADED)
+        assert "BadNodeIdUnknown" in source.health.detail["failing"]["late"]
+        assert server.server is not None
+        await server.server.nodes.objects.add_variable(ua.NodeId(name, 2), name, ua.Variant(5, ua.VariantType.Int64))
+        await wait_for_value(sink, "late", 5)
+        await wait_for_state(source, SourceState.CONNECTED)
+        assert source.health.detail["failing"] == {}
