@@ -227,6 +227,9 @@ async def connect(config: OpcUaSourceConfig) -> Client:
         reason, permanent = describe_error(exc, config)
         log.debug("connecting to %s failed", config.url, exc_info=True)
         raise OpcUaConnectError(reason, permanent=permanent) from exc
+    except asyncio.CancelledError:
+        client.disconnect_socket()  # asyncua cleans up after an Exception only
+        raise
     return client
 
 

@@ -77,8 +77,8 @@ class NodeTable:
         if news:
             self.health.errors += 1
             self.health.detail["failing"][node.name] = reason
-            log.warning("source %s: node %s (%s) has no value: %s", self.config.name, node.name,
-                        node.config.node_id, reason)
+            log.warning("source %s: node %s (%s on %s) has no value: %s", self.config.name, node.name,
+                        node.config.node_id, self.config.url, reason)
             self.refresh_state()
         return news
 

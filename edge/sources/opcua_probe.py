@@ -224,6 +224,9 @@ def _print_tree(tree: list[dict[str, Any]]) -> None:
 
 async def run(args: argparse.Namespace) -> int:
     """Probe as the arguments say; print the result; return the exit status."""
+    library = logging.getLogger("asyncua")
+    if library.level == logging.NOTSET and not logging.getLogger().isEnabledFor(logging.DEBUG):
+        library.setLevel(logging.CRITICAL)  # its warnings and tracebacks repeat what we print in plain words
     try:
         if args.config and not args.source:
             raise _UsageError(["--config needs --source NAME"])
