@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,15 @@ async def server() -> AsyncIterator[TestServer]:
     srv = await TestServer(free_port()).start()
     yield srv
     await srv.stop()
+
+
+@pytest.fixture(autouse=True)
+def restore_asyncua_log_level() -> Iterator[None]:
+    """The probe quiets asyncua's logger (a CLI process setting); keep that out of other tests."""
+    library = logging.getLogger("asyncua")
+    level = library.level
+    yield
+    library.setLevel(level)
 
 
 def parse(*argv: str) -> argparse.Namespace:
