@@ -29,8 +29,8 @@ from typing import Any
 
 from amqtt.broker import Broker
 from amqtt.contexts import Action
+from amqtt.mqtt.packet import PUBACK
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
-from amqtt.mqtt.puback import PubackPacket
 from amqtt.mqtt.publish import PublishPacket
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import OutgoingApplicationMessage, Session
@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 _ACTIONS = {Action.PUBLISH: AclAction.PUBLISH, Action.SUBSCRIBE: AclAction.SUBSCRIBE, Action.RECEIVE: AclAction.RECEIVE}
 _LOG_EVERY = 60.0  # seconds between repeated warnings about the same user
+_PUBACK = bytes([PUBACK << 4, 2])  # fixed header of a PUBACK; the packet id follows
 
 
 @dataclass
@@ -142,6 +143,7 @@ class IngestHandler(BrokerProtocolHandler):
         self.hooks = hooks
         self._ack_tail: asyncio.Future[None] | None = None
         self._closing: asyncio.Task[None] | None = None
+        self._acks = bytearray()  # PUBACKs of this loop iteration, written with one send()
 
     async def handle_publish(self, publish_packet: PublishPacket) -> None:
         qos = publish_packet.qos or 0
@@ -161,6 +163,7 @@ class IngestHandler(BrokerProtocolHandler):
         session, topic, data = self.session, packet.topic_name, packet.data
         if session is None or topic is None or data is None or device_of_topic(topic) is None:
             await self._after(previous)
+            self._flush_acks()
             await super().handle_publish(packet)
             return
         hooks = self.hooks
@@ -171,6 +174,7 @@ class IngestHandler(BrokerProtocolHandler):
             hooks.warn_once(f"pub:{session.username}:{topic}", "MQTT client %r (user %r) may not publish to %r; "
                             "message dropped", client_id, session.username, topic)
             await self._after(previous)
+            self._flush_acks()
             await super().handle_publish(packet)
             return
         packet_id = packet.variable_header.packet_id if packet.variable_header else None
@@ -184,14 +188,27 @@ class IngestHandler(BrokerProtocolHandler):
                 await self.handle_connection_closed()
                 return
         await self._after(previous)
-        if packet.retain_flag or hooks.has_subscribers(topic):
-            if mine is not None and qos == 2:
-                mine.set_result(None)  # PUBREC goes out now; do not hold later acks until PUBREL
-            await super().handle_publish(packet)  # amqtt's path: ack, then broadcast and retain
-        elif qos == 1 and packet_id is not None:
-            await self._send_packet(PubackPacket.build(packet_id))
-        elif qos == 2:
-            await super().handle_publish(packet)
+        if qos == 1 and packet_id is not None and not packet.retain_flag and not hooks.has_subscribers(topic):
+            self._queue_puback(packet_id)  # the hot path: nobody to forward to
+            return
+        if qos == 0 and not packet.retain_flag and not hooks.has_subscribers(topic):
+            return
+        if mine is not None and qos == 2:
+            mine.set_result(None)  # PUBREC goes out now; do not hold later acks until PUBREL
+        self._flush_acks()
+        await super().handle_publish(packet)  # amqtt's path: ack, then broadcast and retain
+
+    def _queue_puback(self, packet_id: int) -> None:
+        """PUBACKs produced in one event-loop iteration leave in one write: a send() per ack was
+        the largest single cost at high rates (amqtt also resets a keepalive timer per packet)."""
+        if not self._acks:
+            asyncio.get_running_loop().call_soon(self._flush_acks)
+        self._acks += _PUBACK + packet_id.to_bytes(2, "big")
+
+    def _flush_acks(self) -> None:
+        if self._acks and self.writer is not None:
+            self.writer.write(bytes(self._acks))
+        self._acks.clear()
 
     @staticmethod
     async def _after(previous: asyncio.Future[None] | None) -> None:

@@ -103,6 +103,11 @@ class EmbeddedBroker:
         )
 
     async def run(self) -> None:
+        for noisy in ("amqtt", "transitions"):
+            # amqtt logs every connection and state-machine step at INFO; keep them unless asked for.
+            logger = logging.getLogger(noisy)
+            if logger.level == logging.NOTSET:
+                logger.setLevel(logging.WARNING)
         authenticator = None
         if self.config.password_file is not None:
             try:

@@ -1,0 +1,61 @@
+"""The broker config models: the sample loads, and mistakes are refused with a readable message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from edge.broker.config import BrokerConfig, ListenerConfig, MqttClientConfig
+from edge.config import load_gateway_config
+
+EXAMPLE = Path(__file__).resolve().parents[3] / "docs" / "examples" / "mqtt.toml"
+
+
+def test_the_sample_config_loads() -> None:
+    config = load_gateway_config(EXAMPLE)
+    assert [x.name for x in config.broker.listeners] == ["plant", "tls"]
+    assert config.broker.session_expiry == 168 * 3600
+    assert config.broker.acl is not None and config.broker.acl[0].publish == ["twin/%u/telemetry"]
+
+
+def test_defaults_are_local_and_closed() -> None:
+    config = BrokerConfig(password_file=Path("p"))
+    assert [(x.host, x.port, x.tls) for x in config.listeners] == [("127.0.0.1", 1883, False)]
+    assert config.allow_anonymous is False
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({}, "set password_file, or allow_anonymous"),
+        ({"allow_anonymous": True, "listeners": [{"name": "a", "tls": True}]}, "needs certfile and keyfile"),
+        ({"allow_anonymous": True, "listeners": [{"name": "a"}, {"name": "a", "port": 2}]}, "share a name"),
+        ({"allow_anonymous": True, "listeners": []}, "at least 1"),
+        ({"allow_anonymous": True, "max_payload": "1GB"}, "less than or equal"),
+    ],
+)
+def test_broker_config_mistakes(values: dict, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        BrokerConfig.model_validate(values)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"qos": 2}, "Input should be 0 or 1"),
+        ({"password": "x"}, "a password needs a username"),
+        ({"username": "u", "password": "x", "password_file": "f"}, "not both"),
+        ({"cafile": "ca.pem"}, "only used with tls"),
+        ({"keepalive": 30}, "give the unit"),
+    ],
+)
+def test_client_config_mistakes(values: dict, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        MqttClientConfig.model_validate(values)
+
+
+def test_listener_names_are_simple() -> None:
+    with pytest.raises(ValidationError):
+        ListenerConfig(name="Bad Name")
