@@ -21,7 +21,7 @@ class ListenerConfig(StrictModel):
     tls: bool = False
     certfile: Path | None = None
     keyfile: Path | None = None
-    max_connections: int = Field(1000, ge=1, le=100_000)
+    max_connections: int = Field(default=1000, ge=1, le=100_000)
 
     @model_validator(mode="after")
     def _tls_needs_files(self) -> ListenerConfig:
@@ -46,19 +46,27 @@ class BrokerConfig(StrictModel):
         default_factory=lambda: [ListenerConfig(name="default")], min_length=1, max_length=8
     )
     allow_anonymous: bool = False
-    password_file: Path | None = Field(None, description="lines of user:sha512-crypt-hash")
-    acl: list[AclRule] | None = Field(
-        None, description="per-user topic rules; unset: any user may publish twin/<id>/telemetry"
+    password_file: Path | None = Field(
+        default=None, description="lines of user:hash (twinedge passwd, mosquitto_passwd)"
     )
-    max_payload: ByteSize = Field(256 * 1024, ge=64, le=16 * 1024 * 1024)
-    max_frames_per_message: int = Field(1000, ge=1, le=10_000)
+    acl: list[AclRule] | None = Field(
+        default=None, description="per-user topic rules; unset: any user may publish twin/<id>/telemetry"
+    )
+    max_payload: ByteSize = Field(default=256 * 1024, ge=64, le=16 * 1024 * 1024)
+    max_frames_per_message: int = Field(default=1000, ge=1, le=10_000)
     max_queued_messages: int = Field(
-        1000, ge=1, le=1_000_000, description="QoS 1/2 messages kept per offline persistent session (oldest dropped)"
+        default=1000,
+        ge=1,
+        le=1_000_000,
+        description="QoS 1/2 messages kept per offline persistent session (oldest dropped)",
     )
     session_expiry: Duration | None = Field(
-        None, ge=60, le=366 * 86400, description="forget an offline persistent session after this long; unset: never"
+        default=None,
+        ge=60,
+        le=366 * 86400,
+        description="forget an offline persistent session after this long; unset: never",
     )
-    republish: bool = Field(True, description="republish stored frames on twinedge/<edge>/frames/<device>")
+    republish: bool = Field(default=True, description="republish stored frames on twinedge/<edge>/frames/<device>")
 
     @model_validator(mode="after")
     def _someone_can_connect(self) -> BrokerConfig:
@@ -80,15 +88,15 @@ class MqttClientConfig(StrictModel):
     password_file: Path | None = None
     tls: bool = False
     cafile: Path | None = None
-    client_id: str = Field("twinedge", min_length=1, max_length=64)
+    client_id: str = Field(default="twinedge", min_length=1, max_length=64)
     topics: list[str] = Field(default_factory=lambda: ["twin/+/telemetry"], min_length=1, max_length=64)
     qos: Literal[0, 1] = Field(
-        1, description="1: persistent session, each message acknowledged after it is stored; 0: no redelivery"
+        default=1, description="1: persistent session, each message acknowledged after it is stored; 0: no redelivery"
     )
-    keepalive: Duration = Field(30.0, ge=5, le=3600)
-    max_payload: ByteSize = Field(256 * 1024, ge=64, le=16 * 1024 * 1024)
-    max_frames_per_message: int = Field(1000, ge=1, le=10_000)
-    republish: bool = Field(False, description="publish stored frames back on twinedge/<edge>/frames/<device>")
+    keepalive: Duration = Field(default=30.0, ge=5, le=3600)
+    max_payload: ByteSize = Field(default=256 * 1024, ge=64, le=16 * 1024 * 1024)
+    max_frames_per_message: int = Field(default=1000, ge=1, le=10_000)
+    republish: bool = Field(default=False, description="publish stored frames back on twinedge/<edge>/frames/<device>")
 
     @model_validator(mode="after")
     def _one_password_source(self) -> MqttClientConfig:

@@ -185,3 +185,27 @@ async def test_reconnecting_client_gets_no_retained_messages_of_other_clients_su
         assert first.topic == "marker"  # amqtt alone would first push secret/recipe here
         for client in (pub, other, newcomer):
             await client.disconnect()
+
+
+async def test_pubrel_is_resent_after_reconnect_when_pubcomp_was_lost(start_broker: BrokerFactory, port: int) -> None:
+    async with start_broker():
+        sub, _, _ = await RawClient.connect(port, "recorder", clean=False)
+        await sub.subscribe(1, ("recipes/#", 2))
+        pub, _, _ = await RawClient.connect(port, "pub")
+        await pub.publish("recipes/r8", b"v3", qos=2, packet_id=2)
+        await pub.read_kind(PUBREC)
+        await pub.ack(PUBREL, 2)
+        await pub.read_kind(PUBCOMP)
+
+        first = await sub.read_kind(PUBLISH)
+        await sub.ack(PUBREC, first.packet_id)
+        await sub.read_kind(PUBREL)
+        await sub.abort()  # PUBCOMP never sent
+
+        sub, _, present = await RawClient.connect(port, "recorder", clean=False)
+        assert present
+        rel = await sub.read_kind(PUBREL)
+        assert rel.packet_id == first.packet_id
+        await sub.ack(PUBCOMP, rel.packet_id)
+        await sub.disconnect()
+        await pub.disconnect()
