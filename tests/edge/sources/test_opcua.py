@@ -21,6 +21,7 @@ from edge.sources import SourceState, build_source
 from edge.sources.opcua import OpcUaSource, OpcUaSourceConfig
 from shared.frame import TelemetryFrame
 from tests.edge.sources.test_opcua_support import (
+    BlackholeProxy,
     TestServer,
     latest,
     wait_for_state,
@@ -263,3 +264,24 @@ async def test_a_node_that_appears_later_is_picked_up_on_retry(server: TestServe
         await wait_for_value(sink, "late", 5)
         await wait_for_state(source, SourceState.CONNECTED)
         assert source.health.detail["failing"] == {}
+
+
+async def test_a_connection_that_goes_silent_is_noticed_and_rebuilt(server: TestServer) -> None:
+    proxy = await BlackholeProxy(server.port).start()
+    try:
+        config = make_config(f"opc.tcp://127.0.0.1:{proxy.port}", {"count": "ns=2;s=Press.Count"},
+                             watchdog_interval="500ms", request_timeout="1s")
+        async with running(config) as (source, sink):
+            await sink.wait_for(1)
+            proxy.swallowing = True
+            await wait_for_state(source, SourceState.DISCONNECTED)
+            reason = source.health.reason or ""
+            assert "stopped answering" in reason or "sent no data or keep-alive" in reason, reason
+            proxy.swallowing = False
+            await wait_for_state(source, SourceState.CONNECTED, within=20)
+            await server.write("Press.Count", 4321)
+            await wait_for_value(sink, "count", 4321)
+            assert source.health.reconnects == 1
+    finally:
+        await proxy.stop()
+        await server.write("Press.Count", 7)

@@ -10,6 +10,7 @@ service, so a test can check that the client respected the operation limits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import math
 import socket
@@ -193,3 +194,46 @@ def latest(sink: CollectingSink, sensor: str) -> Any:
 
 async def wait_for_value(sink: CollectingSink, sensor: str, value: Any, within: float = 10.0) -> None:
     await wait_until(lambda: latest(sink, sensor) == value, within)
+
+
+class BlackholeProxy:
+    """A TCP proxy to a server that can silently swallow all traffic: a cable pulled, no FIN, no RST."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.swallowing = False
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> BlackholeProxy:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._writers += [writer, up_writer]
+        for src, dst, name in ((reader, up_writer, "up"), (up_reader, writer, "down")):
+            task = asyncio.create_task(self._pipe(src, dst), name=f"test:proxy:{name}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await src.read(65536):
+                if not self.swallowing:
+                    dst.write(data)
+        dst.close()
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for writer in self._writers:
+            writer.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
