@@ -13,6 +13,7 @@ from pydantic import Field, model_validator
 
 from edge.broker.config import AclRule, BrokerConfig, ListenerConfig, MqttClientConfig
 from edge.sources import SourceConfig
+from edge.sources.modbus import check_serial_ports
 from shared.configbase import ByteSize, ConfigFileError, Duration, StrictModel, load_config
 from shared.frame import DEVICE_ID_PATTERN
 
@@ -76,6 +77,11 @@ class GatewayConfig(StrictModel):
             if src.name in seen:
                 raise ValueError(f"two sources are named {src.name!r}; names must be unique")
             seen.add(src.name)
+        return self
+
+    @model_validator(mode="after")
+    def _serial_lines_agree(self) -> GatewayConfig:
+        check_serial_ports(self.sources)
         return self
 
     @property

@@ -1,0 +1,212 @@
+"""The Gateway: owns one TaskGroup with the store writer, the MQTT side, the sources and the control socket.
+
+Sources run under a supervisor with a restart budget: a source that crashes is
+restarted with backoff; one that keeps crashing is marked failed and the daemon
+stays up. SIGTERM cancels the group; the writer commits what is queued within a
+bound shorter than systemd's TimeoutStopSec.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from edge import __version__
+from edge.config import GatewayConfig
+from edge.control import ControlServer
+from edge.sources import Backoff, Source, SourceState, build_source
+from edge.store import Store
+from edge.systemd import notify, watchdog_interval
+from edge.writer import StoreWriter
+from shared.frame import TelemetryFrame
+
+__all__ = ["Gateway", "run_daemon"]
+
+log = logging.getLogger(__name__)
+
+RESTART_BUDGET = 5  # crashes allowed within RESTART_WINDOW before a source is marked failed
+RESTART_WINDOW = 600.0
+SHUTDOWN_BOUND = 20.0  # below the unit's TimeoutStopSec=30
+STATUS_EVERY = 10.0
+
+
+class MqttSide(Protocol):
+    started: asyncio.Event
+
+    async def run(self) -> None: ...
+
+    async def publish_stored(self, frames: Sequence[TelemetryFrame]) -> None: ...
+
+    def snapshot(self) -> dict[str, Any]: ...
+
+
+class Gateway:
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.store = Store(config.store_path, config.store)
+        self.writer = StoreWriter(
+            self.store,
+            max_frames=config.store.batch_max_frames,
+            max_delay=config.store.batch_max_delay,
+            queue_frames=config.store.ingest_queue_frames,
+        )
+        self.sources: list[Source] = [build_source(src, self.writer) for src in config.sources]
+        self.mqtt: MqttSide | None = self._build_mqtt()
+        self.control = ControlServer(
+            config.control_socket,
+            config.control.mode,
+            {
+                "status": self._status,
+                "queue_stats": self._queue_stats,
+                "queue_peek": self._queue_peek,
+                "quarantine": self._quarantine,
+            },
+        )
+        self.ready = asyncio.Event()
+        self.started_at = time.time()
+
+    def _build_mqtt(self) -> MqttSide | None:
+        # Imported here: a gateway without MQTT does not load amqtt.
+        if self.config.mqtt_client is not None:
+            from edge.broker.client import ExternalMqttIngest
+
+            return ExternalMqttIngest(self.config.mqtt_client, self.writer, edge_id=self.config.edge.id)
+        if self.config.broker.enabled:
+            from edge.broker.embedded import EmbeddedBroker
+
+            return EmbeddedBroker(self.config.broker, self.writer, edge_id=self.config.edge.id)
+        return None
+
+    async def run(self) -> None:
+        await self.store.open()
+        try:
+            self.writer.on_commit(self.control.publish)
+            if self.mqtt is not None and (self.config.mqtt_client is not None or self.config.broker.republish):
+                self.writer.on_commit(self.mqtt.publish_stored)
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self.writer.run(), name="store-writer")
+                tg.create_task(self.control.run(), name="control")
+                if self.mqtt is not None:
+                    tg.create_task(self.mqtt.run(), name="mqtt")
+                for source in self.sources:
+                    tg.create_task(self._supervise(source), name=f"source:{source.name}")
+                tg.create_task(self._announce(), name="systemd-status")
+        finally:
+            await self.store.close()
+
+    async def _announce(self) -> None:
+        """READY once the queue and listeners are up; then STATUS lines and watchdog pings."""
+        await self.control.started.wait()
+        if self.mqtt is not None:
+            await self.mqtt.started.wait()
+        self.ready.set()
+        notify("READY=1")
+        log.info(
+            "twinedge %s ready: edge %s, %d sources, queue %s",
+            __version__, self.config.edge.id, len(self.sources), self.config.store_path,
+        )
+        ping = watchdog_interval()
+        period = min(STATUS_EVERY, ping) if ping else STATUS_EVERY
+        last_status = 0.0
+        while True:
+            if ping:
+                notify("WATCHDOG=1")
+            if time.monotonic() - last_status >= STATUS_EVERY:
+                notify(f"STATUS={await self._status_line()}")
+                last_status = time.monotonic()
+            await asyncio.sleep(period)
+
+    async def _status_line(self) -> str:
+        stats = await self.store.stats()
+        up = sum(1 for s in self.sources if s.health.state == SourceState.CONNECTED)
+        return f"{up}/{len(self.sources)} sources connected; queue {stats.depth} frames"
+
+    async def _supervise(self, source: Source) -> None:
+        crashes: deque[float] = deque()
+        backoff = Backoff(initial=1.0, maximum=60.0)
+        while True:
+            try:
+                await source.run()
+                reason = "stopped by itself"
+            except Exception as exc:  # noqa: BLE001 - the supervisor is where unexpected errors land
+                reason = f"{type(exc).__name__}: {exc}"
+                log.exception("source %s crashed: %s", source.name, reason)
+            now = time.monotonic()
+            crashes.append(now)
+            while crashes and now - crashes[0] > RESTART_WINDOW:
+                crashes.popleft()
+            if len(crashes) > RESTART_BUDGET:
+                source.health.set_state(
+                    SourceState.FAILED,
+                    f"crashed {len(crashes)} times in {RESTART_WINDOW / 60:.0f} min (last: {reason}); "
+                    "not restarted. Fix the cause and restart the service.",
+                )
+                return
+            delay = backoff.next_delay()
+            source.health.reconnects += 1
+            source.health.set_state(SourceState.DISCONNECTED, f"{reason}; restarting in {delay:.1f} s")
+            await asyncio.sleep(delay)
+
+    # --- control handlers ----------------------------------------------------
+
+    async def _status(self, _req: dict[str, Any]) -> dict[str, Any]:
+        stats = await self.store.stats()
+        return {
+            "edge_id": self.config.edge.id,
+            "version": __version__,
+            "started_at": self.started_at,
+            "uptime_s": time.time() - self.started_at,
+            "sources": [s.health.snapshot() for s in self.sources],
+            "mqtt": self.mqtt.snapshot() if self.mqtt is not None else None,
+            "queue": stats.as_dict(),
+            "writer": {
+                "queued_in_memory": self.writer.queued,
+                "commits": self.writer.commits,
+                "committed_frames": self.writer.committed_frames,
+                "backpressure_waits": self.writer.waits,
+                "rejected": dict(self.writer.rejected),
+            },
+        }
+
+    async def _queue_stats(self, _req: dict[str, Any]) -> dict[str, Any]:
+        return (await self.store.stats()).as_dict()
+
+    async def _queue_peek(self, req: dict[str, Any]) -> list[dict[str, Any]]:
+        limit = min(max(int(req.get("limit", 10)), 1), 1000)
+        rows = await self.store.read(limit=limit)
+        return [{"seq": r.seq, "stored_at": r.stored_at, "frame": r.frame_dict()} for r in rows]
+
+    async def _quarantine(self, req: dict[str, Any]) -> list[dict[str, Any]]:
+        limit = min(max(int(req.get("limit", 20)), 1), 1000)
+        return await self.store.quarantined(limit)
+
+
+async def run_daemon(config: GatewayConfig) -> None:
+    """Run the gateway until SIGTERM/SIGINT, then shut down within SHUTDOWN_BOUND."""
+    gateway = Gateway(config)
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    assert main is not None
+    stopping = False
+
+    def stop(signame: str) -> None:
+        nonlocal stopping
+        if not stopping:
+            stopping = True
+            log.info("%s received: stopping", signame)
+            notify("STOPPING=1")
+            main.cancel()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop, sig.name)
+    try:
+        await gateway.run()
+    except asyncio.CancelledError:
+        if not stopping:
+            raise
+    log.info("stopped")

@@ -1,0 +1,95 @@
+"""Plain-text tables for the CLI: what an operator reads at the machine."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+__all__ = ["render_quarantine", "render_queue_peek", "render_queue_stats", "render_status"]
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def _ago(ts: float | None) -> str:
+    return "never" if ts is None else _age(time.time() - ts) + " ago"
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(out)
+
+
+def render_queue_stats(q: dict[str, Any]) -> str:
+    drops = ", ".join(f"{k} {v}" for k, v in sorted(q.get("drops", {}).items()) if v) or "none"
+    lines = [
+        f"queue:        {q['depth']} frames waiting, oldest {_age(q.get('oldest_age_s'))}",
+        f"disk:         {q['used_bytes'] / 1e6:.1f} MB of {q['budget_bytes'] / 1e6:.0f} MB budget",
+        f"drops:        {drops}",
+        f"duplicates:   {q.get('duplicates', 0)} (skipped, already queued)",
+        f"quarantined:  {q.get('quarantined', 0)}",
+    ]
+    if q.get("store_resets"):
+        lines.append(f"WARNING:      the queue file was found damaged and reset {q['store_resets']} time(s)")
+    return "\n".join(lines)
+
+
+def render_status(s: dict[str, Any]) -> str:
+    out = [f"twinedge {s['version']} — edge {s['edge_id']}, up {_age(s['uptime_s'])}", ""]
+    rows = []
+    for src in s["sources"]:
+        rows.append([
+            src["name"], src["kind"], src["state"], _ago(src.get("last_success")),
+            str(src["frames"]), str(src["errors"]), src.get("reason") or "",
+        ])
+    out.append(_table(["SOURCE", "KIND", "STATE", "LAST DATA", "FRAMES", "ERRORS", "REASON"], rows)
+               if rows else "sources:      none configured")
+    out.append("")
+    mqtt = s.get("mqtt")
+    if mqtt:
+        clients = mqtt.get("clients", mqtt.get("connected_clients", "?"))
+        rejected = mqtt.get("rejected", {})
+        if isinstance(rejected, dict):
+            rejected = ", ".join(f"{k} {v}" for k, v in sorted(rejected.items()) if v)
+        rej = rejected
+        out.append(f"mqtt:         {clients} clients, {mqtt.get('messages_in', 0)} messages, "
+                   f"{mqtt.get('frames_in', 0)} frames in; rejected: {rej or 'none'}")
+    out.append(render_queue_stats(s["queue"]))
+    w = s["writer"]
+    rejected = ", ".join(f"{k} {v}" for k, v in sorted(w.get("rejected", {}).items())) or "none"
+    out.append(f"writer:       {w['committed_frames']} frames in {w['commits']} commits; "
+               f"{w['queued_in_memory']} in memory; backpressure engaged {w['backpressure_waits']} times")
+    out.append(f"rejected:     {rejected}")
+    return "\n".join(out)
+
+
+def render_queue_peek(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "the queue is empty"
+    table = []
+    for r in rows:
+        f = r["frame"]
+        sensors = " ".join(f"{k}={v}" for k, v in list(f.get("sensors", {}).items())[:6])
+        table.append([str(r["seq"]), f["device_id"], f"{f['ts']:.3f}", _ago(r["stored_at"]), sensors])
+    return _table(["SEQ", "DEVICE", "TS", "STORED", "SENSORS"], table)
+
+
+def render_quarantine(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "the quarantine is empty"
+    return _table(
+        ["ID", "WHEN", "ORIGIN", "BYTES", "REASON"],
+        [[str(r["id"]), _ago(r["at"]), r["origin"], str(r["bytes"]), r["reason"][:100]] for r in rows],
+    )

@@ -1,0 +1,158 @@
+"""The store writer: gathers frames from every source into batched SQLite transactions.
+
+Sources and the broker call ``put`` (the FrameSink). The queue in front of the
+writer is bounded in frames: when the writer falls behind, ``put`` waits, and the
+waiting is the backpressure that slows sources down. A caller that asks for
+``durable=True`` returns only after its frames' transaction committed, which is
+what lets the broker acknowledge a QoS 1 publish only for stored data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+
+from edge.store import Store, StoreError
+from shared.frame import TelemetryFrame
+
+__all__ = ["StoreWriter"]
+
+log = logging.getLogger(__name__)
+
+CommitHook = Callable[[Sequence[TelemetryFrame]], Awaitable[None]]
+_RETRY_DELAY = 1.0
+_DRAIN_TIMEOUT = 5.0
+
+
+class StoreWriter:
+    """Implements FrameSink over a Store. Run ``run()`` as one task; it drains on cancel."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_frames: int,
+        max_delay: float,
+        queue_frames: int,
+    ) -> None:
+        self.store = store
+        self.max_frames = max_frames
+        self.max_delay = max_delay
+        self.queue_frames = queue_frames
+        self._items: deque[tuple[Sequence[TelemetryFrame], asyncio.Future[None] | None]] = deque()
+        self._queued = 0
+        self._cond = asyncio.Condition()
+        self._hooks: list[CommitHook] = []
+        self._last_commit = 0.0
+        self.committed_frames = 0
+        self.commits = 0
+        self.waits = 0  # how often a caller had to wait for room (backpressure engaged)
+        self.rejected: dict[str, int] = {}
+
+    def on_commit(self, hook: CommitHook) -> None:
+        """Call ``hook(frames)`` after each commit (republish, live tail, uplink wake-up)."""
+        self._hooks.append(hook)
+
+    @property
+    def queued(self) -> int:
+        return self._queued
+
+    # --- FrameSink -----------------------------------------------------------
+
+    async def put(self, frames: Sequence[TelemetryFrame], *, durable: bool = False) -> None:
+        if not frames:
+            return
+        waiter: asyncio.Future[None] | None = asyncio.get_running_loop().create_future() if durable else None
+        async with self._cond:
+            if self._queued >= self.queue_frames:
+                self.waits += 1
+                await self._cond.wait_for(lambda: self._queued < self.queue_frames)
+            self._items.append((frames, waiter))
+            self._queued += len(frames)
+            self._cond.notify_all()
+        if waiter is not None:
+            await waiter
+
+    async def reject(self, origin: str, reason: str, payload: bytes | None = None) -> None:
+        kind = origin.split(":", 1)[0]
+        self.rejected[kind] = self.rejected.get(kind, 0) + 1
+        try:
+            await self.store.quarantine(origin, reason, payload)
+        except StoreError as exc:
+            log.error("could not quarantine refused input from %s: %s", origin, exc)
+
+    # --- the writer task -----------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            while True:
+                batch = await self._take()
+                await self._commit(batch)
+        except asyncio.CancelledError:
+            await self._drain()
+            raise
+
+    async def _take(self) -> list[tuple[Sequence[TelemetryFrame], asyncio.Future[None] | None]]:
+        async with self._cond:
+            await self._cond.wait_for(lambda: bool(self._items))
+        # Gather for at most max_delay after the previous commit: few fsyncs at low
+        # rates (kind to SD cards), large transactions under load.
+        deadline = self._last_commit + self.max_delay
+        while self._queued < self.max_frames and (remaining := deadline - time.monotonic()) > 0:
+            try:
+                async with asyncio.timeout(remaining), self._cond:
+                    await self._cond.wait_for(lambda: self._queued >= self.max_frames)
+            except TimeoutError:
+                break
+        async with self._cond:
+            batch = []
+            taken = 0
+            while self._items and (taken < self.max_frames or not batch):
+                item = self._items.popleft()
+                batch.append(item)
+                taken += len(item[0])
+            self._queued -= taken
+            self._cond.notify_all()
+        return batch
+
+    async def _commit(self, batch: list[tuple[Sequence[TelemetryFrame], asyncio.Future[None] | None]]) -> None:
+        frames = [f for frames, _ in batch for f in frames]
+        while True:
+            try:
+                await self.store.append(frames)
+                break
+            except StoreError as exc:
+                # The frames stay in memory and sources wait: nothing is dropped here.
+                log.error("%s; retrying in %.0f s", exc, _RETRY_DELAY)
+                await asyncio.sleep(_RETRY_DELAY)
+        self._last_commit = time.monotonic()
+        self.commits += 1
+        self.committed_frames += len(frames)
+        for _, waiter in batch:
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+        for hook in self._hooks:
+            try:
+                await hook(frames)
+            except Exception:  # noqa: BLE001 - side paths must never stop the writer; data is durable
+                log.exception("after-commit step %s failed; continuing", getattr(hook, "__qualname__", hook))
+
+    async def _drain(self) -> None:
+        """On shutdown: commit what is already queued, within a bound."""
+        if not self._items:
+            return
+        pending = sum(len(f) for f, _ in self._items)
+        log.info("shutting down: committing %d queued frames", pending)
+        try:
+            async with asyncio.timeout(_DRAIN_TIMEOUT):
+                while self._items:
+                    batch = list(self._items)
+                    self._items.clear()
+                    self._queued = 0
+                    await self._commit(batch)
+        except TimeoutError:
+            left = sum(len(f) for f, _ in self._items)
+            log.error("shutdown: %d frames were still queued in memory and are lost", left)

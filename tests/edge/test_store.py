@@ -1,0 +1,129 @@
+"""The durable queue: sequences, duplicates, acks, disk budget, damaged files."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from edge.config import StoreConfig
+from edge.store import Store
+from shared.frame import TelemetryFrame
+
+T0 = 1_800_000_000.0
+
+
+def frames(n: int, device: str = "press-1", start: float = T0, width: int = 1) -> list[TelemetryFrame]:
+    return [
+        TelemetryFrame(ts=start + i, device_id=device, sensors={f"s{k}": float(i + k) for k in range(width)})
+        for i in range(n)
+    ]
+
+
+async def open_store(path: Path, **config: object) -> Store:
+    store = Store(path, StoreConfig.model_validate(config))
+    await store.open()
+    return store
+
+
+async def test_frames_get_growing_sequences_and_come_back_in_order(tmp_path: Path) -> None:
+    store = await open_store(tmp_path / "q.db")
+    assert await store.append(frames(5)) == 5
+    rows = await store.read()
+    seqs = [r.seq for r in rows]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 5
+    assert seqs[0] > int((time.time() - 60) * 1_000_000)  # a fresh file starts at "now" in µs
+    assert [r.frame_dict()["ts"] for r in rows] == [T0 + i for i in range(5)]
+    await store.close()
+
+
+async def test_the_same_reading_is_stored_once(tmp_path: Path) -> None:
+    store = await open_store(tmp_path / "q.db")
+    assert await store.append(frames(3)) == 3
+    assert await store.append(frames(4)) == 1  # three already queued
+    stats = await store.stats()
+    assert (stats.depth, stats.duplicates) == (4, 3)
+    await store.close()
+
+
+async def test_ack_deletes_exactly_through_the_acknowledged_sequence(tmp_path: Path) -> None:
+    store = await open_store(tmp_path / "q.db")
+    await store.append(frames(10))
+    rows = await store.read()
+    assert await store.ack(rows[3].seq) == 4
+    left = await store.read()
+    assert [r.seq for r in left] == [r.seq for r in rows[4:]]
+    assert (await store.stats()).depth == 6
+    await store.close()
+
+
+async def test_read_respects_the_byte_limit_but_returns_at_least_one(tmp_path: Path) -> None:
+    store = await open_store(tmp_path / "q.db")
+    await store.append(frames(10, width=20))
+    one = len((await store.read(limit=1))[0].payload)
+    assert len(await store.read(max_bytes=one * 3)) == 3
+    assert len(await store.read(max_bytes=1)) == 1
+    await store.close()
+
+
+async def test_disk_budget_drops_the_oldest_and_counts_them(tmp_path: Path) -> None:
+    store = await open_store(tmp_path / "q.db", disk_budget="1MiB")
+    for batch in range(40):
+        await store.append(frames(100, start=T0 + batch * 100, width=40))
+    stats = await store.stats()
+    assert stats.used_bytes <= 1024**2 * 1.05
+    dropped = stats.drops["disk_budget_oldest"]
+    assert dropped > 0 and dropped + stats.depth == 4000
+    newest = (await store.read(after_seq=(stats.newest_seq or 0) - 1))[0]
+    assert newest.frame_dict()["ts"] == T0 + 3999  # the newest is kept
+    await store.close()
+
+
+async def test_drop_newest_policy_keeps_the_backlog(tmp_path: Path) -> None:
+    store = await open_store(tmp_path / "q.db", disk_budget="1MiB", when_full="drop_newest")
+    stored = 0
+    for batch in range(40):
+        stored += await store.append(frames(100, start=T0 + batch * 100, width=40))
+    stats = await store.stats()
+    assert stats.drops["disk_budget_newest"] == 4000 - stored > 0
+    assert (await store.read(limit=1))[0].frame_dict()["ts"] == T0
+    await store.close()
+
+
+async def test_a_damaged_file_is_set_aside_and_sequences_keep_growing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "q.db"
+    store = await open_store(path)
+    await store.append(frames(3))
+    last = (await store.stats()).newest_seq or 0
+    await store.close()
+    path.write_bytes(b"this is not a database" * 100)
+    for leftover in (tmp_path / "q.db-wal", tmp_path / "q.db-shm"):
+        leftover.unlink(missing_ok=True)
+
+    store = await open_store(path)
+    assert "is damaged" in caplog.text and "NOT sent" in caplog.text
+    assert len(list(tmp_path.glob("q.db.corrupt-*"))) == 1
+    await store.append(frames(1, start=T0 + 100))
+    stats = await store.stats()
+    assert stats.resets == 1 and stats.depth == 1
+    assert (stats.newest_seq or 0) > last
+    await store.close()
+
+
+async def test_counters_and_quarantine_survive_a_restart(tmp_path: Path) -> None:
+    store = await open_store(tmp_path / "q.db")
+    await store.append(frames(2))
+    await store.append(frames(2))
+    await store.quarantine("mqtt:twin/x/telemetry", "ts: must be seconds", b"\x81\xa2ts\xc3")
+    await store.count_drops("source_overrun", 5)
+    await store.close()
+
+    store = await open_store(tmp_path / "q.db")
+    stats = await store.stats()
+    assert (stats.duplicates, stats.quarantined, stats.drops["source_overrun"], stats.depth) == (2, 1, 5, 2)
+    [row] = await store.quarantined()
+    assert (row["origin"], row["reason"], row["bytes"]) == ("mqtt:twin/x/telemetry", "ts: must be seconds", 5)
+    await store.close()
