@@ -23,9 +23,10 @@ from edge.sources import Backoff, Source, SourceState, build_source
 from edge.store import Store
 from edge.systemd import notify, watchdog_interval
 from edge.writer import StoreWriter
+from shared.errors import TwinedgeError
 from shared.frame import TelemetryFrame
 
-__all__ = ["Gateway", "run_daemon"]
+__all__ = ["Gateway", "StartupError", "run_daemon"]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,10 @@ RESTART_BUDGET = 5  # crashes allowed within RESTART_WINDOW before a source is m
 RESTART_WINDOW = 600.0
 SHUTDOWN_BOUND = 20.0  # below the unit's TimeoutStopSec=30
 STATUS_EVERY = 10.0
+
+
+class StartupError(TwinedgeError):
+    """The daemon cannot start with this configuration (exit 78, systemd does not restart it)."""
 
 
 class MqttSide(Protocol):
@@ -102,7 +107,9 @@ class Gateway:
     async def _announce(self) -> None:
         """READY once the queue and listeners are up; then STATUS lines and watchdog pings."""
         await self.control.started.wait()
-        if self.mqtt is not None:
+        if self.mqtt is not None and self.config.mqtt_client is None:
+            # The embedded broker must listen before we are ready; an external broker
+            # that is unreachable is retried and must not hold up start-up.
             await self.mqtt.started.wait()
         self.ready.set()
         notify("READY=1")
@@ -205,7 +212,14 @@ async def run_daemon(config: GatewayConfig) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop, sig.name)
     try:
-        await gateway.run()
+        try:
+            await gateway.run()
+        except* TwinedgeError as group:
+            # A port in use, unreadable certificates, password or queue file: a restart
+            # would fail the same way, so this ends the daemon with EX_CONFIG.
+            for exc in group.exceptions:
+                log.critical("cannot run: %s", exc)
+            raise StartupError("; ".join(str(e) for e in group.exceptions)) from None
     except asyncio.CancelledError:
         if not stopping:
             raise

@@ -41,12 +41,16 @@ def _socket_path(args: argparse.Namespace) -> Path:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from edge.app import run_daemon
+    from edge.app import StartupError, run_daemon
     from edge.systemd import setup_logging
 
     config = load_gateway_config(args.config or DEFAULT_CONFIG)
     setup_logging(args.log_level or config.log.level)
-    asyncio.run(run_daemon(config))
+    try:
+        asyncio.run(run_daemon(config))
+    except StartupError as exc:
+        print(f"twinedge: cannot start: {exc}", file=sys.stderr)
+        return EX_CONFIG
     return 0
 
 

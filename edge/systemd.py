@@ -69,8 +69,9 @@ def setup_logging(level: str = "info") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # Third-party libraries are chatty at INFO; operators read our lines.
-    for name in ("amqtt", "asyncua", "transitions", "aiosqlite"):
+    for name in ("amqtt", "transitions", "aiosqlite"):
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
-    # pymodbus logs every failed retry at WARNING/ERROR; the Modbus source already
-    # says the same once, in plain words.
-    logging.getLogger("pymodbus").setLevel(logging.DEBUG if level == "debug" else logging.CRITICAL)
+    # pymodbus and asyncua log every failed retry (asyncua with tracebacks) at
+    # WARNING/ERROR; our sources say the same once, in plain words.
+    for name in ("pymodbus", "asyncua"):
+        logging.getLogger(name).setLevel(logging.DEBUG if level == "debug" else logging.CRITICAL)

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Install the system packages twinedge's tests and tools use, when they are missing:
+# mosquitto + mosquitto-clients (MQTT interop), mbpoll (Modbus interop),
+# postgresql (the cloud's production store). Debian/Ubuntu only.
+set -euo pipefail
+
+need=()
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
+command -v mbpoll >/dev/null 2>&1 || need+=(mbpoll)
+if ! command -v pg_ctl >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
+    need+=(postgresql)
+fi
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+
+if [ ${#need[@]} -eq 0 ]; then
+    exit 0
+fi
+echo "installing system packages: ${need[*]}"
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "apt-get not found: install ${need[*]} with your package manager" >&2
+    exit 1
+fi
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
+        echo "run as root or install: ${need[*]}" >&2
+        exit 1
+    fi
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+# Packages only: services are started by the tests themselves on 127.0.0.1.
+$SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
