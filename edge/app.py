@@ -51,8 +51,9 @@ class MqttSide(Protocol):
 
 
 class Gateway:
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, *, restart_delay: float = 1.0) -> None:
         self.config = config
+        self.restart_delay = restart_delay
         self.store = Store(config.store_path, config.store)
         self.writer = StoreWriter(
             self.store,
@@ -135,7 +136,7 @@ class Gateway:
 
     async def _supervise(self, source: Source) -> None:
         crashes: deque[float] = deque()
-        backoff = Backoff(initial=1.0, maximum=60.0)
+        backoff = Backoff(initial=self.restart_delay, maximum=60 * self.restart_delay)
         while True:
             try:
                 await source.run()

@@ -1,0 +1,169 @@
+"""The gateway as a whole, in-process: readiness, status, tail, supervision, systemd notify."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from edge.app import RESTART_BUDGET, Gateway
+from edge.config import GatewayConfig
+from edge.control import request, stream
+from edge.sources import Source, SourceState
+from shared.configbase import StrictModel
+from shared.frame import TelemetryFrame
+
+T0 = 1_800_000_000.0
+
+
+class FakeSourceConfig(StrictModel):
+    name: str
+
+
+class CountingSource(Source):
+    """A source at our own seam: emits ``count`` frames, then idles."""
+
+    kind = "fake"
+
+    def __init__(self, name: str, count: int, sink: object) -> None:
+        super().__init__(FakeSourceConfig(name=name), sink)  # type: ignore[arg-type]
+        self.count = count
+
+    async def run(self) -> None:
+        self.health.set_state(SourceState.CONNECTED)
+        for i in range(self.count):
+            await self.sink.put([TelemetryFrame(ts=T0 + i, device_id=self.name, sensors={"n": i})])
+            self.health.record_success(1, 1)
+        await asyncio.Event().wait()
+
+
+class CrashingSource(Source):
+    kind = "fake"
+    runs = 0
+
+    async def run(self) -> None:
+        CrashingSource.runs += 1
+        raise RuntimeError("register map bug")
+
+
+def config(tmp_path: Path) -> GatewayConfig:
+    return GatewayConfig.model_validate(
+        {"edge": {"id": "edge-1", "state_dir": str(tmp_path / "state")}, "store": {"batch_max_delay": "5ms"}}
+    )
+
+
+@asynccontextmanager
+async def running(gateway: Gateway) -> AsyncIterator[Gateway]:
+    task = asyncio.create_task(gateway.run(), name="gateway")
+    async with asyncio.timeout(10):
+        await gateway.ready.wait()
+    try:
+        yield gateway
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+async def test_status_reports_sources_queue_and_writer(tmp_path: Path) -> None:
+    gateway = Gateway(config(tmp_path))
+    gateway.sources.append(CountingSource("press-1", 5, gateway.writer))
+    async with running(gateway):
+        async with asyncio.timeout(10):
+            while gateway.writer.committed_frames < 5:
+                await asyncio.sleep(0.01)
+        status = await request(gateway.config.control_socket, "status")
+    assert status["edge_id"] == "edge-1"
+    [src] = status["sources"]
+    assert (src["name"], src["state"], src["frames"]) == ("press-1", "connected", 5)
+    assert status["queue"]["depth"] == 5 and status["queue"]["drops"] == {}
+
+
+async def test_tail_streams_frames_as_they_are_stored(tmp_path: Path) -> None:
+    gateway = Gateway(config(tmp_path))
+    source = CountingSource("press-2", 0, gateway.writer)
+    gateway.sources.append(source)
+    async with running(gateway):
+        received: list[dict[str, object]] = []
+
+        async def tail() -> None:
+            async for frame in stream(gateway.config.control_socket, device="press-2"):
+                received.append(frame)
+                if len(received) == 3:
+                    return
+
+        tail_task = asyncio.create_task(tail(), name="tail")
+        await asyncio.sleep(0.1)  # let the tail client subscribe
+        await gateway.writer.put([TelemetryFrame(ts=T0 + 9, device_id="other", sensors={"n": 9})])
+        for i in range(3):
+            await gateway.writer.put([TelemetryFrame(ts=T0 + i, device_id="press-2", sensors={"n": i})])
+        async with asyncio.timeout(10):
+            await tail_task
+    assert [f["sensors"] for f in received] == [{"n": 0}, {"n": 1}, {"n": 2}]
+
+
+async def test_a_crashing_source_is_restarted_then_marked_failed_and_the_daemon_stays_up(tmp_path: Path) -> None:
+    gateway = Gateway(config(tmp_path), restart_delay=0.001)
+    crashing = CrashingSource(FakeSourceConfig(name="bad-plc"), gateway.writer)  # type: ignore[arg-type]
+    gateway.sources.append(crashing)
+    gateway.sources.append(CountingSource("good-plc", 3, gateway.writer))
+    async with running(gateway):
+        async with asyncio.timeout(10):
+            while crashing.health.state != SourceState.FAILED:
+                await asyncio.sleep(0.01)
+        status = await request(gateway.config.control_socket, "status")
+    by_name = {s["name"]: s for s in status["sources"]}
+    assert CrashingSource.runs == RESTART_BUDGET + 1
+    assert by_name["bad-plc"]["state"] == "failed"
+    assert "register map bug" in by_name["bad-plc"]["reason"]
+    assert by_name["good-plc"]["state"] == "connected"
+
+
+async def test_systemd_hears_ready_and_status(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(str(path))
+        listener.setblocking(False)
+        monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+        monkeypatch.setenv("WATCHDOG_USEC", "2000000")
+        monkeypatch.setenv("WATCHDOG_PID", str(__import__("os").getpid()))
+        loop = asyncio.get_running_loop()
+        async with running(Gateway(config(tmp_path))):
+            messages = set()
+            async with asyncio.timeout(10):
+                while not {"READY=1", "WATCHDOG=1"} <= messages or not any(m.startswith("STATUS=") for m in messages):
+                    messages.add((await loop.sock_recv(listener, 4096)).decode())
+    status = next(m for m in messages if m.startswith("STATUS="))
+    assert status == "STATUS=0/0 sources connected; queue 0 frames"
+
+
+async def test_the_cli_reads_status_from_the_running_daemon(tmp_path: Path) -> None:
+    gateway = Gateway(config(tmp_path))
+    gateway.sources.append(CountingSource("press-7", 2, gateway.writer))
+    async with running(gateway):
+        async with asyncio.timeout(10):
+            while gateway.writer.committed_frames < 2:
+                await asyncio.sleep(0.01)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "edge.cli", "status", "--socket", str(gateway.config.control_socket),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        out, err = await proc.communicate()
+    text = out.decode()
+    assert proc.returncode == 0, err.decode()
+    assert "press-7" in text and "connected" in text and "2 frames waiting" in text
+
+
+def test_the_cli_says_plainly_when_the_daemon_is_not_running(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge.cli", "status", "--socket", str(tmp_path / "none.sock")],
+        capture_output=True, text=True, check=False,
+    )
+    assert proc.returncode == 1
+    assert "the daemon is not running" in proc.stderr and "Traceback" not in proc.stderr

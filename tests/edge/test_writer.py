@@ -1,0 +1,107 @@
+"""The store writer: batching, durable waits, backpressure, draining on shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from edge.config import StoreConfig
+from edge.store import Store
+from edge.writer import StoreWriter
+from shared.frame import TelemetryFrame
+
+T0 = 1_800_000_000.0
+
+
+def frame(i: int, device: str = "press-1") -> TelemetryFrame:
+    return TelemetryFrame(ts=T0 + i, device_id=device, sensors={"temp": 20.0 + i})
+
+
+async def make(tmp_path: Path, **kw: int | float) -> tuple[Store, StoreWriter]:
+    store = Store(tmp_path / "q.db", StoreConfig())
+    await store.open()
+    writer = StoreWriter(
+        store,
+        max_frames=int(kw.get("max_frames", 1000)),
+        max_delay=float(kw.get("max_delay", 0.01)),
+        queue_frames=int(kw.get("queue_frames", 10_000)),
+    )
+    return store, writer
+
+
+async def test_a_durable_put_returns_only_once_the_frames_are_in_the_file(tmp_path: Path) -> None:
+    store, writer = await make(tmp_path)
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(writer.run(), name="writer")
+        await writer.put([frame(0), frame(1)], durable=True)
+        # Read through a second connection: the commit is visible to anyone.
+        other = Store(tmp_path / "q.db", StoreConfig())
+        await other.open()
+        assert [r.frame_dict()["ts"] for r in await other.read()] == [T0, T0 + 1]
+        await other.close()
+        task.cancel()
+    await store.close()
+
+
+async def test_many_small_puts_become_few_transactions(tmp_path: Path) -> None:
+    store, writer = await make(tmp_path, max_frames=500, max_delay=0.05)
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(writer.run(), name="writer")
+        await asyncio.gather(*(writer.put([frame(i)], durable=True) for i in range(2000)))
+        task.cancel()
+    assert writer.committed_frames == 2000
+    assert writer.commits <= 20  # not one transaction per frame
+    assert (await store.stats()).depth == 2000
+    await store.close()
+
+
+async def test_a_full_queue_makes_producers_wait_instead_of_dropping(tmp_path: Path) -> None:
+    store, writer = await make(tmp_path, queue_frames=100)
+    await writer.put([frame(i) for i in range(100)])  # fills the queue; the writer is not running
+    blocked = asyncio.create_task(writer.put([frame(100)]), name="blocked-producer")
+    await asyncio.sleep(0)  # let it run until it blocks
+    await asyncio.sleep(0)
+    assert not blocked.done() and writer.waits == 1
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(writer.run(), name="writer")
+        await blocked
+        while writer.committed_frames < 101:
+            await asyncio.sleep(0.01)
+        task.cancel()
+    assert (await store.stats()).depth == 101
+    await store.close()
+
+
+async def test_cancelling_the_writer_commits_what_was_queued(tmp_path: Path) -> None:
+    store, writer = await make(tmp_path, max_delay=10.0)  # a long gather window
+    task = asyncio.create_task(writer.run(), name="writer")
+    await writer.put([frame(0)], durable=True)  # first commit: starts the 10 s window
+    await writer.put([frame(i) for i in range(1, 50)])  # waits in memory for the window
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    assert (await store.stats()).depth == 50
+    await store.close()
+
+
+async def test_hooks_see_committed_frames_and_a_failing_hook_does_not_stop_the_writer(tmp_path: Path) -> None:
+    store, writer = await make(tmp_path)
+    seen: list[float] = []
+
+    async def broken(_frames: object) -> None:
+        raise RuntimeError("dashboard publisher broke")
+
+    async def record(frames: list[TelemetryFrame]) -> None:
+        seen.extend(f.ts for f in frames)
+
+    writer.on_commit(broken)
+    writer.on_commit(record)  # type: ignore[arg-type]
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(writer.run(), name="writer")
+        await writer.put([frame(0)], durable=True)
+        await writer.put([frame(1)], durable=True)
+        task.cancel()
+    assert seen == [T0, T0 + 1]
+    await store.close()
