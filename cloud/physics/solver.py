@@ -18,14 +18,16 @@ small world-frame translations/rotations of each free part) tells the rest:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.linalg
 from scipy.spatial.transform import Rotation
 
 from cloud.physics.assembly import Assembly
-from cloud.physics.mates import MateSpec, WorldFeature, mate_equations, world_feature
-from cloud.physics.units import METRES_PER
+from cloud.physics.equations import CompiledMates
+from cloud.physics.mates import MateSpec
 
 __all__ = ["MateResidual", "MateSystem", "Motion", "PartDof", "RedundantMate", "SolveResult"]
 
@@ -97,6 +99,49 @@ def _rank(m: np.ndarray) -> int:
     return int((s > RANK_TOL * max(1.0, s[0])).sum())
 
 
+def _svd(jac: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Singular values and the full right basis Vᵀ (one LAPACK call for the whole Jacobian)."""
+    n = jac.shape[1]
+    if jac.shape[0] == 0 or n == 0:
+        return np.zeros(0), np.eye(n)
+    try:
+        _, s, vt = scipy.linalg.svd(jac, full_matrices=True, check_finite=False)
+    except np.linalg.LinAlgError:  # gesdd rarely fails to converge; gesvd is slower but sure
+        _, s, vt = scipy.linalg.svd(jac, full_matrices=True, check_finite=False,
+                                    lapack_driver="gesvd")
+    return s, vt
+
+
+def _rank_increments(jac: np.ndarray, ranges: list[tuple[int, int]],
+                     tol: float) -> Iterator[tuple[int, int, int]]:
+    """(mate, own rank, rank it adds to the mates before it), by projecting out their row space."""
+    basis = np.zeros((0, jac.shape[1]))
+    for k, (a, b) in enumerate(ranges):
+        block = jac[a:b]
+        own = _rank(block)
+        if own == 0:
+            yield k, 0, 0
+            continue
+        rest = block - (block @ basis.T) @ basis
+        rest -= (rest @ basis.T) @ basis  # twice: classical Gram–Schmidt loses orthogonality once
+        _, sv, vt = np.linalg.svd(rest, full_matrices=False)
+        new = int((sv > tol).sum())
+        basis = np.vstack([basis, vt[:new]])
+        yield k, own, new
+
+
+def _damped_solve(jtj: np.ndarray, jtr: np.ndarray, lam: float,
+                  diag: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """δ from (JᵀJ + λI)δ = −Jᵀr; Cholesky, or LU if rounding left the matrix indefinite."""
+    a = jtj.copy()
+    a[diag] += lam
+    try:
+        return scipy.linalg.cho_solve(scipy.linalg.cho_factor(a, check_finite=False), -jtr,
+                                      check_finite=False)
+    except np.linalg.LinAlgError:
+        return np.linalg.solve(a, -jtr)
+
+
 class MateSystem:
     """The equations of an assembly's mates over the poses of its free parts."""
 
@@ -120,99 +165,72 @@ class MateSystem:
         self.length = float(max(np.linalg.norm(spread), max(sizes), 1e-3))
         self.tolerance = tolerance
         self._part_of = index
+        self._free_rows = np.array([index[n] for n in self.free], dtype=np.intp)
         self._start = poses
-        self._rel = {}
-        for k, m in enumerate(self.mates):
-            if m.type == "fixed":
-                ta = poses[index[m.a.part]] if m.a.part else np.eye(4)
-                tb = poses[index[m.b.part]] if m.b is not None and m.b.part else np.eye(4)
-                rel = np.linalg.inv(tb) @ ta
-                self._rel[k] = (rel[:3, :3], rel[:3, 3] / self.length)
+        self._eq = CompiledMates(self.mates, index, self.free_index,
+                                 {p.name: p.unit for p in assembly.parts}, assembly.unit,
+                                 self.length, poses)
 
     def mate_name(self, k: int) -> str:
         m = self.mates[k]
         return m.name or f"mates[{k}] ({m.type})"
 
     # --- evaluation -----------------------------------------------------------------------
-    def _feature(self, feat, poses: np.ndarray) -> WorldFeature:
-        if feat is None or feat.part is None:
-            scale = METRES_PER[self.assembly.unit] / self.length
-            rot, trans, owner = np.eye(3), np.zeros(3), -1
-        else:
-            part = self.assembly.parts[self._part_of[feat.part]]
-            scale = METRES_PER[part.unit] / self.length
-            pose = poses[self._part_of[feat.part]]
-            rot, trans = pose[:3, :3], pose[:3, 3] / self.length
-            owner = self.free_index.get(feat.part, -1)
-        if feat is None:
-            return world_feature("frame", np.zeros(3), np.zeros(3), 0.0, rot, trans, owner)
-        direction = np.zeros(3) if feat.direction is None else np.asarray(feat.direction, float)
-        if feat.direction is not None:
-            direction = direction / np.linalg.norm(direction)
-        return world_feature(feat.kind, np.asarray(feat.origin, float) * scale, direction,
-                             (feat.radius or 0.0) * scale, rot, trans, owner)
+    def _rows(self, subset: list[int] | None) -> np.ndarray:
+        if subset is None:
+            return np.arange(self._eq.n_rows)
+        parts = [np.arange(*self._eq.ranges[k]) for k in subset]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.intp)
 
-    def _frame(self, part: str | None, poses: np.ndarray) -> WorldFeature:
-        if part is None:
-            return WorldFeature("frame", np.zeros(3), np.eye(3).ravel(), 0.0, -1,
-                                np.zeros((3, 6)), np.zeros((3, 6)))
-        pose = poses[self._part_of[part]]
-        return WorldFeature("frame", pose[:3, 3] / self.length, pose[:3, :3].ravel(), 0.0,
-                            self.free_index.get(part, -1), np.zeros((3, 6)), np.zeros((3, 6)))
-
-    def equations(self, poses: np.ndarray, subset: list[int] | None = None):
+    def equations(self, poses: np.ndarray, subset: list[int] | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]], np.ndarray]:
         """Residual vector, Jacobian (rows × 6·n_free, [δt/L, δθ] per part), row ranges, angular mask."""
-        subset = list(range(len(self.mates))) if subset is None else subset
-        scale = self.length / METRES_PER[self.assembly.unit]
-        rs, blocks, ranges, ang = [], [], [], []
-        row = 0
+        ev = self._eq.evaluate(poses)
+        if subset is None:
+            return ev.r, ev.jac, list(self._eq.ranges), self._eq.angular
+        rows = self._rows(subset)
+        ranges, row = [], 0
         for k in subset:
-            m = self.mates[k]
-            if m.type == "fixed":
-                eq = mate_equations(m, self._frame(m.a.part, poses),
-                                    self._frame(m.b.part if m.b else None, poses), scale,
-                                    self._rel[k])
-            else:
-                eq = mate_equations(m, self._feature(m.a, poses), self._feature(m.b, poses), scale)
-            rs.append(eq.r)
-            blocks.append((row, eq.blocks))
-            ranges.append((row, row + len(eq.r)))
-            ang.append(eq.angular)
-            row += len(eq.r)
-        jac = np.zeros((row, 6 * len(self.free)))
-        for start, parts in blocks:
-            for owner, blk in parts:
-                jac[start:start + len(blk), 6 * owner:6 * owner + 6] += blk
-        r = np.concatenate(rs) if rs else np.zeros(0)
-        return r, jac, ranges, (np.concatenate(ang) if ang else np.zeros(0, bool))
+            a, b = self._eq.ranges[k]
+            ranges.append((row, row + b - a))
+            row += b - a
+        return ev.r[rows], ev.jac[rows], ranges, self._eq.angular[rows]
 
     # --- solving --------------------------------------------------------------------------
     def _retract(self, poses: np.ndarray, step: np.ndarray) -> np.ndarray:
         out = poses.copy()
-        for name, k in self.free_index.items():
-            i = self._part_of[name]
-            out[i, :3, 3] += step[6 * k:6 * k + 3] * self.length
-            out[i, :3, :3] = Rotation.from_rotvec(step[6 * k + 3:6 * k + 6]).as_matrix() @ out[i, :3, :3]
+        idx, st = self._free_rows, step.reshape(-1, 6)
+        out[idx, :3, 3] += st[:, :3] * self.length
+        turn = Rotation.from_rotvec(st[:, 3:]).as_matrix()
+        out[idx, :3, :3] = np.einsum("nij,njk->nik", turn, out[idx, :3, :3])
         return out
 
     def _run(self, start: np.ndarray, subset: list[int] | None,
              max_iter: int = 100) -> tuple[np.ndarray, float]:
-        """Levenberg–Marquardt on the pose manifold: solve (JᵀJ + λI)δ = −Jᵀr, then retract."""
-        poses = start
-        r, jac, _, _ = self.equations(poses, subset)
+        """Levenberg–Marquardt on the pose manifold: solve (JᵀJ + λI)δ = −Jᵀr, then retract.
+
+        JᵀJ is formed from each row's ≤ 12 nonzero columns and factorised by Cholesky:
+        no dense BLAS products, which on a busy machine can cost 100× their idle time.
+        """
+        poses, rows = start, self._rows(subset)
+        ev = self._eq.evaluate(poses)
+        r = ev.r[rows]
         if not self.free or r.size == 0:
             return poses, float(np.abs(r).max(initial=0.0))
         cost, lam, stop = float(r @ r), 1e-3, self.tolerance * 1e-3
-        eye = np.eye(jac.shape[1])
+        jtj, jtr = self._eq.normal_equations(ev, rows)
+        diag = np.diag_indices(jtj.shape[0])
         for _ in range(max_iter):
             if np.abs(r).max() < stop:
                 break
-            step = np.linalg.solve(jac.T @ jac + lam * eye, -jac.T @ r)
+            step = _damped_solve(jtj, jtr, lam, diag)
             trial = self._retract(poses, step)
-            r2, jac2, _, _ = self.equations(trial, subset)
+            ev2 = self._eq.evaluate(trial)
+            r2 = ev2.r[rows]
             cost2 = float(r2 @ r2)
             if cost2 < cost:
-                poses, r, jac, cost = trial, r2, jac2, cost2
+                poses, r, cost = trial, r2, cost2
+                jtj, jtr = self._eq.normal_equations(ev2, rows)
                 lam = max(lam / 5.0, 1e-12)
             else:
                 lam *= 4.0
@@ -222,7 +240,7 @@ class MateSystem:
                 break
         return poses, float(np.abs(r).max(initial=0.0))
 
-    def _starts(self, rng: np.random.Generator, count: int):
+    def _starts(self, rng: np.random.Generator, count: int) -> Iterator[np.ndarray]:
         yield self._start
         centre = self._start[:, :3, 3].mean(axis=0)
         for k in range(1, count):
@@ -298,17 +316,11 @@ class MateSystem:
             worst = float(np.abs(rows).max(initial=0.0))
             residuals.append(MateResidual(k, self.mate_name(k), self.mates[k].type, length,
                                           angle, worst > self.tolerance))
-        redundant = []
-        acc = np.zeros((0, jac.shape[1]))
-        rank = 0
-        for k, (a, b) in enumerate(ranges):
-            own = _rank(jac[a:b])
-            acc = np.vstack([acc, jac[a:b]])
-            new = _rank(acc)
-            if new - rank < own:
-                redundant.append(RedundantMate(k, self.mate_name(k), own, new - rank))
-            rank = new
-        dof_total, parts = self._dof(jac, poses)
+        s, vt = _svd(jac)
+        tol = RANK_TOL * max(1.0, float(s[0]) if s.size else 0.0)
+        redundant = [RedundantMate(k, self.mate_name(k), own, new)
+                     for k, own, new in _rank_increments(jac, ranges, tol) if new < own]
+        dof_total, parts = self._dof(jac.shape[1], s, vt, tol, poses)
         return SolveResult(
             converged=not any(x.violated for x in residuals),
             poses={n: poses[i] for n, i in self._part_of.items()},
@@ -317,15 +329,11 @@ class MateSystem:
             notes=list(self.notes),
         )
 
-    def _dof(self, jac: np.ndarray, poses: np.ndarray) -> tuple[int, list[PartDof]]:
-        n = jac.shape[1]
+    def _dof(self, n: int, s: np.ndarray, vt: np.ndarray, tol: float,
+             poses: np.ndarray) -> tuple[int, list[PartDof]]:
         if n == 0:
             return 0, [PartDof(g, 0, []) for g in self.grounded]
-        if jac.shape[0]:
-            _, s, vt = np.linalg.svd(jac, full_matrices=True)
-            rank = int((s > RANK_TOL * max(1.0, s[0])).sum())
-        else:
-            vt, rank = np.eye(n), 0
+        rank = int((s > tol).sum())
         null = vt[rank:].T
         out = [PartDof(g, 0, []) for g in self.grounded]
         for name, k in self.free_index.items():
