@@ -11,6 +11,7 @@ as ``BadSensorFailure`` on its variable; a restarting PLC as
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -101,6 +102,7 @@ class OpcUaSim:
 
     async def start(self) -> None:
         """Build the address space and listen (takes about 3 s); raises OSError when the port is taken."""
+        started = time.monotonic()
         server = Server()
         await server.init()
         server.set_endpoint(self.endpoint)
@@ -134,6 +136,8 @@ class OpcUaSim:
             raise OSError(f"cannot listen for OPC-UA on {self.host}:{self.port} (port in use?)") from exc
         self._server = server
         await self.tick()
+        log.info("OPC-UA server listening at %s with %d machines and %d bench items (started in %.1f s)",
+                 self.endpoint, len(self.machines), self.items, time.monotonic() - started)
 
     async def stop(self) -> None:
         server, self._server = self._server, None

@@ -151,3 +151,13 @@ def test_example_config_is_valid_toml_with_the_expected_sections() -> None:
     data = tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
     assert {"edge", "store", "sources"} <= data.keys()
     assert [s["kind"] for s in data["sources"]] == ["modbus"] * 3 + ["opcua"]
+
+
+def test_docs_list_every_register_and_node() -> None:
+    text = (REPO / "docs" / "simulator.md").read_text(encoding="utf-8")
+    for f in (*HOLDING, *INPUT, *COILS, *DISCRETE_INPUTS):
+        address = f"{f.address}–{f.address + 1}" if f.count == 2 else str(f.address)
+        row = f"| {f.table} | {address} | `{f.name}` | {f.type} | {f.order if f.count == 2 else ''} |"
+        assert row in text, row
+    for var in OPCUA_VARIABLES:
+        assert f"| `ns=2;s=Machine1.{var.browse_name}` | {var.type_name} |" in text, var.browse_name
