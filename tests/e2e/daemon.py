@@ -1,0 +1,72 @@
+"""A real `twinedge run` process for end-to-end tests: config, start, wait ready, kill."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from edge.broker.auth import set_password
+from edge.control import ControlError, request
+from tests.support import free_port
+
+USER, PASSWORD = "device", "s3cret-device-pw"
+
+
+class EdgeDaemon:
+    def __init__(self, tmp: Path, extra_toml: str = "") -> None:
+        self.dir = tmp
+        self.mqtt_port = free_port()
+        self.socket = tmp / "control.sock"
+        self.queue = tmp / "state" / "queue.db"
+        passwd = tmp / "broker.passwd"
+        set_password(passwd, USER, PASSWORD)
+        self.config = tmp / "edge.toml"
+        self.config.write_text(
+            f'[edge]\nid = "edge-e2e"\nstate_dir = "{tmp / "state"}"\n'
+            f'[store]\nbatch_max_delay = "5ms"\n'
+            f'[broker]\npassword_file = "{passwd}"\n'
+            f'listeners = [{{ name = "default", host = "127.0.0.1", port = {self.mqtt_port} }}]\n'
+            f'[control]\nsocket = "{self.socket}"\n' + extra_toml
+        )
+        self.proc: asyncio.subprocess.Process | None = None
+        self.log = tmp / "edge.log"
+
+    async def start(self) -> None:
+        log = self.log.open("ab")
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "edge.cli", "run", "-c", str(self.config),
+            stdout=log, stderr=log, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        log.close()
+        async with asyncio.timeout(30):
+            while True:
+                if self.proc.returncode is not None:
+                    raise RuntimeError(f"edge exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}")
+                try:
+                    await self.status()
+                    return
+                except ControlError:
+                    await asyncio.sleep(0.05)
+
+    async def status(self) -> dict[str, Any]:
+        result = await request(self.socket, "status")
+        assert isinstance(result, dict)
+        return result
+
+    async def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        await self.proc.wait()
+
+    async def stop(self) -> int:
+        """SIGTERM; returns the exit code."""
+        assert self.proc is not None
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(30):
+                await self.proc.wait()
+        return self.proc.returncode or 0
