@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC
 
 from asyncua import Server, ua
 
@@ -61,9 +61,13 @@ OPCUA_VARIABLES: tuple[OpcUaVariable, ...] = (
     OpcUaVariable("VibrationAlarm", _B, lambda r: r.vibration_alarm),
     OpcUaVariable("SensorFault", _B, lambda r: r.sensor_fault),
 )
-_SENSOR_FAILURE = ua.StatusCode(ua.StatusCodes.BadSensorFailure)
-_NO_COMMUNICATION = ua.StatusCode(ua.StatusCodes.BadNoCommunication)
-_GOOD = ua.StatusCode(ua.StatusCodes.Good)
+_SENSOR_FAILURE = ua.StatusCode(ua.UInt32(ua.StatusCodes.BadSensorFailure))
+_NO_COMMUNICATION = ua.StatusCode(ua.UInt32(ua.StatusCodes.BadNoCommunication))
+_GOOD = ua.StatusCode(ua.UInt32(ua.StatusCodes.Good))
+
+
+def _nid(identifier: str, ns: int) -> ua.NodeId:
+    return ua.NodeId(ua.String(identifier), ua.Int16(ns))
 
 
 def object_name(machine: Machine | int) -> str:
@@ -113,19 +117,19 @@ class OpcUaSim:
         objects = server.nodes.objects
         for machine in self.machines:
             name = object_name(machine)
-            obj = await objects.add_object(ua.NodeId(name, self._ns), ua.QualifiedName(name, self._ns))
+            obj = await objects.add_object(_nid(name, self._ns), ua.QualifiedName(name, self._ns))
             reading = machine.reading()
             ids = []
             for var in OPCUA_VARIABLES:
-                nid = ua.NodeId(f"{name}.{var.browse_name}", self._ns)
+                nid = _nid(f"{name}.{var.browse_name}", self._ns)
                 await obj.add_variable(nid, ua.QualifiedName(var.browse_name, self._ns),
                                        ua.Variant(var.value(reading), var.variant))
                 ids.append(nid)
             self._nodes[machine.name] = ids
         if self.items:
-            bench = await objects.add_object(ua.NodeId("Bench", self._ns), ua.QualifiedName("Bench", self._ns))
+            bench = await objects.add_object(_nid("Bench", self._ns), ua.QualifiedName("Bench", self._ns))
             for i in range(self.items):
-                nid = ua.NodeId(f"Bench.Item{i:04d}", self._ns)
+                nid = _nid(f"Bench.Item{i:04d}", self._ns)
                 await bench.add_variable(nid, ua.QualifiedName(f"Item{i:04d}", self._ns), ua.Variant(0.0, _D))
                 self._bench.append(nid)
         self._last.clear()
@@ -154,7 +158,7 @@ class OpcUaSim:
         if server is None:
             return
         self._tick += 1
-        now = datetime.now(UTC)
+        now = ua.DateTime.now(UTC)
         last = self._last
         for machine in self.machines:
             ids = self._nodes[machine.name]

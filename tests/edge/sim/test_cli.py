@@ -17,6 +17,8 @@ from edge.config import load_gateway_config
 from edge.sim.cli import main
 from edge.sim.opcua_server import OPCUA_VARIABLES
 from edge.sim.registers import COILS, DISCRETE_INPUTS, HOLDING, INPUT
+from edge.sources.modbus import ModbusSourceConfig
+from edge.sources.opcua import OpcUaSourceConfig
 from tests.edge.sim.simsupport import free_ports
 from tests.support import free_port
 
@@ -33,33 +35,36 @@ def config(tmp_path: Path, *args: str) -> Path:
 
 def test_generated_config_loads_and_reads_every_documented_value(tmp_path: Path) -> None:
     cfg = load_gateway_config(config(tmp_path, "--machines", "3", "--modbus-port", "6000", "--opcua-port", "4999"))
-    modbus = [s for s in cfg.sources if s.kind == "modbus"]
-    opcua = [s for s in cfg.sources if s.kind == "opcua"]
-    assert [(s.name, s.tcp.port, s.unit_id) for s in modbus] == [  # type: ignore[union-attr]
+    modbus = [s for s in cfg.sources if isinstance(s, ModbusSourceConfig)]
+    opcua = [s for s in cfg.sources if isinstance(s, OpcUaSourceConfig)]
+    assert len(modbus) + len(opcua) == len(cfg.sources)
+    assert [(s.name, s.tcp and s.tcp.port, s.unit_id) for s in modbus] == [
         ("machine-1", 6000, 1), ("machine-2", 6001, 1), ("machine-3", 6002, 1)]
     documented = {(f.name, f.table, f.address) for f in (*HOLDING, *INPUT, *COILS, *DISCRETE_INPUTS)}
     for source in modbus:
-        assert {(r.name, r.table, r.address) for r in source.registers} == documented  # type: ignore[union-attr]
-        spindle = next(r for r in source.registers if r.name == "spindle_temp")  # type: ignore[union-attr]
-        uptime = next(r for r in source.registers if r.name == "uptime")  # type: ignore[union-attr]
+        assert {(r.name, r.table, r.address) for r in source.registers} == documented
+        spindle = next(r for r in source.registers if r.name == "spindle_temp")
+        uptime = next(r for r in source.registers if r.name == "uptime")
         assert (spindle.type, spindle.order, uptime.type, uptime.order) == ("float32", "ABCD", "uint32", "CDAB")
-    assert len(opcua) == 1 and opcua[0].url == "opc.tcp://127.0.0.1:4999"  # type: ignore[union-attr]
-    nodes = opcua[0].nodes  # type: ignore[union-attr]
+    assert len(opcua) == 1 and opcua[0].url == "opc.tcp://127.0.0.1:4999"
+    nodes = opcua[0].nodes
     assert len(nodes) == 3 * len(OPCUA_VARIABLES)
     assert any(n.node_id == "ns=2;s=Machine3.SpindleTemp" and n.device_id == "machine-3-opcua" for n in nodes)
 
 
 def test_unit_id_config_puts_every_machine_on_one_port(tmp_path: Path) -> None:
     cfg = load_gateway_config(config(tmp_path, "--machines", "4", "--unit-ids", "--no-opcua"))
-    assert [(s.tcp.port, s.unit_id) for s in cfg.sources] == [  # type: ignore[union-attr]
+    sources = [s for s in cfg.sources if isinstance(s, ModbusSourceConfig)]
+    assert [(s.tcp and s.tcp.port, s.unit_id) for s in sources] == [
         (5020, 1), (5020, 2), (5020, 3), (5020, 4)]
 
 
 def test_benchmark_config_includes_padding_registers_and_items(tmp_path: Path) -> None:
     cfg = load_gateway_config(config(tmp_path, "--machines", "2", "--registers", "100", "--opcua-items", "1200"))
-    machine = cfg.sources[0]
-    assert max(r.address for r in machine.registers if r.table == "holding") == 99  # type: ignore[union-attr]
-    nodes = cfg.sources[-1].nodes  # type: ignore[union-attr]
+    machine, opcua = cfg.sources[0], cfg.sources[-1]
+    assert isinstance(machine, ModbusSourceConfig) and isinstance(opcua, OpcUaSourceConfig)
+    assert max(r.address for r in machine.registers if r.table == "holding") == 99
+    nodes = opcua.nodes
     assert sum(n.node_id.startswith("ns=2;s=Bench.") for n in nodes) == 1200
 
 

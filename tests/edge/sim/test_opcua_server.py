@@ -39,8 +39,19 @@ async def served() -> AsyncIterator[tuple[list[Machine], OpcUaSim, Client]]:
         await sim.stop()
 
 
-async def read(client: Client, nid: str) -> ua.DataValue:
-    return await client.get_node(nid).read_data_value(raise_on_bad_status=False)
+class Read:
+    """A DataValue as read by a client: its status code and (for good values) its variant."""
+
+    def __init__(self, dv: ua.DataValue) -> None:
+        assert dv.StatusCode is not None and dv.Value is not None
+        self.status: ua.StatusCode = dv.StatusCode
+        self.variant: ua.Variant = dv.Value
+        self.value: Any = dv.Value.Value
+        self.source_timestamp = dv.SourceTimestamp
+
+
+async def read(client: Client, nid: str) -> Read:
+    return Read(await client.get_node(nid).read_data_value(raise_on_bad_status=False))
 
 
 async def test_machines_are_objects_with_typed_variables_holding_the_model_values(served: Any) -> None:
@@ -53,12 +64,12 @@ async def test_machines_are_objects_with_typed_variables_holding_the_model_value
         reading = machine.reading()
         for var in OPCUA_VARIABLES:
             dv = await read(client, node_id(machine, var.browse_name))
-            assert dv.StatusCode.is_good(), var.browse_name
-            assert dv.Value.VariantType == var.variant, var.browse_name
-            assert dv.Value.Value == var.value(reading), var.browse_name
-            assert dv.SourceTimestamp is not None
-    assert (await read(client, "ns=2;s=Machine1.CycleCount")).Value.Value >= 5
-    assert (await read(client, "ns=2;s=Machine1.Running")).Value.Value is True
+            assert dv.status.is_good(), var.browse_name
+            assert dv.variant.VariantType == var.variant, var.browse_name
+            assert dv.value == var.value(reading), var.browse_name
+            assert dv.source_timestamp is not None
+    assert (await read(client, "ns=2;s=Machine1.CycleCount")).value >= 5
+    assert (await read(client, "ns=2;s=Machine1.Running")).value is True
 
 
 async def test_bench_items_change_every_tick(served: Any) -> None:
@@ -70,25 +81,25 @@ async def test_bench_items_change_every_tick(served: Any) -> None:
     assert all(b != a for a, b in zip(first, second, strict=True))
     assert len(set(second)) == 5
     missing = await read(client, "ns=2;s=Bench.Item0005")
-    assert missing.StatusCode.value == ua.StatusCodes.BadNodeIdUnknown
+    assert missing.status.value == ua.StatusCodes.BadNodeIdUnknown
 
 
 async def test_failed_sensor_and_restarting_plc_show_bad_status_then_recover(served: Any) -> None:
     machines, sim, client = served
     await step(machines, sim, 20.5)
     temp = await read(client, "ns=2;s=Machine1.SpindleTemp")
-    assert temp.StatusCode.value == ua.StatusCodes.BadSensorFailure
-    assert (await read(client, "ns=2;s=Machine1.SensorFault")).Value.Value is True
-    assert (await read(client, "ns=2;s=Machine1.MotorTemp")).StatusCode.is_good()
+    assert temp.status.value == ua.StatusCodes.BadSensorFailure
+    assert (await read(client, "ns=2;s=Machine1.SensorFault")).value is True
+    assert (await read(client, "ns=2;s=Machine1.MotorTemp")).status.is_good()
     for var in OPCUA_VARIABLES:
         dv = await read(client, node_id(2, var.browse_name))
-        assert dv.StatusCode.value == ua.StatusCodes.BadNoCommunication, var.browse_name
+        assert dv.status.value == ua.StatusCodes.BadNoCommunication, var.browse_name
     await step(machines, sim, 3.0)
     temp = await read(client, "ns=2;s=Machine1.SpindleTemp")
-    assert temp.StatusCode.is_good() and temp.Value.Value == machines[0].reading().spindle_temp_c
+    assert temp.status.is_good() and temp.value == machines[0].reading().spindle_temp_c
     count = await read(client, "ns=2;s=Machine2.CycleCount")
-    assert count.StatusCode.is_good() and count.Value.Value == 0  # counters restart with the PLC
-    assert (await read(client, "ns=2;s=Machine2.Uptime")).Value.Value <= 1
+    assert count.status.is_good() and count.value == 0  # counters restart with the PLC
+    assert (await read(client, "ns=2;s=Machine2.Uptime")).value <= 1
 
 
 class _Changes:
