@@ -99,35 +99,54 @@ def _rank(m: np.ndarray) -> int:
     return int((s > RANK_TOL * max(1.0, s[0])).sum())
 
 
-def _svd(jac: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Singular values and the full right basis Vᵀ (one LAPACK call for the whole Jacobian)."""
-    n = jac.shape[1]
-    if jac.shape[0] == 0 or n == 0:
-        return np.zeros(0), np.eye(n)
-    try:
-        _, s, vt = scipy.linalg.svd(jac, full_matrices=True, check_finite=False)
-    except np.linalg.LinAlgError:  # gesdd rarely fails to converge; gesvd is slower but sure
-        _, s, vt = scipy.linalg.svd(jac, full_matrices=True, check_finite=False,
-                                    lapack_driver="gesvd")
-    return s, vt
+def _norm2(jac: np.ndarray, iterations: int = 30) -> float:
+    """Largest singular value by power iteration (it only scales the rank tolerance)."""
+    if jac.size == 0:
+        return 0.0
+    v = np.full(jac.shape[1], 1.0 / np.sqrt(jac.shape[1]))
+    norm = 0.0
+    for _ in range(iterations):
+        w = jac.T @ (jac @ v)
+        norm = float(np.linalg.norm(w))
+        if norm == 0.0:
+            return 0.0
+        v = w / norm
+    return float(np.sqrt(norm))
 
 
-def _rank_increments(jac: np.ndarray, ranges: list[tuple[int, int]],
-                     tol: float) -> Iterator[tuple[int, int, int]]:
-    """(mate, own rank, rank it adds to the mates before it), by projecting out their row space."""
+def _row_space(jac: np.ndarray, ranges: list[tuple[int, int]],
+               tol: float) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+    """Orthonormal basis of J's row space, built mate by mate, and each mate's
+    (index, own rank, rank it adds to the mates before it).
+
+    Each mate's rows are projected off the basis so far; the singular values of
+    the rest (≤ 6 rows) above ``tol`` are the new independent directions. This is
+    the rank of every prefix of J without an SVD of J: small LAPACK calls only,
+    which stay fast on a busy machine where a threaded SVD of J does not.
+    """
     basis = np.zeros((0, jac.shape[1]))
+    out = []
     for k, (a, b) in enumerate(ranges):
         block = jac[a:b]
         own = _rank(block)
         if own == 0:
-            yield k, 0, 0
+            out.append((k, 0, 0))
             continue
         rest = block - (block @ basis.T) @ basis
         rest -= (rest @ basis.T) @ basis  # twice: classical Gram–Schmidt loses orthogonality once
         _, sv, vt = np.linalg.svd(rest, full_matrices=False)
         new = int((sv > tol).sum())
         basis = np.vstack([basis, vt[:new]])
-        yield k, own, new
+        out.append((k, own, new))
+    return basis, out
+
+
+def _null_space(basis: np.ndarray, n: int) -> np.ndarray:
+    """(n, n − r) orthonormal complement of the r orthonormal rows of ``basis``."""
+    if basis.shape[0] == 0:
+        return np.eye(n)
+    q, _ = scipy.linalg.qr(basis.T, mode="full", check_finite=False)
+    return q[:, basis.shape[0]:]
 
 
 def _damped_solve(jtj: np.ndarray, jtr: np.ndarray, lam: float,
@@ -316,11 +335,10 @@ class MateSystem:
             worst = float(np.abs(rows).max(initial=0.0))
             residuals.append(MateResidual(k, self.mate_name(k), self.mates[k].type, length,
                                           angle, worst > self.tolerance))
-        s, vt = _svd(jac)
-        tol = RANK_TOL * max(1.0, float(s[0]) if s.size else 0.0)
+        basis, increments = _row_space(jac, ranges, RANK_TOL * max(1.0, _norm2(jac)))
         redundant = [RedundantMate(k, self.mate_name(k), own, new)
-                     for k, own, new in _rank_increments(jac, ranges, tol) if new < own]
-        dof_total, parts = self._dof(jac.shape[1], s, vt, tol, poses)
+                     for k, own, new in increments if new < own]
+        dof_total, parts = self._dof(jac.shape[1], basis, poses)
         return SolveResult(
             converged=not any(x.violated for x in residuals),
             poses={n: poses[i] for n, i in self._part_of.items()},
@@ -329,17 +347,16 @@ class MateSystem:
             notes=list(self.notes),
         )
 
-    def _dof(self, n: int, s: np.ndarray, vt: np.ndarray, tol: float,
-             poses: np.ndarray) -> tuple[int, list[PartDof]]:
-        if n == 0:
-            return 0, [PartDof(g, 0, []) for g in self.grounded]
-        rank = int((s > tol).sum())
-        null = vt[rank:].T
+    def _dof(self, n: int, basis: np.ndarray, poses: np.ndarray) -> tuple[int, list[PartDof]]:
+        """Remaining DOF = n − rank J; the null space of J holds the free motions."""
         out = [PartDof(g, 0, []) for g in self.grounded]
+        if n == 0:
+            return 0, out
+        null = _null_space(basis, n)
         for name, k in self.free_index.items():
             block = null[6 * k:6 * k + 6]
             out.append(self._motions(name, block, poses[self._part_of[name]]))
-        return n - rank, out
+        return n - basis.shape[0], out
 
     def _motions(self, name: str, block: np.ndarray, pose: np.ndarray) -> PartDof:
         if block.size == 0:
