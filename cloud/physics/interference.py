@@ -2,10 +2,11 @@
 
 Broad phase: world-space AABBs of all parts, compared all-against-all with
 numpy (a sort-free O(n²) test that is microseconds for hundreds of parts).
-Narrow phase: python-fcl BVH (OBBRSS) models, built once per part in the
-part frame and kept between queries; only the poses change. Interference
-volume: exact booleans with manifold3d (double precision) in a frame centred
-on the pair, so parts far from the origin lose no precision.
+Narrow phase: python-fcl BVH (OBBRSS) models in the part frame, built per
+geometry when a query first needs them and kept between queries; only the
+poses change. Interference volume: exact booleans with manifold3d (double
+precision) in the first part's frame, so parts far from the origin lose no
+precision; each intersection is computed once per relative pose and kept.
 
 Classification, the way CAD interference detection reports it:
 - ``interfering``: the solids share volume thicker than the tolerance
@@ -17,7 +18,9 @@ Classification, the way CAD interference detection reports it:
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal
 
 import fcl
@@ -27,6 +30,7 @@ from scipy.spatial import ConvexHull, QhullError
 
 from cloud.physics.assembly import Part
 from cloud.physics.geometry import winding_number
+from cloud.physics.mesh import PartMesh
 
 __all__ = ["CollisionWorld", "PairResult", "Status"]
 
@@ -53,50 +57,105 @@ class PairResult:
     intersection: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
 
 
-def _bvh(part: Part) -> fcl.BVHModel:
-    model = fcl.BVHModel()
-    model.beginModel(len(part.mesh.vertices), len(part.mesh.faces))
-    model.addSubModel(part.mesh.vertices, part.mesh.faces.astype(np.int32))
-    model.endModel()
-    return model
+_HULL_ABOVE = 4096  # vertices; smaller meshes use every vertex for their AABB (qhull costs more)
+_SHARED_CACHE = 4096  # intersection solids kept per world (least recently used dropped)
 
 
-class CollisionWorld:
-    """Acceleration structures for one assembly's parts; poses can be updated in place."""
+@dataclass(frozen=True, eq=False)
+class _Shared:
+    """The intersection solid of two parts, in the first part's frame."""
 
-    def __init__(self, parts: list[Part], *, cache_results: bool = True) -> None:
-        self.parts = list(parts)
-        self.names = [p.name for p in parts]
-        self._models = [_bvh(p) for p in parts]
-        self._objects = [fcl.CollisionObject(m, fcl.Transform()) for m in self._models]
-        self._manifolds: dict[int, manifold3d.Manifold | None] = {}
-        self._hull_pts = [self._support_points(p) for p in parts]
-        self._cache: dict[tuple, PairResult] = {}
-        self._cache_results = cache_results
-        self.poses = np.stack([p.pose for p in parts])
-        self.set_poses(self.poses)
+    volume_m3: float
+    area_m2: float
+    vertices: np.ndarray
+    faces: np.ndarray
+    centroid: np.ndarray | None
 
-    @staticmethod
-    def _support_points(part: Part) -> np.ndarray:
+
+class _Geometry:
+    """Structures of one mesh, shared by every part instance with the same geometry; built on first use."""
+
+    def __init__(self, mesh: PartMesh) -> None:
+        self.mesh = mesh
+
+    @cached_property
+    def bvh(self) -> fcl.BVHModel:
+        model = fcl.BVHModel()
+        model.beginModel(len(self.mesh.faces), len(self.mesh.vertices))
+        model.addSubModel(self.mesh.vertices, self.mesh.faces.astype(np.int32))
+        model.endModel()
+        return model
+
+    @cached_property
+    def support(self) -> np.ndarray:
         """Points whose transformed extent is the part's AABB: the convex hull vertices."""
-        v = part.mesh.vertices
-        if len(v) <= 64:
+        v = self.mesh.vertices
+        if len(v) <= _HULL_ABOVE:
             return v
         try:
             return v[ConvexHull(v).vertices]
         except QhullError:
             return v
 
+    @cached_property
+    def solid(self) -> manifold3d.Manifold | None:
+        if not self.mesh.closed:
+            return None
+        solid = manifold3d.Manifold(manifold3d.Mesh64(
+            vert_properties=np.ascontiguousarray(self.mesh.vertices, dtype=np.float64),
+            tri_verts=np.ascontiguousarray(self.mesh.faces, dtype=np.uint64)))
+        return solid if solid.status() == manifold3d.Error.NoError else None
+
+
+class CollisionWorld:
+    """Acceleration structures for one assembly's parts; poses can be updated in place.
+
+    Structures are built when a query first needs them: fcl BVHs only for parts
+    whose AABBs come near another part, manifold solids only for pairs whose
+    surfaces cross. Parts with identical geometry (equal ``PartMesh.digest``)
+    share them. Intersection solids are kept per (geometry, geometry, relative
+    pose), so a repeated check does no boolean unless two parts moved relative
+    to each other; ``cache_results=False`` turns that and the per-pose result
+    cache off (for measuring the cost of recomputing).
+    """
+
+    def __init__(self, parts: list[Part], *, cache_results: bool = True) -> None:
+        self.parts = list(parts)
+        self.names = [p.name for p in parts]
+        shapes: dict[bytes, _Geometry] = {}
+        self._geom = [shapes.setdefault(p.mesh.digest, _Geometry(p.mesh)) for p in parts]
+        self._objects: list[fcl.CollisionObject | None] = [None] * len(parts)
+        self._cache: dict[tuple, PairResult] = {}
+        self._shared: OrderedDict[tuple, _Shared] = OrderedDict()
+        self._cache_results = cache_results
+        self.poses = np.stack([p.pose for p in parts])
+        self.set_poses(self.poses)
+
     def set_poses(self, poses: np.ndarray) -> None:
         """Move the parts: ``poses`` is (n, 4, 4) with translations in metres."""
         self.poses = np.asarray(poses, dtype=float)
         lo, hi = [], []
-        for obj, pose, pts in zip(self._objects, self.poses, self._hull_pts, strict=True):
-            obj.setTransform(fcl.Transform(pose[:3, :3], pose[:3, 3]))
-            world = pts @ pose[:3, :3].T + pose[:3, 3]
+        for k, (geom, pose) in enumerate(zip(self._geom, self.poses, strict=True)):
+            obj = self._objects[k]
+            if obj is not None:
+                obj.setTransform(fcl.Transform(pose[:3, :3], pose[:3, 3]))
+            world = geom.support @ pose[:3, :3].T + pose[:3, 3]
             lo.append(world.min(axis=0))
             hi.append(world.max(axis=0))
         self.lo, self.hi = np.array(lo), np.array(hi)
+
+    def build_all(self) -> None:
+        """Build every part's BVH now (otherwise each is built when a query first needs it)."""
+        for k in range(len(self.parts)):
+            self._object(k)
+
+    def _object(self, i: int) -> fcl.CollisionObject:
+        obj = self._objects[i]
+        if obj is None:
+            pose = self.poses[i]
+            obj = fcl.CollisionObject(self._geom[i].bvh, fcl.Transform(pose[:3, :3], pose[:3, 3]))
+            self._objects[i] = obj
+        return obj
 
     # --- broad phase ------------------------------------------------------------------
     def aabb_gaps(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -117,53 +176,60 @@ class CollisionWorld:
         At zero distance the points are a contact point, or None when the surfaces only
         share a face (flush contact has no single witness point).
         """
+        oi, oj = self._object(i), self._object(j)
         req = fcl.DistanceRequest(enable_nearest_points=True)
         res = fcl.DistanceResult()
-        d = max(float(fcl.distance(self._objects[i], self._objects[j], req, res)), 0.0)
-        pa, pb = np.array(res.nearest_points[0]), np.array(res.nearest_points[1])
+        d = max(float(fcl.distance(oi, oj, req, res)), 0.0)
+        pa: np.ndarray | None = np.array(res.nearest_points[0])
+        pb: np.ndarray | None = np.array(res.nearest_points[1])
         if d == 0.0:  # fcl gives no witness points for contact: take a contact point instead
             contacts = fcl.CollisionResult()
-            fcl.collide(self._objects[i], self._objects[j],
-                        fcl.CollisionRequest(num_max_contacts=1, enable_contact=True), contacts)
+            fcl.collide(oi, oj, fcl.CollisionRequest(num_max_contacts=1, enable_contact=True),
+                        contacts)
             pa = pb = np.array(contacts.contacts[0].pos) if contacts.contacts else None
         return d, pa, pb
 
     def surfaces_cross(self, i: int, j: int) -> bool:
-        return bool(fcl.collide(self._objects[i], self._objects[j], fcl.CollisionRequest(),
+        return bool(fcl.collide(self._object(i), self._object(j), fcl.CollisionRequest(),
                                 fcl.CollisionResult()))
-
-    def _manifold(self, i: int) -> manifold3d.Manifold | None:
-        if i not in self._manifolds:
-            mesh = self.parts[i].mesh
-            solid = None
-            if mesh.closed:
-                solid = manifold3d.Manifold(manifold3d.Mesh64(
-                    vert_properties=np.ascontiguousarray(mesh.vertices, dtype=np.float64),
-                    tri_verts=np.ascontiguousarray(mesh.faces, dtype=np.uint32)))
-                if solid.status() != manifold3d.Error.NoError:
-                    solid = None
-            self._manifolds[i] = solid
-        return self._manifolds[i]
 
     def intersection(self, i: int, j: int) -> tuple[float, float, np.ndarray, np.ndarray] | None:
         """(volume m³, surface m², vertices, faces) of the shared solid in world frame, or None."""
-        mi, mj = self._manifold(i), self._manifold(j)
-        if mi is None or mj is None:
+        shared = self._shared_solid(i, j)
+        if shared is None:
             return None
-        centre = 0.5 * (np.maximum(self.lo[i], self.lo[j]) + np.minimum(self.hi[i], self.hi[j]))
+        pose = self.poses[i]
+        verts = shared.vertices @ pose[:3, :3].T + pose[:3, 3]
+        return shared.volume_m3, shared.area_m2, verts, shared.faces
 
-        def placed(m: manifold3d.Manifold, pose: np.ndarray) -> manifold3d.Manifold:
-            local = pose.copy()
-            local[:3, 3] -= centre
-            return m.transform(np.ascontiguousarray(local[:3, :4]))
-
-        shared = placed(mi, self.poses[i]) ^ placed(mj, self.poses[j])
-        volume = float(shared.volume())
-        if shared.is_empty() or volume <= 0:
-            return 0.0, 0.0, np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64)
-        out = shared.to_mesh64()
-        verts = np.asarray(out.vert_properties)[:, :3] + centre
-        return volume, float(shared.surface_area()), verts, np.asarray(out.tri_verts, dtype=np.int64)
+    def _shared_solid(self, i: int, j: int) -> _Shared | None:
+        """The exact intersection (manifold3d, double precision) in part i's frame, cached."""
+        gi, gj = self._geom[i], self._geom[j]
+        if gi.solid is None or gj.solid is None:
+            return None
+        pi, pj = self.poses[i], self.poses[j]
+        rel = np.eye(4)  # pose of j in i's frame: small coordinates wherever the pair sits
+        rel[:3, :3] = pi[:3, :3].T @ pj[:3, :3]
+        rel[:3, 3] = pi[:3, :3].T @ (pj[:3, 3] - pi[:3, 3])
+        key = (gi.mesh.digest, gj.mesh.digest, rel.tobytes())
+        if self._cache_results and key in self._shared:
+            self._shared.move_to_end(key)
+            return self._shared[key]
+        solid = gi.solid ^ gj.solid.transform(np.ascontiguousarray(rel[:3, :4]))
+        volume = float(solid.volume())
+        if solid.is_empty() or volume <= 0:
+            out = _Shared(0.0, 0.0, np.zeros((0, 3)), np.zeros((0, 3), dtype=np.int64), None)
+        else:
+            mesh = solid.to_mesh64()
+            verts = np.asarray(mesh.vert_properties)[:, :3]
+            faces = np.asarray(mesh.tri_verts, dtype=np.int64)
+            out = _Shared(volume, float(solid.surface_area()), verts, faces,
+                          _centroid(verts, faces))
+        if self._cache_results:
+            self._shared[key] = out
+            if len(self._shared) > _SHARED_CACHE:
+                self._shared.popitem(last=False)
+        return out
 
     def _contains(self, outer: int, inner: int) -> bool:
         if not (self.parts[outer].mesh.closed and np.all(self.lo[outer] <= self.lo[inner])
@@ -206,24 +272,26 @@ class CollisionWorld:
     def _interfering(self, i: int, j: int, pa: np.ndarray | None, pb: np.ndarray | None,
                      note: str, tol: float) -> PairResult:
         a, b = self.names[i], self.names[j]
-        shared = self.intersection(i, j)
+        shared = self._shared_solid(i, j)
         if shared is None:
             open_part = a if not self.parts[i].mesh.closed else b
             return PairResult(a, b, "interfering", 0.0, pa, pb, note=(
                 f"surfaces cross; the shared volume is unknown because {open_part} is not closed"))
-        volume, area, verts, faces = shared
+        pose = self.poses[i]
+        verts = shared.vertices @ pose[:3, :3].T + pose[:3, 3]
+        volume, area = shared.volume_m3, shared.area_m2
         depth = 2.0 * volume / area if area > 0 else 0.0
+        lo = hi = centroid = None
         if verts.size:
             lo, hi = verts.min(axis=0), verts.max(axis=0)
-            centroid = _centroid(verts, faces)
-        else:
-            lo = hi = centroid = None
+        if shared.centroid is not None:
+            centroid = pose[:3, :3] @ shared.centroid + pose[:3, 3]
+        status: Status = "interfering"
         if depth <= tol and not note:
             note = "surfaces overlap by less than the tolerance" if volume > 0 else ""
-            return PairResult(a, b, "touching", 0.0, pa, pb, volume, centroid, depth, lo, hi,
-                              note, (verts, faces))
-        return PairResult(a, b, "interfering", 0.0, pa, pb, volume, centroid, depth, lo, hi,
-                          note, (verts, faces))
+            status = "touching"
+        return PairResult(a, b, status, 0.0, pa, pb, volume, centroid, depth, lo, hi, note,
+                          (verts, shared.faces))
 
     def check(self, tolerance: float = DEFAULT_TOLERANCE_M) -> list[PairResult]:
         """Every pair that touches or interferes (pairs not listed are separated)."""

@@ -9,6 +9,7 @@ repaired where the mesh is closed (and the repair is reported).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import struct
@@ -89,6 +90,14 @@ class PartMesh:
     @property
     def closed(self) -> bool:
         return self.check.closed
+
+    @cached_property
+    def digest(self) -> bytes:
+        """A hash of the geometry: parts with equal digests share collision structures."""
+        h = hashlib.blake2b(digest_size=16)
+        h.update(np.ascontiguousarray(self.vertices, dtype=np.float64).tobytes())
+        h.update(np.ascontiguousarray(self.faces, dtype=np.int64).tobytes())
+        return h.digest()
 
     @cached_property
     def triangles(self) -> np.ndarray:
