@@ -59,13 +59,16 @@ def render_status(s: dict[str, Any]) -> str:
     out.append("")
     mqtt = s.get("mqtt")
     if mqtt:
-        clients = mqtt.get("clients", mqtt.get("connected_clients", "?"))
+        clients = mqtt.get("clients_connected", "?")
         rejected = mqtt.get("rejected", {})
         if isinstance(rejected, dict):
             rejected = ", ".join(f"{k} {v}" for k, v in sorted(rejected.items()) if v)
         rej = rejected
         out.append(f"mqtt:         {clients} clients, {mqtt.get('messages_in', 0)} messages, "
                    f"{mqtt.get('frames_in', 0)} frames in; rejected: {rej or 'none'}")
+        refused = (mqtt.get("refused_connections", 0), mqtt.get("refused_publishes", 0))
+        if any(refused):
+            out.append(f"              refused {refused[0]} connections, {refused[1]} publishes (auth/ACL)")
     out.append(render_queue_stats(s["queue"]))
     w = s["writer"]
     rejected = ", ".join(f"{k} {v}" for k, v in sorted(w.get("rejected", {}).items())) or "none"

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,6 +140,8 @@ class Store:
         self._depth = 0
         self._counters: dict[str, int] = {}
         self._page_size = 4096
+        # One connection serves every coroutine: transactions must not interleave.
+        self._txn = asyncio.Lock()
 
     # --- lifecycle -----------------------------------------------------------
 
@@ -195,29 +197,31 @@ class Store:
             await self._bump({"disk_budget_newest": len(rows)})
             log.warning("queue is at its disk budget; dropped %d new frames (policy drop_newest)", len(rows))
             return 0
-        db = self.db
-        try:
-            await db.execute("BEGIN IMMEDIATE")
+        async with self._transaction(f"write {len(rows)} frames") as db:
             cur = await db.executemany(
                 "INSERT OR IGNORE INTO frames(device_id, ts, stored_at, payload) VALUES (?, ?, ?, ?)", rows
             )
             inserted = cur.rowcount if cur.rowcount >= 0 else len(rows)
             if inserted < len(rows):
                 await self._bump_in_txn({"duplicates": len(rows) - inserted})
-            await db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            await self._rollback()
-            raise StoreError(f"could not write {len(rows)} frames to {self.path}: {exc}") from exc
         self._depth += inserted
         if self.config.when_full == "drop_oldest":
             await self._enforce_budget()
         return inserted
 
-    async def _rollback(self) -> None:
-        try:
-            await self.db.execute("ROLLBACK")
-        except sqlite3.Error:
-            pass  # no transaction was open
+    @contextlib.asynccontextmanager
+    async def _transaction(self, what: str) -> AsyncIterator[aiosqlite.Connection]:
+        """One write transaction at a time on the shared connection; SQLite errors become StoreError."""
+        async with self._txn:
+            db = self.db
+            try:
+                await db.execute("BEGIN IMMEDIATE")
+                yield db
+                await db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    await db.execute("ROLLBACK")
+                raise StoreError(f"could not {what} in {self.path}: {exc}") from exc
 
     async def used_bytes(self) -> int:
         async with self.db.execute("PRAGMA page_count") as cur:
@@ -235,14 +239,12 @@ class Store:
         # Free down to 95% of the budget so that this does not run on every batch.
         excess = int((used - budget * 0.95) // per_frame) + 1
         excess = min(excess, self._depth)
-        db = self.db
-        await db.execute("BEGIN IMMEDIATE")
-        cur = await db.execute(
-            "DELETE FROM frames WHERE seq IN (SELECT seq FROM frames ORDER BY seq LIMIT ?)", (excess,)
-        )
-        dropped = cur.rowcount
-        await self._bump_in_txn({"disk_budget_oldest": dropped})
-        await db.execute("COMMIT")
+        async with self._transaction("drop the oldest frames") as db:
+            cur = await db.execute(
+                "DELETE FROM frames WHERE seq IN (SELECT seq FROM frames ORDER BY seq LIMIT ?)", (excess,)
+            )
+            dropped = cur.rowcount
+            await self._bump_in_txn({"disk_budget_oldest": dropped})
         self._depth -= dropped
         log.warning(
             "queue reached its disk budget of %d MB; dropped the %d oldest frames (policy drop_oldest)",
@@ -251,8 +253,8 @@ class Store:
 
     async def ack(self, through_seq: int) -> int:
         """Delete every frame with seq <= through_seq (the cloud stored them). Returns rows deleted."""
-        db = self.db
-        cur = await db.execute("DELETE FROM frames WHERE seq <= ?", (through_seq,))
+        async with self._transaction("delete acknowledged frames") as db:
+            cur = await db.execute("DELETE FROM frames WHERE seq <= ?", (through_seq,))
         deleted = cur.rowcount
         self._depth -= deleted
         return deleted
@@ -261,27 +263,23 @@ class Store:
         """Keep refused input with its reason; the table is capped to the newest rows."""
         if payload is not None and len(payload) > QUARANTINE_MAX_PAYLOAD:
             payload = payload[:QUARANTINE_MAX_PAYLOAD]
-        db = self.db
-        await db.execute("BEGIN IMMEDIATE")
-        await db.execute(
-            "INSERT INTO quarantine(at, origin, reason, payload) VALUES (?, ?, ?, ?)",
-            (time.time(), origin, reason[:2000], payload),
-        )
-        await db.execute(
-            "DELETE FROM quarantine WHERE id <= (SELECT MAX(id) FROM quarantine) - ?", (QUARANTINE_MAX_ROWS,)
-        )
-        await self._bump_in_txn({"quarantined": 1})
-        await db.execute("COMMIT")
+        async with self._transaction("quarantine refused input") as db:
+            await db.execute(
+                "INSERT INTO quarantine(at, origin, reason, payload) VALUES (?, ?, ?, ?)",
+                (time.time(), origin, reason[:2000], payload),
+            )
+            await db.execute(
+                "DELETE FROM quarantine WHERE id <= (SELECT MAX(id) FROM quarantine) - ?", (QUARANTINE_MAX_ROWS,)
+            )
+            await self._bump_in_txn({"quarantined": 1})
 
     async def count_drops(self, reason: str, count: int) -> None:
         """Record frames lost before they reached the queue (counted, never silent)."""
         await self._bump({f"drop:{reason}": count})
 
     async def _bump(self, deltas: dict[str, int]) -> None:
-        db = self.db
-        await db.execute("BEGIN IMMEDIATE")
-        await self._bump_in_txn(deltas)
-        await db.execute("COMMIT")
+        async with self._transaction("update counters"):
+            await self._bump_in_txn(deltas)
 
     async def _bump_in_txn(self, deltas: dict[str, int]) -> None:
         await self.db.executemany(
