@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
@@ -43,7 +43,7 @@ def get_store() -> PhysicsStore:
 
 
 StoreDep = Annotated[PhysicsStore, Depends(get_store)]
-_ERRORS = {413: {"description": "upload or mesh over the size limit"},
+_ERRORS: dict[int | str, dict[str, Any]] = {413: {"description": "upload or mesh over the size limit"},
            415: {"description": "unknown mesh format"},
            404: {"description": "unknown assembly id"},
            422: {"description": "invalid input; detail lists each problem"}}

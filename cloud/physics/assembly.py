@@ -57,13 +57,13 @@ class _Strict(BaseModel):
 class PoseSpec(_Strict):
     """A rigid pose: ``matrix`` (4×4) or ``translation`` + ``rotation_deg`` (fixed-axis X, Y, Z)."""
 
-    matrix: list[list[float]] | None = Field(
+    matrix: list[list[float]] | None = Field(default=
         None, description="4×4 homogeneous transform; translation in the assembly unit"
     )
-    translation: tuple[float, float, float] | None = Field(
+    translation: tuple[float, float, float] | None = Field(default=
         None, description="position of the part frame, in the assembly unit"
     )
-    rotation_deg: tuple[float, float, float] | None = Field(
+    rotation_deg: tuple[float, float, float] | None = Field(default=
         None, description="rotations about the fixed X, Y, Z axes, degrees"
     )
 
@@ -115,19 +115,19 @@ class PartSpec(_Strict):
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$", description="unique part name")
     mesh: str | InlineMesh = Field(description="path relative to the assembly file, or inline mesh")
-    unit: LengthUnit = Field("mm", description="unit of the mesh and feature coordinates")
+    unit: LengthUnit = Field(default="mm", description="unit of the mesh and feature coordinates")
     material: str = Field(description="id from the materials table, e.g. 'aluminium-6061-t6'")
-    density_kg_m3: float | None = Field(None, gt=0, description="overrides the material density, kg/m³")
+    density_kg_m3: float | None = Field(default=None, gt=0, description="overrides the material density, kg/m³")
     pose: PoseSpec = Field(default_factory=PoseSpec)
-    fixed: bool = Field(False, description="grounded: the mate solver does not move it")
+    fixed: bool = Field(default=False, description="grounded: the mate solver does not move it")
 
 
 class AssemblySpec(_Strict):
     """An assembly file (see the module docstring)."""
 
-    format: Literal["twinedge-assembly/1"] = ASSEMBLY_FORMAT
-    name: str = Field("assembly", max_length=200)
-    unit: LengthUnit = Field("mm", description="unit of pose translations and mate distances")
+    format: Literal["twinedge-assembly/1"] = "twinedge-assembly/1"
+    name: str = Field(default="assembly", max_length=200)
+    unit: LengthUnit = Field(default="mm", description="unit of pose translations and mate distances")
     parts: list[PartSpec] = Field(min_length=1, max_length=2000)
     mates: list[MateSpec] = Field(default_factory=list, max_length=5000)
 

@@ -239,10 +239,9 @@ class CompiledMates:
                 cols = 6 * own[:, None, None] + np.arange(6)
                 flat.append((rw[:, :, None] * self.n_cols + cols).ravel())
                 vals.append(block.ravel())
-        jac = np.zeros(self.n_rows * self.n_cols)
-        if flat:
-            jac = np.bincount(np.concatenate(flat), np.concatenate(vals),
-                              minlength=self.n_rows * self.n_cols)
+        size = self.n_rows * self.n_cols
+        jac = (np.bincount(np.concatenate(flat), np.concatenate(vals), minlength=size)
+               if flat else np.zeros(size))
         return Evaluation(r, jac.reshape(self.n_rows, self.n_cols))
 
     def normal_equations(self, ev: Evaluation, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -262,7 +262,7 @@ class CollisionWorld:
                     note = f"{self.names[inner]} lies inside {self.names[outer]}"
                     return self._interfering(i, j, pa, pb, note, tol)
             status: Status = "touching" if d <= tol else "separated"
-            if pa is None:
+            if pa is None or pb is None:
                 lo, hi = np.maximum(self.lo[i], self.lo[j]), np.minimum(self.hi[i], self.hi[j])
             else:
                 lo, hi = np.minimum(pa, pb), np.maximum(pa, pb)

@@ -107,7 +107,7 @@ def combine(items: Sequence[MassProperties]) -> MassProperties:
     if not items:
         raise ValueError("nothing to combine")
     mass = sum(i.mass_kg for i in items)
-    com = sum(i.mass_kg * i.com_m for i in items) / mass
+    com: np.ndarray = np.sum([i.mass_kg * i.com_m for i in items], axis=0) / mass
     inertia = np.zeros((3, 3))
     bound_inertia = 0.0
     bound_com = sum(i.mass_kg * i.bound_com_m for i in items) / mass

@@ -30,13 +30,13 @@ class _Strict(BaseModel):
 class FeatureSpec(_Strict):
     """A geometric feature of a part, in the part's frame and unit (world frame if ``part`` is null)."""
 
-    part: str | None = Field(None, description="part name; null means the fixed world frame")
+    part: str | None = Field(default=None, description="part name; null means the fixed world frame")
     kind: Literal["point", "plane", "axis", "cylinder"]
-    origin: Vec3 = Field((0.0, 0.0, 0.0), description="a point of the feature, in the part's unit")
-    direction: Vec3 | None = Field(
+    origin: Vec3 = Field(default=(0.0, 0.0, 0.0), description="a point of the feature, in the part's unit")
+    direction: Vec3 | None = Field(default=
         None, description="plane normal (outward) or axis direction; unitless, normalised"
     )
-    radius: float | None = Field(None, gt=0, description="cylinder radius, in the part's unit")
+    radius: float | None = Field(default=None, gt=0, description="cylinder radius, in the part's unit")
 
     @model_validator(mode="after")
     def _check(self) -> FeatureSpec:
@@ -58,10 +58,10 @@ class MateSpec(_Strict):
     name: str | None = None
     type: MateType
     a: FeatureSpec
-    b: FeatureSpec | None = Field(None, description="second feature; for 'fixed', null = the world")
-    distance: float | None = Field(None, description="for 'distance', in the assembly's unit")
-    angle_deg: float | None = Field(None, ge=0, le=180, description="for 'angle', degrees")
-    alignment: Literal["aligned", "anti-aligned", "any"] | None = Field(
+    b: FeatureSpec | None = Field(default=None, description="second feature; for 'fixed', null = the world")
+    distance: float | None = Field(default=None, description="for 'distance', in the assembly's unit")
+    angle_deg: float | None = Field(default=None, ge=0, le=180, description="for 'angle', degrees")
+    alignment: Literal["aligned", "anti-aligned", "any"] | None = Field(default=
         None, description="direction sense; default anti-aligned for plane-plane coincident, else any"
     )
 

@@ -59,8 +59,8 @@ class MeshLimits(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_bytes: int = Field(64 * 1024 * 1024, ge=1, description="largest mesh file, bytes")
-    max_faces: int = Field(2_000_000, ge=1, description="most triangles in one mesh")
+    max_bytes: int = Field(default=64 * 1024 * 1024, ge=1, description="largest mesh file, bytes")
+    max_faces: int = Field(default=2_000_000, ge=1, description="most triangles in one mesh")
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from cloud.physics import schemas as s
-from cloud.physics.assembly import Assembly
+from cloud.physics.assembly import Assembly, Part
 from cloud.physics.errors import AssemblyError, PhysicsError
 from cloud.physics.interference import CollisionWorld, PairResult
 from cloud.physics.mass import MassProperties, combine, part_mass_properties
@@ -23,7 +23,11 @@ NUMERIC_ACCURACY_M = 1e-9  # fcl triangle distances in float64; measured < 1e-14
 
 
 def _v(x: np.ndarray | None) -> tuple[float, float, float] | None:
-    return None if x is None else (float(x[0]), float(x[1]), float(x[2]))
+    return None if x is None else _v3(x)
+
+
+def _v3(x: np.ndarray) -> tuple[float, float, float]:
+    return (float(x[0]), float(x[1]), float(x[2]))
 
 
 def _m(x: np.ndarray) -> tuple:
@@ -73,19 +77,20 @@ def clearance(assembly_id: str, asm: Assembly, world: CollisionWorld,
 def _mass_out(mp: MassProperties, unit: str, frame: np.ndarray | None = None) -> s.MassOut:
     moments, axes = mp.principal()
     return s.MassOut(
-        volume_m3=mp.volume_m3, mass_kg=mp.mass_kg, com_m=_v(mp.com_m),
-        com_unit=_v(mp.com_m / METRES_PER[unit]), inertia_com_kgm2=_m(mp.inertia_com),
+        volume_m3=mp.volume_m3, mass_kg=mp.mass_kg, com_m=_v3(mp.com_m),
+        com_unit=_v3(mp.com_m / METRES_PER[unit]), inertia_com_kgm2=_m(mp.inertia_com),
         inertia_frame_kgm2=None if frame is None else _m(mp.inertia_about(frame)),
-        principal_moments_kgm2=_v(moments), principal_axes=_m(axes),
+        principal_moments_kgm2=_v3(moments), principal_axes=_m(axes),
         surface_area_m2=mp.surface_area_m2, bound_volume_m3=mp.bound_volume_m3,
         bound_com_m=mp.bound_com_m, bound_inertia_kgm2=mp.bound_inertia_kgm2,
         max_deviation_m=mp.max_deviation_m)
 
 
-def part_masses(asm: Assembly, names: list[str] | None = None):
+def part_masses(asm: Assembly, names: list[str] | None = None
+                ) -> list[tuple[Part, MassProperties | None, str | None]]:
     """[(part, local MassProperties or None, error text or None)]."""
     names = names or [p.name for p in asm.parts]
-    out = []
+    out: list[tuple[Part, MassProperties | None, str | None]] = []
     for name in names:
         part = asm.part(name)
         try:
@@ -145,7 +150,7 @@ def constraints(assembly_id: str, asm: Assembly, request: s.ConstraintRequest,
         conflicting=[system.mate_name(i) for i in result.conflicting],
         dof_total=result.dof_total,
         parts=[s.PartDofOut(part=p.part, dof=p.dof, motions=[
-            s.MotionOut(kind=m.kind, direction=_v(m.direction), point_m=_v(m.point_m),
+            s.MotionOut(kind=m.kind, direction=_v3(m.direction), point_m=_v(m.point_m),
                         pitch_m_per_rad=m.pitch_m_per_rad) for m in p.motions]) for p in result.parts],
         grounded=result.grounded, starts=result.starts, notes=result.notes)
     return out, result
@@ -156,7 +161,7 @@ def robot_check(assembly_id: str, asm: Assembly, request: s.RobotCheckRequest) -
     refused = [f"{p.name}: {e}" for p, _, e in rows if e]
     if refused:
         raise AssemblyError("payload mass properties refused: " + "; ".join(refused))
-    props = combine([m.transformed(p.pose) for p, m, _ in rows])
+    props = combine([m.transformed(p.pose) for p, m, _ in rows if m is not None])
     payload = check_payload(props, request.flange.to_matrix(asm.unit), request.robot)
 
     def usage(u) -> s.UsageOut:
@@ -166,7 +171,7 @@ def robot_check(assembly_id: str, asm: Assembly, request: s.RobotCheckRequest) -
     grip = check_grip(props.mass_kg, request.grip) if request.grip else None
     return s.RobotCheckResponse(
         assembly_id=assembly_id, ok=payload.ok and (grip is None or grip.ok),
-        mass_kg=payload.mass_kg, cog_flange_m=_v(payload.cog_flange_m), offset_m=payload.offset_m,
+        mass_kg=payload.mass_kg, cog_flange_m=_v3(payload.cog_flange_m), offset_m=payload.offset_m,
         inertia_flange_kgm2=_m(payload.inertia_flange_kgm2),
         usages=[usage(u) for u in payload.usages],
         grip_force_per_finger_n=None if grip is None else grip.required_force_per_finger_n,

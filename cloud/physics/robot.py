@@ -42,10 +42,12 @@ class RobotSpec(_Strict):
     payload_curve: list[PayloadPoint] = Field(
         default_factory=list, description="payload vs CoG offset from the flange; offsets ascending"
     )
-    max_wrist_moment_nm: float | None = Field(None, gt=0, description="allowed static moment on J4/J5, N·m")
-    max_flange_moment_nm: float | None = Field(None, gt=0, description="allowed static moment on J6, N·m")
-    max_wrist_inertia_kgm2: float | None = Field(None, gt=0, description="allowed inertia about J4/J5 axes, kg·m²")
-    max_flange_inertia_kgm2: float | None = Field(None, gt=0, description="allowed inertia about J6 axis, kg·m²")
+    max_wrist_moment_nm: float | None = Field(default=None, gt=0, description="allowed static moment on J4/J5, N·m")
+    max_flange_moment_nm: float | None = Field(default=None, gt=0, description="allowed static moment on J6, N·m")
+    max_wrist_inertia_kgm2: float | None = Field(
+        default=None, gt=0, description="allowed inertia about J4/J5 axes, kg·m²")
+    max_flange_inertia_kgm2: float | None = Field(
+        default=None, gt=0, description="allowed inertia about J6 axis, kg·m²")
 
     @field_validator("payload_curve")
     @classmethod
@@ -70,10 +72,10 @@ class GripSpec(_Strict):
     """A friction grip."""
 
     friction_coefficient: float = Field(gt=0, le=2, description="static friction μ between finger and part")
-    fingers: int = Field(2, ge=1, le=12, description="number of fingers pressing on the part")
-    acceleration_m_s2: float = Field(0.0, ge=0, description="worst-case acceleration of the part, m/s²")
-    safety_factor: float = Field(2.0, ge=1, description="multiplier on the required force")
-    rated_force_n: float | None = Field(None, gt=0, description="gripper's grip force per finger, N")
+    fingers: int = Field(default=2, ge=1, le=12, description="number of fingers pressing on the part")
+    acceleration_m_s2: float = Field(default=0.0, ge=0, description="worst-case acceleration of the part, m/s²")
+    safety_factor: float = Field(default=2.0, ge=1, description="multiplier on the required force")
+    rated_force_n: float | None = Field(default=None, gt=0, description="gripper's grip force per finger, N")
 
 
 @dataclass(frozen=True)

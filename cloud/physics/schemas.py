@@ -25,31 +25,32 @@ class _Model(BaseModel):
 # --- requests ---------------------------------------------------------------------------
 class CollisionRequest(_Model):
     assembly_id: str = Field(description="id returned by POST /assemblies")
-    tolerance_m: float = Field(1e-5, gt=0, le=0.01, description="touching tolerance, metres")
+    tolerance_m: float = Field(default=1e-5, gt=0, le=0.01, description="touching tolerance, metres")
 
 
 class ClearanceRequest(_Model):
     assembly_id: str
-    threshold_m: float = Field(0.005, ge=0, le=100, description="report pairs closer than this, metres")
+    threshold_m: float = Field(default=0.005, ge=0, le=100, description="report pairs closer than this, metres")
 
 
 class MassRequest(_Model):
     assembly_id: str
-    parts: list[str] | None = Field(None, description="parts to include; default all")
-    frame: PoseSpec | None = Field(None, description="frame for the inertia tensor; translation in the assembly unit")
+    parts: list[str] | None = Field(default=None, description="parts to include; default all")
+    frame: PoseSpec | None = Field(
+        default=None, description="frame for the inertia tensor; translation in the assembly unit")
 
 
 class ConstraintRequest(_Model):
     assembly_id: str
-    mates: list[MateSpec] | None = Field(None, description="mates to use instead of the stored ones")
-    poses: dict[str, PoseSpec] | None = Field(None, description="start (solve) or checked (validate) poses")
-    max_starts: int = Field(10, ge=1, le=100, description="multi-start attempts")
-    seed: int = Field(0, description="random seed of the multi-start")
+    mates: list[MateSpec] | None = Field(default=None, description="mates to use instead of the stored ones")
+    poses: dict[str, PoseSpec] | None = Field(default=None, description="start (solve) or checked (validate) poses")
+    max_starts: int = Field(default=10, ge=1, le=100, description="multi-start attempts")
+    seed: int = Field(default=0, description="random seed of the multi-start")
 
 
 class RobotCheckRequest(_Model):
     assembly_id: str
-    payload_parts: list[str] | None = Field(None, description="parts the robot carries; default all")
+    payload_parts: list[str] | None = Field(default=None, description="parts the robot carries; default all")
     flange: PoseSpec = Field(default_factory=PoseSpec, description="tool flange pose; translation in the assembly unit")
     robot: RobotSpec
     grip: GripSpec | None = None
@@ -81,14 +82,14 @@ class PairOut(_Model):
     status: Literal["separated", "touching", "interfering"]
     distance_m: float = Field(description="minimum surface distance, metres (0 when they touch or cross)")
     distance_unit: float = Field(description="the same in the assembly unit")
-    point_a_m: Vec3 | None = Field(None, description="closest point on a, world frame, metres")
-    point_b_m: Vec3 | None = Field(None, description="closest point on b, world frame, metres")
-    volume_m3: float | None = Field(None, description="exact intersection volume, m³")
-    volume_unit3: float | None = Field(None, description="intersection volume in the assembly unit cubed")
-    centroid_m: Vec3 | None = Field(None, description="centroid of the intersection, metres")
-    depth_m: float | None = Field(None, description="mean thickness of the intersection 2V/S, metres")
-    region_min_m: Vec3 | None = Field(None, description="contact/intersection region box, low corner, m")
-    region_max_m: Vec3 | None = Field(None, description="contact/intersection region box, high corner, m")
+    point_a_m: Vec3 | None = Field(default=None, description="closest point on a, world frame, metres")
+    point_b_m: Vec3 | None = Field(default=None, description="closest point on b, world frame, metres")
+    volume_m3: float | None = Field(default=None, description="exact intersection volume, m³")
+    volume_unit3: float | None = Field(default=None, description="intersection volume in the assembly unit cubed")
+    centroid_m: Vec3 | None = Field(default=None, description="centroid of the intersection, metres")
+    depth_m: float | None = Field(default=None, description="mean thickness of the intersection 2V/S, metres")
+    region_min_m: Vec3 | None = Field(default=None, description="contact/intersection region box, low corner, m")
+    region_max_m: Vec3 | None = Field(default=None, description="contact/intersection region box, high corner, m")
     note: str = ""
 
 
@@ -117,7 +118,7 @@ class MassOut(_Model):
     com_m: Vec3 = Field(description="centre of mass, metres (part frame for parts, world for the assembly)")
     com_unit: Vec3 = Field(description="centre of mass in the assembly/part unit")
     inertia_com_kgm2: Mat3 = Field(description="inertia tensor about the CoM, axes of the frame, kg·m²")
-    inertia_frame_kgm2: Mat3 | None = Field(None, description="inertia about the requested frame, kg·m²")
+    inertia_frame_kgm2: Mat3 | None = Field(default=None, description="inertia about the requested frame, kg·m²")
     principal_moments_kgm2: Vec3
     principal_axes: Mat3 = Field(description="columns are the principal axes (unit vectors)")
     surface_area_m2: float
@@ -131,9 +132,9 @@ class PartMassOut(_Model):
     name: str
     material: str
     density_kg_m3: float
-    world: MassOut | None = Field(None, description="in the world frame; null if refused")
-    local: MassOut | None = Field(None, description="in the part frame and unit; null if refused")
-    error: str | None = Field(None, description="why the part's mass properties were refused")
+    world: MassOut | None = Field(default=None, description="in the world frame; null if refused")
+    local: MassOut | None = Field(default=None, description="in the part frame and unit; null if refused")
+    error: str | None = Field(default=None, description="why the part's mass properties were refused")
 
 
 class MassResponse(_Model):
@@ -146,7 +147,7 @@ class MassResponse(_Model):
 class MotionOut(_Model):
     kind: Literal["translation", "rotation", "screw"]
     direction: Vec3 = Field(description="translation direction or rotation axis (unit vector, world)")
-    point_m: Vec3 | None = Field(None, description="a point on the rotation axis, metres")
+    point_m: Vec3 | None = Field(default=None, description="a point on the rotation axis, metres")
     pitch_m_per_rad: float = 0.0
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import scipy.linalg
@@ -32,6 +33,7 @@ from cloud.physics.mates import MateSpec
 __all__ = ["MateResidual", "MateSystem", "Motion", "PartDof", "RedundantMate", "SolveResult"]
 
 RANK_TOL = 1e-7
+MotionKind = Literal["translation", "rotation", "screw"]
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,7 @@ class RedundantMate:
 class Motion:
     """A free motion: translation along ``direction``, or rotation/screw about an axis."""
 
-    kind: str
+    kind: MotionKind
     direction: np.ndarray
     point_m: np.ndarray | None = None
     pitch_m_per_rad: float = 0.0
@@ -150,7 +152,7 @@ def _null_space(basis: np.ndarray, n: int) -> np.ndarray:
 
 
 def _damped_solve(jtj: np.ndarray, jtr: np.ndarray, lam: float,
-                  diag: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+                  diag: tuple[np.ndarray, ...]) -> np.ndarray:
     """δ from (JᵀJ + λI)δ = −Jᵀr; Cholesky, or LU if rounding left the matrix indefinite."""
     a = jtj.copy()
     a[diag] += lam
@@ -180,8 +182,8 @@ class MateSystem:
         self.free_index = {n: k for k, n in enumerate(self.free)}
         poses = np.stack([p.pose for p in assembly.parts])
         spread = np.ptp(poses[:, :3, 3], axis=0) if len(poses) > 1 else np.zeros(3)
-        sizes = [np.linalg.norm(np.ptp(p.mesh.vertices, axis=0)) for p in assembly.parts]
-        self.length = float(max(np.linalg.norm(spread), max(sizes), 1e-3))
+        sizes = [float(np.linalg.norm(np.ptp(p.mesh.vertices, axis=0))) for p in assembly.parts]
+        self.length = max(float(np.linalg.norm(spread)), *sizes, 1e-3)
         self.tolerance = tolerance
         self._part_of = index
         self._free_rows = np.array([index[n] for n in self.free], dtype=np.intp)
@@ -310,19 +312,19 @@ class MateSystem:
         return sorted(core)
 
     def _connected(self, seeds: set[int]) -> list[int]:
-        parts_of = []
+        parts_of: list[set[str]] = []
         for m in self.mates:
-            ps = {m.a.part} | ({m.b.part} if m.b is not None else {None})
-            parts_of.append({p for p in ps if p is not None and p not in self.grounded})
-        reach = set().union(*(parts_of[k] for k in seeds)) if seeds else set()
+            named = [m.a.part, m.b.part if m.b is not None else None]
+            parts_of.append({p for p in named if p is not None and p not in self.grounded})
+        reach: set[str] = set().union(*(parts_of[k] for k in seeds)) if seeds else set()
         changed = True
         while changed:
             changed = False
-            for ps in parts_of:
-                if ps & reach and not ps <= reach:
-                    reach |= ps
+            for touched in parts_of:
+                if touched & reach and not touched <= reach:
+                    reach |= touched
                     changed = True
-        return [k for k, ps in enumerate(parts_of) if ps & reach or k in seeds]
+        return [k for k, touched in enumerate(parts_of) if touched & reach or k in seeds]
 
     # --- analysis -------------------------------------------------------------------------
     def _result(self, poses: np.ndarray, starts: int, conflicting: list[int]) -> SolveResult:
@@ -382,6 +384,6 @@ class MateSystem:
             ww = float(w @ w)
             point = pose[:3, 3] + self.length * np.cross(w, v) / ww
             pitch = float(w @ v) * self.length / ww
-            kind = "rotation" if abs(pitch) < 1e-9 * self.length else "screw"
+            kind: MotionKind = "rotation" if abs(pitch) < 1e-9 * self.length else "screw"
             motions.append(Motion(kind, w / np.sqrt(ww), point, pitch))
         return PartDof(name, basis.shape[1], motions)
