@@ -150,3 +150,38 @@ def test_open_part_crossing_reports_unknown_volume() -> None:
     assert found[0].status == "interfering"
     assert found[0].volume_m3 is None
     assert "not closed" in found[0].note
+
+
+def test_check_follows_moves_and_rigid_motion_of_the_whole_assembly() -> None:
+    """Cached structures and intersection solids never hide a move; a rigid move keeps the volume."""
+    da, db, shift = np.array([100.0, 80.0, 60.0]), np.array([50.0, 70.0, 90.0]), np.array([0.06, 0.01, 0.0])
+    lo = np.maximum(-da / 2e3, shift - db / 2e3)
+    hi = np.minimum(da / 2e3, shift + db / 2e3)
+    volume = float(np.prod(hi - lo))
+    a, b = mesh_of(trimesh.creation.box(da)), mesh_of(trimesh.creation.box(db))
+    rot = Rotation.from_rotvec([0.3, -0.2, 0.5]).as_matrix()
+    c = np.array([3.0, -2.0, 1.0])
+    world = CollisionWorld([part("a", a, _pose(rot, c)), part("b", b, _pose(rot, c + rot @ shift))])
+    first = world.check(TOL)
+    assert [r.status for r in first] == ["interfering"]
+    assert first[0].volume_m3 == pytest.approx(volume, rel=1e-9)
+    start = world.poses.copy()
+    away = start.copy()
+    away[1, :3, 3] += rot @ np.array([0.2, 0.0, 0.0])
+    world.set_poses(away)
+    assert world.check(TOL) == []
+    world.set_poses(start)
+    again = world.check(TOL)
+    assert again[0].volume_m3 == pytest.approx(volume, rel=1e-9)
+    np.testing.assert_allclose(again[0].centroid_m, first[0].centroid_m, atol=1e-12)
+    # the whole assembly turned and carried 5 m away: same volume, centroid carried along
+    move = _pose(Rotation.from_rotvec([0.0, 0.7, 0.1]).as_matrix(), np.array([5.0, 1.0, -4.0]))
+    world.set_poses(np.stack([move @ p for p in start]))
+    moved = world.check(TOL)
+    assert moved[0].volume_m3 == pytest.approx(volume, rel=1e-9)
+    expected = move[:3, :3] @ first[0].centroid_m + move[:3, 3]
+    np.testing.assert_allclose(moved[0].centroid_m, expected, atol=1e-9)
+    # the same answer without any cache
+    fresh = CollisionWorld([part("a", a, _pose(rot, c)), part("b", b, _pose(rot, c + rot @ shift))],
+                           cache_results=False).check(TOL)
+    assert fresh[0].volume_m3 == pytest.approx(volume, rel=1e-9)

@@ -142,3 +142,26 @@ def test_validate_reports_the_violation_without_moving() -> None:
     assert not result.converged
     assert result.violated[0].length_m > 0.01
     np.testing.assert_array_equal(result.poses["l1"], asm.part("l1").pose)
+
+
+MORE_MATES = [  # (name, mates on g and l1 [and l2], free parts, remaining DOF)
+    ("point-on-plane", [{"type": "coincident", "a": pt("l1", (10, 0, 0)), "b": pl("g", (0, 0, 50), (0, 0, 1))}],
+     1, 5),
+    ("point-on-axis", [{"type": "coincident", "a": pt("l1", (10, 0, 0)), "b": ax("g", (0, 0, 0))}], 1, 4),
+    ("point-distance", [{"type": "distance", "distance": 120.0, "a": pt("g", (0, 0, 0)), "b": pt("l1", (0, 0, 0))}],
+     1, 5),
+    ("parallel-axes", [{"type": "parallel", "a": ax("g", (0, 0, 0)), "b": ax("l1", (0, 0, 0), (1, 0, 0))}], 1, 4),
+    ("point-to-point-distance-on-plane", [
+        {"type": "distance", "distance": 20.0, "a": pt("l1", (0, 0, -50)), "b": pl("g", (0, 0, 50), (0, 0, 1))},
+        {"type": "parallel", "a": ax("g", (0, 0, 0)), "b": ax("l1", (0, 0, 0))}], 1, 3),
+    ("fixed-to-a-moving-part", revolute("g", "l1") + [
+        {"type": "fixed", "a": {"part": "l2", "kind": "point"}, "b": {"part": "l1", "kind": "point"}}], 2, 1),
+]
+
+
+@pytest.mark.parametrize(("name", "mates", "n_free", "dof"), MORE_MATES, ids=[m[0] for m in MORE_MATES])
+def test_other_mate_kinds_solve_with_exact_dof(name, mates, n_free, dof) -> None:
+    asm = _build(n_free, mates, np.random.default_rng(7))
+    result = MateSystem(asm).solve(seed=2)
+    assert result.converged, [v.name for v in result.violated]
+    assert result.dof_total == dof
