@@ -1,0 +1,122 @@
+"""The cloud service's configuration: one TOML file, validated strictly, secrets kept out of logs.
+
+The database URL may come from the environment (``TWINCLOUD_DATABASE_URL``),
+which wins over the file, so a container or a systemd credential can carry the
+PostgreSQL password without writing it into the config.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, SecretStr, field_validator
+
+from shared.configbase import ByteSize, ConfigFileError, Duration, StrictModel, load_config
+
+__all__ = [
+    "DATABASE_URL_ENV",
+    "CloudConfig",
+    "ConfigFileError",
+    "DatabaseConfig",
+    "RetentionConfig",
+    "ServerConfig",
+    "SyncConfig",
+    "load_cloud_config",
+    "redact_url",
+]
+
+DATABASE_URL_ENV = "TWINCLOUD_DATABASE_URL"
+CONFIG_ENV = "TWINCLOUD_CONFIG"
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced by ``***``, fit for a log line."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = netloc[0].split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
+
+
+class ServerConfig(StrictModel):
+    host: str = Field(default="127.0.0.1", min_length=1, max_length=255)
+    port: int = Field(default=8080, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1, le=64, description="uvicorn worker processes")
+    metrics_public: bool = Field(default=False, description="serve /metrics without a token")
+    auth_cache_ttl: Duration = Field(
+        default=5.0, ge=0, le=300, description="how long a checked token is trusted before it is looked up again")
+
+
+class DatabaseConfig(StrictModel):
+    url: SecretStr = Field(
+        default=SecretStr("sqlite:///twincloud.db"),
+        description="sqlite:///path/to/file.db or postgresql://user:pass@host:5432/db")
+    pool_size: int = Field(default=8, ge=1, le=200, description="connections per process (readers for SQLite)")
+    busy_timeout: Duration = Field(default=10.0, ge=0.1, le=600, description="wait for a locked database")
+    timescaledb: Literal["auto", "off"] = Field(
+        default="auto", description="use TimescaleDB hypertables when the extension is installed")
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, value: SecretStr) -> SecretStr:
+        url = value.get_secret_value()
+        if not url.startswith(("sqlite://", "postgresql://", "postgres://")):
+            raise ValueError("expected sqlite:///path/file.db or postgresql://user@host/db")
+        return value
+
+    @property
+    def backend(self) -> Literal["sqlite", "postgres"]:
+        return "sqlite" if self.url.get_secret_value().startswith("sqlite") else "postgres"
+
+    @property
+    def sqlite_path(self) -> Path:
+        """The file of a ``sqlite:///relative.db`` or ``sqlite:////absolute.db`` URL."""
+        return Path(self.url.get_secret_value().removeprefix("sqlite:///") or "twincloud.db")
+
+
+class SyncConfig(StrictModel):
+    max_body_bytes: ByteSize = Field(default=8 * 1024**2, ge=1024, le=1024**3,
+                                     description="largest compressed request body")
+    max_decoded_bytes: ByteSize = Field(default=64 * 1024**2, ge=1024, le=4 * 1024**3,
+                                        description="largest body after decompression")
+    max_frames: int = Field(default=20_000, ge=1, le=50_000, description="frames per batch")
+    max_concurrent: int = Field(default=8, ge=1, le=1024, description="sync requests handled at once per process")
+    retry_after: Duration = Field(default=2.0, ge=1, le=3600, description="Retry-After sent with 429 and 503")
+
+
+class RetentionConfig(StrictModel):
+    samples_days: int = Field(default=90, ge=0, le=36_500,
+                              description="raw samples (and the frame index) kept this long; 0 keeps them")
+    rollups_days: int = Field(default=730, ge=0, le=36_500, description="per-minute rollups; 0 keeps them")
+    interval: Duration = Field(default=3600.0, ge=1, le=7 * 86400, description="how often old data is removed")
+
+
+class LogConfig(StrictModel):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class CloudConfig(StrictModel):
+    server: ServerConfig = ServerConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    sync: SyncConfig = SyncConfig()
+    retention: RetentionConfig = RetentionConfig()
+    log: LogConfig = LogConfig()
+
+
+def load_cloud_config(path: str | Path | None) -> CloudConfig:
+    """The config from ``path`` (defaults when None), with the environment's database URL on top."""
+    config = CloudConfig() if path is None else load_config(path, CloudConfig)
+    env_url = os.environ.get(DATABASE_URL_ENV)
+    if env_url:
+        data = config.database.model_dump()
+        data["url"] = SecretStr(env_url)
+        try:
+            database = DatabaseConfig.model_validate(data)
+        except ValueError as exc:
+            raise ConfigFileError(DATABASE_URL_ENV, [str(exc).splitlines()[-1].strip()]) from None
+        config = config.model_copy(update={"database": database})
+    return config

@@ -1,0 +1,435 @@
+"""The storage interface both backends implement, and the query logic they share.
+
+Layout (the same in SQLite and PostgreSQL): ``devices``; ``series`` (one per
+device and field, with its latest value kept at ingest); ``frames`` (one row
+per reading, unique on ``(device, ts)`` — the dedup key); ``samples`` in long
+format ``(series_id, ts, value, text)`` with primary key ``(series_id, ts)``;
+``rollups_1m`` (count, sum, min, max, first, last per series and minute, kept
+at ingest so that an aggregate over millions of points reads thousands of
+rows); ``identities`` (hashed tokens of edges and people) and ``edge_status``.
+Times are integer microseconds since the epoch throughout.
+
+A backend implements the small ``_``-free primitives marked abstract; history
+paging and aggregate bucketing live here so that both answer alike.
+"""
+
+from __future__ import annotations
+
+import abc
+import base64
+import binascii
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from shared.batch import EdgeHealth
+from shared.errors import TwinedgeError
+from shared.frame import TelemetryFrame
+
+__all__ = [
+    "AGG_FUNCS",
+    "MINUTE_US",
+    "AggRow",
+    "BadQuery",
+    "DeviceState",
+    "EdgeRecord",
+    "HistoryPage",
+    "IngestResult",
+    "Principal",
+    "SeriesInfo",
+    "Storage",
+    "StorageError",
+    "StorageUnavailable",
+    "UnknownDevice",
+    "build_rows",
+    "metric_field",
+]
+
+MINUTE_US = 60_000_000
+AGG_FUNCS = ("mean", "min", "max", "sum", "count", "first", "last")
+Kind = Literal["num", "bool", "text"]
+Role = Literal["admin", "operator", "viewer", "edge"]
+
+
+class StorageError(TwinedgeError):
+    """A storage operation failed."""
+
+
+class StorageUnavailable(StorageError):
+    """The database is busy or unreachable right now; the caller may retry later."""
+
+
+class BadQuery(StorageError):
+    """A query parameter is unusable (bad cursor, unknown field). ``status`` is the HTTP answer."""
+
+    status = 400
+
+
+class UnknownDevice(BadQuery):
+    status = 404
+
+
+def metric_field(name: str) -> str:
+    """Derived metrics live beside the sensors as ``metrics.<name>``."""
+    return "metrics." + name
+
+
+def us(ts: float) -> int:
+    return round(ts * 1_000_000)
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesInfo:
+    id: int
+    field: str
+    kind: Kind
+    last_ts: int | None = None
+    last_value: float | None = None
+    last_text: str | None = None
+
+    def render(self, value: float | None, text: str | None) -> bool | float | str | None:
+        if text is not None:
+            return text
+        if value is not None and self.kind == "bool":
+            return bool(value)
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    stored: int
+    duplicates: int
+    stored_frames: list[TelemetryFrame]
+    samples: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    kind: Literal["edge", "user"]
+    name: str
+    role: Role
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeRecord:
+    name: str
+    created_at: int
+    revoked: bool
+    last_seen: int | None = None
+    last_seq: int | None = None
+    queue_depth: int | None = None
+    oldest_age_s: float | None = None
+    drops: dict[str, int] = field(default_factory=dict)
+    quarantined: int | None = None
+    sources: dict[str, str] = field(default_factory=dict)
+    frames_stored: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceState:
+    device_id: str
+    last_ts: int | None
+    status: str | None
+    edge: str | None
+    values: dict[str, tuple[int, bool | float | str | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    device_id: str
+    series: list[tuple[SeriesInfo, list[tuple[int, bool | float | str | None]]]]
+    next_cursor: str | None
+
+
+@dataclass(slots=True)
+class AggRow:
+    """Partial aggregate of one series in one bucket; partials merge associatively."""
+
+    count: int
+    sum: float
+    min: float
+    max: float
+    first_ts: int
+    first: float | None
+    last_ts: int
+    last: float | None
+
+    def merge(self, other: AggRow) -> None:
+        self.count += other.count
+        self.sum += other.sum
+        self.min = min(self.min, other.min)
+        self.max = max(self.max, other.max)
+        if other.first_ts < self.first_ts:
+            self.first_ts, self.first = other.first_ts, other.first
+        if other.last_ts > self.last_ts:
+            self.last_ts, self.last = other.last_ts, other.last
+
+
+Rollup = list[Any]  # [count, sum, min, max, first_ts, first, last_ts, last]
+
+
+def build_rows(
+    frames: Sequence[TelemetryFrame],
+    series_of: dict[tuple[str, str], int],
+) -> tuple[list[tuple[int, int, float | None, str | None]], dict[tuple[int, int], Rollup],
+           dict[int, tuple[int, float | None, str | None]]]:
+    """Sample rows, per-minute rollups and each series' newest value for ``frames``.
+
+    ``series_of`` maps (device, field) to a series id and must hold every field.
+    """
+    rows: list[tuple[int, int, float | None, str | None]] = []
+    rollups: dict[tuple[int, int], Rollup] = {}
+    newest: dict[int, tuple[int, float | None, str | None]] = {}
+    append = rows.append
+    for frame in frames:
+        ts = us(frame.ts)
+        minute = ts - ts % MINUTE_US
+        device = frame.device_id
+        items: Iterable[tuple[str, Any]] = frame.sensors.items()
+        if frame.metrics:
+            items = [*items, *((metric_field(k), v) for k, v in frame.metrics.items())]
+        for name, raw in items:
+            sid = series_of[(device, name)]
+            if isinstance(raw, str):
+                value, text = None, raw
+            else:
+                value, text = float(raw), None
+            append((sid, ts, value, text))
+            last = newest.get(sid)
+            if last is None or last[0] < ts:
+                newest[sid] = (ts, value, text)
+            if value is None:
+                continue
+            agg = rollups.get((sid, minute))
+            if agg is None:
+                rollups[(sid, minute)] = [1, value, value, value, ts, value, ts, value]
+                continue
+            agg[0] += 1
+            agg[1] += value
+            if value < agg[2]:
+                agg[2] = value
+            if value > agg[3]:
+                agg[3] = value
+            if ts < agg[4]:
+                agg[4], agg[5] = ts, value
+            if ts > agg[6]:
+                agg[6], agg[7] = ts, value
+    return rows, rollups, newest
+
+
+def field_kinds(frames: Sequence[TelemetryFrame]) -> dict[tuple[str, str], Kind]:
+    """Every (device, field) of ``frames`` with the kind of its first value."""
+    kinds: dict[tuple[str, str], Kind] = {}
+    for frame in frames:
+        for name, raw in frame.sensors.items():
+            key = (frame.device_id, name)
+            if key not in kinds:
+                kinds[key] = "text" if isinstance(raw, str) else "bool" if isinstance(raw, bool) else "num"
+        for name in frame.metrics:
+            kinds.setdefault((frame.device_id, metric_field(name)), "num")
+    return kinds
+
+
+def encode_cursor(field_name: str, ts: int) -> str:
+    return base64.urlsafe_b64encode(f"{ts}|{field_name}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[str, int]:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        ts, field_name = text.split("|", 1)
+        return field_name, int(ts)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise BadQuery("cursor: not a cursor this service handed out") from None
+
+
+class Storage(abc.ABC):
+    """One database behind the API. Every method is a coroutine and never blocks the event loop."""
+
+    backend: str = ""
+
+    # --- lifecycle -------------------------------------------------------------------
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect and bring the schema up to date (migrations are versioned and idempotent)."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Raise StorageUnavailable when the database does not answer."""
+
+    @abc.abstractmethod
+    async def schema_version(self) -> int: ...
+
+    # --- ingest ----------------------------------------------------------------------
+    async def ingest(
+        self,
+        edge: str,
+        frames: Sequence[tuple[int, TelemetryFrame]],
+        health: EdgeHealth | None,
+        now_us: int,
+        rejected: int = 0,
+    ) -> IngestResult:
+        """Store each reading once (unique on device and timestamp) and record the edge's health.
+
+        Returns how many frames were new and how many were already stored
+        (by an earlier batch, or twice in this one).
+        """
+        seen: set[tuple[str, int]] = set()
+        unique: list[tuple[int, TelemetryFrame]] = []
+        for seq, frame in frames:
+            key = (frame.device_id, us(frame.ts))
+            if key not in seen:
+                seen.add(key)
+                unique.append((seq, frame))
+        last_seq = max((seq for seq, _ in frames), default=None)
+        stored, samples = await self._ingest(edge, unique, health, now_us, last_seq, rejected, len(frames))
+        return IngestResult(len(stored), len(frames) - len(stored), stored, samples)
+
+    @abc.abstractmethod
+    async def _ingest(
+        self, edge: str, frames: list[tuple[int, TelemetryFrame]], health: EdgeHealth | None,
+        now_us: int, last_seq: int | None, rejected: int, received: int,
+    ) -> tuple[list[TelemetryFrame], int]:
+        """Insert the frames not stored yet, in one transaction; return them and the sample count."""
+
+    # --- identities ------------------------------------------------------------------
+    @abc.abstractmethod
+    async def create_identity(self, kind: str, name: str, role: str, token_hash: str, now_us: int) -> None:
+        """Raise StorageError when the name is taken."""
+
+    @abc.abstractmethod
+    async def set_token(self, kind: str, name: str, token_hash: str) -> bool:
+        """Replace the token of an identity (and lift a revocation); False when it does not exist."""
+
+    @abc.abstractmethod
+    async def revoke(self, kind: str, name: str, now_us: int) -> bool: ...
+
+    @abc.abstractmethod
+    async def principal(self, token_hash: str) -> Principal | None: ...
+
+    @abc.abstractmethod
+    async def identities(self, kind: str) -> list[dict[str, Any]]: ...
+
+    @abc.abstractmethod
+    async def edges(self) -> list[EdgeRecord]: ...
+
+    # --- query primitives ------------------------------------------------------------
+    @abc.abstractmethod
+    async def devices(self) -> list[str]: ...
+
+    @abc.abstractmethod
+    async def device(self, name: str) -> tuple[int, int | None, str | None, str | None] | None:
+        """(id, last ts, last status, last edge) of a device, None when unknown."""
+
+    @abc.abstractmethod
+    async def series(self, device_id: int) -> list[SeriesInfo]: ...
+
+    @abc.abstractmethod
+    async def scan(self, series_id: int, start: int, stop: int,
+                   limit: int) -> list[tuple[int, float | None, str | None]]:
+        """Samples of one series with start <= ts < stop, oldest first."""
+
+    @abc.abstractmethod
+    async def raw_aggregate(self, series_ids: list[int], start: int, stop: int, window: int,
+                            first_last: bool) -> dict[tuple[int, int], AggRow]: ...
+
+    @abc.abstractmethod
+    async def rollup_aggregate(self, series_ids: list[int], start: int, stop: int, window: int,
+                               first_last: bool) -> dict[tuple[int, int], AggRow]:
+        """Like raw_aggregate over whole minutes from the per-minute rollups (start, stop minute-aligned)."""
+
+    @abc.abstractmethod
+    async def purge(self, samples_before: int | None, rollups_before: int | None) -> int:
+        """Delete samples and frames, and rollups, older than the cutoffs (None keeps them); rows deleted."""
+
+    # --- shared queries --------------------------------------------------------------
+    async def _resolve(self, device: str, fields: Sequence[str] | None) -> tuple[tuple[Any, ...], list[SeriesInfo]]:
+        row = await self.device(device)
+        if row is None:
+            raise UnknownDevice(f"device {device!r} has sent no data")
+        known = sorted(await self.series(row[0]), key=lambda s: s.field)
+        if not fields:
+            return row, known
+        by_name = {s.field: s for s in known}
+        missing = [f for f in fields if f not in by_name]
+        if missing:
+            raise BadQuery(f"fields: device {device!r} has no field {missing[0]!r}"
+                           f" (known: {', '.join(sorted(by_name)[:20]) or 'none'})")
+        return row, sorted({by_name[f] for f in fields}, key=lambda s: s.field)
+
+    async def state(self, device: str) -> DeviceState:
+        row, series = await self._resolve(device, None)
+        values = {s.field: (s.last_ts or 0, s.render(s.last_value, s.last_text))
+                  for s in series if s.last_ts is not None}
+        return DeviceState(device, row[1], row[2], row[3], values)
+
+    async def history(self, device: str, fields: Sequence[str] | None, start: int, stop: int,
+                      limit: int, cursor: str | None) -> HistoryPage:
+        """Points in field order, oldest first within a field; ``limit`` counts points over all fields."""
+        _, series = await self._resolve(device, fields)
+        after_field, after_ts = decode_cursor(cursor) if cursor else ("", -1)
+        out: list[tuple[SeriesInfo, list[tuple[int, bool | float | str | None]]]] = []
+        left = limit
+        next_cursor = None
+        for info in series:
+            if info.field < after_field:
+                continue
+            lo = max(start, after_ts + 1) if info.field == after_field else start
+            if lo >= stop:
+                continue
+            rows = await self.scan(info.id, lo, stop, left + 1)
+            if not rows:
+                continue
+            if len(rows) > left:
+                rows = rows[:left]
+                if rows:
+                    out.append((info, [(ts, info.render(v, t)) for ts, v, t in rows]))
+                    next_cursor = encode_cursor(info.field, rows[-1][0])
+                else:
+                    prev = out[-1]
+                    next_cursor = encode_cursor(prev[0].field, prev[1][-1][0])
+                break
+            out.append((info, [(ts, info.render(v, t)) for ts, v, t in rows]))
+            left -= len(rows)
+        return HistoryPage(device, out, next_cursor)
+
+    async def aggregate(self, device: str, fields: Sequence[str] | None, start: int, stop: int,
+                        window: int) -> list[tuple[SeriesInfo, list[tuple[int, AggRow]]]]:
+        """Buckets of ``window`` µs aligned to the epoch; whole minutes come from the rollups."""
+        _, series = await self._resolve(device, fields)
+        numeric = [s for s in series if s.kind != "text"]
+        ids = [s.id for s in numeric]
+        merged: dict[tuple[int, int], AggRow] = {}
+        if ids:
+            for part in await self._aggregate_parts(ids, start, stop, window):
+                for key, agg in part.items():
+                    have = merged.get(key)
+                    if have is None:
+                        merged[key] = agg
+                    else:
+                        have.merge(agg)
+        result = []
+        for info in numeric:
+            buckets = sorted((b, agg) for (sid, b), agg in merged.items() if sid == info.id)
+            result.append((info, buckets))
+        return result
+
+    async def _aggregate_parts(self, ids: list[int], start: int, stop: int,
+                               window: int) -> list[dict[tuple[int, int], AggRow]]:
+        if window % MINUTE_US:
+            return [await self.raw_aggregate(ids, start, stop, window, True)]
+        mid_lo = -(-start // MINUTE_US) * MINUTE_US
+        mid_hi = stop - stop % MINUTE_US
+        if mid_lo >= mid_hi:
+            return [await self.raw_aggregate(ids, start, stop, window, True)]
+        parts = [await self.rollup_aggregate(ids, mid_lo, mid_hi, window, True)]
+        if start < mid_lo:
+            parts.append(await self.raw_aggregate(ids, start, mid_lo, window, True))
+        if mid_hi < stop:
+            parts.append(await self.raw_aggregate(ids, mid_hi, stop, window, True))
+        return parts

@@ -1,0 +1,295 @@
+"""PostgreSQL storage (asyncpg): for production and for several API processes or machines.
+
+The schema is the one SQLite uses. When the TimescaleDB extension is
+installed, ``samples`` becomes a hypertable (one-day chunks of integer
+microseconds) with native compression after seven days and retention by
+dropping chunks; otherwise it stays a plain table with a BRIN index on time,
+which keeps time-range deletes cheap. Batches travel as arrays, one statement
+per table.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+
+from cloud.config import redact_url
+from cloud.migrations import MIGRATIONS
+from cloud.storage import postgres_sql as q
+from cloud.storage.base import (
+    AggRow,
+    EdgeRecord,
+    Principal,
+    SeriesInfo,
+    Storage,
+    StorageError,
+    StorageUnavailable,
+    build_rows,
+    field_kinds,
+    us,
+)
+from shared.batch import EdgeHealth
+from shared.frame import TelemetryFrame
+
+__all__ = ["PostgresStorage"]
+
+log = logging.getLogger(__name__)
+_RETRYABLE = (
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.QueryCanceledError,
+)
+
+
+class PostgresStorage(Storage):
+    backend = "postgres"
+
+    def __init__(self, dsn: str, *, pool_size: int = 8, timescale: bool = True, command_timeout: float = 30.0):
+        self._dsn = dsn
+        self._pool_size = pool_size
+        self._want_timescale = timescale
+        self._timeout = command_timeout
+        self._pool: asyncpg.Pool | None = None
+        self.timescale = False
+        self._devices: dict[str, int] = {}
+        self._series: dict[tuple[str, str], int] = {}
+
+    @property
+    def where(self) -> str:
+        return redact_url(self._dsn)
+
+    @asynccontextmanager
+    async def _con(self) -> AsyncIterator[asyncpg.Connection]:
+        if self._pool is None:
+            raise StorageUnavailable("the PostgreSQL store is not open")
+        try:
+            async with self._pool.acquire() as con:
+                yield con
+        except _RETRYABLE as exc:
+            raise StorageUnavailable(f"PostgreSQL at {self.where} is busy: {exc}") from None
+        except (OSError, asyncpg.InterfaceError) as exc:
+            raise StorageUnavailable(f"PostgreSQL at {self.where} is unreachable: {exc}") from None
+        except asyncpg.PostgresError as exc:
+            raise StorageError(f"PostgreSQL at {self.where}: {exc}") from None
+
+    async def open(self) -> None:
+        if self._pool is None:
+            await self._connect()
+        async with self._con() as con:
+            await con.execute("SELECT pg_advisory_lock($1)", q.MIGRATION_LOCK)
+            try:
+                await self._migrate(con)
+                await self._setup_timescale(con)
+            finally:
+                await con.execute("SELECT pg_advisory_unlock($1)", q.MIGRATION_LOCK)
+
+    async def _connect(self) -> None:
+        try:
+            self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=self._pool_size,
+                                                   command_timeout=self._timeout)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StorageUnavailable(f"cannot connect to PostgreSQL at {self.where}: {exc}") from None
+
+    async def _migrate(self, con: asyncpg.Connection) -> None:
+        await con.execute(q.CREATE_MIGRATIONS)
+        have = {r[0] for r in await con.fetch("SELECT version FROM schema_migrations")}
+        for mig in MIGRATIONS:
+            if mig.version in have:
+                continue
+            async with con.transaction():
+                await con.execute(mig.postgres)
+                await con.execute("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                                  mig.version, mig.name)
+            log.info("PostgreSQL at %s migrated to schema version %d", self.where, mig.version)
+
+    async def _setup_timescale(self, con: asyncpg.Connection) -> None:
+        available = self._want_timescale and await con.fetchval(q.TIMESCALE_AVAILABLE)
+        if available:
+            try:
+                if not await con.fetchval("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'") or \
+                        not await con.fetchval(q.IS_HYPERTABLE):
+                    async with con.transaction():
+                        for statement in q.TIMESCALE_SETUP:
+                            await con.execute(statement)
+                    log.info("PostgreSQL at %s: samples stored in a TimescaleDB hypertable", self.where)
+                self.timescale = True
+                return
+            except asyncpg.PostgresError as exc:
+                log.warning("TimescaleDB is installed at %s but cannot be used (%s); using a plain table "
+                            "with a BRIN index", self.where, exc)
+        await con.execute(q.BRIN_INDEX)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def ping(self) -> None:
+        async with self._con() as con:
+            await con.fetchval("SELECT 1")
+
+    async def schema_version(self) -> int:
+        async with self._con() as con:
+            return int(await con.fetchval("SELECT max(version) FROM schema_migrations") or 0)
+
+    # --- ingest ----------------------------------------------------------------------
+    async def _ingest(self, edge: str, frames: list[tuple[int, TelemetryFrame]], health: EdgeHealth | None,
+                      now_us: int, last_seq: int | None, rejected: int,
+                      received: int) -> tuple[list[TelemetryFrame], int]:
+        async with self._con() as con, con.transaction():
+            devices = await self._device_ids(con, {f.device_id for _, f in frames}, now_us)
+            rows = await con.fetch(q.INSERT_FRAMES, [devices[f.device_id] for _, f in frames],
+                                   [us(f.ts) for _, f in frames], edge, [s for s, _ in frames],
+                                   [f.status for _, f in frames])
+            fresh = {(r[0], r[1]) for r in rows}
+            stored = [f for _, f in frames if (devices[f.device_id], us(f.ts)) in fresh]
+            series = await self._series_ids(con, devices, field_kinds(stored))
+            samples, rollups, newest = build_rows(stored, series)
+            if samples:
+                await con.execute(q.INSERT_SAMPLES, *map(list, zip(*samples, strict=True)))
+            if rollups:
+                keys = sorted(rollups)
+                cols = list(zip(*((sid, b, *rollups[(sid, b)]) for sid, b in keys), strict=True))
+                await con.execute(q.UPSERT_ROLLUPS, *map(list, cols))
+            if newest:
+                ids = sorted(newest)
+                await con.execute(q.UPDATE_SERIES_LAST, ids, [newest[i][0] for i in ids],
+                                  [newest[i][1] for i in ids], [newest[i][2] for i in ids])
+            latest: dict[int, TelemetryFrame] = {}
+            for frame in stored:
+                did = devices[frame.device_id]
+                if did not in latest or latest[did].ts < frame.ts:
+                    latest[did] = frame
+            if latest:
+                ids = sorted(latest)
+                await con.execute(q.UPDATE_DEVICES_LAST, ids, [us(latest[i].ts) for i in ids],
+                                  [latest[i].status for i in ids], edge)
+            await _record_edge(con, edge, health, now_us, last_seq, len(stored), received - len(stored), rejected)
+        self._devices.update(devices)
+        self._series.update(series)
+        return stored, len(samples)
+
+    async def _device_ids(self, con: asyncpg.Connection, names: set[str], now_us: int) -> dict[str, int]:
+        missing = sorted(names - self._devices.keys())
+        found = {}
+        if missing:
+            await con.execute(q.INSERT_DEVICES, missing, now_us)
+            found = {r[0]: r[1] for r in await con.fetch(q.DEVICE_IDS, missing)}
+        return {n: self._devices.get(n) or found[n] for n in names}
+
+    async def _series_ids(self, con: asyncpg.Connection, devices: dict[str, int],
+                          kinds: dict[tuple[str, str], str]) -> dict[tuple[str, str], int]:
+        missing = sorted(k for k in kinds if k not in self._series)
+        out = {k: self._series[k] for k in kinds if k in self._series}
+        if missing:
+            dev = [devices[d] for d, _ in missing]
+            names = [f for _, f in missing]
+            await con.execute(q.INSERT_SERIES, dev, names, [kinds[k] for k in missing])
+            by_id = {v: k for k, v in devices.items()}
+            for did, name, sid in await con.fetch(q.SERIES_IDS, dev, names):
+                out[(by_id[did], name)] = sid
+        return out
+
+    # --- identities ------------------------------------------------------------------
+    async def create_identity(self, kind: str, name: str, role: str, token_hash: str, now_us: int) -> None:
+        try:
+            async with self._con() as con:
+                await con.execute(q.INSERT_IDENTITY, kind, name, role, token_hash, now_us)
+        except StorageError as exc:
+            if "duplicate key" in str(exc):
+                raise StorageError(f"{kind} {name!r} exists already") from None
+            raise
+
+    async def set_token(self, kind: str, name: str, token_hash: str) -> bool:
+        async with self._con() as con:
+            return str(await con.execute(q.SET_TOKEN, token_hash, kind, name)).endswith(" 1")
+
+    async def revoke(self, kind: str, name: str, now_us: int) -> bool:
+        async with self._con() as con:
+            return str(await con.execute(q.REVOKE, now_us, kind, name)).endswith(" 1")
+
+    async def principal(self, token_hash: str) -> Principal | None:
+        async with self._con() as con:
+            row = await con.fetchrow(q.PRINCIPAL, token_hash)
+        return Principal(row[0], row[1], row[2]) if row else None
+
+    async def identities(self, kind: str) -> list[dict[str, Any]]:
+        async with self._con() as con:
+            rows = await con.fetch(q.IDENTITIES, kind)
+        return [{"name": r[0], "role": r[1], "created_at": r[2], "revoked_at": r[3]} for r in rows]
+
+    async def edges(self) -> list[EdgeRecord]:
+        async with self._con() as con:
+            rows = await con.fetch(q.EDGES)
+        return [EdgeRecord(r[0], r[1], r[2] is not None, r[3], r[4], r[5], r[6], json.loads(r[7] or "{}"),
+                           r[8], json.loads(r[9] or "{}"), r[10] or 0, r[11] or 0, r[12] or 0) for r in rows]
+
+    # --- queries ---------------------------------------------------------------------
+    async def devices(self) -> list[str]:
+        async with self._con() as con:
+            return [r[0] for r in await con.fetch(q.DEVICES)]
+
+    async def device(self, name: str) -> tuple[int, int | None, str | None, str | None] | None:
+        async with self._con() as con:
+            row = await con.fetchrow(q.DEVICE, name)
+        return tuple(row) if row else None  # type: ignore[return-value]
+
+    async def series(self, device_id: int) -> list[SeriesInfo]:
+        async with self._con() as con:
+            return [SeriesInfo(*r) for r in await con.fetch(q.SERIES, device_id)]
+
+    async def scan(self, series_id: int, start: int, stop: int,
+                   limit: int) -> list[tuple[int, float | None, str | None]]:
+        async with self._con() as con:
+            return [tuple(r) for r in await con.fetch(q.SCAN, series_id, start, stop, limit)]  # type: ignore[misc]
+
+    async def raw_aggregate(self, series_ids: list[int], start: int, stop: int, window: int,
+                            first_last: bool) -> dict[tuple[int, int], AggRow]:
+        return await self._aggregate(q.RAW_AGG, series_ids, start, stop, window)
+
+    async def rollup_aggregate(self, series_ids: list[int], start: int, stop: int, window: int,
+                               first_last: bool) -> dict[tuple[int, int], AggRow]:
+        return await self._aggregate(q.ROLLUP_AGG, series_ids, start, stop, window)
+
+    async def _aggregate(self, sql: str, ids: list[int], start: int, stop: int,
+                         window: int) -> dict[tuple[int, int], AggRow]:
+        async with self._con() as con:
+            rows = await con.fetch(sql, window, ids, start, stop)
+        return {(r[0], r[1]): AggRow(r[2], r[3], r[4], r[5], r[6], r[8], r[7], r[9]) for r in rows}
+
+    async def purge(self, samples_before: int | None, rollups_before: int | None) -> int:
+        deleted = 0
+        async with self._con() as con:
+            if samples_before is not None:
+                if self.timescale:
+                    dropped = await con.fetch("SELECT drop_chunks('samples', older_than => $1::bigint)",
+                                              samples_before)
+                    deleted += len(dropped)
+                deleted += _count(await con.execute("DELETE FROM samples WHERE ts < $1", samples_before))
+                deleted += _count(await con.execute("DELETE FROM frames WHERE ts < $1", samples_before))
+            if rollups_before is not None:
+                deleted += _count(await con.execute("DELETE FROM rollups_1m WHERE bucket < $1", rollups_before))
+        return deleted
+
+
+def _count(status: str) -> int:
+    return int(status.rsplit(" ", 1)[-1]) if status.rsplit(" ", 1)[-1].isdigit() else 0
+
+
+async def _record_edge(con: asyncpg.Connection, edge: str, health: EdgeHealth | None, now_us: int,
+                       last_seq: int | None, stored: int, duplicates: int, rejected: int) -> None:
+    if health is None:
+        await con.execute(q.UPSERT_EDGE_COUNTS, edge, now_us, last_seq, None, None, "{}", None, "{}",
+                          stored, duplicates, rejected)
+        return
+    await con.execute(q.UPSERT_EDGE, edge, now_us, last_seq, health.queue_depth, health.oldest_age_s,
+                      json.dumps(health.drops), health.quarantined, json.dumps(health.sources),
+                      stored, duplicates, rejected)

@@ -1,0 +1,93 @@
+"""The SQL text of the PostgreSQL store. Batches travel as arrays and are unnested server side."""
+
+CREATE_MIGRATIONS = """CREATE TABLE IF NOT EXISTS schema_migrations (
+    version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"""
+MIGRATION_LOCK = 7_306_915_200  # advisory lock key: one process migrates at a time
+
+INSERT_DEVICES = """INSERT INTO devices (name, first_seen) SELECT n, $2 FROM unnest($1::text[]) AS n
+    ORDER BY n ON CONFLICT (name) DO NOTHING"""
+DEVICE_IDS = "SELECT name, id FROM devices WHERE name = ANY($1::text[])"
+INSERT_FRAMES = """INSERT INTO frames (device_id, ts, edge, seq, status)
+    SELECT d, t, $3, s, st FROM unnest($1::int[], $2::bigint[], $4::bigint[], $5::text[]) AS u(d, t, s, st)
+    ORDER BY d, t ON CONFLICT DO NOTHING RETURNING device_id, ts"""
+INSERT_SERIES = """INSERT INTO series (device_id, field, kind)
+    SELECT d, f, k FROM unnest($1::int[], $2::text[], $3::text[]) AS u(d, f, k)
+    ORDER BY d, f ON CONFLICT (device_id, field) DO NOTHING"""
+SERIES_IDS = """SELECT s.device_id, s.field, s.id FROM series s
+    JOIN unnest($1::int[], $2::text[]) AS u(d, f) ON s.device_id = u.d AND s.field = u.f"""
+INSERT_SAMPLES = """INSERT INTO samples (series_id, ts, value, text)
+    SELECT * FROM unnest($1::int[], $2::bigint[], $3::float8[], $4::text[]) ON CONFLICT DO NOTHING"""
+UPSERT_ROLLUPS = """INSERT INTO rollups_1m AS r
+    (series_id, bucket, cnt, total, vmin, vmax, first_ts, first_value, last_ts, last_value)
+    SELECT * FROM unnest($1::int[], $2::bigint[], $3::bigint[], $4::float8[], $5::float8[], $6::float8[],
+                         $7::bigint[], $8::float8[], $9::bigint[], $10::float8[])
+    ON CONFLICT (series_id, bucket) DO UPDATE SET
+        cnt = r.cnt + excluded.cnt,
+        total = r.total + excluded.total,
+        vmin = LEAST(r.vmin, excluded.vmin),
+        vmax = GREATEST(r.vmax, excluded.vmax),
+        first_value = CASE WHEN excluded.first_ts < r.first_ts THEN excluded.first_value ELSE r.first_value END,
+        first_ts = LEAST(r.first_ts, excluded.first_ts),
+        last_value = CASE WHEN excluded.last_ts > r.last_ts THEN excluded.last_value ELSE r.last_value END,
+        last_ts = GREATEST(r.last_ts, excluded.last_ts)"""
+UPDATE_SERIES_LAST = """UPDATE series s SET last_ts = u.t, last_value = u.v, last_text = u.x
+    FROM unnest($1::int[], $2::bigint[], $3::float8[], $4::text[]) AS u(id, t, v, x)
+    WHERE s.id = u.id AND (s.last_ts IS NULL OR s.last_ts < u.t)"""
+UPDATE_DEVICES_LAST = """UPDATE devices d SET last_ts = u.t, last_status = u.st, last_edge = $4
+    FROM unnest($1::int[], $2::bigint[], $3::text[]) AS u(id, t, st)
+    WHERE d.id = u.id AND (d.last_ts IS NULL OR d.last_ts < u.t)"""
+
+_EDGE_COUNTS = """last_seen = excluded.last_seen,
+        last_seq = CASE WHEN excluded.last_seq IS NULL THEN e.last_seq
+                        ELSE GREATEST(e.last_seq, excluded.last_seq) END,
+        frames_stored = e.frames_stored + excluded.frames_stored,
+        duplicates = e.duplicates + excluded.duplicates,
+        rejected = e.rejected + excluded.rejected"""
+_EDGE_INSERT = """INSERT INTO edge_status AS e (name, last_seen, last_seq, queue_depth, oldest_age_s, drops,
+    quarantined, sources, frames_stored, duplicates, rejected) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"""
+UPSERT_EDGE = f"""{_EDGE_INSERT} ON CONFLICT (name) DO UPDATE SET {_EDGE_COUNTS},
+        queue_depth = excluded.queue_depth, oldest_age_s = excluded.oldest_age_s, drops = excluded.drops,
+        quarantined = excluded.quarantined, sources = excluded.sources"""
+UPSERT_EDGE_COUNTS = f"{_EDGE_INSERT} ON CONFLICT (name) DO UPDATE SET {_EDGE_COUNTS}"
+
+INSERT_IDENTITY = """INSERT INTO identities (kind, name, role, token_hash, created_at)
+    VALUES ($1, $2, $3, $4, $5)"""
+SET_TOKEN = "UPDATE identities SET token_hash = $1, revoked_at = NULL WHERE kind = $2 AND name = $3"
+REVOKE = "UPDATE identities SET token_hash = NULL, revoked_at = $1 WHERE kind = $2 AND name = $3"
+PRINCIPAL = "SELECT kind, name, role FROM identities WHERE token_hash = $1 AND revoked_at IS NULL"
+IDENTITIES = "SELECT name, role, created_at, revoked_at FROM identities WHERE kind = $1 ORDER BY name"
+EDGES = """SELECT i.name, i.created_at, i.revoked_at, e.last_seen, e.last_seq, e.queue_depth, e.oldest_age_s,
+        e.drops, e.quarantined, e.sources, e.frames_stored, e.duplicates, e.rejected
+    FROM identities i LEFT JOIN edge_status e ON e.name = i.name
+    WHERE i.kind = 'edge' ORDER BY i.name"""
+
+DEVICES = "SELECT name FROM devices ORDER BY name"
+DEVICE = "SELECT id, last_ts, last_status, last_edge FROM devices WHERE name = $1"
+SERIES = "SELECT id, field, kind, last_ts, last_value, last_text FROM series WHERE device_id = $1"
+SCAN = """SELECT ts, value, text FROM samples WHERE series_id = $1 AND ts >= $2 AND ts < $3
+    ORDER BY ts LIMIT $4"""
+
+RAW_AGG = """SELECT series_id, (ts / $1) * $1 AS b, count(value), sum(value), min(value), max(value),
+        min(ts), max(ts), (min(ARRAY[ts::float8, value]))[2], (max(ARRAY[ts::float8, value]))[2]
+    FROM samples WHERE series_id = ANY($2::int[]) AND ts >= $3 AND ts < $4 AND value IS NOT NULL
+    GROUP BY series_id, b"""
+ROLLUP_AGG = """SELECT series_id, (bucket / $1) * $1 AS b, sum(cnt)::bigint, sum(total), min(vmin), max(vmax),
+        min(first_ts), max(last_ts), (min(ARRAY[first_ts::float8, first_value]))[2],
+        (max(ARRAY[last_ts::float8, last_value]))[2]
+    FROM rollups_1m WHERE series_id = ANY($2::int[]) AND bucket >= $3 AND bucket < $4
+    GROUP BY series_id, b"""
+
+BRIN_INDEX = "CREATE INDEX IF NOT EXISTS samples_ts_brin ON samples USING brin (ts)"
+TIMESCALE_AVAILABLE = "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
+IS_HYPERTABLE = """SELECT 1 FROM timescaledb_information.hypertables
+    WHERE hypertable_name = 'samples' AND hypertable_schema = current_schema()"""
+TIMESCALE_SETUP = [
+    "CREATE EXTENSION IF NOT EXISTS timescaledb",
+    """CREATE OR REPLACE FUNCTION twincloud_now_us() RETURNS BIGINT LANGUAGE SQL STABLE
+        AS $$ SELECT (extract(epoch FROM now()) * 1000000)::bigint $$""",
+    "SELECT create_hypertable('samples', 'ts', chunk_time_interval => 86400000000, migrate_data => true)",
+    "SELECT set_integer_now_func('samples', 'twincloud_now_us')",
+    """ALTER TABLE samples SET (timescaledb.compress, timescaledb.compress_segmentby = 'series_id',
+        timescaledb.compress_orderby = 'ts')""",
+    "SELECT add_compression_policy('samples', compress_after => 604800000000::bigint)",
+]

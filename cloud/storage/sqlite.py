@@ -1,0 +1,279 @@
+"""SQLite storage: the embedded default. One file, WAL, zero setup.
+
+All writes go through one dedicated thread with its own connection (SQLite
+allows one writer at a time; several processes on one machine still work, the
+busy timeout makes them take turns). Reads run on a small pool of threads,
+each with its own connection, and never wait for the writer thanks to WAL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from cloud.migrations import MIGRATIONS
+from cloud.storage import sqlite_sql as q
+from cloud.storage.base import (
+    AggRow,
+    EdgeRecord,
+    Principal,
+    SeriesInfo,
+    Storage,
+    StorageError,
+    StorageUnavailable,
+    build_rows,
+    field_kinds,
+    us,
+)
+from shared.batch import EdgeHealth
+from shared.frame import TelemetryFrame
+
+__all__ = ["SQLiteStorage"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class SQLiteStorage(Storage):
+    backend = "sqlite"
+
+    def __init__(self, path: str | Path, *, readers: int = 4, busy_timeout: float = 10.0) -> None:
+        self.path = Path(path)
+        self._busy_ms = int(busy_timeout * 1000)
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
+        self._readers = ThreadPoolExecutor(readers, thread_name_prefix="sqlite-reader")
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._series: dict[tuple[str, str], int] = {}
+        self._devices: dict[str, int] = {}
+
+    # --- connections -----------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        con.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+        con.execute("PRAGMA journal_mode = WAL")
+        con.execute("PRAGMA synchronous = NORMAL")
+        con.execute("PRAGMA cache_size = -32000")
+        with self._lock:
+            self._all.append(con)
+        return con
+
+    def _con(self) -> sqlite3.Connection:
+        con = getattr(self._local, "con", None)
+        if con is None:
+            con = self._local.con = self._connect()
+        return con
+
+    async def _run(self, pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
+        def call() -> T:
+            try:
+                return fn(self._con(), *args)
+            except sqlite3.OperationalError as exc:
+                if "locked" in str(exc) or "busy" in str(exc):
+                    raise StorageUnavailable(f"SQLite database {self.path} is busy: {exc}") from None
+                raise StorageError(f"SQLite database {self.path}: {exc}") from None
+            except sqlite3.DatabaseError as exc:
+                raise StorageError(f"SQLite database {self.path}: {exc}") from None
+        return await asyncio.get_running_loop().run_in_executor(pool, call)
+
+    async def _write(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self._run(self._writer, fn, *args)
+
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self._run(self._readers, fn, *args)
+
+    async def open(self) -> None:
+        if self.path.parent != Path(""):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        applied = await self._write(_migrate)
+        if applied:
+            log.info("SQLite database %s migrated to schema version %d", self.path, applied[-1])
+
+    async def close(self) -> None:
+        def close_all() -> None:
+            with self._lock:
+                for con in self._all:
+                    con.close()
+                self._all.clear()
+        self._writer.shutdown(wait=True)
+        self._readers.shutdown(wait=True)
+        await asyncio.to_thread(close_all)
+
+    async def ping(self) -> None:
+        await self._read(lambda con: con.execute("SELECT 1").fetchone())
+
+    async def schema_version(self) -> int:
+        return await self._read(lambda con: con.execute(q.VERSION).fetchone()[0] or 0)
+
+    # --- ingest ----------------------------------------------------------------------
+    async def _ingest(self, edge: str, frames: list[tuple[int, TelemetryFrame]], health: EdgeHealth | None,
+                      now_us: int, last_seq: int | None, rejected: int,
+                      received: int) -> tuple[list[TelemetryFrame], int]:
+        return await self._write(self._ingest_sync, edge, frames, health, now_us, last_seq, rejected, received)
+
+    def _ingest_sync(self, con: sqlite3.Connection, edge: str, frames: list[tuple[int, TelemetryFrame]],
+                     health: EdgeHealth | None, now_us: int, last_seq: int | None, rejected: int,
+                     received: int) -> tuple[list[TelemetryFrame], int]:
+        new_devices: dict[str, int] = {}
+        new_series: dict[tuple[str, str], int] = {}
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            for name in {f.device_id for _, f in frames} - self._devices.keys():
+                con.execute(q.INSERT_DEVICE, (name, now_us))
+                new_devices[name] = con.execute(q.DEVICE_ID, (name,)).fetchone()[0]
+            devices = self._devices | new_devices
+            stored: list[TelemetryFrame] = []
+            cur = con.cursor()
+            for seq, frame in frames:
+                cur.execute(q.INSERT_FRAME, (devices[frame.device_id], us(frame.ts), edge, seq, frame.status))
+                if cur.rowcount == 1:
+                    stored.append(frame)
+            for key, kind in field_kinds(stored).items():
+                if key not in self._series:
+                    con.execute(q.INSERT_SERIES, (devices[key[0]], key[1], kind))
+                    new_series[key] = con.execute(q.SERIES_ID, (devices[key[0]], key[1])).fetchone()[0]
+            rows, rollups, newest = build_rows(stored, self._series | new_series if new_series else self._series)
+            con.executemany(q.INSERT_SAMPLE, rows)
+            con.executemany(q.UPSERT_ROLLUP, [(sid, b, *agg) for (sid, b), agg in rollups.items()])
+            con.executemany(q.UPDATE_SERIES_LAST, [(*v, sid, v[0]) for sid, v in newest.items()])
+            latest: dict[str, TelemetryFrame] = {}
+            for frame in stored:
+                have = latest.get(frame.device_id)
+                if have is None or have.ts < frame.ts:
+                    latest[frame.device_id] = frame
+            con.executemany(q.UPDATE_DEVICE_LAST, [
+                (us(f.ts), f.status, edge, devices[d], us(f.ts)) for d, f in latest.items()])
+            _record_edge(con, edge, health, now_us, last_seq, len(stored), received - len(stored), rejected)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        self._devices.update(new_devices)
+        self._series.update(new_series)
+        return stored, len(rows)
+
+    # --- identities ------------------------------------------------------------------
+    async def create_identity(self, kind: str, name: str, role: str, token_hash: str, now_us: int) -> None:
+        def run(con: sqlite3.Connection) -> None:
+            try:
+                con.execute(q.INSERT_IDENTITY, (kind, name, role, token_hash, now_us))
+            except sqlite3.IntegrityError:
+                raise StorageError(f"{kind} {name!r} exists already") from None
+        await self._write(run)
+
+    async def set_token(self, kind: str, name: str, token_hash: str) -> bool:
+        return await self._write(lambda con: con.execute(q.SET_TOKEN, (token_hash, kind, name)).rowcount == 1)
+
+    async def revoke(self, kind: str, name: str, now_us: int) -> bool:
+        return await self._write(lambda con: con.execute(q.REVOKE, (now_us, kind, name)).rowcount == 1)
+
+    async def principal(self, token_hash: str) -> Principal | None:
+        row = await self._read(lambda con: con.execute(q.PRINCIPAL, (token_hash,)).fetchone())
+        return Principal(row[0], row[1], row[2]) if row else None
+
+    async def identities(self, kind: str) -> list[dict[str, Any]]:
+        rows = await self._read(lambda con: con.execute(q.IDENTITIES, (kind,)).fetchall())
+        return [{"name": r[0], "role": r[1], "created_at": r[2], "revoked_at": r[3]} for r in rows]
+
+    async def edges(self) -> list[EdgeRecord]:
+        rows = await self._read(lambda con: con.execute(q.EDGES).fetchall())
+        return [EdgeRecord(r[0], r[1], r[2] is not None, r[3], r[4], r[5], r[6], json.loads(r[7] or "{}"),
+                           r[8], json.loads(r[9] or "{}"), r[10] or 0, r[11] or 0, r[12] or 0) for r in rows]
+
+    # --- queries ---------------------------------------------------------------------
+    async def devices(self) -> list[str]:
+        return await self._read(lambda con: [r[0] for r in con.execute(q.DEVICES)])
+
+    async def device(self, name: str) -> tuple[int, int | None, str | None, str | None] | None:
+        return await self._read(lambda con: con.execute(q.DEVICE, (name,)).fetchone())
+
+    async def series(self, device_id: int) -> list[SeriesInfo]:
+        rows = await self._read(lambda con: con.execute(q.SERIES, (device_id,)).fetchall())
+        return [SeriesInfo(*r) for r in rows]
+
+    async def scan(self, series_id: int, start: int, stop: int,
+                   limit: int) -> list[tuple[int, float | None, str | None]]:
+        return await self._read(lambda con: con.execute(q.SCAN, (series_id, start, stop, limit)).fetchall())
+
+    async def raw_aggregate(self, series_ids: list[int], start: int, stop: int, window: int,
+                            first_last: bool) -> dict[tuple[int, int], AggRow]:
+        return await self._read(_aggregate, q.RAW_AGG, series_ids, start, stop, window, first_last)
+
+    async def rollup_aggregate(self, series_ids: list[int], start: int, stop: int, window: int,
+                               first_last: bool) -> dict[tuple[int, int], AggRow]:
+        return await self._read(_aggregate, q.ROLLUP_AGG, series_ids, start, stop, window, first_last)
+
+    async def purge(self, samples_before: int | None, rollups_before: int | None) -> int:
+        ids = await self._read(lambda con: [r[0] for r in con.execute("SELECT id FROM series")])
+        devices = await self._read(lambda con: [r[0] for r in con.execute("SELECT id FROM devices")])
+        deleted = 0
+        # One short transaction per series keeps the write lock free for ingest in between.
+        for sid in ids:
+            if samples_before is not None:
+                deleted += await self._write(lambda con, s=sid: con.execute(
+                    "DELETE FROM samples WHERE series_id = ? AND ts < ?", (s, samples_before)).rowcount)
+            if rollups_before is not None:
+                deleted += await self._write(lambda con, s=sid: con.execute(
+                    "DELETE FROM rollups_1m WHERE series_id = ? AND bucket < ?", (s, rollups_before)).rowcount)
+        if samples_before is not None:
+            for dev in devices:
+                deleted += await self._write(lambda con, d=dev: con.execute(
+                    "DELETE FROM frames WHERE device_id = ? AND ts < ?", (d, samples_before)).rowcount)
+        return deleted
+
+
+def _migrate(con: sqlite3.Connection) -> list[int]:
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        con.execute(q.CREATE_MIGRATIONS)
+        have = {r[0] for r in con.execute("SELECT version FROM schema_migrations")}
+        applied = []
+        for mig in MIGRATIONS:
+            if mig.version in have:
+                continue
+            for statement in mig.sqlite.split(";"):
+                if statement.strip():
+                    con.execute(statement)
+            con.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", (mig.version, mig.name))
+            applied.append(mig.version)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return applied
+
+
+def _record_edge(con: sqlite3.Connection, edge: str, health: EdgeHealth | None, now_us: int,
+                 last_seq: int | None, stored: int, duplicates: int, rejected: int) -> None:
+    if health is None:
+        values: tuple[Any, ...] = (None, None, "{}", None, "{}")
+        sql = q.UPSERT_EDGE_COUNTS
+    else:
+        values = (health.queue_depth, health.oldest_age_s, json.dumps(health.drops), health.quarantined,
+                  json.dumps(health.sources))
+        sql = q.UPSERT_EDGE
+    con.execute(sql, (edge, now_us, last_seq, *values, stored, duplicates, rejected))
+
+
+def _aggregate(con: sqlite3.Connection, sql: dict[str, str], ids: list[int], start: int, stop: int,
+               window: int, first_last: bool) -> dict[tuple[int, int], AggRow]:
+    marks = ",".join("?" * len(ids))
+    args = (window, window, *ids, start, stop)
+    out: dict[tuple[int, int], AggRow] = {}
+    for sid, b, cnt, total, vmin, vmax, fts, lts in con.execute(sql["stats"].format(marks), args):
+        out[(sid, b)] = AggRow(cnt, total, vmin, vmax, fts, None, lts, None)
+    if first_last:
+        # SQLite takes a bare column from the row that holds the min()/max() of its group.
+        for sid, b, _, value in con.execute(sql["first"].format(marks), args):
+            out[(sid, b)].first = value
+        for sid, b, _, value in con.execute(sql["last"].format(marks), args):
+            out[(sid, b)].last = value
+    return out

@@ -1,0 +1,75 @@
+"""The SQL text of the SQLite store, kept apart so the store's module reads as logic."""
+
+CREATE_MIGRATIONS = """CREATE TABLE IF NOT EXISTS schema_migrations (
+    version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)"""
+VERSION = "SELECT max(version) FROM schema_migrations"
+
+INSERT_DEVICE = "INSERT OR IGNORE INTO devices (name, first_seen) VALUES (?, ?)"
+DEVICE_ID = "SELECT id FROM devices WHERE name = ?"
+INSERT_FRAME = "INSERT OR IGNORE INTO frames (device_id, ts, edge, seq, status) VALUES (?, ?, ?, ?, ?)"
+INSERT_SERIES = "INSERT OR IGNORE INTO series (device_id, field, kind) VALUES (?, ?, ?)"
+SERIES_ID = "SELECT id FROM series WHERE device_id = ? AND field = ?"
+INSERT_SAMPLE = "INSERT OR IGNORE INTO samples (series_id, ts, value, text) VALUES (?, ?, ?, ?)"
+UPSERT_ROLLUP = """INSERT INTO rollups_1m
+    (series_id, bucket, cnt, total, vmin, vmax, first_ts, first_value, last_ts, last_value)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (series_id, bucket) DO UPDATE SET
+        cnt = cnt + excluded.cnt,
+        total = total + excluded.total,
+        vmin = min(vmin, excluded.vmin),
+        vmax = max(vmax, excluded.vmax),
+        first_value = CASE WHEN excluded.first_ts < first_ts THEN excluded.first_value ELSE first_value END,
+        first_ts = min(first_ts, excluded.first_ts),
+        last_value = CASE WHEN excluded.last_ts > last_ts THEN excluded.last_value ELSE last_value END,
+        last_ts = max(last_ts, excluded.last_ts)"""
+UPDATE_SERIES_LAST = """UPDATE series SET last_ts = ?, last_value = ?, last_text = ?
+    WHERE id = ? AND (last_ts IS NULL OR last_ts < ?)"""
+UPDATE_DEVICE_LAST = """UPDATE devices SET last_ts = ?, last_status = ?, last_edge = ?
+    WHERE id = ? AND (last_ts IS NULL OR last_ts < ?)"""
+
+_EDGE_COLUMNS = """(name, last_seen, last_seq, queue_depth, oldest_age_s, drops, quarantined, sources,
+    frames_stored, duplicates, rejected) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+_EDGE_COUNTS = """last_seen = excluded.last_seen,
+        last_seq = CASE WHEN excluded.last_seq IS NULL THEN last_seq
+                        ELSE max(coalesce(last_seq, excluded.last_seq), excluded.last_seq) END,
+        frames_stored = frames_stored + excluded.frames_stored,
+        duplicates = duplicates + excluded.duplicates,
+        rejected = rejected + excluded.rejected"""
+UPSERT_EDGE = f"""INSERT INTO edge_status {_EDGE_COLUMNS}
+    ON CONFLICT (name) DO UPDATE SET {_EDGE_COUNTS},
+        queue_depth = excluded.queue_depth, oldest_age_s = excluded.oldest_age_s, drops = excluded.drops,
+        quarantined = excluded.quarantined, sources = excluded.sources"""
+UPSERT_EDGE_COUNTS = f"INSERT INTO edge_status {_EDGE_COLUMNS} ON CONFLICT (name) DO UPDATE SET {_EDGE_COUNTS}"
+
+INSERT_IDENTITY = "INSERT INTO identities (kind, name, role, token_hash, created_at) VALUES (?, ?, ?, ?, ?)"
+SET_TOKEN = "UPDATE identities SET token_hash = ?, revoked_at = NULL WHERE kind = ? AND name = ?"
+REVOKE = "UPDATE identities SET token_hash = NULL, revoked_at = ? WHERE kind = ? AND name = ?"
+PRINCIPAL = "SELECT kind, name, role FROM identities WHERE token_hash = ? AND revoked_at IS NULL"
+IDENTITIES = "SELECT name, role, created_at, revoked_at FROM identities WHERE kind = ? ORDER BY name"
+EDGES = """SELECT i.name, i.created_at, i.revoked_at, e.last_seen, e.last_seq, e.queue_depth, e.oldest_age_s,
+        e.drops, e.quarantined, e.sources, e.frames_stored, e.duplicates, e.rejected
+    FROM identities i LEFT JOIN edge_status e ON e.name = i.name
+    WHERE i.kind = 'edge' ORDER BY i.name"""
+
+DEVICES = "SELECT name FROM devices ORDER BY name"
+DEVICE = "SELECT id, last_ts, last_status, last_edge FROM devices WHERE name = ?"
+SERIES = "SELECT id, field, kind, last_ts, last_value, last_text FROM series WHERE device_id = ?"
+SCAN = """SELECT ts, value, text FROM samples WHERE series_id = ? AND ts >= ? AND ts < ?
+    ORDER BY ts LIMIT ?"""
+
+_RAW_WHERE = "FROM samples WHERE series_id IN ({}) AND ts >= ? AND ts < ? AND value IS NOT NULL"
+_ROLLUP_WHERE = "FROM rollups_1m WHERE series_id IN ({}) AND bucket >= ? AND bucket < ?"
+RAW_AGG = {
+    "stats": "SELECT series_id, (ts / ?) * ? AS b, count(value), sum(value), min(value), max(value), "
+             f"min(ts), max(ts) {_RAW_WHERE} GROUP BY series_id, b",
+    "first": f"SELECT series_id, (ts / ?) * ? AS b, min(ts), value {_RAW_WHERE} GROUP BY series_id, b",
+    "last": f"SELECT series_id, (ts / ?) * ? AS b, max(ts), value {_RAW_WHERE} GROUP BY series_id, b",
+}
+ROLLUP_AGG = {
+    "stats": "SELECT series_id, (bucket / ?) * ? AS b, sum(cnt), sum(total), min(vmin), max(vmax), "
+             f"min(first_ts), max(last_ts) {_ROLLUP_WHERE} GROUP BY series_id, b",
+    "first": f"SELECT series_id, (bucket / ?) * ? AS b, min(first_ts), first_value {_ROLLUP_WHERE} "
+             "GROUP BY series_id, b",
+    "last": f"SELECT series_id, (bucket / ?) * ? AS b, max(last_ts), last_value {_ROLLUP_WHERE} "
+            "GROUP BY series_id, b",
+}

@@ -1,0 +1,53 @@
+"""Fixtures of the cloud suite: both storage backends, a PostgreSQL server, the app with tokens."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import pytest
+
+from cloud.storage.base import Storage
+from cloud.storage.postgres import PostgresStorage
+from cloud.storage.sqlite import SQLiteStorage
+from tests.cloud.pg import PgServer, PgUnavailable, start_cluster
+
+_db_names = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """A real PostgreSQL server for the session. Missing PostgreSQL is a test failure, not a skip."""
+    try:
+        server = start_cluster()
+    except PgUnavailable as exc:
+        pytest.fail(f"PostgreSQL tests cannot run: {exc}", pytrace=False)
+    yield server
+    server.stop()
+
+
+async def fresh_pg_database(server: PgServer) -> str:
+    """A new empty database on the test server; returns its URL."""
+    name = f"twincloud_test_{next(_db_names)}"
+    con = await asyncpg.connect(server.url)
+    try:
+        await con.execute(f"DROP DATABASE IF EXISTS {name}")
+        await con.execute(f"CREATE DATABASE {name}")
+    finally:
+        await con.close()
+    return server.dsn(name)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def storage(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[Storage]:
+    """Each backend in turn, opened on an empty database: the contract suite runs against both."""
+    store: Storage
+    if request.param == "sqlite":
+        store = SQLiteStorage(tmp_path / "cloud.db", readers=2)
+    else:
+        server = request.getfixturevalue("pg_server")
+        store = PostgresStorage(await fresh_pg_database(server), pool_size=4)
+    await store.open()
+    yield store
+    await store.close()

@@ -1,0 +1,197 @@
+"""The storage contract: every test runs against SQLite and against a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from cloud.migrations import latest_version
+from cloud.storage.base import MINUTE_US, BadQuery, Storage, StorageError, UnknownDevice
+from shared.batch import EdgeHealth
+from shared.frame import TelemetryFrame
+
+T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z, minute aligned
+HEALTH = EdgeHealth(queue_depth=5, oldest_age_s=1.5, drops={"disk_budget": 2}, quarantined=1,
+                    sources={"plc-1": "connected"})
+
+
+def frame(i: int, device: str = "press-1", step: float = 1.0, **sensors) -> TelemetryFrame:
+    return TelemetryFrame(ts=T0 + i * step, device_id=device,
+                          sensors=sensors or {"temp": 20.0 + i, "count": i}, metrics={"score": i / 100})
+
+
+def seqd(frames: list[TelemetryFrame], first_seq: int = 1) -> list[tuple[int, TelemetryFrame]]:
+    return [(first_seq + k * 3, f) for k, f in enumerate(frames)]  # sequences with gaps, as edges send them
+
+
+async def test_schema_is_current_and_reopening_migrates_nothing(storage: Storage) -> None:
+    assert await storage.schema_version() == latest_version()
+    await storage.open()  # a second open (another process starting) is harmless
+    assert await storage.schema_version() == latest_version()
+
+
+async def test_ingest_counts_new_frames_and_values(storage: Storage) -> None:
+    result = await storage.ingest("edge-a", seqd([frame(i) for i in range(10)]), HEALTH, 1)
+    assert (result.stored, result.duplicates, result.samples) == (10, 0, 30)
+    assert [f.ts for f in result.stored_frames] == [T0 + i for i in range(10)]
+
+
+async def test_retried_and_overlapping_batches_store_each_reading_once(storage: Storage) -> None:
+    batch = seqd([frame(i) for i in range(10)])
+    await storage.ingest("edge-a", batch, HEALTH, 1)
+    again = await storage.ingest("edge-a", batch, HEALTH, 2)
+    assert (again.stored, again.duplicates) == (0, 10)
+    overlap = seqd([frame(i) for i in range(5, 15)], first_seq=16)
+    result = await storage.ingest("edge-a", overlap, HEALTH, 3)
+    assert (result.stored, result.duplicates) == (5, 5)
+    page = await storage.history("press-1", ["temp"], 0, 2**62, 1000, None)
+    assert [ts for ts, _ in page.series[0][1]] == [int((T0 + i) * 1e6) for i in range(15)]
+
+
+async def test_same_reading_under_a_new_sequence_is_a_duplicate(storage: Storage) -> None:
+    await storage.ingest("edge-a", [(100, frame(1))], HEALTH, 1)
+    result = await storage.ingest("edge-a", [(200, frame(1)), (201, frame(1)), (202, frame(2))], HEALTH, 2)
+    assert (result.stored, result.duplicates) == (1, 2)
+
+
+async def test_values_keep_their_kind(storage: Storage) -> None:
+    f = TelemetryFrame(ts=T0, device_id="m:1", sensors={"on": True, "mode": "auto", "rpm": 1500, "t": 21.5},
+                       metrics={"anomaly": 0.25}, status="warning")
+    await storage.ingest("edge-a", [(1, f)], HEALTH, 1)
+    state = await storage.state("m:1")
+    assert state.status == "warning" and state.edge == "edge-a"
+    values = {k: v for k, (_, v) in state.values.items()}
+    assert values == {"on": True, "mode": "auto", "rpm": 1500.0, "t": 21.5, "metrics.anomaly": 0.25}
+    page = await storage.history("m:1", ["mode", "on"], 0, 2**62, 10, None)
+    assert [(info.field, pts[0][1]) for info, pts in page.series] == [("mode", "auto"), ("on", True)]
+
+
+async def test_state_keeps_the_newest_reading_when_an_older_one_arrives_late(storage: Storage) -> None:
+    await storage.ingest("edge-a", [(10, frame(10))], HEALTH, 1)
+    await storage.ingest("edge-a", [(11, frame(3))], HEALTH, 2)
+    state = await storage.state("press-1")
+    assert state.last_ts == int((T0 + 10) * 1e6)
+    assert state.values["temp"][1] == 30.0
+
+
+async def test_history_pages_visit_every_point_once(storage: Storage) -> None:
+    await storage.ingest("edge-a", seqd([frame(i) for i in range(25)]), HEALTH, 1)
+    seen: list[tuple[str, int]] = []
+    cursor = None
+    pages = 0
+    while True:
+        page = await storage.history("press-1", None, 0, 2**62, 7, cursor)
+        pages += 1
+        points = [(info.field, ts) for info, pts in page.series for ts, _ in pts]
+        assert 0 < len(points) <= 7
+        seen += points
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert len(seen) == 75 and len(set(seen)) == 75 and pages == 11
+    assert [f for f, _ in seen] == sorted(f for f, _ in seen)  # field order, then time
+
+
+async def test_history_honours_fields_and_time_range(storage: Storage) -> None:
+    await storage.ingest("edge-a", seqd([frame(i) for i in range(20)]), HEALTH, 1)
+    start, stop = int((T0 + 5) * 1e6), int((T0 + 8) * 1e6)
+    page = await storage.history("press-1", ["temp"], start, stop, 100, None)
+    assert [(info.field, [v for _, v in pts]) for info, pts in page.series] == [("temp", [25.0, 26.0, 27.0])]
+    assert page.next_cursor is None
+
+
+async def test_unknown_device_field_and_cursor_are_refused(storage: Storage) -> None:
+    await storage.ingest("edge-a", [(1, frame(1))], HEALTH, 1)
+    with pytest.raises(UnknownDevice):
+        await storage.state("nope")
+    with pytest.raises(UnknownDevice):
+        await storage.history("nope", None, 0, 10, 10, None)
+    with pytest.raises(BadQuery, match="no field 'pressure'"):
+        await storage.history("press-1", ["pressure"], 0, 2**62, 10, None)
+    with pytest.raises(BadQuery, match="cursor"):
+        await storage.history("press-1", None, 0, 2**62, 10, "not-a-cursor!")
+
+
+def brute_force(frames: list[TelemetryFrame], field: str, start: int, stop: int, window: int) -> dict:
+    buckets: dict[int, list[tuple[int, float]]] = {}
+    for f in frames:
+        ts = round(f.ts * 1e6)
+        if start <= ts < stop:
+            buckets.setdefault(ts - ts % window, []).append((ts, float(f.sensors[field])))
+    out = {}
+    for b, pts in buckets.items():
+        pts.sort()
+        vals = [v for _, v in pts]
+        out[b] = (len(vals), pytest.approx(sum(vals)), min(vals), max(vals), vals[0], vals[-1])
+    return out
+
+
+@pytest.mark.parametrize("window_s", [60, 300, 7])
+async def test_aggregate_matches_a_brute_force_computation(storage: Storage, window_s: int) -> None:
+    rng = random.Random(window_s)
+    frames = [TelemetryFrame(ts=T0 + i * 2.5 + rng.random(), device_id="d1", sensors={"v": rng.uniform(-5, 5)})
+              for i in range(600)]
+    rng.shuffle(frames)  # out of order, and spread over several batches hitting the same minutes
+    for k in range(0, 600, 97):
+        await storage.ingest("edge-a", seqd(frames[k:k + 97], k * 10 + 1), None, 1)
+    start, stop = int((T0 + 47.3) * 1e6), int((T0 + 1333.9) * 1e6)  # not minute aligned
+    window = window_s * 1_000_000
+    [(info, buckets)] = await storage.aggregate("d1", ["v"], start, stop, window)
+    got = {b: (a.count, a.sum, a.min, a.max, a.first, a.last) for b, a in buckets}
+    assert got == brute_force(frames, "v", start, stop, window)
+
+
+async def test_aggregate_leaves_out_text_fields(storage: Storage) -> None:
+    f = TelemetryFrame(ts=T0, device_id="d1", sensors={"mode": "auto", "t": 1.0})
+    await storage.ingest("edge-a", [(1, f)], None, 1)
+    result = await storage.aggregate("d1", None, 0, int(T0 * 1e6) + MINUTE_US, MINUTE_US)
+    assert [info.field for info, _ in result] == ["t"]
+
+
+async def test_identities_are_found_by_token_hash_until_revoked(storage: Storage) -> None:
+    await storage.create_identity("edge", "line-1", "edge", "h1", 10)
+    await storage.create_identity("user", "ann", "operator", "h2", 11)
+    with pytest.raises(StorageError, match="exists already"):
+        await storage.create_identity("user", "ann", "viewer", "h3", 12)
+    p = await storage.principal("h2")
+    assert p is not None and (p.kind, p.name, p.role) == ("user", "ann", "operator")
+    assert await storage.principal("nope") is None
+    assert await storage.revoke("user", "ann", 20)
+    assert await storage.principal("h2") is None
+    assert not await storage.revoke("user", "bob", 20)
+    assert await storage.set_token("user", "ann", "h4")
+    assert (await storage.principal("h4")).name == "ann"  # type: ignore[union-attr]
+    users = await storage.identities("user")
+    assert [(u["name"], u["role"], u["revoked_at"]) for u in users] == [("ann", "operator", None)]
+
+
+async def test_edges_report_health_and_counters(storage: Storage) -> None:
+    await storage.create_identity("edge", "line-1", "edge", "h1", 10)
+    await storage.create_identity("edge", "line-2", "edge", "h2", 10)
+    await storage.ingest("line-1", [(7, frame(1)), (9, frame(2))], HEALTH, 1_000, rejected=1)
+    await storage.ingest("line-1", [(9, frame(2))], None, 2_000)
+    line1, line2 = await storage.edges()
+    assert (line1.name, line1.last_seen, line1.last_seq, line1.queue_depth) == ("line-1", 2_000, 9, 5)
+    assert (line1.frames_stored, line1.duplicates, line1.rejected) == (2, 1, 1)
+    assert line1.drops == {"disk_budget": 2} and line1.sources == {"plc-1": "connected"}
+    assert line1.oldest_age_s == 1.5 and line1.quarantined == 1
+    assert (line2.name, line2.last_seen, line2.frames_stored) == ("line-2", None, 0)
+
+
+async def test_purge_removes_old_samples_and_rollups(storage: Storage) -> None:
+    await storage.ingest("edge-a", seqd([frame(i, step=60) for i in range(10)]), None, 1)
+    cutoff = int((T0 + 300) * 1e6)
+    assert await storage.purge(cutoff, cutoff) > 0
+    page = await storage.history("press-1", ["temp"], 0, 2**62, 100, None)
+    assert [v for _, v in page.series[0][1]] == [25.0, 26.0, 27.0, 28.0, 29.0]
+    [(_, buckets)] = await storage.aggregate("press-1", ["temp"], 0, 2**62 - 2**62 % MINUTE_US, MINUTE_US)
+    assert len(buckets) == 5
+
+
+async def test_concurrent_ingest_of_the_same_frames_stores_them_once(storage: Storage) -> None:
+    frames = seqd([frame(i, device=f"dev-{i % 3}") for i in range(300)])
+    results = await asyncio.gather(*(storage.ingest("edge-a", frames, None, 1) for _ in range(4)))
+    assert sum(r.stored for r in results) == 300
+    assert sum(r.duplicates for r in results) == 900
