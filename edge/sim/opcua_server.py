@@ -93,6 +93,7 @@ class OpcUaSim:
         self.items = items
         self.endpoint = f"opc.tcp://{host}:{port}"
         self._server: Server | None = None
+        self._listening = False
         self._ns = 2
         self._nodes: dict[str, list[ua.NodeId]] = {}  # machine name -> node ids in OPCUA_VARIABLES order
         self._last: dict[ua.NodeId, object] = {}
@@ -139,18 +140,21 @@ class OpcUaSim:
         except OSError as exc:
             raise OSError(f"cannot listen for OPC-UA on {self.host}:{self.port} (port in use?)") from exc
         self._server = server
+        self._listening = True
         await self.tick()
         log.info("OPC-UA server listening at %s with %d machines and %d bench items (started in %.1f s)",
                  self.endpoint, len(self.machines), self.items, time.monotonic() - started)
 
     async def stop(self) -> None:
-        server, self._server = self._server, None
+        server, self._server = self._server, None  # ticks stop publishing at once
         if server is not None:
             await server.stop()
+        self._listening = False
 
     @property
     def running(self) -> bool:
-        return self._server is not None
+        """True while the port accepts connections."""
+        return self._listening
 
     async def tick(self) -> None:
         """Publish every machine's current reading (changed values only) and move the bench items."""

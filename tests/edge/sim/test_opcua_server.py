@@ -13,6 +13,8 @@ from asyncua import Client, ua
 from edge.sim.faults import parse_fault_spec
 from edge.sim.machine import Machine
 from edge.sim.opcua_server import NAMESPACE_URI, OPCUA_VARIABLES, OpcUaSim, node_id
+from edge.sim.runner import SimSettings
+from tests.edge.sim.simsupport import running
 from tests.support import free_port
 
 
@@ -134,3 +136,20 @@ async def test_a_taken_port_is_reported_by_number() -> None:
         with pytest.raises(OSError, match=f"127.0.0.1:{port}"):
             await sim.start()
         assert not sim.running
+
+
+async def test_opcua_restart_fault_stops_the_server_then_serves_again() -> None:
+    port = free_port()
+    fault = parse_fault_spec("opcua:plc_restart@0.2s+0.5s")
+    settings = SimSettings(machines=1, opcua_port=port, modbus=False, tick=0.05, faults=(fault,), summary_every=0)
+    async with running(settings) as sim:
+        assert sim.opcua is not None
+        opcua = sim.opcua
+        async with asyncio.timeout(10):
+            await sim.wait_for(lambda: not opcua.running)
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.open_connection("127.0.0.1", port)
+        async with asyncio.timeout(20):
+            await sim.wait_for(lambda: opcua.running)
+        async with Client(opcua.endpoint, timeout=5) as client:
+            assert (await read(client, "ns=2;s=Machine1.Running")).value is True
