@@ -96,6 +96,7 @@ class Gateway:
                 self.writer.on_commit(self.mqtt.publish_stored)
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.writer.run(), name="store-writer")
+                tg.create_task(self.writer.run_quarantine(), name="quarantine-writer")
                 tg.create_task(self.control.run(), name="control")
                 if self.mqtt is not None:
                     tg.create_task(self.mqtt.run(), name="mqtt")

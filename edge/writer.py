@@ -10,6 +10,7 @@ what lets the broker acknowledge a QoS 1 publish only for stored data.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 CommitHook = Callable[[Sequence[TelemetryFrame]], Awaitable[None]]
 _RETRY_DELAY = 1.0
 _DRAIN_TIMEOUT = 5.0
+_REJECT_QUEUE = 1000
 
 
 class StoreWriter:
@@ -51,6 +53,7 @@ class StoreWriter:
         self.commits = 0
         self.waits = 0  # how often a caller had to wait for room (backpressure engaged)
         self.rejected: dict[str, int] = {}
+        self._rejects: asyncio.Queue[tuple[str, str, bytes | None]] = asyncio.Queue(_REJECT_QUEUE)
 
     def on_commit(self, hook: CommitHook) -> None:
         """Call ``hook(frames)`` after each commit (republish, live tail, uplink wake-up)."""
@@ -77,8 +80,33 @@ class StoreWriter:
             await waiter
 
     async def reject(self, origin: str, reason: str, payload: bytes | None = None) -> None:
+        """Count now; the quarantine row is written by ``run_quarantine``.
+
+        The caller (a broker connection, a source) may be cancelled right after this
+        returns; handing the row to our own task keeps it from being lost then.
+        """
         kind = origin.split(":", 1)[0]
         self.rejected[kind] = self.rejected.get(kind, 0) + 1
+        try:
+            self._rejects.put_nowait((origin, reason, payload))
+        except asyncio.QueueFull:
+            # A flood of bad input: keep counting, but do not let it eat memory.
+            self.rejected["quarantine_full"] = self.rejected.get("quarantine_full", 0) + 1
+
+    async def run_quarantine(self) -> None:
+        """Write refused input to the quarantine table, one row at a time, in arrival order."""
+        try:
+            while True:
+                await self._quarantine_one(await self._rejects.get())
+        except asyncio.CancelledError:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_DRAIN_TIMEOUT):
+                    while not self._rejects.empty():
+                        await self._quarantine_one(self._rejects.get_nowait())
+            raise
+
+    async def _quarantine_one(self, item: tuple[str, str, bytes | None]) -> None:
+        origin, reason, payload = item
         try:
             await self.store.quarantine(origin, reason, payload)
         except StoreError as exc:
