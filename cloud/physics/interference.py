@@ -18,6 +18,7 @@ Classification, the way CAD interference detection reports it:
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -128,6 +129,7 @@ class CollisionWorld:
         self._cache: dict[tuple, PairResult] = {}
         self._shared: OrderedDict[tuple, _Shared] = OrderedDict()
         self._cache_results = cache_results
+        self._lock = threading.Lock()
         self.poses = np.stack([p.pose for p in parts])
         self.set_poses(self.poses)
 
@@ -212,9 +214,12 @@ class CollisionWorld:
         rel[:3, :3] = pi[:3, :3].T @ pj[:3, :3]
         rel[:3, 3] = pi[:3, :3].T @ (pj[:3, 3] - pi[:3, 3])
         key = (gi.mesh.digest, gj.mesh.digest, rel.tobytes())
-        if self._cache_results and key in self._shared:
-            self._shared.move_to_end(key)
-            return self._shared[key]
+        if self._cache_results:
+            with self._lock:  # API requests may query one world from several threads
+                hit = self._shared.get(key)
+                if hit is not None:
+                    self._shared.move_to_end(key)
+                    return hit
         solid = gi.solid ^ gj.solid.transform(np.ascontiguousarray(rel[:3, :4]))
         volume = float(solid.volume())
         if solid.is_empty() or volume <= 0:
@@ -226,9 +231,10 @@ class CollisionWorld:
             out = _Shared(volume, float(solid.surface_area()), verts, faces,
                           _centroid(verts, faces))
         if self._cache_results:
-            self._shared[key] = out
-            if len(self._shared) > _SHARED_CACHE:
-                self._shared.popitem(last=False)
+            with self._lock:
+                self._shared[key] = out
+                if len(self._shared) > _SHARED_CACHE:
+                    self._shared.popitem(last=False)
         return out
 
     def _contains(self, outer: int, inner: int) -> bool:
