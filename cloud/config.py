@@ -95,6 +95,11 @@ class RetentionConfig(StrictModel):
     interval: Duration = Field(default=3600.0, ge=1, le=7 * 86400, description="how often old data is removed")
 
 
+class PhysicsConfig(StrictModel):
+    store_dir: Path | None = Field(default=None, description="keep uploaded assemblies here (memory when unset)")
+    max_upload_bytes: ByteSize = Field(default=64 * 1024**2, ge=1024, le=4 * 1024**3)
+
+
 class LogConfig(StrictModel):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -104,6 +109,7 @@ class CloudConfig(StrictModel):
     database: DatabaseConfig = DatabaseConfig()
     sync: SyncConfig = SyncConfig()
     retention: RetentionConfig = RetentionConfig()
+    physics: PhysicsConfig = PhysicsConfig()
     log: LogConfig = LogConfig()
 
 

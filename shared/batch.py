@@ -35,12 +35,13 @@ class EdgeHealth(_Wire):
 class SequencedFrame(_Wire):
     """A frame as it travels to the cloud: its edge sequence and the frame as plain data.
 
-    ``frame`` stays plain data here so that the cloud can validate every frame on
-    its own and refuse only the bad ones.
+    ``frame`` stays plain data here (any value, even one that is not a map) so
+    that the cloud can validate every frame on its own and refuse only the bad
+    ones; the edge sends ``TelemetryFrame.to_wire()``.
     """
 
     seq: int = Field(ge=1, le=2**63 - 1)
-    frame: dict[str, Any]
+    frame: Any = Field(description="a TelemetryFrame as plain data (validated one by one)")
 
 
 class SyncBatch(_Wire):

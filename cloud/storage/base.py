@@ -64,6 +64,10 @@ class BadQuery(StorageError):
 
     status = 400
 
+    def __init__(self, message: str, path: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+
 
 class UnknownDevice(BadQuery):
     status = 404
@@ -242,7 +246,7 @@ def decode_cursor(cursor: str) -> tuple[str, int]:
         ts, field_name = text.split("|", 1)
         return field_name, int(ts)
     except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise BadQuery("cursor: not a cursor this service handed out") from None
+        raise BadQuery("not a cursor this service handed out", "cursor") from None
 
 
 class Storage(abc.ABC):
@@ -351,15 +355,15 @@ class Storage(abc.ABC):
     async def _resolve(self, device: str, fields: Sequence[str] | None) -> tuple[tuple[Any, ...], list[SeriesInfo]]:
         row = await self.device(device)
         if row is None:
-            raise UnknownDevice(f"device {device!r} has sent no data")
+            raise UnknownDevice(f"device {device!r} has sent no data", "device")
         known = sorted(await self.series(row[0]), key=lambda s: s.field)
         if not fields:
             return row, known
         by_name = {s.field: s for s in known}
         missing = [f for f in fields if f not in by_name]
         if missing:
-            raise BadQuery(f"fields: device {device!r} has no field {missing[0]!r}"
-                           f" (known: {', '.join(sorted(by_name)[:20]) or 'none'})")
+            raise BadQuery(f"device {device!r} has no field {missing[0]!r}"
+                           f" (known: {', '.join(sorted(by_name)[:20]) or 'none'})", "fields")
         return row, sorted({by_name[f] for f in fields}, key=lambda s: s.field)
 
     async def state(self, device: str) -> DeviceState:

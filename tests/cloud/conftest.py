@@ -11,7 +11,9 @@ import pytest
 from cloud.storage.base import Storage
 from cloud.storage.postgres import PostgresStorage
 from cloud.storage.sqlite import SQLiteStorage
+from tests.cloud.apiclient import Api, make_api
 from tests.cloud.pg import PgServer, PgUnavailable, start_cluster
+from tests.cloud.server import CloudServer
 
 _db_names = itertools.count(1)
 
@@ -51,3 +53,19 @@ async def storage(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[Sto
     await store.open()
     yield store
     await store.close()
+
+
+@pytest.fixture
+def cloud_server(tmp_path) -> Iterator[CloudServer]:
+    """A real twincloud (uvicorn subprocess, SQLite) with tokens: ``.base_url``, ``.edge_token``, ``.admin_token``."""
+    server = CloudServer(tmp_path / "cloud", edges=["edge-1"])
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def api(tmp_path) -> AsyncIterator[Api]:
+    """The app in-process (SQLite) with tokens: ``api.edge`` (edge-1), ``api.admin``, ``.operator``, ``.viewer``."""
+    async with make_api(tmp_path) as client:
+        yield client

@@ -1,0 +1,166 @@
+"""``POST /api/v1/sync/batches``: an edge hands over a batch of sequenced frames; the answer says what is safe.
+
+Order of checks: the token (401/403), the edge's own in-flight batch (429),
+this process's capacity (503), the body's size and encoding (413/415/400),
+the batch's shape (400/422), that the batch names the token's edge (403).
+Then each frame is validated on its own — a bad frame is refused with its
+reason and never takes the good ones with it — and the good ones are stored
+once each. ``acked_through`` is the batch's highest sequence: every frame at
+or below it is stored, was stored before, or is refused for good.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from pydantic import ValidationError
+
+from cloud.auth import EdgeDep
+from cloud.body import BodyError, read_body
+from cloud.context import Ctx
+from cloud.storage.base import StorageError, StorageUnavailable
+from shared.batch import Rejection, SyncAck, SyncBatch
+from shared.codec import decode_obj, problems_from_validation, validate_frame
+from shared.errors import CodecError, FrameError
+from shared.frame import TelemetryFrame
+
+__all__ = ["router"]
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/api/v1/sync", tags=["sync"])
+
+_MSGPACK_TYPES = {"application/msgpack", "application/x-msgpack", "application/vnd.msgpack"}
+_BODY_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "A SyncBatch as MessagePack (preferred) or JSON; Content-Encoding gzip or zstd allowed.",
+        "content": {
+            "application/msgpack": {"schema": {"$ref": "#/components/schemas/SyncBatch"}},
+            "application/json": {"schema": {"$ref": "#/components/schemas/SyncBatch"}},
+        },
+    }
+}
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"description": "unreadable body (bad MessagePack/JSON, bad gzip/zstd)"},
+    401: {"description": "no token, or an unknown or revoked one"},
+    403: {"description": "not an edge token, or the batch names another edge"},
+    413: {"description": "body or batch over the size limits"},
+    415: {"description": "content type or encoding not accepted"},
+    422: {"description": "the batch is not a SyncBatch; detail lists each problem"},
+    429: {"description": "this edge already has a batch in flight; retry after Retry-After seconds"},
+    503: {"description": "overloaded or the database is unavailable; retry after Retry-After seconds"},
+}
+
+
+def _retry(status: int, message: str, after: float) -> HTTPException:
+    return HTTPException(status, detail=[{"path": "", "message": message}],
+                         headers={"Retry-After": str(max(1, round(after)))})
+
+
+def _decode(body: bytes, content_type: str, max_frames: int) -> SyncBatch:
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media and media not in _MSGPACK_TYPES and media != "application/json":
+        raise BodyError(415, "Content-Type", f"{media[:60]!r} is not accepted; use application/msgpack or json")
+    try:
+        obj = decode_obj(body, max_bytes=len(body) + 1)
+    except CodecError as exc:
+        raise BodyError(400, "body", str(exc)) from None
+    if isinstance(obj, dict) and isinstance(obj.get("frames"), list) and len(obj["frames"]) > max_frames:
+        raise BodyError(413, "frames", f"{len(obj['frames']):,} frames; the limit is {max_frames:,} per batch")
+    try:
+        batch = SyncBatch.model_validate(obj)
+    except ValidationError as exc:
+        problems = [{"path": p.path, "message": p.message} for p in problems_from_validation(exc)]
+        raise HTTPException(422, detail=problems) from None
+    for k in range(1, len(batch.frames)):
+        seq, before = batch.frames[k].seq, batch.frames[k - 1].seq
+        if seq <= before:
+            message = f"sequences must increase within a batch (got {seq} after {before})"
+            raise HTTPException(422, detail=[{"path": f"frames.{k}.seq", "message": message}])
+    return batch
+
+
+def _parse(body: bytes, content_type: str,
+           max_frames: int) -> tuple[SyncBatch, list[tuple[int, TelemetryFrame]], list[Rejection]]:
+    batch = _decode(body, content_type, max_frames)
+    good: list[tuple[int, TelemetryFrame]] = []
+    rejected: list[Rejection] = []
+    for item in batch.frames:
+        try:
+            good.append((item.seq, validate_frame(item.frame)))
+        except FrameError as exc:
+            rejected.append(Rejection(seq=item.seq, reason=str(exc)))
+    return batch, good, rejected
+
+
+@router.post("/batches", response_model=SyncAck, responses=_RESPONSES, openapi_extra=_BODY_DOC)
+async def sync_batches(request: Request, edge: EdgeDep, ctx: Ctx) -> SyncAck:
+    """Store a batch of an edge's frames once each; answer with what the edge may delete."""
+    cfg = ctx.config.sync
+    if edge.name in ctx.syncing_edges:
+        ctx.metrics.sync_batches.labels("busy_edge").inc()
+        raise _retry(429, f"edge {edge.name} already has a batch in flight", cfg.retry_after)
+    if ctx.sync_slots.locked():
+        ctx.metrics.sync_batches.labels("overloaded").inc()
+        raise _retry(503, "the service is busy with other batches", cfg.retry_after)
+    ctx.syncing_edges.add(edge.name)
+    try:
+        async with ctx.sync_slots:
+            ctx.metrics.sync_inflight.inc()
+            try:
+                return await _handle(request, edge.name, ctx)
+            finally:
+                ctx.metrics.sync_inflight.dec()
+    finally:
+        ctx.syncing_edges.discard(edge.name)
+
+
+async def _handle(request: Request, edge: str, ctx: Ctx) -> SyncAck:
+    cfg = ctx.config.sync
+    try:
+        body, wire = await read_body(request, cfg.max_body_bytes, cfg.max_decoded_bytes)
+        args = (body, request.headers.get("content-type", ""), cfg.max_frames)
+        # Decoding and validating thousands of frames is CPU work: keep it off the event loop.
+        batch, good, rejected = await asyncio.to_thread(_parse, *args) if len(body) > 32_768 else _parse(*args)
+    except HTTPException:
+        ctx.metrics.sync_batches.labels("refused").inc()
+        raise
+    ctx.metrics.sync_bytes.labels("wire").inc(wire)
+    ctx.metrics.sync_bytes.labels("decoded").inc(len(body))
+    if batch.edge_id != edge:
+        ctx.metrics.sync_batches.labels("refused").inc()
+        raise HTTPException(403, detail=[{"path": "edge_id", "message": f"this token belongs to edge {edge!r}, "
+                                                                        f"not {batch.edge_id!r}"}])
+    if rejected:
+        log.warning("edge %s sent %d invalid frame(s); first: seq %d: %s", edge, len(rejected),
+                    rejected[0].seq, rejected[0].reason)
+    started = time.perf_counter()
+    try:
+        result = await ctx.storage.ingest(edge, good, batch.health, time.time_ns() // 1000, len(rejected))
+    except StorageUnavailable as exc:
+        ctx.metrics.storage_errors.labels("unavailable").inc()
+        ctx.metrics.sync_batches.labels("unavailable").inc()
+        log.warning("cannot store a batch of edge %s now: %s", edge, exc)
+        raise _retry(503, "the database is unavailable right now", cfg.retry_after) from None
+    except StorageError as exc:
+        ctx.metrics.storage_errors.labels("error").inc()
+        ctx.metrics.sync_batches.labels("unavailable").inc()
+        log.error("storing a batch of edge %s failed: %s", edge, exc)
+        raise _retry(503, "the database refused the batch; it will be retried", cfg.retry_after) from None
+    ctx.metrics.ingest_seconds.observe(time.perf_counter() - started)
+    ctx.metrics.sync_batches.labels("stored").inc()
+    ctx.metrics.frames.labels(edge, "stored").inc(result.stored)
+    ctx.metrics.frames.labels(edge, "duplicate").inc(result.duplicates)
+    ctx.metrics.frames.labels(edge, "rejected").inc(len(rejected))
+    ctx.metrics.samples.inc(result.samples)
+    missed = ctx.hub.publish(result.stored_frames)
+    if missed:
+        ctx.metrics.ws_dropped.inc(missed)
+    acked = batch.frames[-1].seq if batch.frames else None
+    log.debug("edge %s: %d stored, %d duplicate, %d rejected, acked through %s", edge, result.stored,
+              result.duplicates, len(rejected), acked)
+    return SyncAck(acked_through=acked, stored=result.stored, duplicates=result.duplicates, rejected=rejected)

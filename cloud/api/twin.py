@@ -1,0 +1,253 @@
+"""The digital twin's data: history, time-bucket aggregates, latest state and a live WebSocket feed.
+
+Times in requests are seconds since the epoch or ISO 8601 (``2026-01-31T12:00:00Z``);
+times in answers are seconds since the epoch. Fields are sensor names, and
+``metrics.<name>`` for derived metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, WebSocket, WebSocketDisconnect
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from cloud.auth import Viewer, authenticate, check_role
+from cloud.context import AppContext, Ctx
+from cloud.storage.base import AGG_FUNCS, BadQuery, StorageError, StorageUnavailable
+from shared.configbase import parse_duration
+from shared.frame import TS_MAX, TS_MIN
+
+__all__ = ["router"]
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/api/v1/twin", tags=["twin"])
+MAX_BUCKETS = 10_000
+Value = bool | float | str | None
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "bad parameter (time range, window, field, cursor); detail says which"},
+    401: {"description": "no token, or an unknown or revoked one"},
+    403: {"description": "the token may not read data"},
+    404: {"description": "unknown device"},
+    503: {"description": "the database is unavailable; retry later"},
+}
+
+
+class SeriesPoints(BaseModel):
+    field: str
+    kind: str
+    points: list[tuple[float, Value]]
+
+
+class HistoryOut(BaseModel):
+    device_id: str
+    series: list[SeriesPoints]
+    next_cursor: str | None
+
+
+class SeriesBuckets(BaseModel):
+    field: str
+    buckets: list[dict[str, float]]
+
+
+class AggregateOut(BaseModel):
+    device_id: str
+    start: float
+    stop: float
+    window_s: float
+    series: list[SeriesBuckets]
+
+
+class FieldValue(BaseModel):
+    ts: float
+    value: Value
+
+
+class StateOut(BaseModel):
+    device_id: str
+    ts: float | None
+    status: str | None
+    edge: str | None
+    values: dict[str, FieldValue]
+
+
+def _bad(path: str, message: str, status: int = 400) -> HTTPException:
+    return HTTPException(status, detail=[{"path": path, "message": message}])
+
+
+def parse_time(name: str, raw: str | None, default: float) -> int:
+    """Seconds since the epoch or ISO 8601 -> integer microseconds."""
+    if raw is None or raw == "":
+        return round(default * 1e6)
+    try:
+        value = float(raw)
+    except ValueError:
+        try:
+            parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        except ValueError:
+            raise _bad(name, f"expected seconds since the epoch or ISO 8601 such as '2026-01-31T12:00:00Z' "
+                             f"(got {raw[:40]!r})") from None
+        value = (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+    if not math.isfinite(value) or not TS_MIN <= value <= TS_MAX:
+        raise _bad(name, f"must be between 2000 and 2100 (got {raw[:40]!r})")
+    return round(value * 1e6)
+
+
+def _range(start: str | None, stop: str | None) -> tuple[int, int]:
+    lo, hi = parse_time("start", start, TS_MIN), parse_time("stop", stop, TS_MAX)
+    if lo >= hi:
+        raise _bad("start", f"start must be before stop (got start {lo / 1e6} >= stop {hi / 1e6})")
+    return lo, hi
+
+
+def _fields(raw: str | None) -> list[str] | None:
+    if not raw:
+        return None
+    names = [f.strip() for f in raw.split(",") if f.strip()]
+    if len(names) > 200:
+        raise _bad("fields", f"at most 200 fields at once (got {len(names)})")
+    return names or None
+
+
+async def _storage_call(coro: Any) -> Any:
+    try:
+        return await coro
+    except BadQuery as exc:
+        raise _bad(exc.path, str(exc), exc.status) from None
+    except StorageUnavailable as exc:
+        raise HTTPException(503, detail=[{"path": "", "message": str(exc)}], headers={"Retry-After": "2"}) from None
+    except StorageError as exc:
+        log.error("query failed: %s", exc)
+        raise HTTPException(503, detail=[{"path": "", "message": "the database failed to answer"}]) from None
+
+
+Device = Annotated[str, Query(min_length=1, max_length=64, description="device id")]
+Fields = Annotated[str | None, Query(max_length=8000, description="comma-separated field names; all when left out")]
+Start = Annotated[str | None, Query(max_length=40, description="from (inclusive): epoch seconds or ISO 8601")]
+Stop = Annotated[str | None, Query(max_length=40, description="to (exclusive): epoch seconds or ISO 8601")]
+
+
+@router.get("/devices", response_model=list[str], responses=_ERRORS)
+async def devices(_: Viewer, ctx: Ctx) -> list[str]:
+    """Every device that has sent data."""
+    return await _storage_call(ctx.storage.devices())  # type: ignore[no-any-return]
+
+
+@router.get("/history", response_model=HistoryOut, responses=_ERRORS)
+async def history(_: Viewer, ctx: Ctx, device: Device, fields: Fields = None, start: Start = None,
+                  stop: Stop = None, limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+                  cursor: Annotated[str | None, Query(max_length=400)] = None) -> HistoryOut:
+    """Stored points, field by field and oldest first; pass ``next_cursor`` back as ``cursor`` for more."""
+    lo, hi = _range(start, stop)
+    page = await _storage_call(ctx.storage.history(device, _fields(fields), lo, hi, limit, cursor))
+    return HistoryOut(device_id=device, next_cursor=page.next_cursor, series=[
+        SeriesPoints(field=info.field, kind=info.kind, points=[(ts / 1e6, v) for ts, v in points])
+        for info, points in page.series])
+
+
+@router.get("/history/aggregate", response_model=AggregateOut, responses=_ERRORS)
+async def aggregate(_: Viewer, ctx: Ctx, device: Device, start: Start = None, stop: Stop = None,
+                    window: Annotated[str, Query(max_length=20, description="bucket width: '10s', '1m', '1h'")] = "1m",
+                    funcs: Annotated[str, Query(max_length=100, description="of " + ", ".join(AGG_FUNCS))]
+                    = "mean,min,max,count", fields: Fields = None) -> AggregateOut:
+    """Time buckets aligned to the epoch; text fields are left out. Whole-minute windows read the rollups."""
+    lo, hi = _range(start, stop)
+    try:
+        width = parse_duration(window)
+    except ValueError as exc:
+        raise _bad("window", str(exc)) from None
+    width_us = round(width * 1e6)
+    if width_us < 1_000_000:
+        raise _bad("window", f"must be at least 1s (got {window!r})")
+    if (hi - lo) / width_us > MAX_BUCKETS:
+        raise _bad("window", f"{window!r} makes {math.ceil((hi - lo) / width_us):,} buckets over this range; "
+                             f"at most {MAX_BUCKETS:,} — widen the window or narrow start/stop")
+    wanted = [f.strip() for f in funcs.split(",") if f.strip()]
+    unknown = [f for f in wanted if f not in AGG_FUNCS]
+    if unknown or not wanted:
+        raise _bad("funcs", f"unknown function {unknown[0] if unknown else ''!r}; choose from {', '.join(AGG_FUNCS)}")
+    result = await _storage_call(ctx.storage.aggregate(device, _fields(fields), lo, hi, width_us))
+    series = []
+    for info, buckets in result:
+        rows = []
+        for b, agg in buckets:
+            values = {"mean": agg.sum / agg.count, "min": agg.min, "max": agg.max, "sum": agg.sum,
+                      "count": agg.count, "first": agg.first, "last": agg.last}
+            rows.append({"start": b / 1e6, **{f: values[f] for f in wanted}})
+        series.append(SeriesBuckets(field=info.field, buckets=rows))
+    return AggregateOut(device_id=device, start=lo / 1e6, stop=hi / 1e6, window_s=width, series=series)
+
+
+@router.get("/{device_id}/state", response_model=StateOut, responses=_ERRORS)
+async def state(device_id: str, _: Viewer, ctx: Ctx) -> StateOut:
+    """The newest value of every field of a device, and the status of its newest frame."""
+    st = await _storage_call(ctx.storage.state(device_id))
+    return StateOut(device_id=device_id, ts=None if st.last_ts is None else st.last_ts / 1e6,
+                    status=st.status, edge=st.edge,
+                    values={k: FieldValue(ts=ts / 1e6, value=v) for k, (ts, v) in st.values.items()})
+
+
+@router.websocket("/ws/{device_id}")
+async def live(websocket: WebSocket, device_id: str) -> None:
+    """Frames of one device as they are stored: ``{"type": "frame", "frame": {...}}``.
+
+    Token in ``Authorization: Bearer`` or, for browsers, a ``token`` query parameter.
+    A client too slow to keep up gets ``{"type": "dropped", "count": n}``.
+    """
+    ctx: AppContext = websocket.app.state.ctx
+    try:
+        check_role(await authenticate(websocket), "viewer")
+        if await ctx.storage.device(device_id) is None:
+            raise _bad("device_id", f"device {device_id!r} has sent no data", 404)
+    except HTTPException as exc:
+        await _deny(websocket, exc)
+        return
+    except StorageError:
+        await _deny(websocket, HTTPException(503, detail=[{"path": "", "message": "database unavailable"}]))
+        return
+    await websocket.accept()
+    sub = ctx.hub.subscribe(device_id)
+    ctx.metrics.ws_clients.inc()
+    try:
+        async with asyncio.TaskGroup() as tg:
+            reader = tg.create_task(_until_closed(websocket), name=f"ws-read-{device_id}")
+            writer = tg.create_task(_pump(websocket, sub), name=f"ws-write-{device_id}")
+            await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
+            reader.cancel()
+            writer.cancel()
+    finally:
+        ctx.hub.unsubscribe(sub)
+        ctx.metrics.ws_clients.dec()
+
+
+async def _deny(websocket: WebSocket, exc: HTTPException) -> None:
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        await websocket.send_denial_response(
+            JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers))
+    else:
+        await websocket.close(code=4000 + exc.status_code)
+
+
+async def _until_closed(websocket: WebSocket) -> None:
+    try:
+        while True:
+            await websocket.receive_text()
+    except (WebSocketDisconnect, RuntimeError):
+        return
+
+
+async def _pump(websocket: WebSocket, sub: Any) -> None:
+    try:
+        while True:
+            frame = await sub.queue.get()
+            if sub.dropped:
+                await websocket.send_json({"type": "dropped", "count": sub.dropped})
+                sub.dropped = 0
+            await websocket.send_json({"type": "frame", "frame": frame.to_wire()})
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        return

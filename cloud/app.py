@@ -1,0 +1,122 @@
+"""The cloud aggregator's ASGI app: ``create_app(config)`` wires storage, auth, metrics and routers.
+
+Stateless between requests: everything lives in the database, so several
+processes (``server.workers``) or machines can serve one PostgreSQL database.
+Each process has its own retention task; their deletes are idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+
+from cloud import __doc__ as _about
+from cloud.api import edges, physics, sync, system, twin
+from cloud.auth import Authenticator, physics_access
+from cloud.config import CONFIG_ENV, CloudConfig, load_cloud_config
+from cloud.context import AppContext
+from cloud.metrics import Metrics, MetricsMiddleware
+from cloud.physics.store import PhysicsStore
+from cloud.storage import open_storage
+from cloud.storage.base import StorageError
+from shared.batch import SyncBatch
+
+__all__ = ["VERSION", "app_from_env", "create_app"]
+
+log = logging.getLogger(__name__)
+VERSION = "0.1.0"
+DAY_US = 86_400_000_000
+
+
+async def _retention_loop(ctx: AppContext) -> None:
+    cfg = ctx.config.retention
+    while True:
+        now = time.time_ns() // 1000
+        samples = now - cfg.samples_days * DAY_US if cfg.samples_days else None
+        rollups = now - cfg.rollups_days * DAY_US if cfg.rollups_days else None
+        if samples is not None or rollups is not None:
+            try:
+                deleted = await ctx.storage.purge(samples, rollups)
+                if deleted:
+                    log.info("retention: removed %d old rows", deleted)
+            except StorageError as exc:
+                log.warning("retention: could not remove old data (%s); trying again in %.0f s", exc, cfg.interval)
+        await asyncio.sleep(cfg.interval)
+
+
+def _problems(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    detail = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ())]
+        path = ".".join(loc[1:] if len(loc) > 1 and loc[0] in ("query", "path", "body", "header") else loc)
+        message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        if "input" in err and err.get("type") != "missing":
+            shown = repr(err["input"])
+            message += f" (got {shown[:60]}{'...' if len(shown) > 60 else ''})"
+        detail.append({"path": path, "message": message})
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    batch = SyncBatch.model_json_schema(ref_template="#/components/schemas/{model}")
+    components = schema.setdefault("components", {})
+    components.setdefault("schemas", {}).update(batch.pop("$defs", {}))
+    components["schemas"]["SyncBatch"] = batch
+    components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+    schema["security"] = [{"bearer": []}]
+    app.openapi_schema = schema
+    return schema
+
+
+def create_app(config: CloudConfig) -> FastAPI:
+    metrics = Metrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        storage = open_storage(config.database)
+        await storage.open()
+        ctx = AppContext(config, storage, Authenticator(storage, config.server.auth_cache_ttl), metrics,
+                         sync_slots=asyncio.Semaphore(config.sync.max_concurrent))
+        app.state.ctx = ctx
+        retention = asyncio.create_task(_retention_loop(ctx), name="twincloud-retention")
+        log.info("twincloud ready: %s storage, schema version %d", storage.backend, await storage.schema_version())
+        try:
+            yield
+        finally:
+            retention.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await retention
+            await storage.close()
+
+    app = FastAPI(title="twincloud", version=VERSION, description=(_about or "").strip(), lifespan=lifespan)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_exception_handler(RequestValidationError, _problems)
+    app.include_router(system.router)
+    app.include_router(sync.router)
+    app.include_router(twin.router)
+    app.include_router(edges.router)
+    app.include_router(physics.router, dependencies=[Depends(physics_access)])
+    if config.physics.store_dir is not None:
+        store = PhysicsStore(config.physics.store_dir, max_upload_bytes=config.physics.max_upload_bytes)
+        app.dependency_overrides[physics.get_store] = lambda: store
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """For ``uvicorn --factory cloud.app:app_from_env`` (workers): the config named by TWINCLOUD_CONFIG."""
+    return create_app(load_cloud_config(os.environ.get(CONFIG_ENV) or None))

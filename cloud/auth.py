@@ -1,0 +1,150 @@
+"""Bearer tokens: one per edge, one per person with a role (admin, operator, viewer).
+
+Tokens are 256-bit random strings shown once when created; the database keeps
+only their SHA-256 (a slow password hash adds nothing for random tokens of
+this length, and every request checks one). A checked token is trusted for
+``server.auth_cache_ttl`` seconds, so a revocation takes effect within that
+time in every process. The FastAPI dependencies here answer 401 (no or an
+unknown token) and 403 (a valid token without the right).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Literal
+
+from fastapi import Depends, HTTPException, Request, WebSocket
+
+from cloud.storage.base import Principal, Storage
+
+__all__ = [
+    "ROLES",
+    "Authenticator",
+    "EdgeDep",
+    "hash_token",
+    "new_token",
+    "require_edge",
+    "require_role",
+    "token_from",
+]
+
+log = logging.getLogger(__name__)
+ROLES = ("viewer", "operator", "admin")
+_RANK = {role: rank for rank, role in enumerate(ROLES, start=1)}
+_PREFIX = {"edge": "twe_", "user": "twu_"}
+
+
+def new_token(kind: Literal["edge", "user"]) -> str:
+    return _PREFIX[kind] + secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Authenticator:
+    """Looks tokens up in the store, with a short cache of positive and negative answers."""
+
+    def __init__(self, storage: Storage, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._storage = storage
+        self._ttl = ttl
+        self._clock = clock
+        self._cache: dict[str, tuple[Principal | None, float]] = {}
+
+    async def principal(self, token: str) -> Principal | None:
+        if not 8 <= len(token) <= 256:
+            return None
+        digest = hash_token(token)
+        now = self._clock()
+        hit = self._cache.get(digest)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        found = await self._storage.principal(digest)
+        if self._ttl > 0:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[digest] = (found, now + self._ttl)
+        return found
+
+    def forget(self) -> None:
+        """Drop cached answers (after a token was created or revoked through this process)."""
+        self._cache.clear()
+
+
+def token_from(headers: dict[str, str] | object, query_token: str | None = None) -> str | None:
+    """The bearer token of an ``Authorization`` header, else a ``token`` query parameter (WebSocket)."""
+    value = getattr(headers, "get", lambda _k: None)("authorization")
+    if value:
+        scheme, _, token = value.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+        return None
+    return query_token or None
+
+
+def _unauthorized(message: str) -> HTTPException:
+    return HTTPException(401, detail=[{"path": "Authorization", "message": message}],
+                         headers={"WWW-Authenticate": "Bearer"})
+
+
+def _forbidden(message: str) -> HTTPException:
+    return HTTPException(403, detail=[{"path": "Authorization", "message": message}])
+
+
+async def authenticate(conn: Request | WebSocket) -> Principal:
+    """The caller's identity; 401 when the token is missing, unknown or revoked."""
+    query = conn.query_params.get("token") if isinstance(conn, WebSocket) else None
+    token = token_from(conn.headers, query)
+    if token is None:
+        raise _unauthorized("send 'Authorization: Bearer <token>'")
+    principal = await conn.app.state.ctx.auth.principal(token)
+    if principal is None:
+        raise _unauthorized("unknown or revoked token")
+    return principal
+
+
+def check_role(principal: Principal, role: str) -> None:
+    if principal.kind != "user":
+        raise _forbidden(f"an edge token cannot be used here; this needs a person's token with role {role}")
+    if _RANK.get(principal.role, 0) < _RANK[role]:
+        raise _forbidden(f"role {principal.role} may not do this; it needs {role} or above")
+
+
+def require_role(role: str) -> Callable[[Request], Awaitable[Principal]]:
+    """A dependency: a person's token with ``role`` or a higher one."""
+    if role not in _RANK:
+        raise ValueError(f"unknown role {role!r}")
+
+    async def dependency(request: Request) -> Principal:
+        principal = await authenticate(request)
+        check_role(principal, role)
+        return principal
+
+    dependency.__name__ = f"require_{role}"
+    return dependency
+
+
+async def require_edge(request: Request) -> Principal:
+    """A dependency: an edge's token."""
+    principal = await authenticate(request)
+    if principal.kind != "edge":
+        raise _forbidden("this endpoint takes an edge's token (twincloud edge add NAME)")
+    return principal
+
+
+async def physics_access(request: Request) -> Principal:
+    """Viewers may read and run checks; uploading an assembly needs an operator."""
+    principal = await authenticate(request)
+    upload = request.method == "POST" and request.url.path.rstrip("/").endswith("/assemblies")
+    check_role(principal, "operator" if upload else "viewer")
+    return principal
+
+
+EdgeDep = Annotated[Principal, Depends(require_edge)]
+Viewer = Annotated[Principal, Depends(require_role("viewer"))]
+Operator = Annotated[Principal, Depends(require_role("operator"))]
+Admin = Annotated[Principal, Depends(require_role("admin"))]

@@ -1,0 +1,171 @@
+"""``twincloud``: serve the API, manage edge and user tokens, migrate the database, physics checks.
+
+Exit codes: 0 ok, 1 a runtime problem (database unreachable, name taken),
+2 usage, 78 (EX_CONFIG) a config error. Commands that create a token print
+only the token on stdout, so ``TOKEN=$(twincloud edge add line-1)`` works.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from cloud.config import CONFIG_ENV, CloudConfig, ConfigFileError, load_cloud_config, redact_url
+from cloud.storage import open_storage
+from cloud.storage.base import Storage, StorageError
+from shared.errors import TwinedgeError
+
+__all__ = ["main"]
+
+EX_CONFIG = 78
+DEFAULT_CONFIG = Path("/etc/twincloud/cloud.toml")
+
+
+def _config(args: argparse.Namespace) -> CloudConfig:
+    path = args.config or os.environ.get(CONFIG_ENV) or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
+    return load_cloud_config(path)
+
+
+def _with_storage(args: argparse.Namespace, action: Callable[[Storage], Awaitable[int]]) -> int:
+    async def run() -> int:
+        storage = open_storage(_config(args).database)
+        await storage.open()
+        try:
+            return await action(storage)
+        finally:
+            await storage.close()
+    return asyncio.run(run())
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    config = _config(args)
+    host = args.host or config.server.host
+    port = config.server.port if args.port is None else args.port
+    workers = args.workers or config.server.workers
+    logging.getLogger(__name__).info("serving on http://%s:%d with %s", host, port,
+                                     redact_url(config.database.url.get_secret_value()))
+    common: dict[str, Any] = {"host": host, "port": port, "log_level": config.log.level.lower(),
+                              "timeout_graceful_shutdown": 10, "access_log": args.access_log}
+    if workers > 1:
+        if args.config:
+            os.environ[CONFIG_ENV] = str(Path(args.config).resolve())
+        uvicorn.run("cloud.app:app_from_env", factory=True, workers=workers, **common)
+    else:
+        from cloud.app import create_app
+
+        uvicorn.run(create_app(config), **common)
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    async def action(storage: Storage) -> int:
+        print(f"{storage.backend} database at schema version {await storage.schema_version()}")
+        return 0
+    return _with_storage(args, action)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = load_cloud_config(args.file)
+    shown = config.model_dump(mode="json")
+    shown["database"]["url"] = redact_url(config.database.url.get_secret_value())
+    print(json.dumps(shown, indent=2) if args.json else f"{args.file}: ok ({config.database.backend} storage)")
+    return 0
+
+
+def _identity_cmd(kind: str, action: str) -> Callable[[argparse.Namespace], int]:
+    from cloud import identities as ids
+
+    def run(args: argparse.Namespace) -> int:
+        async def act(storage: Storage) -> int:
+            if action == "add":
+                token = await (ids.add_edge(storage, args.name) if kind == "edge"
+                               else ids.add_user(storage, args.name, args.role))
+                print(token)
+                print(f"{kind} {args.name!r} added; the token above is shown only once", file=sys.stderr)
+            elif action == "token":
+                print(await ids.rotate(storage, kind, args.name))  # type: ignore[arg-type]
+                print(f"new token for {kind} {args.name!r}; the old one no longer works", file=sys.stderr)
+            elif action == "revoke":
+                await ids.revoke(storage, kind, args.name)  # type: ignore[arg-type]
+                print(f"{kind} {args.name!r} revoked")
+            else:
+                rows = await storage.identities(kind)
+                if args.json:
+                    print(json.dumps(rows, indent=2))
+                for row in [] if args.json else rows:
+                    state = "revoked" if row["revoked_at"] else "active"
+                    print(f"{row['name']:<32} {row['role']:<9} {state}")
+            return 0
+        return _with_storage(args, act)
+    return run
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="twincloud", description="twinedge cloud aggregator")
+    parser.add_argument("--config", help=f"config file (default ${CONFIG_ENV} or {DEFAULT_CONFIG} if present)")
+    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the API (OpenAPI at /docs)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int, help="worker processes")
+    serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.set_defaults(handler=cmd_serve)
+    sub.add_parser("migrate", help="bring the database schema up to date").set_defaults(handler=cmd_migrate)
+    check = sub.add_parser("check-config", help="validate a config file")
+    check.add_argument("file")
+    check.add_argument("--json", action="store_true")
+    check.set_defaults(handler=cmd_check_config)
+    for kind in ("edge", "user"):
+        group = sub.add_parser(kind, help=f"{kind} tokens").add_subparsers(dest=f"{kind}_command", required=True)
+        add = group.add_parser("add", help=f"add a{'n edge' if kind == 'edge' else ' person'}; prints the token")
+        add.add_argument("name")
+        if kind == "user":
+            add.add_argument("--role", required=True, choices=["admin", "operator", "viewer"])
+        add.set_defaults(handler=_identity_cmd(kind, "add"))
+        for action, text in (("token", "issue a new token (the old one stops working)"), ("revoke", "revoke")):
+            p = group.add_parser(action, help=text)
+            p.add_argument("name")
+            p.set_defaults(handler=_identity_cmd(kind, action))
+        lst = group.add_parser("list", help=f"list {kind}s")
+        lst.add_argument("--json", action="store_true")
+        lst.set_defaults(handler=_identity_cmd(kind, "list"))
+    try:
+        from cloud.physics.cli import add_subcommands
+    except ImportError:  # the physics extra (trimesh, fcl) is not installed
+        pass
+    else:
+        add_subcommands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level or "INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.handler(args))
+    except ConfigFileError as exc:
+        print(f"{exc.path}: {len(exc.lines)} problem(s)", file=sys.stderr)
+        for line in exc.lines:
+            print(f"  {line}", file=sys.stderr)
+        return EX_CONFIG
+    except StorageError as exc:
+        print(f"twincloud: {exc}", file=sys.stderr)
+        return 1
+    except TwinedgeError as exc:  # physics input errors, among others
+        for problem in getattr(exc, "problems", None) or [exc]:
+            print(f"error: {problem}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

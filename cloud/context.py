@@ -1,0 +1,35 @@
+"""What every request handler needs from the running app, in one object on ``app.state.ctx``."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from cloud.auth import Authenticator
+from cloud.config import CloudConfig
+from cloud.live import LiveHub
+from cloud.metrics import Metrics
+from cloud.storage.base import Storage
+
+__all__ = ["AppContext", "Ctx"]
+
+
+@dataclass
+class AppContext:
+    config: CloudConfig
+    storage: Storage
+    auth: Authenticator
+    metrics: Metrics
+    hub: LiveHub = field(default_factory=LiveHub)
+    sync_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(8))
+    syncing_edges: set[str] = field(default_factory=set)
+
+
+def get_ctx(request: Request) -> AppContext:
+    return request.app.state.ctx  # type: ignore[no-any-return]
+
+
+Ctx = Annotated[AppContext, Depends(get_ctx)]
