@@ -99,6 +99,10 @@ class _Geometry:
             return v
 
     @cached_property
+    def support_t(self) -> np.ndarray:
+        return np.ascontiguousarray(self.support.T)
+
+    @cached_property
     def solid(self) -> manifold3d.Manifold | None:
         if not self.mesh.closed:
             return None
@@ -130,21 +134,35 @@ class CollisionWorld:
         self._shared: OrderedDict[tuple, _Shared] = OrderedDict()
         self._cache_results = cache_results
         self._lock = threading.Lock()
-        self.poses = np.stack([p.pose for p in parts])
-        self.set_poses(self.poses)
+        self.poses = np.stack([p.pose for p in parts]).astype(float)
+        self.lo, self.hi = np.zeros((len(parts), 3)), np.zeros((len(parts), 3))
+        self._gaps: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        for k in range(len(parts)):
+            self._place(k)
 
     def set_poses(self, poses: np.ndarray) -> None:
-        """Move the parts: ``poses`` is (n, 4, 4) with translations in metres."""
-        self.poses = np.asarray(poses, dtype=float)
-        lo, hi = [], []
-        for k, (geom, pose) in enumerate(zip(self._geom, self.poses, strict=True)):
-            obj = self._objects[k]
-            if obj is not None:
-                obj.setTransform(fcl.Transform(pose[:3, :3], pose[:3, 3]))
-            world = geom.support @ pose[:3, :3].T + pose[:3, 3]
-            lo.append(world.min(axis=0))
-            hi.append(world.max(axis=0))
-        self.lo, self.hi = np.array(lo), np.array(hi)
+        """Move the parts: ``poses`` is (n, 4, 4) with translations in metres.
+
+        Only the parts whose pose changed are updated (AABB, fcl transform).
+        """
+        poses = np.array(poses, dtype=float)
+        if poses.shape != self.poses.shape:
+            raise ValueError(f"poses must be {self.poses.shape} (got {poses.shape})")
+        changed = np.flatnonzero(np.any(poses != self.poses, axis=(1, 2)))
+        self.poses = poses
+        for k in changed.tolist():
+            self._place(k)
+        if changed.size:
+            self._gaps = None
+
+    def _place(self, k: int) -> None:
+        pose = self.poses[k]
+        obj = self._objects[k]
+        if obj is not None:
+            obj.setTransform(fcl.Transform(pose[:3, :3], pose[:3, 3]))
+        world = pose[:3, :3] @ self._geom[k].support_t  # (3, V): reductions along rows are fast
+        self.lo[k] = world.min(axis=1) + pose[:3, 3]
+        self.hi[k] = world.max(axis=1) + pose[:3, 3]
 
     def build_all(self) -> None:
         """Build every part's BVH now (otherwise each is built when a query first needs it)."""
@@ -161,10 +179,12 @@ class CollisionWorld:
 
     # --- broad phase ------------------------------------------------------------------
     def aabb_gaps(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """All pairs i<j with the lower bound of their distance from the AABBs."""
-        i, j = np.triu_indices(len(self.parts), k=1)
-        gap = np.maximum(0.0, np.maximum(self.lo[j] - self.hi[i], self.lo[i] - self.hi[j]))
-        return i, j, np.linalg.norm(gap, axis=1)
+        """All pairs i<j with the lower bound of their distance from the AABBs (kept until poses change)."""
+        if self._gaps is None:
+            i, j = np.triu_indices(len(self.parts), k=1)
+            gap = np.maximum(0.0, np.maximum(self.lo[j] - self.hi[i], self.lo[i] - self.hi[j]))
+            self._gaps = (i, j, np.sqrt(np.einsum("ij,ij->i", gap, gap)))
+        return self._gaps
 
     def candidate_pairs(self, margin: float) -> list[tuple[int, int]]:
         i, j, lb = self.aabb_gaps()
