@@ -12,9 +12,16 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 
-from shared.configbase import ByteSize, ConfigFileError, Duration, StrictModel, load_config
+from shared.configbase import (
+    ByteSize,
+    ConfigFileError,
+    Duration,
+    StrictModel,
+    format_validation_error,
+    load_config,
+)
 
 __all__ = [
     "DATABASE_URL_ENV",
@@ -118,11 +125,12 @@ def load_cloud_config(path: str | Path | None) -> CloudConfig:
     config = CloudConfig() if path is None else load_config(path, CloudConfig)
     env_url = os.environ.get(DATABASE_URL_ENV)
     if env_url:
-        data = config.database.model_dump()
-        data["url"] = SecretStr(env_url)
         try:
-            database = DatabaseConfig.model_validate(data)
-        except ValueError as exc:
-            raise ConfigFileError(DATABASE_URL_ENV, [str(exc).splitlines()[-1].strip()]) from None
+            DatabaseConfig.model_validate({"url": env_url})  # the URL checks alone
+            database = config.database.model_copy(update={"url": SecretStr(env_url)})
+        except ValidationError as exc:
+            lines = [f"{DATABASE_URL_ENV}: " + line.split(": ", 1)[-1].split(" (got ")[0]
+                     for line in format_validation_error(exc, DatabaseConfig)]
+            raise ConfigFileError(DATABASE_URL_ENV, lines) from None
         config = config.model_copy(update={"database": database})
     return config

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -98,8 +99,10 @@ def parse_time(name: str, raw: str | None, default: float) -> int:
     return round(value * 1e6)
 
 
-def _range(start: str | None, stop: str | None) -> tuple[int, int]:
-    lo, hi = parse_time("start", start, TS_MIN), parse_time("stop", stop, TS_MAX)
+def _range(start: str | None, stop: str | None, default_start: float | None = None,
+           default_stop: float | None = None) -> tuple[int, int]:
+    lo = parse_time("start", start, TS_MIN if default_start is None else default_start)
+    hi = parse_time("stop", stop, TS_MAX if default_stop is None else default_stop)
     if lo >= hi:
         raise _bad("start", f"start must be before stop (got start {lo / 1e6} >= stop {hi / 1e6})")
     return lo, hi
@@ -155,8 +158,16 @@ async def aggregate(_: Viewer, ctx: Ctx, device: Device, start: Start = None, st
                     window: Annotated[str, Query(max_length=20, description="bucket width: '10s', '1m', '1h'")] = "1m",
                     funcs: Annotated[str, Query(max_length=100, description="of " + ", ".join(AGG_FUNCS))]
                     = "mean,min,max,count", fields: Fields = None) -> AggregateOut:
-    """Time buckets aligned to the epoch; text fields are left out. Whole-minute windows read the rollups."""
-    lo, hi = _range(start, stop)
+    """Time buckets aligned to the epoch; text fields are left out. Whole-minute windows read the rollups.
+
+    Without start and stop: the last 24 hours.
+    """
+    wanted = [f.strip() for f in funcs.split(",") if f.strip()]
+    unknown = [f for f in wanted if f not in AGG_FUNCS]
+    if unknown or not wanted:
+        raise _bad("funcs", f"unknown function {unknown[0] if unknown else ''!r}; choose from {', '.join(AGG_FUNCS)}")
+    now = time.time()
+    lo, hi = _range(start, stop, default_start=now - 86_400 if stop is None else None, default_stop=now)
     try:
         width = parse_duration(window)
     except ValueError as exc:
@@ -167,10 +178,6 @@ async def aggregate(_: Viewer, ctx: Ctx, device: Device, start: Start = None, st
     if (hi - lo) / width_us > MAX_BUCKETS:
         raise _bad("window", f"{window!r} makes {math.ceil((hi - lo) / width_us):,} buckets over this range; "
                              f"at most {MAX_BUCKETS:,} — widen the window or narrow start/stop")
-    wanted = [f.strip() for f in funcs.split(",") if f.strip()]
-    unknown = [f for f in wanted if f not in AGG_FUNCS]
-    if unknown or not wanted:
-        raise _bad("funcs", f"unknown function {unknown[0] if unknown else ''!r}; choose from {', '.join(AGG_FUNCS)}")
     result = await _storage_call(ctx.storage.aggregate(device, _fields(fields), lo, hi, width_us))
     series = []
     for info, buckets in result:

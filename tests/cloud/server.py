@@ -5,7 +5,8 @@
     server.base_url, server.edge_tokens["edge-1"], server.admin_token
     server.stop() / server.restart() / server.kill()
 
-or the ``cloud_server`` fixture in tests/cloud/conftest.py. Tokens are created
+or the ``cloud_server`` fixture in tests/cloud/conftest.py. Retention is off
+unless ``extra_config`` sets it. Tokens are created
 before the first start with the same code `twincloud edge add` runs. The
 process can be killed and restarted on the same port and database, which is
 how the end-to-end tests exercise outages.
@@ -30,6 +31,8 @@ from tests.support import free_port
 __all__ = ["CloudServer"]
 
 _READY = "Application startup complete"
+# Test data often carries fixed past timestamps: keep retention from deleting it behind a test's back.
+_NO_RETENTION = "[retention]\nsamples_days = 0\nrollups_days = 0\n"
 
 
 class CloudServer:
@@ -44,12 +47,13 @@ class CloudServer:
         self.config_path = self.directory / "cloud.toml"
         self.config_path.write_text(
             f'[server]\nhost = "127.0.0.1"\nport = {self.port}\nauth_cache_ttl = "0s"\n\n'
-            f'[database]\nurl = "{url}"\n\n{extra_config}\n', encoding="utf-8")
+            f'[database]\nurl = "{url}"\n\n{extra_config or _NO_RETENTION}\n', encoding="utf-8")
         self.edge_tokens: dict[str, str] = {}
         self.admin_token = ""
         self.viewer_token = ""
         self.log: list[str] = []
         self._proc: subprocess.Popen[str] | None = None
+        self._drain = threading.Thread()
         self._run_in_thread(self._prepare(list(edges)))
 
     @property
@@ -94,12 +98,14 @@ class CloudServer:
 
         def drain() -> None:
             assert proc.stderr is not None
-            for line in proc.stderr:
-                self.log.append(line.rstrip())
-                if _READY in line:
-                    ready.set()
+            with proc.stderr:
+                for line in proc.stderr:
+                    self.log.append(line.rstrip())
+                    if _READY in line:
+                        ready.set()
             ready.set()  # exited: stop waiting
-        threading.Thread(target=drain, name="cloud-server-log", daemon=True).start()
+        self._drain = threading.Thread(target=drain, name="cloud-server-log", daemon=True)
+        self._drain.start()
         if not ready.wait(timeout) or proc.poll() is not None:
             self.kill()
             raise RuntimeError("twincloud did not start:\n" + "\n".join(self.log[-30:]))
@@ -116,6 +122,7 @@ class CloudServer:
                 self._proc.kill()
                 self._proc.wait()
         code, self._proc = self._proc.returncode, None
+        self._drain.join(5)
         return code
 
     def kill(self) -> None:
@@ -125,6 +132,7 @@ class CloudServer:
                 self._proc.kill()
             self._proc.wait()
             self._proc = None
+            self._drain.join(5)
 
     def restart(self) -> None:
         self.stop()

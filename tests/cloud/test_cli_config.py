@@ -1,0 +1,73 @@
+"""`twincloud` commands (tokens, migrate, check-config) and the config file: errors, env override, secrets."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from cloud.cli import EX_CONFIG, main
+from cloud.config import DATABASE_URL_ENV, ConfigFileError, load_cloud_config, redact_url
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "cloud.toml"
+    path.write_text(f'[database]\nurl = "sqlite:///{tmp_path / "c.db"}"\n', encoding="utf-8")
+    return path
+
+
+def test_edge_and_user_tokens_from_the_command_line(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--config", str(config), "edge", "add", "line-1"]) == 0
+    token = capsys.readouterr().out.strip()
+    assert token.startswith("twe_") and len(token) > 40
+    assert main(["--config", str(config), "user", "add", "ann", "--role", "operator"]) == 0
+    assert capsys.readouterr().out.startswith("twu_")
+    assert main(["--config", str(config), "edge", "add", "line-1"]) == 1
+    assert "exists already" in capsys.readouterr().err
+    assert main(["--config", str(config), "edge", "token", "line-1"]) == 0
+    assert capsys.readouterr().out.strip() != token
+    assert main(["--config", str(config), "user", "revoke", "ann"]) == 0
+    assert main(["--config", str(config), "user", "list"]) == 0
+    assert "ann" in capsys.readouterr().out.split("revoked")[0]
+    assert main(["--config", str(config), "user", "revoke", "nobody"]) == 1
+    assert main(["--config", str(config), "edge", "add", "bad name!"]) == 1
+
+
+def test_migrate_reports_the_schema_version(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--config", str(config), "migrate"]) == 0
+    assert "schema version 2" in capsys.readouterr().out
+
+
+def test_a_bad_config_exits_78_with_the_key_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[server]\nprot = 80\n[sync]\nmax_concurrent = 0\n[database]\nurl = "mysql://x"\n',
+                   encoding="utf-8")
+    assert main(["check-config", str(bad)]) == EX_CONFIG
+    err = capsys.readouterr().err
+    assert "server.prot: unknown key; did you mean 'port'?" in err
+    assert "sync.max_concurrent" in err and "database.url" in err
+    assert main(["--config", str(tmp_path / "missing.toml"), "migrate"]) == EX_CONFIG
+
+
+def test_the_database_url_from_the_environment_wins_and_is_never_shown(
+        config: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv(DATABASE_URL_ENV, "postgresql://cloud:s3cret@db.example:5432/twin")
+    loaded = load_cloud_config(config)
+    assert loaded.database.backend == "postgres"
+    assert "s3cret" not in repr(loaded) and "s3cret" not in str(loaded.model_dump())
+    caplog.set_level(logging.DEBUG)
+    assert main(["check-config", str(config), "--json"]) == 0
+    out = capsys.readouterr().out
+    assert "s3cret" not in out and "cloud:***@db.example" in out
+    monkeypatch.setenv(DATABASE_URL_ENV, "oracle://x")
+    with pytest.raises(ConfigFileError, match=DATABASE_URL_ENV):
+        load_cloud_config(config)
+
+
+def test_redact_url() -> None:
+    assert redact_url("postgresql://u:pw@h:5/db") == "postgresql://u:***@h:5/db"
+    assert redact_url("postgresql://u@h/db") == "postgresql://u@h/db"
+    assert redact_url("sqlite:///x.db") == "sqlite:///x.db"

@@ -1,0 +1,78 @@
+"""Against a real uvicorn process: the WebSocket live feed, and batches surviving a restart of the service."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from shared.codec import encode_obj
+from tests.cloud.apiclient import auth, batch, wire
+from tests.cloud.server import CloudServer
+
+
+@pytest.fixture(scope="module")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CloudServer]:
+    """One server for the WebSocket tests (they only add frames); the kill test has its own."""
+    with CloudServer(tmp_path_factory.mktemp("live")) as server:
+        yield server
+
+
+async def post_batch(server: CloudServer, body: dict) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as client:
+        return await client.post("/api/v1/sync/batches", content=encode_obj(body),
+                                 headers={**auth(server.edge_token), "Content-Type": "application/msgpack"})
+
+
+async def test_live_frames_reach_websocket_subscribers_as_they_are_stored(live_server: CloudServer) -> None:
+    assert (await post_batch(live_server, batch("edge-1", [(1, wire(0))]))).status_code == 200
+    url = f"{live_server.ws_url}/api/v1/twin/ws/press-1"
+    async with connect(url, additional_headers=auth(live_server.viewer_token), proxy=None) as ws:
+        ack = await post_batch(live_server, batch("edge-1", [(2, wire(1)), (3, wire(2)),
+                                                               (4, wire(3, device="other"))]))
+        assert ack.json()["stored"] == 3
+        async with asyncio.timeout(5):
+            got = [json.loads(await ws.recv()), json.loads(await ws.recv())]
+    assert [m["type"] for m in got] == ["frame", "frame"]
+    assert [m["frame"]["sensors"]["temp"] for m in got] == [21.0, 22.0]
+    assert all(m["frame"]["device_id"] == "press-1" for m in got)
+
+
+@pytest.mark.parametrize(("token", "device", "status"), [
+    (None, "press-1", 401), ("edge", "press-1", 403), ("viewer", "ghost", 404)])
+async def test_websocket_refusals_are_plain_http_answers(live_server: CloudServer, token: str | None,
+                                                         device: str, status: int) -> None:
+    assert (await post_batch(live_server, batch("edge-1", [(1, wire(0))]))).status_code == 200
+    tokens = {"edge": live_server.edge_token, "viewer": live_server.viewer_token}
+    headers = auth(tokens[token]) if token else {}
+    with pytest.raises(InvalidStatus) as info:
+        async with connect(f"{live_server.ws_url}/api/v1/twin/ws/{device}", additional_headers=headers,
+                           proxy=None):
+            pass
+    assert info.value.response.status_code == status
+
+
+async def test_websocket_takes_the_token_as_a_query_parameter(live_server: CloudServer) -> None:
+    assert (await post_batch(live_server, batch("edge-1", [(1, wire(500))]))).status_code == 200
+    url = f"{live_server.ws_url}/api/v1/twin/ws/press-1?token={live_server.viewer_token}"
+    async with connect(url, proxy=None) as ws:
+        await post_batch(live_server, batch("edge-1", [(2, wire(501))]))
+        async with asyncio.timeout(5):
+            assert json.loads(await ws.recv())["frame"]["ts"] == wire(501)["ts"]
+
+
+async def test_a_killed_service_loses_no_acked_frame_and_dedups_the_retry(cloud_server: CloudServer) -> None:
+    body = batch("edge-1", [(i + 1, wire(i)) for i in range(500)])
+    assert (await post_batch(cloud_server, body)).json()["acked_through"] == 500
+    cloud_server.kill()
+    cloud_server.start()
+    retry = (await post_batch(cloud_server, body)).json()
+    assert (retry["stored"], retry["duplicates"], retry["acked_through"]) == (0, 500, 500)
+    async with httpx.AsyncClient(base_url=cloud_server.base_url) as client:
+        edges = (await client.get("/api/v1/edges", headers=auth(cloud_server.viewer_token))).json()
+    assert edges[0]["frames_stored"] == 500 and edges[0]["last_seq"] == 500

@@ -1,0 +1,94 @@
+"""History, aggregate, state and devices over HTTP, and the 4xx answers for bad parameters."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.cloud.apiclient import T0, Api, auth, batch, wire
+
+
+@pytest.fixture
+async def loaded(api: Api) -> Api:
+    frames = [(i + 1, wire(i)) for i in range(300)]
+    frames.append((1000, wire(0, device="m:2", mode="auto", on=True)))
+    ack = await api.sync(batch("edge-1", frames))
+    assert ack.json()["stored"] == 301
+    return api
+
+
+async def get(api: Api, path: str, **params: object) -> tuple[int, dict]:
+    resp = await api.client.get(path, params=params, headers=auth(api.viewer))
+    return resp.status_code, resp.json()
+
+
+async def test_history_pages_through_every_point(loaded: Api) -> None:
+    points: list[tuple[str, float]] = []
+    cursor = None
+    while True:
+        params = {"device": "press-1", "fields": "temp,rpm", "limit": 250}
+        status, body = await get(loaded, "/api/v1/twin/history", **params, **({"cursor": cursor} if cursor else {}))
+        assert status == 200, body
+        points += [(s["field"], p[0]) for s in body["series"] for p in s["points"]]
+        cursor = body["next_cursor"]
+        if not cursor:
+            break
+    assert len(points) == 600 and len(set(points)) == 600
+    assert points[0] == ("rpm", T0) and points[-1] == ("temp", T0 + 299)
+
+
+async def test_history_of_a_time_range_in_iso_8601(loaded: Api) -> None:
+    status, body = await get(loaded, "/api/v1/twin/history", device="press-1", fields="temp",
+                             start="2026-01-01T00:00:10Z", stop="2026-01-01T00:00:13Z")
+    assert status == 200
+    assert body["series"] == [{"field": "temp", "kind": "num",
+                               "points": [[T0 + 10, 30.0], [T0 + 11, 31.0], [T0 + 12, 32.0]]}]
+
+
+async def test_aggregate_buckets_with_every_function(loaded: Api) -> None:
+    status, body = await get(loaded, "/api/v1/twin/history/aggregate", device="press-1", fields="temp",
+                             start=T0, stop=T0 + 180, window="1m", funcs="mean,min,max,sum,count,first,last")
+    assert status == 200, body
+    [series] = body["series"]
+    assert series["buckets"][0] == {"start": T0, "mean": 49.5, "min": 20.0, "max": 79.0, "sum": 2970.0,
+                                    "count": 60.0, "first": 20.0, "last": 79.0}
+    assert [b["start"] for b in series["buckets"]] == [T0, T0 + 60, T0 + 120]
+
+
+async def test_aggregate_with_a_window_that_is_not_whole_minutes(loaded: Api) -> None:
+    status, body = await get(loaded, "/api/v1/twin/history/aggregate", device="press-1", fields="rpm",
+                             start=T0, stop=T0 + 20, window="10s", funcs="count,last")
+    assert status == 200
+    assert body["series"][0]["buckets"] == [{"start": T0, "count": 10.0, "last": 1009.0},
+                                            {"start": T0 + 10, "count": 10.0, "last": 1019.0}]
+
+
+async def test_state_and_devices(loaded: Api) -> None:
+    status, body = await get(loaded, "/api/v1/twin/m:2/state")
+    assert status == 200
+    assert body["values"] == {"mode": {"ts": T0, "value": "auto"}, "on": {"ts": T0, "value": True},
+                              "metrics.score": {"ts": T0, "value": 0.0}}
+    assert (await get(loaded, "/api/v1/twin/devices"))[1] == ["m:2", "press-1"]
+
+
+@pytest.mark.parametrize(("path", "params", "status", "where"), [
+    ("/api/v1/twin/history", {"device": "nope"}, 404, "device"),
+    ("/api/v1/twin/nope/state", {}, 404, "device"),
+    ("/api/v1/twin/history/aggregate", {"device": "nope", "start": T0, "stop": T0 + 60}, 404, "device"),
+    ("/api/v1/twin/history", {"device": "press-1", "start": T0 + 10, "stop": T0}, 400, "start"),
+    ("/api/v1/twin/history", {"device": "press-1", "start": "last tuesday"}, 400, "start"),
+    ("/api/v1/twin/history", {"device": "press-1", "stop": "1e30"}, 400, "stop"),
+    ("/api/v1/twin/history", {"device": "press-1", "fields": "pressure"}, 400, "fields"),
+    ("/api/v1/twin/history", {"device": "press-1", "cursor": "xyz"}, 400, "cursor"),
+    ("/api/v1/twin/history", {"device": "press-1", "limit": 0}, 422, "limit"),
+    ("/api/v1/twin/history", {}, 422, "device"),
+    ("/api/v1/twin/history/aggregate", {"device": "press-1", "window": "5"}, 400, "window"),
+    ("/api/v1/twin/history/aggregate", {"device": "press-1", "window": "10ms"}, 400, "window"),
+    ("/api/v1/twin/history/aggregate", {"device": "press-1", "start": T0, "stop": T0 + 86400 * 365,
+                                        "window": "1s"}, 400, "window"),
+    ("/api/v1/twin/history/aggregate", {"device": "press-1", "funcs": "median"}, 400, "funcs"),
+])
+async def test_bad_parameters_get_a_clear_4xx(loaded: Api, path: str, params: dict, status: int,
+                                              where: str) -> None:
+    got, body = await get(loaded, path, **params)
+    assert got == status, body
+    assert body["detail"][0]["path"] == where and body["detail"][0]["message"]
