@@ -33,6 +33,7 @@ bench: install
 	$(PY) bench/bench_modbus.py
 	$(PY) bench/bench_opcua.py
 	$(PY) bench/bench_footprint.py
+	$(PY) bench/bench_sim.py
 	$(PY) bench/bench_physics.py
 
 clean:

@@ -1,11 +1,12 @@
-"""MQTT ingest benchmark: QoS 1 publishers on 127.0.0.1 -> embedded broker (or Mosquitto + edge client) -> sink.
+"""MQTT ingest benchmark: QoS 1 publishers on 127.0.0.1 -> embedded broker (or Mosquitto + edge client) -> store.
 
 Run: python bench/bench_mqtt_ingest.py            (about 90 s; add --quick for a 30 s smoke run)
 
 Publishers run in a separate process (a lean raw-socket MQTT client, so the
 publisher side is not the bottleneck); the broker and the sink run in this
-process, whose CPU is what the table reports. The sink only counts frames
-(the cheapest realistic sink); acknowledgements still wait for its put.
+process, whose CPU is what the table reports. By default the sink is the real
+durable path (store writer -> SQLite WAL, synchronous=FULL): a PUBACK leaves only
+after its frames' transaction committed. `--sink count` measures the broker alone.
 Phases:
   1. sustained rate, single-frame messages, unlimited publishers
   2. sustained rate, 50 frames per message
@@ -37,6 +38,9 @@ import psutil  # noqa: E402
 from edge.broker.client import ExternalMqttIngest  # noqa: E402
 from edge.broker.config import AclRule, BrokerConfig, ListenerConfig, MqttClientConfig  # noqa: E402
 from edge.broker.embedded import EmbeddedBroker  # noqa: E402
+from edge.config import StoreConfig  # noqa: E402
+from edge.store import Store  # noqa: E402
+from edge.writer import StoreWriter  # noqa: E402
 from shared.frame import TelemetryFrame  # noqa: E402
 from tests.edge.broker.mosquitto import Mosquitto, mosquitto_available  # noqa: E402
 
@@ -174,6 +178,46 @@ class CountingSink:
         self.rejected += 1
 
 
+class StoreSink:
+    """The real durable path: a StoreWriter over a Store with the default settings, in a temp dir."""
+
+    def __init__(self, directory: Path) -> None:
+        config = StoreConfig()
+        self.store = Store(directory / "queue.db", config)
+        self.writer = StoreWriter(
+            self.store, max_frames=config.batch_max_frames, max_delay=config.batch_max_delay,
+            queue_frames=config.ingest_queue_frames,
+        )
+        self.target = 0
+        self.reached = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.writer.on_commit(self._committed)
+
+    async def _committed(self, frames: Sequence[TelemetryFrame]) -> None:
+        if self.target and self.frames >= self.target:
+            self.reached.set()
+
+    @property
+    def frames(self) -> int:
+        return self.writer.committed_frames
+
+    async def start(self) -> None:
+        await self.store.open()
+        self._task = asyncio.create_task(self.writer.run(), name="bench-store-writer")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.store.close()
+
+    async def put(self, frames: Sequence[TelemetryFrame], *, durable: bool = False) -> None:
+        await self.writer.put(frames, durable=durable)
+
+    async def reject(self, origin: str, reason: str, payload: bytes | None = None) -> None:
+        await self.writer.reject(origin, reason, payload)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -181,7 +225,7 @@ def free_port() -> int:
 
 
 async def run_phase(
-    port: int, sink: CountingSink, *, seconds: float, connections: int, window: int, frames: int = 1,
+    port: int, sink: CountingSink | StoreSink, *, seconds: float, connections: int, window: int, frames: int = 1,
     rate: int = 0, latency: bool = False, warmup: float = 1.5,
 ) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--publisher", "--port", str(port), "--seconds", str(seconds + warmup),
@@ -204,8 +248,20 @@ async def run_phase(
     return result
 
 
-async def embedded_phases(quick: bool) -> list[tuple[str, dict[str, Any]]]:
-    sink, port = CountingSink(), free_port()
+async def embedded_phases(quick: bool, sink_kind: str) -> list[tuple[str, dict[str, Any]]]:
+    with tempfile.TemporaryDirectory() as tmp:
+        sink: CountingSink | StoreSink = CountingSink() if sink_kind == "count" else StoreSink(Path(tmp))
+        if isinstance(sink, StoreSink):
+            await sink.start()
+        try:
+            return await _embedded_phases(quick, sink)
+        finally:
+            if isinstance(sink, StoreSink):
+                await sink.stop()
+
+
+async def _embedded_phases(quick: bool, sink: CountingSink | StoreSink) -> list[tuple[str, dict[str, Any]]]:
+    port = free_port()
     config = BrokerConfig(
         listeners=[ListenerConfig(name="bench", port=port)], allow_anonymous=True,
         acl=[AclRule(username="*", publish=["twin/+/telemetry"])], republish=False,
@@ -230,48 +286,67 @@ async def embedded_phases(quick: bool) -> list[tuple[str, dict[str, Any]]]:
     return results
 
 
-async def mosquitto_phases(quick: bool) -> list[tuple[str, dict[str, Any]]]:
-    """Mosquitto -> ExternalMqttIngest: (a) draining a backlog queued while the edge was away, which is
+async def mosquitto_phases(quick: bool, sink_kind: str, inflight: int) -> list[tuple[str, dict[str, Any]]]:
+    """Mosquitto -> ExternalMqttIngest -> sink: (a) draining a backlog queued while the edge was away, which is
     what the edge client alone can sustain; (b) live publishers at a fixed 20,000 msgs/s."""
     if not mosquitto_available():
         return []
+    with tempfile.TemporaryDirectory() as tmp:
+        sink: CountingSink | StoreSink = CountingSink() if sink_kind == "count" else StoreSink(Path(tmp))
+        if isinstance(sink, StoreSink):
+            await sink.start()
+        try:
+            return await _mosquitto_phases(quick, sink, inflight, Path(tmp))
+        finally:
+            if isinstance(sink, StoreSink):
+                await sink.stop()
+
+
+async def _mosquitto_phases(
+    quick: bool, sink: CountingSink | StoreSink, inflight: int, tmp: Path
+) -> list[tuple[str, dict[str, Any]]]:
     port = free_port()
     config = MqttClientConfig(port=port, client_id="bench-edge")
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        async with Mosquitto(port, Path(tmp)) as mosquitto:
-            assert mosquitto.proc is not None
-            broker_proc = psutil.Process(mosquitto.proc.pid)
-            sink = CountingSink()
-            # register the persistent session, then queue a backlog while the edge is away
-            ingest = ExternalMqttIngest(config, sink, edge_id="bench")
-            task = asyncio.create_task(ingest.run(), name="bench-external")
-            await ingest.started.wait()
+    async with Mosquitto(port, tmp, max_inflight=inflight) as mosquitto:
+        assert mosquitto.proc is not None
+        broker_proc = psutil.Process(mosquitto.proc.pid)
+        # register the persistent session, then queue a backlog while the edge is away
+        ingest = ExternalMqttIngest(config, sink, edge_id="bench")
+        task = asyncio.create_task(ingest.run(), name="bench-external")
+        await ingest.started.wait()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        planned = 60_000 if quick else 200_000
+        queued = await run_phase(port, CountingSink(), seconds=planned / 40_000, connections=4, window=200,
+                                 rate=40_000, warmup=0.0)
+        backlog = int(queued["sent"])
+        me = psutil.Process()
+        f0 = sink.frames
+        task = asyncio.create_task(ingest.run(), name="bench-external")
+        broker_proc.cpu_percent()
+        cpu0, t0 = me.cpu_times(), time.monotonic()
+        sink.target, sink.reached = f0 + int(backlog * 0.98), asyncio.Event()
+        async with asyncio.timeout(120):
+            await sink.reached.wait()
+        cpu1, t1 = me.cpu_times(), time.monotonic()
+        rate = (sink.frames - f0) / (t1 - t0)
+        cpu = 100 * ((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)) / (t1 - t0)
+        drained = {"msgs_per_s": rate, "frames_per_s": rate, "cpu_pct": cpu, "offered_per_s": None,
+                   "mosquitto_cpu_pct": broker_proc.cpu_percent()}
+        rows.append(("Mosquitto -> edge client, backlog", drained))
+        try:
+            sink.target, sink.reached = f0 + backlog, asyncio.Event()
+            async with asyncio.timeout(60):  # let the rest of the backlog go before the live phase
+                await sink.reached.wait()
+            broker_proc.cpu_percent()
+            live = await run_phase(port, sink, seconds=4.0 if quick else 10.0, connections=4, window=500,
+                                   rate=20_000)
+            live["mosquitto_cpu_pct"] = broker_proc.cpu_percent()
+            rows.append(("Mosquitto -> edge client, 20k/s offered", live))
+        finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-            backlog = 60_000 if quick else 200_000
-            await run_phase(port, CountingSink(), seconds=backlog / 40_000, connections=4, window=200,
-                            rate=40_000, warmup=0.0)
-            me = psutil.Process()
-            task = asyncio.create_task(ingest.run(), name="bench-external")
-            cpu0, t0 = me.cpu_times(), time.monotonic()
-            sink.target = int(backlog * 0.98)
-            async with asyncio.timeout(120):
-                await sink.reached.wait()
-            cpu1, t1 = me.cpu_times(), time.monotonic()
-            rate = sink.frames / (t1 - t0)
-            cpu = 100 * ((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)) / (t1 - t0)
-            drained = {"msgs_per_s": rate, "frames_per_s": rate, "cpu_pct": cpu, "offered_per_s": None}
-            rows.append(("Mosquitto -> edge client, backlog", drained))
-            try:
-                broker_proc.cpu_percent()
-                live = await run_phase(port, sink, seconds=4.0 if quick else 10.0, connections=4, window=500,
-                                       rate=20_000)
-                live["mosquitto_cpu_pct"] = broker_proc.cpu_percent()
-                rows.append(("Mosquitto -> edge client, 20k/s offered", live))
-            finally:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
     return rows
 
 
@@ -287,17 +362,18 @@ def print_table(rows: list[tuple[str, dict[str, Any]]]) -> None:
             print(f"{'  (mosquitto process itself)':38} {'':>8} {'':9} {'':10} {'':>7} {'':>7} "
                   f"{r['mosquitto_cpu_pct']:6.1f}")
     print("\noffered = messages/s the publisher process sent (msgs/s of all phases is what reached the sink).")
-    print("CPU % = this process (broker + ingest + counting sink) over the measured window; 100 = one core.")
+    print("CPU % = this process (broker + ingest + sink) over the measured window; 100 = one core.")
     print("Targets: >= 10,000 frames/s; p95 < 100 ms at 2,000 msgs/s; <= 15 % CPU at 1,000 msgs/s;")
     print("         >= 20,000 msgs/s through Mosquitto and the edge client.")
     print(f"Machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
 
 
 async def main(args: argparse.Namespace) -> None:
-    rows = await embedded_phases(args.quick)
-    external = await mosquitto_phases(args.quick)
+    print(f"sink: {'counting only' if args.sink == 'count' else 'durable store (SQLite WAL, synchronous=FULL)'}")
+    rows = await embedded_phases(args.quick, args.sink) if args.only != "mosquitto" else []
+    external = await mosquitto_phases(args.quick, args.sink, args.inflight) if args.only != "embedded" else []
     rows += external
-    if not external:
+    if not external and args.only != "embedded":
         print("mosquitto not installed: external-broker phase skipped (apt-get install mosquitto)")
     print_table(rows)
 
@@ -305,6 +381,11 @@ async def main(args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="4 s per phase instead of 10 s")
+    parser.add_argument("--sink", choices=["store", "count"], default="store",
+                        help="store: the real durable path (default); count: the broker alone")
+    parser.add_argument("--only", choices=["embedded", "mosquitto"], help="run one group of phases")
+    parser.add_argument("--inflight", type=int, default=1000,
+                        help="Mosquitto's max_inflight_messages (default 1000, as docs/mqtt.md recommends)")
     parser.add_argument("--publisher", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=float, default=10.0, help=argparse.SUPPRESS)

@@ -19,9 +19,9 @@ from typing import Any, Protocol
 from edge import __version__
 from edge.config import GatewayConfig
 from edge.control import ControlServer
+from edge.sdnotify import notify, watchdog_interval
 from edge.sources import Backoff, Source, SourceState, build_source
 from edge.store import Store
-from edge.systemd import notify, watchdog_interval
 from edge.writer import StoreWriter
 from shared.errors import TwinedgeError
 from shared.frame import TelemetryFrame

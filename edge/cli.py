@@ -42,7 +42,7 @@ def _socket_path(args: argparse.Namespace) -> Path:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from edge.app import StartupError, run_daemon
-    from edge.systemd import setup_logging
+    from edge.sdnotify import setup_logging
 
     config = load_gateway_config(args.config or DEFAULT_CONFIG)
     setup_logging(args.log_level or config.log.level)

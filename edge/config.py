@@ -41,7 +41,9 @@ class StoreConfig(StrictModel):
 
     path: Path | None = Field(None, description="default: <state_dir>/queue.db")
     batch_max_frames: int = Field(1000, ge=1, le=100_000)
-    batch_max_delay: Duration = Field(0.05, ge=0.001, le=10.0)
+    batch_max_delay: Duration = Field(
+        0.02, ge=0.001, le=10.0, description="longest wait to gather a transaction (fewer fsyncs vs latency)"
+    )
     ingest_queue_frames: int = Field(20_000, ge=100, le=1_000_000)
     disk_budget: ByteSize = Field(1024**3, ge=1024**2, le=2**44)
     when_full: Literal["drop_oldest", "drop_newest"] = "drop_oldest"

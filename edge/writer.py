@@ -136,7 +136,7 @@ class StoreWriter:
             except TimeoutError:
                 break
         async with self._cond:
-            batch = []
+            batch: list[tuple[Sequence[TelemetryFrame], asyncio.Future[None] | None]] = []
             taken = 0
             while self._items and (taken < self.max_frames or not batch):
                 item = self._items.popleft()

@@ -14,7 +14,7 @@ import sys
 __all__ = ["notify", "setup_logging", "watchdog_interval"]
 
 try:  # optional extra: pip install twinedge[systemd]
-    from systemd import daemon as _sd_daemon  # type: ignore[import-not-found]
+    from systemd import daemon as _sd_daemon  # type: ignore[attr-defined, unused-ignore]
 except ImportError:
     _sd_daemon = None
 

@@ -1,0 +1,180 @@
+"""Footprint benchmark: RSS and CPU of the running daemon (`twinedge run`) as a separate process.
+
+Run: python bench/bench_footprint.py          (about 90 s)
+
+Phase 1 (loaded): the embedded broker, 50 Modbus TCP devices x 100 registers
+polled every 1 s and one OPC-UA source subscribed to 1,000 items changing at
+10 Hz, all served by the plant simulator (twinsim) in another process.
+Phase 2 (idle): the daemon with its broker and no traffic.
+Targets: RSS < 150 MB loaded; idle CPU < 2 % of a core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import psutil  # noqa: E402
+
+from edge.broker.auth import set_password  # noqa: E402
+from edge.control import ControlError, request  # noqa: E402
+
+
+def free_port(span: int = 1) -> int:
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = int(s.getsockname()[1])
+        try:
+            socks = [socket.socket() for _ in range(span)]
+            for i, sock in enumerate(socks):
+                sock.bind(("127.0.0.1", base + i))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise SystemExit("no free ports")
+
+
+def broker_section(tmp: Path) -> str:
+    passwd = tmp / "broker.passwd"
+    set_password(passwd, "bench", "bench-password")
+    return (f'\n[broker]\npassword_file = "{passwd}"\n'
+            f'listeners = [{{ name = "default", host = "127.0.0.1", port = {free_port()} }}]\n'
+            f'\n[control]\nsocket = "{tmp / "control.sock"}"\n')
+
+
+async def wait_ready(sock: Path, proc: subprocess.Popen[bytes]) -> None:
+    async with asyncio.timeout(60):
+        while True:
+            if proc.poll() is not None:
+                raise SystemExit(f"the daemon exited with {proc.returncode}")
+            try:
+                await request(sock, "status")
+                return
+            except ControlError:
+                await asyncio.sleep(0.2)
+
+
+async def measure(proc: subprocess.Popen[bytes], seconds: float) -> dict[str, float]:
+    p = psutil.Process(proc.pid)
+    cpu0, t0 = p.cpu_times(), time.monotonic()
+    peak = 0
+    end = t0 + seconds
+    while time.monotonic() < end:
+        peak = max(peak, p.memory_info().rss)
+        await asyncio.sleep(0.5)
+    cpu1, t1 = p.cpu_times(), time.monotonic()
+    return {
+        "cpu_pct": 100 * ((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)) / (t1 - t0),
+        "rss_mb": p.memory_info().rss / 1e6,
+        "peak_rss_mb": peak / 1e6,
+    }
+
+
+def start_daemon(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "-c", str(config)], stdout=out, stderr=out)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+async def loaded(tmp: Path, args: argparse.Namespace) -> dict[str, float]:
+    modbus, opcua = free_port(args.devices), free_port()
+    common = ["--machines", str(args.devices), "--modbus-port", str(modbus), "--opcua-port", str(opcua),
+              "--registers", "100", "--opcua-items", str(args.items)]
+    config = tmp / "loaded.toml"
+    gen = [sys.executable, "-m", "edge.sim.cli", "config", *common, "--state-dir", str(tmp / "state"),
+           "--publishing-interval", "100ms", "-o", str(config)]
+    subprocess.run(gen, check=True)  # noqa: ASYNC221 - a one-off, before timing
+    with config.open("a") as f:
+        f.write(broker_section(tmp))
+    # Two simulator processes: one asyncua server with 1,000 items at 10 Hz keeps a
+    # core busy, and would make the Modbus devices answer late if they shared it.
+    sims = []
+    for part, skip in (("modbus", "--no-opcua"), ("opcua", "--no-modbus")):
+        ready = tmp / f"sim-{part}.ready"
+        cmd = [sys.executable, "-m", "edge.sim.cli", "run", *common, skip, "--summary-every", "0s",
+               "--ready-file", str(ready), "--log-level", "warning"]
+        sims.append((subprocess.Popen(cmd), ready))  # noqa: ASYNC220 - started once, before timing
+    try:
+        deadline = time.monotonic() + 120
+        for sim, ready in sims:
+            while not ready.exists():
+                if sim.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit("the simulator did not start")
+                await asyncio.sleep(0.2)
+        edge = start_daemon(config, tmp / "loaded.log")
+        try:
+            await wait_ready(tmp / "control.sock", edge)
+            await asyncio.sleep(args.warmup)
+            before = await request(tmp / "control.sock", "status")
+            result = await measure(edge, args.seconds)
+            after = await request(tmp / "control.sock", "status")
+            values = sum(s["values"] for s in after["sources"]) - sum(s["values"] for s in before["sources"])
+            result["values_per_s"] = values / args.seconds
+            result["connected"] = sum(1 for s in after["sources"] if s["state"] == "connected")
+            result["sources"] = len(after["sources"])
+        finally:
+            stop(edge)
+    finally:
+        for sim, _ in sims:
+            stop(sim)
+    return result
+
+
+async def idle(tmp: Path, args: argparse.Namespace) -> dict[str, float]:
+    config = tmp / "idle.toml"
+    config.write_text(f'[edge]\nid = "idle-edge"\nstate_dir = "{tmp / "idle-state"}"\n' + broker_section(tmp))
+    edge = start_daemon(config, tmp / "idle.log")
+    try:
+        await wait_ready(tmp / "control.sock", edge)
+        await asyncio.sleep(3)
+        return await measure(edge, args.seconds)
+    finally:
+        stop(edge)
+
+
+async def main(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        load = await loaded(tmp, args)
+        rest = await idle(tmp, args)
+    print(f"\n{'phase':58} {'CPU %':>6} {'RSS MB':>7} {'peak MB':>8}")
+    title = f"loaded: broker + {args.devices} Modbus x 100 regs @1 s + {args.items} OPC-UA items @10 Hz"
+    print(f"{title:58} {load['cpu_pct']:6.1f} {load['rss_mb']:7.1f} {load['peak_rss_mb']:8.1f}")
+    print(f"  values/s stored: {load['values_per_s']:.0f}; sources connected {load['connected']}/{load['sources']}")
+    print(f"{'idle: broker, no sources, no traffic':58} {rest['cpu_pct']:6.1f} {rest['rss_mb']:7.1f} "
+          f"{rest['peak_rss_mb']:8.1f}")
+    print("\nTargets: RSS < 150 MB loaded; idle CPU < 2 % of a core (100 % = one core).")
+    print(f"Machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+    if args.json:
+        print(json.dumps({"loaded": load, "idle": rest}))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--devices", type=int, default=50)
+    parser.add_argument("--items", type=int, default=1000)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--warmup", type=float, default=10.0)
+    parser.add_argument("--json", action="store_true")
+    asyncio.run(main(parser.parse_args()))
