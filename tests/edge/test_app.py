@@ -167,3 +167,27 @@ def test_the_cli_says_plainly_when_the_daemon_is_not_running(tmp_path: Path) -> 
     )
     assert proc.returncode == 1
     assert "the daemon is not running" in proc.stderr and "Traceback" not in proc.stderr
+
+
+async def test_queue_commands_show_frames_and_quarantine_from_the_running_daemon(tmp_path: Path) -> None:
+    gateway = Gateway(config(tmp_path))
+    async with running(gateway):
+        await gateway.writer.put([TelemetryFrame(ts=T0, device_id="press-9", sensors={"temp": 81.5})], durable=True)
+        await gateway.writer.reject("mqtt:twin/press-9/telemetry", "invalid_frame: sensors.temp: must be finite", b"x")
+        sock = str(gateway.config.control_socket)
+        mode = gateway.config.control_socket.stat().st_mode & 0o777
+        outputs = {}
+        for action in ("stats", "peek", "quarantine"):
+            async with asyncio.timeout(20):
+                while True:
+                    proc = await asyncio.create_subprocess_exec(
+                        sys.executable, "-m", "edge.cli", "queue", action, "--socket", sock, stdout=subprocess.PIPE
+                    )
+                    outputs[action] = (await proc.communicate())[0].decode()
+                    if action != "quarantine" or "press-9" in outputs[action]:
+                        break  # the quarantine row is written just after the reject
+                    await asyncio.sleep(0.05)
+    assert mode == 0o660  # operators in the service's group may connect; others may not
+    assert "1 frames waiting" in outputs["stats"]
+    assert "press-9" in outputs["peek"] and "temp=81.5" in outputs["peek"]
+    assert "must be finite" in outputs["quarantine"] and "mqtt:twin/press-9/telemetry" in outputs["quarantine"]
