@@ -32,12 +32,40 @@ __all__ = ["ExternalMqttIngest"]
 
 log = logging.getLogger(__name__)
 
-BATCH_MAX = 1000  # messages handed to the sink in one put
+BATCH_MAX = 1000  # messages read from the inbox in one go
+PENDING_MAX = 20_000  # decoded messages waiting for a commit before reading pauses
 
 
 def _paho_of(client: aiomqtt.Client) -> paho.Client:
     """aiomqtt exposes no manual-ack switch; paho (2.x) has one. This is the one place we reach in."""
     return client._client  # noqa: SLF001
+
+
+class _Pending:
+    """Decoded messages waiting for their commit; bounded, so a slow store slows the reading."""
+
+    def __init__(self) -> None:
+        self.frames: list[TelemetryFrame] = []
+        self.messages: list[aiomqtt.Message] = []
+        self._changed = asyncio.Condition()
+
+    def add(self, frames: list[TelemetryFrame], message: aiomqtt.Message) -> None:
+        self.frames.extend(frames)
+        self.messages.append(message)
+
+    async def room(self) -> None:
+        """Wake the committer, and wait while too much is pending."""
+        async with self._changed:
+            self._changed.notify_all()
+            await self._changed.wait_for(lambda: len(self.messages) < PENDING_MAX)
+
+    async def take(self) -> tuple[list[TelemetryFrame], list[aiomqtt.Message]]:
+        async with self._changed:
+            await self._changed.wait_for(lambda: bool(self.messages))
+            taken = self.frames, self.messages
+            self.frames, self.messages = [], []
+            self._changed.notify_all()
+            return taken
 
 
 class ExternalMqttIngest:
@@ -130,21 +158,42 @@ class ExternalMqttIngest:
             await asyncio.sleep(delay)
 
     async def _consume(self, client: aiomqtt.Client, inbox: asyncio.Queue[aiomqtt.Message]) -> None:
-        ack = _paho_of(client).ack
+        """Decode messages as they arrive; a second task commits what has gathered and acks it.
+
+        Reading does not wait for the commit: while one transaction is written, the
+        next one's messages are already being decoded. Each commit takes everything
+        decoded since the previous one, so under load a few large transactions carry
+        the whole in-flight window, and their PUBACKs leave in arrival order.
+        """
+        pending = _Pending()
         client_id = f"{self.config.client_id}@{self._where}"
-        async for first in client.messages:  # raises MqttError when the connection drops
-            batch = [first]
-            while len(batch) < BATCH_MAX and not inbox.empty():
-                batch.append(inbox.get_nowait())
-            frames: list[TelemetryFrame] = []
-            for message in batch:
-                payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
-                frames.extend(await self.ingest.frames_of(message.topic.value, payload, client_id=client_id))
+        committer = asyncio.create_task(self._commit_loop(client, pending), name="mqtt-client-commit")
+        try:
+            async for first in client.messages:  # raises MqttError when the connection drops
+                batch = [first]
+                while len(batch) < BATCH_MAX and not inbox.empty():
+                    batch.append(inbox.get_nowait())
+                for message in batch:
+                    payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
+                    frames = await self.ingest.frames_of(message.topic.value, payload, client_id=client_id)
+                    pending.add(frames, message)
+                await pending.room()
+                if committer.done():
+                    committer.result()  # a commit that failed: raise its error here
+        finally:
+            committer.cancel()
+            await asyncio.gather(committer, return_exceptions=True)
+
+    async def _commit_loop(self, client: aiomqtt.Client, pending: _Pending) -> None:
+        ack = _paho_of(client).ack
+        durable = self.config.qos > 0
+        while True:
+            frames, messages = await pending.take()
             if frames:
-                await self.sink.put(frames, durable=self.config.qos > 0)
+                await self.sink.put(frames, durable=durable)
                 self.ingest.frames_in += len(frames)
                 self.health.record_success(len(frames), sum(len(f.sensors) for f in frames))
-            for message in batch:
+            for message in messages:
                 if message.qos > 0:
                     ack(message.mid, message.qos)
 

@@ -14,9 +14,14 @@ def mosquitto_available() -> bool:
 
 
 class Mosquitto:
-    """``async with Mosquitto(port, tmp_path):`` -- anonymous, no persistence, unlimited queues."""
+    """``async with Mosquitto(port, tmp_path):`` -- anonymous, no persistence, unlimited queues.
 
-    def __init__(self, port: int, directory: Path) -> None:
+    ``max_inflight`` is Mosquitto's per-client window of unacknowledged QoS 1
+    messages (its default is 20; 0 means no limit). The edge acknowledges after
+    each commit, so this window / the commit interval bounds the ingest rate.
+    """
+
+    def __init__(self, port: int, directory: Path, *, max_inflight: int = 1000) -> None:
         self.port = port
         self.conf = directory / f"mosquitto-{port}.conf"
         self.conf.write_text(
@@ -24,7 +29,7 @@ class Mosquitto:
             "allow_anonymous true\n"
             "persistence false\n"
             "max_queued_messages 0\n"
-            "max_inflight_messages 0\n"
+            f"max_inflight_messages {max_inflight}\n"
             "log_dest stderr\n"
             "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
         )
