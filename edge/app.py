@@ -22,7 +22,9 @@ from edge.control import ControlServer
 from edge.sdnotify import notify, watchdog_interval
 from edge.sources import Backoff, Source, SourceState, build_source
 from edge.store import Store
+from edge.uplink import Uplink
 from edge.writer import StoreWriter
+from shared.batch import EdgeHealth
 from shared.errors import TwinedgeError
 from shared.frame import TelemetryFrame
 
@@ -63,6 +65,10 @@ class Gateway:
         )
         self.sources: list[Source] = [build_source(src, self.writer) for src in config.sources]
         self.mqtt: MqttSide | None = self._build_mqtt()
+        self.uplink = (
+            Uplink(config.uplink, self.store, edge_id=config.edge.id, health=self.edge_health)
+            if config.uplink is not None else None
+        )
         self.control = ControlServer(
             config.control_socket,
             config.control.mode,
@@ -94,12 +100,16 @@ class Gateway:
             self.writer.on_commit(self.control.publish)
             if self.mqtt is not None and (self.config.mqtt_client is not None or self.config.broker.republish):
                 self.writer.on_commit(self.mqtt.publish_stored)
+            if self.uplink is not None:
+                self.writer.on_commit(self.uplink.on_commit)
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.writer.run(), name="store-writer")
                 tg.create_task(self.writer.run_quarantine(), name="quarantine-writer")
                 tg.create_task(self.control.run(), name="control")
                 if self.mqtt is not None:
                     tg.create_task(self.mqtt.run(), name="mqtt")
+                if self.uplink is not None:
+                    tg.create_task(self.uplink.run(), name="uplink")
                 for source in self.sources:
                     tg.create_task(self._supervise(source), name=f"source:{source.name}")
                 tg.create_task(self._announce(), name="systemd-status")
@@ -161,6 +171,17 @@ class Gateway:
             source.health.set_state(SourceState.DISCONNECTED, f"{reason}; restarting in {delay:.1f} s")
             await asyncio.sleep(delay)
 
+    async def edge_health(self) -> EdgeHealth:
+        """What every sync batch tells the cloud about this edge."""
+        stats = await self.store.stats()
+        return EdgeHealth(
+            queue_depth=stats.depth,
+            oldest_age_s=stats.oldest_age(),
+            drops=stats.drops,
+            quarantined=stats.quarantined,
+            sources={s.name: s.health.state.value for s in self.sources},
+        )
+
     # --- control handlers ----------------------------------------------------
 
     async def _status(self, _req: dict[str, Any]) -> dict[str, Any]:
@@ -172,6 +193,7 @@ class Gateway:
             "uptime_s": time.time() - self.started_at,
             "sources": [s.health.snapshot() for s in self.sources],
             "mqtt": self.mqtt.snapshot() if self.mqtt is not None else None,
+            "cloud": self.uplink.snapshot() if self.uplink is not None else None,
             "queue": stats.as_dict(),
             "writer": {
                 "queued_in_memory": self.writer.queued,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, HttpUrl, SecretStr, model_validator
 
 from edge.broker.config import AclRule, BrokerConfig, ListenerConfig, MqttClientConfig
 from edge.sources import SourceConfig
@@ -28,6 +28,7 @@ __all__ = [
     "LogConfig",
     "MqttClientConfig",
     "StoreConfig",
+    "UplinkConfig",
     "load_gateway_config",
 ]
 
@@ -52,6 +53,30 @@ class StoreConfig(StrictModel):
     )
 
 
+class UplinkConfig(StrictModel):
+    """Sync to the cloud aggregator over HTTPS."""
+
+    url: HttpUrl = Field(description="the cloud's base URL, e.g. https://cloud.example.com")
+    token: SecretStr | None = Field(None, description="this edge's bearer token (prefer token_file)")
+    token_file: Path | None = Field(None, description="a file holding the edge's bearer token")
+    ca_file: Path | None = Field(None, description="CA certificate(s) to trust for the cloud's TLS certificate")
+    batch_max_frames: int = Field(2000, ge=1, le=50_000)
+    batch_max_bytes: ByteSize = Field(1_000_000, ge=1024, le=64 * 1024**2, description="before compression")
+    compression: Literal["gzip", "zstd", "none"] = "gzip"
+    timeout: Duration = Field(30.0, ge=1.0, le=600.0, description="per request")
+    retry_initial: Duration = Field(1.0, ge=0.001, le=60.0)
+    retry_max: Duration = Field(60.0, ge=0.01, le=3600.0)
+    backlog_bandwidth: ByteSize = Field(
+        0, ge=0, le=10**10, description="bytes/s (compressed) for the backlog after an outage; 0 = no cap"
+    )
+
+    @model_validator(mode="after")
+    def _one_token(self) -> UplinkConfig:
+        if (self.token is None) == (self.token_file is None):
+            raise ValueError("set exactly one of token_file or token")
+        return self
+
+
 class ControlConfig(StrictModel):
     """The local socket that `twinedge status` and `tail` talk to."""
 
@@ -67,6 +92,7 @@ class GatewayConfig(StrictModel):
     edge: EdgeSection
     broker: BrokerConfig = Field(default_factory=lambda: BrokerConfig(allow_anonymous=False, enabled=False))
     mqtt_client: MqttClientConfig | None = None
+    uplink: UplinkConfig | None = None
     store: StoreConfig = Field(default_factory=StoreConfig)
     sources: list[SourceConfig] = Field(default_factory=list, max_length=1000)
     control: ControlConfig = Field(default_factory=ControlConfig)

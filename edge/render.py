@@ -69,6 +69,19 @@ def render_status(s: dict[str, Any]) -> str:
         refused = (mqtt.get("refused_connections", 0), mqtt.get("refused_publishes", 0))
         if any(refused):
             out.append(f"              refused {refused[0]} connections, {refused[1]} publishes (auth/ACL)")
+    cloud = s.get("cloud")
+    if cloud:
+        state = cloud["state"]
+        line = f"cloud:        {state} ({cloud['url']}); last sync {_ago(cloud.get('last_sync'))}; " \
+               f"{cloud['frames_sent']} frames sent"
+        if cloud.get("backlog_through") is not None:
+            line += "; draining a backlog behind live data"
+        out.append(line)
+        if state in ("retrying", "refused_auth") and cloud.get("last_error"):
+            retry = cloud.get("retry_in")
+            out.append(f"              {cloud['last_error'][:200]}" + (f"; retrying in {retry:.0f} s" if retry else ""))
+    else:
+        out.append("cloud:        no uplink configured")
     out.append(render_queue_stats(s["queue"]))
     w = s["writer"]
     rejected = ", ".join(f"{k} {v}" for k, v in sorted(w.get("rejected", {}).items())) or "none"

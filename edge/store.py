@@ -178,6 +178,11 @@ class Store:
             self._db = None
 
     @property
+    def depth(self) -> int:
+        """Frames waiting in the queue (kept in memory; no COUNT(*) on a large table)."""
+        return self._depth
+
+    @property
     def db(self) -> aiosqlite.Connection:
         if self._db is None:
             raise StoreError("the queue is not open")
@@ -251,10 +256,14 @@ class Store:
             budget // 1_000_000, dropped,
         )
 
-    async def ack(self, through_seq: int) -> int:
-        """Delete every frame with seq <= through_seq (the cloud stored them). Returns rows deleted."""
+    async def ack(self, through_seq: int, *, from_seq: int = 0) -> int:
+        """Delete the frames with from_seq <= seq <= through_seq (the cloud has them). Returns rows deleted.
+
+        ``from_seq`` matters when live data is sent ahead of a backlog: acknowledging
+        a live batch must not delete the older frames that were not sent yet.
+        """
         async with self._transaction("delete acknowledged frames") as db:
-            cur = await db.execute("DELETE FROM frames WHERE seq <= ?", (through_seq,))
+            cur = await db.execute("DELETE FROM frames WHERE seq BETWEEN ? AND ?", (from_seq, through_seq))
         deleted = cur.rowcount
         self._depth -= deleted
         return deleted
@@ -292,13 +301,15 @@ class Store:
 
     # --- reads ---------------------------------------------------------------
 
-    async def read(self, *, after_seq: int = 0, limit: int = 1000, max_bytes: int | None = None) -> list[StoredRow]:
-        """The oldest frames after ``after_seq``, at most ``limit`` of them and about ``max_bytes``."""
+    async def read(
+        self, *, after_seq: int = 0, limit: int = 1000, max_bytes: int | None = None, through_seq: int | None = None
+    ) -> list[StoredRow]:
+        """The oldest frames with after_seq < seq <= through_seq, at most ``limit`` and about ``max_bytes``."""
         rows: list[StoredRow] = []
         total = 0
         async with self.db.execute(
-            "SELECT seq, device_id, ts, stored_at, payload FROM frames WHERE seq > ? ORDER BY seq LIMIT ?",
-            (after_seq, limit),
+            "SELECT seq, device_id, ts, stored_at, payload FROM frames WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+            (after_seq, through_seq if through_seq is not None else 2**63 - 1, limit),
         ) as cur:
             async for seq, device_id, ts, stored_at, payload in cur:
                 if max_bytes is not None and rows and total + len(payload) > max_bytes:
@@ -306,6 +317,11 @@ class Store:
                 rows.append(StoredRow(seq, device_id, ts, stored_at, bytes(payload)))
                 total += len(payload)
         return rows
+
+    async def newest_seq(self) -> int | None:
+        async with self.db.execute("SELECT MAX(seq) FROM frames") as cur:
+            row = await cur.fetchone()
+        return row[0] if row else None
 
     async def quarantined(self, limit: int = 50) -> list[dict[str, Any]]:
         async with self.db.execute(
@@ -321,14 +337,13 @@ class Store:
             "SELECT seq, stored_at FROM frames ORDER BY seq LIMIT 1"
         ) as cur:
             oldest = await cur.fetchone()
-        async with self.db.execute("SELECT MAX(seq) FROM frames") as cur:
-            newest = await cur.fetchone()
+        newest = await self.newest_seq()
         drops = {k.split(":", 1)[1] if k.startswith("drop:") else k: v for k, v in self._counters.items()
                  if k.startswith(("drop:", "disk_budget_"))}
         return QueueStats(
             depth=self._depth,
             oldest_seq=oldest[0] if oldest else None,
-            newest_seq=newest[0] if newest else None,
+            newest_seq=newest,
             oldest_stored_at=oldest[1] if oldest else None,
             used_bytes=await self.used_bytes(),
             budget_bytes=self.config.disk_budget,

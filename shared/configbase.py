@@ -185,7 +185,8 @@ def format_validation_error(
             message = "required key is missing"
         elif err["type"] == "union_tag_invalid":
             ctx = err.get("ctx", {})
-            message = f"unknown {ctx.get('discriminator', 'kind')} {ctx.get('tag')!r}; expected one of {ctx.get('expected_tags')}"
+            field_name, tag = ctx.get("discriminator", "kind"), ctx.get("tag")
+            message = f"unknown {field_name} {tag!r}; expected one of {ctx.get('expected_tags')}"
         elif err["type"] in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
             message = f"{message} (got {_shown(err.get('input'))})"
         elif "input" in err and "(got " not in message and err["type"] != "union_tag_invalid":

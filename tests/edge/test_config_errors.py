@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.configbase import ConfigFileError, load_config, parse_bytes, parse_duration
 from edge.config import GatewayConfig
+from shared.configbase import ConfigFileError, load_config, parse_bytes, parse_duration
 
 
 def write(tmp_path: Path, text: str) -> Path:
