@@ -288,15 +288,14 @@ class Uplink:
             async for attempt in retrying:
                 with attempt:
                     ack = await self._post(client, body)
-        except SyncTooLarge as exc:
+        except (SyncTooLarge, SyncRefused) as exc:
             if len(rows) > 1:
+                # Halve until the refusal is down to single frames: one damaged frame must
+                # not send its whole batch to the quarantine.
                 self._limit = max(1, len(rows) // 2)
-                log.warning("the cloud refused a batch of %d frames as too large; sending %d at a time",
-                            len(rows), self._limit)
+                log.warning("the cloud refused a batch of %d frames (%s); retrying %d at a time",
+                            len(rows), exc, self._limit)
                 return
-            await self._quarantine(rows, str(exc))
-            return
-        except SyncRefused as exc:
             await self._quarantine(rows, str(exc))
             return
         await self._apply(rows, ack)
@@ -346,8 +345,8 @@ class Uplink:
             self._limit = min(self.config.batch_max_frames, self._limit * 2)
 
     async def _quarantine(self, rows: list[StoredRow], reason: str) -> None:
-        log.error("the cloud refused a batch of %d frames for good (%s); moved to the quarantine",
-                  len(rows), reason)
+        log.error("the cloud refused frame seq %d of %s for good (%s); moved to the quarantine",
+                  rows[0].seq, rows[0].device_id, reason)
         for row in rows:
             await self.store.quarantine(f"cloud:{row.device_id}", reason, row.payload)
         await self.store.ack(rows[-1].seq, from_seq=rows[0].seq)
