@@ -8,13 +8,14 @@ times in answers are seconds since the epoch. Fields are sensor names, and
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, HTTPException, Query, Response, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
@@ -75,6 +76,26 @@ class StateOut(BaseModel):
     status: str | None
     edge: str | None
     values: dict[str, FieldValue]
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def _json(obj: Any) -> Response:
+    """JSON written directly (the response model documents it): validating 10,000 points again costs more
+    than the query. A sum can overflow to infinity, which JSON cannot carry: it becomes null."""
+    try:
+        text = json.dumps(obj, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        text = json.dumps(_finite(obj), separators=(",", ":"))
+    return Response(text, media_type="application/json")
 
 
 def _bad(path: str, message: str, status: int = 400) -> HTTPException:
@@ -144,20 +165,20 @@ async def devices(_: Viewer, ctx: Ctx) -> list[str]:
 @router.get("/history", response_model=HistoryOut, responses=_ERRORS)
 async def history(_: Viewer, ctx: Ctx, device: Device, fields: Fields = None, start: Start = None,
                   stop: Stop = None, limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
-                  cursor: Annotated[str | None, Query(max_length=400)] = None) -> HistoryOut:
+                  cursor: Annotated[str | None, Query(max_length=400)] = None) -> Response:
     """Stored points, field by field and oldest first; pass ``next_cursor`` back as ``cursor`` for more."""
     lo, hi = _range(start, stop)
     page = await _storage_call(ctx.storage.history(device, _fields(fields), lo, hi, limit, cursor))
-    return HistoryOut(device_id=device, next_cursor=page.next_cursor, series=[
-        SeriesPoints(field=info.field, kind=info.kind, points=[(ts / 1e6, v) for ts, v in points])
-        for info, points in page.series])
+    return _json({"device_id": device, "next_cursor": page.next_cursor, "series": [
+        {"field": info.field, "kind": info.kind, "points": [(ts / 1_000_000, v) for ts, v in points]}
+        for info, points in page.series]})
 
 
 @router.get("/history/aggregate", response_model=AggregateOut, responses=_ERRORS)
 async def aggregate(_: Viewer, ctx: Ctx, device: Device, start: Start = None, stop: Stop = None,
                     window: Annotated[str, Query(max_length=20, description="bucket width: '10s', '1m', '1h'")] = "1m",
                     funcs: Annotated[str, Query(max_length=100, description="of " + ", ".join(AGG_FUNCS))]
-                    = "mean,min,max,count", fields: Fields = None) -> AggregateOut:
+                    = "mean,min,max,count", fields: Fields = None) -> Response:
     """Time buckets aligned to the epoch; text fields are left out. Whole-minute windows read the rollups.
 
     Without start and stop: the last 24 hours.
@@ -178,7 +199,8 @@ async def aggregate(_: Viewer, ctx: Ctx, device: Device, start: Start = None, st
     if (hi - lo) / width_us > MAX_BUCKETS:
         raise _bad("window", f"{window!r} makes {math.ceil((hi - lo) / width_us):,} buckets over this range; "
                              f"at most {MAX_BUCKETS:,} — widen the window or narrow start/stop")
-    result = await _storage_call(ctx.storage.aggregate(device, _fields(fields), lo, hi, width_us))
+    first_last = "first" in wanted or "last" in wanted
+    result = await _storage_call(ctx.storage.aggregate(device, _fields(fields), lo, hi, width_us, first_last))
     series = []
     for info, buckets in result:
         rows = []
@@ -186,17 +208,17 @@ async def aggregate(_: Viewer, ctx: Ctx, device: Device, start: Start = None, st
             values = {"mean": agg.sum / agg.count, "min": agg.min, "max": agg.max, "sum": agg.sum,
                       "count": agg.count, "first": agg.first, "last": agg.last}
             rows.append({"start": b / 1e6, **{f: values[f] for f in wanted}})
-        series.append(SeriesBuckets(field=info.field, buckets=rows))
-    return AggregateOut(device_id=device, start=lo / 1e6, stop=hi / 1e6, window_s=width, series=series)
+        series.append({"field": info.field, "buckets": rows})
+    return _json({"device_id": device, "start": lo / 1e6, "stop": hi / 1e6, "window_s": width, "series": series})
 
 
 @router.get("/{device_id}/state", response_model=StateOut, responses=_ERRORS)
-async def state(device_id: str, _: Viewer, ctx: Ctx) -> StateOut:
+async def state(device_id: str, _: Viewer, ctx: Ctx) -> Response:
     """The newest value of every field of a device, and the status of its newest frame."""
     st = await _storage_call(ctx.storage.state(device_id))
-    return StateOut(device_id=device_id, ts=None if st.last_ts is None else st.last_ts / 1e6,
-                    status=st.status, edge=st.edge,
-                    values={k: FieldValue(ts=ts / 1e6, value=v) for k, (ts, v) in st.values.items()})
+    return _json({"device_id": device_id, "ts": None if st.last_ts is None else st.last_ts / 1e6,
+                  "status": st.status, "edge": st.edge,
+                  "values": {k: {"ts": ts / 1e6, "value": v} for k, (ts, v) in st.values.items()}})
 
 
 @router.websocket("/ws/{device_id}")

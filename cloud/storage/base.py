@@ -98,6 +98,11 @@ class SeriesInfo:
             return bool(value)
         return value
 
+    def points(self, rows: list[tuple[int, float | str | None]]) -> list[tuple[int, bool | float | str | None]]:
+        if self.kind != "bool":
+            return rows  # type: ignore[return-value]
+        return [(ts, v if isinstance(v, str) or v is None else bool(v)) for ts, v in rows]
+
 
 @dataclass(frozen=True, slots=True)
 class IngestResult:
@@ -333,10 +338,15 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def series(self, device_id: int) -> list[SeriesInfo]: ...
 
+    async def lookup(self, name: str) -> tuple[tuple[int, int | None, str | None, str | None],
+                                               list[SeriesInfo]] | None:
+        """A device and its series in one go (backends answer it with one round trip)."""
+        row = await self.device(name)
+        return None if row is None else (row, await self.series(row[0]))
+
     @abc.abstractmethod
-    async def scan(self, series_id: int, start: int, stop: int,
-                   limit: int) -> list[tuple[int, float | None, str | None]]:
-        """Samples of one series with start <= ts < stop, oldest first."""
+    async def scan(self, series_id: int, start: int, stop: int, limit: int) -> list[tuple[int, float | str | None]]:
+        """Samples of one series with start <= ts < stop, oldest first: (ts, number or text)."""
 
     @abc.abstractmethod
     async def raw_aggregate(self, series_ids: list[int], start: int, stop: int, window: int,
@@ -353,10 +363,10 @@ class Storage(abc.ABC):
 
     # --- shared queries --------------------------------------------------------------
     async def _resolve(self, device: str, fields: Sequence[str] | None) -> tuple[tuple[Any, ...], list[SeriesInfo]]:
-        row = await self.device(device)
-        if row is None:
+        found = await self.lookup(device)
+        if found is None:
             raise UnknownDevice(f"device {device!r} has sent no data", "device")
-        known = sorted(await self.series(row[0]), key=lambda s: s.field)
+        row, known = found[0], sorted(found[1], key=lambda s: s.field)
         if not fields:
             return row, known
         by_name = {s.field: s for s in known}
@@ -392,48 +402,47 @@ class Storage(abc.ABC):
             if len(rows) > left:
                 rows = rows[:left]
                 if rows:
-                    out.append((info, [(ts, info.render(v, t)) for ts, v, t in rows]))
+                    out.append((info, info.points(rows)))
                     next_cursor = encode_cursor(info.field, rows[-1][0])
                 else:
                     prev = out[-1]
                     next_cursor = encode_cursor(prev[0].field, prev[1][-1][0])
                 break
-            out.append((info, [(ts, info.render(v, t)) for ts, v, t in rows]))
+            out.append((info, info.points(rows)))
             left -= len(rows)
         return HistoryPage(device, out, next_cursor)
 
     async def aggregate(self, device: str, fields: Sequence[str] | None, start: int, stop: int,
-                        window: int) -> list[tuple[SeriesInfo, list[tuple[int, AggRow]]]]:
-        """Buckets of ``window`` µs aligned to the epoch; whole minutes come from the rollups."""
+                        window: int, first_last: bool = True) -> list[tuple[SeriesInfo, list[tuple[int, AggRow]]]]:
+        """Buckets of ``window`` µs aligned to the epoch; whole minutes come from the rollups.
+
+        ``first_last=False`` leaves ``first``/``last`` unset and saves two scans.
+        """
         _, series = await self._resolve(device, fields)
         numeric = [s for s in series if s.kind != "text"]
-        ids = [s.id for s in numeric]
-        merged: dict[tuple[int, int], AggRow] = {}
-        if ids:
-            for part in await self._aggregate_parts(ids, start, stop, window):
-                for key, agg in part.items():
-                    have = merged.get(key)
+        per_series: dict[int, dict[int, AggRow]] = {s.id: {} for s in numeric}
+        if numeric:
+            for part in await self._aggregate_parts([s.id for s in numeric], start, stop, window, first_last):
+                for (sid, bucket), agg in part.items():
+                    buckets = per_series[sid]
+                    have = buckets.get(bucket)
                     if have is None:
-                        merged[key] = agg
+                        buckets[bucket] = agg
                     else:
                         have.merge(agg)
-        result = []
-        for info in numeric:
-            buckets = sorted((b, agg) for (sid, b), agg in merged.items() if sid == info.id)
-            result.append((info, buckets))
-        return result
+        return [(info, sorted(per_series[info.id].items())) for info in numeric]
 
-    async def _aggregate_parts(self, ids: list[int], start: int, stop: int,
-                               window: int) -> list[dict[tuple[int, int], AggRow]]:
+    async def _aggregate_parts(self, ids: list[int], start: int, stop: int, window: int,
+                               first_last: bool) -> list[dict[tuple[int, int], AggRow]]:
         if window % MINUTE_US:
-            return [await self.raw_aggregate(ids, start, stop, window, True)]
+            return [await self.raw_aggregate(ids, start, stop, window, first_last)]
         mid_lo = -(-start // MINUTE_US) * MINUTE_US
         mid_hi = stop - stop % MINUTE_US
         if mid_lo >= mid_hi:
-            return [await self.raw_aggregate(ids, start, stop, window, True)]
-        parts = [await self.rollup_aggregate(ids, mid_lo, mid_hi, window, True)]
+            return [await self.raw_aggregate(ids, start, stop, window, first_last)]
+        parts = [await self.rollup_aggregate(ids, mid_lo, mid_hi, window, first_last)]
         if start < mid_lo:
-            parts.append(await self.raw_aggregate(ids, start, mid_lo, window, True))
+            parts.append(await self.raw_aggregate(ids, start, mid_lo, window, first_last))
         if mid_hi < stop:
-            parts.append(await self.raw_aggregate(ids, mid_hi, stop, window, True))
+            parts.append(await self.raw_aggregate(ids, mid_hi, stop, window, first_last))
         return parts

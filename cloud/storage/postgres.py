@@ -246,18 +246,28 @@ class PostgresStorage(Storage):
         async with self._con() as con:
             return [SeriesInfo(*r) for r in await con.fetch(q.SERIES, device_id)]
 
-    async def scan(self, series_id: int, start: int, stop: int,
-                   limit: int) -> list[tuple[int, float | None, str | None]]:
+    async def lookup(self, name: str) -> tuple[tuple[int, int | None, str | None, str | None],
+                                               list[SeriesInfo]] | None:
         async with self._con() as con:
-            return [tuple(r) for r in await con.fetch(q.SCAN, series_id, start, stop, limit)]  # type: ignore[misc]
+            row = await con.fetchrow(q.DEVICE, name)
+            if row is None:
+                return None
+            return tuple(row), [SeriesInfo(*r) for r in await con.fetch(q.SERIES, row[0])]  # type: ignore[return-value]
+
+    async def scan(self, series_id: int, start: int, stop: int, limit: int) -> list[tuple[int, float | str | None]]:
+        async with self._con() as con:
+            rows = await con.fetch(q.SCAN, series_id, start, stop, limit)
+        return [(r[0], r[1] if r[2] is None else r[2]) for r in rows]
 
     async def raw_aggregate(self, series_ids: list[int], start: int, stop: int, window: int,
                             first_last: bool) -> dict[tuple[int, int], AggRow]:
-        return await self._aggregate(q.RAW_AGG, series_ids, start, stop, window)
+        sql = q.RAW_AGG.format(q.RAW_FIRST_LAST if first_last else q.NO_FIRST_LAST)
+        return await self._aggregate(sql, series_ids, start, stop, window)
 
     async def rollup_aggregate(self, series_ids: list[int], start: int, stop: int, window: int,
                                first_last: bool) -> dict[tuple[int, int], AggRow]:
-        return await self._aggregate(q.ROLLUP_AGG, series_ids, start, stop, window)
+        sql = q.ROLLUP_AGG.format(q.ROLLUP_FIRST_LAST if first_last else q.NO_FIRST_LAST)
+        return await self._aggregate(sql, series_ids, start, stop, window)
 
     async def _aggregate(self, sql: str, ids: list[int], start: int, stop: int,
                          window: int) -> dict[tuple[int, int], AggRow]:

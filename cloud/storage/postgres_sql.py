@@ -67,15 +67,19 @@ SERIES = "SELECT id, field, kind, last_ts, last_value, last_text FROM series WHE
 SCAN = """SELECT ts, value, text FROM samples WHERE series_id = $1 AND ts >= $2 AND ts < $3
     ORDER BY ts LIMIT $4"""
 
+NO_FIRST_LAST = "NULL::float8, NULL::float8"
 RAW_AGG = """SELECT series_id, (ts / $1) * $1 AS b, count(value), sum(value), min(value), max(value),
-        min(ts), max(ts), (min(ARRAY[ts::float8, value]))[2], (max(ARRAY[ts::float8, value]))[2]
+        min(ts), max(ts), {}
     FROM samples WHERE series_id = ANY($2::int[]) AND ts >= $3 AND ts < $4 AND value IS NOT NULL
     GROUP BY series_id, b"""
 ROLLUP_AGG = """SELECT series_id, (bucket / $1) * $1 AS b, sum(cnt)::bigint, sum(total), min(vmin), max(vmax),
-        min(first_ts), max(last_ts), (min(ARRAY[first_ts::float8, first_value]))[2],
-        (max(ARRAY[last_ts::float8, last_value]))[2]
+        min(first_ts), max(last_ts), {}
     FROM rollups_1m WHERE series_id = ANY($2::int[]) AND bucket >= $3 AND bucket < $4
     GROUP BY series_id, b"""
+# µs timestamps are exact as float8 until the year 2255: min/max over [ts, value] pick the first/last value.
+RAW_FIRST_LAST = "(min(ARRAY[ts::float8, value]))[2], (max(ARRAY[ts::float8, value]))[2]"
+ROLLUP_FIRST_LAST = ("(min(ARRAY[first_ts::float8, first_value]))[2], "
+                     "(max(ARRAY[last_ts::float8, last_value]))[2]")
 
 BRIN_INDEX = "CREATE INDEX IF NOT EXISTS samples_ts_brin ON samples USING brin (ts)"
 TIMESCALE_AVAILABLE = "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"

@@ -199,8 +199,16 @@ class SQLiteStorage(Storage):
         rows = await self._read(lambda con: con.execute(q.SERIES, (device_id,)).fetchall())
         return [SeriesInfo(*r) for r in rows]
 
-    async def scan(self, series_id: int, start: int, stop: int,
-                   limit: int) -> list[tuple[int, float | None, str | None]]:
+    async def lookup(self, name: str) -> tuple[tuple[int, int | None, str | None, str | None],
+                                               list[SeriesInfo]] | None:
+        def run(con: sqlite3.Connection) -> tuple[Any, list[SeriesInfo]] | None:
+            row = con.execute(q.DEVICE, (name,)).fetchone()
+            if row is None:
+                return None
+            return row, [SeriesInfo(*r) for r in con.execute(q.SERIES, (row[0],))]
+        return await self._read(run)
+
+    async def scan(self, series_id: int, start: int, stop: int, limit: int) -> list[tuple[int, float | str | None]]:
         return await self._read(lambda con: con.execute(q.SCAN, (series_id, start, stop, limit)).fetchall())
 
     async def raw_aggregate(self, series_ids: list[int], start: int, stop: int, window: int,

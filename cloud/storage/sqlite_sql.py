@@ -54,7 +54,7 @@ EDGES = """SELECT i.name, i.created_at, i.revoked_at, e.last_seen, e.last_seq, e
 DEVICES = "SELECT name FROM devices ORDER BY name"
 DEVICE = "SELECT id, last_ts, last_status, last_edge FROM devices WHERE name = ?"
 SERIES = "SELECT id, field, kind, last_ts, last_value, last_text FROM series WHERE device_id = ?"
-SCAN = """SELECT ts, value, text FROM samples WHERE series_id = ? AND ts >= ? AND ts < ?
+SCAN = """SELECT ts, coalesce(text, value) FROM samples WHERE series_id = ? AND ts >= ? AND ts < ?
     ORDER BY ts LIMIT ?"""
 
 _RAW_WHERE = "FROM samples WHERE series_id IN ({}) AND ts >= ? AND ts < ? AND value IS NOT NULL"

@@ -37,7 +37,7 @@ _NO_RETENTION = "[retention]\nsamples_days = 0\nrollups_days = 0\n"
 
 class CloudServer:
     def __init__(self, directory: Path, *, edges: Sequence[str] = ("edge-1",), port: int | None = None,
-                 extra_config: str = "", database_url: str | None = None) -> None:
+                 extra_config: str = "", database_url: str | None = None, auth_cache_ttl: str = "0s") -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -46,7 +46,7 @@ class CloudServer:
         url = database_url or f"sqlite:///{self.directory / 'cloud.db'}"
         self.config_path = self.directory / "cloud.toml"
         self.config_path.write_text(
-            f'[server]\nhost = "127.0.0.1"\nport = {self.port}\nauth_cache_ttl = "0s"\n\n'
+            f'[server]\nhost = "127.0.0.1"\nport = {self.port}\nauth_cache_ttl = "{auth_cache_ttl}"\n\n'
             f'[database]\nurl = "{url}"\n\n{extra_config or _NO_RETENTION}\n', encoding="utf-8")
         self.edge_tokens: dict[str, str] = {}
         self.admin_token = ""

@@ -196,3 +196,11 @@ async def test_concurrent_ingest_of_the_same_frames_stores_them_once(storage: St
     results = await asyncio.gather(*(storage.ingest("edge-a", frames, None, 1) for _ in range(4)))
     assert sum(r.stored for r in results) == 300
     assert sum(r.duplicates for r in results) == 900
+
+
+async def test_aggregate_without_first_and_last_leaves_them_out(storage: Storage) -> None:
+    await storage.ingest("edge-a", seqd([frame(i) for i in range(120)]), None, 1)
+    start, stop = int(T0 * 1e6), int((T0 + 120) * 1e6)
+    [(_, buckets)] = await storage.aggregate("press-1", ["temp"], start, stop, MINUTE_US, first_last=False)
+    assert [(a.count, a.min, a.max, a.first, a.last) for _, a in buckets] == [
+        (60, 20.0, 79.0, None, None), (60, 80.0, 139.0, None, None)]
