@@ -1,8 +1,9 @@
 """The cloud service's configuration: one TOML file, validated strictly, secrets kept out of logs.
 
-The database URL may come from the environment (``TWINCLOUD_DATABASE_URL``),
-which wins over the file, so a container or a systemd credential can carry the
-PostgreSQL password without writing it into the config.
+The database URL may come from the environment (``TWINCLOUD_DATABASE_URL``) or
+from a file it names (``TWINCLOUD_DATABASE_URL_FILE``, e.g. a systemd
+credential), which win over the config file, so the PostgreSQL password need
+not be written into the config.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from shared.configbase import (
 
 __all__ = [
     "DATABASE_URL_ENV",
+    "DATABASE_URL_FILE_ENV",
     "CloudConfig",
     "ConfigFileError",
     "DatabaseConfig",
@@ -36,6 +38,7 @@ __all__ = [
 ]
 
 DATABASE_URL_ENV = "TWINCLOUD_DATABASE_URL"
+DATABASE_URL_FILE_ENV = "TWINCLOUD_DATABASE_URL_FILE"
 CONFIG_ENV = "TWINCLOUD_CONFIG"
 
 
@@ -124,6 +127,11 @@ def load_cloud_config(path: str | Path | None) -> CloudConfig:
     """The config from ``path`` (defaults when None), with the environment's database URL on top."""
     config = CloudConfig() if path is None else load_config(path, CloudConfig)
     env_url = os.environ.get(DATABASE_URL_ENV)
+    if not env_url and (url_file := os.environ.get(DATABASE_URL_FILE_ENV)):
+        try:
+            env_url = Path(url_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigFileError(DATABASE_URL_FILE_ENV, [f"cannot read {url_file}: {exc.strerror}"]) from None
     if env_url:
         try:
             DatabaseConfig.model_validate({"url": env_url})  # the URL checks alone

@@ -1,0 +1,46 @@
+"""The deploy files stay in step with the code: example config loads, dashboard queries name real metrics."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import yaml
+
+from cloud.config import load_cloud_config
+from cloud.metrics import Metrics
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_example_config_loads() -> None:
+    config = load_cloud_config(ROOT / "deploy" / "cloud.example.toml")
+    assert config.database.backend == "sqlite"
+    assert str(config.database.sqlite_path) == "/var/lib/twincloud/cloud.db"
+
+
+def test_every_dashboard_query_uses_metrics_the_service_exports() -> None:
+    exported = set()
+    for family in Metrics().registry.collect():
+        exported |= {family.name, f"{family.name}_total", f"{family.name}_bucket", f"{family.name}_count",
+                     f"{family.name}_sum"}
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "twincloud.json").read_text(encoding="utf-8"))
+    used = {name for panel in dashboard["panels"] for target in panel["targets"]
+            for name in re.findall(r"twincloud_[a-z_]+", target["expr"])}
+    assert used and used <= exported, used - exported
+
+
+def test_compose_runs_the_cloud_against_postgresql() -> None:
+    compose = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text(encoding="utf-8"))
+    cloud, db = compose["services"]["cloud"], compose["services"]["db"]
+    assert db["image"].startswith("postgres")
+    assert cloud["environment"]["TWINCLOUD_DATABASE_URL"].startswith("postgresql://")
+    assert cloud["depends_on"]["db"]["condition"] == "service_healthy"
+    assert (ROOT / cloud["build"]["dockerfile"]).exists()
+
+
+def test_the_systemd_unit_runs_twincloud_and_stops_on_config_errors() -> None:
+    unit = (ROOT / "systemd" / "twincloud.service").read_text(encoding="utf-8")
+    assert "ExecStart=/opt/twinedge/.venv/bin/twincloud --config /etc/twincloud/cloud.toml serve" in unit
+    assert "RestartPreventExitStatus=78" in unit and "User=twincloud" in unit
