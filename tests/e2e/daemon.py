@@ -19,6 +19,7 @@ USER, PASSWORD = "device", "s3cret-device-pw"
 class EdgeDaemon:
     def __init__(self, tmp: Path, extra_toml: str = "") -> None:
         self.dir = tmp
+        tmp.mkdir(parents=True, exist_ok=True)
         self.mqtt_port = free_port()
         self.socket = tmp / "control.sock"
         self.queue = tmp / "state" / "queue.db"

@@ -8,45 +8,15 @@ frame it had in flight, as a real MQTT device does.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import sqlite3
 from pathlib import Path
 
-from tests.e2e.daemon import PASSWORD, USER, EdgeDaemon
-from tests.edge.broker.mqttraw import PUBACK, RawClient
+from tests.e2e.daemon import EdgeDaemon
+from tests.e2e.devices import T0, Device
 
-T0 = 1_800_000_000.0
 KILLS = 20
 DEVICES = ("press-1", "press-2", "lathe-1")
-
-
-class Device:
-    """Publishes frames ts = T0 + i, one at a time, and remembers which were acknowledged."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.next = 0  # the next frame to publish (or to resend when not yet acked)
-        self.acked: list[int] = []
-        self.progress = asyncio.Event()
-
-    async def publish_until_cut(self, port: int) -> None:
-        client, code, _ = await RawClient.connect(port, self.name, username=USER, password=PASSWORD)
-        assert code == 0, f"CONNACK {code}"
-        try:
-            while True:
-                payload = json.dumps({"ts": T0 + self.next, "device_id": self.name, "sensors": {"i": self.next}})
-                packet_id = self.next % 65535 + 1
-                await client.publish(f"twin/{self.name}/telemetry", payload.encode(), qos=1, packet_id=packet_id)
-                ack = await client.read_kind(PUBACK)
-                assert ack.packet_id == packet_id
-                self.acked.append(self.next)
-                self.next += 1
-                self.progress.set()
-        except (ConnectionError, asyncio.IncompleteReadError):
-            return  # the broker went away mid-publish: resend self.next after the restart
-        finally:
-            await client.abort()
 
 
 def stored_frames(queue: Path) -> list[tuple[int, str, float]]:
