@@ -103,7 +103,8 @@ async def main() -> None:
     args = parser.parse_args()
     rows: list[tuple[str, float | None, str]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        rows.append(("store: SQLite (WAL)", await store_rate(SQLiteStorage(Path(tmp) / "b.db"), args.values), ""))
+        rate = await store_rate(SQLiteStorage(Path(tmp) / "b.db"), args.values)
+        rows.append(("store: SQLite (WAL, synchronous=FULL)", rate, ""))
     try:
         pg = start_cluster()
     except PgUnavailable as exc:

@@ -67,6 +67,9 @@ class DatabaseConfig(StrictModel):
         description="sqlite:///path/to/file.db or postgresql://user:pass@host:5432/db")
     pool_size: int = Field(default=8, ge=1, le=200, description="connections per process (readers for SQLite)")
     busy_timeout: Duration = Field(default=10.0, ge=0.1, le=600, description="wait for a locked database")
+    sqlite_synchronous: Literal["full", "normal"] = Field(
+        default="full", description="full: an acked batch survives a power cut (one fsync per batch); "
+                                    "normal: it survives a crash of the process only")
     timescaledb: Literal["auto", "off"] = Field(
         default="auto", description="use TimescaleDB hypertables when the extension is installed")
 

@@ -29,7 +29,7 @@ class AppContext:
 
 
 def get_ctx(request: Request) -> AppContext:
-    return request.app.state.ctx  # type: ignore[no-any-return]
+    return request.app.state.ctx
 
 
 Ctx = Annotated[AppContext, Depends(get_ctx)]

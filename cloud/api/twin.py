@@ -159,7 +159,7 @@ Stop = Annotated[str | None, Query(max_length=40, description="to (exclusive): e
 @router.get("/devices", response_model=list[str], responses=_ERRORS)
 async def devices(_: Viewer, ctx: Ctx) -> list[str]:
     """Every device that has sent data."""
-    return await _storage_call(ctx.storage.devices())  # type: ignore[no-any-return]
+    return await _storage_call(ctx.storage.devices())
 
 
 @router.get("/history", response_model=HistoryOut, responses=_ERRORS)

@@ -13,7 +13,8 @@ def open_storage(config: DatabaseConfig) -> Storage:
     if config.backend == "sqlite":
         from cloud.storage.sqlite import SQLiteStorage
 
-        return SQLiteStorage(config.sqlite_path, readers=config.pool_size, busy_timeout=config.busy_timeout)
+        return SQLiteStorage(config.sqlite_path, readers=config.pool_size, busy_timeout=config.busy_timeout,
+                             synchronous=config.sqlite_synchronous)
     from cloud.storage.postgres import PostgresStorage
 
     return PostgresStorage(config.url.get_secret_value(), pool_size=config.pool_size,

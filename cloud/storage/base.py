@@ -100,7 +100,7 @@ class SeriesInfo:
 
     def points(self, rows: list[tuple[int, float | str | None]]) -> list[tuple[int, bool | float | str | None]]:
         if self.kind != "bool":
-            return rows  # type: ignore[return-value]
+            return rows
         return [(ts, v if isinstance(v, str) or v is None else bool(v)) for ts, v in rows]
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -186,7 +186,7 @@ class PostgresStorage(Storage):
         return {n: self._devices.get(n) or found[n] for n in names}
 
     async def _series_ids(self, con: asyncpg.Connection, devices: dict[str, int],
-                          kinds: dict[tuple[str, str], str]) -> dict[tuple[str, str], int]:
+                          kinds: Mapping[tuple[str, str], str]) -> dict[tuple[str, str], int]:
         missing = sorted(k for k in kinds if k not in self._series)
         out = {k: self._series[k] for k in kinds if k in self._series}
         if missing:
@@ -240,7 +240,7 @@ class PostgresStorage(Storage):
     async def device(self, name: str) -> tuple[int, int | None, str | None, str | None] | None:
         async with self._con() as con:
             row = await con.fetchrow(q.DEVICE, name)
-        return tuple(row) if row else None  # type: ignore[return-value]
+        return tuple(row) if row else None
 
     async def series(self, device_id: int) -> list[SeriesInfo]:
         async with self._con() as con:
@@ -252,7 +252,7 @@ class PostgresStorage(Storage):
             row = await con.fetchrow(q.DEVICE, name)
             if row is None:
                 return None
-            return tuple(row), [SeriesInfo(*r) for r in await con.fetch(q.SERIES, row[0])]  # type: ignore[return-value]
+            return tuple(row), [SeriesInfo(*r) for r in await con.fetch(q.SERIES, row[0])]
 
     async def scan(self, series_id: int, start: int, stop: int, limit: int) -> list[tuple[int, float | str | None]]:
         async with self._con() as con:

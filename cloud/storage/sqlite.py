@@ -4,6 +4,8 @@ All writes go through one dedicated thread with its own connection (SQLite
 allows one writer at a time; several processes on one machine still work, the
 busy timeout makes them take turns). Reads run on a small pool of threads,
 each with its own connection, and never wait for the writer thanks to WAL.
+``synchronous = FULL`` (the default) syncs the WAL at every commit, so a batch
+the edge was told is stored survives a power cut; a batch is one commit.
 """
 
 from __future__ import annotations
@@ -44,8 +46,10 @@ T = TypeVar("T")
 class SQLiteStorage(Storage):
     backend = "sqlite"
 
-    def __init__(self, path: str | Path, *, readers: int = 4, busy_timeout: float = 10.0) -> None:
+    def __init__(self, path: str | Path, *, readers: int = 4, busy_timeout: float = 10.0,
+                 synchronous: str = "full") -> None:
         self.path = Path(path)
+        self._synchronous = {"full": "FULL", "normal": "NORMAL"}[synchronous]
         self._busy_ms = int(busy_timeout * 1000)
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="sqlite-reader")
@@ -60,7 +64,7 @@ class SQLiteStorage(Storage):
         con = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         con.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
         con.execute("PRAGMA journal_mode = WAL")
-        con.execute("PRAGMA synchronous = NORMAL")
+        con.execute(f"PRAGMA synchronous = {self._synchronous}")
         con.execute("PRAGMA cache_size = -32000")
         with self._lock:
             self._all.append(con)

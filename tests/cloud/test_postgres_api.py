@@ -1,0 +1,56 @@
+"""The API on PostgreSQL, and two service processes' worth of apps sharing one database (statelessness)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from cloud.app import create_app
+from cloud.identities import add_edge, add_user
+from shared.codec import encode_obj
+from tests.cloud.apiclient import auth, batch, config_for, wire
+from tests.cloud.conftest import fresh_pg_database
+from tests.cloud.pg import PgServer
+
+pytestmark = pytest.mark.postgres
+
+
+@contextlib.asynccontextmanager
+async def app_client(tmp_path, url: str) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(config_for(tmp_path, database={"url": url}))
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://cloud.test") as c:
+            c.app = app  # type: ignore[attr-defined]
+            yield c
+
+
+async def post(client: httpx.AsyncClient, token: str, body: dict) -> httpx.Response:
+    return await client.post("/api/v1/sync/batches", content=encode_obj(body),
+                             headers={**auth(token), "Content-Type": "application/msgpack"})
+
+
+async def test_two_service_instances_on_one_database_store_each_reading_once(pg_server: PgServer, tmp_path) -> None:
+    url = await fresh_pg_database(pg_server)
+    async with app_client(tmp_path, url) as one, app_client(tmp_path, url) as two:
+        storage = one.app.state.ctx.storage  # type: ignore[attr-defined]
+        edge = await add_edge(storage, "edge-1")
+        viewer = await add_user(storage, "vic", "viewer")
+        body = batch("edge-1", [(i + 1, wire(i, device=f"d{i % 4}")) for i in range(400)])
+        # The same batch through both instances at once (an edge retrying against a load balancer).
+        acks = [r.json() for r in await asyncio.gather(post(one, edge, body), post(two, edge, body))]
+        assert sum(a["stored"] for a in acks) == 400 and sum(a["duplicates"] for a in acks) == 400
+        assert all(a["acked_through"] == 400 for a in acks)
+        # What one instance stored, the other serves (nothing is kept in a process).
+        state = (await two.get("/api/v1/twin/d1/state", headers=auth(viewer))).json()
+        assert state["values"]["temp"]["value"] == 20.0 + 397
+        agg = (await one.get("/api/v1/twin/history/aggregate", headers=auth(viewer), params={
+            "device": "d0", "fields": "temp", "start": 1_767_225_600, "stop": 1_767_225_600 + 400,
+            "window": "5m", "funcs": "count,first,last"})).json()
+        assert [b["count"] for b in agg["series"][0]["buckets"]] == [75, 25]
+        # A token revoked through one instance is refused by the other (no auth cache in tests).
+        await storage.revoke("edge", "edge-1", 1)
+        assert (await post(two, edge, batch("edge-1", [(401, wire(401))]))).status_code == 401
