@@ -63,6 +63,9 @@ class UplinkConfig(StrictModel):
     batch_max_frames: int = Field(2000, ge=1, le=50_000)
     batch_max_bytes: ByteSize = Field(1_000_000, ge=1024, le=64 * 1024**2, description="before compression")
     compression: Literal["gzip", "zstd", "none"] = "gzip"
+    interval: Duration = Field(
+        1.0, ge=0.0, le=3600.0, description="while the queue is short, at most one batch per interval"
+    )
     timeout: Duration = Field(30.0, ge=1.0, le=600.0, description="per request")
     retry_initial: Duration = Field(1.0, ge=0.001, le=60.0)
     retry_max: Duration = Field(60.0, ge=0.01, le=3600.0)

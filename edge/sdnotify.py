@@ -69,7 +69,7 @@ def setup_logging(level: str = "info") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # Third-party libraries are chatty at INFO; operators read our lines.
-    for name in ("amqtt", "transitions", "aiosqlite"):
+    for name in ("amqtt", "transitions", "aiosqlite", "httpx", "httpcore"):
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
     # pymodbus and asyncua log every failed retry (asyncua with tracebacks) at
     # WARNING/ERROR; our sources say the same once, in plain words.

@@ -125,6 +125,7 @@ class Uplink:
         self._tokens = float(config.backlog_bandwidth)
         self._tokens_at = time.monotonic()
         self._packer = msgpack.Packer(use_bin_type=True)
+        self._last_post = 0.0
 
     async def on_commit(self, _frames: Sequence[TelemetryFrame]) -> None:
         self._wake.set()
@@ -174,6 +175,12 @@ class Uplink:
             log.info("uplink to %s started", self.config.url)
             while True:
                 rows, backlog = await self._next_batch()
+                wait = self._last_post + self.config.interval - time.monotonic()
+                if len(rows) < self._limit and not backlog and wait > 0:
+                    # A trickle of live data: gather for up to `interval` instead of one request per commit.
+                    await asyncio.sleep(wait)
+                    rows, backlog = await self._next_batch()
+                self._last_post = time.monotonic()
                 body = await asyncio.to_thread(self._encode, rows, await self.health())
                 if backlog and not await self._spend(len(body)):
                     continue  # live data arrived while the backlog waited for bandwidth

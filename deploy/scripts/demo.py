@@ -1,36 +1,39 @@
-"""`make run`: the simulated plant -> the edge gateway on its embedded defaults, with a live summary.
+"""`make run`: simulated PLCs -> edge gateway -> cloud aggregator, on the embedded defaults.
 
-Starts twinsim (Modbus TCP + OPC-UA machines) and `twinedge run` as child
-processes under ./run/, prints what arrives every few seconds, and stops both
-cleanly on Ctrl-C.
+Starts three child processes under ./run/ (made afresh each time): the cloud
+service on SQLite, the plant simulator (Modbus TCP + OPC-UA machines) and the
+edge daemon, whose uplink syncs to the cloud. Every few seconds it prints what
+the cloud has received. Ctrl-C stops all three cleanly.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 from edge.broker.auth import set_password
-from edge.control import ControlError, request
 
 RUN = Path("run").resolve()
 MACHINES = 3
 REFRESH = 3.0
+EDGE_ID = "demo-edge"
 
 
 def free_port(preferred: int, span: int = 1) -> int:
     """``preferred`` when it (and the next span-1 ports) are free on 127.0.0.1, else a free one."""
-    candidates = [preferred] + [0] * 5
-    for port in candidates:
-        socks = []
+    for port in (preferred, 0, 0, 0, 0):
+        socks: list[socket.socket] = []
         try:
             for offset in range(span):
                 s = socket.socket()
@@ -47,91 +50,143 @@ def free_port(preferred: int, span: int = 1) -> int:
     raise SystemExit("no free port found on 127.0.0.1")
 
 
-def prepare() -> tuple[list[str], list[str], Path, str]:
-    RUN.mkdir(exist_ok=True)
-    modbus = free_port(5020, MACHINES)
-    opcua = free_port(4840)
-    mqtt = free_port(1883)
-    password = secrets.token_urlsafe(12)
-    passwd = RUN / "broker.passwd"
-    passwd.unlink(missing_ok=True)
-    set_password(passwd, "demo", password)
-    config = RUN / "edge.toml"
-    common = ["--machines", str(MACHINES), "--modbus-port", str(modbus), "--opcua-port", str(opcua)]
-    subprocess.run(
-        [sys.executable, "-m", "edge.sim.cli", "config", *common, "--edge-id", "demo-edge",
-         "--state-dir", str(RUN / "state"), "-o", str(config)],
-        check=True,
-    )
-    with config.open("a") as f:
-        f.write(
-            f'\n[broker]\npassword_file = "{passwd}"\n'
-            f'listeners = [{{ name = "default", host = "127.0.0.1", port = {mqtt} }}]\n'
-            f'\n[control]\nsocket = "{RUN / "control.sock"}"\n'
+def twincloud(config: Path, *args: str) -> str:
+    out = subprocess.run([sys.executable, "-m", "cloud.cli", "--config", str(config), "--log-level", "WARNING",
+                          *args], check=True, capture_output=True, text=True)
+    return out.stdout.strip().splitlines()[0]
+
+
+class Demo:
+    def __init__(self) -> None:
+        shutil.rmtree(RUN, ignore_errors=True)
+        RUN.mkdir()
+        self.cloud_port = free_port(8080)
+        self.modbus_port = free_port(5020, MACHINES)
+        self.opcua_port = free_port(4840)
+        self.mqtt_port = free_port(1883)
+        self.mqtt_password = secrets.token_urlsafe(12)
+        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        cloud_config = RUN / "cloud.toml"
+        cloud_config.write_text(
+            f'[server]\nhost = "127.0.0.1"\nport = {self.cloud_port}\n\n'
+            f'[database]\nurl = "sqlite:///{RUN / "cloud.db"}"\n'
         )
-    sim = [sys.executable, "-m", "edge.sim.cli", "run", *common, "--summary-every", "0s",
-           "--ready-file", str(RUN / "sim.ready"), "--log-level", "warning"]
-    edge = [sys.executable, "-m", "edge.cli", "run", "-c", str(config)]
-    hint = (f"mosquitto_pub -h 127.0.0.1 -p {mqtt} -u demo -P {password} -q 1 "
-            f"-t twin/bench-1/telemetry -m '{{\"ts\": {time.time():.0f}, \"device_id\": \"bench-1\", "
-            f"\"sensors\": {{\"temp\": 21.5}}}}'")
-    return sim, edge, config, hint
+        self.cloud_config = cloud_config
+        self.edge_token = twincloud(cloud_config, "edge", "add", EDGE_ID)
+        self.viewer_token = twincloud(cloud_config, "user", "add", "--role", "viewer", "demo-viewer")
+        self.edge_config = self._edge_config()
 
+    def _edge_config(self) -> Path:
+        passwd = RUN / "broker.passwd"
+        set_password(passwd, "demo", self.mqtt_password)
+        config = RUN / "edge.toml"
+        subprocess.run(
+            [sys.executable, "-m", "edge.sim.cli", "config", *self._sim_args(), "--edge-id", EDGE_ID,
+             "--state-dir", str(RUN / "state"), "-o", str(config)],
+            check=True,
+        )
+        with config.open("a") as f:
+            f.write(
+                f'\n[broker]\npassword_file = "{passwd}"\n'
+                f'listeners = [{{ name = "default", host = "127.0.0.1", port = {self.mqtt_port} }}]\n'
+                f'\n[control]\nsocket = "{RUN / "control.sock"}"\n'
+                f'\n[uplink]\nurl = "http://127.0.0.1:{self.cloud_port}"\ntoken = "{self.edge_token}"\n'
+                f'retry_max = "10s"\n'
+            )
+        return config
 
-def summary(status: dict[str, object]) -> str:
-    sources = status["sources"]
-    assert isinstance(sources, list)
-    parts = [f"{s['name']}:{s['state']}({s['frames']})" for s in sources]
-    queue = status["queue"]
-    assert isinstance(queue, dict)
-    drops = sum(queue["drops"].values())
-    return (f"{time.strftime('%H:%M:%S')}  {' '.join(parts)}  | queued {queue['depth']} frames, "
-            f"drops {drops}, quarantined {queue['quarantined']}")
+    def _sim_args(self) -> list[str]:
+        return ["--machines", str(MACHINES), "--modbus-port", str(self.modbus_port),
+                "--opcua-port", str(self.opcua_port)]
 
+    def start(self, name: str, *cmd: str) -> subprocess.Popen[bytes]:
+        # Children ignore the terminal's Ctrl-C (own session); we stop them in order with SIGTERM.
+        proc = subprocess.Popen([sys.executable, *cmd], start_new_session=True)
+        self.procs.append((name, proc))
+        return proc
 
-async def watch(edge: subprocess.Popen[bytes]) -> None:
-    sock = RUN / "control.sock"
-    while edge.poll() is None:
-        with contextlib.suppress(ControlError, OSError, json.JSONDecodeError):
-            print(summary(await request(sock, "status")), flush=True)
-        await asyncio.sleep(REFRESH)
-    raise SystemExit(f"the edge daemon exited with code {edge.returncode}; see its log above")
+    def wait_until(self, what: str, ready: Any, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            for name, proc in self.procs:
+                if proc.poll() is not None:
+                    raise SystemExit(f"{name} exited with code {proc.returncode}; see its log above")
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{what} did not start within {timeout:.0f} s")
+            time.sleep(0.2)
 
+    def get(self, path: str) -> Any:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.cloud_port}{path}",
+                                         headers={"Authorization": f"Bearer {self.viewer_token}"})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return json.loads(response.read())
 
-def stop(proc: subprocess.Popen[bytes], name: str) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
+    def cloud_up(self) -> bool:
         try:
-            proc.wait(timeout=25)
-        except subprocess.TimeoutExpired:
-            print(f"{name} did not stop in 25 s; killing it", file=sys.stderr)
-            proc.kill()
+            self.get("/health")
+            return True
+        except (urllib.error.URLError, OSError, ValueError):
+            return False
+
+    def run(self) -> None:
+        self.start("the cloud", "-m", "cloud.cli", "--config", str(self.cloud_config), "serve")
+        self.wait_until("the cloud", self.cloud_up)
+        ready = RUN / "sim.ready"
+        self.start("the simulator", "-m", "edge.sim.cli", "run", *self._sim_args(), "--summary-every", "0s",
+                   "--ready-file", str(ready), "--log-level", "warning")
+        self.wait_until("the plant simulator", ready.exists)
+        self.start("the edge daemon", "-m", "edge.cli", "run", "-c", str(self.edge_config))
+        base = f"http://127.0.0.1:{self.cloud_port}"
+        print(f"\nrunning: plant simulator ({MACHINES} machines, Modbus TCP + OPC-UA) -> edge {EDGE_ID} "
+              f"-> cloud {base}")
+        print(f"  API docs:     {base}/docs   (viewer token: {self.viewer_token})")
+        print("  edge status:  .venv/bin/twinedge status --socket run/control.sock")
+        print(f"  publish:      mosquitto_pub -h 127.0.0.1 -p {self.mqtt_port} -u demo -P {self.mqtt_password} -q 1 "
+              f"-t twin/bench-1/telemetry -m '{{\"ts\": {time.time():.0f}, \"sensors\": {{\"temp\": 21.5}}}}'")
+        print("  Ctrl-C stops everything\n", flush=True)
+        while True:
+            for name, proc in self.procs:
+                if proc.poll() is not None:
+                    raise SystemExit(f"{name} exited with code {proc.returncode}; see its log above")
+            with contextlib.suppress(urllib.error.URLError, OSError, ValueError):
+                print(self.summary(), flush=True)
+            time.sleep(REFRESH)
+
+    def summary(self) -> str:
+        edges = {e["name"]: e for e in self.get("/api/v1/edges")}
+        edge = edges.get(EDGE_ID, {})
+        devices = self.get("/api/v1/twin/devices")
+        parts = []
+        for device in devices[:4]:
+            state = self.get(f"/api/v1/twin/{device}/state")
+            values = state.get("values", {})
+            temp = values.get("spindle_temp", {}).get("value")
+            age = time.time() - state["ts"] if state.get("ts") else None
+            shown = f"{temp:.1f}°C" if isinstance(temp, int | float) else f"{len(values)} values"
+            parts.append(f"{device} {shown} ({age:.1f} s ago)" if age is not None else device)
+        more = f" +{len(devices) - 4} more" if len(devices) > 4 else ""
+        return (f"{time.strftime('%H:%M:%S')}  cloud has {edge.get('frames_stored', 0)} frames from {EDGE_ID} "
+                f"(edge queue {edge.get('queue_depth')})  |  {', '.join(parts)}{more}")
+
+    def stop(self) -> None:
+        for name, proc in reversed(self.procs):  # edge first, then the simulator, the cloud last
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=25)
+                except subprocess.TimeoutExpired:
+                    print(f"{name} did not stop in 25 s; killing it", file=sys.stderr)
+                    proc.kill()
 
 
 def main() -> int:
-    sim_cmd, edge_cmd, config, hint = prepare()
-    ready = RUN / "sim.ready"
-    ready.unlink(missing_ok=True)
-    # Children ignore the terminal's Ctrl-C; we stop them in order with SIGTERM.
-    sim = subprocess.Popen(sim_cmd, start_new_session=True)
-    edge: subprocess.Popen[bytes] | None = None
+    demo = Demo()
     try:
-        deadline = time.monotonic() + 60
-        while not ready.exists():
-            if sim.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("the plant simulator did not start; see its log above")
-            time.sleep(0.2)
-        edge = subprocess.Popen(edge_cmd, start_new_session=True)
-        print(f"\nplant simulator: {MACHINES} machines (Modbus TCP + OPC-UA); edge config {config}")
-        print(f"publish your own frame:\n  {hint}")
-        print("status: .venv/bin/twinedge status --socket run/control.sock   (Ctrl-C stops)\n", flush=True)
-        asyncio.run(watch(edge))
+        demo.run()
     except KeyboardInterrupt:
         print("\nstopping...", flush=True)
     finally:
-        if edge is not None:
-            stop(edge, "the edge daemon")
-        stop(sim, "the simulator")
+        demo.stop()
     return 0
 
 

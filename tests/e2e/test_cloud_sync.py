@@ -33,7 +33,7 @@ EDGE = "edge-e2e"
 
 def uplink_toml(port: int, token: str, batch: int = 200) -> str:
     return (f'\n[uplink]\nurl = "http://127.0.0.1:{port}"\ntoken = "{token}"\nbatch_max_frames = {batch}\n'
-            f'retry_initial = "50ms"\nretry_max = "500ms"\ntimeout = "5s"\n')
+            f'retry_initial = "50ms"\nretry_max = "500ms"\ntimeout = "5s"\ninterval = "100ms"\n')
 
 
 async def start_cloud(directory: Path) -> CloudServer:

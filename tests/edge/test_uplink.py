@@ -70,7 +70,7 @@ async def uplink_running(tmp_path: Path, cloud: ScriptedCloud, **config: Any) ->
     store = Store(tmp_path / "q.db", StoreConfig())
     await store.open()
     settings = {"url": "http://cloud.test", "token": "edge-secret", "retry_initial": "10ms", "retry_max": "50ms",
-                **config}
+                "interval": "0s", **config}
     uplink = Uplink(UplinkConfig.model_validate(settings), store, edge_id="edge-1", health=no_health,
                     transport=httpx.MockTransport(cloud))
     try:
