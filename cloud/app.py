@@ -25,6 +25,7 @@ from cloud.api import edges, physics, sync, system, twin
 from cloud.auth import Authenticator, physics_access
 from cloud.config import CONFIG_ENV, CloudConfig, load_cloud_config
 from cloud.context import AppContext
+from cloud.live import LiveHub
 from cloud.metrics import Metrics, MetricsMiddleware
 from cloud.physics.store import PhysicsStore
 from cloud.storage import open_storage
@@ -90,16 +91,19 @@ def create_app(config: CloudConfig) -> FastAPI:
         storage = open_storage(config.database)
         await storage.open()
         ctx = AppContext(config, storage, Authenticator(storage, config.server.auth_cache_ttl), metrics,
+                         LiveHub(storage, config.server.live_poll),
                          sync_slots=asyncio.Semaphore(config.sync.max_concurrent))
         app.state.ctx = ctx
         retention = asyncio.create_task(_retention_loop(ctx), name="twincloud-retention")
+        live = asyncio.create_task(ctx.hub.run(), name="twincloud-live-poll")
         log.info("twincloud ready: %s storage, schema version %d", storage.backend, await storage.schema_version())
         try:
             yield
         finally:
-            retention.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await retention
+            for task in (retention, live):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await storage.close()
 
     app = FastAPI(title="twincloud", version=VERSION, description=(_about or "").strip(), lifespan=lifespan)

@@ -57,6 +57,8 @@ class ServerConfig(StrictModel):
     port: int = Field(default=8080, ge=0, le=65535)
     workers: int = Field(default=1, ge=1, le=64, description="uvicorn worker processes")
     metrics_public: bool = Field(default=False, description="serve /metrics without a token")
+    live_poll: Duration = Field(
+        default=0.5, ge=0.05, le=60, description="how often the live feed looks for frames other processes stored")
     auth_cache_ttl: Duration = Field(
         default=5.0, ge=0, le=300, description="how long a checked token is trusted before it is looked up again")
 

@@ -23,7 +23,7 @@ class AppContext:
     storage: Storage
     auth: Authenticator
     metrics: Metrics
-    hub: LiveHub = field(default_factory=LiveHub)
+    hub: LiveHub
     sync_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(8))
     syncing_edges: set[str] = field(default_factory=set)
 

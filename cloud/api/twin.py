@@ -231,7 +231,8 @@ async def live(websocket: WebSocket, device_id: str) -> None:
     ctx: AppContext = websocket.app.state.ctx
     try:
         check_role(await authenticate(websocket), "viewer")
-        if await ctx.storage.device(device_id) is None:
+        row = await ctx.storage.device(device_id)
+        if row is None:
             raise _bad("device_id", f"device {device_id!r} has sent no data", 404)
     except HTTPException as exc:
         await _deny(websocket, exc)
@@ -240,7 +241,7 @@ async def live(websocket: WebSocket, device_id: str) -> None:
         await _deny(websocket, HTTPException(503, detail=[{"path": "", "message": "database unavailable"}]))
         return
     await websocket.accept()
-    sub = ctx.hub.subscribe(device_id)
+    sub = ctx.hub.subscribe(device_id, row[1])
     ctx.metrics.ws_clients.inc()
     try:
         async with asyncio.TaskGroup() as tg:

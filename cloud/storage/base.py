@@ -338,6 +338,10 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def series(self, device_id: int) -> list[SeriesInfo]: ...
 
+    @abc.abstractmethod
+    async def statuses(self, device_id: int, after: int, upto: int) -> dict[int, str]:
+        """The status of each frame of a device with after < ts <= upto."""
+
     async def lookup(self, name: str) -> tuple[tuple[int, int | None, str | None, str | None],
                                                list[SeriesInfo]] | None:
         """A device and its series in one go (backends answer it with one round trip)."""
@@ -381,6 +385,25 @@ class Storage(abc.ABC):
         values = {s.field: (s.last_ts or 0, s.render(s.last_value, s.last_text))
                   for s in series if s.last_ts is not None}
         return DeviceState(device, row[1], row[2], row[3], values)
+
+    async def frames_between(self, device: str, after: int, upto: int, limit: int) -> list[TelemetryFrame]:
+        """The frames of a device with after < ts <= upto, oldest first, rebuilt from the stored values."""
+        found = await self.lookup(device)
+        if found is None:
+            return []
+        row, series = found
+        by_ts: dict[int, dict[str, Any]] = {}
+        for info in series:
+            for ts, value in info.points(await self.scan(info.id, after + 1, upto + 1, limit)):
+                frame = by_ts.setdefault(ts, {"sensors": {}, "metrics": {}})
+                if info.field.startswith("metrics."):
+                    frame["metrics"][info.field[len("metrics."):]] = value
+                else:
+                    frame["sensors"][info.field] = value
+        statuses = await self.statuses(row[0], after, upto)
+        return [TelemetryFrame(ts=ts / 1_000_000, device_id=device, sensors=parts["sensors"],
+                               metrics=parts["metrics"], status=statuses.get(ts, "ok"))
+                for ts, parts in sorted(by_ts.items())[:limit]]
 
     async def history(self, device: str, fields: Sequence[str] | None, start: int, stop: int,
                       limit: int, cursor: str | None) -> HistoryPage:

@@ -254,6 +254,12 @@ class PostgresStorage(Storage):
                 return None
             return tuple(row), [SeriesInfo(*r) for r in await con.fetch(q.SERIES, row[0])]
 
+    async def statuses(self, device_id: int, after: int, upto: int) -> dict[int, str]:
+        async with self._con() as con:
+            rows = await con.fetch("SELECT ts, status FROM frames WHERE device_id = $1 AND ts > $2 AND ts <= $3",
+                                   device_id, after, upto)
+        return {r[0]: r[1] for r in rows}
+
     async def scan(self, series_id: int, start: int, stop: int, limit: int) -> list[tuple[int, float | str | None]]:
         async with self._con() as con:
             rows = await con.fetch(q.SCAN, series_id, start, stop, limit)

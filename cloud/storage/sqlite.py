@@ -212,6 +212,10 @@ class SQLiteStorage(Storage):
             return row, [SeriesInfo(*r) for r in con.execute(q.SERIES, (row[0],))]
         return await self._read(run)
 
+    async def statuses(self, device_id: int, after: int, upto: int) -> dict[int, str]:
+        sql = "SELECT ts, status FROM frames WHERE device_id = ? AND ts > ? AND ts <= ?"
+        return await self._read(lambda con: dict(con.execute(sql, (device_id, after, upto)).fetchall()))
+
     async def scan(self, series_id: int, start: int, stop: int, limit: int) -> list[tuple[int, float | str | None]]:
         return await self._read(lambda con: con.execute(q.SCAN, (series_id, start, stop, limit)).fetchall())
 

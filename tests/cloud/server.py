@@ -89,6 +89,7 @@ class CloudServer:
 
     def start(self, timeout: float = 30.0) -> None:
         """Start uvicorn and return once it serves; raise with its output when it does not."""
+        self.log = []  # the output of this run only
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "cloud.cli", "--config", str(self.config_path), "serve"],

@@ -76,3 +76,22 @@ async def test_a_killed_service_loses_no_acked_frame_and_dedups_the_retry(cloud_
     async with httpx.AsyncClient(base_url=cloud_server.base_url) as client:
         edges = (await client.get("/api/v1/edges", headers=auth(cloud_server.viewer_token))).json()
     assert edges[0]["frames_stored"] == 500 and edges[0]["last_seq"] == 500
+
+
+async def test_two_workers_share_one_database_and_the_live_feed_sees_both(tmp_path) -> None:
+    with CloudServer(tmp_path / "two", extra_config="[retention]\nsamples_days = 0\n") as server:
+        server.stop()
+        server.config_path.write_text(server.config_path.read_text(encoding="utf-8").replace(
+            "[server]\n", '[server]\nworkers = 2\nlive_poll = "100ms"\n'), encoding="utf-8")
+        server.start()
+        assert (await post_batch(server, batch("edge-1", [(1, wire(0))]))).status_code == 200
+        async with connect(f"{server.ws_url}/api/v1/twin/ws/press-1", additional_headers=auth(server.viewer_token),
+                           proxy=None) as ws:
+            for i in range(1, 21):  # a new connection each time: the kernel spreads them over both workers
+                ack = await post_batch(server, batch("edge-1", [(i + 1, wire(i))]))
+                assert ack.json()["stored"] == 1
+            async with asyncio.timeout(10):
+                got = [json.loads(await ws.recv())["frame"]["ts"] for _ in range(20)]
+        assert sorted(got) == [wire(i)["ts"] for i in range(1, 21)]  # each once; order across workers may vary
+        pids = {line.split("[")[1].split("]")[0] for line in server.log if "Started server process" in line}
+        assert len(pids) == 2

@@ -204,3 +204,12 @@ async def test_aggregate_without_first_and_last_leaves_them_out(storage: Storage
     [(_, buckets)] = await storage.aggregate("press-1", ["temp"], start, stop, MINUTE_US, first_last=False)
     assert [(a.count, a.min, a.max, a.first, a.last) for _, a in buckets] == [
         (60, 20.0, 79.0, None, None), (60, 80.0, 139.0, None, None)]
+
+
+async def test_frames_are_rebuilt_from_stored_values_for_the_live_feed(storage: Storage) -> None:
+    sent = [TelemetryFrame(ts=T0 + i, device_id="m1", sensors={"t": float(i), "on": i % 2 == 0, "mode": "auto"},
+                           metrics={"score": i / 10}, status="alarm" if i == 3 else "ok") for i in range(6)]
+    await storage.ingest("edge-a", seqd(sent), None, 1)
+    rebuilt = await storage.frames_between("m1", int((T0 + 1) * 1e6), int((T0 + 4) * 1e6), 100)
+    assert rebuilt == sent[2:5]
+    assert await storage.frames_between("ghost", 0, 2**62, 10) == []
