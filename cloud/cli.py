@@ -73,6 +73,24 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return _with_storage(args, action)
 
 
+def cmd_copy(args: argparse.Namespace) -> int:
+    from cloud.config import DatabaseConfig
+    from cloud.transfer import copy_database
+
+    target = DatabaseConfig.model_validate({"url": args.to})
+
+    async def action(src: Storage) -> int:
+        dst = open_storage(target)
+        await dst.open()
+        try:
+            stored = await copy_database(src, dst, lambda device, n: print(f"{device}: {n:,} frames"))
+        finally:
+            await dst.close()
+        print(f"copied into {redact_url(args.to)}: {stored:,} frames newly stored")
+        return 0
+    return _with_storage(args, action)
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = load_cloud_config(args.file)
     shown = config.model_dump(mode="json")
@@ -121,6 +139,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--access-log", action="store_true", help="log every request")
     serve.set_defaults(handler=cmd_serve)
     sub.add_parser("migrate", help="bring the database schema up to date").set_defaults(handler=cmd_migrate)
+    copy = sub.add_parser("copy", help="copy the configured database into another (e.g. SQLite -> PostgreSQL)")
+    copy.add_argument("--to", required=True, metavar="URL", help="target database URL (migrated first)")
+    copy.set_defaults(handler=cmd_copy)
     check = sub.add_parser("check-config", help="validate a config file")
     check.add_argument("file")
     check.add_argument("--json", action="store_true")

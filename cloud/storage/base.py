@@ -325,6 +325,10 @@ class Storage(abc.ABC):
     async def identities(self, kind: str) -> list[dict[str, Any]]: ...
 
     @abc.abstractmethod
+    async def identity_rows(self) -> list[tuple[str, str, str, str | None, int, int | None]]:
+        """Every identity as (kind, name, role, token hash, created, revoked) — for copying a database."""
+
+    @abc.abstractmethod
     async def edges(self) -> list[EdgeRecord]: ...
 
     # --- query primitives ------------------------------------------------------------

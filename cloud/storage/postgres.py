@@ -226,6 +226,12 @@ class PostgresStorage(Storage):
             rows = await con.fetch(q.IDENTITIES, kind)
         return [{"name": r[0], "role": r[1], "created_at": r[2], "revoked_at": r[3]} for r in rows]
 
+    async def identity_rows(self) -> list[tuple[str, str, str, str | None, int, int | None]]:
+        async with self._con() as con:
+            rows = await con.fetch("SELECT kind, name, role, token_hash, created_at, revoked_at FROM identities "
+                                   "ORDER BY id")
+        return [tuple(r) for r in rows]  # type: ignore[misc]
+
     async def edges(self) -> list[EdgeRecord]:
         async with self._con() as con:
             rows = await con.fetch(q.EDGES)

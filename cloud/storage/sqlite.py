@@ -187,6 +187,10 @@ class SQLiteStorage(Storage):
         rows = await self._read(lambda con: con.execute(q.IDENTITIES, (kind,)).fetchall())
         return [{"name": r[0], "role": r[1], "created_at": r[2], "revoked_at": r[3]} for r in rows]
 
+    async def identity_rows(self) -> list[tuple[str, str, str, str | None, int, int | None]]:
+        sql = "SELECT kind, name, role, token_hash, created_at, revoked_at FROM identities ORDER BY id"
+        return await self._read(lambda con: con.execute(sql).fetchall())
+
     async def edges(self) -> list[EdgeRecord]:
         rows = await self._read(lambda con: con.execute(q.EDGES).fetchall())
         return [EdgeRecord(r[0], r[1], r[2] is not None, r[3], r[4], r[5], r[6], json.loads(r[7] or "{}"),

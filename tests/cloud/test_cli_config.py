@@ -71,3 +71,15 @@ def test_redact_url() -> None:
     assert redact_url("postgresql://u:pw@h:5/db") == "postgresql://u:***@h:5/db"
     assert redact_url("postgresql://u@h/db") == "postgresql://u@h/db"
     assert redact_url("sqlite:///x.db") == "sqlite:///x.db"
+
+
+def test_copy_into_another_database(config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--config", str(config), "edge", "add", "line-1"]) == 0
+    token = capsys.readouterr().out.strip()
+    target = tmp_path / "new.db"
+    assert main(["--config", str(config), "copy", "--to", f"sqlite:///{target}"]) == 0
+    assert "0 frames newly stored" in capsys.readouterr().out
+    other = tmp_path / "other.toml"
+    other.write_text(f'[database]\nurl = "sqlite:///{target}"\n', encoding="utf-8")
+    assert main(["--config", str(other), "edge", "list"]) == 0
+    assert "line-1" in capsys.readouterr().out and token.startswith("twe_")

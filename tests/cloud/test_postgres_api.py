@@ -54,3 +54,40 @@ async def test_two_service_instances_on_one_database_store_each_reading_once(pg_
         # A token revoked through one instance is refused by the other (no auth cache in tests).
         await storage.revoke("edge", "edge-1", 1)
         assert (await post(two, edge, batch("edge-1", [(401, wire(401))]))).status_code == 401
+
+
+async def test_copying_sqlite_into_postgresql_keeps_tokens_data_and_aggregates(pg_server: PgServer,
+                                                                                tmp_path) -> None:
+    from cloud.storage.postgres import PostgresStorage
+    from cloud.storage.sqlite import SQLiteStorage
+    from cloud.transfer import copy_database
+    from shared.frame import TelemetryFrame
+
+    src = SQLiteStorage(tmp_path / "old.db")
+    dst = PostgresStorage(await fresh_pg_database(pg_server), pool_size=2)
+    await src.open()
+    await dst.open()
+    try:
+        edge = await add_edge(src, "edge-1")
+        await add_user(src, "gone", "viewer")
+        await src.revoke("user", "gone", 5)
+        frames = [(i + 1, TelemetryFrame(ts=1_767_225_600 + i * 0.5, device_id=f"d{i % 3}",
+                                         sensors={"t": float(i), "mode": "run"}, status="alarm" if i == 7 else "ok"))
+                  for i in range(5000)]
+        await src.ingest("edge-1", frames, None, 1)
+        assert await copy_database(src, dst) == 5000
+        assert await copy_database(src, dst) == 0  # a second run stores nothing twice
+        from cloud.auth import hash_token
+        assert (await dst.principal(hash_token(edge))).name == "edge-1"  # type: ignore[union-attr]
+        assert [u["revoked_at"] for u in await dst.identities("user")] == [5]
+        for device in ("d0", "d1", "d2"):
+            assert await dst.frames_between(device, 0, 2**62, 10_000) == \
+                await src.frames_between(device, 0, 2**62, 10_000)
+            lo, hi = 1_767_225_600_000_000, 1_767_225_600_000_000 + 3_000_000_000
+            [(_, a)] = await src.aggregate(device, ["t"], lo, hi, 60_000_000)
+            [(_, b)] = await dst.aggregate(device, ["t"], lo, hi, 60_000_000)
+            assert [(k, v.count, v.sum, v.first, v.last) for k, v in a] == \
+                [(k, v.count, v.sum, v.first, v.last) for k, v in b]
+    finally:
+        await src.close()
+        await dst.close()
