@@ -230,7 +230,7 @@ class PostgresStorage(Storage):
         async with self._con() as con:
             rows = await con.fetch("SELECT kind, name, role, token_hash, created_at, revoked_at FROM identities "
                                    "ORDER BY id")
-        return [tuple(r) for r in rows]  # type: ignore[misc]
+        return [tuple(r) for r in rows]
 
     async def edges(self) -> list[EdgeRecord]:
         async with self._con() as con:
