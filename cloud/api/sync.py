@@ -56,6 +56,21 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+_last_warning: dict[str, float] = {}
+
+
+def _warn_rejected(edge: str, rejected: list[Rejection]) -> None:
+    """One WARNING per edge and minute at most (a broken device would flood the log); the rest at DEBUG."""
+    now = time.monotonic()
+    first = rejected[0]
+    if now - _last_warning.get(edge, -60.0) >= 60.0:
+        _last_warning[edge] = now
+        log.warning("edge %s sent %d invalid frame(s), refused and reported back to it; first: seq %d: %s "
+                    "(further ones this minute at DEBUG)", edge, len(rejected), first.seq, first.reason)
+    else:
+        log.debug("edge %s sent %d invalid frame(s); first: seq %d: %s", edge, len(rejected), first.seq, first.reason)
+
+
 def _retry(status: int, message: str, after: float) -> HTTPException:
     return HTTPException(status, detail=[{"path": "", "message": message}],
                          headers={"Retry-After": str(max(1, round(after)))})
@@ -136,11 +151,11 @@ async def _handle(request: Request, edge: str, ctx: Ctx) -> SyncAck:
         raise HTTPException(403, detail=[{"path": "edge_id", "message": f"this token belongs to edge {edge!r}, "
                                                                         f"not {batch.edge_id!r}"}])
     if rejected:
-        log.warning("edge %s sent %d invalid frame(s); first: seq %d: %s", edge, len(rejected),
-                    rejected[0].seq, rejected[0].reason)
+        _warn_rejected(edge, rejected)
+    acked = batch.frames[-1].seq if batch.frames else None
     started = time.perf_counter()
     try:
-        result = await ctx.storage.ingest(edge, good, batch.health, time.time_ns() // 1000, len(rejected))
+        result = await ctx.storage.ingest(edge, good, batch.health, time.time_ns() // 1000, len(rejected), acked)
     except StorageUnavailable as exc:
         ctx.metrics.storage_errors.labels("unavailable").inc()
         ctx.metrics.sync_batches.labels("unavailable").inc()
@@ -160,7 +175,6 @@ async def _handle(request: Request, edge: str, ctx: Ctx) -> SyncAck:
     missed = ctx.hub.publish(result.stored_frames)
     if missed:
         ctx.metrics.ws_dropped.inc(missed)
-    acked = batch.frames[-1].seq if batch.frames else None
     log.debug("edge %s: %d stored, %d duplicate, %d rejected, acked through %s", edge, result.stored,
               result.duplicates, len(rejected), acked)
     return SyncAck(acked_through=acked, stored=result.stored, duplicates=result.duplicates, rejected=rejected)

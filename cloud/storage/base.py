@@ -282,11 +282,13 @@ class Storage(abc.ABC):
         health: EdgeHealth | None,
         now_us: int,
         rejected: int = 0,
+        last_seq: int | None = None,
     ) -> IngestResult:
         """Store each reading once (unique on device and timestamp) and record the edge's health.
 
         Returns how many frames were new and how many were already stored
-        (by an earlier batch, or twice in this one).
+        (by an earlier batch, or twice in this one). ``last_seq`` is the batch's
+        highest sequence (refused frames included), recorded for the edge.
         """
         seen: set[tuple[str, int]] = set()
         unique: list[tuple[int, TelemetryFrame]] = []
@@ -295,7 +297,8 @@ class Storage(abc.ABC):
             if key not in seen:
                 seen.add(key)
                 unique.append((seq, frame))
-        last_seq = max((seq for seq, _ in frames), default=None)
+        if last_seq is None:
+            last_seq = max((seq for seq, _ in frames), default=None)
         stored, samples = await self._ingest(edge, unique, health, now_us, last_seq, rejected, len(frames))
         return IngestResult(len(stored), len(frames) - len(stored), stored, samples)
 

@@ -164,3 +164,9 @@ async def test_a_locked_database_is_503_with_retry_after_and_nothing_half_stored
             blocker.close()
         ack = (await api.sync(batch("edge-1", [(1, wire(1))]))).json()
         assert (ack["stored"], ack["duplicates"]) == (1, 0)
+
+
+async def test_the_edge_record_shows_the_last_sequence_even_when_it_was_refused(api: Api) -> None:
+    await api.sync(batch("edge-1", [(1, wire(1)), (9, {"ts": 0, "device_id": "press-1"})]))
+    [edge1, _] = (await api.client.get("/api/v1/edges", headers=auth(api.viewer))).json()
+    assert (edge1["last_seq"], edge1["frames_stored"], edge1["rejected"]) == (9, 1, 1)
