@@ -1,11 +1,12 @@
 """Telemetry from an external MQTT broker (e.g. the site's Mosquitto) instead of the embedded one.
 
-The edge subscribes to the device topics as a client (aiomqtt) and feeds the
-same ingest path as the embedded broker. With QoS 1 it keeps a persistent
-session (clean_session = false) and acknowledges each message only after the
-frames are committed, so the external broker redelivers whatever the edge had
-not stored when it crashed or lost the connection. Reconnects with jittered
-capped backoff.
+The edge subscribes to the device topics as a client and feeds the same ingest
+path as the embedded broker. With QoS 1 it keeps a persistent session
+(clean_session = false) and acknowledges each message only after its frames
+are committed, so the external broker redelivers whatever the edge had not
+stored when it crashed or lost the connection. Reconnects with jittered capped
+backoff. The MQTT connection itself is ``client_mqtt.MqttConnection`` (why not
+aiomqtt/paho: see there).
 """
 
 from __future__ import annotations
@@ -17,12 +18,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import aiomqtt
-import paho.mqtt.client as paho
-
+from edge.broker.client_mqtt import MqttConnection, MqttError, Publish
 from edge.broker.config import MqttClientConfig
 from edge.broker.embedded import group_by_device
-from edge.broker.ingest import TelemetryIngest
+from edge.broker.ingest import RejectReason, TelemetryIngest
 from edge.sources.base import Backoff, FrameSink, SourceHealth, SourceState
 from shared.codec import encode_frames
 from shared.errors import TwinedgeError
@@ -32,13 +31,8 @@ __all__ = ["ExternalMqttIngest"]
 
 log = logging.getLogger(__name__)
 
-BATCH_MAX = 1000  # messages read from the inbox in one go
 PENDING_MAX = 20_000  # decoded messages waiting for a commit before reading pauses
-
-
-def _paho_of(client: aiomqtt.Client) -> paho.Client:
-    """aiomqtt exposes no manual-ack switch; paho (2.x) has one. This is the one place we reach in."""
-    return client._client  # noqa: SLF001
+CONNECT_TIMEOUT = 10.0
 
 
 class _Pending:
@@ -46,24 +40,24 @@ class _Pending:
 
     def __init__(self) -> None:
         self.frames: list[TelemetryFrame] = []
-        self.messages: list[aiomqtt.Message] = []
+        self.acks: list[int] = []  # QoS 1 packet ids, in arrival order
+        self.count = 0
         self._changed = asyncio.Condition()
 
-    def add(self, frames: list[TelemetryFrame], message: aiomqtt.Message) -> None:
-        self.frames.extend(frames)
-        self.messages.append(message)
-
-    async def room(self) -> None:
-        """Wake the committer, and wait while too much is pending."""
+    async def add(self, frames: list[TelemetryFrame], messages: list[Publish]) -> None:
+        """Hand a batch to the committer; waits while too much is pending."""
         async with self._changed:
+            await self._changed.wait_for(lambda: self.count < PENDING_MAX)
+            self.frames.extend(frames)
+            self.acks.extend(m.packet_id for m in messages if m.qos)
+            self.count += len(messages)
             self._changed.notify_all()
-            await self._changed.wait_for(lambda: len(self.messages) < PENDING_MAX)
 
-    async def take(self) -> tuple[list[TelemetryFrame], list[aiomqtt.Message]]:
+    async def take(self) -> tuple[list[TelemetryFrame], list[int]]:
         async with self._changed:
-            await self._changed.wait_for(lambda: bool(self.messages))
-            taken = self.frames, self.messages
-            self.frames, self.messages = [], []
+            await self._changed.wait_for(lambda: self.count > 0)
+            taken = self.frames, self.acks
+            self.frames, self.acks, self.count = [], [], 0
             self._changed.notify_all()
             return taken
 
@@ -79,7 +73,7 @@ class ExternalMqttIngest:
         self.disconnected = asyncio.Event()  # set while not connected after a first attempt
         self.ingest = TelemetryIngest(sink, max_payload=config.max_payload, max_frames=config.max_frames_per_message)
         self.health = SourceHealth(name=f"mqtt {config.host}:{config.port}", kind="mqtt_client")
-        self._client: aiomqtt.Client | None = None
+        self._conn: MqttConnection | None = None
         self._backoff = Backoff(initial=0.5, maximum=30.0)
 
     @property
@@ -96,57 +90,44 @@ class ExternalMqttIngest:
                 raise TwinedgeError(f"cannot read MQTT password file {self.config.password_file}: {exc}") from None
         return None
 
-    def _make_client(self, password: str | None) -> tuple[aiomqtt.Client, asyncio.Queue[aiomqtt.Message]]:
-        inboxes: list[asyncio.Queue[aiomqtt.Message]] = []
-
-        class _Inbox(asyncio.Queue[aiomqtt.Message]):  # aiomqtt builds its queue from this class
-            def __init__(self, maxsize: int = 0) -> None:
-                super().__init__(maxsize)
-                inboxes.append(self)
-
-        tls_context = ssl.create_default_context(cafile=self.config.cafile) if self.config.tls else None
-        persistent = self.config.qos > 0
-        client = aiomqtt.Client(
-            self.config.host,
-            self.config.port,
-            username=self.config.username,
-            password=password,
-            identifier=self.config.client_id,
-            clean_session=not persistent,
-            keepalive=int(self.config.keepalive),
-            timeout=10.0,
-            queue_type=_Inbox,
-            tls_context=tls_context,
-            max_inflight_messages=1000,
-        )
-        paho_client = _paho_of(client)
-        # paho logs two DEBUG lines per message through aiomqtt's logger: measurable at 20k msgs/s.
-        paho_client.disable_logger()
-        if persistent:
-            # Before connecting: a persistent session's queued messages arrive right after CONNACK.
-            paho_client.manual_ack_set(True)
-        return client, inboxes[0]
+    async def _connect(self, password: str | None, tls: ssl.SSLContext | None) -> MqttConnection:
+        loop = asyncio.get_running_loop()
+        # Larger than any payload we accept, plus the topic: bigger PUBLISHes are skipped, not buffered.
+        max_packet = self.config.max_payload + 2 + 65535 + 2
+        async with asyncio.timeout(CONNECT_TIMEOUT):
+            _, conn = await loop.create_connection(
+                lambda: MqttConnection(max_packet=max_packet, inbox_max=PENDING_MAX),
+                self.config.host, self.config.port, ssl=tls,
+            )
+            try:
+                await conn.connect(
+                    self.config.client_id, clean_session=self.config.qos == 0,
+                    keepalive=int(self.config.keepalive), username=self.config.username, password=password,
+                )
+            except BaseException:
+                conn.close(disconnect=False)
+                raise
+        return conn
 
     async def run(self) -> None:
         """Connect, subscribe and ingest until cancelled; reconnect with backoff on any broker trouble."""
         password = self._password()
+        tls = ssl.create_default_context(cafile=self.config.cafile) if self.config.tls else None
         while True:
-            client, inbox = self._make_client(password)
             problem = "the connection ended"
             try:
-                async with client:
-                    for topic in self.config.topics:
-                        await client.subscribe(topic, qos=self.config.qos)
-                    self._client = client
-                    self._backoff.reset()
-                    self.health.set_state(SourceState.CONNECTED)
-                    self.disconnected.clear()
-                    self.started.set()
-                    await self._consume(client, inbox)
-            except aiomqtt.MqttError as exc:
+                conn = await self._connect(password, tls)
+                try:
+                    await self._session(conn)
+                finally:
+                    conn.close()  # DISCONNECT: the broker keeps the session, unacknowledged messages come again
+            except MqttError as exc:
                 problem = str(exc)
+            except TimeoutError:
+                problem = f"no answer within {CONNECT_TIMEOUT:.0f} s"
+            except OSError as exc:  # refused, unreachable, TLS handshake
+                problem = exc.strerror or str(exc)
             finally:
-                self._client = None
                 self.started.clear()
                 self.disconnected.set()
             delay = self._backoff.next_delay()
@@ -157,59 +138,98 @@ class ExternalMqttIngest:
             )
             await asyncio.sleep(delay)
 
-    async def _consume(self, client: aiomqtt.Client, inbox: asyncio.Queue[aiomqtt.Message]) -> None:
-        """Decode messages as they arrive; a second task commits what has gathered and acks it.
+    async def _session(self, conn: MqttConnection) -> None:
+        """Subscribe and ingest until the connection ends (raises MqttError then).
 
-        Reading does not wait for the commit: while one transaction is written, the
-        next one's messages are already being decoded. Each commit takes everything
-        decoded since the previous one, so under load a few large transactions carry
-        the whole in-flight window, and their PUBACKs leave in arrival order.
+        Reading starts before SUBSCRIBE: a persistent session's queued messages
+        arrive right after CONNACK, and with a large in-flight window they could
+        otherwise fill the inbox and pause reading before the SUBACK is seen.
         """
         pending = _Pending()
-        client_id = f"{self.config.client_id}@{self._where}"
-        committer = asyncio.create_task(self._commit_loop(client, pending), name="mqtt-client-commit")
+        tasks = [
+            asyncio.create_task(self._read_loop(conn, pending), name="mqtt-client-read"),
+            asyncio.create_task(self._commit_loop(conn, pending), name="mqtt-client-commit"),
+            asyncio.create_task(self._keepalive(conn), name="mqtt-client-keepalive"),
+        ]
         try:
-            async for first in client.messages:  # raises MqttError when the connection drops
-                batch = [first]
-                while len(batch) < BATCH_MAX and not inbox.empty():
-                    batch.append(inbox.get_nowait())
-                for message in batch:
-                    payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
-                    frames = await self.ingest.frames_of(message.topic.value, payload, client_id=client_id)
-                    pending.add(frames, message)
-                await pending.room()
-                if committer.done():
-                    committer.result()  # a commit that failed: raise its error here
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                for topic in self.config.topics:
+                    await conn.subscribe([topic], self.config.qos)
+            self._conn = conn
+            self._backoff.reset()
+            self.health.set_state(SourceState.CONNECTED)
+            self.disconnected.clear()
+            self.started.set()
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()  # the MqttError that ended the connection, or a failed commit
+            if conn.closed.done():
+                conn.closed.result()  # why it ended (e.g. the keepalive gave up)
+            raise MqttError("the connection ended")
         finally:
-            committer.cancel()
-            await asyncio.gather(committer, return_exceptions=True)
+            self._conn = None
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _commit_loop(self, client: aiomqtt.Client, pending: _Pending) -> None:
-        ack = _paho_of(client).ack
+    async def _read_loop(self, conn: MqttConnection, pending: _Pending) -> None:
+        """Decode messages as they arrive while ``_commit_loop`` commits what has gathered and acks it.
+
+        Reading does not wait for the commit: while one transaction is written, the
+        next one's messages are decoded. Each commit takes everything decoded since
+        the previous one, so under load a few large transactions carry the whole
+        in-flight window, and their PUBACKs leave in arrival order, in one write.
+        """
+        client_id = f"{self.config.client_id}@{self._where}"
+        while True:
+            batch = await conn.messages()  # raises MqttError when the connection ended
+            frames: list[TelemetryFrame] = []
+            for message in batch:
+                frames.extend(await self._frames_of(message, client_id))
+            await pending.add(frames, batch)
+
+    async def _frames_of(self, message: Publish, client_id: str) -> list[TelemetryFrame]:
+        if len(message.payload) == message.size:
+            return await self.ingest.frames_of(message.topic, message.payload, client_id=client_id)
+        # Skipped unread by the connection (larger than any packet we buffer): counted like any too-large payload.
+        self.ingest.messages_in += 1
+        self.ingest.bytes_in += message.size
+        await self.ingest.reject(
+            RejectReason.TOO_LARGE, f"{message.size} bytes exceeds the limit of {self.ingest.max_payload} bytes",
+            topic=message.topic, client_id=client_id, payload=None,
+        )
+        return []
+
+    async def _commit_loop(self, conn: MqttConnection, pending: _Pending) -> None:
         durable = self.config.qos > 0
         while True:
-            frames, messages = await pending.take()
+            frames, acks = await pending.take()
             if frames:
                 await self.sink.put(frames, durable=durable)
                 self.ingest.frames_in += len(frames)
                 self.health.record_success(len(frames), sum(len(f.sensors) for f in frames))
-            for message in messages:
-                if message.qos > 0:
-                    ack(message.mid, message.qos)
+            if acks:
+                conn.ack(acks)
 
-    async def publish(self, topic: str, payload: bytes, *, qos: int = 0, retain: bool = False) -> None:
-        """Publish on the external broker (dropped while disconnected)."""
-        client = self._client
-        if client is None:
-            return
-        try:
-            await client.publish(topic, payload, qos=qos, retain=retain)
-        except aiomqtt.MqttError as exc:
-            log.debug("publish to %s on %s failed: %s", topic, self._where, exc)
+    async def _keepalive(self, conn: MqttConnection) -> None:
+        """PINGREQ at half the keepalive; a broker silent for 1.5 keepalives is taken as gone."""
+        keepalive = self.config.keepalive
+        while True:
+            await asyncio.sleep(keepalive / 2)
+            if time.monotonic() - conn.last_received > keepalive * 1.5:
+                conn.close(disconnect=False, problem=f"no answer from the broker for {keepalive * 1.5:.0f} s")
+                return
+            conn.ping()
+
+    async def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        """Publish at QoS 0 on the external broker (dropped while disconnected)."""
+        conn = self._conn
+        if conn is not None:
+            conn.publish(topic, payload, retain=retain)
 
     async def publish_stored(self, frames: Sequence[TelemetryFrame]) -> None:
         """With ``republish = true``: one message per device on twinedge/<edge>/frames/<device>."""
-        if not self.config.republish or self._client is None:
+        if not self.config.republish or self._conn is None:
             return
         for device, group in group_by_device(frames).items():
             await self.publish(f"twinedge/{self.edge_id}/frames/{device}", encode_frames(group))

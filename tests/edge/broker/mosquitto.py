@@ -21,12 +21,18 @@ class Mosquitto:
     each commit, so this window / the commit interval bounds the ingest rate.
     """
 
-    def __init__(self, port: int, directory: Path, *, max_inflight: int = 1000) -> None:
+    def __init__(
+        self, port: int, directory: Path, *, max_inflight: int = 1000,
+        password_file: Path | None = None, tls: tuple[Path, Path] | None = None,
+    ) -> None:
         self.port = port
         self.conf = directory / f"mosquitto-{port}.conf"
+        auth = f"allow_anonymous false\npassword_file {password_file}\n" if password_file else "allow_anonymous true\n"
+        certs = f"certfile {tls[0]}\nkeyfile {tls[1]}\n" if tls else ""
         self.conf.write_text(
             f"listener {port} 127.0.0.1\n"
-            "allow_anonymous true\n"
+            f"{certs}{auth}"
+            "user root\n"  # as root, mosquitto would switch to user mosquitto, who cannot read the test's files
             "persistence false\n"
             "max_queued_messages 0\n"
             f"max_inflight_messages {max_inflight}\n"
