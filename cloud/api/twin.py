@@ -19,6 +19,11 @@ from fastapi import APIRouter, HTTPException, Query, Response, WebSocket, WebSoc
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+try:
+    import orjson
+except ImportError:  # pragma: no cover - the cloud extra installs it
+    orjson = None  # type: ignore[assignment]
+
 from cloud.auth import Viewer, authenticate, check_role
 from cloud.context import AppContext, Ctx
 from cloud.storage.base import AGG_FUNCS, BadQuery, StorageError, StorageUnavailable
@@ -91,6 +96,8 @@ def _finite(obj: Any) -> Any:
 def _json(obj: Any) -> Response:
     """JSON written directly (the response model documents it): validating 10,000 points again costs more
     than the query. A sum can overflow to infinity, which JSON cannot carry: it becomes null."""
+    if orjson is not None:  # ten times faster on long lists of floats; writes null for inf
+        return Response(orjson.dumps(obj), media_type="application/json")
     try:
         text = json.dumps(obj, separators=(",", ":"), allow_nan=False)
     except ValueError:

@@ -92,3 +92,12 @@ async def test_bad_parameters_get_a_clear_4xx(loaded: Api, path: str, params: di
     got, body = await get(loaded, path, **params)
     assert got == status, body
     assert body["detail"][0]["path"] == where and body["detail"][0]["message"]
+
+
+async def test_a_sum_that_overflows_is_null_not_a_server_error(api: Api) -> None:
+    frames = [(i + 1, wire(i, device="big", v=1.7e308)) for i in range(3)]
+    assert (await api.sync(batch("edge-1", frames))).json()["stored"] == 3
+    status, body = await get(api, "/api/v1/twin/history/aggregate", device="big", fields="v", start=T0,
+                             stop=T0 + 60, window="1m", funcs="sum,mean,max")
+    assert status == 200
+    assert body["series"][0]["buckets"] == [{"start": T0, "sum": None, "mean": None, "max": 1.7e308}]
