@@ -12,6 +12,7 @@ import zlib
 
 import zstandard
 from fastapi import HTTPException, Request
+from starlette.requests import ClientDisconnect
 
 __all__ = ["BodyError", "read_body"]
 
@@ -30,11 +31,14 @@ async def _read_limited(request: Request, max_body: int) -> bytes:
             raise BodyError(413, "body", f"{int(declared):,} bytes; the limit is {max_body:,} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_body:
-            raise BodyError(413, "body", f"more than the limit of {max_body:,} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_body:
+                raise BodyError(413, "body", f"more than the limit of {max_body:,} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise BodyError(400, "body", "the client went away before sending the whole body") from None
     return b"".join(chunks)
 
 

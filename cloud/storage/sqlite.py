@@ -158,7 +158,8 @@ class SQLiteStorage(Storage):
             _record_edge(con, edge, health, now_us, last_seq, len(stored), received - len(stored), rejected)
             con.execute("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            if con.in_transaction:  # SQLite may have rolled back by itself (disk full, I/O error)
+                con.execute("ROLLBACK")
             raise
         self._devices.update(new_devices)
         self._series.update(new_series)
@@ -266,7 +267,8 @@ def _migrate(con: sqlite3.Connection) -> list[int]:
             applied.append(mig.version)
         con.execute("COMMIT")
     except BaseException:
-        con.execute("ROLLBACK")
+        if con.in_transaction:
+            con.execute("ROLLBACK")
         raise
     return applied
 
