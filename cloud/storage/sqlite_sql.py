@@ -6,10 +6,22 @@ VERSION = "SELECT max(version) FROM schema_migrations"
 
 INSERT_DEVICE = "INSERT OR IGNORE INTO devices (name, first_seen) VALUES (?, ?)"
 DEVICE_ID = "SELECT id FROM devices WHERE name = ?"
-INSERT_FRAME = "INSERT OR IGNORE INTO frames (device_id, ts, edge, seq, status) VALUES (?, ?, ?, ?, ?)"
+FRAMES_PER_STATEMENT = 200
+
+
+def insert_frames(count: int) -> str:
+    """An insert of ``count`` frames that answers with the keys it stored (ignored duplicates are left out)."""
+    return ("INSERT OR IGNORE INTO frames (device_id, ts, edge, seq, status) VALUES "
+            + ", ".join(["(?, ?, ?, ?, ?)"] * count) + " RETURNING device_id, ts")
+
+
+INSERT_FRAMES_MANY = insert_frames(FRAMES_PER_STATEMENT)
 INSERT_SERIES = "INSERT OR IGNORE INTO series (device_id, field, kind) VALUES (?, ?, ?)"
 SERIES_ID = "SELECT id FROM series WHERE device_id = ? AND field = ?"
 INSERT_SAMPLE = "INSERT OR IGNORE INTO samples (series_id, ts, value, text) VALUES (?, ?, ?, ?)"
+SAMPLES_PER_STATEMENT = 250  # 1,000 parameters, far below SQLite's limit of 32,766
+INSERT_SAMPLES_MANY = ("INSERT OR IGNORE INTO samples (series_id, ts, value, text) VALUES "
+                       + ", ".join(["(?, ?, ?, ?)"] * SAMPLES_PER_STATEMENT))
 UPSERT_ROLLUP = """INSERT INTO rollups_1m
     (series_id, bucket, cnt, total, vmin, vmax, first_ts, first_value, last_ts, last_value)
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
