@@ -104,6 +104,7 @@ def create_app(config: CloudConfig) -> FastAPI:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            ctx.parser.shutdown(wait=True)
             await storage.close()
 
     app = FastAPI(title="twincloud", version=VERSION, description=(_about or "").strip(), lifespan=lifespan)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -26,6 +27,8 @@ class AppContext:
     hub: LiveHub
     sync_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(8))
     syncing_edges: set[str] = field(default_factory=set)
+    parser: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="sync-parse"))
 
 
 def get_ctx(request: Request) -> AppContext:

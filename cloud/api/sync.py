@@ -139,8 +139,13 @@ async def _handle(request: Request, edge: str, ctx: Ctx) -> SyncAck:
     try:
         body, wire = await read_body(request, cfg.max_body_bytes, cfg.max_decoded_bytes)
         args = (body, request.headers.get("content-type", ""), cfg.max_frames)
-        # Decoding and validating thousands of frames is CPU work: keep it off the event loop.
-        batch, good, rejected = await asyncio.to_thread(_parse, *args) if len(body) > 32_768 else _parse(*args)
+        # Decoding and validating thousands of frames is CPU work: keep it off the event loop, in one
+        # thread (more would only fight over the GIL) that works while the writer thread stores.
+        if len(body) > 32_768:
+            loop = asyncio.get_running_loop()
+            batch, good, rejected = await loop.run_in_executor(ctx.parser, _parse, *args)
+        else:
+            batch, good, rejected = _parse(*args)
     except HTTPException:
         ctx.metrics.sync_batches.labels("refused").inc()
         raise
