@@ -287,6 +287,13 @@ async def _embedded_phases(quick: bool, sink: CountingSink | StoreSink) -> list[
     return results
 
 
+async def wait_frames(sink: CountingSink | StoreSink, target: int, timeout: float) -> None:
+    sink.target, sink.reached = target, asyncio.Event()
+    if sink.frames < target:
+        async with asyncio.timeout(timeout):
+            await sink.reached.wait()
+
+
 async def mosquitto_phases(quick: bool, sink_kind: str, inflight: int) -> list[tuple[str, dict[str, Any]]]:
     """Mosquitto -> ExternalMqttIngest -> sink: (a) draining a backlog queued while the edge was away, which is
     what the edge client alone can sustain; (b) live publishers at a fixed 20,000 msgs/s."""
@@ -327,9 +334,7 @@ async def _mosquitto_phases(
         task = asyncio.create_task(ingest.run(), name="bench-external")
         broker_proc.cpu_percent()
         cpu0, t0 = me.cpu_times(), time.monotonic()
-        sink.target, sink.reached = f0 + int(backlog * 0.98), asyncio.Event()
-        async with asyncio.timeout(120):
-            await sink.reached.wait()
+        await wait_frames(sink, f0 + int(backlog * 0.98), 120)
         cpu1, t1 = me.cpu_times(), time.monotonic()
         rate = (sink.frames - f0) / (t1 - t0)
         cpu = 100 * ((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)) / (t1 - t0)
@@ -337,10 +342,8 @@ async def _mosquitto_phases(
                    "mosquitto_cpu_pct": broker_proc.cpu_percent()}
         rows.append(("Mosquitto -> edge client, backlog", drained))
         try:
-            sink.target, sink.reached = f0 + backlog, asyncio.Event()
             try:
-                async with asyncio.timeout(30):  # let the rest of the backlog go before the live phase
-                    await sink.reached.wait()
+                await wait_frames(sink, f0 + backlog, 30)  # let the rest of the backlog go before the live phase
             except TimeoutError:
                 print(f"backlog: {sink.frames - f0} of {backlog} stored after 30 s; edge: {ingest.snapshot()}")
             for offered in (20_000, 30_000):

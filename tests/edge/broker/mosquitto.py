@@ -14,7 +14,10 @@ def mosquitto_available() -> bool:
 
 
 class Mosquitto:
-    """``async with Mosquitto(port, tmp_path):`` -- anonymous, no persistence, unlimited queues.
+    """``async with Mosquitto(port, tmp_path):`` -- no persistence, unlimited queues.
+
+    Anonymous unless ``password_file`` (a ``mosquitto_passwd`` file) is given;
+    TLS on the listener with ``tls=(certfile, keyfile)``.
 
     ``max_inflight`` is Mosquitto's per-client window of unacknowledged QoS 1
     messages (its default is 20; 0 means no limit). The edge acknowledges after
