@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import AsyncIterator, Iterator
 
-import asyncpg
 import pytest
 
 from cloud.storage.base import Storage
 from cloud.storage.postgres import PostgresStorage
 from cloud.storage.sqlite import SQLiteStorage
 from tests.cloud.apiclient import Api, make_api
-from tests.cloud.pg import PgServer, PgUnavailable, start_cluster
+from tests.cloud.pg import PgServer, PgUnavailable, fresh_pg_database, start_cluster
 from tests.cloud.server import CloudServer
-
-_db_names = itertools.count(1)
 
 
 @pytest.fixture(scope="session")
@@ -27,18 +23,6 @@ def pg_server() -> Iterator[PgServer]:
         pytest.fail(f"PostgreSQL tests cannot run: {exc}", pytrace=False)
     yield server
     server.stop()
-
-
-async def fresh_pg_database(server: PgServer) -> str:
-    """A new empty database on the test server; returns its URL."""
-    name = f"twincloud_test_{next(_db_names)}"
-    con = await asyncpg.connect(server.url)
-    try:
-        await con.execute(f"DROP DATABASE IF EXISTS {name}")
-        await con.execute(f"CREATE DATABASE {name}")
-    finally:
-        await con.close()
-    return server.dsn(name)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -16,12 +16,13 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support import free_port
 
-__all__ = ["PgServer", "find_pg_bin", "start_cluster"]
+__all__ = ["PgServer", "PgUnavailable", "find_pg_bin", "fresh_pg_database", "start_cluster"]
 
 URL_ENV = "TWINEDGE_TEST_PG_URL"
 MISSING = ("PostgreSQL server binaries (initdb, pg_ctl) were not found on PATH or in /usr/lib/postgresql/*/bin. "
@@ -66,6 +67,19 @@ def _run(user: str | None, argv: list[str], check: bool = True) -> subprocess.Co
     if check and proc.returncode != 0:
         raise PgUnavailable(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout}")
     return proc
+
+
+async def fresh_pg_database(server: PgServer) -> str:
+    """A new empty database on the test server; returns its URL."""
+    import asyncpg
+
+    name = f"twincloud_test_{uuid.uuid4().hex[:12]}"
+    con = await asyncpg.connect(server.url)
+    try:
+        await con.execute(f"CREATE DATABASE {name}")
+    finally:
+        await con.close()
+    return server.dsn(name)
 
 
 def start_cluster() -> PgServer:

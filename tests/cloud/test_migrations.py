@@ -10,8 +10,7 @@ import pytest
 from cloud.migrations import MIGRATIONS, latest_version
 from cloud.storage.postgres import PostgresStorage
 from cloud.storage.sqlite import SQLiteStorage
-from tests.cloud.conftest import fresh_pg_database
-from tests.cloud.pg import PgServer
+from tests.cloud.pg import PgServer, fresh_pg_database
 
 V1 = MIGRATIONS[0]
 

@@ -13,8 +13,7 @@ from cloud.app import create_app
 from cloud.identities import add_edge, add_user
 from shared.codec import encode_obj
 from tests.cloud.apiclient import auth, batch, config_for, wire
-from tests.cloud.conftest import fresh_pg_database
-from tests.cloud.pg import PgServer
+from tests.cloud.pg import PgServer, fresh_pg_database
 
 pytestmark = pytest.mark.postgres
 
