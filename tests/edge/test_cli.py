@@ -12,7 +12,8 @@ import pytest
 from edge.config import load_gateway_config
 from edge.sources import SOURCES
 
-EXAMPLES = sorted((Path(__file__).parents[2] / "docs" / "examples").glob("*.toml"))
+ROOT = Path(__file__).parents[2]
+EXAMPLES = [*sorted((ROOT / "docs" / "examples").glob("*.toml")), ROOT / "deploy" / "edge.example.toml"]
 
 
 def twinedge(*args: str) -> subprocess.CompletedProcess[str]:
