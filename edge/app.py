@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import time
 from collections import deque
@@ -232,6 +233,13 @@ async def run_daemon(config: GatewayConfig) -> None:
             log.info("%s received: stopping", signame)
             notify("STOPPING=1")
             main.cancel()
+            loop.call_later(SHUTDOWN_BOUND, overdue)
+
+    def overdue() -> None:
+        # Committed frames are safe on disk; a clean-up that hangs must not keep the
+        # service from stopping (systemd would SIGKILL it a little later anyway).
+        log.error("shutdown took longer than %.0f s; exiting now", SHUTDOWN_BOUND)
+        os._exit(1)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop, sig.name)
