@@ -16,12 +16,21 @@ paging and aggregate bucketing live here so that both answer alike.
 from __future__ import annotations
 
 import abc
-import base64
-import binascii
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from cloud.storage.rows import (
+    MINUTE_US,
+    CursorError,
+    Kind,
+    build_rows,
+    decode_cursor,
+    encode_cursor,
+    field_kinds,
+    metric_field,
+    us,
+)
 from shared.batch import EdgeHealth
 from shared.errors import TwinedgeError
 from shared.frame import TelemetryFrame
@@ -42,12 +51,12 @@ __all__ = [
     "StorageUnavailable",
     "UnknownDevice",
     "build_rows",
+    "field_kinds",
     "metric_field",
+    "us",
 ]
 
-MINUTE_US = 60_000_000
 AGG_FUNCS = ("mean", "min", "max", "sum", "count", "first", "last")
-Kind = Literal["num", "bool", "text"]
 Role = Literal["admin", "operator", "viewer", "edge"]
 
 
@@ -71,15 +80,6 @@ class BadQuery(StorageError):
 
 class UnknownDevice(BadQuery):
     status = 404
-
-
-def metric_field(name: str) -> str:
-    """Derived metrics live beside the sensors as ``metrics.<name>``."""
-    return "metrics." + name
-
-
-def us(ts: float) -> int:
-    return round(ts * 1_000_000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,84 +174,6 @@ class AggRow:
             self.first_ts, self.first = other.first_ts, other.first
         if other.last_ts > self.last_ts:
             self.last_ts, self.last = other.last_ts, other.last
-
-
-Rollup = list[Any]  # [count, sum, min, max, first_ts, first, last_ts, last]
-
-
-def build_rows(
-    frames: Sequence[TelemetryFrame],
-    series_of: dict[tuple[str, str], int],
-) -> tuple[list[tuple[int, int, float | None, str | None]], dict[tuple[int, int], Rollup],
-           dict[int, tuple[int, float | None, str | None]]]:
-    """Sample rows, per-minute rollups and each series' newest value for ``frames``.
-
-    ``series_of`` maps (device, field) to a series id and must hold every field.
-    """
-    rows: list[tuple[int, int, float | None, str | None]] = []
-    rollups: dict[tuple[int, int], Rollup] = {}
-    newest: dict[int, tuple[int, float | None, str | None]] = {}
-    append = rows.append
-    for frame in frames:
-        ts = us(frame.ts)
-        minute = ts - ts % MINUTE_US
-        device = frame.device_id
-        items: Iterable[tuple[str, Any]] = frame.sensors.items()
-        if frame.metrics:
-            items = [*items, *((metric_field(k), v) for k, v in frame.metrics.items())]
-        for name, raw in items:
-            sid = series_of[(device, name)]
-            if isinstance(raw, str):
-                value, text = None, raw
-            else:
-                value, text = float(raw), None
-            append((sid, ts, value, text))
-            last = newest.get(sid)
-            if last is None or last[0] < ts:
-                newest[sid] = (ts, value, text)
-            if value is None:
-                continue
-            agg = rollups.get((sid, minute))
-            if agg is None:
-                rollups[(sid, minute)] = [1, value, value, value, ts, value, ts, value]
-                continue
-            agg[0] += 1
-            agg[1] += value
-            if value < agg[2]:
-                agg[2] = value
-            if value > agg[3]:
-                agg[3] = value
-            if ts < agg[4]:
-                agg[4], agg[5] = ts, value
-            if ts > agg[6]:
-                agg[6], agg[7] = ts, value
-    return rows, rollups, newest
-
-
-def field_kinds(frames: Sequence[TelemetryFrame]) -> dict[tuple[str, str], Kind]:
-    """Every (device, field) of ``frames`` with the kind of its first value."""
-    kinds: dict[tuple[str, str], Kind] = {}
-    for frame in frames:
-        for name, raw in frame.sensors.items():
-            key = (frame.device_id, name)
-            if key not in kinds:
-                kinds[key] = "text" if isinstance(raw, str) else "bool" if isinstance(raw, bool) else "num"
-        for name in frame.metrics:
-            kinds.setdefault((frame.device_id, metric_field(name)), "num")
-    return kinds
-
-
-def encode_cursor(field_name: str, ts: int) -> str:
-    return base64.urlsafe_b64encode(f"{ts}|{field_name}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[str, int]:
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        ts, field_name = text.split("|", 1)
-        return field_name, int(ts)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise BadQuery("not a cursor this service handed out", "cursor") from None
 
 
 class Storage(abc.ABC):
@@ -416,7 +338,10 @@ class Storage(abc.ABC):
                       limit: int, cursor: str | None) -> HistoryPage:
         """Points in field order, oldest first within a field; ``limit`` counts points over all fields."""
         _, series = await self._resolve(device, fields)
-        after_field, after_ts = decode_cursor(cursor) if cursor else ("", -1)
+        try:
+            after_field, after_ts = decode_cursor(cursor) if cursor else ("", -1)
+        except CursorError as exc:
+            raise BadQuery(str(exc), "cursor") from None
         out: list[tuple[SeriesInfo, list[tuple[int, bool | float | str | None]]]] = []
         left = limit
         next_cursor = None
