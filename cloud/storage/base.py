@@ -92,16 +92,19 @@ class SeriesInfo:
     last_text: str | None = None
 
     def render(self, value: float | None, text: str | None) -> bool | float | str | None:
+        """A stored value as the API shows it. A field's kind comes from its first value: in a boolean
+        field 0 and 1 read as false and true, other numbers stay numbers; in a numeric field a boolean
+        reads as 0 or 1."""
         if text is not None:
             return text
-        if value is not None and self.kind == "bool":
+        if self.kind == "bool" and (value == 0.0 or value == 1.0):
             return bool(value)
         return value
 
     def points(self, rows: list[tuple[int, float | str | None]]) -> list[tuple[int, bool | float | str | None]]:
         if self.kind != "bool":
             return rows
-        return [(ts, v if isinstance(v, str) or v is None else bool(v)) for ts, v in rows]
+        return [(ts, bool(v) if v == 0.0 or v == 1.0 else v) for ts, v in rows]
 
 
 @dataclass(frozen=True, slots=True)
