@@ -89,7 +89,11 @@ def create_app(config: CloudConfig) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         storage = open_storage(config.database)
-        await storage.open()
+        try:
+            await storage.open()
+        except StorageError as exc:
+            log.error("twincloud cannot start: %s", exc)
+            raise
         ctx = AppContext(config, storage, Authenticator(storage, config.server.auth_cache_ttl), metrics,
                          LiveHub(storage, config.server.live_poll),
                          sync_slots=asyncio.Semaphore(config.sync.max_concurrent))

@@ -96,8 +96,11 @@ class SQLiteStorage(Storage):
         return await self._run(self._readers, fn, *args)
 
     async def open(self) -> None:
-        if self.path.parent != Path(""):
+        try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create the directory of SQLite database {self.path}: "
+                               f"{exc.strerror or exc}") from None
         applied = await self._write(_migrate)
         if applied:
             log.info("SQLite database %s migrated to schema version %d", self.path, applied[-1])

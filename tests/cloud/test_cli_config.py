@@ -83,3 +83,17 @@ def test_copy_into_another_database(config: Path, tmp_path: Path, capsys: pytest
     other.write_text(f'[database]\nurl = "sqlite:///{target}"\n', encoding="utf-8")
     assert main(["--config", str(other), "edge", "list"]) == 0
     assert "line-1" in capsys.readouterr().out and token.startswith("twe_")
+
+
+def test_serve_stops_with_a_plain_message_when_the_database_cannot_be_opened(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x", encoding="utf-8")
+    config = tmp_path / "cloud.toml"
+    config.write_text(f'[server]\nport = 0\n[database]\nurl = "sqlite:///{blocker}/cloud.db"\n', encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-m", "cloud.cli", "--config", str(config), "serve"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode != 0
+    assert "twincloud cannot start" in proc.stderr
