@@ -32,27 +32,33 @@ from cloud.storage import open_storage
 from cloud.storage.base import StorageError
 from shared.batch import SyncBatch
 
-__all__ = ["VERSION", "app_from_env", "create_app"]
+__all__ = ["VERSION", "app_from_env", "apply_retention", "create_app"]
 
 log = logging.getLogger(__name__)
 VERSION = "0.1.0"
 DAY_US = 86_400_000_000
 
 
-async def _retention_loop(ctx: AppContext) -> None:
+async def apply_retention(ctx: AppContext, now_us: int) -> int:
+    """Delete what is older than the retention settings; returns the rows deleted."""
     cfg = ctx.config.retention
+    samples = now_us - cfg.samples_days * DAY_US if cfg.samples_days else None
+    rollups = now_us - cfg.rollups_days * DAY_US if cfg.rollups_days else None
+    if samples is None and rollups is None:
+        return 0
+    return await ctx.storage.purge(samples, rollups)
+
+
+async def _retention_loop(ctx: AppContext) -> None:
+    interval = ctx.config.retention.interval
     while True:
-        now = time.time_ns() // 1000
-        samples = now - cfg.samples_days * DAY_US if cfg.samples_days else None
-        rollups = now - cfg.rollups_days * DAY_US if cfg.rollups_days else None
-        if samples is not None or rollups is not None:
-            try:
-                deleted = await ctx.storage.purge(samples, rollups)
-                if deleted:
-                    log.info("retention: removed %d old rows", deleted)
-            except StorageError as exc:
-                log.warning("retention: could not remove old data (%s); trying again in %.0f s", exc, cfg.interval)
-        await asyncio.sleep(cfg.interval)
+        try:
+            deleted = await apply_retention(ctx, time.time_ns() // 1000)
+            if deleted:
+                log.info("retention: removed %d old rows", deleted)
+        except StorageError as exc:
+            log.warning("retention: could not remove old data (%s); trying again in %.0f s", exc, interval)
+        await asyncio.sleep(interval)
 
 
 def _problems(request: Request, exc: Exception) -> JSONResponse:

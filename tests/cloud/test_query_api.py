@@ -101,3 +101,24 @@ async def test_a_sum_that_overflows_is_null_not_a_server_error(api: Api) -> None
                              stop=T0 + 60, window="1m", funcs="sum,mean,max")
     assert status == 200
     assert body["series"][0]["buckets"] == [{"start": T0, "sum": None, "mean": None, "max": 1.7e308}]
+
+
+async def test_retention_removes_points_older_than_configured(tmp_path) -> None:
+    from cloud.app import apply_retention
+    from tests.cloud.apiclient import make_api
+
+    async with make_api(tmp_path, retention={"samples_days": 30, "rollups_days": 0}) as api:
+        assert (await api.sync(batch("edge-1", [(i + 1, wire(i * 86_400)) for i in range(10)]))).status_code == 200
+        now_us = int((T0 + 35 * 86_400) * 1e6)  # 35 days after the first point: points of days 0-4 are too old
+        assert await apply_retention(api.ctx, now_us) > 0
+        status, body = await get(api, "/api/v1/twin/history", device="press-1", fields="temp")
+        assert [p[0] for p in body["series"][0]["points"]] == [T0 + d * 86_400 for d in range(5, 10)]
+        status, agg = await get(api, "/api/v1/twin/history/aggregate", device="press-1", fields="temp",
+                                start=T0, stop=T0 + 10 * 86_400, window="24h", funcs="count")
+        assert len(agg["series"][0]["buckets"]) == 10  # rollups are kept (rollups_days = 0)
+
+
+async def test_openapi_and_docs_are_served(api: Api) -> None:
+    assert (await api.client.get("/docs")).status_code == 200
+    spec = (await api.client.get("/openapi.json")).json()
+    assert "/api/v1/sync/batches" in spec["paths"] and "SyncBatch" in spec["components"]["schemas"]
