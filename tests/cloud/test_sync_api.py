@@ -170,3 +170,17 @@ async def test_the_edge_record_shows_the_last_sequence_even_when_it_was_refused(
     await api.sync(batch("edge-1", [(1, wire(1)), (9, {"ts": 0, "device_id": "press-1"})]))
     [edge1, _] = (await api.client.get("/api/v1/edges", headers=auth(api.viewer))).json()
     assert (edge1["last_seq"], edge1["frames_stored"], edge1["rejected"]) == (9, 1, 1)
+
+
+async def test_metrics_count_what_was_stored_and_show_each_edges_report(api: Api) -> None:
+    await api.sync(batch("edge-1", [(1, wire(1)), (2, wire(2)), (3, {"ts": -5})], queue_depth=7))
+    await api.sync(batch("edge-1", [(1, wire(1))], queue_depth=6))
+    await api.client.get("/api/v1/twin/press-1/state", headers=auth(api.viewer))
+    text = (await api.client.get("/metrics", headers=auth(api.viewer))).text
+    assert 'twincloud_sync_frames_total{edge="edge-1",result="stored"} 2.0' in text
+    assert 'twincloud_sync_frames_total{edge="edge-1",result="duplicate"} 1.0' in text
+    assert 'twincloud_sync_frames_total{edge="edge-1",result="rejected"} 1.0' in text
+    assert "twincloud_samples_stored_total 6.0" in text
+    assert 'twincloud_edge_queue_depth{edge="edge-1"} 6.0' in text
+    assert 'twincloud_edge_dropped_frames{edge="edge-1",reason="disk_budget"} 1.0' in text
+    assert 'route="/api/v1/twin/{device_id}/state"' in text and "press-1/state" not in text
