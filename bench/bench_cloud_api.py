@@ -135,14 +135,8 @@ async def main() -> None:
     }
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        extra = "[retention]\nsamples_days = 0\nrollups_days = 0\n"
-        with CloudServer(Path(tmp), auth_cache_ttl="5s", extra_config=extra) as server:
+        with CloudServer(Path(tmp), auth_cache_ttl="5s", server_options=f"workers = {args.workers}") as server:
             await load(server)
-            if args.workers > 1:
-                server.stop()
-                server.config_path.write_text(server.config_path.read_text(encoding="utf-8").replace(
-                    "[server]\n", f"[server]\nworkers = {args.workers}\n"), encoding="utf-8")
-                server.start()
             for name, make_url in cases.items():
                 results[f"{name}, paced {args.rate:g}/s each"] = await hammer(server, args.clients, args.seconds,
                                                                              make_url, args.rate)

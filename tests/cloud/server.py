@@ -6,7 +6,9 @@
     server.stop() / server.restart() / server.kill()
 
 or the ``cloud_server`` fixture in tests/cloud/conftest.py. Retention is off
-unless ``extra_config`` sets it. Tokens are created
+unless ``extra_config`` sets it (other sections: ``extra_config``; more
+``[server]`` keys, e.g. ``workers = 2``: ``server_options``; PostgreSQL:
+``database_url``). Tokens are created
 before the first start with the same code `twincloud edge add` runs. The
 process can be killed and restarted on the same port and database, which is
 how the end-to-end tests exercise outages.
@@ -37,7 +39,8 @@ _NO_RETENTION = "[retention]\nsamples_days = 0\nrollups_days = 0\n"
 
 class CloudServer:
     def __init__(self, directory: Path, *, edges: Sequence[str] = ("edge-1",), port: int | None = None,
-                 extra_config: str = "", database_url: str | None = None, auth_cache_ttl: str = "0s") -> None:
+                 extra_config: str = "", database_url: str | None = None, auth_cache_ttl: str = "0s",
+                 server_options: str = "") -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -46,7 +49,8 @@ class CloudServer:
         url = database_url or f"sqlite:///{self.directory / 'cloud.db'}"
         self.config_path = self.directory / "cloud.toml"
         self.config_path.write_text(
-            f'[server]\nhost = "127.0.0.1"\nport = {self.port}\nauth_cache_ttl = "{auth_cache_ttl}"\n\n'
+            f'[server]\nhost = "127.0.0.1"\nport = {self.port}\nauth_cache_ttl = "{auth_cache_ttl}"\n'
+            f'{server_options}\n\n'
             f'[database]\nurl = "{url}"\n\n{extra_config or _NO_RETENTION}\n', encoding="utf-8")
         self.edge_tokens: dict[str, str] = {}
         self.admin_token = ""
