@@ -63,8 +63,7 @@ async def main(args: argparse.Namespace) -> None:
                 "url": f"http://127.0.0.1:{cloud.port}", "token": cloud.edge_tokens["bench-edge"],
                 "batch_max_frames": args.batch, "batch_max_bytes": "64MiB", "interval": "0s"})
             uplink = Uplink(config, store, edge_id="bench-edge", health=health)
-            pid = getattr(cloud, "pid", None)
-            cloud_proc = psutil.Process(pid) if pid else None
+            cloud_proc = psutil.Process(cloud.pid) if cloud.pid else None
             me = psutil.Process()
             cpu0, ccpu0, t0 = me.cpu_times(), cloud_proc.cpu_times() if cloud_proc else None, time.monotonic()
             task = asyncio.create_task(uplink.run(), name="uplink")

@@ -61,6 +61,11 @@ class CloudServer:
         self._run_in_thread(self._prepare(list(edges)))
 
     @property
+    def pid(self) -> int | None:
+        """The server process id while it runs (for CPU measurements)."""
+        return self._proc.pid if self._proc is not None else None
+
+    @property
     def edge_token(self) -> str:
         return next(iter(self.edge_tokens.values()))
 
