@@ -2,7 +2,7 @@
 
 Runs against a real uvicorn process with data in it, so the generated
 parameters hit real devices and fields as well as unknown ones. The physics
-routes have their own suite (tests/cloud/physics) and are left out here.
+routes are included; their numeric suites live in tests/cloud/physics.
 """
 
 from __future__ import annotations
@@ -37,8 +37,7 @@ def operations() -> list[tuple[str, str]]:
     from cloud.config import CloudConfig
 
     spec = create_app(CloudConfig()).openapi()
-    return [(method.upper(), path) for path, item in spec["paths"].items() for method in item
-            if not path.startswith("/api/v1/physics")]
+    return [(method.upper(), path) for path, item in spec["paths"].items() for method in item]
 
 
 @pytest.mark.parametrize(("method", "path"), operations(), ids=lambda v: v)
