@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,24 +27,7 @@ import psutil  # noqa: E402
 
 from edge.broker.auth import set_password  # noqa: E402
 from edge.control import ControlError, request  # noqa: E402
-
-
-def free_port(span: int = 1) -> int:
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = int(s.getsockname()[1])
-        try:
-            socks = [socket.socket() for _ in range(span)]
-            for i, sock in enumerate(socks):
-                sock.bind(("127.0.0.1", base + i))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
-    raise SystemExit("no free ports")
+from tests.support import free_port, free_ports  # noqa: E402
 
 
 def broker_section(tmp: Path) -> str:
@@ -98,7 +80,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 async def loaded(tmp: Path, args: argparse.Namespace) -> dict[str, float]:
-    modbus, opcua = free_port(args.devices), free_port()
+    modbus, opcua = free_ports(args.devices), free_port()
     common = ["--machines", str(args.devices), "--modbus-port", str(modbus), "--opcua-port", str(opcua),
               "--registers", "100", "--opcua-items", str(args.items)]
     config = tmp / "loaded.toml"

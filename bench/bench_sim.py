@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import sys
 import tempfile
 import time
@@ -27,24 +26,14 @@ import psutil
 from asyncua import Client
 from pymodbus.client import AsyncModbusTcpClient
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.support import free_ports  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 MEASURE_S = 20.0
 DEVICES = 50
 REGISTERS = 100
 ITEMS = 1000
-
-
-def free_base(count: int) -> int:
-    """The first of ``count`` consecutive free ports."""
-    for base in range(21000, 60000, 997):
-        try:
-            for port in range(base, base + count):
-                with socket.socket() as sock:
-                    sock.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-    raise RuntimeError("no free port range")
 
 
 @contextlib.asynccontextmanager
@@ -94,7 +83,7 @@ async def poller(port: int, stop: asyncio.Event, counts: list[int]) -> None:
 
 
 async def modbus_case(polled: bool) -> tuple[float, str]:
-    base = free_base(DEVICES)
+    base = free_ports(DEVICES)
     args = ("--machines", str(DEVICES), "--registers", str(REGISTERS), "--modbus-port", str(base), "--no-opcua")
     async with simulator(*args) as (proc, info):
         await asyncio.sleep(2.0)  # let start-up settle
@@ -121,7 +110,7 @@ class _Count:
 
 
 async def opcua_case(subscribed: bool) -> tuple[float, str]:
-    port = free_base(1)
+    port = free_ports(1)
     async with simulator("--machines", "3", "--no-modbus", "--opcua-port", str(port),
                          "--opcua-items", str(ITEMS)) as (proc, info):
         await asyncio.sleep(2.0)

@@ -4,32 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator
 
 from edge.sim.runner import SimSettings, Simulator
-from tests.support import free_port
+from tests.support import free_ports
 
-
-def free_ports(count: int) -> int:
-    """The first of ``count`` consecutive TCP ports on 127.0.0.1 that were free a moment ago."""
-    for _ in range(50):
-        base = free_port()
-        if base + count > 65535:
-            continue
-        socks = []
-        try:
-            for port in range(base, base + count):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                socks.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
-    raise RuntimeError(f"no {count} consecutive free ports found")
+__all__ = ["free_ports", "running"]
 
 
 @contextlib.asynccontextmanager
