@@ -29,7 +29,7 @@ from shared.batch import EdgeHealth
 from shared.errors import TwinedgeError
 from shared.frame import TelemetryFrame
 
-__all__ = ["Gateway", "StartupError", "run_daemon"]
+__all__ = ["DaemonFailed", "Gateway", "StartupError", "run_daemon"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,10 @@ STATUS_EVERY = 10.0
 
 class StartupError(TwinedgeError):
     """The daemon cannot start with this configuration (exit 78, systemd does not restart it)."""
+
+
+class DaemonFailed(TwinedgeError):
+    """The running daemon hit an error it cannot go on with (exit 1: systemd restarts it)."""
 
 
 class MqttSide(Protocol):
@@ -247,11 +251,14 @@ async def run_daemon(config: GatewayConfig) -> None:
         try:
             await gateway.run()
         except* TwinedgeError as group:
-            # A port in use, unreadable certificates, password or queue file: a restart
-            # would fail the same way, so this ends the daemon with EX_CONFIG.
-            for exc in group.exceptions:
-                log.critical("cannot run: %s", exc)
-            raise StartupError("; ".join(str(e) for e in group.exceptions)) from None
+            message = "; ".join(str(e) for e in group.exceptions)
+            if not gateway.ready.is_set():
+                # A port in use, unreadable certificates, password, token or queue file:
+                # a restart would fail the same way, so this ends with EX_CONFIG.
+                log.critical("cannot start: %s", message)
+                raise StartupError(message) from None
+            log.critical("stopping after an error: %s", message)
+            raise DaemonFailed(message) from None
     except asyncio.CancelledError:
         if not stopping:
             raise

@@ -41,7 +41,7 @@ def _socket_path(args: argparse.Namespace) -> Path:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from edge.app import StartupError, run_daemon
+    from edge.app import DaemonFailed, StartupError, run_daemon
     from edge.sdnotify import setup_logging
 
     config = load_gateway_config(args.config or DEFAULT_CONFIG)
@@ -51,6 +51,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except StartupError as exc:
         print(f"twinedge: cannot start: {exc}", file=sys.stderr)
         return EX_CONFIG
+    except DaemonFailed as exc:
+        print(f"twinedge: stopped after an error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -69,9 +69,10 @@ def setup_logging(level: str = "info") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # Third-party libraries are chatty at INFO; operators read our lines.
-    for name in ("amqtt", "transitions", "aiosqlite", "httpx", "httpcore"):
+    for name in ("transitions", "aiosqlite", "httpx", "httpcore"):
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
-    # pymodbus and asyncua log every failed retry (asyncua with tracebacks) at
-    # WARNING/ERROR; our sources say the same once, in plain words.
-    for name in ("pymodbus", "asyncua"):
+    # pymodbus and asyncua log every failed retry (asyncua with tracebacks), amqtt
+    # its start-up failures and half-open probes, at WARNING/ERROR; our own code
+    # says the same once, in plain words.
+    for name in ("pymodbus", "asyncua", "amqtt"):
         logging.getLogger(name).setLevel(logging.DEBUG if level == "debug" else logging.CRITICAL)

@@ -98,3 +98,26 @@ def test_run_with_a_bad_config_exits_78_without_a_traceback(tmp_path: Path) -> N
 def test_probe_dispatches_to_the_protocol_help() -> None:
     proc = twinedge("probe", "modbus", "--help")
     assert proc.returncode == 0 and "--address" in proc.stdout
+
+
+def test_a_taken_broker_port_ends_the_daemon_with_78_and_plain_words(tmp_path: Path) -> None:
+    import socket
+
+    from edge.broker.auth import set_password
+
+    passwd = tmp_path / "passwd"
+    set_password(passwd, "u", "p-123456")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path = tmp_path / "edge.toml"
+        path.write_text(
+            f'[edge]\nid = "e1"\nstate_dir = "{tmp_path / "state"}"\n'
+            f'[control]\nsocket = "{tmp_path / "c.sock"}"\n'
+            f'[broker]\npassword_file = "{passwd}"\nlisteners = [{{ name = "plant", port = {port} }}]\n'
+        )
+        proc = twinedge("run", "-c", str(path))
+    assert proc.returncode == 78, proc.stderr
+    assert "cannot start" in proc.stderr and str(port) in proc.stderr
+    assert "Traceback" not in proc.stderr
