@@ -50,8 +50,8 @@ CREATE TABLE IF NOT EXISTS quarantine (
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
-QUARANTINE_MAX_ROWS = 10_000
-QUARANTINE_MAX_PAYLOAD = 64 * 1024
+QUARANTINE_MAX_ROWS = 2_000
+QUARANTINE_MAX_PAYLOAD = 32 * 1024  # with the row cap: at most 64 MB, inside the disk budget
 
 
 def _set_aside_if_damaged(path: Path) -> str | None:
