@@ -14,6 +14,7 @@ import asyncio
 import gzip
 import json
 import logging
+import sqlite3
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -59,6 +60,16 @@ class SyncRefused(TwinedgeError):
 
 class SyncTooLarge(TwinedgeError):
     """413: the batch is over the cloud's limits."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A batch ready to send: its rows, whether they are backlog, the encoded body, the backlog split it assumed."""
+
+    rows: list[StoredRow]
+    backlog: bool
+    body: bytes
+    split: int | None
 
 
 @dataclass
@@ -173,18 +184,82 @@ class Uplink:
             timeout=self.config.timeout, transport=self.transport,
         ) as client:
             log.info("uplink to %s started", self.config.url)
+            ahead: _Prepared | None = None
             while True:
-                rows, backlog = await self._next_batch()
-                wait = self._last_post + self.config.interval - time.monotonic()
-                if len(rows) < self._limit and not backlog and wait > 0:
-                    # A trickle of live data: gather for up to `interval` instead of one request per commit.
-                    await asyncio.sleep(wait)
-                    rows, backlog = await self._next_batch()
+                if ahead is None or (len(ahead.rows) < self._limit and not ahead.backlog
+                                     and self._last_post + self.config.interval > time.monotonic()):
+                    ahead = await self._prepare()
+                rows, backlog, body = ahead.rows, ahead.backlog, ahead.body
                 self._last_post = time.monotonic()
-                body = await asyncio.to_thread(self._encode, rows, await self.health())
                 if backlog and not await self._spend(len(body)):
+                    ahead = None
                     continue  # live data arrived while the backlog waited for bandwidth
-                await self._deliver(client, rows, body)
+                ahead = await self._deliver_reading_ahead(client, rows, body)
+
+    async def _prepare(self) -> _Prepared:
+        rows, backlog = await self._next_batch()
+        wait = self._last_post + self.config.interval - time.monotonic()
+        if len(rows) < self._limit and not backlog and wait > 0:
+            # A trickle of live data: gather for up to `interval` instead of one request per commit.
+            await asyncio.sleep(wait)
+            rows, backlog = await self._next_batch()
+        body = await asyncio.to_thread(self._encode, rows, await self.health())
+        return _Prepared(rows, backlog, body, self.link.backlog_through)
+
+    async def _deliver_reading_ahead(self, client: httpx.AsyncClient, rows: list[StoredRow],
+                                     body: bytes) -> _Prepared | None:
+        """Deliver a batch while the next one is read and encoded; the next one if it is still the one to send.
+
+        Batches still go one at a time: this only takes the edge's own work off the time
+        each batch spends in flight. The batch read ahead is dropped when anything it
+        assumed changed (a retry, a refusal, live data arriving during a backlog).
+        """
+        task = asyncio.create_task(self._read_ahead(rows), name="uplink-read-ahead")
+        try:
+            acked = await self._deliver(client, rows, body)
+            ahead = await task
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.wait([task])
+            if not task.cancelled():
+                task.exception()  # seen: a batch that could not be read ahead is read again
+        if ahead is None or not acked or self._check_backlog or self.link.backlog_through != ahead.split:
+            return None
+        if ahead.backlog and self._wake.is_set():
+            return None  # frames were committed meanwhile: live data goes before the backlog
+        return ahead
+
+    async def _read_ahead(self, sent: list[StoredRow]) -> _Prepared | None:
+        """What ``_next_batch`` will return once ``sent`` is acknowledged (and deleted), or None if unsure."""
+        if self._check_backlog:
+            return None
+        first, last = sent[0].seq, sent[-1].seq
+
+        def after(lo: int, hi: int | None = None) -> int:
+            # ``sent`` holds the oldest rows of the range it was read from: the next read of that range
+            # starts behind it.
+            return last if lo < first and (hi is None or first <= hi) else lo
+
+        limit, max_bytes, split = self._limit, self.config.batch_max_bytes, self.link.backlog_through
+        self._wake.clear()
+        try:
+            backlog = False
+            if split is None:
+                rows = await self.store.read(after_seq=after(0), limit=limit, max_bytes=max_bytes)
+            else:
+                rows = await self.store.read(after_seq=after(split), limit=limit, max_bytes=max_bytes)
+                if not rows:
+                    backlog = True
+                    rows = await self.store.read(after_seq=after(0, split), through_seq=split, limit=limit,
+                                                 max_bytes=max_bytes)
+        except sqlite3.Error as exc:
+            log.debug("reading the next batch ahead failed (%s); it is read again after this one", exc)
+            return None
+        if not rows:
+            return None
+        body = await asyncio.to_thread(self._encode, rows, await self.health())
+        return _Prepared(rows, backlog, body, split)
 
     async def _next_batch(self) -> tuple[list[StoredRow], bool]:
         """The next rows to send: live data first while a backlog is being drained."""
@@ -287,7 +362,8 @@ class Uplink:
         else:
             log.debug("sync retry %d: %s; next in %.1f s", state.attempt_number, exc, delay)
 
-    async def _deliver(self, client: httpx.AsyncClient, rows: list[StoredRow], body: bytes) -> None:
+    async def _deliver(self, client: httpx.AsyncClient, rows: list[StoredRow], body: bytes) -> bool:
+        """Send one batch until the cloud answers for it; True when it acknowledged every row."""
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(SyncRetry), wait=self._wait, before_sleep=self._before_sleep, reraise=True
         )
@@ -302,10 +378,11 @@ class Uplink:
                 self._limit = max(1, len(rows) // 2)
                 log.warning("the cloud refused a batch of %d frames (%s); retrying %d at a time",
                             len(rows), exc, self._limit)
-                return
+                return False
             await self._quarantine(rows, str(exc))
-            return
+            return False
         await self._apply(rows, ack)
+        return ack.acked_through is not None and ack.acked_through >= rows[-1].seq
 
     async def _post(self, client: httpx.AsyncClient, body: bytes) -> SyncAck:
         self.link.set("sending")

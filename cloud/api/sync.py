@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
@@ -23,8 +24,8 @@ from cloud.auth import EdgeDep
 from cloud.body import BodyError, read_body
 from cloud.context import Ctx
 from cloud.storage.base import StorageError, StorageUnavailable
-from shared.batch import Rejection, SyncAck, SyncBatch
-from shared.codec import decode_obj, problems_from_validation, validate_frame
+from shared.batch import EdgeHealth, Rejection, SyncAck, SyncBatch
+from shared.codec import decode_obj, problems_from_validation, validate_frames
 from shared.errors import CodecError, FrameError
 from shared.frame import TelemetryFrame
 
@@ -76,7 +77,47 @@ def _retry(status: int, message: str, after: float) -> HTTPException:
                          headers={"Retry-After": str(max(1, round(after)))})
 
 
-def _decode(body: bytes, content_type: str, max_frames: int) -> SyncBatch:
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """A SyncBatch as read from the body: the frames still plain data, each with its sequence."""
+
+    edge_id: str
+    health: EdgeHealth
+    seqs: list[int]
+    frames: list[Any]
+
+
+_MAX_BATCH: int = next(m.max_length for m in SyncBatch.model_fields["frames"].metadata if hasattr(m, "max_length"))
+_MAX_SEQ = 2**63 - 1
+
+
+def _plain_batch(obj: Any) -> _Batch | None:
+    """The batch when every frame entry is plainly ``{"seq": <int in range>, "frame": ...}``, else None.
+
+    The same checks SequencedFrame makes, without building thousands of models; anything
+    unusual goes to SyncBatch.model_validate, which says exactly what is wrong.
+    """
+    entries = obj.get("frames") if isinstance(obj, dict) else None
+    if type(entries) is not list or len(entries) > _MAX_BATCH:
+        return None
+    seqs: list[int] = []
+    frames: list[Any] = []
+    for entry in entries:
+        if type(entry) is not dict or len(entry) != 2 or "frame" not in entry:
+            return None
+        seq = entry.get("seq")
+        if type(seq) is not int or not 1 <= seq <= _MAX_SEQ:
+            return None
+        seqs.append(seq)
+        frames.append(entry["frame"])
+    try:
+        envelope = SyncBatch.model_validate({**obj, "frames": []})
+    except ValidationError:
+        return None
+    return _Batch(envelope.edge_id, envelope.health, seqs, frames)
+
+
+def _decode(body: bytes, content_type: str, max_frames: int) -> _Batch:
     media = content_type.split(";", 1)[0].strip().lower()
     if media and media not in _MSGPACK_TYPES and media != "application/json":
         raise BodyError(415, "Content-Type", f"{media[:60]!r} is not accepted; use application/msgpack or json")
@@ -86,30 +127,43 @@ def _decode(body: bytes, content_type: str, max_frames: int) -> SyncBatch:
         raise BodyError(400, "body", str(exc)) from None
     if isinstance(obj, dict) and isinstance(obj.get("frames"), list) and len(obj["frames"]) > max_frames:
         raise BodyError(413, "frames", f"{len(obj['frames']):,} frames; the limit is {max_frames:,} per batch")
-    try:
-        batch = SyncBatch.model_validate(obj)
-    except ValidationError as exc:
-        problems = [{"path": p.path, "message": p.message} for p in problems_from_validation(exc)]
-        raise HTTPException(422, detail=problems) from None
-    for k in range(1, len(batch.frames)):
-        seq, before = batch.frames[k].seq, batch.frames[k - 1].seq
-        if seq <= before:
-            message = f"sequences must increase within a batch (got {seq} after {before})"
+    batch = _plain_batch(obj)
+    if batch is None:
+        try:
+            full = SyncBatch.model_validate(obj)
+        except ValidationError as exc:
+            problems = [{"path": p.path, "message": p.message} for p in problems_from_validation(exc)]
+            raise HTTPException(422, detail=problems) from None
+        batch = _Batch(full.edge_id, full.health, [f.seq for f in full.frames], [f.frame for f in full.frames])
+    seqs = batch.seqs
+    for k in range(1, len(seqs)):
+        if seqs[k] <= seqs[k - 1]:
+            message = f"sequences must increase within a batch (got {seqs[k]} after {seqs[k - 1]})"
             raise HTTPException(422, detail=[{"path": f"frames.{k}.seq", "message": message}])
     return batch
 
 
-def _parse(body: bytes, content_type: str,
-           max_frames: int) -> tuple[SyncBatch, list[tuple[int, TelemetryFrame]], list[Rejection]]:
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    """What the handler needs of a batch: the plain frames are let go as soon as they are validated."""
+
+    edge_id: str
+    health: EdgeHealth
+    last_seq: int | None
+    good: list[tuple[int, TelemetryFrame]]
+    rejected: list[Rejection]
+
+
+def _parse(body: bytes, content_type: str, max_frames: int) -> _Parsed:
     batch = _decode(body, content_type, max_frames)
     good: list[tuple[int, TelemetryFrame]] = []
     rejected: list[Rejection] = []
-    for item in batch.frames:
-        try:
-            good.append((item.seq, validate_frame(item.frame)))
-        except FrameError as exc:
-            rejected.append(Rejection(seq=item.seq, reason=str(exc)))
-    return batch, good, rejected
+    for seq, result in zip(batch.seqs, validate_frames(batch.frames), strict=True):
+        if isinstance(result, FrameError):
+            rejected.append(Rejection(seq=seq, reason=str(result)))
+        else:
+            good.append((seq, result))
+    return _Parsed(batch.edge_id, batch.health, batch.seqs[-1] if batch.seqs else None, good, rejected)
 
 
 @router.post("/batches", response_model=SyncAck, responses=_RESPONSES, openapi_extra=_BODY_DOC)
@@ -143,9 +197,9 @@ async def _handle(request: Request, edge: str, ctx: Ctx) -> SyncAck:
         # thread (more would only fight over the GIL) that works while the writer thread stores.
         if len(body) > 32_768:
             loop = asyncio.get_running_loop()
-            batch, good, rejected = await loop.run_in_executor(ctx.parser, _parse, *args)
+            batch = await loop.run_in_executor(ctx.parser, _parse, *args)
         else:
-            batch, good, rejected = _parse(*args)
+            batch = _parse(*args)
     except HTTPException:
         ctx.metrics.sync_batches.labels("refused").inc()
         raise
@@ -155,12 +209,12 @@ async def _handle(request: Request, edge: str, ctx: Ctx) -> SyncAck:
         ctx.metrics.sync_batches.labels("refused").inc()
         raise HTTPException(403, detail=[{"path": "edge_id", "message": f"this token belongs to edge {edge!r}, "
                                                                         f"not {batch.edge_id!r}"}])
+    rejected, acked = batch.rejected, batch.last_seq
     if rejected:
         _warn_rejected(edge, rejected)
-    acked = batch.frames[-1].seq if batch.frames else None
     started = time.perf_counter()
     try:
-        result = await ctx.storage.ingest(edge, good, batch.health, time.time_ns() // 1000, len(rejected), acked)
+        result = await ctx.storage.ingest(edge, batch.good, batch.health, time.time_ns() // 1000, len(rejected), acked)
     except StorageUnavailable as exc:
         ctx.metrics.storage_errors.labels("unavailable").inc()
         ctx.metrics.sync_batches.labels("unavailable").inc()

@@ -24,10 +24,12 @@ from cloud.storage.rows import (
     MINUTE_US,
     CursorError,
     Kind,
+    SampleRows,
     build_rows,
     decode_cursor,
     encode_cursor,
     field_kinds,
+    frame_columns,
     metric_field,
     us,
 )
@@ -45,6 +47,8 @@ __all__ = [
     "HistoryPage",
     "IngestResult",
     "Principal",
+    "Readings",
+    "SampleRows",
     "SeriesInfo",
     "Storage",
     "StorageError",
@@ -52,6 +56,7 @@ __all__ = [
     "UnknownDevice",
     "build_rows",
     "field_kinds",
+    "frame_columns",
     "metric_field",
     "us",
 ]
@@ -113,6 +118,18 @@ class IngestResult:
     duplicates: int
     stored_frames: list[TelemetryFrame]
     samples: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Readings:
+    """The frames of a batch, each reading once, in batch order: sequences, frames, timestamps in µs."""
+
+    seqs: list[int]
+    frames: list[TelemetryFrame]
+    stamps: list[int]
+
+    def __len__(self) -> int:
+        return len(self.frames)
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,24 +232,30 @@ class Storage(abc.ABC):
         (by an earlier batch, or twice in this one). ``last_seq`` is the batch's
         highest sequence (refused frames included), recorded for the edge.
         """
-        seen: set[tuple[str, int]] = set()
-        unique: list[tuple[int, TelemetryFrame]] = []
-        for seq, frame in frames:
-            key = (frame.device_id, us(frame.ts))
-            if key not in seen:
-                seen.add(key)
-                unique.append((seq, frame))
+        stamps = [us(frame.ts) for _, frame in frames]
+        keys = list(zip([frame.device_id for _, frame in frames], stamps, strict=True))
+        if len(set(keys)) == len(keys):
+            readings = Readings([seq for seq, _ in frames], [frame for _, frame in frames], stamps)
+        else:  # the same reading twice in one batch: the first copy counts
+            readings = Readings([], [], [])
+            seen: set[tuple[str, int]] = set()
+            for (seq, frame), key in zip(frames, keys, strict=True):
+                if key not in seen:
+                    seen.add(key)
+                    readings.seqs.append(seq)
+                    readings.frames.append(frame)
+                    readings.stamps.append(key[1])
         if last_seq is None:
             last_seq = max((seq for seq, _ in frames), default=None)
-        stored, samples = await self._ingest(edge, unique, health, now_us, last_seq, rejected, len(frames))
+        stored, samples = await self._ingest(edge, readings, health, now_us, last_seq, rejected, len(frames))
         return IngestResult(len(stored), len(frames) - len(stored), stored, samples)
 
     @abc.abstractmethod
     async def _ingest(
-        self, edge: str, frames: list[tuple[int, TelemetryFrame]], health: EdgeHealth | None,
+        self, edge: str, readings: Readings, health: EdgeHealth | None,
         now_us: int, last_seq: int | None, rejected: int, received: int,
     ) -> tuple[list[TelemetryFrame], int]:
-        """Insert the frames not stored yet, in one transaction; return them and the sample count."""
+        """Insert the readings not stored yet, in one transaction; return their frames and the sample count."""
 
     # --- identities ------------------------------------------------------------------
     @abc.abstractmethod

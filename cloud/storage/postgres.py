@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -25,13 +25,14 @@ from cloud.storage.base import (
     AggRow,
     EdgeRecord,
     Principal,
+    Readings,
     SeriesInfo,
     Storage,
     StorageError,
     StorageUnavailable,
     build_rows,
     field_kinds,
-    us,
+    frame_columns,
 )
 from shared.batch import EdgeHealth
 from shared.frame import TelemetryFrame
@@ -141,41 +142,45 @@ class PostgresStorage(Storage):
             return int(await con.fetchval("SELECT max(version) FROM schema_migrations") or 0)
 
     # --- ingest ----------------------------------------------------------------------
-    async def _ingest(self, edge: str, frames: list[tuple[int, TelemetryFrame]], health: EdgeHealth | None,
+    async def _ingest(self, edge: str, readings: Readings, health: EdgeHealth | None,
                       now_us: int, last_seq: int | None, rejected: int,
                       received: int) -> tuple[list[TelemetryFrame], int]:
+        frames, stamps = readings.frames, readings.stamps
         async with self._con() as con, con.transaction():
-            devices = await self._device_ids(con, {f.device_id for _, f in frames}, now_us)
-            rows = await con.fetch(q.INSERT_FRAMES, [devices[f.device_id] for _, f in frames],
-                                   [us(f.ts) for _, f in frames], edge, [s for s, _ in frames],
-                                   [f.status for _, f in frames])
-            fresh = {(r[0], r[1]) for r in rows}
-            stored = [f for _, f in frames if (devices[f.device_id], us(f.ts)) in fresh]
-            series = await self._series_ids(con, devices, field_kinds(stored))
-            samples, rollups, newest = build_rows(stored, series)
+            devices = await self._device_ids(con, {f.device_id for f in frames}, now_us)
+            ids = [devices[f.device_id] for f in frames]
+            rows = await con.fetch(q.INSERT_FRAMES, ids, stamps, edge, readings.seqs, [f.status for f in frames])
+            if len(rows) < len(frames):
+                fresh = {(r[0], r[1]) for r in rows}
+                new = [k for k, key in enumerate(zip(ids, stamps, strict=True)) if key in fresh]
+                frames, stamps = [frames[k] for k in new], [stamps[k] for k in new]
+            columns = frame_columns(frames, stamps)
+            series = await self._series_ids(con, devices, {(c.device, c.field) for c in columns}, frames)
+            samples = build_rows(columns, series)
             if samples:
-                await con.execute(q.INSERT_SAMPLES, *map(list, zip(*samples, strict=True)))
-            if rollups:
-                keys = sorted(rollups)
-                cols = list(zip(*((sid, b, *rollups[(sid, b)]) for sid, b in keys), strict=True))
+                await con.execute(q.INSERT_SAMPLES, *samples.columns())
+            if samples.rollups:
+                keys = sorted(samples.rollups)
+                cols = list(zip(*((sid, b, *samples.rollups[(sid, b)]) for sid, b in keys), strict=True))
                 await con.execute(q.UPSERT_ROLLUPS, *map(list, cols))
+            newest = samples.newest
             if newest:
                 ids = sorted(newest)
                 await con.execute(q.UPDATE_SERIES_LAST, ids, [newest[i][0] for i in ids],
                                   [newest[i][1] for i in ids], [newest[i][2] for i in ids])
-            latest: dict[int, TelemetryFrame] = {}
-            for frame in stored:
+            latest: dict[int, tuple[int, TelemetryFrame]] = {}
+            for frame, ts in zip(frames, stamps, strict=True):
                 did = devices[frame.device_id]
-                if did not in latest or latest[did].ts < frame.ts:
-                    latest[did] = frame
+                if did not in latest or latest[did][0] < ts:
+                    latest[did] = (ts, frame)
             if latest:
                 ids = sorted(latest)
-                await con.execute(q.UPDATE_DEVICES_LAST, ids, [us(latest[i].ts) for i in ids],
-                                  [latest[i].status for i in ids], edge)
-            await _record_edge(con, edge, health, now_us, last_seq, len(stored), received - len(stored), rejected)
+                await con.execute(q.UPDATE_DEVICES_LAST, ids, [latest[i][0] for i in ids],
+                                  [latest[i][1].status for i in ids], edge)
+            await _record_edge(con, edge, health, now_us, last_seq, len(frames), received - len(frames), rejected)
         self._devices.update(devices)
         self._series.update(series)
-        return stored, len(samples)
+        return frames, len(samples)
 
     async def _device_ids(self, con: asyncpg.Connection, names: set[str], now_us: int) -> dict[str, int]:
         missing = sorted(names - self._devices.keys())
@@ -185,11 +190,13 @@ class PostgresStorage(Storage):
             found = {r[0]: r[1] for r in await con.fetch(q.DEVICE_IDS, missing)}
         return {n: self._devices.get(n) or found[n] for n in names}
 
-    async def _series_ids(self, con: asyncpg.Connection, devices: dict[str, int],
-                          kinds: Mapping[tuple[str, str], str]) -> dict[tuple[str, str], int]:
-        missing = sorted(k for k in kinds if k not in self._series)
-        out = {k: self._series[k] for k in kinds if k in self._series}
-        if missing:
+    async def _series_ids(self, con: asyncpg.Connection, devices: dict[str, int], wanted: set[tuple[str, str]],
+                          frames: Sequence[TelemetryFrame]) -> dict[tuple[str, str], int]:
+        """Series ids of the (device, field) pairs ``wanted``; new ones take the kind of their first value."""
+        out = {k: self._series[k] for k in wanted if k in self._series}
+        if len(out) < len(wanted):
+            kinds: Mapping[tuple[str, str], str] = field_kinds(frames)
+            missing = sorted(k for k in wanted if k not in out)
             dev = [devices[d] for d, _ in missing]
             names = [f for _, f in missing]
             await con.execute(q.INSERT_SERIES, dev, names, [kinds[k] for k in missing])

@@ -1,5 +1,7 @@
 """The SQL text of the SQLite store, kept apart so the store's module reads as logic."""
 
+import functools
+
 CREATE_MIGRATIONS = """CREATE TABLE IF NOT EXISTS schema_migrations (
     version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)"""
 VERSION = "SELECT max(version) FROM schema_migrations"
@@ -18,10 +20,21 @@ def insert_frames(count: int) -> str:
 INSERT_FRAMES_MANY = insert_frames(FRAMES_PER_STATEMENT)
 INSERT_SERIES = "INSERT OR IGNORE INTO series (device_id, field, kind) VALUES (?, ?, ?)"
 SERIES_ID = "SELECT id FROM series WHERE device_id = ? AND field = ?"
-INSERT_SAMPLE = "INSERT OR IGNORE INTO samples (series_id, ts, value, text) VALUES (?, ?, ?, ?)"
-SAMPLES_PER_STATEMENT = 250  # 1,000 parameters, far below SQLite's limit of 32,766
-INSERT_SAMPLES_MANY = ("INSERT OR IGNORE INTO samples (series_id, ts, value, text) VALUES "
-                       + ", ".join(["(?, ?, ?, ?)"] * SAMPLES_PER_STATEMENT))
+SAMPLES_PER_STATEMENT = 250  # 750 parameters, far below SQLite's limit of 32,766
+
+
+@functools.cache
+def insert_numbers(count: int) -> str:
+    """An insert of ``count`` numeric samples: (series id, ts, value) each."""
+    return "INSERT OR IGNORE INTO samples (series_id, ts, value, text) VALUES " + ", ".join(["(?, ?, ?, NULL)"] * count)
+
+
+@functools.cache
+def insert_texts(count: int) -> str:
+    """An insert of ``count`` text samples: (series id, ts, text) each."""
+    return "INSERT OR IGNORE INTO samples (series_id, ts, value, text) VALUES " + ", ".join(["(?, ?, NULL, ?)"] * count)
+
+
 UPSERT_ROLLUP = """INSERT INTO rollups_1m
     (series_id, bucket, cnt, total, vmin, vmax, first_ts, first_value, last_ts, last_value)
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)

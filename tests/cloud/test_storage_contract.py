@@ -213,3 +213,74 @@ async def test_frames_are_rebuilt_from_stored_values_for_the_live_feed(storage: 
     rebuilt = await storage.frames_between("m1", int((T0 + 1) * 1e6), int((T0 + 4) * 1e6), 100)
     assert rebuilt == sent[2:5]
     assert await storage.frames_between("ghost", 0, 2**62, 10) == []
+
+
+def _mixed_frames(rng: random.Random) -> list[TelemetryFrame]:
+    """Two devices whose fields come and go, change order, switch between number and text; booleans,
+    integers, metrics on some frames only; timestamps shuffled and spread over several minutes."""
+    frames = []
+    for i in range(400):
+        device = f"m-{i % 2}"
+        sensors: dict[str, bool | int | float | str] = {"t": rng.uniform(-50, 50), "n": i}
+        if i % 3:
+            sensors["on"] = i % 5 == 0
+        if i % 7 == 0:
+            sensors = dict(reversed(sensors.items()))  # the same fields in another order
+        sensors["mode"] = rng.choice(["auto", 1.5, -2, "manual"]) if i > 1 else 0.5  # a number first
+        metrics = {"score": rng.random()} if i % 4 else {}
+        frames.append(TelemetryFrame(ts=T0 + i * 1.7, device_id=device, sensors=sensors, metrics=metrics))
+    rest = frames[2:]
+    rng.shuffle(rest)
+    return frames[:2] + rest  # each device's first frame first: "mode" is a numeric field
+
+
+def _points(frames: list[TelemetryFrame], device: str, field: str) -> list[tuple[int, object]]:
+    out = []
+    for f in frames:
+        values = {**f.sensors, **{f"metrics.{k}": v for k, v in f.metrics.items()}}
+        if f.device_id == device and field in values:
+            out.append((round(f.ts * 1e6), values[field]))
+    return sorted(out, key=lambda p: p[0])
+
+
+async def test_frames_with_changing_fields_and_kinds_are_stored_as_sent(storage: Storage) -> None:
+    frames = _mixed_frames(random.Random(7))
+    for k in range(0, len(frames), 150):  # batches that overlap in time, each with several minutes
+        result = await storage.ingest("edge-a", seqd(frames[k:k + 150], k + 1), None, 1)
+        assert (result.stored, result.duplicates) == (len(frames[k:k + 150]), 0)
+    fields = ["metrics.score", "mode", "n", "on", "t"]
+    for device in ("m-0", "m-1"):
+        page = await storage.history(device, None, 0, 2**62, 10_000, None)
+        assert [info.field for info, _ in page.series] == fields
+        for info, pts in page.series:
+            expected = _points(frames, device, info.field)
+            assert [ts for ts, _ in pts] == [ts for ts, _ in expected]
+            assert all(type(v) is type(w) or (isinstance(v, float) and not isinstance(w, str))
+                       for (_, v), (_, w) in zip(pts, expected, strict=True))
+            assert [v for _, v in pts] == [w for _, w in expected]  # True == 1.0, 3 == 3.0
+        state = await storage.state(device)
+        assert {k: v for k, (_, v) in state.values.items()} == {f: _points(frames, device, f)[-1][1] for f in fields}
+        start, stop = int(T0 * 1e6), int((T0 + 700) * 1e6)
+        aggregates = await storage.aggregate(device, ["mode", "on", "t"], start, stop, MINUTE_US)
+        assert [info.field for info, _ in aggregates] == ["mode", "on", "t"]
+        for info, buckets in aggregates:
+            numeric = [(ts, float(v)) for ts, v in _points(frames, device, info.field) if not isinstance(v, str)]
+            expected_buckets = {}
+            for b in sorted({ts - ts % MINUTE_US for ts, _ in numeric}):
+                vals = [v for ts, v in numeric if ts - ts % MINUTE_US == b]
+                expected_buckets[b] = (len(vals), pytest.approx(sum(vals)), min(vals), max(vals), vals[0], vals[-1])
+            got = {b: (a.count, a.sum, a.min, a.max, a.first, a.last) for b, a in buckets}
+            assert got == expected_buckets, info.field
+
+
+async def test_the_first_copy_of_a_reading_wins_within_a_batch_and_across_batches(storage: Storage) -> None:
+    first, second, third = (frame(1, temp=v) for v in (5.0, 6.0, 7.0))
+    result = await storage.ingest("edge-a", [(200, first), (201, second), (202, frame(2, temp=1.0))], None, 1)
+    assert (result.stored, result.duplicates) == (2, 1)
+    assert result.stored_frames == [first, frame(2, temp=1.0)]
+    again = await storage.ingest("edge-a", [(300, third), (301, frame(3, temp=2.0))], None, 2)
+    assert (again.stored, again.duplicates, again.stored_frames) == (1, 1, [frame(3, temp=2.0)])
+    page = await storage.history("press-1", ["temp"], 0, 2**62, 100, None)
+    assert [v for _, v in page.series[0][1]] == [5.0, 1.0, 2.0]
+    [(_, buckets)] = await storage.aggregate("press-1", ["temp"], 0, 2**62 - 2**62 % MINUTE_US, MINUTE_US)
+    assert [(a.count, a.sum) for _, a in buckets] == [(3, 8.0)]

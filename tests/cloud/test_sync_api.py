@@ -184,3 +184,42 @@ async def test_metrics_count_what_was_stored_and_show_each_edges_report(api: Api
     assert 'twincloud_edge_queue_depth{edge="edge-1"} 6.0' in text
     assert 'twincloud_edge_dropped_frames{edge="edge-1",reason="disk_budget"} 1.0' in text
     assert 'route="/api/v1/twin/{device_id}/state"' in text and "press-1/state" not in text
+
+
+async def test_frame_entries_are_judged_like_sequenced_frames(api: Api) -> None:
+    """Entries that are not plainly {seq: int, frame: ...} get exactly SyncBatch's answer."""
+    body = batch("edge-1", [(1, wire(1)), (2, wire(2))])
+    body["frames"][1]["seq"] = 2.0  # a whole float passes as an integer, as pydantic has it
+    ack = (await api.sync(body)).json()
+    assert (ack["acked_through"], ack["stored"]) == (2, 2)
+    cases = [
+        (lambda b: b["frames"][0].update(note="x"), "frames.0.note", "unknown field"),
+        (lambda b: b["frames"][1].pop("frame"), "frames.1.frame", "Field required"),
+        (lambda b: b["frames"][0].update(seq=0), "frames.0.seq", "greater than or equal to 1"),
+        (lambda b: b["frames"][1].update(seq=2**63), "frames.1.seq", "less than or equal to"),
+        (lambda b: b["frames"].insert(0, [3, {}]), "frames.0", "valid dictionary"),
+        (lambda b: b.update(frames={"seq": 1}), "frames", "valid list"),
+    ]
+    for change, path, message in cases:
+        body = batch("edge-1", [(3, wire(3)), (4, wire(4))])
+        change(body)
+        resp = await api.sync(body)
+        assert resp.status_code == 422, (path, resp.text)
+        assert [(p["path"], message in p["message"]) for p in resp.json()["detail"]] == [(path, True)]
+    state = (await api.client.get("/api/v1/twin/press-1/state", headers=auth(api.viewer))).json()
+    assert state["values"]["temp"]["value"] == 22.0  # nothing of the refused batches was stored
+
+
+async def test_a_large_batch_refuses_only_its_bad_frames(api: Api) -> None:
+    frames = [(k + 1, wire(k, device=f"press-{k % 7}")) for k in range(3000)]  # decoded in the parser thread
+    frames[1234] = (1235, {**wire(1234), "ts": "soon"})
+    frames[2000] = (2001, {**wire(2000), "sensors": {"temp": float("nan")}})
+    ack = (await api.sync(batch("edge-1", frames))).json()
+    assert (ack["acked_through"], ack["stored"], ack["duplicates"]) == (3000, 2998, 0)
+    assert [(r["seq"], r["reason"].split(":")[0]) for r in ack["rejected"]] == [(1235, "ts"), (2001, "sensors.temp")]
+    again = (await api.sync(batch("edge-1", frames))).json()
+    assert (again["stored"], again["duplicates"], len(again["rejected"])) == (0, 2998, 2)
+    state = (await api.client.get("/api/v1/twin/press-5/state", headers=auth(api.viewer))).json()
+    newest = max(k for k in range(3000) if k % 7 == 5)
+    assert state["values"]["temp"]["value"] == 20.0 + newest
+    assert state["values"]["metrics.score"]["value"] == 0.01 * newest
