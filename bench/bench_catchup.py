@@ -1,7 +1,7 @@
 """Catch-up benchmark: a large backlog queued on the edge, drained to a local cloud over HTTP.
 
 Run: python bench/bench_catchup.py               (1,000,000 frames; a few minutes)
-     python bench/bench_catchup.py --frames 200000
+     python bench/bench_catchup.py --frames 200000 --batch 20000 --compression zstd
 
 The edge side is the real uplink over the real durable queue, in this process;
 the cloud is `twincloud serve` on SQLite in another process (uvicorn on
@@ -61,17 +61,19 @@ async def main(args: argparse.Namespace) -> None:
             print(f"queued {args.frames:,} frames on the edge in {fill_s:.1f} s")
             config = UplinkConfig.model_validate({
                 "url": f"http://127.0.0.1:{cloud.port}", "token": cloud.edge_tokens["bench-edge"],
-                "batch_max_frames": args.batch, "batch_max_bytes": "64MiB", "interval": "0s"})
+                "batch_max_frames": args.batch, "batch_max_bytes": "64MiB", "interval": "0s",
+                "compression": args.compression})
             uplink = Uplink(config, store, edge_id="bench-edge", health=health)
             cloud_proc = psutil.Process(cloud.pid) if cloud.pid else None
             me = psutil.Process()
+            load0 = os.getloadavg()[0]
             cpu0, ccpu0, t0 = me.cpu_times(), cloud_proc.cpu_times() if cloud_proc else None, time.monotonic()
             task = asyncio.create_task(uplink.run(), name="uplink")
             async with asyncio.timeout(args.timeout):
                 while store.depth and not task.done():
                     await asyncio.sleep(0.2)
             elapsed = time.monotonic() - t0
-            cpu1 = me.cpu_times()
+            cpu1, load1 = me.cpu_times(), os.getloadavg()[0]
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             edge_cpu = 100 * ((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)) / elapsed
@@ -88,13 +90,16 @@ async def main(args: argparse.Namespace) -> None:
     cloud_text = f"{cloud_cpu:8.0f}%" if cloud_cpu is not None else "        -"
     print(f"{'edge queue -> cloud (SQLite), HTTP':34} {sent:10,} {elapsed:8.1f} {sent / elapsed:9,.0f} "
           f"{5 * sent / elapsed:9,.0f} {edge_cpu:8.0f}% {cloud_text}")
-    print(f"\nbatches of {args.batch:,} frames, gzip; target >= 20,000 frames/s. "
-          f"Machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+    print(f"\nbatches of {args.batch:,} frames, {args.compression}; target >= 20,000 frames/s. "
+          f"Machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
+          f"load average (1 min) {load0:.2f} before, {load1:.2f} after")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=1_000_000)
     parser.add_argument("--batch", type=int, default=5000)
+    parser.add_argument("--compression", choices=["gzip", "zstd", "none"], default="gzip",
+                        help="as the edge's uplink.compression (default: gzip, the edge's default)")
     parser.add_argument("--timeout", type=float, default=600.0)
     asyncio.run(main(parser.parse_args()))

@@ -196,6 +196,18 @@ class AggRow:
             self.last_ts, self.last = other.last_ts, other.last
 
 
+def _first_copies(readings: Readings) -> Readings:
+    out = Readings([], [], [])
+    seen: set[tuple[str, int]] = set()
+    for seq, frame, stamp in zip(readings.seqs, readings.frames, readings.stamps, strict=True):
+        if (frame.device_id, stamp) not in seen:
+            seen.add((frame.device_id, stamp))
+            out.seqs.append(seq)
+            out.frames.append(frame)
+            out.stamps.append(stamp)
+    return out
+
+
 class Storage(abc.ABC):
     """One database behind the API. Every method is a coroutine and never blocks the event loop."""
 
@@ -232,19 +244,13 @@ class Storage(abc.ABC):
         (by an earlier batch, or twice in this one). ``last_seq`` is the batch's
         highest sequence (refused frames included), recorded for the edge.
         """
-        stamps = [us(frame.ts) for _, frame in frames]
-        keys = list(zip([frame.device_id for _, frame in frames], stamps, strict=True))
-        if len(set(keys)) == len(keys):
-            readings = Readings([seq for seq, _ in frames], [frame for _, frame in frames], stamps)
-        else:  # the same reading twice in one batch: the first copy counts
-            readings = Readings([], [], [])
-            seen: set[tuple[str, int]] = set()
-            for (seq, frame), key in zip(frames, keys, strict=True):
-                if key not in seen:
-                    seen.add(key)
-                    readings.seqs.append(seq)
-                    readings.frames.append(frame)
-                    readings.stamps.append(key[1])
+        readings = Readings([seq for seq, _ in frames], [frame for _, frame in frames],
+                            [us(frame.ts) for _, frame in frames])
+        per_device: dict[str, list[int]] = {}
+        for frame, stamp in zip(readings.frames, readings.stamps, strict=True):
+            per_device.setdefault(frame.device_id, []).append(stamp)
+        if any(len(set(stamps)) < len(stamps) for stamps in per_device.values()):
+            readings = _first_copies(readings)  # the same reading twice in one batch: the first copy counts
         if last_seq is None:
             last_seq = max((seq for seq, _ in frames), default=None)
         stored, samples = await self._ingest(edge, readings, health, now_us, last_seq, rejected, len(frames))

@@ -148,8 +148,8 @@ class SQLiteStorage(Storage):
                         con.execute(q.INSERT_SERIES, (devices[key[0]], key[1], kind))
                         new_series[key] = con.execute(q.SERIES_ID, (devices[key[0]], key[1])).fetchone()[0]
             rows = build_rows(columns, self._series | new_series if new_series else self._series)
-            _insert_samples(con, q.insert_numbers, rows.numbers)
-            _insert_samples(con, q.insert_texts, rows.texts)
+            _insert_rows(con, q.insert_numbers, rows.numbers, 3, q.SAMPLES_PER_STATEMENT)
+            _insert_rows(con, q.insert_texts, rows.texts, 3, q.SAMPLES_PER_STATEMENT)
             con.executemany(q.UPSERT_ROLLUP, [(sid, b, *agg) for (sid, b), agg in rows.rollups.items()])
             con.executemany(q.UPDATE_SERIES_LAST, [(*v, sid, v[0]) for sid, v in rows.newest.items()])
             latest: dict[str, tuple[int, TelemetryFrame]] = {}
@@ -281,32 +281,40 @@ def _insert_frames(con: sqlite3.Connection, edge: str, readings: Readings,
                    ids: list[int]) -> tuple[list[TelemetryFrame], list[int]]:
     """Insert frame rows; return the frames that were new and their timestamps, in batch order.
 
-    RETURNING answers with the keys stored, leaving out those ignored as stored before.
+    Usually every frame is new, which the count of rows changed tells. When some were stored
+    before, the inserts are undone and made again with RETURNING, which answers with the keys
+    stored and leaves out those ignored.
     """
-    n = q.FRAMES_PER_STATEMENT
     flat = list(chain.from_iterable(zip(ids, readings.stamps, repeat(edge, len(ids)), readings.seqs,
                                         [f.status for f in readings.frames], strict=True)))
-    fresh: set[tuple[int, int]] = set()
-    for start in range(0, len(flat), 5 * n):
-        part = flat[start:start + 5 * n]
-        sql = q.INSERT_FRAMES_MANY if len(part) == 5 * n else q.insert_frames(len(part) // 5)
-        fresh.update(con.execute(sql, part).fetchall())
-    if len(fresh) == len(ids):
+    con.execute("SAVEPOINT frames")
+    before = con.total_changes
+    _insert_rows(con, q.insert_frames, flat, 5, q.FRAMES_PER_STATEMENT)
+    if con.total_changes - before == len(ids):
+        con.execute("RELEASE frames")
         return readings.frames, readings.stamps
+    con.execute("ROLLBACK TO frames")
+    con.execute("RELEASE frames")
+    fresh: set[tuple[int, int]] = set()
+    for start in range(0, len(flat), 5 * q.FRAMES_PER_STATEMENT):
+        part = flat[start:start + 5 * q.FRAMES_PER_STATEMENT]
+        fresh.update(con.execute(q.insert_frames(len(part) // 5, returning=True), part).fetchall())
     new = [k for k, key in enumerate(zip(ids, readings.stamps, strict=True)) if key in fresh]
     return [readings.frames[k] for k in new], [readings.stamps[k] for k in new]
 
 
-def _insert_samples(con: sqlite3.Connection, sql: Callable[[int], str], flat: list[Any]) -> None:
-    """Rows of three parameters, flat; many rows per statement (far faster than one row per execute)."""
-    whole = len(flat) - len(flat) % (3 * q.SAMPLES_PER_STATEMENT)
+def _insert_rows(con: sqlite3.Connection, sql: Callable[[int], str], flat: list[Any], width: int,
+                 per_statement: int) -> None:
+    """Rows of ``width`` parameters, flat; many rows per statement (far faster than one row per execute)."""
+    step = width * per_statement
+    whole = len(flat) - len(flat) % step
     if whole:
-        many = sql(q.SAMPLES_PER_STATEMENT)
-        for start in range(0, whole, 3 * q.SAMPLES_PER_STATEMENT):
-            con.execute(many, flat[start:start + 3 * q.SAMPLES_PER_STATEMENT])
+        many = sql(per_statement)
+        for start in range(0, whole, step):
+            con.execute(many, flat[start:start + step])
     if whole < len(flat):
         rest = flat[whole:]
-        con.executemany(sql(1), zip(rest[0::3], rest[1::3], rest[2::3], strict=True))
+        con.executemany(sql(1), zip(*(rest[k::width] for k in range(width)), strict=True))
 
 
 def _record_edge(con: sqlite3.Connection, edge: str, health: EdgeHealth | None, now_us: int,

@@ -11,13 +11,14 @@ DEVICE_ID = "SELECT id FROM devices WHERE name = ?"
 FRAMES_PER_STATEMENT = 200
 
 
-def insert_frames(count: int) -> str:
-    """An insert of ``count`` frames that answers with the keys it stored (ignored duplicates are left out)."""
+@functools.cache
+def insert_frames(count: int, returning: bool = False) -> str:
+    """An insert of ``count`` frames: (device id, ts, edge, seq, status) each. With ``returning`` it answers
+    with the keys it stored (ignored duplicates are left out)."""
     return ("INSERT OR IGNORE INTO frames (device_id, ts, edge, seq, status) VALUES "
-            + ", ".join(["(?, ?, ?, ?, ?)"] * count) + " RETURNING device_id, ts")
+            + ", ".join(["(?, ?, ?, ?, ?)"] * count) + (" RETURNING device_id, ts" if returning else ""))
 
 
-INSERT_FRAMES_MANY = insert_frames(FRAMES_PER_STATEMENT)
 INSERT_SERIES = "INSERT OR IGNORE INTO series (device_id, field, kind) VALUES (?, ?, ?)"
 SERIES_ID = "SELECT id FROM series WHERE device_id = ? AND field = ?"
 SAMPLES_PER_STATEMENT = 250  # 750 parameters, far below SQLite's limit of 32,766
