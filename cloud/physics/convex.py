@@ -27,7 +27,8 @@ relative), and each face lies on one of the hull's planes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from weakref import WeakKeyDictionary
 
 import numpy as np
 from scipy.spatial import ConvexHull, QhullError
@@ -46,16 +47,22 @@ class ConvexShape:
     """A convex part in its own frame: feature edges and outward planes n·x + c ≤ 0."""
 
     vertices: np.ndarray  # (V, 3)
-    vertices_t: np.ndarray  # (3, V), the same, for fast per-axis work
-    edges: np.ndarray  # (E, 2) vertex indices of the feature edges
+    points: np.ndarray  # (V, 4) the same as rows (x, y, z, 1): one matmul moves them or
+    #                     evaluates planes at them
+    edges: np.ndarray  # (2, E) vertex indices of the feature edges' ends
     edge_planes: np.ndarray  # (E, 2) the planes on either side of each edge
     facet_vertices: np.ndarray  # vertices of each plane's face, grouped by plane
     facet_starts: np.ndarray  # (H,) where each plane's group starts in facet_vertices
-    normals: np.ndarray  # (H, 3) unit outward normals, one per distinct face plane
-    offsets: np.ndarray  # (H,)
+    planes: np.ndarray  # (H, 4) rows (n, c): unit outward normal n, one per distinct face plane
     lo: np.ndarray
     hi: np.ndarray
     scale: float  # largest extent, m
+    pairs: WeakKeyDictionary[ConvexShape, _PairShape] = field(
+        default_factory=WeakKeyDictionary, repr=False)  # with each B met so far: both stacked
+
+    @property
+    def centre(self) -> np.ndarray:
+        return (self.lo + self.hi) / 2
 
 
 def convex_shape(vertices: np.ndarray, faces: np.ndarray) -> ConvexShape | None:
@@ -96,9 +103,9 @@ def convex_shape(vertices: np.ndarray, faces: np.ndarray) -> ConvexShape | None:
         return None
     incidence = np.unique(np.stack([np.repeat(plane_of, 3), faces.ravel()], axis=1), axis=0)
     starts = np.searchsorted(incidence[:, 0], np.arange(len(planes)))
-    return ConvexShape(v, np.ascontiguousarray(v.T), edges, edge_planes, incidence[:, 1], starts,
-                       np.ascontiguousarray(planes[:, :3]), np.ascontiguousarray(planes[:, 3]),
-                       lo, hi, scale)
+    return ConvexShape(v, np.concatenate([v, np.ones((len(v), 1))], axis=1),
+                       np.ascontiguousarray(edges.T), edge_planes, incidence[:, 1], starts,
+                       np.ascontiguousarray(planes), lo, hi, scale)
 
 
 def _feature_edges(faces: np.ndarray, plane_of: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
@@ -128,26 +135,94 @@ def intersect_many(items: list[tuple[ConvexShape, ConvexShape, np.ndarray]]) -> 
     Python; the clipping and the face assembly are a fixed number of numpy
     operations for the whole batch.
     """
+    frames = _Frames(items)
     blocks: list[_Block] = []
-    normals, offsets, bases, eps = [], [], [0], []
-    for p, (a, b, rel) in enumerate(items):
-        rot, shift = rel[:3, :3], rel[:3, 3]
-        nb = b.normals @ rot.T  # B's planes in A's frame: (R n)·x + (c - (R n)·t) ≤ 0
-        cb = b.offsets - nb @ shift
-        normals += [a.normals, nb]
-        offsets += [a.offsets, cb]
-        bases += [bases[-1] + len(a.normals), bases[-1] + len(a.normals) + len(b.normals)]
-        eps.append(_REL_EPS * max(a.scale, b.scale))
-        b_in_a = rot @ b.vertices_t + shift[:, None]  # (3, V)
-        region = _overlap_region(a, b, b_in_a, rot, shift, eps[-1])
-        if region is not None:
-            blocks += _blocks(p, a, b, b_in_a, nb, cb, region, bases[-3], eps[-1])
+    planes, bases = [], [0]
+    for p, (a, b, _) in enumerate(items):
+        jobs, near, n_a = _blocks(p, _pair_shape(a, b), frames, bases[-1])
+        blocks += jobs
+        planes.append(near)
+        bases += [bases[-1] + n_a, bases[-1] + len(near)]
     if not blocks:
         return [EMPTY] * len(items)
-    all_n, all_c = np.concatenate(normals), np.concatenate(offsets)
+    all_planes = np.concatenate(planes)
     pts, pair, inc_point, inc_plane = _clip(blocks)
-    inc_plane = _merge_coplanar(inc_plane, all_n, all_c, np.array(bases), eps)[inc_plane]
-    return assemble(pts, pair, inc_point, inc_plane, all_n, len(items), np.array(eps))
+    inc_plane = _merge_coplanar(inc_plane, all_planes, np.array(bases), frames.eps)[inc_plane]
+    return assemble(pts, pair, inc_point, inc_plane, all_planes[:, :3].T, len(items), frames.eps)
+
+
+@dataclass(frozen=True, eq=False)
+class _PairShape:
+    """Two convex parts stacked, A's items first, so one numpy call treats both."""
+
+    points: np.ndarray  # (Va + Vb, 4) in the parts' own frames
+    n_points: int  # Va
+    edges: np.ndarray  # (2, Ea + Eb) into points
+    n_edges: int  # Ea
+    edge_planes: np.ndarray  # (Ea + Eb, 2) into planes
+    facet_vertices: np.ndarray  # into points
+    facet_starts: np.ndarray  # (Ha + Hb,)
+    planes: np.ndarray  # (Ha + Hb, 4) in the parts' own frames
+    n_planes: int  # Ha
+
+    @property
+    def split(self) -> list[int]:
+        return [0, self.n_points]
+
+    def clip_ids(self, n_a: int, n_b: int) -> np.ndarray:
+        """Ids of the clipping planes (B's n_b, the region's 14, A's n_a) less the base; the
+        region's are the caller's to set."""
+        out = np.arange(-n_b - 14, n_a)
+        out[:n_b] += n_a + n_b + 14
+        return out
+
+
+def _pair_shape(a: ConvexShape, b: ConvexShape) -> _PairShape:
+    """The stacked pair, built when the two first meet and kept with A while B lives."""
+    hit = a.pairs.get(b)
+    if hit is None:
+        va, ha = len(a.points), len(a.planes)
+        hit = _PairShape(np.concatenate([a.points, b.points]), va,
+                         np.concatenate([a.edges, b.edges + va], axis=1), a.edges.shape[1],
+                         np.concatenate([a.edge_planes, b.edge_planes + ha]),
+                         np.concatenate([a.facet_vertices, b.facet_vertices + va]),
+                         np.concatenate([a.facet_starts, b.facet_starts + len(a.facet_vertices)]),
+                         np.concatenate([a.planes, b.planes]), ha)
+        a.pairs[b] = hit
+    return hit
+
+
+class _Frames:
+    """Per pair, computed for the whole batch at once: the pose of B in A's frame and back, the
+    directions of the overlap region's slabs, and the tolerance."""
+
+    def __init__(self, items: list[tuple[ConvexShape, ConvexShape, np.ndarray]]) -> None:
+        rel = np.stack([r for _, _, r in items])
+        rot, shift = rel[:, :3, :3], rel[:, :3, 3]
+        back = rot.transpose(0, 2, 1)  # rows: B's axes in A's frame
+        self.to_a = rel.transpose(0, 2, 1)  # row points of B times this: in A's frame
+        inv = np.zeros_like(rel)  # A's frame in B's: planes (rows) of B times this are in A's
+        inv[:, :3, :3] = back
+        inv[:, :3, 3] = -np.einsum("pij,pj->pi", back, shift)
+        inv[:, 3, 3] = 1.0
+        self.planes_to_a = inv
+        centre_a = np.stack([a.centre for a, _, _ in items])
+        centre_b = np.stack([b.centre for _, b, _ in items])
+        axis = np.einsum("pij,pj->pi", rot, centre_b) + shift - centre_a
+        length = np.sqrt(np.einsum("pi,pi->p", axis, axis))[:, None]
+        axis = np.where(length > 0, axis / np.where(length > 0, length, 1.0), _EYE[0])
+        # slabs: A's box, B's box (each in its own frame) and along the line between the centres
+        dirs = np.zeros((len(items), 7, 4))
+        dirs[:, :3, :3] = _EYE
+        dirs[:, 3:6, :3] = back
+        dirs[:, 6, :3] = axis
+        self.dirs = dirs
+        self.slabs = np.concatenate([-dirs, dirs], axis=1)  # (P, 14, 4); offsets filled per pair
+        self.eps = _REL_EPS * np.array([max(a.scale, b.scale) for a, b, _ in items])
+
+
+_EYE = np.eye(3)
+_BITS = np.ldexp(1.0, np.arange(14))
 
 
 @dataclass(frozen=True, eq=False)
@@ -155,157 +230,156 @@ class _Block:
     """Edges of one part to clip against planes of the other (all in the first part's frame)."""
 
     pair: int
-    p0: np.ndarray  # (3, E) edge ends
-    p1: np.ndarray
+    ends: np.ndarray  # (2, E, 4) edge ends (x, y, z, 1)
     own: np.ndarray  # (E, 2) ids of the planes on either side of each edge
-    normals: np.ndarray  # (C, 3) clipping planes: the other part's near faces, then the region's
-    offsets: np.ndarray  # (C,)
+    planes: np.ndarray  # (C, 4) clipping planes (n, c - eps): the other part's near faces and the region's
     ids: np.ndarray  # (C,) plane ids; -1 for the region's planes (they bound no face)
     eps: float
 
 
-def _blocks(p: int, a: ConvexShape, b: ConvexShape, b_in_a: np.ndarray, nb: np.ndarray,
-            cb: np.ndarray, region: tuple[np.ndarray, np.ndarray], base: int,
-            eps: float) -> list[_Block]:
-    """The two clipping jobs of one pair: A's edges against B's planes and B's against A's."""
-    xn, xc = region
-    bits = 1 << np.arange(len(xc))
-    code_a = bits @ (xn @ a.vertices_t + xc[:, None] > 0)  # bit k: beyond region plane k
-    code_b = bits @ (xn @ b_in_a + xc[:, None] > 0)
-    none = np.full(len(xc), -1)
-    base_b = base + len(a.normals)
-    out = []
-    for verts, shape, code, own_base, other, other_code, other_n, other_c, other_base in (
-            (a.vertices_t, a, code_a, base, b, code_b, nb, cb, base_b),
-            (b_in_a, b, code_b, base_b, a, code_a, a.normals, a.offsets, base)):
-        e0, e1 = shape.edges[:, 0], shape.edges[:, 1]
-        near = np.flatnonzero((code[e0] & code[e1]) == 0)  # not wholly beyond one region side
-        if not len(near):
-            continue
-        # only the other part's faces that meet the region can bound what lies in it
-        faces = np.flatnonzero(
-            np.bitwise_and.reduceat(other_code[other.facet_vertices], other.facet_starts) == 0)
-        out.append(_Block(p, verts[:, e0[near]], verts[:, e1[near]],
-                          shape.edge_planes[near] + own_base,
-                          np.concatenate([other_n[faces], xn]),
-                          np.concatenate([other_c[faces], xc]),
-                          np.concatenate([faces + other_base, none]), eps))
-    return out
+def _blocks(p: int, s: _PairShape, frames: _Frames, base: int) -> tuple[list[_Block], np.ndarray, int]:
+    """The two clipping jobs of pair p (A's edges against B's planes and B's against A's); the
+    planes (n, c) in A's frame of the faces that meet the overlap region, A's then B's, numbered
+    from ``base`` on; and how many of them are A's.
 
-
-def _overlap_region(a: ConvexShape, b: ConvexShape, b_in_a: np.ndarray, rot: np.ndarray,
-                    shift: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray] | None:
-    """Planes (in A's frame) of a convex region holding A ∩ B, or None when that is empty.
-
-    The region is A's box ∩ B's box (each in its own frame) ∩ the slab of both
-    parts along the line between their centres, grown by eps. An edge's piece
-    inside the other part lies in the region, and, by convexity, only the other
-    part's faces that meet the region can bound it: the rest are never looked at.
+    The region is A's box ∩ B's box (each in its own frame) ∩ the slab of both parts along the
+    line between their centres, grown by eps. An edge's piece inside the other part lies in the
+    region, and, by convexity, only the other part's faces that meet the region can bound it: the
+    rest are never looked at. The faces on either side of an edge that meets it are among them.
     """
-    a_in_b = rot.T @ (a.vertices_t - shift[:, None])
-    lo_a = np.maximum(a.lo, b_in_a.min(axis=1)) - eps
-    hi_a = np.minimum(a.hi, b_in_a.max(axis=1)) + eps
-    lo_b = np.maximum(b.lo, a_in_b.min(axis=1)) - eps
-    hi_b = np.minimum(b.hi, a_in_b.max(axis=1)) + eps
-    axis = rot @ ((b.lo + b.hi) / 2) + shift - (a.lo + a.hi) / 2
-    length = float(np.linalg.norm(axis))
-    axis = axis / length if length > 0 else np.array([1.0, 0.0, 0.0])
-    ha, hb = axis @ a.vertices_t, axis @ b_in_a
-    slab_lo, slab_hi = max(ha.min(), hb.min()) - eps, min(ha.max(), hb.max()) + eps
-    if np.any(lo_a > hi_a) or np.any(lo_b > hi_b) or slab_lo > slab_hi:
-        return None
-    ax_b = rot.T  # rows: B's axes in A's frame
-    normals = np.concatenate([-_EYE, _EYE, -ax_b, ax_b, [-axis, axis]])
-    offsets = np.concatenate([lo_a, -hi_a, ax_b @ shift + lo_b, -(ax_b @ shift) - hi_b,
-                              [slab_lo, -slab_hi]])
-    return normals, offsets
+    eps = frames.eps[p]
+    pts = s.points.copy()
+    pts[s.n_points:] = pts[s.n_points:] @ frames.to_a[p]  # B's points in A's frame
+    proj = pts @ frames.dirs[p].T  # (V, 7)
+    lo = np.minimum.reduceat(proj, s.split).max(axis=0) - eps
+    hi = np.maximum.reduceat(proj, s.split).min(axis=0) + eps
+    if (lo > hi).any():
+        return [], _NO_PLANES, 0
+    # bit k of a point's code: beyond region plane k (a float matmul: numpy's integer matmul is
+    # several times slower)
+    code = (np.concatenate([proj < lo, proj > hi], axis=1) @ _BITS).astype(np.int64)
+    ends = code[s.edges]
+    edges = np.flatnonzero((ends[0] & ends[1]) == 0)  # not wholly beyond one region side
+    if not len(edges):
+        return [], _NO_PLANES, 0
+    faces = np.flatnonzero(np.bitwise_and.reduceat(code[s.facet_vertices], s.facet_starts) == 0)
+    n_a, n_ea = int(np.searchsorted(faces, s.n_planes)), int(np.searchsorted(edges, s.n_edges))
+    n_b = len(faces) - n_a
+    # clipping planes: B's, the region's (-d·x + lo ≤ 0, d·x - hi ≤ 0), A's; A's edges use the
+    # first part, B's the last
+    clip = np.empty((len(faces) + 14, 4))
+    np.take(s.planes, faces[n_a:], axis=0, out=clip[:n_b])
+    clip[:n_b] = clip[:n_b] @ frames.planes_to_a[p]  # B's planes in A's frame
+    clip[n_b:n_b + 14] = frames.slabs[p]
+    clip[n_b:n_b + 7, 3] = lo
+    clip[n_b + 7:n_b + 14, 3] = -hi
+    np.take(s.planes, faces[:n_a], axis=0, out=clip[n_b + 14:])
+    near = np.concatenate([clip[n_b + 14:], clip[:n_b]])  # A's, then B's: ids base, base + 1, ...
+    clip[:, 3] -= eps  # a value > 0 now means beyond the plane by more than eps
+    ids = s.clip_ids(n_a, n_b) + base
+    ids[n_b:n_b + 14] = -1
+    ends = np.take(pts, s.edges[:, edges], axis=0)  # (2, E, 4)
+    number = np.empty(len(s.planes), dtype=np.int64)  # the faces' ids
+    number[faces] = np.arange(base, base + len(faces))
+    own = number[np.take(s.edge_planes, edges, axis=0)]
+    out = [_Block(p, ends[:, :n_ea], own[:n_ea], clip[:n_b + 14], ids[:n_b + 14], eps),
+           _Block(p, ends[:, n_ea:], own[n_ea:], clip[n_b:], ids[n_b:], eps)]
+    return [b for b in out if len(b.own)], near, n_a
 
 
-_EYE = np.eye(3)
+_NO_PLANES = np.zeros((0, 4))
 
 
 def _clip(blocks: list[_Block]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Clip every block's edges to its planes (rows = edges of all blocks).
 
-    Returns the points that can be vertices of an intersection: the ends of
+    Returns the points (3, n) that can be vertices of an intersection: the ends of
     the edges' pieces inside the other part (an inside vertex once per edge
     that reaches it); the pair of each point; and which point lies on which
     plane: the edge's own two planes, and the plane(s) that cut it there.
     Only (edge, plane) crossings are handled as floats.
     """
-    outside, rows, cols, s_p, s_q, entering = [], [], [], [], [], []
-    first = 0
-    for b in blocks:
-        planes = np.concatenate([b.normals.T, b.offsets[None]])  # (4, C): one matmul adds c too
-        s0 = _homogeneous(b.p0) @ planes  # (E, C) plane values at the edge ends; > eps: outside
-        s1 = _homogeneous(b.p1) @ planes
-        o0, o1 = s0 > b.eps, s1 > b.eps
-        out = (o0 & o1).any(axis=1)  # both ends beyond one plane: the edge misses the part
-        flat = np.flatnonzero((o0 != o1) & ~out[:, None])  # row-major: rows stay sorted
-        r, k = np.divmod(flat, len(b.offsets))
-        outside.append(out)
-        rows.append(r + first)
-        cols.append(b.ids[k])
-        s_p.append(s0.ravel()[flat])
-        s_q.append(s1.ravel()[flat])
-        entering.append(o0.ravel()[flat])
-        first += len(out)
-    row, plane, sp, sq = (np.concatenate(x) for x in (rows, cols, s_p, s_q))
-    enter = np.concatenate(entering)
+    row, plane, sp, sq, enter, outside = _crossings(blocks)
+    n_rows = len(outside)
     # where the edge crosses the plane: on the plane, clamped to the edge when within eps
     t = np.minimum(np.maximum(sp / (sp - sq), 0.0), 1.0)
-    t_lo, bound_lo = _extreme(np.maximum, row[enter], t[enter], plane[enter], first, -np.inf)
-    t_hi, bound_hi = _extreme(np.minimum, row[~enter], t[~enter], plane[~enter], first, np.inf)
-    keep = ~np.concatenate(outside) & (np.maximum(t_lo, 0) <= np.minimum(t_hi, 1))
+    leave = ~enter
+    t_lo, lo_row, lo_plane = _extreme(np.maximum, row[enter], t[enter], plane[enter], n_rows, -np.inf)
+    t_hi, hi_row, hi_plane = _extreme(np.minimum, row[leave], t[leave], plane[leave], n_rows, np.inf)
+    keep = ~outside & (np.maximum(t_lo, 0) <= np.minimum(t_hi, 1))
     lo_cut, hi_cut = keep & (t_lo > 0), keep & (t_hi < 1)
-    p0 = np.concatenate([b.p0 for b in blocks], axis=1)
-    d = np.concatenate([b.p1 for b in blocks], axis=1) - p0
-    pair = np.repeat([b.pair for b in blocks], [b.p0.shape[1] for b in blocks])
-    own = np.concatenate([b.own for b in blocks])
-    # the piece of edge r runs from p0 + t0 d to p0 + t1 d
-    t0, t1 = np.where(lo_cut, t_lo, 0.0), np.where(hi_cut, t_hi, 1.0)
     kept = np.flatnonzero(keep)
+    ends = np.concatenate([b.ends for b in blocks], axis=1)  # (2, E, 4)
+    p0, p1 = np.take(ends[0], kept, axis=0)[:, :3].T, np.take(ends[1], kept, axis=0)[:, :3].T
+    pair = np.repeat([b.pair for b in blocks], [len(b.own) for b in blocks])
+    own = np.concatenate([b.own for b in blocks])
+    # the piece of edge r runs from p0 + t0 (p1 - p0) to p0 + t1 (p1 - p0)
+    t0, t1 = np.where(lo_cut, t_lo, 0.0)[kept], np.where(hi_cut, t_hi, 1.0)[kept]
     n = len(kept)
-    ends = np.concatenate([p0[:, kept] + t0[kept] * d[:, kept], p0[:, kept] + t1[kept] * d[:, kept]],
-                          axis=1).T
+    d = p1 - p0
+    points = np.concatenate([p0 + t0 * d, p0 + t1 * d], axis=1)
     # incidence: both ends lie on the edge's own planes; a cut end also on its cutting plane(s)
-    slot = np.full(first, -1)
+    slot = np.full(n_rows, -1)
     slot[kept] = np.arange(n)
-    lo_b = bound_lo[lo_cut[bound_lo[:, 0]]]
-    hi_b = bound_hi[hi_cut[bound_hi[:, 0]]]
-    lo_b, hi_b = lo_b[lo_b[:, 1] >= 0], hi_b[hi_b[:, 1] >= 0]  # the region's planes bound no face
-    point = np.concatenate([np.tile(np.arange(2 * n), 2), slot[lo_b[:, 0]], slot[hi_b[:, 0]] + n])
-    plane = np.concatenate([own[kept, 0], own[kept, 0], own[kept, 1], own[kept, 1],
-                            lo_b[:, 1], hi_b[:, 1]])
-    return ends, np.tile(pair[kept], 2), point, plane
+    lo_b = lo_cut[lo_row] & (lo_plane >= 0)  # the region's planes bound no face
+    hi_b = hi_cut[hi_row] & (hi_plane >= 0)
+    ends = np.arange(2 * n)
+    point = np.concatenate([ends, ends, slot[lo_row[lo_b]], slot[hi_row[hi_b]] + n])
+    own = np.take(own, kept, axis=0).T
+    plane = np.concatenate([own[0], own[0], own[1], own[1], lo_plane[lo_b], hi_plane[hi_b]])
+    pair = pair[kept]
+    return points, np.concatenate([pair, pair]), point, plane
 
 
-def _homogeneous(p: np.ndarray) -> np.ndarray:
-    """(E, 4) rows (x, y, z, 1) from (3, E) columns."""
-    out = np.ones((p.shape[1], 4))
-    out[:, :3] = p.T
-    return out
+def _crossings(blocks: list[_Block]) -> tuple[np.ndarray, ...]:
+    """The (edge, plane) pairs of all blocks where the plane separates the edge's ends.
+
+    Returns per crossing its row (edge, sorted), plane id, the plane's values at both ends and
+    whether the edge enters the plane's halfspace; and per row whether the edge misses the other
+    part (both ends beyond one plane). The plane values of each block are one matmul into a flat
+    buffer; everything after that is done once for all blocks.
+    """
+    sizes = [len(b.own) * len(b.ids) for b in blocks]
+    offsets = np.cumsum([0] + sizes)
+    s0, s1 = np.empty(offsets[-1]), np.empty(offsets[-1])
+    for b, start, stop in zip(blocks, offsets[:-1], offsets[1:], strict=True):
+        shape = (len(b.own), len(b.ids))
+        np.matmul(b.ends[0], b.planes.T, out=s0[start:stop].reshape(shape))
+        np.matmul(b.ends[1], b.planes.T, out=s1[start:stop].reshape(shape))
+    width = np.repeat([len(b.ids) for b in blocks], [len(b.own) for b in blocks])
+    starts = np.cumsum(width) - width  # where each row starts in the flat buffers
+    o0, o1 = s0 > 0, s1 > 0
+    outside = np.logical_or.reduceat(o0 & o1, starts)
+    cross = o0 != o1
+    cross &= np.repeat(~outside, width)
+    flat = np.flatnonzero(cross)
+    row = np.searchsorted(starts, flat, side="right") - 1
+    first_id = np.repeat(np.cumsum([0] + [len(b.ids) for b in blocks[:-1]]),
+                         [len(b.own) for b in blocks])
+    plane = np.concatenate([b.ids for b in blocks])[flat - starts[row] + first_id[row]]
+    eps = np.repeat([b.eps for b in blocks], [len(b.own) for b in blocks])[row]
+    return row, plane, s0[flat] + eps, s1[flat] + eps, o0[flat], outside
 
 
 def _extreme(ufunc: np.ufunc, row: np.ndarray, t: np.ndarray, plane: np.ndarray, n_rows: int,
-             fill: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per row the max (or min) of ``t`` (``fill`` for rows without any), and the (row, plane)
-    pairs that attain it. ``row`` is sorted."""
+             fill: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row the max (or min) of ``t`` (``fill`` for rows without any), and the rows and planes
+    of the crossings that attain it. ``row`` is sorted."""
     out = np.full(n_rows, fill)
     if not len(row):
-        return out, np.zeros((0, 2), dtype=np.int64)
-    starts = np.flatnonzero(np.concatenate([[True], row[1:] != row[:-1]]))
+        return out, row, plane
+    starts = np.concatenate([[0], np.flatnonzero(row[1:] != row[:-1]) + 1])
     out[row[starts]] = ufunc.reduceat(t, starts)
     hit = t == out[row]
-    return out, np.stack([row[hit], plane[hit]], axis=1)
+    return out, row[hit], plane[hit]
 
 
-def _merge_coplanar(used: np.ndarray, normals: np.ndarray, offsets: np.ndarray, bases: np.ndarray,
-                    eps: list[float]) -> np.ndarray:
+def _merge_coplanar(used: np.ndarray, planes: np.ndarray, bases: np.ndarray,
+                    eps: np.ndarray) -> np.ndarray:
     """Map every plane id to itself, except B's planes that coincide with one of A's (same side):
     those map to A's, so their common face is built once."""
-    canon = np.arange(len(normals))
-    mask = np.zeros(len(normals), dtype=bool)
+    canon = np.arange(len(planes))
+    mask = np.zeros(len(planes), dtype=bool)
     mask[used] = True
     ids = np.flatnonzero(mask)
     cut = np.searchsorted(ids, bases)  # ids of pair p: A's in cut[2p]:cut[2p+1], B's up to cut[2p+2]
@@ -313,8 +387,8 @@ def _merge_coplanar(used: np.ndarray, normals: np.ndarray, offsets: np.ndarray, 
         ia, ib = ids[cut[2 * p]:cut[2 * p + 1]], ids[cut[2 * p + 1]:cut[2 * p + 2]]
         if not len(ia) or not len(ib):
             continue
-        same = ((np.take(normals, ib, axis=0) @ np.take(normals, ia, axis=0).T > 1.0 - 1e-12)
-                & (np.abs(offsets[ib][:, None] - offsets[ia]) <= e))
+        pa, pb = planes[ia], planes[ib]
+        same = ((pb[:, :3] @ pa[:, :3].T > 1.0 - 1e-12) & (np.abs(pb[:, 3:] - pa[:, 3]) <= e))
         hit = np.flatnonzero(same.any(axis=1))
         if len(hit):
             canon[ib[hit]] = ia[same[hit].argmax(axis=1)]

@@ -159,6 +159,7 @@ class CollisionWorld:
         self.poses = np.stack([p.pose for p in parts]).astype(float)
         self.lo, self.hi = np.zeros((len(parts), 3)), np.zeros((len(parts), 3))
         self._gaps: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._moved: set[int] = set()  # parts moved since the gaps were computed
         for k in range(len(parts)):
             self._place(k)
 
@@ -174,8 +175,8 @@ class CollisionWorld:
         self.poses = poses
         for k in changed.tolist():
             self._place(k)
-        if changed.size:
-            self._gaps = None
+        with self._lock:
+            self._moved.update(changed.tolist())
 
     def _place(self, k: int) -> None:
         pose = self.poses[k]
@@ -201,12 +202,37 @@ class CollisionWorld:
 
     # --- broad phase ------------------------------------------------------------------
     def aabb_gaps(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """All pairs i<j with the lower bound of their distance from the AABBs (kept until poses change)."""
-        if self._gaps is None:
-            i, j = np.triu_indices(len(self.parts), k=1)
-            gap = np.maximum(0.0, np.maximum(self.lo[j] - self.hi[i], self.lo[i] - self.hi[j]))
-            self._gaps = (i, j, np.sqrt(np.einsum("ij,ij->i", gap, gap)))
-        return self._gaps
+        """All pairs i<j with the lower bound of their distance from the AABBs (kept until poses change).
+
+        After a few parts moved only their pairs are recomputed (n - 1 per part).
+        """
+        n = len(self.parts)
+        with self._lock:  # API requests may query one world from several threads
+            if self._gaps is not None and not self._moved:
+                return self._gaps
+            i, j = self._pairs
+            if self._gaps is None or len(self._moved) > n // 8:
+                self._gaps = (i, j, self._gap(i, j))
+            else:
+                k = np.array(sorted(self._moved))[:, None]
+                below = np.arange(n)[None, :]  # pair (m, k) for m < k, then (k, m) for m > k
+                idx = np.where(below < k, below * n - below * (below + 1) // 2 + k - below - 1,
+                               k * n - k * (k + 1) // 2 + below - k - 1)[below != k]
+                lb = self._gaps[2].copy()  # a copy: a caller may still hold the old arrays
+                lb[idx] = self._gap(i[idx], j[idx])
+                self._gaps = (i, j, lb)
+            self._moved.clear()
+            return self._gaps
+
+    def _gap(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        lo, hi = self.lo.T, self.hi.T  # (3, n): gathers and arithmetic on rows are fast
+        gap = np.maximum(np.maximum(lo[:, j] - hi[:, i], lo[:, i] - hi[:, j]), 0.0)
+        return np.sqrt(gap[0] * gap[0] + gap[1] * gap[1] + gap[2] * gap[2])
+
+    @cached_property
+    def _pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        i, j = np.triu_indices(len(self.parts), k=1)
+        return i, j
 
     def candidate_pairs(self, margin: float) -> list[tuple[int, int]]:
         i, j, lb = self.aabb_gaps()

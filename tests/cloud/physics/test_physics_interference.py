@@ -185,3 +185,24 @@ def test_check_follows_moves_and_rigid_motion_of_the_whole_assembly() -> None:
     fresh = CollisionWorld([part("a", a, _pose(rot, c)), part("b", b, _pose(rot, c + rot @ shift))],
                            cache_results=False).check(TOL)
     assert fresh[0].volume_m3 == pytest.approx(volume, rel=1e-9)
+
+
+def test_broad_phase_after_a_few_parts_moved_equals_a_fresh_world() -> None:
+    """After a move only the moved parts' pairs are recomputed; the bounds must equal a rebuild."""
+    rng = np.random.default_rng(3)
+    m = mesh_of(trimesh.creation.box((100.0, 60.0, 40.0)))
+    start = [_pose(Rotation.random(random_state=rng).as_matrix(), rng.uniform(-1.0, 1.0, 3))
+             for _ in range(40)]
+    world = CollisionWorld([part(f"p{k}", m, p) for k, p in enumerate(start)])
+    world.aabb_gaps()
+    poses = world.poses.copy()
+    for step in range(3):
+        for k in rng.choice(40, size=3, replace=False):  # 3 of 40: the incremental update
+            poses[k, :3, 3] += rng.uniform(-0.3, 0.3, 3)
+        world.set_poses(poses)
+        fresh = CollisionWorld([part(f"p{k}", m, p) for k, p in enumerate(poses)])
+        i, j, lb = world.aabb_gaps()
+        fi, fj, flb = fresh.aabb_gaps()
+        assert np.array_equal(i, fi) and np.array_equal(j, fj)
+        np.testing.assert_array_equal(lb, flb)
+        assert world.candidate_pairs(0.01) == fresh.candidate_pairs(0.01), step
