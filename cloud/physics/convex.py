@@ -377,19 +377,33 @@ def _extreme(ufunc: np.ufunc, row: np.ndarray, t: np.ndarray, plane: np.ndarray,
 def _merge_coplanar(used: np.ndarray, planes: np.ndarray, bases: np.ndarray,
                     eps: np.ndarray) -> np.ndarray:
     """Map every plane id to itself, except B's planes that coincide with one of A's (same side):
-    those map to A's, so their common face is built once."""
+    those map to A's (the first such), so their common face is built once.
+
+    Coinciding unit normals (n_a·n_b > 1 - 1e-12) differ by less than 1.5e-6 in x, so A's planes
+    of all pairs are sorted by (pair, x) and each B plane is compared only with the A planes of
+    its pair within 2e-6 in x (usually none).
+    """
     canon = np.arange(len(planes))
     mask = np.zeros(len(planes), dtype=bool)
     mask[used] = True
     ids = np.flatnonzero(mask)
-    cut = np.searchsorted(ids, bases)  # ids of pair p: A's in cut[2p]:cut[2p+1], B's up to cut[2p+2]
-    for p, e in enumerate(eps):
-        ia, ib = ids[cut[2 * p]:cut[2 * p + 1]], ids[cut[2 * p + 1]:cut[2 * p + 2]]
-        if not len(ia) or not len(ib):
-            continue
-        pa, pb = planes[ia], planes[ib]
-        same = ((pb[:, :3] @ pa[:, :3].T > 1.0 - 1e-12) & (np.abs(pb[:, 3:] - pa[:, 3]) <= e))
-        hit = np.flatnonzero(same.any(axis=1))
-        if len(hit):
-            canon[ib[hit]] = ia[same[hit].argmax(axis=1)]
+    side = np.searchsorted(bases, ids, side="right") - 1  # 2 × pair, + 1 for B's planes
+    key = side // 2 * 4.0 + planes[ids, 0]  # x in [-1, 1]: pairs 4 apart
+    a_ids, a_key = ids[side % 2 == 0], key[side % 2 == 0]
+    b_ids, b_key = ids[side % 2 == 1], key[side % 2 == 1]
+    order = np.argsort(a_key)
+    a_ids, a_key = a_ids[order], a_key[order]
+    first = np.searchsorted(a_key, b_key - 2e-6)
+    count = np.searchsorted(a_key, b_key + 2e-6, side="right") - first
+    if not count.any():
+        return canon
+    b = np.repeat(b_ids, count)
+    a = a_ids[np.repeat(first - np.cumsum(count) + count, count) + np.arange(count.sum())]
+    e = eps[side[np.searchsorted(ids, b)] // 2]
+    same = ((np.einsum("ij,ij->i", planes[b, :3], planes[a, :3]) > 1.0 - 1e-12)
+            & (np.abs(planes[b, 3] - planes[a, 3]) <= e))
+    order = np.lexsort((a[same], b[same]))  # by B plane, then A id
+    b, a = b[same][order], a[same][order]
+    first = np.concatenate([np.ones(min(len(b), 1), dtype=bool), b[1:] != b[:-1]])
+    canon[b[first]] = a[first]
     return canon

@@ -146,3 +146,22 @@ def test_picture_mesh_of_a_convex_intersection_encloses_its_volume() -> None:
     # the fan triangles cover the surface: their areas add up to the solid's surface
     area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1).sum()
     assert area == pytest.approx(2 * found[0].volume_m3 / found[0].depth_m, rel=1e-9)
+
+
+def test_coplanar_faces_in_a_batch_of_pairs_are_merged_per_pair() -> None:
+    """Several pairs in one check (one batch), each with faces on a common plane, one pair
+    turned so its normals match the others' only in part: every volume matches the boolean."""
+    a = mesh_of(trimesh.creation.box((100.0, 100.0, 100.0)))
+    b = mesh_of(trimesh.creation.box((60.0, 60.0, 40.0)))
+    rots = [Rotation.from_rotvec(v).as_matrix() for v in ([0.2, 0.5, -0.1], [0.2, 0.5, -0.1],
+                                                           [0.0, 0.0, 0.3])]
+    parts = []
+    for k, rot in enumerate(rots):
+        c = np.array([-5.0 + 2.0 * k, 2.0, 7.0])
+        parts += [part(f"a{k}", a, _pose(rot, c)),
+                  part(f"b{k}", b, _pose(rot, c + rot @ [0.04, -0.01 * k, 0.03]))]
+    fast, exact = _both(parts)
+    assert [r.status for r in fast] == ["interfering"] * 3
+    for r in fast:
+        assert r.volume_m3 == pytest.approx(0.04 * 0.06 * 0.04, rel=1e-9)
+    _assert_same(fast, exact)
