@@ -27,6 +27,7 @@ relative), and each face lies on one of the hull's planes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from weakref import WeakKeyDictionary
 
@@ -47,8 +48,8 @@ class ConvexShape:
     """A convex part in its own frame: feature edges and outward planes n·x + c ≤ 0."""
 
     vertices: np.ndarray  # (V, 3)
-    points: np.ndarray  # (V, 4) the same as rows (x, y, z, 1): one matmul moves them or
-    #                     evaluates planes at them
+    points: np.ndarray  # (4, V) the same as columns (x, y, z, 1): one matmul moves them or
+    #                     evaluates planes at them; numpy works faster along long rows
     edges: np.ndarray  # (2, E) vertex indices of the feature edges' ends
     edge_planes: np.ndarray  # (E, 2) the planes on either side of each edge
     facet_vertices: np.ndarray  # vertices of each plane's face, grouped by plane
@@ -103,7 +104,7 @@ def convex_shape(vertices: np.ndarray, faces: np.ndarray) -> ConvexShape | None:
         return None
     incidence = np.unique(np.stack([np.repeat(plane_of, 3), faces.ravel()], axis=1), axis=0)
     starts = np.searchsorted(incidence[:, 0], np.arange(len(planes)))
-    return ConvexShape(v, np.concatenate([v, np.ones((len(v), 1))], axis=1),
+    return ConvexShape(v, np.concatenate([v.T, np.ones((1, len(v)))]),
                        np.ascontiguousarray(edges.T), edge_planes, incidence[:, 1], starts,
                        np.ascontiguousarray(planes), lo, hi, scale)
 
@@ -155,12 +156,13 @@ def intersect_many(items: list[tuple[ConvexShape, ConvexShape, np.ndarray]]) -> 
 class _PairShape:
     """Two convex parts stacked, A's items first, so one numpy call treats both."""
 
-    points: np.ndarray  # (Va + Vb, 4) in the parts' own frames
+    points_a: np.ndarray  # (4, Va)
+    points_b: np.ndarray  # (4, Vb) in B's own frame
     n_points: int  # Va
-    edges: np.ndarray  # (2, Ea + Eb) into points
+    edges: np.ndarray  # (2, Ea + Eb) into A's points, then B's (numbered from Va on)
     n_edges: int  # Ea
     edge_planes: np.ndarray  # (Ea + Eb, 2) into planes
-    facet_vertices: np.ndarray  # into points
+    facet_vertices: np.ndarray  # into A's points, then B's
     facet_starts: np.ndarray  # (Ha + Hb,)
     planes: np.ndarray  # (Ha + Hb, 4) in the parts' own frames
     n_planes: int  # Ha
@@ -181,8 +183,8 @@ def _pair_shape(a: ConvexShape, b: ConvexShape) -> _PairShape:
     """The stacked pair, built when the two first meet and kept with A while B lives."""
     hit = a.pairs.get(b)
     if hit is None:
-        va, ha = len(a.points), len(a.planes)
-        hit = _PairShape(np.concatenate([a.points, b.points]), va,
+        va, ha = a.points.shape[1], len(a.planes)
+        hit = _PairShape(a.points, b.points, va,
                          np.concatenate([a.edges, b.edges + va], axis=1), a.edges.shape[1],
                          np.concatenate([a.edge_planes, b.edge_planes + ha]),
                          np.concatenate([a.facet_vertices, b.facet_vertices + va]),
@@ -200,16 +202,16 @@ class _Frames:
         rel = np.stack([r for _, _, r in items])
         rot, shift = rel[:, :3, :3], rel[:, :3, 3]
         back = rot.transpose(0, 2, 1)  # rows: B's axes in A's frame
-        self.to_a = rel.transpose(0, 2, 1)  # row points of B times this: in A's frame
+        self.to_a = rel  # B's points (columns) in A's frame
         inv = np.zeros_like(rel)  # A's frame in B's: planes (rows) of B times this are in A's
         inv[:, :3, :3] = back
-        inv[:, :3, 3] = -np.einsum("pij,pj->pi", back, shift)
+        inv[:, :3, 3] = -(back @ shift[:, :, None])[:, :, 0]
         inv[:, 3, 3] = 1.0
         self.planes_to_a = inv
         centre_a = np.stack([a.centre for a, _, _ in items])
         centre_b = np.stack([b.centre for _, b, _ in items])
-        axis = np.einsum("pij,pj->pi", rot, centre_b) + shift - centre_a
-        length = np.sqrt(np.einsum("pi,pi->p", axis, axis))[:, None]
+        axis = (rot @ centre_b[:, :, None])[:, :, 0] + shift - centre_a
+        length = np.sqrt((axis * axis).sum(axis=1))[:, None]
         axis = np.where(length > 0, axis / np.where(length > 0, length, 1.0), _EYE[0])
         # slabs: A's box, B's box (each in its own frame) and along the line between the centres
         dirs = np.zeros((len(items), 7, 4))
@@ -230,7 +232,7 @@ class _Block:
     """Edges of one part to clip against planes of the other (all in the first part's frame)."""
 
     pair: int
-    ends: np.ndarray  # (2, E, 4) edge ends (x, y, z, 1)
+    ends: np.ndarray  # (4, 2, E) edge ends (x, y, z, 1)
     own: np.ndarray  # (E, 2) ids of the planes on either side of each edge
     planes: np.ndarray  # (C, 4) clipping planes (n, c - eps): the other part's near faces and the region's
     ids: np.ndarray  # (C,) plane ids; -1 for the region's planes (they bound no face)
@@ -248,16 +250,15 @@ def _blocks(p: int, s: _PairShape, frames: _Frames, base: int) -> tuple[list[_Bl
     rest are never looked at. The faces on either side of an edge that meets it are among them.
     """
     eps = frames.eps[p]
-    pts = s.points.copy()
-    pts[s.n_points:] = pts[s.n_points:] @ frames.to_a[p]  # B's points in A's frame
-    proj = pts @ frames.dirs[p].T  # (V, 7)
-    lo = np.minimum.reduceat(proj, s.split).max(axis=0) - eps
-    hi = np.maximum.reduceat(proj, s.split).min(axis=0) + eps
+    rel, dirs = frames.to_a[p], frames.dirs[p]
+    proj = np.concatenate([dirs @ s.points_a, (dirs @ rel) @ s.points_b], axis=1)  # (7, V)
+    lo = np.minimum.reduceat(proj, s.split, axis=1).max(axis=1) - eps
+    hi = np.maximum.reduceat(proj, s.split, axis=1).min(axis=1) + eps
     if (lo > hi).any():
         return [], _NO_PLANES, 0
     # bit k of a point's code: beyond region plane k (a float matmul: numpy's integer matmul is
     # several times slower)
-    code = (np.concatenate([proj < lo, proj > hi], axis=1) @ _BITS).astype(np.int64)
+    code = (_BITS @ np.concatenate([proj < lo[:, None], proj > hi[:, None]])).astype(np.int64)
     ends = code[s.edges]
     edges = np.flatnonzero((ends[0] & ends[1]) == 0)  # not wholly beyond one region side
     if not len(edges):
@@ -278,12 +279,13 @@ def _blocks(p: int, s: _PairShape, frames: _Frames, base: int) -> tuple[list[_Bl
     clip[:, 3] -= eps  # a value > 0 now means beyond the plane by more than eps
     ids = s.clip_ids(n_a, n_b) + base
     ids[n_b:n_b + 14] = -1
-    ends = np.take(pts, s.edges[:, edges], axis=0)  # (2, E, 4)
+    ends_a = np.take(s.points_a, s.edges[:, edges[:n_ea]], axis=1)  # (4, 2, E)
+    ends_b = rel @ np.take(s.points_b, s.edges[:, edges[n_ea:]] - s.n_points, axis=1).reshape(4, -1)
     number = np.empty(len(s.planes), dtype=np.int64)  # the faces' ids
     number[faces] = np.arange(base, base + len(faces))
     own = number[np.take(s.edge_planes, edges, axis=0)]
-    out = [_Block(p, ends[:, :n_ea], own[:n_ea], clip[:n_b + 14], ids[:n_b + 14], eps),
-           _Block(p, ends[:, n_ea:], own[n_ea:], clip[n_b:], ids[n_b:], eps)]
+    out = [_Block(p, ends_a, own[:n_ea], clip[:n_b + 14], ids[:n_b + 14], eps),
+           _Block(p, ends_b.reshape(4, 2, -1), own[n_ea:], clip[n_b:], ids[n_b:], eps)]
     return [b for b in out if len(b.own)], near, n_a
 
 
@@ -299,18 +301,19 @@ def _clip(blocks: list[_Block]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
     plane: the edge's own two planes, and the plane(s) that cut it there.
     Only (edge, plane) crossings are handled as floats.
     """
-    row, plane, sp, sq, enter, outside = _crossings(blocks)
+    row, flat, sp, sq, enter, outside, plane_of = _crossings(blocks)
     n_rows = len(outside)
     # where the edge crosses the plane: on the plane, clamped to the edge when within eps
     t = np.minimum(np.maximum(sp / (sp - sq), 0.0), 1.0)
     leave = ~enter
-    t_lo, lo_row, lo_plane = _extreme(np.maximum, row[enter], t[enter], plane[enter], n_rows, -np.inf)
-    t_hi, hi_row, hi_plane = _extreme(np.minimum, row[leave], t[leave], plane[leave], n_rows, np.inf)
+    t_lo, lo_row, lo_at = _extreme(np.maximum, row[enter], t[enter], flat[enter], n_rows, -np.inf)
+    t_hi, hi_row, hi_at = _extreme(np.minimum, row[leave], t[leave], flat[leave], n_rows, np.inf)
+    lo_plane, hi_plane = plane_of(lo_at, lo_row), plane_of(hi_at, hi_row)
     keep = ~outside & (np.maximum(t_lo, 0) <= np.minimum(t_hi, 1))
     lo_cut, hi_cut = keep & (t_lo > 0), keep & (t_hi < 1)
     kept = np.flatnonzero(keep)
-    ends = np.concatenate([b.ends for b in blocks], axis=1)  # (2, E, 4)
-    p0, p1 = np.take(ends[0], kept, axis=0)[:, :3].T, np.take(ends[1], kept, axis=0)[:, :3].T
+    ends = np.take(np.concatenate([b.ends[:3] for b in blocks], axis=2), kept, axis=2)  # (3, 2, n)
+    p0, p1 = ends[:, 0], ends[:, 1]
     pair = np.repeat([b.pair for b in blocks], [len(b.own) for b in blocks])
     own = np.concatenate([b.own for b in blocks])
     # the piece of edge r runs from p0 + t0 (p1 - p0) to p0 + t1 (p1 - p0)
@@ -331,21 +334,25 @@ def _clip(blocks: list[_Block]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
     return points, np.concatenate([pair, pair]), point, plane
 
 
-def _crossings(blocks: list[_Block]) -> tuple[np.ndarray, ...]:
+def _crossings(blocks: list[_Block]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                              np.ndarray, np.ndarray,
+                                              Callable[[np.ndarray, np.ndarray], np.ndarray]]:
     """The (edge, plane) pairs of all blocks where the plane separates the edge's ends.
 
-    Returns per crossing its row (edge, sorted), plane id, the plane's values at both ends and
-    whether the edge enters the plane's halfspace; and per row whether the edge misses the other
-    part (both ends beyond one plane). The plane values of each block are one matmul into a flat
-    buffer; everything after that is done once for all blocks.
+    Returns per crossing its row (edge, sorted), its place in the flat buffers, the plane's
+    values at both ends and whether the edge enters the plane's halfspace; per row whether the
+    edge misses the other part (both ends beyond one plane); and a function giving the plane ids
+    of crossings (place, row), used only for the few that bound a piece. The plane values of
+    each block are one matmul into a flat buffer; everything after that is done once for all
+    blocks.
     """
     sizes = [len(b.own) * len(b.ids) for b in blocks]
     offsets = np.cumsum([0] + sizes)
     s0, s1 = np.empty(offsets[-1]), np.empty(offsets[-1])
     for b, start, stop in zip(blocks, offsets[:-1], offsets[1:], strict=True):
         shape = (len(b.own), len(b.ids))
-        np.matmul(b.ends[0], b.planes.T, out=s0[start:stop].reshape(shape))
-        np.matmul(b.ends[1], b.planes.T, out=s1[start:stop].reshape(shape))
+        np.matmul(b.ends[:, 0].T, b.planes.T, out=s0[start:stop].reshape(shape))
+        np.matmul(b.ends[:, 1].T, b.planes.T, out=s1[start:stop].reshape(shape))
     width = np.repeat([len(b.ids) for b in blocks], [len(b.own) for b in blocks])
     starts = np.cumsum(width) - width  # where each row starts in the flat buffers
     o0, o1 = s0 > 0, s1 > 0
@@ -355,10 +362,14 @@ def _crossings(blocks: list[_Block]) -> tuple[np.ndarray, ...]:
     flat = np.flatnonzero(cross)
     row = np.searchsorted(starts, flat, side="right") - 1
     first_id = np.repeat(np.cumsum([0] + [len(b.ids) for b in blocks[:-1]]),
-                         [len(b.own) for b in blocks])
-    plane = np.concatenate([b.ids for b in blocks])[flat - starts[row] + first_id[row]]
+                         [len(b.own) for b in blocks]) - starts
+    ids = np.concatenate([b.ids for b in blocks])
     eps = np.repeat([b.eps for b in blocks], [len(b.own) for b in blocks])[row]
-    return row, plane, s0[flat] + eps, s1[flat] + eps, o0[flat], outside
+
+    def plane_of(at: np.ndarray, at_row: np.ndarray) -> np.ndarray:
+        return ids[at + first_id[at_row]]
+
+    return row, flat, s0[flat] + eps, s1[flat] + eps, o0[flat], outside, plane_of
 
 
 def _extreme(ufunc: np.ufunc, row: np.ndarray, t: np.ndarray, plane: np.ndarray, n_rows: int,
