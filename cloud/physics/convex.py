@@ -110,14 +110,21 @@ def convex_shape(vertices: np.ndarray, faces: np.ndarray) -> ConvexShape | None:
 
 
 def _feature_edges(faces: np.ndarray, plane_of: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
-    """Edges between faces on different planes, with those two planes (None if not 2-manifold)."""
+    """Edges (e0 < e1) between faces on different planes, with those two planes: first the one
+    whose boundary runs e0 → e1 (counter-clockwise seen from outside), then the one where it
+    runs e1 → e0. None if the mesh is not 2-manifold and consistently oriented."""
     half = faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
     key = np.sort(half, axis=1)
     order = np.lexsort((key[:, 1], key[:, 0]))
     key, face = key[order], np.repeat(np.arange(len(faces)), 3)[order]
     if len(key) % 2 or np.any(key[0::2] != key[1::2]) or np.all(key[1:-1:2] == key[2::2], axis=1).any():
         return None, np.zeros((0, 2))
-    pa, pb = plane_of[face[0::2]], plane_of[face[1::2]]
+    forward = half[order, 0] < half[order, 1]  # this face's boundary runs e0 → e1
+    if np.any(forward[0::2] == forward[1::2]):
+        return None, np.zeros((0, 2))
+    first = np.where(forward[0::2], face[0::2], face[1::2])
+    second = np.where(forward[0::2], face[1::2], face[0::2])
+    pa, pb = plane_of[first], plane_of[second]
     feature = pa != pb
     return key[0::2][feature], np.stack([pa[feature], pb[feature]], axis=1)
 
@@ -321,15 +328,20 @@ def _clip(blocks: list[_Block]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
     n = len(kept)
     d = p1 - p0
     points = np.concatenate([p0 + t0 * d, p0 + t1 * d], axis=1)
-    # incidence: both ends lie on the edge's own planes; a cut end also on its cutting plane(s)
+    # incidence: a cut end lies on the edge's own two planes and on its cutting plane(s). An
+    # uncut end is a vertex of the part, inside the other one: it is put on each face around
+    # it once, by the face's boundary edge that starts there (own[0] runs e0 → e1, own[1]
+    # e1 → e0), not once per edge that reaches it
     slot = np.full(n_rows, -1)
     slot[kept] = np.arange(n)
     lo_b = lo_cut[lo_row] & (lo_plane >= 0)  # the region's planes bound no face
     hi_b = hi_cut[hi_row] & (hi_plane >= 0)
-    ends = np.arange(2 * n)
-    point = np.concatenate([ends, ends, slot[lo_row[lo_b]], slot[hi_row[hi_b]] + n])
+    first, cut0, cut1 = np.arange(n), lo_cut[kept], hi_cut[kept]
     own = np.take(own, kept, axis=0).T
-    plane = np.concatenate([own[0], own[0], own[1], own[1], lo_plane[lo_b], hi_plane[hi_b]])
+    point = np.concatenate([first, first[cut0], first[cut1] + n, first + n, slot[lo_row[lo_b]],
+                            slot[hi_row[hi_b]] + n])
+    plane = np.concatenate([own[0], own[1, cut0], own[0, cut1], own[1], lo_plane[lo_b],
+                            hi_plane[hi_b]])
     pair = pair[kept]
     return points, np.concatenate([pair, pair]), point, plane
 
