@@ -8,25 +8,20 @@ from __future__ import annotations
 
 import os
 import tempfile
+from typing import Any
 
 import numpy as np
 
 from cloud.physics.errors import MeshDataError, UnsupportedInputError
 
-__all__ = ["tessellate_step"]
+__all__ = ["tessellate_shape", "tessellate_step"]
 
 
 def tessellate_step(data: bytes, chord_tolerance: float) -> tuple[np.ndarray, np.ndarray]:
     """Vertices (in the file's unit) and triangles of every solid in a STEP file."""
     try:
-        from OCP.BRep import BRep_Tool
-        from OCP.BRepMesh import BRepMesh_IncrementalMesh
         from OCP.IFSelect import IFSelect_RetDone
         from OCP.STEPControl import STEPControl_Reader
-        from OCP.TopAbs import TopAbs_FACE, TopAbs_REVERSED
-        from OCP.TopExp import TopExp_Explorer
-        from OCP.TopLoc import TopLoc_Location
-        from OCP.TopoDS import TopoDS
     except ImportError:
         raise UnsupportedInputError(
             "STEP input needs the CAD kernel: install twinedge[cad] (cadquery-ocp), "
@@ -42,7 +37,22 @@ def tessellate_step(data: bytes, chord_tolerance: float) -> tuple[np.ndarray, np
         shape = reader.OneShape()
     finally:
         os.unlink(path)
-    BRepMesh_IncrementalMesh(shape, chord_tolerance, False, 0.1, True)
+    verts, faces = tessellate_shape(shape, chord_tolerance)
+    if not len(faces):
+        raise MeshDataError("the STEP data holds no solid faces")
+    return verts, faces
+
+
+def tessellate_shape(shape: Any, chord_tolerance: float, angle: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices and outward-wound triangles of an OCCT shape, meshed with the given chord tolerance."""
+    from OCP.BRep import BRep_Tool
+    from OCP.BRepMesh import BRepMesh_IncrementalMesh
+    from OCP.TopAbs import TopAbs_FACE, TopAbs_REVERSED
+    from OCP.TopExp import TopExp_Explorer
+    from OCP.TopLoc import TopLoc_Location
+    from OCP.TopoDS import TopoDS
+
+    BRepMesh_IncrementalMesh(shape, chord_tolerance, False, angle, True)
     verts: list[tuple[float, float, float]] = []
     faces: list[tuple[int, int, int]] = []
     exp = TopExp_Explorer(shape, TopAbs_FACE)
@@ -61,6 +71,4 @@ def tessellate_step(data: bytes, chord_tolerance: float) -> tuple[np.ndarray, np
                 faces.append((base + a - 1, base + c - 1, base + b - 1) if flip
                              else (base + a - 1, base + b - 1, base + c - 1))
         exp.Next()
-    if not faces:
-        raise MeshDataError("the STEP data holds no solid faces")
-    return np.array(verts, dtype=float), np.array(faces, dtype=np.int64)
+    return np.array(verts, dtype=float).reshape(-1, 3), np.array(faces, dtype=np.int64).reshape(-1, 3)

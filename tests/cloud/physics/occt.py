@@ -5,19 +5,18 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from OCP.BRep import BRep_Tool
 from OCP.BRepAlgoAPI import BRepAlgoAPI_Cut
 from OCP.BRepBuilderAPI import BRepBuilderAPI_MakeFace, BRepBuilderAPI_MakePolygon
 from OCP.BRepFilletAPI import BRepFilletAPI_MakeFillet
 from OCP.BRepGProp import BRepGProp
-from OCP.BRepMesh import BRepMesh_IncrementalMesh
 from OCP.BRepPrimAPI import BRepPrimAPI_MakeBox, BRepPrimAPI_MakeCylinder, BRepPrimAPI_MakeRevol
 from OCP.gp import gp_Ax1, gp_Ax2, gp_Dir, gp_Pnt
 from OCP.GProp import GProp_GProps
-from OCP.TopAbs import TopAbs_EDGE, TopAbs_FACE, TopAbs_REVERSED
+from OCP.TopAbs import TopAbs_EDGE
 from OCP.TopExp import TopExp_Explorer
-from OCP.TopLoc import TopLoc_Location
 from OCP.TopoDS import TopoDS
+
+from cloud.physics.cad import tessellate_shape
 
 
 def plate_with_holes():
@@ -64,23 +63,4 @@ def exact_properties(shape) -> tuple[float, np.ndarray, np.ndarray]:
 
 
 def tessellate(shape, deflection: float, angle: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
-    BRepMesh_IncrementalMesh(shape, deflection, False, angle, True)
-    verts, faces = [], []
-    offset = 0
-    exp = TopExp_Explorer(shape, TopAbs_FACE)
-    while exp.More():
-        face = TopoDS.Face(exp.Current())
-        loc = TopLoc_Location()
-        tri = BRep_Tool.Triangulation_s(face, loc)
-        trsf = loc.Transformation()
-        for i in range(1, tri.NbNodes() + 1):
-            p = tri.Node(i).Transformed(trsf)
-            verts.append((p.X(), p.Y(), p.Z()))
-        flip = face.Orientation() == TopAbs_REVERSED
-        for i in range(1, tri.NbTriangles() + 1):
-            a, b, c = tri.Triangle(i).Get()
-            faces.append((offset + a - 1, offset + c - 1, offset + b - 1) if flip
-                         else (offset + a - 1, offset + b - 1, offset + c - 1))
-        offset += tri.NbNodes()
-        exp.Next()
-    return np.array(verts, dtype=float), np.array(faces, dtype=np.int64)
+    return tessellate_shape(shape, deflection, angle)
