@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import struct
 import sys
 import tempfile
@@ -44,6 +43,7 @@ from edge.store import Store  # noqa: E402
 from edge.writer import StoreWriter  # noqa: E402
 from shared.frame import TelemetryFrame  # noqa: E402
 from tests.edge.broker.mosquitto import Mosquitto, mosquitto_available  # noqa: E402
+from tests.support import free_port  # noqa: E402
 
 TS = 1_780_000_000.0
 
@@ -217,12 +217,6 @@ class StoreSink:
 
     async def reject(self, origin: str, reason: str, payload: bytes | None = None) -> None:
         await self.writer.reject(origin, reason, payload)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def run_phase(

@@ -20,7 +20,6 @@ import contextlib
 import datetime
 import json
 import logging
-import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -33,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edge.sources.opcua import OpcUaSource, OpcUaSourceConfig  # noqa: E402
 from shared.frame import TelemetryFrame  # noqa: E402
+from tests.support import free_port  # noqa: E402
 
 # --- simulated PLC (subprocess) ------------------------------------------------------------------
 
@@ -134,12 +134,6 @@ async def measure(ports: list[int], items: int, mode: str, interval: str, second
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def start_server(items: int, rate: float) -> tuple[asyncio.subprocess.Process, int]:

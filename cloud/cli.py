@@ -175,9 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.handler(args))
     except ConfigFileError as exc:
-        print(f"{exc.path}: {len(exc.lines)} problem(s)", file=sys.stderr)
-        for line in exc.lines:
-            print(f"  {line}", file=sys.stderr)
+        print(exc.report(), file=sys.stderr)
         return EX_CONFIG
     except StorageError as exc:
         print(f"twincloud: {exc}", file=sys.stderr)

@@ -64,9 +64,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         if args.json:
             _print_json({"ok": False, "file": exc.path, "errors": exc.lines})
         else:
-            print(f"{exc.path}: {len(exc.lines)} problem(s)", file=sys.stderr)
-            for line in exc.lines:
-                print(f"  {line}", file=sys.stderr)
+            print(exc.report(), file=sys.stderr)
         return EX_CONFIG
     if args.json:
         _print_json({"ok": True, "file": args.file, "config": config.model_dump(mode="json")})
@@ -207,9 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except ConfigFileError as exc:
-        print(f"{exc.path}: configuration error", file=sys.stderr)
-        for line in exc.lines:
-            print(f"  {line}", file=sys.stderr)
+        print(exc.report(), file=sys.stderr)
         return EX_CONFIG
     except ControlError as exc:
         print(f"twinedge: {exc}", file=sys.stderr)

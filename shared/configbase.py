@@ -47,6 +47,10 @@ class ConfigFileError(TwinedgeError):
         self.lines = lines
         super().__init__(f"{path}: " + "; ".join(lines))
 
+    def report(self) -> str:
+        """What a CLI prints: the file and count, then one indented line per problem."""
+        return "\n".join([f"{self.path}: {len(self.lines)} problem(s)", *(f"  {line}" for line in self.lines)])
+
 
 _DURATION_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
 _DURATION_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(us|ms|s|min|m|h)\s*$")

@@ -17,13 +17,14 @@ import pytest
 import pytest_asyncio
 from asyncua import ua
 
-from edge.sources import SourceState, build_source
+from edge.sources import SourceState
 from edge.sources.opcua import OpcUaSource, OpcUaSourceConfig
 from shared.frame import TelemetryFrame
 from tests.edge.sources.test_opcua_support import (
     BlackholeProxy,
     TestServer,
     latest,
+    running,
     wait_for_state,
     wait_for_value,
     wait_until,
@@ -60,20 +61,6 @@ def make_config(url: str, nodes: dict[str, str], **extra: Any) -> OpcUaSourceCon
 
 GOOD = {"temp": "ns=2;s=Press.Temp", "count": "ns=2;s=Press.Count", "running": "ns=2;s=Press.Running",
         "recipe": "nsu=urn:twinedge:test;s=Press.Recipe"}
-
-
-@contextlib.asynccontextmanager
-async def running(config: OpcUaSourceConfig) -> AsyncIterator[tuple[OpcUaSource, CollectingSink]]:
-    sink = CollectingSink()
-    source = build_source(config, sink)
-    assert isinstance(source, OpcUaSource)
-    task = asyncio.create_task(source.run(), name="test:opcua")
-    try:
-        yield source, sink
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def test_subscription_delivers_values_with_source_timestamps(server: TestServer) -> None:

@@ -7,8 +7,6 @@ reported in plain words, never as a stack trace.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,18 +16,19 @@ import pytest_asyncio
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from edge.sources import SourceState
-from edge.sources.opcua import OpcUaSource, OpcUaSourceConfig
+from edge.sources.opcua import OpcUaSourceConfig
 from tests.edge.sources.test_opcua_support import (
     Certs,
     PasswordUsers,
     TestServer,
     client_certs,
     make_certs,
+    running,
     wait_for_state,
     wait_for_value,
     wait_until,
 )
-from tests.support import CollectingSink, free_port
+from tests.support import free_port
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -65,17 +64,6 @@ def secure_config(srv: TestServer, pki: tuple[Certs, Certs], tmp_path: Path, *, 
     })
 
 
-@contextlib.asynccontextmanager
-async def running(config: OpcUaSourceConfig) -> AsyncIterator[tuple[OpcUaSource, CollectingSink]]:
-    sink = CollectingSink()
-    source = OpcUaSource(config, sink)
-    task = asyncio.create_task(source.run(), name="test:opcua-secure")
-    try:
-        yield source, sink
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 @pytest.mark.parametrize("mode", ["SignAndEncrypt", "Sign"])

@@ -14,7 +14,7 @@ import contextlib
 import datetime
 import math
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,8 +27,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from edge.sources import SourceState
-from edge.sources.opcua import OpcUaSource
+from edge.sources import SourceState, build_source
+from edge.sources.opcua import OpcUaSource, OpcUaSourceConfig
 from tests.support import CollectingSink
 
 NS_URI = "urn:twinedge:test"
@@ -237,3 +237,18 @@ class BlackholeProxy:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()
+
+
+@contextlib.asynccontextmanager
+async def running(config: OpcUaSourceConfig) -> AsyncIterator[tuple[OpcUaSource, CollectingSink]]:
+    """An OPC-UA source in a named task, feeding a CollectingSink; cancelled on exit."""
+    sink = CollectingSink()
+    source = build_source(config, sink)  # through the registry, as the gateway builds it
+    assert isinstance(source, OpcUaSource)
+    task = asyncio.create_task(source.run(), name=f"test:opcua:{config.name}")
+    try:
+        yield source, sink
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
