@@ -31,7 +31,8 @@ class AppContext:
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="sync-parse"))
 
 
-def get_ctx(request: Request) -> AppContext:
+async def get_ctx(request: Request) -> AppContext:
+    """``async`` so that FastAPI calls it on the event loop: a plain function would cost a thread hop."""
     return request.app.state.ctx
 
 
