@@ -1,6 +1,7 @@
-"""Cloud API latency benchmark: `python bench/bench_cloud_api.py [--clients 50] [--seconds 10] [--json]`.
+"""Cloud API latency benchmark: `python bench/bench_cloud_api.py [--clients 50] [--workers 1,2] [--json]`.
 
-A real uvicorn process (one worker, SQLite) on 127.0.0.1 holding 200,000
+A real uvicorn process (SQLite; one worker, then one per core of this
+2-core machine, as deployed) on 127.0.0.1 holding 200,000
 points (20 devices x 10 fields x 1,000 frames). 50 concurrent clients (one
 keep-alive connection each, in one asyncio process on the same machine, with
 a minimal HTTP/1.1 client so that the load generator costs little CPU) call:
@@ -122,7 +123,7 @@ async def main() -> None:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--rate", type=float, default=5.0, help="requests/s per client in the paced runs")
-    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    parser.add_argument("--workers", default="1,2", help="uvicorn worker processes; a comma-separated list runs each")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     cases = {
@@ -133,24 +134,27 @@ async def main() -> None:
         "history, 1,000 points": lambda rng: (f"/api/v1/twin/history?device=press-{rng.randrange(DEVICES)}"
                                               f"&fields=f{rng.randrange(FIELDS)}&limit=1000"),
     }
-    results = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        with CloudServer(Path(tmp), auth_cache_ttl="5s", server_options=f"workers = {args.workers}") as server:
-            await load(server)
-            for name, make_url in cases.items():
-                results[f"{name}, paced {args.rate:g}/s each"] = await hammer(server, args.clients, args.seconds,
+    results: dict[str, dict[str, dict]] = {}
+    for workers in [int(w) for w in args.workers.split(",")]:
+        results[f"{workers} worker(s)"] = one = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            with CloudServer(Path(tmp), auth_cache_ttl="5s", server_options=f"workers = {workers}") as server:
+                await load(server)
+                for name, make_url in cases.items():
+                    one[f"{name}, paced {args.rate:g}/s each"] = await hammer(server, args.clients, args.seconds,
                                                                              make_url, args.rate)
-                results[f"{name}, back to back"] = await hammer(server, args.clients, args.seconds, make_url, None)
+                    one[f"{name}, back to back"] = await hammer(server, args.clients, args.seconds, make_url, None)
     if args.json:
         print(json.dumps(results, indent=2))
         return
-    print(f"\nCloud API latency: {args.clients} concurrent clients, {args.seconds:.0f} s per case, "
-          f"{args.workers} uvicorn worker(s), SQLite, {DEVICES * FIELDS * FRAMES:,} points stored\n")
-    print(f"{'request':<44} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>7}")
-    for name, r in results.items():
-        print(f"{name:<44} {r['rps']:8.0f} {r['p50_ms']:8.1f} {r['p95_ms']:8.1f} {r['p99_ms']:8.1f} {r['errors']:7d}")
+    for setting, one in results.items():
+        print(f"\nCloud API latency: {args.clients} concurrent clients, {args.seconds:.0f} s per case, "
+              f"{setting}, SQLite, {DEVICES * FIELDS * FRAMES:,} points stored\n")
+        print(f"{'request':<44} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>7}")
+        for name, r in one.items():
+            print(f"{name:<44} {r['rps']:8.0f} {r['p50_ms']:8.1f} {r['p95_ms']:8.1f} {r['p99_ms']:8.1f} "
+                  f"{r['errors']:7d}")
     print("\ntarget: p95 < 50 ms for state and history")
-
 
 if __name__ == "__main__":
     asyncio.run(main())

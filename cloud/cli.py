@@ -28,9 +28,12 @@ EX_CONFIG = 78
 DEFAULT_CONFIG = Path("/etc/twincloud/cloud.toml")
 
 
+def _config_path(args: argparse.Namespace) -> str | Path | None:
+    return args.config or os.environ.get(CONFIG_ENV) or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
+
+
 def _config(args: argparse.Namespace) -> CloudConfig:
-    path = args.config or os.environ.get(CONFIG_ENV) or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
-    return load_cloud_config(path)
+    return load_cloud_config(_config_path(args))
 
 
 def _with_storage(args: argparse.Namespace, action: Callable[[Storage], Awaitable[int]]) -> int:
@@ -56,9 +59,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     common: dict[str, Any] = {"host": host, "port": port, "log_level": config.log.level.lower(),
                               "timeout_graceful_shutdown": 10, "access_log": args.access_log}
     if workers > 1:
-        if args.config:
-            os.environ[CONFIG_ENV] = str(Path(args.config).resolve())
-        uvicorn.run("cloud.app:app_from_env", factory=True, workers=workers, **common)
+        path = _config_path(args)
+        if path:  # each worker process loads the same file
+            os.environ[CONFIG_ENV] = str(Path(path).resolve())
+        from cloud.workers import run_workers
+
+        try:
+            run_workers("cloud.app:app_from_env", workers, **common)
+        except OSError as exc:
+            logging.getLogger(__name__).error("cannot listen on %s:%d: %s", host, port, exc.strerror or exc)
+            return 1
     else:
         from cloud.app import create_app
 

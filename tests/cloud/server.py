@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -52,6 +55,8 @@ class CloudServer:
             f'[server]\nhost = "127.0.0.1"\nport = {self.port}\nauth_cache_ttl = "{auth_cache_ttl}"\n'
             f'{server_options}\n\n'
             f'[database]\nurl = "{url}"\n\n{extra_config or _NO_RETENTION}\n', encoding="utf-8")
+        found = re.search(r"^workers\s*=\s*(\d+)", server_options, re.MULTILINE)
+        self.workers = int(found.group(1)) if found else 1
         self.edge_tokens: dict[str, str] = {}
         self.admin_token = ""
         self.viewer_token = ""
@@ -97,7 +102,7 @@ class CloudServer:
             await storage.close()
 
     def start(self, timeout: float = 30.0) -> None:
-        """Start uvicorn and return once it serves; raise with its output when it does not."""
+        """Start uvicorn and return once every worker serves; raise with its output when it does not."""
         self.log = []  # the output of this run only
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self._proc = subprocess.Popen(
@@ -108,17 +113,30 @@ class CloudServer:
 
         def drain() -> None:
             assert proc.stderr is not None
+            started = 0
             with proc.stderr:
                 for line in proc.stderr:
                     self.log.append(line.rstrip())
-                    if _READY in line:
+                    started += _READY in line
+                    if started == self.workers:
                         ready.set()
             ready.set()  # exited: stop waiting
         self._drain = threading.Thread(target=drain, name="cloud-server-log", daemon=True)
         self._drain.start()
-        if not ready.wait(timeout) or proc.poll() is not None:
+        if not ready.wait(timeout) or proc.poll() is not None or not self._listening(timeout):
             self.kill()
             raise RuntimeError("twincloud did not start:\n" + "\n".join(self.log[-30:]))
+
+    def _listening(self, timeout: float) -> bool:
+        """A worker logs that it started just before its socket listens: wait for the port to answer."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return True
+            except OSError:
+                time.sleep(0.02)
+        return False
 
     def stop(self, timeout: float = 15.0) -> int | None:
         """SIGTERM and wait: a clean shutdown."""

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import socket
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from cloud.workers import balanced
 from shared.codec import encode_obj
 from tests.cloud.apiclient import auth, batch, wire
 from tests.cloud.server import CloudServer
@@ -91,3 +99,44 @@ async def test_two_workers_share_one_database_and_the_live_feed_sees_both(tmp_pa
         assert sorted(got) == [wire(i)["ts"] for i in range(1, 21)]  # each once; order across workers may vary
         pids = {line.split("[")[1].split("]")[0] for line in server.log if "Started server process" in line}
         assert len(pids) == 2
+
+
+def _listening_sockets(pid: int, port: int) -> set[int]:
+    """The inodes of the TCP sockets process ``pid`` listens on at ``port`` (from /proc)."""
+    listening = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            cols = line.split()
+            if cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                listening.add(int(cols[9]))
+    held = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                held.add(int(target[8:-1]))
+    return held & listening
+
+
+@pytest.mark.skipif(not balanced(), reason="SO_REUSEPORT spreads connections on Linux only")
+def test_each_worker_listens_on_a_socket_of_its_own(tmp_path) -> None:
+    """So the kernel spreads a burst of new connections over the workers, instead of the first to wake
+    taking them all (see cloud/workers.py)."""
+    with CloudServer(tmp_path / "two", server_options="workers = 2") as server:
+        workers = [p for p in psutil.Process(server.pid).children() if _listening_sockets(p.pid, server.port)]
+        sockets = [_listening_sockets(p.pid, server.port) for p in workers]
+        assert len(workers) == 2 and all(len(s) == 1 for s in sockets) and sockets[0] != sockets[1], sockets
+        assert not _listening_sockets(server.pid, server.port)  # the supervisor takes no connections
+
+
+def test_serve_with_workers_on_a_taken_port_says_so_and_exits_1(tmp_path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        (tmp_path / "cloud.toml").write_text(f'[database]\nurl = "sqlite:///{tmp_path / "c.db"}"\n', encoding="utf-8")
+        done = subprocess.run([sys.executable, "-m", "cloud.cli", "--config", str(tmp_path / "cloud.toml"), "serve",
+                               "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
+                              capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stderr
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in done.stderr
