@@ -48,7 +48,7 @@ def _with_storage(args: argparse.Namespace, action: Callable[[Storage], Awaitabl
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    from cloud.serving import serve
 
     config = _config(args)
     host = args.host or config.server.host
@@ -58,21 +58,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                      redact_url(config.database.url.get_secret_value()))
     common: dict[str, Any] = {"host": host, "port": port, "log_level": config.log.level.lower(),
                               "timeout_graceful_shutdown": 10, "access_log": args.access_log}
+    app: Any = "cloud.app:app_from_env"
     if workers > 1:
         path = _config_path(args)
         if path:  # each worker process loads the same file
             os.environ[CONFIG_ENV] = str(Path(path).resolve())
-        from cloud.workers import run_workers
-
-        try:
-            run_workers("cloud.app:app_from_env", workers, **common)
-        except OSError as exc:
-            logging.getLogger(__name__).error("cannot listen on %s:%d: %s", host, port, exc.strerror or exc)
-            return 1
     else:
         from cloud.app import create_app
 
-        uvicorn.run(create_app(config), **common)
+        app = create_app(config)
+    try:
+        serve(app, workers, **common)
+    except OSError as exc:
+        logging.getLogger(__name__).error("cannot listen on %s:%d: %s", host, port, exc.strerror or exc)
+        return 1
     return 0
 
 

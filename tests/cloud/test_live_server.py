@@ -18,7 +18,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from cloud.workers import balanced
+from cloud.serving import balanced
 from shared.codec import encode_obj
 from tests.cloud.apiclient import auth, batch, wire
 from tests.cloud.server import CloudServer
@@ -121,7 +121,7 @@ def _listening_sockets(pid: int, port: int) -> set[int]:
 @pytest.mark.skipif(not balanced(), reason="SO_REUSEPORT spreads connections on Linux only")
 def test_each_worker_listens_on_a_socket_of_its_own(tmp_path) -> None:
     """So the kernel spreads a burst of new connections over the workers, instead of the first to wake
-    taking them all (see cloud/workers.py)."""
+    taking them all (see cloud/serving.py)."""
     with CloudServer(tmp_path / "two", server_options="workers = 2") as server:
         workers = [p for p in psutil.Process(server.pid).children() if _listening_sockets(p.pid, server.port)]
         sockets = [_listening_sockets(p.pid, server.port) for p in workers]
@@ -129,14 +129,15 @@ def test_each_worker_listens_on_a_socket_of_its_own(tmp_path) -> None:
         assert not _listening_sockets(server.pid, server.port)  # the supervisor takes no connections
 
 
-def test_serve_with_workers_on_a_taken_port_says_so_and_exits_1(tmp_path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_on_a_taken_port_says_so_and_exits_1(tmp_path, workers: int) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         (tmp_path / "cloud.toml").write_text(f'[database]\nurl = "sqlite:///{tmp_path / "c.db"}"\n', encoding="utf-8")
         done = subprocess.run([sys.executable, "-m", "cloud.cli", "--config", str(tmp_path / "cloud.toml"), "serve",
-                               "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
+                               "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
                               capture_output=True, text=True, timeout=60)
     assert done.returncode == 1, done.stderr
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in done.stderr

@@ -1,4 +1,8 @@
-"""Several uvicorn worker processes on one port, each with a listening socket of its own.
+"""Serve the API with uvicorn: one process, or several worker processes on one port, each with a
+listening socket of its own.
+
+The address is bound before anything else starts, so a port taken by another
+program is one clear error (``OSError``) rather than a failed start-up.
 
 uvicorn's workers share one listening socket, and asyncio accepts every
 connection waiting on it in one go: when many clients connect at once (a
@@ -17,6 +21,7 @@ uvicorn's shared socket is used.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import sys
 from typing import Any, cast
@@ -24,7 +29,7 @@ from typing import Any, cast
 import uvicorn
 from uvicorn.supervisors import Multiprocess
 
-__all__ = ["balanced", "run_workers"]
+__all__ = ["balanced", "serve"]
 
 
 def balanced() -> bool:
@@ -32,12 +37,13 @@ def balanced() -> bool:
     return sys.platform == "linux" and hasattr(socket, "SO_REUSEPORT")
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def _bind(host: str, port: int, reuse_port: bool = True) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
     except OSError:
         sock.close()
@@ -56,21 +62,21 @@ class _OwnSocket:
         return _bind, (self.host, self.port)
 
 
-def run_workers(app: str, workers: int, host: str, port: int, **options: Any) -> None:
-    """Serve the ASGI app factory ``app`` ("module:function") with ``workers`` processes until a signal.
-
-    Raises OSError when the address cannot be bound (a port taken by another program)."""
+def serve(app: Any, workers: int, host: str, port: int, **options: Any) -> None:
+    """Serve ``app`` until a signal: an ASGI app with one worker, else an app factory's import string
+    ("module:function") that each worker process calls. Raises OSError when the address cannot be bound."""
+    if workers == 1:
+        sock = _bind(host, port, reuse_port=False)
+        with sock, contextlib.suppress(KeyboardInterrupt):
+            uvicorn.Server(uvicorn.Config(app, host=host, port=port, **options)).run(sockets=[sock])
+        return
     if not balanced():
         uvicorn.run(app, factory=True, host=host, port=port, workers=workers, **options)
         return
-    # Bound here first: a port taken by another program fails now, with one clear error, and port 0
-    # becomes one free port for all workers. Never listening, this socket takes no connections.
+    # Bound here first: a port taken by another program fails now, and port 0 becomes one free port for
+    # all workers. Never listening, this socket takes no connections.
     holder = _bind(host, port)
     port = holder.getsockname()[1]
     config = uvicorn.Config(app, factory=True, host=host, port=port, workers=workers, **options)
-    try:
+    with holder, contextlib.suppress(KeyboardInterrupt):
         Multiprocess(config, sockets=[cast(socket.socket, _OwnSocket(host, port))]).run()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        holder.close()
