@@ -61,10 +61,10 @@ class SQLiteStorage(Storage):
         self.path = Path(path)
         self._synchronous = {"full": "FULL", "normal": "NORMAL"}[synchronous]
         self._busy_ms = int(busy_timeout * 1000)
-        self._loop_con: sqlite3.Connection | None = None
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="sqlite-reader")
         self._local = threading.local()
+        self._now = threading.local()  # the connection of short reads, one per event loop thread
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._series: dict[tuple[str, str], int] = {}
@@ -116,9 +116,10 @@ class SQLiteStorage(Storage):
         return self._call(self._loop_connection, fn, *args)
 
     def _loop_connection(self) -> sqlite3.Connection:
-        if self._loop_con is None:
-            self._loop_con = self._connect(busy_ms=min(self._busy_ms, 100))
-        return self._loop_con
+        con = getattr(self._now, "con", None)
+        if con is None:
+            con = self._now.con = self._connect(busy_ms=min(self._busy_ms, 100))
+        return con
 
     async def open(self) -> None:
         try:
@@ -138,7 +139,7 @@ class SQLiteStorage(Storage):
                 self._all.clear()
         self._writer.shutdown(wait=True)
         self._readers.shutdown(wait=True)
-        self._loop_con = None
+        self._now = threading.local()
         await asyncio.to_thread(close_all)
 
     async def ping(self) -> None:
