@@ -156,5 +156,6 @@ async def main() -> None:
                   f"{r['errors']:7d}")
     print("\ntarget: p95 < 50 ms for state and history")
 
+
 if __name__ == "__main__":
     asyncio.run(main())

@@ -1,4 +1,5 @@
-"""Against a real uvicorn process: the WebSocket live feed, and batches surviving a restart of the service."""
+"""Against a real uvicorn process: the WebSocket live feed, batches surviving a restart of the service,
+several workers on one port, and a port that is taken."""
 
 from __future__ import annotations
 
