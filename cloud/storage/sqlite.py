@@ -8,7 +8,7 @@ token) run on the event loop's own connection: they take from microseconds to
 a few milliseconds, and a thread costs more than that, because Python's sqlite3
 lets go of the GIL for every row it steps, so a 1,000-row read in a thread
 hands the GIL back and forth with the busy event loop a thousand times
-(3.8 ms of CPU per 1,000-point history request against 1.5 ms on the loop; see
+(3.8 ms of CPU per 1,000-point history request against 1.0 ms on the loop; see
 docs/PERFORMANCE.md). Reads of unbounded cost (aggregates, listings, retention)
 run on a small pool of threads, each with its own connection.
 ``synchronous = FULL`` (the default) syncs the WAL at every commit, so a batch
