@@ -146,9 +146,8 @@ class Gateway:
             await asyncio.sleep(period)
 
     async def _status_line(self) -> str:
-        stats = await self.store.stats()
         up = sum(1 for s in self.sources if s.health.state == SourceState.CONNECTED)
-        return f"{up}/{len(self.sources)} sources connected; queue {stats.depth} frames"
+        return f"{up}/{len(self.sources)} sources connected; queue {self.store.depth} frames"
 
     async def _supervise(self, source: Source) -> None:
         crashes: deque[float] = deque()
@@ -177,13 +176,13 @@ class Gateway:
             await asyncio.sleep(delay)
 
     async def edge_health(self) -> EdgeHealth:
-        """What every sync batch tells the cloud about this edge."""
-        stats = await self.store.stats()
+        """What every sync batch tells the cloud about this edge: one query, the rest is in memory."""
+        oldest = await self.store.oldest()
         return EdgeHealth(
-            queue_depth=stats.depth,
-            oldest_age_s=stats.oldest_age(),
-            drops=stats.drops,
-            quarantined=stats.quarantined,
+            queue_depth=self.store.depth,
+            oldest_age_s=None if oldest is None else max(0.0, time.time() - oldest[1]),
+            drops=self.store.drops,
+            quarantined=self.store.quarantined_count,
             sources={s.name: s.health.state.value for s in self.sources},
         )
 

@@ -24,6 +24,7 @@ import aiosqlite
 import msgpack
 
 from edge.config import StoreConfig
+from shared.codec import encode_frame
 from shared.errors import TwinedgeError
 from shared.frame import TelemetryFrame
 
@@ -195,9 +196,7 @@ class Store:
         if not frames:
             return 0
         now = time.time()
-        rows = [
-            (f.device_id, f.ts, now, msgpack.packb(f.to_wire(), use_bin_type=True)) for f in frames
-        ]
+        rows = [(f.device_id, f.ts, now, encode_frame(f)) for f in frames]
         if self.config.when_full == "drop_newest" and await self.used_bytes() >= self.config.disk_budget:
             await self._bump({"disk_budget_newest": len(rows)})
             log.warning("queue is at its disk budget; dropped %d new frames (policy drop_newest)", len(rows))
@@ -229,11 +228,11 @@ class Store:
                 raise StoreError(f"could not {what} in {self.path}: {exc}") from exc
 
     async def used_bytes(self) -> int:
-        async with self.db.execute("PRAGMA page_count") as cur:
-            pages = (await cur.fetchone() or (0,))[0]
-        async with self.db.execute("PRAGMA freelist_count") as cur:
-            free = (await cur.fetchone() or (0,))[0]
-        return int(pages - free) * self._page_size
+        async with self.db.execute(
+            "SELECT page_count - freelist_count FROM pragma_page_count(), pragma_freelist_count()"
+        ) as cur:
+            row = await cur.fetchone()
+        return int(row[0] if row else 0) * self._page_size
 
     async def _enforce_budget(self) -> None:
         used = await self.used_bytes()
@@ -332,23 +331,33 @@ class Store:
                 for i, at, origin, reason, size in await cur.fetchall()
             ]
 
+    async def oldest(self) -> tuple[int, float] | None:
+        """The sequence and store time of the oldest queued frame."""
+        async with self.db.execute("SELECT seq, stored_at FROM frames ORDER BY seq LIMIT 1") as cur:
+            row = await cur.fetchone()
+        return (row[0], row[1]) if row else None
+
+    @property
+    def drops(self) -> dict[str, int]:
+        """Frames dropped so far, by reason (kept in memory)."""
+        return {k.split(":", 1)[1] if k.startswith("drop:") else k: v for k, v in self._counters.items()
+                if k.startswith(("drop:", "disk_budget_"))}
+
+    @property
+    def quarantined_count(self) -> int:
+        return self._counters.get("quarantined", 0)
+
     async def stats(self) -> QueueStats:
-        async with self.db.execute(
-            "SELECT seq, stored_at FROM frames ORDER BY seq LIMIT 1"
-        ) as cur:
-            oldest = await cur.fetchone()
-        newest = await self.newest_seq()
-        drops = {k.split(":", 1)[1] if k.startswith("drop:") else k: v for k, v in self._counters.items()
-                 if k.startswith(("drop:", "disk_budget_"))}
+        oldest = await self.oldest()
         return QueueStats(
             depth=self._depth,
             oldest_seq=oldest[0] if oldest else None,
-            newest_seq=newest,
+            newest_seq=await self.newest_seq(),
             oldest_stored_at=oldest[1] if oldest else None,
             used_bytes=await self.used_bytes(),
             budget_bytes=self.config.disk_budget,
-            drops=drops,
+            drops=self.drops,
             duplicates=self._counters.get("duplicates", 0),
-            quarantined=self._counters.get("quarantined", 0),
+            quarantined=self.quarantined_count,
             resets=self._counters.get("store_resets", 0),
         )
