@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from cloud.storage.base import Storage, StorageError
+from cloud.storage.base import Storage, StorageError, us
 from shared.frame import TelemetryFrame
 
 __all__ = ["LiveHub", "Subscription"]
@@ -80,7 +80,7 @@ class LiveHub:
             subs = self._subs.get(frame.device_id)
             if not subs:
                 continue
-            self._remember(frame.device_id, round(frame.ts * 1_000_000))
+            self._remember(frame.device_id, us(frame.ts))
             for sub in subs:
                 try:
                     sub.queue.put_nowait(frame)
@@ -121,4 +121,4 @@ class LiveHub:
             return
         self._polled_through[device] = max(row[1], self._polled_through[device])
         seen = self._sent_set[device]
-        self.publish(f for f in frames if round(f.ts * 1_000_000) not in seen)
+        self.publish(f for f in frames if us(f.ts) not in seen)

@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from cloud.storage.base import Storage, StorageError
+from cloud.storage.base import Storage, StorageError, us
 
 __all__ = ["copy_database"]
 
@@ -47,7 +47,7 @@ async def copy_database(src: Storage, dst: Storage, progress: Callable[[str, int
                                       time.time_ns() // 1000)
             stored += result.stored
             copied += len(frames)
-            after = round(frames[-1].ts * 1_000_000)
+            after = us(frames[-1].ts)
         if progress is not None:
             progress(device, copied)
     return stored

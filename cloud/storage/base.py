@@ -297,17 +297,13 @@ class Storage(abc.ABC):
         """(id, last ts, last status, last edge) of a device, None when unknown."""
 
     @abc.abstractmethod
-    async def series(self, device_id: int) -> list[SeriesInfo]: ...
-
-    @abc.abstractmethod
     async def statuses(self, device_id: int, after: int, upto: int) -> dict[int, str]:
         """The status of each frame of a device with after < ts <= upto."""
 
+    @abc.abstractmethod
     async def lookup(self, name: str) -> tuple[tuple[int, int | None, str | None, str | None],
                                                list[SeriesInfo]] | None:
-        """A device and its series in one go (backends answer it with one round trip)."""
-        row = await self.device(name)
-        return None if row is None else (row, await self.series(row[0]))
+        """A device and its series in one go (one round trip), None when unknown."""
 
     @abc.abstractmethod
     async def scan(self, series_id: int, start: int, stop: int, limit: int) -> list[tuple[int, float | str | None]]:
@@ -361,10 +357,13 @@ class Storage(abc.ABC):
                     frame["metrics"][info.field[len("metrics."):]] = value
                 else:
                     frame["sensors"][info.field] = value
-        statuses = await self.statuses(row[0], after, upto)
+        kept = sorted(by_ts.items())[:limit]
+        if not kept:
+            return []
+        statuses = await self.statuses(row[0], after, kept[-1][0])  # only up to the last frame returned
         return [TelemetryFrame(ts=ts / 1_000_000, device_id=device, sensors=parts["sensors"],
                                metrics=parts["metrics"], status=statuses.get(ts, "ok"))
-                for ts, parts in sorted(by_ts.items())[:limit]]
+                for ts, parts in kept]
 
     async def history(self, device: str, fields: Sequence[str] | None, start: int, stop: int,
                       limit: int, cursor: str | None) -> HistoryPage:

@@ -207,13 +207,11 @@ class PostgresStorage(Storage):
 
     # --- identities ------------------------------------------------------------------
     async def create_identity(self, kind: str, name: str, role: str, token_hash: str, now_us: int) -> None:
-        try:
-            async with self._con() as con:
+        async with self._con() as con:
+            try:
                 await con.execute(q.INSERT_IDENTITY, kind, name, role, token_hash, now_us)
-        except StorageError as exc:
-            if "duplicate key" in str(exc):
+            except asyncpg.UniqueViolationError:
                 raise StorageError(f"{kind} {name!r} exists already") from None
-            raise
 
     async def set_token(self, kind: str, name: str, token_hash: str) -> bool:
         async with self._con() as con:
@@ -254,10 +252,6 @@ class PostgresStorage(Storage):
         async with self._con() as con:
             row = await con.fetchrow(q.DEVICE, name)
         return tuple(row) if row else None
-
-    async def series(self, device_id: int) -> list[SeriesInfo]:
-        async with self._con() as con:
-            return [SeriesInfo(*r) for r in await con.fetch(q.SERIES, device_id)]
 
     async def lookup(self, name: str) -> tuple[tuple[int, int | None, str | None, str | None],
                                                list[SeriesInfo]] | None:

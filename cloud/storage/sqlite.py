@@ -234,10 +234,6 @@ class SQLiteStorage(Storage):
     async def device(self, name: str) -> tuple[int, int | None, str | None, str | None] | None:
         return self._read_now(lambda con: con.execute(q.DEVICE, (name,)).fetchone())
 
-    async def series(self, device_id: int) -> list[SeriesInfo]:
-        rows = self._read_now(lambda con: con.execute(q.SERIES, (device_id,)).fetchall())
-        return [SeriesInfo(*r) for r in rows]
-
     async def lookup(self, name: str) -> tuple[tuple[int, int | None, str | None, str | None],
                                                list[SeriesInfo]] | None:
         def run(con: sqlite3.Connection) -> tuple[Any, list[SeriesInfo]] | None:
