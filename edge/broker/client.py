@@ -20,8 +20,7 @@ from typing import Any
 
 from edge.broker.client_mqtt import MqttConnection, MqttError, Publish
 from edge.broker.config import MqttClientConfig
-from edge.broker.embedded import group_by_device
-from edge.broker.ingest import RejectReason, TelemetryIngest
+from edge.broker.ingest import RejectReason, TelemetryIngest, group_by_device, republish_prefix
 from edge.sources.base import Backoff, FrameSink, SourceHealth, SourceState
 from shared.codec import encode_frames
 from shared.errors import TwinedgeError
@@ -153,8 +152,7 @@ class ExternalMqttIngest:
         ]
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
-                for topic in self.config.topics:
-                    await conn.subscribe([topic], self.config.qos)
+                await conn.subscribe(self.config.topics, self.config.qos)
             self._conn = conn
             self._backoff.reset()
             self.health.set_state(SourceState.CONNECTED)
@@ -232,7 +230,7 @@ class ExternalMqttIngest:
         if not self.config.republish or self._conn is None:
             return
         for device, group in group_by_device(frames).items():
-            await self.publish(f"twinedge/{self.edge_id}/frames/{device}", encode_frames(group))
+            await self.publish(republish_prefix(self.edge_id) + device, encode_frames(group))
 
     def snapshot(self) -> dict[str, Any]:
         return {

@@ -25,13 +25,13 @@ from edge.broker.acl import Acl
 from edge.broker.amqtt_glue import Hooks, TwinedgeAuthPlugin, TwinedgeBroker, TwinedgeTopicPlugin
 from edge.broker.auth import Authenticator
 from edge.broker.config import BrokerConfig
-from edge.broker.ingest import TelemetryIngest
+from edge.broker.ingest import TelemetryIngest, group_by_device, republish_prefix
 from edge.sources.base import FrameSink
 from shared.codec import encode_frames
 from shared.errors import TwinedgeError
 from shared.frame import TelemetryFrame
 
-__all__ = ["BrokerStartError", "EmbeddedBroker", "group_by_device"]
+__all__ = ["BrokerStartError", "EmbeddedBroker"]
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +40,6 @@ SHUTDOWN_TIMEOUT = 5.0
 
 class BrokerStartError(TwinedgeError):
     """The broker could not start: a port in use, an unreadable certificate or password file."""
-
-
-def group_by_device(frames: Sequence[TelemetryFrame]) -> dict[str, list[TelemetryFrame]]:
-    groups: dict[str, list[TelemetryFrame]] = {}
-    for frame in frames:
-        groups.setdefault(frame.device_id, []).append(frame)
-    return groups
 
 
 def _plugin_path(cls: type) -> str:
@@ -68,7 +61,7 @@ class EmbeddedBroker:
         self.ingest = TelemetryIngest(sink, max_payload=config.max_payload, max_frames=config.max_frames_per_message)
         self._hooks: Hooks | None = None
         self._broker: TwinedgeBroker | None = None
-        self._republish_prefix = f"twinedge/{edge_id}/frames/"
+        self._republish_prefix = republish_prefix(edge_id)
 
     def _amqtt_config(self, hooks: Hooks) -> AmqttBrokerConfig:
         expiry = self.config.session_expiry

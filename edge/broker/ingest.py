@@ -16,6 +16,7 @@ import logging
 import re
 import time
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 from edge.sources.base import FrameSink
@@ -23,7 +24,7 @@ from shared.codec import decode_obj, validate_frame
 from shared.errors import CodecError, FrameError
 from shared.frame import DEVICE_ID_PATTERN, TelemetryFrame
 
-__all__ = ["BURST_QUIET", "RejectReason", "TelemetryIngest", "device_of_topic"]
+__all__ = ["BURST_QUIET", "RejectReason", "TelemetryIngest", "device_of_topic", "group_by_device", "republish_prefix"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,18 @@ def device_of_topic(topic: str) -> str | None:
         if middle and "/" not in middle:
             return middle
     return None
+
+
+def republish_prefix(edge_id: str) -> str:
+    """Stored frames are republished on ``twinedge/<edge_id>/frames/<device_id>`` (``republish = true``)."""
+    return f"twinedge/{edge_id}/frames/"
+
+
+def group_by_device(frames: Sequence[TelemetryFrame]) -> dict[str, list[TelemetryFrame]]:
+    groups: dict[str, list[TelemetryFrame]] = {}
+    for frame in frames:
+        groups.setdefault(frame.device_id, []).append(frame)
+    return groups
 
 
 class _BurstLog:

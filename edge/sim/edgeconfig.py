@@ -16,10 +16,11 @@ from dataclasses import dataclass
 
 from edge.sim.opcua_server import OPCUA_VARIABLES, node_id
 from edge.sim.registers import COILS, CORE_HOLDING, DISCRETE_INPUTS, HOLDING, INPUT, RegisterField
+from shared.frame import MAX_SENSORS
 
 __all__ = ["MAX_SENSORS_PER_FRAME", "ConfigSettings", "render_edge_config"]
 
-MAX_SENSORS_PER_FRAME = 512  # shared.frame.MAX_SENSORS: one frame holds at most this many values
+MAX_SENSORS_PER_FRAME = MAX_SENSORS  # one frame holds at most this many values
 BENCH_ITEMS_PER_DEVICE = 500
 
 Scalar = str | int | float | bool
