@@ -20,11 +20,11 @@ from typing import Any
 from cloud.config import CONFIG_ENV, CloudConfig, ConfigFileError, load_cloud_config, redact_url
 from cloud.storage import open_storage
 from cloud.storage.base import Storage, StorageError
+from shared.configbase import EX_CONFIG
 from shared.errors import TwinedgeError
 
 __all__ = ["main"]
 
-EX_CONFIG = 78
 DEFAULT_CONFIG = Path("/etc/twincloud/cloud.toml")
 
 

@@ -18,10 +18,10 @@ from edge import __version__
 from edge.config import ConfigFileError, GatewayConfig, load_gateway_config
 from edge.control import ControlError, request, stream
 from edge.render import render_quarantine, render_queue_peek, render_queue_stats, render_status
+from shared.configbase import EX_CONFIG
 
 __all__ = ["main"]
 
-EX_CONFIG = 78
 DEFAULT_CONFIG = Path("/etc/twinedge/edge.toml")
 DEFAULT_SOCKET = Path("/run/twinedge/control.sock")
 

@@ -20,6 +20,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 from shared.errors import TwinedgeError
 
 __all__ = [
+    "EX_CONFIG",
     "ByteSize",
     "ConfigFileError",
     "Duration",
@@ -37,6 +38,9 @@ class StrictModel(BaseModel):
     """Base of every config model: unknown keys are refused; a loaded config is read-only."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+EX_CONFIG = 78  # sysexits.h EX_CONFIG: every command exits with it on a bad config (systemd: no restart loop)
 
 
 class ConfigFileError(TwinedgeError):

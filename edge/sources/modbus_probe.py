@@ -30,13 +30,12 @@ from edge.sources.modbus import ModbusSourceConfig, make_link, make_poller
 from edge.sources.modbus_bus import BusConflictError, LinkError
 from edge.sources.modbus_map import DataType, Order, Table
 from edge.sources.modbus_poll import CycleResult
-from shared.configbase import ConfigFileError, format_validation_error
+from shared.configbase import EX_CONFIG, ConfigFileError, format_validation_error
 
 __all__ = ["add_arguments", "run"]
 
 log = logging.getLogger(__name__)
 
-EX_CONFIG = 78
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -156,7 +155,7 @@ async def run(args: argparse.Namespace) -> int:
             print("say where to read: --host HOST, --serial PORT, or --config FILE --source NAME", file=sys.stderr)
             return 2
     except ConfigFileError as exc:
-        print("\n".join([f"{exc.path}:"] + [f"  {line}" for line in exc.lines]), file=sys.stderr)
+        print(exc.report(), file=sys.stderr)
         return EX_CONFIG
     except ValidationError as exc:
         for line in format_validation_error(exc, ModbusSourceConfig):

@@ -35,13 +35,13 @@ from edge.sources.opcua_client import (
 )
 from edge.sources.opcua_config import OpcUaSourceConfig, check_node_id
 from edge.sources.opcua_values import decode_data_value, describe_status
-from shared.configbase import ConfigFileError, format_validation_error
+from shared.configbase import EX_CONFIG, ConfigFileError, format_validation_error
 
 __all__ = ["add_arguments", "run"]
 
 log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_NODE_PROBLEM, EXIT_UNREACHABLE, EXIT_CONFIG = 0, 1, 2, 78
+EXIT_OK, EXIT_NODE_PROBLEM, EXIT_UNREACHABLE, EXIT_CONFIG = 0, 1, 2, EX_CONFIG
 _BROWSE_LIMIT = 2000
 
 
