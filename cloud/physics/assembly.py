@@ -25,7 +25,7 @@ from pathlib import Path, PurePosixPath
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from scipy.spatial.transform import Rotation
 
 from cloud.physics.errors import AssemblyError, MeshTooLargeError, PhysicsError, Problem
@@ -33,6 +33,7 @@ from cloud.physics.materials import Material, get_material
 from cloud.physics.mates import MateSpec
 from cloud.physics.mesh import MeshLimits, PartMesh, format_from_name, load_mesh_bytes
 from cloud.physics.units import METRES_PER, LengthUnit
+from shared.configbase import StrictModel as _Strict
 
 __all__ = [
     "ASSEMBLY_FORMAT",
@@ -48,10 +49,6 @@ __all__ = [
 ]
 
 ASSEMBLY_FORMAT = "twinedge-assembly/1"
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class PoseSpec(_Strict):

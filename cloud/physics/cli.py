@@ -20,6 +20,7 @@ from cloud.physics.assembly import load_assembly_file
 from cloud.physics.errors import PhysicsError
 from cloud.physics.interference import CollisionWorld
 from cloud.physics.render import render_png
+from cloud.physics.units import METRES_PER
 
 __all__ = ["add_subcommands", "main"]
 
@@ -50,7 +51,7 @@ def _fmt(x: float, unit: str, k: float) -> str:
 
 def _text(asm_info, coll, clear, mass, mates, robot) -> str:
     u = asm_info.unit
-    k = {"mm": 1e-3, "m": 1.0, "inch": 0.0254}[u]
+    k = METRES_PER[u]
     out = [f"Assembly {asm_info.name!r}: {len(asm_info.parts)} parts, {asm_info.mates} mates, "
            f"unit {u}"]
     for p in asm_info.parts:

@@ -11,6 +11,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 __all__ = [
+    "edge_pairs",
     "edge_stats",
     "face_components",
     "make_winding_consistent",
@@ -57,10 +58,10 @@ def edge_stats(faces: np.ndarray) -> tuple[int, int, int]:
     return int((counts == 1).sum()), int((counts > 2).sum()), int((dcounts > 1).sum())
 
 
-def _adjacency(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Face pairs sharing a manifold edge and whether they traverse it the same way."""
+def edge_pairs(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The half-edges (vertex pairs, three per face in order) and, for each manifold edge (shared by
+    exactly two faces), the indices of its two half-edges; half-edge ``h`` belongs to face ``h // 3``."""
     half = faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
-    face_of = np.repeat(np.arange(len(faces)), 3)
     n = int(faces.max()) + 1 if faces.size else 1
     key = _edge_keys(np.sort(half, axis=1), n)
     _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
@@ -69,9 +70,13 @@ def _adjacency(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     grouped = inverse[order]
     starts = np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]])
     pair_starts = starts[counts[grouped[starts]] == 2]
-    h1, h2 = order[pair_starts], order[pair_starts + 1]
-    same = half[h1, 0] == half[h2, 0]
-    return face_of[h1], face_of[h2], same
+    return half, order[pair_starts], order[pair_starts + 1]
+
+
+def _adjacency(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Face pairs sharing a manifold edge and whether they traverse it the same way."""
+    half, h1, h2 = edge_pairs(faces)
+    return h1 // 3, h2 // 3, half[h1, 0] == half[h2, 0]
 
 
 def face_components(faces: np.ndarray) -> np.ndarray:

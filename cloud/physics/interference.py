@@ -263,15 +263,6 @@ class CollisionWorld:
         return bool(fcl.collide(self._object(i), self._object(j), fcl.CollisionRequest(),
                                 fcl.CollisionResult()))
 
-    def intersection(self, i: int, j: int) -> tuple[float, float, np.ndarray, np.ndarray] | None:
-        """(volume m³, surface m², vertices, faces) of the shared solid in world frame, or None."""
-        shared = self._shared_solid(i, j)
-        if shared is None:
-            return None
-        pose = self.poses[i]
-        verts, faces = shared.mesh
-        return shared.volume, shared.area, verts @ pose[:3, :3].T + pose[:3, 3], faces
-
     def _relative(self, i: int, j: int) -> tuple[tuple, np.ndarray]:
         """The cache key of a pair's intersection and the pose of j in i's frame."""
         pi, pj = self.poses[i], self.poses[j]
@@ -359,10 +350,6 @@ class CollisionWorld:
         point = pose_i[:3, :3] @ self.parts[inner].mesh.vertices[0] + pose_i[:3, 3]
         local = pose_o[:3, :3].T @ (point - pose_o[:3, 3])
         return abs(winding_number(local[None], self.parts[outer].mesh.triangles)[0]) > 0.5
-
-    def classify(self, i: int, j: int, tolerance: float) -> PairResult:
-        """Separated, touching or interfering, with distance, points, volume and region."""
-        return self._classify_many([(i, j)], tolerance)[0]
 
     def _classify_many(self, pairs: list[tuple[int, int]], tol: float) -> list[PairResult]:
         """Classify pairs; the intersections of the convex crossing ones are built in one batch."""

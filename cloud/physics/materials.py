@@ -13,9 +13,10 @@ from functools import lru_cache
 from importlib import resources
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BeforeValidator, Field
 
 from cloud.physics.errors import AssemblyError
+from shared.configbase import StrictModel as _Strict
 
 __all__ = ["Material", "MaterialTable", "SourcedValue", "get_material", "material_table"]
 
@@ -24,10 +25,6 @@ def _from_pair(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return {"value": value[0], "source": value[1], "note": value[2] if len(value) > 2 else ""}
     return value
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class _Sourced(_Strict):

@@ -13,7 +13,9 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from shared.configbase import StrictModel as _Strict
 
 __all__ = ["FeatureSpec", "MateSpec", "MateType"]
 
@@ -21,10 +23,6 @@ Vec3 = tuple[float, float, float]
 MateType = Literal[
     "coincident", "concentric", "parallel", "perpendicular", "distance", "angle", "tangent", "fixed"
 ]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class FeatureSpec(_Strict):

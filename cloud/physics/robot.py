@@ -16,17 +16,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from cloud.physics.mass import MassProperties
+from shared.configbase import StrictModel as _Strict
 
 __all__ = ["GripResult", "GripSpec", "PayloadResult", "RobotSpec", "check_grip", "check_payload"]
 
 G = 9.80665  # standard gravity, m/s²
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class PayloadPoint(_Strict):

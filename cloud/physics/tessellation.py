@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cloud.physics.geometry import edge_pairs
+
 __all__ = ["DEFAULT_FEATURE_ANGLE_DEG", "TessellationBound", "face_deviation", "mass_error_bound"]
 
 DEFAULT_FEATURE_ANGLE_DEG = 30.0
@@ -48,15 +50,7 @@ def face_deviation(vertices: np.ndarray, faces: np.ndarray,
     cross = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
     double_area = np.linalg.norm(cross, axis=1)
     normals = cross / np.maximum(double_area, 1e-300)[:, None]
-    half = faces[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
-    key = np.sort(half, axis=1)
-    _, inverse, counts = np.unique(key, axis=0, return_inverse=True, return_counts=True)
-    inverse = inverse.ravel()
-    order = np.argsort(inverse, kind="stable")
-    grouped = inverse[order]
-    starts = np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]])
-    starts = starts[counts[grouped[starts]] == 2]
-    h1, h2 = order[starts], order[starts + 1]
+    half, h1, h2 = edge_pairs(faces)
     f1, f2 = h1 // 3, h2 // 3
     length = np.linalg.norm(vertices[half[h1, 1]] - vertices[half[h1, 0]], axis=1)
     cos_t = np.clip(np.einsum("ij,ij->i", normals[f1], normals[f2]), -1.0, 1.0)
