@@ -213,9 +213,8 @@ def raw_decoder(reg: RegisterConfig) -> Callable[[Sequence[int], int], Value]:
 
 
 def decode_registers(reg: RegisterConfig, words: Sequence[int]) -> Value:
-    """Decode one value from its own words (or bits), scaled. For tests and the probe."""
-    value = raw_decoder(reg)(words, 0)
-    return _scaled(value, reg.scale, reg.offset)
+    """Decode one value from its own words (or bits), scaled, as the poll loop does. For tests and the probe."""
+    return build_tag(reg).value(words, 0)
 
 
 def encode_value(reg: RegisterConfig, value: Value) -> list[int]:
@@ -232,12 +231,6 @@ def encode_value(reg: RegisterConfig, value: Value) -> list[int]:
     if reg.order in ("CDAB", "DCBA") and dtype != "string":
         words.reverse()
     return words
-
-
-def _scaled(value: Value, scale: float, offset: float) -> Value:
-    if isinstance(value, bool | str) or (scale == 1.0 and offset == 0.0):
-        return value
-    return value * scale + offset
 
 
 # --- planning ------------------------------------------------------------------------
