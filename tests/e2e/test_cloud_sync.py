@@ -26,7 +26,7 @@ from tests.e2e.cloudcount import stored_values
 from tests.e2e.daemon import EdgeDaemon
 from tests.e2e.devices import T0, Device
 from tests.e2e.faultproxy import FaultProxy
-from tests.support import free_port
+from tests.support import free_ports
 
 EDGE = "edge-e2e"
 
@@ -68,7 +68,7 @@ async def assert_exactly_once(cloud: CloudServer, devices: list[Device]) -> None
 async def test_a_cloud_outage_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     cloud = await start_cloud(tmp_path / "cloud")
     # Two simulated PLCs behind Modbus TCP, polled every 100 ms, beside MQTT devices.
-    modbus = free_port()
+    modbus = free_ports(2)  # one port per simulated machine
     ready = tmp_path / "sim.ready"
     sim_args = ["--machines", "2", "--modbus-port", str(modbus), "--no-opcua"]
     gen = await asyncio.create_subprocess_exec(
