@@ -25,8 +25,8 @@ test: install
 	$(PY) -m pytest -q
 
 lint: install
-	$(VENV)/bin/ruff check shared edge cloud tests bench
-	$(VENV)/bin/mypy shared edge cloud
+	$(VENV)/bin/ruff check shared edge cloud twinsim tests bench
+	$(VENV)/bin/mypy shared edge cloud twinsim
 
 bench: install
 	$(PY) bench/bench_mqtt_ingest.py

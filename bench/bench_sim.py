@@ -41,7 +41,7 @@ async def simulator(*args: str) -> AsyncIterator[tuple[asyncio.subprocess.Proces
     with tempfile.TemporaryDirectory() as tmp:
         ready = Path(tmp) / "ready.json"
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "edge.sim", "run", "--summary-every", "0s", "--ready-file", str(ready), *args,
+            sys.executable, "-m", "twinsim", "run", "--summary-every", "0s", "--ready-file", str(ready), *args,
             cwd=REPO, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
         )
         try:

@@ -81,7 +81,7 @@ class Demo:
         set_password(passwd, "demo", self.mqtt_password)
         config = RUN / "edge.toml"
         subprocess.run(
-            [sys.executable, "-m", "edge.sim.cli", "config", *self._sim_args(), "--edge-id", EDGE_ID,
+            [sys.executable, "-m", "twinsim.cli", "config", *self._sim_args(), "--edge-id", EDGE_ID,
              "--state-dir", str(RUN / "state"), "-o", str(config)],
             check=True,
         )
@@ -132,7 +132,7 @@ class Demo:
         self.start("the cloud", "-m", "cloud.cli", "--config", str(self.cloud_config), "serve")
         self.wait_until("the cloud", self.cloud_up)
         ready = RUN / "sim.ready"
-        self.start("the simulator", "-m", "edge.sim.cli", "run", *self._sim_args(), "--summary-every", "0s",
+        self.start("the simulator", "-m", "twinsim.cli", "run", *self._sim_args(), "--summary-every", "0s",
                    "--ready-file", str(ready), "--log-level", "warning")
         self.wait_until("the plant simulator", ready.exists)
         self.start("the edge daemon", "-m", "edge.cli", "run", "-c", str(self.edge_config))

@@ -13,11 +13,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from edge.sim.faults import FaultSpec
-from edge.sim.machine import Machine
-from edge.sim.modbus_server import ModbusSim
-from edge.sim.opcua_server import NAMESPACE_URI, OpcUaSim
-from edge.sim.registers import CORE_HOLDING
+from twinsim.faults import FaultSpec
+from twinsim.machine import Machine
+from twinsim.modbus_server import ModbusSim
+from twinsim.opcua_server import NAMESPACE_URI, OpcUaSim
+from twinsim.registers import CORE_HOLDING
 
 __all__ = ["SimSettings", "Simulator"]
 

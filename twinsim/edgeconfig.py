@@ -1,8 +1,8 @@
 """``twinsim config``: an edge config (TOML) that reads the simulator exactly as it serves.
 
 The register entries come from the same table the Modbus server encodes
-(``edge.sim.registers``) and the node ids from the same list the OPC-UA server
-builds (``edge.sim.opcua_server``), so the two cannot drift apart. Modbus
+(``twinsim.registers``) and the node ids from the same list the OPC-UA server
+builds (``twinsim.opcua_server``), so the two cannot drift apart. Modbus
 frames carry the device id ``machine-<n>``, OPC-UA frames ``machine-<n>-opcua``,
 so the two paths never collide on one (device, timestamp) identity.
 """
@@ -14,9 +14,9 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from edge.sim.opcua_server import OPCUA_VARIABLES, node_id
-from edge.sim.registers import COILS, CORE_HOLDING, DISCRETE_INPUTS, HOLDING, INPUT, RegisterField
 from shared.frame import MAX_SENSORS
+from twinsim.opcua_server import OPCUA_VARIABLES, node_id
+from twinsim.registers import COILS, CORE_HOLDING, DISCRETE_INPUTS, HOLDING, INPUT, RegisterField
 
 __all__ = ["MAX_SENSORS_PER_FRAME", "ConfigSettings", "render_edge_config"]
 

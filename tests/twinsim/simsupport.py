@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from edge.sim.runner import SimSettings, Simulator
 from tests.support import free_ports
+from twinsim.runner import SimSettings, Simulator
 
 __all__ = ["free_ports", "running"]
 

@@ -4,9 +4,9 @@
 See docs/simulator.md for the register map, node ids and fault specs.
 """
 
-from edge.sim.faults import FaultSpec, FaultSpecError, parse_fault_spec
-from edge.sim.machine import Machine, Reading
-from edge.sim.runner import SimSettings, Simulator
+from twinsim.faults import FaultSpec, FaultSpecError, parse_fault_spec
+from twinsim.machine import Machine, Reading
+from twinsim.runner import SimSettings, Simulator
 
 __all__ = [
     "FaultSpec",

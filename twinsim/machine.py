@@ -10,7 +10,7 @@ the same steps it produces the same readings. What it models:
 - vibration RMS from load and bearing wear; current following load;
   hydraulic pressure with noise.
 
-Faults (see ``edge.sim.faults``): ``overheat`` (coolant flow fails, the
+Faults (see ``twinsim.faults``): ``overheat`` (coolant flow fails, the
 spindle passes the 80 °C alarm within 60 s), ``bearing_wear`` (vibration grows
 past the 7.1 mm/s alarm within 120 s and stays), ``dropout`` (the spindle
 temperature sensor freezes, reads a sentinel, or fails), ``plc_restart`` (the
@@ -23,7 +23,7 @@ import math
 import random
 from dataclasses import dataclass
 
-from edge.sim.faults import FaultSpec
+from twinsim.faults import FaultSpec
 
 __all__ = [
     "ALARM_SPINDLE_TEMP_C",

@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 from asyncua import Client, ua
 
-from edge.sim.faults import parse_fault_spec
-from edge.sim.machine import Machine
-from edge.sim.opcua_server import NAMESPACE_URI, OPCUA_VARIABLES, OpcUaSim, node_id
-from edge.sim.runner import SimSettings
-from tests.edge.sim.simsupport import running
 from tests.support import free_port
+from tests.twinsim.simsupport import running
+from twinsim.faults import parse_fault_spec
+from twinsim.machine import Machine
+from twinsim.opcua_server import NAMESPACE_URI, OPCUA_VARIABLES, OpcUaSim, node_id
+from twinsim.runner import SimSettings
 
 
 async def step(machines: list[Machine], sim: OpcUaSim, seconds: float) -> None:

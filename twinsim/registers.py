@@ -14,7 +14,7 @@ import struct
 from dataclasses import dataclass
 from typing import Literal
 
-from edge.sim.machine import Reading
+from twinsim.machine import Reading
 
 __all__ = [
     "COILS",

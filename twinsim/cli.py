@@ -20,13 +20,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from edge.sim.edgeconfig import ConfigSettings, render_edge_config
-from edge.sim.faults import FaultSpecError, parse_fault_spec
-from edge.sim.modbus_server import MAX_REGISTERS
-from edge.sim.opcua_server import MAX_ITEMS
-from edge.sim.registers import CORE_HOLDING
-from edge.sim.runner import SimSettings, Simulator
 from shared.configbase import parse_duration
+from twinsim.edgeconfig import ConfigSettings, render_edge_config
+from twinsim.faults import FaultSpecError, parse_fault_spec
+from twinsim.modbus_server import MAX_REGISTERS
+from twinsim.opcua_server import MAX_ITEMS
+from twinsim.registers import CORE_HOLDING
+from twinsim.runner import SimSettings, Simulator
 
 __all__ = ["main"]
 

@@ -25,8 +25,8 @@ from pymodbus.pdu.device import ModbusDeviceIdentification
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from edge.sim.machine import Machine
-from edge.sim.registers import (
+from twinsim.machine import Machine
+from twinsim.registers import (
     CORE_HOLDING,
     HOLDING,
     coil_bits,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from edge.sim.faults import FaultSpec, FaultSpecError, parse_fault_spec
-from edge.sim.machine import (
+from twinsim.faults import FaultSpec, FaultSpecError, parse_fault_spec
+from twinsim.machine import (
     ALARM_SPINDLE_TEMP_C,
     ALARM_VIBRATION_MM_S,
     SENTINEL_TEMP_C,

@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 from pymodbus.client import AsyncModbusTcpClient
 
-from edge.sim.faults import parse_fault_spec
-from edge.sim.machine import Machine, Reading
-from edge.sim.modbus_server import ModbusSim
-from edge.sim.registers import COILS, CORE_HOLDING, DISCRETE_INPUTS, HOLDING, INPUT, RegisterField
-from edge.sim.runner import SimSettings
-from tests.edge.sim.simsupport import free_ports, running
 from tests.support import free_port
+from tests.twinsim.simsupport import free_ports, running
+from twinsim.faults import parse_fault_spec
+from twinsim.machine import Machine, Reading
+from twinsim.modbus_server import ModbusSim
+from twinsim.registers import COILS, CORE_HOLDING, DISCRETE_INPUTS, HOLDING, INPUT, RegisterField
+from twinsim.runner import SimSettings
 
 DT = AsyncModbusTcpClient.DATATYPE
 _TYPES = {"int16": DT.INT16, "uint16": DT.UINT16, "uint32": DT.UINT32, "float32": DT.FLOAT32}

@@ -10,14 +10,16 @@ from pathlib import Path
 import pytest
 
 from edge.config import load_gateway_config
-from edge.sim.cli import main
-from edge.sim.machine import Machine
-from edge.sim.modbus_server import ModbusSim
-from edge.sim.opcua_server import OPCUA_VARIABLES, OpcUaSim
-from edge.sources.modbus import ModbusSource, ModbusSourceConfig
-from edge.sources.opcua import OpcUaSource, OpcUaSourceConfig
-from tests.edge.sim.simsupport import free_ports
+from edge.sources.modbus import ModbusSourceConfig
+from edge.sources.modbus.source import ModbusSource
+from edge.sources.opcua import OpcUaSourceConfig
+from edge.sources.opcua.source import OpcUaSource
 from tests.support import CollectingSink, free_port
+from tests.twinsim.simsupport import free_ports
+from twinsim.cli import main
+from twinsim.machine import Machine
+from twinsim.modbus_server import ModbusSim
+from twinsim.opcua_server import OPCUA_VARIABLES, OpcUaSim
 
 # sensor name -> the model value it must carry (Modbus scaling: 0.1 for the int16/uint16 × 10 values)
 MODBUS_EXPECTED = {

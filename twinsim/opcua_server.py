@@ -18,7 +18,7 @@ from datetime import UTC
 
 from asyncua import Server, ua
 
-from edge.sim.machine import Machine, Reading
+from twinsim.machine import Machine, Reading
 
 __all__ = ["MAX_ITEMS", "NAMESPACE_URI", "OPCUA_VARIABLES", "OpcUaSim", "OpcUaVariable", "node_id"]
 

@@ -14,15 +14,15 @@ import pytest
 from pymodbus.client import AsyncModbusTcpClient
 
 from edge.config import load_gateway_config
-from edge.sim.cli import main
-from edge.sim.opcua_server import OPCUA_VARIABLES
-from edge.sim.registers import COILS, DISCRETE_INPUTS, HOLDING, INPUT
 from edge.sources.modbus import ModbusSourceConfig
 from edge.sources.opcua import OpcUaSourceConfig
-from tests.edge.sim.simsupport import free_ports
 from tests.support import free_port
+from tests.twinsim.simsupport import free_ports
+from twinsim.cli import main
+from twinsim.opcua_server import OPCUA_VARIABLES
+from twinsim.registers import COILS, DISCRETE_INPUTS, HOLDING, INPUT
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "docs" / "examples" / "sim-edge.toml"
 EXAMPLE_ARGS = ["config", "--machines", "3", "--modbus-port", "5020", "--opcua-port", "4840"]
 
@@ -118,7 +118,7 @@ def test_a_taken_modbus_port_exits_1(capsys: pytest.CaptureFixture[str]) -> None
 async def test_process_serves_announces_ready_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     modbus, opcua, ready = free_ports(2), free_port(), tmp_path / "ready.json"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "edge.sim", "run", "--machines", "2", "--modbus-port", str(modbus),
+        sys.executable, "-m", "twinsim", "run", "--machines", "2", "--modbus-port", str(modbus),
         "--opcua-port", str(opcua), "--ready-file", str(ready), "--summary-every", "200ms",
         "--fault", "machine-2:overheat@0s", cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
