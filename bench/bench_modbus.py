@@ -29,7 +29,8 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge.sources.modbus import ModbusSource, ModbusSourceConfig  # noqa: E402
+from edge.sources.modbus import ModbusSourceConfig  # noqa: E402
+from edge.sources.modbus.source import ModbusSource  # noqa: E402
 from shared.frame import TelemetryFrame  # noqa: E402
 
 # --- simulated devices (subprocess) ----------------------------------------------------------

@@ -30,7 +30,8 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge.sources.opcua import OpcUaSource, OpcUaSourceConfig  # noqa: E402
+from edge.sources.opcua import OpcUaSourceConfig  # noqa: E402
+from edge.sources.opcua.source import OpcUaSource  # noqa: E402
 from shared.frame import TelemetryFrame  # noqa: E402
 from tests.support import free_port  # noqa: E402
 

@@ -13,7 +13,7 @@ from pydantic import Field, HttpUrl, SecretStr, model_validator
 
 from edge.broker.config import AclRule, BrokerConfig, ListenerConfig, MqttClientConfig
 from edge.sources import SourceConfig
-from edge.sources.modbus import check_serial_ports
+from edge.sources.modbus.config import check_serial_ports
 from shared.configbase import ByteSize, ConfigFileError, Duration, StrictModel, load_config
 from shared.frame import DEVICE_ID_PATTERN
 

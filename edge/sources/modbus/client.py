@@ -19,13 +19,11 @@ import errno
 import logging
 import os
 import time
-from typing import Literal
 
-from pydantic import Field
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
-from shared.configbase import Duration, StrictModel
+from edge.sources.modbus.config import RtuConfig, TcpConfig
 from shared.errors import TwinedgeError
 
 __all__ = [
@@ -34,9 +32,7 @@ __all__ = [
     "DeviceError",
     "LinkError",
     "NoAnswer",
-    "RtuConfig",
     "SerialBus",
-    "TcpConfig",
     "TcpLink",
     "acquire_bus",
     "release_bus",
@@ -83,32 +79,6 @@ class DeviceError(TwinedgeError):
         self.code = code
         name, hint = EXCEPTION_NAMES.get(code, ("unknown exception", "see the device manual"))
         super().__init__(f"the device answered '{name}' (exception {code}): {hint}")
-
-
-class TcpConfig(StrictModel):
-    """Modbus TCP endpoint of one device (or of a gateway in front of it)."""
-
-    host: str = Field(min_length=1, max_length=253)
-    port: int = Field(502, ge=1, le=65535)
-
-
-class RtuConfig(StrictModel):
-    """A serial line. Every RTU source naming the same port must give the same settings."""
-
-    port: str = Field(min_length=1, max_length=255, description="e.g. /dev/ttyUSB0 (or a pyserial URL)")
-    baudrate: Literal[1200, 2400, 4800, 9600, 14400, 19200, 38400, 57600, 115200, 230400] = 19200
-    parity: Literal["none", "even", "odd"] = "even"
-    stopbits: Literal[1, 2] = 1
-    bytesize: Literal[7, 8] = 8
-    inter_frame_gap: Duration | None = Field(
-        None, ge=0.0, le=1.0, description="silence between frames; default 3.5 character times"
-    )
-
-    def gap_seconds(self) -> float:
-        if self.inter_frame_gap is not None:
-            return self.inter_frame_gap
-        bits = 1 + self.bytesize + (0 if self.parity == "none" else 1) + self.stopbits
-        return 0.00175 if self.baudrate > 19200 else 3.5 * bits / self.baudrate
 
 
 async def read_block(

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from edge.sources.base import Backoff
-from edge.sources.modbus_bus import DeviceError, NoAnswer
-from edge.sources.modbus_map import Block, Tag, Value, plan_blocks
+from edge.sources.modbus.client import DeviceError, NoAnswer
+from edge.sources.modbus.map import Block, Tag, Value, plan_blocks
 
 __all__ = ["CycleResult", "DevicePoller", "Link"]
 

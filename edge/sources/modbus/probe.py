@@ -26,10 +26,11 @@ from typing import Any, get_args
 
 from pydantic import ValidationError
 
-from edge.sources.modbus import ModbusSourceConfig, make_link, make_poller
-from edge.sources.modbus_bus import BusConflictError, LinkError
-from edge.sources.modbus_map import DataType, Order, Table
-from edge.sources.modbus_poll import CycleResult
+from edge.sources.modbus.client import BusConflictError, LinkError
+from edge.sources.modbus.config import ModbusSourceConfig
+from edge.sources.modbus.map import DataType, Order, Table
+from edge.sources.modbus.poll import CycleResult
+from edge.sources.modbus.source import make_link, make_poller
 from shared.configbase import EX_CONFIG, ConfigFileError, format_validation_error
 
 __all__ = ["add_arguments", "run"]

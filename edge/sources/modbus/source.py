@@ -13,7 +13,7 @@ which nothing is due sends no frame.
 
 Failures: an unreachable or silent device is retried with jittered backoff and
 reported DISCONNECTED; a block the device refuses (Modbus exception) makes the
-source DEGRADED while the other values keep flowing (see ``modbus_poll``).
+source DEGRADED while the other values keep flowing (see ``poll``).
 """
 
 from __future__ import annotations
@@ -22,98 +22,19 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import ValidationError
 
 from edge.sources.base import Backoff, FrameSink, Source, SourceState
-from edge.sources.modbus_bus import BusConflictError, BusLink, LinkError, RtuConfig, TcpConfig, TcpLink
-from edge.sources.modbus_map import (
-    MAX_BITS_PER_READ,
-    MAX_REGISTERS_PER_READ,
-    RegisterConfig,
-    Value,
-    build_tag,
-    check_register_map,
-)
-from edge.sources.modbus_poll import CycleResult, DevicePoller, Link
-from shared.configbase import Duration, StrictModel
-from shared.frame import DEVICE_ID_PATTERN, MAX_SENSORS, TelemetryFrame
+from edge.sources.modbus.client import BusConflictError, BusLink, LinkError, TcpLink
+from edge.sources.modbus.config import ModbusSourceConfig
+from edge.sources.modbus.map import RegisterConfig, Value, build_tag
+from edge.sources.modbus.poll import CycleResult, DevicePoller, Link
+from shared.frame import TelemetryFrame
 
-__all__ = [
-    "ModbusSource",
-    "ModbusSourceConfig",
-    "RegisterConfig",
-    "RtuConfig",
-    "TcpConfig",
-    "check_serial_ports",
-    "make_link",
-    "make_poller",
-]
+__all__ = ["ModbusSource", "make_link", "make_poller"]
 
 log = logging.getLogger(__name__)
-
-
-class ModbusSourceConfig(StrictModel):
-    """One Modbus device: where it is, how often to poll it, and its register map."""
-
-    kind: Literal["modbus"]
-    name: str = Field(pattern=DEVICE_ID_PATTERN, description="source name; also the default device_id")
-    device_id: str | None = Field(None, pattern=DEVICE_ID_PATTERN, description="device id in frames")
-    tcp: TcpConfig | None = None
-    rtu: RtuConfig | None = None
-    unit_id: int = Field(1, ge=0, le=255, description="Modbus unit (slave) id; 1..247 on a serial line")
-    poll_interval: Duration = Field(1.0, ge=0.01, le=86_400.0)
-    timeout: Duration = Field(1.0, ge=0.01, le=60.0, description="per request")
-    heartbeat: Duration = Field(60.0, ge=0.01, le=86_400.0, description="report all values at least this often")
-    max_registers_per_read: int = Field(MAX_REGISTERS_PER_READ, ge=1, le=MAX_REGISTERS_PER_READ)
-    max_bits_per_read: int = Field(MAX_BITS_PER_READ, ge=1, le=MAX_BITS_PER_READ)
-    max_gap: int = Field(10, ge=0, le=MAX_REGISTERS_PER_READ, description="unused registers a read may bridge")
-    registers: list[RegisterConfig] = Field(min_length=1, max_length=MAX_SENSORS)
-
-    @field_validator("registers")
-    @classmethod
-    def _sane_map(cls, registers: list[RegisterConfig], info: Any) -> list[RegisterConfig]:
-        data = info.data
-        check_register_map(
-            registers,
-            data.get("max_registers_per_read", MAX_REGISTERS_PER_READ),
-            data.get("max_bits_per_read", MAX_BITS_PER_READ),
-        )
-        return registers
-
-    @model_validator(mode="after")
-    def _one_transport(self) -> ModbusSourceConfig:
-        if (self.tcp is None) == (self.rtu is None):
-            raise ValueError("give exactly one of [tcp] (host, port) or [rtu] (serial port settings)")
-        if self.rtu is not None and not 1 <= self.unit_id <= 247:
-            raise ValueError(f"unit_id on a serial line must be 1..247 (got {self.unit_id})")
-        return self
-
-    @property
-    def frame_device_id(self) -> str:
-        return self.device_id or self.name
-
-    def describe(self) -> str:
-        """How a person would name this device in a log line."""
-        if self.tcp is not None:
-            return f"Modbus device {self.name} at {self.tcp.host}:{self.tcp.port} unit {self.unit_id}"
-        assert self.rtu is not None
-        return f"Modbus device {self.name} on {self.rtu.port} unit {self.unit_id}"
-
-
-def check_serial_ports(sources: Sequence[object]) -> None:
-    """Refuse two RTU sources that give one serial port different settings (for the root config)."""
-    seen: dict[str, tuple[str, RtuConfig]] = {}
-    for src in sources:
-        if not isinstance(src, ModbusSourceConfig) or src.rtu is None:
-            continue
-        first = seen.setdefault(src.rtu.port, (src.name, src.rtu))
-        if first[1] != src.rtu:
-            raise ValueError(
-                f"sources {first[0]!r} and {src.name!r} share serial port {src.rtu.port} with different "
-                "settings; every device on one line must use the same baudrate, parity, stopbits and bytesize"
-            )
 
 
 def make_link(config: ModbusSourceConfig) -> Link:

@@ -20,7 +20,7 @@ from asyncua import Client, ua
 from asyncua.crypto import security_policies, uacrypto
 from cryptography import x509
 
-from edge.sources.opcua_config import OpcUaSourceConfig
+from edge.sources.opcua.config import OpcUaSourceConfig
 from shared.errors import TwinedgeError
 
 __all__ = [

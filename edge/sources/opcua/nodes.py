@@ -31,7 +31,7 @@ from asyncua import ua
 from pydantic import ValidationError
 
 from edge.sources.base import SourceHealth, SourceState
-from edge.sources.opcua_config import OpcUaNodeConfig, OpcUaSourceConfig
+from edge.sources.opcua.config import OpcUaNodeConfig, OpcUaSourceConfig
 from shared.frame import TelemetryFrame
 
 __all__ = ["FrameAssembler", "LostSignal", "Node", "NodeTable"]

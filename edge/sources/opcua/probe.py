@@ -23,7 +23,7 @@ from typing import Any
 from asyncua import Client, ua
 from pydantic import ValidationError
 
-from edge.sources.opcua_client import (
+from edge.sources.opcua.client import (
     TRANSPORT_ERRORS,
     OpcUaConnectError,
     close,
@@ -33,8 +33,8 @@ from edge.sources.opcua_client import (
     read_values,
     resolve_node_ids,
 )
-from edge.sources.opcua_config import OpcUaSourceConfig, check_node_id
-from edge.sources.opcua_values import decode_data_value, describe_status
+from edge.sources.opcua.config import OpcUaSourceConfig, check_node_id
+from edge.sources.opcua.values import decode_data_value, describe_status
 from shared.configbase import EX_CONFIG, ConfigFileError, format_validation_error
 
 __all__ = ["add_arguments", "run"]

@@ -10,8 +10,8 @@ when the subscription goes silent past its keep-alive, or when the server
 ends it; the source then closes what is left, waits with jittered backoff and
 builds a fresh session and subscription. The daemon never restarts for this.
 
-Value decoding and timestamps: see ``opcua_values``; frame assembly and node
-problems: see ``opcua_nodes``.
+Value decoding and timestamps: see ``values``; frame assembly and node
+problems: see ``nodes``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import time
 from asyncua import Client, ua
 
 from edge.sources.base import Backoff, FrameSink, Source, SourceState
-from edge.sources.opcua_client import (
+from edge.sources.opcua.client import (
     TRANSPORT_ERRORS,
     OpcUaConnectError,
     OperationLimits,
@@ -35,13 +35,13 @@ from edge.sources.opcua_client import (
     read_values,
     resolve_node_ids,
 )
-from edge.sources.opcua_config import OpcUaNodeConfig, OpcUaSecurityConfig, OpcUaSourceConfig
-from edge.sources.opcua_nodes import FrameAssembler, LostSignal, Node, NodeTable
-from edge.sources.opcua_subscription import Subscriber
-from edge.sources.opcua_values import decode_data_value, describe_status
+from edge.sources.opcua.config import OpcUaSourceConfig
+from edge.sources.opcua.nodes import FrameAssembler, LostSignal, Node, NodeTable
+from edge.sources.opcua.subscription import Subscriber
+from edge.sources.opcua.values import decode_data_value, describe_status
 from shared.frame import TelemetryFrame
 
-__all__ = ["OpcUaNodeConfig", "OpcUaSecurityConfig", "OpcUaSource", "OpcUaSourceConfig"]
+__all__ = ["OpcUaSource"]
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,10 @@ from collections.abc import Sequence
 from asyncua import Client, ua
 
 from edge.sources.base import FrameSink
-from edge.sources.opcua_client import chunks
-from edge.sources.opcua_config import OpcUaSourceConfig
-from edge.sources.opcua_nodes import FrameAssembler, LostSignal, Node, NodeTable
-from edge.sources.opcua_values import decode_data_value, describe_status
+from edge.sources.opcua.client import chunks
+from edge.sources.opcua.config import OpcUaSourceConfig
+from edge.sources.opcua.nodes import FrameAssembler, LostSignal, Node, NodeTable
+from edge.sources.opcua.values import decode_data_value, describe_status
 from shared.frame import TelemetryFrame
 
 __all__ = ["Subscriber"]

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from edge.sources import SOURCES, SourceState
-from edge.sources.modbus import ModbusSource, ModbusSourceConfig
+from edge.sources.modbus import ModbusSourceConfig
+from edge.sources.modbus.source import ModbusSource
 from shared.frame import TelemetryFrame
 from tests.edge.sources.test_modbus_support import (
     ModbusTestServer,
@@ -34,7 +35,8 @@ def with_sensor(frames: Sequence[TelemetryFrame], name: str) -> list[Any]:
 
 
 def test_the_source_is_registered_for_its_kind():
-    assert SOURCES["modbus"] == (ModbusSourceConfig, ModbusSource)
+    assert SOURCES["modbus"].config is ModbusSourceConfig
+    assert SOURCES["modbus"].load() is ModbusSource
 
 
 PLANT_MAP = [

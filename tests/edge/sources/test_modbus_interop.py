@@ -15,7 +15,7 @@ import shutil
 
 import pytest
 
-from edge.sources.modbus_map import RegisterConfig, encode_value
+from edge.sources.modbus.map import RegisterConfig, encode_value
 from tests.edge.sources.test_modbus_support import ModbusTestServer, Running, device, make, tcp_source, write_registers
 from tests.support import CollectingSink
 

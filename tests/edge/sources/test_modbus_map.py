@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edge.config import ConfigFileError, load_gateway_config
-from edge.sources.modbus_map import (
+from edge.sources.modbus.map import (
     RegisterConfig,
     build_tag,
     decode_registers,
@@ -253,7 +253,8 @@ def test_a_source_needs_exactly_one_transport(tmp_path: Path):
 
 
 def test_the_sample_config_loads_and_plans_few_reads():
-    from edge.sources.modbus import ModbusSourceConfig, check_serial_ports, make_link, make_poller
+    from edge.sources.modbus import ModbusSourceConfig, check_serial_ports
+    from edge.sources.modbus.source import make_link, make_poller
 
     config = load_gateway_config(Path(__file__).parents[3] / "docs" / "examples" / "modbus.toml")
     sources = [s for s in config.sources if isinstance(s, ModbusSourceConfig)]

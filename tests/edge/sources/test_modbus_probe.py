@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.sources import modbus_probe
+from edge.sources.modbus import probe as modbus_probe
 from tests.edge.sources.test_modbus_support import ModbusTestServer, device
 from tests.support import free_port
 

@@ -15,8 +15,8 @@ from pymodbus.constants import ExcCodes
 from pymodbus.simulator import SimDevice
 
 from edge.sources import SourceState
-from edge.sources.modbus import ModbusSourceConfig, check_serial_ports
-from edge.sources.modbus_bus import BusConflictError, RtuConfig
+from edge.sources.modbus import ModbusSourceConfig, RtuConfig, check_serial_ports
+from edge.sources.modbus.client import BusConflictError
 from tests.edge.sources.test_modbus_support import ModbusTestServer, Running, device, make, wait_state
 from tests.support import CollectingSink
 

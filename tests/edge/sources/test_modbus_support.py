@@ -18,7 +18,8 @@ from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from edge.sources import SourceState, build_source
-from edge.sources.modbus import ModbusSource, ModbusSourceConfig
+from edge.sources.modbus import ModbusSourceConfig
+from edge.sources.modbus.source import ModbusSource
 from tests.support import free_port
 
 RegisterSpec = dict[int, Sequence[int]]  # first address -> register values (holes are unmapped)

@@ -18,7 +18,8 @@ import pytest_asyncio
 from asyncua import ua
 
 from edge.sources import SourceState
-from edge.sources.opcua import OpcUaSource, OpcUaSourceConfig
+from edge.sources.opcua import OpcUaSourceConfig
+from edge.sources.opcua.source import OpcUaSource
 from shared.frame import TelemetryFrame
 from tests.edge.sources.test_opcua_support import (
     BlackholeProxy,

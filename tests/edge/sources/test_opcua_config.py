@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from edge.config import load_gateway_config
 from edge.sources.opcua import OpcUaSourceConfig
-from edge.sources.opcua_values import decode_data_value, decode_variant, pick_timestamp
+from edge.sources.opcua.values import decode_data_value, decode_variant, pick_timestamp
 from shared.configbase import ConfigFileError, format_validation_error
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "docs" / "examples" / "opcua.toml"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from edge.sources import opcua_probe
+from edge.sources.opcua import probe as opcua_probe
 from tests.edge.sources.test_opcua_support import TestServer
 from tests.support import free_port
 

@@ -28,7 +28,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from edge.sources import SourceState, build_source
-from edge.sources.opcua import OpcUaSource, OpcUaSourceConfig
+from edge.sources.opcua import OpcUaSourceConfig
+from edge.sources.opcua.source import OpcUaSource
 from tests.support import CollectingSink
 
 NS_URI = "urn:twinedge:test"
