@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import psutil  # noqa: E402
 
 from edge.broker.auth import set_password  # noqa: E402
-from edge.control import ControlError, request  # noqa: E402
+from edge.control import ControlError  # noqa: E402
+from edge.control.client import request  # noqa: E402
 from tests.support import free_port, free_ports  # noqa: E402
 
 
@@ -84,7 +85,7 @@ async def loaded(tmp: Path, args: argparse.Namespace) -> dict[str, float]:
     common = ["--machines", str(args.devices), "--modbus-port", str(modbus), "--opcua-port", str(opcua),
               "--registers", "100", "--opcua-items", str(args.items)]
     config = tmp / "loaded.toml"
-    gen = [sys.executable, "-m", "edge.sim.cli", "config", *common, "--state-dir", str(tmp / "state"),
+    gen = [sys.executable, "-m", "twinsim.cli", "config", *common, "--state-dir", str(tmp / "state"),
            "--publishing-interval", "100ms", "-o", str(config)]
     subprocess.run(gen, check=True)  # noqa: ASYNC221 - a one-off, before timing
     with config.open("a") as f:
@@ -94,7 +95,7 @@ async def loaded(tmp: Path, args: argparse.Namespace) -> dict[str, float]:
     sims = []
     for part, skip in (("modbus", "--no-opcua"), ("opcua", "--no-modbus")):
         ready = tmp / f"sim-{part}.ready"
-        cmd = [sys.executable, "-m", "edge.sim.cli", "run", *common, skip, "--summary-every", "0s",
+        cmd = [sys.executable, "-m", "twinsim.cli", "run", *common, skip, "--summary-every", "0s",
                "--ready-file", str(ready), "--log-level", "warning"]
         sims.append((subprocess.Popen(cmd), ready))  # noqa: ASYNC220 - started once, before timing
     try:

@@ -1,9 +1,13 @@
 """The Gateway: owns one TaskGroup with the store writer, the MQTT side, the sources and the control socket.
 
-Sources run under a supervisor with a restart budget: a source that crashes is
-restarted with backoff; one that keeps crashing is marked failed and the daemon
-stays up. SIGTERM cancels the group; the writer commits what is queued within a
-bound shorter than systemd's TimeoutStopSec.
+Every task runs under a ``Supervisor`` with a restart budget (edge/supervisor.py).
+A source that keeps crashing is marked failed and the daemon stays up; a part
+the daemon cannot work without (writer, MQTT side, uplink, control socket)
+that keeps crashing ends the daemon with exit status 1 so that systemd restarts
+it. An error of ours raised while starting (a port in use, an unusable state
+directory) is not retried: it ends start-up with exit status 78. SIGTERM
+cancels the group; the writer commits what is queued within a bound shorter
+than systemd's TimeoutStopSec.
 """
 
 from __future__ import annotations
@@ -13,38 +17,29 @@ import logging
 import os
 import signal
 import time
-from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from edge import __version__
 from edge.config import GatewayConfig
-from edge.control import ControlServer
+from edge.control.server import ControlServer
+from edge.errors import DaemonFailed, StartupError
 from edge.sdnotify import notify, watchdog_interval
-from edge.sources import Backoff, Source, SourceState, build_source
+from edge.sources import Source, SourceState, build_source
 from edge.store import Store
+from edge.supervisor import Supervisor
 from edge.uplink import Uplink
 from edge.writer import StoreWriter
 from shared.batch import EdgeHealth
 from shared.errors import TwinedgeError
 from shared.frame import TelemetryFrame
 
-__all__ = ["DaemonFailed", "Gateway", "StartupError", "run_daemon"]
+__all__ = ["Gateway", "run_daemon"]
 
 log = logging.getLogger(__name__)
 
-RESTART_BUDGET = 5  # crashes allowed within RESTART_WINDOW before a source is marked failed
-RESTART_WINDOW = 600.0
 SHUTDOWN_BOUND = 20.0  # below the unit's TimeoutStopSec=30
 STATUS_EVERY = 10.0
-
-
-class StartupError(TwinedgeError):
-    """The daemon cannot start with this configuration (exit 78, systemd does not restart it)."""
-
-
-class DaemonFailed(TwinedgeError):
-    """The running daemon hit an error it cannot go on with (exit 1: systemd restarts it)."""
 
 
 class MqttSide(Protocol):
@@ -86,6 +81,7 @@ class Gateway:
         )
         self.ready = asyncio.Event()
         self.started_at = time.time()
+        self.restarts: dict[str, dict[str, Any]] = {}  # part -> count and last reason, for `status`
 
     def _build_mqtt(self) -> MqttSide | None:
         # Imported here: a gateway without MQTT does not load amqtt.
@@ -108,16 +104,16 @@ class Gateway:
             if self.uplink is not None:
                 self.writer.on_commit(self.uplink.on_commit)
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self.writer.run(), name="store-writer")
-                tg.create_task(self.writer.run_quarantine(), name="quarantine-writer")
-                tg.create_task(self.control.run(), name="control")
+                self._start(tg, "store writer", self.writer.run)
+                self._start(tg, "quarantine writer", self.writer.run_quarantine)
+                self._start(tg, "control socket", self.control.run)
                 if self.mqtt is not None:
-                    tg.create_task(self.mqtt.run(), name="mqtt")
+                    self._start(tg, "MQTT side", self.mqtt.run)
                 if self.uplink is not None:
-                    tg.create_task(self.uplink.run(), name="uplink")
+                    self._start(tg, "uplink", self.uplink.run)
+                self._start(tg, "systemd notifier", self._announce)
                 for source in self.sources:
-                    tg.create_task(self._supervise(source), name=f"source:{source.name}")
-                tg.create_task(self._announce(), name="systemd-status")
+                    tg.create_task(self._supervise_source(source), name=f"source:{source.name}")
         finally:
             await self.store.close()
 
@@ -149,31 +145,38 @@ class Gateway:
         up = sum(1 for s in self.sources if s.health.state == SourceState.CONNECTED)
         return f"{up}/{len(self.sources)} sources connected; queue {self.store.depth} frames"
 
-    async def _supervise(self, source: Source) -> None:
-        crashes: deque[float] = deque()
-        backoff = Backoff(initial=self.restart_delay, maximum=60 * self.restart_delay)
-        while True:
-            try:
-                await source.run()
-                reason = "stopped by itself"
-            except Exception as exc:  # noqa: BLE001 - the supervisor is where unexpected errors land
-                reason = f"{type(exc).__name__}: {exc}"
-                log.exception("source %s crashed: %s", source.name, reason)
-            now = time.monotonic()
-            crashes.append(now)
-            while crashes and now - crashes[0] > RESTART_WINDOW:
-                crashes.popleft()
-            if len(crashes) > RESTART_BUDGET:
-                source.health.set_state(
-                    SourceState.FAILED,
-                    f"crashed {len(crashes)} times in {RESTART_WINDOW / 60:.0f} min (last: {reason}); "
-                    "not restarted. Fix the cause and restart the service.",
-                )
-                return
-            delay = backoff.next_delay()
+    def _start(self, tg: asyncio.TaskGroup, name: str, target: Callable[[], Awaitable[None]]) -> None:
+        tg.create_task(self._supervise_part(name, target), name=name)
+
+    async def _supervise_part(self, name: str, target: Callable[[], Awaitable[None]]) -> None:
+        """A part the daemon needs: restarted within the budget, then the daemon ends (exit 1)."""
+
+        def fatal(exc: Exception) -> bool:
+            # Our own error before the daemon is ready is a configuration or environment problem:
+            # restarting would fail the same way (e.g. a port in use), so start-up ends here.
+            return isinstance(exc, TwinedgeError) and not self.ready.is_set()
+
+        def restarting(reason: str, _delay: float) -> None:
+            entry = self.restarts.setdefault(name, {"count": 0, "last_reason": None})
+            entry["count"] += 1
+            entry["last_reason"] = reason
+
+        supervisor = Supervisor(name, delay=self.restart_delay, fatal=fatal, on_restart=restarting)
+        gave_up = await supervisor.run(target)
+        raise DaemonFailed(f"the {name} {gave_up}")
+
+    async def _supervise_source(self, source: Source) -> None:
+        """A source: restarted within the budget, then marked failed while the daemon stays up."""
+
+        def restarting(reason: str, delay: float) -> None:
             source.health.reconnects += 1
             source.health.set_state(SourceState.DISCONNECTED, f"{reason}; restarting in {delay:.1f} s")
-            await asyncio.sleep(delay)
+
+        supervisor = Supervisor(f"source {source.name}", delay=self.restart_delay, on_restart=restarting)
+        gave_up = await supervisor.run(source.run)
+        source.health.set_state(
+            SourceState.FAILED, f"{gave_up}; not restarted. Fix the cause and restart the service."
+        )
 
     async def edge_health(self) -> EdgeHealth:
         """What every sync batch tells the cloud about this edge: one query, the rest is in memory."""
@@ -195,6 +198,7 @@ class Gateway:
             "version": __version__,
             "started_at": self.started_at,
             "uptime_s": time.time() - self.started_at,
+            "restarts": self.restarts,
             "sources": [s.health.snapshot() for s in self.sources],
             "mqtt": self.mqtt.snapshot() if self.mqtt is not None else None,
             "cloud": self.uplink.snapshot() if self.uplink is not None else None,
@@ -250,14 +254,16 @@ async def run_daemon(config: GatewayConfig) -> None:
         try:
             await gateway.run()
         except* TwinedgeError as group:
-            message = "; ".join(str(e) for e in group.exceptions)
-            if not gateway.ready.is_set():
-                # A port in use, unreadable certificates, password, token or queue file:
-                # a restart would fail the same way, so this ends with EX_CONFIG.
-                log.critical("cannot start: %s", message)
-                raise StartupError(message) from None
-            log.critical("stopping after an error: %s", message)
-            raise DaemonFailed(message) from None
+            failed = [e for e in group.exceptions if isinstance(e, DaemonFailed)]
+            message = "; ".join(str(e) for e in group.exceptions if not isinstance(e, DaemonFailed))
+            if failed or gateway.ready.is_set():
+                reason = "; ".join(e.args[0] for e in failed) or message
+                log.critical("stopping after an error: %s", reason)
+                raise DaemonFailed(reason) from None
+            # A port in use, unreadable certificates, password, token or queue file:
+            # a restart would fail the same way, so this ends with EX_CONFIG.
+            log.critical("cannot start: %s", message)
+            raise StartupError(message) from None
     except asyncio.CancelledError:
         if not stopping:
             raise

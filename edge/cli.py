@@ -1,24 +1,28 @@
 """`twinedge`: run the daemon and diagnose it (status, tail, probe, check-config, queue, passwd).
 
-Exit codes: 0 ok, 1 a runtime problem (daemon unreachable, device error),
-2 usage, 78 (EX_CONFIG) a config error.
+Exit codes (decided in ``edge.errors``): 0 ok, 1 a runtime problem (daemon
+unreachable, device error), 2 usage, 78 (EX_CONFIG) a config error. Output to a
+pipe that closes early (``twinedge status | head``) ends the command quietly.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge import __version__
-from edge.config import ConfigFileError, GatewayConfig, load_gateway_config
-from edge.control import ControlError, request, stream
-from edge.render import render_quarantine, render_queue_peek, render_queue_stats, render_status
-from shared.configbase import EX_CONFIG
+from edge.errors import exit_code
+from shared.errors import EX_CONFIG, ConfigFileError, TwinedgeError
+
+if TYPE_CHECKING:
+    from edge.config import GatewayConfig
+
+# Protocol libraries, pydantic models and asyncio machinery are imported by the command that needs
+# them: `twinedge --help` and `twinedge status` must answer at once, on a Pi too.
 
 __all__ = ["main"]
 
@@ -34,6 +38,8 @@ def _socket_path(args: argparse.Namespace) -> Path:
     if args.socket:
         return Path(args.socket)
     if args.config:
+        from edge.config import load_gateway_config
+
         return load_gateway_config(args.config).control_socket
     if env := os.environ.get("TWINEDGE_SOCKET"):
         return Path(env)
@@ -41,23 +47,21 @@ def _socket_path(args: argparse.Namespace) -> Path:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from edge.app import DaemonFailed, StartupError, run_daemon
+    import asyncio
+
+    from edge.app import run_daemon
+    from edge.config import load_gateway_config
     from edge.sdnotify import setup_logging
 
     config = load_gateway_config(args.config or DEFAULT_CONFIG)
     setup_logging(args.log_level or config.log.level)
-    try:
-        asyncio.run(run_daemon(config))
-    except StartupError as exc:
-        print(f"twinedge: cannot start: {exc}", file=sys.stderr)
-        return EX_CONFIG
-    except DaemonFailed as exc:
-        print(f"twinedge: stopped after an error: {exc}", file=sys.stderr)
-        return 1
+    asyncio.run(run_daemon(config))
     return 0
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from edge.config import load_gateway_config
+
     try:
         config = load_gateway_config(args.file)
     except ConfigFileError as exc:
@@ -90,51 +94,51 @@ def _summary(path: str, config: GatewayConfig) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    result = asyncio.run(request(_socket_path(args), "status"))
+    from edge.control.client import call
+    from edge.render import render_status
+
+    result = call(_socket_path(args), "status")
     _print_json(result) if args.json else print(render_status(result))
     return 0
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    async def tail() -> None:
-        count = 0
-        async for frame in stream(_socket_path(args), args.device):
-            if args.json:
-                print(json.dumps(frame), flush=True)
-            else:
-                sensors = " ".join(f"{k}={v}" for k, v in frame.get("sensors", {}).items())
-                print(f"{frame['ts']:.3f} {frame['device_id']} {frame.get('status', 'ok')} {sensors}", flush=True)
-            count += 1
-            if args.count and count >= args.count:
-                return
+    from edge.control.client import follow
+    from edge.render import render_frame_line
 
-    try:
-        asyncio.run(tail())
-    except KeyboardInterrupt:
-        pass
+    count = 0
+    for frame in follow(_socket_path(args), args.device):
+        print(json.dumps(frame) if args.json else render_frame_line(frame), flush=True)
+        count += 1
+        if args.count and count >= args.count:
+            break
     return 0
 
 
 def cmd_queue(args: argparse.Namespace) -> int:
+    from edge.control.client import call
+    from edge.render import render_quarantine, render_queue_peek, render_queue_stats
+
     sock = _socket_path(args)
     if args.action == "stats":
-        result = asyncio.run(request(sock, "queue_stats"))
+        result = call(sock, "queue_stats")
         _print_json(result) if args.json else print(render_queue_stats(result))
     elif args.action == "peek":
-        rows = asyncio.run(request(sock, "queue_peek", limit=args.limit))
+        rows = call(sock, "queue_peek", limit=args.limit)
         _print_json(rows) if args.json else print(render_queue_peek(rows))
     else:
-        rows = asyncio.run(request(sock, "quarantine", limit=args.limit))
+        rows = call(sock, "quarantine", limit=args.limit)
         _print_json(rows) if args.json else print(render_quarantine(rows))
     return 0
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    # Imported on use: `twinedge status` should not pay for loading pymodbus and asyncua.
+    import asyncio
+
     if args.protocol == "modbus":
-        from edge.sources import modbus_probe as module
+        from edge.sources.modbus import probe as module
     else:
-        from edge.sources import opcua_probe as module  # type: ignore[no-redef]
+        from edge.sources.opcua import probe as module  # type: ignore[no-redef]
     parser = argparse.ArgumentParser(prog=f"twinedge probe {args.protocol}")
     module.add_arguments(parser)
     return int(asyncio.run(module.run(parser.parse_args(args.rest))))
@@ -203,15 +207,21 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()
     except ConfigFileError as exc:
         print(exc.report(), file=sys.stderr)
-        return EX_CONFIG
-    except ControlError as exc:
+        return exit_code(exc)
+    except TwinedgeError as exc:
         print(f"twinedge: {exc}", file=sys.stderr)
-        return 1
+        return exit_code(exc)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `twinedge status | head`: the reader is gone; nothing left to say, and nowhere to say it.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    return code
 
 
 if __name__ == "__main__":

@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import Any
 
-__all__ = ["render_quarantine", "render_queue_peek", "render_queue_stats", "render_status"]
+__all__ = [
+    "format_value",
+    "local_time",
+    "render_frame_line",
+    "render_quarantine",
+    "render_queue_peek",
+    "render_queue_stats",
+    "render_status",
+]
 
 
 def _age(seconds: float | None) -> str:
@@ -22,6 +31,29 @@ def _age(seconds: float | None) -> str:
 
 def _ago(ts: float | None) -> str:
     return "never" if ts is None else _age(time.time() - ts) + " ago"
+
+
+def local_time(ts: float) -> str:
+    """An epoch time as local ISO 8601 with milliseconds and the UTC offset."""
+    return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="milliseconds")
+
+
+def format_value(value: Any) -> str:
+    """A sensor value as a person reads it: floats to 10 significant digits (no binary noise)."""
+    if isinstance(value, float):
+        return format(value, ".10g")
+    return str(value)
+
+
+def _sensors(sensors: dict[str, Any], limit: int | None = None) -> str:
+    items = list(sensors.items())[:limit]
+    return " ".join(f"{name}={format_value(value)}" for name, value in items)
+
+
+def render_frame_line(frame: dict[str, Any]) -> str:
+    """One stored frame on one line, as `twinedge tail` prints it."""
+    return f"{local_time(frame['ts'])} {frame['device_id']} {frame.get('status', 'ok')} " \
+           f"{_sensors(frame.get('sensors', {}))}"
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
@@ -47,7 +79,11 @@ def render_queue_stats(q: dict[str, Any]) -> str:
 
 
 def render_status(s: dict[str, Any]) -> str:
-    out = [f"twinedge {s['version']} — edge {s['edge_id']}, up {_age(s['uptime_s'])}", ""]
+    out = [f"twinedge {s['version']} — edge {s['edge_id']}, up {_age(s['uptime_s'])}"]
+    for part, crash in sorted(s.get("restarts", {}).items()):
+        out.append(f"WARNING: the {part} crashed and was restarted {crash['count']} time(s); "
+                   f"last: {str(crash['last_reason'])[:120]}")
+    out.append("")
     rows = []
     for src in s["sources"]:
         rows.append([
@@ -97,8 +133,8 @@ def render_queue_peek(rows: list[dict[str, Any]]) -> str:
     table = []
     for r in rows:
         f = r["frame"]
-        sensors = " ".join(f"{k}={v}" for k, v in list(f.get("sensors", {}).items())[:6])
-        table.append([str(r["seq"]), f["device_id"], f"{f['ts']:.3f}", _ago(r["stored_at"]), sensors])
+        table.append([str(r["seq"]), f["device_id"], local_time(f["ts"]), _ago(r["stored_at"]),
+                      _sensors(f.get("sensors", {}), 6)])
     return _table(["SEQ", "DEVICE", "TS", "STORED", "SENSORS"], table)
 
 

@@ -1,24 +1,7 @@
-"""Contracts the edge and the cloud both speak: the telemetry frame, the sync batch, the codec."""
+"""Contracts the edge and the cloud both speak: the telemetry frame (``shared.frame``), the sync batch
+(``shared.batch``), the codec (``shared.codec``), config building blocks (``shared.configbase``) and the
+error types (``shared.errors``).
 
-from shared.batch import EdgeHealth, Rejection, SequencedFrame, SyncAck, SyncBatch
-from shared.codec import decode_frames, decode_obj, encode_frame, encode_frames, encode_obj
-from shared.errors import CodecError, FrameError, Problem, TwinedgeError
-from shared.frame import TelemetryFrame
-
-__all__ = [
-    "CodecError",
-    "EdgeHealth",
-    "FrameError",
-    "Problem",
-    "Rejection",
-    "SequencedFrame",
-    "SyncAck",
-    "SyncBatch",
-    "TelemetryFrame",
-    "TwinedgeError",
-    "decode_frames",
-    "decode_obj",
-    "encode_frame",
-    "encode_frames",
-    "encode_obj",
-]
+Import from the modules: this package itself imports nothing, so that a command that needs only the
+error types (``twinedge --help``, ``twinedge status``) does not load pydantic.
+"""

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
-from shared.errors import TwinedgeError
+from shared.errors import EX_CONFIG, ConfigFileError
 
 __all__ = [
     "EX_CONFIG",
@@ -38,22 +38,6 @@ class StrictModel(BaseModel):
     """Base of every config model: unknown keys are refused; a loaded config is read-only."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-EX_CONFIG = 78  # sysexits.h EX_CONFIG: every command exits with it on a bad config (systemd: no restart loop)
-
-
-class ConfigFileError(TwinedgeError):
-    """A config file is unreadable or invalid. ``lines`` holds one message per problem."""
-
-    def __init__(self, path: str, lines: list[str]) -> None:
-        self.path = path
-        self.lines = lines
-        super().__init__(f"{path}: " + "; ".join(lines))
-
-    def report(self) -> str:
-        """What a CLI prints: the file and count, then one indented line per problem."""
-        return "\n".join([f"{self.path}: {len(self.lines)} problem(s)", *(f"  {line}" for line in self.lines)])
 
 
 _DURATION_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}

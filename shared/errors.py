@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["CodecError", "FrameError", "Problem", "TwinedgeError"]
+__all__ = ["EX_CONFIG", "CodecError", "ConfigFileError", "FrameError", "Problem", "TwinedgeError"]
+
+EX_CONFIG = 78  # sysexits.h EX_CONFIG: every command exits with it on a bad config (systemd: no restart loop)
 
 
 class TwinedgeError(Exception):
@@ -39,3 +41,16 @@ class FrameError(TwinedgeError):
 
 class CodecError(TwinedgeError):
     """A payload could not be decoded at all (truncated, not MessagePack/JSON, too large)."""
+
+
+class ConfigFileError(TwinedgeError):
+    """A config file is unreadable or invalid. ``lines`` holds one message per problem."""
+
+    def __init__(self, path: str, lines: list[str]) -> None:
+        self.path = path
+        self.lines = lines
+        super().__init__(f"{path}: " + "; ".join(lines))
+
+    def report(self) -> str:
+        """What a CLI prints: the file and count, then one indented line per problem."""
+        return "\n".join([f"{self.path}: {len(self.lines)} problem(s)", *(f"  {line}" for line in self.lines)])

@@ -1,8 +1,6 @@
-"""The local control socket: how `twinedge status`, `tail` and `queue` talk to the running daemon.
+"""The daemon's side of the control socket: answers requests by name and streams stored frames to ``tail``.
 
-A Unix stream socket (mode 0660 by default, so operators in the service's group
-can use it without root) speaking JSON lines: one request line, then one reply
-line, or for ``tail`` a line per stored frame until the client goes away.
+The protocol is described in ``edge.control``; the client is ``edge.control.client``.
 """
 
 from __future__ import annotations
@@ -12,24 +10,22 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from shared.errors import TwinedgeError
-from shared.frame import TelemetryFrame
+from edge.control import ControlError
 
-__all__ = ["ControlError", "ControlServer", "request", "stream"]
+if TYPE_CHECKING:
+    from shared.frame import TelemetryFrame
+
+__all__ = ["ControlServer"]
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 _TAIL_BUFFER = 1000
 _MAX_REQUEST = 64 * 1024
-
-
-class ControlError(TwinedgeError):
-    """The daemon's control socket is unreachable or answered with an error."""
 
 
 class ControlServer:
@@ -53,11 +49,17 @@ class ControlServer:
                 queue.put_nowait(frame)
 
     async def run(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()  # a socket left by an earlier run
-        server = await asyncio.start_unix_server(self._serve, path=str(self.path), limit=_MAX_REQUEST)
-        os.chmod(self.path, self.mode)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()  # a socket left by an earlier run
+            server = await asyncio.start_unix_server(self._serve, path=str(self.path), limit=_MAX_REQUEST)
+            os.chmod(self.path, self.mode)
+        except OSError as exc:
+            raise ControlError(
+                f"cannot create the control socket {self.path}: {exc.strerror or exc}; "
+                "set control.socket (or edge.state_dir) to a directory the service can write"
+            ) from None
         self.started.set()
         log.info("control socket at %s", self.path)
         try:
@@ -111,44 +113,3 @@ class ControlServer:
     async def _send(writer: asyncio.StreamWriter, obj: Any) -> None:
         writer.write(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
         await writer.drain()
-
-
-def _unreachable(path: Path, exc: OSError) -> ControlError:
-    if isinstance(exc, PermissionError):
-        return ControlError(f"no permission to use {path}: add your user to the service's group (e.g. twinedge)")
-    return ControlError(f"the daemon is not running (no control socket at {path}: {exc.strerror or exc})")
-
-
-async def request(path: Path, cmd: str, **args: Any) -> Any:
-    """One request to the running daemon; raises ControlError when it is not reachable."""
-    try:
-        reader, writer = await asyncio.open_unix_connection(str(path), limit=64 * 1024 * 1024)
-    except OSError as exc:
-        raise _unreachable(path, exc) from None
-    try:
-        writer.write(json.dumps({"cmd": cmd, **args}).encode() + b"\n")
-        await writer.drain()
-        reply = json.loads(await reader.readline() or b"null")
-    finally:
-        writer.close()
-    if not isinstance(reply, dict) or not reply.get("ok"):
-        raise ControlError(reply.get("error", "no answer") if isinstance(reply, dict) else "no answer")
-    return reply["result"]
-
-
-async def stream(path: Path, device: str | None = None) -> AsyncIterator[dict[str, Any]]:
-    """Live frames from the daemon as they are stored."""
-    try:
-        reader, writer = await asyncio.open_unix_connection(str(path))
-    except OSError as exc:
-        raise _unreachable(path, exc) from None
-    try:
-        writer.write(json.dumps({"cmd": "tail", "device": device}).encode() + b"\n")
-        await writer.drain()
-        first = json.loads(await reader.readline() or b"null")
-        if not isinstance(first, dict) or not first.get("ok"):
-            raise ControlError("the daemon refused to stream frames")
-        while line := await reader.readline():
-            yield json.loads(line)
-    finally:
-        writer.close()

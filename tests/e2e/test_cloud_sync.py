@@ -20,7 +20,7 @@ from typing import Any
 
 import msgpack
 
-from edge.control import request
+from edge.control.client import request
 from tests.cloud.server import CloudServer
 from tests.e2e.cloudcount import stored_values
 from tests.e2e.daemon import EdgeDaemon
@@ -72,12 +72,12 @@ async def test_a_cloud_outage_loses_and_duplicates_nothing(tmp_path: Path) -> No
     ready = tmp_path / "sim.ready"
     sim_args = ["--machines", "2", "--modbus-port", str(modbus), "--no-opcua"]
     gen = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "edge.sim.cli", "config", *sim_args, "--poll-interval", "100ms", stdout=subprocess.PIPE
+        sys.executable, "-m", "twinsim.cli", "config", *sim_args, "--poll-interval", "100ms", stdout=subprocess.PIPE
     )
     generated = (await gen.communicate())[0].decode()
     sources = generated[generated.index("[[sources]]"):]
     sim = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "edge.sim.cli", "run", *sim_args, "--summary-every", "0s", "--ready-file", str(ready),
+        sys.executable, "-m", "twinsim.cli", "run", *sim_args, "--summary-every", "0s", "--ready-file", str(ready),
         "--log-level", "warning",
     )
     daemon = EdgeDaemon(tmp_path / "edge", uplink_toml(cloud.port, cloud.edge_tokens[EDGE]) + "\n" + sources)

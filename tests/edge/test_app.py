@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from edge.app import RESTART_BUDGET, Gateway
+from edge.app import Gateway
 from edge.config import GatewayConfig
-from edge.control import request, stream
+from edge.control.client import request, stream
 from edge.sources import Source, SourceState
+from edge.supervisor import RESTART_BUDGET
 from shared.configbase import StrictModel
 from shared.frame import TelemetryFrame
 
@@ -191,3 +192,59 @@ async def test_queue_commands_show_frames_and_quarantine_from_the_running_daemon
     assert "1 frames waiting" in outputs["stats"]
     assert "press-9" in outputs["peek"] and "temp=81.5" in outputs["peek"]
     assert "must be finite" in outputs["quarantine"] and "mqtt:twin/press-9/telemetry" in outputs["quarantine"]
+
+
+class FlakyMqtt:
+    """An MQTT side at our own seam (the Gateway's MqttSide protocol) that crashes ``crashes`` times after start."""
+
+    def __init__(self, crashes: int) -> None:
+        self.started = asyncio.Event()
+        self.crashes = crashes
+        self.runs = 0
+
+    async def run(self) -> None:
+        self.runs += 1
+        self.started.set()
+        if self.runs <= self.crashes:
+            await asyncio.sleep(0.05)
+            raise RuntimeError("listener task died")
+        await asyncio.Event().wait()
+
+    async def publish_stored(self, frames: object) -> None:
+        return None
+
+    def snapshot(self) -> dict[str, object]:
+        return {"kind": "fake", "runs": self.runs}
+
+
+async def test_a_crashing_part_is_restarted_and_shown_in_status(tmp_path: Path) -> None:
+    gateway = Gateway(config(tmp_path), restart_delay=0.001)
+    gateway.mqtt = flaky = FlakyMqtt(crashes=2)
+    gateway.sources.append(CountingSource("press-1", 2, gateway.writer))
+    async with running(gateway):
+        async with asyncio.timeout(10):
+            while flaky.runs < 3:
+                await asyncio.sleep(0.01)
+        status = await request(gateway.config.control_socket, "status")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "edge.cli", "status", "--socket", str(gateway.config.control_socket),
+            stdout=subprocess.PIPE,
+        )
+        text = (await proc.communicate())[0].decode()
+    assert status["restarts"]["MQTT side"]["count"] == 2
+    assert "listener task died" in status["restarts"]["MQTT side"]["last_reason"]
+    assert "the MQTT side crashed and was restarted 2 time(s)" in text
+    assert status["queue"]["depth"] == 2  # the rest of the daemon kept working
+
+
+async def test_a_part_that_keeps_crashing_ends_the_daemon_for_systemd_to_restart(tmp_path: Path) -> None:
+    from edge.errors import DaemonFailed
+
+    gateway = Gateway(config(tmp_path), restart_delay=0.001)
+    gateway.mqtt = FlakyMqtt(crashes=1000)
+    async with asyncio.timeout(20):
+        with pytest.raises(ExceptionGroup) as caught:
+            await gateway.run()
+    [failed] = caught.value.exceptions
+    assert isinstance(failed, DaemonFailed)
+    assert f"the MQTT side crashed {RESTART_BUDGET + 1} times" in str(failed)

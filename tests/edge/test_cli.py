@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -121,3 +122,36 @@ def test_a_taken_broker_port_ends_the_daemon_with_78_and_plain_words(tmp_path: P
     assert proc.returncode == 78, proc.stderr
     assert "cannot start" in proc.stderr and str(port) in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def _closed_pipe_run(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run twinedge with stdout on a pipe whose reader is already gone (as `| head` leaves it)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run([sys.executable, "-m", "edge.cli", *args], stdout=write_end, stderr=subprocess.PIPE,
+                              text=True, check=False)
+    finally:
+        os.close(write_end)
+
+
+@pytest.mark.parametrize("command", [["check-config", "SAMPLE"], ["check-config", "--json", "SAMPLE"]])
+def test_a_closed_pipe_ends_the_command_quietly(command: list[str]) -> None:
+    sample = str(next(p for p in EXAMPLES if p.name == "modbus.toml"))
+    proc = _closed_pipe_run(*[sample if arg == "SAMPLE" else arg for arg in command])
+    assert proc.stderr == ""
+    assert proc.returncode == 0
+
+
+def test_a_control_socket_that_cannot_be_created_stops_start_up_with_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where a directory should be")
+    path = tmp_path / "edge.toml"
+    path.write_text(
+        f'[edge]\nid = "e1"\nstate_dir = "{tmp_path / "state"}"\n[control]\nsocket = "{blocker / "control.sock"}"\n'
+    )
+    proc = twinedge("run", "-c", str(path))
+    assert proc.returncode == 78
+    assert "Traceback" not in proc.stderr
+    [line] = [x for x in proc.stderr.splitlines() if x.startswith("twinedge:")]
+    assert f"cannot create the control socket {blocker / 'control.sock'}" in line
