@@ -1,0 +1,235 @@
+"""The uplink task: sends the durable queue to the cloud and deletes only what the cloud acknowledged.
+
+The planner (``planner``) says which frames go next, the sender (``sender``)
+delivers a batch, the limiter (``limiter``) paces the backlog. This module ties
+them to the store: it reads batches (the next one while the current one is in
+flight), applies acknowledgements and moves what the cloud refuses for good to
+the quarantine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import msgpack
+
+from edge.config import UplinkConfig
+from edge.store import Store, StoredRow
+from edge.uplink.limiter import BandwidthLimiter
+from edge.uplink.planner import BatchPlanner, Read
+from edge.uplink.sender import LinkState, Sender, SyncRefused, SyncTooLarge, encode_batch
+from shared.batch import EdgeHealth, SyncAck
+from shared.errors import TwinedgeError
+from shared.frame import TelemetryFrame
+
+__all__ = ["Uplink"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """A batch ready to send: its rows, whether they are backlog, the encoded body, the backlog split it assumed."""
+
+    rows: list[StoredRow]
+    backlog: bool
+    body: bytes
+    split: int | None
+
+
+class Uplink:
+    """One task: ``run()``. ``on_commit`` is the store writer's hook that wakes it."""
+
+    def __init__(
+        self,
+        config: UplinkConfig,
+        store: Store,
+        *,
+        edge_id: str,
+        health: Callable[[], Awaitable[EdgeHealth]],
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.edge_id = edge_id
+        self.health = health
+        self.transport = transport
+        self.link = LinkState()
+        self.planner = BatchPlanner(batch_max_frames=config.batch_max_frames,
+                                    split_above=2 * config.batch_max_frames)
+        self.sender = Sender(config, self.link, on_retry=self.planner.on_retry)
+        self.limiter = BandwidthLimiter(config.backlog_bandwidth, time.monotonic())
+        self._wake = asyncio.Event()
+        self._packer = msgpack.Packer(use_bin_type=True)
+        self._last_post = 0.0
+
+    async def on_commit(self, _frames: Sequence[TelemetryFrame]) -> None:
+        self._wake.set()
+
+    def snapshot(self) -> dict[str, Any]:
+        return {**self.sender.snapshot(), "backlog_through": self.planner.backlog_through}
+
+    # --- the loop ------------------------------------------------------------
+
+    async def run(self) -> None:
+        async with self.sender.client(self.transport) as client:
+            log.info("uplink to %s started", self.config.url)
+            ahead: _Batch | None = None
+            while True:
+                if ahead is None or self._worth_waiting(ahead):
+                    ahead = await self._prepare()
+                self._last_post = time.monotonic()
+                if ahead.backlog and not await self._spend(len(ahead.body)):
+                    ahead = None
+                    continue  # live data arrived while the backlog waited for bandwidth
+                ahead = await self._deliver_reading_ahead(client, ahead)
+
+    def _worth_waiting(self, batch: _Batch) -> bool:
+        """A short live batch inside ``interval`` of the last post: gather more instead of posting it now."""
+        return (len(batch.rows) < self.planner.limit and not batch.backlog
+                and self._last_post + self.config.interval > time.monotonic())
+
+    async def _prepare(self) -> _Batch:
+        rows, backlog = await self._next_batch()
+        wait = self._last_post + self.config.interval - time.monotonic()
+        if len(rows) < self.planner.limit and not backlog and wait > 0:
+            # A trickle of live data: gather for up to `interval` instead of one request per commit.
+            await asyncio.sleep(wait)
+            rows, backlog = await self._next_batch()
+        return await self._encode(rows, backlog, self.planner.backlog_through)
+
+    async def _encode(self, rows: list[StoredRow], backlog: bool, split: int | None) -> _Batch:
+        health = await self.health()
+        body = await asyncio.to_thread(
+            encode_batch, self._packer, self.edge_id, rows, health, self.config.compression
+        )
+        return _Batch(rows, backlog, body, split)
+
+    async def _read(self, reads: list[Read]) -> tuple[list[StoredRow], bool]:
+        """The first non-empty read of ``reads``, and whether it is backlog."""
+        for read in reads:
+            rows = await self.store.read(after_seq=read.after_seq, through_seq=read.through_seq,
+                                         limit=self.planner.limit, max_bytes=self.config.batch_max_bytes)
+            if rows:
+                return rows, read.backlog
+        return [], False
+
+    async def _next_batch(self) -> tuple[list[StoredRow], bool]:
+        """The next rows to send, waiting for frames when the queue is empty."""
+        while True:
+            self._wake.clear()
+            if self.planner.outage and self.planner.split_due(self.store.depth):
+                self.planner.start_backlog(await self.store.newest_seq())
+                cap = self.config.backlog_bandwidth
+                log.warning(
+                    "%d frames are waiting for the cloud; sending new data first and the backlog behind it%s",
+                    self.store.depth, f" at up to {cap / 1000:.0f} kB/s" if cap else "",
+                )
+            rows, backlog = await self._read(self.planner.reads())
+            if rows:
+                return rows, backlog
+            if self.planner.backlog_through is not None:
+                log.info("backlog delivered; the uplink is back to sending frames as they come")
+                self.planner.backlog_delivered()
+                continue
+            self.link.set("idle")
+            await self._wake.wait()
+
+    async def _spend(self, size: int) -> bool:
+        """Wait for the backlog's bandwidth budget; False when live data should go first."""
+        while wait := self.limiter.wait_for(size, time.monotonic()):
+            self._wake.clear()
+            try:
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
+                return False
+            except TimeoutError:
+                continue
+        return True
+
+    # --- one batch, and the next one read meanwhile --------------------------
+
+    async def _deliver_reading_ahead(self, client: httpx.AsyncClient, batch: _Batch) -> _Batch | None:
+        """Deliver a batch while the next one is read and encoded; the next one if it is still the one to send.
+
+        Batches still go one at a time: this only takes the edge's own work off the time
+        each batch spends in flight. The batch read ahead is dropped when anything it
+        assumed changed (a retry, a refusal, live data arriving during a backlog).
+        """
+        task = asyncio.create_task(self._read_ahead(batch.rows), name="uplink-read-ahead")
+        try:
+            acked = await self._deliver(client, batch.rows, batch.body)
+            ahead = await task
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.wait([task])
+            if not task.cancelled():
+                task.exception()  # seen: a batch that could not be read ahead is read again
+        if ahead is None or not acked or self.planner.outage or self.planner.backlog_through != ahead.split:
+            return None
+        if ahead.backlog and self._wake.is_set():
+            return None  # frames were committed meanwhile: live data goes before the backlog
+        return ahead
+
+    async def _read_ahead(self, sent: list[StoredRow]) -> _Batch | None:
+        """What ``_next_batch`` will return once ``sent`` is acknowledged (and deleted), or None if unsure."""
+        if self.planner.outage:
+            return None
+        split = self.planner.backlog_through
+        self._wake.clear()
+        try:
+            rows, backlog = await self._read(self.planner.reads(skip=(sent[0].seq, sent[-1].seq)))
+        except (sqlite3.Error, TwinedgeError) as exc:
+            log.debug("reading the next batch ahead failed (%s); it is read again after this one", exc)
+            return None
+        if not rows:
+            return None
+        return await self._encode(rows, backlog, split)
+
+    async def _deliver(self, client: httpx.AsyncClient, rows: list[StoredRow], body: bytes) -> bool:
+        """Send one batch until the cloud answers for it; True when it acknowledged every row."""
+        try:
+            ack = await self.sender.deliver(client, body)
+        except (SyncTooLarge, SyncRefused) as exc:
+            if self.planner.on_refused(len(rows)):
+                # Halve until the refusal is down to single frames: one damaged frame must
+                # not send its whole batch to the quarantine.
+                log.warning("the cloud refused a batch of %d frames (%s); retrying %d at a time",
+                            len(rows), exc, self.planner.limit)
+                return False
+            await self._quarantine(rows, str(exc))
+            return False
+        await self._apply(rows, ack)
+        return ack.acked_through is not None and ack.acked_through >= rows[-1].seq
+
+    async def _apply(self, rows: list[StoredRow], ack: SyncAck) -> None:
+        by_seq = {row.seq: row for row in rows}
+        for rejection in ack.rejected:
+            row = by_seq.get(rejection.seq)
+            if row is not None:
+                await self.store.quarantine(f"cloud:{row.device_id}", rejection.reason, row.payload)
+                self.link.quarantined += 1
+        if ack.rejected:
+            log.warning("the cloud refused %d of %d frames (first: seq %d, %s); they are in the quarantine",
+                        len(ack.rejected), len(rows), ack.rejected[0].seq, ack.rejected[0].reason)
+        if ack.acked_through is not None:
+            await self.store.ack(ack.acked_through, from_seq=rows[0].seq)
+            self.link.frames_sent += sum(1 for r in rows if r.seq <= ack.acked_through)
+        self.link.batches += 1
+        self.planner.on_acknowledged()
+
+    async def _quarantine(self, rows: list[StoredRow], reason: str) -> None:
+        log.error("the cloud refused frame seq %d of %s for good (%s); moved to the quarantine",
+                  rows[0].seq, rows[0].device_id, reason)
+        for row in rows:
+            await self.store.quarantine(f"cloud:{row.device_id}", reason, row.payload)
+        await self.store.ack(rows[-1].seq, from_seq=rows[0].seq)
+        self.link.quarantined += len(rows)

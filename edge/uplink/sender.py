@@ -1,0 +1,226 @@
+"""Sending one sync batch: the wire format, the HTTP exchange, and retries until the cloud answers for it.
+
+Transient failures (connection errors, 5xx, 429/503) are retried with exponential
+backoff and jitter (tenacity), honouring Retry-After; 401/403/404 wait the
+longest delay (a configuration problem: don't hammer the cloud). A batch the
+cloud refuses for good raises ``SyncRefused`` (a 4xx) or ``SyncTooLarge`` (413)
+for the uplink to deal with.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import ssl
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import msgpack
+from pydantic import ValidationError
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
+
+from edge import __version__
+from edge.config import UplinkConfig
+from edge.store import StoredRow
+from shared.batch import EdgeHealth, SyncAck
+from shared.errors import TwinedgeError
+
+__all__ = ["LinkState", "Sender", "SyncRefused", "SyncRetry", "SyncTooLarge", "UplinkError", "encode_batch"]
+
+log = logging.getLogger(__name__)
+
+SYNC_PATH = "/api/v1/sync/batches"
+_RETRY_AFTER_MAX = 3600.0
+
+
+class UplinkError(TwinedgeError):
+    """The uplink cannot start (unreadable token or CA file)."""
+
+
+class SyncRetry(TwinedgeError):
+    """A transient failure: the same batch is sent again later."""
+
+    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+class SyncRefused(TwinedgeError):
+    """The cloud refused the batch for good (a 4xx other than auth, 413 or 429)."""
+
+
+class SyncTooLarge(TwinedgeError):
+    """413: the batch is over the cloud's limits."""
+
+
+@dataclass
+class LinkState:
+    """What `twinedge status` shows about the link to the cloud."""
+
+    state: str = "starting"  # starting, idle, sending, retrying, refused_auth
+    since: float = field(default_factory=time.time)
+    last_sync: float | None = None
+    last_error: str | None = None
+    retry_in: float | None = None
+    frames_sent: int = 0
+    batches: int = 0
+    quarantined: int = 0
+
+    def set(self, state: str, error: str | None = None) -> None:
+        if state != self.state:
+            self.state, self.since = state, time.time()
+        if error is not None:
+            self.last_error = error
+
+
+def encode_batch(packer: msgpack.Packer, edge_id: str, rows: Sequence[StoredRow], health: EdgeHealth,
+                 compression: str) -> bytes:
+    """A SyncBatch in MessagePack, the stored frames spliced in as they are (no re-encoding)."""
+    pack = packer.pack
+    parts = [
+        packer.pack_map_header(4),
+        pack("edge_id"), pack(edge_id),
+        pack("sent_at"), pack(time.time()),
+        pack("health"), pack(health.model_dump(mode="json")),
+        pack("frames"), packer.pack_array_header(len(rows)),
+    ]
+    for row in rows:
+        parts += [packer.pack_map_header(2), pack("seq"), pack(row.seq), pack("frame"), row.payload]
+    raw = b"".join(parts)
+    if compression == "gzip":
+        return gzip.compress(raw, compresslevel=1)
+    if compression == "zstd":
+        import zstandard  # optional: pip install zstandard
+
+        return zstandard.ZstdCompressor(level=1).compress(raw)
+    return raw
+
+
+def _reason(response: httpx.Response) -> str:
+    """The server's reason in one line (FastAPI's detail list or text)."""
+    try:
+        detail = response.json().get("detail", response.text)
+    except (ValueError, AttributeError):
+        detail = response.text
+    if isinstance(detail, list):
+        detail = "; ".join(
+            f"{d.get('path')}: {d.get('message', d.get('msg'))}" if isinstance(d, dict) else str(d) for d in detail
+        )
+    return f"HTTP {response.status_code}: {str(detail)[:500]}"
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    try:
+        return min(max(float(value), 0.0), _RETRY_AFTER_MAX) if value is not None else None
+    except ValueError:
+        return None  # an HTTP date: fall back to our own backoff
+
+
+class Sender:
+    """Posts batches to the cloud's sync endpoint with the edge's token; ``on_retry`` hears of each retry."""
+
+    def __init__(self, config: UplinkConfig, link: LinkState, *, on_retry: Callable[[], None]) -> None:
+        self.config = config
+        self.link = link
+        self.on_retry = on_retry
+
+    def client(self, transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
+        """The HTTP client for the uplink's lifetime; reads the token and CA files (UplinkError if it cannot)."""
+        headers = {"Authorization": f"Bearer {self._token()}", "User-Agent": f"twinedge/{__version__}",
+                   "Content-Type": "application/msgpack"}
+        if self.config.compression != "none":
+            headers["Content-Encoding"] = self.config.compression
+        return httpx.AsyncClient(base_url=str(self.config.url), headers=headers, verify=self._verify(),
+                                 timeout=self.config.timeout, transport=transport)
+
+    def _token(self) -> str:
+        if self.config.token is not None:
+            return self.config.token.get_secret_value()
+        assert self.config.token_file is not None
+        try:
+            token = self.config.token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise UplinkError(f"cannot read uplink.token_file {self.config.token_file}: {exc.strerror}") from None
+        if not token:
+            raise UplinkError(f"uplink.token_file {self.config.token_file} is empty")
+        return token
+
+    def _verify(self) -> ssl.SSLContext | bool:
+        if self.config.ca_file is None:
+            return True
+        try:
+            return ssl.create_default_context(cafile=str(self.config.ca_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise UplinkError(f"cannot load uplink.ca_file {self.config.ca_file}: {exc}") from None
+
+    async def deliver(self, client: httpx.AsyncClient, body: bytes) -> SyncAck:
+        """Send one batch until the cloud answers for it; raises SyncRefused or SyncTooLarge when it refuses."""
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(SyncRetry), wait=self._wait, before_sleep=self._before_sleep, reraise=True
+        )
+        async for attempt in retrying:
+            with attempt:
+                ack = await self._post(client, body)
+        self.link.last_sync = time.time()
+        self.link.retry_in = None
+        return ack
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        backoff = wait_random_exponential(multiplier=self.config.retry_initial, max=self.config.retry_max)(state)
+        if isinstance(exc, SyncRetry) and exc.retry_after is not None:
+            return exc.retry_after
+        if isinstance(exc, SyncRetry) and exc.status in (401, 403, 404):
+            return self.config.retry_max  # a config problem: don't hammer the cloud
+        return backoff
+
+    def _before_sleep(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        delay = state.next_action.sleep if state.next_action else 0.0
+        self.link.retry_in = delay
+        self.on_retry()
+        first = self.link.state != "retrying"
+        self.link.set("retrying", str(exc))
+        if first:
+            log.warning("cannot sync with the cloud: %s; retrying in %.1f s (data stays queued)", exc, delay)
+        else:
+            log.debug("sync retry %d: %s; next in %.1f s", state.attempt_number, exc, delay)
+
+    async def _post(self, client: httpx.AsyncClient, body: bytes) -> SyncAck:
+        self.link.set("sending")
+        try:
+            response = await client.post(SYNC_PATH, content=body)
+        except httpx.TransportError as exc:
+            raise SyncRetry(f"cannot reach the cloud at {self.config.url} ({type(exc).__name__}: {exc})") from None
+        status = response.status_code
+        if status == 200:
+            try:
+                return SyncAck.model_validate(json.loads(response.content))
+            except (ValueError, ValidationError) as exc:
+                raise SyncRetry(f"the cloud answered with an unreadable acknowledgement: {exc}") from None
+        reason = _reason(response)
+        if status in (401, 403):
+            self.link.set("refused_auth", reason)
+            raise SyncRetry(f"the cloud refused this edge's token ({reason}); check uplink.token_file",
+                            status=status)
+        if status == 413:
+            raise SyncTooLarge(reason)
+        if status in (404, 405):
+            raise SyncRetry(f"no sync endpoint at {self.config.url} ({reason}); check uplink.url", status=status)
+        if status == 429 or status >= 500:
+            raise SyncRetry(reason, status=status, retry_after=_retry_after(response))
+        raise SyncRefused(reason)
+
+    def snapshot(self) -> dict[str, Any]:
+        link = self.link
+        return {
+            "url": str(self.config.url), "state": link.state, "since": link.since, "last_sync": link.last_sync,
+            "last_error": link.last_error, "retry_in": link.retry_in, "frames_sent": link.frames_sent,
+            "batches": link.batches, "quarantined_by_cloud": link.quarantined,
+        }
