@@ -33,6 +33,7 @@ bench: install
 	$(PY) bench/bench_modbus.py
 	$(PY) bench/bench_opcua.py
 	$(PY) bench/bench_footprint.py
+	$(PY) bench/bench_cli.py
 	$(PY) bench/bench_cloud_ingest.py
 	$(PY) bench/bench_cloud_query.py
 	$(PY) bench/bench_cloud_api.py

@@ -18,11 +18,14 @@ the two bytes). Strings take ABCD or BADC: characters are read first byte
 first, and BADC swaps the two characters of each register.
 
 A value is ``raw * scale + offset``; integers stay integers while scale is 1
-and offset is 0.
+and offset is 0. For integer registers with decimal factors (scale 0.1, offset
+-40.5) the result is rounded to the factors' decimal places, so a raw 229 at
+scale 0.1 reads 22.9, not 22.900000000000002.
 """
 
 from __future__ import annotations
 
+import decimal
 import math
 import struct
 from collections.abc import Callable, Iterator, Sequence
@@ -70,6 +73,8 @@ _STRUCT_CODE = {
     "int64": "q", "uint64": "Q", "float32": "f", "float64": "d",
 }
 _NUMERIC_LIMIT = 1e15
+_INTEGER_TYPES = frozenset({"int16", "uint16", "int32", "uint32", "int64", "uint64"})
+_MAX_DIGITS = 12  # a factor with more decimals than this is not a short decimal (e.g. 1/3): no rounding
 
 
 class RegisterConfig(StrictModel):
@@ -249,11 +254,13 @@ class Tag:
     offset: float
     deadband: float | None
     is_float: bool
+    digits: int | None = None  # round scaled integers to this many decimals (None: leave as computed)
 
     def value(self, words: Sequence[int], index: int) -> Value:
         raw = self.decode(words, index)
         if self.scale != 1.0 or self.offset != 0.0:
-            return raw * self.scale + self.offset  # type: ignore[operator]
+            scaled = raw * self.scale + self.offset  # type: ignore[operator]
+            return scaled if self.digits is None else round(scaled, self.digits)
         return raw
 
     @staticmethod
@@ -261,11 +268,26 @@ class Tag:
         return not isinstance(value, float) or math.isfinite(value)
 
 
+def _decimals(factor: float) -> int:
+    """Decimal places of a factor as written (0.1 -> 1, 0.25 -> 2, 10 -> 0)."""
+    exponent = decimal.Decimal(repr(factor)).as_tuple().exponent
+    return max(0, -exponent) if isinstance(exponent, int) else _MAX_DIGITS + 1
+
+
+def _exact_digits(reg: RegisterConfig) -> int | None:
+    """Decimals that an integer register's scaled value has exactly, when the factors are short decimals."""
+    if reg.data_type not in _INTEGER_TYPES:
+        return None  # a float register's value is as precise as the device made it
+    digits = max(_decimals(reg.scale), _decimals(reg.offset))
+    return digits if digits <= _MAX_DIGITS else None
+
+
 def build_tag(reg: RegisterConfig) -> Tag:
     return Tag(
         name=reg.name, table=reg.table, address=reg.address, width=reg.width, decode=raw_decoder(reg),
         scale=reg.scale, offset=reg.offset, deadband=reg.deadband,
         is_float=reg.data_type in ("float32", "float64") or reg.scale != 1.0 or reg.offset != 0.0,
+        digits=_exact_digits(reg),
     )
 
 

@@ -115,6 +115,25 @@ def test_scale_and_offset_turn_raw_counts_into_engineering_units():
     assert decode_registers(reg(type="uint16", scale=1.0), [7]) == 7  # still an integer
 
 
+@pytest.mark.parametrize(("raw", "scale", "offset", "shown"), [
+    (229, 0.1, 0.0, "22.9"),  # 229 * 0.1 is 22.900000000000002 in binary floating point
+    (6543, 0.01, -40.0, "25.43"),
+    (3, 0.1, 0.0, "0.3"),
+    (1001, 0.001, 0.5, "1.501"),
+    (7, 0.25, 0.0, "1.75"),
+])
+def test_scaled_integer_registers_read_as_the_decimal_the_factors_give(raw: int, scale: float, offset: float,
+                                                                         shown: str) -> None:
+    assert repr(decode_registers(reg(type="uint16", scale=scale, offset=offset), [raw])) == shown
+
+
+def test_float_registers_and_long_factors_are_not_rounded() -> None:
+    [word_hi, word_lo] = encode_value(reg(type="float32"), 1.2345678)
+    assert decode_registers(reg(type="float32", scale=0.1), [word_hi, word_lo]) == pytest.approx(0.12345678, 1e-7)
+    third = decode_registers(reg(type="uint16", scale=1 / 3), [1])
+    assert third == 1 / 3
+
+
 @given(st.sampled_from(ORDERS), st.sampled_from(["int16", "uint16", "int32", "uint32", "int64", "uint64"]), st.data())
 def test_integers_round_trip_in_every_order(order: str, dtype: str, data: st.DataObject):
     bits = int(dtype.lstrip("uint")) if dtype.startswith("u") else int(dtype[3:])
