@@ -26,6 +26,7 @@ from typing import Any, get_args
 
 from pydantic import ValidationError
 
+from edge.config import load_gateway_config
 from edge.sources.modbus.client import BusConflictError, LinkError
 from edge.sources.modbus.config import ModbusSourceConfig
 from edge.sources.modbus.map import DataType, Order, Table
@@ -70,8 +71,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _from_config(args: argparse.Namespace) -> ModbusSourceConfig:
-    from edge.config import load_gateway_config  # the root config imports every source: load it on use
-
     config = load_gateway_config(args.config)
     sources = [s for s in config.sources if isinstance(s, ModbusSourceConfig)]
     chosen = [s for s in sources if s.name == args.source] if args.source else sources[:1] if len(sources) == 1 else []
