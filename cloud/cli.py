@@ -21,7 +21,7 @@ from cloud.config import CONFIG_ENV, CloudConfig, ConfigFileError, load_cloud_co
 from cloud.storage import open_storage
 from cloud.storage.base import Storage, StorageError
 from shared.configbase import EX_CONFIG
-from shared.errors import TwinedgeError
+from shared.errors import InputError, TwinedgeError
 
 __all__ = ["main"]
 
@@ -109,9 +109,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _identity_cmd(kind: str, action: str) -> Callable[[argparse.Namespace], int]:
-    from cloud import identities as ids
-
     def run(args: argparse.Namespace) -> int:
+        from cloud import identities as ids
+
         async def act(storage: Storage) -> int:
             if action == "add":
                 token = await (ids.add_edge(storage, args.name) if kind == "edge"
@@ -132,7 +132,11 @@ def _identity_cmd(kind: str, action: str) -> Callable[[argparse.Namespace], int]
                     state = "revoked" if row["revoked_at"] else "active"
                     print(f"{row['name']:<32} {row['role']:<9} {state}")
             return 0
-        return _with_storage(args, act)
+        try:
+            return _with_storage(args, act)
+        except ids.IdentityError as exc:  # a name taken or unknown: exit 1, as for the database
+            print(f"twincloud: {exc}", file=sys.stderr)
+            return 1
     return run
 
 
@@ -189,10 +193,13 @@ def main(argv: list[str] | None = None) -> int:
     except StorageError as exc:
         print(f"twincloud: {exc}", file=sys.stderr)
         return 1
-    except TwinedgeError as exc:  # physics input errors, among others
-        for problem in getattr(exc, "problems", None) or [exc]:
+    except InputError as exc:  # physics input errors, among others
+        for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
         return 2
+    except TwinedgeError as exc:
+        print(f"twincloud: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
