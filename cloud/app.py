@@ -21,6 +21,7 @@ from pydantic import BaseModel
 
 from cloud import __doc__ as _about
 from cloud.api import edges, physics, sync, system, twin
+from cloud.apidocs import add_api_docs
 from cloud.auth import Authenticator
 from cloud.config import CONFIG_ENV, CloudConfig, load_cloud_config
 from cloud.context import AppContext
@@ -107,9 +108,11 @@ def create_app(config: CloudConfig) -> FastAPI:
             ctx.parser.shutdown(wait=True)
             await storage.close()
 
-    app = FastAPI(title="twincloud", version=VERSION, description=(_about or "").strip(), lifespan=lifespan)
+    app = FastAPI(title="twincloud", version=VERSION, description=(_about or "").strip(), lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     install_error_handlers(app)
+    add_api_docs(app)
     app.include_router(system.router)
     app.include_router(sync.router)
     app.include_router(twin.router)
