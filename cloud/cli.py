@@ -1,14 +1,16 @@
 """``twincloud``: serve the API, manage edge and user tokens, migrate the database, physics checks.
 
-Exit codes: 0 ok, 1 a runtime problem (database unreachable, name taken),
-2 usage, 78 (EX_CONFIG) a config error. Commands that create a token print
-only the token on stdout, so ``TOKEN=$(twincloud edge add line-1)`` works.
+Exit codes: 0 ok, 1 a runtime problem (database unreachable, name taken, the
+cloud extra not installed), 2 usage, 78 (EX_CONFIG) a config error. Commands
+that create a token print only the token on stdout, so
+``TOKEN=$(twincloud edge add line-1)`` works.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import logging
 import os
@@ -23,9 +25,11 @@ from cloud.storage.base import Storage, StorageError
 from shared.configbase import EX_CONFIG
 from shared.errors import InputError, TwinedgeError
 
-__all__ = ["main"]
+__all__ = ["SERVICE_MODULES", "main"]
 
 DEFAULT_CONFIG = Path("/etc/twincloud/cloud.toml")
+# What the service and its physics run on (the cloud extra of pyproject.toml), looked for before anything else.
+SERVICE_MODULES = ("fastapi", "uvicorn", "numpy", "scipy", "trimesh")
 
 
 def _config_path(args: argparse.Namespace) -> str | Path | None:
@@ -173,16 +177,46 @@ def _parser() -> argparse.ArgumentParser:
         lst = group.add_parser("list", help=f"list {kind}s")
         lst.add_argument("--json", action="store_true")
         lst.set_defaults(handler=_identity_cmd(kind, "list"))
-    try:
-        from cloud.physics.cli import add_subcommands
-    except ImportError:  # the physics extra (trimesh, fcl) is not installed
-        pass
-    else:
-        add_subcommands(sub)
+    from cloud.physics.cli import add_subcommands
+
+    add_subcommands(sub)
     return parser
 
 
+def _missing_cloud_extra() -> str | None:
+    """The first library of the cloud extra that cannot be imported here, or None.
+
+    ``pip install twinedge[edge]`` installs the ``twincloud`` command too (a
+    distribution's commands cannot depend on an extra), without what it runs on.
+    """
+    for module in SERVICE_MODULES:
+        try:
+            if importlib.util.find_spec(module) is None:
+                return module
+        except (ImportError, ValueError):
+            return module
+    return None
+
+
+def _say_install_the_extra(module: str) -> int:
+    print(f"twincloud: {module} is not installed: this is an edge-only install. "
+          f"The cloud service needs the cloud extra: pip install 'twinedge[cloud]'", file=sys.stderr)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
+    missing = _missing_cloud_extra()
+    if missing is not None:
+        return _say_install_the_extra(missing)
+    try:
+        return _main(argv)
+    except ModuleNotFoundError as exc:  # another library of the extra is missing
+        if exc.name is None or exc.name.partition(".")[0] in ("cloud", "shared", "edge"):
+            raise
+        return _say_install_the_extra(exc.name)
+
+
+def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level or "INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
