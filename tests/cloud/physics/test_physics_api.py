@@ -120,3 +120,12 @@ def test_cli_json_and_bad_input(tmp_path, capsys) -> None:
     bad.write_text('{"parts": [{"name": "x", "mesh": "../etc/passwd.stl", "material": "pa6"}]}')
     assert main(["check", str(bad)]) == 2
     assert "inside the assembly folder" in capsys.readouterr().err
+
+
+def test_cli_reports_a_bad_robot_file_one_problem_per_line(tmp_path, capsys) -> None:
+    robot = tmp_path / "robot.json"
+    robot.write_text('{"robot": {"rated_payload_kg": -1}, "colour": "red"}')
+    assert main(["check", str(EXAMPLE / "cell.json"), "--robot", str(robot)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: {robot}: robot.rated_payload_kg: Input should be greater than 0 (got -1)",
+        f"error: {robot}: colour: unknown key"]
