@@ -42,4 +42,5 @@ bench: install
 	$(PY) bench/bench_physics.py
 
 clean:
-	rm -rf $(VENV) run/ .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) run/ build/ dist/ *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	find . -path ./.git -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +

@@ -15,18 +15,20 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from cloud import __doc__ as _about
 from cloud.api import edges, physics, sync, system, twin
-from cloud.auth import Authenticator, physics_access
+from cloud.apidocs import add_api_docs
+from cloud.auth import Authenticator
 from cloud.config import CONFIG_ENV, CloudConfig, load_cloud_config
 from cloud.context import AppContext
+from cloud.errors import install_error_handlers
 from cloud.live import LiveHub
 from cloud.metrics import Metrics, MetricsMiddleware
+from cloud.physics.assembly import AssemblySpec
 from cloud.physics.store import PhysicsStore
 from cloud.storage import open_storage
 from cloud.storage.base import StorageError
@@ -61,28 +63,17 @@ async def _retention_loop(ctx: AppContext) -> None:
         await asyncio.sleep(interval)
 
 
-def _problems(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    detail = []
-    for err in exc.errors():
-        loc = [str(p) for p in err.get("loc", ())]
-        path = ".".join(loc[1:] if len(loc) > 1 and loc[0] in ("query", "path", "body", "header") else loc)
-        message = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-        if "input" in err and err.get("type") != "missing":
-            shown = repr(err["input"])
-            message += f" (got {shown[:60]}{'...' if len(shown) > 60 else ''})"
-        detail.append({"path": path, "message": message})
-    return JSONResponse({"detail": detail}, status_code=422)
-
-
 def _openapi(app: FastAPI) -> dict[str, Any]:
     if app.openapi_schema:
         return app.openapi_schema
     schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-    batch = SyncBatch.model_json_schema(ref_template="#/components/schemas/{model}")
     components = schema.setdefault("components", {})
-    components.setdefault("schemas", {}).update(batch.pop("$defs", {}))
-    components["schemas"]["SyncBatch"] = batch
+    # Bodies the routes read themselves (after the token check), so FastAPI does not see their models.
+    bodies: dict[str, type[BaseModel]] = {"SyncBatch": SyncBatch, physics.UPLOAD_SCHEMA: AssemblySpec}
+    for name, model in bodies.items():
+        body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.setdefault("schemas", {}).update(body.pop("$defs", {}))
+        components["schemas"][name] = body
     components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
     schema["security"] = [{"bearer": []}]
     app.openapi_schema = schema
@@ -117,14 +108,16 @@ def create_app(config: CloudConfig) -> FastAPI:
             ctx.parser.shutdown(wait=True)
             await storage.close()
 
-    app = FastAPI(title="twincloud", version=VERSION, description=(_about or "").strip(), lifespan=lifespan)
+    app = FastAPI(title="twincloud", version=VERSION, description=(_about or "").strip(), lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.add_exception_handler(RequestValidationError, _problems)
+    install_error_handlers(app)
+    add_api_docs(app)
     app.include_router(system.router)
     app.include_router(sync.router)
     app.include_router(twin.router)
     app.include_router(edges.router)
-    app.include_router(physics.router, dependencies=[Depends(physics_access)])
+    app.include_router(physics.router)
     if config.physics.store_dir is not None:
         store = PhysicsStore(config.physics.store_dir, max_upload_bytes=config.physics.max_upload_bytes)
         app.dependency_overrides[physics.get_store] = lambda: store

@@ -17,14 +17,17 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Literal
 
-from fastapi import Depends, HTTPException, Request, WebSocket
+from fastapi import Depends, Request, WebSocket
 
 from cloud.storage.base import Principal, Storage
+from shared.errors import InputError
 
 __all__ = [
     "ROLES",
     "Authenticator",
     "EdgeDep",
+    "NotAllowed",
+    "NotAuthenticated",
     "hash_token",
     "new_token",
     "require_edge",
@@ -86,13 +89,18 @@ def token_from(headers: dict[str, str] | object, query_token: str | None = None)
     return query_token or None
 
 
-def _unauthorized(message: str) -> HTTPException:
-    return HTTPException(401, detail=[{"path": "Authorization", "message": message}],
-                         headers={"WWW-Authenticate": "Bearer"})
+class NotAuthenticated(InputError):
+    """No bearer token, or one that is unknown or revoked."""
+
+    def __init__(self, message: str, path: str = "Authorization") -> None:
+        super().__init__(message, path)
 
 
-def _forbidden(message: str) -> HTTPException:
-    return HTTPException(403, detail=[{"path": "Authorization", "message": message}])
+class NotAllowed(InputError):
+    """A valid token that may not do this (a role too low, an edge token on a person's route, ...)."""
+
+    def __init__(self, message: str, path: str = "Authorization") -> None:
+        super().__init__(message, path)
 
 
 async def authenticate(conn: Request | WebSocket) -> Principal:
@@ -100,18 +108,18 @@ async def authenticate(conn: Request | WebSocket) -> Principal:
     query = conn.query_params.get("token") if isinstance(conn, WebSocket) else None
     token = token_from(conn.headers, query)
     if token is None:
-        raise _unauthorized("send 'Authorization: Bearer <token>'")
+        raise NotAuthenticated("send 'Authorization: Bearer <token>'")
     principal = await conn.app.state.ctx.auth.principal(token)
     if principal is None:
-        raise _unauthorized("unknown or revoked token")
+        raise NotAuthenticated("unknown or revoked token")
     return principal
 
 
 def check_role(principal: Principal, role: str) -> None:
     if principal.kind != "user":
-        raise _forbidden(f"an edge token cannot be used here; this needs a person's token with role {role}")
+        raise NotAllowed(f"an edge token cannot be used here; this needs a person's token with role {role}")
     if _RANK.get(principal.role, 0) < _RANK[role]:
-        raise _forbidden(f"role {principal.role} may not do this; it needs {role} or above")
+        raise NotAllowed(f"role {principal.role} may not do this; it needs {role} or above")
 
 
 def require_role(role: str) -> Callable[[Request], Awaitable[Principal]]:
@@ -132,15 +140,7 @@ async def require_edge(request: Request) -> Principal:
     """A dependency: an edge's token."""
     principal = await authenticate(request)
     if principal.kind != "edge":
-        raise _forbidden("this endpoint takes an edge's token (twincloud edge add NAME)")
-    return principal
-
-
-async def physics_access(request: Request) -> Principal:
-    """Viewers may read and run checks; uploading an assembly needs an operator."""
-    principal = await authenticate(request)
-    upload = request.method == "POST" and request.url.path.rstrip("/").endswith("/assemblies")
-    check_role(principal, "operator" if upload else "viewer")
+        raise NotAllowed("this endpoint takes an edge's token (twincloud edge add NAME)")
     return principal
 
 

@@ -11,34 +11,43 @@ import io
 import zlib
 
 import zstandard
-from fastapi import HTTPException, Request
+from fastapi import Request
 from starlette.requests import ClientDisconnect
 
-__all__ = ["BodyError", "read_body"]
+from shared.errors import InputError
+
+__all__ = ["BodyError", "BodyTooLarge", "EncodingRefused", "read_body"]
 
 
-class BodyError(HTTPException):
-    def __init__(self, status: int, path: str, message: str) -> None:
-        super().__init__(status, detail=[{"path": path, "message": message}])
+class BodyError(InputError):
+    """The body cannot be read: a broken Content-Length, gzip or zstd, or a client that went away."""
+
+
+class BodyTooLarge(BodyError):
+    """The body, or what it decompresses to, is over a limit."""
+
+
+class EncodingRefused(BodyError):
+    """The body's Content-Type or Content-Encoding is not one this route takes."""
 
 
 async def _read_limited(request: Request, max_body: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
-            raise BodyError(400, "Content-Length", f"not a number (got {declared[:20]!r})")
+            raise BodyError(f"not a number (got {declared[:20]!r})", "Content-Length")
         if int(declared) > max_body:
-            raise BodyError(413, "body", f"{int(declared):,} bytes; the limit is {max_body:,} bytes")
+            raise BodyTooLarge(f"{int(declared):,} bytes; the limit is {max_body:,} bytes", "body")
     chunks: list[bytes] = []
     size = 0
     try:
         async for chunk in request.stream():
             size += len(chunk)
             if size > max_body:
-                raise BodyError(413, "body", f"more than the limit of {max_body:,} bytes")
+                raise BodyTooLarge(f"more than the limit of {max_body:,} bytes", "body")
             chunks.append(chunk)
     except ClientDisconnect:
-        raise BodyError(400, "body", "the client went away before sending the whole body") from None
+        raise BodyError("the client went away before sending the whole body", "body") from None
     return b"".join(chunks)
 
 
@@ -47,11 +56,11 @@ def _gunzip(data: bytes, limit: int) -> bytes:
     try:
         out = inflater.decompress(data, limit + 1)
     except zlib.error as exc:
-        raise BodyError(400, "body", f"not valid gzip: {exc}") from None
+        raise BodyError(f"not valid gzip: {exc}", "body") from None
     if len(out) > limit:
-        raise BodyError(413, "body", f"decompresses to more than the limit of {limit:,} bytes")
+        raise BodyTooLarge(f"decompresses to more than the limit of {limit:,} bytes", "body")
     if not inflater.eof:
-        raise BodyError(400, "body", "gzip data is truncated")
+        raise BodyError("gzip data is truncated", "body")
     return out
 
 
@@ -60,24 +69,24 @@ def _unzstd(data: bytes, limit: int) -> bytes:
         with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data), read_across_frames=True) as reader:
             out = reader.read(limit + 1)
     except zstandard.ZstdError as exc:
-        raise BodyError(400, "body", f"not valid zstd: {exc}") from None
+        raise BodyError(f"not valid zstd: {exc}", "body") from None
     if len(out) > limit:
-        raise BodyError(413, "body", f"decompresses to more than the limit of {limit:,} bytes")
+        raise BodyTooLarge(f"decompresses to more than the limit of {limit:,} bytes", "body")
     if data and not out:
-        raise BodyError(400, "body", "zstd data is truncated or empty")
+        raise BodyError("zstd data is truncated or empty", "body")
     return out
 
 
 async def read_body(request: Request, max_body: int, max_decoded: int) -> tuple[bytes, int]:
-    """The decoded body and its size on the wire; 413, 415 or 400 (as HTTPException) when refused."""
+    """The decoded body and its size on the wire; BodyTooLarge, EncodingRefused or BodyError when refused."""
     raw = await _read_limited(request, max_body)
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding in ("identity", ""):
         if len(raw) > max_decoded:
-            raise BodyError(413, "body", f"more than the limit of {max_decoded:,} bytes")
+            raise BodyTooLarge(f"more than the limit of {max_decoded:,} bytes", "body")
         return raw, len(raw)
     if encoding in ("gzip", "x-gzip"):
         return _gunzip(raw, max_decoded), len(raw)
     if encoding == "zstd":
         return _unzstd(raw, max_decoded), len(raw)
-    raise BodyError(415, "Content-Encoding", f"{encoding[:40]!r} is not accepted; use gzip, zstd or none")
+    raise EncodingRefused(f"{encoding[:40]!r} is not accepted; use gzip, zstd or none", "Content-Encoding")

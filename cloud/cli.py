@@ -1,14 +1,16 @@
 """``twincloud``: serve the API, manage edge and user tokens, migrate the database, physics checks.
 
-Exit codes: 0 ok, 1 a runtime problem (database unreachable, name taken),
-2 usage, 78 (EX_CONFIG) a config error. Commands that create a token print
-only the token on stdout, so ``TOKEN=$(twincloud edge add line-1)`` works.
+Exit codes: 0 ok, 1 a runtime problem (database unreachable, name taken, the
+cloud extra not installed), 2 usage, 78 (EX_CONFIG) a config error. Commands
+that create a token print only the token on stdout, so
+``TOKEN=$(twincloud edge add line-1)`` works.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import logging
 import os
@@ -21,11 +23,13 @@ from cloud.config import CONFIG_ENV, CloudConfig, ConfigFileError, load_cloud_co
 from cloud.storage import open_storage
 from cloud.storage.base import Storage, StorageError
 from shared.configbase import EX_CONFIG
-from shared.errors import TwinedgeError
+from shared.errors import InputError, TwinedgeError
 
-__all__ = ["main"]
+__all__ = ["SERVICE_MODULES", "main"]
 
 DEFAULT_CONFIG = Path("/etc/twincloud/cloud.toml")
+# What the service and its physics run on (the cloud extra of pyproject.toml), looked for before anything else.
+SERVICE_MODULES = ("fastapi", "uvicorn", "numpy", "scipy", "trimesh")
 
 
 def _config_path(args: argparse.Namespace) -> str | Path | None:
@@ -109,9 +113,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _identity_cmd(kind: str, action: str) -> Callable[[argparse.Namespace], int]:
-    from cloud import identities as ids
-
     def run(args: argparse.Namespace) -> int:
+        from cloud import identities as ids
+
         async def act(storage: Storage) -> int:
             if action == "add":
                 token = await (ids.add_edge(storage, args.name) if kind == "edge"
@@ -132,7 +136,11 @@ def _identity_cmd(kind: str, action: str) -> Callable[[argparse.Namespace], int]
                     state = "revoked" if row["revoked_at"] else "active"
                     print(f"{row['name']:<32} {row['role']:<9} {state}")
             return 0
-        return _with_storage(args, act)
+        try:
+            return _with_storage(args, act)
+        except ids.IdentityError as exc:  # a name taken or unknown: exit 1, as for the database
+            print(f"twincloud: {exc}", file=sys.stderr)
+            return 1
     return run
 
 
@@ -169,16 +177,46 @@ def _parser() -> argparse.ArgumentParser:
         lst = group.add_parser("list", help=f"list {kind}s")
         lst.add_argument("--json", action="store_true")
         lst.set_defaults(handler=_identity_cmd(kind, "list"))
-    try:
-        from cloud.physics.cli import add_subcommands
-    except ImportError:  # the physics extra (trimesh, fcl) is not installed
-        pass
-    else:
-        add_subcommands(sub)
+    from cloud.physics.cli import add_subcommands
+
+    add_subcommands(sub)
     return parser
 
 
+def _missing_cloud_extra() -> str | None:
+    """The first library of the cloud extra that cannot be imported here, or None.
+
+    ``pip install twinedge[edge]`` installs the ``twincloud`` command too (a
+    distribution's commands cannot depend on an extra), without what it runs on.
+    """
+    for module in SERVICE_MODULES:
+        try:
+            if importlib.util.find_spec(module) is None:
+                return module
+        except (ImportError, ValueError):
+            return module
+    return None
+
+
+def _say_install_the_extra(module: str) -> int:
+    print(f"twincloud: {module} is not installed: this is an edge-only install. "
+          f"The cloud service needs the cloud extra: pip install 'twinedge[cloud]'", file=sys.stderr)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
+    missing = _missing_cloud_extra()
+    if missing is not None:
+        return _say_install_the_extra(missing)
+    try:
+        return _main(argv)
+    except ModuleNotFoundError as exc:  # another library of the extra is missing
+        if exc.name is None or exc.name.partition(".")[0] in ("cloud", "shared", "edge"):
+            raise
+        return _say_install_the_extra(exc.name)
+
+
+def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level or "INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -189,10 +227,13 @@ def main(argv: list[str] | None = None) -> int:
     except StorageError as exc:
         print(f"twincloud: {exc}", file=sys.stderr)
         return 1
-    except TwinedgeError as exc:  # physics input errors, among others
-        for problem in getattr(exc, "problems", None) or [exc]:
+    except InputError as exc:  # physics input errors, among others
+        for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
         return 2
+    except TwinedgeError as exc:
+        print(f"twincloud: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -7,17 +7,29 @@ import time
 from typing import Literal
 
 from cloud.auth import ROLES, hash_token, new_token
-from cloud.storage.base import Storage, StorageError
+from cloud.storage.base import Storage
+from shared.errors import InputError
 from shared.frame import DEVICE_ID_PATTERN
 
-__all__ = ["IdentityError", "add_edge", "add_user", "revoke", "rotate"]
+__all__ = ["IdentityError", "NameTaken", "UnknownIdentity", "add_edge", "add_user", "revoke", "rotate"]
 
 _NAME = re.compile(DEVICE_ID_PATTERN)
 Kind = Literal["edge", "user"]
 
 
-class IdentityError(StorageError):
-    """A name is invalid, taken or unknown."""
+class IdentityError(InputError):
+    """A name or a role is not usable."""
+
+    def __init__(self, message: str, path: str = "name") -> None:
+        super().__init__(message, path)
+
+
+class NameTaken(IdentityError):
+    """An edge or a person with this name exists already."""
+
+
+class UnknownIdentity(IdentityError):
+    """No edge or person has this name."""
 
 
 def _now() -> int:
@@ -31,35 +43,32 @@ def check_name(name: str) -> str:
     return name
 
 
+async def _create(storage: Storage, kind: Kind, name: str, role: str) -> str:
+    token = new_token(kind)
+    if not await storage.create_identity(kind, check_name(name), role, hash_token(token), _now()):
+        raise NameTaken(f"{kind} {name!r} exists already")
+    return token
+
+
 async def add_edge(storage: Storage, name: str) -> str:
     """Register an edge; returns its token (shown once; only its hash is stored)."""
-    token = new_token("edge")
-    try:
-        await storage.create_identity("edge", check_name(name), "edge", hash_token(token), _now())
-    except StorageError as exc:
-        raise IdentityError(str(exc)) from None
-    return token
+    return await _create(storage, "edge", name, "edge")
 
 
 async def add_user(storage: Storage, name: str, role: str) -> str:
     if role not in ROLES:
-        raise IdentityError(f"role {role!r}: choose one of {', '.join(ROLES)}")
-    token = new_token("user")
-    try:
-        await storage.create_identity("user", check_name(name), role, hash_token(token), _now())
-    except StorageError as exc:
-        raise IdentityError(str(exc)) from None
-    return token
+        raise IdentityError(f"role {role!r}: choose one of {', '.join(ROLES)}", "role")
+    return await _create(storage, "user", name, role)
 
 
 async def rotate(storage: Storage, kind: Kind, name: str) -> str:
     """A new token for an existing edge or person; the old one stops working."""
     token = new_token(kind)
     if not await storage.set_token(kind, name, hash_token(token)):
-        raise IdentityError(f"no {kind} named {name!r}")
+        raise UnknownIdentity(f"no {kind} named {name!r}")
     return token
 
 
 async def revoke(storage: Storage, kind: Kind, name: str) -> None:
     if not await storage.revoke(kind, name, _now()):
-        raise IdentityError(f"no {kind} named {name!r}")
+        raise UnknownIdentity(f"no {kind} named {name!r}")

@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from cloud.storage.base import Storage, StorageError, us
+from cloud.storage.base import Storage, us
 
 __all__ = ["copy_database"]
 
@@ -28,9 +28,7 @@ END = 2**62
 async def copy_database(src: Storage, dst: Storage, progress: Callable[[str, int], None] | None = None) -> int:
     """Copy identities and frames from ``src`` to ``dst`` (both open); returns the frames newly stored."""
     for kind, name, role, token_hash, created, revoked in await src.identity_rows():
-        try:
-            await dst.create_identity(kind, name, role, token_hash or f"revoked:{kind}:{name}", created)
-        except StorageError:
+        if not await dst.create_identity(kind, name, role, token_hash or f"revoked:{kind}:{name}", created):
             log.info("%s %s exists in the target already; kept as it is there", kind, name)
             continue
         if revoked is not None:

@@ -16,6 +16,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from shared.errors import CodecError, FrameError, Problem
 from shared.frame import TelemetryFrame
+from shared.validation import validation_problems
 
 __all__ = [
     "MAX_FRAMES_PER_PAYLOAD",
@@ -25,7 +26,6 @@ __all__ = [
     "encode_frame",
     "encode_frames",
     "encode_obj",
-    "problems_from_validation",
     "validate_frame",
     "validate_frames",
 ]
@@ -89,29 +89,15 @@ def decode_obj(payload: bytes, *, max_bytes: int = MAX_PAYLOAD_BYTES) -> Any:
         raise CodecError(f"not valid MessagePack: {exc}") from None
 
 
-def problems_from_validation(exc: ValidationError, prefix: str = "") -> list[Problem]:
-    """pydantic errors as (path, message) pairs, the value shown where it helps."""
-    problems = []
-    for err in exc.errors(include_url=False):
-        path = prefix + ".".join(str(p) for p in err["loc"])
-        message = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            message = "unknown field"
-        elif err["type"] != "missing" and "input" in err and "(got " not in message:
-            shown = repr(err["input"])
-            message = f"{message} (got {shown[:60]}{'...' if len(shown) > 60 else ''})"
-        problems.append(Problem(path, message))
-    return problems
-
-
 def validate_frame(item: Any, prefix: str = "") -> TelemetryFrame:
-    """One frame from plain data; raises FrameError with every reason."""
+    """One frame from plain data; raises FrameError with every reason (paths under ``prefix``, e.g. ``[3]``)."""
+    prefix = prefix.rstrip(".")  # "[3]." is accepted as well
     if not isinstance(item, dict):
-        raise FrameError([Problem(prefix.rstrip("."), f"expected a frame (map), got {type(item).__name__}")])
+        raise FrameError([Problem(prefix, f"expected a frame (map), got {type(item).__name__}")])
     try:
         return TelemetryFrame.model_validate(item)
     except ValidationError as exc:
-        raise FrameError(problems_from_validation(exc, prefix)) from None
+        raise FrameError(validation_problems(exc, TelemetryFrame, prefix=prefix)) from None
 
 
 def validate_frames(items: list[Any]) -> list[TelemetryFrame | FrameError]:
@@ -160,7 +146,7 @@ def decode_frames(
     rejected: list[FrameError] = []
     for index, item in enumerate(items):
         try:
-            frames.append(validate_frame(item, "" if single else f"[{index}]."))
+            frames.append(validate_frame(item, "" if single else f"[{index}]"))
         except FrameError as exc:
             rejected.append(exc)
     return frames, rejected

@@ -3,21 +3,21 @@
 Every config error is rendered one per line as ``key.path: what was expected
 (got value)``, with the file line where it can be found and a suggestion for
 misspelt keys, e.g. ``sources[0].pol_interval: unknown key; did you mean
-'poll_interval'?``.
+'poll_interval'?``. The formatter is ``shared.validation``'s, the one HTTP
+bodies and wire frames are reported with too.
 """
 
 from __future__ import annotations
 
-import difflib
 import re
 import tomllib
-import types
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 from shared.errors import EX_CONFIG, ConfigFileError
+from shared.validation import validation_report
 
 __all__ = [
     "EX_CONFIG",
@@ -76,118 +76,11 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 ByteSize = Annotated[int, BeforeValidator(parse_bytes)]
 
 
-# --- error rendering -------------------------------------------------------------
-
-
-def _unwrap(tp: Any) -> Any:
-    while get_origin(tp) is Annotated:
-        tp = get_args(tp)[0]
-    return tp
-
-
-def _union_members(tp: Any) -> list[Any]:
-    tp = _unwrap(tp)
-    if get_origin(tp) in (Union, types.UnionType):
-        return [_unwrap(a) for a in get_args(tp)]
-    return [tp]
-
-
-def _tag_of(model: Any) -> str | None:
-    if isinstance(model, type) and issubclass(model, BaseModel):
-        field = model.model_fields.get("kind")
-        if field is not None and get_origin(field.annotation) is Literal:
-            return str(get_args(field.annotation)[0])
-    return None
-
-
-def _walk(model: Any, loc: tuple[Any, ...]) -> tuple[str, type[BaseModel] | None]:
-    """Render a pydantic loc as ``a.b[2].c``, dropping union tags; return the last model seen."""
-    out = ""
-    current: Any = model
-    last_model: type[BaseModel] | None = model if isinstance(model, type) else None
-    items = list(loc)
-    while items:
-        part = items.pop(0)
-        members = _union_members(current)
-        models = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
-        if len(models) > 1 and isinstance(part, str):
-            tagged = [m for m in models if _tag_of(m) == part]
-            if tagged:  # pydantic puts the discriminator value in the loc
-                current = tagged[0]
-                last_model = current
-                continue
-        if len(models) == 1:
-            current = models[0]
-        if isinstance(current, type) and issubclass(current, BaseModel) and isinstance(part, str):
-            last_model = current
-            out += ("." if out else "") + part
-            field = current.model_fields.get(part)
-            current = field.annotation if field is not None else None
-            continue
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-        origin = get_origin(_unwrap(current))
-        args = get_args(_unwrap(current))
-        if origin in (list, tuple, set, frozenset) and args:
-            current = args[0]
-        elif origin is dict and len(args) == 2:
-            current = args[1]
-        else:
-            current = None
-    return out, last_model
-
-
-def _find_line(text: str | None, key: str) -> int | None:
-    """The file line of ``key = ...`` when the key occurs exactly once."""
-    if not text or not key:
-        return None
-    pattern = re.compile(rf"^\s*{re.escape(key)}\s*=", re.MULTILINE)
-    hits = [m.start() for m in pattern.finditer(text)]
-    if len(hits) != 1:
-        return None
-    return text.count("\n", 0, hits[0]) + 1
-
-
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 def format_validation_error(
     exc: ValidationError, model: type[BaseModel], text: str | None = None
 ) -> list[str]:
     """One line per problem: ``path: message (got value)``, with line and suggestion where known."""
-    lines = []
-    for err in exc.errors(include_url=False):
-        loc = tuple(err["loc"])
-        path, owner = _walk(model, loc)
-        last = loc[-1] if loc else ""
-        message = err["msg"]
-        if message.startswith("Value error, "):
-            message = message[len("Value error, "):]
-        if err["type"] == "extra_forbidden":
-            message = "unknown key"
-            if owner is not None:
-                close = difflib.get_close_matches(str(last), list(owner.model_fields), n=1)
-                if close:
-                    message += f"; did you mean {close[0]!r}?"
-        elif err["type"] == "missing":
-            message = "required key is missing"
-        elif err["type"] == "union_tag_invalid":
-            ctx = err.get("ctx", {})
-            field_name, tag = ctx.get("discriminator", "kind"), ctx.get("tag")
-            message = f"unknown {field_name} {tag!r}; expected one of {ctx.get('expected_tags')}"
-        elif err["type"] in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
-            message = f"{message} (got {_shown(err.get('input'))})"
-        elif "input" in err and "(got " not in message and err["type"] != "union_tag_invalid":
-            message = f"{message} (got {_shown(err['input'])})"
-        findable = isinstance(last, str) and err["type"] != "missing"
-        where = _find_line(text, str(last)) if findable else None
-        prefix = f"line {where}: " if where else ""
-        lines.append(f"{prefix}{path or '(top level)'}: {message}")
-    return lines
+    return validation_report(exc, model, text)
 
 
 def load_config(path: str | Path, model: type[M]) -> M:

@@ -1,8 +1,14 @@
-"""Error types both sides raise: one hierarchy, each error carrying plain-words reasons."""
+"""Error types both sides raise: one hierarchy, each error carrying plain-words reasons.
+
+Errors about input (a frame, a request, an assembly) derive from ``InputError``
+and list every reason as ``Problem(path, message)``. What an error becomes at a
+boundary (an HTTP status, an exit code) is decided there, in one place, by its
+class: the errors themselves carry no status codes.
+"""
 
 from __future__ import annotations
 
-__all__ = ["EX_CONFIG", "CodecError", "ConfigFileError", "FrameError", "Problem", "TwinedgeError"]
+__all__ = ["EX_CONFIG", "CodecError", "ConfigFileError", "FrameError", "InputError", "Problem", "TwinedgeError"]
 
 EX_CONFIG = 78  # sysexits.h EX_CONFIG: every command exits with it on a bad config (systemd: no restart loop)
 
@@ -31,15 +37,25 @@ class Problem(tuple[str, str]):
         return f"{self.path}: {self.message}" if self.path else self.message
 
 
-class FrameError(TwinedgeError):
+class InputError(TwinedgeError):
+    """Input was refused. ``problems`` lists every reason; ``str()`` joins them.
+
+    Raise it with one message (and the path it is about) or with a list of problems.
+    """
+
+    def __init__(self, message: str | list[Problem], path: str = "") -> None:
+        self.problems = list(message) if isinstance(message, list) else [Problem(path, message)]
+        super().__init__("; ".join(str(p) for p in self.problems) or type(self).__name__)
+
+
+class FrameError(InputError):
     """A telemetry frame failed validation. ``problems`` lists every reason."""
 
     def __init__(self, problems: list[Problem]) -> None:
-        self.problems = problems
-        super().__init__("; ".join(str(p) for p in problems) or "invalid frame")
+        super().__init__(problems or [Problem("", "invalid frame")])
 
 
-class CodecError(TwinedgeError):
+class CodecError(InputError):
     """A payload could not be decoded at all (truncated, not MessagePack/JSON, too large)."""
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Path
+from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
 from cloud.auth import Admin, Viewer
 from cloud.context import Ctx
-from cloud.identities import IdentityError, add_edge, add_user, revoke, rotate
+from cloud.identities import add_edge, add_user, revoke, rotate
 from shared.frame import DEVICE_ID_PATTERN
 
 __all__ = ["router"]
@@ -59,11 +59,6 @@ class UserOut(BaseModel):
     revoked: bool
 
 
-def _conflict(exc: IdentityError) -> HTTPException:
-    status = 404 if str(exc).startswith("no ") else 409
-    return HTTPException(status, detail=[{"path": "name", "message": str(exc)}])
-
-
 @router.get("/edges", response_model=list[EdgeOut], responses=_ERRORS)
 async def list_edges(_: Viewer, ctx: Ctx) -> list[EdgeOut]:
     """Every registered edge: last sync, and its queue depth, drops and lag as it reported them."""
@@ -77,19 +72,13 @@ async def list_edges(_: Viewer, ctx: Ctx) -> list[EdgeOut]:
 @router.post("/edges", response_model=Token, status_code=201, responses={**_ERRORS, 409: {"description": "exists"}})
 async def create_edge(body: NewEdge, _: Admin, ctx: Ctx) -> Token:
     """Register an edge and return its token (once)."""
-    try:
-        return Token(name=body.name, token=await add_edge(ctx.storage, body.name))
-    except IdentityError as exc:
-        raise _conflict(exc) from None
+    return Token(name=body.name, token=await add_edge(ctx.storage, body.name))
 
 
 @router.post("/edges/{name}/token", response_model=Token, responses={**_ERRORS, 404: {"description": "unknown"}})
 async def rotate_edge_token(name: Name, _: Admin, ctx: Ctx) -> Token:
     """Issue a new token for an edge; the old one stops working."""
-    try:
-        token = await rotate(ctx.storage, "edge", name)
-    except IdentityError as exc:
-        raise _conflict(exc) from None
+    token = await rotate(ctx.storage, "edge", name)
     ctx.auth.forget()
     return Token(name=name, token=token)
 
@@ -97,10 +86,7 @@ async def rotate_edge_token(name: Name, _: Admin, ctx: Ctx) -> Token:
 @router.delete("/edges/{name}/token", status_code=204, responses={**_ERRORS, 404: {"description": "unknown"}})
 async def revoke_edge(name: Name, _: Admin, ctx: Ctx) -> None:
     """Revoke an edge's token: its next batch is refused with 401."""
-    try:
-        await revoke(ctx.storage, "edge", name)
-    except IdentityError as exc:
-        raise _conflict(exc) from None
+    await revoke(ctx.storage, "edge", name)
     ctx.auth.forget()
 
 
@@ -113,16 +99,10 @@ async def list_users(_: Admin, ctx: Ctx) -> list[UserOut]:
 @router.post("/users", response_model=Token, status_code=201, responses={**_ERRORS, 409: {"description": "exists"}})
 async def create_user(body: NewUser, _: Admin, ctx: Ctx) -> Token:
     """Add a person with a role and return their token (once)."""
-    try:
-        return Token(name=body.name, token=await add_user(ctx.storage, body.name, body.role))
-    except IdentityError as exc:
-        raise _conflict(exc) from None
+    return Token(name=body.name, token=await add_user(ctx.storage, body.name, body.role))
 
 
 @router.delete("/users/{name}/token", status_code=204, responses={**_ERRORS, 404: {"description": "unknown"}})
 async def revoke_user(name: Name, _: Admin, ctx: Ctx) -> None:
-    try:
-        await revoke(ctx.storage, "user", name)
-    except IdentityError as exc:
-        raise _conflict(exc) from None
+    await revoke(ctx.storage, "user", name)
     ctx.auth.forget()

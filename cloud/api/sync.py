@@ -17,17 +17,19 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from pydantic import ValidationError
 
-from cloud.auth import EdgeDep
-from cloud.body import BodyError, read_body
+from cloud.auth import EdgeDep, NotAllowed
+from cloud.body import BodyError, BodyTooLarge, EncodingRefused, read_body
 from cloud.context import Ctx
+from cloud.errors import EdgeBusy, Overloaded
 from cloud.storage.base import StorageError, StorageUnavailable
 from shared.batch import EdgeHealth, Rejection, SyncAck, SyncBatch
-from shared.codec import decode_obj, problems_from_validation, validate_frames
-from shared.errors import CodecError, FrameError
+from shared.codec import decode_obj, validate_frames
+from shared.errors import CodecError, FrameError, InputError
 from shared.frame import TelemetryFrame
+from shared.validation import validation_problems
 
 __all__ = ["router"]
 
@@ -72,11 +74,6 @@ def _warn_rejected(edge: str, rejected: list[Rejection]) -> None:
         log.debug("edge %s sent %d invalid frame(s); first: seq %d: %s", edge, len(rejected), first.seq, first.reason)
 
 
-def _retry(status: int, message: str, after: float) -> HTTPException:
-    return HTTPException(status, detail=[{"path": "", "message": message}],
-                         headers={"Retry-After": str(max(1, round(after)))})
-
-
 @dataclass(frozen=True, slots=True)
 class _Batch:
     """A SyncBatch as read from the body: the frames still plain data, each with its sequence."""
@@ -119,26 +116,25 @@ def _plain_batch(obj: Any) -> _Batch | None:
 def _decode(body: bytes, content_type: str, max_frames: int) -> _Batch:
     media = content_type.split(";", 1)[0].strip().lower()
     if media and media not in _MSGPACK_TYPES and media != "application/json":
-        raise BodyError(415, "Content-Type", f"{media[:60]!r} is not accepted; use application/msgpack or json")
+        raise EncodingRefused(f"{media[:60]!r} is not accepted; use application/msgpack or json", "Content-Type")
     try:
         obj = decode_obj(body, max_bytes=len(body) + 1)
     except CodecError as exc:
-        raise BodyError(400, "body", str(exc)) from None
+        raise BodyError(str(exc), "body") from None
     if isinstance(obj, dict) and isinstance(obj.get("frames"), list) and len(obj["frames"]) > max_frames:
-        raise BodyError(413, "frames", f"{len(obj['frames']):,} frames; the limit is {max_frames:,} per batch")
+        raise BodyTooLarge(f"{len(obj['frames']):,} frames; the limit is {max_frames:,} per batch", "frames")
     batch = _plain_batch(obj)
     if batch is None:
         try:
             full = SyncBatch.model_validate(obj)
         except ValidationError as exc:
-            problems = [{"path": p.path, "message": p.message} for p in problems_from_validation(exc)]
-            raise HTTPException(422, detail=problems) from None
+            raise InputError(validation_problems(exc, SyncBatch)) from None
         batch = _Batch(full.edge_id, full.health, [f.seq for f in full.frames], [f.frame for f in full.frames])
     seqs = batch.seqs
     for k in range(1, len(seqs)):
         if seqs[k] <= seqs[k - 1]:
             message = f"sequences must increase within a batch (got {seqs[k]} after {seqs[k - 1]})"
-            raise HTTPException(422, detail=[{"path": f"frames.{k}.seq", "message": message}])
+            raise InputError(message, f"frames[{k}].seq")
     return batch
 
 
@@ -168,13 +164,12 @@ def _parse(body: bytes, content_type: str, max_frames: int) -> _Parsed:
 @router.post("/batches", response_model=SyncAck, responses=_RESPONSES, openapi_extra=_BODY_DOC)
 async def sync_batches(request: Request, edge: EdgeDep, ctx: Ctx) -> SyncAck:
     """Store a batch of an edge's frames once each; answer with what the edge may delete."""
-    cfg = ctx.config.sync
     if edge.name in ctx.syncing_edges:
         ctx.metrics.sync_batches.labels("busy_edge").inc()
-        raise _retry(429, f"edge {edge.name} already has a batch in flight", cfg.retry_after)
+        raise EdgeBusy(f"edge {edge.name} already has a batch in flight")
     if ctx.sync_slots.locked():
         ctx.metrics.sync_batches.labels("overloaded").inc()
-        raise _retry(503, "the service is busy with other batches", cfg.retry_after)
+        raise Overloaded("the service is busy with other batches")
     ctx.syncing_edges.add(edge.name)
     try:
         async with ctx.sync_slots:
@@ -199,15 +194,14 @@ async def _handle(request: Request, edge: str, ctx: Ctx) -> SyncAck:
             batch = await loop.run_in_executor(ctx.parser, _parse, *args)
         else:
             batch = _parse(*args)
-    except HTTPException:
+    except InputError:
         ctx.metrics.sync_batches.labels("refused").inc()
         raise
     ctx.metrics.sync_bytes.labels("wire").inc(wire)
     ctx.metrics.sync_bytes.labels("decoded").inc(len(body))
     if batch.edge_id != edge:
         ctx.metrics.sync_batches.labels("refused").inc()
-        raise HTTPException(403, detail=[{"path": "edge_id", "message": f"this token belongs to edge {edge!r}, "
-                                                                        f"not {batch.edge_id!r}"}])
+        raise NotAllowed(f"this token belongs to edge {edge!r}, not {batch.edge_id!r}", "edge_id")
     rejected, acked = batch.rejected, batch.last_seq
     if rejected:
         _warn_rejected(edge, rejected)
@@ -218,12 +212,11 @@ async def _handle(request: Request, edge: str, ctx: Ctx) -> SyncAck:
         ctx.metrics.storage_errors.labels("unavailable").inc()
         ctx.metrics.sync_batches.labels("unavailable").inc()
         log.warning("cannot store a batch of edge %s now: %s", edge, exc)
-        raise _retry(503, "the database is unavailable right now", cfg.retry_after) from None
-    except StorageError as exc:
+        raise
+    except StorageError:  # the error handler logs it and answers 503: the edge sends the batch again
         ctx.metrics.storage_errors.labels("error").inc()
         ctx.metrics.sync_batches.labels("unavailable").inc()
-        log.error("storing a batch of edge %s failed: %s", edge, exc)
-        raise _retry(503, "the database refused the batch; it will be retried", cfg.retry_after) from None
+        raise
     ctx.metrics.ingest_seconds.observe(time.perf_counter() - started)
     ctx.metrics.sync_batches.labels("stored").inc()
     ctx.metrics.frames.labels(edge, "stored").inc(result.stored)

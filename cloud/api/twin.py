@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import math
 import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Response, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Query, Response, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
@@ -26,13 +25,14 @@ except ImportError:  # pragma: no cover - the cloud extra installs it
 
 from cloud.auth import Viewer, authenticate, check_role
 from cloud.context import AppContext, Ctx
-from cloud.storage.base import AGG_FUNCS, BadQuery, StorageError, StorageUnavailable
+from cloud.errors import BadParameter, error_response
+from cloud.storage.base import AGG_FUNCS, UnknownDevice
 from shared.configbase import parse_duration
+from shared.errors import TwinedgeError
 from shared.frame import TS_MAX, TS_MIN
 
 __all__ = ["router"]
 
-log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1/twin", tags=["twin"])
 MAX_BUCKETS = 10_000
 Value = bool | float | str | None
@@ -105,10 +105,6 @@ def _json(obj: Any) -> Response:
     return Response(text, media_type="application/json")
 
 
-def _bad(path: str, message: str, status: int = 400) -> HTTPException:
-    return HTTPException(status, detail=[{"path": path, "message": message}])
-
-
 def parse_time(name: str, raw: str | None, default: float) -> int:
     """Seconds since the epoch or ISO 8601 -> integer microseconds."""
     if raw is None or raw == "":
@@ -119,11 +115,11 @@ def parse_time(name: str, raw: str | None, default: float) -> int:
         try:
             parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
         except ValueError:
-            raise _bad(name, f"expected seconds since the epoch or ISO 8601 such as '2026-01-31T12:00:00Z' "
-                             f"(got {raw[:40]!r})") from None
+            raise BadParameter(f"expected seconds since the epoch or ISO 8601 such as '2026-01-31T12:00:00Z' "
+                               f"(got {raw[:40]!r})", name) from None
         value = (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
     if not math.isfinite(value) or not TS_MIN <= value <= TS_MAX:
-        raise _bad(name, f"must be between 2000 and 2100 (got {raw[:40]!r})")
+        raise BadParameter(f"must be between 2000 and 2100 (got {raw[:40]!r})", name)
     return round(value * 1e6)
 
 
@@ -132,7 +128,7 @@ def _range(start: str | None, stop: str | None, default_start: float | None = No
     lo = parse_time("start", start, TS_MIN if default_start is None else default_start)
     hi = parse_time("stop", stop, TS_MAX if default_stop is None else default_stop)
     if lo >= hi:
-        raise _bad("start", f"start must be before stop (got start {lo / 1e6} >= stop {hi / 1e6})")
+        raise BadParameter(f"start must be before stop (got start {lo / 1e6} >= stop {hi / 1e6})", "start")
     return lo, hi
 
 
@@ -141,20 +137,8 @@ def _fields(raw: str | None) -> list[str] | None:
         return None
     names = [f.strip() for f in raw.split(",") if f.strip()]
     if len(names) > 200:
-        raise _bad("fields", f"at most 200 fields at once (got {len(names)})")
+        raise BadParameter(f"at most 200 fields at once (got {len(names)})", "fields")
     return names or None
-
-
-async def _storage_call(coro: Any) -> Any:
-    try:
-        return await coro
-    except BadQuery as exc:
-        raise _bad(exc.path, str(exc), exc.status) from None
-    except StorageUnavailable as exc:
-        raise HTTPException(503, detail=[{"path": "", "message": str(exc)}], headers={"Retry-After": "2"}) from None
-    except StorageError as exc:
-        log.error("query failed: %s", exc)
-        raise HTTPException(503, detail=[{"path": "", "message": "the database failed to answer"}]) from None
 
 
 Device = Annotated[str, Query(min_length=1, max_length=64, description="device id")]
@@ -166,7 +150,7 @@ Stop = Annotated[str | None, Query(max_length=40, description="to (exclusive): e
 @router.get("/devices", response_model=list[str], responses=_ERRORS)
 async def devices(_: Viewer, ctx: Ctx) -> list[str]:
     """Every device that has sent data."""
-    return await _storage_call(ctx.storage.devices())
+    return await ctx.storage.devices()
 
 
 @router.get("/history", response_model=HistoryOut, responses=_ERRORS)
@@ -175,7 +159,7 @@ async def history(_: Viewer, ctx: Ctx, device: Device, fields: Fields = None, st
                   cursor: Annotated[str | None, Query(max_length=400)] = None) -> Response:
     """Stored points, field by field and oldest first; pass ``next_cursor`` back as ``cursor`` for more."""
     lo, hi = _range(start, stop)
-    page = await _storage_call(ctx.storage.history(device, _fields(fields), lo, hi, limit, cursor))
+    page = await ctx.storage.history(device, _fields(fields), lo, hi, limit, cursor)
     return _json({"device_id": device, "next_cursor": page.next_cursor, "series": [
         {"field": info.field, "kind": info.kind, "points": [(ts / 1_000_000, v) for ts, v in points]}
         for info, points in page.series]})
@@ -193,21 +177,22 @@ async def aggregate(_: Viewer, ctx: Ctx, device: Device, start: Start = None, st
     wanted = [f.strip() for f in funcs.split(",") if f.strip()]
     unknown = [f for f in wanted if f not in AGG_FUNCS]
     if unknown or not wanted:
-        raise _bad("funcs", f"unknown function {unknown[0] if unknown else ''!r}; choose from {', '.join(AGG_FUNCS)}")
+        raise BadParameter(f"unknown function {unknown[0] if unknown else ''!r}; choose from {', '.join(AGG_FUNCS)}",
+                           "funcs")
     now = time.time()
     lo, hi = _range(start, stop, default_start=now - 86_400 if stop is None else None, default_stop=now)
     try:
         width = parse_duration(window)
     except ValueError as exc:
-        raise _bad("window", str(exc)) from None
+        raise BadParameter(str(exc), "window") from None
     width_us = round(width * 1e6)
     if width_us < 1_000_000:
-        raise _bad("window", f"must be at least 1s (got {window!r})")
+        raise BadParameter(f"must be at least 1s (got {window!r})", "window")
     if (hi - lo) / width_us > MAX_BUCKETS:
-        raise _bad("window", f"{window!r} makes {math.ceil((hi - lo) / width_us):,} buckets over this range; "
-                             f"at most {MAX_BUCKETS:,} — widen the window or narrow start/stop")
+        raise BadParameter(f"{window!r} makes {math.ceil((hi - lo) / width_us):,} buckets over this range; "
+                           f"at most {MAX_BUCKETS:,} — widen the window or narrow start/stop", "window")
     first_last = "first" in wanted or "last" in wanted
-    result = await _storage_call(ctx.storage.aggregate(device, _fields(fields), lo, hi, width_us, first_last))
+    result = await ctx.storage.aggregate(device, _fields(fields), lo, hi, width_us, first_last)
     series = []
     for info, buckets in result:
         rows = []
@@ -222,7 +207,7 @@ async def aggregate(_: Viewer, ctx: Ctx, device: Device, start: Start = None, st
 @router.get("/{device_id}/state", response_model=StateOut, responses=_ERRORS)
 async def state(device_id: str, _: Viewer, ctx: Ctx) -> Response:
     """The newest value of every field of a device, and the status of its newest frame."""
-    st = await _storage_call(ctx.storage.state(device_id))
+    st = await ctx.storage.state(device_id)
     return _json({"device_id": device_id, "ts": None if st.last_ts is None else st.last_ts / 1e6,
                   "status": st.status, "edge": st.edge,
                   "values": {k: {"ts": ts / 1e6, "value": v} for k, (ts, v) in st.values.items()}})
@@ -240,12 +225,9 @@ async def live(websocket: WebSocket, device_id: str) -> None:
         check_role(await authenticate(websocket), "viewer")
         row = await ctx.storage.device(device_id)
         if row is None:
-            raise _bad("device_id", f"device {device_id!r} has sent no data", 404)
-    except HTTPException as exc:
-        await _deny(websocket, exc)
-        return
-    except StorageError:
-        await _deny(websocket, HTTPException(503, detail=[{"path": "", "message": "database unavailable"}]))
+            raise UnknownDevice(f"device {device_id!r} has sent no data", "device_id")
+    except TwinedgeError as exc:  # the same answers as over HTTP, as the handshake's answer
+        await _deny(websocket, error_response(exc, ctx.config.sync.retry_after))
         return
     await websocket.accept()
     sub = ctx.hub.subscribe(device_id, row[1])
@@ -262,12 +244,11 @@ async def live(websocket: WebSocket, device_id: str) -> None:
         ctx.metrics.ws_clients.dec()
 
 
-async def _deny(websocket: WebSocket, exc: HTTPException) -> None:
+async def _deny(websocket: WebSocket, answer: JSONResponse) -> None:
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
-        await websocket.send_denial_response(
-            JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers))
+        await websocket.send_denial_response(answer)
     else:
-        await websocket.close(code=4000 + exc.status_code)
+        await websocket.close(code=4000 + answer.status_code)
 
 
 async def _until_closed(websocket: WebSocket) -> None:

@@ -34,6 +34,7 @@ from cloud.physics.mates import MateSpec
 from cloud.physics.mesh import MeshLimits, PartMesh, format_from_name, load_mesh_bytes
 from cloud.physics.units import METRES_PER, LengthUnit
 from shared.configbase import StrictModel as _Strict
+from shared.validation import validation_problems
 
 __all__ = [
     "ASSEMBLY_FORMAT",
@@ -189,17 +190,6 @@ class Assembly:
         return Assembly(self.spec, parts, list(self.warnings))
 
 
-def _problems(exc: ValidationError, prefix: str = "") -> list[Problem]:
-    out = []
-    for err in exc.errors(include_url=False):
-        path = prefix + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"])
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        out.append(Problem(path.lstrip("."), msg))
-    return out
-
-
 def parse_assembly(data: bytes | str | dict) -> AssemblySpec:
     """Validate assembly JSON (bytes, text or an already-parsed dict); AssemblyError lists every problem."""
     if isinstance(data, bytes | str):
@@ -212,7 +202,7 @@ def parse_assembly(data: bytes | str | dict) -> AssemblySpec:
     try:
         return AssemblySpec.model_validate(data)
     except ValidationError as exc:
-        raise AssemblyError(_problems(exc)) from None
+        raise AssemblyError(validation_problems(exc, AssemblySpec)) from None
 
 
 def _read_mesh_file(base: Path, rel: str, limits: MeshLimits) -> tuple[bytes, str]:
@@ -251,7 +241,6 @@ def load_assembly(spec: AssemblySpec, base_dir: Path | None = None,
     limits = limits or MeshLimits()
     parts: list[Part] = []
     problems: list[Problem] = []
-    status = 422
     warnings: list[str] = []
     for i, ps in enumerate(spec.parts):
         try:
@@ -259,7 +248,6 @@ def load_assembly(spec: AssemblySpec, base_dir: Path | None = None,
             mesh = load_mesh_bytes(data, fmt, ps.unit, limits)
             material = get_material(ps.material)
         except PhysicsError as exc:
-            status = max(status, exc.status_code) if exc.status_code != 404 else status
             problems += [Problem(f"parts[{i}] ({ps.name})" + (f".{p.path}" if p.path else ""),
                                  p.message) for p in exc.problems]
             continue
@@ -268,9 +256,7 @@ def load_assembly(spec: AssemblySpec, base_dir: Path | None = None,
         parts.append(Part(ps.name, mesh, ps.pose.to_matrix(spec.unit), material, density,
                           ps.unit, ps.fixed))
     if problems:
-        err = AssemblyError(problems)
-        err.status_code = status
-        raise err
+        raise AssemblyError(problems)
     return Assembly(spec, parts, warnings)
 
 

@@ -21,6 +21,7 @@ from cloud.physics.errors import PhysicsError
 from cloud.physics.interference import CollisionWorld
 from cloud.physics.render import render_png
 from cloud.physics.units import METRES_PER
+from shared.validation import validation_problems
 
 __all__ = ["add_subcommands", "main"]
 
@@ -130,7 +131,11 @@ def _check(args: argparse.Namespace) -> int:
         try:
             raw = json.loads(args.robot.read_text(encoding="utf-8"))
             req_r = s.RobotCheckRequest.model_validate({"assembly_id": info.id, **raw})
-        except (OSError, json.JSONDecodeError, ValidationError, TypeError) as exc:
+        except ValidationError as exc:
+            for problem in validation_problems(exc, s.RobotCheckRequest):
+                print(f"error: {args.robot}: {problem}", file=sys.stderr)
+            return EXIT_INPUT
+        except (OSError, json.JSONDecodeError, TypeError) as exc:
             print(f"error: {args.robot}: {exc}", file=sys.stderr)
             return EXIT_INPUT
         robot = report.robot_check(info.id, asm, req_r)

@@ -1,13 +1,15 @@
-"""Errors the physics engine raises on purpose, each with the HTTP status the API answers with.
+"""Errors the physics engine raises on purpose.
 
 Every error carries a list of ``Problem(path, message)`` so an API client or a
 CLI user sees every reason at once, e.g. ``parts[2].mesh: STL file is
-truncated (expected 1,284 bytes, got 900)``.
+truncated (expected 1,284 bytes, got 900)``. The cloud's error handler
+(``cloud.errors``) decides the HTTP status by class: an unknown format 415, a
+file over the limits 413, an unknown assembly 404, anything else 422.
 """
 
 from __future__ import annotations
 
-from shared.errors import Problem, TwinedgeError
+from shared.errors import InputError, Problem
 
 __all__ = [
     "AssemblyError",
@@ -23,23 +25,12 @@ __all__ = [
 ]
 
 
-class PhysicsError(TwinedgeError):
-    """Base of every physics error. ``problems`` lists every reason; ``status_code`` is the HTTP answer."""
-
-    status_code = 422
-
-    def __init__(self, message: str | list[Problem], path: str = "") -> None:
-        if isinstance(message, list):
-            self.problems = message
-        else:
-            self.problems = [Problem(path, message)]
-        super().__init__("; ".join(str(p) for p in self.problems) or type(self).__name__)
+class PhysicsError(InputError):
+    """Base of every physics error. ``problems`` lists every reason."""
 
 
 class MeshFormatError(PhysicsError):
     """The mesh format is unknown or not supported (give STL, OBJ, PLY, GLB/glTF or STEP)."""
-
-    status_code = 415
 
 
 class MeshDataError(PhysicsError):
@@ -48,8 +39,6 @@ class MeshDataError(PhysicsError):
 
 class MeshTooLargeError(PhysicsError):
     """A mesh file or an upload is over the configured byte or face limit."""
-
-    status_code = 413
 
 
 class OpenMeshError(PhysicsError):
@@ -66,8 +55,6 @@ class AssemblyError(PhysicsError):
 
 class AssemblyNotFoundError(PhysicsError):
     """No stored assembly has the given id."""
-
-    status_code = 404
 
 
 class MateDefinitionError(PhysicsError):

@@ -34,7 +34,7 @@ from cloud.storage.rows import (
     us,
 )
 from shared.batch import EdgeHealth
-from shared.errors import TwinedgeError
+from shared.errors import InputError, TwinedgeError
 from shared.frame import TelemetryFrame
 
 __all__ = [
@@ -73,18 +73,12 @@ class StorageUnavailable(StorageError):
     """The database is busy or unreachable right now; the caller may retry later."""
 
 
-class BadQuery(StorageError):
-    """A query parameter is unusable (bad cursor, unknown field). ``status`` is the HTTP answer."""
-
-    status = 400
-
-    def __init__(self, message: str, path: str = "") -> None:
-        super().__init__(message)
-        self.path = path
+class BadQuery(InputError):
+    """A query names something the store cannot answer for (a cursor it never handed out, an unknown field)."""
 
 
 class UnknownDevice(BadQuery):
-    status = 404
+    """The device has sent no data."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,8 +259,8 @@ class Storage(abc.ABC):
 
     # --- identities ------------------------------------------------------------------
     @abc.abstractmethod
-    async def create_identity(self, kind: str, name: str, role: str, token_hash: str, now_us: int) -> None:
-        """Raise StorageError when the name is taken."""
+    async def create_identity(self, kind: str, name: str, role: str, token_hash: str, now_us: int) -> bool:
+        """Add an edge or a person; False when the name is taken (nothing is changed then)."""
 
     @abc.abstractmethod
     async def set_token(self, kind: str, name: str, token_hash: str) -> bool:

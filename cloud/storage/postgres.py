@@ -206,12 +206,13 @@ class PostgresStorage(Storage):
         return out
 
     # --- identities ------------------------------------------------------------------
-    async def create_identity(self, kind: str, name: str, role: str, token_hash: str, now_us: int) -> None:
+    async def create_identity(self, kind: str, name: str, role: str, token_hash: str, now_us: int) -> bool:
         async with self._con() as con:
             try:
                 await con.execute(q.INSERT_IDENTITY, kind, name, role, token_hash, now_us)
             except asyncpg.UniqueViolationError:
-                raise StorageError(f"{kind} {name!r} exists already") from None
+                return False
+            return True
 
     async def set_token(self, kind: str, name: str, token_hash: str) -> bool:
         async with self._con() as con:

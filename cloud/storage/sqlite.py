@@ -95,7 +95,7 @@ class SQLiteStorage(Storage):
         try:
             return fn(con(), *args)
         except sqlite3.OperationalError as exc:
-            if "locked" in str(exc) or "busy" in str(exc):
+            if exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
                 raise StorageUnavailable(f"SQLite database {self.path} is busy: {exc}") from None
             raise StorageError(f"SQLite database {self.path}: {exc}") from None
         except sqlite3.DatabaseError as exc:
@@ -196,13 +196,14 @@ class SQLiteStorage(Storage):
         return stored, len(rows)
 
     # --- identities ------------------------------------------------------------------
-    async def create_identity(self, kind: str, name: str, role: str, token_hash: str, now_us: int) -> None:
-        def run(con: sqlite3.Connection) -> None:
+    async def create_identity(self, kind: str, name: str, role: str, token_hash: str, now_us: int) -> bool:
+        def run(con: sqlite3.Connection) -> bool:
             try:
                 con.execute(q.INSERT_IDENTITY, (kind, name, role, token_hash, now_us))
             except sqlite3.IntegrityError:
-                raise StorageError(f"{kind} {name!r} exists already") from None
-        await self._write(run)
+                return False
+            return True
+        return await self._write(run)
 
     async def set_token(self, kind: str, name: str, token_hash: str) -> bool:
         return await self._write(lambda con: con.execute(q.SET_TOKEN, (token_hash, kind, name)).rowcount == 1)

@@ -1,10 +1,26 @@
 #!/usr/bin/env bash
-# Install the system packages twinedge's tests and tools use, when they are missing:
+# Check for Python >= 3.11 and install the system packages twinedge's tests and tools use,
+# when they are missing: python3.X-venv (Debian ships venv without ensurepip),
 # mosquitto + mosquitto-clients (MQTT interop), mbpoll (Modbus interop),
 # postgresql (the cloud's production store). Debian/Ubuntu only.
+# PYTHON names the interpreter the virtualenv is made with (default python3), as in the Makefile.
 set -euo pipefail
 
+PY="${PYTHON:-python3}"
+if ! command -v "$PY" >/dev/null 2>&1; then
+    echo "twinedge needs Python 3.11 or newer, and '$PY' is not installed: install python3 (3.11+)" >&2
+    exit 1
+fi
+version="$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    echo "twinedge needs Python 3.11 or newer; $PY is Python $version." >&2
+    echo "Install a newer Python (e.g. python3.11) and run: make PYTHON=python3.11" >&2
+    exit 1
+fi
+
 need=()
+# Debian and Ubuntu split venv's pip bootstrap (ensurepip) into python3.X-venv.
+"$PY" -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=("python${version}-venv")
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
 command -v mbpoll >/dev/null 2>&1 || need+=(mbpoll)

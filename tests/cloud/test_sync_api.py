@@ -193,11 +193,11 @@ async def test_frame_entries_are_judged_like_sequenced_frames(api: Api) -> None:
     ack = (await api.sync(body)).json()
     assert (ack["acked_through"], ack["stored"]) == (2, 2)
     cases = [
-        (lambda b: b["frames"][0].update(note="x"), "frames.0.note", "unknown field"),
-        (lambda b: b["frames"][1].pop("frame"), "frames.1.frame", "Field required"),
-        (lambda b: b["frames"][0].update(seq=0), "frames.0.seq", "greater than or equal to 1"),
-        (lambda b: b["frames"][1].update(seq=2**63), "frames.1.seq", "less than or equal to"),
-        (lambda b: b["frames"].insert(0, [3, {}]), "frames.0", "valid dictionary"),
+        (lambda b: b["frames"][0].update(note="x"), "frames[0].note", "unknown key"),
+        (lambda b: b["frames"][1].pop("frame"), "frames[1].frame", "required key is missing"),
+        (lambda b: b["frames"][0].update(seq=0), "frames[0].seq", "greater than or equal to 1"),
+        (lambda b: b["frames"][1].update(seq=2**63), "frames[1].seq", "less than or equal to"),
+        (lambda b: b["frames"].insert(0, [3, {}]), "frames[0]", "valid dictionary"),
         (lambda b: b.update(frames={"seq": 1}), "frames", "valid list"),
     ]
     for change, path, message in cases:

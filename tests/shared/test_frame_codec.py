@@ -72,7 +72,7 @@ def test_one_bad_frame_does_not_take_the_good_ones_with_it() -> None:
         (frame_dict(sensors={"t": 2**70}), "sensors.t", "64 bits"),
         (frame_dict(sensors={f"s{i}": 1 for i in range(600)}), "sensors", "at most 512"),
         (frame_dict(status="broken"), "status", "'ok'"),
-        (frame_dict(extra=1), "extra", "unknown field"),
+        (frame_dict(extra=1), "extra", "unknown key"),
     ],
 )
 def test_invalid_frames_are_refused_with_path_and_reason(frame: dict[str, object], path: str, words: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -13,19 +14,17 @@ from physics_helpers import inline
 
 from cloud.api import physics
 from cloud.physics.cli import main
-from cloud.physics.store import PhysicsStore
+from tests.cloud.apiclient import auth, make_api
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "docs" / "examples" / "assembly"
 
 
 @pytest.fixture
-def client(tmp_path: Path):
-    app = FastAPI()
-    app.include_router(physics.router)
-    store = PhysicsStore(tmp_path / "store", max_upload_bytes=200_000)
-    app.dependency_overrides[physics.get_store] = lambda: store
-    transport = httpx.ASGITransport(app=app)
-    return httpx.AsyncClient(transport=transport, base_url="http://test")
+async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """The cloud app with an operator's token (who may upload), the physics store on disk."""
+    async with make_api(tmp_path, physics={"store_dir": str(tmp_path / "store"), "max_upload_bytes": 200_000}) as api:
+        api.client.headers.update(auth(api.operator))
+        yield api.client
 
 
 def _upload_body(shift_mm: float = 90.0) -> dict:
@@ -39,35 +38,34 @@ def _upload_body(shift_mm: float = 90.0) -> dict:
 
 
 async def test_upload_then_every_check(client: httpx.AsyncClient) -> None:
-    async with client:
-        up = await client.post("/api/v1/physics/assemblies", json=_upload_body())
-        assert up.status_code == 201, up.text
-        aid = up.json()["id"]
-        coll = (await client.post("/api/v1/physics/collision/check", json={"assembly_id": aid})).json()
-        assert coll["interfering"] == 1
-        assert coll["pairs"][0]["volume_unit3"] == pytest.approx(10 * 100 * 100, rel=1e-9)
-        clear = (await client.post("/api/v1/physics/collision/clearance",
-                                   json={"assembly_id": aid, "threshold_m": 0.01})).json()
-        assert clear["minimum"]["distance_m"] == 0.0
-        mass = (await client.post("/api/v1/physics/mass-properties", json={"assembly_id": aid})).json()
-        assert mass["assembly"]["mass_kg"] == pytest.approx(0.001 * (7850 + 2700))
-        solve = (await client.post("/api/v1/physics/constraints/solve", json={"assembly_id": aid})).json()
-        assert solve["converged"] and solve["dof_total"] == 3
-        assert solve["poses"]["b"][0][3] == pytest.approx(100.0)  # mm
-        check = (await client.post("/api/v1/physics/constraints/validate",
-                                   json={"assembly_id": aid})).json()
-        assert check["violated"][0]["length_residual_m"] == pytest.approx(0.01)
-        robot = (await client.post("/api/v1/physics/robot-check", json={
-            "assembly_id": aid, "payload_parts": ["b"], "flange": {"translation": [90, 0, 100]},
-            "robot": {"rated_payload_kg": 5, "payload_curve": [
-                {"offset_m": 0, "max_mass_kg": 5}, {"offset_m": 0.2, "max_mass_kg": 2}]},
-            "grip": {"friction_coefficient": 0.5, "fingers": 2, "safety_factor": 2}})).json()
-        assert robot["ok"]
-        assert robot["offset_m"] == pytest.approx(0.1)
-        assert robot["usages"][0]["limit"] == pytest.approx(3.5)
-        assert robot["grip_force_per_finger_n"] == pytest.approx(2.7 * 9.80665 * 2 / 0.5 / 2)
-        png = await client.get(f"/api/v1/physics/assemblies/{aid}/picture.png")
-        assert png.headers["content-type"] == "image/png" and png.content[:4] == b"\x89PNG"
+    up = await client.post("/api/v1/physics/assemblies", json=_upload_body())
+    assert up.status_code == 201, up.text
+    aid = up.json()["id"]
+    coll = (await client.post("/api/v1/physics/collision/check", json={"assembly_id": aid})).json()
+    assert coll["interfering"] == 1
+    assert coll["pairs"][0]["volume_unit3"] == pytest.approx(10 * 100 * 100, rel=1e-9)
+    clear = (await client.post("/api/v1/physics/collision/clearance",
+                               json={"assembly_id": aid, "threshold_m": 0.01})).json()
+    assert clear["minimum"]["distance_m"] == 0.0
+    mass = (await client.post("/api/v1/physics/mass-properties", json={"assembly_id": aid})).json()
+    assert mass["assembly"]["mass_kg"] == pytest.approx(0.001 * (7850 + 2700))
+    solve = (await client.post("/api/v1/physics/constraints/solve", json={"assembly_id": aid})).json()
+    assert solve["converged"] and solve["dof_total"] == 3
+    assert solve["poses"]["b"][0][3] == pytest.approx(100.0)  # mm
+    check = (await client.post("/api/v1/physics/constraints/validate",
+                               json={"assembly_id": aid})).json()
+    assert check["violated"][0]["length_residual_m"] == pytest.approx(0.01)
+    robot = (await client.post("/api/v1/physics/robot-check", json={
+        "assembly_id": aid, "payload_parts": ["b"], "flange": {"translation": [90, 0, 100]},
+        "robot": {"rated_payload_kg": 5, "payload_curve": [
+            {"offset_m": 0, "max_mass_kg": 5}, {"offset_m": 0.2, "max_mass_kg": 2}]},
+        "grip": {"friction_coefficient": 0.5, "fingers": 2, "safety_factor": 2}})).json()
+    assert robot["ok"]
+    assert robot["offset_m"] == pytest.approx(0.1)
+    assert robot["usages"][0]["limit"] == pytest.approx(3.5)
+    assert robot["grip_force_per_finger_n"] == pytest.approx(2.7 * 9.80665 * 2 / 0.5 / 2)
+    png = await client.get(f"/api/v1/physics/assemblies/{aid}/picture.png")
+    assert png.headers["content-type"] == "image/png" and png.content[:4] == b"\x89PNG"
 
 
 @pytest.mark.parametrize(("mutate", "status", "words"), [
@@ -75,24 +73,22 @@ async def test_upload_then_every_check(client: httpx.AsyncClient) -> None:
     (lambda b: b["parts"][0]["mesh"].update(data_base64="not base64!"), 422, "base64"),
     (lambda b: b["parts"][0].update(material="unobtainium"), 422, "unknown material"),
     (lambda b: b["parts"][1].update(pose={"matrix": [[1, 0], [0, 1]]}), 422, "4×4"),
-    (lambda b: b["parts"][0].update(colour="red"), 422, "Extra inputs"),
+    (lambda b: b["parts"][0].update(colour="red"), 422, "unknown key"),
     (lambda b: b["parts"][0]["mesh"].update(data_base64="QUJD" * 60_000), 413, "limit"),
 ])
 async def test_bad_uploads_get_4xx_with_the_reason(client, mutate, status, words) -> None:
     body = _upload_body()
     mutate(body)
-    async with client:
-        resp = await client.post("/api/v1/physics/assemblies", json=body)
+    resp = await client.post("/api/v1/physics/assemblies", json=body)
     assert resp.status_code == status
     assert words in resp.text
 
 
 async def test_malformed_json_and_unknown_id_are_4xx(client) -> None:
-    async with client:
-        bad = await client.post("/api/v1/physics/assemblies", content=b"{nope",
-                                headers={"content-type": "application/json"})
-        missing = await client.post("/api/v1/physics/collision/check",
-                                    json={"assembly_id": "0" * 32})
+    bad = await client.post("/api/v1/physics/assemblies", content=b"{nope",
+                            headers={"content-type": "application/json"})
+    missing = await client.post("/api/v1/physics/collision/check",
+                                json={"assembly_id": "0" * 32})
     assert bad.status_code == 422
     assert missing.status_code == 404 and "no assembly" in missing.text
 
@@ -124,3 +120,12 @@ def test_cli_json_and_bad_input(tmp_path, capsys) -> None:
     bad.write_text('{"parts": [{"name": "x", "mesh": "../etc/passwd.stl", "material": "pa6"}]}')
     assert main(["check", str(bad)]) == 2
     assert "inside the assembly folder" in capsys.readouterr().err
+
+
+def test_cli_reports_a_bad_robot_file_one_problem_per_line(tmp_path, capsys) -> None:
+    robot = tmp_path / "robot.json"
+    robot.write_text('{"robot": {"rated_payload_kg": -1}, "colour": "red"}')
+    assert main(["check", str(EXAMPLE / "cell.json"), "--robot", str(robot)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: {robot}: robot.rated_payload_kg: Input should be greater than 0 (got -1)",
+        f"error: {robot}: colour: unknown key"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 
 import numpy as np
@@ -106,13 +107,16 @@ def test_materials_table_has_25_sourced_materials_in_every_class() -> None:
             assert getattr(m, field).source in table.sources
 
 
-# --- OCCT reference (cadquery-ocp, test dependency) -----------------------------------------
-pytest.importorskip("OCP", reason="cadquery-ocp (OCP) is not installed")
-import occt  # noqa: E402  (needs OCP)
+# --- OCCT reference (cadquery-ocp, the cad extra): only these tests need it ----------------
+needs_ocp = pytest.mark.skipif(importlib.util.find_spec("OCP") is None,
+                               reason="cadquery-ocp (OCP, the cad extra) is not installed")
 
 
+@needs_ocp
 @pytest.mark.parametrize("make", ["plate_with_holes", "filleted_block", "threaded_rod"])
 def test_matches_occt_exact_mass_properties_within_the_bound(make: str) -> None:
+    import occt
+
     shape = getattr(occt, make)()
     volume, com, inertia = occt.exact_properties(shape)  # mm units, density 1
     verts, faces = occt.tessellate(shape, deflection=0.003)
@@ -125,7 +129,9 @@ def test_matches_occt_exact_mass_properties_within_the_bound(make: str) -> None:
     assert np.abs(props.inertia_com - i_exact).max() <= props.bound_inertia_kgm2
 
 
+@needs_ocp
 def test_step_file_is_tessellated_through_the_cad_kernel(tmp_path) -> None:
+    import occt
     from OCP.STEPControl import STEPControl_AsIs, STEPControl_Writer
 
     from cloud.physics.mesh import load_mesh_bytes
