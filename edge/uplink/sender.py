@@ -108,10 +108,16 @@ def _reason(response: httpx.Response) -> str:
     except (ValueError, AttributeError):
         detail = response.text
     if isinstance(detail, list):
-        detail = "; ".join(
-            f"{d.get('path')}: {d.get('message', d.get('msg'))}" if isinstance(d, dict) else str(d) for d in detail
-        )
+        detail = "; ".join(_problem(d) for d in detail)
     return f"HTTP {response.status_code}: {str(detail)[:500]}"
+
+
+def _problem(item: object) -> str:
+    """One entry of the cloud's ``[{"path": ..., "message": ...}]`` list; a path-less one is its message."""
+    if not isinstance(item, dict):
+        return str(item)
+    message = item.get("message", item.get("msg"))
+    return f"{item['path']}: {message}" if item.get("path") else str(message)
 
 
 def _retry_after(response: httpx.Response) -> float | None:

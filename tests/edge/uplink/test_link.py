@@ -144,7 +144,8 @@ async def test_a_refused_batch_is_narrowed_down_to_the_bad_frame_which_alone_is_
 
 async def test_overload_is_retried_after_the_servers_retry_after(tmp_path: Path) -> None:
     seen_retry_in: list[float | None] = []
-    answers = iter([httpx.Response(503, headers={"Retry-After": "0.05"}, json={"detail": "busy"})])
+    answers = iter([httpx.Response(503, headers={"Retry-After": "0.05"},
+                                   json={"detail": [{"path": "", "message": "the database is busy"}]})])
     holder: dict[str, Uplink] = {}
 
     def handler(batch: dict[str, Any]) -> httpx.Response:
@@ -161,7 +162,7 @@ async def test_overload_is_retried_after_the_servers_retry_after(tmp_path: Path)
         await run_until(uplink, lambda: uplink.store.depth == 0)
     assert seen_retry_in == [0.05]
     assert cloud.seqs(0) == cloud.seqs(1)  # the same batch, sent again
-    assert uplink.snapshot()["last_error"].startswith("HTTP 503")
+    assert uplink.snapshot()["last_error"] == "HTTP 503: the database is busy"
 
 
 async def test_connection_errors_are_retried_without_losing_anything(tmp_path: Path) -> None:
