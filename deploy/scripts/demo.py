@@ -252,11 +252,13 @@ class Demo:
             states.append(self.get(f"/api/v1/twin/{device}/state"))
         return summary_lines(edges.get(EDGE_ID, {}), EDGE_ID, states)
 
-    def stop(self) -> None:
+    def stop(self, why: str) -> None:
         # The edge first (it would log every lost PLC and cloud connection), then the simulator and the cloud.
         edge = [c for c in self.children if c.tag == "edge"]
-        stop_children([edge, [c for c in self.children if c not in edge]], STOP_GRACE, self.signals.hurry,
-                      lambda level, text: self.say(text, level))
+        phases = [edge, [c for c in self.children if c not in edge]]
+        if running := [c.name for phase in phases for c in phase if c.exited() is None]:
+            self.say(f"stopping ({why}): {', '.join(running)}")
+        stop_children(phases, STOP_GRACE, self.signals.hurry, lambda level, text: self.say(text, level))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -313,10 +315,8 @@ def main(argv: list[str] | None = None) -> int:
         code = 1
     finally:
         if demo is not None:
-            if demo.children:
-                demo.say(f"stopping ({signals.name or 'the demo ends'}): the edge, then the simulator and the cloud")
-            demo.stop()
-            demo.say("stopped")
+            demo.stop(signals.name or "the demo ends")
+            demo.say("stopped (a second Ctrl-C: what still ran was killed)" if signals.hurry.is_set() else "stopped")
         console.close(timeout=2.0)
     return code
 

@@ -162,8 +162,8 @@ def stop_children(phases: Sequence[Sequence[Child]], grace: float, hurry: thread
             with contextlib.suppress(ProcessLookupError):
                 child.proc.send_signal(signal.SIGTERM)
         for child in _wait(running, time.monotonic() + grace, hurry):
-            say("WARNING", f"killing {child.name}: asked twice to stop" if hurry.is_set()
-                else f"{child.name} did not stop within {grace:.0f} s; killing it")
+            if not hurry.is_set():  # else the caller says it once
+                say("WARNING", f"{child.name} did not stop within {grace:.0f} s; killing it")
             with contextlib.suppress(ProcessLookupError):
                 child.proc.kill()
             child.proc.wait()
