@@ -25,7 +25,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import sys
 import threading
 import time
@@ -34,7 +33,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from demo_procs import Child, Console, RunDir, RunDirBusy, log_line, now, stop_children
+from demo_procs import Child, Console, DemoFailed, RunDir, RunDirBusy, log_line, now, pick_port, stop_children
 from demo_summary import summary_lines
 
 # cloud, edge and twinsim are imported where they are used: until main() has taken over the signals, a
@@ -47,10 +46,6 @@ START_TIMEOUT = 60.0
 
 class Stopped(Exception):
     """A signal asked the demo to stop."""
-
-
-class DemoFailed(Exception):
-    """The demo cannot go on; the message says why, for a person."""
 
 
 class Signals:
@@ -80,37 +75,6 @@ class Signals:
     def sleep(self, seconds: float) -> None:
         if self.stop.wait(seconds):
             raise Stopped
-
-
-def _free(port: int, span: int) -> bool:
-    """Whether ``span`` ports from ``port`` can be bound on 127.0.0.1, as the servers bind them (with
-    SO_REUSEADDR: connections of a run that just ended, in TIME_WAIT, do not count as taken)."""
-    socks: list[socket.socket] = []
-    try:
-        for offset in range(span):
-            sock = socket.socket()
-            socks.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(("127.0.0.1", port + offset))
-        return True
-    except OSError:
-        return False
-    finally:
-        for sock in socks:
-            sock.close()
-
-
-def pick_port(what: str, preferred: int, span: int, warn: Any) -> int:
-    if _free(preferred, span):
-        return preferred
-    for _ in range(50):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port + span <= 65536 and _free(port, span):
-            warn(f"port {preferred} ({what}) is taken by another program; using {port} instead")
-            return port
-    raise DemoFailed(f"no free port for {what} on 127.0.0.1")
 
 
 class Demo:

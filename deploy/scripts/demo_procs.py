@@ -11,6 +11,9 @@
   (``PR_SET_PDEATHSIG``, set by a few lines run before the real command).
 - ``RunDir``: a lock in the run directory, so a second run refuses to start
   while the first still runs, and stops what a dead earlier run left behind.
+- ``pick_port``: the port asked for unless another program listens there.
+  It is checked as the servers bind it (``SO_REUSEADDR``): the connections
+  a run that just ended leaves in TIME_WAIT do not make it look taken.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import queue
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -31,7 +35,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
 
-__all__ = ["CHILD_MODULES", "Child", "Console", "RunDir", "RunDirBusy", "stop_children"]
+__all__ = ["CHILD_MODULES", "Child", "Console", "DemoFailed", "RunDir", "RunDirBusy", "pick_port", "port_free",
+           "stop_children"]
 
 CHILD_MODULES = ("cloud.cli", "twinsim.cli", "edge.cli")
 LEVELS = "TRACE|DEBUG|INFO|WARNING|ERROR|CRITICAL"
@@ -48,6 +53,10 @@ if os.getppid() != int(sys.argv[1]):
     sys.exit(0)
 os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
 """
+
+
+class DemoFailed(Exception):
+    """The demo cannot go on; the message says why, for a person."""
 
 
 def now() -> str:
@@ -167,6 +176,38 @@ def stop_children(phases: Sequence[Sequence[Child]], grace: float, hurry: thread
             with contextlib.suppress(ProcessLookupError):
                 child.proc.kill()
             child.proc.wait()
+
+
+def port_free(port: int, span: int = 1) -> bool:
+    """Whether ``span`` ports from ``port`` can be bound on 127.0.0.1, as the servers bind them (with
+    SO_REUSEADDR: connections of a run that just ended, in TIME_WAIT, do not count as taken)."""
+    socks: list[socket.socket] = []
+    try:
+        for offset in range(span):
+            sock = socket.socket()
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", port + offset))
+        return True
+    except OSError:
+        return False
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def pick_port(what: str, preferred: int, span: int, warn: Callable[[str], None]) -> int:
+    """``preferred`` when free, else a free port (``warn`` says which); raises DemoFailed when none is."""
+    if port_free(preferred, span):
+        return preferred
+    for _ in range(50):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port + span <= 65536 and port_free(port, span):
+            warn(f"port {preferred} ({what}) is taken by another program; using {port} instead")
+            return port
+    raise DemoFailed(f"no free port for {what} on 127.0.0.1")
 
 
 class RunDirBusy(Exception):

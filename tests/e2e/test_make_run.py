@@ -90,6 +90,28 @@ def test_the_summary_shows_every_device_on_one_line_of_at_most_100_columns() -> 
     assert rows[3].endswith("no data yet")
 
 
+def test_a_second_run_gets_the_port_back_from_connections_of_the_first_in_time_wait() -> None:
+    procs = load_script_module("demo_procs")
+    with socket.socket() as server:  # a cloud that closed its side of a request first, then stopped
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)):
+            accepted, _ = server.accept()
+            accepted.close()
+    warnings: list[str] = []
+    assert procs.pick_port("the cloud", port, 1, warnings.append) == port
+    assert warnings == []
+    with socket.socket() as other:  # another program listens there: a free port, and a warning that says so
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        other.bind(("127.0.0.1", port))
+        other.listen()
+        picked = procs.pick_port("the cloud", port, 1, warnings.append)
+    assert picked != port
+    assert warnings == [f"port {port} (the cloud) is taken by another program; using {picked} instead"]
+
+
 def new_run(base: Path) -> Run:
     ports = {"cloud": free_port(), "modbus": free_ports(1), "opcua": free_port(), "mqtt": free_port()}
     base.mkdir()
