@@ -44,6 +44,7 @@ LEVELS = "TRACE|DEBUG|INFO|WARNING|ERROR|CRITICAL"
 _LOG_LINE = re.compile(rf"^(?:\d{{4}}-\d\d-\d\d[ T])?(\d\d:\d\d:\d\d)(?:[.,]\d+)? +({LEVELS}) +(\S+?): (.*)$")
 _UVICORN_LINE = re.compile(rf"^({LEVELS}):\s+(.*)$")  # uvicorn's own formatter: "INFO:     message"
 
+_SERVICE_VARIABLES = ("JOURNAL_STREAM", "INVOCATION_ID", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 # Run in the child's interpreter before its command: ask the kernel for SIGTERM when the demo (argv[1]) dies,
 # give up if it already has, then become the real command (the signal request survives exec).
 _PARENT_GUARD = """\
@@ -128,9 +129,11 @@ class Child:
         command = [sys.executable, *args]
         if sys.platform.startswith("linux"):
             command = [sys.executable, "-c", _PARENT_GUARD, str(os.getpid()), *args]
+        # Their output goes to the demo, not to a journal, and the demo is not their service manager.
+        env = {k: v for k, v in os.environ.items() if k not in _SERVICE_VARIABLES}
         self.proc = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            start_new_session=True, env={**env, "PYTHONUNBUFFERED": "1"},
         )
         assert self.proc.stdout is not None and self.proc.stderr is not None
         for stream, from_stderr in ((self.proc.stdout, False), (self.proc.stderr, True)):
