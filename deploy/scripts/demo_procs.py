@@ -86,17 +86,14 @@ class Console:
     def __init__(self, fd: int = 1, capacity: int = 10_000) -> None:
         self._fd = fd
         self._lines: queue.Queue[str | None] = queue.Queue(capacity)
-        self.dropped = 0
-        self.broken = False
+        self._broken = False
         self._thread = threading.Thread(target=self._write_all, name="demo-console", daemon=True)
         self._thread.start()
 
     def say(self, tag: str, text: str) -> None:
         for line in text.splitlines() or [""]:
-            try:
+            with contextlib.suppress(queue.Full):  # a terminal that takes nothing (Ctrl-S) holds up no one
                 self._lines.put_nowait(f"{tag:<5} | {line}\n")
-            except queue.Full:
-                self.dropped += 1
 
     def close(self, timeout: float) -> None:
         """Write what is queued, waiting at most ``timeout`` s (a stopped terminal may never take it)."""
@@ -106,14 +103,14 @@ class Console:
 
     def _write_all(self) -> None:
         while (line := self._lines.get()) is not None:
-            if self.broken:
+            if self._broken:
                 continue  # keep draining, so that nobody waits on a full queue
             data = line.encode(errors="replace")
             try:
                 while data:
                     data = data[os.write(self._fd, data):]
             except OSError:  # EPIPE (the reader of a pipe is gone), EIO (the terminal hung up), ...
-                self.broken = True
+                self._broken = True
                 with contextlib.suppress(OSError):  # nothing may fail on it later, at exit either
                     null = os.open(os.devnull, os.O_WRONLY)
                     os.dup2(null, self._fd)
