@@ -1,5 +1,6 @@
 # twinedge: the entry points a person types.
-#   make run    simulated PLCs -> edge gateway (embedded defaults), live summary; Ctrl-C stops
+#   make run    simulated PLCs -> edge gateway -> cloud, live summary; Ctrl-C stops
+#               (options: make run RUN_ARGS='--machines 5 --cloud-port 9080'; see deploy/scripts/demo.py)
 #   make test   sets everything up (virtualenv, system packages) and runs the whole suite
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -19,7 +20,7 @@ $(STAMP): pyproject.toml deploy/scripts/system-deps.sh
 install: $(STAMP)
 
 run: install
-	$(PY) deploy/scripts/demo.py
+	$(PY) deploy/scripts/demo.py $(RUN_ARGS)
 
 test: install
 	$(PY) -m pytest -q

@@ -3,7 +3,8 @@
     twinsim run --machines 3 --modbus-port 5020 --opcua-port 4840 --fault machine-2:overheat@30s
     twinsim config --machines 3 --modbus-port 5020 --opcua-port 4840 > sim-edge.toml
 
-Exit codes: 0 stopped cleanly (SIGINT/SIGTERM), 1 a port could not be bound,
+Exit codes: 0 stopped cleanly (SIGINT, SIGTERM or SIGHUP, whether or not stdout is
+still open), 1 a port could not be bound,
 2 bad arguments.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -19,6 +21,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TextIO
 
 from shared.configbase import parse_duration
 from twinsim.edgeconfig import ConfigSettings, render_edge_config
@@ -33,6 +36,8 @@ __all__ = ["main"]
 log = logging.getLogger(__name__)
 
 READY_LINE = "twinsim ready"
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # SIGHUP: the terminal was closed
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"  # the edge's terminal format
 
 
 def _bounded_int(low: int, high: int) -> type[int]:
@@ -81,7 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="twinsim", description="Plant simulator: machines behind Modbus TCP "
                                      "and OPC-UA, with fault injection (see docs/simulator.md).")
     sub = parser.add_subparsers(dest="command", metavar="{run,config}")
-    run = sub.add_parser("run", help="serve the simulated machines until SIGINT/SIGTERM")
+    run = sub.add_parser("run", help="serve the simulated machines until SIGINT, SIGTERM or SIGHUP")
     _common(run)
     run.add_argument("--seed", type=_bounded_int(0, 2**31 - 1), default=1, help="random seed (default 1)")
     run.add_argument("--tick", type=_duration(0.01, 10.0), default=0.1, help="model and register update period "
@@ -103,8 +108,32 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _to_devnull(stream: TextIO) -> None:
+    """Point a stream that can no longer be written (the reader of its pipe exited, the terminal hung up)
+    at /dev/null: what follows, the interpreter's last flush included, is dropped instead of failing."""
+    with contextlib.suppress(OSError, ValueError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, stream.fileno())
+        os.close(null)
+
+
 def _say(line: str) -> None:
-    print(line, flush=True)
+    """Print a line; nothing the simulator prints may keep it from closing its servers."""
+    try:
+        print(line, flush=True)
+    except OSError:
+        _to_devnull(sys.stdout)
+
+
+class _LogHandler(logging.StreamHandler[TextIO]):
+    """A record that cannot be written (closed pipe, hung-up terminal) is dropped, without the
+    "--- Logging error ---" report that would go to the same closed stream, record after record."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if isinstance(sys.exc_info()[1], OSError):
+            _to_devnull(self.stream)
+        else:
+            super().handleError(record)
 
 
 def _without_output(argv: Sequence[str]) -> list[str]:
@@ -165,17 +194,17 @@ async def _serve(sim: Simulator, ready_file: Path | None) -> int:
     stopping: list[str] = []
 
     def stop(name: str) -> None:
+        task.cancel()  # first: saying so may fail
         if not stopping:
             _say(f"twinsim stopping ({name})")
         stopping.append(name)
-        task.cancel()
 
     def ready() -> None:
         if ready_file is not None:
             _write_ready(ready_file, sim)
         _say(READY_LINE)
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop, sig.name)
     try:
         await sim.run(on_ready=ready)
@@ -186,14 +215,15 @@ async def _serve(sim: Simulator, ready_file: Path | None) -> int:
         print(f"twinsim run: cannot start: {exc}", file=sys.stderr)
         return 1
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
     return 0
 
 
 def _run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = _LogHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT, "%H:%M:%S"))
+    logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
     if args.log_level != "debug":  # their INFO lines are per-connection chatter
         logging.getLogger("asyncua").setLevel(logging.WARNING)
         logging.getLogger("pymodbus").setLevel(logging.WARNING)

@@ -1,124 +1,167 @@
 """`make run`: simulated PLCs -> edge gateway -> cloud aggregator, on the embedded defaults.
 
-Starts three child processes under ./run/ (made afresh each time): the cloud
-service on SQLite, the plant simulator (Modbus TCP + OPC-UA machines) and the
-edge daemon, whose uplink syncs to the cloud. Every few seconds it prints what
-the cloud has received. Ctrl-C stops all three cleanly.
+Starts three child processes with their configs in a run directory (``run/``,
+cleared each time): the cloud service on SQLite, the plant simulator (Modbus
+TCP + OPC-UA machines) and the edge daemon, whose uplink syncs to the cloud.
+Every few seconds it prints what the cloud has received, one line per device.
+Every line says which process it comes from, log lines in one format.
+
+Ctrl-C, SIGTERM or a hang-up (the terminal closed) stop all three: the edge
+first, then the simulator and the cloud, each given 10 s before it is killed;
+a second Ctrl-C kills at once. The children never see the terminal, so a
+closed pipe (``make run | tee log``) or a hung-up terminal cannot kill them or
+the demo halfway. While one run uses a run directory, a second one refuses
+to start there; processes a dead earlier run left behind are stopped.
+
+    demo.py [--run-dir DIR] [--machines N] [--cloud-port P] [--modbus-port P]
+            [--opcua-port P] [--mqtt-port P] [--refresh SECONDS]
 """
 
 from __future__ import annotations
 
-import contextlib
+import argparse
+import asyncio
 import json
+import os
 import secrets
-import shutil
 import signal
-import socket
-import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from edge.broker.auth import set_password
+from demo_procs import Child, Console, DemoFailed, RunDir, RunDirBusy, log_line, now, pick_port, stop_children
+from demo_summary import summary_lines
 
-RUN = Path("run").resolve()
-MACHINES = 3
-REFRESH = 3.0
+# cloud, edge and twinsim are imported where they are used: until main() has taken over the signals, a
+# Ctrl-C would end the demo with a traceback, so that moment is kept short.
+
 EDGE_ID = "demo-edge"
+STOP_GRACE = 10.0
+START_TIMEOUT = 60.0
 
 
-def free_port(preferred: int, span: int = 1) -> int:
-    """``preferred`` when it (and the next span-1 ports) are free on 127.0.0.1, else a free one."""
-    for port in (preferred, 0, 0, 0, 0):
-        socks: list[socket.socket] = []
-        try:
-            for offset in range(span):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", port + offset if port else 0))
-                if not port:
-                    port = s.getsockname()[1]
-            return port
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise SystemExit("no free port found on 127.0.0.1")
+class Stopped(Exception):
+    """A signal asked the demo to stop."""
 
 
-def twincloud(config: Path, *args: str) -> str:
-    out = subprocess.run([sys.executable, "-m", "cloud.cli", "--config", str(config), "--log-level", "WARNING",
-                          *args], check=True, capture_output=True, text=True)
-    return out.stdout.strip().splitlines()[0]
+class Signals:
+    """SIGINT, SIGTERM and SIGHUP ask for a stop; a second SIGINT asks to hurry (kill at once). The
+    handlers only set flags: nothing is raised in the middle of the stop sequence."""
+
+    def __init__(self) -> None:
+        self.stop, self.hurry = threading.Event(), threading.Event()
+        self.name = ""
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, self._received)
+
+    def _received(self, signum: int, _frame: object) -> None:
+        if self.stop.is_set():
+            if signum == signal.SIGINT:
+                self.hurry.set()
+            return
+        self.name = signal.Signals(signum).name
+        self.stop.set()
+
+    def check(self) -> None:
+        if self.stop.is_set():
+            raise Stopped
+
+    def sleep(self, seconds: float) -> None:
+        if self.stop.wait(seconds):
+            raise Stopped
 
 
 class Demo:
-    def __init__(self) -> None:
-        shutil.rmtree(RUN, ignore_errors=True)
-        RUN.mkdir()
-        self.cloud_port = free_port(8080)
-        self.modbus_port = free_port(5020, MACHINES)
-        self.opcua_port = free_port(4840)
-        self.mqtt_port = free_port(1883)
+    def __init__(self, args: argparse.Namespace, run: Path, console: Console, signals: Signals) -> None:
+        self.args, self.run_dir, self.console, self.signals = args, run, console, signals
+        self.children: list[Child] = []
+        self.cloud_port = pick_port("the cloud", args.cloud_port, 1, self.warn)
+        self.modbus_port = pick_port("Modbus", args.modbus_port, args.machines, self.warn)
+        self.opcua_port = pick_port("OPC-UA", args.opcua_port, 1, self.warn)
+        self.mqtt_port = pick_port("MQTT", args.mqtt_port, 1, self.warn)
         self.mqtt_password = secrets.token_urlsafe(12)
-        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
-        cloud_config = RUN / "cloud.toml"
-        cloud_config.write_text(
-            f'[server]\nhost = "127.0.0.1"\nport = {self.cloud_port}\n\n'
-            f'[database]\nurl = "sqlite:///{RUN / "cloud.db"}"\n'
-        )
-        self.cloud_config = cloud_config
-        self.edge_token = twincloud(cloud_config, "edge", "add", EDGE_ID)
-        self.viewer_token = twincloud(cloud_config, "user", "add", "--role", "viewer", "demo-viewer")
-        self.edge_config = self._edge_config()
+        self.cloud_config = run / "cloud.toml"
+        self.edge_config = run / "edge.toml"
+        self.edge_token = self.viewer_token = ""
 
-    def _edge_config(self) -> Path:
-        passwd = RUN / "broker.passwd"
-        set_password(passwd, "demo", self.mqtt_password)
-        config = RUN / "edge.toml"
-        subprocess.run(
-            [sys.executable, "-m", "twinsim.cli", "config", *self._sim_args(), "--edge-id", EDGE_ID,
-             "--state-dir", str(RUN / "state"), "-o", str(config)],
-            check=True,
+    def say(self, text: str, level: str = "INFO") -> None:
+        self.console.say("demo", log_line(level, "demo", text))
+
+    def warn(self, text: str) -> None:
+        self.say(text, "WARNING")
+
+    def prepare(self) -> None:
+        from cloud.storage.base import StorageError
+        from edge.broker.auth import set_password
+        from twinsim.edgeconfig import ConfigSettings, render_edge_config
+
+        run = self.run_dir
+        self.cloud_config.write_text(
+            f'[server]\nhost = "127.0.0.1"\nport = {self.cloud_port}\n\n'
+            f'[database]\nurl = "sqlite:///{run / "cloud.db"}"\n'
         )
-        with config.open("a") as f:
-            f.write(
-                f'\n[broker]\npassword_file = "{passwd}"\n'
-                f'listeners = [{{ name = "default", host = "127.0.0.1", port = {self.mqtt_port} }}]\n'
-                f'\n[control]\nsocket = "{RUN / "control.sock"}"\n'
-                f'\n[uplink]\nurl = "http://127.0.0.1:{self.cloud_port}"\ntoken = "{self.edge_token}"\n'
-                f'retry_max = "10s"\n'
-            )
-        return config
+        try:
+            self.edge_token, self.viewer_token = asyncio.run(self._tokens())
+        except StorageError as exc:
+            raise DemoFailed(f"cannot create the demo's tokens in {run / 'cloud.db'}: {exc}") from None
+        self.signals.check()
+        passwd = run / "broker.passwd"
+        set_password(passwd, "demo", self.mqtt_password)
+        config = render_edge_config(ConfigSettings(
+            machines=self.args.machines, modbus_port=self.modbus_port, opcua_port=self.opcua_port,
+            edge_id=EDGE_ID, state_dir=str(run / "state"), command=f"twinsim config {' '.join(self._sim_args())}",
+        ))
+        self.edge_config.write_text(
+            config + f'\n[broker]\npassword_file = "{passwd}"\n'
+            f'listeners = [{{ name = "default", host = "127.0.0.1", port = {self.mqtt_port} }}]\n'
+            f'\n[control]\nsocket = "{run / "control.sock"}"\n'
+            f'\n[uplink]\nurl = "http://127.0.0.1:{self.cloud_port}"\ntoken = "{self.edge_token}"\n'
+            f'retry_max = "10s"\n'
+        )
+
+    async def _tokens(self) -> tuple[str, str]:
+        """The edge's token and a viewer's, as `twincloud edge add` and `twincloud user add` make them."""
+        from cloud.config import load_cloud_config
+        from cloud.identities import add_edge, add_user
+        from cloud.storage import open_storage
+
+        storage = open_storage(load_cloud_config(self.cloud_config).database)
+        await storage.open()
+        try:
+            return await add_edge(storage, EDGE_ID), await add_user(storage, "demo-viewer", "viewer")
+        finally:
+            await storage.close()
 
     def _sim_args(self) -> list[str]:
-        return ["--machines", str(MACHINES), "--modbus-port", str(self.modbus_port),
+        return ["--machines", str(self.args.machines), "--modbus-port", str(self.modbus_port),
                 "--opcua-port", str(self.opcua_port)]
 
-    def start(self, name: str, *cmd: str) -> subprocess.Popen[bytes]:
-        # Children ignore the terminal's Ctrl-C (own session); we stop them in order with SIGTERM.
-        proc = subprocess.Popen([sys.executable, *cmd], start_new_session=True)
-        self.procs.append((name, proc))
-        return proc
+    def start(self, name: str, tag: str, *args: str) -> None:
+        self.children.append(Child(name, tag, args, self.console))
 
-    def wait_until(self, what: str, ready: Any, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
+    def check_children(self) -> None:
+        for child in self.children:
+            if (code := child.exited()) is not None:
+                raise DemoFailed(f"{child.name} exited with code {code}; its last lines are above")
+
+    def wait_until(self, what: str, ready: Any) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
         while not ready():
-            for name, proc in self.procs:
-                if proc.poll() is not None:
-                    raise SystemExit(f"{name} exited with code {proc.returncode}; see its log above")
+            self.check_children()
             if time.monotonic() > deadline:
-                raise SystemExit(f"{what} did not start within {timeout:.0f} s")
-            time.sleep(0.2)
+                raise DemoFailed(f"{what} did not start within {START_TIMEOUT:.0f} s")
+            self.signals.sleep(0.2)
 
     def get(self, path: str) -> Any:
         request = urllib.request.Request(f"http://127.0.0.1:{self.cloud_port}{path}",
                                          headers={"Authorization": f"Bearer {self.viewer_token}"})
-        with urllib.request.urlopen(request, timeout=5) as response:
+        with urllib.request.urlopen(request, timeout=2) as response:
             return json.loads(response.read())
 
     def cloud_up(self) -> bool:
@@ -129,66 +172,119 @@ class Demo:
             return False
 
     def run(self) -> None:
-        self.start("the cloud", "-m", "cloud.cli", "--config", str(self.cloud_config), "serve")
-        self.wait_until("the cloud", self.cloud_up)
-        ready = RUN / "sim.ready"
-        self.start("the simulator", "-m", "twinsim.cli", "run", *self._sim_args(), "--summary-every", "0s",
+        """Start the children and print summaries until a signal (Stopped) or a failure (DemoFailed)."""
+        self.start("the cloud", "cloud", "-m", "cloud.cli", "--config", str(self.cloud_config), "serve")
+        ready = self.run_dir / "sim.ready"
+        self.start("the simulator", "sim", "-m", "twinsim.cli", "run", *self._sim_args(), "--summary-every", "0s",
                    "--ready-file", str(ready), "--log-level", "warning")
+        self.wait_until("the cloud", self.cloud_up)
         self.wait_until("the plant simulator", ready.exists)
-        self.start("the edge daemon", "-m", "edge.cli", "run", "-c", str(self.edge_config))
-        base = f"http://127.0.0.1:{self.cloud_port}"
-        print(f"\nrunning: plant simulator ({MACHINES} machines, Modbus TCP + OPC-UA) -> edge {EDGE_ID} "
-              f"-> cloud {base}")
-        print(f"  API docs:     {base}/docs   (viewer token: {self.viewer_token})")
-        print("  edge status:  .venv/bin/twinedge status --socket run/control.sock")
-        print(f"  publish:      mosquitto_pub -h 127.0.0.1 -p {self.mqtt_port} -u demo -P {self.mqtt_password} -q 1 "
-              f"-t twin/bench-1/telemetry -m '{{\"ts\": {time.time():.0f}, \"sensors\": {{\"temp\": 21.5}}}}'")
-        print("  Ctrl-C stops everything\n", flush=True)
+        self.start("the edge daemon", "edge", "-m", "edge.cli", "run", "-c", str(self.edge_config))
+        self.banner()
         while True:
-            for name, proc in self.procs:
-                if proc.poll() is not None:
-                    raise SystemExit(f"{name} exited with code {proc.returncode}; see its log above")
-            with contextlib.suppress(urllib.error.URLError, OSError, ValueError):
-                print(self.summary(), flush=True)
-            time.sleep(REFRESH)
+            self.check_children()
+            try:
+                lines = self.summary()
+            except (urllib.error.URLError, OSError, ValueError) as exc:
+                lines = [f"{now()} the cloud did not answer: {getattr(exc, 'reason', exc)}"]
+            for line in lines:
+                self.console.say("demo", line)
+            self.signals.sleep(self.args.refresh)
 
-    def summary(self) -> str:
-        edges = {e["name"]: e for e in self.get("/api/v1/edges")}
-        edge = edges.get(EDGE_ID, {})
-        devices = self.get("/api/v1/twin/devices")
-        parts = []
-        for device in devices[:4]:
-            state = self.get(f"/api/v1/twin/{device}/state")
-            values = state.get("values", {})
-            temp = values.get("spindle_temp", {}).get("value")
-            age = time.time() - state["ts"] if state.get("ts") else None
-            shown = f"{temp:.1f}°C" if isinstance(temp, int | float) else f"{len(values)} values"
-            parts.append(f"{device} {shown} ({age:.1f} s ago)" if age is not None else device)
-        more = f" +{len(devices) - 4} more" if len(devices) > 4 else ""
-        return (f"{time.strftime('%H:%M:%S')}  cloud has {edge.get('frames_stored', 0)} frames from {EDGE_ID} "
-                f"(edge queue {edge.get('queue_depth')})  |  {', '.join(parts)}{more}")
+    def banner(self) -> None:
+        base = f"http://127.0.0.1:{self.cloud_port}"
+        here = Path.cwd()
+        sock = self.run_dir / "control.sock"
+        shown = sock.relative_to(here) if sock.is_relative_to(here) else sock
+        for line in (
+            f"running: plant simulator ({self.args.machines} machine{'s' if self.args.machines > 1 else ''}, "
+            f"Modbus TCP + OPC-UA) -> edge {EDGE_ID} "
+            f"-> cloud {base}",
+            f"  API docs:     {base}/docs   (viewer token: {self.viewer_token})",
+            f"  edge status:  .venv/bin/twinedge status --socket {shown}",
+            f"  publish:      mosquitto_pub -h 127.0.0.1 -p {self.mqtt_port} -u demo -P {self.mqtt_password} -q 1 "
+            f"-t twin/bench-1/telemetry -m '{{\"ts\": {time.time():.0f}, \"sensors\": {{\"temp\": 21.5}}}}'",
+            "  Ctrl-C stops everything",
+        ):
+            self.console.say("demo", line)
 
-    def stop(self) -> None:
-        for name, proc in reversed(self.procs):  # edge first, then the simulator, the cloud last
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=25)
-                except subprocess.TimeoutExpired:
-                    print(f"{name} did not stop in 25 s; killing it", file=sys.stderr)
-                    proc.kill()
+    def summary(self) -> list[str]:
+        edges = {e.get("name"): e for e in self.get("/api/v1/edges")}
+        states = []
+        for device in sorted(self.get("/api/v1/twin/devices")):
+            self.signals.check()
+            states.append(self.get(f"/api/v1/twin/{device}/state"))
+        return summary_lines(edges.get(EDGE_ID, {}), EDGE_ID, states)
+
+    def stop(self, why: str) -> None:
+        # The edge first (it would log every lost PLC and cloud connection), then the simulator and the cloud.
+        edge = [c for c in self.children if c.tag == "edge"]
+        phases = [edge, [c for c in self.children if c not in edge]]
+        if running := [c.name for phase in phases for c in phase if c.exited() is None]:
+            self.say(f"stopping ({why}): {', '.join(running)}")
+        stop_children(phases, STOP_GRACE, self.signals.hurry, lambda level, text: self.say(text, level))
 
 
-def main() -> int:
-    demo = Demo()
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="demo.py", description="simulated PLCs -> edge gateway -> cloud, "
+                                "with a live summary (make run)")
+    p.add_argument("--run-dir", type=Path, default=Path("run"), help="configs, databases and sockets (default run)")
+    p.add_argument("--machines", type=int, choices=range(1, 51), default=3, metavar="1..50",
+                   help="simulated machines (default 3)")
+    p.add_argument("--cloud-port", type=int, default=8080, help="default 8080")
+    p.add_argument("--modbus-port", type=int, default=5020, help="machine-1's Modbus port; machine-n: +n-1")
+    p.add_argument("--opcua-port", type=int, default=4840, help="default 4840")
+    p.add_argument("--mqtt-port", type=int, default=1883, help="the edge's broker (default 1883)")
+    p.add_argument("--refresh", type=float, default=3.0, help="seconds between summaries (default 3)")
+    return p
+
+
+def claim_run_dir(path: Path, console: Console) -> RunDir:
+    """The run directory, locked for this run and emptied; what a dead earlier run left running is stopped."""
+    run_dir = RunDir(path.resolve())
     try:
+        run_dir.claim()
+        if leftovers := run_dir.leftovers():
+            for pid, cmd in leftovers:
+                console.say("demo", log_line("WARNING", "demo", f"stopping what an earlier run left: pid {pid} "
+                                             f"({cmd[:60]})"))
+            run_dir.stop_processes([pid for pid, _ in leftovers], STOP_GRACE)
+        run_dir.clear()
+    except OSError as exc:
+        raise DemoFailed(f"cannot use {path} as the run directory: {exc.strerror or exc}") from None
+    return run_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    signals = Signals()
+    signals.install()
+    console = Console()
+    demo: Demo | None = None
+    code = 0
+    try:
+        run_dir = claim_run_dir(args.run_dir, console)
+        demo = Demo(args, run_dir.path, console, signals)
+        demo.prepare()
         demo.run()
-    except KeyboardInterrupt:
-        print("\nstopping...", flush=True)
+    except RunDirBusy as busy:
+        who = f" (pid {busy.pid})" if busy.pid else ""
+        console.say("demo", log_line("ERROR", "demo", f"another run is still using {args.run_dir}{who}: stop it "
+                                     f"first (Ctrl-C in its terminal{f', or kill {busy.pid}' if busy.pid else ''})"))
+        code = 1
+    except Stopped:
+        pass
+    except DemoFailed as exc:
+        console.say("demo", log_line("ERROR", "demo", str(exc)))
+        code = 1
     finally:
-        demo.stop()
-    return 0
+        if demo is not None:
+            demo.stop(signals.name or "the demo ends")
+            demo.say("stopped (a second Ctrl-C: what still ran was killed)" if signals.hurry.is_set() else "stopped")
+        console.close(timeout=2.0)
+    return code
 
 
 if __name__ == "__main__":
+    os.umask(0o077)  # the run directory holds tokens and passwords
     sys.exit(main())

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import socket
+import subprocess
 import sys
+import threading
 import tomllib
 from pathlib import Path
 
@@ -166,3 +169,31 @@ def test_docs_list_every_register_and_node() -> None:
         assert row in text, row
     for var in OPCUA_VARIABLES:
         assert f"| `ns=2;s=Machine1.{var.browse_name}` | {var.type_name} |" in text, var.browse_name
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_stops_cleanly_when_its_output_pipe_has_no_reader(tmp_path: Path, sig: signal.Signals) -> None:
+    """`twinsim run | tee log`, then Ctrl-C or a closed terminal: tee is gone before twinsim is told to
+    stop, and what twinsim prints then must not keep it from closing its servers."""
+    modbus, ready = free_port(), tmp_path / "ready.json"
+    read_end, write_end = os.pipe()
+    with subprocess.Popen(
+        [sys.executable, "-m", "twinsim", "run", "--machines", "1", "--no-opcua", "--modbus-port", str(modbus),
+         "--ready-file", str(ready)], cwd=REPO, stdout=write_end, stderr=write_end,
+    ) as proc:
+        os.close(write_end)
+        watchdog = threading.Timer(30, proc.kill)  # a twinsim that never gets ready ends the wait below
+        watchdog.start()
+        try:
+            with os.fdopen(read_end, "rb") as out:
+                while b"twinsim ready" not in (line := out.readline()):
+                    assert line, "twinsim exited before it was ready"
+            watchdog.cancel()
+            proc.send_signal(sig)  # the pipe has no reader any more
+            assert proc.wait(timeout=20) == 0
+        finally:
+            watchdog.cancel()
+            proc.kill()
+    with socket.socket() as sock:
+        assert sock.connect_ex(("127.0.0.1", modbus)) != 0
+    assert not ready.exists()
