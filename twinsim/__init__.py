@@ -2,18 +2,8 @@
 
 ``twinsim run`` serves; ``twinsim config`` prints an edge config that reads it.
 See docs/simulator.md for the register map, node ids and fault specs.
+
+Import from the modules (``twinsim.machine``, ``twinsim.runner``, ...): this
+package imports nothing itself, so that importing one module does not load the
+Modbus and OPC-UA servers.
 """
-
-from twinsim.faults import FaultSpec, FaultSpecError, parse_fault_spec
-from twinsim.machine import Machine, Reading
-from twinsim.runner import SimSettings, Simulator
-
-__all__ = [
-    "FaultSpec",
-    "FaultSpecError",
-    "Machine",
-    "Reading",
-    "SimSettings",
-    "Simulator",
-    "parse_fault_spec",
-]

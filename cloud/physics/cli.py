@@ -12,16 +12,11 @@ import json
 import sys
 from pathlib import Path
 
-from pydantic import ValidationError
-
-from cloud.physics import report
-from cloud.physics import schemas as s
-from cloud.physics.assembly import load_assembly_file
 from cloud.physics.errors import PhysicsError
-from cloud.physics.interference import CollisionWorld
-from cloud.physics.render import render_png
 from cloud.physics.units import METRES_PER
-from shared.validation import validation_problems
+
+# trimesh, fcl, scipy and matplotlib are imported by `physics check` itself: every other twincloud
+# command builds this parser too and must not pay seconds for them.
 
 __all__ = ["add_subcommands", "main"]
 
@@ -116,6 +111,15 @@ def _text(asm_info, coll, clear, mass, mates, robot) -> str:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from cloud.physics import report
+    from cloud.physics import schemas as s
+    from cloud.physics.assembly import load_assembly_file
+    from cloud.physics.interference import CollisionWorld
+    from cloud.physics.render import render_png
+    from shared.validation import validation_problems
+
     asm = load_assembly_file(args.assembly)
     world = CollisionWorld(asm.parts)
     info = report.assembly_info(args.assembly.name, asm)
