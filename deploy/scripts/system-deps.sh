@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the system packages twinedge's tests and tools use, when they are missing:
 # mosquitto + mosquitto-clients (MQTT interop), mbpoll (Modbus interop),
-# postgresql (the cloud's production store). Debian/Ubuntu only.
+# postgresql (the cloud's production store), nodejs + npm (the node-opcua server that plays a
+# foreign PLC in the OPC-UA tests). Debian/Ubuntu only.
 set -euo pipefail
 
 need=()
@@ -12,6 +13,8 @@ if ! command -v pg_ctl >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/pg_ctl 
     need+=(postgresql)
 fi
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 
 if [ ${#need[@]} -eq 0 ]; then
     exit 0
