@@ -40,9 +40,11 @@ def node_opcua_missing() -> str | None:
 def seed_server_certificate(pki: Path) -> None:
     """Put a server certificate into a fresh store, so that node-opcua need not generate one.
 
-    node-opcua would otherwise generate one on its first start, which takes it a few seconds. The certificate follows OPC-UA's rules (application URI in the
-    subjectAltName, the four key usages, serverAuth).
+    node-opcua would otherwise generate one on its first start, which takes it a few seconds.
+    The certificate follows OPC-UA's rules (application URI in the subjectAltName, the four key
+    usages, serverAuth).
     """
+    import ipaddress
     import socket
 
     from asyncua.crypto import cert_gen
@@ -55,7 +57,7 @@ def seed_server_certificate(pki: Path) -> None:
         return
     key = cert_gen.generate_private_key()
     names = [x509.UniformResourceIdentifier(f"urn:{socket.gethostname()}:NodeOPCUA-Server"),
-             x509.DNSName(socket.gethostname()), x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1"))]
+             x509.DNSName(socket.gethostname()), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
     cert = cert_gen.generate_self_signed_app_certificate(
         key, "twinedge interop PLC", {}, names, [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
         days=30,
@@ -91,6 +93,7 @@ class NodeOpcUaServer:
         if not anonymous:
             self.args.append("--no-anonymous")
         self.proc: asyncio.subprocess.Process | None = None
+        self._drain: asyncio.Task[None] | None = None
         self.log = pki.parent / f"node-opcua-{port}.log"
 
     @property
@@ -115,7 +118,9 @@ class NodeOpcUaServer:
         assert self.proc.stdout is not None
         try:
             async with asyncio.timeout(_START_TIMEOUT):
-                line = await self.proc.stdout.readline()
+                line = b"-"
+                while line and not line.startswith(b"{"):  # node-opcua prints notices on stdout first
+                    line = await self.proc.stdout.readline()
         except TimeoutError:
             await self.kill()
             raise RuntimeError(f"node-opcua server did not start within {_START_TIMEOUT:g} s; see {self.log}") \
@@ -124,7 +129,14 @@ class NodeOpcUaServer:
         if not ready.get("ready"):
             await self.kill()
             raise RuntimeError(f"node-opcua server failed to start ({line!r}); see {self.log}")
+        # what it prints later goes to the log: a full pipe would stall the server
+        self._drain = asyncio.create_task(self._copy_output(self.proc.stdout), name=f"test:node-opcua:{self.port}")
         return self
+
+    async def _copy_output(self, stdout: asyncio.StreamReader) -> None:
+        with self.log.open("ab") as log:
+            while chunk := await stdout.read(65536):
+                log.write(chunk)
 
     async def stop(self) -> None:
         """A clean shutdown (SIGTERM): the server closes its sessions."""
@@ -136,16 +148,18 @@ class NodeOpcUaServer:
 
     async def _end(self, sig: signal.Signals) -> None:
         proc, self.proc = self.proc, None
-        if proc is None or proc.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(sig)
-        try:
-            async with asyncio.timeout(10):
+        drain, self._drain = self._drain, None
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(sig)
+            try:
+                async with asyncio.timeout(10):
+                    await proc.wait()
+            except TimeoutError:
+                proc.kill()
                 await proc.wait()
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
+        if drain is not None:
+            await drain  # ends at the end of the output
 
     def trust_rejected(self) -> list[Path]:
         """Move every rejected client certificate to trusted/certs/, as an engineer does on the PLC."""

@@ -24,6 +24,7 @@ from shared.frame import TelemetryFrame
 from tests.edge.sources.test_opcua_support import (
     BlackholeProxy,
     TestServer,
+    failing_by_sensor,
     latest,
     running,
     wait_for_state,
@@ -82,7 +83,7 @@ async def test_subscription_delivers_values_with_source_timestamps(server: TestS
 async def test_changes_within_one_publishing_cycle_arrive_as_one_frame(server: TestServer) -> None:
     config = make_config(server.url, GOOD, publishing_interval="1s", watchdog_interval="2s")
     async with running(config) as (_source, sink):
-        await sink.wait_for(1)
+        await wait_until(lambda: latest(sink, "recipe") is not None)  # items come in chunks of MAX_MONITORED
         before = len(sink.frames)
         await server.write("Press.Count", 8)
         await server.write("Press.Recipe", "B-2")
@@ -100,7 +101,9 @@ async def test_bad_node_ids_are_set_aside_and_reported_while_others_flow(server:
     async with running(make_config(server.url, nodes)) as (source, sink):
         await wait_until(lambda: latest(sink, "recipe") is not None)
         await wait_for_state(source, SourceState.DEGRADED)
-        failing = source.health.detail["failing"]
+        assert set(source.health.detail["failing"]) == {
+            "press-1/ns=2;s=Press.DoesNotExist", "press-1/ns=42;i=1", "press-1/nsu=urn:nowhere;s=X"}
+        failing = failing_by_sensor(source)
         assert set(failing) == {"ghost", "nons", "nouri"}
         assert "BadNodeIdUnknown" in failing["ghost"]
         assert "urn:nowhere" in failing["nouri"] and "not on the server" in failing["nouri"]
@@ -118,7 +121,7 @@ async def test_values_a_frame_cannot_carry_are_refused_per_node(server: TestServ
     async with running(make_config(server.url, nodes, mode=mode)) as (source, sink):
         await sink.wait_for(1)
         await wait_until(lambda: len(source.health.detail["failing"]) == 5)
-        failing = source.health.detail["failing"]
+        failing = failing_by_sensor(source)
         assert "not a finite number" in failing["nan"]
         assert "not a finite number" in failing["inf"]
         assert "an array of 3 values" in failing["array"]
@@ -130,16 +133,26 @@ async def test_values_a_frame_cannot_carry_are_refused_per_node(server: TestServ
 
 
 async def test_polling_reads_every_node_in_chunks_of_max_nodes_per_read(server: TestServer) -> None:
+    # one device with more nodes than one Read carries: each value keeps its own SourceTimestamp
     nodes = {f"t{i}": "ns=2;s=Press.Temp" for i in range(10)} | {"ghost": "ns=2;s=Press.Nope"}
     server.sizes.reads.clear()
     async with running(make_config(server.url, nodes, mode="poll")) as (source, sink):
-        await sink.wait_for(3)
+        await sink.wait_for(1)
         assert set(sink.frames[-1].sensors) == {f"t{i}" for i in range(10)}
-        assert "BadNodeIdUnknown" in source.health.detail["failing"]["ghost"]
+        assert "BadNodeIdUnknown" in failing_by_sensor(source)["ghost"]
         assert source.health.detail["limits"]["nodes_per_read"] == MAX_READ
+        start = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+        for k, value in enumerate((30.5, 31.5)):
+            when = start + datetime.timedelta(seconds=k + 1)
+            await server.write("Press.Temp", value, source_ts=when)
+            await wait_for_value(sink, "t9", value)
+            frame = sink.frames[-1]
+            assert frame.ts == when.timestamp() and frame.sensors == {f"t{i}": value for i in range(10)}
         ts = [f.ts for f in sink.frames]
         assert ts == sorted(ts) and len(set(ts)) == len(ts), "one device's frames need distinct timestamps"
+        assert len(sink.frames) == 3, "an unchanged reading is delivered once, not under every poll's time"
     assert server.sizes.reads and max(server.sizes.reads) <= MAX_READ
+    await server.write("Press.Temp", 21.5)
 
 
 async def test_monitored_items_are_created_in_chunks_of_the_server_limit(server: TestServer) -> None:
@@ -246,7 +259,7 @@ async def test_a_node_that_appears_later_is_picked_up_on_retry(server: TestServe
     nodes = {"temp": "ns=2;s=Press.Temp", "late": f"ns=2;s={name}"}
     async with running(make_config(server.url, nodes, mode=mode, retry_bad_nodes="1s")) as (source, sink):
         await wait_for_state(source, SourceState.DEGRADED)
-        assert "BadNodeIdUnknown" in source.health.detail["failing"]["late"]
+        assert "BadNodeIdUnknown" in failing_by_sensor(source)["late"]
         assert server.server is not None
         await server.server.nodes.objects.add_variable(ua.NodeId(name, 2), name, ua.Variant(5, ua.VariantType.Int64))
         await wait_for_value(sink, "late", 5)
