@@ -186,13 +186,68 @@ async def test_nodes_can_feed_several_devices(server: TestServer) -> None:
         assert by_device == {"press-1": {"temp": 21.5}, "press-2": {"temp": 21.5}, "line": {"count": 7}}
 
 
-async def test_unreachable_server_is_reported_and_retried() -> None:
-    config = make_config(f"opc.tcp://127.0.0.1:{free_port()}", GOOD)
+class FirstBytes:
+    """A bare TCP listener that records what each connection sends first, then closes it:
+    first a port that accepts, then a server that accepts and fails."""
+
+    def __init__(self) -> None:
+        self.firsts: list[bytes] = []
+        self.server: asyncio.Server | None = None
+
+    async def start(self, port: int) -> FirstBytes:
+        self.server = await asyncio.start_server(self._accept, "127.0.0.1", port)
+        return self
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(5):
+                self.firsts.append(await reader.read(8))
+        except (OSError, TimeoutError):
+            self.firsts.append(b"")
+        writer.close()
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+async def test_a_refusing_server_is_probed_cheaply_and_connected_as_soon_as_it_accepts() -> None:
+    port = free_port()
+    config = make_config(f"opc.tcp://127.0.0.1:{port}", GOOD, reconnect_max_delay="30s")
+    listener = FirstBytes()
     async with running(config) as (source, _sink):
-        await wait_until(lambda: source.health.errors >= 2)
+        await wait_until(lambda: "waiting for it to accept connections" in (source.health.reason or ""))
+        assert "refused the connection (is the server running, is the port right?)" in (source.health.reason or "")
         assert source.health.state is SourceState.DISCONNECTED
-        assert "refused the connection" in (source.health.reason or "")
-        assert "retrying in" in (source.health.reason or "")
+        assert source.health.errors == 1, "one failed connect; the rest of the outage is watched with TCP probes"
+        await listener.start(port)
+        try:
+            await wait_until(lambda: any(first.startswith(b"HEL") for first in listener.firsts))
+            # first a bare probe (nothing sent), then at once the OPC-UA hello: no backoff in between
+            assert listener.firsts[0] == b"" and listener.firsts[1].startswith(b"HEL"), listener.firsts
+            # a server that accepts and then fails gets the session backoff instead
+            await wait_until(lambda: "closed the connection" in (source.health.reason or ""))
+            assert source.health.retry_at is not None and source.health.errors == 2
+        finally:
+            await listener.stop()
+
+
+async def test_polling_reads_each_device_in_one_read_where_the_limit_allows(server: TestServer) -> None:
+    # two devices of 3 nodes with MaxNodesPerRead 4: reads of 3 and 3, never 4 and 2
+    config = OpcUaSourceConfig.model_validate({
+        "kind": "opcua", "name": "line", "url": server.url, "mode": "poll", "poll_interval": "50ms",
+        "nodes": [{"name": name, "node_id": f"ns=2;s=Press.{node}", "device_id": device}
+                  for device in ("press-1", "press-2")
+                  for name, node in (("temp", "Temp"), ("count", "Count"), ("running", "Running"))],
+    })
+    server.sizes.reads.clear()
+    async with running(config) as (_source, sink):
+        await sink.wait_for(4)
+    polls = server.sizes.reads[1:]  # the first Read asks for the server's operation limits
+    assert polls and set(polls) == {3}, server.sizes.reads
+    assert {f.device_id: set(f.sensors) for f in sink.frames[:2]} == {
+        "press-1": {"temp", "count", "running"}, "press-2": {"temp", "count", "running"}}
 
 
 async def test_subscription_recovers_after_the_server_restarts() -> None:
