@@ -291,10 +291,13 @@ async def connect(config: OpcUaSourceConfig) -> Client:
 
 
 def is_unreachable(exc: BaseException) -> bool:
-    """True when no TCP connection could be made: nothing listens, no route, or the name does not resolve."""
-    if isinstance(exc, ConnectionRefusedError | socket.gaierror):
+    """True when no TCP connection could be made because nothing listens or there is no route.
+
+    (A name that does not resolve is not: probing it often would mean a DNS query every time.)
+    """
+    if isinstance(exc, ConnectionRefusedError):
         return True
-    return isinstance(exc, OSError) and exc.errno in _UNREACHABLE_ERRNOS
+    return isinstance(exc, OSError) and not isinstance(exc, socket.gaierror) and exc.errno in _UNREACHABLE_ERRNOS
 
 
 async def close(client: Client, limit: float) -> None:
