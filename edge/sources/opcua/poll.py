@@ -71,10 +71,12 @@ class Poller:
         self.per_call = per_call
         self.assembler = FrameAssembler(name)
         self._last_ts: dict[int, float] = {}  # node handle -> timestamp last delivered (split devices)
+        self.good = 0  # good values in the last read, delivered or not (unchanged)
 
     async def read_once(self) -> list[TelemetryFrame]:
         nodes = [node for node in self.table.usable() if node.ua_id is not None]
         reads, split = plan_reads(nodes, self.per_call)
+        self.good = 0
         whole_frames: list[tuple[str, dict[str, Any], float | None]] = []
         split_values: dict[str, dict[float, dict[str, Any]]] = {}
         refusals = 0
@@ -89,6 +91,7 @@ class Poller:
                     await self._problem(node, dv, problem)
                     continue
                 self.table.clear_problem(node)
+                self.good += 1
                 if node.device in split:
                     stamp = ts if ts is not None else done_at
                     if self._last_ts.get(node.handle) == stamp:

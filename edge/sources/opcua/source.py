@@ -242,8 +242,8 @@ class OpcUaSource(Source):
                 return
             if frames:
                 await self.sink.put(frames)
-            # a read that brought nothing new (a large device whose values did not change) is still a success
-            self.health.record_success(len(frames), sum(len(frame.sensors) for frame in frames))
+            if poller.good:  # good values that were not new (a large device, unchanged) are still data
+                self.health.record_success(len(frames), sum(len(frame.sensors) for frame in frames))
             next_at += cfg.poll_interval
             now = loop.time()
             if next_at < now:  # a read took longer than the interval: skip the missed cycles

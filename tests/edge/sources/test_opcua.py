@@ -228,7 +228,7 @@ async def test_a_refusing_server_is_probed_cheaply_and_connected_as_soon_as_it_a
             assert listener.firsts[0] == b"" and listener.firsts[1].startswith(b"HEL"), listener.firsts
             # a server that accepts and then fails gets the session backoff instead
             await wait_until(lambda: "closed the connection" in (source.health.reason or ""))
-            assert source.health.retry_at is not None and source.health.errors == 2
+            assert source.health.retry_at is not None and source.health.errors >= 2
         finally:
             await listener.stop()
 
