@@ -154,7 +154,7 @@ def describe_error(
         if sec.policy != "None":
             return _certificate_sentence(where, config, ours, ""), True
         return f"{where} refused to open a channel (it answered with a fault)", False
-    if isinstance(exc, TypeError | ValueError):
+    if isinstance(exc, TypeError | ValueError) and sec.policy != "None":
         return (f"cannot secure the connection with private key {sec.private_key} ({exc}); Basic256Sha256 needs an "
                 "RSA key of 2048 bits or more: make one with `twinedge cert create`", True)
     if isinstance(exc, ConnectionRefusedError):
