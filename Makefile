@@ -7,6 +7,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+# the foreign OPC-UA server (node-opcua) that the OPC-UA interop tests and benchmark run as a PLC
+OPCUA_SERVER := tests/interop/opcua_server
+NODE_STAMP := $(OPCUA_SERVER)/node_modules/.installed-stamp
 
 .PHONY: install run test lint bench clean
 
@@ -17,7 +20,12 @@ $(STAMP): pyproject.toml deploy/scripts/system-deps.sh
 	$(PY) -m pip install --quiet -e '.[edge,cloud,cad,dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+$(NODE_STAMP): $(OPCUA_SERVER)/package.json $(OPCUA_SERVER)/package-lock.json deploy/scripts/system-deps.sh
+	deploy/scripts/system-deps.sh
+	cd $(OPCUA_SERVER) && npm ci --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
+
+install: $(STAMP) $(NODE_STAMP)
 
 run: install
 	$(PY) deploy/scripts/demo.py $(RUN_ARGS)
@@ -33,6 +41,7 @@ bench: install
 	$(PY) bench/bench_mqtt_ingest.py
 	$(PY) bench/bench_modbus.py
 	$(PY) bench/bench_opcua.py
+	$(PY) bench/bench_opcua_field.py
 	$(PY) bench/bench_footprint.py
 	$(PY) bench/bench_cli.py
 	$(PY) bench/bench_cloud_ingest.py

@@ -1,4 +1,4 @@
-"""`twinedge`: run the daemon and diagnose it (status, tail, probe, check-config, queue, passwd).
+"""`twinedge`: run the daemon and diagnose it (status, tail, probe, check-config, queue, passwd, cert).
 
 Exit codes (decided in ``edge.errors``): 0 ok, 1 a runtime problem (daemon
 unreachable, device error), 2 usage, 78 (EX_CONFIG) a config error. Output to a
@@ -152,6 +152,33 @@ def cmd_passwd(args: argparse.Namespace) -> int:
     return int(passwd_cli.run(parser.parse_args(args.rest)))
 
 
+def cmd_cert(args: argparse.Namespace) -> int:
+    import socket
+
+    from edge.sources.opcua.certs import create_application_certificate, default_application_uri
+
+    cert, key = Path(args.cert), Path(args.key)
+    if not args.force:
+        existing = [str(path) for path in (cert, key) if path.exists()]
+        if existing:
+            print(f"twinedge: {' and '.join(existing)} already exist(s); --force replaces them", file=sys.stderr)
+            return 1
+    host = socket.gethostname()
+    uri = args.uri or default_application_uri(args.source, host)
+    info = create_application_certificate(
+        cert, key, application_uri=uri, common_name=f"twinedge {args.source}@{host}",
+        hostnames=args.dns or [host], days=args.days, key_size=args.key_size,
+    )
+    print(f"wrote {cert} and its key {key} (readable by this user only)\n"
+          f"  application URI  {info.uri}\n"
+          f"  subject          {info.subject}\n"
+          f"  SHA-1 thumbprint {info.thumbprint}\n"
+          f"  valid until      {info.not_after:%Y-%m-%d}\n"
+          f"Copy {cert} into the trusted certificates of the OPC-UA server, and set in the source\n"
+          f"  [sources.security] certificate = \"{cert}\", private_key = \"{key}\"")
+    return 0
+
+
 def _add_target(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", help="edge config (to find the control socket)")
     parser.add_argument("--socket", help="control socket path (default /run/twinedge/control.sock)")
@@ -197,6 +224,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("protocol", choices=["modbus", "opcua"])
     p.add_argument("rest", nargs=argparse.REMAINDER, help="the protocol's options")
     p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser(
+        "cert", help="make the OPC-UA application certificate and key a source presents to its server",
+        description="Writes a self-signed certificate that OPC-UA servers accept (RSA, the application URI in "
+        "subjectAltName, keyUsage digitalSignature, nonRepudiation, keyEncipherment, dataEncipherment; "
+        "extendedKeyUsage clientAuth and serverAuth) and its unencrypted key (mode 0600).",
+    )
+    p.add_argument("action", choices=["create"])
+    p.add_argument("--source", required=True, help="the source's name (it goes into the application URI)")
+    p.add_argument("--cert", required=True, help="certificate file to write (.der: DER, else PEM)")
+    p.add_argument("--key", required=True, help="private key file to write (PEM)")
+    p.add_argument("--uri", help="application URI (default urn:twinedge:<hostname>:<source>, what the source "
+                   "announces; if you set security.application_uri, give the same here)")
+    p.add_argument("--dns", action="append", help="host name or IP address for subjectAltName (repeatable; "
+                   "default: this host's name)")
+    p.add_argument("--days", type=int, default=1825, help="validity in days (default 1825, five years)")
+    p.add_argument("--key-size", type=int, choices=[2048, 3072, 4096], default=2048)
+    p.add_argument("--force", action="store_true", help="replace existing files")
+    p.set_defaults(func=cmd_cert)
 
     p = sub.add_parser("passwd", help="add or change a user in the broker's password file")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="FILE USER (see twinedge passwd -- --help)")

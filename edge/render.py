@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 import time
 from datetime import datetime
 from typing import Any
@@ -13,8 +14,12 @@ __all__ = [
     "render_quarantine",
     "render_queue_peek",
     "render_queue_stats",
+    "render_sources",
     "render_status",
 ]
+
+WIDTH = 100  # columns a status table fits in (a terminal, a journal line, an SSH session on a phone)
+_MIN_REASON = 30
 
 
 def _age(seconds: float | None) -> str:
@@ -78,20 +83,39 @@ def render_queue_stats(q: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _reason(src: dict[str, Any]) -> str:
+    reason = src.get("reason") or ""
+    retry_at = src.get("retry_at")
+    if retry_at is not None and reason:
+        reason += f"; retrying in {max(0.0, retry_at - time.time()):.0f} s"
+    return reason
+
+
+def render_sources(sources: list[dict[str, Any]], width: int = WIDTH) -> str:
+    """The sources table; a long REASON wraps within ``width`` columns, under its own column."""
+    headers = ["SOURCE", "KIND", "STATE", "LAST DATA", "FRAMES", "ERRORS", "REASON"]
+    rows = [[src["name"], src["kind"], src["state"], _ago(src.get("last_success")), str(src["frames"]),
+             str(src["errors"]), _reason(src)] for src in sources]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers[:-1])]
+    indent = sum(widths) + 2 * len(widths)
+    room = max(_MIN_REASON, width - indent)
+    out = ["  ".join(h.ljust(w) for h, w in zip(headers, [*widths, 0], strict=True)).rstrip(),
+           "  ".join("-" * w for w in [*widths, min(room, max((len(r[-1]) for r in rows), default=6) or 6)])]
+    for row in rows:
+        # a path or a thumbprint is never cut: it may overrun the width rather than lose its copy-paste
+        lines = textwrap.wrap(row[-1], room, break_long_words=False, break_on_hyphens=False) or [""]
+        out.append(("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + lines[0]).rstrip())
+        out += [" " * indent + line for line in lines[1:]]
+    return "\n".join(out)
+
+
 def render_status(s: dict[str, Any]) -> str:
     out = [f"twinedge {s['version']} — edge {s['edge_id']}, up {_age(s['uptime_s'])}"]
     for part, crash in sorted(s.get("restarts", {}).items()):
         out.append(f"WARNING: the {part} crashed and was restarted {crash['count']} time(s); "
                    f"last: {str(crash['last_reason'])[:120]}")
     out.append("")
-    rows = []
-    for src in s["sources"]:
-        rows.append([
-            src["name"], src["kind"], src["state"], _ago(src.get("last_success")),
-            str(src["frames"]), str(src["errors"]), src.get("reason") or "",
-        ])
-    out.append(_table(["SOURCE", "KIND", "STATE", "LAST DATA", "FRAMES", "ERRORS", "REASON"], rows)
-               if rows else "sources:      none configured")
+    out.append(render_sources(s["sources"]) if s["sources"] else "sources:      none configured")
     out.append("")
     mqtt = s.get("mqtt")
     if mqtt:

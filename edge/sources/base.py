@@ -63,17 +63,24 @@ class SourceHealth:
     values: int = 0
     errors: int = 0
     reconnects: int = 0
+    retry_at: float | None = None  # when the next attempt is due (epoch), if the source says
     detail: dict[str, Any] = field(default_factory=dict)
 
-    def set_state(self, state: SourceState, reason: str | None = None) -> None:
+    def set_state(self, state: SourceState, reason: str | None = None, *, retry_in: float | None = None) -> None:
+        """Record the state; logged only when state or reason change, so a retry loop logs once.
+
+        ``retry_in`` (seconds to the next attempt) is kept apart from the reason for that purpose.
+        """
+        self.retry_at = None if retry_in is None else time.time() + retry_in
         if state == self.state and reason == self.reason:
             return
         self.state, self.reason, self.since = state, reason, time.time()
         level = logging.INFO if state in (SourceState.CONNECTED, SourceState.STARTING) else logging.WARNING
+        retry = f"; retrying in {retry_in:.1f} s" if retry_in is not None else ""
         if reason:
-            log.log(level, "source %s is %s: %s", self.name, state.value, reason)
+            log.log(level, "source %s is %s: %s%s", self.name, state.value, reason, retry)
         else:
-            log.log(level, "source %s is %s", self.name, state.value)
+            log.log(level, "source %s is %s%s", self.name, state.value, retry)
 
     def record_success(self, frames: int, values: int) -> None:
         self.frames += frames
@@ -92,6 +99,7 @@ class SourceHealth:
             "values": self.values,
             "errors": self.errors,
             "reconnects": self.reconnects,
+            "retry_at": self.retry_at,
             "detail": self.detail,
         }
 

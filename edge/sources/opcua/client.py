@@ -1,14 +1,18 @@
 """Opening an OPC-UA session from an OpcUaSourceConfig, and the few services the source uses.
 
-Everything asyncua raises while connecting is turned into an OpcUaConnectError
-whose ``reason`` is one sentence for the person at the machine ("OPC-UA server
-opc.tcp://10.0.0.9:4840 refused user 'edge': wrong user name or password").
+Everything asyncua and cryptography raise while connecting is turned into an
+OpcUaConnectError whose ``reason`` is one sentence for the person at the machine
+("OPC-UA server opc.tcp://10.0.0.9:4840 refused user 'edge': wrong user name or
+password"); the source retries, so no connect failure ever ends the source. The
+error says whether the server could be reached at all (``unreachable``): the source
+then waits with a cheap TCP probe instead of a full reconnect.
 Reads are split to respect the server's operation limits (and our own cap).
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import socket
 from collections.abc import Sequence
@@ -18,18 +22,26 @@ from typing import TypeVar
 
 from asyncua import Client, ua
 from asyncua.crypto import security_policies, uacrypto
-from cryptography import x509
 
+from edge.sources.opcua.certs import (
+    CertificateInfo,
+    check_application_files,
+    default_application_uri,
+    describe_certificate,
+    load_certificate,
+)
 from edge.sources.opcua.config import OpcUaSourceConfig
 from shared.errors import TwinedgeError
 
 __all__ = [
+    "CONNECT_ERRORS",
     "TRANSPORT_ERRORS",
     "OpcUaConnectError",
     "OperationLimits",
     "chunks",
     "connect",
     "describe_error",
+    "is_unreachable",
     "is_good",
     "read_operation_limits",
     "read_values",
@@ -41,27 +53,36 @@ T = TypeVar("T")
 
 # What a broken connection or a refusing server raises (TimeoutError is an OSError; ConnectionError too).
 TRANSPORT_ERRORS = (ua.UaError, OSError)
+# ... and, while a connection is set up, what asyncua 2.1.0 and cryptography raise besides:
+# AssertionError: the server answered OpenSecureChannel with a fault instead of a response (asyncua asserts
+#   the response type and loses the status); in practice the server refused our certificate.
+# TypeError / ValueError: cryptography cannot sign or decrypt with the key (an EC key: "ECPrivateKey.sign()").
+CONNECT_ERRORS = (*TRANSPORT_ERRORS, AssertionError, TypeError, ValueError)
 
-_AUTH_CODES = {
-    ua.StatusCodes.BadUserAccessDenied,
-    ua.StatusCodes.BadIdentityTokenInvalid,
-    ua.StatusCodes.BadIdentityTokenRejected,
+# Statuses that mean: the server does not accept our certificate (or will not say why, for security).
+_UNTRUSTED_CODES = {
     ua.StatusCodes.BadCertificateUntrusted,
-    ua.StatusCodes.BadCertificateInvalid,
     ua.StatusCodes.BadSecurityChecksFailed,
-    ua.StatusCodes.BadSecurityPolicyRejected,
-    ua.StatusCodes.BadCertificateUriInvalid,
-    ua.StatusCodes.BadCertificateTimeInvalid,
+    ua.StatusCodes.BadCertificateInvalid,
+    ua.StatusCodes.BadCertificateIssuerRevocationUnknown,
+    ua.StatusCodes.BadCertificateRevocationUnknown,
+    ua.StatusCodes.BadCertificateRevoked,
+    ua.StatusCodes.BadCertificateChainIncomplete,
 }
 
 
-class OpcUaConnectError(TwinedgeError):
-    """Connecting failed. ``reason`` is plain words; ``permanent`` means retrying soon will not help."""
+_UNREACHABLE_ERRNOS = {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN}
 
-    def __init__(self, reason: str, *, permanent: bool = False) -> None:
+
+class OpcUaConnectError(TwinedgeError):
+    """Connecting failed. ``reason`` is plain words; ``permanent`` means retrying soon will not help;
+    ``unreachable`` means no TCP connection could be made (nothing listens, no route, no answer)."""
+
+    def __init__(self, reason: str, *, permanent: bool = False, unreachable: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.permanent = permanent
+        self.unreachable = unreachable
 
 
 def _status_name(code: int) -> tuple[str, str]:
@@ -69,29 +90,59 @@ def _status_name(code: int) -> tuple[str, str]:
     return name, doc.rstrip(".")
 
 
-def describe_error(exc: BaseException, config: OpcUaSourceConfig) -> tuple[str, bool]:
-    """``(sentence, permanent)`` for an error met while talking to the server."""
+def _certificate_sentence(where: str, config: OpcUaSourceConfig, ours: CertificateInfo | None, why: str) -> str:
+    sec = config.security
+    who = f"our certificate ({ours})" if ours is not None else "our certificate"
+    return (f"{where} rejected {who}{why}; trust {sec.certificate} on the PLC (servers list it among their "
+            "rejected certificates), then the gateway reconnects by itself")
+
+
+def _describe_status(
+    exc: ua.UaStatusCodeError, config: OpcUaSourceConfig, where: str, ours: CertificateInfo | None
+) -> tuple[str, bool]:
+    code = exc.code
+    name, doc = _status_name(code)
+    if code == ua.StatusCodes.BadUserAccessDenied:
+        if config.username:
+            return f"{where} refused user {config.username!r}: wrong user name or password ({name})", True
+        return f"{where} refused an anonymous login: set 'username' and 'password_file' in the source ({name})", True
+    if code in (ua.StatusCodes.BadIdentityTokenRejected, ua.StatusCodes.BadIdentityTokenInvalid):
+        if config.username:
+            return f"{where} does not accept user name and password logins on this endpoint ({name})", True
+        return (f"{where} does not accept anonymous logins: set 'username' and 'password_file' in the source "
+                f"for a user the server knows ({name})", True)
+    if code in _UNTRUSTED_CODES:
+        return _certificate_sentence(where, config, ours, f" ({name})"), True
+    if code == ua.StatusCodes.BadCertificateUriInvalid:
+        uri = ours.uri if ours is not None else None
+        return (f"{where} refused our certificate ({ours}): its application URI {uri!r} does not match the one we "
+                f"announce; remove 'application_uri' or make the certificate for it (twinedge cert create) ({name})",
+                True)
+    if code == ua.StatusCodes.BadCertificateTimeInvalid:
+        until = f" (valid until {ours.not_after:%Y-%m-%d})" if ours is not None else ""
+        return (f"{where} says our certificate {config.security.certificate}{until} is outside its validity period: "
+                f"renew it (twinedge cert create), or check the PLC's clock ({name})", True)
+    if code in (ua.StatusCodes.BadCertificateUseNotAllowed, ua.StatusCodes.BadCertificateHostNameInvalid):
+        return (f"{where} refused our certificate ({ours}): {doc}; make one with `twinedge cert create` ({name})",
+                True)
+    if code == ua.StatusCodes.BadSecurityPolicyRejected:
+        return f"{where} rejected security policy {config.security.policy} ({name})", True
+    return f"{where} answered {name}: {doc}", False
+
+
+def describe_error(
+    exc: BaseException, config: OpcUaSourceConfig, ours: CertificateInfo | None = None
+) -> tuple[str, bool]:
+    """``(sentence, permanent)`` for an error met while talking to the server.
+
+    ``ours`` describes our certificate, so that a refusal can name it as the server shows it.
+    """
     where = f"OPC-UA server {config.url}"
     sec = config.security
-    if isinstance(exc, ua.UaStatusCodeError):
-        code = exc.code
-        name, doc = _status_name(code)
-        if code == ua.StatusCodes.BadUserAccessDenied:
-            if config.username:
-                return f"{where} refused user {config.username!r}: wrong user name or password ({name})", True
-            return f"{where} refused an anonymous login: set 'username' and 'password_file' ({name})", True
-        if code in (ua.StatusCodes.BadIdentityTokenRejected, ua.StatusCodes.BadIdentityTokenInvalid):
-            how = "user name and password" if config.username else "anonymous"
-            return f"{where} does not accept {how} logins on this endpoint ({name})", True
-        if code in _AUTH_CODES:
-            return (
-                f"{where} rejected the secure connection: {doc} ({name}); the server must trust our "
-                f"certificate {sec.certificate}",
-                True,
-            )
-        return f"{where} answered {name}: {doc}", False
     if isinstance(exc, OpcUaConnectError):
         return exc.reason, exc.permanent
+    if isinstance(exc, ua.UaStatusCodeError):
+        return _describe_status(exc, config, where, ours)
     if isinstance(exc, ua.UaError):
         text = str(exc)
         if text.startswith("No matching endpoints"):
@@ -99,6 +150,13 @@ def describe_error(exc: BaseException, config: OpcUaSourceConfig) -> tuple[str, 
         if "certificate mismatch" in text:
             return f"{where} presented a certificate that differs from {sec.server_certificate}", True
         return f"{where} failed: {text or type(exc).__name__}", False
+    if isinstance(exc, AssertionError):
+        if sec.policy != "None":
+            return _certificate_sentence(where, config, ours, ""), True
+        return f"{where} refused to open a channel (it answered with a fault)", False
+    if isinstance(exc, TypeError | ValueError) and sec.policy != "None":
+        return (f"cannot secure the connection with private key {sec.private_key} ({exc}); Basic256Sha256 needs an "
+                "RSA key of 2048 bits or more: make one with `twinedge cert create`", True)
     if isinstance(exc, ConnectionRefusedError):
         return f"{where} refused the connection (is the server running, is the port right?)", False
     if isinstance(exc, socket.gaierror):
@@ -121,16 +179,6 @@ def _load_cert_file(path: Path, what: str) -> tuple[bytes, str]:
     return data, ("pem" if data.lstrip().startswith(b"-----BEGIN") else "der")
 
 
-def _uri_from_certificate(data: bytes, ext: str) -> str | None:
-    try:
-        cert = x509.load_pem_x509_certificate(data) if ext == "pem" else x509.load_der_x509_certificate(data)
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    except (ValueError, x509.ExtensionNotFound):
-        return None
-    uris = san.value.get_values_for_type(x509.UniformResourceIdentifier)
-    return uris[0] if uris else None
-
-
 @dataclass
 class _Files:
     """What the session needs from disk, read in a thread."""
@@ -139,6 +187,7 @@ class _Files:
     certificate: tuple[bytes, str] | None = None
     private_key: tuple[bytes, str] | None = None
     server_certificate: tuple[bytes, str] | None = None
+    ours: CertificateInfo | None = None  # our certificate, as servers show it
 
 
 def _read_files(config: OpcUaSourceConfig) -> _Files:
@@ -154,6 +203,11 @@ def _read_files(config: OpcUaSourceConfig) -> _Files:
     if sec.policy != "None" and sec.certificate is not None and sec.private_key is not None:
         out.certificate = _load_cert_file(sec.certificate, "certificate")
         out.private_key = _load_cert_file(sec.private_key, "private key")
+        problems = check_application_files(out.certificate[0], out.private_key[0], sec.application_uri)
+        if problems:  # check-config refuses these too; the files may have changed since the daemon started
+            raise OpcUaConnectError(f"certificate {sec.certificate} / private_key {sec.private_key}: "
+                                    + "; ".join(problems), permanent=True)
+        out.ours = describe_certificate(load_certificate(out.certificate[0]))
         if sec.server_certificate is not None:
             out.server_certificate = _load_cert_file(sec.server_certificate, "server certificate")
     return out
@@ -164,7 +218,7 @@ async def _apply_security(client: Client, config: OpcUaSourceConfig, files: _Fil
     assert files.certificate is not None and files.private_key is not None  # the config requires both
     cert, cert_ext = files.certificate
     key, key_ext = files.private_key
-    client.application_uri = sec.application_uri or _uri_from_certificate(cert, cert_ext) or client.application_uri
+    client.application_uri = sec.application_uri or (files.ours and files.ours.uri) or client.application_uri
     server_cert = None
     mode = getattr(ua.MessageSecurityMode, sec.mode)
     if files.server_certificate is not None:
@@ -214,7 +268,8 @@ async def connect(config: OpcUaSourceConfig) -> Client:
     client = Client(config.url, timeout=config.request_timeout, watchdog_intervall=config.watchdog_interval)
     client.session_timeout = int(config.session_timeout * 1000)
     client.name = client.description = f"twinedge {config.name}"
-    client.application_uri = f"urn:twinedge:{socket.gethostname()}:{config.name}"
+    client.application_uri = default_application_uri(config.name)
+    files = _Files()
     try:
         files = await asyncio.to_thread(_read_files, config)
         if config.username:
@@ -223,14 +278,26 @@ async def connect(config: OpcUaSourceConfig) -> Client:
         if config.security.policy != "None":
             await _apply_security(client, config, files)
         await client.connect()
-    except TRANSPORT_ERRORS as exc:
-        reason, permanent = describe_error(exc, config)
+    except OpcUaConnectError:
+        raise
+    except CONNECT_ERRORS as exc:
+        reason, permanent = describe_error(exc, config, files.ours)
         log.debug("connecting to %s failed", config.url, exc_info=True)
-        raise OpcUaConnectError(reason, permanent=permanent) from exc
+        raise OpcUaConnectError(reason, permanent=permanent, unreachable=is_unreachable(exc)) from exc
     except asyncio.CancelledError:
         client.disconnect_socket()  # asyncua cleans up after an Exception only
         raise
     return client
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """True when no TCP connection could be made because nothing listens or there is no route.
+
+    (A name that does not resolve is not: probing it often would mean a DNS query every time.)
+    """
+    if isinstance(exc, ConnectionRefusedError):
+        return True
+    return isinstance(exc, OSError) and not isinstance(exc, socket.gaierror) and exc.errno in _UNREACHABLE_ERRNOS
 
 
 async def close(client: Client, limit: float) -> None:

@@ -96,6 +96,25 @@ class OpcUaSecurityConfig(StrictModel):
             raise ValueError("certificate files are only used with policy 'Basic256Sha256'")
         return self
 
+    @model_validator(mode="after")
+    def _usable_certificate(self) -> OpcUaSecurityConfig:
+        """Refuse a certificate or key that OPC-UA servers (or asyncua) cannot use, when the files are readable.
+
+        An unreadable file is left to the source, which reports it and retries (it may be provisioned later).
+        """
+        if self.policy == "None" or self.certificate is None or self.private_key is None:
+            return self
+        try:
+            cert, key = self.certificate.read_bytes(), self.private_key.read_bytes()
+        except OSError:
+            return self
+        from edge.sources.opcua.certs import check_application_files  # cryptography: only when needed
+
+        problems = check_application_files(cert, key, self.application_uri)
+        if problems:
+            raise ValueError(f"certificate {self.certificate} / private_key {self.private_key}: " + "; ".join(problems))
+        return self
+
 
 class OpcUaSourceConfig(StrictModel):
     """An OPC-UA server and the variables to read from it (subscriptions, or polling as a fallback)."""
@@ -105,8 +124,14 @@ class OpcUaSourceConfig(StrictModel):
     url: str = Field(max_length=512, description="e.g. 'opc.tcp://10.0.0.9:4840'")
     mode: Literal["subscribe", "poll"] = "subscribe"
     publishing_interval: Duration = Field(1.0, ge=0.01, le=3600.0, description="subscribe: one frame per cycle")
-    sampling_interval: Duration | None = Field(
-        None, ge=0.0, le=3600.0, description="subscribe: server-side sampling (default: publishing_interval)"
+    sampling_interval: Duration = Field(
+        0.0, ge=0.0, le=3600.0,
+        description="subscribe: how often the server samples; 0 = every change, as fast as the server can",
+    )
+    queue_size: int = Field(
+        20, ge=1, le=100_000,
+        description="subscribe: changes the server keeps per node between two publishes (the oldest is "
+        "discarded beyond that)",
     )
     poll_interval: Duration = Field(1.0, ge=0.01, le=86400.0, description="poll mode: one read of every node")
     device_id: str | None = Field(None, pattern=DEVICE_ID_PATTERN, description="default: the source name")
@@ -164,7 +189,3 @@ class OpcUaSourceConfig(StrictModel):
     @property
     def frame_device(self) -> str:
         return self.device_id or self.name
-
-    @property
-    def effective_sampling_interval(self) -> float:
-        return self.publishing_interval if self.sampling_interval is None else self.sampling_interval

@@ -2,7 +2,8 @@
 
 A node that cannot deliver values (unknown to the server, refused as a
 monitored item, a bad status, a value a frame cannot carry) is listed in the
-source's health with its reason; the source is then DEGRADED but the other
+source's health (``detail.failing``, keyed ``<device>/<node id>``, with its
+sensor name and reason); the source is then DEGRADED but the other
 nodes keep flowing. Nodes the server refused outright are *set aside* and
 retried every ``retry_bad_nodes`` and after every reconnect.
 
@@ -10,11 +11,13 @@ Frames: one per device per publishing cycle (subscribe) or per read (poll).
 A subscription frame carries the values that changed in that cycle (the first
 one after subscribing carries them all) and its ``ts`` is the newest
 SourceTimestamp among them (ServerTimestamp when a value has none, the time of
-receipt when neither is usable). A poll frame carries every readable node and
-its ``ts`` is the time the read completed: unchanged values keep their old
-SourceTimestamp, which would stamp every poll alike. A frame is identified by
-device and timestamp, so a timestamp a device already used recently is nudged
-forward by 1 microsecond.
+receipt when neither is usable); when the server's queue delivered several
+values of one node in a cycle, they are spread over as many frames, in time
+order (``subscription.split_by_time``). A poll frame carries every readable node
+of a device, read in one Read request, and its ``ts`` is the time the read
+completed: unchanged values keep their old SourceTimestamp, which would stamp
+every poll alike. A frame is identified by device and timestamp, so a timestamp
+a device already used recently is nudged forward by 1 microsecond.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +57,11 @@ class Node:
     problem: str | None = None  # why this node has no value right now
     set_aside: bool = False  # the server refused the node itself; retried later
 
+    @property
+    def key(self) -> str:
+        """How `status --json` names the node: '<device>/<node id>' (sensor names repeat across devices)."""
+        return f"{self.device}/{self.config.node_id}"
+
 
 class NodeTable:
     """All nodes of one source, and their problems mirrored into the source's health."""
@@ -76,7 +84,7 @@ class NodeTable:
         node.problem, node.set_aside = reason, set_aside
         if news:
             self.health.errors += 1
-            self.health.detail["failing"][node.name] = reason
+            self.health.detail["failing"][node.key] = {"sensor": node.name, "reason": reason}
             log.warning("source %s: node %s (%s on %s) has no value: %s", self.config.name, node.name,
                         node.config.node_id, self.config.url, reason)
             self.refresh_state()
@@ -86,7 +94,9 @@ class NodeTable:
         if node.problem is None:
             return
         node.problem, node.set_aside = None, False
-        self.health.detail["failing"].pop(node.name, None)
+        failing = self.health.detail["failing"]
+        if failing.get(node.key, {}).get("sensor") == node.name:  # another sensor may read the same node
+            del failing[node.key]
         log.info("source %s: node %s delivers values again", self.config.name, node.name)
         self.refresh_state()
 
@@ -127,10 +137,15 @@ class FrameAssembler:
         self._recent: dict[str, deque[float]] = {}
 
     def frames(self, values: Mapping[str, dict[str, Any]], stamps: Mapping[str, float]) -> list[TelemetryFrame]:
+        """One frame per device; ``stamps`` gives a device's timestamp (default: now)."""
+        return self.assemble((device, sensors, stamps.get(device)) for device, sensors in values.items())
+
+    def assemble(self, groups: Iterable[tuple[str, dict[str, Any], float | None]]) -> list[TelemetryFrame]:
+        """Frames from ``(device, sensors, timestamp or None for now)``, in the order given."""
         now = time.time()
         out = []
-        for device, sensors in values.items():
-            ts = stamps.get(device) or now
+        for device, sensors, stamp in groups:
+            ts = stamp or now
             recent = self._recent.get(device)
             if recent is None:
                 recent = self._recent[device] = deque(maxlen=_RECENT_TS)

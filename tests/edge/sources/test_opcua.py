@@ -24,6 +24,7 @@ from shared.frame import TelemetryFrame
 from tests.edge.sources.test_opcua_support import (
     BlackholeProxy,
     TestServer,
+    failing_by_sensor,
     latest,
     running,
     wait_for_state,
@@ -82,7 +83,7 @@ async def test_subscription_delivers_values_with_source_timestamps(server: TestS
 async def test_changes_within_one_publishing_cycle_arrive_as_one_frame(server: TestServer) -> None:
     config = make_config(server.url, GOOD, publishing_interval="1s", watchdog_interval="2s")
     async with running(config) as (_source, sink):
-        await sink.wait_for(1)
+        await wait_until(lambda: latest(sink, "recipe") is not None)  # items come in chunks of MAX_MONITORED
         before = len(sink.frames)
         await server.write("Press.Count", 8)
         await server.write("Press.Recipe", "B-2")
@@ -100,7 +101,9 @@ async def test_bad_node_ids_are_set_aside_and_reported_while_others_flow(server:
     async with running(make_config(server.url, nodes)) as (source, sink):
         await wait_until(lambda: latest(sink, "recipe") is not None)
         await wait_for_state(source, SourceState.DEGRADED)
-        failing = source.health.detail["failing"]
+        assert set(source.health.detail["failing"]) == {
+            "press-1/ns=2;s=Press.DoesNotExist", "press-1/ns=42;i=1", "press-1/nsu=urn:nowhere;s=X"}
+        failing = failing_by_sensor(source)
         assert set(failing) == {"ghost", "nons", "nouri"}
         assert "BadNodeIdUnknown" in failing["ghost"]
         assert "urn:nowhere" in failing["nouri"] and "not on the server" in failing["nouri"]
@@ -118,7 +121,7 @@ async def test_values_a_frame_cannot_carry_are_refused_per_node(server: TestServ
     async with running(make_config(server.url, nodes, mode=mode)) as (source, sink):
         await sink.wait_for(1)
         await wait_until(lambda: len(source.health.detail["failing"]) == 5)
-        failing = source.health.detail["failing"]
+        failing = failing_by_sensor(source)
         assert "not a finite number" in failing["nan"]
         assert "not a finite number" in failing["inf"]
         assert "an array of 3 values" in failing["array"]
@@ -130,16 +133,26 @@ async def test_values_a_frame_cannot_carry_are_refused_per_node(server: TestServ
 
 
 async def test_polling_reads_every_node_in_chunks_of_max_nodes_per_read(server: TestServer) -> None:
+    # one device with more nodes than one Read carries: each value keeps its own SourceTimestamp
     nodes = {f"t{i}": "ns=2;s=Press.Temp" for i in range(10)} | {"ghost": "ns=2;s=Press.Nope"}
     server.sizes.reads.clear()
     async with running(make_config(server.url, nodes, mode="poll")) as (source, sink):
-        await sink.wait_for(3)
+        await sink.wait_for(1)
         assert set(sink.frames[-1].sensors) == {f"t{i}" for i in range(10)}
-        assert "BadNodeIdUnknown" in source.health.detail["failing"]["ghost"]
+        assert "BadNodeIdUnknown" in failing_by_sensor(source)["ghost"]
         assert source.health.detail["limits"]["nodes_per_read"] == MAX_READ
+        start = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+        for k, value in enumerate((30.5, 31.5)):
+            when = start + datetime.timedelta(seconds=k + 1)
+            await server.write("Press.Temp", value, source_ts=when)
+            await wait_for_value(sink, "t9", value)
+            frame = sink.frames[-1]
+            assert frame.ts == when.timestamp() and frame.sensors == {f"t{i}": value for i in range(10)}
         ts = [f.ts for f in sink.frames]
         assert ts == sorted(ts) and len(set(ts)) == len(ts), "one device's frames need distinct timestamps"
+        assert len(sink.frames) == 3, "an unchanged reading is delivered once, not under every poll's time"
     assert server.sizes.reads and max(server.sizes.reads) <= MAX_READ
+    await server.write("Press.Temp", 21.5)
 
 
 async def test_monitored_items_are_created_in_chunks_of_the_server_limit(server: TestServer) -> None:
@@ -173,13 +186,68 @@ async def test_nodes_can_feed_several_devices(server: TestServer) -> None:
         assert by_device == {"press-1": {"temp": 21.5}, "press-2": {"temp": 21.5}, "line": {"count": 7}}
 
 
-async def test_unreachable_server_is_reported_and_retried() -> None:
-    config = make_config(f"opc.tcp://127.0.0.1:{free_port()}", GOOD)
+class FirstBytes:
+    """A bare TCP listener that records what each connection sends first, then closes it:
+    first a port that accepts, then a server that accepts and fails."""
+
+    def __init__(self) -> None:
+        self.firsts: list[bytes] = []
+        self.server: asyncio.Server | None = None
+
+    async def start(self, port: int) -> FirstBytes:
+        self.server = await asyncio.start_server(self._accept, "127.0.0.1", port)
+        return self
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(5):
+                self.firsts.append(await reader.read(8))
+        except (OSError, TimeoutError):
+            self.firsts.append(b"")
+        writer.close()
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+async def test_a_refusing_server_is_probed_cheaply_and_connected_as_soon_as_it_accepts() -> None:
+    port = free_port()
+    config = make_config(f"opc.tcp://127.0.0.1:{port}", GOOD, reconnect_max_delay="30s")
+    listener = FirstBytes()
     async with running(config) as (source, _sink):
-        await wait_until(lambda: source.health.errors >= 2)
+        await wait_until(lambda: "waiting for it to accept connections" in (source.health.reason or ""))
+        assert "refused the connection (is the server running, is the port right?)" in (source.health.reason or "")
         assert source.health.state is SourceState.DISCONNECTED
-        assert "refused the connection" in (source.health.reason or "")
-        assert "retrying in" in (source.health.reason or "")
+        assert source.health.errors == 1, "one failed connect; the rest of the outage is watched with TCP probes"
+        await listener.start(port)
+        try:
+            await wait_until(lambda: any(first.startswith(b"HEL") for first in listener.firsts))
+            # first a bare probe (nothing sent), then at once the OPC-UA hello: no backoff in between
+            assert listener.firsts[0] == b"" and listener.firsts[1].startswith(b"HEL"), listener.firsts
+            # a server that accepts and then fails gets the session backoff instead
+            await wait_until(lambda: "closed the connection" in (source.health.reason or ""))
+            assert source.health.retry_at is not None and source.health.errors >= 2
+        finally:
+            await listener.stop()
+
+
+async def test_polling_reads_each_device_in_one_read_where_the_limit_allows(server: TestServer) -> None:
+    # two devices of 3 nodes with MaxNodesPerRead 4: reads of 3 and 3, never 4 and 2
+    config = OpcUaSourceConfig.model_validate({
+        "kind": "opcua", "name": "line", "url": server.url, "mode": "poll", "poll_interval": "50ms",
+        "nodes": [{"name": name, "node_id": f"ns=2;s=Press.{node}", "device_id": device}
+                  for device in ("press-1", "press-2")
+                  for name, node in (("temp", "Temp"), ("count", "Count"), ("running", "Running"))],
+    })
+    server.sizes.reads.clear()
+    async with running(config) as (_source, sink):
+        await sink.wait_for(4)
+    polls = server.sizes.reads[1:]  # the first Read asks for the server's operation limits
+    assert polls and set(polls) == {3}, server.sizes.reads
+    assert {f.device_id: set(f.sensors) for f in sink.frames[:2]} == {
+        "press-1": {"temp", "count", "running"}, "press-2": {"temp", "count", "running"}}
 
 
 async def test_subscription_recovers_after_the_server_restarts() -> None:
@@ -246,7 +314,7 @@ async def test_a_node_that_appears_later_is_picked_up_on_retry(server: TestServe
     nodes = {"temp": "ns=2;s=Press.Temp", "late": f"ns=2;s={name}"}
     async with running(make_config(server.url, nodes, mode=mode, retry_bad_nodes="1s")) as (source, sink):
         await wait_for_state(source, SourceState.DEGRADED)
-        assert "BadNodeIdUnknown" in source.health.detail["failing"]["late"]
+        assert "BadNodeIdUnknown" in failing_by_sensor(source)["late"]
         assert server.server is not None
         await server.server.nodes.objects.add_variable(ua.NodeId(name, 2), name, ua.Variant(5, ua.VariantType.Int64))
         await wait_for_value(sink, "late", 5)

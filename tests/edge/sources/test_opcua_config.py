@@ -13,7 +13,9 @@ from asyncua import ua
 from pydantic import ValidationError
 
 from edge.config import load_gateway_config
+from edge.render import render_sources
 from edge.sources.opcua import OpcUaSourceConfig
+from edge.sources.opcua.subscription import split_by_time
 from edge.sources.opcua.values import decode_data_value, decode_variant, pick_timestamp
 from shared.configbase import ConfigFileError, format_validation_error
 
@@ -38,7 +40,7 @@ def test_sample_config_loads() -> None:
     press = config.sources[0]
     assert isinstance(press, OpcUaSourceConfig)
     assert press.security.policy == "Basic256Sha256" and press.publishing_interval == 0.5
-    assert press.effective_sampling_interval == 0.1
+    assert press.sampling_interval == 0.0 and press.queue_size == 20  # every change, none lost in a cycle
 
 
 @pytest.mark.parametrize("node_id", [
@@ -153,3 +155,31 @@ def test_source_timestamp_first_then_server_timestamp() -> None:
     ancient = datetime.datetime(1601, 1, 1, tzinfo=datetime.UTC)  # a PLC that never set its clock
     assert pick_timestamp(ua.DataValue(1.0, SourceTimestamp=ancient, ServerTimestamp=srv)) == srv.timestamp()
     assert pick_timestamp(ua.DataValue(1.0)) is None
+
+
+def test_several_queued_values_of_a_node_spread_over_frames_in_time_order() -> None:
+    # one publish: count changed three times (the server's queue), temp once
+    entries = [(10.0, "count", 1), (10.1, "count", 2), (10.05, "temp", 20.5), (10.2, "count", 3)]
+    assert split_by_time(entries) == [
+        ({"count": 1, "temp": 20.5}, 10.05),  # a frame's time is the newest of its values
+        ({"count": 2}, 10.1),
+        ({"count": 3}, 10.2),
+    ]
+    assert split_by_time([(10.0, "count", 1), (None, "temp", 2.5)]) == [({"count": 1, "temp": 2.5}, 10.0)]
+
+
+def test_a_long_reason_wraps_under_its_column_within_100_columns() -> None:
+    reason = ("OPC-UA server opc.tcp://10.0.0.9:4840 rejected our certificate (subject O=twinedge,CN=twinedge "
+              "press-7@edge-hall-2, SHA-1 thumbprint c0780885bb2e55be2fb0a5d26d58659e6c9527d7); trust "
+              "/etc/twinedge/pki/press.pem on the PLC (servers list it among their rejected certificates), then "
+              "the gateway reconnects by itself")
+    sources = [{"name": "press-7", "kind": "opcua", "state": "disconnected", "last_success": None, "frames": 0,
+                "errors": 3, "reason": reason, "retry_at": None},
+               {"name": "oven", "kind": "modbus", "state": "connected", "last_success": None, "frames": 5,
+                "errors": 0, "reason": None}]
+    table = render_sources(sources).splitlines()
+    assert max(len(line) for line in table) <= 100
+    column = table[0].index("REASON")
+    wrapped = [line[column:] for line in table[2:-1]]
+    assert " ".join(wrapped) == reason, "every word of the reason is shown, in order, under its column"
+    assert table[-1].startswith("oven")

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from edge.sources import SourceState
@@ -136,3 +138,22 @@ async def test_anonymous_login_on_a_user_only_server_is_explained(secure_server:
     async with running(config) as (source, _sink):
         await wait_for_state(source, SourceState.DISCONNECTED)
         assert "anonymous" in (source.health.reason or "")
+
+
+async def test_an_ec_key_met_at_connect_time_is_explained_and_retried_not_a_crash(
+    secure_server: TestServer, pki: tuple[Certs, Certs], tmp_path: Path
+) -> None:
+    # check-config refuses an EC key; here the files are swapped after the config was loaded
+    cert, key = tmp_path / "edge-cert.pem", tmp_path / "edge-key.pem"
+    cert.write_bytes(pki[1].certificate.read_bytes())
+    key.write_bytes(pki[1].private_key.read_bytes())
+    config = secure_config(secure_server, pki, tmp_path, certificate=str(cert), private_key=str(key))
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    key.write_bytes(ec_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                         serialization.NoEncryption()))
+    async with running(config) as (source, sink):
+        await wait_until(lambda: source.health.errors >= 2)  # retried, still running
+        assert source.health.state is SourceState.DISCONNECTED
+        assert "the private key is an EC key" in (source.health.reason or "")
+        assert "twinedge cert create" in (source.health.reason or "")
+        assert sink.frames == []

@@ -181,6 +181,11 @@ async def wait_until(predicate: Callable[[], bool], within: float = 10.0) -> Non
             await asyncio.sleep(0.02)
 
 
+def failing_by_sensor(source: OpcUaSource) -> dict[str, str]:
+    """The source's failing nodes as sensor name -> reason (status keys them '<device>/<node id>')."""
+    return {entry["sensor"]: entry["reason"] for entry in source.health.detail["failing"].values()}
+
+
 async def wait_for_state(source: OpcUaSource, *states: SourceState, within: float = 10.0) -> None:
     await wait_until(lambda: source.health.state in states, within)
 
