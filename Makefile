@@ -27,7 +27,7 @@ $(NODE_STAMP): $(OPCUA_SERVER)/package.json $(OPCUA_SERVER)/package-lock.json de
 
 install: $(STAMP) $(NODE_STAMP)
 
-run: install
+run: $(STAMP)
 	$(PY) deploy/scripts/demo.py $(RUN_ARGS)
 
 test: install
@@ -52,5 +52,5 @@ bench: install
 	$(PY) bench/bench_physics.py
 
 clean:
-	rm -rf $(VENV) run/ build/ dist/ *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(OPCUA_SERVER)/node_modules run/ build/ dist/ *.egg-info .pytest_cache .mypy_cache .ruff_cache
 	find . -path ./.git -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
