@@ -20,7 +20,8 @@ from typing import Any, Protocol
 from edge import __version__
 from edge.config import GatewayConfig
 from edge.control import ControlServer
-from edge.sdnotify import notify, watchdog_interval
+from edge.logthrottle import install_loop_exception_handler
+from edge.sdnotify import notify, open_notify_socket, watchdog_interval
 from edge.sources import Backoff, Source, SourceState, build_source
 from edge.store import Store
 from edge.uplink import Uplink
@@ -122,7 +123,11 @@ class Gateway:
             await self.store.close()
 
     async def _announce(self) -> None:
-        """READY once the queue and listeners are up; then STATUS lines and watchdog pings."""
+        """READY once the queue and listeners are up; then STATUS lines and watchdog pings.
+
+        ``notify`` never raises (a failed send is logged, rate-limited), so nothing stops this loop
+        but cancellation: a missed ping must not end the daemon that systemd is watching.
+        """
         await self.control.started.wait()
         if self.mqtt is not None and self.config.mqtt_client is None:
             # The embedded broker must listen before we are ready; an external broker
@@ -225,6 +230,10 @@ async def run_daemon(config: GatewayConfig) -> None:
     """Run the gateway until SIGTERM/SIGINT, then shut down within SHUTDOWN_BOUND."""
     gateway = Gateway(config)
     loop = asyncio.get_running_loop()
+    # asyncio's own error reports (a failed accept(), a task that died unobserved) are rate-limited,
+    # and the systemd socket is opened while descriptors are free, so watchdog pings survive a flood.
+    install_loop_exception_handler(loop, logging.getLogger("edge.loop"))
+    open_notify_socket()
     main = asyncio.current_task()
     assert main is not None
     stopping = False
