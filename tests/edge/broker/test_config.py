@@ -59,3 +59,25 @@ def test_client_config_mistakes(values: dict, message: str) -> None:
 def test_listener_names_are_simple() -> None:
     with pytest.raises(ValidationError):
         ListenerConfig(name="Bad Name")
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"max_packet_size": "100kB"}, "must leave room for a max_payload message and its topic"),
+        ({"connect_timeout": "0s"}, "greater than or equal to 0.1"),
+        ({"acl": [{"username": "u", "deny_subscribe": ["a/#/b"]}]}, r"deny_subscribe\[0\]: 'a/#/b' is not an MQTT"),
+        ({"acl": [{"username": "u", "publish": ["a+"]}]}, r"publish\[0\]: 'a\+' is not an MQTT topic filter"),
+        ({"listeners": [{"name": "a", "max_connections": 0}]}, "greater than or equal to 1"),
+    ],
+)
+def test_limits_and_deny_entries_are_checked(values: dict, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        BrokerConfig.model_validate({"allow_anonymous": True, **values})
+
+
+def test_the_packet_limit_follows_max_payload_unless_set() -> None:
+    assert BrokerConfig(allow_anonymous=True).packet_limit == 512 * 1024
+    assert BrokerConfig(allow_anonymous=True, max_payload="1MiB").packet_limit == 1024 * 1024 + 64 * 1024
+    assert BrokerConfig(allow_anonymous=True, max_packet_size="300kB").packet_limit == 300_000
+    assert BrokerConfig(allow_anonymous=True).connect_timeout == 10.0
