@@ -5,7 +5,7 @@ The public seams used: amqtt's plugin API (``BaseAuthPlugin``, ``BaseTopicPlugin
 ``ProtocolHandler.handle_publish``, ``handle_read_timeout`` and ``mqtt_publish``, and the
 broker's ``stream_connected`` (where a listener hands over each TCP connection),
 ``external_connected`` and ``retain_message``. amqtt has no public seam for the
-rest, so ``TwinedgeBroker`` overrides five of the broker's underscore methods, each
+rest, so ``TwinedgeBroker`` overrides six of the broker's underscore methods, each
 narrowly and each covered by a test (tests/edge/broker/test_mqtt311.py,
 test_abuse.py) that fails if an amqtt upgrade bypasses it:
 
@@ -16,6 +16,7 @@ test_abuse.py) that fails if an amqtt upgrade bypasses it:
   that each subscriber gets the lower of that and its subscription's QoS
   [MQTT-3.8.4] (amqtt uses the subscription's), and telemetry the edge refused is
   not forwarded;
+- ``_create_server_instance``: TCP listeners accept in small batches from a long kernel queue;
 - ``_publish_session_retained_messages``: messages queued for an offline session
   are delivered with RETAIN = 0 (amqtt sets 1);
 - ``_publish_retained_messages_for_subscription``: on reconnect amqtt sends the
@@ -35,11 +36,12 @@ import ssl
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from amqtt.adapters import ReaderAdapter, StreamWriterAdapter, WriterAdapter
 from amqtt.broker import Broker
-from amqtt.contexts import Action
+from amqtt.contexts import Action, ListenerType
 from amqtt.errors import AMQTTError, MQTTError
 from amqtt.mqtt.packet import PUBACK
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
@@ -60,6 +62,8 @@ log = logging.getLogger(__name__)
 
 _ACTIONS = {Action.PUBLISH: AclAction.PUBLISH, Action.SUBSCRIBE: AclAction.SUBSCRIBE, Action.RECEIVE: AclAction.RECEIVE}
 _PUBACK = bytes([PUBACK << 4, 2])  # fixed header of a PUBACK; the packet id follows
+LISTEN_BACKLOG = 1024  # connections the kernel holds for us to accept (capped by net.core.somaxconn)
+ACCEPT_BATCH = 16  # connections accepted per event-loop iteration
 
 
 def topic_kind(topic: str) -> str:
@@ -338,6 +342,28 @@ class TwinedgeBroker(Broker):
             return False
         conn.transport = writer.transport
         return True
+
+    async def _create_server_instance(
+        self, listener_name: str, listener_type: ListenerType, address: str | None, port: int,
+        ssl_context: ssl.SSLContext | None,
+    ) -> asyncio.Server | Any:
+        """A TCP listener that accepts ACCEPT_BATCH connections per loop iteration (asyncio: 100) from a
+        kernel queue of LISTEN_BACKLOG (asyncio: 100, the same number).
+
+        A flood then neither starves the rest of the daemon (the control socket, the store) while
+        the loop sets up a hundred junk connections at a time, nor drops a device's SYN (which waits
+        a second for its retransmission): the connections wait in the kernel, costing no descriptor.
+        """
+        if listener_type is not ListenerType.TCP or ssl_context is not None:
+            return await super()._create_server_instance(listener_name, listener_type, address, port, ssl_context)
+        server = await asyncio.start_server(
+            partial(self.stream_connected, listener_name=listener_name), address, port, reuse_address=True,
+            backlog=ACCEPT_BATCH,
+        )
+        for sock in server.sockets:
+            with sock.dup() as listening:
+                listening.listen(LISTEN_BACKLOG)  # the kernel's queue only; asyncio keeps its batch
+        return server
 
     async def _initialize_client_session(
         self, reader: ReaderAdapter, writer: WriterAdapter, remote_address: str, remote_port: int

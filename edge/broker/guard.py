@@ -55,9 +55,9 @@ log = logging.getLogger(__name__)
 
 RESERVED_DESCRIPTORS = 128  # kept for SQLite, the control socket, the uplink, sources, sd_notify, model files
 DEFAULT_MAX_CONNECTIONS = 1000
-# asyncio accepts up to 100 sockets per listener and loop iteration, and a few iterations pass before
-# the guard sees them: a flood holds that many descriptors beyond the limit (measured: about 150).
-BURST_SHARE = 4  # a quarter of the descriptor limit (at least 192) is kept for that
+# A listener accepts up to 16 sockets per loop iteration (amqtt_glue.ACCEPT_BATCH), and a few iterations
+# pass before the guard sees them: a flood holds some descriptors beyond the limit (measured: < 100).
+BURST_SHARE = 8  # an eighth of the descriptor limit (at least 128) is kept for that
 
 CONNECT, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP = 1, 3, 4, 5, 6, 7
 SUBSCRIBE, UNSUBSCRIBE, PINGREQ, DISCONNECT = 8, 10, 12, 14
@@ -92,15 +92,18 @@ class ListenerLimit:
     tls: Any = None  # an ssl.SSLContext for a TLS listener (the handshake runs under the connect timeout)
 
 
-def connection_limits(configured: Sequence[tuple[str, int | None]]) -> tuple[dict[str, int], str, bool]:
-    """Per-listener connection limits that fit the process's descriptor limit.
+def connection_limits(
+    configured: Sequence[tuple[str, int | None]], files: int | None = None
+) -> tuple[dict[str, int], str, bool]:
+    """Per-listener connection limits that fit the process's descriptor limit (``files``, default RLIMIT_NOFILE).
 
     ``configured``: (listener name, max_connections or None). Returns (limits,
     an explanation for the log, whether a configured limit had to be lowered).
     """
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    files = soft if soft != resource.RLIM_INFINITY else 1 << 20
-    kept = RESERVED_DESCRIPTORS + max(192, files // BURST_SHARE)
+    if files is None:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        files = soft if soft != resource.RLIM_INFINITY else 1 << 20
+    kept = RESERVED_DESCRIPTORS + max(128, files // BURST_SHARE)
     budget = max(len(configured), files - kept)
     wanted = {name: limit or DEFAULT_MAX_CONNECTIONS for name, limit in configured}
     total = sum(wanted.values())
@@ -135,12 +138,16 @@ class ConnectionGuard:
         self._open = 0
         self._idle = asyncio.Event()  # set while no connection is being handled
         self._idle.set()
+        self._closing = False
 
     def tls_context(self, key: str) -> Any:
         return self._listeners[key].tls
 
     def admit(self, key: str, transport: asyncio.WriteTransport) -> Connection | None:
         """A Connection for the new socket, or None when it was refused (and closed)."""
+        if self._closing:
+            transport.abort()  # accepted just before the listener closed
+            return None
         listener = self._listeners[key]
         peer = _peer(transport)
         if len(listener.active) >= listener.limit:
@@ -202,6 +209,9 @@ class ConnectionGuard:
         Left to the end of the event loop, a connection's task would be cancelled there,
         and Python 3.11 reports every such task with a traceback.
         """
+        self._closing = True
+        for _ in range(5):  # connections accepted before the listeners closed reach admit() and are dropped
+            await asyncio.sleep(0)
         for listener in self._listeners.values():
             for conn in list(listener.active):
                 if not conn.transport.is_closing():
@@ -211,6 +221,7 @@ class ConnectionGuard:
                 await self._idle.wait()
         except TimeoutError:
             log.warning("%d MQTT connections were still being handled at shutdown", self._open)
+        await asyncio.sleep(0)  # the sockets of the aborts above close in the next iteration
         self._throttle.close()
 
 

@@ -338,7 +338,7 @@ async def test_a_flood_of_idle_sockets_leaves_status_devices_and_the_watchdog_wo
         finally:
             edge.stop()
     log = edge.log_text()
-    assert "MQTT connections per listener: default 192 (the process may open 512 files" in log
+    assert "MQTT connections per listener: default 256 (the process may open 512 files" in log
     assert "Traceback" not in log and "out of system resource" not in log
     assert len(log.splitlines()) < 40
 
