@@ -97,23 +97,28 @@ def connection_limits(
 ) -> tuple[dict[str, int], str, bool]:
     """Per-listener connection limits that fit the process's descriptor limit (``files``, default RLIMIT_NOFILE).
 
-    ``configured``: (listener name, max_connections or None). Returns (limits,
-    an explanation for the log, whether a configured limit had to be lowered).
+    ``configured``: (listener name, max_connections or None). Configured limits
+    are kept while they fit (scaled down together when they do not); listeners
+    without one share the rest, up to 1000 each. Returns (limits, an explanation
+    for the log, whether a configured limit had to be lowered).
     """
     if files is None:
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         files = soft if soft != resource.RLIM_INFINITY else 1 << 20
     kept = RESERVED_DESCRIPTORS + max(128, files // BURST_SHARE)
     budget = max(len(configured), files - kept)
-    wanted = {name: limit or DEFAULT_MAX_CONNECTIONS for name, limit in configured}
-    total = sum(wanted.values())
-    lowered = False
-    if total > budget:
-        wanted = {name: max(1, limit * budget // total) for name, limit in wanted.items()}
-        lowered = any(limit is not None and wanted[name] < limit for name, limit in configured)
+    explicit = {name: limit for name, limit in configured if limit is not None}
+    automatic = [name for name, limit in configured if limit is None]
+    room = budget - len(automatic)  # each automatic listener keeps at least one connection
+    total = sum(explicit.values())
+    lowered = total > room
+    if lowered:
+        explicit = {name: max(1, limit * room // total) for name, limit in explicit.items()}
+    share = (budget - sum(explicit.values())) // len(automatic) if automatic else 0
+    limits = {name: explicit.get(name) or max(1, min(DEFAULT_MAX_CONNECTIONS, share)) for name, _ in configured}
     why = f"the process may open {files} files; {kept} are kept for the queue, control socket, uplink, sources " \
           "and bursts of new connections"
-    return wanted, why, lowered
+    return limits, why, lowered
 
 
 @dataclass

@@ -96,3 +96,8 @@ def test_connection_limits_leave_descriptors_for_the_rest_of_the_daemon() -> Non
     assert "may open 1024 files; 256 are kept" in why
     limits, _, lowered = connection_limits([("plant", 5000), ("tls", 200)], files=1024)
     assert lowered and sum(limits.values()) <= 768 and limits["plant"] > limits["tls"]
+
+
+def test_a_configured_connection_limit_is_kept_and_the_others_share_the_rest() -> None:
+    limits, _, lowered = connection_limits([("plant", None), ("sensors", 50), ("tls", None)], files=1024)
+    assert (limits, lowered) == ({"plant": 359, "sensors": 50, "tls": 359}, False)
