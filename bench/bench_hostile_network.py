@@ -1,6 +1,6 @@
 """Hostile-network benchmark: the daemon's embedded broker against floods of raw sockets.
 
-Run: python bench/bench_hostile_network.py          (about 1 minute)
+Run: python bench/bench_hostile_network.py          (about 30 s)
 
 The daemon (`twinedge run`) runs as a separate process with the 1,024 descriptors a
 service gets by default, so that 1,100 connections are more than it could hold.
