@@ -7,7 +7,7 @@ broker's ``stream_connected`` (where a listener hands over each TCP connection),
 ``external_connected`` and ``retain_message``. amqtt has no public seam for the
 rest, so ``TwinedgeBroker`` overrides six of the broker's underscore methods, each
 narrowly and each covered by a test (tests/edge/broker/test_mqtt311.py,
-test_abuse.py) that fails if an amqtt upgrade bypasses it:
+test_abuse.py, test_embedded.py) that fails if an amqtt upgrade bypasses it:
 
 - ``_initialize_client_session``: hands every connection our ``IngestHandler``
   (amqtt names its handler class inline), sets the keepalive timeout to
@@ -22,7 +22,8 @@ test_abuse.py) that fails if an amqtt upgrade bypasses it:
 - ``_publish_retained_messages_for_subscription``: on reconnect amqtt sends the
   retained messages of *every* client's subscriptions to the new client; we
   only send those of the client's own subscriptions;
-- ``_retain_broadcast_message``: bounds the queue of an offline session.
+- ``_retain_broadcast_message``: bounds the queue of an offline session and keeps
+  only messages whose delivery QoS (the lower of publish and subscription) is 1 or 2.
 
 Connection limits, timeouts and packet framing are edge/broker/guard.py's.
 """

@@ -264,10 +264,6 @@ class Connection:
         self._topic_need = 0
         self._closed = False
 
-    @property
-    def is_connected(self) -> bool:
-        return self.packets > 0
-
     def deadline(self) -> float | None:
         """When the read in progress must have finished (time.monotonic), or None between packets."""
         if not self.packets:
