@@ -39,6 +39,7 @@ lint: install
 
 bench: install
 	$(PY) bench/bench_mqtt_ingest.py
+	$(PY) bench/bench_hostile_network.py
 	$(PY) bench/bench_modbus.py
 	$(PY) bench/bench_opcua.py
 	$(PY) bench/bench_opcua_field.py

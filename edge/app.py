@@ -24,7 +24,8 @@ from edge import __version__
 from edge.config import GatewayConfig
 from edge.control.server import ControlServer
 from edge.errors import DaemonFailed, StartupError
-from edge.sdnotify import notify, watchdog_interval
+from edge.logthrottle import install_loop_exception_handler
+from edge.sdnotify import notify, open_notify_socket, watchdog_interval
 from edge.sources import Source, SourceState, build_source
 from edge.store import Store
 from edge.supervisor import Supervisor
@@ -118,7 +119,11 @@ class Gateway:
             await self.store.close()
 
     async def _announce(self) -> None:
-        """READY once the queue and listeners are up; then STATUS lines and watchdog pings."""
+        """READY once the queue and listeners are up; then STATUS lines and watchdog pings.
+
+        ``notify`` never raises (a failed send is logged, rate-limited), so nothing stops this loop
+        but cancellation: a missed ping must not end the daemon that systemd is watching.
+        """
         await self.control.started.wait()
         if self.mqtt is not None and self.config.mqtt_client is None:
             # The embedded broker must listen before we are ready; an external broker
@@ -229,6 +234,10 @@ async def run_daemon(config: GatewayConfig) -> None:
     """Run the gateway until SIGTERM/SIGINT, then shut down within SHUTDOWN_BOUND."""
     gateway = Gateway(config)
     loop = asyncio.get_running_loop()
+    # asyncio's own error reports (a failed accept(), a task that died unobserved) are rate-limited,
+    # and the systemd socket is opened while descriptors are free, so watchdog pings survive a flood.
+    install_loop_exception_handler(loop, logging.getLogger("edge.loop"))
+    open_notify_socket()
     main = asyncio.current_task()
     assert main is not None
     stopping = False

@@ -119,16 +119,7 @@ def render_status(s: dict[str, Any]) -> str:
     out.append("")
     mqtt = s.get("mqtt")
     if mqtt:
-        clients = mqtt.get("clients_connected", "?")
-        rejected = mqtt.get("rejected", {})
-        if isinstance(rejected, dict):
-            rejected = ", ".join(f"{k} {v}" for k, v in sorted(rejected.items()) if v)
-        rej = rejected
-        out.append(f"mqtt:         {clients} clients, {mqtt.get('messages_in', 0)} messages, "
-                   f"{mqtt.get('frames_in', 0)} frames in; rejected: {rej or 'none'}")
-        refused = (mqtt.get("refused_connections", 0), mqtt.get("refused_publishes", 0))
-        if any(refused):
-            out.append(f"              refused {refused[0]} connections, {refused[1]} publishes (auth/ACL)")
+        out.extend(_mqtt_lines(mqtt))
     cloud = s.get("cloud")
     if cloud:
         state = cloud["state"]
@@ -149,6 +140,52 @@ def render_status(s: dict[str, Any]) -> str:
                f"{w['queued_in_memory']} in memory; backpressure engaged {w['backpressure_waits']} times")
     out.append(f"rejected:     {rejected}")
     return "\n".join(out)
+
+
+_INDENT = " " * 14
+_GUARD = [  # status key, wording (counts of connections the broker closed, by cause)
+    ("refused_at_limit", "refused at the limit"),
+    ("closed_for_newer", "closed for newer (no CONNECT yet)"),
+    ("connect_timeouts", "connect timeouts"),
+    ("stalled_packets", "stalled packets"),
+    ("oversized_packets", "oversized packets"),
+    ("protocol_errors", "protocol errors"),
+]
+
+
+def _wrap(head: str, items: list[str], width: int = 100) -> list[str]:
+    """``head`` then comma-separated items, wrapped at ``width`` columns between items (never inside one)."""
+    lines, line = [], head
+    for index, item in enumerate(items):
+        piece = item + ("," if index < len(items) - 1 else "")
+        if len(line) + 1 + len(piece) > width and line != head:
+            lines.append(line)
+            line = _INDENT + "  " + piece
+        else:
+            line = f"{line} {piece}"
+    lines.append(line)
+    return lines
+
+
+def _mqtt_lines(mqtt: dict[str, Any]) -> list[str]:
+    rejected = mqtt.get("rejected", {})
+    if isinstance(rejected, dict):
+        rejected = ", ".join(f"{k} {v}" for k, v in sorted(rejected.items()) if v)
+    out = [f"mqtt:         {mqtt.get('clients_connected', '?')} clients, {mqtt.get('messages_in', 0)} messages, "
+           f"{mqtt.get('frames_in', 0)} frames in; rejected: {rejected or 'none'}"]
+    listeners = [f"{x['name']} {x['connections']}/{x['limit']}" for x in mqtt.get("listeners", ())
+                 if "limit" in x]
+    if listeners:
+        out += _wrap(_INDENT + "connections:", listeners)
+    closed = [f"{mqtt[key]} {words}" for key, words in _GUARD if mqtt.get(key)]
+    if closed:
+        out += _wrap(_INDENT + "closed:", closed)
+    refused = [f"{mqtt['refused_connections']} logins"] if mqtt.get("refused_connections") else []
+    by_kind = mqtt.get("refused_publishes_by_kind") or {}
+    refused += [f"{n} {kind} publishes" for kind, n in sorted(by_kind.items()) if n]
+    if refused:
+        out += _wrap(_INDENT + "refused:", [*refused[:-1], refused[-1] + " (password/ACL)"])
+    return out
 
 
 def render_queue_peek(rows: list[dict[str, Any]]) -> str:

@@ -1,38 +1,74 @@
 """systemd integration: sd_notify (READY, STATUS, WATCHDOG) and journal-friendly logging.
 
-systemd-python is used when installed; otherwise the notification goes straight to
-``$NOTIFY_SOCKET`` as a datagram, which is all sd_notify does.
+A notification is one datagram to ``$NOTIFY_SOCKET``, which is all sd_notify does.
+The socket is opened once (``open_notify_socket()`` at start-up) and reused, so
+watchdog pings still leave when every other descriptor of the process is taken;
+systemd-python's ``notify`` opens a new socket per call and is not used for that
+reason. A failed notification is logged (rate-limited) and never raises: the
+watchdog loop must outlive any error it meets.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import socket
 import sys
 
-__all__ = ["notify", "setup_logging", "watchdog_interval"]
+from edge.logthrottle import Throttle
 
-try:  # optional extra: pip install twinedge[systemd]
-    from systemd import daemon as _sd_daemon  # type: ignore[attr-defined, unused-ignore]
-except ImportError:
-    _sd_daemon = None
+__all__ = ["close_notify_socket", "notify", "open_notify_socket", "setup_logging", "watchdog_interval"]
+
+log = logging.getLogger(__name__)
+_throttle = Throttle(log, interval=300.0)
+_sock: socket.socket | None = None
+
+
+def _address() -> str | None:
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return None
+    if address.startswith("@"):
+        return "\0" + address[1:]  # abstract namespace socket
+    return address
+
+
+def open_notify_socket() -> bool:
+    """Open the datagram socket now (at start-up, while descriptors are free). True when under systemd."""
+    global _sock
+    if _address() is None:
+        return False
+    if _sock is None:
+        try:
+            _sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        except OSError as exc:
+            _throttle.warning("socket", "cannot open a socket to notify systemd: %s; retrying at the next "
+                              "notification", exc)
+            return False
+        _sock.setblocking(False)
+    return True
+
+
+@atexit.register
+def close_notify_socket() -> None:
+    global _sock
+    if _sock is not None:
+        _sock.close()
+        _sock = None
 
 
 def notify(state: str) -> bool:
-    """Send e.g. "READY=1" or "STATUS=..." to systemd. Returns False when not under systemd."""
-    if _sd_daemon is not None:
-        return bool(_sd_daemon.notify(state))
-    address = os.environ.get("NOTIFY_SOCKET")
-    if not address:
+    """Send e.g. "READY=1" or "STATUS=..." to systemd. False when not under systemd or when sending failed."""
+    address = _address()
+    if address is None or not open_notify_socket() or _sock is None:
         return False
-    if address.startswith("@"):
-        address = "\0" + address[1:]  # abstract namespace socket
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-        try:
-            sock.sendto(state.encode(), address)
-        except OSError:
-            return False
+    try:
+        _sock.sendto(state.encode(), address)
+    except OSError as exc:
+        what = state.partition("=")[0]
+        _throttle.warning(f"send:{what}", "could not send %s to systemd: %s", what, exc)
+        return False
     return True
 
 

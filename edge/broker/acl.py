@@ -12,7 +12,7 @@ import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from edge.broker.config import AclRule
+from edge.broker.config import AclRule, valid_filter
 
 __all__ = [
     "ANONYMOUS",
@@ -34,19 +34,6 @@ class AclAction(enum.StrEnum):
     PUBLISH = "publish"
     SUBSCRIBE = "subscribe"
     RECEIVE = "receive"
-
-
-def valid_filter(topic_filter: str) -> bool:
-    """True for a well-formed filter: '#' only as the whole last level, '+' only as a whole level."""
-    if not topic_filter:
-        return False
-    levels = topic_filter.split("/")
-    for index, level in enumerate(levels):
-        if "#" in level and (level != "#" or index != len(levels) - 1):
-            return False
-        if "+" in level and level != "+":
-            return False
-    return True
 
 
 def topic_matches(topic_filter: str, topic: str) -> bool:
@@ -94,6 +81,20 @@ def filter_within(requested: str, allowed: str) -> bool:
 class _Rule:
     publish: tuple[str, ...]
     subscribe: tuple[str, ...]
+    deny_publish: tuple[str, ...] = ()
+    deny_subscribe: tuple[str, ...] = ()
+
+
+def _substitute(patterns: Iterable[str], user: str, client_id: str, *, deny: bool) -> list[str]:
+    """%u and %c replaced. An allow pattern is dropped when the name holds '/', '+' or '#' (it must
+    not widen into other topics); a deny pattern is kept, as a wider deny only refuses more."""
+    user_ok = deny or not any(c in user for c in "/+#")
+    client_ok = deny or not any(c in client_id for c in "/+#")
+    return [
+        p.replace("%u", user).replace("%c", client_id)
+        for p in patterns
+        if (user_ok or "%u" not in p) and (client_ok or "%c" not in p)
+    ]
 
 
 class Acl:
@@ -101,33 +102,20 @@ class Acl:
     publish ``twin/+/telemetry``, subscribe to (and receive) ``twinedge/#``.
 
     A user without a rule of their own falls back to the rule of user ``*`` when
-    one exists, else is refused everything.
+    one exists, else is refused everything. Deny entries are checked before allows.
     """
 
     def __init__(self, rules: Sequence[AclRule] | None) -> None:
         self._explicit = rules is not None
         self._rules: dict[str, _Rule] = {}
         for rule in rules or ():
-            self._rules[rule.username] = _Rule(tuple(rule.publish), tuple(rule.subscribe))
+            self._rules[rule.username] = _Rule(
+                tuple(rule.publish), tuple(rule.subscribe), tuple(rule.deny_publish), tuple(rule.deny_subscribe)
+            )
         self._default = (
             self._rules.get("*") if self._explicit else _Rule(DEFAULT_PUBLISH, DEFAULT_SUBSCRIBE)
         )
         self._cache: dict[tuple[str, str, AclAction, str], bool] = {}
-
-    def _filters(self, username: str | None, client_id: str, action: AclAction) -> Iterable[str]:
-        rule = self._rules.get(username or ANONYMOUS, self._default)
-        if rule is None:
-            return ()
-        patterns = rule.publish if action is AclAction.PUBLISH else rule.subscribe
-        user = username or ANONYMOUS
-        # a name holding '/', '+' or '#' must not widen a %u/%c rule into other topics
-        user_ok = not any(c in user for c in "/+#")
-        client_ok = not any(c in client_id for c in "/+#")
-        return (
-            p.replace("%u", user).replace("%c", client_id)
-            for p in patterns
-            if (user_ok or "%u" not in p) and (client_ok or "%c" not in p)
-        )
 
     def allowed(self, username: str | None, client_id: str, action: AclAction, topic: str) -> bool:
         """May this client publish to / subscribe to / receive ``topic``?"""
@@ -135,12 +123,29 @@ class Acl:
         cached = self._cache.get(key)
         if cached is not None:
             return cached
-        if action is AclAction.SUBSCRIBE:
-            filters = self._filters(username, client_id, action)
-            result = valid_filter(topic) and any(filter_within(topic, f) for f in filters)
-        else:
-            result = any(topic_matches(f, topic) for f in self._filters(username, client_id, action))
+        result = self._decide(username, client_id, action, topic)
         if len(self._cache) > 10_000:  # bounded: ids and topics come from the network
             self._cache.clear()
         self._cache[key] = result
         return result
+
+    def _decide(self, username: str | None, client_id: str, action: AclAction, topic: str) -> bool:
+        rule = self._rules.get(username or ANONYMOUS, self._default)
+        if rule is None:
+            return False
+        user = username or ANONYMOUS
+        if action is AclAction.PUBLISH:
+            denied = _substitute(rule.deny_publish, user, client_id, deny=True)
+            allowed = _substitute(rule.publish, user, client_id, deny=False)
+            return not any(topic_matches(d, topic) for d in denied) and any(topic_matches(f, topic) for f in allowed)
+        denied = _substitute(rule.deny_subscribe, user, client_id, deny=True)
+        allowed = _substitute(rule.subscribe, user, client_id, deny=False)
+        if action is AclAction.SUBSCRIBE:
+            # A filter inside a denied one is refused; one that merely overlaps is granted, and the
+            # denied topics are then held back at delivery (RECEIVE).
+            return (
+                valid_filter(topic)
+                and not any(filter_within(topic, d) for d in denied)
+                and any(filter_within(topic, f) for f in allowed)
+            )
+        return not any(topic_matches(d, topic) for d in denied) and any(topic_matches(f, topic) for f in allowed)

@@ -9,9 +9,23 @@ from pydantic import Field, SecretStr, model_validator
 
 from shared.configbase import ByteSize, Duration, StrictModel
 
-__all__ = ["AclRule", "BrokerConfig", "ListenerConfig", "MqttClientConfig"]
+__all__ = ["AclRule", "BrokerConfig", "ListenerConfig", "MqttClientConfig", "valid_filter"]
 
 Port = Annotated[int, Field(ge=1, le=65535)]
+PACKET_HEADROOM = 1024  # bytes of a PUBLISH besides the payload: topic, packet id (max_packet_size check)
+
+
+def valid_filter(topic_filter: str) -> bool:
+    """True for a well-formed filter: '#' only as the whole last level, '+' only as a whole level."""
+    if not topic_filter:
+        return False
+    levels = topic_filter.split("/")
+    for index, level in enumerate(levels):
+        if "#" in level and (level != "#" or index != len(levels) - 1):
+            return False
+        if "+" in level and level != "+":
+            return False
+    return True
 
 
 class ListenerConfig(StrictModel):
@@ -21,7 +35,12 @@ class ListenerConfig(StrictModel):
     tls: bool = False
     certfile: Path | None = None
     keyfile: Path | None = None
-    max_connections: int = Field(default=1000, ge=1, le=100_000)
+    max_connections: int | None = Field(
+        default=None,
+        ge=1,
+        le=100_000,
+        description="connections at once; unset: 1000, less when the process's file limit requires",
+    )
 
     @model_validator(mode="after")
     def _tls_needs_files(self) -> ListenerConfig:
@@ -31,11 +50,30 @@ class ListenerConfig(StrictModel):
 
 
 class AclRule(StrictModel):
-    """Topics one user may publish and subscribe to (MQTT wildcards, %u = the username)."""
+    """Topics one user may publish and subscribe to (MQTT wildcards, %u = the username).
+
+    ``deny_publish`` and ``deny_subscribe`` are checked before the allows: a user
+    granted ``#`` can be kept out of a few topics. A denied subscription filter is
+    refused (SUBACK 0x80) when it lies inside a denied one; messages on denied topics
+    are not delivered through a wider subscription either.
+    """
 
     username: str = Field(min_length=1, max_length=128)
     publish: list[str] = Field(default_factory=list)
     subscribe: list[str] = Field(default_factory=list)
+    deny_publish: list[str] = Field(default_factory=list)
+    deny_subscribe: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _filters_are_valid(self) -> AclRule:
+        for key in ("publish", "subscribe", "deny_publish", "deny_subscribe"):
+            for index, topic_filter in enumerate(getattr(self, key)):
+                if not valid_filter(topic_filter):
+                    raise ValueError(
+                        f"{key}[{index}]: {topic_filter!r} is not an MQTT topic filter "
+                        "('#' only as the whole last level, '+' only as a whole level)"
+                    )
+        return self
 
 
 class BrokerConfig(StrictModel):
@@ -53,6 +91,16 @@ class BrokerConfig(StrictModel):
         default=None, description="per-user topic rules; unset: any user may publish twin/<id>/telemetry"
     )
     max_payload: ByteSize = Field(default=256 * 1024, ge=64, le=16 * 1024 * 1024)
+    max_packet_size: ByteSize | None = Field(
+        default=None,
+        ge=1024,
+        le=32 * 1024 * 1024,
+        description="any larger MQTT packet closes the connection before it is read; "
+        "unset: 512 KiB, or max_payload + 64 KiB when that is more",
+    )
+    connect_timeout: Duration = Field(
+        default=10.0, ge=0.1, le=300, description="a connection that has not sent CONNECT by then is closed"
+    )
     max_frames_per_message: int = Field(default=1000, ge=1, le=10_000)
     max_queued_messages: int = Field(
         default=1000,
@@ -75,7 +123,19 @@ class BrokerConfig(StrictModel):
         names = [listener.name for listener in self.listeners]
         if len(set(names)) != len(names):
             raise ValueError("two listeners share a name; names must be unique")
+        if self.max_packet_size is not None and self.max_packet_size < self.max_payload + PACKET_HEADROOM:
+            raise ValueError(
+                f"max_packet_size ({self.max_packet_size} bytes) must leave room for a max_payload message "
+                f"and its topic: at least {self.max_payload + PACKET_HEADROOM} bytes"
+            )
         return self
+
+    @property
+    def packet_limit(self) -> int:
+        """The largest MQTT packet (remaining length) a client may send."""
+        if self.max_packet_size is not None:
+            return self.max_packet_size
+        return max(512 * 1024, self.max_payload + 64 * 1024)
 
 
 class MqttClientConfig(StrictModel):

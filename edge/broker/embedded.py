@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,9 +23,10 @@ from amqtt.contexts import ListenerConfig as AmqttListenerConfig
 from amqtt.errors import BrokerError
 
 from edge.broker.acl import Acl
-from edge.broker.amqtt_glue import Hooks, TwinedgeAuthPlugin, TwinedgeBroker, TwinedgeTopicPlugin
+from edge.broker.amqtt_glue import Hooks, Published, TwinedgeAuthPlugin, TwinedgeBroker, TwinedgeTopicPlugin
 from edge.broker.auth import Authenticator
-from edge.broker.config import BrokerConfig
+from edge.broker.config import BrokerConfig, ListenerConfig
+from edge.broker.guard import GUARD_COUNTERS, ConnectionGuard, ListenerLimit, connection_limits
 from edge.broker.ingest import TelemetryIngest, group_by_device, republish_prefix
 from edge.sources.base import FrameSink
 from shared.codec import encode_frames
@@ -63,6 +65,35 @@ class EmbeddedBroker:
         self._broker: TwinedgeBroker | None = None
         self._republish_prefix = republish_prefix(edge_id)
 
+    def _guard(self) -> ConnectionGuard:
+        """Connection limits that fit the descriptor limit, TLS contexts, timeouts: logged once at start."""
+        listeners = self.config.listeners
+        limits, why, lowered = connection_limits([(x.name, x.max_connections) for x in listeners])
+        described = ", ".join(f"{name} {limit}" for name, limit in limits.items())
+        (log.warning if lowered else log.info)(
+            "MQTT connections per listener: %s (%s)%s", described, why,
+            "; raise LimitNOFILE to allow the configured max_connections" if lowered else "",
+        )
+        guarded = {
+            f"l-{x.name}": ListenerLimit(x.name, limits[x.name], self._tls_context(x) if x.tls else None)
+            for x in listeners
+        }
+        return ConnectionGuard(
+            guarded, connect_timeout=self.config.connect_timeout, packet_limit=self.config.packet_limit
+        )
+
+    @staticmethod
+    def _tls_context(listener: ListenerConfig) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_cert_chain(str(listener.certfile), str(listener.keyfile))
+        except (OSError, ssl.SSLError) as exc:  # missing, unreadable or mismatched files
+            raise BrokerStartError(
+                f"MQTT listener {listener.name!r}: cannot load certfile {listener.certfile} and keyfile "
+                f"{listener.keyfile}: {exc.strerror or exc}"
+            ) from None
+        return context
+
     def _amqtt_config(self, hooks: Hooks) -> AmqttBrokerConfig:
         expiry = self.config.session_expiry
         config = AmqttBrokerConfig(
@@ -78,16 +109,10 @@ class EmbeddedBroker:
         )
         for listener in self.config.listeners:
             host = f"[{listener.host}]" if ":" in listener.host else listener.host
-            try:
-                config.listeners[f"l-{listener.name}"] = AmqttListenerConfig(
-                    bind=f"{host}:{listener.port}",
-                    max_connections=listener.max_connections,
-                    ssl=listener.tls,
-                    certfile=listener.certfile,
-                    keyfile=listener.keyfile,
-                )
-            except (FileNotFoundError, ValueError) as exc:
-                raise BrokerStartError(f"MQTT listener {listener.name!r}: {exc}") from None
+            # No limit and no TLS on amqtt's side: amqtt's limit makes new connections wait instead of
+            # refusing them, and its TLS handshake runs before any limit or timeout applies. The guard
+            # does both (TwinedgeBroker.stream_connected).
+            config.listeners[f"l-{listener.name}"] = AmqttListenerConfig(bind=f"{host}:{listener.port}")
         return config
 
     def _describe(self) -> str:
@@ -113,6 +138,7 @@ class EmbeddedBroker:
             authenticator=authenticator,
             allow_anonymous=self.config.allow_anonymous,
             max_queued_messages=self.config.max_queued_messages,
+            guard=self._guard(),
         )
         broker = TwinedgeBroker(self._amqtt_config(hooks), hooks=hooks)
         try:
@@ -131,20 +157,25 @@ class EmbeddedBroker:
             self.started.clear()
             self._broker = None
             self.ingest.close()
+            hooks.throttle.close()
             try:
                 async with asyncio.timeout(SHUTDOWN_TIMEOUT):
                     await broker.shutdown()
             except TimeoutError:
                 log.warning("MQTT broker did not shut down within %.0f s; leaving it", SHUTDOWN_TIMEOUT)
+            await hooks.guard.close()
 
     async def publish(self, topic: str, payload: bytes, *, qos: int = 0, retain: bool = False) -> None:
-        """Publish from the edge itself to every subscriber of ``topic`` (dropped when the broker is down)."""
+        """Publish from the edge itself to every subscriber of ``topic`` (dropped when the broker is down).
+
+        Each subscriber gets it at the lower of ``qos`` and its subscription's QoS.
+        """
         broker = self._broker
         if broker is None:
             return
         await broker.internal_message_broadcast(topic, payload, qos)
         if retain:
-            await broker.retain_message(None, topic, payload, qos)
+            await broker.retain_message(None, topic, Published(payload, qos), qos)
 
     async def publish_stored(self, frames: Sequence[TelemetryFrame]) -> None:
         """After commit: one message per device on twinedge/<edge>/frames/<device> (a msgpack list).
@@ -160,19 +191,26 @@ class EmbeddedBroker:
                 await self.publish(topic, encode_frames(group))
 
     def snapshot(self) -> dict[str, Any]:
+        """Counters for `twinedge status`: clients, refusals by cause, and the ingest's counts."""
         broker, hooks = self._broker, self._hooks
         sessions = list(broker.sessions.values()) if broker is not None else []
         connected = sum(1 for session, _ in sessions if session.transitions.state == "connected")
+        guarded = hooks.guard.snapshot() if hooks is not None else {}
+        per_listener = guarded.pop("listeners", {})
+        refused_publishes = dict(hooks.refused_publishes) if hooks is not None else {}
         return {
             "kind": "embedded",
             "running": self.started.is_set(),
             "listeners": [
-                {"name": x.name, "host": x.host, "port": x.port, "tls": x.tls} for x in self.config.listeners
+                {"name": x.name, "host": x.host, "port": x.port, "tls": x.tls, **per_listener.get(x.name, {})}
+                for x in self.config.listeners
             ],
             "clients_connected": connected,
             "sessions": len(sessions),
-            "refused_connections": hooks.refused_connections if hooks else 0,
-            "refused_publishes": hooks.refused_publishes if hooks else 0,
+            "refused_connections": hooks.refused_connections if hooks else 0,  # login or will topic refused
+            "refused_publishes": sum(refused_publishes.values()),
+            "refused_publishes_by_kind": refused_publishes,
             "offline_queue_dropped": hooks.queued_dropped if hooks else 0,
+            **{kind: guarded.get(kind, 0) for kind in GUARD_COUNTERS},
             **self.ingest.snapshot(),
         }

@@ -17,14 +17,22 @@ import re
 import time
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from edge.sources.base import FrameSink
 from shared.codec import decode_obj, validate_frame
 from shared.errors import CodecError, FrameError
 from shared.frame import DEVICE_ID_PATTERN, TelemetryFrame
 
-__all__ = ["BURST_QUIET", "RejectReason", "TelemetryIngest", "device_of_topic", "group_by_device", "republish_prefix"]
+__all__ = [
+    "BURST_QUIET",
+    "Received",
+    "RejectReason",
+    "TelemetryIngest",
+    "device_of_topic",
+    "group_by_device",
+    "republish_prefix",
+]
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +106,13 @@ class _BurstLog:
             self._timer = None
 
 
+class Received(NamedTuple):
+    """What became of one message: frames stored, and frames (or the whole payload, as 1) refused."""
+
+    stored: int
+    refused: int
+
+
 class TelemetryIngest:
     """Decodes device payloads and hands the frames to the sink."""
 
@@ -134,19 +149,27 @@ class TelemetryIngest:
         await self.sink.reject(origin, f"{reason}: {detail}", payload)
 
     async def handle(self, topic: str, payload: bytes, *, client_id: str, durable: bool) -> int:
-        """Ingest one message; returns the number of frames stored. Never raises for bad input.
+        """Ingest one message; returns the number of frames stored. Never raises for bad input."""
+        return (await self.receive(topic, payload, client_id=client_id, durable=durable)).stored
+
+    async def receive(self, topic: str, payload: bytes, *, client_id: str, durable: bool) -> Received:
+        """Ingest one message: how many frames were stored and how many refused.
 
         With ``durable=True`` it returns only after the sink committed the frames,
         which is what lets the broker acknowledge a QoS 1/2 publish afterwards.
         """
-        frames = await self.frames_of(topic, payload, client_id=client_id)
+        frames, refused = await self._parse(topic, payload, client_id=client_id)
         if frames:
             await self.sink.put(frames, durable=durable)
             self.frames_in += len(frames)
-        return len(frames)
+        return Received(len(frames), refused)
 
     async def frames_of(self, topic: str, payload: bytes, *, client_id: str) -> list[TelemetryFrame]:
         """The valid frames of one message; refusals are counted and handed to ``sink.reject``."""
+        return (await self._parse(topic, payload, client_id=client_id))[0]
+
+    async def _parse(self, topic: str, payload: bytes, *, client_id: str) -> tuple[list[TelemetryFrame], int]:
+        """(valid frames, number refused: frames, or 1 for a payload refused whole)."""
         self.messages_in += 1
         self.bytes_in += len(payload)
         self.last_message = time.time()
@@ -157,23 +180,23 @@ class TelemetryIngest:
                 RejectReason.BAD_TOPIC, f"the topic's device id {shown} is not a valid id (letters, digits, . _ : -)",
                 topic=topic, client_id=client_id, payload=payload,
             )
-            return []
+            return [], 1
         if len(payload) > self.max_payload:
             await self.reject(
                 RejectReason.TOO_LARGE, f"{len(payload)} bytes exceeds the limit of {self.max_payload} bytes",
                 topic=topic, client_id=client_id, payload=None,
             )
-            return []
+            return [], 1
         try:
             obj = decode_obj(payload, max_bytes=self.max_payload)
         except CodecError as exc:
             await self.reject(RejectReason.UNREADABLE, str(exc), topic=topic, client_id=client_id, payload=payload)
-            return []
+            return [], 1
         return await self._frames(obj, device, topic=topic, client_id=client_id, payload=payload)
 
     async def _frames(
         self, obj: Any, device: str, *, topic: str, client_id: str, payload: bytes
-    ) -> list[TelemetryFrame]:
+    ) -> tuple[list[TelemetryFrame], int]:
         if isinstance(obj, dict):
             items, single = [obj], True
         elif isinstance(obj, list):
@@ -183,13 +206,13 @@ class TelemetryIngest:
                     RejectReason.TOO_MANY_FRAMES, f"{len(items)} frames in one message exceeds {self.max_frames}",
                     topic=topic, client_id=client_id, payload=payload,
                 )
-                return []
+                return [], 1
         else:
             await self.reject(
                 RejectReason.NOT_FRAMES, f"expected a frame (map) or a list of frames, got {type(obj).__name__}",
                 topic=topic, client_id=client_id, payload=payload,
             )
-            return []
+            return [], 1
         frames: list[TelemetryFrame] = []
         refused: dict[str, list[str]] = {}
         for index, item in enumerate(items):
@@ -213,4 +236,4 @@ class TelemetryIngest:
             await self.reject(
                 reason, details[0][:300] + more, topic=topic, client_id=client_id, payload=payload, n=len(details)
             )
-        return frames
+        return frames, sum(len(details) for details in refused.values())

@@ -31,6 +31,39 @@ def _packet(kind: int, flags: int, body: bytes) -> bytes:
     return bytes(out) + body
 
 
+def packet(kind: int, flags: int, body: bytes) -> bytes:
+    """One MQTT packet: fixed header (type, flags, remaining length) and body."""
+    return _packet(kind, flags, body)
+
+
+def connect_packet(
+    client_id: str,
+    *,
+    clean: bool = True,
+    keepalive: int = 60,
+    username: str | None = None,
+    password: str | None = None,
+    will: tuple[str, bytes, int, bool] | None = None,
+) -> bytes:
+    """The bytes of a CONNECT (MQTT 3.1.1), e.g. to send only part of it."""
+    flags = (0x02 if clean else 0) | (0x80 if username is not None else 0) | (0x40 if password is not None else 0)
+    payload = _str(client_id)
+    if will is not None:
+        topic, message, qos, retain = will
+        flags |= 0x04 | (qos << 3) | (0x20 if retain else 0)
+        payload += _str(topic) + _str(message)
+    if username is not None:
+        payload += _str(username)
+    if password is not None:
+        payload += _str(password)
+    return _packet(CONNECT, 0, _str("MQTT") + bytes([4, flags]) + struct.pack("!H", keepalive) + payload)
+
+
+def publish_packet(topic: str, payload: bytes, *, qos: int = 0, packet_id: int = 1, retain: bool = False) -> bytes:
+    body = _str(topic) + (struct.pack("!H", packet_id) if qos else b"") + payload
+    return _packet(PUBLISH, (qos << 1) | (1 if retain else 0), body)
+
+
 @dataclass
 class Packet:
     kind: int
@@ -85,19 +118,10 @@ class RawClient:
     ) -> tuple[RawClient, int, bool]:
         """Open a connection and send CONNECT; returns (client, CONNACK return code, session present)."""
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        flags = (0x02 if clean else 0) | (0x80 if username is not None else 0) | (0x40 if password is not None else 0)
-        payload = _str(client_id)
-        if will is not None:
-            topic, message, qos, retain = will
-            flags |= 0x04 | (qos << 3) | (0x20 if retain else 0)
-            payload += _str(topic) + _str(message)
-        if username is not None:
-            payload += _str(username)
-        if password is not None:
-            payload += _str(password)
-        body = _str("MQTT") + bytes([4, flags]) + struct.pack("!H", keepalive) + payload
         client = cls(reader, writer)
-        await client.send(_packet(CONNECT, 0, body))
+        await client.send(
+            connect_packet(client_id, clean=clean, keepalive=keepalive, username=username, password=password, will=will)
+        )
         connack = await client.read()
         assert connack.kind == CONNACK, connack
         return client, connack.body[1], bool(connack.body[0] & 1)
@@ -124,6 +148,12 @@ class RawClient:
         packet = await self.read(within)
         assert packet.kind == kind, f"expected packet type {kind}, got {packet.kind} {packet.body!r}"
         return packet
+
+    @classmethod
+    async def open(cls, port: int) -> RawClient:
+        """A TCP connection that has sent nothing yet."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return cls(reader, writer)
 
     async def publish(
         self, topic: str, payload: bytes, *, qos: int = 0, packet_id: int = 1, retain: bool = False, dup: bool = False
@@ -157,6 +187,10 @@ class RawClient:
             pass
 
     async def wait_closed_by_peer(self, within: float) -> None:
+        """Read (and discard) until the broker closes the connection; TimeoutError if it does not."""
         async with asyncio.timeout(within):
-            while await self.reader.read(4096):
-                pass
+            try:
+                while await self.reader.read(4096):
+                    pass
+            except ConnectionError:
+                pass  # an abort (RST) is a close too, also when it breaks a write still in progress

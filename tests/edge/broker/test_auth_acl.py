@@ -155,3 +155,29 @@ def test_explicit_rules_with_user_and_client_placeholders() -> None:
     assert not acl.allowed("a/b", "c1", P, "twin/a/b/telemetry")
     assert acl.allowed("admin", "c", S, "#")
     assert not Acl([AclRule(username="admin", publish=["#"])]).allowed("other", "c", P, "x")
+
+
+def test_deny_entries_are_checked_before_the_allows() -> None:
+    acl = Acl([
+        AclRule(username="dash", publish=["#"], subscribe=["#"], deny_publish=["plant/secret/#"],
+                deny_subscribe=["plant/secret/#", "twin/%u/#"]),
+    ])
+    assert not acl.allowed("dash", "c", P, "plant/secret/recipe")
+    assert acl.allowed("dash", "c", P, "plant/open")
+    # A filter inside a denied one is refused (SUBACK 0x80); a wider one is granted ...
+    assert not acl.allowed("dash", "c", S, "plant/secret/recipe")
+    assert not acl.allowed("dash", "c", S, "plant/secret/+")
+    assert acl.allowed("dash", "c", S, "#")
+    assert acl.allowed("dash", "c", S, "plant/+/recipe")
+    # ... and what it would match inside the denied topics is not delivered.
+    assert not acl.allowed("dash", "c", R, "plant/secret/recipe")
+    assert acl.allowed("dash", "c", R, "plant/open")
+    assert not acl.allowed("dash", "c", R, "twin/dash/x")  # %u in a deny entry
+
+
+def test_a_deny_entry_with_a_wildcard_user_name_still_denies() -> None:
+    acl = Acl([AclRule(username="*", subscribe=["#"], deny_subscribe=["private/%u/#"])])
+    # Substituted as it is: "private/+/#" then denies every user's private topics to this user (an
+    # allow entry would be dropped instead; a deny that grows only refuses more).
+    assert not acl.allowed("+", "c", R, "private/other/x")
+    assert acl.allowed("+", "c", R, "public/x")

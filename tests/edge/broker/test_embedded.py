@@ -200,7 +200,10 @@ async def test_snapshot_counts_clients_messages_and_rejections(
         snap = broker.snapshot()
         assert snap["clients_connected"] == 1
         assert (snap["messages_in"], snap["frames_in"], snap["rejected"]) == (2, 1, {"unreadable": 1})
-        assert snap["listeners"] == [{"name": "tcp", "host": "127.0.0.1", "port": port, "tls": False}]
+        listener = snap["listeners"][0]
+        assert {k: listener[k] for k in ("name", "host", "port", "tls", "connections", "refused")} == {
+            "name": "tcp", "host": "127.0.0.1", "port": port, "tls": False, "connections": 1, "refused": 0
+        }
         await device.disconnect()
 
 
@@ -237,3 +240,56 @@ async def test_broker_can_start_again_after_shutdown(start_broker: BrokerFactory
             assert rc == 0
             await device.disconnect()
     await asyncio.sleep(0)
+
+
+async def test_a_deny_entry_also_holds_back_retained_messages(port: int, sink: CollectingSink) -> None:
+    config = BrokerConfig(
+        listeners=[ListenerConfig(name="tcp", port=port)],
+        allow_anonymous=True,
+        acl=[AclRule(username="anonymous", publish=["#"], subscribe=["#"], deny_subscribe=["plant/secret/#"])],
+    )
+    async with running(EmbeddedBroker(config, sink, edge_id="edge-1")):
+        pub, _, _ = await RawClient.connect(port, "pub")
+        await pub.publish("plant/secret/recipe", b"s", qos=1, packet_id=1, retain=True)
+        await pub.read_kind(PUBACK)
+        dash, _, _ = await RawClient.connect(port, "dash")
+        assert await dash.subscribe(1, ("#", 0)) == [0]
+        await pub.publish("plant/open", b"o", qos=0)
+        first = await dash.read_kind(PUBLISH)
+        assert first.topic == "plant/open"  # the retained secret was not sent on subscribing to '#'
+        await pub.disconnect()
+        await dash.disconnect()
+
+
+async def test_a_will_on_a_topic_the_client_may_not_publish_refuses_the_connection(
+    port: int, sink: CollectingSink
+) -> None:
+    config = BrokerConfig(
+        listeners=[ListenerConfig(name="tcp", port=port)],
+        allow_anonymous=True,
+        acl=[AclRule(username="anonymous", publish=["twin/%c/telemetry", "status/%c"])],
+    )
+    async with running(EmbeddedBroker(config, sink, edge_id="edge-1")) as broker:
+        client, code, _ = await RawClient.connect(port, "plc-1", will=("twinedge/edge-1/frames/x", b"fake", 0, False))
+        await client.abort()
+        assert code == 5  # not authorised: amqtt would publish the will without asking the ACL
+        client, code, _ = await RawClient.connect(port, "plc-1", will=("status/plc-1", b"offline", 0, False))
+        assert code == 0
+        await client.disconnect()
+        assert broker.snapshot()["refused_connections"] == 1
+
+
+async def test_refused_telemetry_is_acknowledged_but_not_forwarded(start_broker: BrokerFactory, port: int) -> None:
+    async with start_broker() as broker:
+        dash, _, _ = await RawClient.connect(port, "dash")
+        await dash.subscribe(1, ("twin/+/telemetry", 0))
+        device, _, _ = await RawClient.connect(port, "dev-1")
+        for packet_id, payload in enumerate([b"\xc1", b"[1, 2]", frame_bytes("dev-2")], start=1):
+            await device.publish("twin/dev-1/telemetry", payload, qos=1, packet_id=packet_id)
+            await device.read_kind(PUBACK)
+        await device.publish("twin/dev-1/telemetry", frame_bytes(), qos=1, packet_id=9)
+        await device.read_kind(PUBACK)
+        assert (await dash.read_kind(PUBLISH)).payload == frame_bytes()
+        assert sum(broker.snapshot()["rejected"].values()) == 4  # [1, 2] is two refused frames
+        await device.disconnect()
+        await dash.disconnect()

@@ -209,3 +209,63 @@ async def test_pubrel_is_resent_after_reconnect_when_pubcomp_was_lost(start_brok
         await sub.ack(PUBCOMP, rel.packet_id)
         await sub.disconnect()
         await pub.disconnect()
+
+
+async def test_delivery_qos_is_the_lower_of_publish_and_subscription_qos(
+    start_broker: BrokerFactory, port: int
+) -> None:
+    async with start_broker():
+        sub, _, _ = await RawClient.connect(port, "sub")
+        assert await sub.subscribe(1, ("q/#", 2)) == [2]
+        low, _, _ = await RawClient.connect(port, "low")
+        assert await low.subscribe(1, ("q/#", 0)) == [0]
+        pub, _, _ = await RawClient.connect(port, "pub")
+        await pub.publish("q/a", b"zero", qos=0)
+        await pub.publish("q/a", b"one", qos=1, packet_id=1)
+        await pub.read_kind(PUBACK)
+        got = []
+        for _ in range(2):
+            packet = await sub.read_kind(PUBLISH)
+            got.append((packet.payload, packet.qos))  # amqtt alone: both at QoS 2
+            if packet.qos:
+                await sub.ack(PUBACK, packet.packet_id)
+        assert got == [(b"zero", 0), (b"one", 1)]
+        assert [(await low.read_kind(PUBLISH)).qos for _ in range(2)] == [0, 0]
+        for client in (sub, low, pub):
+            await client.disconnect()
+
+
+async def test_retained_and_will_messages_are_delivered_at_the_lower_qos_too(
+    start_broker: BrokerFactory, port: int
+) -> None:
+    async with start_broker():
+        pub, _, _ = await RawClient.connect(port, "pub")
+        await pub.publish("plant/mode", b"auto", qos=0, retain=True)
+        watcher, _, _ = await RawClient.connect(port, "watcher")
+        await watcher.subscribe(1, ("plant/#", 1), ("status/#", 0))
+        retained = await watcher.read_kind(PUBLISH)
+        assert (retained.payload, retained.qos) == (b"auto", 0)  # amqtt alone: QoS 1
+        device, _, _ = await RawClient.connect(port, "plc-9", will=("status/plc-9", b"offline", 1, False))
+        await device.abort()
+        will = await watcher.read_kind(PUBLISH)
+        assert (will.payload, will.qos) == (b"offline", 0)  # amqtt alone: the will's QoS 1
+        await watcher.disconnect()
+        await pub.disconnect()
+
+
+async def test_a_qos0_message_is_not_queued_for_an_offline_session(start_broker: BrokerFactory, port: int) -> None:
+    async with start_broker():
+        sub, _, _ = await RawClient.connect(port, "hmi-2", clean=False)
+        await sub.subscribe(1, ("orders/#", 1))
+        await sub.disconnect()
+        pub, _, _ = await RawClient.connect(port, "pub")
+        await pub.publish("orders/new", b"fire-and-forget", qos=0)
+        await pub.publish("orders/new", b"kept", qos=1, packet_id=1)
+        await pub.read_kind(PUBACK)
+        sub, _, present = await RawClient.connect(port, "hmi-2", clean=False)
+        assert present
+        first = await sub.read_kind(PUBLISH)
+        assert (first.payload, first.qos) == (b"kept", 1)
+        await sub.ack(PUBACK, first.packet_id)
+        await sub.disconnect()
+        await pub.disconnect()

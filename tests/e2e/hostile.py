@@ -1,0 +1,175 @@
+"""A real `twinedge run` process for hostile-network tests and the benchmark: several listeners,
+short timeouts, an optional descriptor limit, and what the kernel says about the process.
+
+The process is started with ``subprocess.Popen`` (not asyncio's), so one daemon can
+serve the tests of a module, each running in its own event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from edge.broker.auth import set_password
+from edge.control import ControlError, request
+from tests.e2e.daemon import PASSWORD, USER
+from tests.support import free_port
+
+OPS, OPS_PASSWORD = "ops", "s3cret-ops-pw"
+
+
+class HostileDaemon:
+    """``twinedge run`` with the given listeners (name -> extra TOML of the listener) and [broker] keys."""
+
+    def __init__(
+        self,
+        tmp: Path,
+        *,
+        listeners: dict[str, str],
+        broker_toml: str = "",
+        extra_toml: str = "",
+        nofile: int | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        tmp.mkdir(parents=True, exist_ok=True)
+        self.dir = tmp
+        self.socket = tmp / "control.sock"
+        self.log = tmp / "edge.log"
+        self.nofile = nofile
+        self.env = env or {}
+        self.ports = {name: free_port() for name in listeners}
+        passwd = tmp / "broker.passwd"
+        set_password(passwd, USER, PASSWORD)
+        set_password(passwd, OPS, OPS_PASSWORD)
+        rows = ",\n".join(
+            f'  {{ name = "{name}", host = "127.0.0.1", port = {self.ports[name]}{", " + extra if extra else ""} }}'
+            for name, extra in listeners.items()
+        )
+        self.config = tmp / "edge.toml"
+        self.config.write_text(
+            f'[edge]\nid = "edge-e2e"\nstate_dir = "{tmp / "state"}"\n'
+            f'[store]\nbatch_max_delay = "5ms"\n'
+            f'[broker]\npassword_file = "{passwd}"\n{broker_toml}\nlisteners = [\n{rows}\n]\n'
+            f'[control]\nsocket = "{self.socket}"\n' + extra_toml
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def _spawn(self) -> None:
+        limit = self.nofile
+
+        def limit_descriptors() -> None:  # in the child, before exec
+            if limit is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "edge.cli", "run", "-c", str(self.config)],
+                stdout=out, stderr=subprocess.STDOUT, preexec_fn=limit_descriptors,
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
+            )
+
+    def _check_running(self) -> None:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"edge exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}")
+
+    def start(self) -> None:
+        """Start and wait until the control socket answers (outside an event loop: a module fixture)."""
+        self._spawn()
+        deadline = time.monotonic() + 30
+        while True:
+            self._check_running()
+            try:
+                asyncio.run(self.status())
+                return
+            except ControlError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    async def astart(self) -> None:
+        """``start()`` from inside a test's event loop."""
+        self._spawn()
+        async with asyncio.timeout(30):
+            while True:
+                self._check_running()
+                try:
+                    await self.status()
+                    return
+                except ControlError:
+                    await asyncio.sleep(0.05)
+
+    async def status(self) -> dict[str, Any]:
+        result = await request(self.socket, "status")
+        assert isinstance(result, dict)
+        return result
+
+    async def mqtt(self) -> dict[str, Any]:
+        """The MQTT part of `status --json`."""
+        mqtt = (await self.status())["mqtt"]
+        assert isinstance(mqtt, dict)
+        return mqtt
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def descriptors(self) -> int:
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmRSS")
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> int:
+        """SIGTERM; returns the exit code."""
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def open_silent(port: int, count: int) -> list[socket.socket]:
+    """``count`` TCP connections that send nothing (stop early if the kernel refuses more)."""
+    socks = []
+    for _ in range(count):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.connect(("127.0.0.1", port))
+        except OSError:
+            sock.close()
+            break
+        socks.append(sock)
+    return socks
+
+
+def close_all(socks: list[socket.socket]) -> None:
+    for sock in socks:
+        sock.close()
