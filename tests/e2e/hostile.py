@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from edge.broker.auth import set_password
-from edge.control import ControlError, request
+from edge.control import ControlError
+from edge.control.client import request
 from tests.e2e.daemon import PASSWORD, USER
 from tests.support import free_port
 
