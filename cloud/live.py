@@ -67,10 +67,6 @@ class LiveHub:
         if not self._subs:
             self._wanted.clear()
 
-    @property
-    def subscribers(self) -> int:
-        return sum(len(s) for s in self._subs.values())
-
     def publish(self, frames: Iterable[TelemetryFrame]) -> int:
         """Hand frames to their device's subscribers without waiting; returns how many were missed."""
         if not self._subs:

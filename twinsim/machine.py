@@ -145,11 +145,6 @@ class Machine:
         """False while the PLC restarts: its server should not answer."""
         return self._online
 
-    @property
-    def wear(self) -> float:
-        """Bearing wear 0..1 (1: the bearing is finished)."""
-        return self._wear
-
     def reading(self) -> Reading:
         return self._reading
 

@@ -165,10 +165,6 @@ class Authenticator:
         log.info("%d MQTT user(s) loaded from %s", len(users), path)
         return cls(users)
 
-    @property
-    def user_count(self) -> int:
-        return len(self._users)
-
     def _digest(self, username: str, password: str) -> bytes:
         return hmac.new(self._pepper, f"{username}\0{password}".encode(), hashlib.sha256).digest()
 

@@ -50,7 +50,6 @@ class RejectReason:
     INVALID_FRAME = "invalid_frame"
     DEVICE_MISMATCH = "device_mismatch"
     BAD_TOPIC = "bad_topic"
-    OVERLOAD = "overload"
 
 
 def device_of_topic(topic: str) -> str | None:

@@ -17,7 +17,6 @@ from edge.broker.auth import PasswordFileError, set_password
 __all__ = ["add_arguments", "run"]
 
 MIN_PASSWORD = 8
-EX_USAGE = 64
 EX_DATAERR = 65
 EX_CANTCREAT = 73
 

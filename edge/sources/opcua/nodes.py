@@ -73,7 +73,6 @@ class NodeTable:
             Node(config=n, name=n.name, device=n.device_id or config.frame_device, handle=i + 1)
             for i, n in enumerate(config.nodes)
         ]
-        self.by_handle = {node.handle: node for node in self.nodes}
         self.connected = False
         self.refused_values = 0
         health.detail.update(url=config.url, mode=config.mode, nodes=len(self.nodes), failing={})
