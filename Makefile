@@ -30,8 +30,9 @@ install: $(STAMP) $(NODE_STAMP)
 run: $(STAMP)
 	$(PY) deploy/scripts/demo.py $(RUN_ARGS)
 
+# Two workers, a test file each at a time: most tests wait on real servers and processes.
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --numprocesses auto --dist loadfile
 
 lint: install
 	$(VENV)/bin/ruff check shared edge cloud twinsim tests bench
