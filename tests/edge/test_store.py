@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from edge.config import StoreConfig
-from edge.store import Store
+from edge.store import QueueFull, Store
 from shared.frame import TelemetryFrame
 
 T0 = 1_800_000_000.0
@@ -80,13 +80,18 @@ async def test_disk_budget_drops_the_oldest_and_counts_them(tmp_path: Path) -> N
     await store.close()
 
 
-async def test_drop_newest_policy_keeps_the_backlog(tmp_path: Path) -> None:
+async def test_drop_newest_refuses_whole_batches_and_keeps_the_backlog(tmp_path: Path) -> None:
     store = await open_store(tmp_path / "q.db", disk_budget="1MiB", when_full="drop_newest")
-    stored = 0
+    stored = refused = 0
     for batch in range(40):
-        stored += await store.append(frames(100, start=T0 + batch * 100, width=40))
+        try:
+            stored += await store.append(frames(100, start=T0 + batch * 100, width=40))
+        except QueueFull as exc:
+            assert exc.reason == "disk_budget_newest" and "drop_newest" in str(exc)
+            refused += 100
     stats = await store.stats()
-    assert stats.drops["disk_budget_newest"] == 4000 - stored > 0
+    # The store counts nothing itself: the writer knows who keeps a refused frame (see test_writer).
+    assert refused == 4000 - stored > 0 and stats.depth == stored and stats.drops == {}
     assert (await store.read(limit=1))[0].frame_dict()["ts"] == T0
     await store.close()
 
