@@ -14,7 +14,6 @@ import asyncio
 import gzip
 import json
 import logging
-import sqlite3
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -28,7 +27,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 
 from edge import __version__
 from edge.config import UplinkConfig
-from edge.store import Store, StoredRow
+from edge.store import Store, StoredRow, StoreError
 from shared.batch import EdgeHealth, SyncAck
 from shared.errors import TwinedgeError
 from shared.frame import TelemetryFrame
@@ -144,7 +143,7 @@ class Uplink:
     def snapshot(self) -> dict[str, Any]:
         link = self.link
         return {
-            "url": str(self.config.url), "state": link.state, "since": link.since, "last_sync": link.last_sync,
+            "url": self.config.shown_url, "state": link.state, "since": link.since, "last_sync": link.last_sync,
             "last_error": link.last_error, "retry_in": link.retry_in, "frames_sent": link.frames_sent,
             "batches": link.batches, "quarantined_by_cloud": link.quarantined,
             "backlog_through": link.backlog_through,
@@ -183,7 +182,7 @@ class Uplink:
             base_url=str(self.config.url), headers=headers, verify=self._verify(),
             timeout=self.config.timeout, transport=self.transport,
         ) as client:
-            log.info("uplink to %s started", self.config.url)
+            log.info("uplink to %s started", self.config.shown_url)
             ahead: _Prepared | None = None
             while True:
                 if ahead is None or (len(ahead.rows) < self._limit and not ahead.backlog
@@ -253,7 +252,7 @@ class Uplink:
                     backlog = True
                     rows = await self.store.read(after_seq=after(0, split), through_seq=split, limit=limit,
                                                  max_bytes=max_bytes)
-        except sqlite3.Error as exc:
+        except StoreError as exc:
             log.debug("reading the next batch ahead failed (%s); it is read again after this one", exc)
             return None
         if not rows:
@@ -389,7 +388,8 @@ class Uplink:
         try:
             response = await client.post(SYNC_PATH, content=body)
         except httpx.TransportError as exc:
-            raise SyncRetry(f"cannot reach the cloud at {self.config.url} ({type(exc).__name__}: {exc})") from None
+            where = self.config.shown_url
+            raise SyncRetry(f"cannot reach the cloud at {where} ({type(exc).__name__}: {exc})") from None
         status = response.status_code
         if status == 200:
             try:
@@ -404,7 +404,7 @@ class Uplink:
         if status == 413:
             raise SyncTooLarge(reason)
         if status in (404, 405):
-            raise SyncRetry(f"no sync endpoint at {self.config.url} ({reason}); check uplink.url", status=status)
+            raise SyncRetry(f"no sync endpoint at {self.config.shown_url} ({reason}); check uplink.url", status=status)
         if status == 429 or status >= 500:
             raise SyncRetry(reason, status=status, retry_after=_retry_after(response))
         raise SyncRefused(reason)
@@ -420,8 +420,9 @@ class Uplink:
             log.warning("the cloud refused %d of %d frames (first: seq %d, %s); they are in the quarantine",
                         len(ack.rejected), len(rows), ack.rejected[0].seq, ack.rejected[0].reason)
         if ack.acked_through is not None:
-            await self.store.ack(ack.acked_through, from_seq=rows[0].seq)
-            self.link.frames_sent += sum(1 for r in rows if r.seq <= ack.acked_through)
+            delivered = sum(1 for r in rows if r.seq <= ack.acked_through)
+            await self.store.ack(ack.acked_through, from_seq=rows[0].seq, sent=delivered)
+            self.link.frames_sent += delivered
         self.link.batches += 1
         self.link.last_sync = time.time()
         self.link.retry_in = None
