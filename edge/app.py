@@ -147,7 +147,10 @@ class Gateway:
 
     async def _status_line(self) -> str:
         up = sum(1 for s in self.sources if s.health.state == SourceState.CONNECTED)
-        return f"{up}/{len(self.sources)} sources connected; queue {self.store.depth} frames"
+        line = f"{up}/{len(self.sources)} sources connected; queue {self.store.depth} frames"
+        if self.store.report.is_full():
+            line += f"; queue FULL ({self.config.store.when_full})"
+        return line
 
     async def _supervise(self, source: Source) -> None:
         crashes: deque[float] = deque()

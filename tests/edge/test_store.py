@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import stat
 import time
 from pathlib import Path
 
 import pytest
 
 from edge.config import StoreConfig
-from edge.store import QueueFull, Store
+from edge.store import QueueFull, Store, StoreError
 from shared.frame import TelemetryFrame
 
 T0 = 1_800_000_000.0
@@ -131,4 +132,38 @@ async def test_counters_and_quarantine_survive_a_restart(tmp_path: Path) -> None
     assert (stats.duplicates, stats.quarantined, stats.drops["source_overrun"], stats.depth) == (2, 1, 5, 2)
     [row] = await store.quarantined()
     assert (row["origin"], row["reason"], row["bytes"]) == ("mqtt:twin/x/telemetry", "ts: must be seconds", 5)
+    await store.close()
+
+
+async def test_a_queue_directory_under_a_regular_file_is_a_store_error_that_says_what_to_do(tmp_path: Path) -> None:
+    (tmp_path / "var").write_text("a file where a directory should be")
+    store = Store(tmp_path / "var" / "lib" / "queue.db", StoreConfig())
+    with pytest.raises(StoreError) as caught:
+        await store.open()
+    message = str(caught.value)
+    assert f"cannot create the queue directory {tmp_path / 'var' / 'lib'}" in message
+    assert f"{tmp_path / 'var'} is a file" in message and "set edge.state_dir" in message
+
+
+async def test_a_queue_path_that_cannot_be_opened_is_a_store_error_and_is_not_set_aside(tmp_path: Path) -> None:
+    (tmp_path / "queue.db").mkdir()  # a directory where the file should be: not "damaged", just wrong
+    store = Store(tmp_path / "queue.db", StoreConfig())
+    with pytest.raises(StoreError, match="queue.db"):
+        await store.open()
+    assert (tmp_path / "queue.db").is_dir() and not list(tmp_path.glob("*.corrupt-*"))
+
+
+async def test_queue_files_are_not_readable_by_other_users(tmp_path: Path) -> None:
+    store = await open_store(tmp_path / "state" / "q.db")
+    await store.append(frames(3))
+    assert stat.S_IMODE((tmp_path / "state").stat().st_mode) & 0o007 == 0
+    for name in ("q.db", "q.db-wal", "q.db-shm", "q.db-reserve"):
+        assert stat.S_IMODE((tmp_path / "state" / name).stat().st_mode) & 0o007 == 0, name
+    await store.close()
+
+    # A queue made by an older version (mode 0644) loses other users' access at the next start.
+    (tmp_path / "state" / "q.db").chmod(0o644)
+    store = await open_store(tmp_path / "state" / "q.db")
+    assert stat.S_IMODE((tmp_path / "state" / "q.db").stat().st_mode) == 0o640
+    assert (await store.stats()).depth == 3
     await store.close()
