@@ -157,7 +157,7 @@ async def test_drop_newest_on_a_full_disk_acknowledges_only_what_it_stored(tmp_p
         try:
             await daemon.start()
             publishers = [asyncio.create_task(d.publish(daemon.mqtt_port, stop), name=d.name) for d in devices]
-            full = await wait_until(daemon, lambda s: s["queue"]["refused_unacked"] >= 1_000)
+            full = await wait_until(daemon, lambda s: s["queue"].get("refused_unacked", 0) >= 1_000)
             shown = await twinedge_status(daemon)
             stop.set()
             await asyncio.gather(*publishers)
