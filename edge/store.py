@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import sqlite3
 import time
@@ -389,15 +390,29 @@ class Store:
         delivered that are no longer here were dropped (drop_oldest) while in
         flight: they were delivered after all, so they are taken off the drop count.
         """
-        async def delete(db: aiosqlite.Connection) -> int:
-            cur = await db.execute("DELETE FROM frames WHERE seq BETWEEN ? AND ?", (from_seq, through_seq))
-            delivered_anyway = min((sent or 0) - cur.rowcount, self._counters.get("disk_budget_oldest", 0))
-            if delivered_anyway > 0:
-                await self._bump_in_txn({"disk_budget_oldest": -delivered_anyway})
+        async def delete(db: aiosqlite.Connection, limit: int = -1) -> int:
+            cur = await db.execute(
+                "DELETE FROM frames WHERE seq IN (SELECT seq FROM frames WHERE seq BETWEEN ? AND ? LIMIT ?)",
+                (from_seq, through_seq, limit),
+            ) if limit > 0 else await db.execute(
+                "DELETE FROM frames WHERE seq BETWEEN ? AND ?", (from_seq, through_seq)
+            )
             return int(cur.rowcount)
 
-        deleted = await self._write("delete acknowledged frames", delete)
-        self._depth -= deleted
+        try:
+            deleted = await self._write("delete acknowledged frames", delete)
+            self._depth -= deleted
+        except DiskFull:
+            # A full disk, and the WAL cannot take the whole delete at once: in pieces it can take.
+            usage = await self.usage()
+            piece = max(1, self.disk.slack // 2 // max(1, (usage.used - usage.wal) // max(1, self._depth)))
+            deleted = 0
+            while done := await self._write("delete acknowledged frames", functools.partial(delete, limit=piece)):
+                deleted += done
+                self._depth -= done
+        delivered_anyway = min((sent or 0) - deleted, self._counters.get("disk_budget_oldest", 0))
+        if delivered_anyway > 0:
+            await self._bump({"disk_budget_oldest": -delivered_anyway})
         return deleted
 
     async def quarantine(self, origin: str, reason: str, payload: bytes | None) -> None:

@@ -95,7 +95,8 @@ async def test_acknowledged_frames_can_be_deleted_when_another_program_filled_th
     for batch in range(40):
         await store.append(frames(200, start=batch * 200))
     fill_up(fs / "logs")  # the disk is now full to the last byte
-    assert await drain(store) == 8000
+    newest = (await store.stats()).newest_seq or 0
+    assert await store.ack(newest) == 8000  # one acknowledgement larger than the reserve
     await store.close()
     assert integrity(fs / "q.db") == ["ok"]
 
