@@ -60,6 +60,8 @@ class StoreWriter:
         self.waits = 0  # how often a caller had to wait for room (backpressure engaged)
         self.rejected: dict[str, int] = {}
         self._inflight: list[tuple[Sequence[TelemetryFrame], asyncio.Future[None] | None]] | None = None
+        self._quarantine_logged = -_LOG_EVERY
+        self._quarantine_failures = 0
         self._rejects: asyncio.Queue[tuple[str, str, bytes | None]] = asyncio.Queue(_REJECT_QUEUE)
 
     def on_commit(self, hook: CommitHook) -> None:
@@ -118,7 +120,13 @@ class StoreWriter:
         try:
             await self.store.quarantine(origin, reason, payload)
         except StoreError as exc:
-            log.error("could not quarantine refused input from %s: %s", origin, exc)
+            # Counted as rejected already; on a full disk this would repeat for every bad message.
+            now = time.monotonic()
+            self._quarantine_failures += 1
+            if now - self._quarantine_logged >= _LOG_EVERY:
+                log.error("could not keep refused input from %s in the quarantine (%d time(s) since the last "
+                          "message): %s", origin, self._quarantine_failures, exc)
+                self._quarantine_logged, self._quarantine_failures = now, 0
 
     # --- the writer task -----------------------------------------------------
 
