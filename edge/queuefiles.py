@@ -22,6 +22,7 @@ can hold, between 64 KiB and 4 MiB.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import sqlite3
@@ -150,7 +151,6 @@ def set_aside_if_damaged(path: Path) -> str | None:
     return reason
 
 
-
 def slack_for(capacity: int, page_size: int = 4096) -> int:
     """The WAL's steady size and the unit of the reserve and the headroom, for a queue of ``capacity`` bytes."""
     slack = min(max(capacity // 32, SLACK_MIN), SLACK_MAX)
@@ -209,6 +209,7 @@ class DiskSpace:
         self.reserve_path = path.with_name(path.name + "-reserve")
         self._files = [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
         self.slack = slack_for(configured)
+        self._can_reserve = True  # False once the filesystem refused the reserve for a reason other than room
 
     def setup(self, page_size: int) -> int:
         """Size the slack from the budget and the filesystem; returns it (the WAL's steady size in bytes)."""
@@ -247,6 +248,8 @@ class DiskSpace:
         """Create the reserve file if it is missing and the disk has room for it; True when it exists."""
         if _size(self.reserve_path) >= self.reserve_size:
             return True
+        if not self._can_reserve:
+            return False
         st = os.statvfs(self.path.parent)
         if st.f_bavail * st.f_frsize < self.reserve_size + self.headroom:
             return False
@@ -257,8 +260,10 @@ class DiskSpace:
             finally:
                 os.close(fd)
         except OSError as exc:
-            # No room after all, or a filesystem without fallocate: go on without a reserve.
-            log.debug("could not create the queue's reserve file %s: %s", self.reserve_path, exc)
+            # No room after all (tried again later), or a filesystem that cannot: go on without a reserve.
+            self._can_reserve = exc.errno == errno.ENOSPC
+            log.log(logging.DEBUG if self._can_reserve else logging.WARNING,
+                    "could not create the queue's reserve file %s: %s", self.reserve_path, exc.strerror or exc)
             with contextlib.suppress(OSError):
                 self.reserve_path.unlink()
             return False
@@ -333,6 +338,3 @@ class FullReport:
         total = ", ".join(f"{k} {v:,}" for k, v in sorted(totals.items()) if v)
         return f"{why}; policy {self.policy}: {'; '.join(done) or 'nothing dropped'} {since}" + (
             f" (so far: {total})" if total else "")
-
-    def snapshot(self) -> dict[str, Any]:
-        return {"full": self.is_full(), "policy": self.policy}
