@@ -250,10 +250,10 @@ class DiskSpace:
             return True
         if not self._can_reserve:
             return False
-        st = os.statvfs(self.path.parent)
-        if st.f_bavail * st.f_frsize < self.reserve_size + self.headroom:
-            return False
         try:
+            st = os.statvfs(self.path.parent)
+            if st.f_bavail * st.f_frsize < self.reserve_size + self.headroom:
+                return False
             fd = os.open(self.reserve_path, os.O_CREAT | os.O_WRONLY, 0o600)
             try:
                 os.posix_fallocate(fd, 0, self.reserve_size)
@@ -274,6 +274,9 @@ class DiskSpace:
         try:
             self.reserve_path.unlink()
         except FileNotFoundError:
+            return False
+        except OSError as exc:
+            log.warning("cannot remove the queue's reserve file %s: %s", self.reserve_path, exc.strerror or exc)
             return False
         log.warning(
             "the disk under %s is full; released the queue's %s reserve so that frames can still be "
