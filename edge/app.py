@@ -148,7 +148,10 @@ class Gateway:
 
     async def _status_line(self) -> str:
         up = sum(1 for s in self.sources if s.health.state == SourceState.CONNECTED)
-        return f"{up}/{len(self.sources)} sources connected; queue {self.store.depth} frames"
+        line = f"{up}/{len(self.sources)} sources connected; queue {self.store.depth} frames"
+        if self.store.report.is_full():
+            line += f"; queue FULL ({self.config.store.when_full})"
+        return line
 
     def _start(self, tg: asyncio.TaskGroup, name: str, target: Callable[[], Awaitable[None]]) -> None:
         tg.create_task(self._supervise_part(name, target), name=name)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -52,15 +53,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     from edge.app import run_daemon
     from edge.config import load_gateway_config
     from edge.sdnotify import setup_logging
+    from edge.secretfiles import readable_secrets
 
-    config = load_gateway_config(args.config or DEFAULT_CONFIG)
+    path = Path(args.config or DEFAULT_CONFIG)
+    config = load_gateway_config(path)
     setup_logging(args.log_level or config.log.level)
+    for line in readable_secrets(config, path):
+        logging.getLogger("edge").warning("%s", line)
     asyncio.run(run_daemon(config))
     return 0
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from edge.config import load_gateway_config
+    from edge.secretfiles import readable_secrets
 
     try:
         config = load_gateway_config(args.file)
@@ -70,10 +76,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         else:
             print(exc.report(), file=sys.stderr)
         return EX_CONFIG
+    warnings = readable_secrets(config, Path(args.file))
     if args.json:
-        _print_json({"ok": True, "file": args.file, "config": config.model_dump(mode="json")})
+        # Secrets do not show: tokens and passwords are masked, and so is a password in the uplink URL.
+        _print_json({"ok": True, "file": args.file, "config": config.model_dump(mode="json"), "warnings": warnings})
     else:
         print(_summary(args.file, config))
+        for line in warnings:
+            print(f"warning: {line}", file=sys.stderr)
     return 0
 
 

@@ -6,10 +6,12 @@ Each component gets its own section model; sources are a discriminated union on
 
 from __future__ import annotations
 
+import re
+import urllib.parse
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, HttpUrl, SecretStr, model_validator
+from pydantic import Field, HttpUrl, SecretStr, field_serializer, model_validator
 
 from edge.broker.config import AclRule, BrokerConfig, ListenerConfig, MqttClientConfig
 from edge.sources import SourceConfig
@@ -30,7 +32,22 @@ __all__ = [
     "StoreConfig",
     "UplinkConfig",
     "load_gateway_config",
+    "mask_url",
 ]
+
+_SECRET_QUERY = re.compile(r"(?i)(^|&)((?:[^=&]*)(?:token|password|passwd|secret|key|auth)[^=&]*=)[^&]*")
+
+
+def mask_url(url: str) -> str:
+    """The URL fit to print or log: a password in it, and query values named like secrets, become ``***``."""
+    parts = urllib.parse.urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, host = netloc.rpartition("@")
+        user, has_password, _ = userinfo.partition(":")
+        netloc = f"{user}:***@{host}" if has_password else netloc
+    query = _SECRET_QUERY.sub(r"\1\2***", parts.query)
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 class EdgeSection(StrictModel):
     id: str = Field(pattern=DEVICE_ID_PATTERN, description="this edge's id, unique in the fleet")
@@ -72,6 +89,15 @@ class UplinkConfig(StrictModel):
     backlog_bandwidth: ByteSize = Field(
         0, ge=0, le=10**10, description="bytes/s (compressed) for the backlog after an outage; 0 = no cap"
     )
+
+    @property
+    def shown_url(self) -> str:
+        """The URL for status lines and logs: without a password it may carry."""
+        return mask_url(str(self.url))
+
+    @field_serializer("url", when_used="json")
+    def _mask_url(self, url: HttpUrl) -> str:
+        return mask_url(str(url))
 
     @model_validator(mode="after")
     def _one_token(self) -> UplinkConfig:

@@ -69,12 +69,44 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(out)
 
 
+def _mb(n: float) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def _disk_line(q: dict[str, Any]) -> str:
+    """Where the queue stands on disk; when the policy is applying, what it does, in plain words."""
+    used, budget = q["used_bytes"], q["budget_bytes"]
+    configured = q.get("budget_configured_bytes", budget)
+    capped, free = q.get("capped_by_disk", False), q.get("fs_free_bytes", 0)
+    if q.get("full"):
+        where = (f"the filesystem has {_mb(free)} free; keeping {_mb(used)} of queue "
+                 f"(budget {configured / 1e6:.0f} MB capped by the disk)" if capped
+                 else f"{_mb(used)} of the {configured / 1e6:.0f} MB budget in use")
+        drops = q.get("drops", {})
+        if q.get("when_full") == "drop_newest":
+            unacked, dropped = q.get("refused_unacked", 0), drops.get("disk_budget_newest", 0)
+            what = (f"refusing new frames ({unacked:,} from MQTT devices not acknowledged so far: they resend; "
+                    f"{dropped:,} from pollers dropped)")
+        else:
+            what = f"dropping the oldest frames ({drops.get('disk_budget_oldest', 0):,} so far)"
+        return f"disk:         FULL — {where}; {what}"
+    if capped:
+        return (f"disk:         {_mb(used)} of {_mb(budget)} (budget {configured / 1e6:.0f} MB capped by the disk: "
+                f"the filesystem has {_mb(free)} free)")
+    return f"disk:         {_mb(used)} of {configured / 1e6:.0f} MB budget"
+
+
 def render_queue_stats(q: dict[str, Any]) -> str:
-    drops = ", ".join(f"{k} {v}" for k, v in sorted(q.get("drops", {}).items()) if v) or "none"
+    drops = ", ".join(f"{k} {v:,}" for k, v in sorted(q.get("drops", {}).items()) if v) or "none"
     lines = [
         f"queue:        {q['depth']} frames waiting, oldest {_age(q.get('oldest_age_s'))}",
-        f"disk:         {q['used_bytes'] / 1e6:.1f} MB of {q['budget_bytes'] / 1e6:.0f} MB budget",
+        _disk_line(q),
         f"drops:        {drops}",
+    ]
+    if q.get("refused_unacked"):
+        lines.append(f"refused:      {q['refused_unacked']:,} frames from MQTT devices while the queue was full "
+                     "(not acknowledged: the devices resend them)")
+    lines += [
         f"duplicates:   {q.get('duplicates', 0)} (skipped, already queued)",
         f"quarantined:  {q.get('quarantined', 0)}",
     ]

@@ -5,32 +5,47 @@ frame gets a per-edge sequence number that only grows (SQLite AUTOINCREMENT; a
 fresh file starts at the current time in microseconds, so sequences stay above
 those of a file that had to be set aside). Frames leave only when the cloud
 acknowledged them (``ack``) or when the disk budget forces the configured policy,
-and every such drop is counted by reason.
+and every such drop is counted by reason. The budget, capped by the free disk,
+and the reserve that keeps deletes possible on a full disk live in
+``edge.queuefiles``. Every SQLite or OS error becomes a ``StoreError`` that says
+which file and what to do.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 import msgpack
 
 from edge.config import StoreConfig
+from edge.queuefiles import (
+    HINT,
+    DiskFull,
+    DiskSpace,
+    DiskUsage,
+    FullReport,
+    QueueFull,
+    StoreError,
+    prepare_files,
+    set_aside_if_damaged,
+)
 from shared.codec import encode_frame
-from shared.errors import TwinedgeError
 from shared.frame import TelemetryFrame
 
-__all__ = ["QueueStats", "Store", "StoreError", "StoredRow"]
+__all__ = ["DiskFull", "QueueFull", "QueueStats", "Store", "StoreError", "StoredRow"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS frames (
@@ -53,37 +68,10 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 QUARANTINE_MAX_ROWS = 2_000
 QUARANTINE_MAX_PAYLOAD = 32 * 1024  # with the row cap: at most 64 MB, inside the disk budget
-
-
-def _set_aside_if_damaged(path: Path) -> str | None:
-    """Move a damaged queue file aside (loudly) so the edge can go on with a fresh one."""
-    if not path.exists():
-        return None
-    reason: str | None = None
-    try:
-        with contextlib.closing(sqlite3.connect(path)) as db:
-            rows = [r[0] for r in db.execute("PRAGMA quick_check").fetchall()]
-        if rows != ["ok"]:
-            reason = "; ".join(str(r) for r in rows[:5])
-    except sqlite3.DatabaseError as exc:
-        reason = str(exc)
-    if reason is None:
-        return None
-    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
-    for suffix in ("", "-wal", "-shm"):
-        src = Path(str(path) + suffix)
-        if src.exists():
-            src.rename(Path(str(aside) + suffix))
-    log.error(
-        "queue file %s is damaged (%s); it was moved to %s and a new, empty queue was started. "
-        "Frames in the damaged file were NOT sent; keep that file for recovery.",
-        path, reason, aside,
-    )
-    return reason
-
-
-class StoreError(TwinedgeError):
-    """The queue file cannot be opened or written."""
+ROW_OVERHEAD = 80  # bytes a stored frame takes beyond its payload (row header, columns, identity index)
+TXN_PAGES = 16  # pages a transaction rewrites beyond its rows' own (parents, index leaves, counters)
+ROOM_AGAIN = 0.9  # "room again" once the queue is below this share of its budget
+DROP_MARGIN = 0.05  # drop_oldest frees this share of the budget beyond what a batch needs
 
 
 @dataclass(frozen=True)
@@ -104,12 +92,22 @@ class QueueStats:
     oldest_seq: int | None
     newest_seq: int | None
     oldest_stored_at: float | None
-    used_bytes: int
-    budget_bytes: int
+    disk: DiskUsage
+    full: bool = False  # the policy applied within the last report interval
+    policy: str = "drop_oldest"
     drops: dict[str, int] = field(default_factory=dict)
+    refused_unacked: int = 0
     duplicates: int = 0
     quarantined: int = 0
     resets: int = 0
+
+    @property
+    def used_bytes(self) -> int:
+        return self.disk.used
+
+    @property
+    def budget_bytes(self) -> int:
+        return self.disk.budget
 
     def oldest_age(self, now: float | None = None) -> float | None:
         if self.oldest_stored_at is None:
@@ -122,9 +120,11 @@ class QueueStats:
             "oldest_seq": self.oldest_seq,
             "newest_seq": self.newest_seq,
             "oldest_age_s": self.oldest_age(),
-            "used_bytes": self.used_bytes,
-            "budget_bytes": self.budget_bytes,
+            **self.disk.as_dict(),
+            "full": self.full,
+            "when_full": self.policy,
             "drops": dict(self.drops),
+            "refused_unacked": self.refused_unacked,
             "duplicates": self.duplicates,
             "quarantined": self.quarantined,
             "store_resets": self.resets,
@@ -137,9 +137,13 @@ class Store:
     def __init__(self, path: Path, config: StoreConfig) -> None:
         self.path = path
         self.config = config
+        self.disk = DiskSpace(path, config.disk_budget)
+        self.report = FullReport(config.when_full)
         self._db: aiosqlite.Connection | None = None
         self._depth = 0
         self._counters: dict[str, int] = {}
+        self._unsaved: dict[str, int] = {}  # counted while the disk refused every write; saved with the next one
+        self._txn_deltas: dict[str, int] = {}
         self._page_size = 4096
         # One connection serves every coroutine: transactions must not interleave.
         self._txn = asyncio.Lock()
@@ -147,36 +151,68 @@ class Store:
     # --- lifecycle -----------------------------------------------------------
 
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        reset_reason = await asyncio.to_thread(_set_aside_if_damaged, self.path)
-        self._db = await aiosqlite.connect(self.path, isolation_level=None)
-        db = self._db
-        await db.execute("PRAGMA journal_mode=WAL")
-        await db.execute(f"PRAGMA synchronous={self.config.synchronous.upper()}")
-        await db.execute("PRAGMA busy_timeout=5000")
-        await db.executescript(SCHEMA)
-        async with db.execute("SELECT seq FROM sqlite_sequence WHERE name='frames'") as cur:
-            started = await cur.fetchone()
-        if started is None:
-            # A fresh file: start above any sequence an earlier file can have used.
-            start = int(time.time() * 1_000_000)
-            await db.execute("INSERT INTO sqlite_sequence(name, seq) VALUES('frames', ?)", (start,))
-        async with db.execute("PRAGMA page_size") as cur:
-            row = await cur.fetchone()
-            self._page_size = int(row[0]) if row else 4096
-        async with db.execute("SELECT name, value FROM counters") as cur:
-            self._counters = {name: int(value) for name, value in await cur.fetchall()}
-        async with db.execute("SELECT COUNT(*) FROM frames") as cur:
-            row = await cur.fetchone()
-            self._depth = int(row[0]) if row else 0
+        await asyncio.to_thread(prepare_files, self.path)
+        reset_reason = await asyncio.to_thread(set_aside_if_damaged, self.path)
+        try:
+            await self._connect()
+        except DiskFull:
+            # Opening writes too (WAL recovery, the schema): give SQLite the reserve and try once more.
+            await self.close()
+            if not await asyncio.to_thread(self.disk.release_reserve):
+                raise
+            await self._connect()
         if reset_reason:
             await self._bump({"store_resets": 1})
-        log.info("queue %s open: %d frames waiting", self.path, self._depth)
+        await asyncio.to_thread(self.disk.make_reserve)
+        usage = await self.usage()
+        log.info("queue %s open: %d frames waiting; %.1f MB of %s", self.path, self._depth, usage.used / 1e6,
+                 usage.describe())
+        if usage.capped:
+            log.warning(
+                "the queue's disk budget is %.0f MB but the filesystem under %s has only %.1f MB free: the queue "
+                "will hold at most %.1f MB, then policy %s applies", usage.configured / 1e6, self.path.parent,
+                usage.fs_free / 1e6, usage.budget / 1e6, self.config.when_full,
+            )
+
+    async def _connect(self) -> None:
+        try:
+            self._db = await aiosqlite.connect(self.path, isolation_level=None)
+            db = self._db
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute(f"PRAGMA synchronous={self.config.synchronous.upper()}")
+            await db.execute("PRAGMA busy_timeout=5000")
+            async with db.execute("PRAGMA page_size") as cur:
+                row = await cur.fetchone()
+                self._page_size = int(row[0]) if row else 4096
+            # The WAL is checkpointed (and cut back) at the slack, so its size is known and bounded.
+            slack = await asyncio.to_thread(self.disk.setup, self._page_size)
+            await db.execute(f"PRAGMA wal_autocheckpoint={slack // self._page_size}")
+            await db.execute(f"PRAGMA journal_size_limit={slack}")
+            await db.executescript(SCHEMA)
+            async with db.execute("SELECT seq FROM sqlite_sequence WHERE name='frames'") as cur:
+                started = await cur.fetchone()
+            if started is None:
+                # A fresh file: start above any sequence an earlier file can have used.
+                start = int(time.time() * 1_000_000)
+                await db.execute("INSERT INTO sqlite_sequence(name, seq) VALUES('frames', ?)", (start,))
+            async with db.execute("SELECT name, value FROM counters") as cur:
+                self._counters = {name: int(value) for name, value in await cur.fetchall()}
+            async with db.execute("SELECT COUNT(*) FROM frames") as cur:
+                row = await cur.fetchone()
+                self._depth = int(row[0]) if row else 0
+        except sqlite3.Error as exc:
+            await self.close()
+            kind = DiskFull if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL else StoreError
+            raise kind(f"cannot open the queue file {self.path}: {exc}; {HINT}") from None
+        except OSError as exc:
+            await self.close()
+            raise StoreError(f"cannot open the queue file {self.path}: {exc.strerror or exc}; {HINT}") from None
 
     async def close(self) -> None:
         if self._db is not None:
-            await self._db.close()
-            self._db = None
+            db, self._db = self._db, None
+            with contextlib.suppress(sqlite3.Error):
+                await db.close()
 
     @property
     def depth(self) -> int:
@@ -189,89 +225,202 @@ class Store:
             raise StoreError("the queue is not open")
         return self._db
 
+    # --- the budget ------------------------------------------------------------
+
+    async def usage(self) -> DiskUsage:
+        """The queue's disk use now, against its budget capped by the free disk."""
+        async with self._reading("measure the queue"):
+            async with self.db.execute(
+                "SELECT page_count - freelist_count FROM pragma_page_count(), pragma_freelist_count()"
+            ) as cur:
+                row = await cur.fetchone()
+        try:
+            return self.disk.measure(int(row[0] if row else 0) * self._page_size)
+        except OSError as exc:
+            raise StoreError(f"cannot measure the disk under {self.path.parent}: {exc.strerror or exc}") from None
+
+    async def used_bytes(self) -> int:
+        """Bytes the queue uses: its pages in use, the WAL and its index."""
+        return (await self.usage()).used
+
+    async def _make_room(self, incoming: int) -> None:
+        """Apply ``when_full`` before a batch of about ``incoming`` bytes is written; QueueFull if it cannot go in.
+
+        A batch needs its room twice until the next checkpoint: in the WAL and in the file.
+        """
+        usage = await self.usage()
+        need = usage.used + 2 * incoming
+        if need <= usage.budget:
+            if need <= usage.budget * ROOM_AGAIN:
+                self.report.room_again(usage)
+            if usage.reserve < self.disk.reserve_size and usage.fs_free >= self.disk.reserve_size + self.disk.headroom:
+                await asyncio.to_thread(self.disk.make_reserve)
+            return
+        if self.config.when_full == "drop_newest":
+            raise QueueFull(f"the queue is full ({usage.used / 1e6:.1f} MB of {usage.describe()}); policy "
+                            "drop_newest refuses new frames", reason="disk_budget_newest")
+        if usage.wal + 2 * incoming > usage.budget:
+            # Not even an empty queue could take this batch: dropping the backlog would not help.
+            raise QueueFull(f"the disk is full: {usage.describe()} cannot take {incoming / 1e6:.1f} MB",
+                            reason="disk_full")
+        await self._drop_oldest(need - int(usage.budget * (1 - DROP_MARGIN)), usage)
+
+    async def _drop_oldest(self, excess: int, usage: DiskUsage) -> int:
+        """Delete at least ``excess`` bytes of the oldest frames, in transactions the WAL can hold."""
+        per_frame = max(1, (usage.used - usage.wal) // max(1, self._depth))
+        wanted = min(self._depth, excess // per_frame + 1)
+        chunk = max(1, self.disk.slack // per_frame)
+        dropped = 0
+        while dropped < wanted and self._depth > 0:
+            n = min(chunk, wanted - dropped)
+
+            async def delete(db: aiosqlite.Connection, n: int = n) -> int:
+                cur = await db.execute(
+                    "DELETE FROM frames WHERE seq IN (SELECT seq FROM frames ORDER BY seq LIMIT ?)", (n,)
+                )
+                await self._bump_in_txn({"disk_budget_oldest": cur.rowcount})
+                return int(cur.rowcount)
+
+            done = await self._write("drop the oldest frames", delete)
+            self._depth -= done
+            dropped += done
+            if not done:
+                break
+        self.report.applied(usage, {"dropped_oldest": dropped}, self.drops)
+        return dropped
+
+    async def refused(self, reason: str, *, unacked: int, dropped: int) -> None:
+        """Count frames the queue refused: ``unacked`` went back to callers that keep them, ``dropped`` are lost."""
+        deltas = {"refused_unacked": unacked, _counter(reason): dropped}
+        await self._bump({k: v for k, v in deltas.items() if v})
+        with contextlib.suppress(StoreError):
+            self.report.applied(await self.usage(), {"unacked": unacked, "dropped_new": dropped}, self.drops)
+
     # --- writes --------------------------------------------------------------
 
     async def append(self, frames: Sequence[TelemetryFrame]) -> int:
-        """Store frames in one transaction; returns how many were new (duplicates are skipped)."""
+        """Store frames in one transaction; returns how many were new (duplicates are skipped).
+
+        Raises QueueFull when the frames cannot go in (policy drop_newest at the
+        budget, or a disk with no room even after dropping the oldest frames);
+        nothing is stored or counted then: the caller decides (see ``refused``).
+        """
         if not frames:
             return 0
         now = time.time()
         rows = [(f.device_id, f.ts, now, encode_frame(f)) for f in frames]
-        if self.config.when_full == "drop_newest" and await self.used_bytes() >= self.config.disk_budget:
-            await self._bump({"disk_budget_newest": len(rows)})
-            log.warning("queue is at its disk budget; dropped %d new frames (policy drop_newest)", len(rows))
-            return 0
-        async with self._transaction(f"write {len(rows)} frames") as db:
+        incoming = sum(len(r[3]) + ROW_OVERHEAD for r in rows) + TXN_PAGES * self._page_size
+        await self._make_room(incoming)
+
+        async def insert(db: aiosqlite.Connection) -> int:
             cur = await db.executemany(
                 "INSERT OR IGNORE INTO frames(device_id, ts, stored_at, payload) VALUES (?, ?, ?, ?)", rows
             )
             inserted = cur.rowcount if cur.rowcount >= 0 else len(rows)
             if inserted < len(rows):
                 await self._bump_in_txn({"duplicates": len(rows) - inserted})
+            return int(inserted)
+
+        try:
+            inserted = await self._write(f"write {len(rows)} frames", insert)
+        except DiskFull as exc:
+            # Something else filled the disk: apply the policy now instead of retrying the same write.
+            usage = await self.usage()
+            if self.config.when_full == "drop_newest" or not self._depth:
+                raise QueueFull(f"the disk is full ({exc})", reason="disk_full") from None
+            await self._drop_oldest(incoming + self.disk.headroom, usage)
+            try:
+                inserted = await self._write(f"write {len(rows)} frames", insert)
+            except DiskFull:
+                raise QueueFull(f"the disk is full ({exc})", reason="disk_full") from None
         self._depth += inserted
-        if self.config.when_full == "drop_oldest":
-            await self._enforce_budget()
         return inserted
+
+    async def _write(self, what: str, body: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+        """Run ``body`` in a transaction; on a full disk release the reserve, checkpoint, and try once more."""
+        try:
+            async with self._transaction(what) as db:
+                return await body(db)
+        except DiskFull:
+            await asyncio.to_thread(self.disk.release_reserve)
+            with contextlib.suppress(sqlite3.Error):
+                await self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        async with self._transaction(what) as db:
+            return await body(db)
 
     @contextlib.asynccontextmanager
     async def _transaction(self, what: str) -> AsyncIterator[aiosqlite.Connection]:
-        """One write transaction at a time on the shared connection; SQLite errors become StoreError."""
+        """One write transaction at a time on the shared connection; SQLite errors become StoreError.
+
+        Counter changes made inside count in memory only once the transaction committed.
+        """
         async with self._txn:
             db = self.db
+            self._txn_deltas = {}
+            unsaved = dict(self._unsaved)
             try:
                 await db.execute("BEGIN IMMEDIATE")
+                if unsaved:
+                    await self._save_counters(unsaved)
                 yield db
                 await db.execute("COMMIT")
             except sqlite3.Error as exc:
                 with contextlib.suppress(sqlite3.Error):
                     await db.execute("ROLLBACK")
-                raise StoreError(f"could not {what} in {self.path}: {exc}") from exc
+                kind = DiskFull if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL else StoreError
+                raise kind(f"could not {what} in {self.path}: {exc}") from exc
+            except BaseException:
+                # Cancelled (or a bug) mid-transaction: leave the connection usable for the next one.
+                with contextlib.suppress(sqlite3.Error):
+                    await db.execute("ROLLBACK")
+                raise
+            for name, delta in unsaved.items():
+                self._unsaved[name] -= delta
+                if not self._unsaved[name]:
+                    del self._unsaved[name]
+            for name, delta in self._txn_deltas.items():
+                self._counters[name] = self._counters.get(name, 0) + delta
 
-    async def used_bytes(self) -> int:
-        async with self.db.execute(
-            "SELECT page_count - freelist_count FROM pragma_page_count(), pragma_freelist_count()"
-        ) as cur:
-            row = await cur.fetchone()
-        return int(row[0] if row else 0) * self._page_size
-
-    async def _enforce_budget(self) -> None:
-        used = await self.used_bytes()
-        budget = self.config.disk_budget
-        if used <= budget or self._depth == 0:
-            return
-        per_frame = max(1, used // max(1, self._depth))
-        # Free down to 95% of the budget so that this does not run on every batch.
-        excess = int((used - budget * 0.95) // per_frame) + 1
-        excess = min(excess, self._depth)
-        async with self._transaction("drop the oldest frames") as db:
-            cur = await db.execute(
-                "DELETE FROM frames WHERE seq IN (SELECT seq FROM frames ORDER BY seq LIMIT ?)", (excess,)
-            )
-            dropped = cur.rowcount
-            await self._bump_in_txn({"disk_budget_oldest": dropped})
-        self._depth -= dropped
-        log.warning(
-            "queue reached its disk budget of %d MB; dropped the %d oldest frames (policy drop_oldest)",
-            budget // 1_000_000, dropped,
-        )
-
-    async def ack(self, through_seq: int, *, from_seq: int = 0) -> int:
+    async def ack(self, through_seq: int, *, from_seq: int = 0, sent: int | None = None) -> int:
         """Delete the frames with from_seq <= seq <= through_seq (the cloud has them). Returns rows deleted.
 
         ``from_seq`` matters when live data is sent ahead of a backlog: acknowledging
         a live batch must not delete the older frames that were not sent yet.
+        ``sent``: how many frames of that range the uplink delivered. Frames it
+        delivered that are no longer here were dropped (drop_oldest) while in
+        flight: they were delivered after all, so they are taken off the drop count.
         """
-        async with self._transaction("delete acknowledged frames") as db:
-            cur = await db.execute("DELETE FROM frames WHERE seq BETWEEN ? AND ?", (from_seq, through_seq))
-        deleted = cur.rowcount
-        self._depth -= deleted
+        async def delete(db: aiosqlite.Connection, limit: int = -1) -> int:
+            cur = await db.execute(
+                "DELETE FROM frames WHERE seq IN (SELECT seq FROM frames WHERE seq BETWEEN ? AND ? LIMIT ?)",
+                (from_seq, through_seq, limit),
+            ) if limit > 0 else await db.execute(
+                "DELETE FROM frames WHERE seq BETWEEN ? AND ?", (from_seq, through_seq)
+            )
+            return int(cur.rowcount)
+
+        try:
+            deleted = await self._write("delete acknowledged frames", delete)
+            self._depth -= deleted
+        except DiskFull:
+            # A full disk, and the WAL cannot take the whole delete at once: in pieces it can take.
+            usage = await self.usage()
+            piece = max(1, self.disk.slack // 2 // max(1, (usage.used - usage.wal) // max(1, self._depth)))
+            deleted = 0
+            while done := await self._write("delete acknowledged frames", functools.partial(delete, limit=piece)):
+                deleted += done
+                self._depth -= done
+        delivered_anyway = min((sent or 0) - deleted, self._counters.get("disk_budget_oldest", 0))
+        if delivered_anyway > 0:
+            await self._bump({"disk_budget_oldest": -delivered_anyway})
         return deleted
 
     async def quarantine(self, origin: str, reason: str, payload: bytes | None) -> None:
         """Keep refused input with its reason; the table is capped to the newest rows."""
         if payload is not None and len(payload) > QUARANTINE_MAX_PAYLOAD:
             payload = payload[:QUARANTINE_MAX_PAYLOAD]
-        async with self._transaction("quarantine refused input") as db:
+
+        async def insert(db: aiosqlite.Connection) -> None:
             await db.execute(
                 "INSERT INTO quarantine(at, origin, reason, payload) VALUES (?, ?, ?, ?)",
                 (time.time(), origin, reason[:2000], payload),
@@ -281,24 +430,44 @@ class Store:
             )
             await self._bump_in_txn({"quarantined": 1})
 
+        await self._write("quarantine refused input", insert)
+
     async def count_drops(self, reason: str, count: int) -> None:
         """Record frames lost before they reached the queue (counted, never silent)."""
         await self._bump({f"drop:{reason}": count})
 
     async def _bump(self, deltas: dict[str, int]) -> None:
-        async with self._transaction("update counters"):
-            await self._bump_in_txn(deltas)
+        """Count now; write the counters with this transaction, or with the next one the disk lets through."""
+        try:
+            async with self._transaction("update counters"):
+                await self._bump_in_txn(deltas)
+        except StoreError as exc:
+            log.debug("counters kept in memory until the next write: %s", exc)
+            for name, delta in deltas.items():
+                self._counters[name] = self._counters.get(name, 0) + delta
+                self._unsaved[name] = self._unsaved.get(name, 0) + delta
 
     async def _bump_in_txn(self, deltas: dict[str, int]) -> None:
+        await self._save_counters(deltas)
+        for name, delta in deltas.items():
+            self._txn_deltas[name] = self._txn_deltas.get(name, 0) + delta
+
+    async def _save_counters(self, deltas: dict[str, int]) -> None:
         await self.db.executemany(
             "INSERT INTO counters(name, value) VALUES (?, ?) "
             "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
             list(deltas.items()),
         )
-        for name, delta in deltas.items():
-            self._counters[name] = self._counters.get(name, 0) + delta
 
     # --- reads ---------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _reading(self, what: str) -> AsyncIterator[None]:
+        """SQLite errors while reading become StoreError with the file's name."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise StoreError(f"could not {what} in {self.path}: {exc}; {HINT}") from exc
 
     async def read(
         self, *, after_seq: int = 0, limit: int = 1000, max_bytes: int | None = None, through_seq: int | None = None
@@ -306,7 +475,7 @@ class Store:
         """The oldest frames with after_seq < seq <= through_seq, at most ``limit`` and about ``max_bytes``."""
         rows: list[StoredRow] = []
         total = 0
-        async with self.db.execute(
+        async with self._reading("read queued frames"), self.db.execute(
             "SELECT seq, device_id, ts, stored_at, payload FROM frames WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
             (after_seq, through_seq if through_seq is not None else 2**63 - 1, limit),
         ) as cur:
@@ -318,12 +487,12 @@ class Store:
         return rows
 
     async def newest_seq(self) -> int | None:
-        async with self.db.execute("SELECT MAX(seq) FROM frames") as cur:
+        async with self._reading("read the newest sequence"), self.db.execute("SELECT MAX(seq) FROM frames") as cur:
             row = await cur.fetchone()
         return row[0] if row else None
 
     async def quarantined(self, limit: int = 50) -> list[dict[str, Any]]:
-        async with self.db.execute(
+        async with self._reading("read the quarantine"), self.db.execute(
             "SELECT id, at, origin, reason, length(payload) FROM quarantine ORDER BY id DESC LIMIT ?", (limit,)
         ) as cur:
             return [
@@ -333,7 +502,9 @@ class Store:
 
     async def oldest(self) -> tuple[int, float] | None:
         """The sequence and store time of the oldest queued frame."""
-        async with self.db.execute("SELECT seq, stored_at FROM frames ORDER BY seq LIMIT 1") as cur:
+        async with self._reading("read the oldest frame"), self.db.execute(
+            "SELECT seq, stored_at FROM frames ORDER BY seq LIMIT 1"
+        ) as cur:
             row = await cur.fetchone()
         return (row[0], row[1]) if row else None
 
@@ -354,10 +525,17 @@ class Store:
             oldest_seq=oldest[0] if oldest else None,
             newest_seq=await self.newest_seq(),
             oldest_stored_at=oldest[1] if oldest else None,
-            used_bytes=await self.used_bytes(),
-            budget_bytes=self.config.disk_budget,
+            disk=await self.usage(),
+            full=self.report.is_full(),
+            policy=self.config.when_full,
             drops=self.drops,
+            refused_unacked=self._counters.get("refused_unacked", 0),
             duplicates=self._counters.get("duplicates", 0),
             quarantined=self.quarantined_count,
             resets=self._counters.get("store_resets", 0),
         )
+
+
+def _counter(reason: str) -> str:
+    """The counter a drop reason is kept under (the budget policies keep their historical names)."""
+    return reason if reason.startswith("disk_budget_") else f"drop:{reason}"

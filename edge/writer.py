@@ -5,6 +5,11 @@ writer is bounded in frames: when the writer falls behind, ``put`` waits, and th
 waiting is the backpressure that slows sources down. A caller that asks for
 ``durable=True`` returns only after its frames' transaction committed, which is
 what lets the broker acknowledge a QoS 1 publish only for stored data.
+
+When the queue refuses a batch (policy ``drop_newest`` at the disk budget, or a
+disk with no room at all), durable callers get ``QueueFull`` and keep their
+frames (an MQTT device is not acknowledged and resends); frames of callers that
+did not wait (pollers, QoS 0) are counted as dropped by reason.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 
-from edge.store import Store, StoreError
+from edge.store import QueueFull, Store, StoreError
 from shared.frame import TelemetryFrame
 
 __all__ = ["StoreWriter"]
@@ -27,6 +32,7 @@ CommitHook = Callable[[Sequence[TelemetryFrame]], Awaitable[None]]
 _RETRY_DELAY = 1.0
 _DRAIN_TIMEOUT = 5.0
 _REJECT_QUEUE = 1000
+_LOG_EVERY = 60.0  # a write that keeps failing is logged again at most this often
 
 
 class StoreWriter:
@@ -53,6 +59,9 @@ class StoreWriter:
         self.commits = 0
         self.waits = 0  # how often a caller had to wait for room (backpressure engaged)
         self.rejected: dict[str, int] = {}
+        self._inflight: list[tuple[Sequence[TelemetryFrame], asyncio.Future[None] | None]] | None = None
+        self._quarantine_logged = -_LOG_EVERY
+        self._quarantine_failures = 0
         self._rejects: asyncio.Queue[tuple[str, str, bytes | None]] = asyncio.Queue(_REJECT_QUEUE)
 
     def on_commit(self, hook: CommitHook) -> None:
@@ -66,6 +75,7 @@ class StoreWriter:
     # --- FrameSink -----------------------------------------------------------
 
     async def put(self, frames: Sequence[TelemetryFrame], *, durable: bool = False) -> None:
+        """Queue frames; with ``durable=True`` return once committed, or raise QueueFull if the queue refused them."""
         if not frames:
             return
         waiter: asyncio.Future[None] | None = asyncio.get_running_loop().create_future() if durable else None
@@ -110,7 +120,13 @@ class StoreWriter:
         try:
             await self.store.quarantine(origin, reason, payload)
         except StoreError as exc:
-            log.error("could not quarantine refused input from %s: %s", origin, exc)
+            # Counted as rejected already; on a full disk this would repeat for every bad message.
+            now = time.monotonic()
+            self._quarantine_failures += 1
+            if now - self._quarantine_logged >= _LOG_EVERY:
+                log.error("could not keep refused input from %s in the quarantine (%d time(s) since the last "
+                          "message): %s", origin, self._quarantine_failures, exc)
+                self._quarantine_logged, self._quarantine_failures = now, 0
 
     # --- the writer task -----------------------------------------------------
 
@@ -120,6 +136,12 @@ class StoreWriter:
                 batch = await self._take()
                 await self._commit(batch)
         except asyncio.CancelledError:
+            if self._inflight is not None:
+                # Cancelled while the batch was being written: its transaction was rolled back
+                # (or, if it had committed, the second write counts it as duplicates).
+                self._items.extendleft(reversed(self._inflight))
+                self._queued += sum(len(f) for f, _ in self._inflight)
+                self._inflight = None
             await self._drain()
             raise
 
@@ -148,14 +170,31 @@ class StoreWriter:
 
     async def _commit(self, batch: list[tuple[Sequence[TelemetryFrame], asyncio.Future[None] | None]]) -> None:
         frames = [f for frames, _ in batch for f in frames]
+        self._inflight = batch
+        failing_since: float | None = None
+        last_logged = 0.0
         while True:
             try:
                 await self.store.append(frames)
                 break
+            except QueueFull as exc:
+                self._inflight = None
+                await self._refuse(batch, exc)
+                return
             except StoreError as exc:
                 # The frames stay in memory and sources wait: nothing is dropped here.
-                log.error("%s; retrying in %.0f s", exc, _RETRY_DELAY)
+                now = time.monotonic()
+                if failing_since is None:
+                    failing_since = now
+                    log.error("%s; retrying every %.0f s (frames wait in memory)", exc, _RETRY_DELAY)
+                    last_logged = now
+                elif now - last_logged >= _LOG_EVERY:
+                    log.error("still cannot write the queue after %.0f s: %s", now - failing_since, exc)
+                    last_logged = now
                 await asyncio.sleep(_RETRY_DELAY)
+        self._inflight = None
+        if failing_since is not None:
+            log.warning("the queue accepts writes again after %.0f s", time.monotonic() - failing_since)
         self._last_commit = time.monotonic()
         self.commits += 1
         self.committed_frames += len(frames)
@@ -167,6 +206,20 @@ class StoreWriter:
                 await hook(frames)
             except Exception:  # noqa: BLE001 - side paths must never stop the writer; data is durable
                 log.exception("after-commit step %s failed; continuing", getattr(hook, "__qualname__", hook))
+
+    async def _refuse(
+        self, batch: list[tuple[Sequence[TelemetryFrame], asyncio.Future[None] | None]], exc: QueueFull
+    ) -> None:
+        """The queue took none of the batch: durable callers are told (they keep their frames), the rest counted."""
+        unacked = dropped = 0
+        for frames, waiter in batch:
+            if waiter is None:
+                dropped += len(frames)
+                continue
+            unacked += len(frames)
+            if not waiter.done():
+                waiter.set_exception(QueueFull(str(exc), reason=exc.reason))
+        await self.store.refused(exc.reason, unacked=unacked, dropped=dropped)
 
     async def _drain(self) -> None:
         """On shutdown: commit what is already queued, within a bound."""

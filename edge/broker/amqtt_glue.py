@@ -224,9 +224,10 @@ class IngestHandler(BrokerProtocolHandler):
             if not duplicate:
                 try:
                     received = await hooks.ingest.receive(topic, bytes(data), client_id=client_id, durable=qos > 0)
-                except TwinedgeError as exc:
-                    log.error("could not store telemetry from MQTT client %r on %s: %s; closing the connection so "
-                              "the device sends it again", client_id, topic, exc)
+                except TwinedgeError as exc:  # e.g. QueueFull: no PUBACK, the device keeps the frame
+                    hooks.warn_once("store-refused", "could not store telemetry from MQTT client %r on %s: %s; "
+                                    "closing the connection unacknowledged so the device sends it again",
+                                    client_id, topic, exc)
                     await self.handle_connection_closed()
                     return
                 forward = not received.refused  # a dashboard gets nothing the edge refused

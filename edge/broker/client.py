@@ -21,7 +21,7 @@ from typing import Any
 from edge.broker.client_mqtt import MqttConnection, MqttError, Publish
 from edge.broker.config import MqttClientConfig
 from edge.broker.ingest import RejectReason, TelemetryIngest, group_by_device, republish_prefix
-from edge.sources.base import Backoff, FrameSink, SourceHealth, SourceState
+from edge.sources.base import Backoff, FrameSink, QueueFull, SourceHealth, SourceState
 from shared.codec import encode_frames
 from shared.errors import TwinedgeError
 from shared.frame import TelemetryFrame
@@ -120,7 +120,7 @@ class ExternalMqttIngest:
                     await self._session(conn)
                 finally:
                     conn.close()  # DISCONNECT: the broker keeps the session, unacknowledged messages come again
-            except MqttError as exc:
+            except (MqttError, QueueFull) as exc:  # refused frames stay unacknowledged: the broker sends them again
                 problem = str(exc)
             except TimeoutError:
                 problem = f"no answer within {CONNECT_TIMEOUT:.0f} s"

@@ -17,11 +17,25 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 from shared.configbase import StrictModel
+from shared.errors import TwinedgeError
 from shared.frame import TelemetryFrame
 
-__all__ = ["Backoff", "FrameSink", "Source", "SourceHealth", "SourceState"]
+__all__ = ["Backoff", "FrameSink", "QueueFull", "Source", "SourceHealth", "SourceState"]
 
 log = logging.getLogger(__name__)
+
+
+class QueueFull(TwinedgeError):
+    """The queue refused frames: nothing of them was stored.
+
+    ``reason`` is the drop reason the refused frames are counted under when
+    nobody keeps them: ``disk_budget_newest`` (policy drop_newest at the
+    budget) or ``disk_full`` (the disk had no room even after the policy).
+    """
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class FrameSink(Protocol):
@@ -32,7 +46,9 @@ class FrameSink(Protocol):
 
         Waits while the writer is behind (backpressure: a source that awaits this
         slows down instead of losing data). With ``durable=True`` it also waits
-        until the frames' SQLite transaction committed.
+        until the frames' SQLite transaction committed, and raises ``QueueFull``
+        when the queue refused them (the caller must not acknowledge them to
+        anyone: an MQTT device then keeps them and sends them again).
         """
         ...
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -21,12 +20,11 @@ import httpx
 import msgpack
 
 from edge.config import UplinkConfig
-from edge.store import Store, StoredRow
+from edge.store import Store, StoredRow, StoreError
 from edge.uplink.limiter import BandwidthLimiter
 from edge.uplink.planner import BatchPlanner, Read
 from edge.uplink.sender import LinkState, Sender, SyncRefused, SyncTooLarge, encode_batch
 from shared.batch import EdgeHealth, SyncAck
-from shared.errors import TwinedgeError
 from shared.frame import TelemetryFrame
 
 __all__ = ["Uplink"]
@@ -80,7 +78,7 @@ class Uplink:
 
     async def run(self) -> None:
         async with self.sender.client(self.transport) as client:
-            log.info("uplink to %s started", self.config.url)
+            log.info("uplink to %s started", self.config.shown_url)
             ahead: _Batch | None = None
             while True:
                 if ahead is None or self._worth_waiting(ahead):
@@ -187,7 +185,7 @@ class Uplink:
         self._wake.clear()
         try:
             rows, backlog = await self._read(self.planner.reads(skip=(sent[0].seq, sent[-1].seq)))
-        except (sqlite3.Error, TwinedgeError) as exc:
+        except StoreError as exc:
             log.debug("reading the next batch ahead failed (%s); it is read again after this one", exc)
             return None
         if not rows:
@@ -221,8 +219,9 @@ class Uplink:
             log.warning("the cloud refused %d of %d frames (first: seq %d, %s); they are in the quarantine",
                         len(ack.rejected), len(rows), ack.rejected[0].seq, ack.rejected[0].reason)
         if ack.acked_through is not None:
-            await self.store.ack(ack.acked_through, from_seq=rows[0].seq)
-            self.link.frames_sent += sum(1 for r in rows if r.seq <= ack.acked_through)
+            delivered = sum(1 for r in rows if r.seq <= ack.acked_through)
+            await self.store.ack(ack.acked_through, from_seq=rows[0].seq, sent=delivered)
+            self.link.frames_sent += delivered
         self.link.batches += 1
         self.planner.on_acknowledged()
 

@@ -203,7 +203,8 @@ class Sender:
         try:
             response = await client.post(SYNC_PATH, content=body)
         except httpx.TransportError as exc:
-            raise SyncRetry(f"cannot reach the cloud at {self.config.url} ({type(exc).__name__}: {exc})") from None
+            where = self.config.shown_url
+            raise SyncRetry(f"cannot reach the cloud at {where} ({type(exc).__name__}: {exc})") from None
         status = response.status_code
         if status == 200:
             try:
@@ -218,7 +219,8 @@ class Sender:
         if status == 413:
             raise SyncTooLarge(reason)
         if status in (404, 405):
-            raise SyncRetry(f"no sync endpoint at {self.config.url} ({reason}); check uplink.url", status=status)
+            raise SyncRetry(f"no sync endpoint at {self.config.shown_url} ({reason}); check uplink.url",
+                            status=status)
         if status == 429 or status >= 500:
             raise SyncRetry(reason, status=status, retry_after=_retry_after(response))
         raise SyncRefused(reason)
@@ -226,7 +228,7 @@ class Sender:
     def snapshot(self) -> dict[str, Any]:
         link = self.link
         return {
-            "url": str(self.config.url), "state": link.state, "since": link.since, "last_sync": link.last_sync,
+            "url": self.config.shown_url, "state": link.state, "since": link.since, "last_sync": link.last_sync,
             "last_error": link.last_error, "retry_in": link.retry_in, "frames_sent": link.frames_sent,
             "batches": link.batches, "quarantined_by_cloud": link.quarantined,
         }

@@ -18,18 +18,19 @@ USER, PASSWORD = "device", "s3cret-device-pw"
 
 
 class EdgeDaemon:
-    def __init__(self, tmp: Path, extra_toml: str = "") -> None:
+    def __init__(self, tmp: Path, extra_toml: str = "", *, state_dir: Path | None = None, store_toml: str = "") -> None:
         self.dir = tmp
         tmp.mkdir(parents=True, exist_ok=True)
         self.mqtt_port = free_port()
         self.socket = tmp / "control.sock"
-        self.queue = tmp / "state" / "queue.db"
+        state_dir = state_dir or tmp / "state"
+        self.queue = state_dir / "queue.db"
         passwd = tmp / "broker.passwd"
         set_password(passwd, USER, PASSWORD)
         self.config = tmp / "edge.toml"
         self.config.write_text(
-            f'[edge]\nid = "edge-e2e"\nstate_dir = "{tmp / "state"}"\n'
-            f'[store]\nbatch_max_delay = "5ms"\n'
+            f'[edge]\nid = "edge-e2e"\nstate_dir = "{state_dir}"\n'
+            f'[store]\nbatch_max_delay = "5ms"\n{store_toml}'
             f'[broker]\npassword_file = "{passwd}"\n'
             f'listeners = [{{ name = "default", host = "127.0.0.1", port = {self.mqtt_port} }}]\n'
             f'[control]\nsocket = "{self.socket}"\n' + extra_toml

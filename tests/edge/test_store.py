@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import stat
 import time
 from pathlib import Path
 
 import pytest
 
 from edge.config import StoreConfig
-from edge.store import Store
+from edge.store import QueueFull, Store, StoreError
 from shared.frame import TelemetryFrame
 
 T0 = 1_800_000_000.0
@@ -80,13 +81,18 @@ async def test_disk_budget_drops_the_oldest_and_counts_them(tmp_path: Path) -> N
     await store.close()
 
 
-async def test_drop_newest_policy_keeps_the_backlog(tmp_path: Path) -> None:
+async def test_drop_newest_refuses_whole_batches_and_keeps_the_backlog(tmp_path: Path) -> None:
     store = await open_store(tmp_path / "q.db", disk_budget="1MiB", when_full="drop_newest")
-    stored = 0
+    stored = refused = 0
     for batch in range(40):
-        stored += await store.append(frames(100, start=T0 + batch * 100, width=40))
+        try:
+            stored += await store.append(frames(100, start=T0 + batch * 100, width=40))
+        except QueueFull as exc:
+            assert exc.reason == "disk_budget_newest" and "drop_newest" in str(exc)
+            refused += 100
     stats = await store.stats()
-    assert stats.drops["disk_budget_newest"] == 4000 - stored > 0
+    # The store counts nothing itself: the writer knows who keeps a refused frame (see test_writer).
+    assert refused == 4000 - stored > 0 and stats.depth == stored and stats.drops == {}
     assert (await store.read(limit=1))[0].frame_dict()["ts"] == T0
     await store.close()
 
@@ -126,4 +132,38 @@ async def test_counters_and_quarantine_survive_a_restart(tmp_path: Path) -> None
     assert (stats.duplicates, stats.quarantined, stats.drops["source_overrun"], stats.depth) == (2, 1, 5, 2)
     [row] = await store.quarantined()
     assert (row["origin"], row["reason"], row["bytes"]) == ("mqtt:twin/x/telemetry", "ts: must be seconds", 5)
+    await store.close()
+
+
+async def test_a_queue_directory_under_a_regular_file_is_a_store_error_that_says_what_to_do(tmp_path: Path) -> None:
+    (tmp_path / "var").write_text("a file where a directory should be")
+    store = Store(tmp_path / "var" / "lib" / "queue.db", StoreConfig())
+    with pytest.raises(StoreError) as caught:
+        await store.open()
+    message = str(caught.value)
+    assert f"cannot create the queue directory {tmp_path / 'var' / 'lib'}" in message
+    assert f"{tmp_path / 'var'} is a file" in message and "set edge.state_dir" in message
+
+
+async def test_a_queue_path_that_cannot_be_opened_is_a_store_error_and_is_not_set_aside(tmp_path: Path) -> None:
+    (tmp_path / "queue.db").mkdir()  # a directory where the file should be: not "damaged", just wrong
+    store = Store(tmp_path / "queue.db", StoreConfig())
+    with pytest.raises(StoreError, match="queue.db"):
+        await store.open()
+    assert (tmp_path / "queue.db").is_dir() and not list(tmp_path.glob("*.corrupt-*"))
+
+
+async def test_queue_files_are_not_readable_by_other_users(tmp_path: Path) -> None:
+    store = await open_store(tmp_path / "state" / "q.db")
+    await store.append(frames(3))
+    assert stat.S_IMODE((tmp_path / "state").stat().st_mode) & 0o007 == 0
+    for name in ("q.db", "q.db-wal", "q.db-shm", "q.db-reserve"):
+        assert stat.S_IMODE((tmp_path / "state" / name).stat().st_mode) & 0o007 == 0, name
+    await store.close()
+
+    # A queue made by an older version (mode 0644) loses other users' access at the next start.
+    (tmp_path / "state" / "q.db").chmod(0o644)
+    store = await open_store(tmp_path / "state" / "q.db")
+    assert stat.S_IMODE((tmp_path / "state" / "q.db").stat().st_mode) == 0o640
+    assert (await store.stats()).depth == 3
     await store.close()

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
+import pytest
+
 from edge.config import StoreConfig
-from edge.store import Store
+from edge.store import QueueFull, Store
 from edge.writer import StoreWriter
 from shared.frame import TelemetryFrame
 
@@ -105,3 +108,45 @@ async def test_hooks_see_committed_frames_and_a_failing_hook_does_not_stop_the_w
         task.cancel()
     assert seen == [T0, T0 + 1]
     await store.close()
+
+
+async def test_a_full_queue_under_drop_newest_refuses_durable_puts_and_counts_the_rest(tmp_path: Path) -> None:
+    store = Store(tmp_path / "q.db", StoreConfig(disk_budget=1024**2, when_full="drop_newest"))
+    await store.open()
+    template = TelemetryFrame(ts=T0, device_id="press-1", sensors={f"s{k}": float(k) for k in range(40)})
+
+    def wide(start: int, n: int) -> list[TelemetryFrame]:
+        return [template.model_copy(update={"ts": T0 - 100_000 + start + i}) for i in range(n)]
+
+    with contextlib.suppress(QueueFull):
+        for start in range(0, 1000, 100):
+            await store.append(wide(start, 100))  # most of the budget, quickly
+    writer = StoreWriter(store, max_frames=1000, max_delay=0.01, queue_frames=10_000)
+    try:
+        async with asyncio.TaskGroup() as tg:
+            task = tg.create_task(writer.run(), name="writer")
+            refused_in_a_row, start = 0, 1000
+            while refused_in_a_row < 3 and start < 5000:  # two at a time until the queue keeps refusing
+                try:
+                    await writer.put(wide(start, 2), durable=True)
+                    refused_in_a_row = 0
+                except QueueFull:
+                    refused_in_a_row += 1
+                start += 2
+            assert refused_in_a_row == 3, "the queue never filled"
+            before = await store.stats()
+            # An MQTT QoS 1 publish: the caller learns the frames were not stored, so no PUBACK leaves.
+            with pytest.raises(QueueFull):
+                await writer.put(wide(start, 2), durable=True)
+            # A poller does not wait for the commit: its frames are dropped and counted.
+            await writer.put(wide(start + 2, 3))
+            async with asyncio.timeout(10):
+                while store.drops.get("disk_budget_newest", 0) < 3:
+                    await asyncio.sleep(0.01)
+            task.cancel()
+        stats = await store.stats()
+        assert stats.drops == {"disk_budget_newest": 3}
+        assert stats.refused_unacked == before.refused_unacked + 2 and stats.full
+        assert stats.depth == before.depth  # nothing of the refused batches was stored
+    finally:
+        await store.close()
