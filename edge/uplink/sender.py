@@ -191,9 +191,8 @@ class Sender:
         delay = state.next_action.sleep if state.next_action else 0.0
         self.link.retry_in = delay
         self.on_retry()
-        first = self.link.state != "retrying"
         self.link.set("retrying", str(exc))
-        if first:
+        if state.attempt_number == 1:  # one WARNING per outage; each later try at DEBUG
             log.warning("cannot sync with the cloud: %s; retrying in %.1f s (data stays queued)", exc, delay)
         else:
             log.debug("sync retry %d: %s; next in %.1f s", state.attempt_number, exc, delay)

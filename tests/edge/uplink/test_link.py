@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -165,20 +166,25 @@ async def test_overload_is_retried_after_the_servers_retry_after(tmp_path: Path)
     assert uplink.snapshot()["last_error"] == "HTTP 503: the database is busy"
 
 
-async def test_connection_errors_are_retried_without_losing_anything(tmp_path: Path) -> None:
+async def test_connection_errors_are_retried_without_losing_anything(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     calls = {"n": 0}
 
     def flaky(request: httpx.Request) -> httpx.Response:
         calls["n"] += 1
-        if calls["n"] <= 3:
+        if calls["n"] <= 6:
             raise httpx.ConnectError("connection refused", request=request)
         return ScriptedCloud(ack)(request)
 
+    caplog.set_level(logging.WARNING, logger="edge.uplink")
     async with uplink_running(tmp_path, ScriptedCloud(ack)) as uplink:
         uplink.transport = httpx.MockTransport(flaky)
         await uplink.store.append(frames(3))
         await run_until(uplink, lambda: uplink.store.depth == 0)
-    assert calls["n"] == 4
+    assert calls["n"] == 7
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and warnings[0].startswith("cannot sync with the cloud")  # one line per outage
 
 
 async def test_a_batch_too_large_is_halved(tmp_path: Path) -> None:
