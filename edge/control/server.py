@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge.control import ControlError
+from shared.errors import TwinedgeError
 
 if TYPE_CHECKING:
     from shared.frame import TelemetryFrame
@@ -86,13 +87,26 @@ class ControlServer:
             if handler is None:
                 await self._send(writer, {"ok": False, "error": f"unknown command {req['cmd']!r}"})
                 return
-            await self._send(writer, {"ok": True, "result": await handler(req)})
+            await self._send(writer, await self._answer(handler, req))
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             pass  # the client went away
         finally:
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
+
+    @staticmethod
+    async def _answer(handler: Handler, req: dict[str, Any]) -> dict[str, Any]:
+        """The reply to one request: its result, or why there is none (the daemon goes on either way)."""
+        try:
+            return {"ok": True, "result": await handler(req)}
+        except TwinedgeError as exc:  # e.g. the queue file cannot be read: say so to the person asking
+            return {"ok": False, "error": str(exc)}
+        except (TypeError, ValueError) as exc:
+            return {"ok": False, "error": f"bad request: {exc}"}
+        except Exception as exc:  # noqa: BLE001 - one request's failure must not go unexplained or reach the loop
+            log.exception("control request %r failed", req.get("cmd"))
+            return {"ok": False, "error": f"the daemon could not answer ({type(exc).__name__}: {exc}); see its log"}
 
     async def _tail(self, req: dict[str, Any], writer: asyncio.StreamWriter) -> None:
         device = req.get("device") if isinstance(req.get("device"), str) else None

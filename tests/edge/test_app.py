@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import subprocess
 import sys
@@ -248,3 +249,31 @@ async def test_a_part_that_keeps_crashing_ends_the_daemon_for_systemd_to_restart
     [failed] = caught.value.exceptions
     assert isinstance(failed, DaemonFailed)
     assert f"the MQTT side crashed {RESTART_BUDGET + 1} times" in str(failed)
+
+
+async def test_the_control_socket_answers_malformed_requests_and_keeps_serving(tmp_path: Path) -> None:
+    gateway = Gateway(config(tmp_path))
+    path = str(gateway.config.control_socket)
+
+    async def raw(line: bytes) -> bytes:
+        reader, writer = await asyncio.open_unix_connection(path)
+        writer.write(line)
+        await writer.drain()
+        try:
+            return await reader.read()
+        finally:
+            writer.close()
+
+    async with running(gateway):
+        answers = [
+            await raw(b'{"cmd": "queue_peek", "limit": "lots"}\n'),
+            await raw(b'{"cmd": "quarantine", "limit": [1]}\n'),
+            await raw(b"not json\n"),
+            await raw(b'{"cmd": "format_disk"}\n'),
+            await raw(b"x" * 100_000 + b"\n"),  # longer than any request: the connection is closed
+        ]
+        status = await request(gateway.config.control_socket, "status")
+    assert [json.loads(a)["ok"] if a else None for a in answers] == [False, False, False, False, None]
+    assert json.loads(answers[0])["error"].startswith("bad request: ")
+    assert "unknown command 'format_disk'" in json.loads(answers[3])["error"]
+    assert status["edge_id"] == "edge-1"
