@@ -132,9 +132,7 @@ class ExternalMqttIngest:
             delay = self._backoff.next_delay()
             self.health.errors += 1
             self.health.reconnects += 1
-            self.health.set_state(
-                SourceState.DISCONNECTED, f"MQTT broker {self._where}: {problem}; retrying in {delay:.1f} s"
-            )
+            self.health.set_state(SourceState.DISCONNECTED, f"MQTT broker {self._where}: {problem}", retry_in=delay)
             await asyncio.sleep(delay)
 
     async def _session(self, conn: MqttConnection) -> None:

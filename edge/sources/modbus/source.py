@@ -135,8 +135,8 @@ class ModbusSource(Source):
                     self.health.errors += 1
                     await self._link.close()
                     delay = backoff.next_delay()
-                    when = f"{delay:.0f}" if delay >= 10 else f"{delay:.1f}"
-                    self.health.set_state(SourceState.DISCONNECTED, f"{self._who} {exc}; retrying in {when} s")
+                    # The delay is kept apart from the reason: an outage is logged once, not per attempt.
+                    self.health.set_state(SourceState.DISCONNECTED, f"{self._who} {exc}", retry_in=delay)
                     await asyncio.sleep(delay)
         except BusConflictError as exc:
             self.health.set_state(SourceState.FAILED, str(exc))

@@ -121,7 +121,7 @@ async def test_a_broken_device_does_not_stop_its_neighbour():
     assert "line-2" in (bad.health.reason or "") and "illegal data address" in (bad.health.reason or "")
 
 
-async def test_reconnects_after_the_server_is_stopped_and_started_again():
+async def test_reconnects_after_the_server_is_stopped_and_started_again(caplog: pytest.LogCaptureFixture):
     server = ModbusTestServer(lambda: [device(1, holding={0: [42]})])
     await server.start()
     sink = CollectingSink()
@@ -133,8 +133,12 @@ async def test_reconnects_after_the_server_is_stopped_and_started_again():
             reason = src.health.reason or ""
             assert "Modbus device press-3 at 127.0.0.1" in reason
             assert "refused the connection" in reason or "lost the connection" in reason
-            assert "retrying in" in reason
+            assert src.health.snapshot()["retry_at"] is not None  # when the next attempt is due
             await wait_until(lambda: "refused the connection" in (src.health.reason or ""))
+            errors = src.health.errors
+            await wait_until(lambda: src.health.errors >= errors + 2)  # more attempts ...
+            logged = [r for r in caplog.records if "refused the connection" in r.getMessage()]
+            assert len(logged) == 1  # ... and one line in the log for the whole outage
             before = len(sink.frames)
             await server.start()
             await sink.wait_for(before + 2)
