@@ -26,7 +26,7 @@ from edge.control.server import ControlServer
 from edge.errors import DaemonFailed, StartupError
 from edge.logthrottle import install_loop_exception_handler
 from edge.sdnotify import notify, open_notify_socket, watchdog_interval
-from edge.sources import Source, SourceState, build_source
+from edge.sources import Source, SourceHealth, SourceState, build_source
 from edge.store import Store
 from edge.supervisor import Supervisor
 from edge.uplink import Uplink
@@ -44,7 +44,11 @@ STATUS_EVERY = 10.0
 
 
 class MqttSide(Protocol):
+    """MQTT ingest (the embedded broker, or the client of an external one), in the terms of a source:
+    ``run()`` until cancelled, ``health`` for `status`; plus what a broker adds (republishing, counters)."""
+
     started: asyncio.Event
+    health: SourceHealth
 
     async def run(self) -> None: ...
 
@@ -186,6 +190,11 @@ class Gateway:
             SourceState.FAILED, f"{gave_up}; not restarted. Fix the cause and restart the service."
         )
 
+    def _healths(self) -> list[SourceHealth]:
+        """Every source of data, MQTT ingest first."""
+        mqtt = [self.mqtt.health] if self.mqtt is not None else []
+        return mqtt + [s.health for s in self.sources]
+
     async def edge_health(self) -> EdgeHealth:
         """What every sync batch tells the cloud about this edge: one query, the rest is in memory."""
         oldest = await self.store.oldest()
@@ -194,7 +203,7 @@ class Gateway:
             oldest_age_s=None if oldest is None else max(0.0, time.time() - oldest[1]),
             drops=self.store.drops,
             quarantined=self.store.quarantined_count,
-            sources={s.name: s.health.state.value for s in self.sources},
+            sources={h.name: h.state.value for h in self._healths()},
         )
 
     # --- control handlers ----------------------------------------------------
@@ -207,7 +216,7 @@ class Gateway:
             "started_at": self.started_at,
             "uptime_s": time.time() - self.started_at,
             "restarts": self.restarts,
-            "sources": [s.health.snapshot() for s in self.sources],
+            "sources": [h.snapshot() for h in self._healths()],
             "mqtt": self.mqtt.snapshot() if self.mqtt is not None else None,
             "cloud": self.uplink.snapshot() if self.uplink is not None else None,
             "queue": stats.as_dict(),

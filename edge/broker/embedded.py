@@ -28,7 +28,7 @@ from edge.broker.auth import Authenticator
 from edge.broker.config import BrokerConfig, ListenerConfig
 from edge.broker.guard import GUARD_COUNTERS, ConnectionGuard, ListenerLimit, connection_limits
 from edge.broker.ingest import TelemetryIngest, group_by_device, republish_prefix
-from edge.sources.base import FrameSink
+from edge.sources.base import FrameSink, SourceHealth, SourceState
 from shared.codec import encode_frames
 from shared.errors import TwinedgeError
 from shared.frame import TelemetryFrame
@@ -60,7 +60,10 @@ class EmbeddedBroker:
         self.sink = sink
         self.edge_id = edge_id
         self.started = asyncio.Event()
-        self.ingest = TelemetryIngest(sink, max_payload=config.max_payload, max_frames=config.max_frames_per_message)
+        # The MQTT side reports like a source: `status` lists it with the PLCs (state, frames, last data).
+        self.health = SourceHealth(name="mqtt", kind="mqtt_broker")
+        self.ingest = TelemetryIngest(sink, max_payload=config.max_payload, max_frames=config.max_frames_per_message,
+                                      health=self.health)
         self._hooks: Hooks | None = None
         self._broker: TwinedgeBroker | None = None
         self._republish_prefix = republish_prefix(edge_id)
@@ -144,12 +147,14 @@ class EmbeddedBroker:
         try:
             await broker.start()
         except BrokerError as exc:
-            reason = exc.__cause__ or exc
-            raise BrokerStartError(f"the MQTT broker could not start on {self._describe()}: {reason}") from None
+            reason = f"the MQTT broker could not start on {self._describe()}: {exc.__cause__ or exc}"
+            self.health.set_state(SourceState.FAILED, reason)
+            raise BrokerStartError(reason) from None
         self._hooks, self._broker = hooks, broker
         if self.config.allow_anonymous:
             log.warning("MQTT broker accepts anonymous clients (allow_anonymous = true)")
         log.info("MQTT broker listening on %s", self._describe())
+        self.health.set_state(SourceState.CONNECTED)
         self.started.set()
         try:
             await asyncio.Future()  # serve until cancelled

@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from edge.sources.base import FrameSink
+from edge.sources.base import FrameSink, SourceHealth
 from shared.codec import decode_obj, validate_frame
 from shared.errors import CodecError, FrameError
 from shared.frame import DEVICE_ID_PATTERN, TelemetryFrame
@@ -115,8 +115,11 @@ class Received(NamedTuple):
 class TelemetryIngest:
     """Decodes device payloads and hands the frames to the sink."""
 
-    def __init__(self, sink: FrameSink, *, max_payload: int, max_frames: int = 10_000) -> None:
+    def __init__(
+        self, sink: FrameSink, *, max_payload: int, max_frames: int = 10_000, health: SourceHealth | None = None
+    ) -> None:
         self.sink = sink
+        self.health = health  # the MQTT side's health: frames stored count as its data, as for a source
         self.max_payload = max_payload
         self.max_frames = max_frames
         self.messages_in = 0
@@ -161,6 +164,8 @@ class TelemetryIngest:
         if frames:
             await self.sink.put(frames, durable=durable)
             self.frames_in += len(frames)
+            if self.health is not None:
+                self.health.record_success(len(frames), sum(len(frame.sensors) for frame in frames))
         return Received(len(frames), refused)
 
     async def frames_of(self, topic: str, payload: bytes, *, client_id: str) -> list[TelemetryFrame]:

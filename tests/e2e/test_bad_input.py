@@ -64,4 +64,8 @@ async def test_the_daemon_survives_malformed_payloads_and_counts_them(tmp_path: 
     assert {k: v for k, v in status["mqtt"]["rejected"].items() if v} == expected
     assert status["queue"]["depth"] == 1
     assert status["queue"]["quarantined"] == len(MALFORMED)
+    # MQTT ingest reports like a source: connected, and only the one good frame counts as its data
+    [mqtt] = [s for s in status["sources"] if s["kind"] == "mqtt_broker"]
+    assert (mqtt["name"], mqtt["state"], mqtt["frames"]) == ("mqtt", "connected", 1)
+    assert "mqtt    mqtt_broker  connected" in cli_out
     assert "invalid_frame 5" in cli_out and "too_large 1" in cli_out

@@ -16,7 +16,7 @@ import pytest
 from edge.app import Gateway
 from edge.config import GatewayConfig
 from edge.control.client import request, stream
-from edge.sources import Source, SourceState
+from edge.sources import Source, SourceHealth, SourceState
 from edge.supervisor import RESTART_BUDGET
 from shared.configbase import StrictModel
 from shared.frame import TelemetryFrame
@@ -200,6 +200,7 @@ class FlakyMqtt:
 
     def __init__(self, crashes: int) -> None:
         self.started = asyncio.Event()
+        self.health = SourceHealth(name="mqtt", kind="fake")
         self.crashes = crashes
         self.runs = 0
 
