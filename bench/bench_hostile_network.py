@@ -37,7 +37,7 @@ import msgpack  # noqa: E402
 
 from tests.e2e.daemon import PASSWORD, USER  # noqa: E402
 from tests.e2e.hostile import HostileDaemon  # noqa: E402
-from tests.edge.broker.mqttraw import PUBACK, PUBLISH, RawClient  # noqa: E402
+from tests.edge.broker.mqttraw import PUBACK, PUBLISH, RawClient, fixed_header  # noqa: E402
 
 FRAME = msgpack.packb({"ts": 1_800_000_000.0, "sensors": {"temp": 20.5}})
 PROBE_EVERY = 0.25
@@ -92,15 +92,10 @@ async def attack_oversized(port: int, count: int) -> None:
     async def one(n: int) -> None:
         client, code, _ = await RawClient.connect(port, f"big-{n}", username=USER, password=PASSWORD)
         assert code == 0
-        length, header = 200 * 1024 * 1024, bytearray([PUBLISH << 4 | 2])
-        while True:
-            byte, length = length % 128, length // 128
-            header.append(byte | (0x80 if length else 0))
-            if not length:
-                break
+        header = fixed_header(PUBLISH, 2, 200 * 1024 * 1024)
         chunk = b"\x00" * (1024 * 1024)
         try:
-            await client.send(bytes(header) + b"\x00\x07plant/x\x00\x01")
+            await client.send(header + b"\x00\x07plant/x\x00\x01")
             for _ in range(64):
                 await client.send(chunk)
         except ConnectionError:

@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,19 @@ from edge.control.client import request
 from tests.support import free_port
 
 USER, PASSWORD = "device", "s3cret-device-pw"
+
+
+async def wait_answering(socket: Path, returncode: Callable[[], int | None], log: Path, within: float = 30) -> None:
+    """Until the daemon's control socket answers; RuntimeError with its log's tail if it exited first."""
+    async with asyncio.timeout(within):
+        while True:
+            if (code := returncode()) is not None:
+                raise RuntimeError(f"edge exited with {code}: {log.read_text()[-2000:]}")
+            try:
+                await request(socket, "status")
+                return
+            except ControlError:
+                await asyncio.sleep(0.05)
 
 
 class EdgeDaemon:
@@ -45,15 +59,7 @@ class EdgeDaemon:
             stdout=log, stderr=log, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         log.close()
-        async with asyncio.timeout(30):
-            while True:
-                if self.proc.returncode is not None:
-                    raise RuntimeError(f"edge exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}")
-                try:
-                    await self.status()
-                    return
-                except ControlError:
-                    await asyncio.sleep(0.05)
+        await wait_answering(self.socket, lambda: self.proc.returncode if self.proc else None, self.log)
 
     async def status(self) -> dict[str, Any]:
         result = await request(self.socket, "status")

@@ -14,14 +14,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from edge.broker.auth import set_password
-from edge.control import ControlError
 from edge.control.client import request
-from tests.e2e.daemon import PASSWORD, USER
+from tests.e2e.daemon import PASSWORD, USER, wait_answering
 from tests.support import free_port
 
 OPS, OPS_PASSWORD = "ops", "s3cret-ops-pw"
@@ -77,36 +75,19 @@ class HostileDaemon:
                 env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
             )
 
-    def _check_running(self) -> None:
+    def _returncode(self) -> int | None:
         assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"edge exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}")
+        return self.proc.poll()
 
     def start(self) -> None:
         """Start and wait until the control socket answers (outside an event loop: a module fixture)."""
         self._spawn()
-        deadline = time.monotonic() + 30
-        while True:
-            self._check_running()
-            try:
-                asyncio.run(self.status())
-                return
-            except ControlError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        asyncio.run(wait_answering(self.socket, self._returncode, self.log))
 
     async def astart(self) -> None:
         """``start()`` from inside a test's event loop."""
         self._spawn()
-        async with asyncio.timeout(30):
-            while True:
-                self._check_running()
-                try:
-                    await self.status()
-                    return
-                except ControlError:
-                    await asyncio.sleep(0.05)
+        await wait_answering(self.socket, self._returncode, self.log)
 
     async def status(self) -> dict[str, Any]:
         result = await request(self.socket, "status")

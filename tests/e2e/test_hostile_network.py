@@ -34,6 +34,7 @@ from tests.edge.broker.mqttraw import (
     PUBREL,
     RawClient,
     connect_packet,
+    fixed_header,
     packet,
     publish_packet,
 )
@@ -211,16 +212,10 @@ async def test_an_oversized_publish_is_refused_from_its_header_without_reading_t
     rss_before = daemon.rss_mb()
     client = await login(port, "oversize")
     announced = 200 * 1024 * 1024
-    header = bytearray([PUBLISH << 4 | 2])
-    length = announced
-    while True:
-        byte, length = length % 128, length // 128
-        header.append(byte | (0x80 if length else 0))
-        if not length:
-            break
+    header = fixed_header(PUBLISH, 2, announced)
     chunk = b"\x00" * (1024 * 1024)
     try:
-        await client.send(bytes(header) + b"\x00\x07plant/x\x00\x01")
+        await client.send(header + b"\x00\x07plant/x\x00\x01")
         for _ in range(32):  # 32 MB of the announced 200 MB, unless the broker hangs up first
             await client.send(chunk)
     except ConnectionError:

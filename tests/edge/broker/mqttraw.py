@@ -20,15 +20,19 @@ def _str(value: str | bytes) -> bytes:
     return struct.pack("!H", len(raw)) + raw
 
 
-def _packet(kind: int, flags: int, body: bytes) -> bytes:
+def fixed_header(kind: int, flags: int, length: int) -> bytes:
+    """A packet's fixed header announcing ``length`` bytes of body (which may then never come)."""
     out = bytearray([(kind << 4) | flags])
-    length = len(body)
     while True:
         byte, length = length % 128, length // 128
         out.append(byte | (0x80 if length else 0))
         if not length:
             break
-    return bytes(out) + body
+    return bytes(out)
+
+
+def _packet(kind: int, flags: int, body: bytes) -> bytes:
+    return fixed_header(kind, flags, len(body)) + body
 
 
 def packet(kind: int, flags: int, body: bytes) -> bytes:
