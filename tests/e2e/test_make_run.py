@@ -28,6 +28,9 @@ from tests.e2e.terminal import Terminal, processes_mentioning
 from tests.support import free_port, free_ports
 
 REPO = Path(__file__).resolve().parents[2]
+# `make test` runs these tests inside make: its variables would make the nested `make run` print
+# "Entering directory" lines and inherit flags, unlike what a person types in a terminal.
+USER_ENV = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES")}
 STAMP = ".venv/.installed-stamp"  # the Makefile's install stamp: `make -o` keeps make from installing
 STOP_BOUND = 30.0  # seconds: the demo gives each child 10 s, then kills it
 DEVICES = ("machine-1", "machine-1-opcua")
@@ -120,7 +123,8 @@ def new_run(base: Path) -> Run:
 
 def start_in_terminal(term: Terminal, run: Run) -> None:
     """Type `make run ... 2>&1 | tee LOG`, checking first that make would run the demo and nothing else."""
-    dry = subprocess.run([*run.make_command(), "-n"], cwd=REPO, capture_output=True, text=True, check=True)
+    dry = subprocess.run([*run.make_command(), "-n"], cwd=REPO, capture_output=True, text=True, check=True,
+                         env=USER_ENV)
     assert dry.stdout.count("\n") == 1 and "demo.py" in dry.stdout, f"make run would do more: {dry.stdout}"
     term.type(f"{shlex.join(run.make_command())} 2>&1 | tee {run.log}")
 
@@ -166,7 +170,7 @@ def assert_one_log_format(log: Path) -> None:
 def test_ctrl_c_hang_up_and_sigterm_each_stop_every_process_and_free_the_ports(tmp_path: Path) -> None:
     # As in a terminal whose shell runs under a systemd unit: the children's lines still reach the demo,
     # and must stay in the terminal format, not the journal's.
-    env = {**os.environ, "PYTHONPATH": str(REPO), "INVOCATION_ID": "0" * 32, "JOURNAL_STREAM": "8:12345"}
+    env = {**USER_ENV, "PYTHONPATH": str(REPO), "INVOCATION_ID": "0" * 32, "JOURNAL_STREAM": "8:12345"}
     runs = {ending: new_run(tmp_path / ending) for ending in ("ctrl-c", "hang-up", "sigterm")}
     terminals = {ending: Terminal(REPO, env) for ending in runs}
     try:
@@ -206,7 +210,7 @@ def test_a_child_stops_by_itself_when_the_demo_is_killed(tmp_path: Path) -> None
     port = free_port()
     with subprocess.Popen(
         [sys.executable, "-c", PARENT, str(REPO / "deploy" / "scripts"), str(port), str(tmp_path / "ready")],
-        cwd=REPO, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+        cwd=REPO, stdout=subprocess.PIPE, text=True, env={**USER_ENV, "PYTHONPATH": str(REPO)},
     ) as parent:
         try:
             assert parent.stdout is not None
