@@ -118,9 +118,9 @@ def create_app(config: CloudConfig) -> FastAPI:
     app.include_router(twin.router)
     app.include_router(edges.router)
     app.include_router(physics.router)
-    if config.physics.store_dir is not None:
-        store = PhysicsStore(config.physics.store_dir, max_upload_bytes=config.physics.max_upload_bytes)
-        app.dependency_overrides[physics.get_store] = lambda: store
+    # In memory unless physics.store_dir is set; either way with the configured upload limit.
+    store = PhysicsStore(config.physics.store_dir, max_upload_bytes=config.physics.max_upload_bytes)
+    app.dependency_overrides[physics.get_store] = lambda: store
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

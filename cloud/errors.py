@@ -152,8 +152,15 @@ async def _framework_error(request: Request, exc: Exception) -> Response:
     return JSONResponse(_body([Problem("", message)]), status_code=exc.status_code, headers=exc.headers)
 
 
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    """A bug: logged with its traceback for the developers; the client gets a 500 in the usual shape."""
+    log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return JSONResponse(_body([Problem("", "internal error; the service log has the details")]), status_code=500)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Make ``app`` answer every project error, validation error and framework error as described above."""
+    app.add_exception_handler(Exception, _unexpected_error)
     app.add_exception_handler(TwinedgeError, _project_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(StarletteHTTPException, _framework_error)

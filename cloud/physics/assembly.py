@@ -241,22 +241,27 @@ def load_assembly(spec: AssemblySpec, base_dir: Path | None = None,
     limits = limits or MeshLimits()
     parts: list[Part] = []
     problems: list[Problem] = []
+    kinds: set[type[PhysicsError]] = set()
     warnings: list[str] = []
     for i, ps in enumerate(spec.parts):
+        key = "mesh"
         try:
             data, fmt = _mesh_bytes(ps, base_dir, limits)
             mesh = load_mesh_bytes(data, fmt, ps.unit, limits)
+            key = "material"
             material = get_material(ps.material)
         except PhysicsError as exc:
-            problems += [Problem(f"parts[{i}] ({ps.name})" + (f".{p.path}" if p.path else ""),
-                                 p.message) for p in exc.problems]
+            kinds.add(type(exc))
+            problems += [Problem(f"parts[{i}].{key}" + (f".{p.path}" if p.path else ""), f"{ps.name}: {p.message}")
+                         for p in exc.problems]
             continue
         warnings += [f"{ps.name}: {t}" for t in mesh.check.repairs + mesh.check.flags]
         density = ps.density_kg_m3 or material.density
         parts.append(Part(ps.name, mesh, ps.pose.to_matrix(spec.unit), material, density,
                           ps.unit, ps.fixed))
     if problems:
-        raise AssemblyError(problems)
+        # One kind of problem keeps its kind (a part over the size limit is 413, not 422).
+        raise (kinds.pop() if len(kinds) == 1 else AssemblyError)(problems)
     return Assembly(spec, parts, warnings)
 
 

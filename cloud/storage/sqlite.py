@@ -95,7 +95,7 @@ class SQLiteStorage(Storage):
         try:
             return fn(con(), *args)
         except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
                 raise StorageUnavailable(f"SQLite database {self.path} is busy: {exc}") from None
             raise StorageError(f"SQLite database {self.path}: {exc}") from None
         except sqlite3.DatabaseError as exc:

@@ -120,3 +120,23 @@ async def test_every_route_behind_a_token_documents_401_and_403(api: Api) -> Non
             continue
         for method, operation in item.items():
             assert {"401", "403"} <= set(operation["responses"]), (method, path)
+
+
+async def test_an_unexpected_error_is_a_500_in_the_usual_shape_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    import httpx
+
+    from cloud.app import create_app
+    from cloud.config import CloudConfig
+
+    app = create_app(CloudConfig.model_validate({"database": {"url": "sqlite:///:memory:"}}))
+
+    @app.get("/boom")
+    def boom() -> None:
+        raise RuntimeError("a bug")
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://cloud.test") as client:
+        resp = await client.get("/boom")
+    assert resp.status_code == 500
+    assert resp.json() == {"detail": [{"path": "", "message": "internal error; the service log has the details"}]}
+    assert any("GET /boom failed" in r.getMessage() and r.exc_info for r in caplog.records)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -75,6 +77,9 @@ async def test_upload_then_every_check(client: httpx.AsyncClient) -> None:
     (lambda b: b["parts"][1].update(pose={"matrix": [[1, 0], [0, 1]]}), 422, "4×4"),
     (lambda b: b["parts"][0].update(colour="red"), 422, "unknown key"),
     (lambda b: b["parts"][0]["mesh"].update(data_base64="QUJD" * 60_000), 413, "limit"),
+    # a small body whose STL announces more triangles than the limit: 413 for that part, with its path
+    (lambda b: b["parts"][0]["mesh"].update(data_base64=base64.b64encode(
+        b"\0" * 80 + (3_000_000).to_bytes(4, "little") + b"\0" * 50).decode()), 413, "parts[0].mesh"),
 ])
 async def test_bad_uploads_get_4xx_with_the_reason(client, mutate, status, words) -> None:
     body = _upload_body()
@@ -82,6 +87,13 @@ async def test_bad_uploads_get_4xx_with_the_reason(client, mutate, status, words
     resp = await client.post("/api/v1/physics/assemblies", json=body)
     assert resp.status_code == status
     assert words in resp.text
+
+
+async def test_the_in_memory_store_keeps_the_configured_upload_limit(tmp_path: Path) -> None:
+    async with make_api(tmp_path, physics={"max_upload_bytes": 1024}) as api:  # the body is ~2 kB
+        api.client.headers.update(auth(api.operator))
+        resp = await api.client.post("/api/v1/physics/assemblies", json=_upload_body())
+    assert resp.status_code == 413 and "1,024" in resp.text
 
 
 async def test_malformed_json_and_unknown_id_are_4xx(client) -> None:
