@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import shutil
+import subprocess
 import signal
 from pathlib import Path
 from typing import Any
@@ -29,11 +30,14 @@ _START_TIMEOUT = 60.0
 def node_opcua_missing() -> str | None:
     """Why the foreign server cannot run here (a reason to skip), or None when it can.
 
-    Only a missing ``node`` is a reason to skip: with node present, the packages must be
-    installed (``make install``), and a test that finds them missing fails and says so.
+    Only a missing or too old ``node`` is a reason to skip: with a usable node, the packages
+    must be installed (``make install``), and a test that finds them missing fails and says so.
     """
     if shutil.which("node") is None:
         return "node (Node.js) is not installed; deploy/scripts/system-deps.sh installs it"
+    check = subprocess.run(["node", str(SERVER_DIR / "check-node.mjs")], capture_output=True, text=True, check=False)
+    if check.returncode != 0:
+        return f"{check.stdout.strip() or check.stderr.strip()}; install a newer Node.js to run these tests"
     return None
 
 
