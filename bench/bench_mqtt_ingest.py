@@ -162,7 +162,7 @@ async def _publishers(args: argparse.Namespace) -> None:
 
 
 class CountingSink:
-    """Counts frames; the cheapest realistic sink (the real store is measured by the lead's benchmark)."""
+    """Counts frames: the broker alone (`--sink count`); the default sink is the real durable store."""
 
     def __init__(self) -> None:
         self.frames = 0

@@ -1,7 +1,8 @@
 """A real, small filesystem for disk-full tests: a tmpfs of a few MB that the test mounts (root only).
 
-Without root (or where mounting is not allowed) the test is skipped with the
-reason; CI runs as root, so there these tests run.
+Without root the test is skipped with the reason. As root the mount must work:
+CI runs as root, and a disk-full test that quietly skipped there would leave
+the queue's promises on a full disk untested, so a failed mount fails the test.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ def small_filesystem(path: Path, size_mb: int) -> Iterator[Path]:
         capture_output=True, text=True, check=False,
     )
     if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs at {path}: {mounted.stderr.strip() or mounted.returncode}")
+        pytest.fail(f"running as root, but a tmpfs cannot be mounted at {path}: "
+                    f"{mounted.stderr.strip() or mounted.returncode}")
     try:
         yield path
     finally:

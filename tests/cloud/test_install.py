@@ -92,7 +92,9 @@ def test_make_clean_removes_build_output_and_keeps_the_sources(tmp_path: Path) -
     for name in made + kept:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("x")
-    subprocess.run(["make", "-s", "clean"], cwd=tmp_path, check=True, timeout=30, capture_output=True)
+    # Without the variables of a make that runs the suite: `make test VENV=...` must not reach this clean.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES")}
+    subprocess.run(["make", "-s", "clean"], cwd=tmp_path, check=True, timeout=30, capture_output=True, env=env)
     left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
     assert left == sorted(["Makefile", *kept])
     assert not list(tmp_path.rglob("__pycache__")) and not (tmp_path / "build").exists()

@@ -59,7 +59,13 @@ class EdgeDaemon:
             stdout=log, stderr=log, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         log.close()
-        await wait_answering(self.socket, lambda: self.proc.returncode if self.proc else None, self.log)
+        try:
+            await wait_answering(self.socket, lambda: self.proc.returncode if self.proc else None, self.log)
+        except BaseException:
+            if self.proc.returncode is None:  # never leave a daemon behind a failed start
+                self.proc.kill()
+                await self.proc.wait()
+            raise
 
     async def status(self) -> dict[str, Any]:
         result = await request(self.socket, "status")

@@ -82,12 +82,26 @@ class HostileDaemon:
     def start(self) -> None:
         """Start and wait until the control socket answers (outside an event loop: a module fixture)."""
         self._spawn()
-        asyncio.run(wait_answering(self.socket, self._returncode, self.log))
+        try:
+            asyncio.run(wait_answering(self.socket, self._returncode, self.log))
+        except BaseException:
+            self._kill()
+            raise
 
     async def astart(self) -> None:
         """``start()`` from inside a test's event loop."""
         self._spawn()
-        await wait_answering(self.socket, self._returncode, self.log)
+        try:
+            await wait_answering(self.socket, self._returncode, self.log)
+        except BaseException:
+            self._kill()
+            raise
+
+    def _kill(self) -> None:
+        """Never leave a daemon behind a failed start."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
     async def status(self) -> dict[str, Any]:
         result = await request(self.socket, "status")

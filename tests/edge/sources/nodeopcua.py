@@ -16,8 +16,8 @@ import asyncio
 import contextlib
 import json
 import shutil
-import subprocess
 import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
