@@ -3,38 +3,85 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from shared.frame import TelemetryFrame
 
+# Ports for test servers come from a range below the kernel's ephemeral ports (which outgoing connections
+# and bind(0) draw from), split between the pytest-xdist workers: a port one worker picked is never picked
+# by another worker, nor taken as the source port of a connection, before the server binds it.
+_LOWEST = 10_000
+_cursor: int | None = None
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+
+def _ephemeral_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
+
+
+def _worker_range() -> tuple[int, int] | None:
+    """This worker's slice of the ports below the ephemeral range, or None when there is no such range."""
+    top = min(_ephemeral_start(), 32_768)
+    workers = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:]
+    index = int(worker) if worker.isdigit() else 0
+    size = (top - _LOWEST) // workers
+    if size < 1_000:
+        return None
+    return _LOWEST + index * size, _LOWEST + (index + 1) * size
+
+
+def _bindable(base: int, count: int) -> bool:
+    socks = []
+    try:
+        for port in range(base, base + count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(sock)
+            sock.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 def free_ports(count: int) -> int:
-    """The first of ``count`` consecutive TCP ports on 127.0.0.1 that were free a moment ago."""
-    for _ in range(50):
-        base = free_port()
-        if base + count > 65535:
-            continue
-        socks = []
-        try:
-            for port in range(base, base + count):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                socks.append(sock)
-                sock.bind(("127.0.0.1", port))
+    """The first of ``count`` consecutive TCP ports on 127.0.0.1 that are free, and this worker's alone."""
+    global _cursor
+    span = _worker_range()
+    if span is None:
+        return _ephemeral_ports(count)
+    low, high = span
+    if _cursor is None or not low <= _cursor < high:
+        _cursor = low + os.getpid() % max(1, (high - low) // 2)  # two runs at once rarely start together
+    for _ in range((high - low) // count):
+        base = _cursor
+        _cursor = base + count if base + 2 * count <= high else low
+        if base + count <= high and _bindable(base, count):
             return base
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
+    raise RuntimeError(f"no {count} consecutive free ports found in {low}-{high}")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free, and this worker's alone."""
+    return free_ports(1)
+
+
+def _ephemeral_ports(count: int) -> int:
+    """Where no range lies below the ephemeral ports: ports the kernel found free a moment ago."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            base = int(sock.getsockname()[1])
+        if base + count <= 65535 and _bindable(base, count):
+            return base
     raise RuntimeError(f"no {count} consecutive free ports found")
 
 
