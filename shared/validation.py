@@ -127,9 +127,20 @@ def _message(err: Mapping[str, Any], owner: type[BaseModel] | None) -> str:
                    f"expected one of {ctx.get('expected_tags')}")
     elif kind == "json_invalid":
         message = f"not valid JSON: {ctx.get('error', message)}"
-    elif "input" in err and "(got " not in message:
+    elif "input" in err and "(got " not in message and _may_show(err):
         message = f"{message} (got {shown(err['input'])})"
     return message
+
+
+_SECRET_WORDS = ("password", "token", "secret", "key")
+
+
+def _may_show(err: Mapping[str, Any]) -> bool:
+    """Show the refused value, unless it is a whole section (it may hold a password or token) or a secret."""
+    if isinstance(err.get("input"), Mapping | list | tuple):
+        return False
+    last = str(tuple(err.get("loc", ()) or ("",))[-1]).lower()
+    return not any(word in last for word in _SECRET_WORDS)
 
 
 def _find_line(text: str | None, key: str) -> int | None:

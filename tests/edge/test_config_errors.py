@@ -62,3 +62,15 @@ def test_unknown_source_kind_names_the_known_ones(tmp_path: Path) -> None:
     with pytest.raises(ConfigFileError) as err:
         load_config(path, GatewayConfig)
     assert err.value.lines == ["sources[0]: unknown 'kind' 'profibus'; expected one of 'modbus', 'opcua'"]
+
+
+@pytest.mark.parametrize("text", [
+    '[edge]\nid = "e1"\n[uplink]\nurl = "https://c.example"\ntoken = "SUPERSECRET-1"\ntoken_file = "/etc/t"\n',
+    '[edge]\nid = "e1"\n[mqtt_client]\npassword = "SUPERSECRET-1"\n',
+    '[edge]\nid = "e1"\n[uplink]\nurl = "https://c.example"\ntoken = ["SUPERSECRET-1"]\n',
+])
+def test_config_errors_never_show_a_secret(tmp_path: Path, text: str) -> None:
+    with pytest.raises(ConfigFileError) as caught:
+        load_config(write(tmp_path, text), GatewayConfig)
+    assert caught.value.lines  # the problem is named ...
+    assert "SUPERSECRET" not in caught.value.report()  # ... without the secret in a journal line
