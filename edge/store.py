@@ -235,13 +235,9 @@ class Store:
             ) as cur:
                 row = await cur.fetchone()
         try:
-            return self.disk.measure(int(row[0] if row else 0) * self._page_size)
+            return await asyncio.to_thread(self.disk.measure, int(row[0] if row else 0) * self._page_size)
         except OSError as exc:
             raise StoreError(f"cannot measure the disk under {self.path.parent}: {exc.strerror or exc}") from None
-
-    async def used_bytes(self) -> int:
-        """Bytes the queue uses: its pages in use, the WAL and its index."""
-        return (await self.usage()).used
 
     async def _make_room(self, incoming: int) -> None:
         """Apply ``when_full`` before a batch of about ``incoming`` bytes is written; QueueFull if it cannot go in.
@@ -463,11 +459,17 @@ class Store:
 
     @contextlib.asynccontextmanager
     async def _reading(self, what: str) -> AsyncIterator[None]:
-        """SQLite errors while reading become StoreError with the file's name."""
-        try:
-            yield
-        except sqlite3.Error as exc:
-            raise StoreError(f"could not {what} in {self.path}: {exc}; {HINT}") from exc
+        """A read between write transactions; SQLite errors become StoreError with the file's name.
+
+        Reads share the writer's connection, on which a transaction spans several awaits: a read in
+        between would see rows not committed yet, and the uplink could send frames that a rollback
+        (a full disk at COMMIT) then takes back, with their sequence numbers given out again.
+        """
+        async with self._txn:
+            try:
+                yield
+            except sqlite3.Error as exc:
+                raise StoreError(f"could not {what} in {self.path}: {exc}; {HINT}") from exc
 
     async def read(
         self, *, after_seq: int = 0, limit: int = 1000, max_bytes: int | None = None, through_seq: int | None = None

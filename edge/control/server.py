@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 _TAIL_BUFFER = 1000
 _MAX_REQUEST = 64 * 1024
+_REQUEST_TIMEOUT = 10.0  # seconds a client may take to send its request line
 
 
 class ControlServer:
@@ -37,6 +38,7 @@ class ControlServer:
         self.mode = mode
         self.handlers = handlers
         self._tails: set[tuple[asyncio.Queue[TelemetryFrame | None], str | None]] = set()
+        self._clients: set[asyncio.StreamWriter] = set()
         self.started = asyncio.Event()
 
     async def publish(self, frames: Sequence[TelemetryFrame]) -> None:
@@ -65,19 +67,33 @@ class ControlServer:
         log.info("control socket at %s", self.path)
         try:
             async with server:
-                await server.serve_forever()
+                try:
+                    await server.serve_forever()
+                finally:
+                    self._end_clients()  # the server's exit waits for its connections (Python 3.12+)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
 
+    def _end_clients(self) -> None:
+        """On shutdown: tail clients get the end of their stream, every connection is closed."""
+        for queue, _ in self._tails:
+            if queue.full():
+                queue.get_nowait()
+            queue.put_nowait(None)
+        for writer in self._clients:
+            writer.close()
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._clients.add(writer)
         try:
-            line = await reader.readline()
             try:
+                async with asyncio.timeout(_REQUEST_TIMEOUT):
+                    line = await reader.readline()
                 req = json.loads(line)
                 if not isinstance(req, dict) or not isinstance(req.get("cmd"), str):
                     raise ValueError("expected {\"cmd\": ...}")
-            except ValueError as exc:
+            except ValueError as exc:  # not JSON, or a line over the limit (readline says so with ValueError)
                 await self._send(writer, {"ok": False, "error": f"bad request: {exc}"})
                 return
             if req["cmd"] == "tail":
@@ -88,9 +104,10 @@ class ControlServer:
                 await self._send(writer, {"ok": False, "error": f"unknown command {req['cmd']!r}"})
                 return
             await self._send(writer, await self._answer(handler, req))
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-            pass  # the client went away
+        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
+            pass  # the client went away, or never said what it wanted
         finally:
+            self._clients.discard(writer)
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()

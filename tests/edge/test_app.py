@@ -271,10 +271,34 @@ async def test_the_control_socket_answers_malformed_requests_and_keeps_serving(t
             await raw(b'{"cmd": "quarantine", "limit": [1]}\n'),
             await raw(b"not json\n"),
             await raw(b'{"cmd": "format_disk"}\n'),
-            await raw(b"x" * 100_000 + b"\n"),  # longer than any request: the connection is closed
+            await raw(b"x" * 100_000 + b"\n"),  # longer than any request
         ]
         status = await request(gateway.config.control_socket, "status")
-    assert [json.loads(a)["ok"] if a else None for a in answers] == [False, False, False, False, None]
+    assert [json.loads(a)["ok"] for a in answers] == [False] * 5
     assert json.loads(answers[0])["error"].startswith("bad request: ")
     assert "unknown command 'format_disk'" in json.loads(answers[3])["error"]
     assert status["edge_id"] == "edge-1"
+
+
+async def test_stopping_the_daemon_ends_the_streams_of_tail_clients(tmp_path: Path) -> None:
+    gateway = Gateway(config(tmp_path))
+    task = asyncio.create_task(gateway.run(), name="gateway")
+    async with asyncio.timeout(10):
+        await gateway.ready.wait()
+    received: list[dict[str, object]] = []
+
+    async def tail() -> None:
+        async for frame in stream(gateway.config.control_socket):
+            received.append(frame)
+
+    tail_task = asyncio.create_task(tail(), name="tail")
+    await gateway.writer.put([TelemetryFrame(ts=T0, device_id="press-1", sensors={"n": 1})], durable=True)
+    async with asyncio.timeout(10):
+        while not received:
+            await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    async with asyncio.timeout(5):  # the tail client sees the end of its stream; nothing holds the shutdown
+        await tail_task
+    assert [f["sensors"] for f in received] == [{"n": 1}]
