@@ -169,8 +169,6 @@ class Uplink:
             if not task.done():
                 task.cancel()
                 await asyncio.wait([task])
-            if not task.cancelled():
-                task.exception()  # seen: a batch that could not be read ahead is read again
         if ahead is None or not acked or self.planner.outage or self.planner.backlog_through != ahead.split:
             return None
         if ahead.backlog and self._wake.is_set():
@@ -185,12 +183,10 @@ class Uplink:
         self._wake.clear()
         try:
             rows, backlog = await self._read(self.planner.reads(skip=(sent[0].seq, sent[-1].seq)))
+            return await self._encode(rows, backlog, split) if rows else None
         except StoreError as exc:
             log.debug("reading the next batch ahead failed (%s); it is read again after this one", exc)
             return None
-        if not rows:
-            return None
-        return await self._encode(rows, backlog, split)
 
     async def _deliver(self, client: httpx.AsyncClient, rows: list[StoredRow], body: bytes) -> bool:
         """Send one batch until the cloud answers for it; True when it acknowledged every row."""

@@ -170,9 +170,12 @@ class Sender:
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(SyncRetry), wait=self._wait, before_sleep=self._before_sleep, reraise=True
         )
+        if self.link.state not in ("retrying", "refused_auth"):  # those stay shown until the cloud answers
+            self.link.set("sending")
         async for attempt in retrying:
             with attempt:
                 ack = await self._post(client, body)
+        self.link.set("sending")
         self.link.last_sync = time.time()
         self.link.retry_in = None
         return ack
@@ -191,14 +194,14 @@ class Sender:
         delay = state.next_action.sleep if state.next_action else 0.0
         self.link.retry_in = delay
         self.on_retry()
-        self.link.set("retrying", str(exc))
+        refused = isinstance(exc, SyncRetry) and exc.status in (401, 403)
+        self.link.set("refused_auth" if refused else "retrying", str(exc))  # refused_auth: for `status`
         if state.attempt_number == 1:  # one WARNING per outage; each later try at DEBUG
             log.warning("cannot sync with the cloud: %s; retrying in %.1f s (data stays queued)", exc, delay)
         else:
             log.debug("sync retry %d: %s; next in %.1f s", state.attempt_number, exc, delay)
 
     async def _post(self, client: httpx.AsyncClient, body: bytes) -> SyncAck:
-        self.link.set("sending")
         try:
             response = await client.post(SYNC_PATH, content=body)
         except httpx.TransportError as exc:
@@ -212,7 +215,6 @@ class Sender:
                 raise SyncRetry(f"the cloud answered with an unreadable acknowledgement: {exc}") from None
         reason = _reason(response)
         if status in (401, 403):
-            self.link.set("refused_auth", reason)
             raise SyncRetry(f"the cloud refused this edge's token ({reason}); check uplink.token_file",
                             status=status)
         if status == 413:

@@ -208,7 +208,7 @@ async def test_a_refused_token_is_reported_and_nothing_is_deleted(tmp_path: Path
         await run_until(uplink, lambda: len(cloud.batches) >= 3)
         snap = uplink.snapshot()
         assert uplink.store.depth == 3 and await uplink.store.quarantined() == []
-    assert snap["state"] == "refused_auth" or snap["state"] == "retrying"
+    assert snap["state"] == "refused_auth"
     assert "refused this edge's token" in snap["last_error"]
 
 
