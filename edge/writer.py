@@ -135,14 +135,17 @@ class StoreWriter:
             while True:
                 batch = await self._take()
                 await self._commit(batch)
-        except asyncio.CancelledError:
+        except BaseException as exc:
             if self._inflight is not None:
-                # Cancelled while the batch was being written: its transaction was rolled back
-                # (or, if it had committed, the second write counts it as duplicates).
+                # Stopped while the batch was being written: its transaction was rolled back (or, if it
+                # had committed, the second write counts it as duplicates). It goes first again, to the
+                # shutdown drain or to the writer the supervisor starts after a crash, and its durable
+                # callers still wait for it.
                 self._items.extendleft(reversed(self._inflight))
                 self._queued += sum(len(f) for f, _ in self._inflight)
                 self._inflight = None
-            await self._drain()
+            if isinstance(exc, asyncio.CancelledError):
+                await self._drain()
             raise
 
     async def _take(self) -> list[tuple[Sequence[TelemetryFrame], asyncio.Future[None] | None]]:

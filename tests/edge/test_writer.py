@@ -150,3 +150,37 @@ async def test_a_full_queue_under_drop_newest_refuses_durable_puts_and_counts_th
         assert stats.depth == before.depth  # nothing of the refused batches was stored
     finally:
         await store.close()
+
+
+class StoreWithABug(Store):
+    """The real store, with a bug in its first append (our own seam)."""
+
+    appends = 0
+
+    async def append(self, frames):  # type: ignore[no-untyped-def]
+        StoreWithABug.appends += 1
+        if StoreWithABug.appends == 1:
+            raise RuntimeError("a bug in the write path")
+        return await super().append(frames)
+
+
+async def test_a_writer_restarted_after_a_crash_stores_the_batch_it_held_and_answers_its_callers(
+    tmp_path: Path,
+) -> None:
+    store = StoreWithABug(tmp_path / "q.db", StoreConfig())
+    await store.open()
+    writer = StoreWriter(store, max_frames=1000, max_delay=0.01, queue_frames=10_000)
+    put = asyncio.create_task(writer.put([frame(0), frame(1)], durable=True), name="durable-put")
+    with pytest.raises(RuntimeError, match="a bug"):
+        await writer.run()  # as the supervisor sees it: the writer crashed with the batch in hand
+    restarted = asyncio.create_task(writer.run(), name="writer-again")
+    try:
+        async with asyncio.timeout(10):
+            await put  # the caller (a QoS 1 publish waiting for its PUBACK) is answered
+    finally:
+        restarted.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            async with asyncio.timeout(10):
+                await restarted
+    assert [row.ts for row in await store.read()] == [T0, T0 + 1]
+    await store.close()
