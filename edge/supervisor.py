@@ -21,12 +21,13 @@ from collections.abc import Awaitable, Callable
 from edge.sources.base import Backoff
 from shared.errors import TwinedgeError
 
-__all__ = ["RESTART_BUDGET", "RESTART_WINDOW", "GaveUp", "Supervisor"]
+__all__ = ["RESTART_BUDGET", "RESTART_WINDOW", "STEADY_RUN", "GaveUp", "Supervisor"]
 
 log = logging.getLogger(__name__)
 
 RESTART_BUDGET = 5  # crashes allowed within RESTART_WINDOW
 RESTART_WINDOW = 600.0
+STEADY_RUN = 60.0  # a task that ran this long before it crashed is restarted after the shortest delay
 
 
 class GaveUp:
@@ -52,6 +53,7 @@ class Supervisor:
         window: float = RESTART_WINDOW,
         on_restart: Callable[[str, float], None] | None = None,
         fatal: Callable[[Exception], bool] = lambda exc: False,
+        steady_run: float = STEADY_RUN,
     ) -> None:
         self.name = name
         self.budget = budget
@@ -59,12 +61,14 @@ class Supervisor:
         self.backoff = Backoff(initial=delay, maximum=60 * delay)
         self.on_restart = on_restart
         self.fatal = fatal
+        self.steady_run = steady_run
         self.restarts = 0
         self._crashes: deque[float] = deque()
 
     async def run(self, target: Callable[[], Awaitable[None]]) -> GaveUp:
         """Run ``target`` until the budget is spent; CancelledError and fatal errors go through."""
         while True:
+            started = time.monotonic()
             try:
                 await target()
                 reason = "stopped by itself"
@@ -74,6 +78,8 @@ class Supervisor:
                 reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                 log.error("%s crashed: %s", self.name, reason, exc_info=not _ours(exc))
             now = time.monotonic()
+            if now - started >= self.steady_run:
+                self.backoff.reset()  # it ran well for a while: this crash is not part of a series
             self._crashes.append(now)
             while self._crashes and now - self._crashes[0] > self.window:
                 self._crashes.popleft()
