@@ -175,10 +175,14 @@ def cmd_cert(args: argparse.Namespace) -> int:
             return 1
     host = socket.gethostname()
     uri = args.uri or default_application_uri(args.source, host)
-    info = create_application_certificate(
-        cert, key, application_uri=uri, common_name=f"twinedge {args.source}@{host}",
-        hostnames=args.dns or [host], days=args.days, key_size=args.key_size,
-    )
+    try:
+        info = create_application_certificate(
+            cert, key, application_uri=uri, common_name=f"twinedge {args.source}@{host}",
+            hostnames=args.dns or [host], days=args.days, key_size=args.key_size,
+        )
+    except OSError as exc:
+        print(f"twinedge: cannot write {exc.filename or cert}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     print(f"wrote {cert} and its key {key} (readable by this user only)\n"
           f"  application URI  {info.uri}\n"
           f"  subject          {info.subject}\n"
@@ -187,6 +191,16 @@ def cmd_cert(args: argparse.Namespace) -> int:
           f"Copy {cert} into the trusted certificates of the OPC-UA server, and set in the source\n"
           f"  [sources.security] certificate = \"{cert}\", private_key = \"{key}\"")
     return 0
+
+
+def _days(text: str) -> int:
+    try:
+        days = int(text)
+    except ValueError:
+        days = 0
+    if not 1 <= days <= 36_500:
+        raise argparse.ArgumentTypeError(f"must be 1 to 36500 days (got {text!r})")
+    return days
 
 
 def _add_target(parser: argparse.ArgumentParser) -> None:
@@ -249,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "announces; if you set security.application_uri, give the same here)")
     p.add_argument("--dns", action="append", help="host name or IP address for subjectAltName (repeatable; "
                    "default: this host's name)")
-    p.add_argument("--days", type=int, default=1825, help="validity in days (default 1825, five years)")
+    p.add_argument("--days", type=_days, default=1825, help="validity in days, 1 to 36500 (default 1825, five years)")
     p.add_argument("--key-size", type=int, choices=[2048, 3072, 4096], default=2048)
     p.add_argument("--force", action="store_true", help="replace existing files")
     p.set_defaults(func=cmd_cert)

@@ -118,3 +118,16 @@ def test_check_config_refuses_a_certificate_opcua_servers_reject(tmp_path: Path,
     assert f"certificate {cert} / private_key {key}" in proc.stderr
     assert "twinedge cert create" in proc.stderr or "make the certificate for it" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(("args", "code", "words"), [
+    (["--cert", "/proc/no-such-dir/c.pem", "--key", "KEY"], 1, "cannot write /proc/no-such-dir"),
+    (["--cert", "CERT", "--key", "KEY", "--days", "99999999"], 2, "must be 1 to 36500 days"),
+    (["--cert", "CERT", "--key", "KEY", "--days", "soon"], 2, "must be 1 to 36500 days (got 'soon')"),
+])
+def test_cert_create_refuses_what_it_cannot_do_in_one_line(tmp_path: Path, args: list[str], code: int,
+                                                           words: str) -> None:
+    args = [{"CERT": str(tmp_path / "c.pem"), "KEY": str(tmp_path / "k.pem")}.get(a, a) for a in args]
+    proc = twinedge("cert", "create", "--source", "plc", *args)
+    assert proc.returncode == code
+    assert words in proc.stderr and "Traceback" not in proc.stderr
