@@ -105,7 +105,11 @@ class Hooks:
     throttle: Throttle = field(default_factory=lambda: Throttle(log))
 
     def warn_once(self, key: str, message: str, *args: Any) -> None:
-        """A WARNING at most once a minute per key (a user, a client), then a count of the repeats."""
+        """A WARNING at most once a minute per kind of problem, then a count of the repeats.
+
+        Keys name the kind, never the user or address a client sends: a client that cycles user
+        names must still get one line a minute, not one per attempt.
+        """
         self.throttle.warning(key, message, *args)
 
     def has_subscribers(self, topic: str) -> bool:
@@ -128,14 +132,14 @@ class TwinedgeAuthPlugin(BaseAuthPlugin):
         if session.username is None:
             if not hooks.allow_anonymous:
                 hooks.refused_connections += 1
-                hooks.warn_once(f"anon:{session.remote_address}", "refused MQTT client %r from %s: no username "
+                hooks.warn_once("login-anonymous", "refused MQTT client %r from %s: no username "
                                 "given (anonymous access is off)", session.client_id, where)
                 return False
             # Not flagged session.is_anonymous: amqtt would then neither queue messages for the
             # client's persistent session nor keep it, which MQTT 3.1.1 does not allow.
         elif hooks.authenticator is None or not await hooks.authenticator.check(session.username, session.password):
             hooks.refused_connections += 1
-            hooks.warn_once(f"user:{session.username}", "refused MQTT client %r from %s: wrong password or unknown "
+            hooks.warn_once("login-refused", "refused MQTT client %r from %s: wrong password or unknown "
                             "user %r", session.client_id, where, session.username)
             return False
         will = session.will_topic if session.will_flag else None
@@ -143,7 +147,7 @@ class TwinedgeAuthPlugin(BaseAuthPlugin):
                                                       will):
             # amqtt publishes a will without asking the ACL: it would be a way round it.
             hooks.refused_connections += 1
-            hooks.warn_once(f"will:{session.username}", "refused MQTT client %r (user %r) from %s: it may not "
+            hooks.warn_once("will-refused", "refused MQTT client %r (user %r) from %s: it may not "
                             "publish its will message on %r", session.client_id, session.username, where, will)
             return False
         return True
@@ -164,13 +168,13 @@ class TwinedgeTopicPlugin(BaseTopicPlugin):
         hooks: Hooks = self.config.hooks
         ok = hooks.acl.allowed(session.username, session.client_id or "", _ACTIONS[action], topic)
         if not ok and action is Action.SUBSCRIBE:
-            hooks.warn_once(f"sub:{session.username}", "MQTT client %r (user %r) may not subscribe to %r",
+            hooks.warn_once("subscribe-refused", "MQTT client %r (user %r) may not subscribe to %r",
                             session.client_id, session.username, topic)
         elif not ok and action is Action.PUBLISH:
             # MQTT 3.1.1 cannot refuse a PUBLISH: amqtt has acknowledged it, and it goes no further.
             kind = topic_kind(topic)
             hooks.refused_publishes[kind] += 1
-            hooks.warn_once(f"pub:{session.username}:{kind}", "MQTT client %r (user %r) may not publish to %r; "
+            hooks.warn_once(f"publish-refused:{kind}", "MQTT client %r (user %r) may not publish to %r; "
                             "message acknowledged and dropped", session.client_id, session.username, topic)
         return ok
 
@@ -434,6 +438,6 @@ class TwinedgeBroker(Broker):
         if queue.qsize() >= self.hooks.max_queued_messages:
             queue.get_nowait()  # the oldest goes, as with Mosquitto's max_queued_messages
             self.hooks.queued_dropped += 1
-            self.hooks.warn_once(f"queue:{target_session.client_id}", "offline MQTT client %r has %d queued "
+            self.hooks.warn_once("offline-queue-full", "offline MQTT client %r has %d queued "
                                  "messages; dropping the oldest", target_session.client_id, queue.qsize() + 1)
         await super()._retain_broadcast_message(broadcast, qos, target_session)

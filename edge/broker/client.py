@@ -108,10 +108,18 @@ class ExternalMqttIngest:
                 raise
         return conn
 
+    def _tls_context(self) -> ssl.SSLContext | None:
+        if not self.config.tls:
+            return None
+        try:
+            return ssl.create_default_context(cafile=self.config.cafile)
+        except (OSError, ssl.SSLError) as exc:
+            raise TwinedgeError(f"cannot load mqtt_client.cafile {self.config.cafile}: {exc}") from None
+
     async def run(self) -> None:
         """Connect, subscribe and ingest until cancelled; reconnect with backoff on any broker trouble."""
         password = self._password()
-        tls = ssl.create_default_context(cafile=self.config.cafile) if self.config.tls else None
+        tls = self._tls_context()
         while True:
             problem = "the connection ended"
             try:

@@ -155,3 +155,15 @@ def test_a_control_socket_that_cannot_be_created_stops_start_up_with_one_line(tm
     assert "Traceback" not in proc.stderr
     [line] = [x for x in proc.stderr.splitlines() if x.startswith("twinedge:")]
     assert f"cannot create the control socket {blocker / 'control.sock'}" in line
+
+
+def test_an_unreadable_ca_file_for_the_external_broker_stops_start_up_with_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "edge.toml"
+    path.write_text(
+        f'[edge]\nid = "e1"\nstate_dir = "{tmp_path / "state"}"\n[control]\nsocket = "{tmp_path / "c.sock"}"\n'
+        f'[mqtt_client]\nhost = "127.0.0.1"\ntls = true\ncafile = "{tmp_path / "missing-ca.pem"}"\n'
+    )
+    proc = twinedge("run", "-c", str(path))
+    assert proc.returncode == 78, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert f"cannot load mqtt_client.cafile {tmp_path / 'missing-ca.pem'}" in proc.stderr
