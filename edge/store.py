@@ -428,10 +428,6 @@ class Store:
 
         await self._write("quarantine refused input", insert)
 
-    async def count_drops(self, reason: str, count: int) -> None:
-        """Record frames lost before they reached the queue (counted, never silent)."""
-        await self._bump({f"drop:{reason}": count})
-
     async def _bump(self, deltas: dict[str, int]) -> None:
         """Count now; write the counters with this transaction, or with the next one the disk lets through."""
         try:

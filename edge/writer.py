@@ -21,6 +21,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 
+from edge.logthrottle import Throttle
 from edge.store import QueueFull, Store, StoreError
 from shared.frame import TelemetryFrame
 
@@ -60,8 +61,7 @@ class StoreWriter:
         self.waits = 0  # how often a caller had to wait for room (backpressure engaged)
         self.rejected: dict[str, int] = {}
         self._inflight: list[tuple[Sequence[TelemetryFrame], asyncio.Future[None] | None]] | None = None
-        self._quarantine_logged = -_LOG_EVERY
-        self._quarantine_failures = 0
+        self._quarantine_log = Throttle(log, _LOG_EVERY)  # on a full disk this would repeat per bad message
         self._rejects: asyncio.Queue[tuple[str, str, bytes | None]] = asyncio.Queue(_REJECT_QUEUE)
 
     def on_commit(self, hook: CommitHook) -> None:
@@ -113,20 +113,16 @@ class StoreWriter:
                 async with asyncio.timeout(_DRAIN_TIMEOUT):
                     while not self._rejects.empty():
                         await self._quarantine_one(self._rejects.get_nowait())
+            self._quarantine_log.close()
             raise
 
     async def _quarantine_one(self, item: tuple[str, str, bytes | None]) -> None:
         origin, reason, payload = item
         try:
             await self.store.quarantine(origin, reason, payload)
-        except StoreError as exc:
-            # Counted as rejected already; on a full disk this would repeat for every bad message.
-            now = time.monotonic()
-            self._quarantine_failures += 1
-            if now - self._quarantine_logged >= _LOG_EVERY:
-                log.error("could not keep refused input from %s in the quarantine (%d time(s) since the last "
-                          "message): %s", origin, self._quarantine_failures, exc)
-                self._quarantine_logged, self._quarantine_failures = now, 0
+        except StoreError as exc:  # counted as rejected already
+            self._quarantine_log.log(logging.ERROR, "quarantine", "could not keep refused input from %s in the "
+                                     "quarantine: %s", origin, exc)
 
     # --- the writer task -----------------------------------------------------
 

@@ -11,7 +11,6 @@ another device's data. A refused payload is counted, handed to
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import time
@@ -19,6 +18,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+from edge.logthrottle import Throttle
 from edge.sources.base import FrameSink, SourceHealth
 from shared.codec import decode_obj, validate_frame
 from shared.errors import CodecError, FrameError
@@ -37,7 +37,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _DEVICE_RE = re.compile(DEVICE_ID_PATTERN)
-BURST_QUIET = 10.0  # seconds without a refusal that end a burst
+BURST_QUIET = 10.0  # seconds between two lines about refused payloads
 
 
 class RejectReason:
@@ -73,38 +73,6 @@ def group_by_device(frames: Sequence[TelemetryFrame]) -> dict[str, list[Telemetr
     return groups
 
 
-class _BurstLog:
-    """One WARNING at the start of a burst of refusals, then one summary per quiet period."""
-
-    def __init__(self) -> None:
-        self._suppressed: Counter[str] = Counter()
-        self._timer: asyncio.TimerHandle | None = None
-
-    def refused(self, reason: str, origin: str, detail: str) -> None:
-        if self._timer is None:
-            log.warning(
-                "refused MQTT payload from %s: %s (%s); further refusals are summarised", origin, detail, reason
-            )
-            self._timer = asyncio.get_running_loop().call_later(BURST_QUIET, self._flush)
-        else:
-            self._suppressed[reason] += 1
-
-    def _flush(self) -> None:
-        if not self._suppressed:
-            self._timer = None
-            return
-        total = sum(self._suppressed.values())
-        reasons = ", ".join(f"{r}: {n}" for r, n in self._suppressed.most_common())
-        log.warning("refused %d more MQTT payloads in the last %.0f s (%s)", total, BURST_QUIET, reasons)
-        self._suppressed.clear()
-        self._timer = asyncio.get_running_loop().call_later(BURST_QUIET, self._flush)
-
-    def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-
 class Received(NamedTuple):
     """What became of one message: frames stored, and frames (or the whole payload, as 1) refused."""
 
@@ -127,7 +95,7 @@ class TelemetryIngest:
         self.bytes_in = 0
         self.rejected: Counter[str] = Counter()
         self.last_message: float | None = None
-        self._burst = _BurstLog()
+        self._log = Throttle(log, BURST_QUIET)  # one line per burst of refusals, then a count
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -139,7 +107,7 @@ class TelemetryIngest:
         }
 
     def close(self) -> None:
-        self._burst.close()
+        self._log.close()
 
     async def reject(
         self, reason: str, detail: str, *, topic: str, client_id: str, payload: bytes | None, n: int = 1
@@ -147,12 +115,9 @@ class TelemetryIngest:
         """Count, log once per burst and hand to the sink's quarantine."""
         self.rejected[reason] += n
         origin = f"mqtt:{topic}"
-        self._burst.refused(reason, f"client {client_id!r} on {topic}", detail)
+        self._log.warning("refused", "refused MQTT payload from client %r on %s: %s (%s)", client_id, topic, detail,
+                          reason)
         await self.sink.reject(origin, f"{reason}: {detail}", payload)
-
-    async def handle(self, topic: str, payload: bytes, *, client_id: str, durable: bool) -> int:
-        """Ingest one message; returns the number of frames stored. Never raises for bad input."""
-        return (await self.receive(topic, payload, client_id=client_id, durable=durable)).stored
 
     async def receive(self, topic: str, payload: bytes, *, client_id: str, durable: bool) -> Received:
         """Ingest one message: how many frames were stored and how many refused.

@@ -40,8 +40,8 @@ def test_device_of_topic(topic: str, device: str | None) -> None:
 
 
 async def test_frame_without_device_id_takes_it_from_the_topic(ingest: TelemetryIngest, sink: CollectingSink) -> None:
-    stored = await ingest.handle(TOPIC, msgpack.packb({"ts": TS, "sensors": {"t": 1.0}}), client_id="c", durable=True)
-    assert stored == 1
+    received = await ingest.receive(TOPIC, msgpack.packb({"ts": TS, "sensors": {"t": 1.0}}), client_id="c", durable=True)
+    assert received.stored == 1
     assert sink.frames[0].device_id == "press-3"
 
 
@@ -49,7 +49,7 @@ async def test_list_with_some_bad_frames_keeps_the_good_ones(ingest: TelemetryIn
     payload = json.dumps(
         [{"ts": TS, "sensors": {"t": 1}}, {"ts": TS + 1, "sensors": {"t": "x" * 1000}}, {"ts": TS + 2}]
     ).encode()
-    assert await ingest.handle(TOPIC, payload, client_id="c", durable=False) == 2
+    assert (await ingest.receive(TOPIC, payload, client_id="c", durable=False)).stored == 2
     assert ingest.rejected == {"invalid_frame": 1}
     origin, reason, raw = sink.rejected[0]
     assert origin == f"mqtt:{TOPIC}"
@@ -85,7 +85,7 @@ async def test_list_with_some_bad_frames_keeps_the_good_ones(ingest: TelemetryIn
 async def test_malformed_payload_is_refused_with_its_reason(
     ingest: TelemetryIngest, sink: CollectingSink, payload: bytes, reason: str
 ) -> None:
-    assert await ingest.handle(TOPIC, payload, client_id="c", durable=True) == 0
+    assert (await ingest.receive(TOPIC, payload, client_id="c", durable=True)).stored == 0
     assert sink.frames == []
     assert ingest.rejected == {reason: 1}
     assert sink.rejected[0][1].startswith(reason + ": ")
@@ -94,7 +94,7 @@ async def test_malformed_payload_is_refused_with_its_reason(
 @pytest.mark.parametrize("device", ["d\u00e9vice", "dev\u200bice", "a" * 65, "-lead", "dev ice", "dev\x00"])
 async def test_odd_device_ids_in_the_topic_are_refused(ingest: TelemetryIngest, device: str) -> None:
     topic = f"twin/{device}/telemetry"
-    assert await ingest.handle(topic, msgpack.packb({"ts": TS}), client_id="c", durable=True) == 0
+    assert (await ingest.receive(topic, msgpack.packb({"ts": TS}), client_id="c", durable=True)).stored == 0
     assert ingest.rejected == {"bad_topic": 1}
 
 
@@ -103,8 +103,8 @@ async def test_a_burst_of_refusals_is_logged_once(
 ) -> None:
     caplog.set_level(logging.WARNING, logger="edge.broker.ingest")
     for _ in range(50):
-        await ingest.handle(TOPIC, b"\xc1", client_id="c", durable=True)
-    await ingest.handle(TOPIC, msgpack.packb({"ts": TS, "device_id": "x"}), client_id="c", durable=True)
+        await ingest.receive(TOPIC, b"\xc1", client_id="c", durable=True)
+    await ingest.receive(TOPIC, msgpack.packb({"ts": TS, "device_id": "x"}), client_id="c", durable=True)
     assert ingest.rejected == {"unreadable": 50, "device_mismatch": 1}
     assert len(sink.rejected) == 51
     lines = [r for r in caplog.records if r.name == "edge.broker.ingest"]
@@ -114,8 +114,8 @@ async def test_a_burst_of_refusals_is_logged_once(
 
 
 async def test_counters_in_snapshot(ingest: TelemetryIngest) -> None:
-    await ingest.handle(TOPIC, msgpack.packb([{"ts": TS}, {"ts": TS + 1}]), client_id="c", durable=False)
-    await ingest.handle(TOPIC, b"{", client_id="c", durable=False)
+    await ingest.receive(TOPIC, msgpack.packb([{"ts": TS}, {"ts": TS + 1}]), client_id="c", durable=False)
+    await ingest.receive(TOPIC, b"{", client_id="c", durable=False)
     snap = ingest.snapshot()
     assert (snap["messages_in"], snap["frames_in"], snap["rejected"]) == (2, 2, {"unreadable": 1})
     ingest.close()
