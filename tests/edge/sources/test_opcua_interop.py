@@ -117,9 +117,9 @@ async def test_values_resume_after_the_plc_restarts_and_the_outage_costs_one_att
         before = len(sink.frames)
         await wait_until(lambda: any(f.sensors.get("count", 10**9) < 100 for f in sink.frames[before:]), within=30)
         assert source.health.state is SourceState.CONNECTED and source.health.reconnects == 1
-        # the session loss and one refused connect: the outage was watched with TCP probes,
-        # not with full reconnect attempts whose backoff would have grown
-        assert source.health.errors - errors == 2
+        # the session loss and one refused connect (one more if the server accepted a moment before it
+        # could answer): the outage was watched with TCP probes, not reconnect attempts whose backoff grows
+        assert 2 <= source.health.errors - errors <= 3
 
 
 async def _cli(*args: str) -> tuple[int, str, str]:
