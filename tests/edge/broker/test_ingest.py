@@ -40,7 +40,8 @@ def test_device_of_topic(topic: str, device: str | None) -> None:
 
 
 async def test_frame_without_device_id_takes_it_from_the_topic(ingest: TelemetryIngest, sink: CollectingSink) -> None:
-    received = await ingest.receive(TOPIC, msgpack.packb({"ts": TS, "sensors": {"t": 1.0}}), client_id="c", durable=True)
+    payload = msgpack.packb({"ts": TS, "sensors": {"t": 1.0}})
+    received = await ingest.receive(TOPIC, payload, client_id="c", durable=True)
     assert received.stored == 1
     assert sink.frames[0].device_id == "press-3"
 
