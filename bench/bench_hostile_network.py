@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,7 +36,7 @@ import msgpack  # noqa: E402
 
 from tests.e2e.daemon import PASSWORD, USER  # noqa: E402
 from tests.e2e.hostile import HostileDaemon  # noqa: E402
-from tests.edge.broker.mqttraw import PUBACK, PUBLISH, RawClient, fixed_header  # noqa: E402
+from tests.edge.broker.mqttraw import PUBACK, PUBLISH, RawClient, close_all, fixed_header, open_silent  # noqa: E402
 
 FRAME = msgpack.packb({"ts": 1_800_000_000.0, "sensors": {"temp": 20.5}})
 PROBE_EVERY = 0.25
@@ -50,40 +49,22 @@ def attack_silent(port: int, count: int) -> None:
     """``count`` connections in waves of 100: opened, half of them send one byte, closed by us."""
     done = 0
     while done < count:
-        wave = []
-        for _ in range(min(100, count - done)):
-            sock = socket.socket()
+        wave = open_silent(port, min(100, count - done))
+        for sock in wave[1::2]:
             try:
-                sock.connect(("127.0.0.1", port))
+                sock.send(b"\x10")
             except OSError:
-                sock.close()
-                continue
-            wave.append(sock)
-        for index, sock in enumerate(wave):
-            if index % 2:
-                try:
-                    sock.send(b"\x10")
-                except OSError:
-                    pass
-            sock.close()
+                pass
+        close_all(wave)
         done += 100
 
 
 def attack_idle(port: int, count: int, hold: float) -> None:
     """``count`` connections opened as fast as possible and held without a byte for ``hold`` seconds."""
-    socks = []
-    for _ in range(count):
-        sock = socket.socket()
-        try:
-            sock.connect(("127.0.0.1", port))
-        except OSError:
-            sock.close()
-            continue
-        socks.append(sock)
+    socks = open_silent(port, count)
     print(f"opened {len(socks)}", flush=True)
     time.sleep(hold)
-    for sock in socks:
-        sock.close()
+    close_all(socks)
 
 
 async def attack_oversized(port: int, count: int) -> None:

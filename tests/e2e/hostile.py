@@ -11,7 +11,6 @@ import asyncio
 import os
 import resource
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -150,22 +149,3 @@ class HostileDaemon:
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode
-
-
-def open_silent(port: int, count: int) -> list[socket.socket]:
-    """``count`` TCP connections that send nothing (stop early if the kernel refuses more)."""
-    socks = []
-    for _ in range(count):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            sock.connect(("127.0.0.1", port))
-        except OSError:
-            sock.close()
-            break
-        socks.append(sock)
-    return socks
-
-
-def close_all(socks: list[socket.socket]) -> None:
-    for sock in socks:
-        sock.close()

@@ -25,7 +25,7 @@ import msgpack
 import pytest
 
 from tests.e2e.daemon import PASSWORD, USER
-from tests.e2e.hostile import OPS, OPS_PASSWORD, HostileDaemon, close_all, open_silent
+from tests.e2e.hostile import OPS, OPS_PASSWORD, HostileDaemon
 from tests.edge.broker.mqttraw import (
     PUBACK,
     PUBCOMP,
@@ -33,8 +33,10 @@ from tests.edge.broker.mqttraw import (
     PUBREC,
     PUBREL,
     RawClient,
+    close_all,
     connect_packet,
     fixed_header,
+    open_silent,
     packet,
     publish_packet,
 )

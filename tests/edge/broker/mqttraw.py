@@ -8,6 +8,7 @@ keepalive or vanishes without DISCONNECT needs a client that does only what it i
 from __future__ import annotations
 
 import asyncio
+import socket
 import struct
 from dataclasses import dataclass
 
@@ -198,3 +199,23 @@ class RawClient:
                     pass
             except ConnectionError:
                 pass  # an abort (RST) is a close too, also when it breaks a write still in progress
+
+
+def open_silent(port: int, count: int, *, timeout: float | None = None) -> list[socket.socket]:
+    """``count`` TCP connections to 127.0.0.1 that send nothing (stop early if the kernel refuses more)."""
+    socks = []
+    for _ in range(count):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(("127.0.0.1", port))
+        except OSError:
+            sock.close()
+            break
+        socks.append(sock)
+    return socks
+
+
+def close_all(socks: list[socket.socket]) -> None:
+    for sock in socks:
+        sock.close()

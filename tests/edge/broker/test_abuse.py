@@ -9,10 +9,8 @@ against the real daemon in tests/e2e/test_hostile_network.py.
 from __future__ import annotations
 
 import asyncio
-import socket
 import ssl
 import struct
-import threading
 from pathlib import Path
 
 import pytest
@@ -28,7 +26,9 @@ from tests.edge.broker.mqttraw import (
     PUBLISH,
     SUBSCRIBE,
     RawClient,
+    close_all,
     connect_packet,
+    open_silent,
     packet,
     publish_packet,
 )
@@ -197,24 +197,9 @@ async def test_a_burst_of_connections_waits_in_the_kernel_queue_while_the_broker
     """With asyncio's listen backlog of 100, a device connecting behind a burst loses its SYN and waits a
     second for the retransmission; the broker's queue holds the burst instead."""
     async with start_broker(connect_timeout="30s"):
-        connected: list[socket.socket] = []
-
-        def burst() -> None:
-            for _ in range(300):
-                sock = socket.socket()
-                sock.settimeout(3)
-                try:
-                    sock.connect(("127.0.0.1", port))
-                except OSError:
-                    sock.close()
-                    return
-                connected.append(sock)
-
-        worker = threading.Thread(target=burst)
-        worker.start()
-        worker.join()  # the event loop is blocked meanwhile: nothing is accepted, the kernel queues
-        for sock in connected:
-            sock.close()
+        # The event loop is blocked meanwhile: nothing is accepted, the kernel queues.
+        connected = open_silent(port, 300, timeout=3)
+        close_all(connected)
         assert len(connected) == 300
         device, code, _ = await RawClient.connect(port, "behind-the-burst")  # accepted after all of them
         assert code == 0
