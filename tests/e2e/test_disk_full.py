@@ -10,11 +10,12 @@ delivered frame stored once, and the queue file intact.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -90,48 +91,64 @@ async def delivered_frames(cloud: CloudServer, devices: list[BatchDevice]) -> in
     return delivered
 
 
+@contextlib.asynccontextmanager
+async def publishing(daemon: EdgeDaemon, devices: list[BatchDevice]) -> AsyncIterator[None]:
+    """The devices publish while the block runs, and have stopped when it ends."""
+    stop = asyncio.Event()
+    publishers = [asyncio.create_task(d.publish(daemon.mqtt_port, stop), name=d.name) for d in devices]
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.gather(*publishers)
+
+
+@contextlib.asynccontextmanager
+async def edge_on_a_small_disk(tmp_path: Path, size_mb: int, store_toml: str) -> AsyncIterator[
+        tuple[EdgeDaemon, CloudServer]]:
+    """The daemon with its state on a ``size_mb`` MB filesystem, started; the cloud made, not started (down)."""
+    with small_filesystem(tmp_path / "fs", size_mb) as fs:
+        cloud = CloudServer(tmp_path / "cloud", edges=[EDGE])
+        daemon = EdgeDaemon(tmp_path / "edge", uplink_toml(cloud), state_dir=fs / "twinedge", store_toml=store_toml)
+        try:
+            await daemon.start()
+            yield daemon, cloud
+        finally:
+            if daemon.proc is not None and daemon.proc.returncode is None:
+                await daemon.stop()
+            await asyncio.to_thread(cloud.stop)
+
+
 def uplink_toml(cloud: CloudServer) -> str:
     return (f'[uplink]\nurl = "http://127.0.0.1:{cloud.port}"\ntoken = "{cloud.edge_tokens[EDGE]}"\n'
             'batch_max_frames = 2000\nretry_initial = "50ms"\nretry_max = "500ms"\ninterval = "100ms"\n')
 
 
 async def test_a_full_disk_keeps_the_edge_running_and_every_kept_frame_reaches_the_cloud(tmp_path: Path) -> None:
-    with small_filesystem(tmp_path / "fs", 20) as fs:
-        cloud = CloudServer(tmp_path / "cloud", edges=[EDGE])  # not started: its port is closed, the cloud is down
-        daemon = EdgeDaemon(tmp_path / "edge", uplink_toml(cloud), state_dir=fs / "twinedge",
-                            store_toml='disk_budget = "256MB"\n')
+    # The cloud is not started: its port is closed, the cloud is down.
+    async with edge_on_a_small_disk(tmp_path, 20, 'disk_budget = "256MB"\n') as (daemon, cloud):
         devices = [BatchDevice(f"press-{n}") for n in range(4)]
-        stop = asyncio.Event()
-        try:
-            await daemon.start()
-            publishers = [asyncio.create_task(d.publish(daemon.mqtt_port, stop), name=d.name) for d in devices]
+        async with publishing(daemon, devices):
             full = await wait_until(daemon, lambda s: s["queue"]["drops"].get("disk_budget_oldest", 0) >= 5_000)
             shown = await twinedge_status(daemon)
-            stop.set()
-            await asyncio.gather(*publishers)
 
-            queue = full["queue"]
-            assert queue["full"] and queue["capped_by_disk"] and queue["budget_bytes"] < 20 * 1024**2
-            assert "disk:         FULL — the filesystem has" in shown and "dropping the oldest frames" in shown
-            assert "(budget 256 MB capped by the disk)" in shown
+        queue = full["queue"]
+        assert queue["full"] and queue["capped_by_disk"] and queue["budget_bytes"] < 20 * 1024**2
+        assert "disk:         FULL — the filesystem has" in shown and "dropping the oldest frames" in shown
+        assert "(budget 256 MB capped by the disk)" in shown
 
-            # A restart on the full disk: no crash, no loop.
-            assert await daemon.stop() == 0
-            await daemon.start()
-            kept = (await daemon.status())["queue"]["depth"]
-            assert kept > 10_000
+        # A restart on the full disk: no crash, no loop.
+        assert await daemon.stop() == 0
+        await daemon.start()
+        kept = (await daemon.status())["queue"]["depth"]
+        assert kept > 10_000
 
-            await asyncio.to_thread(cloud.start)
-            drained = await wait_until(daemon, lambda s: s["queue"]["depth"] == 0, timeout=120)
-            assert await daemon.stop() == 0
-            with sqlite3.connect(daemon.queue) as db:
-                assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-            delivered = await delivered_frames(cloud, devices)
-        finally:
-            stop.set()
-            if daemon.proc is not None and daemon.proc.returncode is None:
-                await daemon.stop()
-            await asyncio.to_thread(cloud.stop)
+        await asyncio.to_thread(cloud.start)
+        drained = await wait_until(daemon, lambda s: s["queue"]["depth"] == 0, timeout=120)
+        assert await daemon.stop() == 0
+        with sqlite3.connect(daemon.queue) as db:
+            assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        delivered = await delivered_frames(cloud, devices)
 
     log = daemon.log.read_text()
     assert "Traceback" not in log and " ERROR " not in log and "CRITICAL" not in log
@@ -144,40 +161,25 @@ async def test_a_full_disk_keeps_the_edge_running_and_every_kept_frame_reaches_t
 
 
 async def test_drop_newest_on_a_full_disk_acknowledges_only_what_it_stored(tmp_path: Path) -> None:
-    with small_filesystem(tmp_path / "fs", 10) as fs:
-        cloud = CloudServer(tmp_path / "cloud", edges=[EDGE])
-        daemon = EdgeDaemon(tmp_path / "edge", uplink_toml(cloud), state_dir=fs / "twinedge",
-                            store_toml='disk_budget = "256MB"\nwhen_full = "drop_newest"\n')
+    store_toml = 'disk_budget = "256MB"\nwhen_full = "drop_newest"\n'
+    async with edge_on_a_small_disk(tmp_path, 10, store_toml) as (daemon, cloud):
         devices = [BatchDevice(f"oven-{n}") for n in range(2)]
-        stop = asyncio.Event()
-        try:
-            await daemon.start()
-            publishers = [asyncio.create_task(d.publish(daemon.mqtt_port, stop), name=d.name) for d in devices]
+        async with publishing(daemon, devices):
             full = await wait_until(daemon, lambda s: s["queue"].get("refused_unacked", 0) >= 1_000)
             shown = await twinedge_status(daemon)
-            stop.set()
-            await asyncio.gather(*publishers)
-            assert full["queue"]["full"] and full["queue"]["drops"] == {}
-            assert "refusing new frames" in shown and "not acknowledged" in shown
-            assert all(d.unacked > 0 for d in devices)  # each was told "not stored" (no PUBACK) and kept its frames
+        assert full["queue"]["full"] and full["queue"]["drops"] == {}
+        assert "refusing new frames" in shown and "not acknowledged" in shown
+        assert all(d.unacked > 0 for d in devices)  # each was told "not stored" (no PUBACK) and kept its frames
 
-            await asyncio.to_thread(cloud.start)
-            await wait_until(daemon, lambda s: s["queue"]["depth"] == 0, timeout=120)
-            stop.clear()  # the devices send what was refused, and more, now that there is room
-            publishers = [asyncio.create_task(d.publish(daemon.mqtt_port, stop), name=d.name) for d in devices]
-            before = [d.acked for d in devices]
+        await asyncio.to_thread(cloud.start)
+        await wait_until(daemon, lambda s: s["queue"]["depth"] == 0, timeout=120)
+        before = [d.acked for d in devices]
+        async with publishing(daemon, devices):  # the devices send what was refused, and more, now there is room
             async with asyncio.timeout(30):
                 while any(d.acked < b + 5 * PER_MESSAGE for d, b in zip(devices, before, strict=True)):
                     await asyncio.sleep(0.05)
-            stop.set()
-            await asyncio.gather(*publishers)
-            drained = await wait_until(daemon, lambda s: s["queue"]["depth"] == 0, timeout=120)
-            assert await daemon.stop() == 0
-            delivered = await delivered_frames(cloud, devices)
-        finally:
-            stop.set()
-            if daemon.proc is not None and daemon.proc.returncode is None:
-                await daemon.stop()
-            await asyncio.to_thread(cloud.stop)
+        drained = await wait_until(daemon, lambda s: s["queue"]["depth"] == 0, timeout=120)
+        assert await daemon.stop() == 0
+        delivered = await delivered_frames(cloud, devices)
     assert drained["queue"]["drops"] == {}
     assert delivered == sum(d.acked for d in devices)  # nothing acknowledged was lost
