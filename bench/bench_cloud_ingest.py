@@ -40,8 +40,8 @@ BATCH = 1000
 T0 = 1_767_225_600.0
 
 
-def frames(count: int, device_count: int = 10, offset: int = 0) -> list[TelemetryFrame]:
-    return [TelemetryFrame(ts=T0 + (i + offset) * 0.1, device_id=f"press-{i % device_count}",
+def frames(count: int, device_count: int = 10, offset: int = 0, prefix: str = "press") -> list[TelemetryFrame]:
+    return [TelemetryFrame(ts=T0 + (i + offset) * 0.1, device_id=f"{prefix}-{i % device_count}",
                            sensors={f"s{k}": float((i * 7 + k) % 1000) / 10 for k in range(SENSORS)})
             for i in range(count)]
 
@@ -71,7 +71,7 @@ async def http_rate(values: int, edges: int) -> float:
             cctx = zstandard.ZstdCompressor(level=3)
             bodies: dict[str, list[bytes]] = {}
             for e, name in enumerate(server.edge_tokens):
-                fs = frames(per_edge, offset=e * per_edge * 10)
+                fs = frames(per_edge, offset=e * per_edge * 10, prefix=f"{name}-press")  # each edge its own devices
                 bodies[name] = [cctx.compress(encode_obj({
                     "edge_id": name, "sent_at": time.time(),
                     "frames": [{"seq": s + k + 1, "frame": f.to_wire()} for k, f in enumerate(fs[s:s + BATCH])],
@@ -84,6 +84,8 @@ async def http_rate(values: int, edges: int) -> float:
                 for body in bodies[name]:
                     resp = await client.post("/api/v1/sync/batches", content=body, headers=headers)
                     resp.raise_for_status()
+                    if resp.json()["rejected"]:
+                        raise RuntimeError(f"the cloud refused frames: {resp.json()['rejected'][0]}")
                     stored += resp.json()["stored"] * SENSORS
                 return stored
 

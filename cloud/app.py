@@ -20,7 +20,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
 from cloud import __doc__ as _about
-from cloud.api import edges, physics, sync, system, twin
+from cloud.api import devices, edges, physics, sync, system, twin
 from cloud.apidocs import add_api_docs
 from cloud.auth import Authenticator
 from cloud.config import CONFIG_ENV, CloudConfig, load_cloud_config
@@ -117,6 +117,7 @@ def create_app(config: CloudConfig) -> FastAPI:
     app.include_router(sync.router)
     app.include_router(twin.router)
     app.include_router(edges.router)
+    app.include_router(devices.router)
     app.include_router(physics.router)
     # In memory unless physics.store_dir is set; either way with the configured upload limit.
     store = PhysicsStore(config.physics.store_dir, max_upload_bytes=config.physics.max_upload_bytes)

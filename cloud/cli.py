@@ -1,4 +1,4 @@
-"""``twincloud``: serve the API, manage edge and user tokens, migrate the database, physics checks.
+"""``twincloud``: serve the API, manage edge and user tokens and devices' edges, migrate the database, physics.
 
 Exit codes: 0 ok, 1 a runtime problem (database unreachable, name taken, the
 cloud extra not installed), 2 usage, 78 (EX_CONFIG) a config error. Commands
@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import importlib.util
 import json
 import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from cloud.config import CONFIG_ENV, CloudConfig, ConfigFileError, load_cloud_config, redact_url
 from cloud.storage import open_storage
-from cloud.storage.base import Storage, StorageError
+from cloud.storage.base import DeviceExists, Storage, StorageError, UnknownDevice
 from shared.configbase import EX_CONFIG
 from shared.errors import InputError, TwinedgeError
 
@@ -144,6 +146,76 @@ def _identity_cmd(kind: str, action: str) -> Callable[[argparse.Namespace], int]
     return run
 
 
+def _who() -> str:
+    """Who made a change from the command line, for the record: the account running it."""
+    try:
+        return f"{getpass.getuser()} (command line)"
+    except (OSError, KeyError):  # no login name in some containers
+        return "command line"
+
+
+def _when(us: int | None) -> str:
+    return "never" if us is None else datetime.fromtimestamp(us / 1e6, UTC).isoformat(timespec="seconds")
+
+
+def _device_cmd(action: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        from cloud import devices
+        from cloud.identities import IdentityError
+
+        async def act(storage: Storage) -> int:
+            if action == "add":
+                await devices.add_device(storage, args.name, args.edge, _who(), args.reason)
+                print(f"device {args.name!r} belongs to edge {args.edge!r}")
+            elif action == "move":
+                moved = await devices.move_device(storage, args.name, args.to, _who(), args.reason)
+                print(f"device {args.name!r} moved from edge {moved.from_edge!r} to {args.to!r}" if moved
+                      else f"device {args.name!r} belongs to edge {args.to!r} already; nothing changed")
+            elif action == "moves":
+                rows = await storage.device_moves(args.name, 1000)
+                if args.json:
+                    print(json.dumps([{"from_edge": m.from_edge, "to_edge": m.to_edge, "by": m.by,
+                                       "at": m.at / 1e6, "reason": m.reason} for m in rows], indent=2))
+                for m in [] if args.json else rows:
+                    print(f"{_when(m.at)}  {m.from_edge or '(new)'} -> {m.to_edge}  by {m.by}  {m.reason}".rstrip())
+            else:
+                records = await storage.device_records()
+                if args.json:
+                    print(json.dumps([{"name": d.name, "edge": d.owner, "last_seen": _when(d.last_ts)}
+                                      for d in records], indent=2))
+                for d in [] if args.json else records:
+                    print(f"{d.name:<32} {d.owner or '(none yet)':<32} {_when(d.last_ts)}")
+            return 0
+        try:
+            return _with_storage(args, act)
+        except (IdentityError, DeviceExists, UnknownDevice) as exc:  # an unknown name, a taken one: exit 1
+            print(f"twincloud: {exc}", file=sys.stderr)
+            return 1
+    return run
+
+
+def _add_device_commands(sub: Any) -> None:
+    group = sub.add_parser("device", help="which edge each device belongs to").add_subparsers(
+        dest="device_command", required=True)
+    lst = group.add_parser("list", help="devices, the edge each belongs to, and their newest frame")
+    lst.add_argument("--json", action="store_true")
+    lst.set_defaults(handler=_device_cmd("list"))
+    add = group.add_parser("add", help="bind a device to an edge before it first sends")
+    add.add_argument("name")
+    add.add_argument("--edge", required=True)
+    add.add_argument("--reason", default="", help="recorded with the binding")
+    add.set_defaults(handler=_device_cmd("add"))
+    move = group.add_parser("move", help="move a device to another edge (recorded)")
+    move.add_argument("name")
+    move.add_argument("--to", required=True, metavar="EDGE")
+    move.add_argument("--reason", default="", help="recorded with the move")
+    move.set_defaults(handler=_device_cmd("move"))
+    moves = group.add_parser("moves", help="who bound or moved a device, when and why")
+    moves.add_argument("name")
+    moves.add_argument("--json", action="store_true")
+    moves.set_defaults(handler=_device_cmd("moves"))
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="twincloud", description="twinedge cloud aggregator")
     parser.add_argument("--config", help=f"config file (default ${CONFIG_ENV} or {DEFAULT_CONFIG} if present)")
@@ -177,6 +249,7 @@ def _parser() -> argparse.ArgumentParser:
         lst = group.add_parser("list", help=f"list {kind}s")
         lst.add_argument("--json", action="store_true")
         lst.set_defaults(handler=_identity_cmd(kind, "list"))
+    _add_device_commands(sub)
     from cloud.physics.cli import add_subcommands
 
     add_subcommands(sub)

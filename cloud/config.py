@@ -101,6 +101,9 @@ class SyncConfig(StrictModel):
     max_frames: int = Field(default=20_000, ge=1, le=50_000, description="frames per batch")
     max_concurrent: int = Field(default=8, ge=1, le=1024, description="sync requests handled at once per process")
     retry_after: Duration = Field(default=2.0, ge=1, le=3600, description="Retry-After sent with 429 and 503")
+    max_future_skew: Duration = Field(
+        default=300.0, ge=1, le=366 * 86400,
+        description="frames dated further ahead of the cloud's clock are refused (their state would freeze)")
 
 
 class RetentionConfig(StrictModel):

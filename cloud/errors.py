@@ -23,7 +23,7 @@ from cloud.auth import NotAllowed, NotAuthenticated
 from cloud.body import BodyError, BodyTooLarge, EncodingRefused
 from cloud.identities import NameTaken, UnknownIdentity
 from cloud.physics.errors import AssemblyNotFoundError, MeshFormatError, MeshTooLargeError
-from cloud.storage.base import BadQuery, StorageError, StorageUnavailable, UnknownDevice
+from cloud.storage.base import BadQuery, DeviceExists, StorageError, StorageUnavailable, UnknownDevice
 from shared.errors import CodecError, InputError, Problem, TwinedgeError
 from shared.validation import validation_problems
 
@@ -70,6 +70,7 @@ STATUS: Mapping[type[BaseException], int] = {
     UnknownIdentity: 404,
     AssemblyNotFoundError: 404,
     NameTaken: 409,
+    DeviceExists: 409,
     BodyTooLarge: 413,
     MeshTooLargeError: 413,
     EncodingRefused: 415,

@@ -53,9 +53,13 @@ class Metrics:
                                     ["edge"], registry=r)
         self.edge_quarantined = Gauge("twincloud_edge_quarantined_frames", "frames the edge set aside",
                                       ["edge"], registry=r)
+        self.edge_clock_skew = Gauge("twincloud_edge_clock_skew_seconds",
+                                     "the edge's clock minus the cloud's when its last batch arrived",
+                                     ["edge"], registry=r)
 
     def render(self, edges: list[EdgeRecord]) -> bytes:
-        for gauge in (self.edge_queue, self.edge_lag, self.edge_drops, self.edge_last_seen, self.edge_quarantined):
+        for gauge in (self.edge_queue, self.edge_lag, self.edge_drops, self.edge_last_seen, self.edge_quarantined,
+                      self.edge_clock_skew):
             gauge.clear()
         for edge in edges:
             if edge.last_seen is None:
@@ -67,6 +71,8 @@ class Metrics:
                 self.edge_lag.labels(edge.name).set(edge.oldest_age_s)
             if edge.quarantined is not None:
                 self.edge_quarantined.labels(edge.name).set(edge.quarantined)
+            if edge.clock_skew_s is not None:
+                self.edge_clock_skew.labels(edge.name).set(edge.clock_skew_s)
             for reason, count in edge.drops.items():
                 self.edge_drops.labels(edge.name, reason).set(count)
         return generate_latest(self.registry)

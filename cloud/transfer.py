@@ -2,10 +2,12 @@
 
 ``twincloud copy --to postgresql://...`` reads the configured database and
 writes into the target: identities with their token hashes (edges and people
-keep their tokens, revoked ones stay revoked), then every device's frames,
-oldest first, in batches through the normal ingest path (so the target
-builds its own rollups, and copying twice stores nothing twice). Frames
-arrive under the edge name ``copy``; the per-edge counters start afresh.
+keep their tokens, revoked ones stay revoked), then each device's binding to
+its edge (recorded as a move by ``twincloud copy``; a device the target knows
+already keeps its binding there), then every device's frames, oldest first,
+in batches through the normal ingest path (so the target builds its own
+rollups, and copying twice stores nothing twice). Frames arrive under the
+edge name ``copy``; the per-edge counters start afresh.
 Stop the service (or its sync endpoint) while copying, then point it at the
 target.
 """
@@ -16,7 +18,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from cloud.storage.base import Storage, us
+from cloud.storage.base import DeviceExists, Storage, us
 
 __all__ = ["copy_database"]
 
@@ -33,6 +35,14 @@ async def copy_database(src: Storage, dst: Storage, progress: Callable[[str, int
             continue
         if revoked is not None:
             await dst.revoke(kind, name, revoked)
+    for record in await src.device_records():
+        if record.owner is None:
+            continue
+        try:
+            await dst.bind_device(record.name, record.owner, "twincloud copy", "copied with its data",
+                                  time.time_ns() // 1000, create=True)
+        except DeviceExists:
+            log.info("device %s exists in the target already; it keeps its edge there", record.name)
     stored = 0
     for device in await src.devices():
         after = -1
@@ -42,7 +52,7 @@ async def copy_database(src: Storage, dst: Storage, progress: Callable[[str, int
             if not frames:
                 break
             result = await dst.ingest("copy", [(k + 1, f) for k, f in enumerate(frames)], None,
-                                      time.time_ns() // 1000)
+                                      time.time_ns() // 1000, check_owner=False)
             stored += result.stored
             copied += len(frames)
             after = us(frames[-1].ts)

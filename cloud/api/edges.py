@@ -36,6 +36,8 @@ class EdgeOut(BaseModel):
     frames_stored: int
     duplicates: int
     rejected: int
+    clock_skew_s: float | None = Field(
+        description="the edge's clock minus the cloud's when its last batch arrived, s (positive: ahead)")
 
 
 class NewEdge(BaseModel):
@@ -61,11 +63,12 @@ class UserOut(BaseModel):
 
 @router.get("/edges", response_model=list[EdgeOut], responses=_ERRORS)
 async def list_edges(_: Viewer, ctx: Ctx) -> list[EdgeOut]:
-    """Every registered edge: last sync, and its queue depth, drops and lag as it reported them."""
+    """Every registered edge: last sync, its queue depth, drops and lag as it reported them, and its clock skew."""
     return [EdgeOut(name=e.name, created_at=e.created_at / 1e6, revoked=e.revoked,
                     last_seen=None if e.last_seen is None else e.last_seen / 1e6, last_seq=e.last_seq,
                     queue_depth=e.queue_depth, lag_s=e.oldest_age_s, drops=e.drops, quarantined=e.quarantined,
-                    sources=e.sources, frames_stored=e.frames_stored, duplicates=e.duplicates, rejected=e.rejected)
+                    sources=e.sources, frames_stored=e.frames_stored, duplicates=e.duplicates, rejected=e.rejected,
+                    clock_skew_s=e.clock_skew_s)
             for e in await ctx.storage.edges()]
 
 

@@ -5,16 +5,22 @@ this process's capacity (503), the body's size and encoding (413/415/400),
 the batch's shape (400/422), that the batch names the token's edge (403).
 Then each frame is validated on its own — a bad frame is refused with its
 reason and never takes the good ones with it — and the good ones are stored
-once each. ``acked_through`` is the batch's highest sequence: every frame at
-or below it is stored, was stored before, or is refused for good.
+once each. A frame is refused too when it is dated more than
+``sync.max_future_skew`` ahead of the cloud's clock, or when its device
+belongs to another edge. ``acked_through`` is the batch's highest sequence:
+every frame at or below it is stored, was stored before, or is refused for
+good. The edge's clock skew (its ``sent_at`` minus the cloud's clock when the
+request arrived) is recorded with its health.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -60,6 +66,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 _last_warning: dict[str, float] = {}
+SKEW_WORTH_SAYING = 2.0  # seconds: below this a clock difference is mostly the time the request travelled
 
 
 def _warn_rejected(edge: str, rejected: list[Rejection]) -> None:
@@ -68,10 +75,41 @@ def _warn_rejected(edge: str, rejected: list[Rejection]) -> None:
     first = rejected[0]
     if now - _last_warning.get(edge, -60.0) >= 60.0:
         _last_warning[edge] = now
-        log.warning("edge %s sent %d invalid frame(s), refused and reported back to it; first: seq %d: %s "
+        log.warning("edge %s sent %d frame(s) that were refused and reported back to it; first: seq %d: %s "
                     "(further ones this minute at DEBUG)", edge, len(rejected), first.seq, first.reason)
     else:
-        log.debug("edge %s sent %d invalid frame(s); first: seq %d: %s", edge, len(rejected), first.seq, first.reason)
+        log.debug("edge %s sent %d refused frame(s); first: seq %d: %s", edge, len(rejected), first.seq, first.reason)
+
+
+def clock_skew(sent_at: float, received_at: float) -> float | None:
+    """The edge's clock minus the cloud's, in seconds; None when ``sent_at`` is no time at all."""
+    skew = sent_at - received_at
+    return skew if math.isfinite(skew) else None
+
+
+def refuse_future(frames: list[tuple[int, TelemetryFrame]], now: float, limit: float,
+                  skew: float | None) -> tuple[list[tuple[int, TelemetryFrame]], list[Rejection]]:
+    """The frames dated at most ``limit`` seconds after ``now``, and a refusal for each of the others.
+
+    A frame from the future would stay the device's newest reading until the clock catches up.
+    """
+    latest = now + limit
+    if all(frame.ts <= latest for _, frame in frames):
+        return frames, []
+    note = ""
+    if skew is not None and abs(skew) >= SKEW_WORTH_SAYING:
+        note = (f"; this edge's clock is {abs(skew):,.0f} s {'ahead of' if skew > 0 else 'behind'} the cloud's: "
+                "check its time synchronisation")
+    kept, refused = [], []
+    for seq, frame in frames:
+        if frame.ts <= latest:
+            kept.append((seq, frame))
+        else:
+            when = datetime.fromtimestamp(frame.ts, UTC).isoformat(timespec="seconds")
+            refused.append(Rejection(seq=seq, reason=(
+                f"ts {when} is {frame.ts - now:,.0f} s ahead of the cloud's clock; at most {limit:,.0f} s "
+                f"(sync.max_future_skew) is accepted{note}")))
+    return kept, refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +117,7 @@ class _Batch:
     """A SyncBatch as read from the body: the frames still plain data, each with its sequence."""
 
     edge_id: str
+    sent_at: float
     health: EdgeHealth
     seqs: list[int]
     frames: list[Any]
@@ -110,7 +149,7 @@ def _plain_batch(obj: Any) -> _Batch | None:
         envelope = SyncBatch.model_validate({**obj, "frames": []})
     except ValidationError:
         return None
-    return _Batch(envelope.edge_id, envelope.health, seqs, frames)
+    return _Batch(envelope.edge_id, envelope.sent_at, envelope.health, seqs, frames)
 
 
 def _decode(body: bytes, content_type: str, max_frames: int) -> _Batch:
@@ -129,7 +168,8 @@ def _decode(body: bytes, content_type: str, max_frames: int) -> _Batch:
             full = SyncBatch.model_validate(obj)
         except ValidationError as exc:
             raise InputError(validation_problems(exc, SyncBatch)) from None
-        batch = _Batch(full.edge_id, full.health, [f.seq for f in full.frames], [f.frame for f in full.frames])
+        batch = _Batch(full.edge_id, full.sent_at, full.health, [f.seq for f in full.frames],
+                       [f.frame for f in full.frames])
     seqs = batch.seqs
     for k in range(1, len(seqs)):
         if seqs[k] <= seqs[k - 1]:
@@ -143,6 +183,7 @@ class _Parsed:
     """What the handler needs of a batch: the plain frames are let go as soon as they are validated."""
 
     edge_id: str
+    sent_at: float
     health: EdgeHealth
     last_seq: int | None
     good: list[tuple[int, TelemetryFrame]]
@@ -158,7 +199,7 @@ def _parse(body: bytes, content_type: str, max_frames: int) -> _Parsed:
             rejected.append(Rejection(seq=seq, reason=str(result)))
         else:
             good.append((seq, result))
-    return _Parsed(batch.edge_id, batch.health, batch.seqs[-1] if batch.seqs else None, good, rejected)
+    return _Parsed(batch.edge_id, batch.sent_at, batch.health, batch.seqs[-1] if batch.seqs else None, good, rejected)
 
 
 @router.post("/batches", response_model=SyncAck, responses=_RESPONSES, openapi_extra=_BODY_DOC)
@@ -184,6 +225,7 @@ async def sync_batches(request: Request, edge: EdgeDep, ctx: Ctx) -> SyncAck:
 
 async def _handle(request: Request, edge: str, ctx: Ctx) -> SyncAck:
     cfg = ctx.config.sync
+    received_at = time.time()
     try:
         body, wire = await read_body(request, cfg.max_body_bytes, cfg.max_decoded_bytes)
         args = (body, request.headers.get("content-type", ""), cfg.max_frames)
@@ -202,12 +244,13 @@ async def _handle(request: Request, edge: str, ctx: Ctx) -> SyncAck:
     if batch.edge_id != edge:
         ctx.metrics.sync_batches.labels("refused").inc()
         raise NotAllowed(f"this token belongs to edge {edge!r}, not {batch.edge_id!r}", "edge_id")
-    rejected, acked = batch.rejected, batch.last_seq
-    if rejected:
-        _warn_rejected(edge, rejected)
+    acked, skew = batch.last_seq, clock_skew(batch.sent_at, received_at)
+    good, ahead = refuse_future(batch.good, time.time(), cfg.max_future_skew, skew)
+    rejected = batch.rejected + ahead
     started = time.perf_counter()
     try:
-        result = await ctx.storage.ingest(edge, batch.good, batch.health, time.time_ns() // 1000, len(rejected), acked)
+        result = await ctx.storage.ingest(edge, good, batch.health, time.time_ns() // 1000, len(rejected), acked,
+                                          clock_skew_s=skew)
     except StorageUnavailable as exc:
         ctx.metrics.storage_errors.labels("unavailable").inc()
         ctx.metrics.sync_batches.labels("unavailable").inc()
@@ -218,6 +261,11 @@ async def _handle(request: Request, edge: str, ctx: Ctx) -> SyncAck:
         ctx.metrics.sync_batches.labels("unavailable").inc()
         raise
     ctx.metrics.ingest_seconds.observe(time.perf_counter() - started)
+    if result.refused or ahead:
+        rejected = sorted(rejected + [Rejection(seq=seq, reason=why) for seq, why in result.refused],
+                          key=lambda r: r.seq)
+    if rejected:
+        _warn_rejected(edge, rejected)
     ctx.metrics.sync_batches.labels("stored").inc()
     ctx.metrics.frames.labels(edge, "stored").inc(result.stored)
     ctx.metrics.frames.labels(edge, "duplicate").inc(result.duplicates)

@@ -24,7 +24,7 @@ class Migration:
 
 def _load() -> list[Migration]:
     out = []
-    for version, module in enumerate(["v0001_init", "v0002_edge_counters"], start=1):
+    for version, module in enumerate(["v0001_init", "v0002_edge_counters", "v0003_device_owners"], start=1):
         mod = import_module(f"cloud.migrations.{module}")
         out.append(Migration(version, module.split("_", 1)[1], mod.SQLITE, mod.POSTGRES))
     return out

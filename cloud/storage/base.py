@@ -6,7 +6,12 @@ per reading, unique on ``(device, ts)`` — the dedup key); ``samples`` in long
 format ``(series_id, ts, value, text)`` with primary key ``(series_id, ts)``;
 ``rollups_1m`` (count, sum, min, max, first, last per series and minute, kept
 at ingest so that an aggregate over millions of points reads thousands of
-rows); ``identities`` (hashed tokens of edges and people) and ``edge_status``.
+rows); ``identities`` (hashed tokens of edges and people) and ``edge_status``;
+``device_moves`` (who bound which device to which edge, and when).
+
+Each device belongs to one edge (``devices.owner_edge``): the first edge that
+writes it, or the one an admin binds it to. Ingest decides this inside its
+transaction and stores nothing of a frame whose device belongs to another edge.
 Times are integer microseconds since the epoch throughout.
 
 A backend implements the small ``_``-free primitives marked abstract; history
@@ -16,7 +21,7 @@ paging and aggregate bucketing live here so that both answer alike.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -42,10 +47,14 @@ __all__ = [
     "MINUTE_US",
     "AggRow",
     "BadQuery",
+    "DeviceExists",
+    "DeviceMove",
+    "DeviceRecord",
     "DeviceState",
     "EdgeRecord",
     "HistoryPage",
     "IngestResult",
+    "Ingested",
     "Principal",
     "Readings",
     "SampleRows",
@@ -58,10 +67,14 @@ __all__ = [
     "field_kinds",
     "frame_columns",
     "metric_field",
+    "split_owned",
     "us",
 ]
 
 AGG_FUNCS = ("mean", "min", "max", "sum", "count", "first", "last")
+# What a backend's _ingest returns: the frames newly stored, the sample count, and the owner of each
+# device of the batch that belongs to another edge.
+Ingested = tuple[list[TelemetryFrame], int, dict[str, str]]
 Role = Literal["admin", "operator", "viewer", "edge"]
 
 
@@ -79,6 +92,10 @@ class BadQuery(InputError):
 
 class UnknownDevice(BadQuery):
     """The device has sent no data."""
+
+
+class DeviceExists(InputError):
+    """A device of this name is known already (move it to another edge instead)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +129,7 @@ class IngestResult:
     duplicates: int
     stored_frames: list[TelemetryFrame]
     samples: int = 0
+    refused: list[tuple[int, str]] = field(default_factory=list)  # (seq, reason): devices of other edges
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +166,27 @@ class EdgeRecord:
     frames_stored: int = 0
     duplicates: int = 0
     rejected: int = 0
+    clock_skew_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRecord:
+    name: str
+    owner: str | None  # None: no edge has written it yet; the first one to do so gets it
+    last_ts: int | None
+    last_edge: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceMove:
+    """One binding of a device to an edge made by an admin (``from_edge`` None: bound before it first sent)."""
+
+    device: str
+    from_edge: str | None
+    to_edge: str
+    by: str
+    at: int
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +227,25 @@ class AggRow:
             self.first_ts, self.first = other.first_ts, other.first
         if other.last_ts > self.last_ts:
             self.last_ts, self.last = other.last_ts, other.last
+
+
+def split_owned(readings: Readings, edge: str, owners: Mapping[str, str | None]) -> tuple[Readings, dict[str, str]]:
+    """The readings of devices that belong to ``edge``, and the owner of each device that belongs to another."""
+    refused = {d: o for d, o in owners.items() if o is not None and o != edge}
+    if not refused:
+        return readings, {}
+    kept = Readings([], [], [])
+    for seq, frame, stamp in zip(readings.seqs, readings.frames, readings.stamps, strict=True):
+        if frame.device_id not in refused:
+            kept.seqs.append(seq)
+            kept.frames.append(frame)
+            kept.stamps.append(stamp)
+    return kept, refused
+
+
+def refusal(device: str, owner: str, edge: str) -> str:
+    return (f"device {device} belongs to edge {owner}; an admin can move it with "
+            f"`twincloud device move {device} --to {edge}`")
 
 
 def _first_copies(readings: Readings) -> Readings:
@@ -231,12 +289,19 @@ class Storage(abc.ABC):
         now_us: int,
         rejected: int = 0,
         last_seq: int | None = None,
+        *,
+        clock_skew_s: float | None = None,
+        check_owner: bool = True,
     ) -> IngestResult:
         """Store each reading once (unique on device and timestamp) and record the edge's health.
 
         Returns how many frames were new and how many were already stored
-        (by an earlier batch, or twice in this one). ``last_seq`` is the batch's
-        highest sequence (refused frames included), recorded for the edge.
+        (by an earlier batch, or twice in this one), and the frames refused
+        because their device belongs to another edge (nothing of them is
+        stored). ``last_seq`` is the batch's highest sequence (refused frames
+        included), recorded for the edge, with its ``clock_skew_s``.
+        ``check_owner=False`` stores frames of any device and binds new ones
+        to no edge (copying a database).
         """
         readings = Readings([seq for seq, _ in frames], [frame for _, frame in frames],
                             [us(frame.ts) for _, frame in frames])
@@ -247,15 +312,20 @@ class Storage(abc.ABC):
             readings = _first_copies(readings)  # the same reading twice in one batch: the first copy counts
         if last_seq is None:
             last_seq = max((seq for seq, _ in frames), default=None)
-        stored, samples = await self._ingest(edge, readings, health, now_us, last_seq, rejected, len(frames))
-        return IngestResult(len(stored), len(frames) - len(stored), stored, samples)
+        stored, samples, others = await self._ingest(edge, readings, health, now_us, last_seq, rejected, len(frames),
+                                                     clock_skew_s, check_owner)
+        refused = [(seq, refusal(f.device_id, others[f.device_id], edge))
+                   for seq, f in zip(readings.seqs, readings.frames, strict=True) if f.device_id in others]
+        return IngestResult(len(stored), len(frames) - len(stored) - len(refused), stored, samples, refused)
 
     @abc.abstractmethod
     async def _ingest(
         self, edge: str, readings: Readings, health: EdgeHealth | None,
         now_us: int, last_seq: int | None, rejected: int, received: int,
-    ) -> tuple[list[TelemetryFrame], int]:
-        """Insert the readings not stored yet, in one transaction; return their frames and the sample count."""
+        clock_skew_s: float | None, check_owner: bool,
+    ) -> Ingested:
+        """Insert the readings not stored yet, in one transaction; return their frames, the sample count and
+        the owner of each device of the batch that belongs to another edge (``split_owned``)."""
 
     # --- identities ------------------------------------------------------------------
     @abc.abstractmethod
@@ -281,6 +351,25 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     async def edges(self) -> list[EdgeRecord]: ...
+
+    # --- device owners ---------------------------------------------------------------
+    @abc.abstractmethod
+    async def device_records(self) -> list[DeviceRecord]:
+        """Every device with its owner, by name (devices bound before they sent included)."""
+
+    @abc.abstractmethod
+    async def bind_device(self, device: str, edge: str, by: str, reason: str, now_us: int, *,
+                          create: bool) -> DeviceMove | None:
+        """Bind a device to an edge and record it in ``device_moves``, in one transaction.
+
+        ``create``: a device not known yet (DeviceExists when it is); otherwise an
+        existing one (UnknownDevice when it is not). None when the device belongs
+        to ``edge`` already: nothing is changed or recorded then.
+        """
+
+    @abc.abstractmethod
+    async def device_moves(self, device: str, limit: int) -> list[DeviceMove]:
+        """The newest ``limit`` bindings an admin made of a device, oldest first; UnknownDevice when unknown."""
 
     # --- query primitives ------------------------------------------------------------
     @abc.abstractmethod

@@ -23,16 +23,22 @@ from cloud.migrations import MIGRATIONS
 from cloud.storage import postgres_sql as q
 from cloud.storage.base import (
     AggRow,
+    DeviceExists,
+    DeviceMove,
+    DeviceRecord,
     EdgeRecord,
+    Ingested,
     Principal,
     Readings,
     SeriesInfo,
     Storage,
     StorageError,
     StorageUnavailable,
+    UnknownDevice,
     build_rows,
     field_kinds,
     frame_columns,
+    split_owned,
 )
 from shared.batch import EdgeHealth
 from shared.frame import TelemetryFrame
@@ -60,7 +66,6 @@ class PostgresStorage(Storage):
         self._timeout = command_timeout
         self._pool: asyncpg.Pool | None = None
         self.timescale = False
-        self._devices: dict[str, int] = {}
         self._series: dict[tuple[str, str], int] = {}
 
     @property
@@ -143,13 +148,16 @@ class PostgresStorage(Storage):
 
     # --- ingest ----------------------------------------------------------------------
     async def _ingest(self, edge: str, readings: Readings, health: EdgeHealth | None,
-                      now_us: int, last_seq: int | None, rejected: int,
-                      received: int) -> tuple[list[TelemetryFrame], int]:
-        frames, stamps = readings.frames, readings.stamps
+                      now_us: int, last_seq: int | None, rejected: int, received: int,
+                      clock_skew_s: float | None, check_owner: bool) -> Ingested:
         async with self._con() as con, con.transaction():
-            devices = await self._device_ids(con, {f.device_id for f in frames}, now_us)
+            devices, owners = await _claim_devices(con, edge if check_owner else None,
+                                                   {f.device_id for f in readings.frames}, now_us)
+            owned, others = split_owned(readings, edge, owners) if check_owner else (readings, {})
+            refused = len(readings) - len(owned)  # frames of devices of other edges
+            frames, stamps, seqs = owned.frames, owned.stamps, owned.seqs
             ids = [devices[f.device_id] for f in frames]
-            rows = await con.fetch(q.INSERT_FRAMES, ids, stamps, edge, readings.seqs, [f.status for f in frames])
+            rows = await con.fetch(q.INSERT_FRAMES, ids, stamps, edge, seqs, [f.status for f in frames])
             if len(rows) < len(frames):
                 fresh = {(r[0], r[1]) for r in rows}
                 new = [k for k, key in enumerate(zip(ids, stamps, strict=True)) if key in fresh]
@@ -177,18 +185,10 @@ class PostgresStorage(Storage):
                 ids = sorted(latest)
                 await con.execute(q.UPDATE_DEVICES_LAST, ids, [latest[i][0] for i in ids],
                                   [latest[i][1].status for i in ids], edge)
-            await _record_edge(con, edge, health, now_us, last_seq, len(frames), received - len(frames), rejected)
-        self._devices.update(devices)
+            await _record_edge(con, edge, health, now_us, last_seq, len(frames), received - len(frames) - refused,
+                               rejected + refused, clock_skew_s)
         self._series.update(series)
-        return frames, len(samples)
-
-    async def _device_ids(self, con: asyncpg.Connection, names: set[str], now_us: int) -> dict[str, int]:
-        missing = sorted(names - self._devices.keys())
-        found = {}
-        if missing:
-            await con.execute(q.INSERT_DEVICES, missing, now_us)
-            found = {r[0]: r[1] for r in await con.fetch(q.DEVICE_IDS, missing)}
-        return {n: self._devices.get(n) or found[n] for n in names}
+        return frames, len(samples), others
 
     async def _series_ids(self, con: asyncpg.Connection, devices: dict[str, int], wanted: set[tuple[str, str]],
                           frames: Sequence[TelemetryFrame]) -> dict[tuple[str, str], int]:
@@ -242,7 +242,40 @@ class PostgresStorage(Storage):
         async with self._con() as con:
             rows = await con.fetch(q.EDGES)
         return [EdgeRecord(r[0], r[1], r[2] is not None, r[3], r[4], r[5], r[6], json.loads(r[7] or "{}"),
-                           r[8], json.loads(r[9] or "{}"), r[10] or 0, r[11] or 0, r[12] or 0) for r in rows]
+                           r[8], json.loads(r[9] or "{}"), r[10] or 0, r[11] or 0, r[12] or 0, r[13]) for r in rows]
+
+    # --- device owners ---------------------------------------------------------------
+    async def device_records(self) -> list[DeviceRecord]:
+        async with self._con() as con:
+            return [DeviceRecord(*r) for r in await con.fetch(q.DEVICE_RECORDS)]
+
+    async def bind_device(self, device: str, edge: str, by: str, reason: str, now_us: int, *,
+                          create: bool) -> DeviceMove | None:
+        async with self._con() as con, con.transaction():
+            if create:
+                device_id = await con.fetchval(q.NEW_DEVICE, device, now_us, edge)
+                if device_id is None:
+                    raise DeviceExists(f"device {device!r} is known already; move it to another edge instead",
+                                       "name")
+                before = None
+            else:
+                row = await con.fetchrow(q.DEVICE_OWNER + " FOR UPDATE", device)
+                if row is None:
+                    raise UnknownDevice(f"no device named {device!r}", "name")
+                device_id, before = row
+                if before == edge:
+                    return None
+                await con.execute(q.SET_OWNER, edge, device_id)
+            await con.execute(q.INSERT_MOVE, device_id, before, edge, by, now_us, reason)
+        return DeviceMove(device, before, edge, by, now_us, reason)
+
+    async def device_moves(self, device: str, limit: int) -> list[DeviceMove]:
+        async with self._con() as con:
+            device_id = await con.fetchval("SELECT id FROM devices WHERE name = $1", device)
+            if device_id is None:
+                raise UnknownDevice(f"no device named {device!r}", "name")
+            rows = await con.fetch(q.MOVES, device_id, limit)
+        return [DeviceMove(device, *r) for r in reversed(rows)]
 
     # --- queries ---------------------------------------------------------------------
     async def devices(self) -> list[str]:
@@ -304,16 +337,35 @@ class PostgresStorage(Storage):
         return deleted
 
 
+async def _claim_devices(con: asyncpg.Connection, claimant: str | None, names: set[str],
+                         now_us: int) -> tuple[dict[str, int], dict[str, str | None]]:
+    """The id and owner of each device named; new ones, and unbound ones, go to ``claimant``.
+
+    Inside the ingest transaction: of two edges inserting one new device at once, the second
+    waits for the first to commit and then reads the first one's binding (read committed).
+    """
+    if not names:
+        return {}, {}
+    listed = sorted(names)
+    rows = await con.fetch(q.DEVICE_OWNERS, listed)
+    if len(rows) < len(names) or (claimant is not None and any(r[2] is None for r in rows)):
+        await con.execute(q.INSERT_DEVICES, listed, now_us, claimant)
+        if claimant is not None:
+            await con.execute(q.CLAIM_DEVICES, listed, claimant)
+        rows = await con.fetch(q.DEVICE_OWNERS, listed)
+    return {r[0]: r[1] for r in rows}, {r[0]: r[2] for r in rows}
+
+
 def _count(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1]) if status.rsplit(" ", 1)[-1].isdigit() else 0
 
 
 async def _record_edge(con: asyncpg.Connection, edge: str, health: EdgeHealth | None, now_us: int,
-                       last_seq: int | None, stored: int, duplicates: int, rejected: int) -> None:
+                       last_seq: int | None, stored: int, duplicates: int, rejected: int, skew: float | None) -> None:
     if health is None:
         await con.execute(q.UPSERT_EDGE_COUNTS, edge, now_us, last_seq, None, None, "{}", None, "{}",
-                          stored, duplicates, rejected)
+                          stored, duplicates, rejected, skew)
         return
     await con.execute(q.UPSERT_EDGE, edge, now_us, last_seq, health.queue_depth, health.oldest_age_s,
                       json.dumps(health.drops), health.quarantined, json.dumps(health.sources),
-                      stored, duplicates, rejected)
+                      stored, duplicates, rejected, skew)

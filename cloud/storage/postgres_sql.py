@@ -4,9 +4,10 @@ CREATE_MIGRATIONS = """CREATE TABLE IF NOT EXISTS schema_migrations (
     version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"""
 MIGRATION_LOCK = 7_306_915_200  # advisory lock key: one process migrates at a time
 
-INSERT_DEVICES = """INSERT INTO devices (name, first_seen) SELECT n, $2 FROM unnest($1::text[]) AS n
+DEVICE_OWNERS = "SELECT name, id, owner_edge FROM devices WHERE name = ANY($1::text[])"
+INSERT_DEVICES = """INSERT INTO devices (name, first_seen, owner_edge) SELECT n, $2, $3 FROM unnest($1::text[]) AS n
     ORDER BY n ON CONFLICT (name) DO NOTHING"""
-DEVICE_IDS = "SELECT name, id FROM devices WHERE name = ANY($1::text[])"
+CLAIM_DEVICES = "UPDATE devices SET owner_edge = $2 WHERE name = ANY($1::text[]) AND owner_edge IS NULL"
 INSERT_FRAMES = """INSERT INTO frames (device_id, ts, edge, seq, status)
     SELECT d, t, $3, s, st FROM unnest($1::int[], $2::bigint[], $4::bigint[], $5::text[]) AS u(d, t, s, st)
     ORDER BY d, t ON CONFLICT DO NOTHING RETURNING device_id, ts"""
@@ -42,9 +43,11 @@ _EDGE_COUNTS = """last_seen = excluded.last_seen,
                         ELSE GREATEST(e.last_seq, excluded.last_seq) END,
         frames_stored = e.frames_stored + excluded.frames_stored,
         duplicates = e.duplicates + excluded.duplicates,
-        rejected = e.rejected + excluded.rejected"""
+        rejected = e.rejected + excluded.rejected,
+        clock_skew_s = coalesce(excluded.clock_skew_s, e.clock_skew_s)"""
 _EDGE_INSERT = """INSERT INTO edge_status AS e (name, last_seen, last_seq, queue_depth, oldest_age_s, drops,
-    quarantined, sources, frames_stored, duplicates, rejected) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"""
+    quarantined, sources, frames_stored, duplicates, rejected, clock_skew_s)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"""
 UPSERT_EDGE = f"""{_EDGE_INSERT} ON CONFLICT (name) DO UPDATE SET {_EDGE_COUNTS},
         queue_depth = excluded.queue_depth, oldest_age_s = excluded.oldest_age_s, drops = excluded.drops,
         quarantined = excluded.quarantined, sources = excluded.sources"""
@@ -57,11 +60,20 @@ REVOKE = "UPDATE identities SET token_hash = NULL, revoked_at = $1 WHERE kind = 
 PRINCIPAL = "SELECT kind, name, role FROM identities WHERE token_hash = $1 AND revoked_at IS NULL"
 IDENTITIES = "SELECT name, role, created_at, revoked_at FROM identities WHERE kind = $1 ORDER BY name"
 EDGES = """SELECT i.name, i.created_at, i.revoked_at, e.last_seen, e.last_seq, e.queue_depth, e.oldest_age_s,
-        e.drops, e.quarantined, e.sources, e.frames_stored, e.duplicates, e.rejected
+        e.drops, e.quarantined, e.sources, e.frames_stored, e.duplicates, e.rejected, e.clock_skew_s
     FROM identities i LEFT JOIN edge_status e ON e.name = i.name
     WHERE i.kind = 'edge' ORDER BY i.name"""
 
-DEVICES = "SELECT name FROM devices ORDER BY name"
+DEVICES = "SELECT name FROM devices WHERE last_ts IS NOT NULL ORDER BY name"
+DEVICE_RECORDS = "SELECT name, owner_edge, last_ts, last_edge FROM devices ORDER BY name"
+DEVICE_OWNER = "SELECT id, owner_edge FROM devices WHERE name = $1"
+NEW_DEVICE = """INSERT INTO devices (name, first_seen, owner_edge) VALUES ($1, $2, $3)
+    ON CONFLICT (name) DO NOTHING RETURNING id"""
+SET_OWNER = "UPDATE devices SET owner_edge = $1 WHERE id = $2"
+INSERT_MOVE = """INSERT INTO device_moves (device_id, from_edge, to_edge, moved_by, at, reason)
+    VALUES ($1, $2, $3, $4, $5, $6)"""
+MOVES = """SELECT from_edge, to_edge, moved_by, at, reason FROM device_moves WHERE device_id = $1
+    ORDER BY id DESC LIMIT $2"""
 DEVICE = "SELECT id, last_ts, last_status, last_edge FROM devices WHERE name = $1"
 SERIES = "SELECT id, field, kind, last_ts, last_value, last_text FROM series WHERE device_id = $1"
 SCAN = """SELECT ts, value, text FROM samples WHERE series_id = $1 AND ts >= $2 AND ts < $3

@@ -32,16 +32,22 @@ from cloud.migrations import MIGRATIONS
 from cloud.storage import sqlite_sql as q
 from cloud.storage.base import (
     AggRow,
+    DeviceExists,
+    DeviceMove,
+    DeviceRecord,
     EdgeRecord,
+    Ingested,
     Principal,
     Readings,
     SeriesInfo,
     Storage,
     StorageError,
     StorageUnavailable,
+    UnknownDevice,
     build_rows,
     field_kinds,
     frame_columns,
+    split_owned,
 )
 from shared.batch import EdgeHealth
 from shared.frame import TelemetryFrame
@@ -68,7 +74,6 @@ class SQLiteStorage(Storage):
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._series: dict[tuple[str, str], int] = {}
-        self._devices: dict[str, int] = {}
 
     # --- connections -----------------------------------------------------------------
     def _connect(self, busy_ms: int | None = None) -> sqlite3.Connection:
@@ -150,21 +155,21 @@ class SQLiteStorage(Storage):
 
     # --- ingest ----------------------------------------------------------------------
     async def _ingest(self, edge: str, readings: Readings, health: EdgeHealth | None,
-                      now_us: int, last_seq: int | None, rejected: int,
-                      received: int) -> tuple[list[TelemetryFrame], int]:
-        return await self._write(self._ingest_sync, edge, readings, health, now_us, last_seq, rejected, received)
+                      now_us: int, last_seq: int | None, rejected: int, received: int,
+                      clock_skew_s: float | None, check_owner: bool) -> Ingested:
+        return await self._write(self._ingest_sync, edge, readings, health, now_us, last_seq, rejected, received,
+                                 clock_skew_s, check_owner)
 
     def _ingest_sync(self, con: sqlite3.Connection, edge: str, readings: Readings, health: EdgeHealth | None,
-                     now_us: int, last_seq: int | None, rejected: int,
-                     received: int) -> tuple[list[TelemetryFrame], int]:
-        new_devices: dict[str, int] = {}
+                     now_us: int, last_seq: int | None, rejected: int, received: int,
+                     clock_skew_s: float | None, check_owner: bool) -> Ingested:
         new_series: dict[tuple[str, str], int] = {}
         con.execute("BEGIN IMMEDIATE")
         try:
-            for name in {f.device_id for f in readings.frames} - self._devices.keys():
-                con.execute(q.INSERT_DEVICE, (name, now_us))
-                new_devices[name] = con.execute(q.DEVICE_ID, (name,)).fetchone()[0]
-            devices = self._devices | new_devices if new_devices else self._devices
+            devices, owners = _claim_devices(con, edge if check_owner else None,
+                                             {f.device_id for f in readings.frames}, now_us)
+            owned, others = split_owned(readings, edge, owners) if check_owner else (readings, {})
+            refused, readings = len(readings) - len(owned), owned  # frames of devices of other edges
             ids = [devices[f.device_id] for f in readings.frames]
             stored, stamps = _insert_frames(con, edge, readings, ids)
             columns = frame_columns(stored, stamps)
@@ -185,15 +190,15 @@ class SQLiteStorage(Storage):
                     latest[frame.device_id] = (ts, frame)
             con.executemany(q.UPDATE_DEVICE_LAST, [
                 (ts, f.status, edge, devices[d], ts) for d, (ts, f) in latest.items()])
-            _record_edge(con, edge, health, now_us, last_seq, len(stored), received - len(stored), rejected)
+            _record_edge(con, edge, health, now_us, last_seq, len(stored), received - len(stored) - refused,
+                         rejected + refused, clock_skew_s)
             con.execute("COMMIT")
         except BaseException:
             if con.in_transaction:  # SQLite may have rolled back by itself (disk full, I/O error)
                 con.execute("ROLLBACK")
             raise
-        self._devices.update(new_devices)
         self._series.update(new_series)
-        return stored, len(rows)
+        return stored, len(rows), others
 
     # --- identities ------------------------------------------------------------------
     async def create_identity(self, kind: str, name: str, role: str, token_hash: str, now_us: int) -> bool:
@@ -226,7 +231,23 @@ class SQLiteStorage(Storage):
     async def edges(self) -> list[EdgeRecord]:
         rows = await self._read(lambda con: con.execute(q.EDGES).fetchall())
         return [EdgeRecord(r[0], r[1], r[2] is not None, r[3], r[4], r[5], r[6], json.loads(r[7] or "{}"),
-                           r[8], json.loads(r[9] or "{}"), r[10] or 0, r[11] or 0, r[12] or 0) for r in rows]
+                           r[8], json.loads(r[9] or "{}"), r[10] or 0, r[11] or 0, r[12] or 0, r[13]) for r in rows]
+
+    # --- device owners ---------------------------------------------------------------
+    async def device_records(self) -> list[DeviceRecord]:
+        return await self._read(lambda con: [DeviceRecord(*r) for r in con.execute(q.DEVICE_RECORDS)])
+
+    async def bind_device(self, device: str, edge: str, by: str, reason: str, now_us: int, *,
+                          create: bool) -> DeviceMove | None:
+        return await self._write(_bind, device, edge, by, reason, now_us, create)
+
+    async def device_moves(self, device: str, limit: int) -> list[DeviceMove]:
+        def run(con: sqlite3.Connection) -> list[DeviceMove]:
+            row = con.execute(q.DEVICE_OWNER, (device,)).fetchone()
+            if row is None:
+                raise UnknownDevice(f"no device named {device!r}", "name")
+            return [DeviceMove(device, *r) for r in reversed(con.execute(q.MOVES, (row[0], limit)).fetchall())]
+        return await self._read(run)
 
     # --- queries ---------------------------------------------------------------------
     async def devices(self) -> list[str]:
@@ -302,6 +323,50 @@ def _migrate(con: sqlite3.Connection) -> list[int]:
     return applied
 
 
+def _claim_devices(con: sqlite3.Connection, claimant: str | None, names: set[str],
+                   now_us: int) -> tuple[dict[str, int], dict[str, str | None]]:
+    """The id and owner of each device named; new ones, and unbound ones, go to ``claimant``.
+
+    Called inside the ingest transaction, which holds SQLite's write lock: of two edges sending
+    one new device at once, the one whose batch commits first owns it.
+    """
+    if not names:
+        return {}, {}
+    listed = json.dumps(sorted(names))
+    rows = con.execute(q.DEVICE_OWNERS, (listed,)).fetchall()
+    if len(rows) < len(names) or (claimant is not None and any(r[2] is None for r in rows)):
+        con.execute(q.INSERT_DEVICES, (now_us, claimant, listed))
+        if claimant is not None:
+            con.execute(q.CLAIM_DEVICES, (claimant, listed))
+        rows = con.execute(q.DEVICE_OWNERS, (listed,)).fetchall()
+    return {r[0]: r[1] for r in rows}, {r[0]: r[2] for r in rows}
+
+
+def _bind(con: sqlite3.Connection, device: str, edge: str, by: str, reason: str, now_us: int,
+          create: bool) -> DeviceMove | None:
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        if create:
+            if con.execute(q.NEW_DEVICE, (device, now_us, edge)).rowcount == 0:
+                raise DeviceExists(f"device {device!r} is known already; move it to another edge instead", "name")
+            row: tuple[int, str | None] = (con.execute(q.DEVICE_OWNER, (device,)).fetchone()[0], None)
+        else:
+            row = con.execute(q.DEVICE_OWNER, (device,)).fetchone()
+            if row is None:
+                raise UnknownDevice(f"no device named {device!r}", "name")
+            if row[1] == edge:
+                con.execute("ROLLBACK")
+                return None
+            con.execute(q.SET_OWNER, (edge, row[0]))
+        con.execute(q.INSERT_MOVE, (row[0], row[1], edge, by, now_us, reason))
+        con.execute("COMMIT")
+    except BaseException:
+        if con.in_transaction:
+            con.execute("ROLLBACK")
+        raise
+    return DeviceMove(device, row[1], edge, by, now_us, reason)
+
+
 def _insert_frames(con: sqlite3.Connection, edge: str, readings: Readings,
                    ids: list[int]) -> tuple[list[TelemetryFrame], list[int]]:
     """Insert frame rows; return the frames that were new and their timestamps, in batch order.
@@ -343,7 +408,7 @@ def _insert_rows(con: sqlite3.Connection, sql: Callable[[int], str], flat: list[
 
 
 def _record_edge(con: sqlite3.Connection, edge: str, health: EdgeHealth | None, now_us: int,
-                 last_seq: int | None, stored: int, duplicates: int, rejected: int) -> None:
+                 last_seq: int | None, stored: int, duplicates: int, rejected: int, skew: float | None) -> None:
     if health is None:
         values: tuple[Any, ...] = (None, None, "{}", None, "{}")
         sql = q.UPSERT_EDGE_COUNTS
@@ -351,7 +416,7 @@ def _record_edge(con: sqlite3.Connection, edge: str, health: EdgeHealth | None, 
         values = (health.queue_depth, health.oldest_age_s, json.dumps(health.drops), health.quarantined,
                   json.dumps(health.sources))
         sql = q.UPSERT_EDGE
-    con.execute(sql, (edge, now_us, last_seq, *values, stored, duplicates, rejected))
+    con.execute(sql, (edge, now_us, last_seq, *values, stored, duplicates, rejected, skew))
 
 
 def _aggregate(con: sqlite3.Connection, sql: dict[str, str], ids: list[int], start: int, stop: int,

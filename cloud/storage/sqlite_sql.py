@@ -6,8 +6,12 @@ CREATE_MIGRATIONS = """CREATE TABLE IF NOT EXISTS schema_migrations (
     version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)"""
 VERSION = "SELECT max(version) FROM schema_migrations"
 
-INSERT_DEVICE = "INSERT OR IGNORE INTO devices (name, first_seen) VALUES (?, ?)"
-DEVICE_ID = "SELECT id FROM devices WHERE name = ?"
+# Device names travel as one JSON array parameter: a batch may name thousands of devices.
+DEVICE_OWNERS = "SELECT name, id, owner_edge FROM devices WHERE name IN (SELECT value FROM json_each(?))"
+INSERT_DEVICES = """INSERT OR IGNORE INTO devices (name, first_seen, owner_edge)
+    SELECT value, ?, ? FROM json_each(?)"""
+CLAIM_DEVICES = """UPDATE devices SET owner_edge = ?
+    WHERE name IN (SELECT value FROM json_each(?)) AND owner_edge IS NULL"""
 FRAMES_PER_STATEMENT = 200
 
 
@@ -54,13 +58,14 @@ UPDATE_DEVICE_LAST = """UPDATE devices SET last_ts = ?, last_status = ?, last_ed
     WHERE id = ? AND (last_ts IS NULL OR last_ts < ?)"""
 
 _EDGE_COLUMNS = """(name, last_seen, last_seq, queue_depth, oldest_age_s, drops, quarantined, sources,
-    frames_stored, duplicates, rejected) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+    frames_stored, duplicates, rejected, clock_skew_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
 _EDGE_COUNTS = """last_seen = excluded.last_seen,
         last_seq = CASE WHEN excluded.last_seq IS NULL THEN last_seq
                         ELSE max(coalesce(last_seq, excluded.last_seq), excluded.last_seq) END,
         frames_stored = frames_stored + excluded.frames_stored,
         duplicates = duplicates + excluded.duplicates,
-        rejected = rejected + excluded.rejected"""
+        rejected = rejected + excluded.rejected,
+        clock_skew_s = coalesce(excluded.clock_skew_s, clock_skew_s)"""
 UPSERT_EDGE = f"""INSERT INTO edge_status {_EDGE_COLUMNS}
     ON CONFLICT (name) DO UPDATE SET {_EDGE_COUNTS},
         queue_depth = excluded.queue_depth, oldest_age_s = excluded.oldest_age_s, drops = excluded.drops,
@@ -73,11 +78,19 @@ REVOKE = "UPDATE identities SET token_hash = NULL, revoked_at = ? WHERE kind = ?
 PRINCIPAL = "SELECT kind, name, role FROM identities WHERE token_hash = ? AND revoked_at IS NULL"
 IDENTITIES = "SELECT name, role, created_at, revoked_at FROM identities WHERE kind = ? ORDER BY name"
 EDGES = """SELECT i.name, i.created_at, i.revoked_at, e.last_seen, e.last_seq, e.queue_depth, e.oldest_age_s,
-        e.drops, e.quarantined, e.sources, e.frames_stored, e.duplicates, e.rejected
+        e.drops, e.quarantined, e.sources, e.frames_stored, e.duplicates, e.rejected, e.clock_skew_s
     FROM identities i LEFT JOIN edge_status e ON e.name = i.name
     WHERE i.kind = 'edge' ORDER BY i.name"""
 
-DEVICES = "SELECT name FROM devices ORDER BY name"
+DEVICES = "SELECT name FROM devices WHERE last_ts IS NOT NULL ORDER BY name"
+DEVICE_RECORDS = "SELECT name, owner_edge, last_ts, last_edge FROM devices ORDER BY name"
+DEVICE_OWNER = "SELECT id, owner_edge FROM devices WHERE name = ?"
+NEW_DEVICE = "INSERT OR IGNORE INTO devices (name, first_seen, owner_edge) VALUES (?, ?, ?)"
+SET_OWNER = "UPDATE devices SET owner_edge = ? WHERE id = ?"
+INSERT_MOVE = """INSERT INTO device_moves (device_id, from_edge, to_edge, moved_by, at, reason)
+    VALUES (?, ?, ?, ?, ?, ?)"""
+MOVES = """SELECT from_edge, to_edge, moved_by, at, reason FROM device_moves WHERE device_id = ?
+    ORDER BY id DESC LIMIT ?"""
 DEVICE = "SELECT id, last_ts, last_status, last_edge FROM devices WHERE name = ?"
 SERIES = "SELECT id, field, kind, last_ts, last_value, last_text FROM series WHERE device_id = ?"
 SCAN = """SELECT ts, coalesce(text, value) FROM samples WHERE series_id = ? AND ts >= ? AND ts < ?

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 
 from cloud.cli import EX_CONFIG, main
 from cloud.config import DATABASE_URL_ENV, ConfigFileError, load_cloud_config, redact_url
+from cloud.migrations import latest_version
 
 
 @pytest.fixture
@@ -37,7 +39,7 @@ def test_edge_and_user_tokens_from_the_command_line(config: Path, capsys: pytest
 
 def test_migrate_reports_the_schema_version(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--config", str(config), "migrate"]) == 0
-    assert "schema version 2" in capsys.readouterr().out
+    assert f"schema version {latest_version()}" in capsys.readouterr().out
 
 
 def test_a_bad_config_exits_78_with_the_key_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -97,3 +99,35 @@ def test_serve_stops_with_a_plain_message_when_the_database_cannot_be_opened(tmp
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode != 0
     assert "twincloud cannot start" in proc.stderr
+
+
+def test_devices_are_bound_and_moved_from_the_command_line(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main(["--config", str(config), *args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    for edge in ("line-1", "line-2"):
+        assert run("edge", "add", edge)[0] == 0
+    assert run("device", "add", "press-1", "--edge", "line-1", "--reason", "new press")[0] == 0
+    code, out, _ = run("device", "list")
+    assert code == 0 and out.split() == ["press-1", "line-1", "never"]
+    code, _, err = run("device", "add", "press-1", "--edge", "line-2")
+    assert code == 1 and "known already" in err
+    assert run("device", "move", "press-1", "--to", "line-2", "--reason", "line 1 rebuilt") == (
+        0, "device 'press-1' moved from edge 'line-1' to 'line-2'\n", "")
+    assert "nothing changed" in run("device", "move", "press-1", "--to", "line-2")[1]
+    for args, words in [(("move", "nothing", "--to", "line-1"), "no device named 'nothing'"),
+                        (("move", "press-1", "--to", "nobody"), "no edge named 'nobody'"),
+                        (("move", "bad name!", "--to", "line-1"), "name 'bad name!'"),
+                        (("move", "press-1", "--to", "line-1", "--reason", "x" * 600), "at most 500 characters"),
+                        (("moves", "nothing"), "no device named")]:
+        code, _, err = run("device", *args)
+        assert code == 1 and words in err, (args, err)
+    code, out, _ = run("device", "moves", "press-1")
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == 2
+    assert "(new) -> line-1" in lines[0] and "new press" in lines[0]
+    assert "line-1 -> line-2" in lines[1] and "(command line)" in lines[1] and lines[1].endswith("line 1 rebuilt")
+    code, out, _ = run("device", "moves", "press-1", "--json")
+    assert [(m["from_edge"], m["to_edge"]) for m in json.loads(out)] == [(None, "line-1"), ("line-1", "line-2")]

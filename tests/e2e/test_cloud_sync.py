@@ -3,12 +3,14 @@
 (a) the cloud stops for a while during traffic and comes back;
 (b) the edge is SIGKILLed during sync at random moments, 20 times;
 (c) a proxy on our side answers 500/503 and drops connections at random;
-(d) a malformed frame in the queue is quarantined with the cloud's reason while the rest keeps moving.
+(d) a malformed frame in the queue is quarantined with the cloud's reason while the rest keeps moving;
+(e) frames of a device that belongs to another edge are quarantined with the cloud's reason, and acked.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import sqlite3
 import subprocess
@@ -18,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import msgpack
 
 from edge.control.client import request
@@ -203,4 +206,52 @@ async def test_a_malformed_frame_is_quarantined_with_the_clouds_reason_and_the_r
         assert status["cloud"]["quarantined_by_cloud"] == 2
         await assert_exactly_once(cloud, [device])
     finally:
+        await asyncio.to_thread(cloud.stop)
+
+
+async def test_a_device_of_another_edge_is_quarantined_on_the_sending_edge_and_its_queue_drains(
+        tmp_path: Path) -> None:
+    cloud = CloudServer(tmp_path / "cloud", edges=[EDGE, "edge-owner"])
+    await asyncio.to_thread(cloud.start)
+    daemon = EdgeDaemon(tmp_path / "edge", uplink_toml(cloud.port, cloud.edge_tokens[EDGE], batch=20))
+    admin = {"Authorization": f"Bearer {cloud.admin_token}"}
+    try:
+        async with httpx.AsyncClient(base_url=cloud.base_url) as client:
+            resp = await client.post("/api/v1/devices", headers=admin,
+                                     json={"name": "press-1", "edge": "edge-owner", "reason": "owned elsewhere"})
+            assert resp.status_code == 201, resp.text
+            await daemon.start()
+            devices = [Device("press-1"), Device("press-2")]
+            stop = asyncio.Event()
+            tasks = [asyncio.create_task(d.publish_until_cut(daemon.mqtt_port, stop), name=d.name) for d in devices]
+            await asyncio.sleep(2)
+            stop.set()
+            await asyncio.gather(*tasks)
+            await wait_for(lambda: drained(daemon))
+            status = await daemon.status()
+            quarantine = await request(daemon.socket, "quarantine", limit=1000)
+            await daemon.stop()
+
+            assert len(quarantine) < 1000  # all of it was read
+            refused = [q for q in quarantine if q["origin"] == "cloud:press-1"]
+            assert len(refused) == len(devices[0].acked) > 0, (len(refused), len(devices[0].acked))
+            assert all(q["reason"] == "device press-1 belongs to edge edge-owner; an admin can move it with "
+                                      f"`twincloud device move press-1 --to {EDGE}`" for q in refused)
+            assert status["cloud"]["quarantined_by_cloud"] == len(refused)
+            assert status["queue"]["depth"] == 0  # every refused frame was acked and left the queue
+            await assert_exactly_once(cloud, devices[1:])
+            state = (await client.get("/api/v1/twin/press-1/state", headers=admin)).json()
+            assert (state["ts"], state["values"]) == (None, {})
+            # The owner's real readings, at the instants the other edge sent, are stored and not duplicates.
+            real = {"edge_id": "edge-owner", "sent_at": time.time(), "health": {"queue_depth": 0},
+                    "frames": [{"seq": i + 1, "frame": json.loads(devices[0].payload(i))} for i in range(3)]}
+            resp = await client.post("/api/v1/sync/batches", json=real,
+                                     headers={"Authorization": f"Bearer {cloud.edge_tokens['edge-owner']}"})
+            assert resp.json() == {"acked_through": 3, "stored": 3, "duplicates": 0, "rejected": []}
+            edges = {e["name"]: e for e in (await client.get("/api/v1/edges", headers=admin)).json()}
+            assert edges[EDGE]["rejected"] == len(refused) and edges[EDGE]["frames_stored"] == len(devices[1].acked)
+            assert abs(edges[EDGE]["clock_skew_s"]) < 5
+    finally:
+        if daemon.proc is not None:
+            await daemon.stop()
         await asyncio.to_thread(cloud.stop)
