@@ -31,7 +31,6 @@ from typing import Any, TypeVar
 from cloud.migrations import MIGRATIONS
 from cloud.storage import sqlite_sql as q
 from cloud.storage.base import (
-    AggRow,
     DeviceExists,
     DeviceMove,
     DeviceRecord,
@@ -39,6 +38,7 @@ from cloud.storage.base import (
     Ingested,
     Principal,
     Readings,
+    RollupRow,
     SeriesInfo,
     Storage,
     StorageError,
@@ -49,6 +49,7 @@ from cloud.storage.base import (
     frame_columns,
     split_owned,
 )
+from cloud.storage.rollups import Partial, rollup_spans, rows_to_store
 from shared.batch import EdgeHealth
 from shared.frame import TelemetryFrame
 
@@ -181,7 +182,7 @@ class SQLiteStorage(Storage):
             rows = build_rows(columns, self._series | new_series if new_series else self._series)
             _insert_rows(con, q.insert_numbers, rows.numbers, 3, q.SAMPLES_PER_STATEMENT)
             _insert_rows(con, q.insert_texts, rows.texts, 3, q.SAMPLES_PER_STATEMENT)
-            con.executemany(q.UPSERT_ROLLUP, [(sid, b, *agg) for (sid, b), agg in rows.rollups.items()])
+            _put_rollups(con, rows.rollups)
             con.executemany(q.UPDATE_SERIES_LAST, [(*v, sid, v[0]) for sid, v in rows.newest.items()])
             latest: dict[str, tuple[int, TelemetryFrame]] = {}
             for frame, ts in zip(stored, stamps, strict=True):
@@ -274,13 +275,13 @@ class SQLiteStorage(Storage):
             return await self._read(lambda con: con.execute(q.SCAN, (series_id, start, stop, limit)).fetchall())
         return self._read_now(lambda con: con.execute(q.SCAN, (series_id, start, stop, limit)).fetchall())
 
-    async def raw_aggregate(self, series_ids: list[int], start: int, stop: int, window: int,
-                            first_last: bool) -> dict[tuple[int, int], AggRow]:
-        return await self._read(_aggregate, q.RAW_AGG, series_ids, start, stop, window, first_last)
+    async def raw_rows(self, series_ids: list[int], ranges: list[tuple[int, int]]) -> list[tuple[int, int, float]]:
+        args = (json.dumps(series_ids), json.dumps(ranges))
+        return await self._read(lambda con: con.execute(q.RAW_ROWS, args).fetchall())
 
-    async def rollup_aggregate(self, series_ids: list[int], start: int, stop: int, window: int,
-                               first_last: bool) -> dict[tuple[int, int], AggRow]:
-        return await self._read(_aggregate, q.ROLLUP_AGG, series_ids, start, stop, window, first_last)
+    async def rollup_rows(self, series_ids: list[int], width: int, ranges: list[tuple[int, int]]) -> list[RollupRow]:
+        args = (json.dumps(series_ids), json.dumps(ranges), width)
+        return await self._read(lambda con: con.execute(q.ROLLUP_ROWS, args).fetchall())
 
     async def purge(self, samples_before: int | None, rollups_before: int | None) -> int:
         ids = await self._read(lambda con: [r[0] for r in con.execute("SELECT id FROM series")])
@@ -293,7 +294,7 @@ class SQLiteStorage(Storage):
                     "DELETE FROM samples WHERE series_id = ? AND ts < ?", (s, samples_before)).rowcount)
             if rollups_before is not None:
                 deleted += await self._write(lambda con, s=sid: con.execute(
-                    "DELETE FROM rollups_1m WHERE series_id = ? AND bucket < ?", (s, rollups_before)).rowcount)
+                    "DELETE FROM rollups WHERE series_id = ? AND bucket < ?", (s, rollups_before)).rowcount)
         if samples_before is not None:
             for dev in devices:
                 deleted += await self._write(lambda con, d=dev: con.execute(
@@ -313,6 +314,8 @@ def _migrate(con: sqlite3.Connection) -> list[int]:
             for statement in mig.sqlite.split(";"):
                 if statement.strip():
                     con.execute(statement)
+            if mig.backfill_sqlite is not None:
+                mig.backfill_sqlite(con)
             con.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", (mig.version, mig.name))
             applied.append(mig.version)
         con.execute("COMMIT")
@@ -419,17 +422,11 @@ def _record_edge(con: sqlite3.Connection, edge: str, health: EdgeHealth | None, 
     con.execute(sql, (edge, now_us, last_seq, *values, stored, duplicates, rejected, skew))
 
 
-def _aggregate(con: sqlite3.Connection, sql: dict[str, str], ids: list[int], start: int, stop: int,
-               window: int, first_last: bool) -> dict[tuple[int, int], AggRow]:
-    marks = ",".join("?" * len(ids))
-    args = (window, window, *ids, start, stop)
-    out: dict[tuple[int, int], AggRow] = {}
-    for sid, b, cnt, total, vmin, vmax, fts, lts in con.execute(sql["stats"].format(marks), args):
-        out[(sid, b)] = AggRow(cnt, total, vmin, vmax, fts, None, lts, None)
-    if first_last:
-        # SQLite takes a bare column from the row that holds the min()/max() of its group.
-        for sid, b, _, value in con.execute(sql["first"].format(marks), args):
-            out[(sid, b)].first = value
-        for sid, b, _, value in con.execute(sql["last"].format(marks), args):
-            out[(sid, b)].last = value
-    return out
+def _put_rollups(con: sqlite3.Connection, parts: dict[tuple[int, int, int], Partial]) -> None:
+    """Merge a batch's rollup partials into the rows stored (inside the ingest transaction, which holds
+    SQLite's write lock: no other writer can change them in between)."""
+    stored: list[tuple[Any, ...]] = []
+    for width, sids, lo, hi in rollup_spans(parts):
+        stored += con.execute(q.STORED_ROLLUPS, (json.dumps(sids), width, lo, hi)).fetchall()
+    rows = rows_to_store(parts, stored)
+    _insert_rows(con, q.put_rollups, list(chain.from_iterable(rows)), 12, q.ROLLUPS_PER_STATEMENT)
