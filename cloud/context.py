@@ -10,9 +10,10 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from cloud.auth import Authenticator
-from cloud.config import CloudConfig
+from cloud.config import CloudConfig, QueryConfig
 from cloud.live import LiveHub
 from cloud.metrics import Metrics
+from cloud.querygate import QueryGate
 from cloud.storage.base import Storage
 
 __all__ = ["AppContext", "Ctx"]
@@ -29,6 +30,7 @@ class AppContext:
     syncing_edges: set[str] = field(default_factory=set)
     parser: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="sync-parse"))
+    queries: QueryGate = field(default_factory=lambda: QueryGate(QueryConfig()))
 
 
 async def get_ctx(request: Request) -> AppContext:
