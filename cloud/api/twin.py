@@ -11,6 +11,7 @@ import asyncio
 import json
 import math
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -26,7 +27,7 @@ except ImportError:  # pragma: no cover - the cloud extra installs it
 from cloud.auth import Viewer, authenticate, check_role
 from cloud.context import AppContext, Ctx
 from cloud.errors import BadParameter, error_response
-from cloud.storage.base import AGG_FUNCS, Principal, UnknownDevice
+from cloud.storage.base import AGG_FUNCS, AggRow, Principal, UnknownDevice
 from shared.configbase import parse_duration
 from shared.errors import TwinedgeError
 from shared.frame import TS_MAX, TS_MIN
@@ -103,6 +104,11 @@ def _json(obj: Any) -> Response:
     except ValueError:
         text = json.dumps(_finite(obj), separators=(",", ":"))
     return Response(text, media_type="application/json")
+
+
+_FUNC: dict[str, Callable[[AggRow], float | None]] = {
+    "mean": lambda a: a.sum / a.count, "min": lambda a: a.min, "max": lambda a: a.max, "sum": lambda a: a.sum,
+    "count": lambda a: a.count, "first": lambda a: a.first, "last": lambda a: a.last}
 
 
 def parse_time(name: str, raw: str | None, default: float) -> int:
@@ -205,14 +211,10 @@ async def aggregate(who: Viewer, ctx: Ctx, device: Device, start: Start = None, 
     first_last = "first" in wanted or "last" in wanted
     async with ctx.queries.slot(_client(who)):
         result = await ctx.storage.aggregate(device, _fields(fields), lo, hi, width_us, first_last)
-    series = []
-    for info, buckets in result:
-        rows = []
-        for b, agg in buckets:
-            values = {"mean": agg.sum / agg.count, "min": agg.min, "max": agg.max, "sum": agg.sum,
-                      "count": agg.count, "first": agg.first, "last": agg.last}
-            rows.append({"start": b / 1e6, **{f: values[f] for f in wanted}})
-        series.append({"field": info.field, "buckets": rows})
+    pick = [(f, _FUNC[f]) for f in wanted]
+    series = [{"field": info.field, "buckets": [{"start": b / 1e6, **{f: get(agg) for f, get in pick}}
+                                                for b, agg in buckets]}
+              for info, buckets in result]
     return _json({"device_id": device, "start": lo / 1e6, "stop": hi / 1e6, "window_s": width, "series": series})
 
 

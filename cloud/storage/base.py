@@ -209,7 +209,7 @@ class HistoryPage:
     next_cursor: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AggRow:
     """The aggregate of one series in one bucket. ``sum`` is the exact sum rounded once to a double."""
 

@@ -132,11 +132,8 @@ def rows_to_store(parts: dict[tuple[int, int, int], Partial],
             have = _from_row(row[3:])
             merge(have, part)
             merged[key] = have
-    out = []
-    for (sid, width, bucket), p in merged.items():
-        m, e = _normal(p[1], p[2])
-        out.append((sid, width, bucket, p[0], str(m), e, *p[3:]))
-    return out
+    return [(sid, width, bucket, p[0], str(p[1]), p[2], p[3], p[4], p[5], p[6], p[7], p[8])
+            for (sid, width, bucket), p in merged.items()]
 
 
 def _from_row(row: Sequence[Any]) -> Partial:
@@ -255,13 +252,27 @@ def _joined(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
 def fold_rollups(acc: dict[tuple[int, int], Partial], rows: Iterable[RollupRow], window: int) -> None:
     """Add rollup rows (series id, bucket, count, m, e, min, max, first_ts, first, last_ts, last) to the
     partials of the window's buckets."""
-    for row in rows:
-        key = (row[0], row[1] - row[1] % window)
-        have = acc.get(key)
+    get = acc.get
+    for sid, bucket, cnt, m, e, vmin, vmax, fts, first, lts, last in rows:  # merge() inlined: the hot loop
+        key = (sid, bucket - bucket % window)
+        have = get(key)
         if have is None:
-            acc[key] = [row[2], int(row[3]), *row[4:]]
+            acc[key] = [cnt, int(m), e, vmin, vmax, fts, first, lts, last]
+            continue
+        have[0] += cnt
+        if have[2] <= e:
+            have[1] += int(m) << (e - have[2])
         else:
-            merge(have, [row[2], int(row[3]), *row[4:]])
+            have[1] = (have[1] << (have[2] - e)) + int(m)
+            have[2] = e
+        if vmin < have[3]:
+            have[3] = vmin
+        if vmax > have[4]:
+            have[4] = vmax
+        if fts < have[5]:
+            have[5], have[6] = fts, first
+        if lts > have[7]:
+            have[7], have[8] = lts, last
 
 
 def fold_raw(acc: dict[tuple[int, int], Partial], rows: Iterable[tuple[int, int, float]], window: int) -> None:

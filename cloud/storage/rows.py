@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 from itertools import chain, repeat
 from typing import Any, Literal
 
-from cloud.storage.rollups import FINEST_US, LEVELS_US, Partial, add_partial, partial
+from cloud.storage.rollups import FINEST_US, LEVELS_US, Partial, merge, partial
 from shared.frame import TelemetryFrame
 
 __all__ = ["MINUTE_US", "Column", "CursorError", "Kind", "SampleRows", "build_rows", "decode_cursor",
            "encode_cursor", "field_kinds", "frame_columns", "metric_field", "us"]
 
 MINUTE_US = 60_000_000
+_COARSER = LEVELS_US[:-1]
 Kind = Literal["num", "bool", "text"]
 _NUMBERS = frozenset((float, int, bool))
 
@@ -100,9 +101,15 @@ class SampleRows:
         self.numbers += chain.from_iterable(zip(repeat(sid), ts, values))
         # A (series, 10 s bucket) lives in one column, so its partial is built here whole.
         part = partial(ts, values)
-        self.rollups[(sid, FINEST_US, bucket)] = part
-        for width in LEVELS_US[:-1]:
-            add_partial(self.rollups, (sid, width, bucket - bucket % width), part)
+        rollups = self.rollups
+        rollups[(sid, FINEST_US, bucket)] = part
+        for width in _COARSER:
+            key = (sid, width, bucket - bucket % width)
+            have = rollups.get(key)
+            if have is None:
+                rollups[key] = part.copy()
+            else:
+                merge(have, part)
 
     def _newest(self, sid: int, ts: int, value: float | None, text: str | None) -> None:
         have = self.newest.get(sid)
