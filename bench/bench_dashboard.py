@@ -102,14 +102,14 @@ def aggregate_url(rng: random.Random) -> str:
 class Server:
     """`twincloud serve` in a subprocess with its own config file."""
 
-    def __init__(self, directory: Path, db_url: str, workers: int) -> None:
+    def __init__(self, directory: Path, db_url: str, workers: int, extra: str = "") -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.config = directory / f"cloud-{self.port}.toml"
         self.config.write_text(
             f'[server]\nhost = "127.0.0.1"\nport = {self.port}\nworkers = {workers}\nauth_cache_ttl = "60s"\n\n'
             f'[database]\nurl = "{db_url}"\n\n[retention]\nsamples_days = 0\nrollups_days = 0\n\n'
-            '[log]\nlevel = "WARNING"\n', encoding="utf-8")
+            f'[log]\nlevel = "WARNING"\n\n{extra}', encoding="utf-8")
         self.log = directory / f"cloud-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -205,7 +205,8 @@ async def hammer(servers: list[Server], tokens: list[str], kinds: list[tuple[str
 
 async def run_case(directory: Path, db_url: str, workers: int, replicas: int, tokens: list[str],
                    kinds: list[tuple[str, Url]], args: argparse.Namespace) -> dict[str, Any]:
-    servers = [Server(directory, db_url, workers) for _ in range(replicas)]
+    extra = f"[queries]\nmax_running = {args.max_running}\n" if args.max_running else ""
+    servers = [Server(directory, db_url, workers, extra) for _ in range(replicas)]
     try:
         for server in servers:
             await server.start()
@@ -276,6 +277,7 @@ async def main() -> None:
     parser.add_argument("--workers", default="1,2", help="uvicorn workers per server; each value is one mixed run")
     parser.add_argument("--pg-url", help="also run against this PostgreSQL database (loaded when empty)")
     parser.add_argument("--replicas", type=int, default=2, help="servers on their own ports for --pg-url")
+    parser.add_argument("--max-running", type=int, help="the servers' queries.max_running (default: its default)")
     parser.add_argument("--no-sqlite", action="store_true", help="only the PostgreSQL runs")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()

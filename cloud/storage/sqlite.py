@@ -9,8 +9,10 @@ a few milliseconds, and a thread costs more than that, because Python's sqlite3
 lets go of the GIL for every row it steps, so a 1,000-row read in a thread
 hands the GIL back and forth with the busy event loop a thousand times
 (3.8 ms of CPU per 1,000-point history request against 1.0 ms on the loop; see
-docs/PERFORMANCE.md). Reads of unbounded cost (aggregates, listings, retention)
-run on a small pool of threads, each with its own connection.
+docs/PERFORMANCE.md). So do the reads of an aggregate of a few thousand rows
+(rollups, and the raw points at the ends of its range). Reads of unbounded
+cost (large aggregates, listings, retention) run on a small pool of threads,
+each with its own connection.
 ``synchronous = FULL`` (the default) syncs the WAL at every commit, so a batch
 the edge was told is stored survives a power cut; a batch is one commit.
 """
@@ -58,6 +60,7 @@ __all__ = ["SQLiteStorage"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 SCAN_NOW_ROWS = 10_001  # a history page (at most 10,000 points, and one more to see whether there are more)
+AGG_NOW_ROWS = 5_000  # rows of an aggregate read on the loop (a few ms at most); larger reads go to a thread
 
 
 class SQLiteStorage(Storage):
@@ -277,10 +280,17 @@ class SQLiteStorage(Storage):
 
     async def raw_rows(self, series_ids: list[int], ranges: list[tuple[int, int]]) -> list[tuple[int, int, float]]:
         args = (json.dumps(series_ids), json.dumps(ranges))
+        # Mostly a few thousand points (the ends of a range, odd windows): on the loop, unless there are more.
+        rows = self._read_now(lambda con: con.execute(q.RAW_ROWS + " LIMIT ?", (*args, AGG_NOW_ROWS + 1)).fetchall())
+        if len(rows) <= AGG_NOW_ROWS:
+            return rows
         return await self._read(lambda con: con.execute(q.RAW_ROWS, args).fetchall())
 
     async def rollup_rows(self, series_ids: list[int], width: int, ranges: list[tuple[int, int]]) -> list[RollupRow]:
         args = (json.dumps(series_ids), json.dumps(ranges), width)
+        most = len(series_ids) * sum(-(-(hi - lo) // width) for lo, hi in ranges)  # one row per bucket at most
+        if most <= AGG_NOW_ROWS:
+            return self._read_now(lambda con: con.execute(q.ROLLUP_ROWS, args).fetchall())
         return await self._read(lambda con: con.execute(q.ROLLUP_ROWS, args).fetchall())
 
     async def purge(self, samples_before: int | None, rollups_before: int | None) -> int:
