@@ -61,6 +61,14 @@ class ServerConfig(StrictModel):
         default=0.5, ge=0.05, le=60, description="how often the live feed looks for frames other processes stored")
     auth_cache_ttl: Duration = Field(
         default=5.0, ge=0, le=300, description="how long a checked token is trusted before it is looked up again")
+    body_timeout: Duration = Field(
+        default=10.0, ge=0.1, le=3600,
+        description="the whole request body must arrive within this time after the headers, else 408")
+    max_json_bytes: ByteSize = Field(
+        default=1024**2, ge=1024, le=64 * 1024**2,
+        description="largest body of the JSON routes (admin, devices, physics checks)")
+    api_docs: Literal["public", "token", "off"] = Field(
+        default="token", description="/docs and /openapi.json: public, the API map behind a viewer token, or off")
 
 
 class DatabaseConfig(StrictModel):
