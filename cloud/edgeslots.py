@@ -2,7 +2,8 @@
 
 An edge sends one batch at a time and waits for its ack. When a network drop
 leaves a request of it half-sent, the cloud would wait for bytes that never
-come; the edge gives up and sends again. The new request takes over at once:
+come; the edge gives up and sends again. The newer request (the one whose
+head arrived later) takes over at once:
 
 - an old request still reading its body is stopped (it answers 409 if its
   client still listens), and what it held is let go;
@@ -38,6 +39,7 @@ class Claim:
 
     edge: str
     guard: BodyGuard | None
+    arrived: float
     superseded: bool = False
 
     def supersede(self) -> None:
@@ -65,12 +67,16 @@ class EdgeSlots:
     def claim(self, edge: str, guard: BodyGuard | None) -> Iterator[Claim]:
         """Take the edge's slot for one request, superseding the request that had it."""
         entry = self._edges.setdefault(edge, _Edge())
-        if entry.current is not None:
-            log.info("edge %s sent a new batch while its previous one was still on its way; the previous one "
-                     "is dropped", edge)
-            entry.current.supersede()
-        mine = Claim(edge, guard)
-        entry.current = mine
+        arrived = guard.arrived if guard is not None else asyncio.get_running_loop().time()
+        mine = Claim(edge, guard, arrived)
+        if entry.current is not None and entry.current.arrived > arrived:
+            mine.supersede()  # checked its token more slowly than a newer request: that one goes on
+        else:
+            if entry.current is not None:
+                log.info("edge %s sent a new batch while its previous one was still on its way; the previous "
+                         "one is dropped", edge)
+                entry.current.supersede()
+            entry.current = mine
         entry.holders += 1
         try:
             yield mine

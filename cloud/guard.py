@@ -72,11 +72,12 @@ def public_paths(config: CloudConfig, path: str) -> bool:
 class BodyGuard:
     """One request's body: how much may arrive, until when, and a way for the route to stop the read."""
 
-    def __init__(self, receive: Receive, limit: int, timeout: float) -> None:
+    def __init__(self, receive: Receive, limit: int, timeout: float, arrived: float) -> None:
         self._receive = receive
         self.limit = limit
         self._timeout = timeout
-        self._deadline = asyncio.get_running_loop().time() + timeout
+        self.arrived = arrived  # the event loop's clock when the request's head came in
+        self._deadline = arrived + timeout
         self._timer: asyncio.Timeout | None = None
         self.received = 0
         self.complete = False
@@ -154,6 +155,7 @@ class RequestGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        arrived = asyncio.get_running_loop().time()
         headers = Headers(scope=scope)
         limit = route_limit(self.config, scope["method"], scope["path"])
         refusal = await self._admit(scope, headers) or _declared_size(headers, limit)
@@ -161,7 +163,7 @@ class RequestGuard:
             announced = "content-length" in headers or "transfer-encoding" in headers
             await self._refuse(scope, receive, send, refusal, close=announced)
             return
-        guard = BodyGuard(receive, limit, self.config.server.body_timeout)
+        guard = BodyGuard(receive, limit, self.config.server.body_timeout, arrived)
         scope[GUARD_KEY] = guard
         started = False
 

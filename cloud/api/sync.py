@@ -15,7 +15,8 @@ once each. A frame is refused too when it is dated more than
 belongs to another edge. ``acked_through`` is the batch's highest sequence:
 every frame at or below it is stored, was stored before, or is refused for
 good. The edge's clock skew (its ``sent_at`` minus the cloud's clock when the
-request arrived) is recorded with its health.
+request arrived) is recorded with its health. A health report over the limits
+(``EdgeHealth.bounded``) is kept shortened, with a WARNING in the log.
 """
 
 from __future__ import annotations
@@ -88,6 +89,17 @@ def _warn_rejected(edge: str, rejected: list[Rejection]) -> None:
                     "(further ones this minute at DEBUG)", edge, len(rejected), first.seq, first.reason)
     else:
         log.debug("edge %s sent %d refused frame(s); first: seq %d: %s", edge, len(rejected), first.seq, first.reason)
+
+
+def _warn_health(edge: str, notes: list[str]) -> None:
+    """A report over the limits is kept shortened: said once per edge and minute, the rest at DEBUG."""
+    now = time.monotonic()
+    key = f"{edge}\nhealth"
+    if now - _last_warning.get(key, -60.0) >= 60.0:
+        _last_warning[key] = now
+        log.warning("edge %s sent a health report over the limits, kept shortened: %s", edge, "; ".join(notes))
+    else:
+        log.debug("edge %s: health report shortened: %s", edge, "; ".join(notes))
 
 
 def clock_skew(sent_at: float, received_at: float) -> float | None:
@@ -197,6 +209,7 @@ class _Parsed:
     last_seq: int | None
     good: list[tuple[int, TelemetryFrame]]
     rejected: list[Rejection]
+    health_notes: list[str]
 
 
 def _parse(body: bytes, content_type: str, max_frames: int) -> _Parsed:
@@ -208,7 +221,9 @@ def _parse(body: bytes, content_type: str, max_frames: int) -> _Parsed:
             rejected.append(Rejection(seq=seq, reason=str(result)))
         else:
             good.append((seq, result))
-    return _Parsed(batch.edge_id, batch.sent_at, batch.health, batch.seqs[-1] if batch.seqs else None, good, rejected)
+    health, notes = batch.health.bounded()
+    return _Parsed(batch.edge_id, batch.sent_at, health, batch.seqs[-1] if batch.seqs else None, good, rejected,
+                   notes)
 
 
 @router.post("/batches", response_model=SyncAck, responses=_RESPONSES, openapi_extra=_BODY_DOC)
@@ -255,6 +270,8 @@ async def _handle(request: Request, edge: str, ctx: Ctx, claim: Claim) -> SyncAc
     if batch.edge_id != edge:
         ctx.metrics.sync_batches.labels("refused").inc()
         raise NotAllowed(f"this token belongs to edge {edge!r}, not {batch.edge_id!r}", "edge_id")
+    if batch.health_notes:
+        _warn_health(edge, batch.health_notes)
     acked, skew = batch.last_seq, clock_skew(batch.sent_at, received_at)
     good, ahead = refuse_future(batch.good, time.time(), cfg.max_future_skew, skew)
     rejected = batch.rejected + ahead
