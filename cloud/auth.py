@@ -5,7 +5,9 @@ only their SHA-256 (a slow password hash adds nothing for random tokens of
 this length, and every request checks one). A checked token is trusted for
 ``server.auth_cache_ttl`` seconds, so a revocation takes effect within that
 time in every process. The FastAPI dependencies here answer 401 (no or an
-unknown token) and 403 (a valid token without the right).
+unknown token) and 403 (a valid token without the right); ``cloud.guard``
+checks the token from the headers before any body is read and leaves the
+principal in the request's scope, where ``authenticate`` finds it.
 """
 
 from __future__ import annotations

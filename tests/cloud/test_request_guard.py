@@ -19,7 +19,7 @@ from tests.cloud.rawhttp import closed_by_server, open_request, read_response, s
 from tests.cloud.server import CloudServer
 
 SYNC = "/api/v1/sync/batches"
-EDGES = [f"edge-{i}" for i in range(1, 9)]
+EDGES = [f"edge-{i}" for i in range(1, 10)]
 NO_RETENTION = "[retention]\nsamples_days = 0\nrollups_days = 0\n"
 
 
@@ -102,16 +102,15 @@ def test_a_stalled_body_times_out_with_408_and_its_edge_syncs_again(server: Clou
     assert resp.status_code == 200 and resp.json()["stored"] == 2
 
 
-def test_stalled_connections_hold_none_of_the_slots_other_edges_need(tmp_path: Path) -> None:
-    """Three stalled edges and two slots (max_concurrent): a fourth edge, and each stalled edge's own
-    next batch, are stored while the stalled connections are still open."""
-    with CloudServer(tmp_path, edges=EDGES, server_options='body_timeout = "60s"',
-                     extra_config=NO_RETENTION + "[sync]\nmax_concurrent = 2\n") as cloud:
-        stalls = {edge: stall(cloud, edge) for edge in ("edge-1", "edge-2", "edge-3")}
+def test_eight_stalled_edges_keep_out_neither_a_ninth_nor_themselves(tmp_path: Path) -> None:
+    """As many stalled edges as the process stores batches at once (sync.max_concurrent, 8): a ninth edge,
+    and each stalled edge's own next batch, are stored while the stalled connections are still open."""
+    with CloudServer(tmp_path, edges=EDGES, server_options='body_timeout = "60s"') as cloud:
+        stalls = {edge: stall(cloud, edge) for edge in EDGES[:8]}
         try:
-            other = post_batch(cloud, "edge-4", range(1, 3), "free-4")
+            other = post_batch(cloud, EDGES[8], range(1, 3), "free-9")
             assert other.status_code == 200 and other.json()["stored"] == 2
-            assert all(pending(sock) for sock in stalls.values())  # answered while all three still stall
+            assert all(pending(sock) for sock in stalls.values())  # answered while all eight still stall
             for n, (edge, sock) in enumerate(stalls.items()):
                 resp = post_batch(cloud, edge, range(10, 12), f"again-{n}")
                 assert resp.status_code == 200 and resp.json()["stored"] == 2
