@@ -160,7 +160,7 @@ class RequestGuard:
         limit = route_limit(self.config, scope["method"], scope["path"])
         refusal = await self._admit(scope, headers) or _declared_size(headers, limit)
         if refusal is not None:
-            announced = "content-length" in headers or "transfer-encoding" in headers
+            announced = headers.get("content-length", "0").strip() != "0" or "transfer-encoding" in headers
             await self._refuse(scope, receive, send, refusal, close=announced)
             return
         guard = BodyGuard(receive, limit, self.config.server.body_timeout, arrived)
