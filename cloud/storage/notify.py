@@ -24,11 +24,12 @@ import asyncpg
 
 from shared.frame import TelemetryFrame
 
-__all__ = ["CHANNEL", "BatchFeed", "Spans", "notices", "spans"]
+__all__ = ["APPLICATION_NAME", "CHANNEL", "BatchFeed", "Spans", "notices", "spans"]
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "twincloud_frames"
+APPLICATION_NAME = "twincloud-live-feed"  # the listening connection, as pg_stat_activity shows it
 _MAX_PAYLOAD = 7_000  # bytes; PostgreSQL's limit is 8,000
 Spans = dict[str, tuple[int, int]]  # device -> (first, last) timestamp stored, in µs
 
@@ -122,7 +123,7 @@ class BatchFeed:
                 delay = min(delay * 2, self._backoff_max)
 
     async def _listen(self) -> None:
-        con = await asyncpg.connect(self._dsn, timeout=10)
+        con = await asyncpg.connect(self._dsn, timeout=10, server_settings={"application_name": APPLICATION_NAME})
         lost = asyncio.Event()
         try:
             con.add_termination_listener(lambda _con: lost.set())

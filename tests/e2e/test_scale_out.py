@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import subprocess
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -23,7 +25,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from tests.cloud.pg import PgServer, PgUnavailable, fresh_pg_database, start_cluster
 from tests.cloud.server import CloudServer
-from tests.e2e.balancer import Balancer, haproxy_binary
+from tests.e2e.balancer import CONFIG, Balancer, haproxy_binary
 from tests.e2e.daemon import EdgeDaemon
 from tests.e2e.devices import T0, Device
 from tests.e2e.test_cloud_sync import drained, uplink_toml, wait_for
@@ -223,3 +225,12 @@ async def test_two_replicas_behind_haproxy_store_every_frame_once_and_share_the_
 
 async def _stored_some(client: httpx.AsyncClient, server: CloudServer) -> bool:
     return replica_stored(await metrics(client, server.base_url, server.viewer_token)) > 0
+
+
+def test_the_shipped_haproxy_config_is_valid() -> None:
+    binary = haproxy_binary()
+    assert binary is not None
+    check = subprocess.run([binary, "-c", "-f", str(CONFIG)], capture_output=True, text=True, timeout=30, check=False,
+                           env={**os.environ, "TWINCLOUD_REPLICA_1": "127.0.0.1:8081",
+                                "TWINCLOUD_REPLICA_2": "127.0.0.1:8082"})
+    assert check.returncode == 0, check.stderr
