@@ -40,6 +40,8 @@ __all__ = [
 DATABASE_URL_ENV = "TWINCLOUD_DATABASE_URL"
 DATABASE_URL_FILE_ENV = "TWINCLOUD_DATABASE_URL_FILE"
 CONFIG_ENV = "TWINCLOUD_CONFIG"
+REPLICA_ENV = "TWINCLOUD_REPLICA"  # set by `twincloud serve` for its worker processes
+REPLICA_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$"
 
 
 def redact_url(url: str) -> str:
@@ -69,6 +71,9 @@ class ServerConfig(StrictModel):
         description="largest body of the JSON routes (admin, devices, physics checks)")
     api_docs: Literal["public", "token", "off"] = Field(
         default="token", description="/docs and /openapi.json: public, the API map behind a viewer token, or off")
+    replica: str | None = Field(
+        default=None, min_length=1, max_length=100, pattern=REPLICA_PATTERN,
+        description="this replica's name in the replica label of /metrics (default: host name:port)")
 
 
 class DatabaseConfig(StrictModel):
@@ -108,7 +113,7 @@ class SyncConfig(StrictModel):
                                         description="largest body after decompression")
     max_frames: int = Field(default=20_000, ge=1, le=50_000, description="frames per batch")
     max_concurrent: int = Field(default=8, ge=1, le=1024, description="sync requests handled at once per process")
-    retry_after: Duration = Field(default=2.0, ge=1, le=3600, description="Retry-After sent with 429 and 503")
+    retry_after: Duration = Field(default=2.0, ge=1, le=3600, description="Retry-After sent with 503")
     max_future_skew: Duration = Field(
         default=300.0, ge=1, le=366 * 86400,
         description="frames dated further ahead of the cloud's clock are refused (their state would freeze)")

@@ -6,12 +6,18 @@ microseconds) with native compression after seven days and retention by
 dropping chunks; otherwise it stays a plain table with a BRIN index on time,
 which keeps time-range deletes cheap. Batches travel as arrays, one statement
 per table.
+
+Ingest of one edge is serialized across processes: its transaction first
+takes an advisory lock on the edge's name, so two replicas never interleave
+one edge's batches. Each committed batch is announced on a notification
+channel (``cloud.storage.notify``) for the other replicas' live feeds.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import secrets
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -40,6 +46,7 @@ from cloud.storage.base import (
     frame_columns,
     split_owned,
 )
+from cloud.storage.notify import CHANNEL, BatchFeed, notices, spans
 from shared.batch import EdgeHealth
 from shared.frame import TelemetryFrame
 
@@ -67,6 +74,11 @@ class PostgresStorage(Storage):
         self._pool: asyncpg.Pool | None = None
         self.timescale = False
         self._series: dict[tuple[str, str], int] = {}
+        self.origin = secrets.token_hex(8)  # names this process in its notifications
+
+    def feed(self) -> BatchFeed:
+        """The batches other processes store, as they commit (``run`` it to listen)."""
+        return BatchFeed(self._dsn, self.origin, self.where)
 
     @property
     def where(self) -> str:
@@ -151,6 +163,7 @@ class PostgresStorage(Storage):
                       now_us: int, last_seq: int | None, rejected: int, received: int,
                       clock_skew_s: float | None, check_owner: bool) -> Ingested:
         async with self._con() as con, con.transaction():
+            await con.execute(q.LOCK_EDGE, edge)
             devices, owners = await _claim_devices(con, edge if check_owner else None,
                                                    {f.device_id for f in readings.frames}, now_us)
             owned, others = split_owned(readings, edge, owners) if check_owner else (readings, {})
@@ -187,6 +200,8 @@ class PostgresStorage(Storage):
                                   [latest[i][1].status for i in ids], edge)
             await _record_edge(con, edge, health, now_us, last_seq, len(frames), received - len(frames) - refused,
                                rejected + refused, clock_skew_s)
+            for payload in notices(self.origin, spans(frames, stamps)):
+                await con.execute(q.NOTIFY, CHANNEL, payload)
         self._series.update(series)
         return frames, len(samples), others
 
