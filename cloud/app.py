@@ -29,6 +29,7 @@ from cloud.auth import Authenticator
 from cloud.config import CONFIG_ENV, REPLICA_ENV, CloudConfig, load_cloud_config
 from cloud.context import AppContext
 from cloud.errors import install_error_handlers
+from cloud.guard import RequestGuard
 from cloud.live import LiveHub
 from cloud.metrics import Metrics, MetricsMiddleware
 from cloud.physics.assembly import AssemblySpec
@@ -117,11 +118,13 @@ def create_app(config: CloudConfig) -> FastAPI:
             ctx.parser.shutdown(wait=True)
             await storage.close()
 
+    docs = config.server.api_docs
     app = FastAPI(title="twincloud", version=VERSION, description=(_about or "").strip(), lifespan=lifespan,
-                  docs_url=None, redoc_url=None)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+                  docs_url=None, redoc_url=None, openapi_url=None if docs == "off" else "/openapi.json")
+    app.add_middleware(RequestGuard, config=config)  # in front of routing: the token and the body's bounds
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: the guard's refusals are counted too
     install_error_handlers(app)
-    add_api_docs(app)
+    add_api_docs(app, docs)
     app.include_router(system.router)
     app.include_router(sync.router)
     app.include_router(twin.router)

@@ -63,6 +63,14 @@ class ServerConfig(StrictModel):
         default=0.5, ge=0.05, le=60, description="how often the live feed looks for frames other processes stored")
     auth_cache_ttl: Duration = Field(
         default=5.0, ge=0, le=300, description="how long a checked token is trusted before it is looked up again")
+    body_timeout: Duration = Field(
+        default=10.0, ge=0.1, le=3600,
+        description="the whole request body must arrive within this time after the headers, else 408")
+    max_json_bytes: ByteSize = Field(
+        default=1024**2, ge=1024, le=64 * 1024**2,
+        description="largest body of the JSON routes (admin, devices, physics checks)")
+    api_docs: Literal["public", "token", "off"] = Field(
+        default="token", description="/docs and /openapi.json: public, the API map behind a viewer token, or off")
     replica: str | None = Field(
         default=None, min_length=1, max_length=100, pattern=REPLICA_PATTERN,
         description="this replica's name in the replica label of /metrics (default: host name:port)")
@@ -105,7 +113,7 @@ class SyncConfig(StrictModel):
                                         description="largest body after decompression")
     max_frames: int = Field(default=20_000, ge=1, le=50_000, description="frames per batch")
     max_concurrent: int = Field(default=8, ge=1, le=1024, description="sync requests handled at once per process")
-    retry_after: Duration = Field(default=2.0, ge=1, le=3600, description="Retry-After sent with 429 and 503")
+    retry_after: Duration = Field(default=2.0, ge=1, le=3600, description="Retry-After sent with 503")
     max_future_skew: Duration = Field(
         default=300.0, ge=1, le=366 * 86400,
         description="frames dated further ahead of the cloud's clock are refused (their state would freeze)")
