@@ -233,3 +233,26 @@ async def test_a_version_3_database_with_data_is_partitioned_in_place(url: str) 
         assert await rows(url, FRAMES) == {r for r in before_frames if r[1] >= edge_week}
     finally:
         await store.close()
+
+
+@pytest.mark.postgres
+async def test_a_busy_table_delays_partition_changes_without_losing_or_keeping_a_row(
+        store: PostgresStorage, url: str) -> None:
+    await store.ingest("edge-1", frames_at(-20.0, -19.0), None, 1)
+    reader = await asyncpg.connect(url)
+    try:
+        tx = reader.transaction()
+        await tx.start()
+        await reader.fetchval("SELECT count(*) FROM samples")  # a long report holds every partition
+        # New week: its partitions wait for the report; the rows go to the DEFAULT partition meanwhile.
+        assert (await store.ingest("edge-1", frames_at(-40.0), None, 2)).stored == 1
+        assert await rows(url, "SELECT ts FROM frames_default") == {(int((MONDAY - 40 * DAY) * 1e6),)}
+        # Retention cannot drop the old week now: it deletes its rows instead.
+        cutoff = int((MONDAY - 10 * DAY) * 1e6)
+        assert await store.purge(cutoff, None) == 3 * 3
+        assert await rows(url, SAMPLES) == set() and await rows(url, FRAMES) == set()
+        await tx.rollback()
+    finally:
+        await reader.close()
+    await store.purge(cutoff, None)  # the next pass drops the emptied partitions
+    assert all(b.hi > cutoff for b in await _bounds(url, "samples"))
