@@ -114,7 +114,9 @@ class RetentionConfig(StrictModel):
 
 
 class PhysicsConfig(StrictModel):
-    store_dir: Path | None = Field(default=None, description="keep uploaded assemblies here (memory when unset)")
+    store_dir: Path | None = Field(
+        default=None, description="deprecated: uploads are kept in the database; the uploads of this directory "
+                                  "are copied there at start")
     max_upload_bytes: ByteSize = Field(default=64 * 1024**2, ge=1024, le=4 * 1024**3)
 
 

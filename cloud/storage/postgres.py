@@ -25,6 +25,7 @@ from cloud.migrations import MIGRATIONS
 from cloud.storage import postgres_sql as q
 from cloud.storage.base import (
     AggRow,
+    AssemblyRecord,
     DeviceExists,
     DeviceMove,
     DeviceRecord,
@@ -381,6 +382,21 @@ class PostgresStorage(Storage):
         if table == "samples" and self.timescale:
             deleted += len(await con.fetch("SELECT drop_chunks('samples', older_than => $1::bigint)", cutoff))
         return deleted + _count(await con.execute(f"DELETE FROM {table} WHERE ts < $1", cutoff))
+
+    # --- physics assemblies ----------------------------------------------------------
+    async def put_assembly(self, record: AssemblyRecord) -> None:
+        async with self._con() as con:
+            await con.execute(q.INSERT_ASSEMBLY, record.id, record.name, record.sha256, record.size,
+                              record.created, record.body)
+
+    async def assembly(self, assembly_id: str) -> AssemblyRecord | None:
+        async with self._con() as con:
+            row = await con.fetchrow(q.ASSEMBLY, assembly_id)
+        return AssemblyRecord(*row) if row else None
+
+    async def assembly_ids(self) -> list[str]:
+        async with self._con() as con:
+            return [r[0] for r in await con.fetch(q.ASSEMBLY_IDS)]
 
 
 async def _claim_devices(con: asyncpg.Connection, claimant: str | None, names: set[str],
