@@ -5,21 +5,25 @@ Monday), named after its first day (``samples_p20260105``), and a DEFAULT
 partition (``samples_default``) that takes any row no weekly partition covers.
 A week's partition is created before a row of it is stored: the current and
 the next two weeks when the store opens and at each retention pass, any other
-week by ingest when a batch brings a timestamp no partition covers. Creation
-never blocks the readers and writers of the table: the partition is built as
-a table of its own and attached (a lock that lets reads and writes through);
-rows of that week that went into the DEFAULT partition meanwhile move into it
-in the same transaction. Replicas creating the same week at once take turns
-through an advisory lock, and a creation that would wait longer than
-``LOCK_TIMEOUT`` for a lock leaves the rows in the DEFAULT partition to be
-moved later. At most ``MAX_NEW_PER_BATCH`` partitions are created per batch,
-and none for a week wholly older than the last retention cutoff (its rows are
-removed at the next pass anyway), so a batch of odd timestamps cannot fill the
-catalog.
+week by ingest when a batch brings a timestamp no partition covers. The
+partition is built as a table of its own and then attached, which lets reads
+and writes of the table go on (only the DEFAULT partition is locked, for the
+moment it takes to check that it holds no row of that week; rows of that week
+that went there meanwhile move into the new partition in the same
+transaction). Replicas creating the same week at once take turns through an
+advisory lock. A creation that would wait longer than ``LOCK_TIMEOUT`` for a
+lock (a long report holding the table) gives way: the rows go to the DEFAULT
+partition and move later, and ingest tries again after ``BUSY_PAUSE``. At
+most ``MAX_NEW_PER_BATCH`` partitions are created per batch, and none for a
+week wholly older than the last retention cutoff (its rows are removed at the
+next pass anyway), so a batch of odd timestamps cannot fill the catalog.
 
 Retention drops every partition wholly older than the cutoff, deletes the
 rows older than the cutoff in the one partition that straddles it and in the
 DEFAULT partition: exactly the rows ``DELETE ... WHERE ts < cutoff`` removes.
+Dropping locks the table for a moment; when that would wait longer than
+``LOCK_TIMEOUT``, the partition's rows are deleted instead and the empty
+partition goes at a later pass.
 A table that existed before partitioning keeps its rows: it becomes the
 partition ``<table>_legacy`` of everything before the week the conversion ran
 in (no row is copied; one sequential read checks the bound), and retention
@@ -31,6 +35,7 @@ from __future__ import annotations
 import bisect
 import logging
 import re
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -57,6 +62,7 @@ MIN_TS = -(2**63)
 MAX_TS = 2**63 - 1
 PARTITION_LOCK = 7_306_915_201  # advisory lock key: one process changes the partitions of the tables at a time
 LOCK_TIMEOUT = "2s"  # the longest a partition change waits for a table lock before it gives way
+BUSY_PAUSE = 60.0  # seconds ingest stops trying to create partitions after it had to give way
 MAX_NEW_PER_BATCH = 8
 CONVERT_TIMEOUT = 7 * 86400.0  # the conversion reads the whole table once: no command timeout for it
 TABLES = {
@@ -202,9 +208,12 @@ class Partitions:
         self.tables = tuple(tables)
         self.floor = MIN_TS  # weeks that end before this (the last retention cutoff) get no partition
         self._covered: set[int] = set()  # weeks every table has a partition for
+        self._busy_until = 0.0  # monotonic time: creating gave way to a busy table, wait before trying again
 
     def lacking(self, stamps: Sequence[int]) -> list[int]:
         """The weeks of ``stamps`` that may still need a partition (this process has not seen them covered)."""
+        if time.monotonic() < self._busy_until:
+            return []
         return sorted(w for w in weeks_of(stamps) - self._covered if w + WEEK_US > self.floor)
 
     async def ensure(self, con: asyncpg.Connection, stamps: Sequence[int], limit: int = MAX_NEW_PER_BATCH) -> int:
@@ -229,7 +238,9 @@ class Partitions:
                     created += len(todo)
                     done.append(week)
         except asyncpg.LockNotAvailableError:
-            log.info("new weekly partitions wait for a busy table; rows go to the DEFAULT partition for now")
+            self._busy_until = time.monotonic() + BUSY_PAUSE
+            log.info("new weekly partitions wait for a busy table; rows go to the DEFAULT partition for "
+                     "now, the next try in %.0f s", BUSY_PAUSE)
             return 0
         self._covered.update(done)
         if created:

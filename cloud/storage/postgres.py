@@ -368,7 +368,7 @@ class PostgresStorage(Storage):
             if samples_before is not None:
                 for table in ("samples", "frames"):
                     deleted += await self._purge_table(con, table, samples_before)
-                await self._make_partitions(con)
+            await self._make_partitions(con)
             if rollups_before is not None:
                 deleted += _count(await con.execute("DELETE FROM rollups_1m WHERE bucket < $1", rollups_before))
         return deleted
