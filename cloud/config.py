@@ -73,7 +73,8 @@ class DatabaseConfig(StrictModel):
         default="full", description="full: an acked batch survives a power cut (one fsync per batch); "
                                     "normal: it survives a crash of the process only")
     timescaledb: Literal["auto", "off"] = Field(
-        default="auto", description="use TimescaleDB hypertables when the extension is installed")
+        default="auto", description="use TimescaleDB hypertables when the extension is installed "
+                                    "(otherwise samples are partitioned by week)")
 
     @field_validator("url")
     @classmethod
