@@ -40,6 +40,8 @@ __all__ = [
 DATABASE_URL_ENV = "TWINCLOUD_DATABASE_URL"
 DATABASE_URL_FILE_ENV = "TWINCLOUD_DATABASE_URL_FILE"
 CONFIG_ENV = "TWINCLOUD_CONFIG"
+REPLICA_ENV = "TWINCLOUD_REPLICA"  # set by `twincloud serve` for its worker processes
+REPLICA_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$"
 
 
 def redact_url(url: str) -> str:
@@ -61,6 +63,9 @@ class ServerConfig(StrictModel):
         default=0.5, ge=0.05, le=60, description="how often the live feed looks for frames other processes stored")
     auth_cache_ttl: Duration = Field(
         default=5.0, ge=0, le=300, description="how long a checked token is trusted before it is looked up again")
+    replica: str | None = Field(
+        default=None, min_length=1, max_length=100, pattern=REPLICA_PATTERN,
+        description="this replica's name in the replica label of /metrics (default: host name:port)")
 
 
 class DatabaseConfig(StrictModel):

@@ -7,12 +7,18 @@ extension is installed, ``samples`` becomes a hypertable instead (one-day
 chunks of integer microseconds) with native compression after seven days and
 retention by dropping chunks. Batches travel as arrays, one statement per
 table.
+
+Ingest of one edge is serialized across processes: its transaction first
+takes an advisory lock on the edge's name, so two replicas never interleave
+one edge's batches. Each committed batch is announced on a notification
+channel (``cloud.storage.notify``) for the other replicas' live feeds.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -43,6 +49,7 @@ from cloud.storage.base import (
     frame_columns,
     split_owned,
 )
+from cloud.storage.notify import CHANNEL, BatchFeed, notices, spans
 from cloud.storage.partitions import WEEK_US, Partitions, convert, table_kind
 from shared.batch import EdgeHealth
 from shared.frame import TelemetryFrame
@@ -72,6 +79,11 @@ class PostgresStorage(Storage):
         self.timescale = False
         self._parts = Partitions(())  # the tables partitioned by week, known after open()
         self._series: dict[tuple[str, str], int] = {}
+        self.origin = secrets.token_hex(8)  # names this process in its notifications
+
+    def feed(self) -> BatchFeed:
+        """The batches other processes store, as they commit (``run`` it to listen)."""
+        return BatchFeed(self._dsn, self.origin, self.where)
 
     @property
     def where(self) -> str:
@@ -191,6 +203,7 @@ class PostgresStorage(Storage):
             async with self._con() as con:
                 await self._parts.ensure(con, readings.stamps)
         async with self._con() as con, con.transaction():
+            await con.execute(q.LOCK_EDGE, edge)
             devices, owners = await _claim_devices(con, edge if check_owner else None,
                                                    {f.device_id for f in readings.frames}, now_us)
             owned, others = split_owned(readings, edge, owners) if check_owner else (readings, {})
@@ -227,6 +240,8 @@ class PostgresStorage(Storage):
                                   [latest[i][1].status for i in ids], edge)
             await _record_edge(con, edge, health, now_us, last_seq, len(frames), received - len(frames) - refused,
                                rejected + refused, clock_skew_s)
+            for payload in notices(self.origin, spans(frames, stamps)):
+                await con.execute(q.NOTIFY, CHANNEL, payload)
         self._series.update(series)
         return frames, len(samples), others
 

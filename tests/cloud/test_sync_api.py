@@ -177,10 +177,14 @@ async def test_metrics_count_what_was_stored_and_show_each_edges_report(api: Api
     await api.sync(batch("edge-1", [(1, wire(1))], queue_depth=6))
     await api.client.get("/api/v1/twin/press-1/state", headers=auth(api.viewer))
     text = (await api.client.get("/metrics", headers=auth(api.viewer))).text
-    assert 'twincloud_sync_frames_total{edge="edge-1",result="stored"} 2.0' in text
-    assert 'twincloud_sync_frames_total{edge="edge-1",result="duplicate"} 1.0' in text
-    assert 'twincloud_sync_frames_total{edge="edge-1",result="rejected"} 1.0' in text
-    assert "twincloud_samples_stored_total 6.0" in text
+    assert 'twincloud_sync_frames_total{edge="edge-1",replica="api-1",result="stored"} 2.0' in text
+    assert 'twincloud_sync_frames_total{edge="edge-1",replica="api-1",result="duplicate"} 1.0' in text
+    assert 'twincloud_sync_frames_total{edge="edge-1",replica="api-1",result="rejected"} 1.0' in text
+    assert 'twincloud_samples_stored_total{replica="api-1"} 6.0' in text
+    # The fleet's counts, from the database: the same whichever replica answers, so no replica label.
+    assert 'twincloud_edge_frames_stored_total{edge="edge-1"} 2.0' in text
+    assert 'twincloud_edge_frames_duplicate_total{edge="edge-1"} 1.0' in text
+    assert 'twincloud_edge_frames_rejected_total{edge="edge-1"} 1.0' in text
     assert 'twincloud_edge_queue_depth{edge="edge-1"} 6.0' in text
     assert 'twincloud_edge_dropped_frames{edge="edge-1",reason="disk_budget"} 1.0' in text
     assert 'route="/api/v1/twin/{device_id}/state"' in text and "press-1/state" not in text
