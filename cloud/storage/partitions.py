@@ -65,12 +65,7 @@ LOCK_TIMEOUT = "2s"  # the longest a partition change waits for a table lock bef
 BUSY_PAUSE = 60.0  # seconds ingest stops trying to create partitions after it had to give way
 MAX_NEW_PER_BATCH = 8
 CONVERT_TIMEOUT = 7 * 86400.0  # the conversion reads the whole table once: no command timeout for it
-TABLES = {
-    "samples": """(series_id INTEGER NOT NULL, ts BIGINT NOT NULL, value DOUBLE PRECISION, text TEXT,
-        PRIMARY KEY (series_id, ts))""",
-    "frames": """(device_id INTEGER NOT NULL, ts BIGINT NOT NULL, edge TEXT NOT NULL, seq BIGINT NOT NULL,
-        status TEXT NOT NULL, PRIMARY KEY (device_id, ts))""",
-}
+KEYS = {"samples": "series_id, ts", "frames": "device_id, ts"}  # the primary keys: unique per partition
 _BOUND = re.compile(r"FOR VALUES FROM \((?:'(-?\d+)'|MINVALUE)\) TO \((?:'(-?\d+)'|MAXVALUE)\)")
 _PARTITIONS = """SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i
     JOIN pg_class c ON c.oid = i.inhrelid
@@ -179,7 +174,9 @@ async def convert(con: asyncpg.Connection, table: str, now_us: int) -> bool:
     for (index,) in await con.fetch("SELECT indexname FROM pg_indexes WHERE tablename = $1 "
                                     "AND schemaname = current_schema()", legacy):
         await con.execute(f"ALTER INDEX {index} RENAME TO {legacy}_{index.removeprefix(table + '_')}")
-    await con.execute(f"CREATE TABLE {table} {TABLES[table]} PARTITION BY RANGE (ts)")
+    # The columns as the old table has them, whatever migrations added.
+    await con.execute(f"CREATE TABLE {table} (LIKE {legacy} INCLUDING DEFAULTS INCLUDING CONSTRAINTS, "
+                      f"PRIMARY KEY ({KEYS[table]})) PARTITION BY RANGE (ts)")
     await con.execute(f"CREATE INDEX {table}_ts_brin ON {table} USING brin (ts)")
     await con.execute(f"CREATE TABLE {table}_default PARTITION OF {table} DEFAULT")
     edge = week_start(now_us)
