@@ -86,12 +86,15 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
 
 def create_app(config: CloudConfig) -> FastAPI:
     metrics = Metrics(config.server.replica or socket.gethostname())
+    # Uploads go to the database (every process and replica sees them); loaded ones are cached here.
+    store = PhysicsStore(max_upload_bytes=config.physics.max_upload_bytes)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         storage = open_storage(config.database)
         try:
             await storage.open()
+            await store.bind(storage, config.physics.store_dir)
         except StorageError as exc:
             log.error("twincloud cannot start: %s", exc)
             raise
@@ -131,8 +134,6 @@ def create_app(config: CloudConfig) -> FastAPI:
     app.include_router(edges.router)
     app.include_router(devices.router)
     app.include_router(physics.router)
-    # In memory unless physics.store_dir is set; either way with the configured upload limit.
-    store = PhysicsStore(config.physics.store_dir, max_upload_bytes=config.physics.max_upload_bytes)
     app.dependency_overrides[physics.get_store] = lambda: store
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

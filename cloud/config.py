@@ -86,7 +86,8 @@ class DatabaseConfig(StrictModel):
         default="full", description="full: an acked batch survives a power cut (one fsync per batch); "
                                     "normal: it survives a crash of the process only")
     timescaledb: Literal["auto", "off"] = Field(
-        default="auto", description="use TimescaleDB hypertables when the extension is installed")
+        default="auto", description="use TimescaleDB hypertables when the extension is installed "
+                                    "(otherwise samples are partitioned by week)")
 
     @field_validator("url")
     @classmethod
@@ -127,7 +128,9 @@ class RetentionConfig(StrictModel):
 
 
 class PhysicsConfig(StrictModel):
-    store_dir: Path | None = Field(default=None, description="keep uploaded assemblies here (memory when unset)")
+    store_dir: Path | None = Field(
+        default=None, description="deprecated: uploads are kept in the database; the uploads of this directory "
+                                  "are copied there at start")
     max_upload_bytes: ByteSize = Field(default=64 * 1024**2, ge=1024, le=4 * 1024**3)
 
 

@@ -1,5 +1,9 @@
 """Versioned schema migrations, one module per version, each with SQLite and PostgreSQL text.
 
+A module may add ``upgrade_postgres``, a step in Python for what SQL text
+alone cannot decide (which tables to partition, say); it runs after the text,
+in the same transaction. The version is the number in the module's name.
+
 A database records the versions it has in ``schema_migrations``; opening a
 store applies the missing ones in order, inside a transaction (PostgreSQL
 under an advisory lock, so several processes starting together migrate once).
@@ -8,8 +12,10 @@ Never edit a released migration: add the next one.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import import_module
+from typing import Any
 
 __all__ = ["MIGRATIONS", "Migration", "latest_version"]
 
@@ -20,13 +26,16 @@ class Migration:
     name: str
     sqlite: str
     postgres: str
+    # Work SQL text cannot say, run after ``postgres`` in the same transaction: (connection, timescale=...).
+    upgrade_postgres: Callable[..., Awaitable[None]] | None = None
 
 
 def _load() -> list[Migration]:
     out = []
-    for version, module in enumerate(["v0001_init", "v0002_edge_counters", "v0003_device_owners"], start=1):
-        mod = import_module(f"cloud.migrations.{module}")
-        out.append(Migration(version, module.split("_", 1)[1], mod.SQLITE, mod.POSTGRES))
+    for module in ["v0001_init", "v0002_edge_counters", "v0003_device_owners", "v0005_partitions_assemblies"]:
+        mod: Any = import_module(f"cloud.migrations.{module}")
+        out.append(Migration(int(module[1:5]), module.split("_", 1)[1], mod.SQLITE, mod.POSTGRES,
+                             getattr(mod, "upgrade_postgres", None)))
     return out
 
 

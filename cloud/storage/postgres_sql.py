@@ -98,6 +98,11 @@ RAW_FIRST_LAST = "(min(ARRAY[ts::float8, value]))[2], (max(ARRAY[ts::float8, val
 ROLLUP_FIRST_LAST = ("(min(ARRAY[first_ts::float8, first_value]))[2], "
                      "(max(ARRAY[last_ts::float8, last_value]))[2]")
 
+INSERT_ASSEMBLY = """INSERT INTO assemblies (id, name, sha256, size, created, body) VALUES ($1, $2, $3, $4, $5, $6)
+    ON CONFLICT (id) DO NOTHING"""
+ASSEMBLY = "SELECT id, name, sha256, size, created, body FROM assemblies WHERE id = $1"
+ASSEMBLY_IDS = "SELECT id FROM assemblies ORDER BY created, id"
+
 BRIN_INDEX = "CREATE INDEX IF NOT EXISTS samples_ts_brin ON samples USING brin (ts)"
 TIMESCALE_AVAILABLE = "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
 IS_HYPERTABLE = """SELECT 1 FROM timescaledb_information.hypertables

@@ -32,6 +32,7 @@ from cloud.migrations import MIGRATIONS
 from cloud.storage import sqlite_sql as q
 from cloud.storage.base import (
     AggRow,
+    AssemblyRecord,
     DeviceExists,
     DeviceMove,
     DeviceRecord,
@@ -299,6 +300,18 @@ class SQLiteStorage(Storage):
                 deleted += await self._write(lambda con, d=dev: con.execute(
                     "DELETE FROM frames WHERE device_id = ? AND ts < ?", (d, samples_before)).rowcount)
         return deleted
+
+    # --- physics assemblies ----------------------------------------------------------
+    async def put_assembly(self, record: AssemblyRecord) -> None:
+        await self._write(lambda con: con.execute(q.INSERT_ASSEMBLY, (
+            record.id, record.name, record.sha256, record.size, record.created, record.body)))
+
+    async def assembly(self, assembly_id: str) -> AssemblyRecord | None:
+        row = await self._read(lambda con: con.execute(q.ASSEMBLY, (assembly_id,)).fetchone())
+        return AssemblyRecord(*row) if row else None
+
+    async def assembly_ids(self) -> list[str]:
+        return await self._read(lambda con: [r[0] for r in con.execute(q.ASSEMBLY_IDS)])
 
 
 def _migrate(con: sqlite3.Connection) -> list[int]:

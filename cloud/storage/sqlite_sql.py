@@ -112,3 +112,7 @@ ROLLUP_AGG = {
     "last": f"SELECT series_id, (bucket / ?) * ? AS b, max(last_ts), last_value {_ROLLUP_WHERE} "
             "GROUP BY series_id, b",
 }
+
+INSERT_ASSEMBLY = "INSERT OR IGNORE INTO assemblies (id, name, sha256, size, created, body) VALUES (?, ?, ?, ?, ?, ?)"
+ASSEMBLY = "SELECT id, name, sha256, size, created, body FROM assemblies WHERE id = ?"
+ASSEMBLY_IDS = "SELECT id FROM assemblies ORDER BY created, id"
