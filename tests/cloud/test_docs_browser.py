@@ -141,9 +141,9 @@ def test_try_it_out_sends_the_typed_token(server: CloudServer, page: Page) -> No
 
 
 @pytest.mark.parametrize(("who", "message"), [
-    ("unknown", "The service refused this token (401: unknown or revoked token)."),
-    ("edge", "This token may not read the API map (403: an edge token cannot be used here; "
-             "this needs a person's token)."),
+    pytest.param("unknown", "The service refused this token (401: unknown or revoked token).", id="unknown"),
+    pytest.param("edge", "This token may not read the API map (403: an edge token cannot be used here; "
+                         "this needs a person's token).", id="edge"),
 ])
 def test_a_refused_token_gets_a_message_and_no_operations(server: CloudServer, page: Page, who: str,
                                                           message: str) -> None:
