@@ -36,7 +36,7 @@ pytestmark = [
 OPERATION = ".opblock"  # Swagger UI draws one block per operation
 OPENAPI = "/openapi.json"
 METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
-WAIT_MS = 20_000  # two shared cores under xdist: Swagger UI may take a while to draw the map
+WAIT_MS = 20_000  # on a loaded machine (the suite runs in parallel) Swagger UI may take a while to draw the map
 
 
 def operations(spec: dict) -> int:
