@@ -13,10 +13,16 @@ fetches a logo from the internet.
   its assets stay public, as they hold nothing of this API: the page asks for
   a token, keeps it in the browser tab (``sessionStorage``) and sends it as an
   ``Authorization`` header to load the map and with "Try it out" requests.
+  A refused token is said so on the page, with the service's reason; the page
+  then shows no operation (none of an earlier token either) and does not keep
+  it.
 - ``"public"``: anyone who reaches the service; the page loads the map at once.
 - ``"off"``: neither the page nor the map is served.
 
-Who may fetch what is checked by ``cloud.guard`` (``public_paths``).
+The page fetches the map itself and hands it to Swagger UI, so that a refusal
+becomes a sentence for a person rather than Swagger UI's "Failed to load API
+definition". Who may fetch what is checked by ``cloud.guard``
+(``public_paths``).
 """
 
 from __future__ import annotations
@@ -46,20 +52,47 @@ _PAGE = """<!DOCTYPE html>
 </head>
 <body>
 {form}
+<p id="api-message" role="alert"></p>
 <div id="swagger-ui"></div>
 <script src="{assets}/swagger-ui-bundle.js"></script>
 <script>
-function showApi(token) {{
-    const parameters = {parameters};
+const parameters = {parameters};
+function say(text) {{ document.getElementById("api-message").textContent = text; }}
+async function refusal(response) {{
+    let reasons = "";
+    try {{ reasons = (await response.json()).detail.map((d) => d.message).join("; "); }} catch (error) {{}}
+    const why = reasons ? ": " + reasons : "";
+    if (response.status === 401) {{ return "The service refused this token (401" + why + ")."; }}
+    if (response.status === 403) {{ return "This token may not read the API map (403" + why + ")."; }}
+    return "The API map could not be loaded (HTTP " + response.status + why + ").";
+}}
+async function showApi(token) {{
+    const headers = token ? {{Authorization: "Bearer " + token}} : {{}};
+    const ui = document.createElement("div");
+    document.getElementById("swagger-ui").replaceChildren(ui);
+    say("");
+    let response;
+    try {{
+        response = await fetch('{openapi}', {{headers, cache: "no-store"}});
+    }} catch (error) {{
+        say("The service did not answer (" + error.message + ").");
+        return false;
+    }}
+    if (!response.ok) {{
+        say(await refusal(response));
+        return false;
+    }}
     SwaggerUIBundle({{
-        url: '{openapi}',
         ...parameters,
+        spec: await response.json(),
+        domNode: ui,
         requestInterceptor: (request) => {{
             if (token && !request.headers.Authorization) {{ request.headers.Authorization = "Bearer " + token; }}
             return request;
         }},
         presets: [SwaggerUIBundle.presets.apis, SwaggerUIBundle.SwaggerUIStandalonePreset],
     }});
+    return true;
 }}
 {start}
 </script>
@@ -73,15 +106,17 @@ _TOKEN_FORM = """<form id="token-form">
 <button type="submit">Show the API</button>
 </form>"""
 
-_TOKEN_START = """const form = document.getElementById("token-form");
-form.addEventListener("submit", (event) => {
+# A refused token is not kept: a reload then asks again instead of repeating the refusal.
+_TOKEN_START = """async function tryToken(token) {
+    if (await showApi(token)) { sessionStorage.setItem(KEY, token); } else { sessionStorage.removeItem(KEY); }
+}
+const KEY = "twincloud-token";
+document.getElementById("token-form").addEventListener("submit", (event) => {
     event.preventDefault();
-    const token = document.getElementById("token").value.trim();
-    sessionStorage.setItem("twincloud-token", token);
-    showApi(token);
+    tryToken(document.getElementById("token").value.trim());
 });
-const kept = sessionStorage.getItem("twincloud-token");
-if (kept) { showApi(kept); }"""
+const kept = sessionStorage.getItem(KEY);
+if (kept) { tryToken(kept); }"""
 
 
 def docs_page(title: str, root: str, openapi_url: str, mode: Literal["public", "token"]) -> str:

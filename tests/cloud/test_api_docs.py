@@ -35,8 +35,8 @@ class _References(HTMLParser):
 def _references(page: str) -> list[str]:
     parser = _References()
     parser.feed(page)
-    # Swagger UI takes the OpenAPI document's URL in its inline script: url: '/openapi.json'
-    return parser.urls + re.findall(r"""\burl:\s*['"]([^'"]+)['"]""", page)
+    # the inline script fetches the OpenAPI document itself: fetch('/openapi.json', ...)
+    return parser.urls + re.findall(r"""\bfetch\(\s*['"]([^'"]+)['"]""", page)
 
 
 async def _fetch_local(api: Api, url: str, token: str | None) -> tuple[str, bytes]:
