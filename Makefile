@@ -49,6 +49,7 @@ bench: install
 	$(PY) bench/bench_footprint.py
 	$(PY) bench/bench_cli.py
 	$(PY) bench/bench_cloud_ingest.py
+	$(PY) bench/bench_pg_partitions.py
 	$(PY) bench/bench_cloud_query.py
 	$(PY) bench/bench_cloud_api.py
 	$(PY) bench/bench_dashboard.py

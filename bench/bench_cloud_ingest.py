@@ -113,7 +113,7 @@ async def main() -> None:
         rows.append(("store: PostgreSQL", None, str(exc)[:60]))
     else:
         try:
-            rows.append(("store: PostgreSQL 15 (plain table + BRIN)",
+            rows.append(("store: PostgreSQL 15 (weekly partitions)",
                          await store_rate(PostgresStorage(pg.url, pool_size=2), args.values), ""))
         finally:
             pg.stop()

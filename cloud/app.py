@@ -2,7 +2,9 @@
 
 Stateless between requests: everything lives in the database, so several
 processes (``server.workers``) or machines can serve one PostgreSQL database.
-Each process has its own retention task; their deletes are idempotent.
+Each process has its own retention task; their deletes are idempotent. On
+PostgreSQL the live feed hears the batches other processes store through
+LISTEN/NOTIFY, and polls while it cannot.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -23,9 +26,10 @@ from cloud import __doc__ as _about
 from cloud.api import devices, edges, physics, sync, system, twin
 from cloud.apidocs import add_api_docs
 from cloud.auth import Authenticator
-from cloud.config import CONFIG_ENV, CloudConfig, load_cloud_config
+from cloud.config import CONFIG_ENV, REPLICA_ENV, CloudConfig, load_cloud_config
 from cloud.context import AppContext
 from cloud.errors import install_error_handlers
+from cloud.guard import RequestGuard
 from cloud.live import LiveHub
 from cloud.metrics import Metrics, MetricsMiddleware
 from cloud.physics.assembly import AssemblySpec
@@ -82,23 +86,32 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
 
 
 def create_app(config: CloudConfig) -> FastAPI:
-    metrics = Metrics()
+    metrics = Metrics(config.server.replica or socket.gethostname())
+    # Uploads go to the database (every process and replica sees them); loaded ones are cached here.
+    store = PhysicsStore(max_upload_bytes=config.physics.max_upload_bytes)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         storage = open_storage(config.database)
         try:
             await storage.open()
+            await store.bind(storage, config.physics.store_dir)
         except StorageError as exc:
             log.error("twincloud cannot start: %s", exc)
             raise
+        feed = None
+        if storage.backend == "postgres":
+            from cloud.storage.postgres import PostgresStorage
+
+            assert isinstance(storage, PostgresStorage)
+            feed = storage.feed()
         ctx = AppContext(config, storage, Authenticator(storage, config.server.auth_cache_ttl), metrics,
-                         LiveHub(storage, config.server.live_poll),
+                         LiveHub(storage, config.server.live_poll, feed),
                          sync_slots=asyncio.Semaphore(config.sync.max_concurrent),
                          queries=QueryGate(config.queries))
         app.state.ctx = ctx
         retention = asyncio.create_task(_retention_loop(ctx), name="twincloud-retention")
-        live = asyncio.create_task(ctx.hub.run(), name="twincloud-live-poll")
+        live = asyncio.create_task(ctx.hub.run(), name="twincloud-live-feed")
         log.info("twincloud ready: %s storage, schema version %d", storage.backend, await storage.schema_version())
         try:
             yield
@@ -110,19 +123,19 @@ def create_app(config: CloudConfig) -> FastAPI:
             ctx.parser.shutdown(wait=True)
             await storage.close()
 
+    docs = config.server.api_docs
     app = FastAPI(title="twincloud", version=VERSION, description=(_about or "").strip(), lifespan=lifespan,
-                  docs_url=None, redoc_url=None)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+                  docs_url=None, redoc_url=None, openapi_url=None if docs == "off" else "/openapi.json")
+    app.add_middleware(RequestGuard, config=config)  # in front of routing: the token and the body's bounds
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: the guard's refusals are counted too
     install_error_handlers(app)
-    add_api_docs(app)
+    add_api_docs(app, docs)
     app.include_router(system.router)
     app.include_router(sync.router)
     app.include_router(twin.router)
     app.include_router(edges.router)
     app.include_router(devices.router)
     app.include_router(physics.router)
-    # In memory unless physics.store_dir is set; either way with the configured upload limit.
-    store = PhysicsStore(config.physics.store_dir, max_upload_bytes=config.physics.max_upload_bytes)
     app.dependency_overrides[physics.get_store] = lambda: store
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
@@ -130,4 +143,7 @@ def create_app(config: CloudConfig) -> FastAPI:
 
 def app_from_env() -> FastAPI:
     """For ``uvicorn --factory cloud.app:app_from_env`` (workers): the config named by TWINCLOUD_CONFIG."""
-    return create_app(load_cloud_config(os.environ.get(CONFIG_ENV) or None))
+    config = load_cloud_config(os.environ.get(CONFIG_ENV) or None)
+    # Each worker counts for itself: its process id tells its series from its siblings'.
+    replica = f"{os.environ.get(REPLICA_ENV) or config.server.replica or socket.gethostname()}/{os.getpid()}"
+    return create_app(config.model_copy(update={"server": config.server.model_copy(update={"replica": replica})}))

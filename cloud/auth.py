@@ -5,7 +5,9 @@ only their SHA-256 (a slow password hash adds nothing for random tokens of
 this length, and every request checks one). A checked token is trusted for
 ``server.auth_cache_ttl`` seconds, so a revocation takes effect within that
 time in every process. The FastAPI dependencies here answer 401 (no or an
-unknown token) and 403 (a valid token without the right).
+unknown token) and 403 (a valid token without the right); ``cloud.guard``
+checks the token from the headers before any body is read and leaves the
+principal in the request's scope, where ``authenticate`` finds it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from cloud.storage.base import Principal, Storage
 from shared.errors import InputError
 
 __all__ = [
+    "PRINCIPAL_KEY",
     "ROLES",
     "Authenticator",
     "EdgeDep",
@@ -39,6 +42,7 @@ log = logging.getLogger(__name__)
 ROLES = ("viewer", "operator", "admin")
 _RANK = {role: rank for rank, role in enumerate(ROLES, start=1)}
 _PREFIX = {"edge": "twe_", "user": "twu_"}
+PRINCIPAL_KEY = "twincloud.principal"  # where cloud.guard leaves the principal it checked
 
 
 def new_token(kind: Literal["edge", "user"]) -> str:
@@ -105,6 +109,9 @@ class NotAllowed(InputError):
 
 async def authenticate(conn: Request | WebSocket) -> Principal:
     """The caller's identity; 401 when the token is missing, unknown or revoked."""
+    checked = conn.scope.get(PRINCIPAL_KEY)
+    if isinstance(checked, Principal):  # by cloud.guard, from the headers, before the body was read
+        return checked
     query = conn.query_params.get("token") if isinstance(conn, WebSocket) else None
     token = token_from(conn.headers, query)
     if token is None:

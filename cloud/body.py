@@ -16,7 +16,7 @@ from starlette.requests import ClientDisconnect
 
 from shared.errors import InputError
 
-__all__ = ["BodyError", "BodyTooLarge", "EncodingRefused", "read_body"]
+__all__ = ["BodyError", "BodyTimeout", "BodyTooLarge", "EncodingRefused", "read_body"]
 
 
 class BodyError(InputError):
@@ -27,6 +27,10 @@ class BodyTooLarge(BodyError):
     """The body, or what it decompresses to, is over a limit."""
 
 
+class BodyTimeout(BodyError):
+    """The body did not arrive in full within ``server.body_timeout``."""
+
+
 class EncodingRefused(BodyError):
     """The body's Content-Type or Content-Encoding is not one this route takes."""
 
@@ -34,7 +38,7 @@ class EncodingRefused(BodyError):
 async def _read_limited(request: Request, max_body: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
+        if not (declared.isascii() and declared.isdigit()):
             raise BodyError(f"not a number (got {declared[:20]!r})", "Content-Length")
         if int(declared) > max_body:
             raise BodyTooLarge(f"{int(declared):,} bytes; the limit is {max_body:,} bytes", "body")

@@ -15,13 +15,23 @@ import importlib.util
 import json
 import logging
 import os
+import re
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cloud.config import CONFIG_ENV, CloudConfig, ConfigFileError, load_cloud_config, redact_url
+from cloud.config import (
+    CONFIG_ENV,
+    REPLICA_ENV,
+    REPLICA_PATTERN,
+    CloudConfig,
+    ConfigFileError,
+    load_cloud_config,
+    redact_url,
+)
 from cloud.storage import open_storage
 from cloud.storage.base import DeviceExists, Storage, StorageError, UnknownDevice
 from shared.configbase import EX_CONFIG
@@ -60,6 +70,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host = args.host or config.server.host
     port = config.server.port if args.port is None else args.port
     workers = args.workers or config.server.workers
+    replica = args.replica or config.server.replica or f"{socket.gethostname()}:{port}"
+    if not re.fullmatch(REPLICA_PATTERN, replica) or len(replica) > 100:
+        print(f"twincloud: --replica: use letters, digits and . _ : / - (at most 100; got {replica!r})",
+              file=sys.stderr)
+        return EX_CONFIG
+    config = config.model_copy(update={"server": config.server.model_copy(update={"replica": replica})})
     logging.getLogger(__name__).info("serving on http://%s:%d with %s", host, port,
                                      redact_url(config.database.url.get_secret_value()))
     common: dict[str, Any] = {"host": host, "port": port, "log_level": config.log.level.lower(),
@@ -69,6 +85,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         path = _config_path(args)
         if path:  # each worker process loads the same file
             os.environ[CONFIG_ENV] = str(Path(path).resolve())
+        os.environ[REPLICA_ENV] = replica
     else:
         from cloud.app import create_app
 
@@ -226,6 +243,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int)
     serve.add_argument("--workers", type=int, help="worker processes")
     serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.add_argument("--replica", help="this replica's name in /metrics (default: server.replica, or host:port)")
     serve.set_defaults(handler=cmd_serve)
     sub.add_parser("migrate", help="bring the database schema up to date").set_defaults(handler=cmd_migrate)
     copy = sub.add_parser("copy", help="copy the configured database into another (e.g. SQLite -> PostgreSQL)")

@@ -41,6 +41,8 @@ __all__ = [
 DATABASE_URL_ENV = "TWINCLOUD_DATABASE_URL"
 DATABASE_URL_FILE_ENV = "TWINCLOUD_DATABASE_URL_FILE"
 CONFIG_ENV = "TWINCLOUD_CONFIG"
+REPLICA_ENV = "TWINCLOUD_REPLICA"  # set by `twincloud serve` for its worker processes
+REPLICA_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$"
 
 
 def redact_url(url: str) -> str:
@@ -62,6 +64,17 @@ class ServerConfig(StrictModel):
         default=0.5, ge=0.05, le=60, description="how often the live feed looks for frames other processes stored")
     auth_cache_ttl: Duration = Field(
         default=5.0, ge=0, le=300, description="how long a checked token is trusted before it is looked up again")
+    body_timeout: Duration = Field(
+        default=10.0, ge=0.1, le=3600,
+        description="the whole request body must arrive within this time after the headers, else 408")
+    max_json_bytes: ByteSize = Field(
+        default=1024**2, ge=1024, le=64 * 1024**2,
+        description="largest body of the JSON routes (admin, devices, physics checks)")
+    api_docs: Literal["public", "token", "off"] = Field(
+        default="token", description="/docs and /openapi.json: public, the API map behind a viewer token, or off")
+    replica: str | None = Field(
+        default=None, min_length=1, max_length=100, pattern=REPLICA_PATTERN,
+        description="this replica's name in the replica label of /metrics (default: host name:port)")
 
 
 class DatabaseConfig(StrictModel):
@@ -74,7 +87,8 @@ class DatabaseConfig(StrictModel):
         default="full", description="full: an acked batch survives a power cut (one fsync per batch); "
                                     "normal: it survives a crash of the process only")
     timescaledb: Literal["auto", "off"] = Field(
-        default="auto", description="use TimescaleDB hypertables when the extension is installed")
+        default="auto", description="use TimescaleDB hypertables when the extension is installed "
+                                    "(otherwise samples are partitioned by week)")
 
     @field_validator("url")
     @classmethod
@@ -101,7 +115,7 @@ class SyncConfig(StrictModel):
                                         description="largest body after decompression")
     max_frames: int = Field(default=20_000, ge=1, le=50_000, description="frames per batch")
     max_concurrent: int = Field(default=8, ge=1, le=1024, description="sync requests handled at once per process")
-    retry_after: Duration = Field(default=2.0, ge=1, le=3600, description="Retry-After sent with 429 and 503")
+    retry_after: Duration = Field(default=2.0, ge=1, le=3600, description="Retry-After sent with 503")
     max_future_skew: Duration = Field(
         default=300.0, ge=1, le=366 * 86400,
         description="frames dated further ahead of the cloud's clock are refused (their state would freeze)")
@@ -128,7 +142,9 @@ class RetentionConfig(StrictModel):
 
 
 class PhysicsConfig(StrictModel):
-    store_dir: Path | None = Field(default=None, description="keep uploaded assemblies here (memory when unset)")
+    store_dir: Path | None = Field(
+        default=None, description="deprecated: uploads are kept in the database; the uploads of this directory "
+                                  "are copied there at start")
     max_upload_bytes: ByteSize = Field(default=64 * 1024**2, ge=1024, le=4 * 1024**3)
 
 

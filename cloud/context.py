@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 
 from cloud.auth import Authenticator
 from cloud.config import CloudConfig, QueryConfig
+from cloud.edgeslots import EdgeSlots
 from cloud.live import LiveHub
 from cloud.metrics import Metrics
 from cloud.querygate import QueryGate
@@ -27,7 +28,7 @@ class AppContext:
     metrics: Metrics
     hub: LiveHub
     sync_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(8))
-    syncing_edges: set[str] = field(default_factory=set)
+    edge_slots: EdgeSlots = field(default_factory=EdgeSlots)
     parser: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="sync-parse"))
     queries: QueryGate = field(default_factory=lambda: QueryGate(QueryConfig()))

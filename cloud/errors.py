@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cloud.auth import NotAllowed, NotAuthenticated
-from cloud.body import BodyError, BodyTooLarge, EncodingRefused
+from cloud.body import BodyError, BodyTimeout, BodyTooLarge, EncodingRefused
 from cloud.identities import NameTaken, UnknownIdentity
 from cloud.physics.errors import AssemblyNotFoundError, MeshFormatError, MeshTooLargeError
 from cloud.storage.base import BadQuery, DeviceExists, StorageError, StorageUnavailable, UnknownDevice
@@ -33,6 +33,7 @@ __all__ = [
     "Busy",
     "EdgeBusy",
     "Overloaded",
+    "Superseded",
     "error_response",
     "install_error_handlers",
     "status_of",
@@ -58,6 +59,10 @@ class Overloaded(Busy):
     """This process is handling as many batches as it takes at once."""
 
 
+class Superseded(TwinedgeError):
+    """A newer request took this one's place (a sync batch of the same edge) before it was done."""
+
+
 # The nearest class in an error's MRO decides. Input that is readable but wrong is 422.
 STATUS: Mapping[type[BaseException], int] = {
     NotAuthenticated: 401,
@@ -66,6 +71,8 @@ STATUS: Mapping[type[BaseException], int] = {
     CodecError: 400,
     BadParameter: 400,
     BadQuery: 400,
+    BodyTimeout: 408,
+    Superseded: 409,
     UnknownDevice: 404,
     UnknownIdentity: 404,
     AssemblyNotFoundError: 404,
@@ -112,6 +119,8 @@ def error_response(exc: TwinedgeError, retry_after: float = DEFAULT_RETRY_AFTER)
         problems = [Problem("", str(exc))]
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
+    if status == 408:
+        headers["Connection"] = "close"  # the rest of the body is not read: the connection cannot go on
     if status in (429, 503):
         headers["Retry-After"] = wait
     return JSONResponse(_body(problems), status_code=status, headers=headers)

@@ -1,13 +1,20 @@
 """The live feed: frames fan out to WebSocket subscribers of their device as they are stored.
 
 Frames this process stores are handed over at once. Frames another process
-stored (several workers or machines behind one database) are picked up by a
-poll of the subscribed devices' newest timestamp every ``interval`` seconds,
-which runs only while someone is subscribed; what this process already sent
-is not sent twice. Across processes the order is the order of discovery, not
-strictly of time; a frame older than what the poll has already covered (a
-late arrival stored by another process) is not sent live. History queries
-are the complete record.
+stored (another replica or worker behind one database) arrive two ways:
+
+- PostgreSQL: each committed batch is announced (LISTEN/NOTIFY, see
+  ``cloud.storage.notify``) with its devices and the time span it stored; the
+  hub reads that span of a subscribed device and sends what it has not sent.
+  Late arrivals (frames older than what was sent already) are sent too.
+- SQLite, and PostgreSQL while the listening connection is down: a poll of
+  the subscribed devices' newest timestamp every ``interval`` seconds, which
+  runs only while someone is subscribed. A frame older than what the poll has
+  already covered is not sent live then.
+
+What this process already sent is not sent twice. Across processes the order
+is the order of discovery, not strictly of time; history queries are the
+complete record.
 
 Each subscriber has a bounded queue; a client too slow to keep up misses
 frames (counted and told to it) instead of holding memory or slowing ingest.
@@ -20,13 +27,18 @@ import logging
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from cloud.storage.base import Storage, StorageError, us
 from shared.frame import TelemetryFrame
 
+if TYPE_CHECKING:
+    from cloud.storage.notify import BatchFeed
+
 __all__ = ["LiveHub", "Subscription"]
 
 log = logging.getLogger(__name__)
+_PAGE = 5000  # frames read at a time
 
 
 @dataclass(eq=False)
@@ -37,9 +49,10 @@ class Subscription:
 
 
 class LiveHub:
-    def __init__(self, storage: Storage | None = None, interval: float = 0.5) -> None:
+    def __init__(self, storage: Storage | None = None, interval: float = 0.5, feed: BatchFeed | None = None) -> None:
         self._storage = storage
         self._interval = interval
+        self._feed = feed
         self._subs: dict[str, set[Subscription]] = {}
         self._polled_through: dict[str, int] = {}  # device -> newest ts (µs) the poll has covered
         self._sent: dict[str, deque[int]] = {}  # device -> timestamps this process handed over lately
@@ -93,18 +106,67 @@ class LiveHub:
         if len(sent) > 20_000:
             seen.discard(sent.popleft())
 
+    @property
+    def listening(self) -> bool:
+        """Whether other processes' batches arrive as they commit (else they are polled for)."""
+        return self._feed is not None and self._feed.listening
+
     async def run(self) -> None:
-        """Poll for frames other processes stored, while anyone is subscribed. Runs until cancelled."""
+        """Follow what other processes store, while anyone is subscribed. Runs until cancelled."""
         if self._storage is None:
             return
+        if self._feed is None:
+            await self._poll()
+            return
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._feed.run(), name="twincloud-live-listen")
+            tg.create_task(self._follow(self._feed), name="twincloud-live-follow")
+            tg.create_task(self._poll(), name="twincloud-live-poll")
+
+    async def _poll(self) -> None:
         while True:
             await self._wanted.wait()
             await asyncio.sleep(self._interval)
-            for device in list(self._subs):
-                try:
-                    await self._catch_up(device)
-                except StorageError as exc:
-                    log.warning("live feed: cannot read new frames of device %s (%s); trying again", device, exc)
+            if not self.listening:
+                await self._catch_up_all()
+
+    async def _catch_up_all(self) -> None:
+        for device in list(self._subs):
+            try:
+                await self._catch_up(device)
+            except StorageError as exc:
+                log.warning("live feed: cannot read new frames of device %s (%s); trying again", device, exc)
+
+    async def _follow(self, feed: BatchFeed) -> None:
+        while True:
+            stored = await feed.get()
+            if not self._subs:
+                continue
+            if stored is None:  # notifications may have been missed
+                await self._catch_up_all()
+                continue
+            for device, span in stored.items():
+                if device in self._subs:
+                    try:
+                        await self._send_span(device, span)
+                    except StorageError as exc:
+                        log.warning("live feed: cannot read the frames of device %s another replica stored (%s)",
+                                    device, exc)
+
+    async def _send_span(self, device: str, span: tuple[int, int]) -> None:
+        """Send the frames of ``device`` stored in ``span`` that this process has not sent yet."""
+        assert self._storage is not None
+        after, upto = span[0] - 1, span[1]
+        while after < upto:
+            frames = await self._storage.frames_between(device, after, upto, limit=_PAGE)
+            if device not in self._subs:  # the last subscriber left meanwhile
+                return
+            self._polled_through[device] = max(upto, self._polled_through[device])
+            seen = self._sent_set[device]
+            self.publish(f for f in frames if us(f.ts) not in seen)
+            if len(frames) < _PAGE:
+                return
+            after = us(frames[-1].ts)
 
     async def _catch_up(self, device: str) -> None:
         assert self._storage is not None
@@ -112,7 +174,7 @@ class LiveHub:
         after = self._polled_through.get(device)
         if row is None or row[1] is None or after is None or row[1] <= after:
             return
-        frames = await self._storage.frames_between(device, after, row[1], limit=5000)
+        frames = await self._storage.frames_between(device, after, row[1], limit=_PAGE)
         if device not in self._subs:  # the last subscriber left meanwhile
             return
         self._polled_through[device] = max(row[1], self._polled_through[device])

@@ -1,17 +1,28 @@
 """Prometheus metrics of one API process, and the ASGI middleware that times every request.
 
-Each app has its own registry (tests build many apps in one process). Counters
-are per process: with several workers, scrape each one or sum in Prometheus.
-The per-edge gauges are read from the database at scrape time, so every
-process reports the same, current values.
+Each app has its own registry (tests build many apps in one process). Two
+kinds of series come out of ``/metrics``:
+
+- This process's own counters, gauges and histograms (requests, batches,
+  WebSocket clients, ...), each with a ``replica`` label naming the process
+  (``server.replica``, by default host name:port; a worker of ``server.workers``
+  > 1 adds ``/`` and its process id). Sum them over ``replica`` in Prometheus.
+- The fleet's state, read from the database at scrape time (``twincloud_edge_*``,
+  frames stored, duplicate and refused per edge among them): every replica,
+  and every worker, answers the same, current values, so a scrape through a
+  load balancer adds up to what was ingested whichever replica answers. These
+  carry no ``replica`` label.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.metrics_core import Metric
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cloud.storage.base import EdgeRecord
@@ -21,8 +32,51 @@ __all__ = ["Metrics", "MetricsMiddleware"]
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
-class Metrics:
+class _EdgeTotals:
+    """Per-edge counts kept in the database (all replicas together), as counters."""
+
     def __init__(self) -> None:
+        self.edges: list[EdgeRecord] = []
+
+    def collect(self) -> Iterator[Metric]:
+        families = {
+            "stored": CounterMetricFamily("twincloud_edge_frames_stored", "frames of the edge stored, by all "
+                                          "replicas (from the database)", labels=["edge"]),
+            "duplicate": CounterMetricFamily("twincloud_edge_frames_duplicate", "frames of the edge that were "
+                                             "stored already, by all replicas (from the database)", labels=["edge"]),
+            "rejected": CounterMetricFamily("twincloud_edge_frames_rejected", "frames of the edge refused, by all "
+                                            "replicas (from the database)", labels=["edge"]),
+        }
+        for edge in self.edges:
+            families["stored"].add_metric([edge.name], edge.frames_stored)
+            families["duplicate"].add_metric([edge.name], edge.duplicates)
+            families["rejected"].add_metric([edge.name], edge.rejected)
+        yield from families.values()
+
+
+class _Labelled:
+    """The registry's series with ``replica`` added to this process's own (not to the database's)."""
+
+    def __init__(self, registry: CollectorRegistry, replica: str) -> None:
+        self.registry = registry
+        self.replica = replica
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.registry.collect():
+            if family.name.startswith(FLEET_PREFIX):
+                yield family
+                continue
+            out = Metric(family.name, family.documentation, family.type, family.unit)
+            out.samples = [s._replace(labels={**s.labels, "replica": self.replica}) for s in family.samples]
+            yield out
+
+
+FLEET_PREFIX = "twincloud_edge_"  # series read from the database: the same on every replica
+
+
+class Metrics:
+    def __init__(self, replica: str = "") -> None:
+        self.replica = replica
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.http_requests = Histogram(
@@ -56,6 +110,10 @@ class Metrics:
         self.edge_clock_skew = Gauge("twincloud_edge_clock_skew_seconds",
                                      "the edge's clock minus the cloud's when its last batch arrived",
                                      ["edge"], registry=r)
+        self.live_listening = Gauge("twincloud_live_listening", "1 while the live feed hears other replicas' "
+                                    "batches from PostgreSQL (LISTEN/NOTIFY), 0 while it polls", registry=r)
+        self._totals = _EdgeTotals()
+        r.register(self._totals)
 
     def render(self, edges: list[EdgeRecord]) -> bytes:
         for gauge in (self.edge_queue, self.edge_lag, self.edge_drops, self.edge_last_seen, self.edge_quarantined,
@@ -75,7 +133,8 @@ class Metrics:
                 self.edge_clock_skew.labels(edge.name).set(edge.clock_skew_s)
             for reason, count in edge.drops.items():
                 self.edge_drops.labels(edge.name, reason).set(count)
-        return generate_latest(self.registry)
+        self._totals.edges = edges
+        return generate_latest(_Labelled(self.registry, self.replica) if self.replica else self.registry)
 
 
 class MetricsMiddleware:

@@ -6,8 +6,9 @@ keep their tokens, revoked ones stay revoked), then each device's binding to
 its edge (recorded as a move by ``twincloud copy``; a device the target knows
 already keeps its binding there), then every device's frames, oldest first,
 in batches through the normal ingest path (so the target builds its own
-rollups, and copying twice stores nothing twice). Frames arrive under the
-edge name ``copy``; the per-edge counters start afresh.
+rollups, and copying twice stores nothing twice), and the physics uploads
+with their ids. Frames arrive under the edge name ``copy``; the per-edge
+counters start afresh.
 Stop the service (or its sync endpoint) while copying, then point it at the
 target.
 """
@@ -58,4 +59,9 @@ async def copy_database(src: Storage, dst: Storage, progress: Callable[[str, int
             after = us(frames[-1].ts)
         if progress is not None:
             progress(device, copied)
+    have = set(await dst.assembly_ids())
+    for assembly_id in await src.assembly_ids():
+        upload = None if assembly_id in have else await src.assembly(assembly_id)
+        if upload is not None:
+            await dst.put_assembly(upload)
     return stored

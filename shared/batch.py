@@ -9,27 +9,81 @@ exactly those.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.frame import DEVICE_ID_PATTERN
 
-__all__ = ["EdgeHealth", "Rejection", "SyncAck", "SyncBatch", "SequencedFrame"]
+__all__ = ["MAX_DROP_REASONS", "MAX_NAME", "MAX_SOURCES", "MAX_STATE", "EdgeHealth", "Rejection", "SyncAck",
+           "SyncBatch", "SequencedFrame"]
 
 
 class _Wire(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class EdgeHealth(_Wire):
-    """What the edge reports about itself with every batch."""
+MAX_DROP_REASONS = 32
+MAX_SOURCES = 1024  # an edge has at most 1,000 sources (edge config) and its MQTT ingest
+MAX_NAME = 64  # characters of a drop reason or a source name
+MAX_STATE = 64  # characters of a source's state
+OTHER_DROPS = "(other reasons)"
+MORE_SOURCES = "(more sources)"
+COUNT_MAX = 2**63 - 1
+Count = Annotated[int, Field(ge=0, le=COUNT_MAX)]
 
-    queue_depth: int = Field(ge=0, description="frames waiting in the edge queue")
-    oldest_age_s: float | None = Field(default=None, ge=0, description="age of the oldest queued frame, s")
-    drops: dict[str, int] = Field(default_factory=dict, description="frames dropped, by reason")
-    quarantined: int = Field(default=0, ge=0, description="frames set aside as invalid")
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "\u2026"
+
+
+class EdgeHealth(_Wire):
+    """What the edge reports about itself with every batch.
+
+    The cloud keeps a bounded report (``bounded``): a report over the limits is
+    shortened, never refused, since the frames that travel with it are good.
+    """
+
+    queue_depth: Count = Field(description="frames waiting in the edge queue")
+    oldest_age_s: float | None = Field(default=None, ge=0, allow_inf_nan=False,
+                                       description="age of the oldest queued frame, s")
+    drops: dict[str, Count] = Field(default_factory=dict, description="frames dropped, by reason")
+    quarantined: Count = Field(default=0, description="frames set aside as invalid")
     sources: dict[str, str] = Field(default_factory=dict, description="source name -> health state")
+
+    def bounded(self) -> tuple[EdgeHealth, list[str]]:
+        """This report within the limits, and a note for each thing that was cut.
+
+        At most ``MAX_DROP_REASONS`` drop reasons, the largest counts (the rest summed under
+        ``OTHER_DROPS``); at most ``MAX_SOURCES`` sources (the number left out under
+        ``MORE_SOURCES``); names cut to ``MAX_NAME`` characters and states to ``MAX_STATE``.
+        """
+        notes: list[str] = []
+        drops: dict[str, int] = {}
+        for reason, count in self.drops.items():
+            key = _cut(reason, MAX_NAME)
+            drops[key] = min(COUNT_MAX, drops.get(key, 0) + count)
+        if len(drops) > MAX_DROP_REASONS:
+            ranked = sorted(drops.items(), key=lambda item: (-item[1], item[0]))
+            kept, rest = ranked[:MAX_DROP_REASONS - 1], ranked[MAX_DROP_REASONS - 1:]
+            drops = dict(kept)
+            drops[OTHER_DROPS] = min(COUNT_MAX, drops.get(OTHER_DROPS, 0) + sum(count for _, count in rest))
+            notes.append(f"{len(self.drops):,} drop reasons; the {MAX_DROP_REASONS - 1} largest are kept and the "
+                         f"rest summed under {OTHER_DROPS!r}")
+        sources: dict[str, str] = {}
+        for name, state in self.sources.items():
+            sources.setdefault(_cut(name, MAX_NAME), _cut(state, MAX_STATE))
+        if len(sources) > MAX_SOURCES:
+            left_out = len(sources) - (MAX_SOURCES - 1)
+            sources = dict(list(sources.items())[:MAX_SOURCES - 1])
+            sources[MORE_SOURCES] = f"{left_out:,} more not shown"
+            notes.append(f"{len(self.sources):,} sources; the first {MAX_SOURCES - 1} are kept")
+        if any(len(k) > MAX_NAME for k in (*self.drops, *self.sources)) or any(
+                len(v) > MAX_STATE for v in self.sources.values()):
+            notes.append(f"names over {MAX_NAME} characters (states over {MAX_STATE}) are cut")
+        if not notes:
+            return self, notes
+        return self.model_copy(update={"drops": drops, "sources": sources}), notes
 
 
 class SequencedFrame(_Wire):

@@ -1,8 +1,13 @@
 """``POST /api/v1/sync/batches``: an edge hands over a batch of sequenced frames; the answer says what is safe.
 
-Order of checks: the token (401/403), the edge's own in-flight batch (429),
-this process's capacity (503), the body's size and encoding (413/415/400),
-the batch's shape (400/422), that the batch names the token's edge (403).
+Order of checks: the token (401/403, from the headers: ``cloud.guard``),
+the declared body size (413), this process's capacity (503), the body's
+arrival within ``server.body_timeout`` (408), its size and encoding
+(413/415/400), the batch's shape (400/422), that the batch names the token's
+edge (403). A newer batch of the same edge supersedes one still on its way
+(409 for the old one; see ``cloud.edgeslots``). This process's
+``sync.max_concurrent`` slots are taken only once the body is in, so clients
+that send slowly hold none of them.
 Then each frame is validated on its own — a bad frame is refused with its
 reason and never takes the good ones with it — and the good ones are stored
 once each. A frame is refused too when it is dated more than
@@ -10,7 +15,8 @@ once each. A frame is refused too when it is dated more than
 belongs to another edge. ``acked_through`` is the batch's highest sequence:
 every frame at or below it is stored, was stored before, or is refused for
 good. The edge's clock skew (its ``sent_at`` minus the cloud's clock when the
-request arrived) is recorded with its health.
+request arrived) is recorded with its health. A health report over the limits
+(``EdgeHealth.bounded``) is kept shortened, with a WARNING in the log.
 """
 
 from __future__ import annotations
@@ -27,9 +33,11 @@ from fastapi import APIRouter, Request
 from pydantic import ValidationError
 
 from cloud.auth import EdgeDep, NotAllowed
-from cloud.body import BodyError, BodyTooLarge, EncodingRefused, read_body
+from cloud.body import BodyError, BodyTimeout, BodyTooLarge, EncodingRefused, read_body
 from cloud.context import Ctx
-from cloud.errors import EdgeBusy, Overloaded
+from cloud.edgeslots import Claim
+from cloud.errors import Overloaded, Superseded
+from cloud.guard import body_guard
 from cloud.storage.base import StorageError, StorageUnavailable
 from shared.batch import EdgeHealth, Rejection, SyncAck, SyncBatch
 from shared.codec import decode_obj, validate_frames
@@ -55,12 +63,14 @@ _BODY_DOC: dict[str, Any] = {
 }
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"description": "unreadable body (bad MessagePack/JSON, bad gzip/zstd)"},
+    408: {"description": "the body did not arrive within server.body_timeout; send the batch again"},
+    409: {"description": "a newer batch of this edge superseded this one before it was stored; nothing of it "
+                         "is stored"},
     401: {"description": "no token, or an unknown or revoked one"},
     403: {"description": "not an edge token, or the batch names another edge"},
     413: {"description": "body or batch over the size limits"},
     415: {"description": "content type or encoding not accepted"},
     422: {"description": "the batch is not a SyncBatch; detail lists each problem"},
-    429: {"description": "this edge already has a batch in flight; retry after Retry-After seconds"},
     503: {"description": "overloaded or the database is unavailable; retry after Retry-After seconds"},
 }
 
@@ -79,6 +89,17 @@ def _warn_rejected(edge: str, rejected: list[Rejection]) -> None:
                     "(further ones this minute at DEBUG)", edge, len(rejected), first.seq, first.reason)
     else:
         log.debug("edge %s sent %d refused frame(s); first: seq %d: %s", edge, len(rejected), first.seq, first.reason)
+
+
+def _warn_health(edge: str, notes: list[str]) -> None:
+    """A report over the limits is kept shortened: said once per edge and minute, the rest at DEBUG."""
+    now = time.monotonic()
+    key = f"{edge}\nhealth"
+    if now - _last_warning.get(key, -60.0) >= 60.0:
+        _last_warning[key] = now
+        log.warning("edge %s sent a health report over the limits, kept shortened: %s", edge, "; ".join(notes))
+    else:
+        log.debug("edge %s: health report shortened: %s", edge, "; ".join(notes))
 
 
 def clock_skew(sent_at: float, received_at: float) -> float | None:
@@ -188,6 +209,7 @@ class _Parsed:
     last_seq: int | None
     good: list[tuple[int, TelemetryFrame]]
     rejected: list[Rejection]
+    health_notes: list[str]
 
 
 def _parse(body: bytes, content_type: str, max_frames: int) -> _Parsed:
@@ -199,33 +221,24 @@ def _parse(body: bytes, content_type: str, max_frames: int) -> _Parsed:
             rejected.append(Rejection(seq=seq, reason=str(result)))
         else:
             good.append((seq, result))
-    return _Parsed(batch.edge_id, batch.sent_at, batch.health, batch.seqs[-1] if batch.seqs else None, good, rejected)
+    health, notes = batch.health.bounded()
+    return _Parsed(batch.edge_id, batch.sent_at, health, batch.seqs[-1] if batch.seqs else None, good, rejected,
+                   notes)
 
 
 @router.post("/batches", response_model=SyncAck, responses=_RESPONSES, openapi_extra=_BODY_DOC)
 async def sync_batches(request: Request, edge: EdgeDep, ctx: Ctx) -> SyncAck:
     """Store a batch of an edge's frames once each; answer with what the edge may delete."""
-    if edge.name in ctx.syncing_edges:
-        ctx.metrics.sync_batches.labels("busy_edge").inc()
-        raise EdgeBusy(f"edge {edge.name} already has a batch in flight")
     if ctx.sync_slots.locked():
         ctx.metrics.sync_batches.labels("overloaded").inc()
         raise Overloaded("the service is busy with other batches")
-    ctx.syncing_edges.add(edge.name)
-    try:
-        async with ctx.sync_slots:
-            ctx.metrics.sync_inflight.inc()
-            try:
-                return await _handle(request, edge.name, ctx)
-            finally:
-                ctx.metrics.sync_inflight.dec()
-    finally:
-        ctx.syncing_edges.discard(edge.name)
+    with ctx.edge_slots.claim(edge.name, body_guard(request)) as claim:
+        return await _handle(request, edge.name, ctx, claim)
 
 
-async def _handle(request: Request, edge: str, ctx: Ctx) -> SyncAck:
+async def _read(request: Request, ctx: Ctx) -> tuple[_Parsed, int, int]:
+    """The parsed batch, its size on the wire and decoded; counts the refusals."""
     cfg = ctx.config.sync
-    received_at = time.time()
     try:
         body, wire = await read_body(request, cfg.max_body_bytes, cfg.max_decoded_bytes)
         args = (body, request.headers.get("content-type", ""), cfg.max_frames)
@@ -236,21 +249,44 @@ async def _handle(request: Request, edge: str, ctx: Ctx) -> SyncAck:
             batch = await loop.run_in_executor(ctx.parser, _parse, *args)
         else:
             batch = _parse(*args)
+    except BodyTimeout:
+        ctx.metrics.sync_batches.labels("timeout").inc()
+        raise
+    except Superseded:
+        ctx.metrics.sync_batches.labels("superseded").inc()
+        raise
     except InputError:
         ctx.metrics.sync_batches.labels("refused").inc()
         raise
+    return batch, wire, len(body)
+
+
+async def _handle(request: Request, edge: str, ctx: Ctx, claim: Claim) -> SyncAck:
+    cfg = ctx.config.sync
+    received_at = time.time()
+    batch, wire, decoded = await _read(request, ctx)
     ctx.metrics.sync_bytes.labels("wire").inc(wire)
-    ctx.metrics.sync_bytes.labels("decoded").inc(len(body))
+    ctx.metrics.sync_bytes.labels("decoded").inc(decoded)
     if batch.edge_id != edge:
         ctx.metrics.sync_batches.labels("refused").inc()
         raise NotAllowed(f"this token belongs to edge {edge!r}, not {batch.edge_id!r}", "edge_id")
+    if batch.health_notes:
+        _warn_health(edge, batch.health_notes)
     acked, skew = batch.last_seq, clock_skew(batch.sent_at, received_at)
     good, ahead = refuse_future(batch.good, time.time(), cfg.max_future_skew, skew)
     rejected = batch.rejected + ahead
-    started = time.perf_counter()
     try:
-        result = await ctx.storage.ingest(edge, good, batch.health, time.time_ns() // 1000, len(rejected), acked,
-                                          clock_skew_s=skew)
+        async with ctx.edge_slots.storing(claim), ctx.sync_slots:
+            started = time.perf_counter()
+            ctx.metrics.sync_inflight.inc()
+            try:
+                result = await ctx.storage.ingest(edge, good, batch.health, time.time_ns() // 1000, len(rejected),
+                                                  acked, clock_skew_s=skew)
+            finally:
+                ctx.metrics.sync_inflight.dec()
+    except Superseded:
+        ctx.metrics.sync_batches.labels("superseded").inc()
+        raise
     except StorageUnavailable as exc:
         ctx.metrics.storage_errors.labels("unavailable").inc()
         ctx.metrics.sync_batches.labels("unavailable").inc()

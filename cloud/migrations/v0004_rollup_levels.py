@@ -65,7 +65,7 @@ _CHUNK = 50_000
 _NEVER = 2**62
 
 
-def backfill_sqlite(con: sqlite3.Connection) -> None:
+def upgrade_sqlite(con: sqlite3.Connection) -> None:
     """Inside the migration's transaction."""
     for (sid,) in con.execute("SELECT id FROM series ORDER BY id").fetchall():
         build = Backfill(sid)
@@ -83,8 +83,8 @@ def _cutoff(first_sample: int | None) -> int:
     return _NEVER if first_sample is None else first_sample - first_sample % 60_000_000
 
 
-async def backfill_postgres(con: asyncpg.Connection) -> None:
-    """Inside the migration's transaction."""
+async def upgrade_postgres(con: asyncpg.Connection, *, timescale: bool = False) -> None:
+    """Inside the migration's transaction (``timescale``: whether samples are a hypertable; read alike)."""
     for sid in [r[0] for r in await con.fetch("SELECT id FROM series ORDER BY id")]:
         build = Backfill(sid)
         cutoff = _cutoff(await con.fetchval(_FIRST.format("$1"), sid))

@@ -1,29 +1,52 @@
-"""Where uploaded assemblies live: in memory (loaded, with cached collision structures) and on disk.
+"""Where uploaded assemblies live: in the database, with the loaded ones cached in memory.
 
-An upload is validated completely before it is stored. With a directory, the
-raw JSON (meshes inline) is written as ``<id>.json`` so a restarted service
-finds it again; memory holds at most ``max_loaded`` loaded assemblies (least
-recently used are dropped and reloaded from disk on demand).
+An upload is validated completely before it is stored. The database keeps it
+as it was sent (the assembly JSON, meshes inline; table ``assemblies``), so
+every process and replica serving that database finds every upload; memory
+holds at most ``max_loaded`` loaded assemblies with their collision structures
+(least recently used are dropped and loaded again from the database on
+demand). Uploads never change after they are stored, so a cached one is never
+stale.
+
+The physics routes run in FastAPI's worker threads, and so do ``put`` and
+``get``: they reach the database through the event loop the app runs on
+(``bind``), and must not be called on that loop.
+
+``physics.store_dir``, where uploads used to be kept as files, is read once
+at start: the uploads in it that the database lacks are copied in, with
+their ids, and a warning says the setting can go.
 """
 
 from __future__ import annotations
 
-import os
+import asyncio
+import concurrent.futures
+import hashlib
+import json
+import logging
 import re
 import threading
+import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 from cloud.physics.assembly import Assembly, AssemblySpec, load_assembly, parse_assembly
 from cloud.physics.errors import AssemblyNotFoundError, MeshTooLargeError
 from cloud.physics.interference import CollisionWorld
 from cloud.physics.mesh import MeshLimits
+from cloud.storage.base import AssemblyRecord, Storage, StorageUnavailable
 
-__all__ = ["PhysicsStore", "StoredAssembly"]
+__all__ = ["MAX_STORED_BYTES", "PhysicsStore", "StoredAssembly"]
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 _ID = re.compile(r"^[0-9a-f]{32}$")
+MAX_STORED_BYTES = 1_000_000_000  # the largest value SQLite and PostgreSQL keep in one field
+DATABASE_WAIT = 120.0  # seconds a worker thread waits for the database before answering 503
 
 
 @dataclass(eq=False)
@@ -43,19 +66,23 @@ class StoredAssembly:
 
 
 class PhysicsStore:
-    """Assembly storage with a byte limit per upload and an LRU of loaded assemblies."""
+    """Assemblies in the database behind an LRU of loaded ones, with a byte limit per upload."""
 
-    def __init__(self, root: Path | str | None = None, *, max_upload_bytes: int = 64 * 1024 * 1024,
-                 max_loaded: int = 32, limits: MeshLimits | None = None) -> None:
-        self.root = Path(root) if root is not None else None
-        if self.root is not None:
-            self.root.mkdir(parents=True, exist_ok=True)
-        self.max_upload_bytes = max_upload_bytes
+    def __init__(self, *, max_upload_bytes: int = 64 * 1024 * 1024, max_loaded: int = 32,
+                 limits: MeshLimits | None = None) -> None:
+        self.max_upload_bytes = min(max_upload_bytes, MAX_STORED_BYTES)
         self.max_loaded = max_loaded
-        self.limits = limits or MeshLimits(max_bytes=max_upload_bytes)
+        self.limits = limits or MeshLimits(max_bytes=self.max_upload_bytes)
         self._loaded: OrderedDict[str, StoredAssembly] = OrderedDict()
-        self._raw: dict[str, bytes] = {}
         self._lock = threading.Lock()
+        self._storage: Storage | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def bind(self, storage: Storage, legacy_dir: Path | None = None) -> None:
+        """Use ``storage`` (open) from now on, reached through the running loop; copy in ``legacy_dir``."""
+        self._storage, self._loop = storage, asyncio.get_running_loop()
+        if legacy_dir is not None:
+            await self._import(storage, legacy_dir)
 
     def put(self, upload: bytes | AssemblySpec) -> StoredAssembly:
         """Validate and store an upload (assembly JSON with inline meshes); returns it with its id."""
@@ -68,12 +95,9 @@ class PhysicsStore:
                 f"upload is {len(raw):,} bytes; the limit is {self.max_upload_bytes:,} bytes")
         assembly = load_assembly(spec or parse_assembly(raw), None, self.limits)
         entry = StoredAssembly(uuid.uuid4().hex, assembly)
-        if self.root is not None:
-            tmp = self.root / f".{entry.id}.tmp"
-            tmp.write_bytes(raw)
-            os.replace(tmp, self.root / f"{entry.id}.json")
-        else:
-            self._raw[entry.id] = raw
+        record = AssemblyRecord(entry.id, assembly.spec.name, hashlib.sha256(raw).hexdigest(), len(raw),
+                                time.time_ns() // 1000, raw)
+        self._wait(lambda db: db.put_assembly(record))
         self._remember(entry)
         return entry
 
@@ -83,18 +107,58 @@ class PhysicsStore:
             if entry is not None:
                 self._loaded.move_to_end(assembly_id)
                 return entry
-        path = self.root / f"{assembly_id}.json" if self.root and _ID.match(assembly_id) else None
-        if path is None or not path.is_file():
+        record = self._wait(lambda db: db.assembly(assembly_id)) if _ID.match(assembly_id) else None
+        if record is None:
             raise AssemblyNotFoundError(f"no assembly with id {assembly_id!r}")
-        entry = StoredAssembly(assembly_id, load_assembly(parse_assembly(path.read_bytes()), None,
-                                                          self.limits))
+        entry = StoredAssembly(assembly_id, load_assembly(parse_assembly(record.body), None, self.limits))
         self._remember(entry)
         return entry
+
+    def _wait(self, call: Callable[[Storage], Coroutine[Any, Any, T]]) -> T:
+        """Run a storage call on the app's loop and wait for it here, in a worker thread."""
+        storage, loop = self._storage, self._loop
+        if storage is None or loop is None:
+            raise StorageUnavailable("the physics store has no database yet (the service is starting)")
+        try:
+            on_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            raise RuntimeError("PhysicsStore.put/get wait for the database: call them in a worker thread")
+        future = asyncio.run_coroutine_threadsafe(call(storage), loop)
+        try:
+            return future.result(DATABASE_WAIT)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise StorageUnavailable(f"the database did not answer within {DATABASE_WAIT:.0f} s") from None
 
     def _remember(self, entry: StoredAssembly) -> None:
         with self._lock:
             self._loaded[entry.id] = entry
             while len(self._loaded) > self.max_loaded:
-                dropped, _ = self._loaded.popitem(last=False)
-                if self.root is None:
-                    self._raw.pop(dropped, None)  # memory-only: an evicted upload is gone
+                self._loaded.popitem(last=False)
+
+    @staticmethod
+    async def _import(storage: Storage, directory: Path) -> None:
+        files = await asyncio.to_thread(lambda: sorted(directory.glob("*.json")) if directory.is_dir() else [])
+        have = set(await storage.assembly_ids())
+        copied = 0
+        for path in files:
+            if not _ID.match(path.stem) or path.stem in have:
+                continue
+            try:
+                raw, mtime = await asyncio.to_thread(_read, path)
+                name = str(json.loads(raw).get("name", "assembly"))
+            except (OSError, ValueError, AttributeError) as exc:
+                log.warning("physics.store_dir: %s is not a readable upload (%s); left out", path, exc)
+                continue
+            await storage.put_assembly(AssemblyRecord(path.stem, name, hashlib.sha256(raw).hexdigest(), len(raw),
+                                                      int(mtime * 1_000_000), raw))
+            copied += 1
+        log.warning("physics.store_dir (%s) is no longer used: uploads are kept in the database%s; "
+                    "remove the setting", directory,
+                    f", where its {copied} upload(s) were copied now" if copied else "")
+
+
+def _read(path: Path) -> tuple[bytes, float]:
+    return path.read_bytes(), path.stat().st_mtime

@@ -8,7 +8,8 @@ format ``(series_id, ts, value, text)`` with primary key ``(series_id, ts)``;
 10 s, 1 min and 1 h, kept at ingest in the same transaction so that an
 aggregate over millions of points reads thousands of rows: see
 ``cloud.storage.rollups``); ``identities`` (hashed tokens of edges and people) and ``edge_status``;
-``device_moves`` (who bound which device to which edge, and when).
+``device_moves`` (who bound which device to which edge, and when);
+``assemblies`` (physics uploads, as sent, so that every process finds each).
 
 Each device belongs to one edge (``devices.owner_edge``): the first edge that
 writes it, or the one an admin binds it to. Ingest decides this inside its
@@ -48,6 +49,7 @@ __all__ = [
     "AGG_FUNCS",
     "MINUTE_US",
     "AggRow",
+    "AssemblyRecord",
     "BadQuery",
     "DeviceExists",
     "DeviceMove",
@@ -191,6 +193,18 @@ class DeviceMove:
     by: str
     at: int
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class AssemblyRecord:
+    """A physics upload as stored: the assembly JSON as sent (meshes inline), its name and checksum."""
+
+    id: str
+    name: str
+    sha256: str
+    size: int
+    created: int
+    body: bytes = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -404,6 +418,19 @@ class Storage(abc.ABC):
     async def purge(self, samples_before: int | None, rollups_before: int | None) -> int:
         """Delete samples and frames, and rollups of every level, older than the cutoffs (None keeps them);
         rows deleted."""
+
+    # --- physics assemblies ----------------------------------------------------------
+    @abc.abstractmethod
+    async def put_assembly(self, record: AssemblyRecord) -> None:
+        """Store an upload; an id stored already keeps what it has (uploads never change)."""
+
+    @abc.abstractmethod
+    async def assembly(self, assembly_id: str) -> AssemblyRecord | None:
+        """An upload by its id, None when unknown."""
+
+    @abc.abstractmethod
+    async def assembly_ids(self) -> list[str]:
+        """The id of every upload, oldest first (for copying a database)."""
 
     # --- shared queries --------------------------------------------------------------
     async def _resolve(self, device: str, fields: Sequence[str] | None) -> tuple[tuple[Any, ...], list[SeriesInfo]]:

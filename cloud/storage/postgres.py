@@ -1,17 +1,25 @@
 """PostgreSQL storage (asyncpg): for production and for several API processes or machines.
 
-The schema is the one SQLite uses. When the TimescaleDB extension is
-installed, ``samples`` becomes a hypertable (one-day chunks of integer
-microseconds) with native compression after seven days and retention by
-dropping chunks; otherwise it stays a plain table with a BRIN index on time,
-which keeps time-range deletes cheap. Batches travel as arrays, one statement
-per table.
+The schema is the one SQLite uses. ``frames`` and ``samples`` are partitioned
+by week with PostgreSQL's own range partitioning (``cloud.storage.partitions``):
+retention drops whole weeks instead of deleting rows. When the TimescaleDB
+extension is installed, ``samples`` becomes a hypertable instead (one-day
+chunks of integer microseconds) with native compression after seven days and
+retention by dropping chunks. Batches travel as arrays, one statement per
+table.
+
+Ingest of one edge is serialized across processes: its transaction first
+takes an advisory lock on the edge's name, so two replicas never interleave
+one edge's batches. Each committed batch is announced on a notification
+channel (``cloud.storage.notify``) for the other replicas' live feeds.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import secrets
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -22,6 +30,7 @@ from cloud.config import redact_url
 from cloud.migrations import MIGRATIONS
 from cloud.storage import postgres_sql as q
 from cloud.storage.base import (
+    AssemblyRecord,
     DeviceExists,
     DeviceMove,
     DeviceRecord,
@@ -40,6 +49,8 @@ from cloud.storage.base import (
     frame_columns,
     split_owned,
 )
+from cloud.storage.notify import CHANNEL, BatchFeed, notices, spans
+from cloud.storage.partitions import WEEK_US, Partitions, convert, table_kind
 from cloud.storage.rollups import Partial, rollup_spans, rows_to_store
 from shared.batch import EdgeHealth
 from shared.frame import TelemetryFrame
@@ -67,7 +78,13 @@ class PostgresStorage(Storage):
         self._timeout = command_timeout
         self._pool: asyncpg.Pool | None = None
         self.timescale = False
+        self._parts = Partitions(())  # the tables partitioned by week, known after open()
         self._series: dict[tuple[str, str], int] = {}
+        self.origin = secrets.token_hex(8)  # names this process in its notifications
+
+    def feed(self) -> BatchFeed:
+        """The batches other processes store, as they commit (``run`` it to listen)."""
+        return BatchFeed(self._dsn, self.origin, self.where)
 
     @property
     def where(self) -> str:
@@ -95,6 +112,7 @@ class PostgresStorage(Storage):
             try:
                 await self._migrate(con)
                 await self._setup_timescale(con)
+                await self._setup_partitions(con)
             finally:
                 await con.execute("SELECT pg_advisory_unlock($1)", q.MIGRATION_LOCK)
 
@@ -113,14 +131,43 @@ class PostgresStorage(Storage):
                 continue
             async with con.transaction():
                 await con.execute(mig.postgres)
-                if mig.backfill_postgres is not None:
-                    await mig.backfill_postgres(con)
+                if mig.upgrade_postgres is not None:
+                    await mig.upgrade_postgres(con, timescale=await self._keeps_hypertable(con))
                 await con.execute("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
                                   mig.version, mig.name)
             log.info("PostgreSQL at %s migrated to schema version %d", self.where, mig.version)
 
+    @staticmethod
+    async def _is_hypertable(con: asyncpg.Connection) -> bool:
+        return bool(await con.fetchval("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'")
+                    and await con.fetchval(q.IS_HYPERTABLE))
+
+    async def _keeps_hypertable(self, con: asyncpg.Connection) -> bool:
+        """Whether ``samples`` is a TimescaleDB hypertable, or is to become one."""
+        if await self._is_hypertable(con):
+            return True
+        return bool(self._want_timescale and await con.fetchval(q.TIMESCALE_AVAILABLE))
+
+    async def _setup_partitions(self, con: asyncpg.Connection) -> None:
+        """Partition ``samples`` by week when TimescaleDB did not take it; create this week's partitions."""
+        if not self.timescale and not await self._is_hypertable(con) and \
+                await convert(con, "samples", time.time_ns() // 1000):
+            log.info("PostgreSQL at %s: samples partitioned by week instead", self.where)
+        self._parts = Partitions([t for t in ("frames", "samples") if await table_kind(con, t) == "p"])
+        await self._make_partitions(con)
+
+    async def _make_partitions(self, con: asyncpg.Connection) -> None:
+        """This week's and the next two weeks' partitions, so that ingest seldom has to create one."""
+        now = time.time_ns() // 1000
+        await self._parts.ensure(con, [now, now + WEEK_US, now + 2 * WEEK_US])
+
     async def _setup_timescale(self, con: asyncpg.Connection) -> None:
         available = self._want_timescale and await con.fetchval(q.TIMESCALE_AVAILABLE)
+        if await table_kind(con, "samples") == "p":
+            if available:
+                log.info("PostgreSQL at %s: samples are partitioned by week already; TimescaleDB is not used "
+                         "for them", self.where)
+            available = False
         if available:
             try:
                 if not await con.fetchval("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'") or \
@@ -132,8 +179,8 @@ class PostgresStorage(Storage):
                 self.timescale = True
                 return
             except asyncpg.PostgresError as exc:
-                log.warning("TimescaleDB is installed at %s but cannot be used (%s); using a plain table "
-                            "with a BRIN index", self.where, exc)
+                log.warning("TimescaleDB is installed at %s but cannot be used (%s); samples are partitioned "
+                            "by week instead", self.where, exc)
         await con.execute(q.BRIN_INDEX)
 
     async def close(self) -> None:
@@ -153,7 +200,11 @@ class PostgresStorage(Storage):
     async def _ingest(self, edge: str, readings: Readings, health: EdgeHealth | None,
                       now_us: int, last_seq: int | None, rejected: int, received: int,
                       clock_skew_s: float | None, check_owner: bool) -> Ingested:
+        if self._parts.lacking(readings.stamps):  # a week no partition covers: create it first
+            async with self._con() as con:
+                await self._parts.ensure(con, readings.stamps)
         async with self._con() as con, con.transaction():
+            await con.execute(q.LOCK_EDGE, edge)
             devices, owners = await _claim_devices(con, edge if check_owner else None,
                                                    {f.device_id for f in readings.frames}, now_us)
             owned, others = split_owned(readings, edge, owners) if check_owner else (readings, {})
@@ -188,6 +239,8 @@ class PostgresStorage(Storage):
                                   [latest[i][1].status for i in ids], edge)
             await _record_edge(con, edge, health, now_us, last_seq, len(frames), received - len(frames) - refused,
                                rejected + refused, clock_skew_s)
+            for payload in notices(self.origin, spans(frames, stamps)):
+                await con.execute(q.NOTIFY, CHANNEL, payload)
         self._series.update(series)
         return frames, len(samples), others
 
@@ -322,15 +375,37 @@ class PostgresStorage(Storage):
         deleted = 0
         async with self._con() as con:
             if samples_before is not None:
-                if self.timescale:
-                    dropped = await con.fetch("SELECT drop_chunks('samples', older_than => $1::bigint)",
-                                              samples_before)
-                    deleted += len(dropped)
-                deleted += _count(await con.execute("DELETE FROM samples WHERE ts < $1", samples_before))
-                deleted += _count(await con.execute("DELETE FROM frames WHERE ts < $1", samples_before))
+                for table in ("samples", "frames"):
+                    deleted += await self._purge_table(con, table, samples_before)
+            await self._make_partitions(con)
             if rollups_before is not None:
                 deleted += _count(await con.execute("DELETE FROM rollups WHERE bucket < $1", rollups_before))
         return deleted
+
+    async def _purge_table(self, con: asyncpg.Connection, table: str, cutoff: int) -> int:
+        """Rows older than the cutoff: whole weekly partitions or TimescaleDB chunks where there are, then
+        the rows left (those of the partition or chunk that straddles the cutoff)."""
+        if table in self._parts.tables:
+            return await self._parts.purge(con, table, cutoff)
+        deleted = 0
+        if table == "samples" and self.timescale:
+            deleted += len(await con.fetch("SELECT drop_chunks('samples', older_than => $1::bigint)", cutoff))
+        return deleted + _count(await con.execute(f"DELETE FROM {table} WHERE ts < $1", cutoff))
+
+    # --- physics assemblies ----------------------------------------------------------
+    async def put_assembly(self, record: AssemblyRecord) -> None:
+        async with self._con() as con:
+            await con.execute(q.INSERT_ASSEMBLY, record.id, record.name, record.sha256, record.size,
+                              record.created, record.body)
+
+    async def assembly(self, assembly_id: str) -> AssemblyRecord | None:
+        async with self._con() as con:
+            row = await con.fetchrow(q.ASSEMBLY, assembly_id)
+        return AssemblyRecord(*row) if row else None
+
+    async def assembly_ids(self) -> list[str]:
+        async with self._con() as con:
+            return [r[0] for r in await con.fetch(q.ASSEMBLY_IDS)]
 
 
 async def _claim_devices(con: asyncpg.Connection, claimant: str | None, names: set[str],

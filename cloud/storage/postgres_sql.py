@@ -3,6 +3,11 @@
 CREATE_MIGRATIONS = """CREATE TABLE IF NOT EXISTS schema_migrations (
     version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"""
 MIGRATION_LOCK = 7_306_915_200  # advisory lock key: one process migrates at a time
+# Advisory lock (two-key form, a key space of its own) held by an edge's ingest transaction: the batches
+# of one edge are stored one after the other, whichever replica received them.
+INGEST_LOCK_SPACE = 7_306
+LOCK_EDGE = f"SELECT pg_advisory_xact_lock({INGEST_LOCK_SPACE}, hashtext($1))"
+NOTIFY = "SELECT pg_notify($1, $2)"
 
 DEVICE_OWNERS = "SELECT name, id, owner_edge FROM devices WHERE name = ANY($1::text[])"
 INSERT_DEVICES = """INSERT INTO devices (name, first_seen, owner_edge) SELECT n, $2, $3 FROM unnest($1::text[]) AS n
@@ -89,6 +94,11 @@ RAW_ROWS = """SELECT r.series_id, r.ts, r.value
     FROM unnest($1::int[]) AS s(id) CROSS JOIN unnest($2::bigint[], $3::bigint[]) AS g(lo, hi)
     JOIN samples r ON r.series_id = s.id AND r.ts >= g.lo AND r.ts < g.hi
     WHERE r.value IS NOT NULL"""
+
+INSERT_ASSEMBLY = """INSERT INTO assemblies (id, name, sha256, size, created, body) VALUES ($1, $2, $3, $4, $5, $6)
+    ON CONFLICT (id) DO NOTHING"""
+ASSEMBLY = "SELECT id, name, sha256, size, created, body FROM assemblies WHERE id = $1"
+ASSEMBLY_IDS = "SELECT id FROM assemblies ORDER BY created, id"
 
 BRIN_INDEX = "CREATE INDEX IF NOT EXISTS samples_ts_brin ON samples USING brin (ts)"
 TIMESCALE_AVAILABLE = "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"

@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 from cloud.migrations import MIGRATIONS
 from cloud.storage import sqlite_sql as q
 from cloud.storage.base import (
+    AssemblyRecord,
     DeviceExists,
     DeviceMove,
     DeviceRecord,
@@ -311,6 +312,18 @@ class SQLiteStorage(Storage):
                     "DELETE FROM frames WHERE device_id = ? AND ts < ?", (d, samples_before)).rowcount)
         return deleted
 
+    # --- physics assemblies ----------------------------------------------------------
+    async def put_assembly(self, record: AssemblyRecord) -> None:
+        await self._write(lambda con: con.execute(q.INSERT_ASSEMBLY, (
+            record.id, record.name, record.sha256, record.size, record.created, record.body)))
+
+    async def assembly(self, assembly_id: str) -> AssemblyRecord | None:
+        row = await self._read(lambda con: con.execute(q.ASSEMBLY, (assembly_id,)).fetchone())
+        return AssemblyRecord(*row) if row else None
+
+    async def assembly_ids(self) -> list[str]:
+        return await self._read(lambda con: [r[0] for r in con.execute(q.ASSEMBLY_IDS)])
+
 
 def _migrate(con: sqlite3.Connection) -> list[int]:
     con.execute("BEGIN IMMEDIATE")
@@ -324,8 +337,8 @@ def _migrate(con: sqlite3.Connection) -> list[int]:
             for statement in mig.sqlite.split(";"):
                 if statement.strip():
                     con.execute(statement)
-            if mig.backfill_sqlite is not None:
-                mig.backfill_sqlite(con)
+            if mig.upgrade_sqlite is not None:
+                mig.upgrade_sqlite(con)
             con.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", (mig.version, mig.name))
             applied.append(mig.version)
         con.execute("COMMIT")

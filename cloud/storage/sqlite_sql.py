@@ -107,3 +107,7 @@ ROLLUP_ROWS = """SELECT r.series_id, r.bucket, r.cnt, r.sum_m, r.sum_e, r.vmin, 
 RAW_ROWS = """SELECT r.series_id, r.ts, r.value
     FROM json_each(?) AS s CROSS JOIN json_each(?) AS g CROSS JOIN samples AS r
     WHERE r.series_id = s.value AND r.ts >= g.value ->> 0 AND r.ts < g.value ->> 1 AND r.value IS NOT NULL"""
+
+INSERT_ASSEMBLY = "INSERT OR IGNORE INTO assemblies (id, name, sha256, size, created, body) VALUES (?, ?, ?, ?, ?, ?)"
+ASSEMBLY = "SELECT id, name, sha256, size, created, body FROM assemblies WHERE id = ?"
+ASSEMBLY_IDS = "SELECT id FROM assemblies ORDER BY created, id"

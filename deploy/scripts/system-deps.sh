@@ -2,8 +2,9 @@
 # Check for Python >= 3.11 and install the system packages twinedge's tests and tools use,
 # when they are missing: python3.X-venv (Debian ships venv without ensurepip),
 # mosquitto + mosquitto-clients (MQTT interop), mbpoll (Modbus interop),
-# postgresql (the cloud's production store), nodejs + npm (the node-opcua server that plays a
-# foreign PLC in the OPC-UA tests). Debian/Ubuntu only.
+# postgresql (the cloud's production store), haproxy (the load balancer in front of cloud replicas),
+# nodejs + npm (the node-opcua server that plays a foreign PLC in the OPC-UA tests),
+# chromium (the browser the /docs page is tested in). Debian/Ubuntu only.
 # PYTHON names the interpreter the virtualenv is made with (default python3), as in the Makefile.
 set -euo pipefail
 
@@ -28,9 +29,12 @@ command -v mbpoll >/dev/null 2>&1 || need+=(mbpoll)
 if ! command -v pg_ctl >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
     need+=(postgresql)
 fi
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
+# The browser tests launch /usr/bin/chromium itself (Debian's package), never a downloaded one.
+[ -x /usr/bin/chromium ] || need+=(chromium)
 
 if [ ${#need[@]} -eq 0 ]; then
     exit 0

@@ -1,7 +1,8 @@
 """Sending one sync batch: the wire format, the HTTP exchange, and retries until the cloud answers for it.
 
-Transient failures (connection errors, 5xx, 429/503) are retried with exponential
-backoff and jitter (tenacity), honouring Retry-After; 401/403/404 wait the
+Transient failures (connection errors, 5xx, 429/503, 408 when the cloud timed
+the upload out, 409 when a newer request of this edge superseded it) are
+retried with exponential backoff and jitter (tenacity), honouring Retry-After; 401/403/404 wait the
 longest delay (a configuration problem: don't hammer the cloud). A batch the
 cloud refuses for good raises ``SyncRefused`` (a 4xx) or ``SyncTooLarge`` (413)
 for the uplink to deal with.
@@ -35,6 +36,9 @@ log = logging.getLogger(__name__)
 
 SYNC_PATH = "/api/v1/sync/batches"
 _RETRY_AFTER_MAX = 3600.0
+# 408: the upload did not arrive in time; 409: a newer request of this edge took its place; 429: busy.
+# None says anything about the batch itself: it is sent again, never set aside.
+_TRANSIENT = frozenset({408, 409, 429})
 
 
 class UplinkError(TwinedgeError):
@@ -51,7 +55,7 @@ class SyncRetry(TwinedgeError):
 
 
 class SyncRefused(TwinedgeError):
-    """The cloud refused the batch for good (a 4xx other than auth, 413 or 429)."""
+    """The cloud refused the batch for good (a 4xx other than auth, 408, 409, 413 or 429)."""
 
 
 class SyncTooLarge(TwinedgeError):
@@ -222,7 +226,7 @@ class Sender:
         if status in (404, 405):
             raise SyncRetry(f"no sync endpoint at {self.config.shown_url} ({reason}); check uplink.url",
                             status=status)
-        if status == 429 or status >= 500:
+        if status in _TRANSIENT or status >= 500:
             raise SyncRetry(reason, status=status, retry_after=_retry_after(response))
         raise SyncRefused(reason)
 

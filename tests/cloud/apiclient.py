@@ -62,7 +62,7 @@ class Api:
 
 def config_for(directory: Path, **sections: dict[str, Any]) -> CloudConfig:
     data: dict[str, Any] = {"database": {"url": f"sqlite:///{directory / 'api.db'}"},
-                            "server": {"auth_cache_ttl": "0s"}}
+                            "server": {"auth_cache_ttl": "0s", "replica": "api-1"}}
     for name, values in sections.items():
         data.setdefault(name, {}).update(values)
     return CloudConfig.model_validate(data)

@@ -9,7 +9,8 @@ or the ``cloud_server`` fixture in tests/cloud/conftest.py. Retention is off
 unless ``extra_config`` sets it (other sections: ``extra_config``; more
 ``[server]`` keys, e.g. ``workers = 2``: ``server_options``; PostgreSQL:
 ``database_url``). Tokens are created
-before the first start with the same code `twincloud edge add` runs. The
+before the first start with the same code `twincloud edge add` runs; a
+second replica on the same database takes the first one's (``tokens_from``). The
 process can be killed and restarted on the same port and database, which is
 how the end-to-end tests exercise outages.
 """
@@ -43,7 +44,7 @@ _NO_RETENTION = "[retention]\nsamples_days = 0\nrollups_days = 0\n"
 class CloudServer:
     def __init__(self, directory: Path, *, edges: Sequence[str] = ("edge-1",), port: int | None = None,
                  extra_config: str = "", database_url: str | None = None, auth_cache_ttl: str = "0s",
-                 server_options: str = "") -> None:
+                 server_options: str = "", tokens_from: CloudServer | None = None) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -63,7 +64,11 @@ class CloudServer:
         self.log: list[str] = []
         self._proc: subprocess.Popen[str] | None = None
         self._drain = threading.Thread()
-        self._run_in_thread(self._prepare(list(edges)))
+        if tokens_from is None:
+            self._run_in_thread(self._prepare(list(edges)))
+        else:
+            self.edge_tokens = dict(tokens_from.edge_tokens)
+            self.admin_token, self.viewer_token = tokens_from.admin_token, tokens_from.viewer_token
 
     @property
     def pid(self) -> int | None:

@@ -29,7 +29,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[CloudServ
         resp = httpx.post(f"{server.base_url}/api/v1/sync/batches", content=encode_obj(body),
                           headers={**auth(server.edge_token), "Content-Type": "application/msgpack"})
         assert resp.status_code == 200
-        yield server, schemathesis.openapi.from_url(f"{server.base_url}/openapi.json")
+        yield server, schemathesis.openapi.from_url(f"{server.base_url}/openapi.json",
+                                                           headers=auth(server.viewer_token))
 
 
 def operations() -> list[tuple[str, str]]:

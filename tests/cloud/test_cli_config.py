@@ -131,3 +131,13 @@ def test_devices_are_bound_and_moved_from_the_command_line(config: Path, capsys:
     assert "line-1 -> line-2" in lines[1] and "(command line)" in lines[1] and lines[1].endswith("line 1 rebuilt")
     code, out, _ = run("device", "moves", "press-1", "--json")
     assert [(m["from_edge"], m["to_edge"]) for m in json.loads(out)] == [(None, "line-1"), ("line-1", "line-2")]
+
+
+def test_a_replica_name_that_cannot_be_a_metrics_label_is_refused(config: Path, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--config", str(config), "serve", "--replica", 'cloud "1"']) == EX_CONFIG
+    assert "--replica: use letters, digits" in capsys.readouterr().err
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[server]\nreplica = "no spaces"\n', encoding="utf-8")
+    assert main(["check-config", str(bad)]) == EX_CONFIG
+    assert "server.replica" in capsys.readouterr().err

@@ -44,3 +44,18 @@ def test_the_systemd_unit_runs_twincloud_and_stops_on_config_errors() -> None:
     unit = (ROOT / "systemd" / "twincloud.service").read_text(encoding="utf-8")
     assert "ExecStart=/opt/twinedge/.venv/bin/twincloud --config /etc/twincloud/cloud.toml serve" in unit
     assert "RestartPreventExitStatus=78" in unit and "User=twincloud" in unit
+
+
+def test_the_scale_out_compose_runs_two_named_replicas_behind_haproxy_on_one_database() -> None:
+    compose = yaml.safe_load((ROOT / "deploy" / "compose.scale.yaml").read_text(encoding="utf-8"))
+    services = compose["services"]
+    replicas = {name: s for name, s in services.items() if name.startswith("cloud-")}
+    assert len(replicas) == 2
+    for name, service in replicas.items():
+        assert service["command"][-2:] == ["--replica", name]
+        assert service["environment"]["TWINCLOUD_DATABASE_URL"].endswith("@db:5432/twincloud")
+    balancer = services["lb"]
+    assert balancer["image"].startswith("haproxy")
+    assert "./haproxy.cfg:/usr/local/etc/haproxy/haproxy.cfg:ro" in balancer["volumes"]
+    config = (ROOT / "deploy" / "haproxy.cfg").read_text(encoding="utf-8")
+    assert all(f"${{TWINCLOUD_REPLICA_{k}-{name}:8080}}" in config for k, name in enumerate(sorted(replicas), 1))

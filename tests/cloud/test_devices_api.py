@@ -50,7 +50,7 @@ async def test_another_edges_device_is_refused_with_its_reason_and_the_real_read
     assert (after["values"]["temp"]["value"], after["edge"]) == (21.0, "edge-2")
     assert (await edge_row(api, "edge-1"))["rejected"] == 2
     metrics = (await api.client.get("/metrics", headers=auth(api.viewer))).text
-    assert 'twincloud_sync_frames_total{edge="edge-1",result="rejected"} 2.0' in metrics
+    assert 'twincloud_sync_frames_total{edge="edge-1",replica="api-1",result="rejected"} 2.0' in metrics
 
 
 async def test_a_frame_from_the_future_is_refused_and_does_not_freeze_the_state(api: Api) -> None:

@@ -114,7 +114,7 @@ async def test_a_busy_database_is_503_for_people_too_not_a_name_conflict(tmp_pat
 
 
 async def test_every_route_behind_a_token_documents_401_and_403(api: Api) -> None:
-    spec = (await api.client.get("/openapi.json")).json()
+    spec = (await api.client.get("/openapi.json", headers=auth(api.viewer))).json()
     for path, item in spec["paths"].items():
         if path == "/health":
             continue
@@ -122,21 +122,18 @@ async def test_every_route_behind_a_token_documents_401_and_403(api: Api) -> Non
             assert {"401", "403"} <= set(operation["responses"]), (method, path)
 
 
-async def test_an_unexpected_error_is_a_500_in_the_usual_shape_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+async def test_an_unexpected_error_is_a_500_in_the_usual_shape_and_logged(
+        tmp_path, caplog: pytest.LogCaptureFixture) -> None:
     import httpx
 
-    from cloud.app import create_app
-    from cloud.config import CloudConfig
+    async with make_api(tmp_path) as api:
+        @api.app.get("/boom")
+        def boom() -> None:
+            raise RuntimeError("a bug")
 
-    app = create_app(CloudConfig.model_validate({"database": {"url": "sqlite:///:memory:"}}))
-
-    @app.get("/boom")
-    def boom() -> None:
-        raise RuntimeError("a bug")
-
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://cloud.test") as client:
-        resp = await client.get("/boom")
+        transport = httpx.ASGITransport(app=api.app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://cloud.test") as client:
+            resp = await client.get("/boom", headers=auth(api.viewer))
     assert resp.status_code == 500
     assert resp.json() == {"detail": [{"path": "", "message": "internal error; the service log has the details"}]}
     assert any("GET /boom failed" in r.getMessage() and r.exc_info for r in caplog.records)

@@ -120,7 +120,7 @@ async def test_retention_removes_points_older_than_configured(tmp_path) -> None:
 
 async def test_openapi_and_docs_are_served(api: Api) -> None:
     assert (await api.client.get("/docs")).status_code == 200
-    spec = (await api.client.get("/openapi.json")).json()
+    spec = (await api.client.get("/openapi.json", headers=auth(api.viewer))).json()
     assert "/api/v1/sync/batches" in spec["paths"] and "SyncBatch" in spec["components"]["schemas"]
 
 

@@ -128,28 +128,45 @@ class _SlowBody:
         yield self.data
 
 
-async def test_a_second_batch_of_the_same_edge_in_flight_is_429(api: Api) -> None:
+async def test_a_newer_batch_of_the_same_edge_supersedes_one_still_arriving(api: Api) -> None:
     slow = _SlowBody(encode_obj(batch("edge-1", [(1, wire(1))])))
     first = asyncio.create_task(api.client.post(URL, content=slow, headers=auth(api.edge)), name="slow-sync")
     async with asyncio.timeout(5):
         await slow.started.wait()
     resp = await api.sync(batch("edge-1", [(2, wire(2))]))
-    assert resp.status_code == 429 and int(resp.headers["Retry-After"]) >= 1
+    assert resp.json() == {"acked_through": 2, "stored": 1, "duplicates": 0, "rejected": []}
+    old = await first
+    assert old.status_code == 409 and "newer batch" in old.json()["detail"][0]["message"]
     slow.release.set()
-    assert (await first).json()["stored"] == 1
-    assert (await api.sync(batch("edge-1", [(2, wire(2))]))).status_code == 200
+    history = (await api.client.get("/api/v1/twin/history", params={"device": "press-1"},
+                                    headers=auth(api.viewer))).json()
+    assert [p[0] for p in history["series"][0]["points"]] == [wire(2)["ts"]]  # nothing of the old one
 
 
-async def test_more_batches_than_the_service_takes_at_once_are_503(tmp_path) -> None:
-    async with make_api(tmp_path, sync={"max_concurrent": 1, "retry_after": "7s"}) as api:
+async def test_batches_stored_at_once_are_bounded_but_one_still_arriving_takes_no_slot(tmp_path) -> None:
+    async with make_api(tmp_path, sync={"max_concurrent": 1, "retry_after": "7s"},
+                        database={"busy_timeout": "30s"}) as api:
         slow = _SlowBody(encode_obj(batch("edge-1", [(1, wire(1))])))
-        first = asyncio.create_task(api.client.post(URL, content=slow, headers=auth(api.edge)), name="slow-sync")
+        arriving = asyncio.create_task(api.client.post(URL, content=slow, headers=auth(api.edge)),
+                                       name="slow-sync")
         async with asyncio.timeout(5):
             await slow.started.wait()
-        resp = await api.sync(batch("edge-2", [(1, wire(2, device="d2"))]), token=api.other_edge)
-        assert resp.status_code == 503 and resp.headers["Retry-After"] == "7"
+        other = await api.sync(batch("edge-2", [(1, wire(2, device="d2"))]), token=api.other_edge)
+        assert other.status_code == 200  # the batch still arriving holds none of the process's slots
+        blocker = sqlite3.connect(tmp_path / "api.db", isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")  # the next batch then waits for the database, holding the one slot
+        storing = asyncio.create_task(api.sync(batch("edge-2", [(2, wire(3, device="d2"))]), token=api.other_edge),
+                                      name="storing-sync")
+        async with asyncio.timeout(5):
+            while api.ctx.sync_slots.locked() is False:
+                await asyncio.sleep(0.01)
+        busy = await api.sync(batch("edge-2", [(3, wire(4, device="d2"))]), token=api.other_edge)
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        assert busy.status_code == 503 and busy.headers["Retry-After"] == "7"
+        assert (await storing).json()["stored"] == 1
         slow.release.set()
-        assert (await first).status_code == 200
+        assert (await arriving).json()["stored"] == 1
 
 
 async def test_a_locked_database_is_503_with_retry_after_and_nothing_half_stored(tmp_path) -> None:
@@ -177,10 +194,14 @@ async def test_metrics_count_what_was_stored_and_show_each_edges_report(api: Api
     await api.sync(batch("edge-1", [(1, wire(1))], queue_depth=6))
     await api.client.get("/api/v1/twin/press-1/state", headers=auth(api.viewer))
     text = (await api.client.get("/metrics", headers=auth(api.viewer))).text
-    assert 'twincloud_sync_frames_total{edge="edge-1",result="stored"} 2.0' in text
-    assert 'twincloud_sync_frames_total{edge="edge-1",result="duplicate"} 1.0' in text
-    assert 'twincloud_sync_frames_total{edge="edge-1",result="rejected"} 1.0' in text
-    assert "twincloud_samples_stored_total 6.0" in text
+    assert 'twincloud_sync_frames_total{edge="edge-1",replica="api-1",result="stored"} 2.0' in text
+    assert 'twincloud_sync_frames_total{edge="edge-1",replica="api-1",result="duplicate"} 1.0' in text
+    assert 'twincloud_sync_frames_total{edge="edge-1",replica="api-1",result="rejected"} 1.0' in text
+    assert 'twincloud_samples_stored_total{replica="api-1"} 6.0' in text
+    # The fleet's counts, from the database: the same whichever replica answers, so no replica label.
+    assert 'twincloud_edge_frames_stored_total{edge="edge-1"} 2.0' in text
+    assert 'twincloud_edge_frames_duplicate_total{edge="edge-1"} 1.0' in text
+    assert 'twincloud_edge_frames_rejected_total{edge="edge-1"} 1.0' in text
     assert 'twincloud_edge_queue_depth{edge="edge-1"} 6.0' in text
     assert 'twincloud_edge_dropped_frames{edge="edge-1",reason="disk_budget"} 1.0' in text
     assert 'route="/api/v1/twin/{device_id}/state"' in text and "press-1/state" not in text

@@ -32,7 +32,8 @@ async def wait_answering(socket: Path, returncode: Callable[[], int | None], log
 
 
 class EdgeDaemon:
-    def __init__(self, tmp: Path, extra_toml: str = "", *, state_dir: Path | None = None, store_toml: str = "") -> None:
+    def __init__(self, tmp: Path, extra_toml: str = "", *, state_dir: Path | None = None, store_toml: str = "",
+                 edge_id: str = "edge-e2e") -> None:
         self.dir = tmp
         tmp.mkdir(parents=True, exist_ok=True)
         self.mqtt_port = free_port()
@@ -43,7 +44,7 @@ class EdgeDaemon:
         set_password(passwd, USER, PASSWORD)
         self.config = tmp / "edge.toml"
         self.config.write_text(
-            f'[edge]\nid = "edge-e2e"\nstate_dir = "{state_dir}"\n'
+            f'[edge]\nid = "{edge_id}"\nstate_dir = "{state_dir}"\n'
             f'[store]\nbatch_max_delay = "5ms"\n{store_toml}'
             f'[broker]\npassword_file = "{passwd}"\n'
             f'listeners = [{{ name = "default", host = "127.0.0.1", port = {self.mqtt_port} }}]\n'

@@ -22,8 +22,8 @@ EXAMPLE = Path(__file__).resolve().parents[3] / "docs" / "examples" / "assembly"
 
 @pytest.fixture
 async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    """The cloud app with an operator's token (who may upload), the physics store on disk."""
-    async with make_api(tmp_path, physics={"store_dir": str(tmp_path / "store"), "max_upload_bytes": 200_000}) as api:
+    """The cloud app with an operator's token (who may upload)."""
+    async with make_api(tmp_path, physics={"max_upload_bytes": 200_000}) as api:
         api.client.headers.update(auth(api.operator))
         yield api.client
 
@@ -88,7 +88,7 @@ async def test_bad_uploads_get_4xx_with_the_reason(client, mutate, status, words
     assert words in resp.text
 
 
-async def test_the_in_memory_store_keeps_the_configured_upload_limit(tmp_path: Path) -> None:
+async def test_the_store_keeps_the_configured_upload_limit(tmp_path: Path) -> None:
     async with make_api(tmp_path, physics={"max_upload_bytes": 1024}) as api:  # the body is ~2 kB
         api.client.headers.update(auth(api.operator))
         resp = await api.client.post("/api/v1/physics/assemblies", json=_upload_body())

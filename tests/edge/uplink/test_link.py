@@ -166,6 +166,27 @@ async def test_overload_is_retried_after_the_servers_retry_after(tmp_path: Path)
     assert uplink.snapshot()["last_error"] == "HTTP 503: the database is busy"
 
 
+@pytest.mark.parametrize(("status", "message"), [
+    (408, "the body did not arrive within 10 s (server.body_timeout)"),
+    (409, "a newer batch of edge edge-1 arrived while this one was still arriving"),
+    (429, "busy"), (503, "busy")])
+async def test_a_timed_out_or_superseded_upload_is_sent_again_not_set_aside(
+        tmp_path: Path, status: int, message: str) -> None:
+    answers = iter([httpx.Response(status, json={"detail": [{"path": "body", "message": message}]})])
+
+    def handler(batch: dict[str, Any]) -> httpx.Response:
+        return next(answers, None) or ack(batch)
+
+    cloud = ScriptedCloud(handler)
+    async with uplink_running(tmp_path, cloud) as uplink:
+        await uplink.store.append(frames(3))
+        await run_until(uplink, lambda: uplink.store.depth == 0)
+        quarantined = await uplink.store.quarantined()
+    assert len(cloud.batches) == 2 and cloud.seqs(0) == cloud.seqs(1)  # the same batch, sent again whole
+    assert uplink.snapshot()["quarantined_by_cloud"] == 0 and not quarantined
+    assert uplink.snapshot()["frames_sent"] == 3
+
+
 async def test_connection_errors_are_retried_without_losing_anything(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

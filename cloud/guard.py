@@ -1,0 +1,211 @@
+"""What a request may cost before its route runs: a token checked from the headers, a bounded body, a deadline.
+
+``RequestGuard`` is a plain ASGI middleware in front of routing. For every
+HTTP request it
+
+1. answers 401 (no, an unknown or a revoked token) or 403 (an edge's token on
+   a person's route, or a person's on the sync route) from the headers alone,
+   before a byte of the body is read, unless the route is public: ``/health``,
+   the API docs as ``server.api_docs`` says, ``/metrics`` with
+   ``server.metrics_public``;
+2. answers 413 when the declared Content-Length is over the route's limit
+   (``route_limit``), and stops with 413 as soon as a streamed body passes it;
+3. answers 408 when the body has not arrived in full ``server.body_timeout``
+   after the headers.
+
+A refusal made while the route reads the body replaces whatever the route
+answers, and the connection is closed (the rest of the body is never read).
+A route can end the read itself (``BodyGuard.abort``): a newer sync batch of
+the same edge does this to one that stalled. The principal found is left in
+the scope, where ``cloud.auth.authenticate`` takes it. WebSocket connections
+pass: the live feed checks its token when it accepts one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from cloud.auth import PRINCIPAL_KEY, NotAllowed, NotAuthenticated, token_from
+from cloud.body import BodyError, BodyTimeout, BodyTooLarge
+from cloud.config import CloudConfig
+from cloud.errors import error_response
+from cloud.storage.base import StorageError
+from shared.errors import TwinedgeError
+
+__all__ = ["BodyGuard", "RequestGuard", "body_guard", "public_paths", "route_limit"]
+
+GUARD_KEY = "twincloud.body_guard"
+SYNC_PREFIX = "/api/v1/sync/"
+DOCS_PAGE = ("/docs", "/docs/")
+DOCS_ASSETS = "/docs/assets/"
+OPENAPI = "/openapi.json"
+_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
+
+
+def route_limit(config: CloudConfig, method: str, path: str) -> int:
+    """The largest body a route takes: the uploads theirs, other JSON routes ``server.max_json_bytes``, else none."""
+    if method == "POST" and path == "/api/v1/sync/batches":
+        return config.sync.max_body_bytes
+    if method == "POST" and path == "/api/v1/physics/assemblies":
+        return config.physics.max_upload_bytes
+    return config.server.max_json_bytes if method in _WITH_BODY else 0
+
+
+def public_paths(config: CloudConfig, path: str) -> bool:
+    """Whether ``path`` is served without a token."""
+    if path == "/health":
+        return True
+    if path == "/metrics":
+        return config.server.metrics_public
+    docs = config.server.api_docs
+    if path in DOCS_PAGE or path.startswith(DOCS_ASSETS):
+        return docs in ("public", "token")  # the page and its assets: nothing of this API is in them
+    if path == OPENAPI:
+        return docs == "public"
+    return False
+
+
+class BodyGuard:
+    """One request's body: how much may arrive, until when, and a way for the route to stop the read."""
+
+    def __init__(self, receive: Receive, limit: int, timeout: float, arrived: float) -> None:
+        self._receive = receive
+        self.limit = limit
+        self._timeout = timeout
+        self.arrived = arrived  # the event loop's clock when the request's head came in
+        self._deadline = arrived + timeout
+        self._timer: asyncio.Timeout | None = None
+        self.received = 0
+        self.complete = False
+        self.refusal: TwinedgeError | None = None
+
+    async def receive(self) -> Message:
+        if self.refusal is not None:
+            raise self.refusal
+        if self.complete:  # the body is in: what follows is the wait for a disconnect, not bounded here
+            return await self._receive()
+        try:
+            async with asyncio.timeout_at(self._deadline) as self._timer:
+                message = await self._receive()
+        except TimeoutError:
+            if self.refusal is None:
+                self.refusal = BodyTimeout(
+                    f"the body did not arrive within {self._timeout:g} s (server.body_timeout); "
+                    f"{self.received:,} bytes came", "body")
+            raise self.refusal from None
+        finally:
+            self._timer = None
+        if message["type"] == "http.request":
+            self.received += len(message.get("body", b""))
+            if self.received > self.limit:
+                self.refusal = BodyTooLarge(_too_large(self.limit), "body")
+                raise self.refusal
+            self.complete = not message.get("more_body", False)
+        return message
+
+    def abort(self, refusal: TwinedgeError) -> bool:
+        """End the read with ``refusal`` unless the body is in already; True when it was ended."""
+        if self.complete or self.refusal is not None:
+            return False
+        self.refusal = refusal
+        if self._timer is not None:  # the route waits for bytes now: wake it
+            self._timer.reschedule(asyncio.get_running_loop().time())
+        return True
+
+
+def body_guard(request: Request) -> BodyGuard | None:
+    """The guard of this request's body (None when the app runs without RequestGuard)."""
+    guard = request.scope.get(GUARD_KEY)
+    return guard if isinstance(guard, BodyGuard) else None
+
+
+def _too_large(limit: int, declared: int | None = None) -> str:
+    if limit == 0:
+        return "this route takes no body"
+    if declared is None:
+        return f"more than the limit of {limit:,} bytes for this route"
+    return f"{declared:,} bytes; the limit for this route is {limit:,} bytes"
+
+
+def _declared_size(headers: Headers, limit: int) -> TwinedgeError | None:
+    declared = headers.get("content-length")
+    if declared is not None:
+        text = declared.strip()
+        if not (text.isascii() and text.isdigit()):
+            return BodyError(f"not a number (got {declared[:20]!r})", "Content-Length")
+        if int(text) > limit:
+            return BodyTooLarge(_too_large(limit, int(text)), "body")
+    elif limit == 0 and "transfer-encoding" in headers:
+        return BodyTooLarge(_too_large(0), "body")
+    return None
+
+
+class RequestGuard:
+    """Checks the token and bounds the body of every HTTP request before routing (see the module doc)."""
+
+    def __init__(self, app: ASGIApp, config: CloudConfig) -> None:
+        self.app = app
+        self.config = config
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        arrived = asyncio.get_running_loop().time()
+        headers = Headers(scope=scope)
+        limit = route_limit(self.config, scope["method"], scope["path"])
+        refusal = await self._admit(scope, headers) or _declared_size(headers, limit)
+        if refusal is not None:
+            announced = headers.get("content-length", "0").strip() != "0" or "transfer-encoding" in headers
+            await self._refuse(scope, receive, send, refusal, close=announced)
+            return
+        guard = BodyGuard(receive, limit, self.config.server.body_timeout, arrived)
+        scope[GUARD_KEY] = guard
+        started = False
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if guard.refusal is not None and not started:
+                return  # the route's answer to a refused body: ours goes out instead
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, guard.receive, guarded_send)
+        except Exception:
+            if guard.refusal is None or started:
+                raise
+        if guard.refusal is not None and not started:
+            await self._refuse(scope, receive, send, guard.refusal, close=True)
+
+    async def _admit(self, scope: Scope, headers: Headers) -> TwinedgeError | None:
+        """None when the request may go on; else why not (401, 403, or 503 when the database does not answer)."""
+        path: str = scope["path"]
+        if public_paths(self.config, path):
+            return None
+        token = token_from(headers)
+        if token is None:
+            return NotAuthenticated("send 'Authorization: Bearer <token>'")
+        try:
+            principal = await scope["app"].state.ctx.auth.principal(token)
+        except StorageError as exc:
+            return exc
+        if principal is None:
+            return NotAuthenticated("unknown or revoked token")
+        if path.startswith(SYNC_PREFIX) and principal.kind != "edge":
+            return NotAllowed("this endpoint takes an edge's token (twincloud edge add NAME)")
+        if not path.startswith(SYNC_PREFIX) and principal.kind != "user":
+            return NotAllowed("an edge token cannot be used here; this needs a person's token")
+        scope[PRINCIPAL_KEY] = principal
+        return None
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, refusal: TwinedgeError,
+                      *, close: bool) -> None:
+        response = error_response(refusal, self.config.sync.retry_after)
+        if close:  # the rest of the body is not wanted: the connection cannot carry another request
+            response.headers["Connection"] = "close"
+        await response(scope, receive, send)
