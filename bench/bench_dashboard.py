@@ -233,8 +233,8 @@ async def sqlite_runs(args: argparse.Namespace, results: dict[str, Any]) -> None
         finally:
             await storage.close()
         workers = [int(w) for w in args.workers.split(",")]
-        cases = [(f"SQLite, {w} worker{'s' if w > 1 else ''}, mixed", w, MIX) for w in workers]
-        cases.append((f"SQLite, {max(workers)} workers, aggregates only", max(workers), AGGREGATES))
+        cases = [(f"SQLite, {_workers(w)}, mixed", w, MIX) for w in workers]
+        cases.append((f"SQLite, {_workers(max(workers))}, aggregates only", max(workers), AGGREGATES))
         for label, n, kinds in cases:
             db = directory / "run.db"
             for suffix in ("", "-wal", "-shm"):
@@ -259,6 +259,10 @@ async def postgres_runs(args: argparse.Namespace, results: dict[str, Any]) -> No
             name = f"PostgreSQL, {args.replicas} replica(s) x {workers} worker(s), {label}"
             results[name] = await run_case(Path(tmp), args.pg_url, workers, args.replicas, tokens, kinds, args)
             report(name, results[name])
+
+
+def _workers(n: int) -> str:
+    return f"{n} worker{'s' if n > 1 else ''}"
 
 
 def report(label: str, r: dict[str, Any]) -> None:
