@@ -34,6 +34,7 @@ from cloud.live import LiveHub
 from cloud.metrics import Metrics, MetricsMiddleware
 from cloud.physics.assembly import AssemblySpec
 from cloud.physics.store import PhysicsStore
+from cloud.querygate import QueryGate
 from cloud.storage import open_storage
 from cloud.storage.base import StorageError
 from shared.batch import SyncBatch
@@ -106,7 +107,8 @@ def create_app(config: CloudConfig) -> FastAPI:
             feed = storage.feed()
         ctx = AppContext(config, storage, Authenticator(storage, config.server.auth_cache_ttl), metrics,
                          LiveHub(storage, config.server.live_poll, feed),
-                         sync_slots=asyncio.Semaphore(config.sync.max_concurrent))
+                         sync_slots=asyncio.Semaphore(config.sync.max_concurrent),
+                         queries=QueryGate(config.queries))
         app.state.ctx = ctx
         retention = asyncio.create_task(_retention_loop(ctx), name="twincloud-retention")
         live = asyncio.create_task(ctx.hub.run(), name="twincloud-live-feed")

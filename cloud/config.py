@@ -30,6 +30,7 @@ __all__ = [
     "CloudConfig",
     "ConfigFileError",
     "DatabaseConfig",
+    "QueryConfig",
     "RetentionConfig",
     "ServerConfig",
     "SyncConfig",
@@ -120,10 +121,23 @@ class SyncConfig(StrictModel):
         description="frames dated further ahead of the cloud's clock are refused (their state would freeze)")
 
 
+class QueryConfig(StrictModel):
+    """The bound on history and aggregate queries of each process (see cloud.querygate)."""
+
+    max_running: int = Field(default=4, ge=1, le=256, description="history and aggregate queries run at once")
+    max_queued: int = Field(default=200, ge=0, le=100_000,
+                            description="queries waiting for a slot; past it 503 + Retry-After")
+    max_queued_per_client: int = Field(default=32, ge=0, le=100_000,
+                                       description="queries waiting per token; past it 503 + Retry-After")
+    max_wait: Duration = Field(default=10.0, ge=0.1, le=600,
+                               description="a query waiting longer for a slot gets 503 + Retry-After")
+
+
 class RetentionConfig(StrictModel):
     samples_days: int = Field(default=90, ge=0, le=36_500,
                               description="raw samples (and the frame index) kept this long; 0 keeps them")
-    rollups_days: int = Field(default=730, ge=0, le=36_500, description="per-minute rollups; 0 keeps them")
+    rollups_days: int = Field(default=730, ge=0, le=36_500,
+                              description="rollups (10 s, 1 min, 1 h levels); 0 keeps them")
     interval: Duration = Field(default=3600.0, ge=1, le=7 * 86400, description="how often old data is removed")
 
 
@@ -143,6 +157,7 @@ class CloudConfig(StrictModel):
     database: DatabaseConfig = DatabaseConfig()
     sync: SyncConfig = SyncConfig()
     retention: RetentionConfig = RetentionConfig()
+    queries: QueryConfig = QueryConfig()
     physics: PhysicsConfig = PhysicsConfig()
     log: LogConfig = LogConfig()
 

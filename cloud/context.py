@@ -10,10 +10,11 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from cloud.auth import Authenticator
-from cloud.config import CloudConfig
+from cloud.config import CloudConfig, QueryConfig
 from cloud.edgeslots import EdgeSlots
 from cloud.live import LiveHub
 from cloud.metrics import Metrics
+from cloud.querygate import QueryGate
 from cloud.storage.base import Storage
 
 __all__ = ["AppContext", "Ctx"]
@@ -30,6 +31,7 @@ class AppContext:
     edge_slots: EdgeSlots = field(default_factory=EdgeSlots)
     parser: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="sync-parse"))
+    queries: QueryGate = field(default_factory=lambda: QueryGate(QueryConfig()))
 
 
 async def get_ctx(request: Request) -> AppContext:

@@ -11,6 +11,7 @@ import asyncio
 import json
 import math
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -26,7 +27,7 @@ except ImportError:  # pragma: no cover - the cloud extra installs it
 from cloud.auth import Viewer, authenticate, check_role
 from cloud.context import AppContext, Ctx
 from cloud.errors import BadParameter, error_response
-from cloud.storage.base import AGG_FUNCS, UnknownDevice
+from cloud.storage.base import AGG_FUNCS, AggRow, Principal, UnknownDevice
 from shared.configbase import parse_duration
 from shared.errors import TwinedgeError
 from shared.frame import TS_MAX, TS_MIN
@@ -41,7 +42,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "no token, or an unknown or revoked one"},
     403: {"description": "the token may not read data"},
     404: {"description": "unknown device"},
-    503: {"description": "the database is unavailable; retry later"},
+    503: {"description": "the database is unavailable, or too many queries are waiting; retry after Retry-After"},
 }
 
 
@@ -105,6 +106,11 @@ def _json(obj: Any) -> Response:
     return Response(text, media_type="application/json")
 
 
+_FUNC: dict[str, Callable[[AggRow], float | None]] = {
+    "mean": lambda a: a.sum / a.count, "min": lambda a: a.min, "max": lambda a: a.max, "sum": lambda a: a.sum,
+    "count": lambda a: a.count, "first": lambda a: a.first, "last": lambda a: a.last}
+
+
 def parse_time(name: str, raw: str | None, default: float) -> int:
     """Seconds since the epoch or ISO 8601 -> integer microseconds."""
     if raw is None or raw == "":
@@ -123,13 +129,20 @@ def parse_time(name: str, raw: str | None, default: float) -> int:
     return round(value * 1e6)
 
 
-def _range(start: str | None, stop: str | None, default_start: float | None = None,
-           default_stop: float | None = None) -> tuple[int, int]:
-    lo = parse_time("start", start, TS_MIN if default_start is None else default_start)
-    hi = parse_time("stop", stop, TS_MAX if default_stop is None else default_stop)
+def _range(start: str | None, stop: str | None, *, span: float | None = None) -> tuple[int, int]:
+    """[start, stop) in µs. A parameter left out or empty takes its default: the stored data's whole range,
+    or with ``span``, stop now and start ``span`` seconds before stop."""
+    start, stop = (start or "").strip(), (stop or "").strip()
+    hi = parse_time("stop", stop, TS_MAX if span is None else time.time())
+    lo = parse_time("start", start, TS_MIN if span is None else max(TS_MIN, hi / 1e6 - span))
     if lo >= hi:
         raise BadParameter(f"start must be before stop (got start {lo / 1e6} >= stop {hi / 1e6})", "start")
     return lo, hi
+
+
+def _client(who: Principal) -> str:
+    """Whose turn a query waits for: one queue per token identity."""
+    return f"{who.kind}:{who.name}"
 
 
 def _fields(raw: str | None) -> list[str] | None:
@@ -154,33 +167,37 @@ async def devices(_: Viewer, ctx: Ctx) -> list[str]:
 
 
 @router.get("/history", response_model=HistoryOut, responses=_ERRORS)
-async def history(_: Viewer, ctx: Ctx, device: Device, fields: Fields = None, start: Start = None,
+async def history(who: Viewer, ctx: Ctx, device: Device, fields: Fields = None, start: Start = None,
                   stop: Stop = None, limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
                   cursor: Annotated[str | None, Query(max_length=400)] = None) -> Response:
-    """Stored points, field by field and oldest first; pass ``next_cursor`` back as ``cursor`` for more."""
+    """Stored points, field by field and oldest first; pass ``next_cursor`` back as ``cursor`` for more.
+
+    Without start (or with it empty): from the oldest point; without stop: to the newest.
+    """
     lo, hi = _range(start, stop)
-    page = await ctx.storage.history(device, _fields(fields), lo, hi, limit, cursor)
+    async with ctx.queries.slot(_client(who)):
+        page = await ctx.storage.history(device, _fields(fields), lo, hi, limit, cursor)
     return _json({"device_id": device, "next_cursor": page.next_cursor, "series": [
         {"field": info.field, "kind": info.kind, "points": [(ts / 1_000_000, v) for ts, v in points]}
         for info, points in page.series]})
 
 
 @router.get("/history/aggregate", response_model=AggregateOut, responses=_ERRORS)
-async def aggregate(_: Viewer, ctx: Ctx, device: Device, start: Start = None, stop: Stop = None,
+async def aggregate(who: Viewer, ctx: Ctx, device: Device, start: Start = None, stop: Stop = None,
                     window: Annotated[str, Query(max_length=20, description="bucket width: '10s', '1m', '1h'")] = "1m",
                     funcs: Annotated[str, Query(max_length=100, description="of " + ", ".join(AGG_FUNCS))]
                     = "mean,min,max,count", fields: Fields = None) -> Response:
-    """Time buckets aligned to the epoch; text fields are left out. Whole-minute windows read the rollups.
+    """Time buckets aligned to the epoch; text fields are left out. Read from rollups of 10 s, 1 min and
+    1 h wherever they fit, with the same answer as from the raw points.
 
-    Without start and stop: the last 24 hours.
+    Without stop (or with it empty): now; without start: 24 hours before stop.
     """
     wanted = [f.strip() for f in funcs.split(",") if f.strip()]
     unknown = [f for f in wanted if f not in AGG_FUNCS]
     if unknown or not wanted:
         raise BadParameter(f"unknown function {unknown[0] if unknown else ''!r}; choose from {', '.join(AGG_FUNCS)}",
                            "funcs")
-    now = time.time()
-    lo, hi = _range(start, stop, default_start=now - 86_400 if stop is None else None, default_stop=now)
+    lo, hi = _range(start, stop, span=86_400)
     try:
         width = parse_duration(window)
     except ValueError as exc:
@@ -192,15 +209,12 @@ async def aggregate(_: Viewer, ctx: Ctx, device: Device, start: Start = None, st
         raise BadParameter(f"{window!r} makes {math.ceil((hi - lo) / width_us):,} buckets over this range; "
                            f"at most {MAX_BUCKETS:,} — widen the window or narrow start/stop", "window")
     first_last = "first" in wanted or "last" in wanted
-    result = await ctx.storage.aggregate(device, _fields(fields), lo, hi, width_us, first_last)
-    series = []
-    for info, buckets in result:
-        rows = []
-        for b, agg in buckets:
-            values = {"mean": agg.sum / agg.count, "min": agg.min, "max": agg.max, "sum": agg.sum,
-                      "count": agg.count, "first": agg.first, "last": agg.last}
-            rows.append({"start": b / 1e6, **{f: values[f] for f in wanted}})
-        series.append({"field": info.field, "buckets": rows})
+    async with ctx.queries.slot(_client(who)):
+        result = await ctx.storage.aggregate(device, _fields(fields), lo, hi, width_us, first_last)
+    pick = [(f, _FUNC[f]) for f in wanted]
+    series = [{"field": info.field, "buckets": [{"start": b / 1e6, **{f: get(agg) for f, get in pick}}
+                                                for b, agg in buckets]}
+              for info, buckets in result]
     return _json({"device_id": device, "start": lo / 1e6, "stop": hi / 1e6, "window_s": width, "series": series})
 
 

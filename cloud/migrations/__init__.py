@@ -1,8 +1,9 @@
 """Versioned schema migrations, one module per version, each with SQLite and PostgreSQL text.
 
-A module may add ``upgrade_postgres``, a step in Python for what SQL text
-alone cannot decide (which tables to partition, say); it runs after the text,
-in the same transaction. The version is the number in the module's name.
+A module may add ``upgrade_postgres`` and ``upgrade_sqlite``, a step in Python
+for what SQL text alone cannot decide or compute (which tables to partition,
+say, or rollups with exact sums); it runs after the text, in the same
+transaction. The version is the number in the module's name.
 
 A database records the versions it has in ``schema_migrations``; opening a
 store applies the missing ones in order, inside a transaction (PostgreSQL
@@ -28,14 +29,17 @@ class Migration:
     postgres: str
     # Work SQL text cannot say, run after ``postgres`` in the same transaction: (connection, timescale=...).
     upgrade_postgres: Callable[..., Awaitable[None]] | None = None
+    # The same for SQLite, run after ``sqlite``: (connection).
+    upgrade_sqlite: Callable[[Any], None] | None = None
 
 
 def _load() -> list[Migration]:
     out = []
-    for module in ["v0001_init", "v0002_edge_counters", "v0003_device_owners", "v0005_partitions_assemblies"]:
+    for module in ["v0001_init", "v0002_edge_counters", "v0003_device_owners", "v0004_rollup_levels",
+                   "v0005_partitions_assemblies"]:
         mod: Any = import_module(f"cloud.migrations.{module}")
         out.append(Migration(int(module[1:5]), module.split("_", 1)[1], mod.SQLITE, mod.POSTGRES,
-                             getattr(mod, "upgrade_postgres", None)))
+                             getattr(mod, "upgrade_postgres", None), getattr(mod, "upgrade_sqlite", None)))
     return out
 
 

@@ -4,9 +4,10 @@ Layout (the same in SQLite and PostgreSQL): ``devices``; ``series`` (one per
 device and field, with its latest value kept at ingest); ``frames`` (one row
 per reading, unique on ``(device, ts)`` — the dedup key); ``samples`` in long
 format ``(series_id, ts, value, text)`` with primary key ``(series_id, ts)``;
-``rollups_1m`` (count, sum, min, max, first, last per series and minute, kept
-at ingest so that an aggregate over millions of points reads thousands of
-rows); ``identities`` (hashed tokens of edges and people) and ``edge_status``;
+``rollups`` (count, exact sum, min, max, first, last per series and bucket of
+10 s, 1 min and 1 h, kept at ingest in the same transaction so that an
+aggregate over millions of points reads thousands of rows: see
+``cloud.storage.rollups``); ``identities`` (hashed tokens of edges and people) and ``edge_status``;
 ``device_moves`` (who bound which device to which edge, and when);
 ``assemblies`` (physics uploads, as sent, so that every process finds each).
 
@@ -26,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from cloud.storage.rollups import LEVELS_US, Partial, RollupRow, exact_float, fold_raw, fold_rollups, plan
 from cloud.storage.rows import (
     MINUTE_US,
     CursorError,
@@ -54,11 +56,13 @@ __all__ = [
     "DeviceRecord",
     "DeviceState",
     "EdgeRecord",
+    "LEVELS_US",
     "HistoryPage",
     "IngestResult",
     "Ingested",
     "Principal",
     "Readings",
+    "RollupRow",
     "SampleRows",
     "SeriesInfo",
     "Storage",
@@ -221,7 +225,7 @@ class HistoryPage:
 
 @dataclass(slots=True)
 class AggRow:
-    """Partial aggregate of one series in one bucket; partials merge associatively."""
+    """The aggregate of one series in one bucket. ``sum`` is the exact sum rounded once to a double."""
 
     count: int
     sum: float
@@ -232,15 +236,10 @@ class AggRow:
     last_ts: int
     last: float | None
 
-    def merge(self, other: AggRow) -> None:
-        self.count += other.count
-        self.sum += other.sum
-        self.min = min(self.min, other.min)
-        self.max = max(self.max, other.max)
-        if other.first_ts < self.first_ts:
-            self.first_ts, self.first = other.first_ts, other.first
-        if other.last_ts > self.last_ts:
-            self.last_ts, self.last = other.last_ts, other.last
+    @classmethod
+    def of(cls, p: Partial, first_last: bool) -> AggRow:
+        return cls(p[0], exact_float(p[1], p[2]), p[3], p[4], p[5], p[6] if first_last else None, p[7],
+                   p[8] if first_last else None)
 
 
 def split_owned(readings: Readings, edge: str, owners: Mapping[str, str | None]) -> tuple[Readings, dict[str, str]]:
@@ -407,17 +406,18 @@ class Storage(abc.ABC):
         """Samples of one series with start <= ts < stop, oldest first: (ts, number or text)."""
 
     @abc.abstractmethod
-    async def raw_aggregate(self, series_ids: list[int], start: int, stop: int, window: int,
-                            first_last: bool) -> dict[tuple[int, int], AggRow]: ...
+    async def raw_rows(self, series_ids: list[int], ranges: list[tuple[int, int]]) -> list[tuple[int, int, float]]:
+        """Numeric samples (series id, ts, value) of the series with ts in one of the [lo, hi) ranges."""
 
     @abc.abstractmethod
-    async def rollup_aggregate(self, series_ids: list[int], start: int, stop: int, window: int,
-                               first_last: bool) -> dict[tuple[int, int], AggRow]:
-        """Like raw_aggregate over whole minutes from the per-minute rollups (start, stop minute-aligned)."""
+    async def rollup_rows(self, series_ids: list[int], width: int, ranges: list[tuple[int, int]]) -> list[RollupRow]:
+        """Rollup rows of one level (series id, bucket, count, m, e, min, max, first_ts, first, last_ts, last)
+        of the series with the bucket in one of the [lo, hi) ranges (each aligned to ``width``)."""
 
     @abc.abstractmethod
     async def purge(self, samples_before: int | None, rollups_before: int | None) -> int:
-        """Delete samples and frames, and rollups, older than the cutoffs (None keeps them); rows deleted."""
+        """Delete samples and frames, and rollups of every level, older than the cutoffs (None keeps them);
+        rows deleted."""
 
     # --- physics assemblies ----------------------------------------------------------
     @abc.abstractmethod
@@ -510,35 +510,22 @@ class Storage(abc.ABC):
 
     async def aggregate(self, device: str, fields: Sequence[str] | None, start: int, stop: int,
                         window: int, first_last: bool = True) -> list[tuple[SeriesInfo, list[tuple[int, AggRow]]]]:
-        """Buckets of ``window`` µs aligned to the epoch; whole minutes come from the rollups.
+        """Buckets of ``window`` µs aligned to the epoch, from the rollups wherever a level fits (see
+        ``cloud.storage.rollups``) and from raw points elsewhere; the answer is the same either way.
 
-        ``first_last=False`` leaves ``first``/``last`` unset and saves two scans.
+        ``first_last=False`` leaves ``first``/``last`` unset.
         """
         _, series = await self._resolve(device, fields)
         numeric = [s for s in series if s.kind != "text"]
-        per_series: dict[int, dict[int, AggRow]] = {s.id: {} for s in numeric}
+        acc: dict[tuple[int, int], Partial] = {}
         if numeric:
-            for part in await self._aggregate_parts([s.id for s in numeric], start, stop, window, first_last):
-                for (sid, bucket), agg in part.items():
-                    buckets = per_series[sid]
-                    have = buckets.get(bucket)
-                    if have is None:
-                        buckets[bucket] = agg
-                    else:
-                        have.merge(agg)
-        return [(info, sorted(per_series[info.id].items())) for info in numeric]
-
-    async def _aggregate_parts(self, ids: list[int], start: int, stop: int, window: int,
-                               first_last: bool) -> list[dict[tuple[int, int], AggRow]]:
-        if window % MINUTE_US:
-            return [await self.raw_aggregate(ids, start, stop, window, first_last)]
-        mid_lo = -(-start // MINUTE_US) * MINUTE_US
-        mid_hi = stop - stop % MINUTE_US
-        if mid_lo >= mid_hi:
-            return [await self.raw_aggregate(ids, start, stop, window, first_last)]
-        parts = [await self.rollup_aggregate(ids, mid_lo, mid_hi, window, first_last)]
-        if start < mid_lo:
-            parts.append(await self.raw_aggregate(ids, start, mid_lo, window, first_last))
-        if mid_hi < stop:
-            parts.append(await self.raw_aggregate(ids, mid_hi, stop, window, first_last))
-        return parts
+            ids = [s.id for s in numeric]
+            levels, raw = plan(start, stop, window)
+            for width, ranges in levels.items():
+                fold_rollups(acc, await self.rollup_rows(ids, width, ranges), window)
+            if raw:
+                fold_raw(acc, await self.raw_rows(ids, raw), window)
+        per_series: dict[int, list[tuple[int, AggRow]]] = {s.id: [] for s in numeric}
+        for (sid, bucket), part in sorted(acc.items()):
+            per_series[sid].append((bucket, AggRow.of(part, first_last)))
+        return [(info, per_series[info.id]) for info in numeric]

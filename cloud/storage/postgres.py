@@ -30,7 +30,6 @@ from cloud.config import redact_url
 from cloud.migrations import MIGRATIONS
 from cloud.storage import postgres_sql as q
 from cloud.storage.base import (
-    AggRow,
     AssemblyRecord,
     DeviceExists,
     DeviceMove,
@@ -39,6 +38,7 @@ from cloud.storage.base import (
     Ingested,
     Principal,
     Readings,
+    RollupRow,
     SeriesInfo,
     Storage,
     StorageError,
@@ -51,6 +51,7 @@ from cloud.storage.base import (
 )
 from cloud.storage.notify import CHANNEL, BatchFeed, notices, spans
 from cloud.storage.partitions import WEEK_US, Partitions, convert, table_kind
+from cloud.storage.rollups import Partial, rollup_spans, rows_to_store
 from shared.batch import EdgeHealth
 from shared.frame import TelemetryFrame
 
@@ -221,9 +222,7 @@ class PostgresStorage(Storage):
             if samples:
                 await con.execute(q.INSERT_SAMPLES, *samples.columns())
             if samples.rollups:
-                keys = sorted(samples.rollups)
-                cols = list(zip(*((sid, b, *samples.rollups[(sid, b)]) for sid, b in keys), strict=True))
-                await con.execute(q.UPSERT_ROLLUPS, *map(list, cols))
+                await _put_rollups(con, samples.rollups)
             newest = samples.newest
             if newest:
                 ids = sorted(newest)
@@ -361,21 +360,16 @@ class PostgresStorage(Storage):
             rows = await con.fetch(q.SCAN, series_id, start, stop, limit)
         return [(r[0], r[1] if r[2] is None else r[2]) for r in rows]
 
-    async def raw_aggregate(self, series_ids: list[int], start: int, stop: int, window: int,
-                            first_last: bool) -> dict[tuple[int, int], AggRow]:
-        sql = q.RAW_AGG.format(q.RAW_FIRST_LAST if first_last else q.NO_FIRST_LAST)
-        return await self._aggregate(sql, series_ids, start, stop, window)
-
-    async def rollup_aggregate(self, series_ids: list[int], start: int, stop: int, window: int,
-                               first_last: bool) -> dict[tuple[int, int], AggRow]:
-        sql = q.ROLLUP_AGG.format(q.ROLLUP_FIRST_LAST if first_last else q.NO_FIRST_LAST)
-        return await self._aggregate(sql, series_ids, start, stop, window)
-
-    async def _aggregate(self, sql: str, ids: list[int], start: int, stop: int,
-                         window: int) -> dict[tuple[int, int], AggRow]:
+    async def raw_rows(self, series_ids: list[int], ranges: list[tuple[int, int]]) -> list[tuple[int, int, float]]:
         async with self._con() as con:
-            rows = await con.fetch(sql, window, ids, start, stop)
-        return {(r[0], r[1]): AggRow(r[2], r[3], r[4], r[5], r[6], r[8], r[7], r[9]) for r in rows}
+            rows = await con.fetch(q.RAW_ROWS, series_ids, [lo for lo, _ in ranges], [hi for _, hi in ranges])
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    async def rollup_rows(self, series_ids: list[int], width: int, ranges: list[tuple[int, int]]) -> list[RollupRow]:
+        async with self._con() as con:
+            rows = await con.fetch(q.ROLLUP_ROWS, series_ids, width, [lo for lo, _ in ranges],
+                                   [hi for _, hi in ranges])
+        return [tuple(r) for r in rows]
 
     async def purge(self, samples_before: int | None, rollups_before: int | None) -> int:
         deleted = 0
@@ -385,7 +379,7 @@ class PostgresStorage(Storage):
                     deleted += await self._purge_table(con, table, samples_before)
             await self._make_partitions(con)
             if rollups_before is not None:
-                deleted += _count(await con.execute("DELETE FROM rollups_1m WHERE bucket < $1", rollups_before))
+                deleted += _count(await con.execute("DELETE FROM rollups WHERE bucket < $1", rollups_before))
         return deleted
 
     async def _purge_table(self, con: asyncpg.Connection, table: str, cutoff: int) -> int:
@@ -431,6 +425,16 @@ async def _claim_devices(con: asyncpg.Connection, claimant: str | None, names: s
             await con.execute(q.CLAIM_DEVICES, listed, claimant)
         rows = await con.fetch(q.DEVICE_OWNERS, listed)
     return {r[0]: r[1] for r in rows}, {r[0]: r[2] for r in rows}
+
+
+async def _put_rollups(con: asyncpg.Connection, parts: dict[tuple[int, int, int], Partial]) -> None:
+    """Merge a batch's rollup partials into the rows stored, under the lock of each series touched."""
+    await con.execute(q.LOCK_SERIES, q.ROLLUP_LOCK, sorted({sid for sid, _, _ in parts}))
+    stored: list[tuple[Any, ...]] = []
+    for width, sids, lo, hi in rollup_spans(parts):
+        stored += [tuple(r) for r in await con.fetch(q.STORED_ROLLUPS, sids, width, lo, hi)]
+    rows = rows_to_store(parts, stored)
+    await con.execute(q.PUT_ROLLUPS, *map(list, zip(*rows, strict=True)))
 
 
 def _count(status: str) -> int:

@@ -23,19 +23,21 @@ SERIES_IDS = """SELECT s.device_id, s.field, s.id FROM series s
     JOIN unnest($1::int[], $2::text[]) AS u(d, f) ON s.device_id = u.d AND s.field = u.f"""
 INSERT_SAMPLES = """INSERT INTO samples (series_id, ts, value, text)
     SELECT * FROM unnest($1::int[], $2::bigint[], $3::float8[], $4::text[]) ON CONFLICT DO NOTHING"""
-UPSERT_ROLLUPS = """INSERT INTO rollups_1m AS r
-    (series_id, bucket, cnt, total, vmin, vmax, first_ts, first_value, last_ts, last_value)
-    SELECT * FROM unnest($1::int[], $2::bigint[], $3::bigint[], $4::float8[], $5::float8[], $6::float8[],
-                         $7::bigint[], $8::float8[], $9::bigint[], $10::float8[])
-    ON CONFLICT (series_id, bucket) DO UPDATE SET
-        cnt = r.cnt + excluded.cnt,
-        total = r.total + excluded.total,
-        vmin = LEAST(r.vmin, excluded.vmin),
-        vmax = GREATEST(r.vmax, excluded.vmax),
-        first_value = CASE WHEN excluded.first_ts < r.first_ts THEN excluded.first_value ELSE r.first_value END,
-        first_ts = LEAST(r.first_ts, excluded.first_ts),
-        last_value = CASE WHEN excluded.last_ts > r.last_ts THEN excluded.last_value ELSE r.last_value END,
-        last_ts = GREATEST(r.last_ts, excluded.last_ts)"""
+# Ingest merges a batch's rollup partials into the rows stored, in Python: concurrent batches of the same
+# series (two replicas) take turns on a transaction-level advisory lock per series, in id order.
+ROLLUP_LOCK = 730_691  # first key of the advisory locks (series id the second)
+LOCK_SERIES = "SELECT pg_advisory_xact_lock($1, id) FROM unnest($2::int[]) AS id"
+STORED_ROLLUPS = """SELECT series_id, width, bucket, cnt, sum_m, sum_e, vmin, vmax, first_ts, first_value,
+        last_ts, last_value
+    FROM rollups WHERE series_id = ANY($1::int[]) AND width = $2 AND bucket >= $3 AND bucket <= $4"""
+PUT_ROLLUPS = """INSERT INTO rollups AS r
+    (series_id, width, bucket, cnt, sum_m, sum_e, vmin, vmax, first_ts, first_value, last_ts, last_value)
+    SELECT * FROM unnest($1::int[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[], $6::int[],
+                         $7::float8[], $8::float8[], $9::bigint[], $10::float8[], $11::bigint[], $12::float8[])
+    ON CONFLICT (series_id, width, bucket) DO UPDATE SET
+        cnt = excluded.cnt, sum_m = excluded.sum_m, sum_e = excluded.sum_e, vmin = excluded.vmin,
+        vmax = excluded.vmax, first_ts = excluded.first_ts, first_value = excluded.first_value,
+        last_ts = excluded.last_ts, last_value = excluded.last_value"""
 UPDATE_SERIES_LAST = """UPDATE series s SET last_ts = u.t, last_value = u.v, last_text = u.x
     FROM unnest($1::int[], $2::bigint[], $3::float8[], $4::text[]) AS u(id, t, v, x)
     WHERE s.id = u.id AND (s.last_ts IS NULL OR s.last_ts < u.t)"""
@@ -84,19 +86,14 @@ SERIES = "SELECT id, field, kind, last_ts, last_value, last_text FROM series WHE
 SCAN = """SELECT ts, value, text FROM samples WHERE series_id = $1 AND ts >= $2 AND ts < $3
     ORDER BY ts LIMIT $4"""
 
-NO_FIRST_LAST = "NULL::float8, NULL::float8"
-RAW_AGG = """SELECT series_id, (ts / $1) * $1 AS b, count(value), sum(value), min(value), max(value),
-        min(ts), max(ts), {}
-    FROM samples WHERE series_id = ANY($2::int[]) AND ts >= $3 AND ts < $4 AND value IS NOT NULL
-    GROUP BY series_id, b"""
-ROLLUP_AGG = """SELECT series_id, (bucket / $1) * $1 AS b, sum(cnt)::bigint, sum(total), min(vmin), max(vmax),
-        min(first_ts), max(last_ts), {}
-    FROM rollups_1m WHERE series_id = ANY($2::int[]) AND bucket >= $3 AND bucket < $4
-    GROUP BY series_id, b"""
-# µs timestamps are exact as float8 until the year 2255: min/max over [ts, value] pick the first/last value.
-RAW_FIRST_LAST = "(min(ARRAY[ts::float8, value]))[2], (max(ARRAY[ts::float8, value]))[2]"
-ROLLUP_FIRST_LAST = ("(min(ARRAY[first_ts::float8, first_value]))[2], "
-                     "(max(ARRAY[last_ts::float8, last_value]))[2]")
+ROLLUP_ROWS = """SELECT r.series_id, r.bucket, r.cnt, r.sum_m, r.sum_e, r.vmin, r.vmax, r.first_ts, r.first_value,
+        r.last_ts, r.last_value
+    FROM unnest($1::int[]) AS s(id) CROSS JOIN unnest($3::bigint[], $4::bigint[]) AS g(lo, hi)
+    JOIN rollups r ON r.series_id = s.id AND r.width = $2 AND r.bucket >= g.lo AND r.bucket < g.hi"""
+RAW_ROWS = """SELECT r.series_id, r.ts, r.value
+    FROM unnest($1::int[]) AS s(id) CROSS JOIN unnest($2::bigint[], $3::bigint[]) AS g(lo, hi)
+    JOIN samples r ON r.series_id = s.id AND r.ts >= g.lo AND r.ts < g.hi
+    WHERE r.value IS NOT NULL"""
 
 INSERT_ASSEMBLY = """INSERT INTO assemblies (id, name, sha256, size, created, body) VALUES ($1, $2, $3, $4, $5, $6)
     ON CONFLICT (id) DO NOTHING"""

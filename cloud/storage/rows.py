@@ -1,10 +1,11 @@
-"""Turning frames into rows: sample rows, per-minute rollups and newest values; history cursors.
+"""Turning frames into rows: sample rows, rollup partials and newest values; history cursors.
 
 Shared by both backends so that they store exactly the same thing. A batch
 holds thousands of frames of a few devices that mostly send the same fields
 every time, so the values are gathered into one column per (device, field,
-minute) first; counts, sums, minima and maxima are then taken over whole
-columns by the interpreter's C loops instead of one value at a time.
+10 s bucket) first; counts, sums, minima and maxima are then taken over whole
+columns by the interpreter's C loops instead of one value at a time, and the
+partials of the coarser rollup levels are merged from those of 10 s.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ from dataclasses import dataclass, field
 from itertools import chain, repeat
 from typing import Any, Literal
 
+from cloud.storage.rollups import FINEST_US, LEVELS_US, Partial, merge, partial
 from shared.frame import TelemetryFrame
 
 __all__ = ["MINUTE_US", "Column", "CursorError", "Kind", "SampleRows", "build_rows", "decode_cursor",
            "encode_cursor", "field_kinds", "frame_columns", "metric_field", "us"]
 
 MINUTE_US = 60_000_000
+_COARSER = LEVELS_US[:-1]
 Kind = Literal["num", "bool", "text"]
 _NUMBERS = frozenset((float, int, bool))
 
@@ -39,32 +42,29 @@ def us(ts: float) -> int:
     return round(ts * 1_000_000)
 
 
-Rollup = list[Any]  # [count, sum, min, max, first_ts, first, last_ts, last]
-
-
 @dataclass(slots=True)
 class Column:
-    """The values of one field of one device within one minute, in frame order."""
+    """The values of one field of one device within one 10 s bucket, in frame order."""
 
     device: str
     field: str
-    minute: int
+    bucket: int
     ts: list[int]
     raw: list[Any]
 
 
 @dataclass(slots=True)
 class SampleRows:
-    """What a batch adds: sample rows, per-minute rollups and each series' newest value.
+    """What a batch adds: sample rows, rollup partials of each level and each series' newest value.
 
     Sample rows are flat, ready to bind: ``numbers`` holds series id, ts, value
     for each numeric (and boolean) value, ``texts`` series id, ts, text for each
-    text value.
+    text value. ``rollups`` maps (series id, level width, bucket) to a partial.
     """
 
     numbers: list[int | float] = field(default_factory=list)
     texts: list[int | str] = field(default_factory=list)
-    rollups: dict[tuple[int, int], Rollup] = field(default_factory=dict)
+    rollups: dict[tuple[int, int, int], Partial] = field(default_factory=dict)
     newest: dict[int, tuple[int, float | None, str | None]] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -81,7 +81,7 @@ class SampleRows:
         ts, raw = column.ts, column.raw
         types = set(map(type, raw))
         if types <= _NUMBERS:
-            self._numbers(sid, column.minute, ts, list(map(float, raw)))
+            self._numbers(sid, column.bucket, ts, list(map(float, raw)))
             last = ts.index(max(ts))
             self._newest(sid, ts[last], float(raw[last]), None)
         elif types == {str}:
@@ -91,18 +91,25 @@ class SampleRows:
         else:  # a field that switches between numbers and text
             num = [(t, float(v)) for t, v in zip(ts, raw, strict=True) if not isinstance(v, str)]
             if num:
-                self._numbers(sid, column.minute, [t for t, _ in num], [v for _, v in num])
+                self._numbers(sid, column.bucket, [t for t, _ in num], [v for _, v in num])
             self.texts += chain.from_iterable((sid, t, v) for t, v in zip(ts, raw, strict=True) if isinstance(v, str))
             last = ts.index(max(ts))
             value = raw[last]
             self._newest(sid, ts[last], *((None, value) if isinstance(value, str) else (float(value), None)))
 
-    def _numbers(self, sid: int, minute: int, ts: list[int], values: list[float]) -> None:
+    def _numbers(self, sid: int, bucket: int, ts: list[int], values: list[float]) -> None:
         self.numbers += chain.from_iterable(zip(repeat(sid), ts, values))
-        first, last = ts.index(min(ts)), ts.index(max(ts))
-        # A (series, minute) lives in one column, so its rollup is built here whole.
-        self.rollups[(sid, minute)] = [len(values), sum(values), min(values), max(values),
-                                       ts[first], values[first], ts[last], values[last]]
+        # A (series, 10 s bucket) lives in one column, so its partial is built here whole.
+        part = partial(ts, values)
+        rollups = self.rollups
+        rollups[(sid, FINEST_US, bucket)] = part
+        for width in _COARSER:
+            key = (sid, width, bucket - bucket % width)
+            have = rollups.get(key)
+            if have is None:
+                rollups[key] = part.copy()
+            else:
+                merge(have, part)
 
     def _newest(self, sid: int, ts: int, value: float | None, text: str | None) -> None:
         have = self.newest.get(sid)
@@ -111,28 +118,28 @@ class SampleRows:
 
 
 def frame_columns(frames: Sequence[TelemetryFrame], stamps: Sequence[int]) -> list[Column]:
-    """The values of ``frames`` (``stamps``: their timestamps in µs) as columns per device, field and minute."""
+    """The values of ``frames`` (``stamps``: their timestamps in µs) as columns per device, field and 10 s."""
     groups: dict[tuple[str, int], list[int]] = {}
     for k, stamp in enumerate(stamps):
-        key = (frames[k].device_id, stamp - stamp % MINUTE_US)
+        key = (frames[k].device_id, stamp - stamp % FINEST_US)
         members = groups.get(key)
         if members is None:
             groups[key] = [k]
         else:
             members.append(k)
     out: list[Column] = []
-    for (device, minute), members in groups.items():
+    for (device, bucket), members in groups.items():
         group = [frames[k] for k in members]
         ts = [stamps[k] for k in members]
         sensors = [f.sensors for f in group]
         metrics = [f.metrics for f in group]
         names = tuple(sensors[0]) + tuple(map(metric_field, metrics[0]))
         if _same_keys(sensors) and _same_keys(metrics):
-            # The usual case: every frame of the minute has the same fields in the same order.
+            # The usual case: every frame of the bucket has the same fields in the same order.
             table = list(map(tuple, map(dict.values, sensors)))
             if metrics[0]:
                 table = [(*row, *m.values()) for row, m in zip(table, metrics, strict=True)]
-            out += [Column(device, name, minute, ts, list(col))
+            out += [Column(device, name, bucket, ts, list(col))
                     for name, col in zip(names, zip(*table, strict=True), strict=True)]
             continue
         by_field: dict[str, Column] = {}
@@ -143,7 +150,7 @@ def frame_columns(frames: Sequence[TelemetryFrame], stamps: Sequence[int]) -> li
             for name, raw in items:
                 column = by_field.get(name)
                 if column is None:
-                    column = by_field[name] = Column(device, name, minute, [], [])
+                    column = by_field[name] = Column(device, name, bucket, [], [])
                 column.ts.append(at)
                 column.raw.append(raw)
         out += by_field.values()
@@ -156,7 +163,7 @@ def _same_keys(dicts: list[dict[str, Any]]) -> bool:
 
 
 def build_rows(columns: Iterable[Column], series_of: dict[tuple[str, str], int]) -> SampleRows:
-    """Sample rows, per-minute rollups and newest values; ``series_of`` maps (device, field) to a series id."""
+    """Sample rows, rollup partials and newest values; ``series_of`` maps (device, field) to a series id."""
     rows = SampleRows()
     for column in columns:
         rows.add(series_of[(column.device, column.field)], column)

@@ -9,8 +9,10 @@ a few milliseconds, and a thread costs more than that, because Python's sqlite3
 lets go of the GIL for every row it steps, so a 1,000-row read in a thread
 hands the GIL back and forth with the busy event loop a thousand times
 (3.8 ms of CPU per 1,000-point history request against 1.0 ms on the loop; see
-docs/PERFORMANCE.md). Reads of unbounded cost (aggregates, listings, retention)
-run on a small pool of threads, each with its own connection.
+docs/PERFORMANCE.md). So do the reads of an aggregate of a few thousand rows
+(rollups, and the raw points at the ends of its range). Reads of unbounded
+cost (large aggregates, listings, retention) run on a small pool of threads,
+each with its own connection.
 ``synchronous = FULL`` (the default) syncs the WAL at every commit, so a batch
 the edge was told is stored survives a power cut; a batch is one commit.
 """
@@ -31,7 +33,6 @@ from typing import Any, TypeVar
 from cloud.migrations import MIGRATIONS
 from cloud.storage import sqlite_sql as q
 from cloud.storage.base import (
-    AggRow,
     AssemblyRecord,
     DeviceExists,
     DeviceMove,
@@ -40,6 +41,7 @@ from cloud.storage.base import (
     Ingested,
     Principal,
     Readings,
+    RollupRow,
     SeriesInfo,
     Storage,
     StorageError,
@@ -50,6 +52,7 @@ from cloud.storage.base import (
     frame_columns,
     split_owned,
 )
+from cloud.storage.rollups import Partial, rollup_spans, rows_to_store
 from shared.batch import EdgeHealth
 from shared.frame import TelemetryFrame
 
@@ -58,6 +61,7 @@ __all__ = ["SQLiteStorage"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 SCAN_NOW_ROWS = 10_001  # a history page (at most 10,000 points, and one more to see whether there are more)
+AGG_NOW_ROWS = 5_000  # rows of an aggregate read on the loop (a few ms at most); larger reads go to a thread
 
 
 class SQLiteStorage(Storage):
@@ -182,7 +186,7 @@ class SQLiteStorage(Storage):
             rows = build_rows(columns, self._series | new_series if new_series else self._series)
             _insert_rows(con, q.insert_numbers, rows.numbers, 3, q.SAMPLES_PER_STATEMENT)
             _insert_rows(con, q.insert_texts, rows.texts, 3, q.SAMPLES_PER_STATEMENT)
-            con.executemany(q.UPSERT_ROLLUP, [(sid, b, *agg) for (sid, b), agg in rows.rollups.items()])
+            _put_rollups(con, rows.rollups)
             con.executemany(q.UPDATE_SERIES_LAST, [(*v, sid, v[0]) for sid, v in rows.newest.items()])
             latest: dict[str, tuple[int, TelemetryFrame]] = {}
             for frame, ts in zip(stored, stamps, strict=True):
@@ -275,13 +279,20 @@ class SQLiteStorage(Storage):
             return await self._read(lambda con: con.execute(q.SCAN, (series_id, start, stop, limit)).fetchall())
         return self._read_now(lambda con: con.execute(q.SCAN, (series_id, start, stop, limit)).fetchall())
 
-    async def raw_aggregate(self, series_ids: list[int], start: int, stop: int, window: int,
-                            first_last: bool) -> dict[tuple[int, int], AggRow]:
-        return await self._read(_aggregate, q.RAW_AGG, series_ids, start, stop, window, first_last)
+    async def raw_rows(self, series_ids: list[int], ranges: list[tuple[int, int]]) -> list[tuple[int, int, float]]:
+        args = (json.dumps(series_ids), json.dumps(ranges))
+        # Mostly a few thousand points (the ends of a range, odd windows): on the loop, unless there are more.
+        rows = self._read_now(lambda con: con.execute(q.RAW_ROWS + " LIMIT ?", (*args, AGG_NOW_ROWS + 1)).fetchall())
+        if len(rows) <= AGG_NOW_ROWS:
+            return rows
+        return await self._read(lambda con: con.execute(q.RAW_ROWS, args).fetchall())
 
-    async def rollup_aggregate(self, series_ids: list[int], start: int, stop: int, window: int,
-                               first_last: bool) -> dict[tuple[int, int], AggRow]:
-        return await self._read(_aggregate, q.ROLLUP_AGG, series_ids, start, stop, window, first_last)
+    async def rollup_rows(self, series_ids: list[int], width: int, ranges: list[tuple[int, int]]) -> list[RollupRow]:
+        args = (json.dumps(series_ids), json.dumps(ranges), width)
+        most = len(series_ids) * sum(-(-(hi - lo) // width) for lo, hi in ranges)  # one row per bucket at most
+        if most <= AGG_NOW_ROWS:
+            return self._read_now(lambda con: con.execute(q.ROLLUP_ROWS, args).fetchall())
+        return await self._read(lambda con: con.execute(q.ROLLUP_ROWS, args).fetchall())
 
     async def purge(self, samples_before: int | None, rollups_before: int | None) -> int:
         ids = await self._read(lambda con: [r[0] for r in con.execute("SELECT id FROM series")])
@@ -294,7 +305,7 @@ class SQLiteStorage(Storage):
                     "DELETE FROM samples WHERE series_id = ? AND ts < ?", (s, samples_before)).rowcount)
             if rollups_before is not None:
                 deleted += await self._write(lambda con, s=sid: con.execute(
-                    "DELETE FROM rollups_1m WHERE series_id = ? AND bucket < ?", (s, rollups_before)).rowcount)
+                    "DELETE FROM rollups WHERE series_id = ? AND bucket < ?", (s, rollups_before)).rowcount)
         if samples_before is not None:
             for dev in devices:
                 deleted += await self._write(lambda con, d=dev: con.execute(
@@ -326,6 +337,8 @@ def _migrate(con: sqlite3.Connection) -> list[int]:
             for statement in mig.sqlite.split(";"):
                 if statement.strip():
                     con.execute(statement)
+            if mig.upgrade_sqlite is not None:
+                mig.upgrade_sqlite(con)
             con.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", (mig.version, mig.name))
             applied.append(mig.version)
         con.execute("COMMIT")
@@ -432,17 +445,11 @@ def _record_edge(con: sqlite3.Connection, edge: str, health: EdgeHealth | None, 
     con.execute(sql, (edge, now_us, last_seq, *values, stored, duplicates, rejected, skew))
 
 
-def _aggregate(con: sqlite3.Connection, sql: dict[str, str], ids: list[int], start: int, stop: int,
-               window: int, first_last: bool) -> dict[tuple[int, int], AggRow]:
-    marks = ",".join("?" * len(ids))
-    args = (window, window, *ids, start, stop)
-    out: dict[tuple[int, int], AggRow] = {}
-    for sid, b, cnt, total, vmin, vmax, fts, lts in con.execute(sql["stats"].format(marks), args):
-        out[(sid, b)] = AggRow(cnt, total, vmin, vmax, fts, None, lts, None)
-    if first_last:
-        # SQLite takes a bare column from the row that holds the min()/max() of its group.
-        for sid, b, _, value in con.execute(sql["first"].format(marks), args):
-            out[(sid, b)].first = value
-        for sid, b, _, value in con.execute(sql["last"].format(marks), args):
-            out[(sid, b)].last = value
-    return out
+def _put_rollups(con: sqlite3.Connection, parts: dict[tuple[int, int, int], Partial]) -> None:
+    """Merge a batch's rollup partials into the rows stored (inside the ingest transaction, which holds
+    SQLite's write lock: no other writer can change them in between)."""
+    stored: list[tuple[Any, ...]] = []
+    for width, sids, lo, hi in rollup_spans(parts):
+        stored += con.execute(q.STORED_ROLLUPS, (json.dumps(sids), width, lo, hi)).fetchall()
+    rows = rows_to_store(parts, stored)
+    _insert_rows(con, q.put_rollups, list(chain.from_iterable(rows)), 12, q.ROLLUPS_PER_STATEMENT)

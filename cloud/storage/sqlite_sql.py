@@ -40,18 +40,20 @@ def insert_texts(count: int) -> str:
     return "INSERT OR IGNORE INTO samples (series_id, ts, value, text) VALUES " + ", ".join(["(?, ?, NULL, ?)"] * count)
 
 
-UPSERT_ROLLUP = """INSERT INTO rollups_1m
-    (series_id, bucket, cnt, total, vmin, vmax, first_ts, first_value, last_ts, last_value)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-    ON CONFLICT (series_id, bucket) DO UPDATE SET
-        cnt = cnt + excluded.cnt,
-        total = total + excluded.total,
-        vmin = min(vmin, excluded.vmin),
-        vmax = max(vmax, excluded.vmax),
-        first_value = CASE WHEN excluded.first_ts < first_ts THEN excluded.first_value ELSE first_value END,
-        first_ts = min(first_ts, excluded.first_ts),
-        last_value = CASE WHEN excluded.last_ts > last_ts THEN excluded.last_value ELSE last_value END,
-        last_ts = max(last_ts, excluded.last_ts)"""
+# The rows stored already for the keys a batch touches, read and merged in Python under the write lock.
+STORED_ROLLUPS = """SELECT r.series_id, r.width, r.bucket, r.cnt, r.sum_m, r.sum_e, r.vmin, r.vmax, r.first_ts,
+        r.first_value, r.last_ts, r.last_value
+    FROM json_each(?) AS s CROSS JOIN rollups AS r
+    WHERE r.series_id = s.value AND r.width = ? AND r.bucket >= ? AND r.bucket <= ?"""
+ROLLUPS_PER_STATEMENT = 80  # 960 parameters
+
+
+@functools.cache
+def put_rollups(count: int) -> str:
+    """A write of ``count`` merged rollup rows, 12 parameters each."""
+    return "INSERT OR REPLACE INTO rollups VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * count)
+
+
 UPDATE_SERIES_LAST = """UPDATE series SET last_ts = ?, last_value = ?, last_text = ?
     WHERE id = ? AND (last_ts IS NULL OR last_ts < ?)"""
 UPDATE_DEVICE_LAST = """UPDATE devices SET last_ts = ?, last_status = ?, last_edge = ?
@@ -96,22 +98,15 @@ SERIES = "SELECT id, field, kind, last_ts, last_value, last_text FROM series WHE
 SCAN = """SELECT ts, coalesce(text, value) FROM samples WHERE series_id = ? AND ts >= ? AND ts < ?
     ORDER BY ts LIMIT ?"""
 
-_RAW_WHERE = "FROM samples WHERE series_id IN ({}) AND ts >= ? AND ts < ? AND value IS NOT NULL"
-_ROLLUP_WHERE = "FROM rollups_1m WHERE series_id IN ({}) AND bucket >= ? AND bucket < ?"
-RAW_AGG = {
-    "stats": "SELECT series_id, (ts / ?) * ? AS b, count(value), sum(value), min(value), max(value), "
-             f"min(ts), max(ts) {_RAW_WHERE} GROUP BY series_id, b",
-    "first": f"SELECT series_id, (ts / ?) * ? AS b, min(ts), value {_RAW_WHERE} GROUP BY series_id, b",
-    "last": f"SELECT series_id, (ts / ?) * ? AS b, max(ts), value {_RAW_WHERE} GROUP BY series_id, b",
-}
-ROLLUP_AGG = {
-    "stats": "SELECT series_id, (bucket / ?) * ? AS b, sum(cnt), sum(total), min(vmin), max(vmax), "
-             f"min(first_ts), max(last_ts) {_ROLLUP_WHERE} GROUP BY series_id, b",
-    "first": f"SELECT series_id, (bucket / ?) * ? AS b, min(first_ts), first_value {_ROLLUP_WHERE} "
-             "GROUP BY series_id, b",
-    "last": f"SELECT series_id, (bucket / ?) * ? AS b, max(last_ts), last_value {_ROLLUP_WHERE} "
-            "GROUP BY series_id, b",
-}
+# Series and [lo, hi) ranges travel as JSON arrays; CROSS JOIN keeps them the outer loops, so that each
+# (series, range) is one seek into the primary key.
+ROLLUP_ROWS = """SELECT r.series_id, r.bucket, r.cnt, r.sum_m, r.sum_e, r.vmin, r.vmax, r.first_ts, r.first_value,
+        r.last_ts, r.last_value
+    FROM json_each(?) AS s CROSS JOIN json_each(?) AS g CROSS JOIN rollups AS r
+    WHERE r.series_id = s.value AND r.width = ? AND r.bucket >= g.value ->> 0 AND r.bucket < g.value ->> 1"""
+RAW_ROWS = """SELECT r.series_id, r.ts, r.value
+    FROM json_each(?) AS s CROSS JOIN json_each(?) AS g CROSS JOIN samples AS r
+    WHERE r.series_id = s.value AND r.ts >= g.value ->> 0 AND r.ts < g.value ->> 1 AND r.value IS NOT NULL"""
 
 INSERT_ASSEMBLY = "INSERT OR IGNORE INTO assemblies (id, name, sha256, size, created, body) VALUES (?, ?, ?, ?, ?, ?)"
 ASSEMBLY = "SELECT id, name, sha256, size, created, body FROM assemblies WHERE id = ?"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.cloud.apiclient import T0, Api, auth, batch, wire
+from tests.cloud.apiclient import T0, Api, auth, batch, make_api, wire
 
 
 @pytest.fixture
@@ -122,3 +122,35 @@ async def test_openapi_and_docs_are_served(api: Api) -> None:
     assert (await api.client.get("/docs")).status_code == 200
     spec = (await api.client.get("/openapi.json", headers=auth(api.viewer))).json()
     assert "/api/v1/sync/batches" in spec["paths"] and "SyncBatch" in spec["components"]["schemas"]
+
+
+@pytest.mark.parametrize("path", ["/api/v1/twin/history", "/api/v1/twin/history/aggregate"])
+async def test_empty_start_and_stop_take_their_defaults(loaded: Api, path: str) -> None:
+    status, body = await get(loaded, path, device="press-1", fields="temp", start="", stop="")
+    assert status == 200, body
+    if path.endswith("aggregate"):  # the last 24 hours: the data of 2026-01-01 is older
+        assert body["stop"] - body["start"] == 86_400 and body["series"] == [{"field": "temp", "buckets": []}]
+    else:  # everything stored
+        assert len(body["series"][0]["points"]) == 300
+
+
+async def test_an_aggregate_with_only_a_stop_covers_the_day_before_it(loaded: Api) -> None:
+    status, body = await get(loaded, "/api/v1/twin/history/aggregate", device="press-1", fields="temp",
+                             start="", stop=T0 + 120, window="1m", funcs="count")
+    assert status == 200, body
+    assert body["start"] == T0 + 120 - 86_400
+    assert body["series"][0]["buckets"] == [{"start": T0, "count": 60.0}, {"start": T0 + 60, "count": 60.0}]
+
+
+async def test_queries_past_the_bound_get_503_with_retry_after(tmp_path) -> None:
+    async with make_api(tmp_path, queries={"max_running": 1, "max_queued": 0}) as api:
+        await api.sync(batch("edge-1", [(i + 1, wire(i)) for i in range(10)]))
+        async with api.ctx.queries.slot("user:someone-else"):  # another dashboard's query runs
+            for path in ("/api/v1/twin/history", "/api/v1/twin/history/aggregate"):
+                resp = await api.client.get(path, params={"device": "press-1", "start": T0, "stop": T0 + 60},
+                                            headers=auth(api.viewer))
+                assert resp.status_code == 503
+                assert resp.headers["Retry-After"] == "2"
+                assert "waiting already" in resp.json()["detail"][0]["message"]
+        resp = await api.client.get("/api/v1/twin/history", params={"device": "press-1"}, headers=auth(api.viewer))
+        assert resp.status_code == 200

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 
 import pytest
@@ -125,7 +126,7 @@ def brute_force(frames: list[TelemetryFrame], field: str, start: int, stop: int,
     for b, pts in buckets.items():
         pts.sort()
         vals = [v for _, v in pts]
-        out[b] = (len(vals), pytest.approx(sum(vals)), min(vals), max(vals), vals[0], vals[-1])
+        out[b] = (len(vals), math.fsum(vals), min(vals), max(vals), vals[0], vals[-1])
     return out
 
 
@@ -267,7 +268,7 @@ async def test_frames_with_changing_fields_and_kinds_are_stored_as_sent(storage:
             expected_buckets = {}
             for b in sorted({ts - ts % MINUTE_US for ts, _ in numeric}):
                 vals = [v for ts, v in numeric if ts - ts % MINUTE_US == b]
-                expected_buckets[b] = (len(vals), pytest.approx(sum(vals)), min(vals), max(vals), vals[0], vals[-1])
+                expected_buckets[b] = (len(vals), math.fsum(vals), min(vals), max(vals), vals[0], vals[-1])
             got = {b: (a.count, a.sum, a.min, a.max, a.first, a.last) for b, a in buckets}
             assert got == expected_buckets, info.field
 
