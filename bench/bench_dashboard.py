@@ -4,8 +4,8 @@
 through the storage API's ingest (the path a sync batch takes after decoding:
 dedup, samples, rollups in one transaction), then a real `twincloud serve`
 process (uvicorn, 1 or more workers) serves them on 127.0.0.1 and 50
-concurrent clients (httpx, async, one keep-alive connection each, in this
-process on the same 2 cores) send requests back to back for a fixed time:
+concurrent clients (one keep-alive connection each, on the same 2 cores) send
+requests back to back for a fixed time:
 - half of them history: a random device, 2 random fields, a random 5-minute
   range (600 points);
 - half of them aggregates: a random device, 4 random fields, a window of
@@ -17,12 +17,19 @@ per kind, requests/s, 503 answers and the server's peak RSS (all its
 processes). SQLite by default, 1 and 2 workers; with --pg-url the same runs
 against that PostgreSQL database (loaded once; --replicas N starts N servers
 on their own ports, clients spread over them). Every run stops by itself.
+
+The clients are wrk processes (C, from Debian's package ``wrk``; a Lua script
+makes each request's URL) when wrk is installed, so that the load generator
+takes little of the 2 cores; ``--client httpx`` (or no wrk) runs them as
+httpx clients in this process instead, which costs about as much CPU per
+request as the server spends.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -155,6 +162,109 @@ class Server:
 
 
 # --- load ------------------------------------------------------------------------------
+WRK_SCRIPT = """
+local kind, tokens, out = "%(kind)s", {%(tokens)s}, "%(out)s"
+local T0, DEVICES, SENSORS, SECONDS = %(t0)d, %(devices)d, %(sensors)d, %(seconds)d
+local WINDOWS = {%(windows)s}
+local n = 0
+function init(args) math.randomseed(%(seed)d) end
+local function fields(k)
+  local picked, list = {}, {}
+  while #list < k do
+    local f = math.random(0, SENSORS - 1)
+    if not picked[f] then picked[f] = true; list[#list + 1] = "s" .. f end
+  end
+  return table.concat(list, ",")
+end
+function request()
+  n = n + 1
+  local device = "press-" .. math.random(0, DEVICES - 1)
+  local path
+  if kind == "history" then
+    local start = T0 + math.random(0, SECONDS - 301)
+    path = "/api/v1/twin/history?device=" .. device .. "&fields=" .. fields(2) .. "&start=" .. start ..
+           "&stop=" .. (start + 300) .. "&limit=1000"
+  else
+    local window = WINDOWS[math.random(1, #WINDOWS)]
+    local stop = T0 + math.random(600, SECONDS - 1)
+    path = "/api/v1/twin/history/aggregate?device=" .. device .. "&fields=" .. fields(4) .. "&start=" ..
+           (stop - 120 * window) .. "&stop=" .. stop .. "&window=" .. window .. "s"
+  end
+  return wrk.format("GET", path, {["Authorization"] = "Bearer " .. tokens[n %% #tokens + 1]})
+end
+function done(summary, latency, requests)
+  local f = io.open(out, "w")
+  f:write(summary.requests, " ", summary.errors.status, " ", summary.errors.timeout, " ",
+          summary.errors.connect + summary.errors.read + summary.errors.write, "\\n")
+  for k = 1, 1000 do  -- the latency at each 1/1000 of the requests, so that processes can be merged
+    f:write(latency:percentile((k - 0.5) / 10), "\\n")
+  end
+  f:close()
+end
+"""
+
+
+def _quantiles(histogram: dict[int, int], qs: list[float]) -> list[float]:
+    """Latency quantiles in seconds from a histogram of weights per microsecond."""
+    total = sum(histogram.values())
+    out, seen, items = [], 0, sorted(histogram.items())
+    wanted = iter(sorted(qs))
+    q = next(wanted, None)
+    for us, count in items:
+        seen += count
+        while q is not None and seen >= q * total:
+            out.append(us / 1e6)
+            q = next(wanted, None)
+    return out + [math.nan] * (len(qs) - len(out))
+
+
+async def hammer_wrk(servers: list[Server], tokens: list[str], kinds: list[tuple[str, Url]], seconds: float,
+                     clients: int, directory: Path) -> dict[str, Any]:
+    """The same load as ``hammer``, from wrk processes: one per kind and server, the clients shared out."""
+    jobs = [(name, server) for name, _ in kinds for server in servers]
+    procs = []
+    for j, (name, server) in enumerate(jobs):
+        conns = clients // len(jobs) + (1 if j < clients % len(jobs) else 0)
+        out = directory / f"wrk-{j}.out"
+        script = directory / f"wrk-{j}.lua"
+        script.write_text(WRK_SCRIPT % {
+            "kind": name, "tokens": ",".join(f'"{t}"' for t in tokens), "out": out, "t0": T0,
+            "devices": DEVICES, "sensors": SENSORS, "seconds": SECONDS, "seed": 1000 + j,
+            "windows": ",".join(map(str, WINDOWS_S))}, encoding="utf-8")
+        procs.append((name, out, await asyncio.create_subprocess_exec(
+            "wrk", "-t1", f"-c{conns}", f"-d{seconds:g}s", "--timeout", "60s", "-s", str(script), server.base_url,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)))
+    peak_rss = 0
+    began = time.perf_counter()
+    while any(p.returncode is None for _, _, p in procs):
+        peak_rss = max(peak_rss, sum(s.rss() for s in servers))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*(p.wait() for _, _, p in procs)), 0.5)
+    elapsed = time.perf_counter() - began
+    histograms: dict[str, dict[int, int]] = {name: {} for name, _ in kinds}
+    counts: dict[str, list[int]] = {name: [0, 0, 0, 0] for name, _ in kinds}
+    for name, out, proc in procs:
+        if proc.returncode != 0 or not out.exists():
+            err = (await proc.stderr.read()).decode() if proc.stderr else ""
+            raise RuntimeError(f"wrk failed ({proc.returncode}): {err[-2000:]}")
+        head, *rows = out.read_text().splitlines()
+        got = [int(v) for v in head.split()]
+        counts[name] = [a + b for a, b in zip(counts[name], got, strict=True)]
+        for row in rows:  # 1,000 quantiles: each stands for a 1/1000 of this process's requests
+            us = round(float(row))
+            histograms[name][us] = histograms[name].get(us, 0) + got[0]
+    out_: dict[str, Any] = {"seconds": round(elapsed, 1), "rss_mib": round(peak_rss / 2**20), "kinds": {},
+                            "client": "wrk"}
+    for name, (requests, status_errors, timeouts, socket_errors) in counts.items():
+        p50, p95, p99 = _quantiles(histograms[name], [0.50, 0.95, 0.99])
+        ok = requests - status_errors
+        out_["kinds"][name] = {"requests": ok, "rps": round(ok / elapsed, 1), "p50_ms": round(p50 * 1000, 1),
+                               "p95_ms": round(p95 * 1000, 1), "p99_ms": round(p99 * 1000, 1),
+                               "refused_503": status_errors, "failed": timeouts + socket_errors}
+    out_["rps"] = round(sum(k["requests"] for k in out_["kinds"].values()) / elapsed, 1)
+    return out_
+
+
 async def hammer(servers: list[Server], tokens: list[str], kinds: list[tuple[str, Url]], seconds: float,
                  clients: int) -> dict[str, Any]:
     """``clients`` clients, each of one kind (in turn), send requests back to back for ``seconds``."""
@@ -211,6 +321,8 @@ async def run_case(directory: Path, db_url: str, workers: int, replicas: int, to
         for server in servers:
             await server.start()
         await hammer(servers, tokens, kinds, min(3.0, args.seconds), args.clients)  # warm caches and pools
+        if args.client == "wrk":
+            return await hammer_wrk(servers, tokens, kinds, args.seconds, args.clients, directory)
         return await hammer(servers, tokens, kinds, args.seconds, args.clients)
     finally:
         for server in servers:
@@ -283,11 +395,14 @@ async def main() -> None:
     parser.add_argument("--replicas", type=int, default=2, help="servers on their own ports for --pg-url")
     parser.add_argument("--max-running", type=int, help="the servers' queries.max_running (default: its default)")
     parser.add_argument("--no-sqlite", action="store_true", help="only the PostgreSQL runs")
+    parser.add_argument("--client", choices=["wrk", "httpx"], default="wrk" if shutil.which("wrk") else "httpx",
+                        help="load generator (default: wrk when installed)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     results: dict[str, Any] = {}
     print(f"{DEVICES} devices x {SENSORS} sensors x {SECONDS:,} s = {DEVICES * SENSORS * SECONDS:,} points; "
-          f"{args.clients} clients back to back, {args.seconds:g} s per run, load generator on this machine",
+          f"{args.clients} clients back to back, {args.seconds:g} s per run, load generator ({args.client}) "
+          f"on this machine",
           flush=True)
     if not args.no_sqlite:
         await sqlite_runs(args, results)

@@ -4,7 +4,7 @@
 # mosquitto + mosquitto-clients (MQTT interop), mbpoll (Modbus interop),
 # postgresql (the cloud's production store), haproxy (the load balancer in front of cloud replicas),
 # nodejs + npm (the node-opcua server that plays a foreign PLC in the OPC-UA tests),
-# chromium (the browser the /docs page is tested in). Debian/Ubuntu only.
+# chromium (the browser the /docs page is tested in), wrk (the dashboard benchmark's load generator). Debian/Ubuntu only.
 # PYTHON names the interpreter the virtualenv is made with (default python3), as in the Makefile.
 set -euo pipefail
 
@@ -35,6 +35,7 @@ command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 # The browser tests launch /usr/bin/chromium itself (Debian's package), never a downloaded one.
 [ -x /usr/bin/chromium ] || need+=(chromium)
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
 
 if [ ${#need[@]} -eq 0 ]; then
     exit 0
