@@ -329,8 +329,8 @@ async def run_case(directory: Path, db_url: str, workers: int, replicas: int, to
             server.stop()
 
 
-MIX = [("history", history_url), ("aggregate", aggregate_url)]
-AGGREGATES = [("aggregate", aggregate_url)]
+MIX: list[tuple[str, Url]] = [("history", history_url), ("aggregate", aggregate_url)]
+AGGREGATES: list[tuple[str, Url]] = [("aggregate", aggregate_url)]
 
 
 async def sqlite_runs(args: argparse.Namespace, results: dict[str, Any]) -> None:
