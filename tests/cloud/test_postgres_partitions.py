@@ -256,3 +256,49 @@ async def test_a_busy_table_delays_partition_changes_without_losing_or_keeping_a
         await reader.close()
     await store.purge(cutoff, None)  # the next pass drops the emptied partitions
     assert all(b.hi > cutoff for b in await _bounds(url, "samples"))
+
+
+def boundary_batch(edge: int, week: int, seq: int) -> list[tuple[int, TelemetryFrame]]:
+    """Readings of the devices of edge ``edge`` from Friday to Wednesday around the start of week ``week``."""
+    start = MONDAY + week * 7 * DAY
+    return [(seq + k, TelemetryFrame(ts=start + (h - 60) * 3600 + edge, device_id=f"e{edge}-d{k % 2}",
+                                     sensors={"temp": float(week * 1000 + h)}))
+            for k, h in enumerate(range(0, 120, 5))]
+
+
+@pytest.mark.postgres
+async def test_replicas_ingesting_into_new_weeks_at_once_store_each_reading_exactly_once(url: str) -> None:
+    a, b = PostgresStorage(url, pool_size=4), PostgresStorage(url, pool_size=4)
+    await a.open()
+    await b.open()
+    try:
+        # b has run a retention pass and a has not: a creates partitions for these weeks (and moves the rows
+        # the DEFAULT partition holds of them) while b stores their rows in the DEFAULT partition, at once.
+        await b.purge(int((MONDAY + 20 * 7 * DAY) * 1e6), None)
+        edges, weeks = 4, 12
+        sent: dict[str, set[int]] = {}
+        calls = []
+        for week in range(1, weeks + 1):
+            for edge in range(edges):
+                batch = boundary_batch(edge, week, week * 100)
+                for _, frame in batch:
+                    sent.setdefault(frame.device_id, set()).add(int(frame.ts * 1e6))
+                first, second = (a, b) if (week + edge) % 2 else (b, a)
+                calls.append(first.ingest(f"edge-{edge}", batch, None, 1))
+                if week % 3 == 0:  # the same batch again through the other replica: each reading once
+                    calls.append(second.ingest(f"edge-{edge}", batch, None, 1))
+        results = await asyncio.gather(*calls)
+        total = sum(len(s) for s in sent.values())
+        assert sum(r.stored for r in results) == total
+        assert sum(r.duplicates for r in results) == sum(len(boundary_batch(0, 1, 0)) for _ in calls) - total
+        expected = {(d, ts) for d, stamps in sent.items() for ts in stamps}
+        names = {r[0]: r[1] for r in await rows(url, "SELECT id, name FROM devices")}
+        assert {(names[d], ts) for d, ts in await rows(url, "SELECT device_id, ts FROM frames")} == expected
+        assert len(await rows(url, "SELECT series_id, ts FROM samples")) == total
+        for device, stamps in sent.items():
+            [(_, buckets)] = await a.aggregate(device, ["temp"], 0, 2**62, WEEK_US * 10_000)
+            assert sum(agg.count for _, agg in buckets) == len(stamps)
+        assert len([n for n in await layout(url, "frames") if n.startswith("frames_p")]) >= weeks
+    finally:
+        await a.close()
+        await b.close()
