@@ -16,8 +16,8 @@ lock, any process whose insert PostgreSQL routed to the DEFAULT partition just
 before the attach would fail (``new row for relation "frames_default" violates
 partition constraint``), or the attach would (``updated partition constraint
 for default partition ... would be violated``): processes do not agree on
-which weeks get a partition (each knows the last retention cutoff and its
-busy pause of its own, and an edge's clock may run ahead), so one may store
+which weeks get a partition (each has its own last retention cutoff and busy
+pause, and an edge's clock may run ahead), so one may store
 rows of a week in the DEFAULT partition while another creates its partition.
 Replicas creating the same week at once take turns through an advisory lock.
 A creation that would wait longer than ``LOCK_TIMEOUT`` for a lock (a long
@@ -211,7 +211,10 @@ async def convert(con: asyncpg.Connection, table: str, now_us: int) -> bool:
 
 
 class Partitions:
-    """The weekly partitions of some tables of one database, as one process knows them."""
+    """The weekly partitions of some tables of one database, as one process knows them.
+
+    ``tables`` in the order ingest writes them (``frames`` before ``samples``): creation locks them in it.
+    """
 
     def __init__(self, tables: Iterable[str]) -> None:
         self.tables = tuple(tables)
