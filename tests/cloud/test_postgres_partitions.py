@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -258,11 +259,11 @@ async def test_a_busy_table_delays_partition_changes_without_losing_or_keeping_a
     assert all(b.hi > cutoff for b in await _bounds(url, "samples"))
 
 
-def boundary_batch(edge: int, week: int, seq: int) -> list[tuple[int, TelemetryFrame]]:
-    """Readings of the devices of edge ``edge`` from Friday to Wednesday around the start of week ``week``."""
+def boundary_batch(edge: int, week: int) -> list[tuple[int, TelemetryFrame]]:
+    """24 readings of the two devices of edge ``edge``, from the Friday before week ``week`` to its Wednesday."""
     start = MONDAY + week * 7 * DAY
-    return [(seq + k, TelemetryFrame(ts=start + (h - 60) * 3600 + edge, device_id=f"e{edge}-d{k % 2}",
-                                     sensors={"temp": float(week * 1000 + h)}))
+    return [(week * 100 + k, TelemetryFrame(ts=start + (h - 60) * 3600 + edge, device_id=f"e{edge}-d{k % 2}",
+                                            sensors={"temp": float(week * 1000 + h)}))
             for k, h in enumerate(range(0, 120, 5))]
 
 
@@ -275,30 +276,31 @@ async def test_replicas_ingesting_into_new_weeks_at_once_store_each_reading_exac
         # b has run a retention pass and a has not: a creates partitions for these weeks (and moves the rows
         # the DEFAULT partition holds of them) while b stores their rows in the DEFAULT partition, at once.
         await b.purge(int((MONDAY + 20 * 7 * DAY) * 1e6), None)
-        edges, weeks = 4, 12
-        sent: dict[str, set[int]] = {}
-        calls = []
-        for week in range(1, weeks + 1):
-            for edge in range(edges):
-                batch = boundary_batch(edge, week, week * 100)
+        readings: dict[str, set[int]] = {}
+        sent, calls = 0, []
+        for week in range(1, 13):
+            for edge in range(4):  # four edges: their batches are stored side by side
+                batch = boundary_batch(edge, week)
                 for _, frame in batch:
-                    sent.setdefault(frame.device_id, set()).add(int(frame.ts * 1e6))
+                    readings.setdefault(frame.device_id, set()).add(int(frame.ts * 1e6))
                 first, second = (a, b) if (week + edge) % 2 else (b, a)
                 calls.append(first.ingest(f"edge-{edge}", batch, None, 1))
-                if week % 3 == 0:  # the same batch again through the other replica: each reading once
+                sent += len(batch)
+                if week % 3 == 0:  # the same batch again through the other replica
                     calls.append(second.ingest(f"edge-{edge}", batch, None, 1))
+                    sent += len(batch)
         results = await asyncio.gather(*calls)
-        total = sum(len(s) for s in sent.values())
-        assert sum(r.stored for r in results) == total
-        assert sum(r.duplicates for r in results) == sum(len(boundary_batch(0, 1, 0)) for _ in calls) - total
-        expected = {(d, ts) for d, stamps in sent.items() for ts in stamps}
+        total = sum(map(len, readings.values()))
+        assert (sum(r.stored for r in results), sum(r.duplicates for r in results)) == (total, sent - total)
         names = {r[0]: r[1] for r in await rows(url, "SELECT id, name FROM devices")}
-        assert {(names[d], ts) for d, ts in await rows(url, "SELECT device_id, ts FROM frames")} == expected
+        assert {(names[d], ts) for d, ts in await rows(url, "SELECT device_id, ts FROM frames")} == \
+            {(d, ts) for d, stamps in readings.items() for ts in stamps}
         assert len(await rows(url, "SELECT series_id, ts FROM samples")) == total
-        for device, stamps in sent.items():
-            [(_, buckets)] = await a.aggregate(device, ["temp"], 0, 2**62, WEEK_US * 10_000)
-            assert sum(agg.count for _, agg in buckets) == len(stamps)
-        assert len([n for n in await layout(url, "frames") if n.startswith("frames_p")]) >= weeks
+        day = DAY * 1_000_000
+        for k, (device, stamps) in enumerate(sorted(readings.items())):
+            [(_, buckets)] = await (a, b)[k % 2].aggregate(device, ["temp"], 0, 2**62, day)
+            assert {bucket: agg.count for bucket, agg in buckets} == Counter(ts - ts % day for ts in stamps)
+        assert len([n for n in await layout(url, "frames") if n.startswith("frames_p")]) >= 12
     finally:
         await a.close()
         await b.close()
