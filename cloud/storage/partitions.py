@@ -6,13 +6,22 @@ partition (``samples_default``) that takes any row no weekly partition covers.
 A week's partition is created before a row of it is stored: the current and
 the next two weeks when the store opens and at each retention pass, any other
 week by ingest when a batch brings a timestamp no partition covers. The
-partition is built as a table of its own and then attached, which lets reads
-and writes of the table go on (only the DEFAULT partition is locked, for the
-moment it takes to check that it holds no row of that week; rows of that week
-that went there meanwhile move into the new partition in the same
-transaction). Replicas creating the same week at once take turns through an
-advisory lock. A creation that would wait longer than ``LOCK_TIMEOUT`` for a
-lock (a long report holding the table) gives way: the rows go to the DEFAULT
+partition is built as a table of its own and then attached. Meanwhile the
+table takes no row (its lock in SHARE ROW EXCLUSIVE mode waits for the
+transactions writing to it and holds back new ones, for the few milliseconds
+a creation takes; reads go on): the rows of that week in the DEFAULT partition
+move into the new partition, none can be stored there while they move, and an
+insert that waited routes its rows by the new set of partitions. Without that
+lock, any process whose insert PostgreSQL routed to the DEFAULT partition just
+before the attach would fail (``new row for relation "frames_default" violates
+partition constraint``), or the attach would (``updated partition constraint
+for default partition ... would be violated``): processes do not agree on
+which weeks get a partition (each has its own last retention cutoff and busy
+pause, and an edge's clock may run ahead), so one may store
+rows of a week in the DEFAULT partition while another creates its partition.
+Replicas creating the same week at once take turns through an advisory lock.
+A creation that would wait longer than ``LOCK_TIMEOUT`` for a lock (a long
+report holding the table, a long write) gives way: the rows go to the DEFAULT
 partition and move later, and ingest tries again after ``BUSY_PAUSE``. At
 most ``MAX_NEW_PER_BATCH`` partitions are created per batch, and none for a
 week wholly older than the last retention cutoff (its rows are removed at the
@@ -147,7 +156,10 @@ async def _lock(con: asyncpg.Connection) -> None:
 
 
 async def _create(con: asyncpg.Connection, table: str, lo: int, hi: int) -> str:
-    """Attach a new partition [lo, hi) and move into it the rows of that range the DEFAULT partition holds."""
+    """Attach a new partition [lo, hi) and move into it the rows of that range the DEFAULT partition holds.
+
+    The caller holds ``table`` in SHARE ROW EXCLUSIVE mode: no row can reach the DEFAULT partition meanwhile.
+    """
     name = partition_name(table, lo)
     await con.execute(f"CREATE TABLE {name} (LIKE {table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS "
                       "INCLUDING INDEXES)")
@@ -199,7 +211,10 @@ async def convert(con: asyncpg.Connection, table: str, now_us: int) -> bool:
 
 
 class Partitions:
-    """The weekly partitions of some tables of one database, as one process knows them."""
+    """The weekly partitions of some tables of one database, as one process knows them.
+
+    ``tables`` in the order ingest writes them (``frames`` before ``samples``): creation locks them in it.
+    """
 
     def __init__(self, tables: Iterable[str]) -> None:
         self.tables = tuple(tables)
@@ -221,20 +236,25 @@ class Partitions:
         wanted = self.lacking(stamps)
         if not wanted or not self.tables:
             return 0
-        created, done = 0, []
+        done: list[int] = []
         try:
             async with con.transaction():
                 await _lock(con)
                 have = {table: await bounds(con, table) for table in self.tables}
+                plan: list[tuple[str, int, int]] = []
                 for week in wanted:
-                    todo = [(t, g) for t in self.tables for g in gaps(week, week + WEEK_US, have[t])]
-                    if created + len(todo) > limit:
+                    todo = [(t, *g) for t in self.tables for g in gaps(week, week + WEEK_US, have[t])]
+                    if len(plan) + len(todo) > limit:
                         break
-                    for table, (lo, hi) in todo:
-                        await _create(con, table, lo, hi)
-                    created += len(todo)
+                    plan += todo
                     done.append(week)
-        except asyncpg.LockNotAvailableError:
+                # In the order ingest writes the tables, so that the two never wait for each other in a circle.
+                for table in [t for t in self.tables if any(p[0] == t for p in plan)]:
+                    await con.execute(f"LOCK TABLE ONLY {table} IN SHARE ROW EXCLUSIVE MODE")
+                for table, lo, hi in plan:
+                    await _create(con, table, lo, hi)
+                created = len(plan)
+        except (asyncpg.LockNotAvailableError, asyncpg.DeadlockDetectedError):
             self._busy_until = time.monotonic() + BUSY_PAUSE
             log.info("new weekly partitions wait for a busy table; rows go to the DEFAULT partition for "
                      "now, the next try in %.0f s", BUSY_PAUSE)

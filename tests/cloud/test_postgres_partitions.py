@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -256,3 +257,50 @@ async def test_a_busy_table_delays_partition_changes_without_losing_or_keeping_a
         await reader.close()
     await store.purge(cutoff, None)  # the next pass drops the emptied partitions
     assert all(b.hi > cutoff for b in await _bounds(url, "samples"))
+
+
+def boundary_batch(edge: int, week: int) -> list[tuple[int, TelemetryFrame]]:
+    """24 readings of the two devices of edge ``edge``, from the Friday before week ``week`` to its Wednesday."""
+    start = MONDAY + week * 7 * DAY
+    return [(week * 100 + k, TelemetryFrame(ts=start + (h - 60) * 3600 + edge, device_id=f"e{edge}-d{k % 2}",
+                                            sensors={"temp": float(week * 1000 + h)}))
+            for k, h in enumerate(range(0, 120, 5))]
+
+
+@pytest.mark.postgres
+async def test_replicas_ingesting_into_new_weeks_at_once_store_each_reading_exactly_once(url: str) -> None:
+    a, b = PostgresStorage(url, pool_size=4), PostgresStorage(url, pool_size=4)
+    await a.open()
+    await b.open()
+    try:
+        # b has run a retention pass and a has not: a creates partitions for these weeks (and moves the rows
+        # the DEFAULT partition holds of them) while b stores their rows in the DEFAULT partition, at once.
+        await b.purge(int((MONDAY + 20 * 7 * DAY) * 1e6), None)
+        readings: dict[str, set[int]] = {}
+        sent, calls = 0, []
+        for week in range(1, 13):
+            for edge in range(4):  # four edges: their batches are stored side by side
+                batch = boundary_batch(edge, week)
+                for _, frame in batch:
+                    readings.setdefault(frame.device_id, set()).add(int(frame.ts * 1e6))
+                first, second = (a, b) if (week + edge) % 2 else (b, a)
+                calls.append(first.ingest(f"edge-{edge}", batch, None, 1))
+                sent += len(batch)
+                if week % 3 == 0:  # the same batch again through the other replica
+                    calls.append(second.ingest(f"edge-{edge}", batch, None, 1))
+                    sent += len(batch)
+        results = await asyncio.gather(*calls)
+        total = sum(map(len, readings.values()))
+        assert (sum(r.stored for r in results), sum(r.duplicates for r in results)) == (total, sent - total)
+        names = {r[0]: r[1] for r in await rows(url, "SELECT id, name FROM devices")}
+        assert {(names[d], ts) for d, ts in await rows(url, "SELECT device_id, ts FROM frames")} == \
+            {(d, ts) for d, stamps in readings.items() for ts in stamps}
+        assert len(await rows(url, "SELECT series_id, ts FROM samples")) == total
+        day = DAY * 1_000_000
+        for k, (device, stamps) in enumerate(sorted(readings.items())):
+            [(_, buckets)] = await (a, b)[k % 2].aggregate(device, ["temp"], 0, 2**62, day)
+            assert {bucket: agg.count for bucket, agg in buckets} == Counter(ts - ts % day for ts in stamps)
+        assert len([n for n in await layout(url, "frames") if n.startswith("frames_p")]) >= 12
+    finally:
+        await a.close()
+        await b.close()
