@@ -78,6 +78,7 @@ __all__ = [
 ]
 
 AGG_FUNCS = ("mean", "min", "max", "sum", "count", "first", "last")
+KNOWN_SERIES_MAX = 100_000  # series whose id a process keeps in memory; past it the cache starts afresh
 # What a backend's _ingest returns: the frames newly stored, the sample count, and the owner of each
 # device of the batch that belongs to another edge.
 Ingested = tuple[list[TelemetryFrame], int, dict[str, str]]
@@ -274,9 +275,19 @@ def _first_copies(readings: Readings) -> Readings:
 
 
 class Storage(abc.ABC):
-    """One database behind the API. Every method is a coroutine and never blocks the event loop."""
+    """One database behind the API. Every method is a coroutine and never blocks the event loop.
+
+    History and aggregates find a device's series (id and kind) in memory after the first query: series
+    and devices are never renamed or removed and their ids never change (a device that moves to another
+    edge keeps its id). A query that names a field not known yet, or none, looks the device up again, so
+    the series that appear later are found.
+    """
 
     backend: str = ""
+
+    def __init__(self) -> None:
+        self._known: dict[str, dict[str, SeriesInfo]] = {}  # device -> field -> series (id, field, kind)
+        self._known_count = 0
 
     # --- lifecycle -------------------------------------------------------------------
     @abc.abstractmethod
@@ -414,6 +425,29 @@ class Storage(abc.ABC):
         """Rollup rows of one level (series id, bucket, count, m, e, min, max, first_ts, first, last_ts, last)
         of the series with the bucket in one of the [lo, hi) ranges (each aligned to ``width``)."""
 
+    async def scan_many(self, starts: Sequence[tuple[int, int]], stop: int,
+                        limit: int) -> list[list[tuple[int, float | str | None]]]:
+        """Samples of several series, each (series id, start) with start <= ts < stop, oldest first: one list
+        per series, in the order given, with ``limit`` points over all of them (the first in that order).
+
+        A backend may answer in one statement; this one asks ``scan`` series by series.
+        """
+        out: list[list[tuple[int, float | str | None]]] = []
+        left = limit
+        for series_id, lo in starts:
+            rows = await self.scan(series_id, lo, stop, left) if left > 0 else []
+            out.append(rows)
+            left -= len(rows)
+        return out
+
+    async def aggregate_rows(self, series_ids: list[int], levels: Mapping[int, list[tuple[int, int]]],
+                             raw: list[tuple[int, int]]) -> tuple[list[list[RollupRow]], list[tuple[int, int, float]]]:
+        """What an aggregate reads (``rollups.plan``): the rollup rows of each level, coarsest first, and the
+        numeric samples of the raw ranges. A backend may answer in one statement; this one asks
+        ``rollup_rows`` level by level and ``raw_rows``."""
+        level_rows = [await self.rollup_rows(series_ids, width, ranges) for width, ranges in levels.items()]
+        return level_rows, (await self.raw_rows(series_ids, raw) if raw else [])
+
     @abc.abstractmethod
     async def purge(self, samples_before: int | None, rollups_before: int | None) -> int:
         """Delete samples and frames, and rollups of every level, older than the cutoffs (None keeps them);
@@ -433,22 +467,37 @@ class Storage(abc.ABC):
         """The id of every upload, oldest first (for copying a database)."""
 
     # --- shared queries --------------------------------------------------------------
-    async def _resolve(self, device: str, fields: Sequence[str] | None) -> tuple[tuple[Any, ...], list[SeriesInfo]]:
+    async def _resolve(self, device: str, fields: Sequence[str] | None) -> list[SeriesInfo]:
+        """The series of ``fields`` of a device (all of them when None), by field name."""
+        known = self._known.get(device)
+        if fields and known is not None and all(f in known for f in fields):
+            return sorted({known[f] for f in fields}, key=lambda s: s.field)
         found = await self.lookup(device)
         if found is None:
             raise UnknownDevice(f"device {device!r} has sent no data", "device")
-        row, known = found[0], sorted(found[1], key=lambda s: s.field)
+        self._remember(device, found[1])
+        known_series = sorted(found[1], key=lambda s: s.field)
         if not fields:
-            return row, known
-        by_name = {s.field: s for s in known}
+            return known_series
+        by_name = {s.field: s for s in known_series}
         missing = [f for f in fields if f not in by_name]
         if missing:
             raise BadQuery(f"device {device!r} has no field {missing[0]!r}"
                            f" (known: {', '.join(sorted(by_name)[:20]) or 'none'})", "fields")
-        return row, sorted({by_name[f] for f in fields}, key=lambda s: s.field)
+        return sorted({by_name[f] for f in fields}, key=lambda s: s.field)
+
+    def _remember(self, device: str, series: list[SeriesInfo]) -> None:
+        if self._known_count + len(series) > KNOWN_SERIES_MAX:
+            self._known.clear()
+            self._known_count = 0
+        self._known_count += len(series) - len(self._known.get(device, ()))
+        self._known[device] = {s.field: SeriesInfo(s.id, s.field, s.kind) for s in series}
 
     async def state(self, device: str) -> DeviceState:
-        row, series = await self._resolve(device, None)
+        found = await self.lookup(device)
+        if found is None:
+            raise UnknownDevice(f"device {device!r} has sent no data", "device")
+        row, series = found[0], sorted(found[1], key=lambda s: s.field)
         values = {s.field: (s.last_ts or 0, s.render(s.last_value, s.last_text))
                   for s in series if s.last_ts is not None}
         return DeviceState(device, row[1], row[2], row[3], values)
@@ -478,31 +527,28 @@ class Storage(abc.ABC):
     async def history(self, device: str, fields: Sequence[str] | None, start: int, stop: int,
                       limit: int, cursor: str | None) -> HistoryPage:
         """Points in field order, oldest first within a field; ``limit`` counts points over all fields."""
-        _, series = await self._resolve(device, fields)
+        series = await self._resolve(device, fields)
         try:
             after_field, after_ts = decode_cursor(cursor) if cursor else ("", -1)
         except CursorError as exc:
             raise BadQuery(str(exc), "cursor") from None
+        wanted: list[tuple[SeriesInfo, int]] = []
+        for info in series:
+            lo = max(start, after_ts + 1) if info.field == after_field else start
+            if info.field >= after_field and lo < stop:
+                wanted.append((info, lo))
+        found = await self.scan_many([(info.id, lo) for info, lo in wanted], stop, limit + 1)
         out: list[tuple[SeriesInfo, list[tuple[int, bool | float | str | None]]]] = []
         left = limit
         next_cursor = None
-        for info in series:
-            if info.field < after_field:
-                continue
-            lo = max(start, after_ts + 1) if info.field == after_field else start
-            if lo >= stop:
-                continue
-            rows = await self.scan(info.id, lo, stop, left + 1)
+        for (info, _), rows in zip(wanted, found, strict=False):
             if not rows:
                 continue
-            if len(rows) > left:
-                rows = rows[:left]
-                if rows:
-                    out.append((info, info.points(rows)))
-                    next_cursor = encode_cursor(info.field, rows[-1][0])
-                else:
-                    prev = out[-1]
-                    next_cursor = encode_cursor(prev[0].field, prev[1][-1][0])
+            if len(rows) > left:  # the page is full: the cursor is its last point
+                if left:
+                    out.append((info, info.points(rows[:left])))
+                prev = out[-1]
+                next_cursor = encode_cursor(prev[0].field, prev[1][-1][0])
                 break
             out.append((info, info.points(rows)))
             left -= len(rows)
@@ -515,16 +561,15 @@ class Storage(abc.ABC):
 
         ``first_last=False`` leaves ``first``/``last`` unset.
         """
-        _, series = await self._resolve(device, fields)
+        series = await self._resolve(device, fields)
         numeric = [s for s in series if s.kind != "text"]
         acc: dict[tuple[int, int], Partial] = {}
         if numeric:
-            ids = [s.id for s in numeric]
             levels, raw = plan(start, stop, window)
-            for width, ranges in levels.items():
-                fold_rollups(acc, await self.rollup_rows(ids, width, ranges), window)
-            if raw:
-                fold_raw(acc, await self.raw_rows(ids, raw), window)
+            level_rows, raw_rows = await self.aggregate_rows([s.id for s in numeric], levels, raw)
+            for rows in level_rows:
+                fold_rollups(acc, rows, window)
+            fold_raw(acc, raw_rows, window)
         per_series: dict[int, list[tuple[int, AggRow]]] = {s.id: [] for s in numeric}
         for (sid, bucket), part in sorted(acc.items()):
             per_series[sid].append((bucket, AggRow.of(part, first_last)))

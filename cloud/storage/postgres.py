@@ -72,6 +72,7 @@ class PostgresStorage(Storage):
     backend = "postgres"
 
     def __init__(self, dsn: str, *, pool_size: int = 8, timescale: bool = True, command_timeout: float = 30.0):
+        super().__init__()
         self._dsn = dsn
         self._pool_size = pool_size
         self._want_timescale = timescale
@@ -344,21 +345,36 @@ class PostgresStorage(Storage):
     async def lookup(self, name: str) -> tuple[tuple[int, int | None, str | None, str | None],
                                                list[SeriesInfo]] | None:
         async with self._con() as con:
-            row = await con.fetchrow(q.DEVICE, name)
-            if row is None:
-                return None
-            return tuple(row), [SeriesInfo(*r) for r in await con.fetch(q.SERIES, row[0])]
+            rows = await con.fetch(q.LOOKUP, name)
+        if not rows:
+            return None
+        return tuple(rows[0][:4]), [SeriesInfo(*r[4:]) for r in rows if r[4] is not None]
 
     async def statuses(self, device_id: int, after: int, upto: int) -> dict[int, str]:
         async with self._con() as con:
-            rows = await con.fetch("SELECT ts, status FROM frames WHERE device_id = $1 AND ts > $2 AND ts <= $3",
-                                   device_id, after, upto)
+            rows = await con.fetch(q.STATUSES, device_id, after, upto)
         return {r[0]: r[1] for r in rows}
 
     async def scan(self, series_id: int, start: int, stop: int, limit: int) -> list[tuple[int, float | str | None]]:
         async with self._con() as con:
             rows = await con.fetch(q.SCAN, series_id, start, stop, limit)
         return [(r[0], r[1] if r[2] is None else r[2]) for r in rows]
+
+    async def scan_many(self, starts: Sequence[tuple[int, int]], stop: int,
+                        limit: int) -> list[list[tuple[int, float | str | None]]]:
+        if len(starts) < 2:
+            return await super().scan_many(starts, stop, limit)
+        async with self._con() as con:
+            rows = await con.fetch(q.SCAN_MANY, [sid for sid, _ in starts], [lo for _, lo in starts], stop, limit,
+                                   limit)
+        out: list[list[tuple[int, float | str | None]]] = [[] for _ in starts]
+        last_k, last_ts = 0, 0
+        for k, ts, value, text in rows:
+            if k < last_k or (k == last_k and ts <= last_ts):  # not in series order: the limit may have cut
+                return await super().scan_many(starts, stop, limit)  # the wrong rows, so ask one by one
+            last_k, last_ts = k, ts
+            out[k - 1].append((ts, value if text is None else text))
+        return out
 
     async def raw_rows(self, series_ids: list[int], ranges: list[tuple[int, int]]) -> list[tuple[int, int, float]]:
         async with self._con() as con:
@@ -370,6 +386,21 @@ class PostgresStorage(Storage):
             rows = await con.fetch(q.ROLLUP_ROWS, series_ids, width, [lo for lo, _ in ranges],
                                    [hi for _, hi in ranges])
         return [tuple(r) for r in rows]
+
+    async def aggregate_rows(self, series_ids: list[int], levels: Mapping[int, list[tuple[int, int]]],
+                             raw: list[tuple[int, int]]) -> tuple[list[list[RollupRow]], list[tuple[int, int, float]]]:
+        spans = [(width, lo, hi) for width, ranges in levels.items() for lo, hi in ranges]
+        async with self._con() as con:
+            rows = await con.fetch(q.AGGREGATE_ROWS, series_ids, [w for w, _, _ in spans], [lo for _, lo, _ in spans],
+                                   [hi for _, _, hi in spans], [lo for lo, _ in raw], [hi for _, hi in raw])
+        by_level: dict[int, list[RollupRow]] = {width: [] for width in levels}
+        points: list[tuple[int, int, float]] = []
+        for r in rows:
+            if r[0]:
+                by_level[r[0]].append(r[1:])
+            else:
+                points.append((r[1], r[2], r[6]))
+        return list(by_level.values()), points
 
     async def purge(self, samples_before: int | None, rollups_before: int | None) -> int:
         deleted = 0

@@ -69,6 +69,7 @@ class SQLiteStorage(Storage):
 
     def __init__(self, path: str | Path, *, readers: int = 4, busy_timeout: float = 10.0,
                  synchronous: str = "full") -> None:
+        super().__init__()
         self.path = Path(path)
         self._synchronous = {"full": "FULL", "normal": "NORMAL"}[synchronous]
         self._busy_ms = int(busy_timeout * 1000)

@@ -103,6 +103,21 @@ async def test_history_honours_fields_and_time_range(storage: Storage) -> None:
     assert page.next_cursor is None
 
 
+async def test_a_field_that_appears_after_a_query_is_found(storage: Storage) -> None:
+    await storage.ingest("edge-a", seqd([frame(i) for i in range(3)]), HEALTH, 1)
+    page = await storage.history("press-1", ["temp", "temp"], 0, 2**62, 100, None)
+    assert [info.field for info, _ in page.series] == ["temp"]
+    await storage.ingest("edge-a", seqd([frame(i, pressure=1.5 + i) for i in range(3, 6)], 50), HEALTH, 2)
+    page = await storage.history("press-1", ["pressure", "temp"], 0, 2**62, 100, None)
+    assert [(info.field, [v for _, v in pts]) for info, pts in page.series] == [
+        ("pressure", [4.5, 5.5, 6.5]), ("temp", [20.0, 21.0, 22.0])]
+    everything = await storage.history("press-1", None, 0, 2**62, 100, None)
+    assert [info.field for info, _ in everything.series] == ["count", "metrics.score", "pressure", "temp"]
+    buckets = await storage.aggregate("press-1", ["pressure"], int(T0 * 1e6), int((T0 + 60) * 1e6), MINUTE_US)
+    assert [(info.field, [(agg.count, agg.sum) for _, agg in rows]) for info, rows in buckets] == [
+        ("pressure", [(3, 16.5)])]
+
+
 async def test_unknown_device_field_and_cursor_are_refused(storage: Storage) -> None:
     await storage.ingest("edge-a", [(1, frame(1))], HEALTH, 1)
     with pytest.raises(UnknownDevice):
