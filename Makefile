@@ -52,7 +52,7 @@ bench: install
 	$(PY) bench/bench_pg_partitions.py
 	$(PY) bench/bench_cloud_query.py
 	$(PY) bench/bench_cloud_api.py
-	$(PY) bench/bench_dashboard.py
+	$(PY) bench/bench_dashboard.py --pg
 	$(PY) bench/bench_catchup.py
 	$(PY) bench/bench_sim.py
 	$(PY) bench/bench_physics.py

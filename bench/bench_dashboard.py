@@ -16,7 +16,9 @@ aggregate-only run (all 50 clients) measures throughput. Prints p50/p95/p99
 per kind, requests/s, 503 answers and the server's peak RSS (all its
 processes). SQLite by default, 1 and 2 workers; with --pg-url the same runs
 against that PostgreSQL database (loaded once; --replicas N starts N servers
-on their own ports, clients spread over them). Every run stops by itself.
+on their own ports, clients spread over them), and with --pg against a
+private PostgreSQL server the benchmark starts and removes (as the tests do).
+Every run stops by itself.
 
 The clients are wrk processes (C, from Debian's package ``wrk``; a Lua script
 makes each request's URL) when wrk is installed, so that the load generator
@@ -55,6 +57,7 @@ from cloud.storage.base import Storage  # noqa: E402
 from cloud.storage.postgres import PostgresStorage  # noqa: E402
 from cloud.storage.sqlite import SQLiteStorage  # noqa: E402
 from shared.frame import TelemetryFrame  # noqa: E402
+from tests.cloud.pg import PgUnavailable, fresh_pg_database, start_cluster  # noqa: E402
 from tests.support import free_port  # noqa: E402
 
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
@@ -365,7 +368,7 @@ async def postgres_runs(args: argparse.Namespace, results: dict[str, Any]) -> No
         tokens = await viewer_tokens(storage)
     finally:
         await storage.close()
-    workers = max(int(w) for w in args.workers.split(","))
+    workers = args.pg_workers
     with tempfile.TemporaryDirectory() as tmp:
         for label, kinds in [("mixed", MIX), ("aggregates only", AGGREGATES)]:
             name = f"PostgreSQL, {args.replicas} replica(s) x {workers} worker(s), {label}"
@@ -392,7 +395,9 @@ async def main() -> None:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--workers", default="1,2", help="uvicorn workers per server; each value is one mixed run")
     parser.add_argument("--pg-url", help="also run against this PostgreSQL database (loaded when empty)")
+    parser.add_argument("--pg", action="store_true", help="also run against a private PostgreSQL server started here")
     parser.add_argument("--replicas", type=int, default=2, help="servers on their own ports for --pg-url")
+    parser.add_argument("--pg-workers", type=int, default=1, help="uvicorn workers per PostgreSQL replica")
     parser.add_argument("--max-running", type=int, help="the servers' queries.max_running (default: its default)")
     parser.add_argument("--no-sqlite", action="store_true", help="only the PostgreSQL runs")
     parser.add_argument("--client", choices=["wrk", "httpx"], default="wrk" if shutil.which("wrk") else "httpx",
@@ -408,6 +413,17 @@ async def main() -> None:
         await sqlite_runs(args, results)
     if args.pg_url:
         await postgres_runs(args, results)
+    elif args.pg:
+        try:
+            server = start_cluster()
+        except PgUnavailable as exc:
+            print(f"\nPostgreSQL runs skipped: {exc}")
+        else:
+            try:
+                args.pg_url = await fresh_pg_database(server)
+                await postgres_runs(args, results)
+            finally:
+                server.stop()
     if args.json:
         print(json.dumps(results, indent=2))
     print("\ntargets: p95 < 200 ms for history and aggregates with 2 workers; aggregates only >= 160 requests/s")
