@@ -22,7 +22,7 @@ pytestmark = pytest.mark.postgres
 async def app_client(tmp_path, url: str) -> AsyncIterator[httpx.AsyncClient]:
     # The readings are of January 2026, older than the default retention: no retention pass may remove them
     # between the two posts (a reading sent again after its frame was removed would be counted again).
-    app = create_app(config_for(tmp_path, database={"url": url}, retention={"samples_days": 0}))
+    app = create_app(config_for(tmp_path, database={"url": url}))
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://cloud.test") as c:
             c.app = app  # type: ignore[attr-defined]
