@@ -19,14 +19,15 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cloud.migrations import MIGRATIONS  # noqa: E402
 from cloud.storage.partitions import WEEK_US, Partitions  # noqa: E402
 from cloud.storage.postgres import PostgresStorage  # noqa: E402
+from tests.cloud.oldschema import postgres_at_version  # noqa: E402
 from tests.cloud.pg import PgServer, fresh_pg_database, start_cluster  # noqa: E402
 
 DAY_US = 86_400_000_000
@@ -44,11 +45,7 @@ async def upgrade(server: PgServer, rows: int, now_us: int) -> dict[str, float]:
     url = await fresh_pg_database(server)
     con = await asyncpg.connect(url)
     try:
-        await con.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
-                          "applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
-        for mig in MIGRATIONS[:3]:
-            await con.execute(mig.postgres)
-            await con.execute("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", mig.version, mig.name)
+        await postgres_at_version(con, 3)
         await con.execute(fill_sql("samples", rows, now_us), timeout=3600)
         step = SPAN_US // (rows // 20 // 10)
         await con.execute(f"INSERT INTO frames SELECT g % 10, {now_us - SPAN_US} + (g::bigint / 10) * {step}, "
@@ -66,7 +63,7 @@ async def upgrade(server: PgServer, rows: int, now_us: int) -> dict[str, float]:
     return {"seconds": elapsed, "table_bytes": size}
 
 
-async def retention(server: PgServer, rows: int, now_us: int) -> list[dict[str, float]]:
+async def retention(server: PgServer, rows: int, now_us: int) -> list[dict[str, Any]]:
     url = await fresh_pg_database(server)
     store = PostgresStorage(url, pool_size=2)
     await store.open()

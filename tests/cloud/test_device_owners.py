@@ -8,12 +8,13 @@ import sqlite3
 import asyncpg
 import pytest
 
-from cloud.migrations import MIGRATIONS, latest_version
+from cloud.migrations import latest_version
 from cloud.storage.base import MINUTE_US, DeviceExists, Storage, UnknownDevice
 from cloud.storage.postgres import PostgresStorage
 from cloud.storage.sqlite import SQLiteStorage
 from cloud.transfer import copy_database
 from shared.frame import TelemetryFrame
+from tests.cloud.oldschema import postgres_at_version, sqlite_at_version
 from tests.cloud.pg import PgServer, fresh_pg_database
 
 T0 = 1_767_225_600.0  # minute aligned
@@ -127,13 +128,7 @@ async def test_the_edges_clock_skew_is_recorded_and_kept_when_a_batch_has_none(s
 
 def _v2_sqlite(path) -> None:
     con = sqlite3.connect(path, isolation_level=None)
-    con.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
-                "applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)")
-    for mig in MIGRATIONS[:2]:
-        for statement in mig.sqlite.split(";"):
-            if statement.strip():
-                con.execute(statement)
-        con.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", (mig.version, mig.name))
+    sqlite_at_version(con, 2)
     _old_rows(con.execute)
     con.close()
 
@@ -170,11 +165,7 @@ async def test_an_upgraded_postgresql_database_binds_devices_to_the_registered_e
     url = await fresh_pg_database(pg_server)
     con = await asyncpg.connect(url)
     try:
-        await con.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
-                          "applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
-        for mig in MIGRATIONS[:2]:
-            await con.execute(mig.postgres)
-            await con.execute("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", mig.version, mig.name)
+        await postgres_at_version(con, 2)
         statements: list[str] = []
         _old_rows(statements.append)
         for statement in statements:

@@ -11,6 +11,7 @@ import pytest
 from cloud.migrations import MIGRATIONS, latest_version
 from cloud.storage.postgres import PostgresStorage
 from cloud.storage.sqlite import SQLiteStorage
+from tests.cloud.oldschema import postgres_at_version, sqlite_at_version
 from tests.cloud.pg import PgServer, fresh_pg_database
 
 V1 = MIGRATIONS[0]
@@ -98,13 +99,7 @@ async def _check_version_4(store: SQLiteStorage | PostgresStorage) -> None:
 async def test_a_version_3_sqlite_database_gets_rollup_levels_from_its_samples(tmp_path) -> None:
     path = tmp_path / "v3.db"
     con = sqlite3.connect(path, isolation_level=None)
-    con.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
-                "applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)")
-    for mig in MIGRATIONS[:3]:
-        for statement in mig.sqlite.split(";"):
-            if statement.strip():
-                con.execute(statement)
-        con.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)", (mig.version, mig.name))
+    sqlite_at_version(con, 3)
     con.execute("INSERT INTO devices (name, first_seen, last_ts) VALUES ('m1', 0, ?)", (POINTS[-1][0],))
     con.execute("INSERT INTO series (device_id, field, kind) VALUES (1, 't', 'num')")
     con.executemany("INSERT INTO samples (series_id, ts, value) VALUES (1, ?, ?)", POINTS)
@@ -126,11 +121,7 @@ async def test_a_version_3_postgresql_database_gets_rollup_levels_from_its_sampl
     url = await fresh_pg_database(pg_server)
     con = await asyncpg.connect(url)
     try:
-        await con.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
-                          "applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
-        for mig in MIGRATIONS[:3]:
-            await con.execute(mig.postgres)
-            await con.execute("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", mig.version, mig.name)
+        await postgres_at_version(con, 3)
         await con.execute("INSERT INTO devices (name, first_seen, last_ts) VALUES ('m1', 0, $1)", POINTS[-1][0])
         await con.execute("INSERT INTO series (device_id, field, kind) VALUES (1, 't', 'num')")
         await con.copy_records_to_table("samples", records=[(1, ts, v, None) for ts, v in POINTS])

@@ -12,11 +12,12 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from cloud.migrations import MIGRATIONS, latest_version
+from cloud.migrations import latest_version
 from cloud.storage import partitions as parts
 from cloud.storage.partitions import WEEK_US, Bound, gaps, partition_name, week_start
 from cloud.storage.postgres import PostgresStorage
 from shared.frame import TelemetryFrame
+from tests.cloud.oldschema import postgres_at_version
 from tests.cloud.pg import PgServer, fresh_pg_database
 
 MONDAY = 1_736_121_600  # 2025-01-06T00:00:00Z, a Monday
@@ -192,11 +193,7 @@ async def test_a_version_3_database_with_data_is_partitioned_in_place(url: str) 
     edge_week = week_start(int(now * 1e6))
     con = await asyncpg.connect(url)
     try:
-        await con.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
-                          "applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
-        for mig in MIGRATIONS[:3]:
-            await con.execute(mig.postgres)
-            await con.execute("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", mig.version, mig.name)
+        await postgres_at_version(con, 3)
         await con.execute("CREATE INDEX samples_ts_brin ON samples USING brin (ts)")  # as version 3 made it
         await con.execute("INSERT INTO devices (name, first_seen) VALUES ('press-1', 1)")
         await con.execute("INSERT INTO series (device_id, field, kind) VALUES (1, 'temp', 'num')")
