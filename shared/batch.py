@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.frame import DEVICE_ID_PATTERN
 
-__all__ = ["MAX_DROP_REASONS", "MAX_NAME", "MAX_SOURCES", "MAX_STATE", "EdgeHealth", "Rejection", "SyncAck",
-           "SyncBatch", "SequencedFrame"]
+__all__ = ["MAX_DROP_REASONS", "MAX_NAME", "MAX_SOURCES", "MAX_STATE", "SENT_AT_HEADER", "EdgeHealth", "Rejection",
+           "SequencedFrame", "SyncAck", "SyncBatch"]
 
 
 class _Wire(BaseModel):
@@ -96,6 +96,11 @@ class SequencedFrame(_Wire):
 
     seq: int = Field(ge=1, le=2**63 - 1)
     frame: Any = Field(description="a TelemetryFrame as plain data (validated one by one)")
+
+
+# The edge's clock at each attempt to send a batch (seconds since the epoch), beside the body's ``sent_at``,
+# which is stamped once when the batch is packed: a batch resent after an outage keeps its body.
+SENT_AT_HEADER = "X-Twinedge-Sent-At"
 
 
 class SyncBatch(_Wire):

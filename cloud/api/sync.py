@@ -14,8 +14,9 @@ once each. A frame is refused too when it is dated more than
 ``sync.max_future_skew`` ahead of the cloud's clock, or when its device
 belongs to another edge. ``acked_through`` is the batch's highest sequence:
 every frame at or below it is stored, was stored before, or is refused for
-good. The edge's clock skew (its ``sent_at`` minus the cloud's clock when the
-request arrived) is recorded with its health. A health report over the limits
+good. The edge's clock skew (the time it sent the request, ``X-Twinedge-Sent-At``
+or else the batch's ``sent_at``, minus the cloud's clock when the request
+arrived) is recorded with its health. A health report over the limits
 (``EdgeHealth.bounded``) is kept shortened, with a WARNING in the log.
 """
 
@@ -39,7 +40,7 @@ from cloud.edgeslots import Claim
 from cloud.errors import Overloaded, Superseded
 from cloud.guard import body_guard
 from cloud.storage.base import StorageError, StorageUnavailable
-from shared.batch import EdgeHealth, Rejection, SyncAck, SyncBatch
+from shared.batch import SENT_AT_HEADER, EdgeHealth, Rejection, SyncAck, SyncBatch
 from shared.codec import decode_obj, validate_frames
 from shared.errors import CodecError, FrameError, InputError
 from shared.frame import TelemetryFrame
@@ -106,6 +107,16 @@ def clock_skew(sent_at: float, received_at: float) -> float | None:
     """The edge's clock minus the cloud's, in seconds; None when ``sent_at`` is no time at all."""
     skew = sent_at - received_at
     return skew if math.isfinite(skew) else None
+
+
+def attempt_sent_at(request: Request, packed_at: float) -> float:
+    """When the edge sent this attempt (its ``X-Twinedge-Sent-At``), else when it packed the batch."""
+    value = request.headers.get(SENT_AT_HEADER, "")
+    try:
+        sent_at = float(value) if len(value) <= 32 else math.nan
+    except ValueError:
+        return packed_at
+    return sent_at if math.isfinite(sent_at) else packed_at
 
 
 def refuse_future(frames: list[tuple[int, TelemetryFrame]], now: float, limit: float,
@@ -272,7 +283,7 @@ async def _handle(request: Request, edge: str, ctx: Ctx, claim: Claim) -> SyncAc
         raise NotAllowed(f"this token belongs to edge {edge!r}, not {batch.edge_id!r}", "edge_id")
     if batch.health_notes:
         _warn_health(edge, batch.health_notes)
-    acked, skew = batch.last_seq, clock_skew(batch.sent_at, received_at)
+    acked, skew = batch.last_seq, clock_skew(attempt_sent_at(request, batch.sent_at), received_at)
     good, ahead = refuse_future(batch.good, time.time(), cfg.max_future_skew, skew)
     rejected = batch.rejected + ahead
     try:

@@ -27,7 +27,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 from edge import __version__
 from edge.config import UplinkConfig
 from edge.store import StoredRow
-from shared.batch import EdgeHealth, SyncAck
+from shared.batch import SENT_AT_HEADER, EdgeHealth, SyncAck
 from shared.errors import TwinedgeError
 
 __all__ = ["LinkState", "Sender", "SyncRefused", "SyncRetry", "SyncTooLarge", "UplinkError", "encode_batch"]
@@ -207,7 +207,7 @@ class Sender:
 
     async def _post(self, client: httpx.AsyncClient, body: bytes) -> SyncAck:
         try:
-            response = await client.post(SYNC_PATH, content=body)
+            response = await client.post(SYNC_PATH, content=body, headers={SENT_AT_HEADER: f"{time.time():.3f}"})
         except httpx.TransportError as exc:
             where = self.config.shown_url
             raise SyncRetry(f"cannot reach the cloud at {where} ({type(exc).__name__}: {exc})") from None

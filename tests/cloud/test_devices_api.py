@@ -83,6 +83,18 @@ async def test_an_edge_whose_clock_runs_ahead_is_told_so_and_its_skew_is_shown(a
     assert (await edge_row(api, "edge-2"))["clock_skew_s"] is None
 
 
+async def test_a_batch_resent_after_an_outage_shows_the_skew_of_the_attempt_not_of_its_packing(api: Api) -> None:
+    packed_an_hour_ago = batch("edge-1", [(1, wire(0))])
+    packed_an_hour_ago["sent_at"] = time.time() - 3600
+    assert (await api.sync(packed_an_hour_ago, **{"X-Twinedge-Sent-At": f"{time.time():.3f}"})).status_code == 200
+    assert abs((await edge_row(api, "edge-1"))["clock_skew_s"]) < 5
+    for hostile in ("nan", "inf", "-inf", "soon", "", "1" * 5000):  # not a time: the batch's sent_at counts
+        body = batch("edge-1", [(2, wire(1))])
+        body["sent_at"] = time.time() - 60
+        assert (await api.sync(body, **{"X-Twinedge-Sent-At": hostile})).status_code == 200, hostile
+        assert (await edge_row(api, "edge-1"))["clock_skew_s"] == pytest.approx(-60, abs=5), hostile
+
+
 async def test_the_allowed_skew_is_configured(tmp_path) -> None:
     async with make_api(tmp_path, sync={"max_future_skew": "1h"}) as api:
         ack = (await api.sync(batch("edge-1", [(1, at(time.time() + 3000)), (2, at(time.time() + 4000))]))).json()

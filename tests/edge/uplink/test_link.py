@@ -163,6 +163,9 @@ async def test_overload_is_retried_after_the_servers_retry_after(tmp_path: Path)
         await run_until(uplink, lambda: uplink.store.depth == 0)
     assert seen_retry_in == [0.05]
     assert cloud.seqs(0) == cloud.seqs(1)  # the same batch, sent again
+    assert cloud.batches[0]["sent_at"] == cloud.batches[1]["sent_at"]  # packed once, but each attempt says when
+    attempts = [float(h["x-twinedge-sent-at"]) for h in cloud.headers]
+    assert attempts[1] >= attempts[0] + 0.05 and attempts[0] >= cloud.batches[0]["sent_at"]
     assert uplink.snapshot()["last_error"] == "HTTP 503: the database is busy"
 
 
