@@ -64,6 +64,7 @@ def _with_storage(args: argparse.Namespace, action: Callable[[Storage], Awaitabl
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from cloud.headdeadline import http_protocol
     from cloud.serving import serve
 
     config = _config(args)
@@ -79,7 +80,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.getLogger(__name__).info("serving on http://%s:%d with %s", host, port,
                                      redact_url(config.database.url.get_secret_value()))
     common: dict[str, Any] = {"host": host, "port": port, "log_level": config.log.level.lower(),
-                              "timeout_graceful_shutdown": 10, "access_log": args.access_log}
+                              "timeout_graceful_shutdown": 10, "access_log": args.access_log,
+                              "http": http_protocol(config.server.header_timeout)}
     app: Any = "cloud.app:app_from_env"
     if workers > 1:
         path = _config_path(args)

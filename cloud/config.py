@@ -64,6 +64,9 @@ class ServerConfig(StrictModel):
         default=0.5, ge=0.05, le=60, description="how often the live feed looks for frames other processes stored")
     auth_cache_ttl: Duration = Field(
         default=5.0, ge=0, le=300, description="how long a checked token is trusted before it is looked up again")
+    header_timeout: Duration = Field(
+        default=10.0, ge=0.1, le=3600,
+        description="a request line and headers must arrive within this time, else the connection is closed")
     body_timeout: Duration = Field(
         default=10.0, ge=0.1, le=3600,
         description="the whole request body must arrive within this time after the headers, else 408")

@@ -54,6 +54,14 @@ class QueryGate:
         cfg = self._config
         if self._running < cfg.max_running and not self._queued:
             self._running += 1
+            try:
+                # A query may read and compute without giving the event loop back (short SQLite reads run on
+                # it): yield once here, so that requests that arrived together all reach the gate, and wait or
+                # are refused by its rules, before any of them takes the loop for its query.
+                await asyncio.sleep(0)
+            except BaseException:
+                self._release()
+                raise
             return
         queue = self._queues.get(client)
         if self._queued >= cfg.max_queued:
