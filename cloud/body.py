@@ -56,16 +56,22 @@ async def _read_limited(request: Request, max_body: int) -> bytes:
 
 
 def _gunzip(data: bytes, limit: int) -> bytes:
-    inflater = zlib.decompressobj(wbits=47)  # gzip or zlib header, detected
-    try:
-        out = inflater.decompress(data, limit + 1)
-    except zlib.error as exc:
-        raise BodyError(f"not valid gzip: {exc}", "body") from None
-    if len(out) > limit:
-        raise BodyTooLarge(f"decompresses to more than the limit of {limit:,} bytes", "body")
-    if not inflater.eof:
-        raise BodyError("gzip data is truncated", "body")
-    return out
+    """Every member of a gzip body (``cat a.gz b.gz`` is one valid gzip stream), or zlib data."""
+    out = bytearray()
+    rest = data
+    while True:
+        inflater = zlib.decompressobj(wbits=47)  # gzip or zlib header, detected
+        try:
+            out += inflater.decompress(rest, limit + 1 - len(out))
+        except zlib.error as exc:
+            raise BodyError(f"not valid gzip: {exc}", "body") from None
+        if len(out) > limit:
+            raise BodyTooLarge(f"decompresses to more than the limit of {limit:,} bytes", "body")
+        if not inflater.eof:
+            raise BodyError("gzip data is truncated", "body")
+        rest = inflater.unused_data
+        if not rest:
+            return bytes(out)
 
 
 def _unzstd(data: bytes, limit: int) -> bytes:

@@ -17,11 +17,18 @@ workers.
 
 Where ``SO_REUSEPORT`` does not spread connections (anything but Linux),
 uvicorn's shared socket is used.
+
+Each connection costs a file descriptor, and a process gets 1,024 by default
+(its soft limit): ``serve`` raises the soft limit to the hard one (at most
+65,536), so that many clients, or many that hold connections until
+``server.header_timeout`` closes them, do not run it out.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import resource
 import socket
 import sys
 from typing import Any, cast
@@ -29,7 +36,23 @@ from typing import Any, cast
 import uvicorn
 from uvicorn.supervisors import Multiprocess
 
-__all__ = ["balanced", "serve"]
+__all__ = ["balanced", "raise_fd_limit", "serve"]
+
+log = logging.getLogger(__name__)
+FD_WANTED = 65_536
+
+
+def raise_fd_limit(wanted: int = FD_WANTED) -> int:
+    """Raise this process's soft limit of open files towards ``wanted`` (never past the hard limit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the limit of open files from %d to %d (%s)", soft, target, exc)
+    return soft
 
 
 def balanced() -> bool:
@@ -65,6 +88,7 @@ class _OwnSocket:
 def serve(app: Any, workers: int, host: str, port: int, **options: Any) -> None:
     """Serve ``app`` until a signal: an ASGI app with one worker, else an app factory's import string
     ("module:function") that each worker process calls. Raises OSError when the address cannot be bound."""
+    raise_fd_limit()  # workers inherit it
     if workers == 1:
         sock = _bind(host, port, reuse_port=False)
         with sock, contextlib.suppress(KeyboardInterrupt):

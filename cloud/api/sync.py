@@ -78,6 +78,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 
 _last_warning: dict[str, float] = {}
 SKEW_WORTH_SAYING = 2.0  # seconds: below this a clock difference is mostly the time the request travelled
+MAX_CLOCK_SKEW = 100 * 365.25 * 86400  # seconds: a sent_at further off than a century is no clock reading
 
 
 def _warn_rejected(edge: str, rejected: list[Rejection]) -> None:
@@ -106,7 +107,7 @@ def _warn_health(edge: str, notes: list[str]) -> None:
 def clock_skew(sent_at: float, received_at: float) -> float | None:
     """The edge's clock minus the cloud's, in seconds; None when ``sent_at`` is no time at all."""
     skew = sent_at - received_at
-    return skew if math.isfinite(skew) else None
+    return skew if abs(skew) <= MAX_CLOCK_SKEW else None  # False for NaN
 
 
 def attempt_sent_at(request: Request, packed_at: float) -> float:
@@ -139,7 +140,7 @@ def refuse_future(frames: list[tuple[int, TelemetryFrame]], now: float, limit: f
         else:
             when = datetime.fromtimestamp(frame.ts, UTC).isoformat(timespec="seconds")
             refused.append(Rejection(seq=seq, reason=(
-                f"ts {when} is {frame.ts - now:,.0f} s ahead of the cloud's clock; at most {limit:,.0f} s "
+                f"ts {when} is {math.ceil(frame.ts - now):,d} s ahead of the cloud's clock; at most {limit:,.0f} s "
                 f"(sync.max_future_skew) is accepted{note}")))
     return kept, refused
 

@@ -44,6 +44,7 @@ def test_the_systemd_unit_runs_twincloud_and_stops_on_config_errors() -> None:
     unit = (ROOT / "systemd" / "twincloud.service").read_text(encoding="utf-8")
     assert "ExecStart=/opt/twinedge/.venv/bin/twincloud --config /etc/twincloud/cloud.toml serve" in unit
     assert "RestartPreventExitStatus=78" in unit and "User=twincloud" in unit
+    assert "LimitNOFILE=65536" in unit
 
 
 def test_the_scale_out_compose_runs_two_named_replicas_behind_haproxy_on_one_database() -> None:

@@ -81,6 +81,9 @@ async def test_an_edge_whose_clock_runs_ahead_is_told_so_and_its_skew_is_shown(a
     body["sent_at"] = float("nan")  # not a time: no skew recorded, the batch still counts
     assert (await api.sync(body, token=api.other_edge)).status_code == 200
     assert (await edge_row(api, "edge-2"))["clock_skew_s"] is None
+    body["sent_at"] = -1e30  # nor is this
+    assert (await api.sync(body, token=api.other_edge)).status_code == 200
+    assert (await edge_row(api, "edge-2"))["clock_skew_s"] is None
 
 
 async def test_a_batch_resent_after_an_outage_shows_the_skew_of_the_attempt_not_of_its_packing(api: Api) -> None:

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import resource
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -107,3 +109,22 @@ async def test_a_websocket_stays_open_past_the_head_timeout(server: CloudServer)
             message = json.loads(await ws.recv())
     assert message["type"] == "frame"
     assert message["frame"]["sensors"]["temp"] == wire(2)["sensors"]["temp"]
+
+
+def test_the_service_raises_its_limit_of_open_files(tmp_path) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 65_536 if hard == resource.RLIM_INFINITY else min(65_536, hard)
+    if wanted <= 256:
+        pytest.skip(f"the hard limit of open files here is {hard}: nothing to raise")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))  # the child starts with a low soft limit
+    try:
+        cloud = CloudServer(tmp_path)
+        cloud.start()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    try:
+        limits = Path(f"/proc/{cloud.pid}/limits").read_text(encoding="utf-8")
+        line = next(x for x in limits.splitlines() if x.startswith("Max open files"))
+        assert int(line.split()[3]) == wanted, line
+    finally:
+        cloud.stop()

@@ -58,6 +58,13 @@ async def test_encodings_json_gzip_and_zstd_are_accepted(api: Api) -> None:
     resp = await api.client.post(URL, content=gzip.compress(plain), headers={
         **auth(api.edge), "Content-Type": "application/json", "Content-Encoding": "gzip"})
     assert resp.json()["stored"] == 1
+    members = json.dumps(batch("edge-1", [(3, wire(3)), (4, wire(4))])).encode()  # gzip a b > c: two members
+    resp = await api.client.post(URL, content=gzip.compress(members[:40]) + gzip.compress(members[40:]), headers={
+        **auth(api.edge), "Content-Type": "application/json", "Content-Encoding": "gzip"})
+    assert resp.json()["stored"] == 2
+    resp = await api.client.post(URL, content=gzip.compress(plain) + b"\0" * 8, headers={
+        **auth(api.edge), "Content-Type": "application/json", "Content-Encoding": "gzip"})
+    assert resp.status_code == 400 and "not valid gzip" in resp.text  # trailing bytes are no member
     packed = zstandard.ZstdCompressor().compress(encode_obj(batch("edge-1", [(2, wire(2))])))
     resp = await api.client.post(
         URL, content=packed, headers={**auth(api.edge), "Content-Type": "application/msgpack",
