@@ -10,19 +10,8 @@ from cloud.storage.base import Storage
 from cloud.storage.postgres import PostgresStorage
 from cloud.storage.sqlite import SQLiteStorage
 from tests.cloud.apiclient import Api, make_api
-from tests.cloud.pg import PgServer, PgUnavailable, fresh_pg_database, start_cluster
+from tests.cloud.pg import fresh_pg_database
 from tests.cloud.server import CloudServer
-
-
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[PgServer]:
-    """A real PostgreSQL server for the session. Missing PostgreSQL is a test failure, not a skip."""
-    try:
-        server = start_cluster()
-    except PgUnavailable as exc:
-        pytest.fail(f"PostgreSQL tests cannot run: {exc}", pytrace=False)
-    yield server
-    server.stop()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -15,7 +15,7 @@ import re
 import subprocess
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -23,7 +23,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.cloud.pg import PgServer, PgUnavailable, fresh_pg_database, start_cluster
+from tests.cloud.pg import PgServer, fresh_pg_database
 from tests.cloud.server import CloudServer
 from tests.e2e.balancer import CONFIG, Balancer, haproxy_binary
 from tests.e2e.daemon import EdgeDaemon
@@ -40,14 +40,6 @@ EDGES = ("edge-a", "edge-b", "edge-c")
 STORED = re.compile(r'^twincloud_edge_frames_stored_total\{edge="([^"]+)"\} ([0-9.e+]+)$', re.MULTILINE)
 
 
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PgServer]:
-    try:
-        server = start_cluster()
-    except PgUnavailable as exc:
-        pytest.fail(f"PostgreSQL tests cannot run: {exc}", pytrace=False)
-    yield server
-    server.stop()
 
 
 def replica(directory: Path, name: str, url: str, first: CloudServer | None = None) -> CloudServer:
@@ -79,8 +71,8 @@ class LiveClient:
 
 
 @pytest.fixture
-async def replicas(tmp_path: Path, pg: PgServer) -> AsyncIterator[tuple[CloudServer, CloudServer, str]]:
-    url = await fresh_pg_database(pg)
+async def replicas(tmp_path: Path, pg_server: PgServer) -> AsyncIterator[tuple[CloudServer, CloudServer, str]]:
+    url = await fresh_pg_database(pg_server)
     a = replica(tmp_path, "cloud-a", url)
     b = replica(tmp_path, "cloud-b", url, first=a)
     await asyncio.to_thread(a.start)
