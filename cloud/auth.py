@@ -17,7 +17,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Request, WebSocket
 
@@ -140,7 +140,17 @@ def require_role(role: str) -> Callable[[Request], Awaitable[Principal]]:
         return principal
 
     dependency.__name__ = f"require_{role}"
+    dependency.required_role = role  # type: ignore[attr-defined]  # read by cloud.guard before the body
     return dependency
+
+
+def required_role(dependant: Any) -> str | None:
+    """The role a FastAPI route's dependencies ask for (``require_role``), found without running them."""
+    for dep in getattr(dependant, "dependencies", ()):
+        role = getattr(dep.call, "required_role", None) or required_role(dep)
+        if role is not None:
+            return role
+    return None
 
 
 async def require_edge(request: Request) -> Principal:

@@ -4,7 +4,8 @@
 HTTP request it
 
 1. answers 401 (no, an unknown or a revoked token) or 403 (an edge's token on
-   a person's route, or a person's on the sync route) from the headers alone,
+   a person's route, a person's on the sync route, or a person's role below
+   the one a route with a body asks for) from the headers alone,
    before a byte of the body is read, unless the route is public: ``/health``,
    the API docs as ``server.api_docs`` says, ``/metrics`` with
    ``server.metrics_public``;
@@ -24,12 +25,15 @@ pass: the live feed checks its token when it accepts one.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
+from typing import Any
 
 from starlette.datastructures import Headers
 from starlette.requests import Request
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cloud.auth import PRINCIPAL_KEY, NotAllowed, NotAuthenticated, token_from
+from cloud.auth import PRINCIPAL_KEY, NotAllowed, NotAuthenticated, check_role, required_role, token_from
 from cloud.body import BodyError, BodyTimeout, BodyTooLarge
 from cloud.config import CloudConfig
 from cloud.errors import error_response
@@ -117,6 +121,25 @@ class BodyGuard:
         return True
 
 
+def _route_role(scope: Scope) -> str | None:
+    """The role the route of a request with a body asks for, so that a lesser one is refused before the body
+    is read. None when no route asks for one or none is found: the route checks its role itself anyway."""
+    return _role_in(scope["app"].router.routes, scope)
+
+
+def _role_in(routes: Sequence[Any], scope: Scope) -> str | None:
+    for route in routes:
+        included = getattr(route, "original_router", None)  # FastAPI keeps included routers whole
+        if included is not None:
+            role = _role_in(included.routes, scope)
+            if role is not None:
+                return role
+            continue
+        if route.matches(scope)[0] is Match.FULL:
+            return required_role(getattr(route, "dependant", None))
+    return None
+
+
 def body_guard(request: Request) -> BodyGuard | None:
     """The guard of this request's body (None when the app runs without RequestGuard)."""
     guard = request.scope.get(GUARD_KEY)
@@ -200,6 +223,13 @@ class RequestGuard:
             return NotAllowed("this endpoint takes an edge's token (twincloud edge add NAME)")
         if not path.startswith(SYNC_PREFIX) and principal.kind != "user":
             return NotAllowed("an edge token cannot be used here; this needs a person's token")
+        if scope["method"] in _WITH_BODY and not path.startswith(SYNC_PREFIX):
+            role = _route_role(scope)
+            if role is not None:
+                try:
+                    check_role(principal, role)
+                except NotAllowed as exc:
+                    return exc
         scope[PRINCIPAL_KEY] = principal
         return None
 

@@ -123,20 +123,23 @@ def test_eight_stalled_edges_keep_out_neither_a_ninth_nor_themselves(tmp_path: P
 # --- point 3: no work before authentication, no unbounded body ----------------------------------------------
 
 
-@pytest.mark.parametrize(("path", "token"), [
-    ("/api/v1/physics/assemblies", None), ("/api/v1/edges", None), ("/api/v1/physics/collision/check", None),
-    ("/api/v1/edges", "viewer")])
-def test_a_50_mb_body_is_refused_before_it_is_read(server: CloudServer, path: str, token: str | None) -> None:
+@pytest.mark.parametrize(("path", "token", "expected"), [
+    ("/api/v1/physics/assemblies", None, 401), ("/api/v1/edges", None, 401),
+    ("/api/v1/physics/collision/check", None, 401),
+    ("/api/v1/edges", "viewer", 403),  # an admin's route: the role is checked from the headers too
+    ("/api/v1/edges", "admin", 413)])  # the right role, over the JSON routes' 1 MiB
+def test_a_50_mb_body_is_refused_before_it_is_read(server: CloudServer, path: str, token: str | None,
+                                                   expected: int) -> None:
     assert server.pid is not None
     before = rss_kib(server.pid)
     size = 50 * 1024**2
     head = {"Content-Type": "application/json", "Content-Length": str(size)}
     if token:
-        head.update(auth(server.viewer_token))  # a valid token, over the JSON routes' 1 MiB
+        head.update(auth(server.admin_token if token == "admin" else server.viewer_token))
     sock = open_request(server.port, "POST", path, head)
     try:
         status, headers, body = read_response(sock)  # answered on the head alone
-        assert status == (413 if token else 401), body
+        assert status == expected, body
         assert headers["connection"] == "close"
         sent = send_all(sock, b"x" * size)
         assert sent < size and closed_by_server(sock)
@@ -144,6 +147,21 @@ def test_a_50_mb_body_is_refused_before_it_is_read(server: CloudServer, path: st
         sock.close()
     assert rss_kib(server.pid) - before < 5 * 1024
     assert httpx.get(server.base_url + "/health", timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize(("method", "path"), [("POST", "/api/v1/devices"), ("PUT", "/api/v1/devices/press-1/edge"),
+                                            ("POST", "/api/v1/users")])
+def test_a_role_too_low_for_a_route_is_refused_before_its_body_arrives(server: CloudServer, method: str,
+                                                                       path: str) -> None:
+    """A viewer's request to an admin's route, its body never sent: 403 at once, not 408 after the body's time."""
+    sock = open_request(server.port, method, path, {**auth(server.viewer_token), "Content-Type": "application/json",
+                                                    "Content-Length": "1000"})
+    try:
+        status, headers, body = read_response(sock)  # not 408: the role is refused before the body's time is up
+        assert status == 403 and "it needs admin" in body.decode(), body
+        assert headers["connection"] == "close"
+    finally:
+        sock.close()
 
 
 def test_a_chunked_body_without_a_length_is_cut_off_at_the_routes_limit(server: CloudServer) -> None:
