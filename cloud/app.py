@@ -122,6 +122,7 @@ def create_app(config: CloudConfig) -> FastAPI:
                     await task
             ctx.parser.shutdown(wait=True)
             await storage.close()
+            metrics.process_ended()
 
     docs = config.server.api_docs
     app = FastAPI(title="twincloud", version=VERSION, description=(_about or "").strip(), lifespan=lifespan,
@@ -144,6 +145,6 @@ def create_app(config: CloudConfig) -> FastAPI:
 def app_from_env() -> FastAPI:
     """For ``uvicorn --factory cloud.app:app_from_env`` (workers): the config named by TWINCLOUD_CONFIG."""
     config = load_cloud_config(os.environ.get(CONFIG_ENV) or None)
-    # Each worker counts for itself: its process id tells its series from its siblings'.
-    replica = f"{os.environ.get(REPLICA_ENV) or config.server.replica or socket.gethostname()}/{os.getpid()}"
+    # The workers of a replica count together (cloud.metrics): one name for all of them.
+    replica = os.environ.get(REPLICA_ENV) or config.server.replica or socket.gethostname()
     return create_app(config.model_copy(update={"server": config.server.model_copy(update={"replica": replica})}))

@@ -18,6 +18,7 @@ import os
 import re
 import socket
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import Any
 
 from cloud.config import (
     CONFIG_ENV,
+    MULTIPROC_ENV,
     REPLICA_ENV,
     REPLICA_PATTERN,
     CloudConfig,
@@ -83,11 +85,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
                               "timeout_graceful_shutdown": 10, "access_log": args.access_log,
                               "http": http_protocol(config.server.header_timeout)}
     app: Any = "cloud.app:app_from_env"
+    shared_metrics: tempfile.TemporaryDirectory[str] | None = None
     if workers > 1:
         path = _config_path(args)
         if path:  # each worker process loads the same file
             os.environ[CONFIG_ENV] = str(Path(path).resolve())
         os.environ[REPLICA_ENV] = replica
+        # The workers count together: each writes its counters into files here, and whichever answers a scrape
+        # adds them up (prometheus_client's multiprocess mode). A directory of this run only, removed after it.
+        shared_metrics = tempfile.TemporaryDirectory(prefix="twincloud-metrics-")
+        os.environ[MULTIPROC_ENV] = shared_metrics.name
     else:
         from cloud.app import create_app
 
@@ -97,6 +104,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         logging.getLogger(__name__).error("cannot listen on %s:%d: %s", host, port, exc.strerror or exc)
         return 1
+    finally:
+        if shared_metrics is not None:
+            os.environ.pop(MULTIPROC_ENV, None)
+            shared_metrics.cleanup()
     return 0
 
 

@@ -42,6 +42,7 @@ DATABASE_URL_ENV = "TWINCLOUD_DATABASE_URL"
 DATABASE_URL_FILE_ENV = "TWINCLOUD_DATABASE_URL_FILE"
 CONFIG_ENV = "TWINCLOUD_CONFIG"
 REPLICA_ENV = "TWINCLOUD_REPLICA"  # set by `twincloud serve` for its worker processes
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # set by `twincloud serve` for its workers' shared metrics
 REPLICA_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$"
 
 

@@ -142,3 +142,26 @@ def test_serve_on_a_taken_port_says_so_and_exits_1(tmp_path, workers: int) -> No
                               capture_output=True, text=True, timeout=60)
     assert done.returncode == 1, done.stderr
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in done.stderr
+
+
+@pytest.mark.skipif(not balanced(), reason="SO_REUSEPORT spreads connections on Linux only")
+def test_the_workers_of_a_replica_show_one_set_of_counters_whichever_answers(tmp_path) -> None:
+    """Two workers, batches and scrapes on new connections each (so both workers take some): every scrape
+    shows the replica's totals, under one replica name, and the shared files go when the service stops."""
+    batches = 12
+    with CloudServer(tmp_path / "two", server_options='workers = 2\nreplica = "cloud-7"') as server:
+        workers = psutil.Process(server.pid).children()
+        shared = {p.environ().get("PROMETHEUS_MULTIPROC_DIR") for p in workers}
+        assert len(shared) == 1 and None not in shared
+        for n in range(batches):
+            body = encode_obj(batch("edge-1", [(n + 1, wire(n))]))
+            resp = httpx.post(server.base_url + "/api/v1/sync/batches", content=body, timeout=30, headers={
+                **auth(server.edge_token), "Content-Type": "application/msgpack"})
+            assert resp.status_code == 200, resp.text
+        totals = set()
+        for _ in range(12):  # new connections: the kernel gives them to both workers (2 ** -11 that it does not)
+            text = httpx.get(server.base_url + "/metrics", headers=auth(server.viewer_token), timeout=10).text
+            totals.add(next(line for line in text.splitlines() if line.startswith("twincloud_sync_batches_total{")))
+            assert 'twincloud_edge_frames_stored_total{edge="edge-1"} 12.0' in text
+        assert totals == {f'twincloud_sync_batches_total{{outcome="stored",replica="cloud-7"}} {batches}.0'}
+    assert not Path(next(iter(shared))).exists()
