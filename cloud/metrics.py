@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
@@ -146,6 +147,7 @@ class Metrics:
         self._fleet.edges = edges
         own: CollectorRegistry = self.registry
         if self.shared_dir:  # every worker's files, merged
+            _forget_dead_workers(self.shared_dir)
             own = CollectorRegistry(auto_describe=True)
             multiprocess.MultiProcessCollector(own, path=self.shared_dir)
         return generate_latest(_Chain(_Labelled(own, self.replica) if self.replica else own, self._fleet))
@@ -154,6 +156,25 @@ class Metrics:
         """Let the live gauges of this worker go (at its shutdown)."""
         if self.shared_dir:
             multiprocess.mark_process_dead(os.getpid(), self.shared_dir)
+
+
+def _forget_dead_workers(directory: str) -> None:
+    """Drop the live gauges of workers that are gone without a clean shutdown (killed, crashed): their
+    counters stay, their WebSocket clients and requests in flight do not."""
+    for path in Path(directory).glob("gauge_live*_*.db"):
+        pid = path.stem.rpartition("_")[2]
+        if pid.isdigit() and not _alive(int(pid)):
+            multiprocess.mark_process_dead(int(pid), directory)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class MetricsMiddleware:
