@@ -184,13 +184,16 @@ def _chunk_features(x: npt.NDArray[np.float64], parsed: list[str | Band]) -> npt
 
 def _columns(x: npt.NDArray[np.float64], parsed: list[str | Band]) -> npt.NDArray[np.float64]:
     length = x.shape[-1]
-    mean = x.mean(axis=-1)
-    centred = x - mean[..., np.newaxis]
-    m2 = np.mean(centred ** 2, axis=-1)
-    flat = m2 <= (_EPS * mean) ** 2  # scipy.stats.kurtosis's test for a window with no variance
-    rms = np.sqrt(np.mean(x ** 2, axis=-1))
+    # moments of the readings scaled to [-1, 1], then scaled back: no overflow or underflow on the way
     peak = np.max(np.abs(x), axis=-1)
-    power = _power(centred) if any(isinstance(p, Band) for p in parsed) else None
+    scale = np.where(peak > 0, peak, 1.0)
+    scaled = x / scale[..., np.newaxis]
+    scaled_mean = scaled.mean(axis=-1)
+    deviation = scaled - scaled_mean[..., np.newaxis]
+    scaled_m2 = np.mean(deviation ** 2, axis=-1)
+    mean_square = np.mean(scaled ** 2, axis=-1)  # at least 1/N unless every reading is 0
+    flat = scaled_m2 <= (_EPS * scaled_mean) ** 2  # scipy.stats.kurtosis's test for a window with no variance
+    power = _power(deviation * scale[..., np.newaxis]) if any(isinstance(p, Band) for p in parsed) else None
     columns = []
     for feature in parsed:
         if isinstance(feature, Band):
@@ -198,18 +201,18 @@ def _columns(x: npt.NDArray[np.float64], parsed: list[str | Band]) -> npt.NDArra
             bins = feature.bins(length)
             columns.append(power[..., bins.start:bins.stop].sum(axis=-1))
         elif feature == "mean":
-            columns.append(mean)
+            columns.append(scaled_mean * scale)
         elif feature == "std":
-            columns.append(np.sqrt(m2))
+            columns.append(np.sqrt(scaled_m2) * scale)
         elif feature == "rms":
-            columns.append(rms)
+            columns.append(np.sqrt(mean_square) * scale)
         elif feature == "peak":
             columns.append(peak)
         elif feature == "crest":
-            columns.append(np.where(rms > 0, peak / np.where(rms > 0, rms, 1.0), 1.0))
-        else:  # kurtosis
-            m4 = np.mean(centred ** 4, axis=-1)
-            columns.append(np.where(flat, 0.0, m4 / np.where(flat, 1.0, m2 ** 2) - 3.0))
+            columns.append(np.where(peak > 0, 1.0 / np.sqrt(np.where(peak > 0, mean_square, 1.0)), 1.0))
+        else:  # kurtosis, from the standardised deviations
+            spread = np.sqrt(np.where(flat, 1.0, scaled_m2))[..., np.newaxis]
+            columns.append(np.where(flat, 0.0, np.mean((deviation / spread) ** 4, axis=-1) - 3.0))
     return np.stack(columns, axis=-1)
 
 

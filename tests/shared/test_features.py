@@ -219,3 +219,10 @@ def test_a_long_history_in_chunks_equals_it_whole() -> None:
     history = np.random.default_rng(7).normal(0, 1, (5000, 2))
     windows = sliding_windows(history, 64, 16)
     np.testing.assert_array_equal(batch_features(windows, ALL, chunk_windows=5), batch_features(windows, ALL))
+
+
+@pytest.mark.parametrize("factor", [1e200, 1e-300, 1e-310])
+def test_shape_features_do_not_depend_on_the_scale_of_the_readings(factor: float) -> None:
+    x = np.random.default_rng(3).laplace(0, 1, (32, 1))
+    shape = ["crest", "kurtosis"]
+    np.testing.assert_allclose(window_features(x * factor, shape), window_features(x, shape), rtol=1e-5)
