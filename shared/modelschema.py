@@ -26,7 +26,7 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shared.configbase import StrictModel
 from shared.errors import InputError, Problem
@@ -56,12 +56,18 @@ Finite = Annotated[float, Field(allow_inf_nan=False)]
 Label = Annotated[str, Field(min_length=1, max_length=64)]
 
 
-class SensorSpec(StrictModel):
+class _Schema(StrictModel):
+    """Strict types: a schema is written by training, so a number in quotes is a damaged file, not a convenience."""
+
+    model_config = ConfigDict(strict=True)
+
+
+class SensorSpec(_Schema):
     name: str = Field(pattern=KEY_PATTERN, description="sensor name in the frame")
     unit: str | None = Field(None, min_length=1, max_length=32, description="engineering unit it was trained on")
 
 
-class WindowSpec(StrictModel):
+class WindowSpec(_Schema):
     length: int = Field(ge=2, le=MAX_WINDOW, description="frames in a window")
     step: int = Field(ge=1, le=MAX_WINDOW, description="frames from one window's start to the next")
     interval_s: Finite = Field(gt=0, le=86_400, description="nominal time between frames, s")
@@ -75,7 +81,7 @@ class WindowSpec(StrictModel):
         return self
 
 
-class Scaling(StrictModel):
+class Scaling(_Schema):
     """Per input column, ``(x - mean) / scale``."""
 
     mean: list[Finite] = Field(max_length=MAX_INPUTS)
@@ -92,7 +98,7 @@ class Scaling(StrictModel):
         return out
 
 
-class ModelSchema(StrictModel):
+class ModelSchema(_Schema):
     """What a model reads and what its output means (see the module docstring)."""
 
     format: Literal[1] = Field(1, description="version of this schema's layout")
