@@ -1,8 +1,9 @@
-"""``pip install .[edge]`` installs the ``twincloud`` command too: there it says which extra to install.
+"""``pip install .[edge]`` installs the ``twincloud`` command too: there it says which extra to install; and the
+edge's model features load without anything the cloud installs.
 
-An edge-only install is reproduced in a subprocess from the installed
-metadata: every module of a distribution that ``twinedge[edge]`` does not pull
-in (FastAPI, numpy, trimesh, ...) is made unimportable before ``twincloud``
+An edge-only install is reproduced in a subprocess: every module of a
+distribution that ``twinedge[edge]`` (as pyproject.toml declares it) does not
+pull in (FastAPI, scipy, trimesh, ...) is made unimportable before the code
 runs.
 """
 
@@ -12,6 +13,7 @@ import json
 import re
 import subprocess
 import sys
+import tomllib
 from importlib import metadata
 from pathlib import Path
 
@@ -36,6 +38,17 @@ from cloud.cli import main
 sys.exit(main(sys.argv[2:]))
 """
 
+_FEATURES = _RUN.split("from cloud.cli")[0] + """
+import numpy as np
+from shared.features import window_features
+from shared.modelschema import load_schema, raw_inputs
+schema = load_schema({"kind": "anomaly", "sensors": [{"name": "vib"}], "mode": "window", "features": ["rms"],
+                      "window": {"length": 4, "step": 4, "interval_s": 1}, "threshold": 1,
+                      "scaling": {"mean": [0], "scale": [1]}})
+print(json.dumps(raw_inputs(schema, np.full((4, 1), 3.0)).tolist()))
+print(json.dumps(sorted(m for m in sys.modules if m.partition(".")[0] in {"scipy", "sklearn", "pandas", "onnx"})))
+"""
+
 
 def _closure(requirements: list[Requirement], extras: set[str]) -> set[str]:
     """Names of the distributions these requirements pull in, recursively (installed ones only)."""
@@ -58,8 +71,9 @@ def _closure(requirements: list[Requirement], extras: set[str]) -> set[str]:
 
 
 def _not_in_an_edge_install() -> list[str]:
-    own = metadata.distribution("twinedge")
-    edge = _closure([Requirement(r) for r in own.requires or []], {"edge"})
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    edge = _closure([Requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["edge"]],
+                    set())
     blocked = set()
     for module, dists in metadata.packages_distributions().items():
         names = {re.sub(r"[-_.]+", "-", d).lower() for d in dists}
@@ -71,8 +85,8 @@ def _not_in_an_edge_install() -> list[str]:
 @pytest.fixture(scope="module")
 def blocked() -> list[str]:
     names = _not_in_an_edge_install()
-    assert {"fastapi", "numpy", "trimesh", "uvicorn"} <= set(names)
-    assert not {"pydantic", "msgpack", "httpx"} & set(names)
+    assert {"fastapi", "scipy", "trimesh", "uvicorn"} <= set(names)
+    assert not {"pydantic", "msgpack", "httpx", "numpy"} & set(names)
     return names
 
 
@@ -84,6 +98,14 @@ def test_twincloud_on_an_edge_only_install_names_the_extra_to_install(blocked: l
     assert done.stdout == "" and "Traceback" not in done.stderr
     [line] = done.stderr.splitlines()
     assert line.startswith("twincloud: ") and "pip install 'twinedge[cloud]'" in line
+
+
+def test_the_edge_computes_model_features_without_the_cloud_extra(blocked: list[str]) -> None:
+    done = subprocess.run([sys.executable, "-c", _FEATURES, json.dumps(blocked)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    rows, foreign = (json.loads(line) for line in done.stdout.splitlines())
+    assert rows == [[3.0]] and foreign == []
 
 
 def test_the_modules_looked_for_first_belong_to_the_cloud_extra() -> None:
