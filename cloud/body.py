@@ -16,7 +16,7 @@ from starlette.requests import ClientDisconnect
 
 from shared.errors import InputError
 
-__all__ = ["BodyError", "BodyTimeout", "BodyTooLarge", "EncodingRefused", "read_body"]
+__all__ = ["BodyError", "BodyTimeout", "BodyTooLarge", "EncodingRefused", "check_declared", "read_body", "too_large"]
 
 
 class BodyError(InputError):
@@ -35,20 +35,35 @@ class EncodingRefused(BodyError):
     """The body's Content-Type or Content-Encoding is not one this route takes."""
 
 
+def too_large(limit: int, declared: int | None = None) -> str:
+    """Why a body over ``limit`` bytes is refused (``declared``: its Content-Length, when it has one)."""
+    if limit == 0:
+        return "this route takes no body"
+    if declared is None:
+        return f"more than the limit of {limit:,} bytes for this route"
+    return f"{declared:,} bytes; the limit for this route is {limit:,} bytes"
+
+
+def check_declared(declared: str | None, limit: int) -> None:
+    """BodyError for a Content-Length that is no number, BodyTooLarge for one over ``limit``."""
+    if declared is None:
+        return
+    text = declared.strip()
+    if not (text.isascii() and text.isdigit()):
+        raise BodyError(f"not a number (got {declared[:20]!r})", "Content-Length")
+    if int(text) > limit:
+        raise BodyTooLarge(too_large(limit, int(text)), "body")
+
+
 async def _read_limited(request: Request, max_body: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not (declared.isascii() and declared.isdigit()):
-            raise BodyError(f"not a number (got {declared[:20]!r})", "Content-Length")
-        if int(declared) > max_body:
-            raise BodyTooLarge(f"{int(declared):,} bytes; the limit is {max_body:,} bytes", "body")
+    check_declared(request.headers.get("content-length"), max_body)
     chunks: list[bytes] = []
     size = 0
     try:
         async for chunk in request.stream():
             size += len(chunk)
             if size > max_body:
-                raise BodyTooLarge(f"more than the limit of {max_body:,} bytes", "body")
+                raise BodyTooLarge(too_large(max_body), "body")
             chunks.append(chunk)
     except ClientDisconnect:
         raise BodyError("the client went away before sending the whole body", "body") from None

@@ -95,8 +95,3 @@ class EdgeSlots:
                 raise Superseded(f"a newer batch of edge {claim.edge} arrived before this one was stored; this "
                                  "one is dropped and nothing of it is stored")
             yield
-
-    def busy(self, edge: str) -> bool:
-        """Whether a request of ``edge`` holds the slot now."""
-        entry = self._edges.get(edge)
-        return entry is not None and entry.current is not None

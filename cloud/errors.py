@@ -31,7 +31,6 @@ __all__ = [
     "STATUS",
     "BadParameter",
     "Busy",
-    "EdgeBusy",
     "Overloaded",
     "Superseded",
     "error_response",
@@ -49,10 +48,6 @@ class BadParameter(InputError):
 
 class Busy(TwinedgeError):
     """The service cannot take this request now; the client sends it again after Retry-After."""
-
-
-class EdgeBusy(Busy):
-    """This edge has a batch in flight already."""
 
 
 class Overloaded(Busy):
@@ -83,7 +78,6 @@ STATUS: Mapping[type[BaseException], int] = {
     EncodingRefused: 415,
     MeshFormatError: 415,
     InputError: 422,
-    EdgeBusy: 429,
     Busy: 503,
     StorageError: 503,
 }
@@ -121,7 +115,7 @@ def error_response(exc: TwinedgeError, retry_after: float = DEFAULT_RETRY_AFTER)
         headers["WWW-Authenticate"] = "Bearer"
     if status == 408:
         headers["Connection"] = "close"  # the rest of the body is not read: the connection cannot go on
-    if status in (429, 503):
+    if status == 503:
         headers["Retry-After"] = wait
     return JSONResponse(_body(problems), status_code=status, headers=headers)
 

@@ -34,7 +34,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cloud.auth import PRINCIPAL_KEY, NotAllowed, NotAuthenticated, check_role, required_role, token_from
-from cloud.body import BodyError, BodyTimeout, BodyTooLarge
+from cloud.body import BodyError, BodyTimeout, BodyTooLarge, check_declared, too_large
 from cloud.config import CloudConfig
 from cloud.errors import error_response
 from cloud.storage.base import StorageError
@@ -106,7 +106,7 @@ class BodyGuard:
         if message["type"] == "http.request":
             self.received += len(message.get("body", b""))
             if self.received > self.limit:
-                self.refusal = BodyTooLarge(_too_large(self.limit), "body")
+                self.refusal = BodyTooLarge(too_large(self.limit), "body")
                 raise self.refusal
             self.complete = not message.get("more_body", False)
         return message
@@ -146,24 +146,13 @@ def body_guard(request: Request) -> BodyGuard | None:
     return guard if isinstance(guard, BodyGuard) else None
 
 
-def _too_large(limit: int, declared: int | None = None) -> str:
-    if limit == 0:
-        return "this route takes no body"
-    if declared is None:
-        return f"more than the limit of {limit:,} bytes for this route"
-    return f"{declared:,} bytes; the limit for this route is {limit:,} bytes"
-
-
 def _declared_size(headers: Headers, limit: int) -> TwinedgeError | None:
-    declared = headers.get("content-length")
-    if declared is not None:
-        text = declared.strip()
-        if not (text.isascii() and text.isdigit()):
-            return BodyError(f"not a number (got {declared[:20]!r})", "Content-Length")
-        if int(text) > limit:
-            return BodyTooLarge(_too_large(limit, int(text)), "body")
-    elif limit == 0 and "transfer-encoding" in headers:
-        return BodyTooLarge(_too_large(0), "body")
+    try:
+        check_declared(headers.get("content-length"), limit)
+    except BodyError as exc:
+        return exc
+    if limit == 0 and "content-length" not in headers and "transfer-encoding" in headers:
+        return BodyTooLarge(too_large(0), "body")
     return None
 
 
