@@ -17,7 +17,9 @@ $(STAMP): pyproject.toml deploy/scripts/system-deps.sh
 	deploy/scripts/system-deps.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[edge,cloud,cad,dev]'
+	$(PY) -m pip install --quiet -e '.[edge,cloud,cad,train,dev]'
+	# the ML benchmarks' real data sets ship inside these wheels; only the data files are read
+	$(PY) -m pip install --quiet --no-deps 'river>=0.26.1' 'sktime>=1.2.0'
 	touch $(STAMP)
 
 # A Node.js older than the server needs: say so and install nothing (the interop tests then skip and say why).
