@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import Field, HttpUrl, SecretStr, field_serializer, model_validator
 
 from edge.broker.config import AclRule, BrokerConfig, ListenerConfig, MqttClientConfig
+from edge.inference.config import InferenceConfig
 from edge.sources import SourceConfig
 from edge.sources.modbus.config import check_serial_ports
 from shared.configbase import ByteSize, ConfigFileError, Duration, StrictModel, load_config
@@ -26,6 +27,7 @@ __all__ = [
     "ControlConfig",
     "EdgeSection",
     "GatewayConfig",
+    "InferenceConfig",
     "ListenerConfig",
     "LogConfig",
     "MqttClientConfig",
@@ -126,6 +128,7 @@ class GatewayConfig(StrictModel):
     sources: list[SourceConfig] = Field(default_factory=list, max_length=1000)
     control: ControlConfig = Field(default_factory=ControlConfig)
     log: LogConfig = Field(default_factory=LogConfig)
+    inference: InferenceConfig = Field(default_factory=InferenceConfig)
 
     @model_validator(mode="after")
     def _unique_source_names(self) -> GatewayConfig:
@@ -148,6 +151,10 @@ class GatewayConfig(StrictModel):
     @property
     def control_socket(self) -> Path:
         return self.control.socket or self.edge.state_dir / "control.sock"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.inference.models_dir or self.edge.state_dir / "models"
 
 
 def load_gateway_config(path: str | Path) -> GatewayConfig:
