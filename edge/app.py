@@ -24,14 +24,16 @@ from edge import __version__
 from edge.config import GatewayConfig
 from edge.control.server import ControlServer
 from edge.errors import DaemonFailed, StartupError
+from edge.inference import InferenceEngine
 from edge.logthrottle import install_loop_exception_handler
 from edge.sdnotify import notify, open_notify_socket, watchdog_interval
 from edge.sources import Source, SourceHealth, SourceState, build_source
+from edge.sources.modbus.config import ModbusSourceConfig
 from edge.store import Store
 from edge.supervisor import Supervisor
 from edge.uplink import Uplink
 from edge.writer import StoreWriter
-from shared.batch import EdgeHealth
+from shared.batch import AlertEvent, EdgeHealth
 from shared.errors import TwinedgeError
 from shared.frame import TelemetryFrame
 
@@ -54,6 +56,8 @@ class MqttSide(Protocol):
 
     async def publish_stored(self, frames: Sequence[TelemetryFrame]) -> None: ...
 
+    async def publish_alerts(self, alerts: Sequence[AlertEvent]) -> None: ...
+
     def snapshot(self) -> dict[str, Any]: ...
 
 
@@ -62,11 +66,13 @@ class Gateway:
         self.config = config
         self.restart_delay = restart_delay
         self.store = Store(config.store_path, config.store)
+        self.engine = InferenceEngine(config.inference, edge_id=config.edge.id, sensor_units=sensor_units(config))
         self.writer = StoreWriter(
             self.store,
             max_frames=config.store.batch_max_frames,
             max_delay=config.store.batch_max_delay,
             queue_frames=config.store.ingest_queue_frames,
+            enrich=self.engine.enrich,
         )
         self.sources: list[Source] = [build_source(src, self.writer) for src in config.sources]
         self.mqtt: MqttSide | None = self._build_mqtt()
@@ -82,6 +88,8 @@ class Gateway:
                 "queue_stats": self._queue_stats,
                 "queue_peek": self._queue_peek,
                 "quarantine": self._quarantine,
+                "model_status": self._model_status,
+                "model_rollback": self._model_rollback,
             },
         )
         self.ready = asyncio.Event()
@@ -103,9 +111,12 @@ class Gateway:
     async def run(self) -> None:
         await self.store.open()
         try:
+            await self.engine.start()
             self.writer.on_commit(self.control.publish)
             if self.mqtt is not None and (self.config.mqtt_client is not None or self.config.broker.republish):
                 self.writer.on_commit(self.mqtt.publish_stored)
+            if self.mqtt is not None:
+                self.writer.on_alerts(self.mqtt.publish_alerts)
             if self.uplink is not None:
                 self.writer.on_commit(self.uplink.on_commit)
             async with asyncio.TaskGroup() as tg:
@@ -120,6 +131,7 @@ class Gateway:
                 for source in self.sources:
                     tg.create_task(self._supervise_source(source), name=f"source:{source.name}")
         finally:
+            self.engine.close()
             await self.store.close()
 
     async def _announce(self) -> None:
@@ -220,6 +232,9 @@ class Gateway:
             "mqtt": self.mqtt.snapshot() if self.mqtt is not None else None,
             "cloud": self.uplink.snapshot() if self.uplink is not None else None,
             "queue": stats.as_dict(),
+            "models": {d["device_id"]: {k: d[k] for k in ("model", "version", "state", "last_score",
+                                                          "last_scored_at", "drift")}
+                       for d in self.engine.status()["devices"]},
             "writer": {
                 "queued_in_memory": self.writer.queued,
                 "commits": self.writer.commits,
@@ -228,6 +243,15 @@ class Gateway:
                 "rejected": dict(self.writer.rejected),
             },
         }
+
+    async def _model_status(self, _req: dict[str, Any]) -> dict[str, Any]:
+        return self.engine.status()
+
+    async def _model_rollback(self, req: dict[str, Any]) -> dict[str, Any]:
+        device = req.get("device")
+        if not isinstance(device, str):
+            raise ValueError("name the device to roll back")
+        return await self.engine.rollback(device)
 
     async def _queue_stats(self, _req: dict[str, Any]) -> dict[str, Any]:
         return (await self.store.stats()).as_dict()
@@ -240,6 +264,15 @@ class Gateway:
     async def _quarantine(self, req: dict[str, Any]) -> list[dict[str, Any]]:
         limit = min(max(int(req.get("limit", 20)), 1), 1000)
         return await self.store.quarantined(limit)
+
+
+def sensor_units(config: GatewayConfig) -> dict[str, dict[str, str | None]]:
+    """Per device, the sensors its source config declares and their units (Modbus register maps name both)."""
+    out: dict[str, dict[str, str | None]] = {}
+    for src in config.sources:
+        if isinstance(src, ModbusSourceConfig):
+            out.setdefault(src.frame_device_id, {}).update({reg.name: reg.unit for reg in src.registers})
+    return out
 
 
 async def run_daemon(config: GatewayConfig) -> None:

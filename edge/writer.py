@@ -10,6 +10,11 @@ When the queue refuses a batch (policy ``drop_newest`` at the disk budget, or a
 disk with no room at all), durable callers get ``QueueFull`` and keep their
 frames (an MQTT device is not acknowledged and resends); frames of callers that
 did not wait (pollers, QoS 0) are counted as dropped by reason.
+
+With an ``enrich`` step (the inference engine), each batch is scored before its
+transaction: the stored frames carry the scores, and the alert events the scores
+raised or cleared go into the same transaction. A failing step never holds up the
+data: the batch is then stored unscored.
 """
 
 from __future__ import annotations
@@ -20,16 +25,22 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
 
 from edge.logthrottle import Throttle
 from edge.store import QueueFull, Store, StoreError
 from shared.frame import TelemetryFrame
+
+if TYPE_CHECKING:
+    from shared.batch import AlertEvent
 
 __all__ = ["StoreWriter"]
 
 log = logging.getLogger(__name__)
 
 CommitHook = Callable[[Sequence[TelemetryFrame]], Awaitable[None]]
+AlertHook = Callable[[Sequence["AlertEvent"]], Awaitable[None]]
+Enrich = Callable[[Sequence[TelemetryFrame]], Awaitable[tuple[list[TelemetryFrame], list["AlertEvent"]]]]
 _RETRY_DELAY = 1.0
 _DRAIN_TIMEOUT = 5.0
 _REJECT_QUEUE = 1000
@@ -46,8 +57,10 @@ class StoreWriter:
         max_frames: int,
         max_delay: float,
         queue_frames: int,
+        enrich: Enrich | None = None,
     ) -> None:
         self.store = store
+        self.enrich = enrich
         self.max_frames = max_frames
         self.max_delay = max_delay
         self.queue_frames = queue_frames
@@ -55,6 +68,8 @@ class StoreWriter:
         self._queued = 0
         self._cond = asyncio.Condition()
         self._hooks: list[CommitHook] = []
+        self._alert_hooks: list[AlertHook] = []
+        self._enrich_log = Throttle(log, _LOG_EVERY)
         self._last_commit = 0.0
         self.committed_frames = 0
         self.commits = 0
@@ -67,6 +82,10 @@ class StoreWriter:
     def on_commit(self, hook: CommitHook) -> None:
         """Call ``hook(frames)`` after each commit (republish, live tail, uplink wake-up)."""
         self._hooks.append(hook)
+
+    def on_alerts(self, hook: AlertHook) -> None:
+        """Call ``hook(alerts)`` after a commit that stored alert events (MQTT republish)."""
+        self._alert_hooks.append(hook)
 
     @property
     def queued(self) -> int:
@@ -170,11 +189,17 @@ class StoreWriter:
     async def _commit(self, batch: list[tuple[Sequence[TelemetryFrame], asyncio.Future[None] | None]]) -> None:
         frames = [f for frames, _ in batch for f in frames]
         self._inflight = batch
+        alerts: list[AlertEvent] = []
+        if self.enrich is not None:
+            frames, alerts = await self._enriched(frames)
         failing_since: float | None = None
         last_logged = 0.0
         while True:
             try:
-                await self.store.append(frames)
+                if alerts:
+                    await self.store.append(frames, alerts=alerts)  # type: ignore[call-arg]
+                else:
+                    await self.store.append(frames)
                 break
             except QueueFull as exc:
                 self._inflight = None
@@ -205,6 +230,22 @@ class StoreWriter:
                 await hook(frames)
             except Exception:  # noqa: BLE001 - side paths must never stop the writer; data is durable
                 log.exception("after-commit step %s failed; continuing", getattr(hook, "__qualname__", hook))
+        for alert_hook in self._alert_hooks if alerts else ():
+            try:
+                await alert_hook(alerts)
+            except Exception:  # noqa: BLE001 - as above: the alerts are stored
+                log.exception("after-commit step %s failed; continuing",
+                              getattr(alert_hook, "__qualname__", alert_hook))
+
+    async def _enriched(self, frames: list[TelemetryFrame]) -> tuple[list[TelemetryFrame], list[AlertEvent]]:
+        """The batch as scored, or as it came if scoring broke: the data goes on either way."""
+        assert self.enrich is not None
+        try:
+            return await self.enrich(frames)
+        except Exception:  # noqa: BLE001 - a bug in scoring must not stop storing; it is logged
+            self._enrich_log.log(logging.ERROR, "enrich", "scoring a batch failed; storing it unscored",
+                                 exc_info=True)
+            return frames, []
 
     async def _refuse(
         self, batch: list[tuple[Sequence[TelemetryFrame], asyncio.Future[None] | None]], exc: QueueFull

@@ -27,7 +27,7 @@ __all__ = [
 
 ANONYMOUS = "anonymous"  # the ACL user name of a client that sent no username
 DEFAULT_PUBLISH = ("twin/+/telemetry",)
-DEFAULT_SUBSCRIBE = ("twinedge/#",)
+DEFAULT_SUBSCRIBE = ("twinedge/#", "twin/+/alerts")
 
 
 class AclAction(enum.StrEnum):
@@ -99,7 +99,7 @@ def _substitute(patterns: Iterable[str], user: str, client_id: str, *, deny: boo
 
 class Acl:
     """Per-user topic rules. Without explicit rules every authenticated user gets the defaults:
-    publish ``twin/+/telemetry``, subscribe to (and receive) ``twinedge/#``.
+    publish ``twin/+/telemetry``, subscribe to (and receive) ``twinedge/#`` and ``twin/+/alerts``.
 
     A user without a rule of their own falls back to the rule of user ``*`` when
     one exists, else is refused everything. Deny entries are checked before allows.

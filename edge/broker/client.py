@@ -20,8 +20,9 @@ from typing import Any
 
 from edge.broker.client_mqtt import MqttConnection, MqttError, Publish
 from edge.broker.config import MqttClientConfig
-from edge.broker.ingest import RejectReason, TelemetryIngest, group_by_device, republish_prefix
+from edge.broker.ingest import RejectReason, TelemetryIngest, alert_topic, group_by_device, republish_prefix
 from edge.sources.base import Backoff, FrameSink, QueueFull, SourceHealth, SourceState
+from shared.batch import AlertEvent
 from shared.codec import encode_frames
 from shared.errors import TwinedgeError
 from shared.frame import TelemetryFrame
@@ -237,6 +238,11 @@ class ExternalMqttIngest:
             return
         for device, group in group_by_device(frames).items():
             await self.publish(republish_prefix(self.edge_id) + device, encode_frames(group))
+
+    async def publish_alerts(self, alerts: Sequence[AlertEvent]) -> None:
+        """After commit: each alert event on twin/<device_id>/alerts as JSON."""
+        for alert in alerts:
+            await self.publish(alert_topic(alert.device_id), alert.model_dump_json().encode())
 
     def snapshot(self) -> dict[str, Any]:
         return {

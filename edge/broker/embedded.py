@@ -27,8 +27,9 @@ from edge.broker.amqtt_glue import Hooks, Published, TwinedgeAuthPlugin, Twinedg
 from edge.broker.auth import Authenticator
 from edge.broker.config import BrokerConfig, ListenerConfig
 from edge.broker.guard import GUARD_COUNTERS, ConnectionGuard, ListenerLimit, connection_limits
-from edge.broker.ingest import TelemetryIngest, group_by_device, republish_prefix
+from edge.broker.ingest import TelemetryIngest, alert_topic, group_by_device, republish_prefix
 from edge.sources.base import FrameSink, SourceHealth, SourceState
+from shared.batch import AlertEvent
 from shared.codec import encode_frames
 from shared.errors import TwinedgeError
 from shared.frame import TelemetryFrame
@@ -194,6 +195,11 @@ class EmbeddedBroker:
             topic = self._republish_prefix + device
             if hooks.has_subscribers(topic):
                 await self.publish(topic, encode_frames(group))
+
+    async def publish_alerts(self, alerts: Sequence[AlertEvent]) -> None:
+        """After commit: each alert event on twin/<device_id>/alerts as JSON (QoS 1), for panels and HMIs."""
+        for alert in alerts:
+            await self.publish(alert_topic(alert.device_id), alert.model_dump_json().encode(), qos=1)
 
     def snapshot(self) -> dict[str, Any]:
         """Counters for `twinedge status`: clients, refusals by cause, and the ingest's counts."""

@@ -29,6 +29,7 @@ __all__ = [
     "Received",
     "RejectReason",
     "TelemetryIngest",
+    "alert_topic",
     "device_of_topic",
     "group_by_device",
     "republish_prefix",
@@ -64,6 +65,11 @@ def device_of_topic(topic: str) -> str | None:
 def republish_prefix(edge_id: str) -> str:
     """Stored frames are republished on ``twinedge/<edge_id>/frames/<device_id>`` (``republish = true``)."""
     return f"twinedge/{edge_id}/frames/"
+
+
+def alert_topic(device_id: str) -> str:
+    """A device's alert events (raised, cleared) are published on ``twin/<device_id>/alerts``."""
+    return f"twin/{device_id}/alerts"
 
 
 def group_by_device(frames: Sequence[TelemetryFrame]) -> dict[str, list[TelemetryFrame]]:

@@ -1,0 +1,500 @@
+"""The inference engine: which model scores which device, loading and swapping models, and scoring each batch.
+
+**Rules.** A model is assigned to one device, to every device of this edge, or to the fleet; a device is scored by
+its most specific rule (device, then edge, then fleet). Rules come from the cloud (``set_assignments``, called by
+the downloader with verified files) and from the config (``[[inference.local]]``); at the same scope a local rule
+wins.
+
+**Loading.** A package is read, its sha256 compared with the assignment's, its schema and card read
+(``shared.modelpackage``), a session opened with a bounded thread count, its input and outputs checked against
+the schema and its test vectors run (``shared.modelrun``). A package that fails any step is rejected with the
+reason and never reaches a device. A model that loaded is checked against each device (its sensors, and their units
+where the source config states them) when the device's first frame after the change arrives; a device that lacks a
+sensor rejects the model and is checked again when it reports new sensors.
+
+**Swaps** happen between two batches: ``enrich`` holds the engine for one batch, and a new assignment or a
+rollback takes effect at the next. Whatever is rejected, the model a device had keeps serving it. The model a
+device had before its current one is kept for ``rollback``, which pins it until the device's assignment changes.
+
+**Failures.** A run that raises, or gives a non-finite output, counts against the devices in it; after
+``failures_before_disable`` in a row the model is taken out of that device's path (state "failed") and its frames
+are stored unscored until another model is assigned or rolled back to.
+
+Scoring runs on one thread owned by the engine, one ``session.run`` per model per batch. With no model assigned,
+``enrich`` returns at once, and numpy and onnxruntime are never imported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from edge.inference.alerts import AlertPolicy, AlertSettings
+from edge.inference.config import InferenceConfig
+from edge.inference.stream import InputStream
+from shared.batch import AlertEvent, ModelReport
+from shared.errors import InputError
+from shared.frame import MAX_METRICS, TelemetryFrame
+
+if TYPE_CHECKING:
+    from edge.inference.drift import DriftStats
+    from edge.inference.runtime import DeviceRows, LoadedModel, Outcome
+    from shared.modelpackage import ModelAssignment
+
+__all__ = ["MAX_DEVICES", "InferenceEngine", "LocalAssignment"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+MAX_DEVICES = 1024  # devices with a model on one edge (what a health report carries)
+MAX_REJECTED = 32  # rejected packages remembered for `model status`
+SCORE, CLASS, CONFIDENCE = "model.score", "model.class", "model.confidence"
+
+
+@dataclass(frozen=True, slots=True)
+class LocalAssignment:
+    """An assignment from the cloud and the verified package file it names."""
+
+    assignment: ModelAssignment
+    path: Path
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    scope: str  # "device", "edge" or "fleet"
+    target: str | None
+    model: str
+    version: int  # 0: a local package
+    sha256: str | None  # None: a local package not read yet
+    path: Path
+    origin: str  # "cloud" or "local"
+
+    @property
+    def key(self) -> str:
+        return self.sha256 or f"local:{self.path}"
+
+    def shown(self) -> str:
+        return f"{self.model} {'(local)' if self.origin == 'local' and not self.version else f'v{self.version}'}"
+
+
+@dataclass(slots=True)
+class _Rejection:
+    model: str
+    version: int
+    sha256: str | None
+    reason: str
+    at: float
+    device: str | None = None  # None: the package itself is bad; else: it does not fit this device
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "version": self.version, "sha256": self.sha256, "reason": self.reason,
+                "at": self.at, "device": self.device}
+
+
+@dataclass(eq=False)
+class _Device:
+    """One device's scoring state."""
+
+    id: str
+    units: dict[str, str | None]  # from the source config, where known
+    values: dict[str, Any] = field(default_factory=dict)  # the last value of every sensor (carried forward)
+    generation: int = -1
+    rule: _Rule | None = None
+    model: LoadedModel | None = None
+    previous: LoadedModel | None = None
+    pinned: _Rule | None = None  # a rollback holds while the device's rule stays this one
+    state: str | None = None  # "serving", "rejected", "failed"
+    message: str = ""
+    waiting: _Rule | None = None  # rejected for want of sensors: checked again when new ones arrive
+    checked_sensors: int = 0
+    failures: int = 0
+    stream: InputStream | None = None
+    alerts: AlertPolicy | None = None
+    drift: DriftStats | None = None
+    last_score: float | None = None
+    last_scored_at: float | None = None
+    rows_scored: int = 0
+    input_errors: int = 0
+
+    @property
+    def serving(self) -> bool:
+        return self.state == "serving" and self.model is not None
+
+
+class InferenceEngine:
+    """Scores frames with the models assigned to their devices; see the module docstring."""
+
+    def __init__(self, config: InferenceConfig, *, edge_id: str,
+                 sensor_units: Mapping[str, Mapping[str, str | None]] | None = None) -> None:
+        self.config = config
+        self.edge_id = edge_id
+        self._units = {device: dict(units) for device, units in (sensor_units or {}).items()}
+        self._settings = AlertSettings(config.alerts.min_duration, config.alerts.clear_ratio,
+                                       config.alerts.clear_duration)
+        self._local: list[_Rule] = []
+        self._cloud: list[_Rule] = []
+        self._by_device: dict[str, _Rule] = {}
+        self._edge_rule: _Rule | None = None
+        self._fleet_rule: _Rule | None = None
+        self._generation = 0
+        self._models: dict[str, LoadedModel] = {}  # by rule key (sha256)
+        self._rejected: dict[str, _Rejection] = {}  # packages that failed to load, by rule key
+        self._device_rejections: deque[_Rejection] = deque(maxlen=MAX_REJECTED)
+        self._devices: dict[str, _Device] = {}
+        self._pending: list[AlertEvent] = []  # alerts closed outside a batch (rollback), sent with the next one
+        self._lock = asyncio.Lock()  # one batch, or one swap, at a time
+        self._loading = asyncio.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+        self.unscored_devices = 0  # frames of devices past MAX_DEVICES
+
+    # --- rules and loading ---------------------------------------------------
+
+    @property
+    def idle(self) -> bool:
+        """No rule and no model anywhere: ``enrich`` has nothing to do."""
+        return not (self._local or self._cloud or self._devices or self._pending)
+
+    async def start(self) -> None:
+        """Load the config's local packages (a bad one is rejected and reported; never fatal)."""
+        rules = []
+        for local in self.config.local:
+            scope, target = ("device", local.device) if local.device is not None else ("edge", self.edge_id)
+            rule = _Rule(scope, target, local.package.stem, 0, None, local.package, "local")
+            model = await self._load(rule)
+            if model is not None:
+                rule = _Rule(scope, target, model.name, 0, model.sha256, local.package, "local")
+                self._models[rule.key] = model
+            rules.append(rule)
+        self._local = rules
+        self._reindex()
+
+    async def set_assignments(self, assignments: Sequence[LocalAssignment]) -> None:
+        """The cloud's rules for this edge, each with its verified package file. Loads what is new."""
+        rules = [_Rule(a.assignment.scope, a.assignment.target, a.assignment.model, a.assignment.version,
+                       a.assignment.sha256, a.path, "cloud") for a in assignments]
+        async with self._loading:
+            for rule in rules:
+                if rule.key not in self._models and rule.key not in self._rejected:
+                    model = await self._load(rule)
+                    if model is not None:
+                        self._models[rule.key] = model
+            self._cloud = rules
+            self._reindex()
+
+    async def _load(self, rule: _Rule) -> LoadedModel | None:
+        try:
+            from edge.inference.runtime import load_model
+
+            model = await self._run(lambda: load_model(
+                rule.path, sha256=rule.sha256, threads=self.config.threads,
+                name=None if rule.origin == "local" else rule.model, version=rule.version,
+            ))
+        except InputError as exc:
+            self._reject(rule, str(exc))
+            return None
+        log.info("model %s loaded from %s (sha256 %s…)", rule.shown(), rule.path, model.sha256[:12])
+        return model
+
+    def _reject(self, rule: _Rule, reason: str) -> None:
+        log.warning("model %s (%s) rejected: %s", rule.shown(), rule.path, reason)
+        self._rejected[rule.key] = _Rejection(rule.model, rule.version, rule.sha256, reason, time.time())
+        while len(self._rejected) > MAX_REJECTED:
+            del self._rejected[next(iter(self._rejected))]
+
+    def _reindex(self) -> None:
+        by_device: dict[str, _Rule] = {}
+        edge = fleet = None
+        for rule in [*self._local, *self._cloud]:  # local first: it wins at its scope
+            if rule.scope == "device" and rule.target is not None:
+                by_device.setdefault(rule.target, rule)
+            elif rule.scope == "edge" and rule.target == self.edge_id:
+                edge = edge or rule
+            elif rule.scope == "fleet":
+                fleet = fleet or rule
+        self._by_device, self._edge_rule, self._fleet_rule = by_device, edge, fleet
+        self._generation += 1
+        wanted = {r.key for r in (*self._local, *self._cloud)}
+        held = {id(m) for d in self._devices.values() for m in (d.model, d.previous) if m is not None}
+        for key in [k for k, m in self._models.items() if k not in wanted and id(m) not in held]:
+            del self._models[key]
+
+    def _resolve(self, device_id: str) -> _Rule | None:
+        return self._by_device.get(device_id) or self._edge_rule or self._fleet_rule
+
+    async def _run(self, call: Callable[[], T]) -> T:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+    # --- per device ----------------------------------------------------------
+
+    def _device(self, device_id: str) -> _Device | None:
+        device = self._devices.get(device_id)
+        if device is not None:
+            return device
+        if self._resolve(device_id) is None:
+            return None
+        if len(self._devices) >= MAX_DEVICES:
+            if not self.unscored_devices:
+                log.warning("more than %d devices with a model: device %s and later ones are stored unscored",
+                            MAX_DEVICES, device_id)
+            self.unscored_devices += 1
+            return None
+        device = self._devices[device_id] = _Device(device_id, self._units.get(device_id, {}))
+        return device
+
+    def _apply(self, device: _Device, alerts: list[AlertEvent]) -> None:
+        """Bring the device to its current rule (between two batches)."""
+        device.generation = self._generation
+        rule = self._resolve(device.id)
+        if device.pinned is not None:
+            if rule is not None and rule.key == device.pinned.key and rule.version == device.pinned.version:
+                return
+            device.pinned = None
+        device.waiting = None
+        if rule is None:
+            device.rule = None
+            if device.model is not None:
+                self._retire(device, "no model is assigned to the device any more", alerts)
+            return
+        device.rule = rule
+        model = self._models.get(rule.key)
+        if model is None:
+            rejection = self._rejected.get(rule.key)
+            self._refused(device, rule, rejection.reason if rejection else "not loaded")
+            return
+        if model is device.model:
+            return  # the same package again (every poll brings the list): a failed model stays out
+        self._check_and_swap(device, rule, model, alerts)
+
+    def _check_and_swap(self, device: _Device, rule: _Rule, model: LoadedModel, alerts: list[AlertEvent]) -> None:
+        from shared.modelschema import check_sensors
+
+        known: dict[str, str | None] = {name: None for name in device.values}
+        known.update(device.units)
+        device.checked_sensors = len(device.values)
+        try:
+            check_sensors(model.schema, known)
+        except InputError as exc:
+            device.waiting = rule
+            self._device_rejections.append(_Rejection(rule.model, rule.version, model.sha256, str(exc), time.time(),
+                                                      device.id))
+            self._refused(device, rule, f"does not fit the device: {exc}")
+            return
+        self._swap(device, model, alerts, f"replaced by {model.name} v{model.version}")
+
+    def _refused(self, device: _Device, rule: _Rule, reason: str) -> None:
+        keeps = (f"; {device.model.name} v{device.model.version} keeps serving"
+                 if device.model is not None and device.state == "serving" else "")
+        message = f"{rule.shown()} rejected: {reason}{keeps}"
+        if message != device.message:
+            log.warning("device %s: %s", device.id, message)
+        device.message = message
+        if device.model is None:
+            device.state = "rejected"
+
+    def _swap(self, device: _Device, model: LoadedModel, alerts: list[AlertEvent], why: str) -> None:
+        from edge.inference.drift import DriftStats
+
+        self._close_alert(device, why, alerts)
+        if device.model is not None and device.model is not model:
+            device.previous = device.model
+        device.model, device.state, device.message, device.failures = model, "serving", "", 0
+        schema = model.schema
+        window = schema.window
+        device.stream = InputStream(
+            schema.sensor_names, window=window.length if window else 1, step=window.step if window else 1,
+            check_gap=model.gap_check() if window else None,
+        )
+        device.alerts = (AlertPolicy(device.id, model.name, model.version, schema.threshold, self._settings)
+                         if schema.kind == "anomaly" and schema.threshold is not None else None)
+        drift = self.config.drift
+        device.drift = (DriftStats(model.drift_columns, window_rows=drift.window_rows, min_rows=drift.min_rows)
+                        if model.drift_columns else None)
+        log.info("device %s: scored by %s v%d (sha256 %s…)", device.id, model.name, model.version, model.sha256[:12])
+
+    def _retire(self, device: _Device, why: str, alerts: list[AlertEvent]) -> None:
+        self._close_alert(device, why, alerts)
+        device.previous, device.model, device.state, device.message = device.model, None, None, why
+        device.stream = device.alerts = device.drift = None
+
+    @staticmethod
+    def _close_alert(device: _Device, why: str, alerts: list[AlertEvent]) -> None:
+        if device.alerts is not None and (event := device.alerts.close(why)) is not None:
+            alerts.append(event)
+
+    def _failed(self, device: _Device, reason: str, alerts: list[AlertEvent]) -> None:
+        device.failures += 1
+        if device.failures < self.config.failures_before_disable or device.model is None:
+            log.debug("device %s: model run failed (%d in a row): %s", device.id, device.failures, reason)
+            return
+        model = device.model
+        device.state = "failed"
+        device.message = (f"{model.name} v{model.version} failed {device.failures} runs in a row and was taken out "
+                          f"of the path; frames are stored unscored until another model is assigned or rolled back "
+                          f"to. Last error: {reason}")
+        log.warning("device %s: %s", device.id, device.message)
+        self._close_alert(device, "the model failed and was taken out of the path", alerts)
+
+    async def rollback(self, device_id: str) -> dict[str, Any]:
+        """Serve the device's previous model again, pinned until its assignment changes."""
+        async with self._lock:
+            device = self._devices.get(device_id)
+            if device is None or device.previous is None:
+                raise InputError(f"device {device_id!r} has no previous model to roll back to")
+            current, target = device.model, device.previous
+            self._swap(device, target, self._pending, f"rolled back to {target.name} v{target.version}")
+            device.previous = current
+            device.pinned = device.rule
+            if device.pinned is None:  # no rule any more: hold until one arrives
+                device.pinned = _Rule("device", device.id, target.name, target.version, target.sha256, Path(), "local")
+            device.generation = self._generation
+            log.warning("device %s: rolled back to %s v%d (pinned until its assignment changes)",
+                        device.id, target.name, target.version)
+            return self._device_status(device)
+
+    # --- the data path -------------------------------------------------------
+
+    async def enrich(self, frames: Sequence[TelemetryFrame]) -> tuple[list[TelemetryFrame], list[AlertEvent]]:
+        """The frames with their scores (``model.score``, or ``model.class`` and ``model.confidence``), and the
+        alert events they raised or cleared. Called by the store writer on each batch before it is written."""
+        if self.idle:
+            return list(frames), []
+        async with self._lock:
+            alerts, self._pending = self._pending, []
+            out = list(frames)
+            jobs: dict[int, tuple[LoadedModel, dict[str, tuple[_Device, list[int], list[Any]]]]] = {}
+            for index, frame in enumerate(frames):
+                device = self._devices.get(frame.device_id) or self._device(frame.device_id)
+                if device is None:
+                    continue
+                device.values.update(frame.sensors)
+                if device.generation != self._generation or (
+                        device.waiting is not None and len(device.values) > device.checked_sensors):
+                    self._apply(device, alerts)
+                if not device.serving or device.stream is None:
+                    continue
+                done = device.stream.push(index, frame.ts, device.values)
+                if done is None:
+                    continue
+                assert device.model is not None
+                per_model = jobs.setdefault(id(device.model), (device.model, {}))[1]
+                entry = per_model.setdefault(device.id, (device, [], []))
+                entry[1].append(done[0])
+                entry[2].append(done[1])
+            for model, per_device in jobs.values():
+                await self._score(model, per_device, frames, out, alerts)
+            return out, alerts
+
+    async def _score(self, model: LoadedModel, per_device: dict[str, tuple[_Device, list[int], list[Any]]],
+                     frames: Sequence[TelemetryFrame], out: list[TelemetryFrame], alerts: list[AlertEvent]) -> None:
+        from edge.inference.runtime import DeviceRows, score_rows
+
+        batch = [DeviceRows(device_id, readings) for device_id, (_, _, readings) in per_device.items()]
+        outcome: Outcome = await self._run(lambda: score_rows(model, batch))
+        for rows in batch:
+            device, indices, _ = per_device[rows.device_id]
+            if rows.error is not None:
+                device.input_errors += 1
+                log.debug("device %s: rows left unscored: %s", device.id, rows.error)
+            elif outcome.error is not None:
+                self._failed(device, outcome.error, alerts)
+            elif rows.device_id in outcome.bad_devices:
+                self._failed(device, outcome.bad_devices[rows.device_id], alerts)
+            else:
+                self._scored(device, model, rows, indices, outcome.values[rows.device_id], frames, out, alerts)
+
+    def _scored(self, device: _Device, model: LoadedModel, rows: DeviceRows, indices: list[int],
+                values: list[tuple[float, float | None]], frames: Sequence[TelemetryFrame],
+                out: list[TelemetryFrame], alerts: list[AlertEvent]) -> None:
+        device.failures = 0
+        anomaly = model.kind == "anomaly"
+        for index, (value, confidence) in zip(indices, values, strict=True):
+            frame = frames[index]
+            added = {SCORE: value} if anomaly else {CLASS: value, CONFIDENCE: confidence}
+            if len(frame.metrics) + len(added) <= MAX_METRICS or all(k in frame.metrics for k in added):
+                out[index] = frame.model_copy(update={"metrics": {**frame.metrics, **added}})
+            if device.alerts is not None and (event := device.alerts.feed(frame.ts, value)) is not None:
+                alerts.append(event)
+        device.last_score, device.last_scored_at = values[-1][0], frames[indices[-1]].ts
+        device.rows_scored += len(values)
+        if device.drift is not None and rows.raw is not None:
+            device.drift.add(rows.raw)
+
+    # --- reports -------------------------------------------------------------
+
+    def reports(self) -> dict[str, ModelReport]:
+        """Per device with a model (or a rejected or failed one): what the cloud's health report carries."""
+        out: dict[str, ModelReport] = {}
+        for device in self._devices.values():
+            model = device.model
+            rule = device.rule
+            if model is None and rule is None:
+                continue
+            summary = device.drift.summary() if device.drift is not None and device.serving else None
+            out[device.id] = ModelReport(
+                model=model.name if model else rule.model if rule else "",
+                version=model.version if model else rule.version if rule else 0,
+                sha256=model.sha256 if model else (rule.sha256 or "") if rule else "",
+                state=device.state or "rejected",
+                message=device.message[:256] or None,
+                last_score=device.last_score,
+                last_scored_at=device.last_scored_at,
+                drift=summary.level if summary else "unknown",
+                psi=summary.psi if summary else {},
+                rows=summary.rows if summary else 0,
+            )
+        return out
+
+    def _device_status(self, device: _Device) -> dict[str, Any]:
+        model = device.model
+        summary = device.drift.summary() if device.drift is not None else None
+        stream = device.stream
+        return {
+            "device_id": device.id,
+            "model": model.name if model else None,
+            "version": model.version if model else None,
+            "sha256": model.sha256 if model else None,
+            "kind": model.kind if model else None,
+            "state": device.state,
+            "message": device.message,
+            "assigned": {"model": device.rule.model, "version": device.rule.version, "scope": device.rule.scope,
+                         "origin": device.rule.origin} if device.rule else None,
+            "pinned": device.pinned is not None,
+            "previous": {"model": device.previous.name, "version": device.previous.version}
+            if device.previous else None,
+            "last_score": device.last_score,
+            "last_scored_at": device.last_scored_at,
+            "rows_scored": device.rows_scored,
+            "failures_in_a_row": device.failures,
+            "frames_incomplete": stream.incomplete if stream else 0,
+            "window_gaps": stream.gaps if stream else 0,
+            "alert_active": bool(device.alerts and device.alerts.active),
+            "drift": summary.level if summary else "unknown",
+            "psi": summary.psi if summary else {},
+            "drift_rows": summary.rows if summary else 0,
+        }
+
+    def status(self) -> dict[str, Any]:
+        """What `twinedge model status` shows."""
+        rules = [{"scope": r.scope, "target": r.target, "model": r.model, "version": r.version,
+                  "sha256": r.sha256, "origin": r.origin} for r in [*self._local, *self._cloud]]
+        rejected = [r.as_dict() for r in self._rejected.values()] + [r.as_dict() for r in self._device_rejections]
+        return {
+            "devices": [self._device_status(d) for d in sorted(self._devices.values(), key=lambda d: d.id)],
+            "rules": rules,
+            "rejected": sorted(rejected, key=lambda r: r["at"]),
+            "unscored_devices": self.unscored_devices,
+        }
