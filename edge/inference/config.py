@@ -47,6 +47,7 @@ class LocalModelConfig(StrictModel):
     package: Path = Field(description="a .twinmodel file")
     device: str | None = Field(None, pattern=DEVICE_ID_PATTERN, description="the device it scores")
     edge: bool = Field(False, description="true: every device of this edge without a device rule")
+    version: int = Field(1, ge=1, le=2**31 - 1, description="the version shown in status and alerts")
 
     @model_validator(mode="after")
     def _one_target(self) -> LocalModelConfig:

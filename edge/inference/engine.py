@@ -71,7 +71,7 @@ class _Rule:
     scope: str  # "device", "edge" or "fleet"
     target: str | None
     model: str
-    version: int  # 0: a local package
+    version: int
     sha256: str | None  # None: a local package not read yet
     path: Path
     origin: str  # "cloud" or "local"
@@ -81,7 +81,11 @@ class _Rule:
         return self.sha256 or f"local:{self.path}"
 
     def shown(self) -> str:
-        return f"{self.model} {'(local)' if self.origin == 'local' and not self.version else f'v{self.version}'}"
+        return f"{self.model} v{self.version}" + (" (local)" if self.origin == "local" else "")
+
+
+def _rule_id(rule: _Rule | None) -> tuple[str, int] | None:
+    return None if rule is None else (rule.key, rule.version)
 
 
 @dataclass(slots=True)
@@ -109,7 +113,8 @@ class _Device:
     rule: _Rule | None = None
     model: LoadedModel | None = None
     previous: LoadedModel | None = None
-    pinned: _Rule | None = None  # a rollback holds while the device's rule stays this one
+    pinned: bool = False  # rolled back: holds while the device's rule stays ``pinned_to``
+    pinned_to: tuple[str, int] | None = None
     state: str | None = None  # "serving", "rejected", "failed"
     message: str = ""
     waiting: _Rule | None = None  # rejected for want of sensors: checked again when new ones arrive
@@ -166,10 +171,10 @@ class InferenceEngine:
         rules = []
         for local in self.config.local:
             scope, target = ("device", local.device) if local.device is not None else ("edge", self.edge_id)
-            rule = _Rule(scope, target, local.package.stem, 0, None, local.package, "local")
+            rule = _Rule(scope, target, local.package.name, local.version, None, local.package, "local")
             model = await self._load(rule)
             if model is not None:
-                rule = _Rule(scope, target, model.name, 0, model.sha256, local.package, "local")
+                rule = _Rule(scope, target, model.name, local.version, model.sha256, local.package, "local")
                 self._models[rule.key] = model
             rules.append(rule)
         self._local = rules
@@ -193,8 +198,8 @@ class InferenceEngine:
             from edge.inference.runtime import load_model
 
             model = await self._run(lambda: load_model(
-                rule.path, sha256=rule.sha256, threads=self.config.threads,
-                name=None if rule.origin == "local" else rule.model, version=rule.version,
+                rule.path, sha256=rule.sha256, threads=self.config.threads, version=rule.version,
+                name=None if rule.origin == "local" else rule.model,
             ))
         except InputError as exc:
             self._reject(rule, str(exc))
@@ -259,10 +264,10 @@ class InferenceEngine:
         """Bring the device to its current rule (between two batches)."""
         device.generation = self._generation
         rule = self._resolve(device.id)
-        if device.pinned is not None:
-            if rule is not None and rule.key == device.pinned.key and rule.version == device.pinned.version:
+        if device.pinned:
+            if _rule_id(rule) == device.pinned_to:
                 return
-            device.pinned = None
+            device.pinned, device.pinned_to = False, None
         device.waiting = None
         if rule is None:
             device.rule = None
@@ -289,9 +294,12 @@ class InferenceEngine:
             check_sensors(model.schema, known)
         except InputError as exc:
             device.waiting = rule
-            self._device_rejections.append(_Rejection(rule.model, rule.version, model.sha256, str(exc), time.time(),
-                                                      device.id))
-            self._refused(device, rule, f"does not fit the device: {exc}")
+            if not any(r.device == device.id and r.sha256 == model.sha256 and r.reason == str(exc)
+                       for r in self._device_rejections):
+                self._device_rejections.append(_Rejection(rule.model, rule.version, model.sha256, str(exc),
+                                                          time.time(), device.id))
+            self._refused(device, rule, f"does not fit the device: {exc} (checked again when the device "
+                          "reports new sensors)")
             return
         self._swap(device, model, alerts, f"replaced by {model.name} v{model.version}")
 
@@ -357,9 +365,7 @@ class InferenceEngine:
             current, target = device.model, device.previous
             self._swap(device, target, self._pending, f"rolled back to {target.name} v{target.version}")
             device.previous = current
-            device.pinned = device.rule
-            if device.pinned is None:  # no rule any more: hold until one arrives
-                device.pinned = _Rule("device", device.id, target.name, target.version, target.sha256, Path(), "local")
+            device.pinned, device.pinned_to = True, _rule_id(self._resolve(device.id))
             device.generation = self._generation
             log.warning("device %s: rolled back to %s v%d (pinned until its assignment changes)",
                         device.id, target.name, target.version)
@@ -439,17 +445,18 @@ class InferenceEngine:
         """Per device with a model (or a rejected or failed one): what the cloud's health report carries."""
         out: dict[str, ModelReport] = {}
         for device in self._devices.values():
-            model = device.model
-            rule = device.rule
-            if model is None and rule is None:
-                continue
+            model, rule = device.model, device.rule
+            if model is not None:
+                name, version, sha256 = model.name, model.version, model.sha256
+            elif rule is not None and rule.sha256 is not None and rule.origin == "cloud":
+                name, version, sha256 = rule.model, rule.version, rule.sha256
+            else:
+                continue  # nothing assigned, or a local file that could not be read (see `model status`)
             summary = device.drift.summary() if device.drift is not None and device.serving else None
             out[device.id] = ModelReport(
-                model=model.name if model else rule.model if rule else "",
-                version=model.version if model else rule.version if rule else 0,
-                sha256=model.sha256 if model else (rule.sha256 or "") if rule else "",
+                model=name, version=version, sha256=sha256,
                 state=device.state or "rejected",
-                message=device.message[:256] or None,
+                message=device.message[:512] or None,
                 last_score=device.last_score,
                 last_scored_at=device.last_scored_at,
                 drift=summary.level if summary else "unknown",
@@ -472,7 +479,7 @@ class InferenceEngine:
             "message": device.message,
             "assigned": {"model": device.rule.model, "version": device.rule.version, "scope": device.rule.scope,
                          "origin": device.rule.origin} if device.rule else None,
-            "pinned": device.pinned is not None,
+            "pinned": device.pinned,
             "previous": {"model": device.previous.name, "version": device.previous.version}
             if device.previous else None,
             "last_score": device.last_score,

@@ -6,7 +6,6 @@ Imported when the first model is loaded, so a gateway without a model never load
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,13 +16,11 @@ import numpy.typing as npt
 from edge.inference.drift import ColumnReference
 from shared.errors import InputError
 from shared.features import batch_features, frame_features
-from shared.modelpackage import ModelPackage, read_package
-from shared.modelrun import check_signature, open_session, run_test_vectors, score
+from shared.modelpackage import MAX_PACKAGE, ModelPackage, read_package
+from shared.modelrun import ModelRunner, ScoreResult, run_test_vectors
 from shared.modelschema import ModelSchema, check_timestamps
 
-__all__ = ["MAX_PACKAGE", "DeviceRows", "LoadedModel", "Outcome", "load_model", "score_rows"]
-
-MAX_PACKAGE = 64 * 1024 * 1024
+__all__ = ["DeviceRows", "LoadedModel", "Outcome", "load_model", "score_rows"]
 
 
 @dataclass(eq=False)
@@ -34,7 +31,7 @@ class LoadedModel:
     version: int
     sha256: str
     package: ModelPackage
-    session: Any
+    runner: ModelRunner
     drift_columns: list[ColumnReference]
 
     @property
@@ -59,8 +56,7 @@ class LoadedModel:
         return follows
 
 
-def load_model(path: Path, *, sha256: str | None, threads: int, name: str | None = None,
-               version: int = 0) -> LoadedModel:
+def load_model(path: Path, *, sha256: str | None, threads: int, version: int, name: str | None = None) -> LoadedModel:
     """Read, verify and open a package; run its test vectors. ``InputError`` saying what is wrong."""
     try:
         with path.open("rb") as file:
@@ -69,14 +65,13 @@ def load_model(path: Path, *, sha256: str | None, threads: int, name: str | None
         raise InputError(f"cannot read the package {path}: {exc.strerror or exc}") from None
     digest = hashlib.sha256(data).hexdigest()
     if sha256 is not None and digest != sha256:
-        raise InputError(f"the package's sha256 is {digest[:12]}…, the assignment says {sha256[:12]}… "
-                         f"(a damaged or truncated download, {len(data):,} bytes)")
+        raise InputError(f"the file's sha256 is {digest[:12]}…, the assignment's {sha256[:12]}…: the package "
+                         f"({len(data):,} bytes) is damaged, truncated or another one")
     package = read_package(data)
-    session = open_session(package, threads=threads)
-    check_signature(session, package.schema)
-    run_test_vectors(session, package)
+    runner = ModelRunner(package, threads)
+    run_test_vectors(runner)
     return LoadedModel(name=name or package.card.name, version=version, sha256=digest, package=package,
-                       session=session, drift_columns=_drift_columns(package))
+                       runner=runner, drift_columns=_drift_columns(package))
 
 
 def _drift_columns(package: ModelPackage) -> list[ColumnReference]:
@@ -111,39 +106,44 @@ def _raw_inputs(model: LoadedModel, readings: list[list[list[float]]]) -> npt.ND
 
 
 def score_rows(model: LoadedModel, batch: list[DeviceRows]) -> Outcome:
-    """Features, scaling and one ``session.run`` for every device's rows (blocking)."""
-    scaled = []
+    """Features, scaling and one run for every device's rows (blocking).
+
+    A run that fails with the rows of several devices is run again per device, so that only the devices whose
+    rows make the model fail are counted against it (a failing run is rare; the common case is one run).
+    """
+    scaled: dict[str, npt.NDArray[np.float32]] = {}
     for rows in batch:
         try:
             rows.raw = _raw_inputs(model, rows.readings)
-            scaled.append(model.schema.scaling.apply(rows.raw))
+            scaled[rows.device_id] = model.schema.scaling.apply(rows.raw)
         except InputError as exc:
             rows.error = str(exc)
-    ready = [rows for rows in batch if rows.error is None]
     outcome = Outcome()
-    if not ready:
+    if not scaled:
         return outcome
-    inputs = np.concatenate(scaled) if len(scaled) > 1 else scaled[0]
+    inputs = list(scaled.values())
     try:
-        result = score(model.session, model.schema, inputs)
+        result = model.runner.score(np.concatenate(inputs) if len(inputs) > 1 else inputs[0])
     except InputError as exc:
-        outcome.error = str(exc)
+        if len(scaled) == 1:
+            outcome.error = str(exc)
+            return outcome
+        for device_id, rows_in in scaled.items():
+            try:
+                outcome.values[device_id] = _values(model.runner.score(rows_in))
+            except InputError as one:
+                outcome.bad_devices[device_id] = str(one)
         return outcome
-    values = _values(model, result)
+    values = _values(result)
     start = 0
-    for rows in ready:
-        mine = values[start:start + len(rows.readings)]
-        start += len(rows.readings)
-        if all(math.isfinite(v) and (c is None or math.isfinite(c)) for v, c in mine):
-            outcome.values[rows.device_id] = mine
-        else:
-            outcome.bad_devices[rows.device_id] = f"the model gave a non-finite output for {rows.device_id}"
+    for device_id, rows_in in scaled.items():
+        outcome.values[device_id] = values[start:start + len(rows_in)]
+        start += len(rows_in)
     return outcome
 
 
-def _values(model: LoadedModel, result: Any) -> list[tuple[float, float | None]]:
-    if model.kind == "anomaly":
-        return [(float(s), None) for s in np.asarray(result.scores, dtype=np.float64).ravel()]
-    classes = np.asarray(result.classes).ravel()
-    confidence = np.asarray(result.confidence, dtype=np.float64).ravel()
-    return [(float(c), float(p)) for c, p in zip(classes, confidence, strict=True)]
+def _values(result: ScoreResult) -> list[tuple[float, float | None]]:
+    if result.scores is not None:
+        return [(float(s), None) for s in result.scores.tolist()]
+    assert result.classes is not None and result.confidence is not None
+    return [(float(c), float(p)) for c, p in zip(result.classes.tolist(), result.confidence.tolist(), strict=True)]

@@ -215,6 +215,9 @@ class FlakyMqtt:
     async def publish_stored(self, frames: object) -> None:
         return None
 
+    async def publish_alerts(self, alerts: object) -> None:
+        return None
+
     def snapshot(self) -> dict[str, object]:
         return {"kind": "fake", "runs": self.runs}
 
