@@ -142,6 +142,27 @@ def cmd_queue(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_model(args: argparse.Namespace) -> int:
+    from edge.control.client import call
+    from edge.render import render_model_status
+
+    sock = _socket_path(args)
+    if args.action == "rollback":
+        if not args.device:
+            print("twinedge model rollback: name the device (twinedge model rollback DEVICE)", file=sys.stderr)
+            return 2
+        result = call(sock, "model_rollback", device=args.device)
+        if args.json:
+            _print_json(result)
+        else:
+            print(f"{args.device}: now scored by {result['model']} v{result['version']} again (pinned until its "
+                  f"assignment changes); v{result['previous']['version']} can be rolled back to")
+        return 0
+    result = call(sock, "model_status")
+    _print_json(result) if args.json else print(render_model_status(result))
+    return 0
+
+
 def cmd_probe(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -239,6 +260,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_target(p)
     p.add_argument("--limit", type=int, default=10)
     p.set_defaults(func=cmd_queue)
+
+    p = sub.add_parser("model", help="the models scoring each device: status, rollback to the previous one")
+    p.add_argument("action", choices=["status", "rollback"])
+    p.add_argument("device", nargs="?", help="rollback: the device whose previous model serves again")
+    _add_target(p)
+    p.set_defaults(func=cmd_model)
 
     p = sub.add_parser(
         "probe",

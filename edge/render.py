@@ -11,6 +11,7 @@ __all__ = [
     "format_value",
     "local_time",
     "render_frame_line",
+    "render_model_status",
     "render_quarantine",
     "render_queue_peek",
     "render_queue_stats",
@@ -165,6 +166,7 @@ def render_status(s: dict[str, Any]) -> str:
             out.append(f"              {cloud['last_error'][:200]}" + (f"; retrying in {retry:.0f} s" if retry else ""))
     else:
         out.append("cloud:        no uplink configured")
+    out.extend(_model_lines(s.get("models") or {}))
     out.append(render_queue_stats(s["queue"]))
     w = s["writer"]
     rejected = ", ".join(f"{k} {v}" for k, v in sorted(w.get("rejected", {}).items())) or "none"
@@ -238,3 +240,71 @@ def render_quarantine(rows: list[dict[str, Any]]) -> str:
         ["ID", "WHEN", "ORIGIN", "BYTES", "REASON"],
         [[str(r["id"]), _ago(r["at"]), r["origin"], str(r["bytes"]), r["reason"][:100]] for r in rows],
     )
+
+
+_MODEL_LINES = 20  # devices listed in `status`; `model status` lists them all
+
+
+def _score(value: float | None) -> str:
+    return "-" if value is None else format(value, ".4g")
+
+
+def _model_lines(models: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per device with a model in `twinedge status`: model, version, state and the last score."""
+    if not models:
+        return []
+    out = []
+    for index, (device, m) in enumerate(sorted(models.items())):
+        if index == _MODEL_LINES:
+            out.append(f"{_INDENT}and {len(models) - _MODEL_LINES} more devices (twinedge model status)")
+            break
+        head = "models:      " if index == 0 else _INDENT[:-1]
+        model = f"{m['model']} v{m['version']}" if m.get("model") else "no model"
+        line = f"{head} {device}: {model} {m.get('state') or '-'}"
+        if m.get("last_scored_at") is not None:
+            line += f"; last score {_score(m.get('last_score'))} ({_ago(m['last_scored_at'])})"
+        if m.get("drift") in ("warn", "drift"):
+            line += f"; DRIFT {m['drift']}"
+        out.append(line)
+    return out
+
+
+def _drift(d: dict[str, Any]) -> str:
+    top = ", ".join(f"{name} {value:.2f}" for name, value in list(d.get("psi", {}).items())[:3])
+    if d.get("drift", "unknown") == "unknown":
+        return f"unknown ({d.get('drift_rows', 0)} rows)" if d.get("model") else "-"
+    return f"{d['drift']} ({top})" if top else d["drift"]
+
+
+def render_model_status(s: dict[str, Any], width: int = WIDTH) -> str:
+    """`twinedge model status`: per device its model and how it fares; then the rules and the rejected models."""
+    lines = []
+    devices = s.get("devices", [])
+    if devices:
+        rows = [[d["device_id"], d.get("model") or "-", f"v{d['version']}" if d.get("version") else "-",
+                 (d.get("sha256") or "-")[:12], (d.get("state") or "-") + (" (pinned)" if d.get("pinned") else ""),
+                 _score(d.get("last_score")), _ago(d.get("last_scored_at")) if d.get("last_scored_at") else "-",
+                 _drift(d)] for d in devices]
+        lines.append(_table(["DEVICE", "MODEL", "VERSION", "SHA256", "STATE", "LAST SCORE", "WHEN", "DRIFT"], rows))
+        for d in devices:
+            if d.get("message"):
+                lines += textwrap.wrap(f"{d['device_id']}: {d['message']}", width, subsequent_indent="  ",
+                                       break_long_words=False, break_on_hyphens=False)
+    else:
+        lines.append("no device is scored by a model")
+    rules = s.get("rules", [])
+    if rules:
+        lines += ["", "assigned:"]
+        for r in rules:
+            target = "the fleet" if r["scope"] == "fleet" else f"{r['scope']} {r['target']}"
+            lines.append(f"  {target}: {r['model']} v{r['version']} ({r['origin']})")
+    rejected = s.get("rejected", [])
+    if rejected:
+        lines += ["", "rejected:"]
+        for r in rejected:
+            where = f" for device {r['device']}" if r.get("device") else ""
+            sha = f" (sha256 {r['sha256'][:12]})" if r.get("sha256") else ""
+            lines += textwrap.wrap(f"{r['model']} v{r['version']}{sha}{where}, {_ago(r['at'])}: {r['reason']}",
+                                   width, initial_indent="  ", subsequent_indent="    ",
+                                   break_long_words=False, break_on_hyphens=False)
+    return "\n".join(lines)
