@@ -249,6 +249,11 @@ def _score(value: float | None) -> str:
     return "-" if value is None else format(value, ".4g")
 
 
+def _scored_ago(ts: float | None) -> str:
+    """How long ago a frame was scored, by its own timestamp (a device clock ahead of ours reads as 0 s)."""
+    return "-" if ts is None else _age(max(0.0, time.time() - ts)) + " ago"
+
+
 def _model_lines(models: dict[str, dict[str, Any]]) -> list[str]:
     """One line per device with a model in `twinedge status`: model, version, state and the last score."""
     if not models:
@@ -262,7 +267,7 @@ def _model_lines(models: dict[str, dict[str, Any]]) -> list[str]:
         model = f"{m['model']} v{m['version']}" if m.get("model") else "no model"
         line = f"{head} {device}: {model} {m.get('state') or '-'}"
         if m.get("last_scored_at") is not None:
-            line += f"; last score {_score(m.get('last_score'))} ({_ago(m['last_scored_at'])})"
+            line += f"; last score {_score(m.get('last_score'))} ({_scored_ago(m['last_scored_at'])})"
         if m.get("drift") in ("warn", "drift"):
             line += f"; DRIFT {m['drift']}"
         out.append(line)
@@ -283,7 +288,7 @@ def render_model_status(s: dict[str, Any], width: int = WIDTH) -> str:
     if devices:
         rows = [[d["device_id"], d.get("model") or "-", f"v{d['version']}" if d.get("version") else "-",
                  (d.get("sha256") or "-")[:12], (d.get("state") or "-") + (" (pinned)" if d.get("pinned") else ""),
-                 _score(d.get("last_score")), _ago(d.get("last_scored_at")) if d.get("last_scored_at") else "-",
+                 _score(d.get("last_score")), _scored_ago(d.get("last_scored_at")),
                  _drift(d)] for d in devices]
         lines.append(_table(["DEVICE", "MODEL", "VERSION", "SHA256", "STATE", "LAST SCORE", "WHEN", "DRIFT"], rows))
         for d in devices:
