@@ -289,3 +289,23 @@ async def test_without_a_model_frames_pass_unchanged(scorer: InferenceEngine) ->
     frames = [frame(0, temp=1.0)]
     out, alerts = await scorer.enrich(frames)
     assert out == frames and alerts == [] and scorer.reports() == {}
+
+
+def test_a_gateway_without_a_model_loads_neither_numpy_nor_onnxruntime(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import asyncio, sys\n"
+        "from edge.app import Gateway\n"
+        "from edge.config import GatewayConfig\n"
+        "from shared.frame import TelemetryFrame\n"
+        f"config = GatewayConfig.model_validate({{'edge': {{'id': 'e1', 'state_dir': {str(tmp_path)!r}}}}})\n"
+        "gateway = Gateway(config)\n"
+        "frames = [TelemetryFrame(ts=1.8e9, device_id='press-1', sensors={'temp': 1.0})]\n"
+        "out, alerts = asyncio.run(gateway.engine.enrich(frames))\n"
+        "assert out == frames and alerts == []\n"
+        "print('numpy' in sys.modules, 'onnxruntime' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60)
+    assert result.stdout.split() == ["False", "False"]
