@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_DEVICES = 1024  # devices with a model on one edge (what a health report carries)
 MAX_REJECTED = 32  # rejected packages remembered for `model status`
+MAX_CARRIED = 2 * 512  # sensor names remembered per device (a device that invents names must not grow memory)
+MAX_REMEMBERED = 4096  # devices without a model whose last values are kept, for a model assigned later
 SCORE, CLASS, CONFIDENCE = "model.score", "model.class", "model.confidence"
 
 
@@ -153,6 +155,7 @@ class InferenceEngine:
         self._rejected: dict[str, _Rejection] = {}  # packages that failed to load, by rule key
         self._device_rejections: deque[_Rejection] = deque(maxlen=MAX_REJECTED)
         self._devices: dict[str, _Device] = {}
+        self._last: dict[str, dict[str, Any]] = {}  # last values of devices without a model (see _remember)
         self._pending: list[AlertEvent] = []  # alerts closed outside a batch (rollback), sent with the next one
         self._lock = asyncio.Lock()  # one batch, or one swap, at a time
         self._loading = asyncio.Lock()
@@ -163,7 +166,7 @@ class InferenceEngine:
 
     @property
     def idle(self) -> bool:
-        """No rule and no model anywhere: ``enrich`` has nothing to do."""
+        """No rule and no model anywhere: ``enrich`` only remembers the last values."""
         return not (self._local or self._cloud or self._devices or self._pending)
 
     async def start(self) -> None:
@@ -197,7 +200,8 @@ class InferenceEngine:
         try:
             from edge.inference.runtime import load_model
 
-            model = await self._run(lambda: load_model(
+            # not on the scoring thread: a large model's load must not hold up the batches being scored
+            model = await asyncio.to_thread(lambda: load_model(
                 rule.path, sha256=rule.sha256, threads=self.config.threads, version=rule.version,
                 name=None if rule.origin == "local" else rule.model,
             ))
@@ -257,8 +261,21 @@ class InferenceEngine:
                             MAX_DEVICES, device_id)
             self.unscored_devices += 1
             return None
-        device = self._devices[device_id] = _Device(device_id, self._units.get(device_id, {}))
+        device = self._devices[device_id] = _Device(device_id, self._units.get(device_id, {}),
+                                                    values=self._last.pop(device_id, {}))
         return device
+
+    def _remember(self, frame: TelemetryFrame) -> None:
+        """The last values of a device without a model: a model assigned later scores its next frame at once,
+        even if its deadbanded sensors were last reported before (they come again only with the heartbeat)."""
+        values = self._last.get(frame.device_id)
+        if values is None:
+            if len(self._last) >= MAX_REMEMBERED:
+                return
+            values = self._last[frame.device_id] = {}
+        values.update(frame.sensors)
+        if len(values) > MAX_CARRIED:
+            self._last[frame.device_id] = dict(frame.sensors)
 
     def _apply(self, device: _Device, alerts: list[AlertEvent]) -> None:
         """Bring the device to its current rule (between two batches)."""
@@ -283,6 +300,15 @@ class InferenceEngine:
         if model is device.model:
             return  # the same package again (every poll brings the list): a failed model stays out
         self._check_and_swap(device, rule, model, alerts)
+
+    def _forget(self, device: _Device, frame: TelemetryFrame) -> None:
+        """Keep the last values of the sensors a model reads, and this frame's; forget the rest."""
+        keep = set(frame.sensors)
+        for model in (device.model, self._models.get(device.waiting.key) if device.waiting else None):
+            if model is not None:
+                keep.update(model.schema.sensor_names)
+        device.values = {name: value for name, value in device.values.items() if name in keep}
+        device.checked_sensors = len(device.values)
 
     def _check_and_swap(self, device: _Device, rule: _Rule, model: LoadedModel, alerts: list[AlertEvent]) -> None:
         from shared.modelschema import check_sensors
@@ -377,6 +403,8 @@ class InferenceEngine:
         """The frames with their scores (``model.score``, or ``model.class`` and ``model.confidence``), and the
         alert events they raised or cleared. Called by the store writer on each batch before it is written."""
         if self.idle:
+            for frame in frames:
+                self._remember(frame)
             return list(frames), []
         async with self._lock:
             alerts, self._pending = self._pending, []
@@ -385,8 +413,11 @@ class InferenceEngine:
             for index, frame in enumerate(frames):
                 device = self._devices.get(frame.device_id) or self._device(frame.device_id)
                 if device is None:
+                    self._remember(frame)
                     continue
                 device.values.update(frame.sensors)
+                if len(device.values) > MAX_CARRIED:
+                    self._forget(device, frame)
                 if device.generation != self._generation or (
                         device.waiting is not None and len(device.values) > device.checked_sensors):
                     self._apply(device, alerts)

@@ -309,3 +309,23 @@ def test_a_gateway_without_a_model_loads_neither_numpy_nor_onnxruntime(tmp_path:
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60)
     assert result.stdout.split() == ["False", "False"]
+
+
+async def test_a_device_that_invents_sensor_names_does_not_grow_memory(tmp_path: Path,
+                                                                       scorer: InferenceEngine) -> None:
+    from edge.inference.engine import MAX_CARRIED
+
+    await scorer.set_assignments([assign(write_package(tmp_path, schema=SCHEMA))])
+    await scorer.enrich([frame(0, temp=1.0, vib=1.0)])
+    for n in range(5):
+        out, _ = await scorer.enrich([frame(1 + n, **{f"x{n}_{i}": 1.0 for i in range(500)})])
+        assert scores(out) == [1.0]  # temp and vib carried forward through the flood
+    internal = scorer._devices["press-1"]  # noqa: SLF001 - the bound is what this test is about
+    assert len(internal.values) <= MAX_CARRIED
+
+
+async def test_a_model_assigned_later_gets_values_reported_before_it(tmp_path: Path, scorer: InferenceEngine) -> None:
+    await scorer.enrich([frame(0, temp=1.0, vib=3.0)])  # no model yet; vib then holds still (deadband)
+    await scorer.set_assignments([assign(write_package(tmp_path, schema=SCHEMA))])
+    out, _ = await scorer.enrich([frame(1, temp=1.0)])
+    assert scores(out) == [5.0]

@@ -120,9 +120,12 @@ async def test_rollback_through_the_control_socket_and_the_cli(tmp_path: Path) -
 
 
 async def _score_becomes(gateway: Gateway, value: float) -> None:
-    async with asyncio.timeout(10):
-        while True:
-            status = gateway.engine.status()["devices"]
-            if status and status[0]["last_score"] == pytest.approx(value):
-                return
-            await asyncio.sleep(0.02)
+    try:
+        async with asyncio.timeout(10):
+            while True:
+                status = gateway.engine.status()["devices"]
+                if status and status[0]["last_score"] == pytest.approx(value):
+                    return
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        raise AssertionError(f"the score never became {value}: {gateway.engine.status()}") from None
