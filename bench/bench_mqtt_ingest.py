@@ -6,7 +6,8 @@ Publishers run in a separate process (a lean raw-socket MQTT client, so the
 publisher side is not the bottleneck); the broker and the sink run in this
 process, whose CPU is what the table reports. By default the sink is the real
 durable path (store writer -> SQLite WAL, synchronous=FULL): a PUBACK leaves only
-after its frames' transaction committed. `--sink count` measures the broker alone.
+after its frames' transaction committed. `--sink count` measures the broker alone; `--sink model` is the
+durable path with a fleet anomaly model scoring every frame before it is stored (needs the dev extra's onnx).
 Phases:
   1. sustained rate, single-frame messages, unlimited publishers
   2. sustained rate, 50 frames per message
@@ -180,9 +181,13 @@ class CountingSink:
 
 
 class StoreSink:
-    """The real durable path: a StoreWriter over a Store with the default settings, in a temp dir."""
+    """The real durable path: a StoreWriter over a Store with the default settings, in a temp dir; with
+    ``scored``, an inference engine whose fleet model scores every frame before it is stored."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, scored: bool = False) -> None:
+        self.directory = directory
+        self.scored = scored
+        self.engine: Any = None
         config = StoreConfig()
         self.store = Store(directory / "queue.db", config)
         self.writer = StoreWriter(
@@ -203,6 +208,9 @@ class StoreSink:
         return self.writer.committed_frames
 
     async def start(self) -> None:
+        if self.scored:
+            self.engine = await scoring_engine(self.directory)
+            self.writer.enrich = self.engine.enrich
         await self.store.open()
         self._task = asyncio.create_task(self.writer.run(), name="bench-store-writer")
 
@@ -210,6 +218,8 @@ class StoreSink:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        if self.engine is not None:
+            self.engine.close()
         await self.store.close()
 
     async def put(self, frames: Sequence[TelemetryFrame], *, durable: bool = False) -> None:
@@ -217,6 +227,21 @@ class StoreSink:
 
     async def reject(self, origin: str, reason: str, payload: bytes | None = None) -> None:
         await self.writer.reject(origin, reason, payload)
+
+
+async def scoring_engine(directory: Path) -> Any:
+    """An engine with a fleet anomaly model over the publishers' temp_c and rpm (a real ONNX graph)."""
+    from edge.inference import InferenceConfig, InferenceEngine, LocalAssignment
+    from shared.modelpackage import ModelAssignment
+    from tests.mlkit import make_package, make_schema
+
+    data, package = make_package(make_schema(("temp_c", "rpm"), mean=1000.0, scale=1000.0), name="bench")
+    path = directory / "bench.twinmodel"
+    path.write_bytes(data)
+    engine = InferenceEngine(InferenceConfig(), edge_id="bench")
+    rule = ModelAssignment(scope="fleet", model="bench", version=1, sha256=package.sha256, size=len(data))
+    await engine.set_assignments([LocalAssignment(rule, path)])
+    return engine
 
 
 async def run_phase(
@@ -245,7 +270,8 @@ async def run_phase(
 
 async def embedded_phases(quick: bool, sink_kind: str) -> list[tuple[str, dict[str, Any]]]:
     with tempfile.TemporaryDirectory() as tmp:
-        sink: CountingSink | StoreSink = CountingSink() if sink_kind == "count" else StoreSink(Path(tmp))
+        sink: CountingSink | StoreSink = (CountingSink() if sink_kind == "count"
+                                          else StoreSink(Path(tmp), scored=sink_kind == "model"))
         if isinstance(sink, StoreSink):
             await sink.start()
         try:
@@ -294,7 +320,8 @@ async def mosquitto_phases(quick: bool, sink_kind: str, inflight: int) -> list[t
     if not mosquitto_available():
         return []
     with tempfile.TemporaryDirectory() as tmp:
-        sink: CountingSink | StoreSink = CountingSink() if sink_kind == "count" else StoreSink(Path(tmp))
+        sink: CountingSink | StoreSink = (CountingSink() if sink_kind == "count"
+                                          else StoreSink(Path(tmp), scored=sink_kind == "model"))
         if isinstance(sink, StoreSink):
             await sink.start()
         try:
@@ -371,7 +398,9 @@ def print_table(rows: list[tuple[str, dict[str, Any]]]) -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
-    print(f"sink: {'counting only' if args.sink == 'count' else 'durable store (SQLite WAL, synchronous=FULL)'}")
+    sinks = {"count": "counting only", "store": "durable store (SQLite WAL, synchronous=FULL)",
+             "model": "durable store (SQLite WAL, synchronous=FULL), every frame scored by a fleet anomaly model"}
+    print(f"sink: {sinks[args.sink]}")
     rows = await embedded_phases(args.quick, args.sink) if args.only != "mosquitto" else []
     external = await mosquitto_phases(args.quick, args.sink, args.inflight) if args.only != "embedded" else []
     rows += external
@@ -383,8 +412,9 @@ async def main(args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="4 s per phase instead of 10 s")
-    parser.add_argument("--sink", choices=["store", "count"], default="store",
-                        help="store: the real durable path (default); count: the broker alone")
+    parser.add_argument("--sink", choices=["store", "count", "model"], default="store",
+                        help="store: the real durable path (default); count: the broker alone; "
+                        "model: the durable path with every frame scored")
     parser.add_argument("--only", choices=["embedded", "mosquitto"], help="run one group of phases")
     parser.add_argument("--inflight", type=int, default=1000,
                         help="Mosquitto's max_inflight_messages (default 1000, as docs/mqtt.md recommends)")

@@ -290,6 +290,8 @@ class InferenceEngine:
             device.rule = None
             if device.model is not None:
                 self._retire(device, "no model is assigned to the device any more", alerts)
+            else:
+                device.state, device.message = None, ""
             return
         device.rule = rule
         model = self._models.get(rule.key)
