@@ -32,19 +32,19 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from edge.inference.alerts import AlertPolicy, AlertSettings
 from edge.inference.config import InferenceConfig
+from edge.inference.devices import DeviceState, Rejection, Rule, rule_id
 from edge.inference.stream import InputStream
 from shared.batch import AlertEvent, ModelReport
 from shared.errors import InputError
 from shared.frame import MAX_METRICS, TelemetryFrame
 
 if TYPE_CHECKING:
-    from edge.inference.drift import DriftStats
     from edge.inference.runtime import DeviceRows, LoadedModel, Outcome
     from shared.modelpackage import ModelAssignment
 
@@ -68,73 +68,6 @@ class LocalAssignment:
     path: Path
 
 
-@dataclass(frozen=True, slots=True)
-class _Rule:
-    scope: str  # "device", "edge" or "fleet"
-    target: str | None
-    model: str
-    version: int
-    sha256: str | None  # None: a local package not read yet
-    path: Path
-    origin: str  # "cloud" or "local"
-
-    @property
-    def key(self) -> str:
-        return self.sha256 or f"local:{self.path}"
-
-    def shown(self) -> str:
-        return f"{self.model} v{self.version}" + (" (local)" if self.origin == "local" else "")
-
-
-def _rule_id(rule: _Rule | None) -> tuple[str, int] | None:
-    return None if rule is None else (rule.key, rule.version)
-
-
-@dataclass(slots=True)
-class _Rejection:
-    model: str
-    version: int
-    sha256: str | None
-    reason: str
-    at: float
-    device: str | None = None  # None: the package itself is bad; else: it does not fit this device
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "version": self.version, "sha256": self.sha256, "reason": self.reason,
-                "at": self.at, "device": self.device}
-
-
-@dataclass(eq=False)
-class _Device:
-    """One device's scoring state."""
-
-    id: str
-    units: dict[str, str | None]  # from the source config, where known
-    values: dict[str, Any] = field(default_factory=dict)  # the last value of every sensor (carried forward)
-    generation: int = -1
-    rule: _Rule | None = None
-    model: LoadedModel | None = None
-    previous: LoadedModel | None = None
-    pinned: bool = False  # rolled back: holds while the device's rule stays ``pinned_to``
-    pinned_to: tuple[str, int] | None = None
-    state: str | None = None  # "serving", "rejected", "failed"
-    message: str = ""
-    waiting: _Rule | None = None  # rejected for want of sensors: checked again when new ones arrive
-    checked_sensors: int = 0
-    failures: int = 0
-    stream: InputStream | None = None
-    alerts: AlertPolicy | None = None
-    drift: DriftStats | None = None
-    last_score: float | None = None
-    last_scored_at: float | None = None
-    rows_scored: int = 0
-    input_errors: int = 0
-
-    @property
-    def serving(self) -> bool:
-        return self.state == "serving" and self.model is not None
-
-
 class InferenceEngine:
     """Scores frames with the models assigned to their devices; see the module docstring."""
 
@@ -145,16 +78,16 @@ class InferenceEngine:
         self._units = {device: dict(units) for device, units in (sensor_units or {}).items()}
         self._settings = AlertSettings(config.alerts.min_duration, config.alerts.clear_ratio,
                                        config.alerts.clear_duration)
-        self._local: list[_Rule] = []
-        self._cloud: list[_Rule] = []
-        self._by_device: dict[str, _Rule] = {}
-        self._edge_rule: _Rule | None = None
-        self._fleet_rule: _Rule | None = None
+        self._local: list[Rule] = []
+        self._cloud: list[Rule] = []
+        self._by_device: dict[str, Rule] = {}
+        self._edge_rule: Rule | None = None
+        self._fleet_rule: Rule | None = None
         self._generation = 0
         self._models: dict[str, LoadedModel] = {}  # by rule key (sha256)
-        self._rejected: dict[str, _Rejection] = {}  # packages that failed to load, by rule key
-        self._device_rejections: deque[_Rejection] = deque(maxlen=MAX_REJECTED)
-        self._devices: dict[str, _Device] = {}
+        self._rejected: dict[str, Rejection] = {}  # packages that failed to load, by rule key
+        self._device_rejections: deque[Rejection] = deque(maxlen=MAX_REJECTED)
+        self._devices: dict[str, DeviceState] = {}
         self._last: dict[str, dict[str, Any]] = {}  # last values of devices without a model (see _remember)
         self._pending: list[AlertEvent] = []  # alerts closed outside a batch (rollback), sent with the next one
         self._lock = asyncio.Lock()  # one batch, or one swap, at a time
@@ -174,10 +107,10 @@ class InferenceEngine:
         rules = []
         for local in self.config.local:
             scope, target = ("device", local.device) if local.device is not None else ("edge", self.edge_id)
-            rule = _Rule(scope, target, local.package.name, local.version, None, local.package, "local")
+            rule = Rule(scope, target, local.package.name, local.version, None, local.package, "local")
             model = await self._load(rule)
             if model is not None:
-                rule = _Rule(scope, target, model.name, local.version, model.sha256, local.package, "local")
+                rule = Rule(scope, target, model.name, local.version, model.sha256, local.package, "local")
                 self._models[rule.key] = model
             rules.append(rule)
         self._local = rules
@@ -185,7 +118,7 @@ class InferenceEngine:
 
     async def set_assignments(self, assignments: Sequence[LocalAssignment]) -> None:
         """The cloud's rules for this edge, each with its verified package file. Loads what is new."""
-        rules = [_Rule(a.assignment.scope, a.assignment.target, a.assignment.model, a.assignment.version,
+        rules = [Rule(a.assignment.scope, a.assignment.target, a.assignment.model, a.assignment.version,
                        a.assignment.sha256, a.path, "cloud") for a in assignments]
         async with self._loading:
             for rule in rules:
@@ -196,7 +129,7 @@ class InferenceEngine:
             self._cloud = rules
             self._reindex()
 
-    async def _load(self, rule: _Rule) -> LoadedModel | None:
+    async def _load(self, rule: Rule) -> LoadedModel | None:
         try:
             from edge.inference.runtime import load_model
 
@@ -211,14 +144,14 @@ class InferenceEngine:
         log.info("model %s loaded from %s (sha256 %s…)", rule.shown(), rule.path, model.sha256[:12])
         return model
 
-    def _reject(self, rule: _Rule, reason: str) -> None:
+    def _reject(self, rule: Rule, reason: str) -> None:
         log.warning("model %s (%s) rejected: %s", rule.shown(), rule.path, reason)
-        self._rejected[rule.key] = _Rejection(rule.model, rule.version, rule.sha256, reason, time.time())
+        self._rejected[rule.key] = Rejection(rule.model, rule.version, rule.sha256, reason, time.time())
         while len(self._rejected) > MAX_REJECTED:
             del self._rejected[next(iter(self._rejected))]
 
     def _reindex(self) -> None:
-        by_device: dict[str, _Rule] = {}
+        by_device: dict[str, Rule] = {}
         edge = fleet = None
         for rule in [*self._local, *self._cloud]:  # local first: it wins at its scope
             if rule.scope == "device" and rule.target is not None:
@@ -234,7 +167,7 @@ class InferenceEngine:
         for key in [k for k, m in self._models.items() if k not in wanted and id(m) not in held]:
             del self._models[key]
 
-    def _resolve(self, device_id: str) -> _Rule | None:
+    def _resolve(self, device_id: str) -> Rule | None:
         return self._by_device.get(device_id) or self._edge_rule or self._fleet_rule
 
     async def _run(self, call: Callable[[], T]) -> T:
@@ -249,7 +182,7 @@ class InferenceEngine:
 
     # --- per device ----------------------------------------------------------
 
-    def _device(self, device_id: str) -> _Device | None:
+    def _device(self, device_id: str) -> DeviceState | None:
         device = self._devices.get(device_id)
         if device is not None:
             return device
@@ -261,7 +194,7 @@ class InferenceEngine:
                             MAX_DEVICES, device_id)
             self.unscored_devices += 1
             return None
-        device = self._devices[device_id] = _Device(device_id, self._units.get(device_id, {}),
+        device = self._devices[device_id] = DeviceState(device_id, self._units.get(device_id, {}),
                                                     values=self._last.pop(device_id, {}))
         return device
 
@@ -277,12 +210,12 @@ class InferenceEngine:
         if len(values) > MAX_CARRIED:
             self._last[frame.device_id] = dict(frame.sensors)
 
-    def _apply(self, device: _Device, alerts: list[AlertEvent]) -> None:
+    def _apply(self, device: DeviceState, alerts: list[AlertEvent]) -> None:
         """Bring the device to its current rule (between two batches)."""
         device.generation = self._generation
         rule = self._resolve(device.id)
         if device.pinned:
-            if _rule_id(rule) == device.pinned_to:
+            if rule_id(rule) == device.pinned_to:
                 return
             device.pinned, device.pinned_to = False, None
         device.waiting = None
@@ -303,7 +236,7 @@ class InferenceEngine:
             return  # the same package again (every poll brings the list): a failed model stays out
         self._check_and_swap(device, rule, model, alerts)
 
-    def _forget(self, device: _Device, frame: TelemetryFrame) -> None:
+    def _forget(self, device: DeviceState, frame: TelemetryFrame) -> None:
         """Keep the last values of the sensors a model reads, and this frame's; forget the rest."""
         keep = set(frame.sensors)
         for model in (device.model, self._models.get(device.waiting.key) if device.waiting else None):
@@ -312,7 +245,7 @@ class InferenceEngine:
         device.values = {name: value for name, value in device.values.items() if name in keep}
         device.checked_sensors = len(device.values)
 
-    def _check_and_swap(self, device: _Device, rule: _Rule, model: LoadedModel, alerts: list[AlertEvent]) -> None:
+    def _check_and_swap(self, device: DeviceState, rule: Rule, model: LoadedModel, alerts: list[AlertEvent]) -> None:
         from shared.modelschema import check_sensors
 
         known: dict[str, str | None] = {name: None for name in device.values}
@@ -324,14 +257,14 @@ class InferenceEngine:
             device.waiting = rule
             if not any(r.device == device.id and r.sha256 == model.sha256 and r.reason == str(exc)
                        for r in self._device_rejections):
-                self._device_rejections.append(_Rejection(rule.model, rule.version, model.sha256, str(exc),
+                self._device_rejections.append(Rejection(rule.model, rule.version, model.sha256, str(exc),
                                                           time.time(), device.id))
             self._refused(device, rule, f"does not fit the device: {exc} (checked again when the device "
                           "reports new sensors)")
             return
         self._swap(device, model, alerts, f"replaced by {model.name} v{model.version}")
 
-    def _refused(self, device: _Device, rule: _Rule, reason: str) -> None:
+    def _refused(self, device: DeviceState, rule: Rule, reason: str) -> None:
         keeps = (f"; {device.model.name} v{device.model.version} keeps serving"
                  if device.model is not None and device.state == "serving" else "")
         message = f"{rule.shown()} rejected: {reason}{keeps}"
@@ -341,7 +274,7 @@ class InferenceEngine:
         if device.model is None:
             device.state = "rejected"
 
-    def _swap(self, device: _Device, model: LoadedModel, alerts: list[AlertEvent], why: str) -> None:
+    def _swap(self, device: DeviceState, model: LoadedModel, alerts: list[AlertEvent], why: str) -> None:
         from edge.inference.drift import DriftStats
 
         self._close_alert(device, why, alerts)
@@ -361,17 +294,17 @@ class InferenceEngine:
                         if model.drift_columns else None)
         log.info("device %s: scored by %s v%d (sha256 %s…)", device.id, model.name, model.version, model.sha256[:12])
 
-    def _retire(self, device: _Device, why: str, alerts: list[AlertEvent]) -> None:
+    def _retire(self, device: DeviceState, why: str, alerts: list[AlertEvent]) -> None:
         self._close_alert(device, why, alerts)
         device.previous, device.model, device.state, device.message = device.model, None, None, why
         device.stream = device.alerts = device.drift = None
 
     @staticmethod
-    def _close_alert(device: _Device, why: str, alerts: list[AlertEvent]) -> None:
+    def _close_alert(device: DeviceState, why: str, alerts: list[AlertEvent]) -> None:
         if device.alerts is not None and (event := device.alerts.close(why)) is not None:
             alerts.append(event)
 
-    def _failed(self, device: _Device, reason: str, alerts: list[AlertEvent]) -> None:
+    def _failed(self, device: DeviceState, reason: str, alerts: list[AlertEvent]) -> None:
         device.failures += 1
         if device.failures < self.config.failures_before_disable or device.model is None:
             log.debug("device %s: model run failed (%d in a row): %s", device.id, device.failures, reason)
@@ -393,11 +326,11 @@ class InferenceEngine:
             current, target = device.model, device.previous
             self._swap(device, target, self._pending, f"rolled back to {target.name} v{target.version}")
             device.previous = current
-            device.pinned, device.pinned_to = True, _rule_id(self._resolve(device.id))
+            device.pinned, device.pinned_to = True, rule_id(self._resolve(device.id))
             device.generation = self._generation
             log.warning("device %s: rolled back to %s v%d (pinned until its assignment changes)",
                         device.id, target.name, target.version)
-            return self._device_status(device)
+            return device.status()
 
     # --- the data path -------------------------------------------------------
 
@@ -411,7 +344,7 @@ class InferenceEngine:
         async with self._lock:
             alerts, self._pending = self._pending, []
             out = list(frames)
-            jobs: dict[int, tuple[LoadedModel, dict[str, tuple[_Device, list[int], list[Any]]]]] = {}
+            jobs: dict[int, tuple[LoadedModel, dict[str, tuple[DeviceState, list[int], list[Any]]]]] = {}
             for index, frame in enumerate(frames):
                 device = self._devices.get(frame.device_id) or self._device(frame.device_id)
                 if device is None:
@@ -437,7 +370,7 @@ class InferenceEngine:
                 await self._score(model, per_device, frames, out, alerts)
             return out, alerts
 
-    async def _score(self, model: LoadedModel, per_device: dict[str, tuple[_Device, list[int], list[Any]]],
+    async def _score(self, model: LoadedModel, per_device: dict[str, tuple[DeviceState, list[int], list[Any]]],
                      frames: Sequence[TelemetryFrame], out: list[TelemetryFrame], alerts: list[AlertEvent]) -> None:
         from edge.inference.runtime import DeviceRows, score_rows
 
@@ -455,7 +388,7 @@ class InferenceEngine:
             else:
                 self._scored(device, model, rows, indices, outcome.values[rows.device_id], frames, out, alerts)
 
-    def _scored(self, device: _Device, model: LoadedModel, rows: DeviceRows, indices: list[int],
+    def _scored(self, device: DeviceState, model: LoadedModel, rows: DeviceRows, indices: list[int],
                 values: list[tuple[float, float | None]], frames: Sequence[TelemetryFrame],
                 out: list[TelemetryFrame], alerts: list[AlertEvent]) -> None:
         device.failures = 0
@@ -476,56 +409,7 @@ class InferenceEngine:
 
     def reports(self) -> dict[str, ModelReport]:
         """Per device with a model (or a rejected or failed one): what the cloud's health report carries."""
-        out: dict[str, ModelReport] = {}
-        for device in self._devices.values():
-            model, rule = device.model, device.rule
-            if model is not None:
-                name, version, sha256 = model.name, model.version, model.sha256
-            elif rule is not None and rule.sha256 is not None and rule.origin == "cloud":
-                name, version, sha256 = rule.model, rule.version, rule.sha256
-            else:
-                continue  # nothing assigned, or a local file that could not be read (see `model status`)
-            summary = device.drift.summary() if device.drift is not None and device.serving else None
-            out[device.id] = ModelReport(
-                model=name, version=version, sha256=sha256,
-                state=device.state or "rejected",
-                message=device.message[:512] or None,
-                last_score=device.last_score,
-                last_scored_at=device.last_scored_at,
-                drift=summary.level if summary else "unknown",
-                psi=summary.psi if summary else {},
-                rows=summary.rows if summary else 0,
-            )
-        return out
-
-    def _device_status(self, device: _Device) -> dict[str, Any]:
-        model = device.model
-        summary = device.drift.summary() if device.drift is not None else None
-        stream = device.stream
-        return {
-            "device_id": device.id,
-            "model": model.name if model else None,
-            "version": model.version if model else None,
-            "sha256": model.sha256 if model else None,
-            "kind": model.kind if model else None,
-            "state": device.state,
-            "message": device.message,
-            "assigned": {"model": device.rule.model, "version": device.rule.version, "scope": device.rule.scope,
-                         "origin": device.rule.origin} if device.rule else None,
-            "pinned": device.pinned,
-            "previous": {"model": device.previous.name, "version": device.previous.version}
-            if device.previous else None,
-            "last_score": device.last_score,
-            "last_scored_at": device.last_scored_at,
-            "rows_scored": device.rows_scored,
-            "failures_in_a_row": device.failures,
-            "frames_incomplete": stream.incomplete if stream else 0,
-            "window_gaps": stream.gaps if stream else 0,
-            "alert_active": bool(device.alerts and device.alerts.active),
-            "drift": summary.level if summary else "unknown",
-            "psi": summary.psi if summary else {},
-            "drift_rows": summary.rows if summary else 0,
-        }
+        return {d.id: report for d in self._devices.values() if (report := d.report()) is not None}
 
     def status(self) -> dict[str, Any]:
         """What `twinedge model status` shows."""
@@ -533,7 +417,7 @@ class InferenceEngine:
                   "sha256": r.sha256, "origin": r.origin} for r in [*self._local, *self._cloud]]
         rejected = [r.as_dict() for r in self._rejected.values()] + [r.as_dict() for r in self._device_rejections]
         return {
-            "devices": [self._device_status(d) for d in sorted(self._devices.values(), key=lambda d: d.id)],
+            "devices": [d.status() for d in sorted(self._devices.values(), key=lambda d: d.id)],
             "rules": rules,
             "rejected": sorted(rejected, key=lambda r: r["at"]),
             "unscored_devices": self.unscored_devices,
