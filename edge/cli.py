@@ -155,8 +155,9 @@ def cmd_model(args: argparse.Namespace) -> int:
         if args.json:
             _print_json(result)
         else:
+            back = f"; v{result['previous']['version']} can be rolled back to" if result.get("previous") else ""
             print(f"{args.device}: now scored by {result['model']} v{result['version']} again (pinned until its "
-                  f"assignment changes); v{result['previous']['version']} can be rolled back to")
+                  f"assignment changes){back}")
         return 0
     result = call(sock, "model_status")
     _print_json(result) if args.json else print(render_model_status(result))
