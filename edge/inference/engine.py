@@ -55,8 +55,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_DEVICES = 1024  # devices with a model on one edge (what a health report carries)
 MAX_REJECTED = 32  # rejected packages remembered for `model status`
-MAX_CARRIED = 2 * 512  # sensor names remembered per device (a device that invents names must not grow memory)
-MAX_REMEMBERED = 4096  # devices without a model whose last values are kept, for a model assigned later
+# Memory stays bounded whatever devices send (a device that invents sensor names, a flood of device ids):
+MAX_CARRIED = 512  # values carried forward per device with a model (beyond: those the model reads and the frame's)
+MAX_REMEMBERED = 1024  # devices without a model whose last values are kept, for a model assigned later ...
+MAX_REMEMBERED_VALUES = 128  # ... each with at most this many (beyond: the last frame's alone)
 SCORE, CLASS, CONFIDENCE = "model.score", "model.class", "model.confidence"
 
 
@@ -207,8 +209,8 @@ class InferenceEngine:
                 return
             values = self._last[frame.device_id] = {}
         values.update(frame.sensors)
-        if len(values) > MAX_CARRIED:
-            self._last[frame.device_id] = dict(frame.sensors)
+        if len(values) > MAX_REMEMBERED_VALUES:
+            self._last[frame.device_id] = dict(list(frame.sensors.items())[:MAX_REMEMBERED_VALUES])
 
     def _apply(self, device: DeviceState, alerts: list[AlertEvent]) -> None:
         """Bring the device to its current rule (between two batches)."""

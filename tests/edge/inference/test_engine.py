@@ -329,3 +329,13 @@ async def test_a_model_assigned_later_gets_values_reported_before_it(tmp_path: P
     await scorer.set_assignments([assign(write_package(tmp_path, schema=SCHEMA))])
     out, _ = await scorer.enrich([frame(1, temp=1.0)])
     assert scores(out) == [5.0]
+
+
+async def test_a_flood_of_device_ids_without_a_model_stays_bounded(scorer: InferenceEngine) -> None:
+    from edge.inference.engine import MAX_REMEMBERED, MAX_REMEMBERED_VALUES
+
+    for n in range(MAX_REMEMBERED + 50):
+        await scorer.enrich([frame(n, f"dev-{n}", **{f"s{i}": 1.0 for i in range(200)})])
+    remembered = scorer._last  # noqa: SLF001 - the bound is what this test is about
+    assert len(remembered) == MAX_REMEMBERED
+    assert max(len(v) for v in remembered.values()) <= MAX_REMEMBERED_VALUES
