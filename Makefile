@@ -46,6 +46,8 @@ bench: install
 	$(PY) bench/bench_mqtt_ingest.py
 	$(PY) bench/bench_hostile_network.py
 	$(PY) bench/bench_modbus.py
+	$(PY) bench/bench_modbus.py --model
+	$(PY) bench/bench_inference.py
 	$(PY) bench/bench_opcua.py
 	$(PY) bench/bench_opcua_field.py
 	$(PY) bench/bench_footprint.py

@@ -1,6 +1,6 @@
 """Benchmark the Modbus source: 50 devices × 100 registers, polled every 1 s and then every 100 ms.
 
-    python bench/bench_modbus.py [--devices 50] [--registers 100] [--seconds 20]
+    python bench/bench_modbus.py [--devices 50] [--registers 100] [--seconds 20] [--model]
 
 The simulated PLCs run in a subprocess (so their CPU is not counted as the
 source's): one pymodbus TCP server per device on consecutive ports of
@@ -10,6 +10,10 @@ sink. Per phase it prints values/s produced, missed polls (ticks skipped because
 a cycle overran), late cycles, CPU of this process (psutil: user+system over
 wall time), RSS, and Modbus requests per device per cycle (one per contiguous
 block). Stops by itself; traffic only on 127.0.0.1.
+
+With ``--model`` every frame is also scored, as it reaches the sink, by a fleet anomaly model over ten of the
+registers (a real ONNX graph, one onnxruntime thread): a frame at a time, the costliest way to score (the store
+writer would batch frames of many devices). Needs the dev extra's onnx to build the model.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import contextlib
 import os
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -74,13 +79,18 @@ def free_base_port(count: int) -> int:
 
 
 class CountingSink:
-    """A FrameSink that only counts, so the figures are the source's own cost."""
+    """A FrameSink that only counts, so the figures are the source's own cost (and, with an engine, scoring's)."""
 
-    def __init__(self) -> None:
+    def __init__(self, engine: Any = None) -> None:
         self.frames = 0
         self.values = 0
+        self.engine = engine
+        self.scored = 0
 
     async def put(self, frames: Sequence[TelemetryFrame], *, durable: bool = False) -> None:
+        if self.engine is not None:
+            frames, _ = await self.engine.enrich(frames)
+            self.scored += sum(1 for f in frames if "model.score" in f.metrics)
         self.frames += len(frames)
         for frame in frames:
             self.values += len(frame.sensors)
@@ -107,10 +117,26 @@ def totals(sources: list[ModbusSource]) -> dict[str, int]:
     return {k: sum(int(s.health.detail[k]) for s in sources) for k in keys}
 
 
+async def scoring_engine(directory: Path) -> Any:
+    """An engine with a fleet anomaly model over registers r0..r9 (a real ONNX graph)."""
+    from edge.inference import InferenceConfig, InferenceEngine, LocalAssignment
+    from shared.modelpackage import ModelAssignment
+    from tests.mlkit import make_package, make_schema
+
+    data, package = make_package(make_schema([f"r{r}" for r in range(10)], mean=100.0, scale=100.0), name="bench")
+    path = directory / "bench.twinmodel"
+    path.write_bytes(data)
+    engine = InferenceEngine(InferenceConfig(), edge_id="bench")
+    rule = ModelAssignment(scope="fleet", model="bench", version=1, sha256=package.sha256, size=len(data))
+    await engine.set_assignments([LocalAssignment(rule, path)])
+    return engine
+
+
 async def phase(
-    base: int, devices: int, registers: int, period: str, seconds: float, warmup: float, sim: psutil.Process
+    base: int, devices: int, registers: int, period: str, seconds: float, warmup: float, sim: psutil.Process,
+    engine: Any = None,
 ) -> dict[str, Any]:
-    sink = CountingSink()
+    sink = CountingSink(engine)
     regs = register_map(registers)
     sources = [
         ModbusSource(ModbusSourceConfig.model_validate({
@@ -155,6 +181,7 @@ async def phase(
         "rss_mb": me.memory_info().rss / 1e6,
         "requests": ",".join(map(str, requests)),
         "sim_cpu_pct": 100.0 * sim_cpu / wall,
+        "scored": sink.scored,
     }
 
 
@@ -171,10 +198,16 @@ async def bench(args: argparse.Namespace) -> None:
         if line.strip() != b"READY":
             raise SystemExit("the simulated devices did not start")
         sim = psutil.Process(server.pid)
-        rows = [
-            await phase(base, args.devices, args.registers, period, args.seconds, args.warmup, sim)
-            for period in ("1s", "100ms")
-        ]
+        with tempfile.TemporaryDirectory() as tmp:
+            engine = await scoring_engine(Path(tmp)) if args.model else None
+            try:
+                rows = [
+                    await phase(base, args.devices, args.registers, period, args.seconds, args.warmup, sim, engine)
+                    for period in ("1s", "100ms")
+                ]
+            finally:
+                if engine is not None:
+                    engine.close()
     finally:
         if server.stdin:
             server.stdin.close()
@@ -189,7 +222,7 @@ async def bench(args: argparse.Namespace) -> None:
 def print_table(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
     print(f"\nModbus source: {args.devices} devices x {args.registers} registers over TCP on 127.0.0.1, "
           f"{args.seconds:.0f} s per phase after {args.warmup:.0f} s warm-up; {os.cpu_count()} CPUs; "
-          f"Python {sys.version.split()[0]}")
+          f"Python {sys.version.split()[0]}" + ("; every frame scored by a model, one at a time" if args.model else ""))
     header = ("poll", "target values/s", "values/s", "frames/s", "cycles (expected)", "missed polls",
               "late cycles", "source CPU %core", "RSS MB", "requests/device/cycle", "simulator CPU %core")
     print(" | ".join(header))
@@ -199,6 +232,8 @@ def print_table(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
             f"{r['cycles']} ({r['expected_cycles']:.0f})", str(r["missed"]), str(r["late"]),
             f"{r['cpu_pct']:.1f}", f"{r['rss_mb']:.0f}", r["requests"], f"{r['sim_cpu_pct']:.0f}",
         ]))
+    if args.model:
+        print("frames scored: " + ", ".join(f"{r['scored']} ({r['period']})" for r in rows))
     print("targets: 1 s < 10% of a core; 100 ms: period kept (0 missed polls)")
 
 
@@ -208,6 +243,7 @@ def main() -> None:
     parser.add_argument("--registers", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=20.0, help="measured time per phase")
     parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--model", action="store_true", help="score every frame with a fleet anomaly model")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not 1 <= args.devices <= 200 or not 1 <= args.registers <= 125 or not 1 <= args.seconds <= 60:
