@@ -44,6 +44,7 @@ lint: install
 
 bench: install
 	$(PY) bench/bench_mqtt_ingest.py
+	$(PY) bench/bench_mqtt_ingest.py --sink model --only embedded
 	$(PY) bench/bench_hostile_network.py
 	$(PY) bench/bench_modbus.py
 	$(PY) bench/bench_modbus.py --model
