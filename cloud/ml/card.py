@@ -79,7 +79,7 @@ def card_markdown(card: ModelCard, schema: ModelSchema) -> str:
                 f"{schema.window.interval_s:g} s apart; features {', '.join(schema.features)}")
     else:
         mode = "one frame per row"
-    lines = [f"# Model `{card.name}` ({card.kind})", "", card.description or "", "",
+    lines = [f"# Model `{card.name}` ({card.kind})", "", *([card.description, ""] if card.description else []),
              f"- Created: {created}",
              f"- Data: {where}{span}; {src.rows:,} rows" + (f", labels from `{src.label_column}`"
                                                            if src.label_column else ""),

@@ -33,7 +33,7 @@ from cloud.ml.progress import Progress
 from shared.errors import InputError
 from shared.modelpackage import ModelCard, TrainingInfo, build_package, read_package
 from shared.modelrun import ModelRunner, run_test_vectors
-from shared.modelschema import ModelSchema, Scaling, WindowSpec, load_schema
+from shared.modelschema import ModelSchema, Scaling, load_schema
 
 __all__ = ["NORMAL_LABELS", "TrainResult", "TrainSpec", "block_split", "scaling_of", "train"]
 
@@ -71,6 +71,7 @@ class TrainResult:
     schema: ModelSchema
     fp32: bytes
     int8: bytes
+    card_md: str
     notes: list[str] = field(default_factory=list)
 
 
@@ -189,7 +190,8 @@ def _train_anomaly(table: Table, spec: TrainSpec, rows: npt.NDArray[np.float32],
         report = ~tune
         out = evaluate.anomaly_metrics(held_scores[report], y_held[report], threshold)
         normal_report = report & ~y_held
-        out["false_alarm_rate"] = float(np.mean(held_scores[normal_report] >= threshold)) if normal_report.any() else 0.0
+        if normal_report.any():
+            out["false_alarm_rate"] = float(np.mean(held_scores[normal_report] >= threshold))
         return threshold, out
 
     progress.say(f"evaluating FP32 and INT8 on {len(held):,} held-out rows ({int(y_held.sum()):,} anomalous)")
@@ -262,7 +264,9 @@ def _finish(table: Table, spec: TrainSpec, schema: ModelSchema, train_rows: npt.
                      source=table.source, training=training, metrics=metrics,
                      size_bytes={"fp32": len(fp32), "int8": len(int8)}, baseline=baseline,
                      feature_stats=cards.feature_stats(schema.input_names, train_rows), test_vectors=vectors)
-    package = build_package(int8, schema, card, cards.card_markdown(card, schema))
+    card_md = cards.card_markdown(card, schema)
+    package = build_package(int8, schema, card, card_md)
     run_test_vectors(ModelRunner(read_package(package)))  # the package serves as the edge will load it
     progress.say(f"packaged {len(package):,} bytes")
-    return TrainResult(package=package, card=card, schema=schema, fp32=fp32, int8=int8, notes=list(table.notes))
+    return TrainResult(package=package, card=card, schema=schema, fp32=fp32, int8=int8, card_md=card_md,
+                       notes=list(table.notes))
