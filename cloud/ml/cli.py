@@ -59,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold-quantile", type=float, default=0.99, metavar="Q",
                    help="anomaly without labels: the training scores' quantile that becomes the threshold (0.99)")
     p.add_argument("--eval-fraction", type=float, default=0.3, metavar="F", help="rows held out to evaluate (0.3)")
-    p.add_argument("--hidden", metavar="N,N,...", help="hidden layer sizes (anomaly 128,64,128; classifier 256,128)")
+    p.add_argument("--hidden", metavar="N,N,...", help="hidden layer sizes (anomaly 128,64,128; classifier 256,256)")
     p.add_argument("--epochs", type=int, default=200, help="at most this many passes over the data (200)")
     p.add_argument("--budget", type=float, default=600.0, metavar="S", help="stop fitting after this long (600 s)")
     p.add_argument("--seed", type=int, default=0)
