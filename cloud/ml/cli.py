@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import tempfile
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared.errors import InputError
 from shared.features import STATISTICS
+from shared.modelpackage import MODEL_NAME_PATTERN
 
 if TYPE_CHECKING:
     from cloud.ml.data import Table
@@ -86,6 +88,9 @@ def _spec(args: argparse.Namespace) -> Any:
     from cloud.ml.train import TrainSpec
 
     problems = []
+    if not re.match(MODEL_NAME_PATTERN, args.name):
+        problems.append(f"--name {args.name!r}: a model name is letters, digits and . _ - (at most 64), starting "
+                        "with a letter or digit")
     if args.mode == "window":
         if args.window is None:
             problems.append("--mode window needs --window N (readings in a window)")

@@ -102,7 +102,9 @@ def _read_arrow(path: Path, fmt: Literal["csv", "parquet"]) -> Any:
     if path.stat().st_size == 0:
         raise InputError(f"{path}: the file is empty")
     try:
-        return pq.read_table(path) if fmt == "parquet" else pa_csv.read_csv(path)
+        table = pq.read_table(path) if fmt == "parquet" else pa_csv.read_csv(path)
+        table.column_names  # noqa: B018 - the header's names are decoded here: not UTF-8 is not a CSV file
+        return table
     except (pa.ArrowException, OSError, ValueError, UnicodeDecodeError) as exc:
         what = "a Parquet file" if fmt == "parquet" else "CSV with a header line"
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__

@@ -73,7 +73,7 @@ def fit_autoencoder(rows: npt.NDArray[np.float32], params: FitParams, progress: 
                          learning_rate_init=params.learning_rate, batch_size=min(params.batch_size, len(rows)),
                          random_state=params.seed, shuffle=True)
     progress.say(f"fitting an autoencoder {list(params.hidden)} on {len(rows):,} rows")
-    _epochs(model, rows, rows, params, progress, {})
+    _epochs(model, rows, rows[:, 0] if rows.shape[1] == 1 else rows, params, progress, {})  # one column: 1-d y
     return model
 
 

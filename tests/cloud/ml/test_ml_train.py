@@ -21,8 +21,7 @@ from shared.frame import TelemetryFrame
 from shared.modelpackage import read_package
 from shared.modelrun import ModelRunner, run_test_vectors
 from shared.modelschema import model_inputs
-
-from .conftest import machine_rows
+from tests.cloud.ml.training_data import machine_rows
 
 QUIET = Progress(quiet=True)
 
