@@ -4,6 +4,8 @@ traceback."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -148,3 +150,12 @@ def test_an_output_folder_that_does_not_exist(machine_csv: Path, tmp_path: Path,
     assert _train("--csv", str(machine_csv), "--kind", "anomaly", "--name", "m", "--out",
                   str(tmp_path / "nowhere" / "m.twinmodel")) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_the_service_and_the_cli_parser_load_no_training_library() -> None:
+    code = ("import sys, cloud.app, cloud.cli; cloud.cli._parser(); "
+            "print(','.join(sorted({m.split('.')[0] for m in sys.modules} & {'sklearn', 'skl2onnx', 'onnx', "
+            "'onnxruntime', 'pyarrow'})) + '|' + str('cloud.ml.train' in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[3])
+    assert out.stdout.strip() == "|False"
