@@ -55,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--step", type=int, metavar="N", help="window: readings from one window to the next (default N)")
     p.add_argument("--interval", type=float, metavar="S",
                    help="window: seconds between readings (default: the data's median interval)")
-    p.add_argument("--features", default=DEFAULT_FEATURES, metavar="F,F,...",
+    p.add_argument("--features", metavar="F,F,...",
                    help=f"window: features per sensor (default {DEFAULT_FEATURES}); also band:LO-HI, "
                    "relband:LO-HI and log:F, see docs/ml.md")
     p.add_argument("--threshold-quantile", type=float, default=0.99, metavar="Q",
@@ -94,8 +94,8 @@ def _spec(args: argparse.Namespace) -> Any:
     if args.mode == "window":
         if args.window is None:
             problems.append("--mode window needs --window N (readings in a window)")
-    elif args.window is not None or args.step is not None:
-        problems.append("--window and --step need --mode window")
+    elif args.window is not None or args.step is not None or args.features is not None:
+        problems.append("--window, --step and --features need --mode window")
     if not 0 < args.threshold_quantile < 1:
         problems.append(f"--threshold-quantile must be between 0 and 1 (got {args.threshold_quantile})")
     if not 0 < args.eval_fraction < 1:
@@ -112,7 +112,9 @@ def _spec(args: argparse.Namespace) -> Any:
             problems.append(f"--hidden {args.hidden!r}: give layer sizes 1..4096 separated by commas, e.g. 128,64,128")
     if problems:
         raise InputError("; ".join(problems))
-    features = tuple(f.strip() for f in args.features.split(",") if f.strip()) if args.mode == "window" else ()
+    features = tuple(f.strip() for f in (args.features or DEFAULT_FEATURES).split(",") if f.strip())
+    if args.mode == "frame":
+        features = ()
     return TrainSpec(kind=args.kind, name=args.name, mode=args.mode, window=args.window,
                      step=args.step or args.window, interval_s=args.interval, features=features,
                      threshold_quantile=args.threshold_quantile, eval_fraction=args.eval_fraction, hidden=hidden,

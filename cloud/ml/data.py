@@ -165,6 +165,8 @@ def load_file(path: str | Path, fmt: Literal["csv", "parquet"], sensors: Sequenc
     if progress:
         progress.say(f"loading {file.name}")
     table = _read_arrow(file, fmt)
+    if table.num_rows == 0:
+        raise InputError(f"{file.name}: no data rows (columns {', '.join(table.column_names[:40])})")
     headers = {_split_unit(h)[0]: h for h in table.column_names}
     header_units = {name: _split_unit(h)[1] for name, h in headers.items()}
 

@@ -102,6 +102,8 @@ BAD_INPUT = [
      ["--kind", "classifier", "--label-column", "state"], "holds one class only ('run')"),
     (lambda d: _csv(d / "a.csv", temp=NUMBERS), "csv", ["--label-column", "state"], "no label column 'state'"),
     (lambda d: _bytes(d / "a.csv", b""), "csv", [], "the file is empty"),
+    (lambda d: _bytes(d / "a.csv", b"temp,vib\n"), "csv", [], "a.csv: no data rows (columns temp, vib)"),
+    (lambda d: _csv(d / "a.csv", temp=NUMBERS), "csv", ["--features", "mean"], "need --mode window"),
     (lambda d: _bytes(d / "a.csv", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\xff\xfe" * 20), "csv", [],
      "not readable as CSV"),
     (lambda d: _csv(d / "a.parquet", temp=[1.0, 2.0]), "parquet", [], "not readable as a Parquet file"),
