@@ -224,7 +224,7 @@ async def load_history(storage: Storage, device: str, start_s: float, end_s: flo
         page = await storage.frames_between(device, after, upto, min(HISTORY_PAGE, max_rows - len(frames)))
         frames.extend(page)
         if progress:
-            progress.say(f"loading {device}: {len(frames):,} frames")
+            progress.tick(f"loading {device}: {len(frames):,} frames")
         if len(page) < HISTORY_PAGE:
             break
         after = round(page[-1].ts * 1e6)

@@ -23,6 +23,11 @@ class Progress:
             print(f"train: {message}", file=self._stream or sys.stderr, flush=True)
         self._last = time.monotonic()
 
+    def tick(self, message: str) -> None:
+        """A line of a step whose end is not known in advance, throttled like ``step``."""
+        if time.monotonic() - self._last >= self._every:
+            self.say(message)
+
     def step(self, what: str, done: int, total: int, detail: str = "") -> None:
         """``what: done/total (pct)``, throttled; the line for ``done == total`` is always printed."""
         now = time.monotonic()
