@@ -281,6 +281,10 @@ def _parser() -> argparse.ArgumentParser:
         lst.add_argument("--json", action="store_true")
         lst.set_defaults(handler=_identity_cmd(kind, "list"))
     _add_device_commands(sub)
+    from cloud.ml.cli import register as register_model_train
+
+    model = sub.add_parser("model", help="models for the edges").add_subparsers(dest="model_command", required=True)
+    register_model_train(model)
     from cloud.physics.cli import add_subcommands
 
     add_subcommands(sub)
