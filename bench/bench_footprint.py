@@ -7,6 +7,9 @@ polled every 1 s and one OPC-UA source subscribed to 1,000 items changing at
 10 Hz, all served by the plant simulator (twinsim) in another process.
 Phase 2 (idle): the daemon with its broker and no traffic.
 Targets: RSS < 150 MB loaded; idle CPU < 2 % of a core.
+
+With ``--model`` every Modbus device of phase 1 is scored by a model (a local package, frame mode, over ten of
+its registers; a real ONNX graph built with the dev extra's onnx in this process, not the daemon's).
 """
 
 from __future__ import annotations
@@ -80,6 +83,22 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.kill()
 
 
+def model_section(tmp: Path, config: Path) -> str:
+    """[[inference.local]] rules: one package over the first ten registers of the Modbus devices, for each."""
+    import tomllib
+
+    from tests.mlkit import make_package, make_schema
+
+    modbus = [s for s in tomllib.loads(config.read_text())["sources"] if s["kind"] == "modbus"]
+    sensors = [r["name"] for r in modbus[0]["registers"][:10]]
+    data, _ = make_package(make_schema(sensors, mean=100.0, scale=100.0, threshold=1e6), name="footprint")
+    package = tmp / "footprint.twinmodel"
+    package.write_bytes(data)
+    return "\n[inference]\n" + "".join(
+        f'[[inference.local]]\ndevice = "{s.get("device_id") or s["name"]}"\npackage = "{package}"\n'
+        for s in modbus)
+
+
 async def loaded(tmp: Path, args: argparse.Namespace) -> dict[str, float]:
     modbus, opcua = free_ports(args.devices), free_port()
     common = ["--machines", str(args.devices), "--modbus-port", str(modbus), "--opcua-port", str(opcua),
@@ -90,6 +109,8 @@ async def loaded(tmp: Path, args: argparse.Namespace) -> dict[str, float]:
     subprocess.run(gen, check=True)  # noqa: ASYNC221 - a one-off, before timing
     with config.open("a") as f:
         f.write(broker_section(tmp))
+        if args.model:
+            f.write(model_section(tmp, config))
     # Two simulator processes: one asyncua server with 1,000 items at 10 Hz keeps a
     # core busy, and would make the Modbus devices answer late if they shared it.
     sims = []
@@ -116,6 +137,8 @@ async def loaded(tmp: Path, args: argparse.Namespace) -> dict[str, float]:
             result["values_per_s"] = values / args.seconds
             result["connected"] = sum(1 for s in after["sources"] if s["state"] == "connected")
             result["sources"] = len(after["sources"])
+            models = after.get("models") or {}
+            result["scored_devices"] = sum(1 for m in models.values() if m.get("last_scored_at") is not None)
         finally:
             stop(edge)
     finally:
@@ -143,8 +166,12 @@ async def main(args: argparse.Namespace) -> None:
         rest = await idle(tmp, args)
     print(f"\n{'phase':58} {'CPU %':>6} {'RSS MB':>7} {'peak MB':>8}")
     title = f"loaded: broker + {args.devices} Modbus x 100 regs @1 s + {args.items} OPC-UA items @10 Hz"
+    if args.model:
+        title += ", scored"
     print(f"{title:58} {load['cpu_pct']:6.1f} {load['rss_mb']:7.1f} {load['peak_rss_mb']:8.1f}")
     print(f"  values/s stored: {load['values_per_s']:.0f}; sources connected {load['connected']}/{load['sources']}")
+    if args.model:
+        print(f"  devices scored by their model: {load['scored_devices']}")
     print(f"{'idle: broker, no sources, no traffic':58} {rest['cpu_pct']:6.1f} {rest['rss_mb']:7.1f} "
           f"{rest['peak_rss_mb']:8.1f}")
     print("\nTargets: RSS < 150 MB loaded; idle CPU < 2 % of a core (100 % = one core).")
@@ -160,4 +187,5 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--warmup", type=float, default=10.0)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--model", action="store_true", help="every Modbus device scored by a local model package")
     asyncio.run(main(parser.parse_args()))

@@ -107,10 +107,13 @@ class InferenceEngine:
     async def start(self) -> None:
         """Load the config's local packages (a bad one is rejected and reported; never fatal)."""
         rules = []
+        loaded: dict[tuple[Path, int], LoadedModel | None] = {}  # one package for many devices is loaded once
         for local in self.config.local:
             scope, target = ("device", local.device) if local.device is not None else ("edge", self.edge_id)
             rule = Rule(scope, target, local.package.name, local.version, None, local.package, "local")
-            model = await self._load(rule)
+            if (local.package, local.version) not in loaded:
+                loaded[local.package, local.version] = await self._load(rule)
+            model = loaded[local.package, local.version]
             if model is not None:
                 rule = Rule(scope, target, model.name, local.version, model.sha256, local.package, "local")
                 self._models[rule.key] = model
