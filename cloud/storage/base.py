@@ -9,11 +9,16 @@ format ``(series_id, ts, value, text)`` with primary key ``(series_id, ts)``;
 aggregate over millions of points reads thousands of rows: see
 ``cloud.storage.rollups``); ``identities`` (hashed tokens of edges and people) and ``edge_status``;
 ``device_moves`` (who bound which device to which edge, and when);
-``assemblies`` (physics uploads, as sent, so that every process finds each).
+``assemblies`` (physics uploads, as sent, so that every process finds each);
+edge ML (``cloud.storage.registry``): ``model_versions`` (packages whole),
+``model_assignments`` and their ``assignment_changes``, ``alerts`` with
+``alert_events`` (each event once per edge and alert sequence), and
+``model_reports`` (each edge's newest report per device).
 
 Each device belongs to one edge (``devices.owner_edge``): the first edge that
 writes it, or the one an admin binds it to. Ingest decides this inside its
-transaction and stores nothing of a frame whose device belongs to another edge.
+transaction and stores nothing of a frame, or an alert, whose device belongs to
+another edge.
 Times are integer microseconds since the epoch throughout.
 
 A backend implements the small ``_``-free primitives marked abstract; history
@@ -27,6 +32,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from cloud.storage.registry import (
+    AlertEventIn,
+    AlertQuery,
+    AlertRecord,
+    Assignment,
+    AssignmentChange,
+    MlCounts,
+    ModelReportRow,
+    ModelVersion,
+    NewModel,
+)
 from cloud.storage.rollups import LEVELS_US, Partial, RollupRow, exact_float, fold_raw, fold_rollups, plan
 from cloud.storage.rows import (
     MINUTE_US,
@@ -79,9 +95,9 @@ __all__ = [
 
 AGG_FUNCS = ("mean", "min", "max", "sum", "count", "first", "last")
 KNOWN_SERIES_MAX = 100_000  # series whose id a process keeps in memory; past it the cache starts afresh
-# What a backend's _ingest returns: the frames newly stored, the sample count, and the owner of each
-# device of the batch that belongs to another edge.
-Ingested = tuple[list[TelemetryFrame], int, dict[str, str]]
+# What a backend's _ingest returns: the frames newly stored, the sample count, the owner of each
+# device of the batch that belongs to another edge, and how many alert events were new.
+Ingested = tuple[list[TelemetryFrame], int, dict[str, str], int]
 Role = Literal["admin", "operator", "viewer", "edge"]
 
 
@@ -137,6 +153,9 @@ class IngestResult:
     stored_frames: list[TelemetryFrame]
     samples: int = 0
     refused: list[tuple[int, str]] = field(default_factory=list)  # (seq, reason): devices of other edges
+    alerts_stored: int = 0
+    alerts_duplicate: int = 0
+    alerts_refused: list[tuple[int, str]] = field(default_factory=list)  # (alert seq, reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,6 +335,8 @@ class Storage(abc.ABC):
         *,
         clock_skew_s: float | None = None,
         check_owner: bool = True,
+        alerts: Sequence[AlertEventIn] = (),
+        reports: Sequence[ModelReportRow] | None = None,
     ) -> IngestResult:
         """Store each reading once (unique on device and timestamp) and record the edge's health.
 
@@ -326,6 +347,11 @@ class Storage(abc.ABC):
         included), recorded for the edge, with its ``clock_skew_s``.
         ``check_owner=False`` stores frames of any device and binds new ones
         to no edge (copying a database).
+
+        In the same transaction: the ``alerts`` events not stored yet (once per
+        edge and alert sequence; refused like frames when their device belongs
+        to another edge), and, unless ``reports`` is None, the edge's model
+        reports, which replace the ones it sent before.
         """
         readings = Readings([seq for seq, _ in frames], [frame for _, frame in frames],
                             [us(frame.ts) for _, frame in frames])
@@ -336,20 +362,27 @@ class Storage(abc.ABC):
             readings = _first_copies(readings)  # the same reading twice in one batch: the first copy counts
         if last_seq is None:
             last_seq = max((seq for seq, _ in frames), default=None)
-        stored, samples, others = await self._ingest(edge, readings, health, now_us, last_seq, rejected, len(frames),
-                                                     clock_skew_s, check_owner)
+        if len({a.seq for a in alerts}) < len(alerts):  # an alert sequence twice in one batch: the first counts
+            alerts = list({a.seq: a for a in reversed(alerts)}.values())[::-1]
+        stored, samples, others, new_alerts = await self._ingest(
+            edge, readings, health, now_us, last_seq, rejected, len(frames), clock_skew_s, check_owner, alerts,
+            reports)
         refused = [(seq, refusal(f.device_id, others[f.device_id], edge))
                    for seq, f in zip(readings.seqs, readings.frames, strict=True) if f.device_id in others]
-        return IngestResult(len(stored), len(frames) - len(stored) - len(refused), stored, samples, refused)
+        alerts_refused = [(a.seq, refusal(a.device, others[a.device], edge)) for a in alerts if a.device in others]
+        return IngestResult(len(stored), len(frames) - len(stored) - len(refused), stored, samples, refused,
+                            new_alerts, len(alerts) - new_alerts - len(alerts_refused), alerts_refused)
 
     @abc.abstractmethod
     async def _ingest(
         self, edge: str, readings: Readings, health: EdgeHealth | None,
         now_us: int, last_seq: int | None, rejected: int, received: int,
-        clock_skew_s: float | None, check_owner: bool,
+        clock_skew_s: float | None, check_owner: bool, alerts: Sequence[AlertEventIn],
+        reports: Sequence[ModelReportRow] | None,
     ) -> Ingested:
-        """Insert the readings not stored yet, in one transaction; return their frames, the sample count and
-        the owner of each device of the batch that belongs to another edge (``split_owned``)."""
+        """Insert the readings and alert events not stored yet, and the reports, in one transaction; return
+        the new frames, the sample count, the owner of each device of the batch (its frames' and alerts')
+        that belongs to another edge (``split_owned``), and the number of new alert events."""
 
     # --- identities ------------------------------------------------------------------
     @abc.abstractmethod
@@ -465,6 +498,64 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def assembly_ids(self) -> list[str]:
         """The id of every upload, oldest first (for copying a database)."""
+
+    # --- model registry ---------------------------------------------------------------
+    @abc.abstractmethod
+    async def put_model(self, model: NewModel) -> tuple[ModelVersion, bool]:
+        """Store an upload as the next version of its name (numbers are never given twice); the version
+        stored already and False when a package with this SHA-256 is stored already."""
+
+    @abc.abstractmethod
+    async def models(self, name: str | None = None) -> list[ModelVersion]:
+        """Every stored version (of ``name`` only, unless None), by name and version."""
+
+    @abc.abstractmethod
+    async def model_version(self, name: str, version: int) -> ModelVersion | None: ...
+
+    @abc.abstractmethod
+    async def model_package(self, name: str, version: int) -> tuple[str, bytes] | None:
+        """(SHA-256, package bytes) of a version, None when unknown."""
+
+    @abc.abstractmethod
+    async def delete_model(self, name: str, version: int) -> None:
+        """Delete a version; UnknownModel when there is none, ModelInUse (saying where) while assigned."""
+
+    @abc.abstractmethod
+    async def assignments(self) -> list[Assignment]:
+        """Every rule, with its package's SHA-256 and size, by scope (device, edge, fleet) and target."""
+
+    @abc.abstractmethod
+    async def assign(self, scope: str, target: str | None, model: str, version: int, by: str,
+                     now_us: int) -> Assignment:
+        """Set the rule of a scope target (replacing the one it had) and record the change, in one
+        transaction; UnknownModel when the version is not stored."""
+
+    @abc.abstractmethod
+    async def unassign(self, scope: str, target: str | None, by: str, now_us: int) -> bool:
+        """Remove a rule and record it; False when there was none."""
+
+    @abc.abstractmethod
+    async def assignment_changes(self, limit: int) -> list[AssignmentChange]:
+        """The newest ``limit`` changes of rules, oldest first."""
+
+    # --- alerts and model reports ------------------------------------------------------
+    @abc.abstractmethod
+    async def alerts(self, query: AlertQuery) -> list[AlertRecord]:
+        """Alerts matching the query, newest first (``at``, then id)."""
+
+    @abc.abstractmethod
+    async def alert(self, alert_id: int) -> AlertRecord | None: ...
+
+    @abc.abstractmethod
+    async def ack_alert(self, alert_id: int, by: str, comment: str, now_us: int) -> AlertRecord:
+        """Acknowledge an alert (once: a second ack changes nothing); UnknownAlert when there is none."""
+
+    @abc.abstractmethod
+    async def model_reports(self) -> list[ModelReportRow]:
+        """Every edge's newest report per device, by device and edge."""
+
+    @abc.abstractmethod
+    async def ml_counts(self) -> MlCounts: ...
 
     # --- shared queries --------------------------------------------------------------
     async def _resolve(self, device: str, fields: Sequence[str] | None) -> list[SeriesInfo]:

@@ -1,0 +1,259 @@
+"""What the store keeps of edge ML: model versions, assignments, alerts and model reports, as both backends give them.
+
+The records here are the store's own (times in integer microseconds), apart
+from the wire models of ``shared``: the sync route turns a batch's alert
+events and its health's model reports into them. The query of the alert list
+(filters, newest first, a cursor) is built here once for both backends.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from shared.errors import InputError
+
+__all__ = [
+    "ALERT_STATES",
+    "DRIFTED",
+    "SCOPES",
+    "AlertEventIn",
+    "AlertQuery",
+    "AlertRecord",
+    "Assignment",
+    "AssignmentChange",
+    "MlCounts",
+    "ModelInUse",
+    "ModelReportRow",
+    "ModelVersion",
+    "NewModel",
+    "UnknownAlert",
+    "UnknownModel",
+    "alert_filter",
+    "decode_alert_cursor",
+    "encode_alert_cursor",
+    "in_use",
+]
+
+Scope = Literal["device", "edge", "fleet"]
+SCOPES: tuple[Scope, ...] = ("device", "edge", "fleet")
+ALERT_STATES = ("open", "cleared", "acknowledged", "unacknowledged")
+DRIFTED = ("warn", "drift")
+
+
+class UnknownModel(InputError):
+    """No model of this name, or no such version of it."""
+
+
+class ModelInUse(InputError):
+    """A model version that an assignment still names cannot be deleted."""
+
+
+class UnknownAlert(InputError):
+    """No alert has this id."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewModel:
+    """An upload to store: the package whole, what its card says, who sent it and when."""
+
+    name: str
+    sha256: str
+    kind: str
+    schema: str  # JSON
+    card: str  # JSON
+    package: bytes = field(repr=False)
+    uploaded_by: str
+    uploaded_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class ModelVersion:
+    """A stored model version without its package bytes."""
+
+    name: str
+    version: int
+    sha256: str
+    size: int
+    kind: str
+    schema: str  # JSON
+    card: str  # JSON
+    uploaded_by: str
+    uploaded_at: int
+
+    def card_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = json.loads(self.card)
+        return out
+
+    def schema_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = json.loads(self.schema)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """One rule: the model version that scores a device, an edge's devices, or the fleet (target None)."""
+
+    scope: str  # one of SCOPES
+    target: str | None
+    model: str
+    version: int
+    sha256: str
+    size: int
+    assigned_by: str
+    assigned_at: int
+
+
+def in_use(name: str, version: int, rules: list[Assignment]) -> str:
+    where = ", ".join("the fleet" if a.scope == "fleet" else f"{a.scope} {a.target}" for a in rules[:10])
+    more = f" and {len(rules) - 10} more" if len(rules) > 10 else ""
+    return (f"model {name} version {version} is assigned to {where}{more}; assign another version there "
+            "(or unassign) first")
+
+
+@dataclass(frozen=True, slots=True)
+class AssignmentChange:
+    """One change of a rule: ``model`` None when the rule was removed, ``previous_model`` None when it was new."""
+
+    scope: str
+    target: str | None
+    model: str | None
+    version: int | None
+    previous_model: str | None
+    previous_version: int | None
+    changed_by: str
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class AlertEventIn:
+    """An alert event of a batch as the store takes it: ``ts`` in µs; ``seq`` the edge's alert sequence."""
+
+    seq: int
+    alert_id: str
+    event: Literal["raised", "cleared"]
+    device: str
+    ts: int
+    model: str
+    version: int
+    score: float
+    threshold: float | None = None
+    label: str | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRecord:
+    """An alert as stored: ``at`` orders the list (raised time, or cleared time while the raised event is
+    missing); ``score`` is the score at raising, ``peak`` the peak reported at clearing."""
+
+    id: int
+    edge: str
+    alert_id: str
+    device: str
+    model: str
+    version: int
+    at: int
+    raised_ts: int | None
+    cleared_ts: int | None
+    score: float | None
+    peak: float | None
+    threshold: float | None
+    label: str | None
+    message: str | None
+    acked_by: str | None
+    acked_at: int | None
+    ack_comment: str | None
+
+    @property
+    def state(self) -> Literal["open", "cleared"]:
+        return "open" if self.cleared_ts is None else "cleared"
+
+
+ALERT_COLUMNS = ("id, edge, alert_id, device, model, version, at, raised_ts, cleared_ts, score, peak, threshold, "
+                 "label, message, acked_by, acked_at, ack_comment")
+
+
+@dataclass(frozen=True, slots=True)
+class AlertQuery:
+    device: str | None = None
+    edge: str | None = None
+    state: str | None = None  # one of ALERT_STATES
+    start: int | None = None  # at >= start (µs)
+    stop: int | None = None  # at < stop (µs)
+    limit: int = 100
+    after: tuple[int, int] | None = None  # (at, id) of the last alert of the previous page
+
+
+def alert_filter(query: AlertQuery, param: Callable[[int], str]) -> tuple[str, list[Any]]:
+    """The WHERE clause (newest first, after the cursor) and its arguments; ``param(n)`` writes the n-th
+    placeholder (1-based) in the backend's style."""
+    where: list[str] = []
+    args: list[Any] = []
+
+    def arg(value: Any) -> str:
+        args.append(value)
+        return param(len(args))
+
+    if query.device is not None:
+        where.append(f"device = {arg(query.device)}")
+    if query.edge is not None:
+        where.append(f"edge = {arg(query.edge)}")
+    where += {"open": ["cleared_ts IS NULL"], "cleared": ["cleared_ts IS NOT NULL"],
+              "acknowledged": ["acked_at IS NOT NULL"], "unacknowledged": ["acked_at IS NULL"],
+              None: []}[query.state]
+    if query.start is not None:
+        where.append(f"at >= {arg(query.start)}")
+    if query.stop is not None:
+        where.append(f"at < {arg(query.stop)}")
+    if query.after is not None:
+        at, last = query.after
+        where.append(f"(at < {arg(at)} OR (at = {arg(at)} AND id < {arg(last)}))")
+    clause = (" WHERE " + " AND ".join(where)) if where else ""
+    return f"SELECT {ALERT_COLUMNS} FROM alerts{clause} ORDER BY at DESC, id DESC LIMIT {arg(query.limit)}", args
+
+
+def encode_alert_cursor(record: AlertRecord) -> str:
+    return base64.urlsafe_b64encode(f"{record.at}:{record.id}".encode()).decode().rstrip("=")
+
+
+def decode_alert_cursor(cursor: str) -> tuple[int, int]:
+    """(at, id) of an alert cursor; InputError for one this service did not hand out."""
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+        at, last = text.split(":")
+        return int(at), int(last)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InputError("not a cursor this service handed out", "cursor") from None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelReportRow:
+    """An edge's newest report about the model scoring one device (``psi`` largest first)."""
+
+    edge: str
+    device: str
+    model: str
+    version: int
+    sha256: str
+    state: str
+    message: str
+    last_score: float | None
+    last_scored_at: float | None
+    drift: str
+    psi: dict[str, float]
+    rows: int
+    reported_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class MlCounts:
+    """What /metrics shows of edge ML, counted in the database."""
+
+    alerts_open: int
+    alerts_unacknowledged: int
+    drift: dict[str, int]  # drift level -> devices
