@@ -33,6 +33,7 @@ __all__ = [
     "NewModel",
     "UnknownAlert",
     "UnknownModel",
+    "UnknownRule",
     "alert_filter",
     "decode_alert_cursor",
     "encode_alert_cursor",
@@ -51,6 +52,10 @@ class UnknownModel(InputError):
 
 class ModelInUse(InputError):
     """A model version that an assignment still names cannot be deleted."""
+
+
+class UnknownRule(InputError):
+    """No assignment rule for this scope and target."""
 
 
 class UnknownAlert(InputError):

@@ -1,4 +1,4 @@
-"""The storage contract of edge ML, against SQLite and a real PostgreSQL: model versions, assignments, alerts, reports."""
+"""The storage contract of edge ML on SQLite and a real PostgreSQL: model versions, assignments, alerts, reports."""
 
 from __future__ import annotations
 
