@@ -501,9 +501,12 @@ class Storage(abc.ABC):
 
     # --- model registry ---------------------------------------------------------------
     @abc.abstractmethod
-    async def put_model(self, model: NewModel) -> tuple[ModelVersion, bool]:
+    async def put_model(self, model: NewModel, version: int | None = None) -> tuple[ModelVersion, bool]:
         """Store an upload as the next version of its name (numbers are never given twice); the version
-        stored already and False when a package with this SHA-256 is stored already."""
+        stored already and False when a package with this SHA-256 is stored already.
+
+        ``version`` stores it under that number instead (copying a database); False and the version
+        stored when the name has that version already."""
 
     @abc.abstractmethod
     async def models(self, name: str | None = None) -> list[ModelVersion]:

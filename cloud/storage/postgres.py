@@ -456,9 +456,9 @@ class PostgresStorage(Storage):
             return [r[0] for r in await con.fetch(q.ASSEMBLY_IDS)]
 
     # --- model registry and alerts (cloud.storage.postgres_registry) -------------------
-    async def put_model(self, model: NewModel) -> tuple[ModelVersion, bool]:
+    async def put_model(self, model: NewModel, version: int | None = None) -> tuple[ModelVersion, bool]:
         async with self._con() as con:
-            return await ml.put_model(con, model)
+            return await ml.put_model(con, model, version)
 
     async def models(self, name: str | None = None) -> list[ModelVersion]:
         async with self._con() as con:

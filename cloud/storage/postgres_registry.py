@@ -75,15 +75,20 @@ def _assignment(row: Sequence[Any]) -> Assignment:
 
 
 # --- model versions -------------------------------------------------------------------
-async def put_model(con: asyncpg.Connection, m: NewModel) -> tuple[ModelVersion, bool]:
+async def put_model(con: asyncpg.Connection, m: NewModel, version: int | None) -> tuple[ModelVersion, bool]:
     async with con.transaction():
         await con.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", MODEL_LOCK_SPACE, m.name)
         row = await con.fetchrow(f"SELECT {_VERSION_COLUMNS} FROM model_versions WHERE sha256 = $1", m.sha256)
+        if row is None and version is not None:
+            row = await con.fetchrow(f"SELECT {_VERSION_COLUMNS} FROM model_versions WHERE name = $1 AND version = $2",
+                                     m.name, version)
         if row is not None:
             return ModelVersion(*row), False
         version = await con.fetchval(
-            "INSERT INTO model_names AS n (name, last_version) VALUES ($1, 1) ON CONFLICT (name) DO UPDATE "
-            "SET last_version = n.last_version + 1 RETURNING last_version", m.name)
+            "INSERT INTO model_names AS n (name, last_version) VALUES ($1, coalesce($2::int, 1)) ON CONFLICT (name) "
+            "DO UPDATE SET last_version = CASE WHEN $2::int IS NULL THEN n.last_version + 1 "
+            "ELSE GREATEST(n.last_version, $2::int) END RETURNING CASE WHEN $2::int IS NULL THEN last_version "
+            "ELSE $2::int END", m.name, version)
         await con.execute("INSERT INTO model_versions (name, version, sha256, size, kind, schema, card, package, "
                           "uploaded_by, uploaded_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                           m.name, version, m.sha256, len(m.package), m.kind, m.schema, m.card, m.package,

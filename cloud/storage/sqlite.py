@@ -344,8 +344,8 @@ class SQLiteStorage(Storage):
         return await self._read(lambda con: [r[0] for r in con.execute(q.ASSEMBLY_IDS)])
 
     # --- model registry and alerts (cloud.storage.sqlite_registry) ---------------------
-    async def put_model(self, model: NewModel) -> tuple[ModelVersion, bool]:
-        return await self._write(ml.put_model, model)
+    async def put_model(self, model: NewModel, version: int | None = None) -> tuple[ModelVersion, bool]:
+        return await self._write(ml.put_model, model, version)
 
     async def models(self, name: str | None = None) -> list[ModelVersion]:
         return await self._read(ml.models, name)

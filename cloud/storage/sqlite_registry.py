@@ -76,14 +76,21 @@ def _transaction(con: sqlite3.Connection) -> Iterator[None]:
 
 
 # --- model versions -------------------------------------------------------------------
-def put_model(con: sqlite3.Connection, m: NewModel) -> tuple[ModelVersion, bool]:
+def put_model(con: sqlite3.Connection, m: NewModel, version: int | None) -> tuple[ModelVersion, bool]:
     with _transaction(con):
         row = con.execute(f"SELECT {_VERSION_COLUMNS} FROM model_versions WHERE sha256 = ?", (m.sha256,)).fetchone()
+        if row is None and version is not None:
+            row = con.execute(f"SELECT {_VERSION_COLUMNS} FROM model_versions WHERE name = ? AND version = ?",
+                              (m.name, version)).fetchone()
         if row is not None:
             return ModelVersion(*row), False
-        con.execute("INSERT INTO model_names (name, last_version) VALUES (?, 1) ON CONFLICT (name) DO UPDATE "
-                    "SET last_version = last_version + 1", (m.name,))
-        version = con.execute("SELECT last_version FROM model_names WHERE name = ?", (m.name,)).fetchone()[0]
+        if version is None:
+            con.execute("INSERT INTO model_names (name, last_version) VALUES (?, 1) ON CONFLICT (name) DO UPDATE "
+                        "SET last_version = last_version + 1", (m.name,))
+            version = con.execute("SELECT last_version FROM model_names WHERE name = ?", (m.name,)).fetchone()[0]
+        else:
+            con.execute("INSERT INTO model_names (name, last_version) VALUES (?, ?) ON CONFLICT (name) DO UPDATE "
+                        "SET last_version = max(last_version, excluded.last_version)", (m.name, version))
         con.execute("INSERT INTO model_versions (name, version, sha256, size, kind, schema, card, package, "
                     "uploaded_by, uploaded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (m.name, version, m.sha256, len(m.package), m.kind, m.schema, m.card, m.package,

@@ -8,6 +8,8 @@ import json
 import pytest
 
 from cloud.storage.base import Storage
+from cloud.storage.sqlite import SQLiteStorage
+from cloud.transfer import copy_database
 from cloud.storage.registry import (
     AlertEventIn,
     AlertQuery,
@@ -195,3 +197,23 @@ async def test_the_counts_for_metrics(storage: Storage) -> None:
     await storage.ack_alert(a1.id, "olga", "", 5)
     counts = await storage.ml_counts()
     assert (counts.alerts_open, counts.alerts_unacknowledged) == (1, 1)
+
+
+async def test_a_copied_database_keeps_each_versions_number_and_the_rules(storage: Storage, tmp_path) -> None:
+    src = SQLiteStorage(tmp_path / "src.db")
+    await src.open()
+    try:
+        for body in (b"one", b"two", b"three"):
+            await src.put_model(upload("bearing", body))
+        await src.delete_model("bearing", 2)
+        await src.assign("fleet", None, "bearing", 3, "olga", 7)
+        await src.assign("device", "press-1", "bearing", 1, "ann", 8)
+        await copy_database(src, storage)
+        await copy_database(src, storage)  # twice: nothing stored twice
+    finally:
+        await src.close()
+    assert [(m.version, m.sha256) for m in await storage.models("bearing")] == [
+        (1, hashlib.sha256(b"one").hexdigest()), (3, hashlib.sha256(b"three").hexdigest())]
+    assert [(a.scope, a.version, a.assigned_by) for a in await storage.assignments()] == [
+        ("device", 1, "ann"), ("fleet", 3, "olga")]
+    assert (await storage.put_model(upload("bearing", b"four")))[0].version == 4
