@@ -5,7 +5,9 @@ HTTP request it
 
 1. answers 401 (no, an unknown or a revoked token) or 403 (an edge's token on
    a person's route, a person's on the sync route, or a person's role below
-   the one a route with a body asks for) from the headers alone,
+   the one a route with a body asks for) from the headers alone (an edge's
+   token may also read model assignments and download model packages:
+   ``edge_may_read``),
    before a byte of the body is read, unless the route is public: ``/health``,
    the API docs as ``server.api_docs`` says, ``/metrics`` with
    ``server.metrics_public``;
