@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 
 import pytest
 
 from cloud.storage.base import Storage
-from cloud.storage.sqlite import SQLiteStorage
-from cloud.transfer import copy_database
 from cloud.storage.registry import (
     AlertEventIn,
     AlertQuery,
@@ -19,6 +18,8 @@ from cloud.storage.registry import (
     UnknownAlert,
     UnknownModel,
 )
+from cloud.storage.sqlite import SQLiteStorage
+from cloud.transfer import copy_database
 from shared.frame import TelemetryFrame
 
 T0 = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z in µs
@@ -217,3 +218,11 @@ async def test_a_copied_database_keeps_each_versions_number_and_the_rules(storag
     assert [(a.scope, a.version, a.assigned_by) for a in await storage.assignments()] == [
         ("device", 1, "ann"), ("fleet", 3, "olga")]
     assert (await storage.put_model(upload("bearing", b"four")))[0].version == 4
+
+
+async def test_uploads_at_once_get_one_version_each_and_one_package_one_version(storage: Storage) -> None:
+    results = await asyncio.gather(*(storage.put_model(upload("race", bytes([k % 5]))) for k in range(10)))
+    new = sorted(v.version for v, created in results if created)
+    assert new == [1, 2, 3, 4, 5]
+    by_sha = {v.sha256: v.version for v, _ in results}
+    assert all(by_sha[v.sha256] == v.version for v, _ in results)
