@@ -230,8 +230,10 @@ def decode_alert_cursor(cursor: str) -> tuple[int, int]:
     """(at, id) of an alert cursor; InputError for one this service did not hand out."""
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
-        at, last = text.split(":")
-        return int(at), int(last)
+        at, last = (int(part) for part in text.split(":"))
+        if not (-2**63 <= at < 2**63 and 0 <= last < 2**63):
+            raise ValueError(text)
+        return at, last
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise InputError("not a cursor this service handed out", "cursor") from None
 

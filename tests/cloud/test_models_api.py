@@ -6,6 +6,7 @@ One server per backend for the module; each test uses its own model names, devic
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import io
 import json
@@ -276,11 +277,21 @@ def test_alerts_sent_twice_are_stored_once_and_a_cleared_event_may_come_first(cl
     assert cloud.sync("edge-1", batch("edge-1", []))["alerts_acked_through"] is None
 
 
-def test_an_alert_of_another_edges_device_is_refused_and_acked(cloud: Cloud) -> None:
+def test_alerts_no_store_can_keep_are_refused_and_acked_and_malformed_ones_refuse_the_batch(cloud: Cloud) -> None:
     cloud.sync("edge-2", batch("edge-2", [(1, wire(1, device="press-b"))]))
-    ack = cloud.sync("edge-1", {**batch("edge-1", []), "alerts": [alert(7, "x-1", "raised", "press-b", 0)]})
-    assert ack["alerts_acked_through"] == 7
-    assert alerts_of(cloud, device="press-b") == []
+    far = alert(8, "x-2", "raised", "press-z", 0)
+    far["alert"]["ts"] = 1e12  # milliseconds sent as seconds
+    odd = alert(9, "x-3", "raised", "press-z", 0)
+    odd["alert"]["version"] = 2**40
+    ack = cloud.sync("edge-1", {**batch("edge-1", []),
+                                "alerts": [alert(7, "x-1", "raised", "press-b", 0), far, odd]})
+    assert ack["alerts_acked_through"] == 9
+    assert alerts_of(cloud, device="press-b") == [] and alerts_of(cloud, device="press-z") == []
+    broken = {**batch("edge-1", [(50, wire(50, device="press-z"))]),
+              "alerts": [{"seq": 10, "alert": {"alert_id": "x-4", "event": "exploded"}}]}
+    resp = httpx.post(f"{cloud.url}/api/v1/sync/batches", content=encode_obj(broken), timeout=30,
+                      headers={**auth(cloud.edge("edge-1")), "Content-Type": "application/msgpack"})
+    assert resp.status_code == 422 and any(p["path"].startswith("alerts[0].alert") for p in resp.json()["detail"])
 
 
 def test_alerts_are_acknowledged_once_filtered_and_paged(cloud: Cloud) -> None:
@@ -316,7 +327,9 @@ def test_alerts_are_acknowledged_once_filtered_and_paged(cloud: Cloud) -> None:
         if cursor is None:
             break
     assert pages == ["p-4", "p-3", "p-2", "p-1", "p-0"]
-    for params in ({"cursor": "garbage!"}, {"from": "yesterday"}, {"state": "sleepy"}, {"from": T0 + 5, "to": T0}):
+    huge = base64.urlsafe_b64encode(b"99999999999999999999999:1").decode()
+    for params in ({"cursor": "garbage!"}, {"cursor": huge}, {"from": "yesterday"}, {"state": "sleepy"},
+                   {"from": T0 + 5, "to": T0}):
         assert cloud.get("/api/v1/alerts", cloud.viewer, **params).status_code in (400, 422), params
 
 
