@@ -484,7 +484,7 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def purge(self, samples_before: int | None, rollups_before: int | None) -> int:
         """Delete samples and frames, and rollups of every level, older than the cutoffs (None keeps them);
-        rows deleted."""
+        alerts (and the records of alert events) go with the rollups' cutoff. Rows deleted."""
 
     # --- physics assemblies ----------------------------------------------------------
     @abc.abstractmethod

@@ -428,6 +428,7 @@ class PostgresStorage(Storage):
             await self._make_partitions(con)
             if rollups_before is not None:
                 deleted += _count(await con.execute("DELETE FROM rollups WHERE bucket < $1", rollups_before))
+                deleted += await ml.purge_alerts(con, rollups_before)
         return deleted
 
     async def _purge_table(self, con: asyncpg.Connection, table: str, cutoff: int) -> int:

@@ -36,7 +36,8 @@ from cloud.storage.registry import (
 )
 
 __all__ = ["ack_alert", "alert", "alerts", "assign", "assignment_changes", "assignments", "delete_model",
-           "ml_counts", "model_package", "model_reports", "model_version", "models", "put_model", "store_alerts",
+           "ml_counts", "model_package", "model_reports", "model_version", "models", "purge_alerts", "put_model",
+           "store_alerts",
            "store_reports", "unassign"]
 
 MODEL_LOCK_SPACE = 7_307  # advisory locks (two-key form) of uploads, per model name
@@ -185,6 +186,16 @@ async def store_alerts(con: asyncpg.Connection, edge: str, events: Sequence[Aler
         if rows:
             await con.executemany(sql, rows)
     return len(fresh)
+
+
+async def purge_alerts(con: asyncpg.Connection, before: int) -> int:
+    """Alerts raised before ``before``, and the records of events received before it (an edge never sends
+    an event again that long after)."""
+    deleted = 0
+    for sql in ("DELETE FROM alerts WHERE at < $1", "DELETE FROM alert_events WHERE received_at < $1"):
+        status = str(await con.execute(sql, before))
+        deleted += int(status.rsplit(" ", 1)[-1]) if status.rsplit(" ", 1)[-1].isdigit() else 0
+    return deleted
 
 
 async def alerts(con: asyncpg.Connection, query: AlertQuery) -> list[AlertRecord]:

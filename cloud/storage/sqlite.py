@@ -329,6 +329,8 @@ class SQLiteStorage(Storage):
             for dev in devices:
                 deleted += await self._write(lambda con, d=dev: con.execute(
                     "DELETE FROM frames WHERE device_id = ? AND ts < ?", (d, samples_before)).rowcount)
+        if rollups_before is not None:
+            deleted += await self._write(ml.purge_alerts, rollups_before)
         return deleted
 
     # --- physics assemblies ----------------------------------------------------------

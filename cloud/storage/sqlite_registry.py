@@ -33,7 +33,8 @@ from cloud.storage.registry import (
 )
 
 __all__ = ["ack_alert", "alert", "alerts", "assign", "assignment_changes", "assignments", "delete_model",
-           "ml_counts", "model_package", "model_reports", "model_version", "models", "put_model", "store_alerts",
+           "ml_counts", "model_package", "model_reports", "model_version", "models", "purge_alerts", "put_model",
+           "store_alerts",
            "store_reports", "unassign"]
 
 _VERSION_COLUMNS = "name, version, sha256, size, kind, schema, card, uploaded_by, uploaded_at"
@@ -185,6 +186,14 @@ def store_alerts(con: sqlite3.Connection, edge: str, events: Sequence[AlertEvent
                     (edge, a.alert_id, a.device, a.model, a.version, a.ts, a.ts, a.score, a.threshold, a.label,
                      a.message, now_us))
     return new
+
+
+def purge_alerts(con: sqlite3.Connection, before: int) -> int:
+    """Alerts raised before ``before``, and the records of events received before it (an edge never sends
+    an event again that long after)."""
+    with _transaction(con):
+        return (con.execute("DELETE FROM alerts WHERE at < ?", (before,)).rowcount
+                + con.execute("DELETE FROM alert_events WHERE received_at < ?", (before,)).rowcount)
 
 
 def alerts(con: sqlite3.Connection, query: AlertQuery) -> list[AlertRecord]:

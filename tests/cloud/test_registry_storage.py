@@ -226,3 +226,11 @@ async def test_uploads_at_once_get_one_version_each_and_one_package_one_version(
     assert new == [1, 2, 3, 4, 5]
     by_sha = {v.sha256: v.version for v, _ in results}
     assert all(by_sha[v.sha256] == v.version for v, _ in results)
+
+
+async def test_alerts_are_kept_as_long_as_rollups(storage: Storage) -> None:
+    await storage.ingest("edge-a", [], None, T0, alerts=[raised(1, "old", at_s=0), raised(2, "new", at_s=7200)])
+    await storage.purge(None, T0 + 3600 * 1_000_000)
+    assert [a.alert_id for a in await storage.alerts(AlertQuery())] == ["new"]
+    await storage.purge(T0 + 9000 * 1_000_000, None)  # the samples' cutoff leaves alerts alone
+    assert [a.alert_id for a in await storage.alerts(AlertQuery())] == ["new"]
