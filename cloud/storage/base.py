@@ -32,17 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from cloud.storage.registry import (
-    AlertEventIn,
-    AlertQuery,
-    AlertRecord,
-    Assignment,
-    AssignmentChange,
-    MlCounts,
-    ModelReportRow,
-    ModelVersion,
-    NewModel,
-)
+from cloud.storage.registry import AlertEventIn, MlStore, ModelReportRow
 from cloud.storage.rollups import LEVELS_US, Partial, RollupRow, exact_float, fold_raw, fold_rollups, plan
 from cloud.storage.rows import (
     MINUTE_US,
@@ -293,8 +283,9 @@ def _first_copies(readings: Readings) -> Readings:
     return out
 
 
-class Storage(abc.ABC):
+class Storage(MlStore, abc.ABC):
     """One database behind the API. Every method is a coroutine and never blocks the event loop.
+    The edge ML part (models, assignments, alerts, reports) is declared in ``cloud.storage.registry.MlStore``.
 
     History and aggregates find a device's series (id and kind) in memory after the first query: series
     and devices are never renamed or removed and their ids never change (a device that moves to another
@@ -498,67 +489,6 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def assembly_ids(self) -> list[str]:
         """The id of every upload, oldest first (for copying a database)."""
-
-    # --- model registry ---------------------------------------------------------------
-    @abc.abstractmethod
-    async def put_model(self, model: NewModel, version: int | None = None) -> tuple[ModelVersion, bool]:
-        """Store an upload as the next version of its name (numbers are never given twice); the version
-        stored already and False when a package with this SHA-256 is stored already.
-
-        ``version`` stores it under that number instead (copying a database); False and the version
-        stored when the name has that version already."""
-
-    @abc.abstractmethod
-    async def models(self, name: str | None = None) -> list[ModelVersion]:
-        """Every stored version (of ``name`` only, unless None), by name and version."""
-
-    @abc.abstractmethod
-    async def model_version(self, name: str, version: int) -> ModelVersion | None: ...
-
-    @abc.abstractmethod
-    async def model_package(self, name: str, version: int) -> tuple[str, bytes] | None:
-        """(SHA-256, package bytes) of a version, None when unknown."""
-
-    @abc.abstractmethod
-    async def delete_model(self, name: str, version: int) -> None:
-        """Delete a version; UnknownModel when there is none, ModelInUse (saying where) while assigned."""
-
-    @abc.abstractmethod
-    async def assignments(self) -> list[Assignment]:
-        """Every rule, with its package's SHA-256 and size, by scope (device, edge, fleet) and target."""
-
-    @abc.abstractmethod
-    async def assign(self, scope: str, target: str | None, model: str, version: int, by: str,
-                     now_us: int) -> Assignment:
-        """Set the rule of a scope target (replacing the one it had) and record the change, in one
-        transaction; UnknownModel when the version is not stored."""
-
-    @abc.abstractmethod
-    async def unassign(self, scope: str, target: str | None, by: str, now_us: int) -> bool:
-        """Remove a rule and record it; False when there was none."""
-
-    @abc.abstractmethod
-    async def assignment_changes(self, limit: int) -> list[AssignmentChange]:
-        """The newest ``limit`` changes of rules, oldest first."""
-
-    # --- alerts and model reports ------------------------------------------------------
-    @abc.abstractmethod
-    async def alerts(self, query: AlertQuery) -> list[AlertRecord]:
-        """Alerts matching the query, newest first (``at``, then id)."""
-
-    @abc.abstractmethod
-    async def alert(self, alert_id: int) -> AlertRecord | None: ...
-
-    @abc.abstractmethod
-    async def ack_alert(self, alert_id: int, by: str, comment: str, now_us: int) -> AlertRecord:
-        """Acknowledge an alert (once: a second ack changes nothing); UnknownAlert when there is none."""
-
-    @abc.abstractmethod
-    async def model_reports(self) -> list[ModelReportRow]:
-        """Every edge's newest report per device, by device and edge."""
-
-    @abc.abstractmethod
-    async def ml_counts(self) -> MlCounts: ...
 
     # --- shared queries --------------------------------------------------------------
     async def _resolve(self, device: str, fields: Sequence[str] | None) -> list[SeriesInfo]:

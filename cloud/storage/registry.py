@@ -3,11 +3,13 @@
 The records here are the store's own (times in integer microseconds), apart
 from the wire models of ``shared``: the sync route turns a batch's alert
 events and its health's model reports into them. The query of the alert list
-(filters, newest first, a cursor) is built here once for both backends.
+(filters, newest first, a cursor) is built here once for both backends, and
+``MlStore`` declares the store's methods of this part.
 """
 
 from __future__ import annotations
 
+import abc
 import base64
 import binascii
 import json
@@ -27,6 +29,7 @@ __all__ = [
     "Assignment",
     "AssignmentChange",
     "MlCounts",
+    "MlStore",
     "ModelInUse",
     "ModelReportRow",
     "ModelVersion",
@@ -264,3 +267,68 @@ class MlCounts:
     alerts_open: int
     alerts_unacknowledged: int
     drift: dict[str, int]  # drift level -> devices
+
+
+class MlStore(abc.ABC):
+    """The edge ML part of ``cloud.storage.base.Storage`` (the ingest stores alerts and reports)."""
+
+    # --- model registry ---------------------------------------------------------------
+    @abc.abstractmethod
+    async def put_model(self, model: NewModel, version: int | None = None) -> tuple[ModelVersion, bool]:
+        """Store an upload as the next version of its name (numbers are never given twice); the version
+        stored already and False when a package with this SHA-256 is stored already.
+
+        ``version`` stores it under that number instead (copying a database); False and the version
+        stored when the name has that version already."""
+
+    @abc.abstractmethod
+    async def models(self, name: str | None = None) -> list[ModelVersion]:
+        """Every stored version (of ``name`` only, unless None), by name and version."""
+
+    @abc.abstractmethod
+    async def model_version(self, name: str, version: int) -> ModelVersion | None: ...
+
+    @abc.abstractmethod
+    async def model_package(self, name: str, version: int) -> tuple[str, bytes] | None:
+        """(SHA-256, package bytes) of a version, None when unknown."""
+
+    @abc.abstractmethod
+    async def delete_model(self, name: str, version: int) -> None:
+        """Delete a version; UnknownModel when there is none, ModelInUse (saying where) while assigned."""
+
+    @abc.abstractmethod
+    async def assignments(self) -> list[Assignment]:
+        """Every rule, with its package's SHA-256 and size, by scope (device, edge, fleet) and target."""
+
+    @abc.abstractmethod
+    async def assign(self, scope: str, target: str | None, model: str, version: int, by: str,
+                     now_us: int) -> Assignment:
+        """Set the rule of a scope target (replacing the one it had) and record the change, in one
+        transaction; UnknownModel when the version is not stored."""
+
+    @abc.abstractmethod
+    async def unassign(self, scope: str, target: str | None, by: str, now_us: int) -> bool:
+        """Remove a rule and record it; False when there was none."""
+
+    @abc.abstractmethod
+    async def assignment_changes(self, limit: int) -> list[AssignmentChange]:
+        """The newest ``limit`` changes of rules, oldest first."""
+
+    # --- alerts and model reports ------------------------------------------------------
+    @abc.abstractmethod
+    async def alerts(self, query: AlertQuery) -> list[AlertRecord]:
+        """Alerts matching the query, newest first (``at``, then id)."""
+
+    @abc.abstractmethod
+    async def alert(self, alert_id: int) -> AlertRecord | None: ...
+
+    @abc.abstractmethod
+    async def ack_alert(self, alert_id: int, by: str, comment: str, now_us: int) -> AlertRecord:
+        """Acknowledge an alert (once: a second ack changes nothing); UnknownAlert when there is none."""
+
+    @abc.abstractmethod
+    async def model_reports(self) -> list[ModelReportRow]:
+        """Every edge's newest report per device, by device and edge."""
+
+    @abc.abstractmethod
+    async def ml_counts(self) -> MlCounts: ...
