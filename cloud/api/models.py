@@ -218,7 +218,7 @@ async def delete_rule(operator: Operator, ctx: Ctx, scope: Literal["device", "ed
         raise UnknownRule(f"no {scope} rule{'' if scope == 'fleet' else f' for {target!r}'}", "target")
 
 
-@router.get("/edges/{edge_id}/models", response_model=AssignmentList, tags=["models", "edges and users"],
+@router.get("/edges/{edge_id}/models", response_model=AssignmentList,
             responses={**_ERRORS, 404: {"description": "no such edge"}})
 async def edge_rules(edge_id: EdgeId, who: ViewerOrEdge, ctx: Ctx) -> AssignmentList:
     """The rules that apply to an edge: device rules of the devices it owns (or that no edge owns yet), its
