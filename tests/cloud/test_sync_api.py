@@ -19,7 +19,8 @@ URL = "/api/v1/sync/batches"
 async def test_a_batch_is_stored_and_acked_through_its_last_sequence(api: Api) -> None:
     resp = await api.sync(batch("edge-1", [(5, wire(1)), (9, wire(2)), (40, wire(3))], queue_depth=7))
     assert resp.status_code == 200, resp.text
-    assert resp.json() == {"acked_through": 40, "stored": 3, "duplicates": 0, "rejected": [], "alerts_acked_through": None}
+    assert resp.json() == {"acked_through": 40, "stored": 3, "duplicates": 0, "rejected": [],
+                           "alerts_acked_through": None}
     state = (await api.client.get("/api/v1/twin/press-1/state", headers=auth(api.viewer))).json()
     assert state["values"]["temp"]["value"] == 23.0 and state["edge"] == "edge-1"
 
@@ -141,7 +142,8 @@ async def test_a_newer_batch_of_the_same_edge_supersedes_one_still_arriving(api:
     async with asyncio.timeout(5):
         await slow.started.wait()
     resp = await api.sync(batch("edge-1", [(2, wire(2))]))
-    assert resp.json() == {"acked_through": 2, "stored": 1, "duplicates": 0, "rejected": [], "alerts_acked_through": None}
+    assert resp.json() == {"acked_through": 2, "stored": 1, "duplicates": 0, "rejected": [],
+                           "alerts_acked_through": None}
     old = await first
     assert old.status_code == 409 and "newer batch" in old.json()["detail"][0]["message"]
     slow.release.set()
