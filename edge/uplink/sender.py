@@ -26,7 +26,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 
 from edge import __version__
 from edge.config import UplinkConfig
-from edge.store import StoredRow
+from edge.store import StoredAlert, StoredRow
 from shared.batch import SENT_AT_HEADER, EdgeHealth, SyncAck
 from shared.errors import TwinedgeError
 
@@ -72,8 +72,10 @@ class LinkState:
     last_error: str | None = None
     retry_in: float | None = None
     frames_sent: int = 0
+    alerts_sent: int = 0
     batches: int = 0
     quarantined: int = 0
+    alerts_quarantined: int = 0
 
     def set(self, state: str, error: str | None = None) -> None:
         if state != self.state:
@@ -83,16 +85,23 @@ class LinkState:
 
 
 def encode_batch(packer: msgpack.Packer, edge_id: str, rows: Sequence[StoredRow], health: EdgeHealth,
-                 compression: str) -> bytes:
-    """A SyncBatch in MessagePack, the stored frames spliced in as they are (no re-encoding)."""
+                 compression: str, alerts: Sequence[StoredAlert] = ()) -> bytes:
+    """A SyncBatch in MessagePack, the stored alerts and frames spliced in as they are (no re-encoding).
+
+    ``alerts`` is left out when there are none: such a batch is one an older cloud takes too.
+    """
     pack = packer.pack
     parts = [
-        packer.pack_map_header(4),
+        packer.pack_map_header(5 if alerts else 4),
         pack("edge_id"), pack(edge_id),
         pack("sent_at"), pack(time.time()),
         pack("health"), pack(health.model_dump(mode="json")),
-        pack("frames"), packer.pack_array_header(len(rows)),
     ]
+    if alerts:
+        parts += [pack("alerts"), packer.pack_array_header(len(alerts))]
+        for alert in alerts:
+            parts += [packer.pack_map_header(2), pack("seq"), pack(alert.seq), pack("alert"), alert.payload]
+    parts += [pack("frames"), packer.pack_array_header(len(rows))]
     for row in rows:
         parts += [packer.pack_map_header(2), pack("seq"), pack(row.seq), pack("frame"), row.payload]
     raw = b"".join(parts)
@@ -235,5 +244,6 @@ class Sender:
         return {
             "url": self.config.shown_url, "state": link.state, "since": link.since, "last_sync": link.last_sync,
             "last_error": link.last_error, "retry_in": link.retry_in, "frames_sent": link.frames_sent,
-            "batches": link.batches, "quarantined_by_cloud": link.quarantined,
+            "alerts_sent": link.alerts_sent, "batches": link.batches, "quarantined_by_cloud": link.quarantined,
+            "alerts_quarantined_by_cloud": link.alerts_quarantined,
         }

@@ -20,8 +20,8 @@ T0 = 1_800_000_000.0
 
 
 def frames(n: int, start: int = 0, width: int = 40) -> list[TelemetryFrame]:
-    return [TelemetryFrame(ts=T0 + start + i, device_id="press-1", sensors={f"s{k}": float(i + k) for k in range(width)})
-            for i in range(n)]
+    return [TelemetryFrame(ts=T0 + start + i, device_id="press-1",
+                           sensors={f"s{k}": float(i + k) for k in range(width)}) for i in range(n)]
 
 
 def alert(n: int, event: str = "raised", device: str = "press-1") -> AlertEvent:
