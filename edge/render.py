@@ -96,10 +96,21 @@ def _disk_line(q: dict[str, Any]) -> str:
     return f"disk:         {_mb(used)} of {configured / 1e6:.0f} MB budget"
 
 
+def _alerts_line(a: dict[str, Any]) -> str:
+    """Model alerts waiting for the cloud (never dropped for the disk budget; past store.alerts_max the oldest)."""
+    line = f"alerts:       {a.get('pending', 0)} waiting for the cloud"
+    if a.get("pending"):
+        line += f", oldest {_age(a.get('oldest_age_s'))}"
+    if dropped := ", ".join(f"{k} {v:,}" for k, v in sorted((a.get("dropped") or {}).items()) if v):
+        line += f"; DROPPED: {dropped}"
+    return line
+
+
 def render_queue_stats(q: dict[str, Any]) -> str:
     drops = ", ".join(f"{k} {v:,}" for k, v in sorted(q.get("drops", {}).items()) if v) or "none"
     lines = [
         f"queue:        {q['depth']} frames waiting, oldest {_age(q.get('oldest_age_s'))}",
+        _alerts_line(q.get("alerts") or {}),
         _disk_line(q),
         f"drops:        {drops}",
     ]
@@ -156,7 +167,7 @@ def render_status(s: dict[str, Any]) -> str:
     if cloud:
         state = cloud["state"]
         line = f"cloud:        {state} ({cloud['url']}); last sync {_ago(cloud.get('last_sync'))}; " \
-               f"{cloud['frames_sent']} frames sent"
+               f"{cloud['frames_sent']} frames and {cloud.get('alerts_sent', 0)} alerts sent"
         if cloud.get("backlog_through") is not None:
             line += "; draining a backlog behind live data"
         out.append(line)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from edge.render import format_value, render_frame_line
+from edge.render import format_value, render_frame_line, render_queue_stats
 
 
 def test_a_frame_line_shows_local_iso_time_and_values_without_float_noise() -> None:
@@ -22,3 +22,14 @@ def test_values_keep_their_significant_digits() -> None:
     assert format_value(6.02214076e23) == "6.02214076e+23"
     assert format_value(1e-9) == "1e-09"
     assert format_value("RUN") == "RUN"
+
+
+def test_queue_stats_show_the_alerts_waiting_and_any_that_were_dropped() -> None:
+    stats = {"depth": 10, "oldest_age_s": 5.0, "used_bytes": 10**6, "budget_bytes": 10**9,
+             "budget_configured_bytes": 10**9, "drops": {}, "duplicates": 0, "quarantined": 0,
+             "alerts": {"pending": 3, "oldest_age_s": 90.0, "dropped": {}}}
+    lines = render_queue_stats(stats).splitlines()
+    assert lines[1] == "alerts:       3 waiting for the cloud, oldest 90 s"
+    stats["alerts"] = {"pending": 100_000, "oldest_age_s": 7200.0, "dropped": {"over_cap": 1234}}
+    assert render_queue_stats(stats).splitlines()[1] == (
+        "alerts:       100000 waiting for the cloud, oldest 2.0 h; DROPPED: over_cap 1,234")
