@@ -58,6 +58,7 @@ bench: install
 	$(PY) bench/bench_catchup.py
 	$(PY) bench/bench_sim.py
 	$(PY) bench/bench_physics.py
+	$(PY) bench/bench_ml.py
 
 clean:
 	rm -rf $(VENV) $(OPCUA_SERVER)/node_modules run/ build/ dist/ *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -35,6 +35,7 @@ __all__ = [
     "new_token",
     "require_edge",
     "require_role",
+    "require_viewer_or_edge",
     "token_from",
 ]
 
@@ -161,7 +162,17 @@ async def require_edge(request: Request) -> Principal:
     return principal
 
 
+async def require_viewer_or_edge(request: Request) -> Principal:
+    """A dependency: a person's token with viewer or above, or any edge's token (the route decides what that
+    edge may read; ``cloud.guard`` lets edge tokens through only to the routes it lists)."""
+    principal = await authenticate(request)
+    if principal.kind != "edge":
+        check_role(principal, "viewer")
+    return principal
+
+
 EdgeDep = Annotated[Principal, Depends(require_edge)]
+ViewerOrEdge = Annotated[Principal, Depends(require_viewer_or_edge)]
 Viewer = Annotated[Principal, Depends(require_role("viewer"))]
 Operator = Annotated[Principal, Depends(require_role("operator"))]
 Admin = Annotated[Principal, Depends(require_role("admin"))]

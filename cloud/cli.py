@@ -1,7 +1,8 @@
-"""``twincloud``: serve the API, manage edge and user tokens and devices' edges, migrate the database, physics.
+"""``twincloud``: serve the API, manage edge and user tokens and devices' edges, migrate the database, physics,
+the model registry, alerts and drift (``cloud.models.cli``).
 
 Exit codes: 0 ok, 1 a runtime problem (database unreachable, name taken, the
-cloud extra not installed), 2 usage, 78 (EX_CONFIG) a config error. Commands
+cloud extra not installed), 2 usage or refused input, 78 (EX_CONFIG) a config error. Commands
 that create a token print only the token on stdout, so
 ``TOKEN=$(twincloud edge add line-1)`` works.
 """
@@ -281,8 +282,11 @@ def _parser() -> argparse.ArgumentParser:
         lst.add_argument("--json", action="store_true")
         lst.set_defaults(handler=_identity_cmd(kind, "list"))
     _add_device_commands(sub)
+    from cloud.ml.cli import register as register_model_train
+    from cloud.models.cli import add_subcommands as add_model_commands
     from cloud.physics.cli import add_subcommands
 
+    register_model_train(add_model_commands(sub, _with_storage, _who))
     add_subcommands(sub)
     return parser
 

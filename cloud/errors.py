@@ -24,6 +24,7 @@ from cloud.body import BodyError, BodyTimeout, BodyTooLarge, EncodingRefused
 from cloud.identities import NameTaken, UnknownIdentity
 from cloud.physics.errors import AssemblyNotFoundError, MeshFormatError, MeshTooLargeError
 from cloud.storage.base import BadQuery, DeviceExists, StorageError, StorageUnavailable, UnknownDevice
+from cloud.storage.registry import ModelInUse, UnknownAlert, UnknownModel, UnknownRule
 from shared.errors import CodecError, InputError, Problem, TwinedgeError
 from shared.validation import validation_problems
 
@@ -71,6 +72,10 @@ STATUS: Mapping[type[BaseException], int] = {
     UnknownDevice: 404,
     UnknownIdentity: 404,
     AssemblyNotFoundError: 404,
+    UnknownModel: 404,
+    UnknownAlert: 404,
+    UnknownRule: 404,
+    ModelInUse: 409,
     NameTaken: 409,
     DeviceExists: 409,
     BodyTooLarge: 413,

@@ -5,7 +5,9 @@ HTTP request it
 
 1. answers 401 (no, an unknown or a revoked token) or 403 (an edge's token on
    a person's route, a person's on the sync route, or a person's role below
-   the one a route with a body asks for) from the headers alone,
+   the one a route with a body asks for) from the headers alone (an edge's
+   token may also read model assignments and download model packages:
+   ``edge_may_read``),
    before a byte of the body is read, unless the route is public: ``/health``,
    the API docs as ``server.api_docs`` says, ``/metrics`` with
    ``server.metrics_public``;
@@ -25,6 +27,7 @@ pass: the live feed checks its token when it accepts one.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,8 +42,9 @@ from cloud.config import CloudConfig
 from cloud.errors import error_response
 from cloud.storage.base import StorageError
 from shared.errors import TwinedgeError
+from shared.modelpackage import MAX_PACKAGE
 
-__all__ = ["BodyGuard", "RequestGuard", "body_guard", "public_paths", "route_limit"]
+__all__ = ["BodyGuard", "RequestGuard", "body_guard", "edge_may_read", "public_paths", "route_limit"]
 
 GUARD_KEY = "twincloud.body_guard"
 SYNC_PREFIX = "/api/v1/sync/"
@@ -48,6 +52,10 @@ DOCS_PAGE = ("/docs", "/docs/")
 DOCS_ASSETS = "/docs/assets/"
 OPENAPI = "/openapi.json"
 _WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
+MODEL_UPLOAD = "/api/v1/models"
+# Besides sync, what an edge's token may read: its model assignments and the packages they name.
+_EDGE_READS = (re.compile(r"^/api/v1/edges/[^/]+/models$"),
+               re.compile(r"^/api/v1/models/[^/]+/versions/[^/]+/package$"))
 
 
 def route_limit(config: CloudConfig, method: str, path: str) -> int:
@@ -56,7 +64,14 @@ def route_limit(config: CloudConfig, method: str, path: str) -> int:
         return config.sync.max_body_bytes
     if method == "POST" and path == "/api/v1/physics/assemblies":
         return config.physics.max_upload_bytes
+    if method == "POST" and path == MODEL_UPLOAD:
+        return MAX_PACKAGE
     return config.server.max_json_bytes if method in _WITH_BODY else 0
+
+
+def edge_may_read(method: str, path: str) -> bool:
+    """Whether an edge's token may make this request outside sync (the route checks which edge, if it matters)."""
+    return method in ("GET", "HEAD") and any(p.match(path) for p in _EDGE_READS)
 
 
 def public_paths(config: CloudConfig, path: str) -> bool:
@@ -210,7 +225,8 @@ class RequestGuard:
             return NotAuthenticated("unknown or revoked token")
         if path.startswith(SYNC_PREFIX) and principal.kind != "edge":
             return NotAllowed("this endpoint takes an edge's token (twincloud edge add NAME)")
-        if not path.startswith(SYNC_PREFIX) and principal.kind != "user":
+        if not path.startswith(SYNC_PREFIX) and principal.kind != "user" and \
+                not edge_may_read(scope["method"], path):
             return NotAllowed("an edge token cannot be used here; this needs a person's token")
         if scope["method"] in _WITH_BODY and not path.startswith(SYNC_PREFIX):
             role = _route_role(scope)

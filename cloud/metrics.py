@@ -12,7 +12,9 @@ kinds of series come out of ``/metrics``:
   over ``replica`` in Prometheus.
 - The fleet's state, read from the database at scrape time (``twincloud_edge_*``:
   frames stored, duplicate and refused per edge, each edge's queue, lag,
-  drops, clock skew): every replica, and every worker, answers the same,
+  drops, clock skew; ``twincloud_alerts_*`` and ``twincloud_models_drifted``:
+  the edges' alerts and the devices whose model's inputs drifted): every
+  replica, and every worker, answers the same,
   current values, so a scrape through a load balancer adds up to what was
   ingested whichever replica answers. These carry no ``replica`` label.
 """
@@ -32,6 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cloud.config import MULTIPROC_ENV
 from cloud.storage.base import EdgeRecord
+from cloud.storage.registry import MlCounts
 
 __all__ = ["Metrics", "MetricsMiddleware"]
 
@@ -43,6 +46,7 @@ class _Fleet:
 
     def __init__(self) -> None:
         self.edges: list[EdgeRecord] = []
+        self.ml: MlCounts | None = None
 
     def collect(self) -> Iterator[Metric]:
         where = "by all replicas (from the database)"
@@ -84,6 +88,20 @@ class _Fleet:
                 gauges["drops"].add_metric([edge.name, reason], count)
         yield from counters.values()
         yield from gauges.values()
+        if self.ml is not None:
+            yield from _ml_gauges(self.ml)
+
+
+def _ml_gauges(ml: MlCounts) -> Iterator[Metric]:
+    yield GaugeMetricFamily("twincloud_alerts_open", "alerts the edges raised and have not cleared yet",
+                            value=ml.alerts_open)
+    yield GaugeMetricFamily("twincloud_alerts_unacknowledged", "alerts nobody has acknowledged yet, open or cleared",
+                            value=ml.alerts_unacknowledged)
+    drifted = GaugeMetricFamily("twincloud_models_drifted", "devices whose model's inputs moved away from the "
+                                "training data, by level (warn: PSI from 0.1, drift: from 0.25)", labels=["level"])
+    for level, count in ml.drift.items():
+        drifted.add_metric([level], count)
+    yield drifted
 
 
 class _Chain:
@@ -124,6 +142,8 @@ class Metrics:
                                     registry=r)
         self.frames = Counter("twincloud_sync_frames_total", "frames received, by result",
                               ["edge", "result"], registry=r)
+        self.sync_alerts = Counter("twincloud_sync_alerts_total", "alert events received, by result", ["result"],
+                                   registry=r)
         self.samples = Counter("twincloud_samples_stored_total", "sensor values stored", registry=r)
         self.sync_bytes = Counter("twincloud_sync_bytes_total", "sync request bytes, as sent and decoded",
                                   ["form"], registry=r)
@@ -143,8 +163,9 @@ class Metrics:
                                     multiprocess_mode="livemostrecent")
         self._fleet = _Fleet()
 
-    def render(self, edges: list[EdgeRecord]) -> bytes:
+    def render(self, edges: list[EdgeRecord], ml: MlCounts | None = None) -> bytes:
         self._fleet.edges = edges
+        self._fleet.ml = ml
         own: CollectorRegistry = self.registry
         if self.shared_dir:  # every worker's files, merged
             _forget_dead_workers(self.shared_dir)

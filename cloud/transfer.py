@@ -6,9 +6,11 @@ keep their tokens, revoked ones stay revoked), then each device's binding to
 its edge (recorded as a move by ``twincloud copy``; a device the target knows
 already keeps its binding there), then every device's frames, oldest first,
 in batches through the normal ingest path (so the target builds its own
-rollups, and copying twice stores nothing twice), and the physics uploads
-with their ids. Frames arrive under the edge name ``copy``; the per-edge
-counters start afresh.
+rollups, and copying twice stores nothing twice), the physics uploads
+with their ids, and the model versions with their numbers and the rules that
+assign them. Frames arrive under the edge name ``copy``; the per-edge
+counters start afresh. The edges' alerts and model reports are not copied:
+the edges report their models again with their next batch.
 Stop the service (or its sync endpoint) while copying, then point it at the
 target.
 """
@@ -20,6 +22,7 @@ import time
 from collections.abc import Callable
 
 from cloud.storage.base import DeviceExists, Storage, us
+from cloud.storage.registry import NewModel
 
 __all__ = ["copy_database"]
 
@@ -64,4 +67,25 @@ async def copy_database(src: Storage, dst: Storage, progress: Callable[[str, int
         upload = None if assembly_id in have else await src.assembly(assembly_id)
         if upload is not None:
             await dst.put_assembly(upload)
+    await _copy_models(src, dst)
     return stored
+
+
+async def _copy_models(src: Storage, dst: Storage) -> None:
+    """Every model version under its own number, then every rule (a rule the target has is replaced)."""
+    for m in await src.models():
+        found = await src.model_package(m.name, m.version)
+        if found is None:  # deleted while copying
+            continue
+        stored, new = await dst.put_model(NewModel(m.name, m.sha256, m.kind, m.schema, m.card, found[1], m.uploaded_by,
+                                                   m.uploaded_at), m.version)
+        if not new and (stored.name, stored.version) != (m.name, m.version):
+            log.warning("model %s version %d is in the target already as %s version %d; rules naming it are not "
+                        "copied", m.name, m.version, stored.name, stored.version)
+        elif not new and stored.sha256 != m.sha256:
+            log.warning("model %s version %d in the target is another package; kept as it is there", m.name,
+                        m.version)
+    for rule in await src.assignments():
+        target = await dst.model_version(rule.model, rule.version)
+        if target is not None and target.sha256 == rule.sha256:
+            await dst.assign(rule.scope, rule.target, rule.model, rule.version, rule.assigned_by, rule.assigned_at)

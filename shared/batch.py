@@ -9,13 +9,14 @@ exactly those.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.frame import DEVICE_ID_PATTERN
 
-__all__ = ["MAX_DROP_REASONS", "MAX_NAME", "MAX_SOURCES", "MAX_STATE", "SENT_AT_HEADER", "EdgeHealth", "Rejection",
+__all__ = ["MAX_ALERTS", "MAX_DROP_REASONS", "MAX_MODEL_REPORTS", "MAX_NAME", "MAX_SOURCES", "MAX_STATE",
+           "SENT_AT_HEADER", "AlertEvent", "EdgeHealth", "ModelReport", "Rejection", "SequencedAlert",
            "SequencedFrame", "SyncAck", "SyncBatch"]
 
 
@@ -31,10 +32,35 @@ OTHER_DROPS = "(other reasons)"
 MORE_SOURCES = "(more sources)"
 COUNT_MAX = 2**63 - 1
 Count = Annotated[int, Field(ge=0, le=COUNT_MAX)]
+MAX_ALERTS = 10_000  # alert events in one batch
+MAX_MODEL_REPORTS = 1024  # devices with a model in one health report
+MAX_PSI = 16  # input columns named in a drift report
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+ModelName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 
 
 def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "\u2026"
+
+
+class ModelReport(_Wire):
+    """How the model of one device is doing on the edge: serving, and its drift against the training data.
+
+    ``drift`` is judged by the largest population stability index (PSI) over the model's inputs: below 0.1
+    ``ok``, from 0.1 ``warn``, from 0.25 ``drift``; ``unknown`` until enough rows were scored. ``psi`` names at
+    most 16 inputs, the largest first.
+    """
+
+    model: ModelName
+    version: int = Field(ge=1)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    state: Literal["serving", "rejected", "failed"]
+    message: str | None = Field(None, max_length=512)
+    last_score: Finite | None = None
+    last_scored_at: Finite | None = None
+    drift: Literal["ok", "warn", "drift", "unknown"] = "unknown"
+    psi: dict[Annotated[str, Field(max_length=256)], Finite] = Field(default_factory=dict, max_length=MAX_PSI)
+    rows: Count = Field(0, description="scored rows the drift statistics cover")
 
 
 class EdgeHealth(_Wire):
@@ -50,6 +76,8 @@ class EdgeHealth(_Wire):
     drops: dict[str, Count] = Field(default_factory=dict, description="frames dropped, by reason")
     quarantined: Count = Field(default=0, description="frames set aside as invalid")
     sources: dict[str, str] = Field(default_factory=dict, description="source name -> health state")
+    models: dict[Annotated[str, Field(pattern=DEVICE_ID_PATTERN)], ModelReport] = Field(
+        default_factory=dict, max_length=MAX_MODEL_REPORTS, description="device -> its model and drift")
 
     def bounded(self) -> tuple[EdgeHealth, list[str]]:
         """This report within the limits, and a note for each thing that was cut.
@@ -103,11 +131,37 @@ class SequencedFrame(_Wire):
 SENT_AT_HEADER = "X-Twinedge-Sent-At"
 
 
+class AlertEvent(_Wire):
+    """An alert raised or cleared by a model on the edge. Raised and cleared events of one alert share
+    ``alert_id``; ``ts`` is when the condition began (raised) or ended (cleared); ``score`` is the score at
+    raising and the peak at clearing."""
+
+    alert_id: str = Field(pattern=r"^[A-Za-z0-9._:-]{1,64}$")
+    event: Literal["raised", "cleared"]
+    device_id: str = Field(pattern=DEVICE_ID_PATTERN)
+    ts: Finite
+    model: ModelName
+    version: int = Field(ge=1)
+    score: Finite
+    threshold: Finite | None = None
+    label: str | None = Field(None, max_length=64)
+    message: str | None = Field(None, max_length=256)
+
+
+class SequencedAlert(_Wire):
+    """An alert event with the edge's alert sequence (its own counter, apart from the frames')."""
+
+    seq: int = Field(ge=1, le=2**63 - 1)
+    alert: AlertEvent
+
+
 class SyncBatch(_Wire):
     edge_id: str = Field(pattern=DEVICE_ID_PATTERN)
     sent_at: float
     frames: list[SequencedFrame] = Field(max_length=50_000)
     health: EdgeHealth
+    alerts: list[SequencedAlert] = Field(default_factory=list, max_length=MAX_ALERTS,
+                                         description="alert events, stored at most once per (edge, seq)")
 
 
 class Rejection(_Wire):
@@ -120,3 +174,4 @@ class SyncAck(_Wire):
     stored: int = Field(ge=0, description="frames newly stored")
     duplicates: int = Field(ge=0, description="frames already stored before")
     rejected: list[Rejection] = Field(default_factory=list)
+    alerts_acked_through: int | None = Field(None, description="highest alert sequence the edge may delete through")

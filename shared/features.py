@@ -36,6 +36,16 @@ So a band's value is the integral of the one-sided power spectral density over t
 with ``window="hann"``, ``detrend="constant"``, ``scaling="density"``, times the bin width ``fs/N``), and the bands
 ``0-…-1`` of one partition sum to ``Σy**2 / Σw**2``, the window's variance as the Hann window weighs it. A band
 must hold at least one bin for the window length: ``window_length_problems`` says which do not.
+
+Two derived kinds make inputs a model learns from easily when readings span decades (currents of a standby
+appliance and a heater, say):
+
+- ``relband:<lo>-<hi>``: the band's share of the window's power, ``band / Σ bands over 0-1`` (the band's value
+  divided by ``Σy**2 / Σw**2``), a number in ``[0, 1]`` that does not depend on the scale of the readings; 0.0 for a
+  window with no variance (the kurtosis test above).
+- ``log:<feature>``: ``log10(value + 1e-12)`` of ``std``, ``rms``, ``peak``, ``crest``, a ``band`` or a ``relband``
+  (never negative): magnitudes spread over decades become evenly spaced inputs, and the floor keeps a silent window
+  finite (-12).
 """
 
 from __future__ import annotations
@@ -49,12 +59,14 @@ import numpy.typing as npt
 
 from shared.errors import InputError
 
-__all__ = ["MIN_WINDOW", "STATISTICS", "Band", "batch_features", "feature_names", "frame_features",
+__all__ = ["LOG_FLOOR", "MIN_WINDOW", "STATISTICS", "Band", "Log", "batch_features", "feature_names", "frame_features",
            "normalise_feature", "parse_feature", "sliding_windows", "window_features", "window_length_problems"]
 
 STATISTICS = ("mean", "std", "rms", "peak", "crest", "kurtosis")
 MIN_WINDOW = 2  # readings in a window: one reading has no spread and no spectrum
-_BAND_RE = re.compile(r"^band:([0-9](?:\.[0-9]{1,6})?)-([0-9](?:\.[0-9]{1,6})?)$")
+_BAND_RE = re.compile(r"^(band|relband):([0-9](?:\.[0-9]{1,6})?)-([0-9](?:\.[0-9]{1,6})?)$")
+LOG_FLOOR = 1e-12  # added before log10: a silent window's magnitude is 0
+_LOGGABLE = ("std", "rms", "peak", "crest")  # never negative; mean and kurtosis can be
 _CHUNK_VALUES = 1 << 22  # float64 values per chunk of windows (32 MiB): long histories in bounded memory
 _EPS = float(np.finfo(np.float64).eps)
 
@@ -64,10 +76,11 @@ class Band(NamedTuple):
 
     lo: float
     hi: float
+    relative: bool = False  # relband: the band's share of the window's power
 
     @property
     def name(self) -> str:
-        return f"band:{_decimal(self.lo)}-{_decimal(self.hi)}"
+        return f"{'relband' if self.relative else 'band'}:{_decimal(self.lo)}-{_decimal(self.hi)}"
 
     def bins(self, length: int) -> range:
         """The rfft bins of a window of ``length`` readings that fall in this band."""
@@ -76,6 +89,23 @@ class Band(NamedTuple):
         first = _ceil_div(_micro(self.lo) * length, 2_000_000)
         stop = top + 1 if self.hi >= 1.0 else _ceil_div(_micro(self.hi) * length, 2_000_000)
         return range(first, min(stop, top + 1))
+
+
+class Log(NamedTuple):
+    """``log10(value + LOG_FLOOR)`` of a feature that is never negative."""
+
+    of: str | Band
+
+    @property
+    def name(self) -> str:
+        return f"log:{self.of.name if isinstance(self.of, Band) else self.of}"
+
+
+Feature = str | Band | Log
+
+
+def _name(feature: Feature) -> str:
+    return feature if isinstance(feature, str) else feature.name
 
 
 def _micro(value: float) -> int:
@@ -90,24 +120,37 @@ def _decimal(value: float) -> str:
     return f"{value:.6f}".rstrip("0").rstrip(".")
 
 
-def parse_feature(name: str) -> str | Band:
-    """A feature name as a statistic's name or a ``Band``; ``InputError`` for anything else."""
+def parse_feature(name: str) -> Feature:
+    """A feature name as a statistic's name, a ``Band`` or a ``Log``; ``InputError`` for anything else."""
+    if isinstance(name, str) and name.startswith("log:"):
+        inner = _parse_plain(name[4:]) if not name.startswith("log:log:") else None
+        if inner is None or (isinstance(inner, str) and inner not in _LOGGABLE):
+            raise InputError(f"feature {name!r}: log: takes one of {', '.join(_LOGGABLE)}, a band or a relband "
+                             "(never negative), e.g. 'log:rms' or 'log:band:0-0.25'")
+        return Log(inner)
+    parsed = _parse_plain(name)
+    if parsed is None:
+        raise InputError(f"unknown feature {name!r}: expected one of {', '.join(STATISTICS)}, a band such as "
+                         "'band:0-0.25' (edges as fractions of the Nyquist frequency), a 'relband:0-0.25' or "
+                         "'log:' before std, rms, peak, crest or a band")
+    return parsed
+
+
+def _parse_plain(name: str) -> str | Band | None:
     if name in STATISTICS:
         return name
     match = _BAND_RE.match(name) if isinstance(name, str) else None
     if match is None:
-        raise InputError(f"unknown feature {name!r}: expected one of {', '.join(STATISTICS)} or a band such as "
-                         "'band:0-0.25' (edges as fractions of the Nyquist frequency)")
-    lo, hi = float(match.group(1)), float(match.group(2))
+        return None
+    lo, hi = float(match.group(2)), float(match.group(3))
     if not 0.0 <= lo < hi <= 1.0:
         raise InputError(f"band {name!r}: needs 0 <= lo < hi <= 1 (fractions of the Nyquist frequency)")
-    return Band(lo, hi)
+    return Band(lo, hi, match.group(1) == "relband")
 
 
 def normalise_feature(name: str) -> str:
     """The one spelling of a feature: ``band:0.10-0.250`` is ``band:0.1-0.25``."""
-    parsed = parse_feature(name)
-    return parsed.name if isinstance(parsed, Band) else parsed
+    return _name(parse_feature(name))
 
 
 def feature_names(sensors: Sequence[str], features: Sequence[str]) -> list[str]:
@@ -123,6 +166,8 @@ def window_length_problems(length: int, features: Iterable[str]) -> list[str]:
     problems = []
     for feature in features:
         parsed = parse_feature(feature)
+        if isinstance(parsed, Log):
+            parsed = parsed.of
         if isinstance(parsed, Band) and not parsed.bins(length):
             problems.append(f"{parsed.name} holds no frequency bin of a {length}-reading window "
                             f"(bins are {2 / length:.6g} of Nyquist apart); widen the band or lengthen the window")
@@ -165,7 +210,7 @@ def batch_features(windows: npt.ArrayLike, features: Sequence[str], *,
         raise InputError("no features asked for")
     array = _finite(windows, 3, "windows")
     count, length, sensors = array.shape
-    problems = window_length_problems(length, [p.name if isinstance(p, Band) else p for p in parsed])
+    problems = window_length_problems(length, [_name(p) for p in parsed])
     if problems:
         raise InputError("; ".join(problems))
     per_chunk = chunk_windows or max(1, _CHUNK_VALUES // max(1, length * sensors))
@@ -177,12 +222,12 @@ def batch_features(windows: npt.ArrayLike, features: Sequence[str], *,
     return _float32(out.reshape(count, sensors * len(parsed)), "features")
 
 
-def _chunk_features(x: npt.NDArray[np.float64], parsed: list[str | Band]) -> npt.NDArray[np.float64]:
+def _chunk_features(x: npt.NDArray[np.float64], parsed: list[Feature]) -> npt.NDArray[np.float64]:
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # overflow is caught as non-finite output
         return _columns(x, parsed)
 
 
-def _columns(x: npt.NDArray[np.float64], parsed: list[str | Band]) -> npt.NDArray[np.float64]:
+def _columns(x: npt.NDArray[np.float64], parsed: list[Feature]) -> npt.NDArray[np.float64]:
     length = x.shape[-1]
     # moments of the readings scaled to [-1, 1], then scaled back: no overflow or underflow on the way
     peak = np.max(np.abs(x), axis=-1)
@@ -193,26 +238,33 @@ def _columns(x: npt.NDArray[np.float64], parsed: list[str | Band]) -> npt.NDArra
     scaled_m2 = np.mean(deviation ** 2, axis=-1)
     mean_square = np.mean(scaled ** 2, axis=-1)  # at least 1/N unless every reading is 0
     flat = scaled_m2 <= (_EPS * scaled_mean) ** 2  # scipy.stats.kurtosis's test for a window with no variance
-    power = _power(deviation * scale[..., np.newaxis]) if any(isinstance(p, Band) for p in parsed) else None
-    columns = []
-    for feature in parsed:
+    plain = [p.of if isinstance(p, Log) else p for p in parsed]
+    power = _power(deviation * scale[..., np.newaxis]) if any(isinstance(p, Band) for p in plain) else None
+
+    def column(feature: str | Band) -> npt.NDArray[np.float64]:
         if isinstance(feature, Band):
             assert power is not None
             bins = feature.bins(length)
-            columns.append(power[..., bins.start:bins.stop].sum(axis=-1))
-        elif feature == "mean":
-            columns.append(scaled_mean * scale)
-        elif feature == "std":
-            columns.append(np.sqrt(scaled_m2) * scale)
-        elif feature == "rms":
-            columns.append(np.sqrt(mean_square) * scale)
-        elif feature == "peak":
-            columns.append(peak)
-        elif feature == "crest":
-            columns.append(np.where(peak > 0, 1.0 / np.sqrt(np.where(peak > 0, mean_square, 1.0)), 1.0))
-        else:  # kurtosis, from the standardised deviations
-            spread = np.sqrt(np.where(flat, 1.0, scaled_m2))[..., np.newaxis]
-            columns.append(np.where(flat, 0.0, np.mean((deviation / spread) ** 4, axis=-1) - 3.0))
+            band = power[..., bins.start:bins.stop].sum(axis=-1)
+            if not feature.relative:
+                return band
+            total = power.sum(axis=-1)
+            return np.where(flat | (total <= 0), 0.0, band / np.where(total > 0, total, 1.0))
+        if feature == "mean":
+            return scaled_mean * scale
+        if feature == "std":
+            return np.sqrt(scaled_m2) * scale
+        if feature == "rms":
+            return np.sqrt(mean_square) * scale
+        if feature == "peak":
+            return peak
+        if feature == "crest":
+            return np.where(peak > 0, 1.0 / np.sqrt(np.where(peak > 0, mean_square, 1.0)), 1.0)
+        # kurtosis, from the standardised deviations
+        spread = np.sqrt(np.where(flat, 1.0, scaled_m2))[..., np.newaxis]
+        return np.where(flat, 0.0, np.mean((deviation / spread) ** 4, axis=-1) - 3.0)
+
+    columns = [np.log10(column(p.of) + LOG_FLOOR) if isinstance(p, Log) else column(p) for p in parsed]
     return np.stack(columns, axis=-1)
 
 

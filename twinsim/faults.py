@@ -8,6 +8,7 @@ Grammar (times are relative to the simulator start)::
     machine-1:bearing_wear@0s           bearing wear grows from the start
     machine-3:dropout=exception@1m+20s  spindle temperature sensor fails for 20 s
     machine-1:plc_restart@45s+5s        the PLC is gone for 5 s, then boots again
+    machine-2:drift@1m                  the pressure sensor's calibration drifts upward
     opcua:plc_restart@2m+5s             the OPC-UA server stops for 5 s
 
 A fault without a duration lasts until the simulator stops, except
@@ -32,8 +33,8 @@ __all__ = [
     "parse_fault_spec",
 ]
 
-FaultKind = Literal["overheat", "bearing_wear", "dropout", "plc_restart"]
-FAULT_KINDS: tuple[str, ...] = ("overheat", "bearing_wear", "dropout", "plc_restart")
+FaultKind = Literal["overheat", "bearing_wear", "dropout", "plc_restart", "drift"]
+FAULT_KINDS: tuple[str, ...] = ("overheat", "bearing_wear", "dropout", "plc_restart", "drift")
 DROPOUT_MODES: tuple[str, ...] = ("sentinel", "freeze", "exception")
 DEFAULT_RESTART_DOWNTIME = 5.0
 MAX_FAULT_TIME = 30 * 24 * 3600.0  # a month of simulated time is plenty
@@ -47,6 +48,8 @@ _ALIASES = {
     "sensor_dropout": "dropout",
     "plc_restart": "plc_restart",
     "restart": "plc_restart",
+    "drift": "drift",
+    "sensor_drift": "drift",
 }
 _SPEC_RE = re.compile(
     r"^(?P<target>[^:@+=\s]+):(?P<kind>[a-z_]+)(?:=(?P<mode>[a-z_]+))?@(?P<start>[^+]+)(?:\+(?P<duration>.+))?$"

@@ -14,7 +14,10 @@ Faults (see ``twinsim.faults``): ``overheat`` (coolant flow fails, the
 spindle passes the 80 °C alarm within 60 s), ``bearing_wear`` (vibration grows
 past the 7.1 mm/s alarm within 120 s and stays), ``dropout`` (the spindle
 temperature sensor freezes, reads a sentinel, or fails), ``plc_restart`` (the
-PLC is offline for the downtime; counters and uptime restart at zero).
+PLC is offline for the downtime; counters and uptime restart at zero), ``drift`` (the
+pressure sensor's calibration drifts: the reading gains 0.02 bar/s up to +2 bar,
+while the process itself is unchanged, so nothing alarms; what a model's drift
+check is for).
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ _OVERHEAT_EXTRA_C = 70.0  # equilibrium rise without coolant
 _OVERHEAT_TAU_S = 30.0
 _WEAR_RATE_PER_S = 1.0 / 120.0
 _WEAR_VIBRATION_MM_S = 9.0
+_DRIFT_BAR_PER_S = 0.02
+_DRIFT_MAX_BAR = 2.0
 
 # Alarm codes in the order of their priority (the first active one is reported).
 ALARM_OVERTEMP = 101
@@ -223,6 +228,9 @@ class Machine:
         else:
             pressure = 0.3
         pressure = max(0.0, pressure + 0.03 * noise[3])
+        drift = self._active("drift")
+        if drift is not None:
+            pressure += min(_DRIFT_MAX_BAR, _DRIFT_BAR_PER_S * (self.t - drift.start))
         flow = (2.0 if overheat else 12.0) if running else 0.0
         flow = max(0.0, flow + 0.1 * noise[4])
         cutting = running and 0.1 <= self._phase < 0.85

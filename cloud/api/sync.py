@@ -18,6 +18,12 @@ good. The edge's clock skew (the time it sent the request, ``X-Twinedge-Sent-At`
 or else the batch's ``sent_at``, minus the cloud's clock when the request
 arrived) is recorded with its health. A health report over the limits
 (``EdgeHealth.bounded``) is kept shortened, with a WARNING in the log.
+
+The batch's alert events are stored in the same transaction, each at most
+once per edge and alert sequence; ``alerts_acked_through`` is their highest
+sequence. An alert event of a device that belongs to another edge, or dated
+outside 2000-2100, is refused for good (a WARNING in the log; the ack covers
+it). The health report's model reports replace the edge's earlier ones.
 """
 
 from __future__ import annotations
@@ -40,10 +46,11 @@ from cloud.edgeslots import Claim
 from cloud.errors import Overloaded, Superseded
 from cloud.guard import body_guard
 from cloud.storage.base import StorageError, StorageUnavailable
-from shared.batch import SENT_AT_HEADER, EdgeHealth, Rejection, SyncAck, SyncBatch
+from cloud.storage.registry import AlertEventIn, ModelReportRow
+from shared.batch import SENT_AT_HEADER, EdgeHealth, Rejection, SequencedAlert, SyncAck, SyncBatch
 from shared.codec import decode_obj, validate_frames
 from shared.errors import CodecError, FrameError, InputError
-from shared.frame import TelemetryFrame
+from shared.frame import TS_MAX, TS_MIN, TelemetryFrame
 from shared.validation import validation_problems
 
 __all__ = ["router"]
@@ -91,6 +98,19 @@ def _warn_rejected(edge: str, rejected: list[Rejection]) -> None:
                     "(further ones this minute at DEBUG)", edge, len(rejected), first.seq, first.reason)
     else:
         log.debug("edge %s sent %d refused frame(s); first: seq %d: %s", edge, len(rejected), first.seq, first.reason)
+
+
+def _warn_alerts(edge: str, refused: list[tuple[int, str]]) -> None:
+    """Refused alert events: one WARNING per edge and minute at most, the rest at DEBUG."""
+    now = time.monotonic()
+    key = f"{edge}\nalerts"
+    seq, why = min(refused)
+    if now - _last_warning.get(key, -60.0) >= 60.0:
+        _last_warning[key] = now
+        log.warning("edge %s sent %d alert event(s) that were refused and acked; first: alert seq %d: %s "
+                    "(further ones this minute at DEBUG)", edge, len(refused), seq, why)
+    else:
+        log.debug("edge %s sent %d refused alert event(s); first: alert seq %d: %s", edge, len(refused), seq, why)
 
 
 def _warn_health(edge: str, notes: list[str]) -> None:
@@ -154,9 +174,11 @@ class _Batch:
     health: EdgeHealth
     seqs: list[int]
     frames: list[Any]
+    alerts: list[SequencedAlert]
 
 
 _MAX_SEQ = 2**63 - 1
+_MAX_VERSION = 2**31 - 1  # the registry numbers versions from 1; a larger one names no stored version
 
 
 def _plain_batch(obj: Any) -> _Batch | None:
@@ -182,7 +204,7 @@ def _plain_batch(obj: Any) -> _Batch | None:
         envelope = SyncBatch.model_validate({**obj, "frames": []})
     except ValidationError:
         return None
-    return _Batch(envelope.edge_id, envelope.sent_at, envelope.health, seqs, frames)
+    return _Batch(envelope.edge_id, envelope.sent_at, envelope.health, seqs, frames, envelope.alerts)
 
 
 def _decode(body: bytes, content_type: str, max_frames: int) -> _Batch:
@@ -202,7 +224,7 @@ def _decode(body: bytes, content_type: str, max_frames: int) -> _Batch:
         except ValidationError as exc:
             raise InputError(validation_problems(exc, SyncBatch)) from None
         batch = _Batch(full.edge_id, full.sent_at, full.health, [f.seq for f in full.frames],
-                       [f.frame for f in full.frames])
+                       [f.frame for f in full.frames], full.alerts)
     seqs = batch.seqs
     for k in range(1, len(seqs)):
         if seqs[k] <= seqs[k - 1]:
@@ -222,6 +244,33 @@ class _Parsed:
     good: list[tuple[int, TelemetryFrame]]
     rejected: list[Rejection]
     health_notes: list[str]
+    alerts: list[AlertEventIn]
+    alerts_refused: list[tuple[int, str]]
+    alerts_through: int | None
+    reports: list[ModelReportRow]
+
+
+def _alert_events(alerts: list[SequencedAlert]) -> tuple[list[AlertEventIn], list[tuple[int, str]]]:
+    """The events as the store takes them, and (seq, reason) for those no store can keep."""
+    kept: list[AlertEventIn] = []
+    refused: list[tuple[int, str]] = []
+    for item in alerts:
+        a = item.alert
+        if not TS_MIN <= a.ts <= TS_MAX:
+            refused.append((item.seq, f"alert {a.alert_id}: ts {a.ts:g} is not between 2000 and 2100"))
+        elif a.version > _MAX_VERSION:
+            refused.append((item.seq, f"alert {a.alert_id}: no model has version {a.version}"))
+        else:
+            kept.append(AlertEventIn(item.seq, a.alert_id, a.event, a.device_id, round(a.ts * 1e6), a.model,
+                                     a.version, a.score, a.threshold, a.label, a.message))
+    return kept, refused
+
+
+def _reports(edge: str, health: EdgeHealth, now_us: int) -> list[ModelReportRow]:
+    return [ModelReportRow(edge, device, r.model, r.version, r.sha256, r.state, r.message or "", r.last_score,
+                           r.last_scored_at, r.drift, dict(sorted(r.psi.items(), key=lambda kv: -kv[1])), r.rows,
+                           now_us)
+            for device, r in health.models.items() if r.version <= _MAX_VERSION]
 
 
 def _parse(body: bytes, content_type: str, max_frames: int) -> _Parsed:
@@ -234,8 +283,10 @@ def _parse(body: bytes, content_type: str, max_frames: int) -> _Parsed:
         else:
             good.append((seq, result))
     health, notes = batch.health.bounded()
+    alerts, alerts_refused = _alert_events(batch.alerts)
     return _Parsed(batch.edge_id, batch.sent_at, health, batch.seqs[-1] if batch.seqs else None, good, rejected,
-                   notes)
+                   notes, alerts, alerts_refused, max((a.seq for a in batch.alerts), default=None),
+                   _reports(batch.edge_id, health, time.time_ns() // 1000))
 
 
 @router.post("/batches", response_model=SyncAck, responses=_RESPONSES, openapi_extra=_BODY_DOC)
@@ -293,7 +344,8 @@ async def _handle(request: Request, edge: str, ctx: Ctx, claim: Claim) -> SyncAc
             ctx.metrics.sync_inflight.inc()
             try:
                 result = await ctx.storage.ingest(edge, good, batch.health, time.time_ns() // 1000, len(rejected),
-                                                  acked, clock_skew_s=skew)
+                                                  acked, clock_skew_s=skew, alerts=batch.alerts,
+                                                  reports=batch.reports)
             finally:
                 ctx.metrics.sync_inflight.dec()
     except Superseded:
@@ -314,6 +366,12 @@ async def _handle(request: Request, edge: str, ctx: Ctx, claim: Claim) -> SyncAc
                           key=lambda r: r.seq)
     if rejected:
         _warn_rejected(edge, rejected)
+    alerts_refused = batch.alerts_refused + result.alerts_refused
+    if alerts_refused:
+        _warn_alerts(edge, alerts_refused)
+    ctx.metrics.sync_alerts.labels("stored").inc(result.alerts_stored)
+    ctx.metrics.sync_alerts.labels("duplicate").inc(result.alerts_duplicate)
+    ctx.metrics.sync_alerts.labels("rejected").inc(len(alerts_refused))
     ctx.metrics.sync_batches.labels("stored").inc()
     ctx.metrics.frames.labels(edge, "stored").inc(result.stored)
     ctx.metrics.frames.labels(edge, "duplicate").inc(result.duplicates)
@@ -324,4 +382,5 @@ async def _handle(request: Request, edge: str, ctx: Ctx, claim: Claim) -> SyncAc
         ctx.metrics.ws_dropped.inc(missed)
     log.debug("edge %s: %d stored, %d duplicate, %d rejected, acked through %s", edge, result.stored,
               result.duplicates, len(rejected), acked)
-    return SyncAck(acked_through=acked, stored=result.stored, duplicates=result.duplicates, rejected=rejected)
+    return SyncAck(acked_through=acked, stored=result.stored, duplicates=result.duplicates, rejected=rejected,
+                   alerts_acked_through=batch.alerts_through)

@@ -29,13 +29,14 @@ async def health(ctx: Ctx) -> JSONResponse:
             responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}},
                        401: {"description": "no token"}, 403: {"description": "not a viewer"}})
 async def metrics(request: Request, ctx: Ctx) -> Response:
-    """Prometheus metrics: this process's, with its ``replica`` label, and the fleet's per-edge counts from the
-    database (a viewer token, unless ``server.metrics_public``)."""
+    """Prometheus metrics: this process's, with its ``replica`` label, and the fleet's per-edge counts, alerts
+    and drift from the database (a viewer token, unless ``server.metrics_public``)."""
     if not ctx.config.server.metrics_public:
         check_role(await authenticate(request), "viewer")
     try:
         edges = await ctx.storage.edges()
+        ml = await ctx.storage.ml_counts()
     except StorageError:
-        edges = []
+        edges, ml = [], None
     ctx.metrics.live_listening.set(ctx.hub.listening)
-    return Response(ctx.metrics.render(edges), media_type=CONTENT_TYPE_LATEST)
+    return Response(ctx.metrics.render(edges, ml), media_type=CONTENT_TYPE_LATEST)

@@ -9,11 +9,16 @@ format ``(series_id, ts, value, text)`` with primary key ``(series_id, ts)``;
 aggregate over millions of points reads thousands of rows: see
 ``cloud.storage.rollups``); ``identities`` (hashed tokens of edges and people) and ``edge_status``;
 ``device_moves`` (who bound which device to which edge, and when);
-``assemblies`` (physics uploads, as sent, so that every process finds each).
+``assemblies`` (physics uploads, as sent, so that every process finds each);
+edge ML (``cloud.storage.registry``): ``model_versions`` (packages whole),
+``model_assignments`` and their ``assignment_changes``, ``alerts`` with
+``alert_events`` (each event once per edge and alert sequence), and
+``model_reports`` (each edge's newest report per device).
 
 Each device belongs to one edge (``devices.owner_edge``): the first edge that
 writes it, or the one an admin binds it to. Ingest decides this inside its
-transaction and stores nothing of a frame whose device belongs to another edge.
+transaction and stores nothing of a frame, or an alert, whose device belongs to
+another edge.
 Times are integer microseconds since the epoch throughout.
 
 A backend implements the small ``_``-free primitives marked abstract; history
@@ -27,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from cloud.storage.registry import AlertEventIn, MlStore, ModelReportRow
 from cloud.storage.rollups import LEVELS_US, Partial, RollupRow, exact_float, fold_raw, fold_rollups, plan
 from cloud.storage.rows import (
     MINUTE_US,
@@ -79,9 +85,9 @@ __all__ = [
 
 AGG_FUNCS = ("mean", "min", "max", "sum", "count", "first", "last")
 KNOWN_SERIES_MAX = 100_000  # series whose id a process keeps in memory; past it the cache starts afresh
-# What a backend's _ingest returns: the frames newly stored, the sample count, and the owner of each
-# device of the batch that belongs to another edge.
-Ingested = tuple[list[TelemetryFrame], int, dict[str, str]]
+# What a backend's _ingest returns: the frames newly stored, the sample count, the owner of each
+# device of the batch that belongs to another edge, and how many alert events were new.
+Ingested = tuple[list[TelemetryFrame], int, dict[str, str], int]
 Role = Literal["admin", "operator", "viewer", "edge"]
 
 
@@ -137,6 +143,9 @@ class IngestResult:
     stored_frames: list[TelemetryFrame]
     samples: int = 0
     refused: list[tuple[int, str]] = field(default_factory=list)  # (seq, reason): devices of other edges
+    alerts_stored: int = 0
+    alerts_duplicate: int = 0
+    alerts_refused: list[tuple[int, str]] = field(default_factory=list)  # (alert seq, reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,8 +283,9 @@ def _first_copies(readings: Readings) -> Readings:
     return out
 
 
-class Storage(abc.ABC):
+class Storage(MlStore, abc.ABC):
     """One database behind the API. Every method is a coroutine and never blocks the event loop.
+    The edge ML part (models, assignments, alerts, reports) is declared in ``cloud.storage.registry.MlStore``.
 
     History and aggregates find a device's series (id and kind) in memory after the first query: series
     and devices are never renamed or removed and their ids never change (a device that moves to another
@@ -316,6 +326,8 @@ class Storage(abc.ABC):
         *,
         clock_skew_s: float | None = None,
         check_owner: bool = True,
+        alerts: Sequence[AlertEventIn] = (),
+        reports: Sequence[ModelReportRow] | None = None,
     ) -> IngestResult:
         """Store each reading once (unique on device and timestamp) and record the edge's health.
 
@@ -326,6 +338,11 @@ class Storage(abc.ABC):
         included), recorded for the edge, with its ``clock_skew_s``.
         ``check_owner=False`` stores frames of any device and binds new ones
         to no edge (copying a database).
+
+        In the same transaction: the ``alerts`` events not stored yet (once per
+        edge and alert sequence; refused like frames when their device belongs
+        to another edge), and, unless ``reports`` is None, the edge's model
+        reports, which replace the ones it sent before.
         """
         readings = Readings([seq for seq, _ in frames], [frame for _, frame in frames],
                             [us(frame.ts) for _, frame in frames])
@@ -336,20 +353,27 @@ class Storage(abc.ABC):
             readings = _first_copies(readings)  # the same reading twice in one batch: the first copy counts
         if last_seq is None:
             last_seq = max((seq for seq, _ in frames), default=None)
-        stored, samples, others = await self._ingest(edge, readings, health, now_us, last_seq, rejected, len(frames),
-                                                     clock_skew_s, check_owner)
+        if len({a.seq for a in alerts}) < len(alerts):  # an alert sequence twice in one batch: the first counts
+            alerts = list({a.seq: a for a in reversed(alerts)}.values())[::-1]
+        stored, samples, others, new_alerts = await self._ingest(
+            edge, readings, health, now_us, last_seq, rejected, len(frames), clock_skew_s, check_owner, alerts,
+            reports)
         refused = [(seq, refusal(f.device_id, others[f.device_id], edge))
                    for seq, f in zip(readings.seqs, readings.frames, strict=True) if f.device_id in others]
-        return IngestResult(len(stored), len(frames) - len(stored) - len(refused), stored, samples, refused)
+        alerts_refused = [(a.seq, refusal(a.device, others[a.device], edge)) for a in alerts if a.device in others]
+        return IngestResult(len(stored), len(frames) - len(stored) - len(refused), stored, samples, refused,
+                            new_alerts, len(alerts) - new_alerts - len(alerts_refused), alerts_refused)
 
     @abc.abstractmethod
     async def _ingest(
         self, edge: str, readings: Readings, health: EdgeHealth | None,
         now_us: int, last_seq: int | None, rejected: int, received: int,
-        clock_skew_s: float | None, check_owner: bool,
+        clock_skew_s: float | None, check_owner: bool, alerts: Sequence[AlertEventIn],
+        reports: Sequence[ModelReportRow] | None,
     ) -> Ingested:
-        """Insert the readings not stored yet, in one transaction; return their frames, the sample count and
-        the owner of each device of the batch that belongs to another edge (``split_owned``)."""
+        """Insert the readings and alert events not stored yet, and the reports, in one transaction; return
+        the new frames, the sample count, the owner of each device of the batch (its frames' and alerts')
+        that belongs to another edge (``split_owned``), and the number of new alert events."""
 
     # --- identities ------------------------------------------------------------------
     @abc.abstractmethod
@@ -451,7 +475,7 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def purge(self, samples_before: int | None, rollups_before: int | None) -> int:
         """Delete samples and frames, and rollups of every level, older than the cutoffs (None keeps them);
-        rows deleted."""
+        alerts (and the records of alert events) go with the rollups' cutoff. Rows deleted."""
 
     # --- physics assemblies ----------------------------------------------------------
     @abc.abstractmethod

@@ -28,6 +28,7 @@ import asyncpg
 
 from cloud.config import redact_url
 from cloud.migrations import MIGRATIONS
+from cloud.storage import postgres_registry as ml
 from cloud.storage import postgres_sql as q
 from cloud.storage.base import (
     AssemblyRecord,
@@ -51,6 +52,17 @@ from cloud.storage.base import (
 )
 from cloud.storage.notify import CHANNEL, BatchFeed, notices, spans
 from cloud.storage.partitions import WEEK_US, Partitions, convert, table_kind
+from cloud.storage.registry import (
+    AlertEventIn,
+    AlertQuery,
+    AlertRecord,
+    Assignment,
+    AssignmentChange,
+    MlCounts,
+    ModelReportRow,
+    ModelVersion,
+    NewModel,
+)
 from cloud.storage.rollups import Partial, rollup_spans, rows_to_store
 from shared.batch import EdgeHealth
 from shared.frame import TelemetryFrame
@@ -200,15 +212,20 @@ class PostgresStorage(Storage):
     # --- ingest ----------------------------------------------------------------------
     async def _ingest(self, edge: str, readings: Readings, health: EdgeHealth | None,
                       now_us: int, last_seq: int | None, rejected: int, received: int,
-                      clock_skew_s: float | None, check_owner: bool) -> Ingested:
+                      clock_skew_s: float | None, check_owner: bool, alerts: Sequence[AlertEventIn],
+                      reports: Sequence[ModelReportRow] | None) -> Ingested:
         if self._parts.lacking(readings.stamps):  # a week no partition covers: create it first
             async with self._con() as con:
                 await self._parts.ensure(con, readings.stamps)
         async with self._con() as con, con.transaction():
             await con.execute(q.LOCK_EDGE, edge)
-            devices, owners = await _claim_devices(con, edge if check_owner else None,
-                                                   {f.device_id for f in readings.frames}, now_us)
+            devices, owners = await _claim_devices(
+                con, edge if check_owner else None, {f.device_id for f in readings.frames} | {a.device for a in alerts},
+                now_us)
             owned, others = split_owned(readings, edge, owners) if check_owner else (readings, {})
+            new_alerts = await ml.store_alerts(con, edge, [a for a in alerts if a.device not in others], now_us)
+            if reports is not None:
+                await ml.store_reports(con, edge, reports)
             refused = len(readings) - len(owned)  # frames of devices of other edges
             frames, stamps, seqs = owned.frames, owned.stamps, owned.seqs
             ids = [devices[f.device_id] for f in frames]
@@ -243,7 +260,7 @@ class PostgresStorage(Storage):
             for payload in notices(self.origin, spans(frames, stamps)):
                 await con.execute(q.NOTIFY, CHANNEL, payload)
         self._series.update(series)
-        return frames, len(samples), others
+        return frames, len(samples), others, new_alerts
 
     async def _series_ids(self, con: asyncpg.Connection, devices: dict[str, int], wanted: set[tuple[str, str]],
                           frames: Sequence[TelemetryFrame]) -> dict[tuple[str, str], int]:
@@ -411,6 +428,7 @@ class PostgresStorage(Storage):
             await self._make_partitions(con)
             if rollups_before is not None:
                 deleted += _count(await con.execute("DELETE FROM rollups WHERE bucket < $1", rollups_before))
+                deleted += await ml.purge_alerts(con, rollups_before)
         return deleted
 
     async def _purge_table(self, con: asyncpg.Connection, table: str, cutoff: int) -> int:
@@ -437,6 +455,64 @@ class PostgresStorage(Storage):
     async def assembly_ids(self) -> list[str]:
         async with self._con() as con:
             return [r[0] for r in await con.fetch(q.ASSEMBLY_IDS)]
+
+    # --- model registry and alerts (cloud.storage.postgres_registry) -------------------
+    async def put_model(self, model: NewModel, version: int | None = None) -> tuple[ModelVersion, bool]:
+        async with self._con() as con:
+            return await ml.put_model(con, model, version)
+
+    async def models(self, name: str | None = None) -> list[ModelVersion]:
+        async with self._con() as con:
+            return await ml.models(con, name)
+
+    async def model_version(self, name: str, version: int) -> ModelVersion | None:
+        async with self._con() as con:
+            return await ml.model_version(con, name, version)
+
+    async def model_package(self, name: str, version: int) -> tuple[str, bytes] | None:
+        async with self._con() as con:
+            return await ml.model_package(con, name, version)
+
+    async def delete_model(self, name: str, version: int) -> None:
+        async with self._con() as con:
+            await ml.delete_model(con, name, version)
+
+    async def assignments(self) -> list[Assignment]:
+        async with self._con() as con:
+            return await ml.assignments(con)
+
+    async def assign(self, scope: str, target: str | None, model: str, version: int, by: str,
+                     now_us: int) -> Assignment:
+        async with self._con() as con:
+            return await ml.assign(con, scope, target, model, version, by, now_us)
+
+    async def unassign(self, scope: str, target: str | None, by: str, now_us: int) -> bool:
+        async with self._con() as con:
+            return await ml.unassign(con, scope, target, by, now_us)
+
+    async def assignment_changes(self, limit: int) -> list[AssignmentChange]:
+        async with self._con() as con:
+            return await ml.assignment_changes(con, limit)
+
+    async def alerts(self, query: AlertQuery) -> list[AlertRecord]:
+        async with self._con() as con:
+            return await ml.alerts(con, query)
+
+    async def alert(self, alert_id: int) -> AlertRecord | None:
+        async with self._con() as con:
+            return await ml.alert(con, alert_id)
+
+    async def ack_alert(self, alert_id: int, by: str, comment: str, now_us: int) -> AlertRecord:
+        async with self._con() as con:
+            return await ml.ack_alert(con, alert_id, by, comment, now_us)
+
+    async def model_reports(self) -> list[ModelReportRow]:
+        async with self._con() as con:
+            return await ml.model_reports(con)
+
+    async def ml_counts(self) -> MlCounts:
+        async with self._con() as con:
+            return await ml.ml_counts(con)
 
 
 async def _claim_devices(con: asyncpg.Connection, claimant: str | None, names: set[str],

@@ -24,13 +24,14 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from itertools import chain, repeat
 from pathlib import Path
 from typing import Any, TypeVar
 
 from cloud.migrations import MIGRATIONS
+from cloud.storage import sqlite_registry as ml
 from cloud.storage import sqlite_sql as q
 from cloud.storage.base import (
     AssemblyRecord,
@@ -51,6 +52,17 @@ from cloud.storage.base import (
     field_kinds,
     frame_columns,
     split_owned,
+)
+from cloud.storage.registry import (
+    AlertEventIn,
+    AlertQuery,
+    AlertRecord,
+    Assignment,
+    AssignmentChange,
+    MlCounts,
+    ModelReportRow,
+    ModelVersion,
+    NewModel,
 )
 from cloud.storage.rollups import Partial, rollup_spans, rows_to_store
 from shared.batch import EdgeHealth
@@ -162,19 +174,25 @@ class SQLiteStorage(Storage):
     # --- ingest ----------------------------------------------------------------------
     async def _ingest(self, edge: str, readings: Readings, health: EdgeHealth | None,
                       now_us: int, last_seq: int | None, rejected: int, received: int,
-                      clock_skew_s: float | None, check_owner: bool) -> Ingested:
+                      clock_skew_s: float | None, check_owner: bool, alerts: Sequence[AlertEventIn],
+                      reports: Sequence[ModelReportRow] | None) -> Ingested:
         return await self._write(self._ingest_sync, edge, readings, health, now_us, last_seq, rejected, received,
-                                 clock_skew_s, check_owner)
+                                 clock_skew_s, check_owner, alerts, reports)
 
     def _ingest_sync(self, con: sqlite3.Connection, edge: str, readings: Readings, health: EdgeHealth | None,
                      now_us: int, last_seq: int | None, rejected: int, received: int,
-                     clock_skew_s: float | None, check_owner: bool) -> Ingested:
+                     clock_skew_s: float | None, check_owner: bool, alerts: Sequence[AlertEventIn],
+                     reports: Sequence[ModelReportRow] | None) -> Ingested:
         new_series: dict[tuple[str, str], int] = {}
         con.execute("BEGIN IMMEDIATE")
         try:
             devices, owners = _claim_devices(con, edge if check_owner else None,
-                                             {f.device_id for f in readings.frames}, now_us)
+                                             {f.device_id for f in readings.frames} | {a.device for a in alerts},
+                                             now_us)
             owned, others = split_owned(readings, edge, owners) if check_owner else (readings, {})
+            new_alerts = ml.store_alerts(con, edge, [a for a in alerts if a.device not in others], now_us)
+            if reports is not None:
+                ml.store_reports(con, edge, reports)
             refused, readings = len(readings) - len(owned), owned  # frames of devices of other edges
             ids = [devices[f.device_id] for f in readings.frames]
             stored, stamps = _insert_frames(con, edge, readings, ids)
@@ -204,7 +222,7 @@ class SQLiteStorage(Storage):
                 con.execute("ROLLBACK")
             raise
         self._series.update(new_series)
-        return stored, len(rows), others
+        return stored, len(rows), others, new_alerts
 
     # --- identities ------------------------------------------------------------------
     async def create_identity(self, kind: str, name: str, role: str, token_hash: str, now_us: int) -> bool:
@@ -311,6 +329,8 @@ class SQLiteStorage(Storage):
             for dev in devices:
                 deleted += await self._write(lambda con, d=dev: con.execute(
                     "DELETE FROM frames WHERE device_id = ? AND ts < ?", (d, samples_before)).rowcount)
+        if rollups_before is not None:
+            deleted += await self._write(ml.purge_alerts, rollups_before)
         return deleted
 
     # --- physics assemblies ----------------------------------------------------------
@@ -324,6 +344,50 @@ class SQLiteStorage(Storage):
 
     async def assembly_ids(self) -> list[str]:
         return await self._read(lambda con: [r[0] for r in con.execute(q.ASSEMBLY_IDS)])
+
+    # --- model registry and alerts (cloud.storage.sqlite_registry) ---------------------
+    async def put_model(self, model: NewModel, version: int | None = None) -> tuple[ModelVersion, bool]:
+        return await self._write(ml.put_model, model, version)
+
+    async def models(self, name: str | None = None) -> list[ModelVersion]:
+        return await self._read(ml.models, name)
+
+    async def model_version(self, name: str, version: int) -> ModelVersion | None:
+        return await self._read(ml.model_version, name, version)
+
+    async def model_package(self, name: str, version: int) -> tuple[str, bytes] | None:
+        return await self._read(ml.model_package, name, version)
+
+    async def delete_model(self, name: str, version: int) -> None:
+        await self._write(ml.delete_model, name, version)
+
+    async def assignments(self) -> list[Assignment]:
+        return await self._read(ml.assignments)
+
+    async def assign(self, scope: str, target: str | None, model: str, version: int, by: str,
+                     now_us: int) -> Assignment:
+        return await self._write(ml.assign, scope, target, model, version, by, now_us)
+
+    async def unassign(self, scope: str, target: str | None, by: str, now_us: int) -> bool:
+        return await self._write(ml.unassign, scope, target, by, now_us)
+
+    async def assignment_changes(self, limit: int) -> list[AssignmentChange]:
+        return await self._read(ml.assignment_changes, limit)
+
+    async def alerts(self, query: AlertQuery) -> list[AlertRecord]:
+        return await self._read(ml.alerts, query)
+
+    async def alert(self, alert_id: int) -> AlertRecord | None:
+        return await self._read(ml.alert, alert_id)
+
+    async def ack_alert(self, alert_id: int, by: str, comment: str, now_us: int) -> AlertRecord:
+        return await self._write(ml.ack_alert, alert_id, by, comment, now_us)
+
+    async def model_reports(self) -> list[ModelReportRow]:
+        return await self._read(ml.model_reports)
+
+    async def ml_counts(self) -> MlCounts:
+        return await self._read(ml.ml_counts)
 
 
 def _migrate(con: sqlite3.Connection) -> list[int]:

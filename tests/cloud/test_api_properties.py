@@ -20,6 +20,8 @@ from tests.cloud.apiclient import auth, batch, wire
 from tests.cloud.server import CloudServer
 
 EXAMPLES = 60
+# Model uploads are a package's bytes (application/zip): generated as raw bytes, like octet-stream.
+schemathesis.serializer.alias("application/zip", "application/octet-stream")
 
 
 @pytest.fixture(scope="module")

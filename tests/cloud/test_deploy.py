@@ -11,6 +11,7 @@ import yaml
 from cloud.config import load_cloud_config
 from cloud.metrics import Metrics
 from cloud.storage.base import EdgeRecord
+from cloud.storage.registry import MlCounts
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,7 +26,8 @@ def test_every_dashboard_query_uses_metrics_the_service_exports() -> None:
     edge = EdgeRecord("edge-1", 0, False, last_seen=1, queue_depth=3, oldest_age_s=1.5, drops={"disk": 1},
                       quarantined=0, frames_stored=5, clock_skew_s=0.1)
     metrics = Metrics(replica="cloud-1")
-    text = metrics.render([edge]).decode()  # the fleet's series, read from the database at each scrape
+    ml = MlCounts(alerts_open=2, alerts_unacknowledged=3, drift={"warn": 1, "drift": 0})
+    text = metrics.render([edge], ml).decode()  # the fleet's series, read from the database at each scrape
     exported = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
     for family in metrics.registry.collect():  # this replica's, with or without samples yet
         exported |= {family.name, f"{family.name}_total", f"{family.name}_bucket", f"{family.name}_count",

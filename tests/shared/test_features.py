@@ -226,3 +226,60 @@ def test_shape_features_do_not_depend_on_the_scale_of_the_readings(factor: float
     x = np.random.default_rng(3).laplace(0, 1, (32, 1))
     shape = ["crest", "kurtosis"]
     np.testing.assert_allclose(window_features(x * factor, shape), window_features(x, shape), rtol=1e-5)
+
+
+@settings(max_examples=100, deadline=None)
+@given(n=st.integers(4, 300), seed=st.integers(0, 2**32 - 1),
+       edges=st.lists(st.integers(0, 1000), min_size=2, max_size=2, unique=True))
+def test_relative_bands_are_the_share_of_scipys_periodogram(n: int, seed: int, edges: list[int]) -> None:
+    lo, hi = sorted(e / 1000 for e in edges)
+    band = Band(lo, hi, relative=True)
+    if not band.bins(n):
+        assert window_length_problems(n, [band.name])
+        return
+    x = np.random.default_rng(seed).normal(0, 1, n) * 1e3 + np.linspace(0, 3, n)
+    got = float(window_features(x[:, np.newaxis], [band.name])[0])
+    assert got == pytest.approx(_reference_band(x, lo, hi) / _reference_band(x, 0, 1), rel=1e-5, abs=1e-7)
+
+
+@pytest.mark.parametrize("scale", [1e-6, 1.0, 1e6])
+def test_log_features_are_log10_of_the_scipy_values_above_the_floor(scale: float) -> None:
+    x = np.random.default_rng(7).normal(0, 1, 128) * scale
+    names = ["log:std", "log:rms", "log:peak", "log:crest", "log:band:0.1-0.4", "log:relband:0-0.2"]
+    got = window_features(x[:, np.newaxis], names).astype(np.float64)
+    want = [scipy.stats.tstd(x, ddof=0), np.sqrt(np.mean(x ** 2)), np.max(np.abs(x)),
+            np.max(np.abs(x)) / np.sqrt(np.mean(x ** 2)), _reference_band(x, 0.1, 0.4),
+            _reference_band(x, 0, 0.2) / _reference_band(x, 0, 1)]
+    assert got == pytest.approx(np.log10(np.asarray(want) + 1e-12), abs=1e-5)
+
+
+def test_a_silent_window_has_the_log_floor_and_no_band_share() -> None:
+    got = _one([0.0] * 32, ["log:rms", "log:band:0-0.5", "relband:0-0.5", "log:relband:0.5-1"])
+    assert got == pytest.approx({"log:rms": -12, "log:band:0-0.5": -12, "relband:0-0.5": 0,
+                                 "log:relband:0.5-1": -12})
+    assert _one([3.0] * 32, ["relband:0-1"]) == {"relband:0-1": 0.0}  # a constant has no spectrum to share
+
+
+def test_relative_bands_do_not_depend_on_the_scale_of_the_readings() -> None:
+    x = np.random.default_rng(3).normal(0, 1, 64)[:, np.newaxis]
+    names = ["relband:0-0.25", "relband:0.25-1"]
+    small, large = window_features(x * 1e-5, names), window_features(x * 1e5, names)
+    assert small == pytest.approx(large, rel=1e-5)
+    assert float(small.astype(np.float64).sum()) == pytest.approx(1.0, rel=1e-5)
+
+
+@pytest.mark.parametrize(("name", "canonical"), [("log:band:0.10-0.250", "log:band:0.1-0.25"),
+                                                 ("relband:0-1.0", "relband:0-1"), ("log:rms", "log:rms")])
+def test_derived_feature_names_have_one_spelling(name: str, canonical: str) -> None:
+    assert normalise_feature(name) == canonical
+
+
+@pytest.mark.parametrize("name", ["log:mean", "log:kurtosis", "log:log:rms", "log:", "log:band:0.5-0.2",
+                                  "relband:0-2", "Log:rms", "logband:0-1"])
+def test_derived_features_that_are_not_defined_are_refused(name: str) -> None:
+    with pytest.raises(InputError):
+        normalise_feature(name)
+
+
+def test_a_logged_band_too_narrow_for_the_window_is_refused() -> None:
+    assert window_length_problems(4, ["log:band:0.1-0.2"]) and window_length_problems(4, ["relband:0.1-0.2"])

@@ -89,6 +89,18 @@ def test_overheat_with_a_duration_cools_down_again() -> None:
     assert not cooled.overtemp_alarm
 
 
+def test_drift_moves_the_pressure_reading_by_up_to_2_bar_and_alarms_nothing() -> None:
+    clean, drifting = Machine(1, 3), faulty("machine-1:drift@20s", 3)
+    before = [(a.pressure_bar, b.pressure_bar) for a, b in zip(run(clean, 20), run(drifting, 20), strict=True)]
+    assert all(a == b for a, b in before)  # same seed, no drift yet: the same readings
+    later = list(zip(run(clean, 200), run(drifting, 200), strict=True))
+    offsets = [b.pressure_bar - a.pressure_bar for a, b in later]
+    assert offsets[49] == pytest.approx(0.02 * 5.0, abs=1e-6)  # 5 s into the drift
+    assert offsets[-1] == pytest.approx(2.0, abs=1e-6)  # capped
+    assert all(a.spindle_temp_c == b.spindle_temp_c for a, b in later)  # the process itself is unchanged
+    assert not any(b.fault for _, b in later)
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3, 4, 5, 6])
 def test_bearing_wear_raises_vibration_past_the_alarm_within_120_s(seed: int) -> None:
     machine = faulty("machine-1:bearing_wear@20s", seed)
