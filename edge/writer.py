@@ -23,7 +23,6 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from edge.logthrottle import Throttle
 from edge.store import QueueFull, Store, StoreError
-from shared.batch import AlertEvent
 from shared.frame import TelemetryFrame
 
 __all__ = ["StoreWriter"]
@@ -31,8 +30,6 @@ __all__ = ["StoreWriter"]
 log = logging.getLogger(__name__)
 
 CommitHook = Callable[[Sequence[TelemetryFrame]], Awaitable[None]]
-# frames, the future a durable caller waits on, and the model alerts that came with the frames
-_Item = tuple[Sequence[TelemetryFrame], asyncio.Future[None] | None, Sequence[AlertEvent]]
 _RETRY_DELAY = 1.0
 _DRAIN_TIMEOUT = 5.0
 _REJECT_QUEUE = 1000
@@ -54,7 +51,7 @@ class StoreWriter:
         self.max_frames = max_frames
         self.max_delay = max_delay
         self.queue_frames = queue_frames
-        self._items: deque[_Item] = deque()
+        self._items: deque[tuple[Sequence[TelemetryFrame], asyncio.Future[None] | None]] = deque()
         self._queued = 0
         self._cond = asyncio.Condition()
         self._hooks: list[CommitHook] = []
@@ -63,7 +60,7 @@ class StoreWriter:
         self.commits = 0
         self.waits = 0  # how often a caller had to wait for room (backpressure engaged)
         self.rejected: dict[str, int] = {}
-        self._inflight: list[_Item] | None = None
+        self._inflight: list[tuple[Sequence[TelemetryFrame], asyncio.Future[None] | None]] | None = None
         self._quarantine_log = Throttle(log, _LOG_EVERY)  # on a full disk this would repeat per bad message
         self._rejects: asyncio.Queue[tuple[str, str, bytes | None]] = asyncio.Queue(_REJECT_QUEUE)
 
@@ -77,21 +74,16 @@ class StoreWriter:
 
     # --- FrameSink -----------------------------------------------------------
 
-    async def put(self, frames: Sequence[TelemetryFrame], *, durable: bool = False,
-                  alerts: Sequence[AlertEvent] = ()) -> None:
-        """Queue frames; with ``durable=True`` return once committed, or raise QueueFull if the queue refused them.
-
-        ``alerts`` (model alerts raised by these frames) are committed in the same transaction, and
-        kept even when the queue refuses the frames (see ``Store.append``).
-        """
-        if not frames and not alerts:
+    async def put(self, frames: Sequence[TelemetryFrame], *, durable: bool = False) -> None:
+        """Queue frames; with ``durable=True`` return once committed, or raise QueueFull if the queue refused them."""
+        if not frames:
             return
         waiter: asyncio.Future[None] | None = asyncio.get_running_loop().create_future() if durable else None
         async with self._cond:
             if self._queued >= self.queue_frames:
                 self.waits += 1
                 await self._cond.wait_for(lambda: self._queued < self.queue_frames)
-            self._items.append((frames, waiter, alerts))
+            self._items.append((frames, waiter))
             self._queued += len(frames)
             self._cond.notify_all()
         if waiter is not None:
@@ -146,13 +138,13 @@ class StoreWriter:
                 # shutdown drain or to the writer the supervisor starts after a crash, and its durable
                 # callers still wait for it.
                 self._items.extendleft(reversed(self._inflight))
-                self._queued += sum(len(f) for f, _, _ in self._inflight)
+                self._queued += sum(len(f) for f, _ in self._inflight)
                 self._inflight = None
             if isinstance(exc, asyncio.CancelledError):
                 await self._drain()
             raise
 
-    async def _take(self) -> list[_Item]:
+    async def _take(self) -> list[tuple[Sequence[TelemetryFrame], asyncio.Future[None] | None]]:
         async with self._cond:
             await self._cond.wait_for(lambda: bool(self._items))
         # Gather for at most max_delay after the previous commit: few fsyncs at low
@@ -165,7 +157,7 @@ class StoreWriter:
             except TimeoutError:
                 break
         async with self._cond:
-            batch: list[_Item] = []
+            batch: list[tuple[Sequence[TelemetryFrame], asyncio.Future[None] | None]] = []
             taken = 0
             while self._items and (taken < self.max_frames or not batch):
                 item = self._items.popleft()
@@ -175,21 +167,18 @@ class StoreWriter:
             self._cond.notify_all()
         return batch
 
-    async def _commit(self, batch: list[_Item]) -> None:
-        frames = [f for frames, _, _ in batch for f in frames]
-        alerts = [a for _, _, alerts in batch for a in alerts]
+    async def _commit(self, batch: list[tuple[Sequence[TelemetryFrame], asyncio.Future[None] | None]]) -> None:
+        frames = [f for frames, _ in batch for f in frames]
         self._inflight = batch
         failing_since: float | None = None
         last_logged = 0.0
         while True:
             try:
-                await self.store.append(frames, alerts=alerts)
+                await self.store.append(frames)
                 break
             except QueueFull as exc:
                 self._inflight = None
                 await self._refuse(batch, exc)
-                if alerts:
-                    await self._after_commit([])  # the alerts were stored: wake the uplink
                 return
             except StoreError as exc:
                 # The frames stay in memory and sources wait: nothing is dropped here.
@@ -208,22 +197,21 @@ class StoreWriter:
         self._last_commit = time.monotonic()
         self.commits += 1
         self.committed_frames += len(frames)
-        for _, waiter, _ in batch:
+        for _, waiter in batch:
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
-        await self._after_commit(frames)
-
-    async def _after_commit(self, frames: Sequence[TelemetryFrame]) -> None:
         for hook in self._hooks:
             try:
                 await hook(frames)
             except Exception:  # noqa: BLE001 - side paths must never stop the writer; data is durable
                 log.exception("after-commit step %s failed; continuing", getattr(hook, "__qualname__", hook))
 
-    async def _refuse(self, batch: list[_Item], exc: QueueFull) -> None:
+    async def _refuse(
+        self, batch: list[tuple[Sequence[TelemetryFrame], asyncio.Future[None] | None]], exc: QueueFull
+    ) -> None:
         """The queue took none of the batch: durable callers are told (they keep their frames), the rest counted."""
         unacked = dropped = 0
-        for frames, waiter, _ in batch:
+        for frames, waiter in batch:
             if waiter is None:
                 dropped += len(frames)
                 continue
@@ -236,7 +224,7 @@ class StoreWriter:
         """On shutdown: commit what is already queued, within a bound."""
         if not self._items:
             return
-        pending = sum(len(f) for f, _, _ in self._items)
+        pending = sum(len(f) for f, _ in self._items)
         log.info("shutting down: committing %d queued frames", pending)
         try:
             async with asyncio.timeout(_DRAIN_TIMEOUT):
@@ -246,5 +234,5 @@ class StoreWriter:
                     self._queued = 0
                     await self._commit(batch)
         except TimeoutError:
-            left = sum(len(f) for f, _, _ in self._items)
+            left = sum(len(f) for f, _ in self._items)
             log.error("shutdown: %d frames were still queued in memory and are lost", left)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,6 @@ import pytest
 from edge.config import StoreConfig
 from edge.store import QueueFull, Store
 from edge.writer import StoreWriter
-from shared.batch import AlertEvent
 from shared.frame import TelemetryFrame
 
 T0 = 1_800_000_000.0
@@ -159,11 +157,11 @@ class StoreWithABug(Store):
 
     appends = 0
 
-    async def append(self, frames, *, alerts=()):  # type: ignore[no-untyped-def]
+    async def append(self, frames):  # type: ignore[no-untyped-def]
         StoreWithABug.appends += 1
         if StoreWithABug.appends == 1:
             raise RuntimeError("a bug in the write path")
-        return await super().append(frames, alerts=alerts)
+        return await super().append(frames)
 
 
 async def test_a_writer_restarted_after_a_crash_stores_the_batch_it_held_and_answers_its_callers(
@@ -185,46 +183,4 @@ async def test_a_writer_restarted_after_a_crash_stores_the_batch_it_held_and_ans
             async with asyncio.timeout(10):
                 await restarted
     assert [row.ts for row in await store.read()] == [T0, T0 + 1]
-    await store.close()
-
-
-def alert(i: int) -> AlertEvent:
-    return AlertEvent(alert_id=f"a-{i}", event="raised", device_id="press-1", ts=T0 + i, model="m", version=1,
-                      score=0.95, threshold=0.9)
-
-
-async def test_alerts_are_committed_with_their_frames_and_wake_the_after_commit_hooks(tmp_path: Path) -> None:
-    store, writer = await make(tmp_path)
-    woken: list[int] = []
-
-    async def hook(frames: Sequence[TelemetryFrame]) -> None:
-        woken.append(len(frames))
-
-    writer.on_commit(hook)
-    async with asyncio.TaskGroup() as tg:
-        task = tg.create_task(writer.run(), name="writer")
-        await writer.put([frame(0), frame(1)], durable=True, alerts=[alert(1)])
-        await writer.put([], durable=True, alerts=[alert(2)])  # an alert alone (a clearing after the last frame)
-        task.cancel()
-    assert [r.alert_dict()["alert_id"] for r in await store.read_alerts()] == ["a-1", "a-2"]
-    assert store.depth == 2 and woken == [2, 0]
-    await store.close()
-
-
-async def test_a_full_queue_refuses_the_frames_but_keeps_their_alerts(tmp_path: Path) -> None:
-    store = Store(tmp_path / "q.db", StoreConfig(disk_budget="1MiB", when_full="drop_newest"))
-    await store.open()
-    writer = StoreWriter(store, max_frames=1000, max_delay=0.001, queue_frames=10_000)
-    wide = [TelemetryFrame(ts=T0 + i, device_id="press-1", sensors={f"s{k}": float(k) for k in range(40)})
-            for i in range(6000)]
-    refused = 0
-    async with asyncio.TaskGroup() as tg:
-        task = tg.create_task(writer.run(), name="writer")
-        for n, start in enumerate(range(0, 6000, 200)):
-            try:
-                await writer.put(wide[start:start + 200], durable=True, alerts=[alert(n)])
-            except QueueFull:
-                refused += 1
-        task.cancel()
-    assert refused > 0 and store.alert_depth == 30
     await store.close()
