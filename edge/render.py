@@ -106,6 +106,16 @@ def _alerts_line(a: dict[str, Any]) -> str:
     return line
 
 
+def _download_lines(d: dict[str, Any]) -> list[str]:
+    """Trouble fetching models from the cloud (nothing while all is well: the models line says what serves)."""
+    out = []
+    if d.get("last_error"):
+        out.append(f"models from the cloud: {str(d['last_error'])[:200]}")
+    for sha256, reason in sorted((d.get("refused_packages") or {}).items())[:3]:
+        out.append(f"package {sha256[:12]} refused: {str(reason)[:160]}")
+    return [f"{_INDENT}{line}" for line in out]
+
+
 def render_queue_stats(q: dict[str, Any]) -> str:
     drops = ", ".join(f"{k} {v:,}" for k, v in sorted(q.get("drops", {}).items()) if v) or "none"
     lines = [
@@ -174,6 +184,7 @@ def render_status(s: dict[str, Any]) -> str:
         if state in ("retrying", "refused_auth") and cloud.get("last_error"):
             retry = cloud.get("retry_in")
             out.append(f"              {cloud['last_error'][:200]}" + (f"; retrying in {retry:.0f} s" if retry else ""))
+        out.extend(_download_lines(s.get("model_downloads") or {}))
     else:
         out.append("cloud:        no uplink configured")
     out.append(render_queue_stats(s["queue"]))
