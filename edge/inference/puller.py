@@ -29,7 +29,7 @@ import time
 import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 import httpx
 from pydantic import ValidationError
@@ -38,7 +38,10 @@ from edge.config import UplinkConfig
 from edge.inference.engine import LocalAssignment
 from edge.uplink.sender import cloud_client
 from shared.errors import TwinedgeError
-from shared.modelpackage import MAX_PACKAGE, AssignmentList, ModelAssignment
+
+if TYPE_CHECKING:
+    # Imported where used: shared.modelpackage brings numpy, which an edge without models never loads.
+    from shared.modelpackage import ModelAssignment
 
 __all__ = ["AssignmentTaker", "DownloadRefused", "ModelPuller"]
 
@@ -154,17 +157,26 @@ class ModelPuller:
             self._unreachable(f"the cloud answered the model list with {_reason(response)}")
             return None
         try:
-            found = AssignmentList.model_validate_json(response.content)
+            data = json.loads(response.content)
+            if data == {"assignments": []}:
+                found: list[ModelAssignment] = []
+            else:
+                from shared.modelpackage import AssignmentList
+
+                found = AssignmentList.model_validate(data).assignments
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(part) for part in first["loc"])
             self._unreachable(f"the cloud's model list is unreadable ({exc.error_count()} problems; first: "
                               f"{where}: {first['msg']})")
             return None
+        except ValueError as exc:
+            self._unreachable(f"the cloud's model list is not JSON: {exc}")
+            return None
         if self._cloud_down:
             log.info("the model list is readable again")
         self._cloud_down, self.last_error = False, None
-        return found.assignments
+        return found
 
     def _unreachable(self, reason: str) -> None:
         self.last_error = reason
@@ -203,6 +215,8 @@ class ModelPuller:
 
     async def download(self, client: httpx.AsyncClient, a: ModelAssignment) -> Path:
         """Stream the package of ``a`` into ``models_dir``, checked on the way; DownloadRefused if unusable."""
+        from shared.modelpackage import MAX_PACKAGE
+
         if a.size > MAX_PACKAGE:
             raise DownloadRefused(f"it is {a.size:,} bytes, over the {MAX_PACKAGE:,}-byte limit of a package")
         url = (f"/api/v1/models/{urllib.parse.quote(a.model, safe='')}/versions/{a.version}/package")
@@ -242,6 +256,10 @@ class ModelPuller:
 
     def _read_state(self) -> tuple[list[ModelAssignment], list[ModelAssignment]]:
         path = self.models_dir / STATE_FILE
+        if not path.exists():
+            return [], []
+        from shared.modelpackage import ModelAssignment
+
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             return ([ModelAssignment.model_validate(a) for a in data["assignments"]],

@@ -94,6 +94,11 @@ async def test_an_assigned_package_is_downloaded_verified_and_handed_to_the_engi
     assert len(engine.calls) == 1
     kept = json.loads((tmp_path / "models" / "assignments.json").read_text())
     assert [a["model"] for a in kept["assignments"]] == ["spindle"]
+    gone = httpx.delete(f"{cloud.base_url}/api/v1/model-assignments", params={"scope": "edge", "target": EDGE},
+                        headers={"Authorization": f"Bearer {cloud.admin_token}"}, timeout=10)
+    assert gone.status_code == 204, gone.text
+    await poll(p)  # unassigned in the cloud: the engine serves nothing from the cloud, the file stays for a rollback
+    assert engine.calls[-1] == [] and given.path.is_file()
 
 
 async def test_a_restart_without_the_cloud_serves_the_kept_models_and_old_versions_are_pruned(
@@ -139,6 +144,7 @@ class FakeCloud(http.server.ThreadingHTTPServer):
         self.assignments: list[dict[str, Any]] = []
         self.packages: dict[str, tuple[str, bytes]] = {}  # path -> (how, body)
         self.requests: list[str] = []
+        self.raw_list: bytes | None = None  # sent as the model list instead of the assignments when set
 
     @property
     def url(self) -> str:
@@ -160,7 +166,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - the http.server interface
         self.server.requests.append(self.path)
         if self.path == f"/api/v1/edges/{EDGE}/models":
-            self._send(200, json.dumps({"assignments": self.server.assignments}).encode())
+            body = self.server.raw_list or json.dumps({"assignments": self.server.assignments}).encode()
+            self._send(200, body)
             return
         how, body = self.server.packages.get(self.path, ("404", b""))
         if how == "404":
@@ -260,3 +267,14 @@ async def test_kept_assignments_that_are_damaged_are_ignored_with_a_warning(
     p = puller(tmp_path, "http://127.0.0.1:9", "x", engine)
     await p.restore()
     assert engine.calls == [] and "cannot read the kept model assignments" in caplog.text
+
+
+async def test_an_answer_that_is_not_json_changes_nothing(fake: FakeCloud, tmp_path: Path) -> None:
+    engine = Recorder()
+    p = puller(tmp_path, fake.url, "edge-token", engine)
+    fake.offer("m", 1, PACKAGE)
+    await poll(p)
+    assert len(engine.calls) == 1
+    fake.raw_list = b"<html>gateway timeout</html>"
+    await poll(p)
+    assert len(engine.calls) == 1 and p.last_error is not None and "not JSON" in p.last_error
