@@ -70,6 +70,10 @@ class StoreConfig(StrictModel):
     synchronous: Literal["full", "normal"] = Field(
         "full", description="full survives power cuts; normal only process crashes"
     )
+    alerts_max: int = Field(
+        100_000, ge=100, le=10_000_000,
+        description="model alerts kept while the cloud is away; past it the oldest go (counted)",
+    )
 
 
 class UplinkConfig(StrictModel):

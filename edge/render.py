@@ -97,10 +97,31 @@ def _disk_line(q: dict[str, Any]) -> str:
     return f"disk:         {_mb(used)} of {configured / 1e6:.0f} MB budget"
 
 
+def _alerts_line(a: dict[str, Any]) -> str:
+    """Model alerts waiting for the cloud (never dropped for the disk budget; past store.alerts_max the oldest)."""
+    line = f"alerts:       {a.get('pending', 0)} waiting for the cloud"
+    if a.get("pending"):
+        line += f", oldest {_age(a.get('oldest_age_s'))}"
+    if dropped := ", ".join(f"{k} {v:,}" for k, v in sorted((a.get("dropped") or {}).items()) if v):
+        line += f"; DROPPED: {dropped}"
+    return line
+
+
+def _download_lines(d: dict[str, Any]) -> list[str]:
+    """Trouble fetching models from the cloud (nothing while all is well: the models line says what serves)."""
+    out = []
+    if d.get("last_error"):
+        out.append(f"models from the cloud: {str(d['last_error'])[:200]}")
+    for sha256, reason in sorted((d.get("refused_packages") or {}).items())[:3]:
+        out.append(f"package {sha256[:12]} refused: {str(reason)[:160]}")
+    return [f"{_INDENT}{line}" for line in out]
+
+
 def render_queue_stats(q: dict[str, Any]) -> str:
     drops = ", ".join(f"{k} {v:,}" for k, v in sorted(q.get("drops", {}).items()) if v) or "none"
     lines = [
         f"queue:        {q['depth']} frames waiting, oldest {_age(q.get('oldest_age_s'))}",
+        _alerts_line(q.get("alerts") or {}),
         _disk_line(q),
         f"drops:        {drops}",
     ]
@@ -157,13 +178,14 @@ def render_status(s: dict[str, Any]) -> str:
     if cloud:
         state = cloud["state"]
         line = f"cloud:        {state} ({cloud['url']}); last sync {_ago(cloud.get('last_sync'))}; " \
-               f"{cloud['frames_sent']} frames sent"
+               f"{cloud['frames_sent']} frames and {cloud.get('alerts_sent', 0)} alerts sent"
         if cloud.get("backlog_through") is not None:
             line += "; draining a backlog behind live data"
         out.append(line)
         if state in ("retrying", "refused_auth") and cloud.get("last_error"):
             retry = cloud.get("retry_in")
             out.append(f"              {cloud['last_error'][:200]}" + (f"; retrying in {retry:.0f} s" if retry else ""))
+        out.extend(_download_lines(s.get("model_downloads") or {}))
     else:
         out.append("cloud:        no uplink configured")
     out.extend(_model_lines(s.get("models") or {}))

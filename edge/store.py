@@ -9,6 +9,13 @@ and every such drop is counted by reason. The budget, capped by the free disk,
 and the reserve that keeps deletes possible on a full disk live in
 ``edge.queuefiles``. Every SQLite or OS error becomes a ``StoreError`` that says
 which file and what to do.
+
+Model alerts live in the same file, in a table of their own (``edge.alertqueue``)
+written in the same transaction as the frames they came with. They count in the
+disk budget, but the budget's policies drop and refuse frames only: at the
+budget, ``drop_oldest`` frees room from the oldest frames, and a batch whose
+frames are refused (``drop_newest``, or no room even after dropping) still has
+its alerts stored, as long as the disk takes them at all.
 """
 
 from __future__ import annotations
@@ -20,13 +27,15 @@ import logging
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiosqlite
 import msgpack
 
+from edge import alertqueue
+from edge.alertqueue import AlertRow, StoredAlert
 from edge.config import StoreConfig
 from edge.queuefiles import (
     HINT,
@@ -39,10 +48,12 @@ from edge.queuefiles import (
     prepare_files,
     set_aside_if_damaged,
 )
+from edge.queuestats import QueueStats
+from shared.batch import AlertEvent
 from shared.codec import encode_frame
 from shared.frame import TelemetryFrame
 
-__all__ = ["DiskFull", "QueueFull", "QueueStats", "Store", "StoreError", "StoredRow"]
+__all__ = ["DiskFull", "QueueFull", "QueueStats", "Store", "StoreError", "StoredAlert", "StoredRow"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -65,7 +76,7 @@ CREATE TABLE IF NOT EXISTS quarantine (
 );
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
+""" + alertqueue.ALERTS_SCHEMA
 QUARANTINE_MAX_ROWS = 2_000
 QUARANTINE_MAX_PAYLOAD = 32 * 1024  # with the row cap: at most 64 MB, inside the disk budget
 ROW_OVERHEAD = 80  # bytes a stored frame takes beyond its payload (row header, columns, identity index)
@@ -86,51 +97,6 @@ class StoredRow:
         return dict(msgpack.unpackb(self.payload, raw=False))
 
 
-@dataclass
-class QueueStats:
-    depth: int
-    oldest_seq: int | None
-    newest_seq: int | None
-    oldest_stored_at: float | None
-    disk: DiskUsage
-    full: bool = False  # the policy applied within the last report interval
-    policy: str = "drop_oldest"
-    drops: dict[str, int] = field(default_factory=dict)
-    refused_unacked: int = 0
-    duplicates: int = 0
-    quarantined: int = 0
-    resets: int = 0
-
-    @property
-    def used_bytes(self) -> int:
-        return self.disk.used
-
-    @property
-    def budget_bytes(self) -> int:
-        return self.disk.budget
-
-    def oldest_age(self, now: float | None = None) -> float | None:
-        if self.oldest_stored_at is None:
-            return None
-        return max(0.0, (now or time.time()) - self.oldest_stored_at)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "depth": self.depth,
-            "oldest_seq": self.oldest_seq,
-            "newest_seq": self.newest_seq,
-            "oldest_age_s": self.oldest_age(),
-            **self.disk.as_dict(),
-            "full": self.full,
-            "when_full": self.policy,
-            "drops": dict(self.drops),
-            "refused_unacked": self.refused_unacked,
-            "duplicates": self.duplicates,
-            "quarantined": self.quarantined,
-            "store_resets": self.resets,
-        }
-
-
 class Store:
     """The queue file. One connection; all writes go through ``append`` and ``ack``."""
 
@@ -141,9 +107,12 @@ class Store:
         self.report = FullReport(config.when_full)
         self._db: aiosqlite.Connection | None = None
         self._depth = 0
+        self._alerts = 0  # alert events waiting, and about how many bytes they take (kept in memory)
+        self._alert_bytes = 0
         self._counters: dict[str, int] = {}
         self._unsaved: dict[str, int] = {}  # counted while the disk refused every write; saved with the next one
         self._txn_deltas: dict[str, int] = {}
+        self._txn_alerts = (0, 0)  # alerts and bytes the open transaction adds (negative: deletes)
         self._page_size = 4096
         # One connection serves every coroutine: transactions must not interleave.
         self._txn = asyncio.Lock()
@@ -165,8 +134,8 @@ class Store:
             await self._bump({"store_resets": 1})
         await asyncio.to_thread(self.disk.make_reserve)
         usage = await self.usage()
-        log.info("queue %s open: %d frames waiting; %.1f MB of %s", self.path, self._depth, usage.used / 1e6,
-                 usage.describe())
+        log.info("queue %s open: %d frames and %d alerts waiting; %.1f MB of %s", self.path, self._depth,
+                 self._alerts, usage.used / 1e6, usage.describe())
         if usage.capped:
             log.warning(
                 "the queue's disk budget is %.0f MB but the filesystem under %s has only %.1f MB free: the queue "
@@ -195,6 +164,8 @@ class Store:
                 # A fresh file: start above any sequence an earlier file can have used.
                 start = int(time.time() * 1_000_000)
                 await db.execute("INSERT INTO sqlite_sequence(name, seq) VALUES('frames', ?)", (start,))
+            await alertqueue.start_sequence(db)
+            self._alerts, self._alert_bytes = await alertqueue.measure(db)
             async with db.execute("SELECT name, value FROM counters") as cur:
                 self._counters = {name: int(value) for name, value in await cur.fetchall()}
             async with db.execute("SELECT COUNT(*) FROM frames") as cur:
@@ -218,6 +189,11 @@ class Store:
     def depth(self) -> int:
         """Frames waiting in the queue (kept in memory; no COUNT(*) on a large table)."""
         return self._depth
+
+    @property
+    def alert_depth(self) -> int:
+        """Alert events waiting for the cloud (kept in memory)."""
+        return self._alerts
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -255,15 +231,19 @@ class Store:
         if self.config.when_full == "drop_newest":
             raise QueueFull(f"the queue is full ({usage.used / 1e6:.1f} MB of {usage.describe()}); policy "
                             "drop_newest refuses new frames", reason="disk_budget_newest")
-        if usage.wal + 2 * incoming > usage.budget:
-            # Not even an empty queue could take this batch: dropping the backlog would not help.
+        if usage.wal + self._alert_bytes + 2 * incoming > usage.budget:
+            # Not even a queue without frames could take this batch: dropping the backlog would not help.
+            if self._alert_bytes > usage.budget // 2:
+                raise QueueFull(f"the queue is full ({usage.describe()}) and {self._alerts:,} alerts waiting for the "
+                                f"cloud take {self._alert_bytes / 1e6:.1f} MB of it; alerts are kept, new frames "
+                                "are refused", reason="disk_budget_alerts")
             raise QueueFull(f"the disk is full: {usage.describe()} cannot take {incoming / 1e6:.1f} MB",
                             reason="disk_full")
         await self._drop_oldest(need - int(usage.budget * (1 - DROP_MARGIN)), usage)
 
     async def _drop_oldest(self, excess: int, usage: DiskUsage) -> int:
-        """Delete at least ``excess`` bytes of the oldest frames, in transactions the WAL can hold."""
-        per_frame = max(1, (usage.used - usage.wal) // max(1, self._depth))
+        """Delete at least ``excess`` bytes of the oldest frames, in transactions the WAL can hold (never alerts)."""
+        per_frame = max(1, (usage.used - usage.wal - self._alert_bytes) // max(1, self._depth))
         wanted = min(self._depth, excess // per_frame + 1)
         chunk = max(1, self.disk.slack // per_frame)
         dropped = 0
@@ -294,31 +274,55 @@ class Store:
 
     # --- writes --------------------------------------------------------------
 
-    async def append(self, frames: Sequence[TelemetryFrame]) -> int:
-        """Store frames in one transaction; returns how many were new (duplicates are skipped).
+    async def append(self, frames: Sequence[TelemetryFrame], *, alerts: Sequence[AlertEvent] = ()) -> int:
+        """Store frames and alerts in one transaction; returns how many frames were new (duplicates are skipped).
 
         Raises QueueFull when the frames cannot go in (policy drop_newest at the
         budget, or a disk with no room even after dropping the oldest frames);
-        nothing is stored or counted then: the caller decides (see ``refused``).
+        no frame is stored or counted then: the caller decides (see ``refused``).
+        The alerts are stored even then, in a transaction of their own, while the
+        disk takes them at all; alerts it cannot take are counted and logged.
         """
-        if not frames:
+        if not frames and not alerts:
             return 0
         now = time.time()
         rows = [(f.device_id, f.ts, now, encode_frame(f)) for f in frames]
-        incoming = sum(len(r[3]) + ROW_OVERHEAD for r in rows) + TXN_PAGES * self._page_size
-        await self._make_room(incoming)
+        alert_rows = alertqueue.alert_rows(alerts, now)
+        incoming = (sum(len(r[3]) + ROW_OVERHEAD for r in rows) + alertqueue.row_bytes(alert_rows)
+                    + TXN_PAGES * self._page_size)
 
         async def insert(db: aiosqlite.Connection) -> int:
-            cur = await db.executemany(
-                "INSERT OR IGNORE INTO frames(device_id, ts, stored_at, payload) VALUES (?, ?, ?, ?)", rows
-            )
-            inserted = cur.rowcount if cur.rowcount >= 0 else len(rows)
-            if inserted < len(rows):
-                await self._bump_in_txn({"duplicates": len(rows) - inserted})
+            inserted = 0
+            if rows:
+                cur = await db.executemany(
+                    "INSERT OR IGNORE INTO frames(device_id, ts, stored_at, payload) VALUES (?, ?, ?, ?)", rows
+                )
+                inserted = cur.rowcount if cur.rowcount >= 0 else len(rows)
+                if inserted < len(rows):
+                    await self._bump_in_txn({"duplicates": len(rows) - inserted})
+            if alert_rows:
+                await self._insert_alerts(db, alert_rows)
             return int(inserted)
 
+        if not rows:
+            with contextlib.suppress(QueueFull):  # alerts go in at the budget: only frames are refused
+                await self._make_room(incoming)
+            await self._alerts_alone(alert_rows, insert)
+            return 0
         try:
-            inserted = await self._write(f"write {len(rows)} frames", insert)
+            await self._make_room(incoming)
+            inserted = await self._write_or_drop(len(rows), incoming, insert)
+        except QueueFull:
+            await self._alerts_alone(alert_rows, functools.partial(self._insert_alerts, rows=alert_rows))
+            raise
+        self._depth += inserted
+        return inserted
+
+    async def _write_or_drop(self, n: int, incoming: int, insert: Callable[[aiosqlite.Connection], Awaitable[int]]
+                             ) -> int:
+        """Write a batch of ``n`` frames; when something else filled the disk, apply the policy and try again."""
+        try:
+            return await self._write(f"write {n} frames", insert)
         except DiskFull as exc:
             # Something else filled the disk: apply the policy now instead of retrying the same write.
             usage = await self.usage()
@@ -326,11 +330,35 @@ class Store:
                 raise QueueFull(f"the disk is full ({exc})", reason="disk_full") from None
             await self._drop_oldest(incoming + self.disk.headroom, usage)
             try:
-                inserted = await self._write(f"write {len(rows)} frames", insert)
+                return await self._write(f"write {n} frames", insert)
             except DiskFull:
                 raise QueueFull(f"the disk is full ({exc})", reason="disk_full") from None
-        self._depth += inserted
-        return inserted
+
+    async def _alerts_alone(self, rows: list[AlertRow], insert: Callable[[aiosqlite.Connection], Awaitable[object]]
+                            ) -> None:
+        """Store alerts without frames; on a disk that takes nothing at all, count and log them as lost."""
+        if not rows:
+            return
+        try:
+            await self._write(f"write {len(rows)} alerts", insert)
+        except DiskFull as exc:
+            await self._bump({"alert_drop:disk_full": len(rows)})
+            log.error("%d model alerts could not be stored and are lost: %s", len(rows), exc)
+
+    async def _insert_alerts(self, db: aiosqlite.Connection, rows: list[AlertRow]) -> None:
+        """Insert alerts in the current transaction; past ``store.alerts_max`` the oldest go (counted)."""
+        inserted, size = await alertqueue.insert(db, rows)
+        over = self._alerts + self._txn_alerts[0] + inserted - self.config.alerts_max
+        dropped = dropped_size = 0
+        if over > 0:
+            dropped, dropped_size = await alertqueue.delete_oldest(db, over)
+            await self._bump_in_txn({"alert_drop:over_cap": dropped})
+        self._txn_alerts = (self._txn_alerts[0] + inserted - dropped, self._txn_alerts[1] + size - dropped_size)
+        if inserted < len(rows):
+            await self._bump_in_txn({"alert_duplicates": len(rows) - inserted})
+        if dropped:
+            log.warning("more than %d model alerts are waiting for the cloud (store.alerts_max); the %d oldest "
+                        "were dropped", self.config.alerts_max, dropped)
 
     async def _write(self, what: str, body: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
         """Run ``body`` in a transaction; on a full disk release the reserve, checkpoint, and try once more."""
@@ -353,6 +381,7 @@ class Store:
         async with self._txn:
             db = self.db
             self._txn_deltas = {}
+            self._txn_alerts = (0, 0)
             unsaved = dict(self._unsaved)
             try:
                 await db.execute("BEGIN IMMEDIATE")
@@ -376,6 +405,8 @@ class Store:
                     del self._unsaved[name]
             for name, delta in self._txn_deltas.items():
                 self._counters[name] = self._counters.get(name, 0) + delta
+            self._alerts += self._txn_alerts[0]
+            self._alert_bytes = max(0, self._alert_bytes + self._txn_alerts[1])
 
     async def ack(self, through_seq: int, *, from_seq: int = 0, sent: int | None = None) -> int:
         """Delete the frames with from_seq <= seq <= through_seq (the cloud has them). Returns rows deleted.
@@ -410,6 +441,15 @@ class Store:
         if delivered_anyway > 0:
             await self._bump({"disk_budget_oldest": -delivered_anyway})
         return deleted
+
+    async def ack_alerts(self, through_seq: int) -> int:
+        """Delete the alerts with seq <= through_seq (the cloud has them). Returns how many were deleted."""
+        async def delete(db: aiosqlite.Connection) -> int:
+            deleted, size = await alertqueue.delete_through(db, through_seq)
+            self._txn_alerts = (-deleted, -size)
+            return deleted
+
+        return await self._write("delete acknowledged alerts", delete)
 
     async def quarantine(self, origin: str, reason: str, payload: bytes | None) -> None:
         """Keep refused input with its reason; the table is capped to the newest rows."""
@@ -484,6 +524,11 @@ class Store:
                 total += len(payload)
         return rows
 
+    async def read_alerts(self, *, after_seq: int = 0, limit: int = 500) -> list[StoredAlert]:
+        """The oldest alerts waiting with seq > after_seq, in sequence order, at most ``limit``."""
+        async with self._reading("read queued alerts"):
+            return await alertqueue.read(self.db, after_seq, limit)
+
     async def newest_seq(self) -> int | None:
         async with self._reading("read the newest sequence"), self.db.execute("SELECT MAX(seq) FROM frames") as cur:
             row = await cur.fetchone()
@@ -513,11 +558,18 @@ class Store:
                 if k.startswith(("drop:", "disk_budget_"))}
 
     @property
+    def alert_drops(self) -> dict[str, int]:
+        """Alert events dropped so far, by reason: ``over_cap`` (the table's row cap), ``disk_full``."""
+        return {k.split(":", 1)[1]: v for k, v in self._counters.items() if k.startswith("alert_drop:") and v}
+
+    @property
     def quarantined_count(self) -> int:
         return self._counters.get("quarantined", 0)
 
     async def stats(self) -> QueueStats:
         oldest = await self.oldest()
+        async with self._reading("read the oldest alert"):
+            oldest_alert = await alertqueue.oldest(self.db)
         return QueueStats(
             depth=self._depth,
             oldest_seq=oldest[0] if oldest else None,
@@ -531,6 +583,9 @@ class Store:
             duplicates=self._counters.get("duplicates", 0),
             quarantined=self.quarantined_count,
             resets=self._counters.get("store_resets", 0),
+            alerts=self._alerts,
+            oldest_alert_stored_at=oldest_alert[1] if oldest_alert else None,
+            alert_drops=self.alert_drops,
         )
 
 

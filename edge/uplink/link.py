@@ -5,6 +5,10 @@ delivers a batch, the limiter (``limiter``) paces the backlog. This module ties
 them to the store: it reads batches (the next one while the current one is in
 flight), applies acknowledgements and moves what the cloud refuses for good to
 the quarantine.
+
+Model alerts waiting in the store go first in every batch, and alone when no
+frame waits; they leave the store only through the cloud's
+``alerts_acked_through``, or, refused for good one by one, to the quarantine.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import httpx
 import msgpack
 
 from edge.config import UplinkConfig
-from edge.store import Store, StoredRow, StoreError
+from edge.store import Store, StoredAlert, StoredRow, StoreError
 from edge.uplink.limiter import BandwidthLimiter
 from edge.uplink.planner import BatchPlanner, Read
 from edge.uplink.sender import LinkState, Sender, SyncRefused, SyncTooLarge, encode_batch
@@ -34,8 +38,10 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class _Batch:
-    """A batch ready to send: its rows, whether they are backlog, the encoded body, the backlog split it assumed."""
+    """A batch ready to send: its alerts and rows, whether the rows are backlog, the encoded body, the backlog
+    split it assumed."""
 
+    alerts: list[StoredAlert]
     rows: list[StoredRow]
     backlog: bool
     body: bytes
@@ -67,6 +73,7 @@ class Uplink:
         self._wake = asyncio.Event()
         self._packer = msgpack.Packer(use_bin_type=True)
         self._last_post = 0.0
+        self._unacked_alerts_told = False
 
     async def on_commit(self, _frames: Sequence[TelemetryFrame]) -> None:
         self._wake.set()
@@ -84,34 +91,43 @@ class Uplink:
                 if ahead is None or self._worth_waiting(ahead):
                     ahead = await self._prepare()
                 self._last_post = time.monotonic()
-                if ahead.backlog and not await self._spend(len(ahead.body)):
+                if ahead.backlog and not ahead.alerts and not await self._spend(len(ahead.body)):
                     ahead = None
                     continue  # live data arrived while the backlog waited for bandwidth
                 ahead = await self._deliver_reading_ahead(client, ahead)
 
     def _worth_waiting(self, batch: _Batch) -> bool:
         """A short live batch inside ``interval`` of the last post: gather more instead of posting it now."""
-        return (len(batch.rows) < self.planner.limit and not batch.backlog
+        return (len(batch.rows) < self.planner.limit and not batch.backlog and not batch.alerts
                 and self._last_post + self.config.interval > time.monotonic())
 
     async def _prepare(self) -> _Batch:
-        rows, backlog = await self._next_batch()
+        alerts, rows, backlog = await self._next_batch()
         wait = self._last_post + self.config.interval - time.monotonic()
-        if len(rows) < self.planner.limit and not backlog and wait > 0:
+        if len(rows) < self.planner.limit and not backlog and not alerts and wait > 0:
             # A trickle of live data: gather for up to `interval` instead of one request per commit.
+            # (Alerts do not wait.)
             await asyncio.sleep(wait)
-            rows, backlog = await self._next_batch()
-        return await self._encode(rows, backlog, self.planner.backlog_through)
+            alerts, rows, backlog = await self._next_batch()
+        return await self._encode(alerts, rows, backlog, self.planner.backlog_through)
 
-    async def _encode(self, rows: list[StoredRow], backlog: bool, split: int | None) -> _Batch:
+    async def _encode(self, alerts: list[StoredAlert], rows: list[StoredRow], backlog: bool,
+                      split: int | None) -> _Batch:
         health = await self.health()
         body = await asyncio.to_thread(
-            encode_batch, self._packer, self.edge_id, rows, health, self.config.compression
+            encode_batch, self._packer, self.edge_id, rows, health, self.config.compression, alerts
         )
-        return _Batch(rows, backlog, body, split)
+        return _Batch(alerts, rows, backlog, body, split)
+
+    async def _read_alerts(self, after_seq: int = 0) -> list[StoredAlert]:
+        if not self.planner.sends_alerts or not self.store.alert_depth:
+            return []
+        return await self.store.read_alerts(after_seq=after_seq, limit=self.planner.alert_limit)
 
     async def _read(self, reads: list[Read]) -> tuple[list[StoredRow], bool]:
         """The first non-empty read of ``reads``, and whether it is backlog."""
+        if not self.planner.sends_frames:
+            return [], False
         for read in reads:
             rows = await self.store.read(after_seq=read.after_seq, through_seq=read.through_seq,
                                          limit=self.planner.limit, max_bytes=self.config.batch_max_bytes)
@@ -119,8 +135,8 @@ class Uplink:
                 return rows, read.backlog
         return [], False
 
-    async def _next_batch(self) -> tuple[list[StoredRow], bool]:
-        """The next rows to send, waiting for frames when the queue is empty."""
+    async def _next_batch(self) -> tuple[list[StoredAlert], list[StoredRow], bool]:
+        """The next alerts and rows to send, waiting for either when the queue is empty."""
         while True:
             self._wake.clear()
             if self.planner.outage and self.planner.split_due(self.store.depth):
@@ -130,9 +146,13 @@ class Uplink:
                     "%d frames are waiting for the cloud; sending new data first and the backlog behind it%s",
                     self.store.depth, f" at up to {cap / 1000:.0f} kB/s" if cap else "",
                 )
+            alerts = await self._read_alerts()
             rows, backlog = await self._read(self.planner.reads())
-            if rows:
-                return rows, backlog
+            if rows or alerts:
+                return alerts, rows, backlog
+            if self.planner.alone is not None:
+                self.planner.nothing_alone()
+                continue
             if self.planner.backlog_through is not None:
                 log.info("backlog delivered; the uplink is back to sending frames as they come")
                 self.planner.backlog_delivered()
@@ -161,9 +181,9 @@ class Uplink:
         each batch spends in flight. The batch read ahead is dropped when anything it
         assumed changed (a retry, a refusal, live data arriving during a backlog).
         """
-        task = asyncio.create_task(self._read_ahead(batch.rows), name="uplink-read-ahead")
+        task = asyncio.create_task(self._read_ahead(batch), name="uplink-read-ahead")
         try:
-            acked = await self._deliver(client, batch.rows, batch.body)
+            acked = await self._deliver(client, batch)
             ahead = await task
         finally:
             if not task.done():
@@ -175,36 +195,52 @@ class Uplink:
             return None  # frames were committed meanwhile: live data goes before the backlog
         return ahead
 
-    async def _read_ahead(self, sent: list[StoredRow]) -> _Batch | None:
+    async def _read_ahead(self, sent: _Batch) -> _Batch | None:
         """What ``_next_batch`` will return once ``sent`` is acknowledged (and deleted), or None if unsure."""
-        if self.planner.outage:
+        if self.planner.outage or self.planner.alone is not None:
             return None
         split = self.planner.backlog_through
         self._wake.clear()
         try:
-            rows, backlog = await self._read(self.planner.reads(skip=(sent[0].seq, sent[-1].seq)))
-            return await self._encode(rows, backlog, split) if rows else None
+            alerts = await self._read_alerts(after_seq=sent.alerts[-1].seq if sent.alerts else 0)
+            skip = (sent.rows[0].seq, sent.rows[-1].seq) if sent.rows else None
+            rows, backlog = await self._read(self.planner.reads(skip=skip))
+            return await self._encode(alerts, rows, backlog, split) if rows or alerts else None
         except StoreError as exc:
             log.debug("reading the next batch ahead failed (%s); it is read again after this one", exc)
             return None
 
-    async def _deliver(self, client: httpx.AsyncClient, rows: list[StoredRow], body: bytes) -> bool:
-        """Send one batch until the cloud answers for it; True when it acknowledged every row."""
+    async def _deliver(self, client: httpx.AsyncClient, batch: _Batch) -> bool:
+        """Send one batch until the cloud answers for it; True when it acknowledged every alert and row."""
+        alerts, rows = batch.alerts, batch.rows
         try:
-            ack = await self.sender.deliver(client, body)
+            ack = await self.sender.deliver(client, batch.body)
         except (SyncTooLarge, SyncRefused) as exc:
-            if self.planner.on_refused(len(rows)):
-                # Halve until the refusal is down to single frames: one damaged frame must
-                # not send its whole batch to the quarantine.
-                log.warning("the cloud refused a batch of %d frames (%s); retrying %d at a time",
-                            len(rows), exc, self.planner.limit)
+            if self.planner.on_batch_refused(len(alerts), len(rows)):
+                # Narrow down until the refusal is down to one alert or one frame: one damaged
+                # item must not send its whole batch to the quarantine.
+                log.warning("the cloud refused a batch of %d alerts and %d frames (%s); retrying with %s",
+                            len(alerts), len(rows), exc, self._narrowed(alerts_only=not rows))
                 return False
-            await self._quarantine(rows, str(exc))
+            if alerts:
+                await self._quarantine_alert(alerts[0], str(exc))
+            else:
+                await self._quarantine(rows, str(exc))
+            self.planner.on_quarantined(len(alerts), len(rows))
             return False
-        await self._apply(rows, ack)
-        return ack.acked_through is not None and ack.acked_through >= rows[-1].seq
+        await self._apply(batch, ack)
+        frames_done = not rows or (ack.acked_through is not None and ack.acked_through >= rows[-1].seq)
+        alerts_done = not alerts or (ack.alerts_acked_through is not None
+                                     and ack.alerts_acked_through >= alerts[-1].seq)
+        return frames_done and alerts_done
 
-    async def _apply(self, rows: list[StoredRow], ack: SyncAck) -> None:
+    def _narrowed(self, *, alerts_only: bool) -> str:
+        if self.planner.alone == "alerts" or alerts_only:
+            return f"alerts alone, {self.planner.alert_limit} at a time"
+        return f"{self.planner.limit} frames at a time"
+
+    async def _apply(self, batch: _Batch, ack: SyncAck) -> None:
+        rows = batch.rows
         by_seq = {row.seq: row for row in rows}
         for rejection in ack.rejected:
             row = by_seq.get(rejection.seq)
@@ -214,12 +250,36 @@ class Uplink:
         if ack.rejected:
             log.warning("the cloud refused %d of %d frames (first: seq %d, %s); they are in the quarantine",
                         len(ack.rejected), len(rows), ack.rejected[0].seq, ack.rejected[0].reason)
-        if ack.acked_through is not None:
+        if rows and ack.acked_through is not None:
             delivered = sum(1 for r in rows if r.seq <= ack.acked_through)
             await self.store.ack(ack.acked_through, from_seq=rows[0].seq, sent=delivered)
             self.link.frames_sent += delivered
+        await self._apply_alerts(batch.alerts, ack)
         self.link.batches += 1
-        self.planner.on_acknowledged()
+        self.planner.on_batch_acknowledged(len(batch.alerts), len(rows))
+
+    async def _apply_alerts(self, alerts: list[StoredAlert], ack: SyncAck) -> None:
+        """Delete the alerts the cloud stored; alerts it did not acknowledge stay and go again."""
+        if not alerts:
+            return
+        if ack.alerts_acked_through is None:
+            if not self._unacked_alerts_told:
+                log.warning("the cloud at %s took a batch with %d model alerts but did not acknowledge them; they "
+                            "stay queued and are sent again (is the cloud older than this edge?)",
+                            self.config.shown_url, len(alerts))
+                self._unacked_alerts_told = True
+            return
+        # Never past what this batch carried: alerts stored meanwhile were not sent yet.
+        through = min(ack.alerts_acked_through, alerts[-1].seq)
+        await self.store.ack_alerts(through)
+        self.link.alerts_sent += sum(1 for a in alerts if a.seq <= through)
+
+    async def _quarantine_alert(self, alert: StoredAlert, reason: str) -> None:
+        log.error("the cloud refused model alert seq %d of %s for good (%s); moved to the quarantine",
+                  alert.seq, alert.device_id, reason)
+        await self.store.quarantine(f"cloud-alert:{alert.device_id}", reason, alert.payload)
+        await self.store.ack_alerts(alert.seq)
+        self.link.alerts_quarantined += 1
 
     async def _quarantine(self, rows: list[StoredRow], reason: str) -> None:
         log.error("the cloud refused frame seq %d of %s for good (%s); moved to the quarantine",

@@ -13,13 +13,21 @@ sends the first batch that is not empty.
   no longer have them).
 - A batch the cloud refuses as too large or invalid halves the batch size, down
   to single frames; each acknowledged batch doubles it again up to the maximum.
+- Model alerts go ahead of frames: every batch carries the oldest waiting alerts
+  first (up to ``alerts_max``), and a batch of alerts alone goes when no frame
+  waits. A refused batch that carried both is narrowed in turn: its alerts
+  alone first (halved down to a single alert, which alone is quarantined), then
+  its frames alone; once those are acknowledged, alerts ride along again.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
-__all__ = ["BatchPlanner", "Read"]
+__all__ = ["ALERTS_PER_BATCH", "BatchPlanner", "Read"]
+
+ALERTS_PER_BATCH = 500  # about 150 kB: ahead of every batch, without crowding the frames out
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,8 +40,12 @@ class Read:
 
 
 class BatchPlanner:
-    def __init__(self, *, batch_max_frames: int, split_above: int) -> None:
+    def __init__(self, *, batch_max_frames: int, split_above: int, alerts_max: int = ALERTS_PER_BATCH) -> None:
         self.batch_max_frames = batch_max_frames
+        self.alerts_max = alerts_max
+        self.alert_limit = alerts_max  # alerts per batch now
+        # While a refused batch is narrowed down: which of its parts goes alone (None: both together).
+        self.alone: Literal["alerts", "frames"] | None = None
         self.split_above = split_above
         self.limit = batch_max_frames  # frames per batch now
         self.backlog_through: int | None = None  # the newest seq of the backlog while one drains
@@ -83,6 +95,51 @@ class BatchPlanner:
 
     def on_acknowledged(self) -> None:
         self.limit = min(self.batch_max_frames, self.limit * 2)
+
+    # --- alerts ahead of frames ------------------------------------------------
+
+    @property
+    def sends_alerts(self) -> bool:
+        return self.alone != "frames"
+
+    @property
+    def sends_frames(self) -> bool:
+        return self.alone != "alerts"
+
+    def nothing_alone(self) -> None:
+        """Nothing of the part that goes alone is waiting: go on with the other part, then with both."""
+        self.alone = "frames" if self.alone == "alerts" else None
+
+    def on_batch_refused(self, alerts: int, frames: int) -> bool:
+        """The cloud refused a batch of ``alerts`` and ``frames`` for good.
+
+        True: try again smaller (or with one part alone); False: the batch is down to one alert
+        or one frame, which goes to the quarantine.
+        """
+        if alerts and frames:
+            self.alone = "alerts"  # the alerts alone first: if they go through, the frames are narrowed next
+            return True
+        if alerts:
+            if alerts <= 1:
+                return False
+            self.alert_limit = max(1, alerts // 2)
+            return True
+        return self.on_refused(frames)
+
+    def on_batch_acknowledged(self, alerts: int, frames: int) -> None:
+        if alerts:
+            self.alert_limit = min(self.alerts_max, self.alert_limit * 2)
+        if frames:
+            self.on_acknowledged()
+        if self.alone == "alerts" and not frames:
+            self.alone = "frames"
+        elif self.alone == "frames" and frames:
+            self.alone = None
+
+    def on_quarantined(self, alerts: int, frames: int) -> None:
+        """A single alert or frame went to the quarantine: the narrowing of that part is done."""
+        if frames and self.alone == "frames":
+            self.alone = None
 
 
 def _after(lo: int, hi: int | None, skip: tuple[int, int] | None) -> int:

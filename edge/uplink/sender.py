@@ -26,11 +26,12 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 
 from edge import __version__
 from edge.config import UplinkConfig
-from edge.store import StoredRow
+from edge.store import StoredAlert, StoredRow
 from shared.batch import SENT_AT_HEADER, EdgeHealth, SyncAck
 from shared.errors import TwinedgeError
 
-__all__ = ["LinkState", "Sender", "SyncRefused", "SyncRetry", "SyncTooLarge", "UplinkError", "encode_batch"]
+__all__ = ["LinkState", "Sender", "SyncRefused", "SyncRetry", "SyncTooLarge", "UplinkError", "cloud_client",
+           "encode_batch"]
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +73,10 @@ class LinkState:
     last_error: str | None = None
     retry_in: float | None = None
     frames_sent: int = 0
+    alerts_sent: int = 0
     batches: int = 0
     quarantined: int = 0
+    alerts_quarantined: int = 0
 
     def set(self, state: str, error: str | None = None) -> None:
         if state != self.state:
@@ -83,16 +86,23 @@ class LinkState:
 
 
 def encode_batch(packer: msgpack.Packer, edge_id: str, rows: Sequence[StoredRow], health: EdgeHealth,
-                 compression: str) -> bytes:
-    """A SyncBatch in MessagePack, the stored frames spliced in as they are (no re-encoding)."""
+                 compression: str, alerts: Sequence[StoredAlert] = ()) -> bytes:
+    """A SyncBatch in MessagePack, the stored alerts and frames spliced in as they are (no re-encoding).
+
+    ``alerts`` is left out when there are none: such a batch is one an older cloud takes too.
+    """
     pack = packer.pack
     parts = [
-        packer.pack_map_header(4),
+        packer.pack_map_header(5 if alerts else 4),
         pack("edge_id"), pack(edge_id),
         pack("sent_at"), pack(time.time()),
         pack("health"), pack(health.model_dump(mode="json")),
-        pack("frames"), packer.pack_array_header(len(rows)),
     ]
+    if alerts:
+        parts += [pack("alerts"), packer.pack_array_header(len(alerts))]
+        for alert in alerts:
+            parts += [packer.pack_map_header(2), pack("seq"), pack(alert.seq), pack("alert"), alert.payload]
+    parts += [pack("frames"), packer.pack_array_header(len(rows))]
     for row in rows:
         parts += [packer.pack_map_header(2), pack("seq"), pack(row.seq), pack("frame"), row.payload]
     raw = b"".join(parts)
@@ -132,6 +142,37 @@ def _retry_after(response: httpx.Response) -> float | None:
         return None  # an HTTP date: fall back to our own backoff
 
 
+def cloud_client(config: UplinkConfig, transport: httpx.AsyncBaseTransport | None = None, *,
+                 headers: dict[str, str] | None = None) -> httpx.AsyncClient:
+    """An HTTP client for the cloud as the uplink is configured (URL, token, CA, timeout); UplinkError if the
+    token or CA file cannot be read. The uplink and the model downloader each use one."""
+    base = {"Authorization": f"Bearer {_token(config)}", "User-Agent": f"twinedge/{__version__}", **(headers or {})}
+    return httpx.AsyncClient(base_url=str(config.url), headers=base, verify=_verify(config),
+                             timeout=config.timeout, transport=transport)
+
+
+def _token(config: UplinkConfig) -> str:
+    if config.token is not None:
+        return config.token.get_secret_value()
+    assert config.token_file is not None
+    try:
+        token = config.token_file.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise UplinkError(f"cannot read uplink.token_file {config.token_file}: {exc.strerror}") from None
+    if not token:
+        raise UplinkError(f"uplink.token_file {config.token_file} is empty")
+    return token
+
+
+def _verify(config: UplinkConfig) -> ssl.SSLContext | bool:
+    if config.ca_file is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=str(config.ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise UplinkError(f"cannot load uplink.ca_file {config.ca_file}: {exc}") from None
+
+
 class Sender:
     """Posts batches to the cloud's sync endpoint with the edge's token; ``on_retry`` hears of each retry."""
 
@@ -142,32 +183,10 @@ class Sender:
 
     def client(self, transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
         """The HTTP client for the uplink's lifetime; reads the token and CA files (UplinkError if it cannot)."""
-        headers = {"Authorization": f"Bearer {self._token()}", "User-Agent": f"twinedge/{__version__}",
-                   "Content-Type": "application/msgpack"}
+        headers = {"Content-Type": "application/msgpack"}
         if self.config.compression != "none":
             headers["Content-Encoding"] = self.config.compression
-        return httpx.AsyncClient(base_url=str(self.config.url), headers=headers, verify=self._verify(),
-                                 timeout=self.config.timeout, transport=transport)
-
-    def _token(self) -> str:
-        if self.config.token is not None:
-            return self.config.token.get_secret_value()
-        assert self.config.token_file is not None
-        try:
-            token = self.config.token_file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise UplinkError(f"cannot read uplink.token_file {self.config.token_file}: {exc.strerror}") from None
-        if not token:
-            raise UplinkError(f"uplink.token_file {self.config.token_file} is empty")
-        return token
-
-    def _verify(self) -> ssl.SSLContext | bool:
-        if self.config.ca_file is None:
-            return True
-        try:
-            return ssl.create_default_context(cafile=str(self.config.ca_file))
-        except (OSError, ssl.SSLError) as exc:
-            raise UplinkError(f"cannot load uplink.ca_file {self.config.ca_file}: {exc}") from None
+        return cloud_client(self.config, transport, headers=headers)
 
     async def deliver(self, client: httpx.AsyncClient, body: bytes) -> SyncAck:
         """Send one batch until the cloud answers for it; raises SyncRefused or SyncTooLarge when it refuses."""
@@ -235,5 +254,6 @@ class Sender:
         return {
             "url": self.config.shown_url, "state": link.state, "since": link.since, "last_sync": link.last_sync,
             "last_error": link.last_error, "retry_in": link.retry_in, "frames_sent": link.frames_sent,
-            "batches": link.batches, "quarantined_by_cloud": link.quarantined,
+            "alerts_sent": link.alerts_sent, "batches": link.batches, "quarantined_by_cloud": link.quarantined,
+            "alerts_quarantined_by_cloud": link.alerts_quarantined,
         }

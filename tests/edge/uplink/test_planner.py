@@ -68,3 +68,33 @@ def test_the_limiter_paces_bytes_and_lets_a_large_batch_through_once_filled() ->
 def test_no_cap_never_waits() -> None:
     limiter = BandwidthLimiter(rate=0, now=0.0)
     assert limiter.wait_for(10**9, now=0.0) == 0.0
+
+
+def test_a_refused_batch_of_alerts_and_frames_tries_the_alerts_alone_then_the_frames_alone() -> None:
+    p = BatchPlanner(batch_max_frames=100, split_above=200, alerts_max=8)
+    assert p.sends_alerts and p.sends_frames
+    assert p.on_batch_refused(alerts=8, frames=100)
+    assert (p.sends_alerts, p.sends_frames, p.limit) == (True, False, 100)
+    p.on_batch_acknowledged(alerts=8, frames=0)  # the alerts were fine
+    assert (p.sends_alerts, p.sends_frames) == (False, True)
+    assert p.on_batch_refused(alerts=0, frames=100) and p.limit == 50  # the frames are narrowed as before
+    p.on_batch_acknowledged(alerts=0, frames=50)
+    assert p.sends_alerts and p.sends_frames and p.limit == 100
+
+
+def test_alerts_are_halved_down_to_one_which_goes_to_the_quarantine() -> None:
+    p = BatchPlanner(batch_max_frames=100, split_above=200, alerts_max=8)
+    assert p.on_batch_refused(alerts=8, frames=0) and p.alert_limit == 4
+    assert p.on_batch_refused(alerts=4, frames=0) and p.on_batch_refused(alerts=2, frames=0)
+    assert p.alert_limit == 1 and not p.on_batch_refused(alerts=1, frames=0)
+    p.on_batch_acknowledged(alerts=1, frames=0)
+    assert p.alert_limit == 2 and p.limit == 100  # an alerts-only ack leaves the frame limit alone
+
+
+def test_when_nothing_of_the_part_alone_waits_the_other_part_then_both_go() -> None:
+    p = planner()
+    p.on_batch_refused(alerts=3, frames=10)
+    p.nothing_alone()
+    assert (p.sends_alerts, p.sends_frames) == (False, True)
+    p.nothing_alone()
+    assert p.sends_alerts and p.sends_frames
