@@ -25,6 +25,7 @@ from edge.config import GatewayConfig
 from edge.control.server import ControlServer
 from edge.errors import DaemonFailed, StartupError
 from edge.inference import InferenceEngine
+from edge.inference.puller import ModelPuller
 from edge.logthrottle import install_loop_exception_handler
 from edge.sdnotify import notify, open_notify_socket, watchdog_interval
 from edge.sources import Source, SourceHealth, SourceState, build_source
@@ -33,7 +34,7 @@ from edge.store import Store
 from edge.supervisor import Supervisor
 from edge.uplink import Uplink
 from edge.writer import StoreWriter
-from shared.batch import AlertEvent, EdgeHealth
+from shared.batch import MAX_MODEL_REPORTS, AlertEvent, EdgeHealth
 from shared.errors import TwinedgeError
 from shared.frame import TelemetryFrame
 
@@ -80,6 +81,7 @@ class Gateway:
             Uplink(config.uplink, self.store, edge_id=config.edge.id, health=self.edge_health)
             if config.uplink is not None else None
         )
+        self.puller = self._build_puller()
         self.control = ControlServer(
             config.control_socket,
             config.control.mode,
@@ -108,6 +110,14 @@ class Gateway:
             return EmbeddedBroker(self.config.broker, self.writer, edge_id=self.config.edge.id)
         return None
 
+    def _build_puller(self) -> ModelPuller | None:
+        """The model downloader, with an uplink: the cloud names this edge's models (edge/inference/puller.py)."""
+        if self.config.uplink is None:
+            return None
+        return ModelPuller(self.config.uplink, self.engine, edge_id=self.config.edge.id,
+                           models_dir=self.config.models_dir, poll_interval=self.config.inference.poll_interval,
+                           keep=[m.package for m in self.config.inference.local])
+
     async def run(self) -> None:
         await self.store.open()
         try:
@@ -127,6 +137,8 @@ class Gateway:
                     self._start(tg, "MQTT side", self.mqtt.run)
                 if self.uplink is not None:
                     self._start(tg, "uplink", self.uplink.run)
+                if self.puller is not None:
+                    self._start(tg, "model downloader", self.puller.run)
                 self._start(tg, "systemd notifier", self._announce)
                 for source in self.sources:
                     tg.create_task(self._supervise_source(source), name=f"source:{source.name}")
@@ -216,6 +228,7 @@ class Gateway:
             drops=self.store.drops,
             quarantined=self.store.quarantined_count,
             sources={h.name: h.state.value for h in self._healths()},
+            models=dict(list(self.engine.reports().items())[:MAX_MODEL_REPORTS]),
         )
 
     # --- control handlers ----------------------------------------------------
@@ -231,6 +244,7 @@ class Gateway:
             "sources": [h.snapshot() for h in self._healths()],
             "mqtt": self.mqtt.snapshot() if self.mqtt is not None else None,
             "cloud": self.uplink.snapshot() if self.uplink is not None else None,
+            "model_downloads": self.puller.snapshot() if self.puller is not None else None,
             "queue": stats.as_dict(),
             "models": {d["device_id"]: {k: d[k] for k in ("model", "version", "state", "last_score",
                                                           "last_scored_at", "drift")}
