@@ -116,3 +116,15 @@ def test_the_modules_looked_for_first_belong_to_the_cloud_extra() -> None:
     for module in SERVICE_MODULES:
         owners = {re.sub(r"[-_.]+", "-", d).lower() for d in metadata.packages_distributions()[module]}
         assert owners & cloud_extra, module
+
+
+def test_an_edge_install_resolves_to_onnxruntime_and_numpy_and_no_training_library() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    edge = _closure([Requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["edge"]],
+                    set())
+    assert {"onnxruntime", "numpy"} <= edge
+    training = {"scikit-learn", "skl2onnx", "onnx", "pyarrow", "pandas", "scipy", "torch", "sympy", "river",
+                "sktime", "onnxconverter-common"}
+    assert not training & edge, f"the edge install would pull in {sorted(training & edge)}"
+    train = _closure([Requirement(r) for r in project["optional-dependencies"]["train"]], set())
+    assert {"scikit-learn", "skl2onnx", "onnx", "onnxruntime"} <= train  # what `twincloud model train` needs

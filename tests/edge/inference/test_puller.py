@@ -80,6 +80,12 @@ def assign(cloud: CloudServer, **rule: Any) -> None:
     assert resp.status_code == 200, resp.text
 
 
+def unassign(cloud: CloudServer, **rule: str) -> None:
+    resp = httpx.delete(f"{cloud.base_url}/api/v1/model-assignments", params=rule, timeout=10,
+                        headers={"Authorization": f"Bearer {cloud.admin_token}"})
+    assert resp.status_code == 204, resp.text
+
+
 async def test_an_assigned_package_is_downloaded_verified_and_handed_to_the_engine(
         cloud: CloudServer, tmp_path: Path) -> None:
     v1, data = upload(cloud, "spindle", threshold=1.0)
@@ -94,9 +100,7 @@ async def test_an_assigned_package_is_downloaded_verified_and_handed_to_the_engi
     assert len(engine.calls) == 1
     kept = json.loads((tmp_path / "models" / "assignments.json").read_text())
     assert [a["model"] for a in kept["assignments"]] == ["spindle"]
-    gone = httpx.delete(f"{cloud.base_url}/api/v1/model-assignments", params={"scope": "edge", "target": EDGE},
-                        headers={"Authorization": f"Bearer {cloud.admin_token}"}, timeout=10)
-    assert gone.status_code == 204, gone.text
+    unassign(cloud, scope="edge", target=EDGE)
     await poll(p)  # unassigned in the cloud: the engine serves nothing from the cloud, the file stays for a rollback
     assert engine.calls[-1] == [] and given.path.is_file()
 
