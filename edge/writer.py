@@ -196,14 +196,12 @@ class StoreWriter:
         last_logged = 0.0
         while True:
             try:
-                if alerts:
-                    await self.store.append(frames, alerts=alerts)  # type: ignore[call-arg]
-                else:
-                    await self.store.append(frames)
+                await self.store.append(frames, alerts=alerts)
                 break
             except QueueFull as exc:
                 self._inflight = None
                 await self._refuse(batch, exc)
+                await self._publish_alerts(alerts)  # the store keeps alerts when it refuses frames
                 return
             except StoreError as exc:
                 # The frames stay in memory and sources wait: nothing is dropped here.
@@ -230,6 +228,9 @@ class StoreWriter:
                 await hook(frames)
             except Exception:  # noqa: BLE001 - side paths must never stop the writer; data is durable
                 log.exception("after-commit step %s failed; continuing", getattr(hook, "__qualname__", hook))
+        await self._publish_alerts(alerts)
+
+    async def _publish_alerts(self, alerts: list[AlertEvent]) -> None:
         for alert_hook in self._alert_hooks if alerts else ():
             try:
                 await alert_hook(alerts)

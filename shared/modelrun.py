@@ -52,6 +52,9 @@ def open_session(package: ModelPackage, threads: int = 1) -> onnxruntime.Inferen
     options.intra_op_num_threads = max(1, int(threads))
     options.inter_op_num_threads = 1
     options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    # No memory arena: the gateway's models are small and their runs tiny, and an arena keeps what a large batch
+    # once took for good (RSS on a box with little RAM).
+    options.enable_cpu_mem_arena = False
     options.log_severity_level = 3  # errors only: a refused model is reported by us, once, in plain words
     try:
         return onnxruntime.InferenceSession(package.model, sess_options=options, providers=["CPUExecutionProvider"])
