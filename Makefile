@@ -52,6 +52,7 @@ bench: install
 	$(PY) bench/bench_opcua.py
 	$(PY) bench/bench_opcua_field.py
 	$(PY) bench/bench_footprint.py
+	$(PY) bench/bench_footprint.py --model
 	$(PY) bench/bench_cli.py
 	$(PY) bench/bench_cloud_ingest.py
 	$(PY) bench/bench_pg_partitions.py
