@@ -65,11 +65,10 @@ class InputStream:
         self._due = self.window
 
     def _reading(self, values: dict[str, Any]) -> Reading | None:
-        out = []
-        for name in self.sensors:
-            value = values.get(name)
-            if isinstance(value, float | int):  # bool is an int: coils read as 0 and 1
-                out.append(float(value))
-            else:
-                return None
-        return out
+        # ``+ 0.0`` makes a float of a number (a bool too: coils read as 0 and 1) and raises TypeError for a text
+        # or a missing value (None): one comprehension, on the data path for every frame.
+        get = values.get
+        try:
+            return [get(name) + 0.0 for name in self.sensors]
+        except TypeError:
+            return None
