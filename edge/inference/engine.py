@@ -416,7 +416,8 @@ class InferenceEngine:
         anomaly = model.kind == "anomaly"
         for index, (value, confidence) in zip(indices, values, strict=True):
             frame = frames[index]
-            added = {SCORE: value} if anomaly else {CLASS: value, CONFIDENCE: confidence}
+            added: dict[str, float] = ({SCORE: value} if anomaly or confidence is None
+                                       else {CLASS: value, CONFIDENCE: confidence})
             if len(frame.metrics) + len(added) <= MAX_METRICS or all(k in frame.metrics for k in added):
                 out[index] = _with_metrics(frame, {**frame.metrics, **added})
             if device.alerts is not None and (event := device.alerts.feed(frame.ts, value)) is not None:

@@ -69,6 +69,6 @@ class InputStream:
         # or a missing value (None): one comprehension, on the data path for every frame.
         get = values.get
         try:
-            return [get(name) + 0.0 for name in self.sensors]
+            return [get(name) + 0.0 for name in self.sensors]  # type: ignore[operator]
         except TypeError:
             return None

@@ -157,7 +157,7 @@ class StoreWithABug(Store):
 
     appends = 0
 
-    async def append(self, frames):  # type: ignore[no-untyped-def]
+    async def append(self, frames, alerts=()):  # type: ignore[no-untyped-def]
         StoreWithABug.appends += 1
         if StoreWithABug.appends == 1:
             raise RuntimeError("a bug in the write path")
