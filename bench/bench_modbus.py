@@ -119,17 +119,9 @@ def totals(sources: list[ModbusSource]) -> dict[str, int]:
 
 async def scoring_engine(directory: Path) -> Any:
     """An engine with a fleet anomaly model over registers r0..r9 (a real ONNX graph)."""
-    from edge.inference import InferenceConfig, InferenceEngine, LocalAssignment
-    from shared.modelpackage import ModelAssignment
-    from tests.mlkit import make_package, make_schema
+    from tests.mlkit import fleet_engine
 
-    data, package = make_package(make_schema([f"r{r}" for r in range(10)], mean=100.0, scale=100.0), name="bench")
-    path = directory / "bench.twinmodel"
-    path.write_bytes(data)
-    engine = InferenceEngine(InferenceConfig(), edge_id="bench")
-    rule = ModelAssignment(scope="fleet", model="bench", version=1, sha256=package.sha256, size=len(data))
-    await engine.set_assignments([LocalAssignment(rule, path)])
-    return engine
+    return await fleet_engine(directory, [f"r{r}" for r in range(10)], mean=100.0, scale=100.0)
 
 
 async def phase(

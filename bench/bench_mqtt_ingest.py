@@ -231,17 +231,9 @@ class StoreSink:
 
 async def scoring_engine(directory: Path) -> Any:
     """An engine with a fleet anomaly model over the publishers' temp_c and rpm (a real ONNX graph)."""
-    from edge.inference import InferenceConfig, InferenceEngine, LocalAssignment
-    from shared.modelpackage import ModelAssignment
-    from tests.mlkit import make_package, make_schema
+    from tests.mlkit import fleet_engine
 
-    data, package = make_package(make_schema(("temp_c", "rpm"), mean=1000.0, scale=1000.0), name="bench")
-    path = directory / "bench.twinmodel"
-    path.write_bytes(data)
-    engine = InferenceEngine(InferenceConfig(), edge_id="bench")
-    rule = ModelAssignment(scope="fleet", model="bench", version=1, sha256=package.sha256, size=len(data))
-    await engine.set_assignments([LocalAssignment(rule, path)])
-    return engine
+    return await fleet_engine(directory, ("temp_c", "rpm"), mean=1000.0, scale=1000.0)
 
 
 async def run_phase(

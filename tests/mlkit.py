@@ -102,3 +102,20 @@ def make_package(schema: ModelSchema | None = None, *, model: bytes | None = Non
     card = card.model_copy(update={"test_vectors": TestVectors(inputs=rows.tolist(), outputs=outputs, atol=atol)})
     data = build_package(model, schema, card, f"# {name}\n\ntest model\n")
     return data, read_package(data)
+
+
+async def fleet_engine(directory: Any, sensors: Sequence[str], *, mean: float, scale: float) -> Any:
+    """An edge inference engine serving one fleet anomaly model (this module's test graph) over ``sensors``:
+    what the benchmarks score frames with."""
+    from pathlib import Path
+
+    from edge.inference import InferenceConfig, InferenceEngine, LocalAssignment
+    from shared.modelpackage import ModelAssignment
+
+    data, package = make_package(make_schema(tuple(sensors), mean=mean, scale=scale), name="bench")
+    path = Path(directory) / "bench.twinmodel"
+    path.write_bytes(data)
+    engine = InferenceEngine(InferenceConfig(), edge_id="bench")
+    rule = ModelAssignment(scope="fleet", model="bench", version=1, sha256=package.sha256, size=len(data))
+    await engine.set_assignments([LocalAssignment(rule, path)])
+    return engine

@@ -8,8 +8,7 @@ import asyncio
 import gzip
 import logging
 import random
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +16,10 @@ import httpx
 import msgpack
 import pytest
 
-from edge.config import StoreConfig, UplinkConfig
-from edge.store import Store
 from edge.uplink import Uplink
-from shared.batch import AlertEvent, EdgeHealth, SyncBatch
+from shared.batch import AlertEvent, SyncBatch
 from shared.frame import TelemetryFrame
+from tests.edge.uplink.test_link import run_until, uplink_running
 
 T0 = 1_800_000_000.0
 Handler = Callable[[dict[str, Any]], httpx.Response]
@@ -62,35 +60,6 @@ class ScriptedCloud:
         SyncBatch.model_validate(batch)  # what the cloud accepts
         self.batches.append(batch)
         return self.handler(batch)
-
-
-async def no_health() -> EdgeHealth:
-    return EdgeHealth(queue_depth=0)
-
-
-@asynccontextmanager
-async def uplink_running(tmp_path: Path, cloud: ScriptedCloud, **config: Any) -> AsyncIterator[Uplink]:
-    store = Store(tmp_path / "q.db", StoreConfig())
-    await store.open()
-    settings = {"url": "http://cloud.test", "token": "edge-secret", "retry_initial": "10ms", "retry_max": "50ms",
-                "interval": "0s", **config}
-    uplink = Uplink(UplinkConfig.model_validate(settings), store, edge_id="edge-1", health=no_health,
-                    transport=httpx.MockTransport(cloud))
-    try:
-        yield uplink
-    finally:
-        await store.close()
-
-
-async def run_until(uplink: Uplink, done: Callable[[], bool]) -> None:
-    task = asyncio.create_task(uplink.run(), name="uplink")
-    try:
-        async with asyncio.timeout(10):
-            while not done():
-                await asyncio.sleep(0.01)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 def empty(uplink: Uplink) -> Callable[[], bool]:
