@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import lzma
 import math
 import zipfile
+import zlib
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -120,6 +122,10 @@ class TestVectors(_Card):
     def _rows(self) -> TestVectors:
         if len(self.inputs) != len(self.outputs):
             raise ValueError(f"{len(self.inputs)} input rows but {len(self.outputs)} output rows")
+        for what, rows in (("input", self.inputs), ("output", self.outputs)):
+            if len({len(row) for row in rows}) != 1:
+                raise ValueError(f"the {what} rows differ in length ({sorted({len(row) for row in rows})}); "
+                                 "every row has the same number of values")
         return self
 
 
@@ -256,7 +262,8 @@ def read_package(data: bytes) -> ModelPackage:
             raise InputError("not a model package: " + "; ".join(problems))
         try:
             parts = {info.filename: _member(archive, info) for info in infos}
-        except (zipfile.BadZipFile, EOFError, OSError, NotImplementedError, RuntimeError, ValueError) as exc:
+        except (zipfile.BadZipFile, EOFError, OSError, NotImplementedError, RuntimeError, ValueError, zlib.error,
+                lzma.LZMAError) as exc:
             raise InputError(f"the package is damaged: {exc}") from None
     schema = load_schema(parts["schema.json"])
     try:

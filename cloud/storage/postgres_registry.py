@@ -220,7 +220,12 @@ async def ack_alert(con: asyncpg.Connection, alert_id: int, by: str, comment: st
 
 # --- model reports --------------------------------------------------------------------
 async def store_reports(con: asyncpg.Connection, edge: str, reports: Sequence[ModelReportRow]) -> None:
-    """Inside the ingest transaction: the edge's reports replace those it sent before."""
+    """Inside the ingest transaction: the edge's reports replace those it sent before. A report on a device that
+    belongs to another edge is left out, as its frames and alerts are."""
+    foreign = {row[0] for row in await con.fetch(
+        "SELECT name FROM devices WHERE name = ANY($1::text[]) AND owner_edge IS NOT NULL AND owner_edge != $2",
+        [r.device for r in reports], edge)}
+    reports = [r for r in reports if r.device not in foreign]
     await con.execute("DELETE FROM model_reports WHERE edge = $1 AND NOT (device = ANY($2::text[]))",
                       edge, [r.device for r in reports])
     if reports:

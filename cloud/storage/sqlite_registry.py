@@ -218,7 +218,13 @@ def ack_alert(con: sqlite3.Connection, alert_id: int, by: str, comment: str, now
 
 # --- model reports --------------------------------------------------------------------
 def store_reports(con: sqlite3.Connection, edge: str, reports: Sequence[ModelReportRow]) -> None:
-    """Inside the ingest transaction: the edge's reports replace those it sent before."""
+    """Inside the ingest transaction: the edge's reports replace those it sent before. A report on a device that
+    belongs to another edge is left out, as its frames and alerts are."""
+    listed = json.dumps([r.device for r in reports])
+    foreign = {row[0] for row in con.execute(
+        "SELECT name FROM devices WHERE name IN (SELECT value FROM json_each(?)) AND owner_edge IS NOT NULL "
+        "AND owner_edge != ?", (listed, edge))}
+    reports = [r for r in reports if r.device not in foreign]
     con.execute("DELETE FROM model_reports WHERE edge = ? AND device NOT IN (SELECT value FROM json_each(?))",
                 (edge, json.dumps([r.device for r in reports])))
     con.executemany(_REPORT, [(edge, r.device, r.model, r.version, r.sha256, r.state, r.message, r.last_score,

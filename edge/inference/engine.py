@@ -162,6 +162,10 @@ class InferenceEngine:
         except InputError as exc:
             self._reject(rule, str(exc))
             return None
+        except Exception as exc:  # noqa: BLE001 - whatever a package does to the loader, the edge stays up
+            log.debug("loading %s failed", rule.shown(), exc_info=True)
+            self._reject(rule, f"the package cannot be used: {type(exc).__name__}: {str(exc)[:300]}")
+            return None
         log.info("model %s loaded from %s (sha256 %s…)", rule.shown(), rule.path, model.sha256[:12])
         return model
 
@@ -364,32 +368,43 @@ class InferenceEngine:
             return list(frames), []
         async with self._lock:
             alerts, self._pending = self._pending, []
-            out = list(frames)
-            jobs: dict[int, tuple[LoadedModel, dict[str, tuple[DeviceState, list[int], list[Any]]]]] = {}
-            for index, frame in enumerate(frames):
-                device = self._devices.get(frame.device_id) or self._device(frame.device_id)
-                if device is None:
-                    self._remember(frame)
-                    continue
-                device.values.update(frame.sensors)
-                if len(device.values) > MAX_CARRIED:
-                    self._forget(device, frame)
-                if device.generation != self._generation or (
-                        device.waiting is not None and len(device.values) > device.checked_sensors):
-                    self._apply(device, alerts)
-                if not device.serving or device.stream is None:
-                    continue
-                done = device.stream.push(index, frame.ts, device.values)
-                if done is None:
-                    continue
-                assert device.model is not None
-                per_model = jobs.setdefault(id(device.model), (device.model, {}))[1]
-                entry = per_model.setdefault(device.id, (device, [], []))
-                entry[1].append(done[0])
-                entry[2].append(done[1])
-            for model, per_device in jobs.values():
-                await self._score(model, per_device, frames, out, alerts)
-            return out, alerts
+            try:
+                return await self._enrich(frames, alerts)
+            except BaseException:
+                # Scoring broke or was cancelled: the events raised so far go with the next batch, since the
+                # alert policies already count them as sent.
+                self._pending = alerts + self._pending
+                raise
+
+    async def _enrich(self, frames: Sequence[TelemetryFrame],
+                      alerts: list[AlertEvent]) -> tuple[list[TelemetryFrame], list[AlertEvent]]:
+        """``enrich`` under the lock; events are added to ``alerts`` as they are raised."""
+        out = list(frames)
+        jobs: dict[int, tuple[LoadedModel, dict[str, tuple[DeviceState, list[int], list[Any]]]]] = {}
+        for index, frame in enumerate(frames):
+            device = self._devices.get(frame.device_id) or self._device(frame.device_id)
+            if device is None:
+                self._remember(frame)
+                continue
+            device.values.update(frame.sensors)
+            if len(device.values) > MAX_CARRIED:
+                self._forget(device, frame)
+            if device.generation != self._generation or (
+                    device.waiting is not None and len(device.values) > device.checked_sensors):
+                self._apply(device, alerts)
+            if not device.serving or device.stream is None:
+                continue
+            done = device.stream.push(index, frame.ts, device.values)
+            if done is None:
+                continue
+            assert device.model is not None
+            per_model = jobs.setdefault(id(device.model), (device.model, {}))[1]
+            entry = per_model.setdefault(device.id, (device, [], []))
+            entry[1].append(done[0])
+            entry[2].append(done[1])
+        for model, per_device in jobs.values():
+            await self._score(model, per_device, frames, out, alerts)
+        return out, alerts
 
     async def _score(self, model: LoadedModel, per_device: dict[str, tuple[DeviceState, list[int], list[Any]]],
                      frames: Sequence[TelemetryFrame], out: list[TelemetryFrame], alerts: list[AlertEvent]) -> None:

@@ -192,6 +192,15 @@ async def test_an_edges_model_reports_replace_the_ones_it_sent_before(storage: S
     assert rows[0].psi == {"temp": 0.12}
 
 
+async def test_a_report_on_another_edges_device_is_left_out(storage: Storage) -> None:
+    frame = TelemetryFrame(ts=T0 / 1e6, device_id="press-1", sensors={"temp": 1.0})
+    await storage.ingest("edge-a", [(1, frame)], None, 1)  # press-1 belongs to edge-a from now on
+    await storage.ingest("edge-b", [], None, 2, reports=[report("press-1", "drift", {"temp": 9.0}),
+                                                        report("mill-1", "warn", {"temp": 0.12})])
+    assert [(r.edge, r.device) for r in await storage.model_reports()] == [("edge-b", "mill-1")]
+    assert (await storage.ml_counts()).drift == {"warn": 1, "drift": 0}
+
+
 async def test_the_counts_for_metrics(storage: Storage) -> None:
     await storage.ingest("edge-a", [], None, 1, alerts=[raised(1, "a1"), raised(2, "a2"), cleared(3, "a2")])
     [_, a1] = await storage.alerts(AlertQuery())

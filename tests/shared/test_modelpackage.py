@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import zipfile
 
 import numpy as np
@@ -67,6 +68,31 @@ def test_a_classifier_gives_the_label_index_and_its_confidence() -> None:
     (lambda data: _zip({**_members(data), "model.onnx": b""}), "model.onnx is empty"),
 ])
 def test_a_damaged_package_is_refused_with_the_reason(damage, reason) -> None:  # type: ignore[no-untyped-def]
+    data, _ = make_package()
+    with pytest.raises(InputError, match=reason):
+        read_package(damage(data))
+
+
+def _corrupt_model_stream(data: bytes) -> bytes:
+    """The package with the deflate stream of model.onnx overwritten (its header and sizes intact)."""
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        info = archive.getinfo("model.onnx")
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    return data[:start] + bytes([0xFF]) * 16 + data[start + 16:]
+
+
+def _ragged_outputs(data: bytes) -> bytes:
+    members = _members(data)
+    card = json.loads(members["card.json"])
+    card["test_vectors"]["outputs"][1] = [0.1, 0.2]
+    return _zip({**members, "card.json": json.dumps(card).encode()})
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (_corrupt_model_stream, "the package is damaged"),
+    (_ragged_outputs, "the output rows differ in length"),
+])
+def test_a_package_that_would_break_its_reader_is_refused(damage, reason) -> None:  # type: ignore[no-untyped-def]
     data, _ = make_package()
     with pytest.raises(InputError, match=reason):
         read_package(damage(data))
