@@ -76,6 +76,7 @@ class StoreWriter:
         self.waits = 0  # how often a caller had to wait for room (backpressure engaged)
         self.rejected: dict[str, int] = {}
         self._inflight: list[tuple[Sequence[TelemetryFrame], asyncio.Future[None] | None]] | None = None
+        self._inflight_alerts: list[AlertEvent] = []
         self._quarantine_log = Throttle(log, _LOG_EVERY)  # on a full disk this would repeat per bad message
         self._rejects: asyncio.Queue[tuple[str, str, bytes | None]] = asyncio.Queue(_REJECT_QUEUE)
 
@@ -189,9 +190,13 @@ class StoreWriter:
     async def _commit(self, batch: list[tuple[Sequence[TelemetryFrame], asyncio.Future[None] | None]]) -> None:
         frames = [f for frames, _ in batch for f in frames]
         self._inflight = batch
-        alerts: list[AlertEvent] = []
+        # Alert events of a batch that scoring produced but no commit stored (the writer crashed in between):
+        # scoring the batch again raises them no more, so they are carried to this commit.
+        alerts, self._inflight_alerts = self._inflight_alerts, []
         if self.enrich is not None:
-            frames, alerts = await self._enriched(frames)
+            frames, scored = await self._enriched(frames)
+            alerts += scored
+        self._inflight_alerts = alerts
         failing_since: float | None = None
         last_logged = 0.0
         while True:
@@ -199,7 +204,7 @@ class StoreWriter:
                 await self.store.append(frames, alerts=alerts)
                 break
             except QueueFull as exc:
-                self._inflight = None
+                self._inflight, self._inflight_alerts = None, []
                 await self._refuse(batch, exc)
                 await self._publish_alerts(alerts)  # the store keeps alerts when it refuses frames
                 return
@@ -214,7 +219,7 @@ class StoreWriter:
                     log.error("still cannot write the queue after %.0f s: %s", now - failing_since, exc)
                     last_logged = now
                 await asyncio.sleep(_RETRY_DELAY)
-        self._inflight = None
+        self._inflight, self._inflight_alerts = None, []
         if failing_since is not None:
             log.warning("the queue accepts writes again after %.0f s", time.monotonic() - failing_since)
         self._last_commit = time.monotonic()

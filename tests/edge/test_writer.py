@@ -161,7 +161,7 @@ class StoreWithABug(Store):
         StoreWithABug.appends += 1
         if StoreWithABug.appends == 1:
             raise RuntimeError("a bug in the write path")
-        return await super().append(frames)
+        return await super().append(frames, alerts=alerts)
 
 
 async def test_a_writer_restarted_after_a_crash_stores_the_batch_it_held_and_answers_its_callers(
@@ -183,4 +183,37 @@ async def test_a_writer_restarted_after_a_crash_stores_the_batch_it_held_and_ans
             async with asyncio.timeout(10):
                 await restarted
     assert [row.ts for row in await store.read()] == [T0, T0 + 1]
+    await store.close()
+
+
+async def test_an_alert_scored_before_a_crash_is_stored_after_the_restart(tmp_path: Path) -> None:
+    """Scoring the batch again raises no alert (the policy already raised it): the writer carries the event."""
+    from shared.batch import AlertEvent
+
+    raised = AlertEvent(alert_id="a-1", event="raised", device_id="press-1", ts=T0, model="m", version=1, score=5.0)
+    calls = 0
+
+    async def enrich(frames):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        return list(frames), [raised] if calls == 1 else []
+
+    StoreWithABug.appends = 0
+    store = StoreWithABug(tmp_path / "q.db", StoreConfig())
+    await store.open()
+    writer = StoreWriter(store, max_frames=1000, max_delay=0.01, queue_frames=10_000, enrich=enrich)
+    put = asyncio.create_task(writer.put([frame(0)], durable=True), name="durable-put")
+    with pytest.raises(RuntimeError, match="a bug"):
+        await writer.run()
+    restarted = asyncio.create_task(writer.run(), name="writer-again")
+    try:
+        async with asyncio.timeout(10):
+            await put
+    finally:
+        restarted.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            async with asyncio.timeout(10):
+                await restarted
+    assert calls == 2
+    assert [a.alert_dict()["alert_id"] for a in await store.read_alerts(limit=10)] == ["a-1"]
     await store.close()
