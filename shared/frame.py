@@ -127,6 +127,19 @@ class TelemetryFrame(BaseModel):
             )
         return value
 
+    def with_metrics(self, metrics: dict[str, float]) -> TelemetryFrame:
+        """This frame with ``metrics`` in place of its own, without validation: for trusted derived numbers
+        (finite floats, at most MAX_METRICS) on the data path, where ``model_copy(update=...)`` costs three
+        times as much per frame."""
+        out = object.__new__(TelemetryFrame)
+        state = self.__dict__.copy()
+        state["metrics"] = metrics
+        object.__setattr__(out, "__dict__", state)
+        object.__setattr__(out, "__pydantic_fields_set__", self.__pydantic_fields_set__ | {"metrics"})
+        object.__setattr__(out, "__pydantic_extra__", None)
+        object.__setattr__(out, "__pydantic_private__", None)
+        return out
+
     def to_wire(self) -> dict[str, Any]:
         """The plain dict that the codec writes (empty parts left out)."""
         out: dict[str, Any] = {"ts": self.ts, "device_id": self.device_id}

@@ -164,24 +164,30 @@ class StoreWithABug(Store):
         return await super().append(frames, alerts=alerts)
 
 
+async def crash_and_restart(writer: StoreWriter, frames: list[TelemetryFrame]) -> None:
+    """A durable put while the writer crashes with the batch in hand (as the supervisor sees it), then a restarted
+    writer; returns once the caller (a QoS 1 publish waiting for its PUBACK) is answered."""
+    put = asyncio.create_task(writer.put(frames, durable=True), name="durable-put")
+    with pytest.raises(RuntimeError, match="a bug"):
+        await writer.run()
+    restarted = asyncio.create_task(writer.run(), name="writer-again")
+    try:
+        async with asyncio.timeout(10):
+            await put
+    finally:
+        restarted.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            async with asyncio.timeout(10):
+                await restarted
+
+
 async def test_a_writer_restarted_after_a_crash_stores_the_batch_it_held_and_answers_its_callers(
     tmp_path: Path,
 ) -> None:
     store = StoreWithABug(tmp_path / "q.db", StoreConfig())
     await store.open()
     writer = StoreWriter(store, max_frames=1000, max_delay=0.01, queue_frames=10_000)
-    put = asyncio.create_task(writer.put([frame(0), frame(1)], durable=True), name="durable-put")
-    with pytest.raises(RuntimeError, match="a bug"):
-        await writer.run()  # as the supervisor sees it: the writer crashed with the batch in hand
-    restarted = asyncio.create_task(writer.run(), name="writer-again")
-    try:
-        async with asyncio.timeout(10):
-            await put  # the caller (a QoS 1 publish waiting for its PUBACK) is answered
-    finally:
-        restarted.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            async with asyncio.timeout(10):
-                await restarted
+    await crash_and_restart(writer, [frame(0), frame(1)])
     assert [row.ts for row in await store.read()] == [T0, T0 + 1]
     await store.close()
 
@@ -202,18 +208,7 @@ async def test_an_alert_scored_before_a_crash_is_stored_after_the_restart(tmp_pa
     store = StoreWithABug(tmp_path / "q.db", StoreConfig())
     await store.open()
     writer = StoreWriter(store, max_frames=1000, max_delay=0.01, queue_frames=10_000, enrich=enrich)
-    put = asyncio.create_task(writer.put([frame(0)], durable=True), name="durable-put")
-    with pytest.raises(RuntimeError, match="a bug"):
-        await writer.run()
-    restarted = asyncio.create_task(writer.run(), name="writer-again")
-    try:
-        async with asyncio.timeout(10):
-            await put
-    finally:
-        restarted.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            async with asyncio.timeout(10):
-                await restarted
+    await crash_and_restart(writer, [frame(0)])
     assert calls == 2
     assert [a.alert_dict()["alert_id"] for a in await store.read_alerts(limit=10)] == ["a-1"]
     await store.close()

@@ -112,3 +112,15 @@ def test_a_huge_map_header_does_not_allocate_gigabytes() -> None:
     # A map header claiming 2**32-1 entries followed by nothing.
     with pytest.raises(CodecError):
         decode_frames(b"\xdf\xff\xff\xff\xff")
+
+
+def test_a_frame_with_metrics_equals_the_pydantic_copy_and_leaves_the_original_alone() -> None:
+    original = TelemetryFrame(ts=1_800_000_000.0, device_id="press-1", sensors={"temp": 20.5}, metrics={"a": 1.0},
+                              status="warning")
+    scored = original.with_metrics({"a": 1.0, "model.score": 0.25})
+    assert scored == original.model_copy(update={"metrics": {"a": 1.0, "model.score": 0.25}})
+    assert scored.model_fields_set == original.model_fields_set | {"metrics"}
+    assert original.metrics == {"a": 1.0}
+    assert scored.to_wire()["metrics"] == {"a": 1.0, "model.score": 0.25}
+    [back], rejected = decode_frames(encode_frame(scored))
+    assert back == scored and not rejected

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ from edge.config import GatewayConfig
 from edge.control.client import request
 from tests.edge.inference.packages import assign, make_schema, write_package
 from tests.edge.sources.test_modbus_support import ModbusTestServer, device, tcp_source, write_registers
+from tests.edge.test_app import running
 
 # temp (no deadband) and vib (deadband: left out of frames while it holds still); 20 and 5 in the registers
 REGISTERS = [{"name": "temp", "address": 0, "unit": "degC"},
@@ -38,19 +37,6 @@ def config(tmp_path: Path, port: int, package: Path | None = None) -> GatewayCon
         "sources": [tcp_source("press-1", port, REGISTERS, poll_interval="50ms")],
         "inference": inference,
     })
-
-
-@asynccontextmanager
-async def running(gateway: Gateway) -> AsyncIterator[Gateway]:
-    task = asyncio.create_task(gateway.run(), name="gateway")
-    async with asyncio.timeout(10):
-        await gateway.ready.wait()
-    try:
-        yield gateway
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
 
 
 async def scored(gateway: Gateway, count: int) -> list[dict[str, Any]]:
