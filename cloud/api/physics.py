@@ -77,7 +77,7 @@ def get_assembly(assembly_id: str, _: Viewer, store: StoreDep) -> s.AssemblyInfo
 
 @router.post("/collision/check", response_model=s.CollisionResponse, responses=_ERRORS)
 def collision_check(req: s.CollisionRequest, _: Viewer, store: StoreDep) -> s.CollisionResponse:
-    """Every pair classified: interfering (volume, centroid, region) or touching; others separated."""
+    """Every pair classified: interfering (volume, centroid, region) or touching; all others clear."""
     entry = store.get(req.assembly_id)
     return report.collision(entry.id, entry.assembly, entry.world, req.tolerance_m)[0]
 

@@ -19,7 +19,7 @@ Classification, the way CAD interference detection reports it:
   (the intersection's mean thickness 2V/S > tolerance), or one contains the other;
 - ``touching``: the surfaces are within the tolerance of each other but the
   shared volume (if any) is thinner than the tolerance;
-- ``separated``: the minimum distance is larger than the tolerance.
+- ``clear``: the minimum distance is larger than the tolerance.
 """
 
 from __future__ import annotations
@@ -43,8 +43,10 @@ from cloud.physics.polytope import Polytope
 
 __all__ = ["CollisionWorld", "PairResult", "Status"]
 
-Status = Literal["separated", "touching", "interfering"]
+Status = Literal["clear", "touching", "interfering"]
 DEFAULT_TOLERANCE_M = 1e-5
+_NO_FACES = np.zeros(0, dtype=np.int64)
+_MAX_CONTACTS = 100_000  # triangle pairs asked of fcl for the faces in contact
 
 
 @dataclass(frozen=True, eq=False)
@@ -64,6 +66,17 @@ class PairResult:
     region_max_m: np.ndarray | None = None
     note: str = ""
     shared: tuple[Polytope, np.ndarray] | None = field(default=None, repr=False)
+    points_a_m: np.ndarray | None = field(default=None, repr=False)  # (k, 3) on a's surface in the region
+    points_b_m: np.ndarray | None = field(default=None, repr=False)  # (k, 3) on b's surface in the region
+    faces_a: np.ndarray = field(default_factory=lambda: _NO_FACES, repr=False)  # a's triangles in contact
+    faces_b: np.ndarray = field(default_factory=lambda: _NO_FACES, repr=False)  # b's triangles in contact
+
+    @property
+    def extent_m(self) -> np.ndarray | None:
+        """Size of the contact/overlap region's box along x, y, z (m)."""
+        if self.region_min_m is None or self.region_max_m is None:
+            return None
+        return self.region_max_m - self.region_min_m
 
     @cached_property
     def intersection(self) -> tuple[np.ndarray, np.ndarray] | None:
@@ -259,6 +272,16 @@ class CollisionWorld:
             pa = pb = np.array(contacts.contacts[0].pos) if contacts.contacts else None
         return d, pa, pb
 
+    def crossing_faces(self, i: int, j: int) -> tuple[np.ndarray, np.ndarray]:
+        """Indices of the triangles of i and of j whose surfaces cross the other part's surface."""
+        result = fcl.CollisionResult()
+        fcl.collide(self._object(i), self._object(j),
+                    fcl.CollisionRequest(num_max_contacts=_MAX_CONTACTS, enable_contact=True), result)
+        if not result.contacts:
+            return _NO_FACES, _NO_FACES
+        pairs = np.array([(c.b1, c.b2) for c in result.contacts], dtype=np.int64)
+        return np.unique(pairs[:, 0]), np.unique(pairs[:, 1])
+
     def surfaces_cross(self, i: int, j: int) -> bool:
         return bool(fcl.collide(self._object(i), self._object(j), fcl.CollisionRequest(),
                                 fcl.CollisionResult()))
@@ -381,7 +404,7 @@ class CollisionWorld:
                 if self._contains(outer, inner):
                     note = f"{self.names[inner]} lies inside {self.names[outer]}"
                     return self._interfering(i, j, pa, pb, note, tol, batch)
-            status: Status = "touching" if d <= tol else "separated"
+            status: Status = "touching" if d <= tol else "clear"
             if pa is None or pb is None:
                 lo, hi = np.maximum(self.lo[i], self.lo[j]), np.minimum(self.hi[i], self.hi[j])
             else:
@@ -410,13 +433,14 @@ class CollisionWorld:
         if depth <= tol and not note:
             note = "surfaces overlap by less than the tolerance" if volume > 0 else ""
             status = "touching"
+        faces_a, faces_b = self.crossing_faces(i, j)
         return PairResult(a, b, status, 0.0, pa, pb, volume, centroid, depth, lo, hi, note,
-                          (shared, pose) if volume > 0 else None)
+                          (shared, pose) if volume > 0 else None, faces_a=faces_a, faces_b=faces_b)
 
     def check(self, tolerance: float = DEFAULT_TOLERANCE_M) -> list[PairResult]:
-        """Every pair that touches or interferes (pairs not listed are separated)."""
+        """Every pair that touches or interferes (pairs not listed are clear)."""
         return [r for r in self._classify_many(self.candidate_pairs(tolerance), tolerance)
-                if r.status != "separated"]
+                if r.status != "clear"]
 
     def clearances(self, threshold: float) -> list[PairResult]:
         """Every pair closer than ``threshold`` (m): distance and the two closest points, nearest first."""
@@ -425,7 +449,7 @@ class CollisionWorld:
             d, pa, pb = self.distance(i, j)
             if d <= threshold:
                 out.append(PairResult(self.names[i], self.names[j],
-                                      "touching" if d == 0 else "separated", d, pa, pb))
+                                      "touching" if d == 0 else "clear", d, pa, pb))
         return sorted(out, key=lambda r: r.distance_m)
 
     def min_clearance(self) -> PairResult | None:
@@ -441,7 +465,7 @@ class CollisionWorld:
             d, pa, pb = self.distance(int(i[k]), int(j[k]))
             if best is None or d < best.distance_m:
                 best = PairResult(self.names[i[k]], self.names[j[k]],
-                                  "touching" if d == 0 else "separated", d, pa, pb)
+                                  "touching" if d == 0 else "clear", d, pa, pb)
                 if d == 0.0:
                     break
         return best

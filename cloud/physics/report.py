@@ -11,7 +11,7 @@ import numpy as np
 from cloud.physics import schemas as s
 from cloud.physics.assembly import Assembly, Part
 from cloud.physics.errors import AssemblyError, PhysicsError
-from cloud.physics.interference import CollisionWorld, PairResult
+from cloud.physics.interference import DEFAULT_TOLERANCE_M, CollisionWorld, PairResult
 from cloud.physics.mass import MassProperties, combine, part_mass_properties
 from cloud.physics.robot import check_grip, check_payload
 from cloud.physics.solver import MateSystem, SolveResult
@@ -42,14 +42,26 @@ def assembly_info(assembly_id: str, asm: Assembly) -> s.AssemblyInfo:
                           mates=len(asm.spec.mates), warnings=asm.warnings)
 
 
+def _contact(r: PairResult) -> s.ContactOut | None:
+    if r.region_min_m is None or r.region_max_m is None:
+        return None
+
+    def points(x: np.ndarray | None) -> list[tuple[float, float, float]]:
+        return [] if x is None else [_v3(p) for p in x[:64]]
+
+    return s.ContactOut(box_min_m=_v3(r.region_min_m), box_max_m=_v3(r.region_max_m),
+                        points_a_m=points(r.points_a_m), points_b_m=points(r.points_b_m))
+
+
 def pair_out(r: PairResult, unit: str) -> s.PairOut:
     k = METRES_PER[unit]
     return s.PairOut(
         a=r.a, b=r.b, status=r.status, distance_m=r.distance_m, distance_unit=r.distance_m / k,
         point_a_m=_v(r.point_a_m), point_b_m=_v(r.point_b_m), volume_m3=r.volume_m3,
         volume_unit3=None if r.volume_m3 is None else r.volume_m3 / k**3,
-        centroid_m=_v(r.centroid_m), depth_m=r.depth_m, region_min_m=_v(r.region_min_m),
-        region_max_m=_v(r.region_max_m), note=r.note)
+        centroid_m=_v(r.centroid_m), depth_m=r.depth_m,
+        extent_m=_v(r.extent_m) if r.status == "interfering" else None, contact=_contact(r),
+        faces_a=r.faces_a.tolist(), faces_b=r.faces_b.tolist(), note=r.note)
 
 
 def collision(assembly_id: str, asm: Assembly, world: CollisionWorld,
@@ -60,7 +72,7 @@ def collision(assembly_id: str, asm: Assembly, world: CollisionWorld,
         numeric_accuracy_m=NUMERIC_ACCURACY_M,
         interfering=sum(p.status == "interfering" for p in pairs),
         touching=sum(p.status == "touching" for p in pairs),
-        pairs=[pair_out(p, asm.unit) for p in pairs])
+        pairs=[pair_out(p, asm.unit) for p in pairs], warnings=list(asm.warnings))
     return out, pairs
 
 
@@ -69,7 +81,7 @@ def clearance(assembly_id: str, asm: Assembly, world: CollisionWorld,
     minimum = world.min_clearance()
     return s.ClearanceResponse(
         assembly_id=assembly_id, unit=asm.unit, threshold_m=threshold_m,
-        numeric_accuracy_m=NUMERIC_ACCURACY_M,
+        tolerance_m=DEFAULT_TOLERANCE_M, numeric_accuracy_m=NUMERIC_ACCURACY_M, warnings=list(asm.warnings),
         minimum=None if minimum is None else pair_out(minimum, asm.unit),
         pairs=[pair_out(p, asm.unit) for p in world.clearances(threshold_m)])
 

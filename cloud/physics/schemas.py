@@ -23,14 +23,21 @@ class _Model(BaseModel):
 
 
 # --- requests ---------------------------------------------------------------------------
+Poses = dict[str, PoseSpec]
+_POSES = "parts moved for this request only (the stored assembly is unchanged); translation in the assembly unit"
+
+
 class CollisionRequest(_Model):
     assembly_id: str = Field(description="id returned by POST /assemblies")
     tolerance_m: float = Field(default=1e-5, gt=0, le=0.01, description="touching tolerance, metres")
+    poses: Poses | None = Field(default=None, description=_POSES)
 
 
 class ClearanceRequest(_Model):
     assembly_id: str
     threshold_m: float = Field(default=0.005, ge=0, le=100, description="report pairs closer than this, metres")
+    tolerance_m: float = Field(default=1e-5, gt=0, le=0.01, description="touching tolerance, metres")
+    poses: Poses | None = Field(default=None, description=_POSES)
 
 
 class MassRequest(_Model):
@@ -76,20 +83,40 @@ class AssemblyInfo(_Model):
     warnings: list[str]
 
 
+State = Literal["interfering", "touching", "clear"]
+
+
+class ContactOut(_Model):
+    """Where two parts meet or overlap: a box around the region and sample points on each surface."""
+
+    box_min_m: Vec3 = Field(description="region box, low corner, world frame, metres")
+    box_max_m: Vec3 = Field(description="region box, high corner, world frame, metres")
+    points_a_m: list[Vec3] = Field(default_factory=list,
+                                   description="points on a's surface in the region (at most 64), metres")
+    points_b_m: list[Vec3] = Field(default_factory=list,
+                                   description="points on b's surface in the region (at most 64), metres")
+
+
 class PairOut(_Model):
     a: str
     b: str
-    status: Literal["separated", "touching", "interfering"]
-    distance_m: float = Field(description="minimum surface distance, metres (0 when they touch or cross)")
+    status: State = Field(description="interfering (share volume thicker than the tolerance, or one inside the "
+                                      "other), touching (within the tolerance), clear (farther apart)")
+    distance_m: float = Field(description="clear: the minimum surface distance; touching: the gap measured "
+                                          "(at most the tolerance); interfering: 0; metres")
     distance_unit: float = Field(description="the same in the assembly unit")
     point_a_m: Vec3 | None = Field(default=None, description="closest point on a, world frame, metres")
     point_b_m: Vec3 | None = Field(default=None, description="closest point on b, world frame, metres")
-    volume_m3: float | None = Field(default=None, description="exact intersection volume, m³")
-    volume_unit3: float | None = Field(default=None, description="intersection volume in the assembly unit cubed")
-    centroid_m: Vec3 | None = Field(default=None, description="centroid of the intersection, metres")
-    depth_m: float | None = Field(default=None, description="mean thickness of the intersection 2V/S, metres")
-    region_min_m: Vec3 | None = Field(default=None, description="contact/intersection region box, low corner, m")
-    region_max_m: Vec3 | None = Field(default=None, description="contact/intersection region box, high corner, m")
+    volume_m3: float | None = Field(default=None, description="exact overlap volume, m³")
+    volume_unit3: float | None = Field(default=None, description="overlap volume in the assembly unit cubed")
+    centroid_m: Vec3 | None = Field(default=None, description="centroid of the overlap, metres")
+    depth_m: float | None = Field(default=None, description="penetration depth: the overlap's thickness, metres")
+    extent_m: Vec3 | None = Field(default=None, description="size of the overlap's box along x, y, z, metres")
+    contact: ContactOut | None = Field(default=None, description="the contact or overlap region on both parts")
+    faces_a: list[int] = Field(default_factory=list,
+                               description="indices of a's mesh triangles in contact or overlap")
+    faces_b: list[int] = Field(default_factory=list,
+                               description="indices of b's mesh triangles in contact or overlap")
     note: str = ""
 
 
@@ -100,16 +127,20 @@ class CollisionResponse(_Model):
     numeric_accuracy_m: float = Field(description="accuracy of distances and points, metres")
     interfering: int
     touching: int
-    pairs: list[PairOut] = Field(description="pairs that touch or interfere; all others are separated")
+    pairs: list[PairOut] = Field(description="pairs that touch or interfere; all others are clear")
+    warnings: list[str] = Field(default_factory=list, description="what may make these answers wrong")
 
 
 class ClearanceResponse(_Model):
     assembly_id: str
     unit: str
     threshold_m: float
+    tolerance_m: float = Field(description="touching tolerance used, metres")
     numeric_accuracy_m: float
-    minimum: PairOut | None = Field(description="the closest pair of the assembly")
-    pairs: list[PairOut] = Field(description="pairs closer than the threshold, nearest first")
+    minimum: PairOut | None = Field(description="the closest pair of the assembly (interfering pairs first)")
+    pairs: list[PairOut] = Field(description="pairs closer than the threshold: interfering, then touching, "
+                                             "then clear nearest first")
+    warnings: list[str] = Field(default_factory=list, description="what may make these answers wrong")
 
 
 class MassOut(_Model):
@@ -137,11 +168,21 @@ class PartMassOut(_Model):
     error: str | None = Field(default=None, description="why the part's mass properties were refused")
 
 
+class OverlapMassOut(_Model):
+    a: str
+    b: str
+    volume_m3: float = Field(description="volume both parts claim, m³")
+    mass_kg: float = Field(description="mass counted twice because of it, kg (the smaller density of the two)")
+
+
 class MassResponse(_Model):
     assembly_id: str
     unit: str
     parts: list[PartMassOut]
     assembly: MassOut | None = Field(description="all included parts, world frame; null if any refused")
+    overlaps: list[OverlapMassOut] = Field(
+        default_factory=list, description="interfering pairs: their shared volume is counted in both parts")
+    warnings: list[str] = Field(default_factory=list, description="what may make these answers wrong")
 
 
 class MotionOut(_Model):

@@ -97,8 +97,8 @@ def test_corner_near_a_face_is_classified_by_depth(depth: float) -> None:
     parts = [part("a", box, np.eye(4)), part("b", box, _pose(rot_b, centre_b))]
     fast, exact = _both(parts)
     thickness = 2 * depth / (3 * (1 + np.sqrt(3)))
-    expected = "separated" if depth < 0 else ("touching" if thickness <= TOL else "interfering")
-    assert (fast[0].status if fast else "separated") == expected
+    expected = "clear" if depth < 0 else ("touching" if thickness <= TOL else "interfering")
+    assert (fast[0].status if fast else "clear") == expected
     _assert_same(fast, exact)
 
 

@@ -51,7 +51,7 @@ def _cases():
     cases = []
     for k in range(N_SEPARATED):
         gap = float(10 ** rng.uniform(np.log10(3 * TOL), np.log10(0.05)))
-        cases.append(("separated", f"sep{k}", _vertex_at_gap(rng, gap), gap, None))
+        cases.append(("clear", f"sep{k}", _vertex_at_gap(rng, gap), gap, None))
     for k in range(N_TOUCHING):
         if k % 5 == 0:  # flush faces, same orientation
             rot = Rotation.random(random_state=rng).as_matrix()
@@ -107,7 +107,7 @@ def test_the_suite_has_at_least_100_cases() -> None:
 def test_pair_is_classified_with_exact_distance_and_volume(expected, name, parts, gap, volume) -> None:
     world = CollisionWorld(parts)
     found = world.check(TOL)
-    status = found[0].status if found else "separated"
+    status = found[0].status if found else "clear"
     assert status == expected
     if expected == "interfering":
         assert found[0].volume_m3 == pytest.approx(volume, rel=0.01)
