@@ -49,6 +49,7 @@ from edge.queuefiles import (
     set_aside_if_damaged,
 )
 from edge.queuestats import QueueStats
+from edge.scored import ScoredFrames
 from shared.batch import AlertEvent
 from shared.codec import encode_frame
 from shared.frame import TelemetryFrame
@@ -286,7 +287,11 @@ class Store:
         if not frames and not alerts:
             return 0
         now = time.time()
-        rows = [(f.device_id, f.ts, now, encode_frame(f)) for f in frames]
+        if isinstance(frames, ScoredFrames):  # the scores are merged into the encoded frames, not copied in
+            rows = [(f.device_id, f.ts, now, payload) for f, payload in zip(frames.frames, frames.encoded(),
+                                                                            strict=True)]
+        else:
+            rows = [(f.device_id, f.ts, now, encode_frame(f)) for f in frames]
         alert_rows = alertqueue.alert_rows(alerts, now)
         incoming = (sum(len(r[3]) + ROW_OVERHEAD for r in rows) + alertqueue.row_bytes(alert_rows)
                     + TXN_PAGES * self._page_size)

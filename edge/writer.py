@@ -12,8 +12,9 @@ frames (an MQTT device is not acknowledged and resends); frames of callers that
 did not wait (pollers, QoS 0) are counted as dropped by reason.
 
 With an ``enrich`` step (the inference engine), each batch is scored before its
-transaction: the stored frames carry the scores, and the alert events the scores
-raised or cleared go into the same transaction. A failing step never holds up the
+transaction: the stored frames carry the scores (kept beside the frames and merged
+as they are encoded: ``edge.scored``), and the alert events the scores raised or
+cleared go into the same transaction. A failing step never holds up the
 data: the batch is then stored unscored.
 """
 
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 
 CommitHook = Callable[[Sequence[TelemetryFrame]], Awaitable[None]]
 AlertHook = Callable[[Sequence["AlertEvent"]], Awaitable[None]]
-Enrich = Callable[[Sequence[TelemetryFrame]], Awaitable[tuple[list[TelemetryFrame], list["AlertEvent"]]]]
+Enrich = Callable[[Sequence[TelemetryFrame]], Awaitable[tuple[Sequence[TelemetryFrame], list["AlertEvent"]]]]
 _RETRY_DELAY = 1.0
 _DRAIN_TIMEOUT = 5.0
 _REJECT_QUEUE = 1000
@@ -188,7 +189,7 @@ class StoreWriter:
         return batch
 
     async def _commit(self, batch: list[tuple[Sequence[TelemetryFrame], asyncio.Future[None] | None]]) -> None:
-        frames = [f for frames, _ in batch for f in frames]
+        frames: Sequence[TelemetryFrame] = [f for frames, _ in batch for f in frames]
         self._inflight = batch
         # Alert events of a batch that scoring produced but no commit stored (the writer crashed in between):
         # scoring the batch again raises them no more, so they are carried to this commit.
@@ -243,7 +244,7 @@ class StoreWriter:
                 log.exception("after-commit step %s failed; continuing",
                               getattr(alert_hook, "__qualname__", alert_hook))
 
-    async def _enriched(self, frames: list[TelemetryFrame]) -> tuple[list[TelemetryFrame], list[AlertEvent]]:
+    async def _enriched(self, frames: Sequence[TelemetryFrame]) -> tuple[Sequence[TelemetryFrame], list[AlertEvent]]:
         """The batch as scored, or as it came if scoring broke: the data goes on either way."""
         assert self.enrich is not None
         try:

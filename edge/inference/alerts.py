@@ -18,6 +18,7 @@ Both events of an alert carry the same ``alert_id``, a random 128-bit hex string
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from shared.batch import AlertEvent
@@ -74,6 +75,19 @@ class AlertPolicy:
         if self._alert_id is None:
             return self._while_quiet(ts, score)
         return self._while_raised(ts, score)
+
+    def feed_rows(self, ts: Sequence[float], scores: Sequence[float]) -> list[AlertEvent]:
+        """``feed`` for each row in order: the events they cause. A run of rows that changes nothing (all under
+        the threshold while quiet, all at or above the clearing level while raised) is judged at once."""
+        if not scores:
+            return []
+        if self._alert_id is None and max(scores) < self.threshold:
+            self._above_since, self._last_ts = None, ts[-1]
+            return []
+        if self._alert_id is not None and min(scores) >= self.clear_below:
+            self._peak, self._below_since, self._last_ts = max(self._peak, max(scores)), None, ts[-1]
+            return []
+        return [event for t, score in zip(ts, scores, strict=True) if (event := self.feed(t, score)) is not None]
 
     def _while_quiet(self, ts: float, score: float) -> AlertEvent | None:
         if score < self.threshold:

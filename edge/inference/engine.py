@@ -40,9 +40,10 @@ from edge.inference.alerts import AlertPolicy, AlertSettings
 from edge.inference.config import InferenceConfig
 from edge.inference.devices import DeviceState, Rejection, Rule, rule_id
 from edge.inference.stream import InputStream
+from edge.scored import ScoredFrames
 from shared.batch import AlertEvent, ModelReport
 from shared.errors import InputError
-from shared.frame import MAX_METRICS, TelemetryFrame
+from shared.frame import TelemetryFrame
 
 if TYPE_CHECKING:
     from edge.inference.runtime import DeviceRows, LoadedModel, Outcome
@@ -343,13 +344,16 @@ class InferenceEngine:
 
     # --- the data path -------------------------------------------------------
 
-    async def enrich(self, frames: Sequence[TelemetryFrame]) -> tuple[list[TelemetryFrame], list[AlertEvent]]:
+    async def enrich(self, frames: Sequence[TelemetryFrame]) -> tuple[Sequence[TelemetryFrame], list[AlertEvent]]:
         """The frames with their scores (``model.score``, or ``model.class`` and ``model.confidence``), and the
-        alert events they raised or cleared. Called by the store writer on each batch before it is written."""
+        alert events they raised or cleared. Called by the store writer on each batch before it is written.
+
+        The scores are kept beside the frames (``edge.scored.ScoredFrames``): the store merges them into the
+        encoded frames, and a frame read from the result carries them."""
         if self.idle:
             for frame in frames:
                 self._remember(frame)
-            return list(frames), []
+            return frames, []
         async with self._lock:
             alerts, self._pending = self._pending, []
             try:
@@ -361,67 +365,77 @@ class InferenceEngine:
                 raise
 
     async def _enrich(self, frames: Sequence[TelemetryFrame],
-                      alerts: list[AlertEvent]) -> tuple[list[TelemetryFrame], list[AlertEvent]]:
+                      alerts: list[AlertEvent]) -> tuple[ScoredFrames, list[AlertEvent]]:
         """``enrich`` under the lock; events are added to ``alerts`` as they are raised."""
-        out = list(frames)
-        jobs: dict[int, tuple[LoadedModel, dict[str, tuple[DeviceState, list[int], list[Any]]]]] = {}
-        for index, frame in enumerate(frames):
-            device = self._devices.get(frame.device_id) or self._device(frame.device_id)
-            if device is None:
-                self._remember(frame)
-                continue
-            device.values.update(frame.sensors)
-            if len(device.values) > MAX_CARRIED:
-                self._forget(device, frame)
-            if device.generation != self._generation or (
-                    device.waiting is not None and len(device.values) > device.checked_sensors):
-                self._apply(device, alerts)
-            if not device.serving or device.stream is None:
-                continue
-            done = device.stream.push(index, frame.ts, device.values)
-            if done is None:
-                continue
-            assert device.model is not None
-            per_model = jobs.setdefault(id(device.model), (device.model, {}))[1]
-            entry = per_model.setdefault(device.id, (device, [], []))
-            entry[1].append(done[0])
-            entry[2].append(done[1])
-        for model, per_device in jobs.values():
-            await self._score(model, per_device, frames, out, alerts)
+        out = ScoredFrames(frames)
+        # (device, its stream, its model) with rows pushed in this batch; a device's model can change mid-batch
+        # (it was waiting for a sensor that arrives): its earlier rows still go to the model that read them
+        pending: list[tuple[DeviceState, InputStream, LoadedModel]] = []
+        devices = self._devices
+        try:
+            for index, frame in enumerate(frames):
+                device = devices.get(frame.device_id) or self._device(frame.device_id)
+                if device is None:
+                    self._remember(frame)
+                    continue
+                values = device.values
+                values.update(frame.sensors)
+                if len(values) > MAX_CARRIED:
+                    self._forget(device, frame)
+                    values = device.values
+                if device.generation != self._generation or (
+                        device.waiting is not None and len(values) > device.checked_sensors):
+                    self._apply(device, alerts)
+                stream = device.stream
+                if stream is not None and device.serving and stream.push(index, frame.ts, values):
+                    assert device.model is not None
+                    pending.append((device, stream, device.model))
+            jobs: dict[int, tuple[LoadedModel, list[tuple[DeviceState, InputStream]]]] = {}
+            for device, stream, model in pending:
+                jobs.setdefault(id(model), (model, []))[1].append((device, stream))
+            for model, streams in jobs.values():
+                await self._score(model, streams, frames, out, alerts)
+        finally:
+            for _, stream, _ in pending:
+                stream.discard()
         return out, alerts
 
-    async def _score(self, model: LoadedModel, per_device: dict[str, tuple[DeviceState, list[int], list[Any]]],
-                     frames: Sequence[TelemetryFrame], out: list[TelemetryFrame], alerts: list[AlertEvent]) -> None:
+    async def _score(self, model: LoadedModel, streams: list[tuple[DeviceState, InputStream]],
+                     frames: Sequence[TelemetryFrame], out: ScoredFrames, alerts: list[AlertEvent]) -> None:
         from edge.inference.runtime import DeviceRows, score_rows
 
-        batch = [DeviceRows(device_id, readings) for device_id, (_, _, readings) in per_device.items()]
-        outcome: Outcome = await self._run(lambda: score_rows(model, batch))
-        for rows in batch:
-            device, indices, _ = per_device[rows.device_id]
+        batch: list[tuple[DeviceState, list[int], DeviceRows]] = []
+        for device, stream in streams:
+            if (taken := stream.take()) is not None:
+                batch.append((device, taken[0], DeviceRows(device.id, taken[1])))
+        if not batch:
+            return
+        outcome: Outcome = await self._run(lambda: score_rows(model, [rows for _, _, rows in batch]))
+        for device, indices, rows in batch:
             if rows.error is not None:
                 device.input_errors += 1
                 log.debug("device %s: rows left unscored: %s", device.id, rows.error)
             elif outcome.error is not None:
                 self._failed(device, outcome.error, alerts)
-            elif rows.device_id in outcome.bad_devices:
-                self._failed(device, outcome.bad_devices[rows.device_id], alerts)
+            elif rows.failure is not None:
+                self._failed(device, rows.failure, alerts)
             else:
-                self._scored(device, model, rows, indices, outcome.values[rows.device_id], frames, out, alerts)
+                self._scored(device, model, rows, indices, frames, out, alerts)
 
     def _scored(self, device: DeviceState, model: LoadedModel, rows: DeviceRows, indices: list[int],
-                values: list[tuple[float, float | None]], frames: Sequence[TelemetryFrame],
-                out: list[TelemetryFrame], alerts: list[AlertEvent]) -> None:
+                frames: Sequence[TelemetryFrame], out: ScoredFrames, alerts: list[AlertEvent]) -> None:
         device.failures = 0
-        anomaly = model.kind == "anomaly"
-        for index, (value, confidence) in zip(indices, values, strict=True):
-            frame = frames[index]
-            added: dict[str, float] = ({SCORE: value} if anomaly or confidence is None
-                                       else {CLASS: value, CONFIDENCE: confidence})
-            if len(frame.metrics) + len(added) <= MAX_METRICS or all(k in frame.metrics for k in added):
-                out[index] = frame.with_metrics({**frame.metrics, **added})
-            if device.alerts is not None and (event := device.alerts.feed(frame.ts, value)) is not None:
-                alerts.append(event)
-        device.last_score, device.last_scored_at = values[-1][0], frames[indices[-1]].ts
+        values, confidence, added = rows.values, rows.confidence, out.added
+        assert values is not None
+        if model.kind == "anomaly" or confidence is None:
+            for index, value in zip(indices, values, strict=True):
+                added[index] = {SCORE: value}
+        else:
+            for index, value, conf in zip(indices, values, confidence, strict=True):
+                added[index] = {CLASS: value, CONFIDENCE: conf}
+        if device.alerts is not None:
+            alerts.extend(device.alerts.feed_rows([frames[i].ts for i in indices], values))
+        device.last_score, device.last_scored_at = values[-1], frames[indices[-1]].ts
         device.rows_scored += len(values)
         if device.drift is not None and rows.raw is not None:
             device.drift.add(rows.raw)

@@ -6,7 +6,7 @@ Imported when the first model is loaded, so a gateway without a model never load
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -81,69 +81,70 @@ def _drift_columns(package: ModelPackage) -> list[ColumnReference]:
 
 @dataclass(eq=False)
 class DeviceRows:
-    """One device's complete rows for one run: the readings of each row (a frame's, or a window's)."""
+    """One device's complete rows for one run, and what the run gave them."""
 
     device_id: str
-    readings: list[list[list[float]]]
+    inputs: npt.NDArray[np.float64]  # (rows, sensors) in frame mode, (rows, length, sensors) in window mode
     raw: npt.NDArray[np.float32] | None = None  # the model's inputs before scaling (what drift is judged on)
     error: str | None = None  # the readings could not become inputs (e.g. beyond float32)
+    values: list[float] | None = None  # per row: the score, or the class index
+    confidence: list[float] | None = None  # per row, a classifier's
+    failure: str | None = None  # these rows made the model fail, or give non-finite outputs
 
 
 @dataclass(eq=False)
 class Outcome:
-    """What one run gave: per device, its rows' outputs, or the error that failed the run."""
+    """What one run gave beyond each device's rows: the error that failed it (the rows of one device)."""
 
-    values: dict[str, list[tuple[float, float | None]]] = field(default_factory=dict)  # (score or class, confidence)
     error: str | None = None
-    bad_devices: dict[str, str] = field(default_factory=dict)  # a device's rows gave non-finite outputs
 
 
-def _raw_inputs(model: LoadedModel, readings: list[list[list[float]]]) -> npt.NDArray[np.float32]:
+def _raw_inputs(model: LoadedModel, inputs: npt.NDArray[np.float64]) -> npt.NDArray[np.float32]:
     schema = model.schema
     if schema.window is None:
-        return frame_features(np.asarray([r[0] for r in readings], dtype=np.float64))
-    return batch_features(np.asarray(readings, dtype=np.float64), schema.features)
+        return frame_features(inputs)
+    return batch_features(inputs, schema.features)
 
 
 def score_rows(model: LoadedModel, batch: list[DeviceRows]) -> Outcome:
-    """Features, scaling and one run for every device's rows (blocking).
+    """Features, scaling and one run for every device's rows (blocking); the outputs go to each ``DeviceRows``.
 
     A run that fails with the rows of several devices is run again per device, so that only the devices whose
     rows make the model fail are counted against it (a failing run is rare; the common case is one run).
     """
-    scaled: dict[str, npt.NDArray[np.float32]] = {}
+    scaled: list[tuple[DeviceRows, npt.NDArray[np.float32]]] = []
     for rows in batch:
         try:
-            rows.raw = _raw_inputs(model, rows.readings)
-            scaled[rows.device_id] = model.schema.scaling.apply(rows.raw)
+            rows.raw = _raw_inputs(model, rows.inputs)
+            scaled.append((rows, model.schema.scaling.apply(rows.raw)))
         except InputError as exc:
             rows.error = str(exc)
     outcome = Outcome()
     if not scaled:
         return outcome
-    inputs = list(scaled.values())
     try:
-        result = model.runner.score(np.concatenate(inputs) if len(inputs) > 1 else inputs[0])
+        result = model.runner.score(np.concatenate([s for _, s in scaled]) if len(scaled) > 1 else scaled[0][1])
     except InputError as exc:
         if len(scaled) == 1:
             outcome.error = str(exc)
             return outcome
-        for device_id, rows_in in scaled.items():
+        for rows, inputs in scaled:
             try:
-                outcome.values[device_id] = _values(model.runner.score(rows_in))
+                _put(rows, model.runner.score(inputs), 0, len(inputs))
             except InputError as one:
-                outcome.bad_devices[device_id] = str(one)
+                rows.failure = str(one)
         return outcome
-    values = _values(result)
     start = 0
-    for device_id, rows_in in scaled.items():
-        outcome.values[device_id] = values[start:start + len(rows_in)]
-        start += len(rows_in)
+    for rows, inputs in scaled:
+        _put(rows, result, start, start + len(inputs))
+        start += len(inputs)
     return outcome
 
 
-def _values(result: ScoreResult) -> list[tuple[float, float | None]]:
+def _put(rows: DeviceRows, result: ScoreResult, start: int, end: int) -> None:
     if result.scores is not None:
-        return [(float(s), None) for s in result.scores.tolist()]
+        rows.values = result.scores[start:end].astype(np.float64).tolist()
+        return
     assert result.classes is not None and result.confidence is not None
-    return [(float(c), float(p)) for c, p in zip(result.classes.tolist(), result.confidence.tolist(), strict=True)]
+    rows.values = result.classes[start:end].astype(np.float64).tolist()
+    rows.confidence = result.confidence[start:end].astype(np.float64).tolist()

@@ -8,19 +8,26 @@ In window mode the stream keeps the last ``window.length`` readings in a ring an
 ``window.step`` frames once the ring is full. A frame that is not ``window.interval_s`` after the one before it
 (within the tolerance; ``shared.modelschema.check_timestamps``) is a gap: the window restarts at that frame and the
 gap is counted. A cycle in which no value moved past its deadband sends no frame at all, which reads as a gap.
+
+The rows a batch completes are gathered in the stream (``push``) and taken as one numpy array (``take``): in frame
+mode a row is the tuple of the carried-forward values, read in one C call, and whether they are all numbers is
+judged once for the whole batch (a batch with a text value among them is judged row by row).
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any
+from operator import itemgetter
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["Completed", "InputStream"]
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+__all__ = ["InputStream"]
 
 Reading = list[float]
-# (index of the frame in the batch, the readings that make the row: one frame's, or a window's)
-Completed = tuple[int, list[Reading]]
 
 
 class InputStream:
@@ -37,17 +44,33 @@ class InputStream:
         self._due = window  # frames until the next row
         self.incomplete = 0  # frames that could complete no row
         self.gaps = 0  # windows restarted at a gap in time
+        # the values of the model's sensors, in order, as a tuple (KeyError: one was never seen)
+        self._values: Callable[[dict[str, Any]], tuple[Any, ...]] = (
+            itemgetter(*self.sensors) if len(self.sensors) > 1 else _one(self.sensors[0]))
+        self._indices: list[int] = []  # frames (index in the batch) that completed a row, not taken yet
+        self._rows: list[Any] = []  # their rows: a tuple of values (frame mode), a window of readings
 
-    def push(self, index: int, ts: float, values: dict[str, Any]) -> Completed | None:
-        """The row this frame completes, if any. ``values`` are the device's carried-forward readings."""
+    def push(self, index: int, ts: float, values: dict[str, Any]) -> bool:
+        """Note the row this frame completes, if any. ``values`` are the device's carried-forward readings.
+
+        True when it is the first row since the last ``take``."""
+        if self.window == 1:
+            try:
+                row = self._values(values)
+            except KeyError:
+                self.incomplete += 1
+                return False
+            self._indices.append(index)
+            self._rows.append(row)
+            return len(self._rows) == 1
+        return self._push_window(index, ts, values)
+
+    def _push_window(self, index: int, ts: float, values: dict[str, Any]) -> bool:
         reading = self._reading(values)
         if reading is None:
             self.incomplete += 1
-            if self.window > 1:
-                self._restart()
-            return None
-        if self.window == 1:
-            return index, [reading]
+            self._restart()
+            return False
         if self._last_ts is not None and self._check_gap is not None and not self._check_gap(self._last_ts, ts):
             self.gaps += 1
             self._restart()
@@ -55,9 +78,36 @@ class InputStream:
         self._ring.append(reading)
         self._due -= 1
         if self._due > 0:
-            return None
+            return False
         self._due = self.step
-        return index, list(self._ring)
+        self._indices.append(index)
+        self._rows.append(list(self._ring))
+        return len(self._rows) == 1
+
+    def take(self) -> tuple[list[int], npt.NDArray[np.float64]] | None:
+        """The rows pushed since the last call: the frames that completed them (index in the batch) and the rows,
+        ``(n, sensors)`` in frame mode, ``(n, length, sensors)`` in window mode. None: no row."""
+        import numpy as np
+
+        indices, rows = self._indices, self._rows
+        self.discard()
+        if self.window > 1:
+            return (indices, np.asarray(rows, dtype=np.float64)) if rows else None
+        if not rows:
+            return None
+        matrix = np.array(rows)
+        if matrix.dtype.kind not in "biuf":  # a text among the values: judged row by row
+            good = [i for i, row in enumerate(rows) if _numbers(row) is not None]
+            self.incomplete += len(rows) - len(good)
+            if not good:
+                return None
+            indices = [indices[i] for i in good]
+            matrix = np.array([_numbers(rows[i]) for i in good])
+        return indices, matrix.astype(np.float64, copy=False)
+
+    def discard(self) -> None:
+        """Forget the rows not taken (a batch whose scoring broke off)."""
+        self._indices, self._rows = [], []
 
     def _restart(self) -> None:
         self._ring.clear()
@@ -66,9 +116,24 @@ class InputStream:
 
     def _reading(self, values: dict[str, Any]) -> Reading | None:
         # ``+ 0.0`` makes a float of a number (a bool too: coils read as 0 and 1) and raises TypeError for a text
-        # or a missing value (None): one comprehension, on the data path for every frame.
+        # or a missing value (None): one comprehension, on the data path for every frame of a window model.
         get = values.get
         try:
             return [get(name) + 0.0 for name in self.sensors]  # type: ignore[operator]
         except TypeError:
             return None
+
+
+def _one(name: str) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    def values(readings: dict[str, Any]) -> tuple[Any, ...]:
+        return (readings[name],)
+
+    return values
+
+
+def _numbers(values: Sequence[Any]) -> Reading | None:
+    """The values as floats (a bool reads as 0 or 1); None if one is not a number."""
+    try:
+        return [value + 0.0 for value in values]
+    except TypeError:
+        return None

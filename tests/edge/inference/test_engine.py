@@ -255,7 +255,7 @@ async def test_window_mode_with_deadband_frames_and_a_gap(tmp_path: Path, scorer
     frames = [frame(0, temp=1.0, vib=2.0)] + [frame(i, temp=float(i + 1)) for i in range(1, 8)]
     out, _ = await scorer.enrich(frames[:5])
     out2, _ = await scorer.enrich(frames[5:])
-    got = scores(out + out2)
+    got = scores([*out, *out2])
     # rows complete at frames 3, 5, 7: mean(temp window)^2 + mean(vib)^2 over 2 columns
     def expected(temps: list[float]) -> float:
         return ((sum(temps) / 4) ** 2 + 2.0 ** 2) / 2
