@@ -81,3 +81,31 @@ def test_the_clearing_level_is_never_above_the_threshold(threshold: float, ratio
 def test_a_negative_threshold_keeps_its_hysteresis() -> None:
     events = run([-1.0, -2.5, -3.5], threshold=-2.0, clear_ratio=0.5)  # clears under -3
     assert [(i, e.event) for i, e in events] == [(0, "raised"), (2, "cleared")]
+
+
+@pytest.mark.parametrize("scores", [
+    [0.1, 0.2, 1.4],  # quiet throughout
+    [0.1, 2.0, 3.0, 1.3, 1.25, 4.0],  # raised and held above the clearing level
+    [2.0, 0.1, 0.1, 2.0, 2.0, 0.0],  # raised, cleared, raised again
+    [2.0] * 4 + [0.0] * 4,
+])
+@pytest.mark.parametrize("settings", [{}, {"min_duration_s": 2.0, "clear_duration_s": 1.0}])
+@pytest.mark.parametrize("size", [1, 2, 3, 100])
+def test_a_batch_of_rows_gives_what_row_by_row_gives(scores: list[float], settings: dict[str, float],
+                                                      size: int) -> None:
+    """``feed_rows`` judges a run of rows that changes nothing at once: the events, and the alert closed after
+    them (its time and peak), are those of feeding the rows one by one."""
+    rows = scores * 2
+    ts = [T0 + i for i in range(len(rows))]
+
+    def seen(events: list[AlertEvent | None]) -> list[tuple[str, float, float, str | None]]:
+        return [(e.event, e.ts, e.score, e.message) for e in events if e is not None]
+
+    one = AlertPolicy("press-1", "m", 1, 1.5, AlertSettings(**settings))
+    expected = seen([one.feed(t, s) for t, s in zip(ts, rows, strict=True)] + [one.close("replaced")])
+    batched = AlertPolicy("press-1", "m", 1, 1.5, AlertSettings(**settings))
+    got: list[AlertEvent | None] = []
+    for start in range(0, len(rows), size):
+        got += batched.feed_rows(ts[start:start + size], rows[start:start + size])
+    got.append(batched.close("replaced"))
+    assert seen(got) == expected

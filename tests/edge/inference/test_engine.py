@@ -63,6 +63,14 @@ async def test_a_sensor_left_out_of_a_frame_keeps_its_last_value(tmp_path: Path,
     assert device(scorer)["frames_incomplete"] == 2
 
 
+async def test_a_model_of_one_sensor_and_a_text_among_a_batch(tmp_path: Path, scorer: InferenceEngine) -> None:
+    await scorer.set_assignments([assign(write_package(tmp_path, schema=make_schema(("temp",))))])
+    out, _ = await scorer.enrich([frame(0, temp=2.0, vib=9.0), frame(1, temp=True), frame(2, temp="open"),
+                                  frame(3, temp=3), frame(4, vib=1.0), frame(5, temp=2**63)])
+    assert scores(out) == pytest.approx([4.0, 1.0, None, 9.0, 9.0, 2.0**126])
+    assert device(scorer)["frames_incomplete"] == 1
+
+
 async def test_a_classifier_gives_class_and_confidence(tmp_path: Path, scorer: InferenceEngine) -> None:
     schema = make_schema(("temp", "vib"), kind="classifier", labels=["idle", "run", "fault"])
     await scorer.set_assignments([assign(write_package(tmp_path, "load-type", schema), model="load-type")])
