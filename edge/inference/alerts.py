@@ -18,7 +18,7 @@ Both events of an alert carry the same ``alert_id``, a random 128-bit hex string
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from shared.batch import AlertEvent
@@ -76,18 +76,21 @@ class AlertPolicy:
             return self._while_quiet(ts, score)
         return self._while_raised(ts, score)
 
-    def feed_rows(self, ts: Sequence[float], scores: Sequence[float]) -> list[AlertEvent]:
-        """``feed`` for each row in order: the events they cause. A run of rows that changes nothing (all under
-        the threshold while quiet, all at or above the clearing level while raised) is judged at once."""
+    def feed_rows(self, ts_of: Callable[[int], float], scores: Sequence[float]) -> list[AlertEvent]:
+        """``feed`` for each row in order (``ts_of(i)`` is row i's time): the events they cause. A run of rows that
+        changes nothing (all under the threshold while quiet, all at or above the clearing level while raised) is
+        judged at once."""
         if not scores:
             return []
-        if self._alert_id is None and max(scores) < self.threshold:
-            self._above_since, self._last_ts = None, ts[-1]
+        quiet = self._alert_id is None and max(scores) < self.threshold
+        if quiet or (self._alert_id is not None and min(scores) >= self.clear_below):
+            if quiet:
+                self._above_since = None
+            else:
+                self._peak, self._below_since = max(self._peak, max(scores)), None
+            self._last_ts = ts_of(len(scores) - 1)
             return []
-        if self._alert_id is not None and min(scores) >= self.clear_below:
-            self._peak, self._below_since, self._last_ts = max(self._peak, max(scores)), None, ts[-1]
-            return []
-        return [event for t, score in zip(ts, scores, strict=True) if (event := self.feed(t, score)) is not None]
+        return [event for i, score in enumerate(scores) if (event := self.feed(ts_of(i), score)) is not None]
 
     def _while_quiet(self, ts: float, score: float) -> AlertEvent | None:
         if score < self.threshold:

@@ -86,14 +86,21 @@ class DriftStats:
         if values.ndim != 2 or values.shape[1] != len(self.names) or not len(values):
             return
         values = values[-self.window_rows:]
-        bins = (values[:, :, np.newaxis] >= self._edges[np.newaxis]).sum(axis=2) + self._offsets
+        # the number of cut points at or under x, per column (the card's edges rise; padding at +inf is never
+        # reached)
+        columns = np.ascontiguousarray(values.T)
+        bins = np.empty(values.shape, dtype=np.int64)
+        for j, edges in enumerate(self._edges):
+            bins[:, j] = edges.searchsorted(columns[j], side="right")
+        bins += self._offsets
         n = len(bins)
         slots = (self._next + np.arange(n)) % self.window_rows
         evicted = slots[slots < self.rows]  # slots that hold an older row (all of them once the ring is full)
+        size = len(self._counts)
         if len(evicted):
-            np.subtract.at(self._counts, self._ring[evicted].ravel(), 1)
+            self._counts -= np.bincount(self._ring[evicted].ravel(), minlength=size)
         self._ring[slots] = bins
-        np.add.at(self._counts, bins.ravel(), 1)
+        self._counts += np.bincount(bins.ravel(), minlength=size)
         self._next = int((self._next + n) % self.window_rows)
         self.rows = min(self.window_rows, self.rows + n)
 

@@ -434,7 +434,7 @@ class InferenceEngine:
             for index, value, conf in zip(indices, values, confidence, strict=True):
                 added[index] = {CLASS: value, CONFIDENCE: conf}
         if device.alerts is not None:
-            alerts.extend(device.alerts.feed_rows([frames[i].ts for i in indices], values))
+            alerts.extend(device.alerts.feed_rows(lambda i: frames[indices[i]].ts, values))
         device.last_score, device.last_scored_at = values[-1], frames[indices[-1]].ts
         device.rows_scored += len(values)
         if device.drift is not None and rows.raw is not None:

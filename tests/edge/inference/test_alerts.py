@@ -106,6 +106,6 @@ def test_a_batch_of_rows_gives_what_row_by_row_gives(scores: list[float], settin
     batched = AlertPolicy("press-1", "m", 1, 1.5, AlertSettings(**settings))
     got: list[AlertEvent | None] = []
     for start in range(0, len(rows), size):
-        got += batched.feed_rows(ts[start:start + size], rows[start:start + size])
+        got += batched.feed_rows(lambda i, start=start: ts[start + i], rows[start:start + size])  # type: ignore[misc]
     got.append(batched.close("replaced"))
     assert seen(got) == expected
