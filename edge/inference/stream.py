@@ -10,8 +10,8 @@ In window mode the stream keeps the last ``window.length`` readings in a ring an
 gap is counted. A cycle in which no value moved past its deadband sends no frame at all, which reads as a gap.
 
 The rows a batch completes are gathered in the stream (``push``) and taken as one numpy array (``take``): in frame
-mode a row is the tuple of the carried-forward values, read in one C call, and whether they are all numbers is
-judged once for the whole batch (a batch with a text value among them is judged row by row).
+mode a row is the carried-forward values, read in one C call and added to one flat list, and whether they are all
+numbers is judged once for the whole batch (a batch with a text value among them is judged row by row).
 """
 
 from __future__ import annotations
@@ -48,7 +48,9 @@ class InputStream:
         self._values: Callable[[dict[str, Any]], tuple[Any, ...]] = (
             itemgetter(*self.sensors) if len(self.sensors) > 1 else _one(self.sensors[0]))
         self._indices: list[int] = []  # frames (index in the batch) that completed a row, not taken yet
-        self._rows: list[Any] = []  # their rows: a tuple of values (frame mode), a window of readings
+        # their rows: in frame mode the values one after another (a flat list: numpy reads it fastest, and no
+        # object per row is kept), in window mode a window of readings each
+        self._rows: list[Any] = []
 
     def push(self, index: int, ts: float, values: dict[str, Any]) -> bool:
         """Note the row this frame completes, if any. ``values`` are the device's carried-forward readings.
@@ -56,13 +58,12 @@ class InputStream:
         True when it is the first row since the last ``take``."""
         if self.window == 1:
             try:
-                row = self._values(values)
+                self._rows.extend(self._values(values))
             except KeyError:
                 self.incomplete += 1
                 return False
             self._indices.append(index)
-            self._rows.append(row)
-            return len(self._rows) == 1
+            return len(self._indices) == 1
         return self._push_window(index, ts, values)
 
     def _push_window(self, index: int, ts: float, values: dict[str, Any]) -> bool:
@@ -82,7 +83,7 @@ class InputStream:
         self._due = self.step
         self._indices.append(index)
         self._rows.append(list(self._ring))
-        return len(self._rows) == 1
+        return len(self._indices) == 1
 
     def take(self) -> tuple[list[int], npt.NDArray[np.float64]] | None:
         """The rows pushed since the last call: the frames that completed them (index in the batch) and the rows,
@@ -95,15 +96,17 @@ class InputStream:
             return (indices, np.asarray(rows, dtype=np.float64)) if rows else None
         if not rows:
             return None
+        k = len(self.sensors)
         matrix = np.array(rows)
         if matrix.dtype.kind not in "biuf":  # a text among the values: judged row by row
-            good = [i for i, row in enumerate(rows) if _numbers(row) is not None]
-            self.incomplete += len(rows) - len(good)
+            readings = [_numbers(rows[i * k:(i + 1) * k]) for i in range(len(indices))]
+            good = [i for i, reading in enumerate(readings) if reading is not None]
+            self.incomplete += len(indices) - len(good)
             if not good:
                 return None
             indices = [indices[i] for i in good]
-            matrix = np.array([_numbers(rows[i]) for i in good])
-        return indices, matrix.astype(np.float64, copy=False)
+            matrix = np.array([readings[i] for i in good])
+        return indices, matrix.astype(np.float64, copy=False).reshape(len(indices), k)
 
     def discard(self) -> None:
         """Forget the rows not taken (a batch whose scoring broke off)."""
