@@ -40,9 +40,11 @@ def test_an_empty_bin_counts_as_one_in_ten_thousand() -> None:
     assert math.isfinite(hand)
 
 
-def test_bins_follow_the_cut_points_a_value_on_a_cut_goes_above_it() -> None:
-    drift = stats()
-    drift.add([[0.0, 10.0]] * 10 + [[-0.5, 20.0]] * 10)  # on the cuts: the upper bins
+@pytest.mark.parametrize("each", [2, 10])  # a few rows and many are binned in two ways
+def test_bins_follow_the_cut_points_a_value_on_a_cut_goes_above_it(each: int) -> None:
+    drift = stats(min_rows=1)
+    for _ in range(10 // each):
+        drift.add([[0.0, 10.0]] * each + [[-0.5, 20.0]] * each)  # on the cuts: the upper bins
     # temp: 10 at 0.0 (upper), 10 below -> 50/50, no drift
     assert drift.summary().psi["temp"] == pytest.approx(0.0, abs=1e-9)
     # rpm: 10 in the middle bin, 10 in the top bin, none in the bottom one
