@@ -20,7 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
@@ -28,11 +28,17 @@ import numpy as np
 from pydantic import Field, ValidationError, field_validator, model_validator
 from scipy.spatial.transform import Rotation
 
-from cloud.physics.errors import AssemblyError, MeshTooLargeError, PhysicsError, Problem
+from cloud.physics.errors import AssemblyError, MeshTooLargeError, PhysicsError, Problem, UnitMismatchError
 from cloud.physics.materials import Material, get_material
-from cloud.physics.mates import MateSpec
+from cloud.physics.mates import MateSpec, unknown_parts
 from cloud.physics.mesh import MeshLimits, PartMesh, format_from_name, load_mesh_bytes
-from cloud.physics.units import METRES_PER, LengthUnit
+from cloud.physics.units import (
+    DEFAULT_TOUCHING_TOLERANCE_M,
+    METRES_PER,
+    UNIT_WORDS,
+    LengthUnit,
+    format_length,
+)
 from shared.configbase import StrictModel as _Strict
 from shared.validation import validation_problems
 
@@ -47,9 +53,17 @@ __all__ = [
     "load_assembly",
     "load_assembly_file",
     "parse_assembly",
+    "precision_flags",
+    "unit_flags",
 ]
 
 ASSEMBLY_FORMAT = "twinedge-assembly/1"
+# A part of a format without units is flagged when, read in its unit, it is outside these.
+MIN_DIAGONAL_M = 1e-4  # 0.1 mm across
+MAX_DIAGONAL_M = 100.0
+MIN_MASS_KG = 1e-6  # 1 mg
+# A float32 file is flagged when its coordinate spacing is coarser than this part of the tolerance.
+PRECISION_FRACTION = 0.1
 
 
 class PoseSpec(_Strict):
@@ -113,7 +127,9 @@ class PartSpec(_Strict):
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$", description="unique part name")
     mesh: str | InlineMesh = Field(description="path relative to the assembly file, or inline mesh")
-    unit: LengthUnit = Field(default="mm", description="unit of the mesh and feature coordinates")
+    unit: LengthUnit | None = Field(default=None, description=(
+        "unit of the mesh and feature coordinates; default mm, and for STEP the unit the file declares "
+        "(a different one is refused)"))
     material: str = Field(description="id from the materials table, e.g. 'aluminium-6061-t6'")
     density_kg_m3: float | None = Field(default=None, gt=0, description="overrides the material density, kg/m³")
     pose: PoseSpec = Field(default_factory=PoseSpec)
@@ -141,11 +157,9 @@ class AssemblySpec(_Strict):
 
     @model_validator(mode="after")
     def _mates_name_parts(self) -> AssemblySpec:
-        names = {p.name for p in self.parts}
-        for i, mate in enumerate(self.mates):
-            for key, feat in (("a", mate.a), ("b", mate.b)):
-                if feat is not None and feat.part is not None and feat.part not in names:
-                    raise ValueError(f"mates[{i}].{key}.part: unknown part {feat.part!r}")
+        problems = unknown_parts(self.mates, {p.name for p in self.parts})
+        if problems:
+            raise ValueError("; ".join(str(p) for p in problems))
         return self
 
 
@@ -250,19 +264,69 @@ def load_assembly(spec: AssemblySpec, base_dir: Path | None = None,
             mesh = load_mesh_bytes(data, fmt, ps.unit, limits)
             key = "material"
             material = get_material(ps.material)
+        except UnitMismatchError as exc:
+            kinds.add(AssemblyError)
+            problems += [Problem(f"parts[{i}].unit", f"part {ps.name}: {p.message}") for p in exc.problems]
+            continue
         except PhysicsError as exc:
             kinds.add(type(exc))
-            problems += [Problem(f"parts[{i}].{key}" + (f".{p.path}" if p.path else ""), f"{ps.name}: {p.message}")
-                         for p in exc.problems]
+            problems += [Problem(f"parts[{i}].{key}" + (f".{p.path}" if p.path else ""),
+                                 f"part {ps.name}: {p.message}") for p in exc.problems]
             continue
-        warnings += [f"{ps.name}: {t}" for t in mesh.check.repairs + mesh.check.flags]
         density = ps.density_kg_m3 or material.density
+        found = unit_flags(mesh, density) + precision_flags(mesh, DEFAULT_TOUCHING_TOLERANCE_M)
+        if found:
+            mesh = replace(mesh, check=replace(mesh.check, flags=mesh.check.flags + tuple(found)))
+        warnings += [f"part {ps.name}: {t}" for t in mesh.check.repairs + mesh.check.flags]
         parts.append(Part(ps.name, mesh, ps.pose.to_matrix(spec.unit), material, density,
-                          ps.unit, ps.fixed))
+                          mesh.unit, ps.fixed))
     if problems:
         # One kind of problem keeps its kind (a part over the size limit is 413, not 422).
         raise (kinds.pop() if len(kinds) == 1 else AssemblyError)(problems)
     return Assembly(spec, parts, warnings)
+
+
+def precision_flags(mesh: PartMesh, tolerance_m: float) -> list[str]:
+    """Why a float32 file (binary STL, GLB) cannot resolve gaps near ``tolerance_m``, if it cannot."""
+    check = mesh.check
+    if check.float32_precision_m is None or check.float32_reach_m is None:
+        return []
+    if check.float32_precision_m <= PRECISION_FRACTION * tolerance_m:
+        return []
+    kind = "STL" if check.source_format == "stl" else (check.source_format or "mesh").upper()
+    return [f"the {kind}'s float32 coordinates reach {format_length(check.float32_reach_m)} from the origin; "
+            f"their precision is {format_length(check.float32_precision_m)}, coarser than a tenth of the "
+            f"{format_length(tolerance_m)} touching tolerance, so gaps and overlaps of that size are lost "
+            "(a gap under it may read 0); export the part with its origin near it and place it with its pose"]
+
+
+def unit_flags(mesh: PartMesh, density_kg_m3: float) -> list[str]:
+    """For a format without units: a warning when the part's size or mass is implausible in its unit."""
+    if mesh.check.source_format in (None, "step"):
+        return []
+    diagonal = float(np.linalg.norm(np.ptp(mesh.vertices, axis=0)))
+    mass = density_kg_m3 * abs(float(mesh.trimesh.volume)) if mesh.closed else None
+    if diagonal < MIN_DIAGONAL_M or (mass is not None and mass < MIN_MASS_KG):
+        what = "small"
+    elif diagonal > MAX_DIAGONAL_M:
+        what = "large"
+    else:
+        return []
+    size = f"{format_length(diagonal)} across" + ("" if mass is None else f", {_format_mass(mass)}")
+    native = diagonal / METRES_PER[mesh.unit]
+    fits = [f'"unit": "{u}" ({format_length(native * METRES_PER[u])} across)' for u in METRES_PER
+            if u != mesh.unit and MIN_DIAGONAL_M <= native * METRES_PER[u] <= MAX_DIAGONAL_M
+            and (what == "large") == (METRES_PER[u] < METRES_PER[mesh.unit])]
+    hint = f"; if the file is in another unit, set {' or '.join(fits)}" if fits else ""
+    return [f"{size} with coordinates read as {UNIT_WORDS[mesh.unit]}: implausibly {what} "
+            f"(the {mesh.check.source_format.upper()} file states no unit){hint}"]
+
+
+def _format_mass(kg: float) -> str:
+    for unit, scale in (("kg", 1.0), ("g", 1e-3), ("mg", 1e-6), ("µg", 1e-9), ("ng", 1e-12)):
+        if kg >= scale or unit == "ng":
+            return f"{kg / scale:.3g} {unit}"
+    raise AssertionError("unreachable")
 
 
 def load_assembly_file(path: str | Path, limits: MeshLimits | None = None,
