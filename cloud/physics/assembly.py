@@ -28,16 +28,24 @@ import numpy as np
 from pydantic import Field, ValidationError, field_validator, model_validator
 from scipy.spatial.transform import Rotation
 
-from cloud.physics.errors import AssemblyError, MeshTooLargeError, PhysicsError, Problem, UnitMismatchError
+from cloud.physics.errors import (
+    AssemblyError,
+    MeshFormatError,
+    MeshTooLargeError,
+    PhysicsError,
+    Problem,
+    UnitMismatchError,
+)
 from cloud.physics.materials import Material, get_material
 from cloud.physics.mates import MateSpec, unknown_parts
-from cloud.physics.mesh import MeshLimits, PartMesh, format_from_name, load_mesh_bytes
+from cloud.physics.mesh import FORMATS, MeshLimits, PartMesh, format_from_name, load_mesh_bytes
 from cloud.physics.units import (
     DEFAULT_TOUCHING_TOLERANCE_M,
     METRES_PER,
     UNIT_WORDS,
     LengthUnit,
     format_length,
+    format_mass,
 )
 from shared.configbase import StrictModel as _Strict
 from shared.validation import validation_problems
@@ -118,7 +126,8 @@ class PoseSpec(_Strict):
 class InlineMesh(_Strict):
     """Mesh bytes carried inside the JSON (base64)."""
 
-    format: Literal["stl", "obj", "ply", "glb", "gltf", "step", "stp"]
+    format: str = Field(max_length=32, description=(
+        "stl, obj, ply, glb, gltf, step or stp; another is answered 415 (unknown mesh format)"))
     data_base64: str = Field(description="the mesh file, base64-encoded")
 
 
@@ -194,6 +203,15 @@ class Assembly:
                 return p
         raise AssemblyError(f"no part named {name!r}")
 
+    def warnings_at(self, tolerance_m: float) -> list[str]:
+        """The assembly's warnings, and those a touching tolerance finer than the default adds (float32 files)."""
+        out = list(self.warnings)
+        if tolerance_m < DEFAULT_TOUCHING_TOLERANCE_M:
+            for p in self.parts:
+                if not precision_flags(p.mesh, DEFAULT_TOUCHING_TOLERANCE_M):
+                    out += [f"part {p.name}: {t}" for t in precision_flags(p.mesh, tolerance_m)]
+        return out
+
     def with_poses(self, poses: dict[str, np.ndarray]) -> Assembly:
         """A copy whose parts have the given poses (4×4, metres); meshes are shared."""
         parts = [
@@ -238,6 +256,10 @@ def _read_mesh_file(base: Path, rel: str, limits: MeshLimits) -> tuple[bytes, st
 
 def _mesh_bytes(spec: PartSpec, base: Path | None, limits: MeshLimits) -> tuple[bytes, str]:
     if isinstance(spec.mesh, InlineMesh):
+        fmt = spec.mesh.format.lower().lstrip(".")
+        if fmt not in (*FORMATS, "stp"):
+            raise MeshFormatError(f"unknown mesh format {spec.mesh.format!r}; give one of "
+                                  f"{', '.join(FORMATS)} or stp", "format")
         if len(spec.mesh.data_base64) > limits.max_bytes * 4 // 3 + 4:
             raise MeshTooLargeError(f"inline mesh is over the limit of {limits.max_bytes:,} bytes")
         try:
@@ -312,7 +334,7 @@ def unit_flags(mesh: PartMesh, density_kg_m3: float) -> list[str]:
         what = "large"
     else:
         return []
-    size = f"{format_length(diagonal)} across" + ("" if mass is None else f", {_format_mass(mass)}")
+    size = f"{format_length(diagonal)} across" + ("" if mass is None else f", {format_mass(mass)}")
     native = diagonal / METRES_PER[mesh.unit]
     fits = [f'"unit": "{u}" ({format_length(native * METRES_PER[u])} across)' for u in METRES_PER
             if u != mesh.unit and MIN_DIAGONAL_M <= native * METRES_PER[u] <= MAX_DIAGONAL_M
@@ -320,13 +342,6 @@ def unit_flags(mesh: PartMesh, density_kg_m3: float) -> list[str]:
     hint = f"; if the file is in another unit, set {' or '.join(fits)}" if fits else ""
     return [f"{size} with coordinates read as {UNIT_WORDS[mesh.unit]}: implausibly {what} "
             f"(the {mesh.check.source_format.upper()} file states no unit){hint}"]
-
-
-def _format_mass(kg: float) -> str:
-    for unit, scale in (("kg", 1.0), ("g", 1e-3), ("mg", 1e-6), ("µg", 1e-9), ("ng", 1e-12)):
-        if kg >= scale or unit == "ng":
-            return f"{kg / scale:.3g} {unit}"
-    raise AssertionError("unreachable")
 
 
 def load_assembly_file(path: str | Path, limits: MeshLimits | None = None,

@@ -72,7 +72,7 @@ def collision(assembly_id: str, asm: Assembly, world: CollisionWorld,
         numeric_accuracy_m=NUMERIC_ACCURACY_M,
         interfering=sum(p.status == "interfering" for p in pairs),
         touching=sum(p.status == "touching" for p in pairs),
-        pairs=[pair_out(p, asm.unit) for p in pairs], warnings=list(asm.warnings))
+        pairs=[pair_out(p, asm.unit) for p in pairs], warnings=asm.warnings_at(tolerance_m))
     return out, pairs
 
 

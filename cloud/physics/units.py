@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-__all__ = ["DEFAULT_TOUCHING_TOLERANCE_M", "METRES_PER", "STEP_UNITS", "UNIT_WORDS", "LengthUnit", "format_length"]
+__all__ = [
+    "DEFAULT_TOUCHING_TOLERANCE_M", "METRES_PER", "STEP_UNITS", "UNIT_WORDS", "LengthUnit", "format_length",
+    "format_mass",
+]
 
 LengthUnit = Literal["mm", "m", "inch"]
 
@@ -32,8 +35,17 @@ STEP_UNITS: dict[str, LengthUnit] = {
 
 def format_length(metres: float) -> str:
     """A length for a sentence, in the unit that reads best: '7.6 µm', '0.12 mm', '100 m'."""
-    size = abs(metres)
-    for unit, scale in (("m", 1.0), ("mm", 1e-3), ("µm", 1e-6), ("nm", 1e-9)):
-        if size >= scale or unit == "nm":
-            return f"{metres / scale:.3g} {unit}"
+    return _format(metres, (("m", 1.0), ("mm", 1e-3), ("µm", 1e-6), ("nm", 1e-9)))
+
+
+def format_mass(kg: float) -> str:
+    """A mass for a sentence: '981 ng', '0.636 mg', '12 kg'."""
+    return _format(kg, (("kg", 1.0), ("g", 1e-3), ("mg", 1e-6), ("µg", 1e-9), ("ng", 1e-12)))
+
+
+def _format(value: float, scales: tuple[tuple[str, float], ...]) -> str:
+    for unit, scale in scales:
+        if abs(value) >= scale or unit == scales[-1][0]:
+            scaled = value / scale
+            return f"{scaled:,.0f} {unit}" if abs(scaled) >= 1000 else f"{scaled:.3g} {unit}"
     raise AssertionError("unreachable")
