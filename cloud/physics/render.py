@@ -52,6 +52,7 @@ class Drawn:
     labels: list[tuple[str, tuple[float, float, float, float]]] = field(default_factory=list)
     legend: list[str] = field(default_factory=list)
     scale_bars: list[str] = field(default_factory=list)
+    rings: dict[int, tuple[float, float]] = field(default_factory=dict)  # pair index -> its ring in the overview
 
 
 def _decimated(tri: np.ndarray, cap: int) -> np.ndarray:
@@ -220,6 +221,7 @@ class _Renderer:
                 x, y = self.pixels(ax, pair.centroid_m)[0]
                 ax.plot(*(pair.centroid_m / self.k)[:, None], marker="o", markersize=15, markerfacecolor="none",
                         markeredgecolor="#222222", markeredgewidth=1.5, zorder=6)
+                self.drawn.rings[index] = (float(x), float(self.h - y))
                 box = _place(np.array([x, y]), str(index + 1), placed, bounds, near=10)
                 placed.append(box)
                 self.fig.text(box[0] / self.w, box[1] / self.h, str(index + 1), fontsize=8, fontweight="bold",

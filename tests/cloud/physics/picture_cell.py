@@ -24,21 +24,20 @@ def _pose(rot: np.ndarray, t: np.ndarray) -> np.ndarray:
     return pose
 
 
-def cell(unit: str = "mm") -> tuple[Assembly, dict[str, np.ndarray]]:
+def cell(problems: list[tuple[int, tuple[float, float], float]] = PROBLEMS
+         ) -> tuple[Assembly, dict[str, np.ndarray]]:
     """The assembly and, for each part of a problem pair, its box's pose (a 100 mm cube centred at 0)."""
     from physics_helpers import assembly
 
     mat = get_material("steel-s235")
-    k = 1e-3
     box = build_part_mesh(trimesh.creation.box((100.0, 100.0, 100.0)).vertices,
                           trimesh.creation.box((100.0, 100.0, 100.0)).faces, "mm")
     sphere = trimesh.creation.icosphere(3, radius=45.0)
     cyl = trimesh.creation.cylinder(radius=40.0, height=90.0, sections=64)
     others = [build_part_mesh(sphere.vertices, sphere.faces, "mm"), build_part_mesh(cyl.vertices, cyl.faces, "mm")]
-    assert box.unit == "mm" and k == 1e-3
     rng = np.random.default_rng(3)
     slots: dict[int, np.ndarray] = {}
-    for s, (about_z, about_x), push in PROBLEMS:
+    for s, (about_z, about_x), push in problems:
         base = np.array([(s // 10) * SPACING_M, (s % 10) * SPACING_M, 0.0])
         slots[s] = _pose(np.eye(3), base)
         turn = Rotation.from_euler("zx", [about_z, about_x], degrees=True).as_matrix()
