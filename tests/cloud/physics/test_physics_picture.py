@@ -212,3 +212,13 @@ async def test_picture_of_an_unknown_assembly_is_404(api) -> None:
     for route in ("picture.png", "picture.json"):
         got = await api.client.get(f"/api/v1/physics/assemblies/nope/{route}", headers=auth(api.viewer))
         assert got.status_code == 404
+
+
+def test_cli_png_is_the_new_picture(tmp_path: Path) -> None:
+    from cloud.physics.cli import main
+
+    png = tmp_path / "cell.png"
+    example = Path(__file__).resolve().parents[3] / "docs" / "examples" / "assembly" / "cell.json"
+    assert main(["check", str(example), "--png", str(png)]) == 1  # the bracket cuts into the column
+    image = np.asarray(Image.open(png).convert("RGB"))
+    assert image.shape == (800, 1200, 3) and _count(image, COLOURS["interfering"]) > 0
