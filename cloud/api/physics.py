@@ -44,7 +44,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "no token, or an unknown or revoked one"},
     403: {"description": "the token's role may not do this"},
     404: {"description": "unknown assembly id"},
-    422: {"description": "invalid input; detail lists each problem"}}
+    413: {"description": "body over the limit (server.max_json_bytes; for uploads physics.max_upload_bytes)"},
+    422: {"description": "invalid input; detail lists each problem with its path"},
+    503: {"description": "the database did not answer; retry after Retry-After"}}
 _UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
     **_ERRORS,
     400: {"description": "unreadable body (broken gzip/zstd)"},
