@@ -254,8 +254,53 @@ def picture_figures(fig: dict[str, float | str]) -> None:
     fig["picture_png_kb"] = sizes[-1] / 1024
 
 
+_LOAD_LARGEST = """
+import json, sys, time
+from pathlib import Path
+from cloud.physics.mass import part_mass_properties
+from cloud.physics.mesh import MeshLimits, load_mesh_bytes
+def kib():  # VmHWM: this process's peak since exec (ru_maxrss would carry the parent's over)
+    status = Path("/proc/self/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1])
+base = kib()
+data = Path(sys.argv[1]).read_bytes()
+start = time.perf_counter()
+mesh = load_mesh_bytes(data, "stl", "mm", MeshLimits())
+loaded, seconds = kib(), time.perf_counter() - start
+part_mass_properties(mesh, 7850.0)
+print(json.dumps({"base": base, "loaded": loaded, "mass": kib(), "seconds": seconds,
+                  "faces": mesh.check.faces, "bytes": len(data)}))
+"""
+
+
+def largest_mesh_figures(fig: dict[str, float | str]) -> None:
+    """Peak memory of a process that loads the largest mesh the default limits accept (64 MiB binary STL).
+
+    An icosphere of 1,310,720 triangles (62.5 MiB as binary STL; the byte limit, not the 2 M triangle
+    limit, bounds a binary STL) is loaded and validated, then its mass properties computed, in a fresh
+    process: its peak resident memory (VmHWM) after the imports, after the load and after the mass properties.
+    """
+    import subprocess
+    import tempfile
+
+    sphere = trimesh.creation.icosphere(subdivisions=8, radius=100.0)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "largest.stl"
+        path.write_bytes(sphere.export(file_type="stl"))
+        out = subprocess.run([sys.executable, "-c", _LOAD_LARGEST, str(path)], capture_output=True, text=True,
+                             check=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+    got = json.loads(out.stdout)
+    fig["largest_mesh_triangles"] = float(got["faces"])
+    fig["largest_mesh_file_mb"] = got["bytes"] / 1024**2
+    fig["largest_mesh_load_s"] = got["seconds"]
+    fig["largest_mesh_peak_rss_after_imports_mb"] = got["base"] / 1024
+    fig["largest_mesh_peak_rss_loaded_mb"] = got["loaded"] / 1024
+    fig["largest_mesh_peak_rss_with_mass_mb"] = got["mass"] / 1024
+
+
 def run() -> dict[str, float | str]:
     fig: dict[str, float | str] = {}
+    largest_mesh_figures(fig)
     picture_figures(fig)
     collision_figures(fig)
     mate_figures(fig)
