@@ -9,7 +9,11 @@ File format (``format: "twinedge-assembly/1"``)::
      "mates": [...]}
 
 Pose translations and mate distances are in the assembly ``unit``; mesh and
-feature coordinates in each part's ``unit``. ``rotation_deg`` is applied about
+feature coordinates in each part's ``unit`` (default mm). A STEP file states
+its own unit: a part's ``unit`` left out takes it, one that contradicts it is
+refused. Formats without units are flagged when a part's size or mass is
+implausible in its unit, and float32 formats when their coordinate spacing is
+coarser than a tenth of the touching tolerance. ``rotation_deg`` is applied about
 the fixed X, then Y, then Z axes; ``matrix`` (4×4) may be given instead.
 A mesh is a path relative to the JSON file (never absolute, never outside its
 folder) or inline: ``{"format": "stl", "data_base64": "..."}``.
