@@ -108,6 +108,11 @@ def _text(asm_info, coll, clear, mass, mates, robot) -> str:
         a = mass.assembly
         out.append(f"  {'ASSEMBLY':<20} {a.mass_kg:10.5g} kg  CoM "
                    f"({', '.join(f'{c / k:.5g}' for c in a.com_m)}) {u}")
+        out.append("  principal moments " + ", ".join(f"{m:.5g}" for m in a.principal_moments_kgm2)
+                   + " kg·m²")
+    for o in mass.overlaps:
+        out.append(f"  overlap {o.a} / {o.b}: {o.volume_m3 * 1e9:.6g} mm³ counted in both parts "
+                   f"({o.mass_kg:.5g} kg twice)")
     if mates is not None:
         out.append(f"\nMates: {'all satisfied' if mates.converged else 'NOT all satisfied'}; "
                    f"{mates.dof_total} degrees of freedom remain")
