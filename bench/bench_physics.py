@@ -57,6 +57,7 @@ TARGETS = {
     "cold_start_distinct_ms": (1000.0, "cold start including structure builds"),
     "mate_solve_5parts_10mates_median_ms": (20.0, "mate solve 5 parts / 10 mates, median"),
     "mate_solve_20parts_40mates_median_ms": (1000.0, "mate solve 20 parts / 40 mates"),
+    "picture 100 parts": (2000.0, "PNG of the 100-part cell, 1200×800, overview + 6 pair views, median"),
 }
 
 
@@ -236,8 +237,26 @@ def mate_figures(fig: dict[str, float | str]) -> None:
         fig[f"mate_solve_{n_parts}parts_{n_mates}mates_converged"] = f"{ok}/{reps}"
 
 
+def picture_figures(fig: dict[str, float | str]) -> None:
+    """The picture route's work on the collision scene: check, layout (the JSON) and the PNG."""
+    from cloud.physics.picture import layout
+    from cloud.physics.render import render_png
+
+    meshes = [build_part_mesh(*_raw_shapes(k, True)) for k in range(100)]
+    parts = _parts(meshes, _poses(np.random.default_rng(1)))
+    spec = AssemblySpec.model_validate({"name": "bench cell", "parts": [
+        {"name": p.name, "mesh": {"format": "stl", "data_base64": ""}, "material": "steel-s235"} for p in parts]})
+    asm = Assembly(spec, parts)
+    pairs = CollisionWorld(parts).check(TOL)
+    fig["picture_json_layout_median_ms"] = float(np.median(_times(lambda: layout(asm, pairs, TOL), 5)))
+    sizes: list[int] = []
+    fig["picture 100 parts"] = float(np.median(_times(lambda: sizes.append(len(render_png(asm, pairs))), 3)))
+    fig["picture_png_kb"] = sizes[-1] / 1024
+
+
 def run() -> dict[str, float | str]:
     fig: dict[str, float | str] = {}
+    picture_figures(fig)
     collision_figures(fig)
     mate_figures(fig)
     return fig
