@@ -89,7 +89,7 @@ def collision_check(req: s.CollisionRequest, _: Viewer, store: StoreDep) -> s.Co
 def collision_clearance(req: s.ClearanceRequest, _: Viewer, store: StoreDep) -> s.ClearanceResponse:
     """Global minimum clearance and every pair closer than the threshold, with closest points."""
     entry = store.get(req.assembly_id)
-    return report.clearance(entry.id, entry.assembly, entry.world, req.threshold_m)
+    return report.clearance(entry.id, entry.assembly, entry.world, req.threshold_m, req.tolerance_m)
 
 
 @router.post("/mass-properties", response_model=s.MassResponse, responses=_ERRORS)
@@ -97,7 +97,7 @@ def mass_properties(req: s.MassRequest, _: Viewer, store: StoreDep) -> s.MassRes
     """Volume, mass, CoM, inertia (about CoM and a frame), principal axes, area, error bounds."""
     entry = store.get(req.assembly_id)
     frame = None if req.frame is None else req.frame.to_matrix(entry.assembly.unit)
-    return report.mass(entry.id, entry.assembly, req.parts, frame)
+    return report.mass(entry.id, entry.assembly, req.parts, frame, world=entry.world)
 
 
 @router.post("/constraints/solve", response_model=s.ConstraintResponse, responses=_ERRORS)
