@@ -22,12 +22,12 @@ from cloud.auth import Operator, Viewer
 from cloud.body import read_body
 from cloud.physics import report
 from cloud.physics import schemas as s
+from cloud.physics.budget import start_deadline
 from cloud.physics.render import render_png
 from cloud.physics.store import PhysicsStore
 
 __all__ = ["UPLOAD_SCHEMA", "get_store", "router"]
 
-router = APIRouter(prefix="/api/v1/physics", tags=["physics"])
 _store: PhysicsStore | None = None
 
 
@@ -39,11 +39,20 @@ def get_store() -> PhysicsStore:
 
 
 StoreDep = Annotated[PhysicsStore, Depends(get_store)]
+
+
+async def _budget(store: StoreDep) -> None:
+    """Every physics request works within the time budget (the worker thread inherits the deadline)."""
+    start_deadline(store.time_budget_s)
+
+
+router = APIRouter(prefix="/api/v1/physics", tags=["physics"], dependencies=[Depends(_budget)])
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "no token, or an unknown or revoked one"},
     403: {"description": "the token's role may not do this"},
-    404: {"description": "unknown assembly id"},
-    422: {"description": "invalid input; detail lists each problem"}}
+    404: {"description": "unknown assembly id (the reason says why)"},
+    422: {"description": "invalid input, or over the request's time or memory budget; detail lists each "
+                         "problem"}}
 _UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
     **_ERRORS,
     400: {"description": "unreadable body (broken gzip/zstd)"},
@@ -79,14 +88,16 @@ def get_assembly(assembly_id: str, _: Viewer, store: StoreDep) -> s.AssemblyInfo
 def collision_check(req: s.CollisionRequest, _: Viewer, store: StoreDep) -> s.CollisionResponse:
     """Every pair classified: interfering (volume, centroid, region) or touching; all others clear."""
     entry = store.get(req.assembly_id)
-    return report.collision(entry.id, entry.assembly, entry.world, req.tolerance_m)[0]
+    with entry.posed(report.pose_matrices(entry.assembly, req.poses)) as (asm, world):
+        return report.collision(entry.id, asm, world, req.tolerance_m)[0]
 
 
 @router.post("/collision/clearance", response_model=s.ClearanceResponse, responses=_ERRORS)
 def collision_clearance(req: s.ClearanceRequest, _: Viewer, store: StoreDep) -> s.ClearanceResponse:
     """Global minimum clearance and every pair closer than the threshold, with closest points."""
     entry = store.get(req.assembly_id)
-    return report.clearance(entry.id, entry.assembly, entry.world, req.threshold_m)
+    with entry.posed(report.pose_matrices(entry.assembly, req.poses)) as (asm, world):
+        return report.clearance(entry.id, asm, world, req.threshold_m)
 
 
 @router.post("/mass-properties", response_model=s.MassResponse, responses=_ERRORS)

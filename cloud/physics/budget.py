@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from cloud.physics.errors import MemoryBudgetExceededError, TimeBudgetExceededError
 
 __all__ = ["BYTES_PER_FACE", "BYTES_PER_VERTEX", "check_memory", "check_time", "deadline",
-           "structure_bytes"]
+           "start_deadline", "structure_bytes"]
 
 # Measured on meshes of 20k–1.3M triangles: the validated mesh, its trimesh
 # copy, the fcl BVH, the convex description and the manifold solid, per
@@ -49,6 +49,16 @@ def deadline(seconds: float | None) -> Iterator[None]:
         yield
     finally:
         _deadline.reset(token)
+
+
+def start_deadline(seconds: float | None) -> None:
+    """Work from now on in this context must finish within ``seconds``.
+
+    For a request's own context (an API dependency): the worker thread that runs
+    the route gets a copy of it, deadline included. Not reset: the context ends
+    with the request.
+    """
+    _deadline.set(None if seconds is None else _Deadline(time.monotonic() + seconds, seconds))
 
 
 def check_time(doing: str) -> None:

@@ -36,6 +36,7 @@ import numpy as np
 from scipy.spatial import ConvexHull, QhullError
 
 from cloud.physics.assembly import Part
+from cloud.physics.budget import check_time
 from cloud.physics.convex import ConvexShape, convex_shape, intersect_many
 from cloud.physics.geometry import winding_number
 from cloud.physics.mesh import PartMesh
@@ -259,6 +260,7 @@ class CollisionWorld:
         At zero distance the points are a contact point, or None when the surfaces only
         share a face (flush contact has no single witness point).
         """
+        check_time("measuring distances between parts")
         oi, oj = self._object(i), self._object(j)
         req = fcl.DistanceRequest(enable_nearest_points=True)
         res = fcl.DistanceResult()
@@ -397,6 +399,7 @@ class CollisionWorld:
 
     def _classify(self, i: int, j: int, tol: float, crossing: bool,
                   batch: dict[tuple[int, int], Polytope]) -> PairResult:
+        check_time("classifying pairs of parts")
         a, b = self.names[i], self.names[j]
         if not crossing:
             d, pa, pb = self.distance(i, j)

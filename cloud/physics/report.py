@@ -17,7 +17,7 @@ from cloud.physics.robot import check_grip, check_payload
 from cloud.physics.solver import MateSystem, SolveResult
 from cloud.physics.units import METRES_PER
 
-__all__ = ["assembly_info", "clearance", "collision", "constraints", "mass", "robot_check"]
+__all__ = ["assembly_info", "clearance", "collision", "constraints", "mass", "pose_matrices", "robot_check"]
 
 NUMERIC_ACCURACY_M = 1e-9  # fcl triangle distances in float64; measured < 1e-14 m in a 20 m cell
 
@@ -62,6 +62,11 @@ def pair_out(r: PairResult, unit: str) -> s.PairOut:
         centroid_m=_v(r.centroid_m), depth_m=r.depth_m,
         extent_m=_v(r.extent_m) if r.status == "interfering" else None, contact=_contact(r),
         faces_a=r.faces_a.tolist(), faces_b=r.faces_b.tolist(), note=r.note)
+
+
+def pose_matrices(asm: Assembly, poses: s.Poses | None) -> dict[str, np.ndarray] | None:
+    """A request's ``poses`` as 4×4 matrices in metres (the part names are checked where they are used)."""
+    return None if not poses else {k: v.to_matrix(asm.unit) for k, v in poses.items()}
 
 
 def collision(assembly_id: str, asm: Assembly, world: CollisionWorld,
