@@ -12,6 +12,9 @@ small world-frame translations/rotations of each free part) tells the rest:
 - remaining DOF = 6·n_free − rank J; its null space holds the free motions,
   split per part into translations, rotations (axis + point) and screws;
 - a mate whose rows add less rank than they have on their own is redundant;
+- a start that ends with a few violated mates which cannot hold even on their
+  own (solved alone from every start) ends the multi-start: no other start
+  can satisfy them all;
 - when no start satisfies every mate, a minimal conflicting set (removing
   any one mate of it makes the rest solvable) is found from the best
   (least-squares) solution x*. There JᵀR = 0: the residual is orthogonal to
@@ -309,7 +312,17 @@ class MateSystem:
         return best, best_err, used
 
     def solve(self, max_starts: int = 10, seed: int = 0) -> SolveResult:
-        poses, err, used = self.solve_subset(None, max_starts, seed)
+        """Multi-start solve; a start that ends with a few violated mates that cannot hold even on
+        their own (solved alone, with every start) ends the search: no start can satisfy all."""
+        rng = np.random.default_rng(seed)
+        poses, err, used = self._start, np.inf, 0
+        for start in self._starts(rng, max_starts):
+            used += 1
+            found, found_err = self._run(start, None)
+            if found_err < err:
+                poses, err = found, found_err
+            if err <= self.tolerance or self._conflict_proven(found, max_starts, seed):
+                break
         conflicting: list[int] = []
         if err > self.tolerance:
             conflicting = self.minimal_conflict(poses, max_starts, seed)
@@ -321,8 +334,7 @@ class MateSystem:
 
     def minimal_conflict(self, poses: np.ndarray, max_starts: int, seed: int) -> list[int]:
         """A minimal conflicting set from the least-squares solution ``poses`` (see the module doc)."""
-        r, _, ranges, _ = self.equations(poses)
-        bad = [k for k, (a, b) in enumerate(ranges) if np.abs(r[a:b]).max(initial=0) > self.tolerance]
+        bad = self._violated(poses)
         core = bad
         if self._solvable(core, poses, max_starts, seed):
             core = self._connected(set(bad))
@@ -332,6 +344,15 @@ class MateSystem:
             if not self._solvable(trial, poses, max_starts, seed):
                 core = trial
         return sorted(core)
+
+    def _violated(self, poses: np.ndarray) -> list[int]:
+        r, _, ranges, _ = self.equations(poses)
+        return [k for k, (a, b) in enumerate(ranges) if np.abs(r[a:b]).max(initial=0) > self.tolerance]
+
+    def _conflict_proven(self, poses: np.ndarray, max_starts: int, seed: int) -> bool:
+        """Whether the mates violated at ``poses`` are few (under half) and cannot hold on their own."""
+        bad = self._violated(poses)
+        return 0 < 2 * len(bad) < len(self.mates) and not self._solvable(bad, poses, max_starts, seed)
 
     def _solvable(self, subset: list[int], poses: np.ndarray, max_starts: int, seed: int) -> bool:
         """Whether the mates ``subset`` can hold together, solved warm from ``poses`` on only
