@@ -52,7 +52,7 @@ async def test_a_request_over_the_time_budget_is_answered_422_with_the_reason(tm
 
 
 async def test_an_upload_over_the_memory_budget_is_answered_422_with_the_reason(tmp_path: Path) -> None:
-    sphere = trimesh.creation.icosphere(6, radius=50.0)  # 81,920 triangles: about 55 MB of structures
+    sphere = trimesh.creation.icosphere(6, radius=50.0)  # 81,920 triangles: about 78 MB of structures
     body = {"name": "fine", "unit": "mm", "parts": [
         {"name": "ball", "mesh": inline(sphere), "material": "steel-s235"}]}
     async with service(tmp_path, memory_budget_mb=16) as api:
