@@ -64,6 +64,7 @@ TARGETS = {
     "conflict_search_40parts_ms": (2000.0, "solve + minimal conflicting set, 40-link chain"),
     "pose_change_check_http_100parts_median_ms": (20.0, "pose change + collision check over HTTP, "
                                                         "100-part cell"),
+    "picture 100 parts": (2000.0, "PNG of the 100-part cell, 1200×800, overview + 6 pair views, median"),
 }
 
 
@@ -313,10 +314,71 @@ def pose_http_figures(fig: dict[str, float | str], runs: int = 100) -> None:
         fig["pose_change_check_http_interfering"] = f"{min(interfering)}-{max(interfering)}"
 
 
+def picture_figures(fig: dict[str, float | str]) -> None:
+    """The picture route's work on the collision scene: check, layout (the JSON) and the PNG."""
+    from cloud.physics.picture import layout
+    from cloud.physics.render import render_png
+
+    meshes = [build_part_mesh(*_raw_shapes(k, True)) for k in range(100)]
+    parts = _parts(meshes, _poses(np.random.default_rng(1)))
+    spec = AssemblySpec.model_validate({"name": "bench cell", "parts": [
+        {"name": p.name, "mesh": {"format": "stl", "data_base64": ""}, "material": "steel-s235"} for p in parts]})
+    asm = Assembly(spec, parts)
+    pairs = CollisionWorld(parts).check(TOL)
+    fig["picture_json_layout_median_ms"] = float(np.median(_times(lambda: layout(asm, pairs, TOL), 5)))
+    sizes: list[int] = []
+    fig["picture 100 parts"] = float(np.median(_times(lambda: sizes.append(len(render_png(asm, pairs))), 3)))
+    fig["picture_png_kb"] = sizes[-1] / 1024
+
+
+_LOAD_LARGEST = """
+import json, sys, time
+from pathlib import Path
+from cloud.physics.mass import part_mass_properties
+from cloud.physics.mesh import MeshLimits, load_mesh_bytes
+def kib():  # VmHWM: this process's peak since exec (ru_maxrss would carry the parent's over)
+    status = Path("/proc/self/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1])
+base = kib()
+data = Path(sys.argv[1]).read_bytes()
+start = time.perf_counter()
+mesh = load_mesh_bytes(data, "stl", "mm", MeshLimits())
+loaded, seconds = kib(), time.perf_counter() - start
+part_mass_properties(mesh, 7850.0)
+print(json.dumps({"base": base, "loaded": loaded, "mass": kib(), "seconds": seconds,
+                  "faces": mesh.check.faces, "bytes": len(data)}))
+"""
+
+
+def largest_mesh_figures(fig: dict[str, float | str]) -> None:
+    """Peak memory of a process that loads the largest mesh the default limits accept (64 MiB binary STL).
+
+    An icosphere of 1,310,720 triangles (62.5 MiB as binary STL; the byte limit, not the 2 M triangle
+    limit, bounds a binary STL) is loaded and validated, then its mass properties computed, in a fresh
+    process: its peak resident memory (VmHWM) after the imports, after the load and after the mass properties.
+    """
+    import subprocess
+    import tempfile
+
+    sphere = trimesh.creation.icosphere(subdivisions=8, radius=100.0)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "largest.stl"
+        path.write_bytes(sphere.export(file_type="stl"))
+        out = subprocess.run([sys.executable, "-c", _LOAD_LARGEST, str(path)], capture_output=True, text=True,
+                             check=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+    got = json.loads(out.stdout)
+    fig["largest_mesh_triangles"] = float(got["faces"])
+    fig["largest_mesh_file_mb"] = got["bytes"] / 1024**2
+    fig["largest_mesh_load_s"] = got["seconds"]
+    fig["largest_mesh_peak_rss_after_imports_mb"] = got["base"] / 1024
+    fig["largest_mesh_peak_rss_loaded_mb"] = got["loaded"] / 1024
+    fig["largest_mesh_peak_rss_with_mass_mb"] = got["mass"] / 1024
+
+
 def run(only: str | None = None) -> dict[str, float | str]:
     fig: dict[str, float | str] = {}
-    parts = {"collision": collision_figures, "mates": mate_figures, "conflict": conflict_figures,
-             "poses": pose_http_figures}
+    parts = {"largest": largest_mesh_figures, "picture": picture_figures, "collision": collision_figures,
+             "mates": mate_figures, "conflict": conflict_figures, "poses": pose_http_figures}
     for name, figures in parts.items():
         if only is None or only == name:
             figures(fig)
@@ -327,7 +389,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--only", choices=["collision", "mates", "conflict", "poses"],
+    parser.add_argument("--only", choices=["largest", "picture", "collision", "mates", "conflict", "poses"],
                         help="run one group of figures")
     args = parser.parse_args()
     fig = run(args.only)

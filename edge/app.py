@@ -225,7 +225,7 @@ class Gateway:
         return EdgeHealth(
             queue_depth=self.store.depth,
             oldest_age_s=None if oldest is None else max(0.0, time.time() - oldest[1]),
-            drops=self.store.drops,
+            drops={**self.store.drops, **{f"alert:{k}": v for k, v in self.store.alert_drops.items()}},
             quarantined=self.store.quarantined_count,
             sources={h.name: h.state.value for h in self._healths()},
             models=dict(list(self.engine.reports().items())[:MAX_MODEL_REPORTS]),

@@ -73,7 +73,8 @@ class EdgeHealth(_Wire):
     queue_depth: Count = Field(description="frames waiting in the edge queue")
     oldest_age_s: float | None = Field(default=None, ge=0, allow_inf_nan=False,
                                        description="age of the oldest queued frame, s")
-    drops: dict[str, Count] = Field(default_factory=dict, description="frames dropped, by reason")
+    drops: dict[str, Count] = Field(
+        default_factory=dict, description="frames dropped, by reason; reasons starting with alert: count model alerts")
     quarantined: Count = Field(default=0, description="frames set aside as invalid")
     sources: dict[str, str] = Field(default_factory=dict, description="source name -> health state")
     models: dict[Annotated[str, Field(pattern=DEVICE_ID_PATTERN)], ModelReport] = Field(

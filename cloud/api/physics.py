@@ -23,7 +23,8 @@ from cloud.body import read_body
 from cloud.physics import report
 from cloud.physics import schemas as s
 from cloud.physics.budget import start_deadline
-from cloud.physics.render import render_png
+from cloud.physics.picture import layout, picture_out
+from cloud.physics.render import MAX_PX, MIN_PX, render_png
 from cloud.physics.store import PhysicsStore
 
 __all__ = ["UPLOAD_SCHEMA", "get_store", "router"]
@@ -51,8 +52,10 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "no token, or an unknown or revoked one"},
     403: {"description": "the token's role may not do this"},
     404: {"description": "unknown assembly id (the reason says why)"},
+    413: {"description": "body over the limit (server.max_json_bytes; for uploads physics.max_upload_bytes)"},
     422: {"description": "invalid input, or over the request's time or memory budget; detail lists each "
-                         "problem"}}
+                         "problem with its path"},
+    503: {"description": "the database did not answer; retry after Retry-After"}}
 _UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
     **_ERRORS,
     400: {"description": "unreadable body (broken gzip/zstd)"},
@@ -129,12 +132,30 @@ def robot_check(req: s.RobotCheckRequest, _: Viewer, store: StoreDep) -> s.Robot
     return report.robot_check(entry.id, entry.assembly, req)
 
 
+_TOLERANCE = Query(gt=0, le=0.01, description="touching tolerance, m")
+
+
 @router.get("/assemblies/{assembly_id}/picture.png", response_class=Response, responses={
-    200: {"content": {"image/png": {}}, "description": "PNG, interfering regions in red"}, **_ERRORS})
+    200: {"content": {"image/png": {}},
+          "description": "PNG: colliding faces in red (interfering) or amber (touching), labels, legend, "
+                         "an overview and a zoomed view per problem pair"}, **_ERRORS})
 def picture(assembly_id: str, _: Viewer, store: StoreDep,
-            tolerance_m: Annotated[float, Query(gt=0, le=0.01, description="touching tolerance, m")] = 1e-5
+            tolerance_m: Annotated[float, _TOLERANCE] = 1e-5,
+            width_px: Annotated[int, Query(ge=MIN_PX, le=MAX_PX, description="picture width, pixels")] = 1200,
+            height_px: Annotated[int, Query(ge=MIN_PX, le=MAX_PX, description="picture height, pixels")] = 800,
             ) -> Response:
-    """A PNG of the assembly with interfering regions highlighted."""
+    """A PNG of the assembly showing where parts touch and interfere."""
     entry = store.get(assembly_id)
-    pairs = entry.world.check(tolerance_m)
-    return Response(render_png(entry.assembly, pairs), media_type="image/png")
+    pairs = entry.check(tolerance_m)
+    png = render_png(entry.assembly, pairs, tolerance_m=tolerance_m, width_px=width_px, height_px=height_px)
+    return Response(png, media_type="image/png")
+
+
+@router.get("/assemblies/{assembly_id}/picture.json", response_model=s.PictureResponse, responses=_ERRORS)
+def picture_json(assembly_id: str, _: Viewer, store: StoreDep,
+                 tolerance_m: Annotated[float, _TOLERANCE] = 1e-5) -> s.PictureResponse:
+    """What the PNG shows, for a viewer to draw: per part its state and colliding faces, per pair its region,
+    and the views chosen."""
+    entry = store.get(assembly_id)
+    pairs = entry.check(tolerance_m)
+    return picture_out(entry.id, entry.assembly, layout(entry.assembly, pairs, tolerance_m))

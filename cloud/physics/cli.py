@@ -29,7 +29,8 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     sub = physics.add_subparsers(dest="physics_command", required=True)
     check = sub.add_parser("check", help="interference, clearance, mass properties and mates")
     check.add_argument("assembly", type=Path, help="assembly JSON file (meshes relative to it)")
-    check.add_argument("--png", type=Path, help="write a picture with interfering regions in red")
+    check.add_argument("--png", type=Path, help="write a picture: colliding faces in red (interfering) and "
+                       "amber (touching), labels, legend, a zoomed view per problem pair")
     check.add_argument("--json", action="store_true", help="print the results as JSON")
     check.add_argument("--clearance", type=float, default=5.0, metavar="MM",
                        help="list pairs closer than this, mm (default 5)")
@@ -144,7 +145,7 @@ def _check(args: argparse.Namespace) -> int:
             return EXIT_INPUT
         robot = report.robot_check(info.id, asm, req_r)
     if args.png:
-        args.png.write_bytes(render_png(asm, pairs))
+        args.png.write_bytes(render_png(asm, pairs, tolerance_m=args.tolerance * 1e-3))
     if args.json:
         doc = {"assembly": info.model_dump(), "collision": coll.model_dump(),
                "clearance": clear.model_dump(), "mass": mass.model_dump(),

@@ -24,6 +24,7 @@ __all__ = [
     "PhysicsError",
     "Problem",
     "TimeBudgetExceededError",
+    "UnitMismatchError",
     "UnsupportedInputError",
 ]
 
@@ -54,6 +55,10 @@ class UnsupportedInputError(PhysicsError):
 
 class AssemblyError(PhysicsError):
     """The assembly description is invalid: bad JSON, unknown part or material, bad pose or path."""
+
+
+class UnitMismatchError(AssemblyError):
+    """A part's ``unit`` contradicts the length unit its file declares (a STEP file states its own)."""
 
 
 class AssemblyNotFoundError(PhysicsError):

@@ -10,7 +10,7 @@ import numpy as np
 
 from cloud.physics import schemas as s
 from cloud.physics.assembly import Assembly, Part
-from cloud.physics.errors import AssemblyError, PhysicsError
+from cloud.physics.errors import AssemblyError, PhysicsError, Problem
 from cloud.physics.interference import DEFAULT_TOLERANCE_M, CollisionWorld, PairResult
 from cloud.physics.mass import MassProperties, combine, part_mass_properties
 from cloud.physics.robot import check_grip, check_payload
@@ -77,7 +77,7 @@ def collision(assembly_id: str, asm: Assembly, world: CollisionWorld,
         numeric_accuracy_m=NUMERIC_ACCURACY_M,
         interfering=sum(p.status == "interfering" for p in pairs),
         touching=sum(p.status == "touching" for p in pairs),
-        pairs=[pair_out(p, asm.unit) for p in pairs], warnings=list(asm.warnings))
+        pairs=[pair_out(p, asm.unit) for p in pairs], warnings=asm.warnings_at(tolerance_m))
     return out, pairs
 
 
@@ -138,7 +138,7 @@ def constraints(assembly_id: str, asm: Assembly, request: s.ConstraintRequest,
     if request.poses:
         unknown = sorted(set(request.poses) - {p.name for p in asm.parts})
         if unknown:
-            raise AssemblyError(f"poses name unknown parts: {', '.join(unknown)}")
+            raise AssemblyError([Problem(f"poses.{n}", f"unknown part {n!r}") for n in unknown])
         asm = asm.with_poses({k: v.to_matrix(asm.unit) for k, v in request.poses.items()})
     system = MateSystem(asm, request.mates)
     result = system.solve(request.max_starts, request.seed) if solve else system.validate()

@@ -54,7 +54,7 @@ import numpy as np
 from cloud.physics.assembly import Assembly, AssemblySpec, load_assembly, parse_assembly
 from cloud.physics.budget import check_memory
 from cloud.physics.errors import AssemblyError, AssemblyNotFoundError, MeshTooLargeError, Problem
-from cloud.physics.interference import CollisionWorld
+from cloud.physics.interference import CollisionWorld, PairResult
 from cloud.physics.mesh import MeshLimits
 from cloud.storage.base import AssemblyRecord, Storage, StorageUnavailable
 
@@ -105,6 +105,12 @@ class StoredAssembly:
                 yield asm, world
             finally:
                 world.set_poses(stored)
+
+
+    def check(self, tolerance_m: float) -> list[PairResult]:
+        """The collision check at the stored poses, under the check lock (see ``posed``)."""
+        with self.posed(None) as (_, world):
+            return world.check(tolerance_m)
 
 
 def _counts(asm: Assembly) -> list[tuple[int, int]]:
