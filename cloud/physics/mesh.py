@@ -164,7 +164,27 @@ def _check_stl_header(data: bytes, limits: MeshLimits) -> None:
         )
 
 
-def _parse(data: bytes, fmt: str) -> tuple[np.ndarray, np.ndarray]:
+_STL_RECORD = np.dtype([("normal", "<f4", (3,)), ("corners", "<f4", (3, 3)), ("attribute", "<u2")])
+
+
+def _binary_stl_corners(data: bytes) -> np.ndarray | None:
+    """The corners of a well-formed binary STL as one (3F, 3) float32 array (face i is rows 3i..3i+2);
+    None for anything else, which the general reader handles (and explains)."""
+    if len(data) < 84 or _is_text(data[:4096]):
+        return None
+    (count,) = struct.unpack("<I", data[80:84])
+    if count == 0 or len(data) != 84 + _STL_RECORD.itemsize * count:
+        return None
+    records = np.frombuffer(data, dtype=_STL_RECORD, count=count, offset=84)
+    return np.ascontiguousarray(records["corners"]).reshape(-1, 3)
+
+
+def _parse(data: bytes, fmt: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Vertices and faces of mesh bytes; faces None for a binary STL, whose face i is corners 3i..3i+2."""
+    if fmt == "stl":
+        corners = _binary_stl_corners(data)
+        if corners is not None:
+            return corners, None
     try:
         loaded = trimesh.load(io.BytesIO(data), file_type=fmt, process=False)
         if isinstance(loaded, trimesh.Scene):
@@ -217,7 +237,7 @@ def load_mesh_bytes(
         _check_stl_header(data, limits)
         float32 = not _is_text(data[:4096])
     vertices, faces = _parse(data, fmt)
-    mesh = build_part_mesh(vertices, faces, unit, limits)
+    mesh = _build(vertices, faces, unit, limits)
     if float32 and len(vertices):
         largest = float(np.abs(vertices).max())  # file coordinates, before any repair
         precision = float(np.spacing(np.float32(largest))) * METRES_PER[unit]
@@ -254,23 +274,93 @@ def _load_step(data: bytes, unit: LengthUnit | None, limits: MeshLimits, chord_m
     return replace(mesh, check=check, unit=resolved)
 
 
-def _refuse_bad_arrays(vertices: np.ndarray, faces: np.ndarray, limits: MeshLimits) -> None:
+def _refuse_bad_arrays(vertices: np.ndarray, faces: np.ndarray | None, limits: MeshLimits) -> None:
     if vertices.ndim != 2 or vertices.shape[1:] != (3,):
         raise MeshDataError(f"vertices must be an (N, 3) array (got shape {vertices.shape})")
-    if faces.ndim != 2 or faces.shape[1:] != (3,):
+    if faces is not None and (faces.ndim != 2 or faces.shape[1:] != (3,)):
         raise MeshDataError(f"faces must be triangles, an (N, 3) array (got shape {faces.shape})")
-    if len(faces) == 0 or len(vertices) == 0:
+    n_faces = len(vertices) // 3 if faces is None else len(faces)
+    if n_faces == 0 or len(vertices) == 0:
         raise MeshDataError("mesh is empty: it has no triangles")
-    if len(faces) > limits.max_faces:
-        raise MeshTooLargeError(f"mesh has {len(faces):,} triangles; the limit is {limits.max_faces:,}")
+    if n_faces > limits.max_faces:
+        raise MeshTooLargeError(f"mesh has {n_faces:,} triangles; the limit is {limits.max_faces:,}")
     bad = ~np.isfinite(vertices).all(axis=1)
     if bad.any():
         first = int(np.flatnonzero(bad)[0])
         raise MeshDataError(
             f"{int(bad.sum())} vertices have NaN or infinite coordinates (first: vertex {first})"
         )
-    if faces.min() < 0 or faces.max() >= len(vertices):
+    if faces is not None and (faces.min() < 0 or faces.max() >= len(vertices)):
         raise MeshDataError(f"face indices must be 0..{len(vertices) - 1} (got {faces.min()}..{faces.max()})")
+
+
+# Equal positions are joined on a grid of 10 nm (in metres), as trimesh's merge_vertices does.
+_MERGE_GRID_PER_M = 10**8
+_HASH = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9], dtype=np.uint64)
+
+
+def _group_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Groups of equal rows of an (n, 3) array of 4- or 8-byte values: (first row of each group, group of
+    each row). Rows are hashed to one 64-bit word, and every row is checked against its group's first."""
+    bits = rows.view(np.uint32 if rows.dtype.itemsize == 4 else np.uint64)
+    key = np.zeros(len(rows), dtype=np.uint64)
+    for k in range(3):
+        word = bits[:, k].astype(np.uint64)
+        word *= _HASH[k]
+        word ^= word >> np.uint64(29)
+        key += word
+    del word
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    del key
+    inverse = inverse.ravel()
+    rep = first[inverse]
+    if all(np.array_equal(bits[rep, k], bits[:, k]) for k in range(3)):
+        return first, inverse
+    # two different rows share a hash: sort the rows themselves (slower, never wrong)
+    _, first, inverse = np.unique(bits, axis=0, return_index=True, return_inverse=True)
+    return first, inverse.ravel()
+
+
+def _merge_vertices(vertices: np.ndarray, faces: np.ndarray | None, scale: float
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices in metres (``vertices`` × ``scale``) with equal positions joined, and the faces on them.
+
+    The same result as trimesh's ``merge_vertices`` (positions equal on a 10 nm grid are one vertex,
+    kept at its first occurrence, in order of first occurrence; unreferenced vertices dropped), without
+    its copies: bit-identical corners (most of an STL) are joined first, the grid is applied to the rest.
+    ``faces`` None: face i is vertices 3i..3i+2 (a binary STL).
+    """
+    if faces is None:
+        used = None
+        rows = vertices
+    else:
+        referenced = np.zeros(len(vertices), dtype=bool)
+        referenced[faces] = True
+        used = np.flatnonzero(referenced) if not referenced.all() else None
+        rows = vertices if used is None else vertices[used]
+    first, same = _group_rows(np.ascontiguousarray(rows))
+    metres = rows[first].astype(np.float64) * scale
+    grid = np.round(metres * _MERGE_GRID_PER_M).astype(np.int64)
+    del metres
+    near_first, near = _group_rows(grid)
+    del grid
+    # the first occurrence of each joined group, then the groups in order of first occurrence
+    group_first = np.full(len(near_first), len(rows), dtype=np.int64)
+    np.minimum.at(group_first, near, first)
+    order = np.argsort(group_first)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    new_index = rank[near][same]
+    del same
+    kept = group_first[order]
+    if used is not None:
+        kept = used[kept]
+    merged = vertices[kept].astype(np.float64) * scale
+    if faces is None:
+        return merged, new_index.reshape(-1, 3)
+    lookup = np.zeros(len(vertices), dtype=np.int64)
+    lookup[np.arange(len(vertices)) if used is None else used] = new_index
+    return merged, lookup[faces]
 
 
 def _orient_outward(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, int]:
@@ -300,14 +390,22 @@ def build_part_mesh(
     chord_tolerance_m: float | None = None,
 ) -> PartMesh:
     """Validate raw arrays (coordinates in ``unit``) into a PartMesh in metres."""
+    return _build(vertices, np.asarray(faces), unit, limits, chord_tolerance_m)
+
+
+def _build(vertices: np.ndarray, faces: np.ndarray | None, unit: LengthUnit, limits: MeshLimits | None,
+           chord_tolerance_m: float | None = None) -> PartMesh:
+    """build_part_mesh; ``faces`` None: face i is vertices 3i..3i+2 (a binary STL's corners)."""
     limits = limits or MeshLimits()
-    vertices = np.asarray(vertices, dtype=float)
-    faces = np.asarray(faces)
-    if faces.size and not np.issubdtype(faces.dtype, np.integer):
+    if not (isinstance(vertices, np.ndarray) and vertices.dtype in (np.float32, np.float64)):
+        vertices = np.asarray(vertices, dtype=float)
+    if faces is not None and faces.size and not np.issubdtype(faces.dtype, np.integer):
         raise MeshDataError("face indices must be integers")
     _refuse_bad_arrays(vertices, faces, limits)
-    mesh = trimesh.Trimesh(vertices * METRES_PER[unit], faces, process=False, validate=False)
-    mesh.merge_vertices()  # STL stores every corner separately: join equal positions
+    # STL stores every corner separately: join equal positions
+    merged, tri = _merge_vertices(vertices, faces, METRES_PER[unit])
+    mesh = trimesh.Trimesh(merged, tri, process=False, validate=False)
+    del merged, tri
     repairs: list[str] = []
     keep = mesh.nondegenerate_faces(height=1e-12 * max(mesh.scale, 1e-300))
     keep &= mesh.unique_faces()
