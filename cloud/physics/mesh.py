@@ -23,7 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cloud.physics.errors import MeshDataError, MeshFormatError, MeshTooLargeError, UnitMismatchError
 from cloud.physics.geometry import (
-    edge_stats,
+    CHUNK,
+    Edges,
+    edges,
     face_components,
     make_winding_consistent,
     signed_volumes,
@@ -296,6 +298,7 @@ def _refuse_bad_arrays(vertices: np.ndarray, faces: np.ndarray | None, limits: M
 
 # Equal positions are joined on a grid of 10 nm (in metres), as trimesh's merge_vertices does.
 _MERGE_GRID_PER_M = 10**8
+_LENGTH_TOL = 1e-8  # trimesh's tol.merge: an edge shorter than this gives its triangle no height
 _HASH = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9], dtype=np.uint64)
 
 
@@ -363,9 +366,9 @@ def _merge_vertices(vertices: np.ndarray, faces: np.ndarray | None, scale: float
     return merged, lookup[faces]
 
 
-def _orient_outward(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, int]:
+def _orient_outward(vertices: np.ndarray, faces: np.ndarray, found: Edges) -> tuple[np.ndarray, int]:
     """Invert shells with negative volume unless they lie inside another shell (cavities)."""
-    comp = face_components(faces)
+    comp = face_components(faces, found)
     volumes = signed_volumes(vertices, faces, comp)
     inverted = 0
     for label in np.flatnonzero(volumes < 0):
@@ -379,6 +382,42 @@ def _orient_outward(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray
             faces[mask] = faces[mask][:, ::-1]
             inverted += 1
     return faces, inverted
+
+
+def _diagonal(vertices: np.ndarray) -> float:
+    """The bounding box diagonal (trimesh's ``scale``: 1 when it is near 0)."""
+    scale = float((np.ptp(vertices, axis=0) ** 2).sum() ** 0.5)
+    return scale if scale >= 1e-13 else 1.0
+
+
+def _nondegenerate(vertices: np.ndarray, faces: np.ndarray, height: float) -> np.ndarray:
+    """Faces whose two heights (over the edges from corner 0) exceed ``height``; as trimesh's
+    ``nondegenerate_faces``, a block of faces at a time."""
+    keep = np.empty(len(faces), dtype=bool)
+    for at in range(0, len(faces), CHUNK):
+        tri = vertices[faces[at:at + CHUNK]]
+        edge = tri[:, 1:, :] - tri[:, :2, :]
+        double_area = np.sqrt((np.cross(edge[:, 0], edge[:, 1]) ** 2).sum(axis=1)) / 2.0 * 2
+        ok = np.ones(len(tri), dtype=bool)
+        for corner in (1, 2):
+            side = tri[:, corner] - tri[:, 0]
+            length = (side**2).sum(axis=1) ** 0.5
+            long = length > _LENGTH_TOL
+            box = np.zeros(len(tri))
+            box[long] = double_area[long] / length[long]
+            ok &= box > height
+        keep[at:at + CHUNK] = ok
+    return keep
+
+
+def _drop_faces(vertices: np.ndarray, faces: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The faces in ``keep`` and the vertices they use (in their order)."""
+    faces = faces[keep]
+    used = np.zeros(len(vertices), dtype=bool)
+    used[faces] = True
+    index = np.zeros(len(vertices), dtype=np.int64)
+    index[used] = np.arange(int(used.sum()))
+    return vertices[used], index[faces]
 
 
 def build_part_mesh(
@@ -403,31 +442,31 @@ def _build(vertices: np.ndarray, faces: np.ndarray | None, unit: LengthUnit, lim
         raise MeshDataError("face indices must be integers")
     _refuse_bad_arrays(vertices, faces, limits)
     # STL stores every corner separately: join equal positions
-    merged, tri = _merge_vertices(vertices, faces, METRES_PER[unit])
-    mesh = trimesh.Trimesh(merged, tri, process=False, validate=False)
-    del merged, tri
+    verts, tri = _merge_vertices(vertices, faces, METRES_PER[unit])
+    del vertices, faces
     repairs: list[str] = []
-    keep = mesh.nondegenerate_faces(height=1e-12 * max(mesh.scale, 1e-300))
-    keep &= mesh.unique_faces()
+    keep = _nondegenerate(verts, tri, 1e-12 * max(_diagonal(verts), 1e-300))
+    first = np.zeros(len(tri), dtype=bool)
+    first[_group_rows(np.sort(tri, axis=1))[0]] = True  # one of each set of triangles on the same corners
+    keep &= first
+    del first
     if not keep.all():
         repairs.append(f"removed {int((~keep).sum())} degenerate or duplicate triangles")
-        mesh.update_faces(keep)
-        mesh.remove_unreferenced_vertices()
-    if len(mesh.faces) == 0:
+        verts, tri = _drop_faces(verts, tri, keep)
+    if len(tri) == 0:
         raise MeshDataError("mesh is degenerate: every triangle has zero area")
-    extents = mesh.extents
+    extents = np.ptp(verts, axis=0)
     if extents.min() <= 1e-9 * extents.max():
         raise MeshDataError(
             "mesh is degenerate: it is flat (zero thickness), so it encloses no volume"
         )
-    verts = np.asarray(mesh.vertices, dtype=float)
-    tri = np.asarray(mesh.faces, dtype=np.int64)
-    boundary, non_manifold, same_dir = edge_stats(tri)
+    found = edges(tri)
+    boundary, non_manifold, same_dir = found.boundary, found.non_manifold, found.same_direction
     closed = boundary == 0 and non_manifold == 0
     flags: list[str] = []
     if same_dir:
         if closed:
-            tri, flipped, orientable = make_winding_consistent(tri)
+            tri, flipped, orientable = make_winding_consistent(tri, found)
             if orientable:
                 repairs.append(f"winding was inconsistent: flipped {flipped} triangles")
             else:
@@ -439,7 +478,7 @@ def _build(vertices: np.ndarray, faces: np.ndarray | None, unit: LengthUnit, lim
                 "(inside and outside are ambiguous); surface normals are unreliable"
             )
     if closed:
-        tri, inverted = _orient_outward(verts, tri)
+        tri, inverted = _orient_outward(verts, tri, found)
         if inverted:
             repairs.append(f"{inverted} shell(s) had inward-facing normals and were inverted")
     if boundary:
