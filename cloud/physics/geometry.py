@@ -73,7 +73,7 @@ def edges(faces: np.ndarray) -> Edges:
     start = faces.ravel()
     end = faces[:, [1, 2, 0]].ravel()
     backwards = start > end
-    key = np.minimum(start, end).astype(np.int64)
+    key = np.minimum(start, end).astype(np.int64, copy=False)
     key *= n
     key += np.maximum(start, end, out=end)
     del end

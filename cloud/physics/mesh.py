@@ -239,12 +239,9 @@ def load_mesh_bytes(
         _check_stl_header(data, limits)
         float32 = not _is_text(data[:4096])
     vertices, faces = _parse(data, fmt)
-    mesh = _build(vertices, faces, unit, limits)
-    if float32 and len(vertices):
-        largest = float(np.abs(vertices).max())  # file coordinates, before any repair
-        precision = float(np.spacing(np.float32(largest))) * METRES_PER[unit]
-        mesh = replace(mesh, check=replace(mesh.check, float32_reach_m=largest * METRES_PER[unit],
-                                           float32_precision_m=precision))
+    verts, tri, reach = _joined(vertices, faces, unit, limits, float32=float32)
+    del vertices, faces  # a binary STL's corners: not needed once joined
+    mesh = _validated(verts, tri, unit, None, reach)
     return replace(mesh, check=replace(mesh.check, source_format=fmt))
 
 
@@ -304,24 +301,48 @@ _HASH = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9], d
 
 def _group_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Groups of equal rows of an (n, 3) array of 4- or 8-byte values: (first row of each group, group of
-    each row). Rows are hashed to one 64-bit word, and every row is checked against its group's first."""
+    each row). Rows are hashed to one word and sorted; every row is then checked against its group's
+    first, and a clash of hashes falls back to a full hash, then to sorting the rows themselves."""
     bits = rows.view(np.uint32 if rows.dtype.itemsize == 4 else np.uint64)
-    key = np.zeros(len(rows), dtype=np.uint64)
+    index_bits = max(len(rows) - 1, 1).bit_length()
+    for packed in (index_bits <= 24, False):
+        first, group = _hash_groups(bits, index_bits if packed else 0)
+        rep = first[group]
+        if all(np.array_equal(bits[rep, k], bits[:, k]) for k in range(3)):
+            return first, group
+    _, first, group = np.unique(bits, axis=0, return_index=True, return_inverse=True)
+    return first, group.ravel()
+
+
+def _hash_groups(bits: np.ndarray, index_bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows grouped by a 64-bit hash; with ``index_bits``, the hash's top bits and the row index share one
+    word and a plain sort (far faster than an index sort) does the grouping."""
+    key = np.zeros(len(bits), dtype=np.uint64)
     for k in range(3):
         word = bits[:, k].astype(np.uint64)
         word *= _HASH[k]
         word ^= word >> np.uint64(29)
         key += word
     del word
-    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    if index_bits:
+        key >>= np.uint64(index_bits)
+        key <<= np.uint64(index_bits)
+        key |= np.arange(len(bits), dtype=np.uint64)
+        key.sort()
+        order = (key & np.uint64((1 << index_bits) - 1)).astype(np.int64)
+        key >>= np.uint64(index_bits)
+    else:
+        order = np.argsort(key)
+        key = key[order]
+    new = np.empty(len(key), dtype=bool)
+    new[:1] = True
+    np.not_equal(key[1:], key[:-1], out=new[1:])
     del key
-    inverse = inverse.ravel()
-    rep = first[inverse]
-    if all(np.array_equal(bits[rep, k], bits[:, k]) for k in range(3)):
-        return first, inverse
-    # two different rows share a hash: sort the rows themselves (slower, never wrong)
-    _, first, inverse = np.unique(bits, axis=0, return_index=True, return_inverse=True)
-    return first, inverse.ravel()
+    starts = np.flatnonzero(new)
+    first = np.minimum.reduceat(order, starts) if len(starts) else starts
+    group = np.empty(len(order), dtype=np.int64)
+    group[order] = np.cumsum(new) - 1
+    return first, group
 
 
 def _merge_vertices(vertices: np.ndarray, faces: np.ndarray | None, scale: float
@@ -429,21 +450,34 @@ def build_part_mesh(
     chord_tolerance_m: float | None = None,
 ) -> PartMesh:
     """Validate raw arrays (coordinates in ``unit``) into a PartMesh in metres."""
-    return _build(vertices, np.asarray(faces), unit, limits, chord_tolerance_m)
+    verts, tri, reach = _joined(vertices, np.asarray(faces), unit, limits or MeshLimits(), float32=False)
+    return _validated(verts, tri, unit, chord_tolerance_m, reach)
 
 
-def _build(vertices: np.ndarray, faces: np.ndarray | None, unit: LengthUnit, limits: MeshLimits | None,
-           chord_tolerance_m: float | None = None) -> PartMesh:
-    """build_part_mesh; ``faces`` None: face i is vertices 3i..3i+2 (a binary STL's corners)."""
-    limits = limits or MeshLimits()
+Reach = tuple[float, float] | None  # a float32 file's largest |coordinate| and its spacing there, metres
+
+
+def _joined(vertices: np.ndarray, faces: np.ndarray | None, unit: LengthUnit, limits: MeshLimits,
+            *, float32: bool) -> tuple[np.ndarray, np.ndarray, Reach]:
+    """Raw arrays checked and their equal positions joined, in metres; ``faces`` None: face i is vertices
+    3i..3i+2 (a binary STL's corners). ``float32``: the file stores float32 coordinates, whose reach and
+    spacing are returned (file coordinates, before any repair)."""
     if not (isinstance(vertices, np.ndarray) and vertices.dtype in (np.float32, np.float64)):
         vertices = np.asarray(vertices, dtype=float)
     if faces is not None and faces.size and not np.issubdtype(faces.dtype, np.integer):
         raise MeshDataError("face indices must be integers")
     _refuse_bad_arrays(vertices, faces, limits)
-    # STL stores every corner separately: join equal positions
-    verts, tri = _merge_vertices(vertices, faces, METRES_PER[unit])
-    del vertices, faces
+    reach = None
+    if float32:
+        largest = float(np.abs(vertices).max())
+        reach = (largest * METRES_PER[unit], float(np.spacing(np.float32(largest))) * METRES_PER[unit])
+    verts, tri = _merge_vertices(vertices, faces, METRES_PER[unit])  # STL stores every corner separately
+    return verts, tri, reach
+
+
+def _validated(verts: np.ndarray, tri: np.ndarray, unit: LengthUnit, chord_tolerance_m: float | None,
+               reach: Reach) -> PartMesh:
+    """Joined arrays (metres) with degenerate and duplicate triangles removed, winding repaired, checked."""
     repairs: list[str] = []
     keep = _nondegenerate(verts, tri, 1e-12 * max(_diagonal(verts), 1e-300))
     first = np.zeros(len(tri), dtype=bool)
@@ -494,5 +528,7 @@ def _build(vertices: np.ndarray, faces: np.ndarray | None, unit: LengthUnit, lim
         faces=len(tri), vertices=len(verts), boundary_edges=boundary,
         non_manifold_edges=non_manifold, closed=closed, repairs=tuple(repairs),
         flags=tuple(flags), chord_tolerance_m=chord_tolerance_m,
+        float32_reach_m=None if reach is None else reach[0],
+        float32_precision_m=None if reach is None else reach[1],
     )
     return PartMesh(vertices=verts, faces=tri, check=check, unit=unit)
