@@ -42,7 +42,17 @@ from cloud.physics.errors import (
 )
 from cloud.physics.materials import Material, get_material
 from cloud.physics.mates import MateSpec, unknown_parts
-from cloud.physics.mesh import FORMATS, MeshLimits, PartMesh, format_from_name, load_mesh_bytes
+from cloud.physics.mesh import (
+    ESTIMATE_HEAD_BYTES,
+    FORMATS,
+    MeshLimits,
+    PartMesh,
+    TriangleEstimate,
+    estimate_triangles,
+    format_from_name,
+    load_mesh_bytes,
+    obj_face_lines,
+)
 from cloud.physics.units import (
     DEFAULT_TOUCHING_TOLERANCE_M,
     METRES_PER,
@@ -63,6 +73,7 @@ __all__ = [
     "PartSpec",
     "PoseSpec",
     "load_assembly",
+    "inline_triangles",
     "load_assembly_file",
     "parse_assembly",
     "precision_flags",
@@ -273,6 +284,25 @@ def _mesh_bytes(spec: PartSpec, base: Path | None, limits: MeshLimits) -> tuple[
     if base is None:
         raise AssemblyError("uploaded assemblies must carry their meshes inline (data_base64)")
     return _read_mesh_file(base, spec.mesh, limits)
+
+
+_B64_HEAD = (ESTIMATE_HEAD_BYTES + 2) // 3 * 4  # base64 characters of the first 64 KiB
+_B64_CHUNK = 4 * 1024 * 1024  # base64 characters decoded at a time while counting an OBJ's faces
+
+
+def inline_triangles(mesh: InlineMesh) -> TriangleEstimate | None:
+    """About how many triangles an inline mesh holds, read from its header (or size) without decoding the
+    whole of it; None when that cannot be told (see ``estimate_triangles``)."""
+    text = mesh.data_base64
+    size = len(text) // 4 * 3 - len(text[-2:]) + len(text[-2:].rstrip("="))
+    fmt = mesh.format.lower().lstrip(".")
+    try:
+        head = base64.b64decode(text[:_B64_HEAD], validate=True)
+        lines = obj_face_lines(base64.b64decode(text[at:at + _B64_CHUNK], validate=True)
+                               for at in range(0, len(text), _B64_CHUNK)) if fmt == "obj" else None
+    except (binascii.Error, ValueError):
+        return None  # the loader says what is wrong with it
+    return estimate_triangles(head, size, fmt, lines)
 
 
 def load_assembly(spec: AssemblySpec, base_dir: Path | None = None,
