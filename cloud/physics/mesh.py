@@ -116,6 +116,12 @@ class PartMesh:
         return self.vertices[self.faces]
 
     @cached_property
+    def volume_m3(self) -> float:
+        """The enclosed volume, m³ (for a closed mesh; positive with outward normals), summed a block of
+        triangles at a time."""
+        return float(signed_volumes(self.vertices, self.faces, np.zeros(len(self.faces), dtype=np.intp))[0])
+
+    @cached_property
     def trimesh(self) -> trimesh.Trimesh:
         return trimesh.Trimesh(self.vertices, self.faces, process=False, validate=False)
 
