@@ -23,7 +23,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
 from cloud import __doc__ as _about
-from cloud.api import alerts, devices, edges, models, physics, sync, system, twin
+from cloud.api import alerts, devices, edges, events, models, physics, sync, system, twin
 from cloud.apidocs import add_api_docs
 from cloud.auth import Authenticator
 from cloud.config import CONFIG_ENV, REPLICA_ENV, CloudConfig, load_cloud_config
@@ -138,6 +138,7 @@ def create_app(config: CloudConfig) -> FastAPI:
     app.include_router(devices.router)
     app.include_router(models.router)
     app.include_router(alerts.router)
+    app.include_router(events.router)
     app.include_router(physics.router)
     app.dependency_overrides[physics.get_store] = lambda: store
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

@@ -32,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from cloud.storage.events import EdgeEventIn, EventQuery, EventRecord
 from cloud.storage.registry import AlertEventIn, MlStore, ModelReportRow
 from cloud.storage.rollups import LEVELS_US, Partial, RollupRow, exact_float, fold_raw, fold_rollups, plan
 from cloud.storage.rows import (
@@ -328,6 +329,7 @@ class Storage(MlStore, abc.ABC):
         check_owner: bool = True,
         alerts: Sequence[AlertEventIn] = (),
         reports: Sequence[ModelReportRow] | None = None,
+        events: Sequence[EdgeEventIn] = (),
     ) -> IngestResult:
         """Store each reading once (unique on device and timestamp) and record the edge's health.
 
@@ -342,7 +344,8 @@ class Storage(MlStore, abc.ABC):
         In the same transaction: the ``alerts`` events not stored yet (once per
         edge and alert sequence; refused like frames when their device belongs
         to another edge), and, unless ``reports`` is None, the edge's model
-        reports, which replace the ones it sent before.
+        reports, which replace the ones it sent before; and the edge's ``events`` not stored yet (once per
+        edge and event sequence; an event names the edge's own device or source, and is never refused).
         """
         readings = Readings([seq for seq, _ in frames], [frame for _, frame in frames],
                             [us(frame.ts) for _, frame in frames])
@@ -357,7 +360,7 @@ class Storage(MlStore, abc.ABC):
             alerts = list({a.seq: a for a in reversed(alerts)}.values())[::-1]
         stored, samples, others, new_alerts = await self._ingest(
             edge, readings, health, now_us, last_seq, rejected, len(frames), clock_skew_s, check_owner, alerts,
-            reports)
+            reports, events)
         refused = [(seq, refusal(f.device_id, others[f.device_id], edge))
                    for seq, f in zip(readings.seqs, readings.frames, strict=True) if f.device_id in others]
         alerts_refused = [(a.seq, refusal(a.device, others[a.device], edge)) for a in alerts if a.device in others]
@@ -369,9 +372,10 @@ class Storage(MlStore, abc.ABC):
         self, edge: str, readings: Readings, health: EdgeHealth | None,
         now_us: int, last_seq: int | None, rejected: int, received: int,
         clock_skew_s: float | None, check_owner: bool, alerts: Sequence[AlertEventIn],
-        reports: Sequence[ModelReportRow] | None,
+        reports: Sequence[ModelReportRow] | None, events: Sequence[EdgeEventIn] = (),
     ) -> Ingested:
-        """Insert the readings and alert events not stored yet, and the reports, in one transaction; return
+        """Insert the readings, alert events and edge events not stored yet, and the reports, in one transaction;
+        return
         the new frames, the sample count, the owner of each device of the batch (its frames' and alerts')
         that belongs to another edge (``split_owned``), and the number of new alert events."""
 
@@ -473,9 +477,13 @@ class Storage(MlStore, abc.ABC):
         return level_rows, (await self.raw_rows(series_ids, raw) if raw else [])
 
     @abc.abstractmethod
+    async def events(self, query: EventQuery) -> list[EventRecord]:
+        """The edges' events that pass ``query``, newest first (``cloud.storage.events``)."""
+
+    @abc.abstractmethod
     async def purge(self, samples_before: int | None, rollups_before: int | None) -> int:
         """Delete samples and frames, and rollups of every level, older than the cutoffs (None keeps them);
-        alerts (and the records of alert events) go with the rollups' cutoff. Rows deleted."""
+        alerts (and the records of alert events) and edge events go with the rollups' cutoff. Rows deleted."""
 
     # --- physics assemblies ----------------------------------------------------------
     @abc.abstractmethod

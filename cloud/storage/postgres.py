@@ -50,6 +50,7 @@ from cloud.storage.base import (
     frame_columns,
     split_owned,
 )
+from cloud.storage.events import EdgeEventIn, EventQuery, EventRecord, events_pg, purge_events_pg, store_events_pg
 from cloud.storage.notify import CHANNEL, BatchFeed, notices, spans
 from cloud.storage.partitions import WEEK_US, Partitions, convert, table_kind
 from cloud.storage.registry import (
@@ -213,7 +214,7 @@ class PostgresStorage(Storage):
     async def _ingest(self, edge: str, readings: Readings, health: EdgeHealth | None,
                       now_us: int, last_seq: int | None, rejected: int, received: int,
                       clock_skew_s: float | None, check_owner: bool, alerts: Sequence[AlertEventIn],
-                      reports: Sequence[ModelReportRow] | None) -> Ingested:
+                      reports: Sequence[ModelReportRow] | None, events: Sequence[EdgeEventIn] = ()) -> Ingested:
         if self._parts.lacking(readings.stamps):  # a week no partition covers: create it first
             async with self._con() as con:
                 await self._parts.ensure(con, readings.stamps)
@@ -226,6 +227,7 @@ class PostgresStorage(Storage):
             new_alerts = await ml.store_alerts(con, edge, [a for a in alerts if a.device not in others], now_us)
             if reports is not None:
                 await ml.store_reports(con, edge, reports)
+            await store_events_pg(con, edge, events, now_us)
             refused = len(readings) - len(owned)  # frames of devices of other edges
             frames, stamps, seqs = owned.frames, owned.stamps, owned.seqs
             ids = [devices[f.device_id] for f in frames]
@@ -429,7 +431,12 @@ class PostgresStorage(Storage):
             if rollups_before is not None:
                 deleted += _count(await con.execute("DELETE FROM rollups WHERE bucket < $1", rollups_before))
                 deleted += await ml.purge_alerts(con, rollups_before)
+                deleted += await purge_events_pg(con, rollups_before)
         return deleted
+
+    async def events(self, query: EventQuery) -> list[EventRecord]:
+        async with self._con() as con:
+            return await events_pg(con, query)
 
     async def _purge_table(self, con: asyncpg.Connection, table: str, cutoff: int) -> int:
         """Rows older than the cutoff: whole weekly partitions or TimescaleDB chunks where there are, then

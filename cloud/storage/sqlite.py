@@ -53,6 +53,14 @@ from cloud.storage.base import (
     frame_columns,
     split_owned,
 )
+from cloud.storage.events import (
+    EdgeEventIn,
+    EventQuery,
+    EventRecord,
+    events_sqlite,
+    purge_events_sqlite,
+    store_events_sqlite,
+)
 from cloud.storage.registry import (
     AlertEventIn,
     AlertQuery,
@@ -175,14 +183,14 @@ class SQLiteStorage(Storage):
     async def _ingest(self, edge: str, readings: Readings, health: EdgeHealth | None,
                       now_us: int, last_seq: int | None, rejected: int, received: int,
                       clock_skew_s: float | None, check_owner: bool, alerts: Sequence[AlertEventIn],
-                      reports: Sequence[ModelReportRow] | None) -> Ingested:
+                      reports: Sequence[ModelReportRow] | None, events: Sequence[EdgeEventIn] = ()) -> Ingested:
         return await self._write(self._ingest_sync, edge, readings, health, now_us, last_seq, rejected, received,
-                                 clock_skew_s, check_owner, alerts, reports)
+                                 clock_skew_s, check_owner, alerts, reports, events)
 
     def _ingest_sync(self, con: sqlite3.Connection, edge: str, readings: Readings, health: EdgeHealth | None,
                      now_us: int, last_seq: int | None, rejected: int, received: int,
                      clock_skew_s: float | None, check_owner: bool, alerts: Sequence[AlertEventIn],
-                     reports: Sequence[ModelReportRow] | None) -> Ingested:
+                     reports: Sequence[ModelReportRow] | None, events: Sequence[EdgeEventIn] = ()) -> Ingested:
         new_series: dict[tuple[str, str], int] = {}
         con.execute("BEGIN IMMEDIATE")
         try:
@@ -193,6 +201,7 @@ class SQLiteStorage(Storage):
             new_alerts = ml.store_alerts(con, edge, [a for a in alerts if a.device not in others], now_us)
             if reports is not None:
                 ml.store_reports(con, edge, reports)
+            store_events_sqlite(con, edge, events, now_us)
             refused, readings = len(readings) - len(owned), owned  # frames of devices of other edges
             ids = [devices[f.device_id] for f in readings.frames]
             stored, stamps = _insert_frames(con, edge, readings, ids)
@@ -331,7 +340,11 @@ class SQLiteStorage(Storage):
                     "DELETE FROM frames WHERE device_id = ? AND ts < ?", (d, samples_before)).rowcount)
         if rollups_before is not None:
             deleted += await self._write(ml.purge_alerts, rollups_before)
+            deleted += await self._write(purge_events_sqlite, rollups_before)
         return deleted
+
+    async def events(self, query: EventQuery) -> list[EventRecord]:
+        return await self._read(events_sqlite, query)
 
     # --- physics assemblies ----------------------------------------------------------
     async def put_assembly(self, record: AssemblyRecord) -> None:
