@@ -13,7 +13,7 @@ import hashlib
 import io
 import logging
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import PurePath
 
@@ -21,7 +21,7 @@ import numpy as np
 import trimesh
 from pydantic import BaseModel, ConfigDict, Field
 
-from cloud.physics.errors import MeshDataError, MeshFormatError, MeshTooLargeError
+from cloud.physics.errors import MeshDataError, MeshFormatError, MeshTooLargeError, UnitMismatchError
 from cloud.physics.geometry import (
     edge_stats,
     face_components,
@@ -29,7 +29,7 @@ from cloud.physics.geometry import (
     signed_volumes,
     winding_number,
 )
-from cloud.physics.units import METRES_PER, LengthUnit
+from cloud.physics.units import METRES_PER, STEP_UNITS, UNIT_WORDS, LengthUnit
 
 __all__ = [
     "FORMATS",
@@ -75,6 +75,10 @@ class MeshCheck:
     repairs: tuple[str, ...] = ()
     flags: tuple[str, ...] = ()
     chord_tolerance_m: float | None = None
+    source_format: str | None = None  # the file's format; None for arrays given directly
+    file_unit: str | None = None  # the length unit the file declares (STEP), when it is one of ours
+    float32_reach_m: float | None = None  # largest |coordinate| of a float32 file (binary STL, GLB)
+    float32_precision_m: float | None = None  # float32 spacing at that coordinate, in metres
 
 
 @dataclass(frozen=True, eq=False)
@@ -119,13 +123,36 @@ def format_from_name(name: str) -> str:
     return _SUFFIXES[suffix]
 
 
+_TEXT = bytes(range(32, 127)) + b"\t\n\r\f\v"
+
+
+def _is_text(data: bytes) -> bool:
+    """Printable ASCII only: ASCII STL. (A binary STL's header may start with 'solid' too.)"""
+    return not data.translate(None, _TEXT)
+
+
+def _check_ascii_stl(data: bytes) -> None:
+    """What is wrong with text that starts like ASCII STL ('solid') but holds no triangle."""
+    if b"facet" not in data.lower():
+        first = data.lstrip().split(b"\n", 1)[0][:60].decode("ascii", "replace").strip()
+        raise MeshDataError(
+            f"ASCII STL has no facets: after {first!r} there is no 'facet normal' block; "
+            "each triangle is 'facet normal nx ny nz', 'outer loop', three 'vertex x y z' lines, "
+            "'endloop', 'endfacet', and the file ends with 'endsolid'"
+        )
+
+
 def _check_stl_header(data: bytes, limits: MeshLimits) -> None:
     """Binary STL states its triangle count: refuse over-limit or truncated files before parsing."""
     head = data[:512].lstrip().lower()
-    if head.startswith(b"solid") and b"facet" in data[:4096].lower():
+    if head.startswith(b"solid") and (b"facet" in data[:4096].lower() or _is_text(data[:4096])):
+        _check_ascii_stl(data)
         return  # ASCII STL
     if len(data) < 84:
-        raise MeshDataError(f"STL data is too short to be binary STL ({len(data)} bytes)")
+        raise MeshDataError(
+            f"STL data is too short to be binary STL ({len(data)} bytes; a binary STL has an 80-byte "
+            "header and a triangle count) and does not start with 'solid' as ASCII STL does"
+        )
     (count,) = struct.unpack("<I", data[80:84])
     if count > limits.max_faces:
         raise MeshTooLargeError(f"STL declares {count:,} triangles; the limit is {limits.max_faces:,}")
@@ -160,14 +187,16 @@ def _parse(data: bytes, fmt: str) -> tuple[np.ndarray, np.ndarray]:
 def load_mesh_bytes(
     data: bytes,
     fmt: str,
-    unit: LengthUnit = "mm",
+    unit: LengthUnit | None = None,
     limits: MeshLimits | None = None,
     *,
     step_tolerance: float = 0.01,
 ) -> PartMesh:
-    """Parse and validate mesh bytes in ``fmt`` whose coordinates are in ``unit``.
+    """Parse and validate mesh bytes in ``fmt`` whose coordinates are in ``unit`` (None: the default).
 
-    ``step_tolerance`` is the chord tolerance, in ``unit``, used to tessellate STEP input.
+    A STEP file states its unit: ``unit`` None takes it, a different ``unit`` is refused
+    (UnitMismatchError). Other formats have none: their coordinates are in ``unit`` (default mm).
+    ``step_tolerance`` is the chord tolerance, in millimetres, used to tessellate STEP input.
     """
     limits = limits or MeshLimits()
     fmt = fmt.lower().lstrip(".")
@@ -180,17 +209,49 @@ def load_mesh_bytes(
         )
     if not data:
         raise MeshDataError("mesh data is empty (0 bytes)")
-    chord = None
     if fmt == "step":
-        from cloud.physics.cad import tessellate_step
+        return _load_step(data, unit, limits, step_tolerance)
+    unit = unit or "mm"
+    float32 = fmt == "glb"  # glTF positions are float32 by the specification
+    if fmt == "stl":
+        _check_stl_header(data, limits)
+        float32 = not _is_text(data[:4096])
+    vertices, faces = _parse(data, fmt)
+    mesh = build_part_mesh(vertices, faces, unit, limits)
+    if float32 and len(vertices):
+        largest = float(np.abs(vertices).max())  # file coordinates, before any repair
+        precision = float(np.spacing(np.float32(largest))) * METRES_PER[unit]
+        mesh = replace(mesh, check=replace(mesh.check, float32_reach_m=largest * METRES_PER[unit],
+                                           float32_precision_m=precision))
+    return replace(mesh, check=replace(mesh.check, source_format=fmt))
 
-        vertices, faces = tessellate_step(data, step_tolerance)
-        chord = step_tolerance * METRES_PER[unit]
-    else:
-        if fmt == "stl":
-            _check_stl_header(data, limits)
-        vertices, faces = _parse(data, fmt)
-    return build_part_mesh(vertices, faces, unit, limits, chord_tolerance_m=chord)
+
+def _load_step(data: bytes, unit: LengthUnit | None, limits: MeshLimits, chord_mm: float) -> PartMesh:
+    """A STEP part in the unit its file declares; a part whose ``unit`` says otherwise is refused."""
+    from cloud.physics.cad import read_step
+
+    step = read_step(data, chord_mm)
+    names = step.length_units
+    known = {STEP_UNITS.get(n) for n in names}
+    file_unit = known.pop() if len(known) == 1 else None
+    flags: list[str] = []
+    if file_unit is None and names:
+        listed = ", ".join(names)
+        if unit is not None and len(names) == 1:
+            raise UnitMismatchError(
+                f"the STEP file is in {listed}, the part says {unit}; leave 'unit' out "
+                "(the part's features are then in mm)", "unit")
+        flags.append(f"the STEP file's length unit is {listed}; its geometry was converted, and the part's "
+                     f"unit for features and results is {unit or 'mm'}")
+    elif file_unit is not None and unit is not None and unit != file_unit:
+        raise UnitMismatchError(
+            f"the STEP file is in {UNIT_WORDS[file_unit]}, the part says {unit}; "
+            f"set unit to {file_unit!r} or leave it out (the file's unit is used)", "unit")
+    resolved: LengthUnit = unit or file_unit or "mm"
+    mesh = build_part_mesh(step.vertices_mm, step.faces, "mm", limits, chord_tolerance_m=chord_mm * 1e-3)
+    check = replace(mesh.check, flags=mesh.check.flags + tuple(flags), source_format="step",
+                    file_unit=file_unit)
+    return replace(mesh, check=check, unit=resolved)
 
 
 def _refuse_bad_arrays(vertices: np.ndarray, faces: np.ndarray, limits: MeshLimits) -> None:

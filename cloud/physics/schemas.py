@@ -52,7 +52,7 @@ class ConstraintRequest(_Model):
     mates: list[MateSpec] | None = Field(default=None, description="mates to use instead of the stored ones")
     poses: dict[str, PoseSpec] | None = Field(default=None, description="start (solve) or checked (validate) poses")
     max_starts: int = Field(default=10, ge=1, le=100, description="multi-start attempts")
-    seed: int = Field(default=0, description="random seed of the multi-start")
+    seed: int = Field(default=0, ge=0, le=2**63 - 1, description="random seed of the multi-start")
 
 
 class RobotCheckRequest(_Model):
@@ -181,7 +181,9 @@ class MassResponse(_Model):
     parts: list[PartMassOut]
     assembly: MassOut | None = Field(description="all included parts, world frame; null if any refused")
     overlaps: list[OverlapMassOut] = Field(
-        default_factory=list, description="interfering pairs: their shared volume is counted in both parts")
+        default_factory=list,
+        description="pairs of included parts that share volume (interfering, or touching with an overlap "
+                    "thinner than the tolerance): their shared volume is counted in both parts")
     warnings: list[str] = Field(default_factory=list, description="what may make these answers wrong")
 
 
