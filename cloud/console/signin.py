@@ -31,7 +31,7 @@ from cloud.body import BodyError, EncodingRefused, read_body
 from cloud.console import LOGIN_LIMIT
 from cloud.console.pages import login_page, safe_next
 from cloud.context import Ctx
-from cloud.errors import error_response
+from cloud.errors import TooManyAttempts, error_response
 from cloud.sessions import SESSION_COOKIE
 from shared.errors import InputError, TwinedgeError
 
@@ -41,10 +41,6 @@ log = logging.getLogger(__name__)
 router = APIRouter()
 WINDOW_S = 60.0
 _ADDRESSES_MAX = 10_000
-
-
-class TooManyAttempts(InputError):
-    """Too many failed sign-ins from one address within a minute."""
 
 
 class LoginLimiter:
@@ -88,7 +84,9 @@ def _limiter(request: Request) -> LoginLimiter:
 
 
 def _wants_json(request: Request) -> bool:
-    return request.headers.get("content-type", "").split(";")[0].strip().lower() == "application/json"
+    """Whether the answer goes to a script (JSON) rather than to the sign-in page's form (HTML)."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return kind == "application/json" or request.headers.get("accept", "").startswith("application/json")
 
 
 async def _read_form(request: Request) -> tuple[str, str]:
@@ -121,6 +119,7 @@ def _refused(request: Request, as_json: bool, error: TwinedgeError, next_page: s
     if as_json:
         return response
     message = error.problems[0].message if isinstance(error, InputError) else str(error)
+    message = message[:1].upper() + message[1:] + ("" if message.endswith(".") else ".")  # a sentence on a page
     page = HTMLResponse(login_page(request, message, next_page), status_code=response.status_code)
     if "Retry-After" in response.headers:
         page.headers["Retry-After"] = response.headers["Retry-After"]
