@@ -110,13 +110,14 @@ def _extract(package: Package, data: bytes, vendor: Path) -> None:
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
             for source in package.files:
-                member = tar.getmember(source)
+                try:
+                    member = tar.getmember(source)
+                except KeyError:
+                    raise VendorError(f"{package.tarball}: has no {source}") from None
                 handle = tar.extractfile(member) if member.isfile() else None
                 if handle is None:
                     raise VendorError(f"{package.tarball}: {source} is not a file")
                 contents[source] = handle.read()
-    except KeyError as exc:
-        raise VendorError(f"{package.tarball}: has no {exc.args[0]}") from None
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise VendorError(f"{package.tarball}: not a readable tarball ({exc})") from None
     for source, target in package.files.items():
