@@ -183,7 +183,8 @@ async def sign_out(request: Request, who: Viewer, ctx: Ctx) -> Response:
 
 
 @router.get("/api/v1/session", response_model=SessionOut, tags=["console"], responses={
-    401: {"description": "no token or session, or one that has ended"}})
+    401: {"description": "no token or session, or one that has ended"},
+    403: {"description": "an edge's token"}})
 async def this_session(request: Request, who: Viewer, ctx: Ctx) -> dict[str, Any]:
     """Who is signed in, until when, and the CSRF token the console's pages send with every change."""
     cookie = session_cookie(request.headers) if "authorization" not in request.headers else None
