@@ -28,23 +28,28 @@ joints. Each figure says what is cached when it is measured:
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import numpy as np
 import trimesh
 from scipy.spatial.transform import Rotation
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from cloud.physics import report  # noqa: E402
 from cloud.physics.assembly import Assembly, AssemblySpec, Part  # noqa: E402
 from cloud.physics.interference import CollisionWorld  # noqa: E402
 from cloud.physics.materials import get_material  # noqa: E402
 from cloud.physics.mesh import PartMesh, build_part_mesh  # noqa: E402
 from cloud.physics.solver import MateSystem  # noqa: E402
+from tests.cloud.server import CloudServer  # noqa: E402
 
 TOL = 1e-5  # m
 # figure key -> (target in ms, what the acceptance criterion says)
@@ -54,9 +59,15 @@ TARGETS = {
              "moved, p95"),
     "min_clearance_median_ms": (25.0, "global minimum clearance"),
     "clearance_report_5mm_median_ms": (50.0, "clearance report for all pairs under a threshold"),
+    "clearance_report_100parts_answer_median_ms": (
+        50.0, "100-part clearance report as answered (states, overlaps, contacts, closest points), "
+              "every interfering pair moved"),
     "cold_start_distinct_ms": (1000.0, "cold start including structure builds"),
     "mate_solve_5parts_10mates_median_ms": (20.0, "mate solve 5 parts / 10 mates, median"),
     "mate_solve_20parts_40mates_median_ms": (1000.0, "mate solve 20 parts / 40 mates"),
+    "conflict_search_40parts_ms": (2000.0, "solve + minimal conflicting set, 40-link chain"),
+    "pose_change_check_http_100parts_median_ms": (20.0, "pose change + collision check over HTTP, "
+                                                        "100-part cell"),
     "picture 100 parts": (2000.0, "PNG of the 100-part cell, 1200×800, overview + 6 pair views, median"),
 }
 
@@ -220,6 +231,34 @@ def collision_figures(fig: dict[str, float | str]) -> None:
     fig["clearance_report_5mm_median_ms"] = float(
         np.median(_times(lambda: world.clearances(0.005), 20)))
     fig["clearance_pairs_under_5mm"] = len(world.clearances(0.005))
+    clearance_answer_figures(fig, parts, poses)
+
+
+def clearance_answer_figures(fig: dict[str, float | str], parts: list[Part], poses: list[np.ndarray]) -> None:
+    """The clearance report as the API answers it (report.clearance: classification, overlaps,
+    contact points and faces, response models) for the 100-part cell; before every run one part
+    of each interfering pair gets a new pose, so their intersections and contacts are recomputed."""
+    asm = Assembly(AssemblySpec.model_validate({"parts": [
+        {"name": p.name, "mesh": {"format": "stl", "data_base64": ""}, "material": p.material.id}
+        for p in parts]}), parts)
+    world = CollisionWorld(parts)
+    movers = [k for k in range(100) if k % 17 == 0]
+    rng, step = np.random.default_rng(7), [0]
+
+    def answer() -> None:
+        step[0] += 1
+        moved = np.stack(poses)
+        for k in movers:
+            moved[k, :3, 3] += rng.uniform(-5e-4, 5e-4, 3)
+        world.set_poses(moved)
+        out = report.clearance("bench", asm, world, 0.005)
+        fig["clearance_report_100parts_pairs"] = len(out.pairs)
+        fig["clearance_report_100parts_interfering"] = sum(p.status == "interfering" for p in out.pairs)
+
+    answer()
+    fig["clearance_report_100parts_answer_median_ms"] = float(np.median(_times(answer, 20)))
+    fig["clearance_report_100parts_answer_repeat_median_ms(poses unchanged)"] = float(np.median(
+        _times(lambda: report.clearance("bench", asm, world, 0.005), 20)))
 
 
 def mate_figures(fig: dict[str, float | str]) -> None:
@@ -235,6 +274,76 @@ def mate_figures(fig: dict[str, float | str]) -> None:
         fig[f"mate_solve_{n_parts}parts_{n_mates}mates_median_ms"] = float(np.median(times))
         fig[f"mate_solve_{n_parts}parts_{n_mates}mates_max_ms"] = float(np.max(times))
         fig[f"mate_solve_{n_parts}parts_{n_mates}mates_converged"] = f"{ok}/{reps}"
+
+
+def _conflicting_chain(n: int, rng: np.random.Generator) -> tuple[Assembly, list[int]]:
+    """The chain of ``_chain`` (n links, revolute joints, each link near its place), a duplicate
+    concentric mate on every 4th joint (redundant) and a 'distance 30 mm' on the faces the
+    middle joint makes coincident: the one minimal conflicting set is those two mates."""
+    asm = _chain(n + 1, 2 * n, rng)
+    at = n // 2 + 1
+    mates = [m.model_dump() for m in asm.spec.mates]
+    mates += [mates[2 * (k - 1)] for k in range(1, n + 1, 4) if k != at]
+    coincident = mates[2 * (at - 1) + 1]
+    mates.append({**coincident, "type": "distance", "distance": 30.0})
+    spec = asm.spec.model_copy(update={"mates": AssemblySpec.model_validate(
+        {"parts": [p.model_dump() for p in asm.spec.parts], "mates": mates}).mates})
+    return Assembly(spec, asm.parts), [2 * (at - 1) + 1, len(mates) - 1]
+
+
+def conflict_figures(fig: dict[str, float | str]) -> None:
+    """Solve (which fails) plus the minimal conflicting set, at 3, 20 and 40 links."""
+    rng = np.random.default_rng(2)
+    for n in (3, 20, 40):
+        times, right = [], 0
+        for _ in range(3):
+            asm, expected = _conflicting_chain(n, rng)
+            t = time.perf_counter()
+            res = MateSystem(asm).solve()
+            times.append((time.perf_counter() - t) * 1000)
+            right += res.conflicting == expected
+        fig[f"conflict_search_{n}parts_ms"] = float(np.median(times))
+        fig[f"conflict_search_{n}parts_right_set"] = f"{right}/3"
+
+
+def pose_http_figures(fig: dict[str, float | str], runs: int = 100) -> None:
+    """A real server (uvicorn subprocess, SQLite): upload the 100-part cell, then move one part of
+    an interfering pair and check, over one keep-alive connection."""
+    poses = _poses(np.random.default_rng(1))
+    parts = []
+    for k in range(100):
+        v, f = _raw_shapes(k, True)
+        stl = trimesh.Trimesh(v, f, process=False).export(file_type="stl")
+        t = poses[k][:3, 3] * 1000
+        rot = Rotation.from_matrix(poses[k][:3, :3]).as_euler("xyz", degrees=True)
+        parts.append({"name": f"p{k}", "material": "steel-s235",
+                      "mesh": {"format": "stl", "data_base64": base64.b64encode(stl).decode()},
+                      "pose": {"translation": t.tolist(), "rotation_deg": rot.tolist()}})
+    body = {"name": "cell", "unit": "mm", "parts": parts}
+    with tempfile.TemporaryDirectory() as tmp, CloudServer(Path(tmp)) as server, \
+            httpx.Client(base_url=server.base_url, timeout=60) as client:
+        admin = {"Authorization": f"Bearer {server.admin_token}"}
+        t = time.perf_counter()
+        up = client.post("/api/v1/physics/assemblies", json=body, headers=admin)
+        up.raise_for_status()
+        aid = up.json()["id"]
+        fig["upload_100parts_http_ms"] = (time.perf_counter() - t) * 1000
+        client.post("/api/v1/physics/collision/check", json={"assembly_id": aid}, headers=admin).raise_for_status()
+        base = poses[17][:3, 3] * 1000
+        times, interfering = [], []
+        for k in range(runs):
+            moved = {"p17": {"translation": (base + [k * 1e-3, 0, 0]).tolist(),
+                             "rotation_deg": Rotation.from_matrix(poses[17][:3, :3]).as_euler(
+                                 "xyz", degrees=True).tolist()}}
+            t = time.perf_counter()
+            r = client.post("/api/v1/physics/collision/check", json={"assembly_id": aid, "poses": moved},
+                            headers=admin)
+            times.append((time.perf_counter() - t) * 1000)
+            r.raise_for_status()
+            interfering.append(r.json()["interfering"])
+        fig["pose_change_check_http_100parts_median_ms"] = float(np.median(times))
+        fig["pose_change_check_http_100parts_p95_ms"] = float(np.percentile(times, 95))
+        fig["pose_change_check_http_interfering"] = f"{min(interfering)}-{max(interfering)}"
 
 
 def picture_figures(fig: dict[str, float | str]) -> None:
@@ -298,12 +407,13 @@ def largest_mesh_figures(fig: dict[str, float | str]) -> None:
     fig["largest_mesh_peak_rss_with_mass_mb"] = got["mass"] / 1024
 
 
-def run() -> dict[str, float | str]:
+def run(only: str | None = None) -> dict[str, float | str]:
     fig: dict[str, float | str] = {}
-    largest_mesh_figures(fig)
-    picture_figures(fig)
-    collision_figures(fig)
-    mate_figures(fig)
+    parts = {"largest": largest_mesh_figures, "picture": picture_figures, "collision": collision_figures,
+             "mates": mate_figures, "conflict": conflict_figures, "poses": pose_http_figures}
+    for name, figures in parts.items():
+        if only is None or only == name:
+            figures(fig)
     return fig
 
 
@@ -311,8 +421,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--only", choices=["largest", "picture", "collision", "mates", "conflict", "poses"],
+                        help="run one group of figures")
     args = parser.parse_args()
-    fig = run()
+    fig = run(args.only)
     if args.json:
         print(json.dumps({"figures": fig, "targets_ms": {k: v[0] for k, v in TARGETS.items()}},
                          indent=2))

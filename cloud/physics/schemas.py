@@ -181,7 +181,9 @@ class MassResponse(_Model):
     parts: list[PartMassOut]
     assembly: MassOut | None = Field(description="all included parts, world frame; null if any refused")
     overlaps: list[OverlapMassOut] = Field(
-        default_factory=list, description="interfering pairs: their shared volume is counted in both parts")
+        default_factory=list,
+        description="pairs of included parts that share volume (interfering, or touching with an overlap "
+                    "thinner than the tolerance): their shared volume is counted in both parts")
     warnings: list[str] = Field(default_factory=list, description="what may make these answers wrong")
 
 
