@@ -202,7 +202,8 @@ class Demo:
             f"running: plant simulator ({self.args.machines} machine{'s' if self.args.machines > 1 else ''}, "
             f"Modbus TCP + OPC-UA) -> edge {EDGE_ID} "
             f"-> cloud {base}",
-            f"  console:      {base}/   (sign in with the operator token {self.operator_token})",
+            f"  console:      {base}/   (sign in with the operator's token below)",
+            f"  sign in with: {self.operator_token}",
             f"  API docs:     {base}/docs   (viewer token: {self.viewer_token})",
             f"  edge status:  .venv/bin/twinedge status --socket {shown}",
             f"  publish:      mosquitto_pub -h 127.0.0.1 -p {self.mqtt_port} -u demo -P {self.mqtt_password} -q 1 "
