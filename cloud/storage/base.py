@@ -30,7 +30,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from cloud.storage.events import EdgeEventIn, EventQuery, EventRecord
 from cloud.storage.registry import AlertEventIn, MlStore, ModelReportRow
@@ -51,6 +51,9 @@ from cloud.storage.rows import (
 from shared.batch import EdgeHealth
 from shared.errors import InputError, TwinedgeError
 from shared.frame import TelemetryFrame
+
+if TYPE_CHECKING:
+    from cloud.storage.sessions import SessionRecord
 
 __all__ = [
     "AGG_FUNCS",
@@ -403,6 +406,28 @@ class Storage(MlStore, abc.ABC):
 
     @abc.abstractmethod
     async def edges(self) -> list[EdgeRecord]: ...
+
+    # --- console sessions (cloud.storage.sessions) ---------------------------------------
+    @abc.abstractmethod
+    async def create_session(self, session_hash: str, token_hash: str, csrf: str, now_us: int) -> None:
+        """Store a new session opened with the token whose hash is ``token_hash``."""
+
+    @abc.abstractmethod
+    async def session(self, session_hash: str, seen_after: int, created_after: int) -> SessionRecord | None:
+        """The session, if its token is still a person's valid one, it was used at or after ``seen_after``
+        and opened at or after ``created_after`` (µs); None otherwise."""
+
+    @abc.abstractmethod
+    async def touch_session(self, session_hash: str, now_us: int, unless_after: int) -> None:
+        """Record a use of the session, unless one at or after ``unless_after`` is recorded already."""
+
+    @abc.abstractmethod
+    async def end_session(self, session_hash: str) -> bool:
+        """Delete the session; False when there was none."""
+
+    @abc.abstractmethod
+    async def purge_sessions(self, seen_before: int, created_before: int) -> int:
+        """Delete the sessions that can no longer be used (expired, or their token rotated or revoked)."""
 
     # --- device owners ---------------------------------------------------------------
     @abc.abstractmethod

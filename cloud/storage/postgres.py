@@ -30,6 +30,7 @@ from cloud.config import redact_url
 from cloud.migrations import MIGRATIONS
 from cloud.storage import postgres_registry as ml
 from cloud.storage import postgres_sql as q
+from cloud.storage import sessions
 from cloud.storage.base import (
     AssemblyRecord,
     DeviceExists,
@@ -65,12 +66,18 @@ from cloud.storage.registry import (
     NewModel,
 )
 from cloud.storage.rollups import Partial, rollup_spans, rows_to_store
+from cloud.storage.sessions import SessionRecord
 from shared.batch import EdgeHealth
 from shared.frame import TelemetryFrame
 
 __all__ = ["PostgresStorage"]
 
 log = logging.getLogger(__name__)
+_SESSION_CREATE = sessions.postgres(sessions.CREATE)
+_SESSION_FIND = sessions.postgres(sessions.FIND)
+_SESSION_TOUCH = sessions.postgres(sessions.TOUCH)
+_SESSION_END = sessions.postgres(sessions.END)
+_SESSION_PURGE = sessions.postgres(sessions.PURGE)
 _RETRYABLE = (
     asyncpg.DeadlockDetectedError,
     asyncpg.SerializationError,
@@ -280,6 +287,28 @@ class PostgresStorage(Storage):
         return out
 
     # --- identities ------------------------------------------------------------------
+    # --- console sessions --------------------------------------------------------------
+    async def create_session(self, session_hash: str, token_hash: str, csrf: str, now_us: int) -> None:
+        async with self._con() as con:
+            await con.execute(_SESSION_CREATE, session_hash, token_hash, csrf, now_us, now_us)
+
+    async def session(self, session_hash: str, seen_after: int, created_after: int) -> SessionRecord | None:
+        async with self._con() as con:
+            row = await con.fetchrow(_SESSION_FIND, session_hash, seen_after, created_after)
+        return sessions.record(None if row is None else tuple(row))
+
+    async def touch_session(self, session_hash: str, now_us: int, unless_after: int) -> None:
+        async with self._con() as con:
+            await con.execute(_SESSION_TOUCH, now_us, session_hash, unless_after)
+
+    async def end_session(self, session_hash: str) -> bool:
+        async with self._con() as con:
+            return str(await con.execute(_SESSION_END, session_hash)).endswith(" 1")
+
+    async def purge_sessions(self, seen_before: int, created_before: int) -> int:
+        async with self._con() as con:
+            return int(str(await con.execute(_SESSION_PURGE, seen_before, created_before)).rsplit(" ", 1)[-1])
+
     async def create_identity(self, kind: str, name: str, role: str, token_hash: str, now_us: int) -> bool:
         async with self._con() as con:
             try:

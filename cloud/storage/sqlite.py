@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from cloud.migrations import MIGRATIONS
+from cloud.storage import sessions
 from cloud.storage import sqlite_registry as ml
 from cloud.storage import sqlite_sql as q
 from cloud.storage.base import (
@@ -73,6 +74,7 @@ from cloud.storage.registry import (
     NewModel,
 )
 from cloud.storage.rollups import Partial, rollup_spans, rows_to_store
+from cloud.storage.sessions import SessionRecord
 from shared.batch import EdgeHealth
 from shared.frame import TelemetryFrame
 
@@ -265,6 +267,23 @@ class SQLiteStorage(Storage):
         rows = await self._read(lambda con: con.execute(q.EDGES).fetchall())
         return [EdgeRecord(r[0], r[1], r[2] is not None, r[3], r[4], r[5], r[6], json.loads(r[7] or "{}"),
                            r[8], json.loads(r[9] or "{}"), r[10] or 0, r[11] or 0, r[12] or 0, r[13]) for r in rows]
+
+    # --- console sessions --------------------------------------------------------------
+    async def create_session(self, session_hash: str, token_hash: str, csrf: str, now_us: int) -> None:
+        await self._write(lambda con: con.execute(sessions.CREATE, (session_hash, token_hash, csrf, now_us, now_us)))
+
+    async def session(self, session_hash: str, seen_after: int, created_after: int) -> SessionRecord | None:
+        return sessions.record(self._read_now(
+            lambda con: con.execute(sessions.FIND, (session_hash, seen_after, created_after)).fetchone()))
+
+    async def touch_session(self, session_hash: str, now_us: int, unless_after: int) -> None:
+        await self._write(lambda con: con.execute(sessions.TOUCH, (now_us, session_hash, unless_after)))
+
+    async def end_session(self, session_hash: str) -> bool:
+        return await self._write(lambda con: con.execute(sessions.END, (session_hash,)).rowcount == 1)
+
+    async def purge_sessions(self, seen_before: int, created_before: int) -> int:
+        return await self._write(lambda con: con.execute(sessions.PURGE, (seen_before, created_before)).rowcount)
 
     # --- device owners ---------------------------------------------------------------
     async def device_records(self) -> list[DeviceRecord]:
