@@ -29,7 +29,6 @@ from pathlib import Path, PurePosixPath
 from typing import Literal
 
 import numpy as np
-import orjson
 from pydantic import Field, ValidationError, field_validator, model_validator
 from scipy.spatial.transform import Rotation
 
@@ -242,9 +241,7 @@ def parse_assembly(data: bytes | str | dict) -> AssemblySpec:
     """Validate assembly JSON (bytes, text or an already-parsed dict); AssemblyError lists every problem."""
     if isinstance(data, bytes | str):
         try:
-            # orjson reads the bytes as they are: json.loads first decodes the whole body to a str, a
-            # second copy of an upload whose meshes are most of it
-            data = orjson.loads(data)
+            data = json.loads(data)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise AssemblyError(f"not valid JSON: {exc}") from None
     if not isinstance(data, dict):
