@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 import trimesh
 from physics_helpers import inline
@@ -16,6 +17,7 @@ from test_physics_store import ASSEMBLIES, service
 
 from cloud.identities import add_user
 from cloud.physics.assembly import InlineMesh, inline_triangles
+from cloud.physics.mesh import load_mesh_bytes
 from tests.cloud.apiclient import auth
 from tests.cloud.server import CloudServer
 
@@ -115,3 +117,19 @@ def test_a_real_server_refuses_a_big_mesh_without_parsing_it(tmp_path: Path) -> 
             "part ball: about 327,680 triangles would need about 312 MB, over the memory budget of 64 MB")
         grown = _kib(server.pid, "VmHWM") - before
         assert grown < 4 * len(body) // 1024, (grown, len(body) // 1024)
+
+
+def test_a_binary_stl_is_joined_into_the_closed_mesh_it_describes() -> None:
+    """An icosphere of 5,120 triangles has 2,562 vertices (10·4^k + 2) once its corners are joined; a
+    repeated triangle and a zero-area one are removed and said so."""
+    tm = ball(4)
+    corners = tm.vertices[tm.faces].astype(np.float32)
+    extra = np.stack([corners[7], np.stack([corners[3, 0]] * 3)])
+    soup = np.concatenate([corners, extra])
+    records = np.zeros(len(soup), dtype=[("n", "<f4", (3,)), ("v", "<f4", (3, 3)), ("a", "<u2")])
+    records["v"] = soup
+    data = b"\0" * 80 + np.uint32(len(soup)).tobytes() + records.tobytes()
+    mesh = load_mesh_bytes(data, "stl", "mm")
+    assert (mesh.check.faces, mesh.check.vertices, mesh.closed) == (5120, 2562, True)
+    assert mesh.check.repairs == ("removed 2 degenerate or duplicate triangles",)
+    assert abs(mesh.volume_m3 / (tm.volume * 1e-9) - 1) < 1e-6  # float32 corners: 6e-8 of 50 mm
