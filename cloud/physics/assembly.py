@@ -42,15 +42,11 @@ from cloud.physics.errors import (
 )
 from cloud.physics.materials import Material, get_material
 from cloud.physics.mates import MateSpec, unknown_parts
-from cloud.physics.mesh import (
+from cloud.physics.mesh import FORMATS, MeshLimits, PartMesh, format_from_name, load_mesh_bytes
+from cloud.physics.mesh_estimate import (
     ESTIMATE_HEAD_BYTES,
-    FORMATS,
-    MeshLimits,
-    PartMesh,
     TriangleEstimate,
     estimate_triangles,
-    format_from_name,
-    load_mesh_bytes,
     obj_face_lines,
 )
 from cloud.physics.units import (

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import logging
 import struct
-from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import PurePath
@@ -33,20 +31,17 @@ from cloud.physics.geometry import (
     signed_volumes,
     winding_number,
 )
+from cloud.physics.mesh_estimate import is_text
 from cloud.physics.units import METRES_PER, STEP_UNITS, UNIT_WORDS, LengthUnit
 
 __all__ = [
-    "ESTIMATE_HEAD_BYTES",
     "FORMATS",
     "MeshCheck",
     "MeshLimits",
     "PartMesh",
-    "TriangleEstimate",
     "build_part_mesh",
-    "estimate_triangles",
     "format_from_name",
     "load_mesh_bytes",
-    "obj_face_lines",
 ]
 
 log = logging.getLogger(__name__)
@@ -137,14 +132,6 @@ def format_from_name(name: str) -> str:
     return _SUFFIXES[suffix]
 
 
-_TEXT = bytes(range(32, 127)) + b"\t\n\r\f\v"
-
-
-def _is_text(data: bytes) -> bool:
-    """Printable ASCII only: ASCII STL. (A binary STL's header may start with 'solid' too.)"""
-    return not data.translate(None, _TEXT)
-
-
 def _check_ascii_stl(data: bytes) -> None:
     """What is wrong with text that starts like ASCII STL ('solid') but holds no triangle."""
     if b"facet" not in data.lower():
@@ -159,7 +146,7 @@ def _check_ascii_stl(data: bytes) -> None:
 def _check_stl_header(data: bytes, limits: MeshLimits) -> None:
     """Binary STL states its triangle count: refuse over-limit or truncated files before parsing."""
     head = data[:512].lstrip().lower()
-    if head.startswith(b"solid") and (b"facet" in data[:4096].lower() or _is_text(data[:4096])):
+    if head.startswith(b"solid") and (b"facet" in data[:4096].lower() or is_text(data[:4096])):
         _check_ascii_stl(data)
         return  # ASCII STL
     if len(data) < 84:
@@ -184,105 +171,13 @@ _STL_RECORD = np.dtype([("normal", "<f4", (3,)), ("corners", "<f4", (3, 3)), ("a
 def _binary_stl_corners(data: bytes) -> np.ndarray | None:
     """The corners of a well-formed binary STL as one (3F, 3) float32 array (face i is rows 3i..3i+2);
     None for anything else, which the general reader handles (and explains)."""
-    if len(data) < 84 or _is_text(data[:4096]):
+    if len(data) < 84 or is_text(data[:4096]):
         return None
     (count,) = struct.unpack("<I", data[80:84])
     if count == 0 or len(data) != 84 + _STL_RECORD.itemsize * count:
         return None
     records = np.frombuffer(data, dtype=_STL_RECORD, count=count, offset=84)
     return np.ascontiguousarray(records["corners"]).reshape(-1, 3)
-
-
-# The fewest bytes a triangle takes in a text format (an upper bound on the triangles a file can hold):
-# ASCII STL "facet normal 0 0 0", "outer loop", three "vertex 0 0 0", "endloop", "endfacet", one a line.
-_ASCII_STL_MIN_BYTES = 86
-ESTIMATE_HEAD_BYTES = 64 * 1024  # what estimate_triangles needs of the data at most (besides an OBJ's face lines)
-
-
-@dataclass(frozen=True)
-class TriangleEstimate:
-    """How many triangles mesh data holds, told before it is parsed: from its header or its size."""
-
-    triangles: int
-    exact: bool  # the file states the count (binary STL, PLY, GLB); else an upper bound from the size
-
-
-def estimate_triangles(head: bytes, size: int, fmt: str, face_lines: int | None = None) -> TriangleEstimate | None:
-    """The triangles of ``size`` bytes of mesh data in ``fmt`` that begin with ``head`` (its first 64 KiB
-    or more), without parsing them; ``face_lines``: an OBJ's count of lines starting with ``f``. None when
-    the data does not tell (STEP, glTF, an OBJ without the count, a header that cannot be read: the
-    parser then explains)."""
-    fmt = {"stp": "step", "stl_ascii": "stl"}.get(fmt.lower().lstrip("."), fmt.lower().lstrip("."))
-    if fmt == "stl":
-        if head[:512].lstrip().lower().startswith(b"solid") and (
-                b"facet" in head[:4096].lower() or _is_text(head[:4096])):
-            return TriangleEstimate(size // _ASCII_STL_MIN_BYTES, exact=False)
-        if len(head) < 84:
-            return None
-        (count,) = struct.unpack("<I", head[80:84])
-        # a count the size contradicts is the parser's to explain (truncated, or not binary STL)
-        return TriangleEstimate(count, exact=True) if size == 84 + _STL_RECORD.itemsize * count else None
-    if fmt in ("ply", "glb"):
-        found = _ply_faces(head) if fmt == "ply" else _glb_triangles(head)
-        # a triangle takes at least 4 bytes (PLY: a count and three 1-byte indices; GLB: three indices):
-        # a header declaring more than fits is the parser's to explain
-        return found if found is not None and found.triangles <= size // 3 else None
-    if fmt == "obj" and face_lines is not None:
-        return TriangleEstimate(face_lines, exact=False)
-    return None
-
-
-def obj_face_lines(chunks: Iterable[bytes]) -> int:
-    """Lines starting with ``f`` (faces) in OBJ data given in pieces; one face is one or more triangles."""
-    count, tail, first = 0, b"", True
-    for chunk in chunks:
-        if first and chunk[:2] in (b"f ", b"f\t"):
-            count += 1
-        first = False
-        window = tail + chunk
-        count += window.count(b"\nf ") + window.count(b"\nf\t")
-        tail = window[-2:]
-    return count
-
-
-def _ply_faces(head: bytes) -> TriangleEstimate | None:
-    """The face count a PLY header declares (polygons: a triangle mesh's triangles)."""
-    end = head.find(b"end_header")
-    if not head.startswith(b"ply") or end < 0:
-        return None
-    for line in head[:end].splitlines():
-        words = line.split()
-        if len(words) == 3 and words[0] == b"element" and words[1] == b"face" and words[2].isdigit():
-            return TriangleEstimate(int(words[2]), exact=True)
-    return None
-
-
-def _glb_triangles(head: bytes) -> TriangleEstimate | None:
-    """The triangles a GLB's JSON chunk declares: per mesh primitive (triangle lists) its index count (or
-    position count) / 3, once for every node that shows the mesh."""
-    if len(head) < 20 or head[:4] != b"glTF" or head[16:20] != b"JSON":
-        return None
-    (length,) = struct.unpack("<I", head[12:16])
-    if 20 + length > len(head):
-        return None
-    try:
-        doc = json.loads(head[20:20 + length])
-        accessors = doc.get("accessors", [])
-        uses = [0] * len(doc.get("meshes", []))
-        for node in doc.get("nodes", []):
-            if isinstance(node.get("mesh"), int) and 0 <= node["mesh"] < len(uses):
-                uses[node["mesh"]] += 1
-        total = 0
-        for m, mesh in enumerate(doc.get("meshes", [])):
-            for prim in mesh.get("primitives", []):
-                if prim.get("mode", 4) != 4:
-                    continue
-                which = prim.get("indices", prim.get("attributes", {}).get("POSITION"))
-                total += int(accessors[which]["count"]) // 3 * max(uses[m], 1)
-    # A malformed JSON chunk is the parser's to explain; here it only means "no estimate".
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
-        return None
-    return TriangleEstimate(total, exact=True)
 
 
 def _parse(data: bytes, fmt: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -341,7 +236,7 @@ def load_mesh_bytes(
     float32 = fmt == "glb"  # glTF positions are float32 by the specification
     if fmt == "stl":
         _check_stl_header(data, limits)
-        float32 = not _is_text(data[:4096])
+        float32 = not is_text(data[:4096])
     vertices, faces = _parse(data, fmt)
     verts, tri, reach = _joined(vertices, faces, unit, limits, float32=float32)
     del vertices, faces  # a binary STL's corners: not needed once joined
