@@ -412,8 +412,9 @@ def largest_mesh_figures(fig: dict[str, float | str]) -> None:
 def _largest_over_http(fig: dict[str, float | str], stl: bytes) -> None:
     """The same mesh uploaded to a real server (uvicorn subprocess, SQLite) and its mass properties asked
     for: times, and the server's resident and peak memory (VmRSS, VmHWM) after each. Its base64 JSON body
-    (83 MiB) is over the default upload limit, so this server allows 128 MiB; then the same body against a
-    256 MB memory budget, refused before its mesh is parsed."""
+    (83 MiB) is over the default upload limit and its structures (about 1,250 MB estimated) over the default
+    memory budget, so this server allows 128 MiB and 4,096 MB; then the same body against a 256 MB memory
+    budget, refused before its mesh is parsed."""
     body = json.dumps({"name": "largest", "parts": [{"name": "ball", "material": "steel-s235", "mesh": {
         "format": "stl", "data_base64": base64.b64encode(stl).decode()}}]}).encode()
 
