@@ -28,23 +28,28 @@ joints. Each figure says what is cached when it is measured:
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import numpy as np
 import trimesh
 from scipy.spatial.transform import Rotation
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from cloud.physics import report  # noqa: E402
 from cloud.physics.assembly import Assembly, AssemblySpec, Part  # noqa: E402
 from cloud.physics.interference import CollisionWorld  # noqa: E402
 from cloud.physics.materials import get_material  # noqa: E402
 from cloud.physics.mesh import PartMesh, build_part_mesh  # noqa: E402
 from cloud.physics.solver import MateSystem  # noqa: E402
+from tests.cloud.server import CloudServer  # noqa: E402
 
 TOL = 1e-5  # m
 # figure key -> (target in ms, what the acceptance criterion says)
@@ -54,9 +59,16 @@ TARGETS = {
              "moved, p95"),
     "min_clearance_median_ms": (25.0, "global minimum clearance"),
     "clearance_report_5mm_median_ms": (50.0, "clearance report for all pairs under a threshold"),
+    "clearance_report_100parts_answer_median_ms": (
+        50.0, "100-part clearance report as answered (states, overlaps, contacts, closest points), "
+              "every interfering pair moved"),
     "cold_start_distinct_ms": (1000.0, "cold start including structure builds"),
     "mate_solve_5parts_10mates_median_ms": (20.0, "mate solve 5 parts / 10 mates, median"),
     "mate_solve_20parts_40mates_median_ms": (1000.0, "mate solve 20 parts / 40 mates"),
+    "conflict_search_40parts_ms": (2000.0, "solve + minimal conflicting set, 40-link chain"),
+    "pose_change_check_http_100parts_median_ms": (20.0, "pose change + collision check over HTTP, "
+                                                        "100-part cell"),
+    "picture 100 parts": (2000.0, "PNG of the 100-part cell, 1200×800, overview + 6 pair views, median"),
 }
 
 
@@ -219,6 +231,34 @@ def collision_figures(fig: dict[str, float | str]) -> None:
     fig["clearance_report_5mm_median_ms"] = float(
         np.median(_times(lambda: world.clearances(0.005), 20)))
     fig["clearance_pairs_under_5mm"] = len(world.clearances(0.005))
+    clearance_answer_figures(fig, parts, poses)
+
+
+def clearance_answer_figures(fig: dict[str, float | str], parts: list[Part], poses: list[np.ndarray]) -> None:
+    """The clearance report as the API answers it (report.clearance: classification, overlaps,
+    contact points and faces, response models) for the 100-part cell; before every run one part
+    of each interfering pair gets a new pose, so their intersections and contacts are recomputed."""
+    asm = Assembly(AssemblySpec.model_validate({"parts": [
+        {"name": p.name, "mesh": {"format": "stl", "data_base64": ""}, "material": p.material.id}
+        for p in parts]}), parts)
+    world = CollisionWorld(parts)
+    movers = [k for k in range(100) if k % 17 == 0]
+    rng, step = np.random.default_rng(7), [0]
+
+    def answer() -> None:
+        step[0] += 1
+        moved = np.stack(poses)
+        for k in movers:
+            moved[k, :3, 3] += rng.uniform(-5e-4, 5e-4, 3)
+        world.set_poses(moved)
+        out = report.clearance("bench", asm, world, 0.005)
+        fig["clearance_report_100parts_pairs"] = len(out.pairs)
+        fig["clearance_report_100parts_interfering"] = sum(p.status == "interfering" for p in out.pairs)
+
+    answer()
+    fig["clearance_report_100parts_answer_median_ms"] = float(np.median(_times(answer, 20)))
+    fig["clearance_report_100parts_answer_repeat_median_ms(poses unchanged)"] = float(np.median(
+        _times(lambda: report.clearance("bench", asm, world, 0.005), 20)))
 
 
 def mate_figures(fig: dict[str, float | str]) -> None:
@@ -236,10 +276,185 @@ def mate_figures(fig: dict[str, float | str]) -> None:
         fig[f"mate_solve_{n_parts}parts_{n_mates}mates_converged"] = f"{ok}/{reps}"
 
 
-def run() -> dict[str, float | str]:
+def _conflicting_chain(n: int, rng: np.random.Generator) -> tuple[Assembly, list[int]]:
+    """The chain of ``_chain`` (n links, revolute joints, each link near its place), a duplicate
+    concentric mate on every 4th joint (redundant) and a 'distance 30 mm' on the faces the
+    middle joint makes coincident: the one minimal conflicting set is those two mates."""
+    asm = _chain(n + 1, 2 * n, rng)
+    at = n // 2 + 1
+    mates = [m.model_dump() for m in asm.spec.mates]
+    mates += [mates[2 * (k - 1)] for k in range(1, n + 1, 4) if k != at]
+    coincident = mates[2 * (at - 1) + 1]
+    mates.append({**coincident, "type": "distance", "distance": 30.0})
+    spec = asm.spec.model_copy(update={"mates": AssemblySpec.model_validate(
+        {"parts": [p.model_dump() for p in asm.spec.parts], "mates": mates}).mates})
+    return Assembly(spec, asm.parts), [2 * (at - 1) + 1, len(mates) - 1]
+
+
+def conflict_figures(fig: dict[str, float | str]) -> None:
+    """Solve (which fails) plus the minimal conflicting set, at 3, 20 and 40 links."""
+    rng = np.random.default_rng(2)
+    for n in (3, 20, 40):
+        times, right = [], 0
+        for _ in range(3):
+            asm, expected = _conflicting_chain(n, rng)
+            t = time.perf_counter()
+            res = MateSystem(asm).solve()
+            times.append((time.perf_counter() - t) * 1000)
+            right += res.conflicting == expected
+        fig[f"conflict_search_{n}parts_ms"] = float(np.median(times))
+        fig[f"conflict_search_{n}parts_right_set"] = f"{right}/3"
+
+
+def pose_http_figures(fig: dict[str, float | str], runs: int = 100) -> None:
+    """A real server (uvicorn subprocess, SQLite): upload the 100-part cell, then move one part of
+    an interfering pair and check, over one keep-alive connection."""
+    poses = _poses(np.random.default_rng(1))
+    parts = []
+    for k in range(100):
+        v, f = _raw_shapes(k, True)
+        stl = trimesh.Trimesh(v, f, process=False).export(file_type="stl")
+        t = poses[k][:3, 3] * 1000
+        rot = Rotation.from_matrix(poses[k][:3, :3]).as_euler("xyz", degrees=True)
+        parts.append({"name": f"p{k}", "material": "steel-s235",
+                      "mesh": {"format": "stl", "data_base64": base64.b64encode(stl).decode()},
+                      "pose": {"translation": t.tolist(), "rotation_deg": rot.tolist()}})
+    body = {"name": "cell", "unit": "mm", "parts": parts}
+    with tempfile.TemporaryDirectory() as tmp, CloudServer(Path(tmp)) as server, \
+            httpx.Client(base_url=server.base_url, timeout=60) as client:
+        admin = {"Authorization": f"Bearer {server.admin_token}"}
+        t = time.perf_counter()
+        up = client.post("/api/v1/physics/assemblies", json=body, headers=admin)
+        up.raise_for_status()
+        aid = up.json()["id"]
+        fig["upload_100parts_http_ms"] = (time.perf_counter() - t) * 1000
+        client.post("/api/v1/physics/collision/check", json={"assembly_id": aid}, headers=admin).raise_for_status()
+        base = poses[17][:3, 3] * 1000
+        times, interfering = [], []
+        for k in range(runs):
+            moved = {"p17": {"translation": (base + [k * 1e-3, 0, 0]).tolist(),
+                             "rotation_deg": Rotation.from_matrix(poses[17][:3, :3]).as_euler(
+                                 "xyz", degrees=True).tolist()}}
+            t = time.perf_counter()
+            r = client.post("/api/v1/physics/collision/check", json={"assembly_id": aid, "poses": moved},
+                            headers=admin)
+            times.append((time.perf_counter() - t) * 1000)
+            r.raise_for_status()
+            interfering.append(r.json()["interfering"])
+        fig["pose_change_check_http_100parts_median_ms"] = float(np.median(times))
+        fig["pose_change_check_http_100parts_p95_ms"] = float(np.percentile(times, 95))
+        fig["pose_change_check_http_interfering"] = f"{min(interfering)}-{max(interfering)}"
+
+
+def picture_figures(fig: dict[str, float | str]) -> None:
+    """The picture route's work on the collision scene: check, layout (the JSON) and the PNG."""
+    from cloud.physics.picture import layout
+    from cloud.physics.render import render_png
+
+    meshes = [build_part_mesh(*_raw_shapes(k, True)) for k in range(100)]
+    parts = _parts(meshes, _poses(np.random.default_rng(1)))
+    spec = AssemblySpec.model_validate({"name": "bench cell", "parts": [
+        {"name": p.name, "mesh": {"format": "stl", "data_base64": ""}, "material": "steel-s235"} for p in parts]})
+    asm = Assembly(spec, parts)
+    pairs = CollisionWorld(parts).check(TOL)
+    fig["picture_json_layout_median_ms"] = float(np.median(_times(lambda: layout(asm, pairs, TOL), 5)))
+    sizes: list[int] = []
+    fig["picture 100 parts"] = float(np.median(_times(lambda: sizes.append(len(render_png(asm, pairs))), 3)))
+    fig["picture_png_kb"] = sizes[-1] / 1024
+
+
+_LOAD_LARGEST = """
+import json, sys, time
+from pathlib import Path
+from cloud.physics.mass import part_mass_properties
+from cloud.physics.mesh import MeshLimits, load_mesh_bytes
+def kib():  # VmHWM: this process's peak since exec (ru_maxrss would carry the parent's over)
+    status = Path("/proc/self/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1])
+base = kib()
+data = Path(sys.argv[1]).read_bytes()
+start = time.perf_counter()
+mesh = load_mesh_bytes(data, "stl", "mm", MeshLimits())
+loaded, seconds = kib(), time.perf_counter() - start
+part_mass_properties(mesh, 7850.0)
+print(json.dumps({"base": base, "loaded": loaded, "mass": kib(), "seconds": seconds,
+                  "faces": mesh.check.faces, "bytes": len(data)}))
+"""
+
+
+def largest_mesh_figures(fig: dict[str, float | str]) -> None:
+    """Peak memory of a process that loads the largest mesh the default limits accept (64 MiB binary STL).
+
+    An icosphere of 1,310,720 triangles (62.5 MiB as binary STL; the byte limit, not the 2 M triangle
+    limit, bounds a binary STL) is loaded and validated, then its mass properties computed, in a fresh
+    process: its peak resident memory (VmHWM) after the imports, after the load and after the mass properties.
+    Then the same over HTTP (``_largest_over_http``).
+    """
+    import subprocess
+    import tempfile
+
+    sphere = trimesh.creation.icosphere(subdivisions=8, radius=100.0)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "largest.stl"
+        path.write_bytes(sphere.export(file_type="stl"))
+        out = subprocess.run([sys.executable, "-c", _LOAD_LARGEST, str(path)], capture_output=True, text=True,
+                             check=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+        _largest_over_http(fig, path.read_bytes())
+    got = json.loads(out.stdout)
+    fig["largest_mesh_triangles"] = float(got["faces"])
+    fig["largest_mesh_file_mb"] = got["bytes"] / 1024**2
+    fig["largest_mesh_load_s"] = got["seconds"]
+    fig["largest_mesh_peak_rss_after_imports_mb"] = got["base"] / 1024
+    fig["largest_mesh_peak_rss_loaded_mb"] = got["loaded"] / 1024
+    fig["largest_mesh_peak_rss_with_mass_mb"] = got["mass"] / 1024
+
+
+def _largest_over_http(fig: dict[str, float | str], stl: bytes) -> None:
+    """The same mesh uploaded to a real server (uvicorn subprocess, SQLite) and its mass properties asked
+    for: times, and the server's resident and peak memory (VmRSS, VmHWM) after each. Its base64 JSON body
+    (83 MiB) is over the default upload limit and its structures (about 1,250 MB estimated) over the default
+    memory budget, so this server allows 128 MiB and 4,096 MB; then the same body against a 256 MB memory
+    budget, refused before its mesh is parsed."""
+    body = json.dumps({"name": "largest", "parts": [{"name": "ball", "material": "steel-s235", "mesh": {
+        "format": "stl", "data_base64": base64.b64encode(stl).decode()}}]}).encode()
+
+    def mb(pid: int, key: str) -> float:
+        status = Path(f"/proc/{pid}/status").read_text()
+        return int(next(line for line in status.splitlines() if line.startswith(key + ":")).split()[1]) / 1024
+
+    for budget in (4096, 256):
+        config = f"[physics]\nmax_upload_bytes = {128 * 1024**2}\nmemory_budget_mb = {budget}\n"
+        with tempfile.TemporaryDirectory() as tmp, CloudServer(Path(tmp), extra_config=config) as server, \
+                httpx.Client(base_url=server.base_url, timeout=300) as client:
+            assert server.pid is not None
+            admin = {"Authorization": f"Bearer {server.admin_token}", "Content-Type": "application/json"}
+            start = mb(server.pid, "VmRSS")
+            t = time.perf_counter()
+            up = client.post("/api/v1/physics/assemblies", content=body, headers=admin)
+            seconds = time.perf_counter() - t
+            if budget < 1024:
+                assert up.status_code == 422, up.text
+                fig["largest_mesh_http_refused_over_budget_s"] = seconds
+                fig["largest_mesh_http_refused_peak_growth_mb"] = mb(server.pid, "VmHWM") - start
+                continue
+            up.raise_for_status()
+            fig["largest_mesh_http_upload_s"] = seconds
+            fig["largest_mesh_http_rss_after_upload_mb"] = mb(server.pid, "VmRSS")
+            fig["largest_mesh_http_peak_after_upload_mb"] = mb(server.pid, "VmHWM")
+            t = time.perf_counter()
+            client.post("/api/v1/physics/mass-properties", json={"assembly_id": up.json()["id"]},
+                        headers=admin).raise_for_status()
+            fig["largest_mesh_http_mass_s"] = time.perf_counter() - t
+            fig["largest_mesh_http_peak_after_mass_mb"] = mb(server.pid, "VmHWM")
+
+
+def run(only: str | None = None) -> dict[str, float | str]:
     fig: dict[str, float | str] = {}
-    collision_figures(fig)
-    mate_figures(fig)
+    parts = {"largest": largest_mesh_figures, "picture": picture_figures, "collision": collision_figures,
+             "mates": mate_figures, "conflict": conflict_figures, "poses": pose_http_figures}
+    for name, figures in parts.items():
+        if only is None or only == name:
+            figures(fig)
     return fig
 
 
@@ -247,8 +462,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--only", choices=["largest", "picture", "collision", "mates", "conflict", "poses"],
+                        help="run one group of figures")
     args = parser.parse_args()
-    fig = run()
+    fig = run(args.only)
     if args.json:
         print(json.dumps({"figures": fig, "targets_ms": {k: v[0] for k, v in TARGETS.items()}},
                          indent=2))

@@ -164,8 +164,12 @@ async def model_info(name: Name, version: Version, _: Viewer, ctx: Ctx) -> Model
 @router.get("/models/{name}/versions/{version}/package", response_class=Response, responses={
     200: {"content": {"application/zip": {}}, "description": "the package; ETag is its sha256"},
     304: {"description": "If-None-Match named this package"}, **_ERRORS, **_UNKNOWN})
-async def download(name: Name, version: Version, request: Request, _: ViewerOrEdge, ctx: Ctx) -> Response:
-    """The package's bytes as uploaded (edge tokens may download too)."""
+async def download(name: Name, version: Version, request: Request, who: ViewerOrEdge, ctx: Ctx) -> Response:
+    """The package's bytes as uploaded. An edge's token downloads only the versions its rules name."""
+    if who.kind == "edge" and not any(a.model == name and a.version == version
+                                      for a in await registry.for_edge(ctx.storage, who.name)):
+        raise NotAllowed(f"no rule assigns {name} version {version} to edge {who.name!r}; an edge downloads "
+                         f"only the models assigned to it", "version")
     found = await ctx.storage.model_package(name, version)
     if found is None:
         raise UnknownModel(f"model {name!r} has no version {version}", "version")

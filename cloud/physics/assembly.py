@@ -9,7 +9,11 @@ File format (``format: "twinedge-assembly/1"``)::
      "mates": [...]}
 
 Pose translations and mate distances are in the assembly ``unit``; mesh and
-feature coordinates in each part's ``unit``. ``rotation_deg`` is applied about
+feature coordinates in each part's ``unit`` (default mm). A STEP file states
+its own unit: a part's ``unit`` left out takes it, one that contradicts it is
+refused. Formats without units are flagged when a part's size or mass is
+implausible in its unit, and float32 formats when their coordinate spacing is
+coarser than a tenth of the touching tolerance. ``rotation_deg`` is applied about
 the fixed X, then Y, then Z axes; ``matrix`` (4×4) may be given instead.
 A mesh is a path relative to the JSON file (never absolute, never outside its
 folder) or inline: ``{"format": "stl", "data_base64": "..."}``.
@@ -20,7 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
@@ -28,11 +32,31 @@ import numpy as np
 from pydantic import Field, ValidationError, field_validator, model_validator
 from scipy.spatial.transform import Rotation
 
-from cloud.physics.errors import AssemblyError, MeshTooLargeError, PhysicsError, Problem
+from cloud.physics.errors import (
+    AssemblyError,
+    MeshFormatError,
+    MeshTooLargeError,
+    PhysicsError,
+    Problem,
+    UnitMismatchError,
+)
 from cloud.physics.materials import Material, get_material
-from cloud.physics.mates import MateSpec
-from cloud.physics.mesh import MeshLimits, PartMesh, format_from_name, load_mesh_bytes
-from cloud.physics.units import METRES_PER, LengthUnit
+from cloud.physics.mates import MateSpec, unknown_parts
+from cloud.physics.mesh import FORMATS, MeshLimits, PartMesh, format_from_name, load_mesh_bytes
+from cloud.physics.mesh_estimate import (
+    ESTIMATE_HEAD_BYTES,
+    TriangleEstimate,
+    estimate_triangles,
+    obj_face_lines,
+)
+from cloud.physics.units import (
+    DEFAULT_TOUCHING_TOLERANCE_M,
+    METRES_PER,
+    UNIT_WORDS,
+    LengthUnit,
+    format_length,
+    format_mass,
+)
 from shared.configbase import StrictModel as _Strict
 from shared.validation import validation_problems
 
@@ -45,11 +69,20 @@ __all__ = [
     "PartSpec",
     "PoseSpec",
     "load_assembly",
+    "inline_triangles",
     "load_assembly_file",
     "parse_assembly",
+    "precision_flags",
+    "unit_flags",
 ]
 
 ASSEMBLY_FORMAT = "twinedge-assembly/1"
+# A part of a format without units is flagged when, read in its unit, it is outside these.
+MIN_DIAGONAL_M = 1e-4  # 0.1 mm across
+MAX_DIAGONAL_M = 100.0
+MIN_MASS_KG = 1e-6  # 1 mg
+# A float32 file is flagged when its coordinate spacing is coarser than this part of the tolerance.
+PRECISION_FRACTION = 0.1
 
 
 class PoseSpec(_Strict):
@@ -104,7 +137,8 @@ class PoseSpec(_Strict):
 class InlineMesh(_Strict):
     """Mesh bytes carried inside the JSON (base64)."""
 
-    format: Literal["stl", "obj", "ply", "glb", "gltf", "step", "stp"]
+    format: str = Field(max_length=32, description=(
+        "stl, obj, ply, glb, gltf, step or stp; another is answered 415 (unknown mesh format)"))
     data_base64: str = Field(description="the mesh file, base64-encoded")
 
 
@@ -113,7 +147,9 @@ class PartSpec(_Strict):
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$", description="unique part name")
     mesh: str | InlineMesh = Field(description="path relative to the assembly file, or inline mesh")
-    unit: LengthUnit = Field(default="mm", description="unit of the mesh and feature coordinates")
+    unit: LengthUnit | None = Field(default=None, description=(
+        "unit of the mesh and feature coordinates; default mm, and for STEP the unit the file declares "
+        "(a different one is refused)"))
     material: str = Field(description="id from the materials table, e.g. 'aluminium-6061-t6'")
     density_kg_m3: float | None = Field(default=None, gt=0, description="overrides the material density, kg/m³")
     pose: PoseSpec = Field(default_factory=PoseSpec)
@@ -141,11 +177,9 @@ class AssemblySpec(_Strict):
 
     @model_validator(mode="after")
     def _mates_name_parts(self) -> AssemblySpec:
-        names = {p.name for p in self.parts}
-        for i, mate in enumerate(self.mates):
-            for key, feat in (("a", mate.a), ("b", mate.b)):
-                if feat is not None and feat.part is not None and feat.part not in names:
-                    raise ValueError(f"mates[{i}].{key}.part: unknown part {feat.part!r}")
+        problems = unknown_parts(self.mates, {p.name for p in self.parts})
+        if problems:
+            raise ValueError("; ".join(str(p) for p in problems))
         return self
 
 
@@ -179,6 +213,15 @@ class Assembly:
             if p.name == name:
                 return p
         raise AssemblyError(f"no part named {name!r}")
+
+    def warnings_at(self, tolerance_m: float) -> list[str]:
+        """The assembly's warnings, and those a touching tolerance finer than the default adds (float32 files)."""
+        out = list(self.warnings)
+        if tolerance_m < DEFAULT_TOUCHING_TOLERANCE_M:
+            for p in self.parts:
+                if not precision_flags(p.mesh, DEFAULT_TOUCHING_TOLERANCE_M):
+                    out += [f"part {p.name}: {t}" for t in precision_flags(p.mesh, tolerance_m)]
+        return out
 
     def with_poses(self, poses: dict[str, np.ndarray]) -> Assembly:
         """A copy whose parts have the given poses (4×4, metres); meshes are shared."""
@@ -224,6 +267,10 @@ def _read_mesh_file(base: Path, rel: str, limits: MeshLimits) -> tuple[bytes, st
 
 def _mesh_bytes(spec: PartSpec, base: Path | None, limits: MeshLimits) -> tuple[bytes, str]:
     if isinstance(spec.mesh, InlineMesh):
+        fmt = spec.mesh.format.lower().lstrip(".")
+        if fmt not in (*FORMATS, "stp"):
+            raise MeshFormatError(f"unknown mesh format {spec.mesh.format!r}; give one of "
+                                  f"{', '.join(FORMATS)} or stp", "format")
         if len(spec.mesh.data_base64) > limits.max_bytes * 4 // 3 + 4:
             raise MeshTooLargeError(f"inline mesh is over the limit of {limits.max_bytes:,} bytes")
         try:
@@ -233,6 +280,25 @@ def _mesh_bytes(spec: PartSpec, base: Path | None, limits: MeshLimits) -> tuple[
     if base is None:
         raise AssemblyError("uploaded assemblies must carry their meshes inline (data_base64)")
     return _read_mesh_file(base, spec.mesh, limits)
+
+
+_B64_HEAD = (ESTIMATE_HEAD_BYTES + 2) // 3 * 4  # base64 characters of the first 64 KiB
+_B64_CHUNK = 4 * 1024 * 1024  # base64 characters decoded at a time while counting an OBJ's faces
+
+
+def inline_triangles(mesh: InlineMesh) -> TriangleEstimate | None:
+    """About how many triangles an inline mesh holds, read from its header (or size) without decoding the
+    whole of it; None when that cannot be told (see ``estimate_triangles``)."""
+    text = mesh.data_base64
+    size = len(text) // 4 * 3 - len(text[-2:]) + len(text[-2:].rstrip("="))
+    fmt = mesh.format.lower().lstrip(".")
+    try:
+        head = base64.b64decode(text[:_B64_HEAD], validate=True)
+        lines = obj_face_lines(base64.b64decode(text[at:at + _B64_CHUNK], validate=True)
+                               for at in range(0, len(text), _B64_CHUNK)) if fmt == "obj" else None
+    except (binascii.Error, ValueError):
+        return None  # the loader says what is wrong with it
+    return estimate_triangles(head, size, fmt, lines)
 
 
 def load_assembly(spec: AssemblySpec, base_dir: Path | None = None,
@@ -250,19 +316,73 @@ def load_assembly(spec: AssemblySpec, base_dir: Path | None = None,
             mesh = load_mesh_bytes(data, fmt, ps.unit, limits)
             key = "material"
             material = get_material(ps.material)
+        except UnitMismatchError as exc:
+            kinds.add(AssemblyError)
+            problems += [Problem(f"parts[{i}].unit", f"part {ps.name}: {p.message}") for p in exc.problems]
+            continue
         except PhysicsError as exc:
             kinds.add(type(exc))
-            problems += [Problem(f"parts[{i}].{key}" + (f".{p.path}" if p.path else ""), f"{ps.name}: {p.message}")
-                         for p in exc.problems]
+            problems += [Problem(f"parts[{i}].{key}" + (f".{p.path}" if p.path else ""),
+                                 f"part {ps.name}: {p.message}") for p in exc.problems]
             continue
-        warnings += [f"{ps.name}: {t}" for t in mesh.check.repairs + mesh.check.flags]
         density = ps.density_kg_m3 or material.density
+        found = unit_flags(mesh, density) + precision_flags(mesh, DEFAULT_TOUCHING_TOLERANCE_M)
+        if found:
+            mesh = replace(mesh, check=replace(mesh.check, flags=mesh.check.flags + tuple(found)))
+        warnings += [f"part {ps.name}: {t}" for t in mesh.check.repairs + mesh.check.flags]
         parts.append(Part(ps.name, mesh, ps.pose.to_matrix(spec.unit), material, density,
-                          ps.unit, ps.fixed))
+                          mesh.unit, ps.fixed))
     if problems:
         # One kind of problem keeps its kind (a part over the size limit is 413, not 422).
         raise (kinds.pop() if len(kinds) == 1 else AssemblyError)(problems)
-    return Assembly(spec, parts, warnings)
+    return Assembly(_without_mesh_data(spec), parts, warnings)
+
+
+def _without_mesh_data(spec: AssemblySpec) -> AssemblySpec:
+    """The spec a loaded assembly keeps: its inline meshes' base64 text dropped (up to 1.33 times the mesh
+    bytes each, for as long as the assembly stays loaded); the meshes are loaded, and an upload as sent
+    stays in the database."""
+    if not any(isinstance(p.mesh, InlineMesh) and p.mesh.data_base64 for p in spec.parts):
+        return spec
+    parts = [p.model_copy(update={"mesh": p.mesh.model_copy(update={"data_base64": ""})})
+             if isinstance(p.mesh, InlineMesh) else p for p in spec.parts]
+    return spec.model_copy(update={"parts": parts})
+
+
+def precision_flags(mesh: PartMesh, tolerance_m: float) -> list[str]:
+    """Why a float32 file (binary STL, GLB) cannot resolve gaps near ``tolerance_m``, if it cannot."""
+    check = mesh.check
+    if check.float32_precision_m is None or check.float32_reach_m is None:
+        return []
+    if check.float32_precision_m <= PRECISION_FRACTION * tolerance_m:
+        return []
+    kind = "STL" if check.source_format == "stl" else (check.source_format or "mesh").upper()
+    return [f"the {kind}'s float32 coordinates reach {format_length(check.float32_reach_m)} from the origin; "
+            f"their precision is {format_length(check.float32_precision_m)}, coarser than a tenth of the "
+            f"{format_length(tolerance_m)} touching tolerance, so gaps and overlaps of that size are lost "
+            "(a gap under it may read 0); export the part with its origin near it and place it with its pose"]
+
+
+def unit_flags(mesh: PartMesh, density_kg_m3: float) -> list[str]:
+    """For a format without units: a warning when the part's size or mass is implausible in its unit."""
+    if mesh.check.source_format in (None, "step"):
+        return []
+    diagonal = float(np.linalg.norm(np.ptp(mesh.vertices, axis=0)))
+    mass = density_kg_m3 * abs(mesh.volume_m3) if mesh.closed else None
+    if diagonal < MIN_DIAGONAL_M or (mass is not None and mass < MIN_MASS_KG):
+        what = "small"
+    elif diagonal > MAX_DIAGONAL_M:
+        what = "large"
+    else:
+        return []
+    size = f"{format_length(diagonal)} across" + ("" if mass is None else f", {format_mass(mass)}")
+    native = diagonal / METRES_PER[mesh.unit]
+    fits = [f'"unit": "{u}" ({format_length(native * METRES_PER[u])} across)' for u in METRES_PER
+            if u != mesh.unit and MIN_DIAGONAL_M <= native * METRES_PER[u] <= MAX_DIAGONAL_M
+            and (what == "large") == (METRES_PER[u] < METRES_PER[mesh.unit])]
+    hint = f"; if the file is in another unit, set {' or '.join(fits)}" if fits else ""
+    return [f"{size} with coordinates read as {UNIT_WORDS[mesh.unit]}: implausibly {what} "
+            f"(the {mesh.check.source_format.upper()} file states no unit){hint}"]
 
 
 def load_assembly_file(path: str | Path, limits: MeshLimits | None = None,

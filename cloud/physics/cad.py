@@ -1,46 +1,59 @@
 """STEP input through the optional CAD kernel (cadquery-ocp, the ``cad`` extra).
 
-The B-rep is tessellated with a chord tolerance given by the caller; without
-the kernel installed, STEP is answered with a clear "not supported".
+A STEP file states its own length unit. The kernel converts the geometry to
+millimetres on reading (its working unit, set on every reader so a global
+setting cannot change it), and ``read_step`` reports the unit names the file
+declares, so the caller can check them against the unit a part claims. The
+B-rep is tessellated with a chord tolerance given by the caller; without the
+kernel installed, STEP is answered with a clear "not supported".
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from cloud.physics.errors import MeshDataError, UnsupportedInputError
 
-__all__ = ["tessellate_shape", "tessellate_step"]
+__all__ = ["StepMesh", "read_step", "tessellate_shape"]
 
 
-def tessellate_step(data: bytes, chord_tolerance: float) -> tuple[np.ndarray, np.ndarray]:
-    """Vertices (in the file's unit) and triangles of every solid in a STEP file."""
+@dataclass(frozen=True)
+class StepMesh:
+    """A tessellated STEP file: vertices in millimetres, triangles, and the length units the file declares."""
+
+    vertices_mm: np.ndarray
+    faces: np.ndarray
+    length_units: tuple[str, ...]
+
+
+def read_step(data: bytes, chord_tolerance_mm: float) -> StepMesh:
+    """Every solid of a STEP file, tessellated, in millimetres whatever the file's unit."""
     try:
         from OCP.IFSelect import IFSelect_RetDone
+        from OCP.OCP.collections import Sequence_TCollection_AsciiString
         from OCP.STEPControl import STEPControl_Reader
     except ImportError:
         raise UnsupportedInputError(
             "STEP input needs the CAD kernel: install twinedge[cad] (cadquery-ocp), "
             "or export the part as STL, OBJ, PLY or GLB") from None
-    fd, path = tempfile.mkstemp(suffix=".step")  # the OCCT reader wants a file name
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        reader = STEPControl_Reader()
-        if reader.ReadFile(path) != IFSelect_RetDone:
-            raise MeshDataError("could not read the STEP data")
-        reader.TransferRoots()
-        shape = reader.OneShape()
-    finally:
-        os.unlink(path)
-    verts, faces = tessellate_shape(shape, chord_tolerance)
+    reader = STEPControl_Reader()
+    if reader.ReadStream("part.step", io.BytesIO(data)) != IFSelect_RetDone:
+        raise MeshDataError("could not read the STEP data")
+    reader.SetSystemLengthUnit(1.0)  # convert to millimetres, whatever xstep.cascade.unit says
+    lengths, angles, solid_angles = (Sequence_TCollection_AsciiString() for _ in range(3))
+    reader.FileUnits(lengths, angles, solid_angles)
+    units = tuple(dict.fromkeys(lengths.Value(i).ToCString().strip().lower()
+                                for i in range(1, lengths.Length() + 1)))
+    reader.TransferRoots()
+    shape = reader.OneShape()
+    verts, faces = tessellate_shape(shape, chord_tolerance_mm)
     if not len(faces):
         raise MeshDataError("the STEP data holds no solid faces")
-    return verts, faces
+    return StepMesh(verts, faces, units)
 
 
 def tessellate_shape(shape: Any, chord_tolerance: float, angle: float = 0.1) -> tuple[np.ndarray, np.ndarray]:

@@ -29,7 +29,8 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     sub = physics.add_subparsers(dest="physics_command", required=True)
     check = sub.add_parser("check", help="interference, clearance, mass properties and mates")
     check.add_argument("assembly", type=Path, help="assembly JSON file (meshes relative to it)")
-    check.add_argument("--png", type=Path, help="write a picture with interfering regions in red")
+    check.add_argument("--png", type=Path, help="write a picture: colliding faces in red (interfering) and "
+                       "amber (touching), labels, legend, a zoomed view per problem pair")
     check.add_argument("--json", action="store_true", help="print the results as JSON")
     check.add_argument("--clearance", type=float, default=5.0, metavar="MM",
                        help="list pairs closer than this, mm (default 5)")
@@ -45,6 +46,35 @@ def _fmt(x: float, unit: str, k: float) -> str:
     return f"{x / k:.6g} {unit}"
 
 
+def _point(x, unit: str, k: float) -> str:
+    return "(" + ", ".join(f"{c / k:.6g}" for c in x) + f") {unit}"
+
+
+def _pair_line(p, unit: str, k: float) -> str:
+    """One pair in one state: interfering with its overlap, touching with its gap, clear with its distance."""
+    line = f"{p.status.upper():<12} {p.a} / {p.b}"
+    if p.status == "interfering":
+        if p.volume_m3 is not None:
+            line += f": volume {p.volume_unit3:.6g} {unit}³ ({p.volume_m3:.4g} m³)"
+        if p.depth_m is not None:
+            line += f", depth {_fmt(p.depth_m, unit, k)} (2V/S)"
+        if p.extent_m is not None:
+            line += ", extent " + " × ".join(f"{e / k:.4g}" for e in p.extent_m) + f" {unit}"
+        if p.centroid_m is not None:
+            line += f", centroid {_point(p.centroid_m, unit, k)}"
+    elif p.status == "touching":
+        line += f": gap {_fmt(p.distance_m, unit, k)}"
+        if p.volume_m3:
+            line += f", overlap {p.volume_unit3:.6g} {unit}³ {_fmt(p.depth_m or 0.0, unit, k)} thick (2V/S)"
+        if p.contact is not None:
+            line += f", contact box {_point(p.contact.box_min_m, unit, k)} – {_point(p.contact.box_max_m, unit, k)}"
+    else:
+        line += f": {_fmt(p.distance_m, unit, k)}"
+        if p.point_a_m is not None and p.point_b_m is not None:
+            line += f" between {_point(p.point_a_m, unit, k)} and {_point(p.point_b_m, unit, k)}"
+    return line + (f"  [{p.note}]" if p.note else "")
+
+
 def _text(asm_info, coll, clear, mass, mates, robot) -> str:
     u = asm_info.unit
     k = METRES_PER[u]
@@ -58,18 +88,14 @@ def _text(asm_info, coll, clear, mass, mates, robot) -> str:
                f"accurate to {coll.numeric_accuracy_m:.0e} m)")
     if not coll.pairs:
         out.append("  no touching or interfering pairs")
-    for p in coll.pairs:
-        line = f"  {p.status.upper():<12} {p.a} / {p.b}"
-        if p.volume_m3 is not None and p.status == "interfering":
-            c = ", ".join(f"{v / k:.4g}" for v in p.centroid_m or ())
-            line += (f": volume {p.volume_unit3:.6g} {u}³ ({p.volume_m3:.4g} m³), depth ~"
-                     f"{_fmt(p.depth_m or 0, u, k)}, centroid ({c}) {u}")
-        out.append(line + (f"  [{p.note}]" if p.note else ""))
-    out.append(f"\nClearance (pairs under {_fmt(clear.threshold_m, u, k)})")
+    out += [f"  {_pair_line(p, u, k)}" for p in coll.pairs]
+    out.append(f"\nClearance (interfering, touching, and clear pairs under {_fmt(clear.threshold_m, u, k)}; "
+               f"touching tolerance {_fmt(clear.tolerance_m, u, k)})")
     if clear.minimum:
         m = clear.minimum
-        out.append(f"  minimum: {_fmt(m.distance_m, u, k)} between {m.a} and {m.b}")
-    out += [f"  {_fmt(p.distance_m, u, k):>14}  {p.a} / {p.b}" for p in clear.pairs]
+        worst = f"{m.status} {m.a} / {m.b}" + ("" if m.status == "interfering" else f", {_fmt(m.distance_m, u, k)}")
+        out.append(f"  worst pair: {worst}")
+    out += [f"  {_pair_line(p, u, k)}" for p in clear.pairs]
     out.append("\nMass properties (SI)")
     for p in mass.parts:
         if p.world is None:
@@ -85,6 +111,9 @@ def _text(asm_info, coll, clear, mass, mates, robot) -> str:
                    f"({', '.join(f'{c / k:.5g}' for c in a.com_m)}) {u}")
         out.append("  principal moments " + ", ".join(f"{m:.5g}" for m in a.principal_moments_kgm2)
                    + " kg·m²")
+    for o in mass.overlaps:
+        out.append(f"  overlap {o.a} / {o.b}: {o.volume_m3 * 1e9:.6g} mm³ counted in both parts "
+                   f"({o.mass_kg:.5g} kg twice)")
     if mates is not None:
         out.append(f"\nMates: {'all satisfied' if mates.converged else 'NOT all satisfied'}; "
                    f"{mates.dof_total} degrees of freedom remain")
@@ -107,6 +136,10 @@ def _text(asm_info, coll, clear, mass, mates, robot) -> str:
             out.append(f"  {us.name:<40} {us.value:10.4g} / {us.limit} {us.unit}  {pct}")
         if robot.grip_force_per_finger_n is not None:
             out.append(f"  grip force needed: {robot.grip_force_per_finger_n:.4g} N per finger")
+    warnings = list(dict.fromkeys(coll.warnings + clear.warnings + mass.warnings))
+    if warnings:
+        out.append("\nWarnings")
+        out += [f"  {w}" for w in warnings]
     return "\n".join(out)
 
 
@@ -124,8 +157,8 @@ def _check(args: argparse.Namespace) -> int:
     world = CollisionWorld(asm.parts)
     info = report.assembly_info(args.assembly.name, asm)
     coll, pairs = report.collision(info.id, asm, world, args.tolerance * 1e-3)
-    clear = report.clearance(info.id, asm, world, args.clearance * 1e-3)
-    mass = report.mass(info.id, asm)
+    clear = report.clearance(info.id, asm, world, args.clearance * 1e-3, args.tolerance * 1e-3)
+    mass = report.mass(info.id, asm, world=world, tolerance_m=args.tolerance * 1e-3)
     mates = None
     if asm.spec.mates:
         req = s.ConstraintRequest(assembly_id=info.id)
@@ -144,7 +177,7 @@ def _check(args: argparse.Namespace) -> int:
             return EXIT_INPUT
         robot = report.robot_check(info.id, asm, req_r)
     if args.png:
-        args.png.write_bytes(render_png(asm, pairs))
+        args.png.write_bytes(render_png(asm, pairs, tolerance_m=args.tolerance * 1e-3))
     if args.json:
         doc = {"assembly": info.model_dump(), "collision": coll.model_dump(),
                "clearance": clear.model_dump(), "mass": mass.model_dump(),

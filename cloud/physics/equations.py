@@ -29,7 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cloud.physics.mates import FeatureSpec, MateSpec
+from cloud.physics.errors import MateDefinitionError
+from cloud.physics.mates import FeatureSpec, MateSpec, unknown_parts
 from cloud.physics.units import METRES_PER, LengthUnit
 
 __all__ = ["CompiledMates", "Evaluation"]
@@ -85,6 +86,9 @@ class CompiledMates:
     def __init__(self, mates: list[MateSpec], part_row: dict[str, int], free_col: dict[str, int],
                  units: dict[str, LengthUnit], assembly_unit: LengthUnit, length: float,
                  start: np.ndarray) -> None:
+        problems = unknown_parts(mates, part_row)
+        if problems:  # a request's own mates may name parts the assembly lacks
+            raise MateDefinitionError(problems)
         self.length = length
         self.n_parts = len(part_row)
         self.n_cols = 6 * len(free_col)

@@ -14,13 +14,17 @@ from shared.errors import InputError, Problem
 __all__ = [
     "AssemblyError",
     "AssemblyNotFoundError",
+    "BudgetExceededError",
     "MateDefinitionError",
+    "MemoryBudgetExceededError",
     "MeshDataError",
     "MeshFormatError",
     "MeshTooLargeError",
     "OpenMeshError",
     "PhysicsError",
     "Problem",
+    "TimeBudgetExceededError",
+    "UnitMismatchError",
     "UnsupportedInputError",
 ]
 
@@ -53,9 +57,29 @@ class AssemblyError(PhysicsError):
     """The assembly description is invalid: bad JSON, unknown part or material, bad pose or path."""
 
 
+class UnitMismatchError(AssemblyError):
+    """A part's ``unit`` contradicts the length unit its file declares (a STEP file states its own)."""
+
+
 class AssemblyNotFoundError(PhysicsError):
     """No stored assembly has the given id."""
 
 
 class MateDefinitionError(PhysicsError):
     """A mate references an unknown part or a feature of the wrong kind."""
+
+
+class BudgetExceededError(PhysicsError):
+    """A request needs more time or memory than the configured budget of one request allows.
+
+    422, not 503: the same request does the same work and would fail again, and
+    a 503 invites clients and proxies to retry it.
+    """
+
+
+class TimeBudgetExceededError(BudgetExceededError):
+    """The request ran past ``physics.time_budget_s`` and was stopped."""
+
+
+class MemoryBudgetExceededError(BudgetExceededError):
+    """The structures a request needs would exceed ``physics.memory_budget_mb``."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal
@@ -36,22 +37,39 @@ import numpy as np
 from scipy.spatial import ConvexHull, QhullError
 
 from cloud.physics.assembly import Part
+from cloud.physics.budget import check_time
+from cloud.physics.contact import (
+    NO_CONTACT,
+    NO_FACES,
+    Contact,
+    crossing_points,
+    inside,
+    inside_faces,
+    inverse,
+    moved,
+    near_faces,
+    near_features,
+    spread,
+)
 from cloud.physics.convex import ConvexShape, convex_shape, intersect_many
-from cloud.physics.geometry import winding_number
 from cloud.physics.mesh import PartMesh
 from cloud.physics.polytope import Polytope
 
-__all__ = ["CollisionWorld", "PairResult", "Status"]
+__all__ = ["DEFAULT_TOLERANCE_M", "CollisionWorld", "PairResult", "Status", "severity"]
 
 Status = Literal["clear", "touching", "interfering"]
 DEFAULT_TOLERANCE_M = 1e-5
-_NO_FACES = np.zeros(0, dtype=np.int64)
 _MAX_CONTACTS = 100_000  # triangle pairs asked of fcl for the faces in contact
 
 
 @dataclass(frozen=True, eq=False)
 class PairResult:
-    """One pair's classification; points and volumes in SI, world frame."""
+    """One pair's classification; points and volumes in SI, world frame.
+
+    The contact details (points on each surface, triangles in contact or overlap)
+    of an interfering pair are worked out when first read: a check that only
+    needs states and volumes does not pay for them.
+    """
 
     a: str
     b: str
@@ -66,10 +84,31 @@ class PairResult:
     region_max_m: np.ndarray | None = None
     note: str = ""
     shared: tuple[Polytope, np.ndarray] | None = field(default=None, repr=False)
-    points_a_m: np.ndarray | None = field(default=None, repr=False)  # (k, 3) on a's surface in the region
-    points_b_m: np.ndarray | None = field(default=None, repr=False)  # (k, 3) on b's surface in the region
-    faces_a: np.ndarray = field(default_factory=lambda: _NO_FACES, repr=False)  # a's triangles in contact
-    faces_b: np.ndarray = field(default_factory=lambda: _NO_FACES, repr=False)  # b's triangles in contact
+    tolerance_m: float = DEFAULT_TOLERANCE_M
+    contact_of: Callable[[], Contact] | None = field(default=None, repr=False)
+
+    @cached_property
+    def contact(self) -> Contact:
+        """Points on each surface in the contact/overlap region and the triangles there."""
+        return NO_CONTACT if self.contact_of is None else self.contact_of()
+
+    @property
+    def points_a_m(self) -> np.ndarray | None:
+        """(k, 3) points on a's surface in the region (k <= 64); None for clear pairs."""
+        return None if self.status == "clear" else self.contact.points_a
+
+    @property
+    def points_b_m(self) -> np.ndarray | None:
+        return None if self.status == "clear" else self.contact.points_b
+
+    @property
+    def faces_a(self) -> np.ndarray:
+        """a's triangles within the tolerance of b, crossing b's surface, or inside b."""
+        return self.contact.faces_a
+
+    @property
+    def faces_b(self) -> np.ndarray:
+        return self.contact.faces_b
 
     @property
     def extent_m(self) -> np.ndarray | None:
@@ -88,7 +127,24 @@ class PairResult:
         return verts @ pose[:3, :3].T + pose[:3, 3], faces
 
 
+_RANK = {"interfering": 0, "touching": 1, "clear": 2}
+
+
+def severity(r: PairResult) -> tuple[int, float, str, str]:
+    """Sort key, worst first: interfering (deepest first; unknown depth first), touching, clear (nearest first)."""
+    if r.status == "interfering":
+        return (0, -(np.inf if r.depth_m is None else r.depth_m), r.a, r.b)
+    return (_RANK[r.status], r.distance_m, r.a, r.b)
+
+
+def _length(x: float) -> str:
+    return f"{x * 1e3:.4g} mm"
+
+
 _HULL_ABOVE = 4096  # vertices; smaller meshes use every vertex for their AABB (qhull costs more)
+# ... and so do larger ones: qhull on a finely tessellated curved part, most of whose vertices are on its
+# hull, takes seconds (6 s for a 1.31 M-triangle sphere), a placement through every vertex milliseconds.
+_HULL_BELOW = 100_000
 _SHARED_CACHE = 4096  # intersection solids kept per world (least recently used dropped)
 
 
@@ -119,12 +175,21 @@ class _Geometry:
     def support(self) -> np.ndarray:
         """Points whose transformed extent is the part's AABB: the convex hull vertices."""
         v = self.mesh.vertices
-        if len(v) <= _HULL_ABOVE:
+        if len(v) <= _HULL_ABOVE or len(v) >= _HULL_BELOW:
             return v
         try:
             return v[ConvexHull(v).vertices]
         except QhullError:
             return v
+
+    @cached_property
+    def box(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.mesh.vertices.min(axis=0), self.mesh.vertices.max(axis=0)
+
+    @cached_property
+    def face_boxes(self) -> tuple[np.ndarray, np.ndarray]:
+        tri = self.mesh.triangles
+        return tri.min(axis=1), tri.max(axis=1)
 
     @cached_property
     def support_t(self) -> np.ndarray:
@@ -259,6 +324,7 @@ class CollisionWorld:
         At zero distance the points are a contact point, or None when the surfaces only
         share a face (flush contact has no single witness point).
         """
+        check_time("measuring distances between parts")
         oi, oj = self._object(i), self._object(j)
         req = fcl.DistanceRequest(enable_nearest_points=True)
         res = fcl.DistanceResult()
@@ -274,13 +340,16 @@ class CollisionWorld:
 
     def crossing_faces(self, i: int, j: int) -> tuple[np.ndarray, np.ndarray]:
         """Indices of the triangles of i and of j whose surfaces cross the other part's surface."""
-        result = fcl.CollisionResult()
-        fcl.collide(self._object(i), self._object(j),
-                    fcl.CollisionRequest(num_max_contacts=_MAX_CONTACTS, enable_contact=True), result)
-        if not result.contacts:
-            return _NO_FACES, _NO_FACES
-        pairs = np.array([(c.b1, c.b2) for c in result.contacts], dtype=np.int64)
+        pairs = self._crossing_pairs(i, j, self.poses[i], self.poses[j])
         return np.unique(pairs[:, 0]), np.unique(pairs[:, 1])
+
+    def _crossing_pairs(self, i: int, j: int, pose_i: np.ndarray, pose_j: np.ndarray) -> np.ndarray:
+        """(k, 2) triangle pairs (of i, of j) that cross, the parts at the given poses."""
+        oi = fcl.CollisionObject(self._geom[i].bvh, fcl.Transform(pose_i[:3, :3], pose_i[:3, 3]))
+        oj = fcl.CollisionObject(self._geom[j].bvh, fcl.Transform(pose_j[:3, :3], pose_j[:3, 3]))
+        result = fcl.CollisionResult()
+        fcl.collide(oi, oj, fcl.CollisionRequest(num_max_contacts=_MAX_CONTACTS, enable_contact=True), result)
+        return np.array([(c.b1, c.b2) for c in result.contacts], dtype=np.int64).reshape(-1, 2)
 
     def surfaces_cross(self, i: int, j: int) -> bool:
         return bool(fcl.collide(self._object(i), self._object(j), fcl.CollisionRequest(),
@@ -365,14 +434,25 @@ class CollisionWorld:
         faces = np.asarray(mesh.tri_verts, dtype=np.int64)
         return _Boolean(volume, float(solid.surface_area()), verts, faces, _centroid(verts, faces))
 
-    def _contains(self, outer: int, inner: int) -> bool:
-        if not (self.parts[outer].mesh.closed and np.all(self.lo[outer] <= self.lo[inner])
-                and np.all(self.hi[inner] <= self.hi[outer])):
+    def _contains(self, outer: int, inner: int, tol: float) -> bool:
+        """Whether part ``inner`` lies in the material of ``outer`` (their surfaces do not cross).
+
+        Only possible when inner's box lies in outer's; then points of inner decide: inside
+        every face plane of a convex outer, otherwise by their winding number (a part in a
+        hole or cavity is outside the material and has winding number 0).
+        """
+        if not (self.parts[outer].mesh.closed and np.all(self.lo[outer] - tol <= self.lo[inner])
+                and np.all(self.hi[inner] <= self.hi[outer] + tol)):
             return False
-        pose_o, pose_i = self.poses[outer], self.poses[inner]
-        point = pose_i[:3, :3] @ self.parts[inner].mesh.vertices[0] + pose_i[:3, 3]
-        local = pose_o[:3, :3].T @ (point - pose_o[:3, 3])
-        return abs(winding_number(local[None], self.parts[outer].mesh.triangles)[0]) > 0.5
+        _, rel = self._relative(outer, inner)
+        verts = self._geom[inner].mesh.vertices
+        pick = verts[np.linspace(0, len(verts) - 1, min(9, len(verts))).astype(int)]
+        local = pick @ rel[:3, :3].T + rel[:3, 3]
+        convex = self._geom[outer].convex
+        if convex is not None:
+            inside_all = np.all(local @ convex.planes[:, :3].T + convex.planes[:, 3] <= 1e-12 * convex.scale, axis=1)
+            return bool(np.mean(inside_all) > 0.5)
+        return inside(local, self._geom[outer].mesh.triangles)
 
     def _classify_many(self, pairs: list[tuple[int, int]], tol: float) -> list[PairResult]:
         """Classify pairs; the intersections of the convex crossing ones are built in one batch."""
@@ -397,77 +477,155 @@ class CollisionWorld:
 
     def _classify(self, i: int, j: int, tol: float, crossing: bool,
                   batch: dict[tuple[int, int], Polytope]) -> PairResult:
-        a, b = self.names[i], self.names[j]
-        if not crossing:
-            d, pa, pb = self.distance(i, j)
-            for outer, inner in ((i, j), (j, i)):
-                if self._contains(outer, inner):
-                    note = f"{self.names[inner]} lies inside {self.names[outer]}"
-                    return self._interfering(i, j, pa, pb, note, tol, batch)
-            status: Status = "touching" if d <= tol else "clear"
-            if pa is None or pb is None:
-                lo, hi = np.maximum(self.lo[i], self.lo[j]), np.minimum(self.hi[i], self.hi[j])
-            else:
-                lo, hi = np.minimum(pa, pb), np.maximum(pa, pb)
-            return PairResult(a, b, status, d, pa, pb, region_min_m=lo, region_max_m=hi)
-        return self._interfering(i, j, None, None, "", tol, batch)
+        check_time("classifying pairs of parts")
+        if crossing:
+            return self._overlapping(i, j, tol, batch)
+        for outer, inner in ((i, j), (j, i)):
+            if self._contains(outer, inner, tol):
+                return self._overlapping(i, j, tol, batch, (outer, inner))
+        d, pa, pb = self.distance(i, j)
+        if d > tol:
+            return PairResult(self.names[i], self.names[j], "clear", d, pa, pb, tolerance_m=tol)
+        return self._touching(i, j, tol, d, pa, pb)
 
-    def _interfering(self, i: int, j: int, pa: np.ndarray | None, pb: np.ndarray | None,
-                     note: str, tol: float, batch: dict[tuple[int, int], Polytope]) -> PairResult:
+    def _touching(self, i: int, j: int, tol: float, d: float, pa: np.ndarray | None,
+                  pb: np.ndarray | None, overlap: tuple[float, float, Polytope] | None = None,
+                  crossing: bool = False) -> PairResult:
+        """A pair within the tolerance: the contact region, points on both surfaces, the triangles.
+
+        ``crossing`` when the surfaces cross (flush faces, or an overlap thinner than the tolerance);
+        ``overlap`` (volume, depth, solid) when they share volume.
+        """
+        _, rel = self._relative(i, j)
+        fa, ta, fb, tb = near_faces(self._geom[i], self._geom[j], rel, tol)
+        near = near_features(ta, tb, tol)
+        qa, qb = near.points_a, near.points_b
+        faces_a, faces_b = fa[near.faces_a], fb[near.faces_b]
+        if crossing:
+            pairs = self._crossing_pairs(i, j, self.poses[i], self.poses[j])
+            cross = crossing_points(self._geom[i].mesh.triangles[pairs[:, 0]],
+                                    moved(self._geom[j].mesh.triangles[pairs[:, 1]], rel))
+            qa, qb = np.concatenate([qa, cross]), np.concatenate([qb, cross])
+            faces_a = np.union1d(faces_a, pairs[:, 0])
+            faces_b = np.union1d(faces_b, pairs[:, 1])
+        pose = self.poses[i]
+        qa, qb = moved(qa, pose), moved(qb, pose)
+        if len(qa):
+            both = np.concatenate([qa, qb])
+            lo, hi = both.min(axis=0), both.max(axis=0)
+            if pa is None or pb is None or d == 0.0:
+                k = int(np.argmin(np.linalg.norm(qa - qb, axis=1)))
+                pa, pb = qa[k], qb[k]
+        elif pa is not None and pb is not None:  # the features agree with fcl up to rounding
+            qa, qb = pa[None], pb[None]
+            lo, hi = np.minimum(pa, pb), np.maximum(pa, pb)
+        else:
+            lo, hi = np.maximum(self.lo[i], self.lo[j]), np.minimum(self.hi[i], self.hi[j])
+        pick = spread(qa)
+        found = Contact(qa[pick], qb[pick], faces_a, faces_b)
+        volume = depth = centroid = None
+        note = ""
+        if overlap is not None:
+            volume, depth, solid = overlap
+            centroid = None if solid.centroid is None else moved(solid.centroid, pose)
+            note = (f"the surfaces overlap by {_length(depth)} (2V/S), less than the tolerance "
+                    f"{_length(tol)}; a smaller tolerance reports the pair as interfering")
+        return PairResult(self.names[i], self.names[j], "touching", d, pa, pb, volume, centroid, depth,
+                          lo, hi, note, tolerance_m=tol, contact_of=lambda: found)
+
+    def _overlapping(self, i: int, j: int, tol: float, batch: dict[tuple[int, int], Polytope],
+                     contained: tuple[int, int] | None = None) -> PairResult:
+        """A pair whose solids share volume: interfering, or touching if the overlap is thinner than tol."""
         a, b = self.names[i], self.names[j]
+        pa = pb = None
+        note = ""
+        if contained is not None:
+            outer, inner = contained
+            d, pa, pb = self.distance(i, j)
+            note = (f"{self.names[inner]} lies inside the material of {self.names[outer]}, "
+                    f"{_length(d)} from its surface")
+        poses = (self.poses[i].copy(), self.poses[j].copy())
         shared = self._shared_solid(i, j, batch)
         if shared is None:
             open_part = a if not self.parts[i].mesh.closed else b
-            return PairResult(a, b, "interfering", 0.0, pa, pb, note=(
-                f"surfaces cross; the shared volume is unknown because {open_part} is not closed"))
+            note = note or f"surfaces cross; the shared volume is unknown because {open_part} is not closed"
+            return PairResult(a, b, "interfering", 0.0, pa, pb, note=note, tolerance_m=tol,
+                              contact_of=lambda: self._overlap_contact(i, j, poses, contained))
         pose = self.poses[i]
         volume, area = shared.volume, shared.area
         depth = 2.0 * volume / area if area > 0 else 0.0
+        if depth <= tol and contained is None:
+            return self._touching(i, j, tol, 0.0, None, None, (volume, depth, shared) if volume > 0 else None,
+                                  crossing=True)
         lo = hi = centroid = None
         if len(shared.vertices):
             world = pose[:3, :3] @ shared.vertices.T  # (3, n): reductions along rows are fast
             lo, hi = world.min(axis=1) + pose[:3, 3], world.max(axis=1) + pose[:3, 3]
         if shared.centroid is not None:
-            centroid = pose[:3, :3] @ shared.centroid + pose[:3, 3]
-        status: Status = "interfering"
-        if depth <= tol and not note:
-            note = "surfaces overlap by less than the tolerance" if volume > 0 else ""
-            status = "touching"
-        faces_a, faces_b = self.crossing_faces(i, j)
-        return PairResult(a, b, status, 0.0, pa, pb, volume, centroid, depth, lo, hi, note,
-                          (shared, pose) if volume > 0 else None, faces_a=faces_a, faces_b=faces_b)
+            centroid = moved(shared.centroid, pose)
+        return PairResult(a, b, "interfering", 0.0, pa, pb, volume, centroid, depth, lo, hi, note,
+                          (shared, pose.copy()) if volume > 0 else None, tolerance_m=tol,
+                          contact_of=lambda: self._overlap_contact(i, j, poses, contained))
+
+    def _overlap_contact(self, i: int, j: int, poses: tuple[np.ndarray, np.ndarray],
+                         contained: tuple[int, int] | None) -> Contact:
+        """Faces of each part that cross the other's surface or lie inside it, and points on them.
+
+        For a part inside the other: all its faces and points spread over it; none of the other's.
+        """
+        gi, gj = self._geom[i], self._geom[j]
+        if contained is not None:
+            inner = contained[1]
+            verts = self._geom[inner].mesh.vertices
+            pts = moved(verts[spread(verts)], poses[0 if inner == i else 1])
+            every = np.arange(len(self._geom[inner].mesh.faces))
+            empty = np.zeros((0, 3))
+            return Contact(pts, empty, every, NO_FACES) if inner == i else Contact(empty, pts, NO_FACES, every)
+        rel = inverse(poses[0]) @ poses[1]  # j in i's frame
+        pairs = self._crossing_pairs(i, j, *poses)
+        cross = crossing_points(gi.mesh.triangles[pairs[:, 0]], moved(gj.mesh.triangles[pairs[:, 1]], rel))
+        in_a = inside_faces(gi, gj, rel, pairs[:, 0])
+        in_b = inside_faces(gj, gi, inverse(rel), pairs[:, 1])
+        qa = np.concatenate([cross, gi.mesh.vertices[np.unique(gi.mesh.faces[in_a])]])
+        qb = np.concatenate([cross, moved(gj.mesh.vertices[np.unique(gj.mesh.faces[in_b])], rel)])
+        qa, qb = moved(qa[spread(qa)], poses[0]), moved(qb[spread(qb)], poses[0])
+        return Contact(qa, qb, np.union1d(pairs[:, 0], in_a), np.union1d(pairs[:, 1], in_b))
 
     def check(self, tolerance: float = DEFAULT_TOLERANCE_M) -> list[PairResult]:
         """Every pair that touches or interferes (pairs not listed are clear)."""
         return [r for r in self._classify_many(self.candidate_pairs(tolerance), tolerance)
                 if r.status != "clear"]
 
-    def clearances(self, threshold: float) -> list[PairResult]:
-        """Every pair closer than ``threshold`` (m): distance and the two closest points, nearest first."""
-        out = []
-        for i, j in self.candidate_pairs(threshold):
-            d, pa, pb = self.distance(i, j)
-            if d <= threshold:
-                out.append(PairResult(self.names[i], self.names[j],
-                                      "touching" if d == 0 else "clear", d, pa, pb))
-        return sorted(out, key=lambda r: r.distance_m)
+    def clearances(self, threshold: float, tolerance: float = DEFAULT_TOLERANCE_M) -> list[PairResult]:
+        """Every pair that interferes, touches or is closer than ``threshold`` (m), worst first.
 
-    def min_clearance(self) -> PairResult | None:
-        """The closest pair of the whole assembly (branch and bound on AABB lower bounds)."""
+        The same classification as ``check``; clear pairs carry the minimum distance and
+        the two closest points.
+        """
+        found = self._classify_many(self.candidate_pairs(max(threshold, tolerance)), tolerance)
+        return sorted((r for r in found if r.status != "clear" or r.distance_m <= threshold), key=severity)
+
+    def min_clearance(self, tolerance: float = DEFAULT_TOLERANCE_M) -> PairResult | None:
+        """The worst pair of the whole assembly: the deepest interfering, else the closest.
+
+        Pairs whose boxes come within the tolerance are classified as in ``check``; the
+        rest can only be clear and are searched by branch and bound on their box gaps.
+        """
         if len(self.parts) < 2:
             return None
+        near = self._classify_many(self.candidate_pairs(tolerance), tolerance)
+        best = min(near, key=severity, default=None)
+        if best is not None and best.status != "clear":
+            return best
         i, j, lb = self.aabb_gaps()
         order = np.argsort(lb, kind="stable")
-        best: PairResult | None = None
-        for k in order:
+        for k in order[np.searchsorted(lb[order], tolerance, side="right"):]:
             if best is not None and lb[k] > best.distance_m:
                 break
             d, pa, pb = self.distance(int(i[k]), int(j[k]))
             if best is None or d < best.distance_m:
-                best = PairResult(self.names[i[k]], self.names[j[k]],
-                                  "touching" if d == 0 else "clear", d, pa, pb)
-                if d == 0.0:
-                    break
+                best = PairResult(self.names[i[k]], self.names[j[k]], "clear", d, pa, pb,
+                                  tolerance_m=tolerance)
         return best
 
 

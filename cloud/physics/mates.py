@@ -16,8 +16,9 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from shared.configbase import StrictModel as _Strict
+from shared.errors import Problem
 
-__all__ = ["FeatureSpec", "MateSpec", "MateType"]
+__all__ = ["FeatureSpec", "MateSpec", "MateType", "unknown_parts"]
 
 Vec3 = tuple[float, float, float]
 MateType = Literal[
@@ -89,3 +90,13 @@ _ALLOWED: dict[str, set[object]] = {
     "distance": {frozenset({"point"}), frozenset({"point", "plane"}), frozenset({"plane"})},
     "tangent": {frozenset({"plane", "cylinder"})},
 }
+
+
+def unknown_parts(mates: list[MateSpec], names: set[str] | dict[str, int]) -> list[Problem]:
+    """A problem for every mate feature naming a part the assembly lacks, with its path (``mates[0].a.part``)."""
+    problems: list[Problem] = []
+    for i, mate in enumerate(mates):
+        for key, feat in (("a", mate.a), ("b", mate.b)):
+            if feat is not None and feat.part is not None and feat.part not in names:
+                problems.append(Problem(f"mates[{i}].{key}.part", f"unknown part {feat.part!r}"))
+    return problems

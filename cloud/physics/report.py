@@ -10,14 +10,14 @@ import numpy as np
 
 from cloud.physics import schemas as s
 from cloud.physics.assembly import Assembly, Part
-from cloud.physics.errors import AssemblyError, PhysicsError
-from cloud.physics.interference import DEFAULT_TOLERANCE_M, CollisionWorld, PairResult
+from cloud.physics.errors import AssemblyError, PhysicsError, Problem
+from cloud.physics.interference import DEFAULT_TOLERANCE_M, CollisionWorld, PairResult, severity
 from cloud.physics.mass import MassProperties, combine, part_mass_properties
 from cloud.physics.robot import check_grip, check_payload
 from cloud.physics.solver import MateSystem, SolveResult
 from cloud.physics.units import METRES_PER
 
-__all__ = ["assembly_info", "clearance", "collision", "constraints", "mass", "robot_check"]
+__all__ = ["assembly_info", "clearance", "collision", "constraints", "mass", "pose_matrices", "robot_check"]
 
 NUMERIC_ACCURACY_M = 1e-9  # fcl triangle distances in float64; measured < 1e-14 m in a 20 m cell
 
@@ -64,26 +64,49 @@ def pair_out(r: PairResult, unit: str) -> s.PairOut:
         faces_a=r.faces_a.tolist(), faces_b=r.faces_b.tolist(), note=r.note)
 
 
+def _pair_warnings(pairs: list[PairResult], tolerance_m: float) -> list[str]:
+    """Overlaps thinner than the tolerance (press fits) are touching: say so, they may be meant."""
+    thin = [p for p in pairs if p.status == "touching" and p.volume_m3]
+    if not thin:
+        return []
+    worst = max(thin, key=lambda p: p.depth_m or 0.0)
+    return [f"{len(thin)} touching pair(s) share volume thinner than the tolerance {tolerance_m * 1e3:.4g} mm "
+            f"(deepest {worst.a} / {worst.b}: {(worst.depth_m or 0.0) * 1e3:.4g} mm): an interference fit "
+            "shows as interfering with a tolerance below its depth"]
+
+
+def pose_matrices(asm: Assembly, poses: s.Poses | None) -> dict[str, np.ndarray] | None:
+    """A request's ``poses`` as 4×4 matrices in metres (the part names are checked where they are used)."""
+    return None if not poses else {k: v.to_matrix(asm.unit) for k, v in poses.items()}
+
+
 def collision(assembly_id: str, asm: Assembly, world: CollisionWorld,
               tolerance_m: float) -> tuple[s.CollisionResponse, list[PairResult]]:
-    pairs = world.check(tolerance_m)
+    pairs = sorted(world.check(tolerance_m), key=severity)
     out = s.CollisionResponse(
         assembly_id=assembly_id, unit=asm.unit, tolerance_m=tolerance_m,
         numeric_accuracy_m=NUMERIC_ACCURACY_M,
         interfering=sum(p.status == "interfering" for p in pairs),
         touching=sum(p.status == "touching" for p in pairs),
-        pairs=[pair_out(p, asm.unit) for p in pairs], warnings=list(asm.warnings))
+        pairs=[pair_out(p, asm.unit) for p in pairs],
+        warnings=asm.warnings_at(tolerance_m) + _pair_warnings(pairs, tolerance_m))
     return out, pairs
 
 
-def clearance(assembly_id: str, asm: Assembly, world: CollisionWorld,
-              threshold_m: float) -> s.ClearanceResponse:
-    minimum = world.min_clearance()
+def clearance(assembly_id: str, asm: Assembly, world: CollisionWorld, threshold_m: float,
+              tolerance_m: float = DEFAULT_TOLERANCE_M) -> s.ClearanceResponse:
+    """Interfering and touching pairs (as the collision check says) and clear pairs under the threshold.
+
+    The minimum is the worst pair: the deepest interfering, else the closest.
+    """
+    pairs = world.clearances(threshold_m, tolerance_m)
+    minimum = pairs[0] if pairs else world.min_clearance(tolerance_m)
     return s.ClearanceResponse(
         assembly_id=assembly_id, unit=asm.unit, threshold_m=threshold_m,
-        tolerance_m=DEFAULT_TOLERANCE_M, numeric_accuracy_m=NUMERIC_ACCURACY_M, warnings=list(asm.warnings),
+        tolerance_m=tolerance_m, numeric_accuracy_m=NUMERIC_ACCURACY_M,
+        warnings=asm.warnings_at(tolerance_m) + _pair_warnings(pairs, tolerance_m),
         minimum=None if minimum is None else pair_out(minimum, asm.unit),
-        pairs=[pair_out(p, asm.unit) for p in world.clearances(threshold_m)])
+        pairs=[pair_out(p, asm.unit) for p in pairs])
 
 
 def _mass_out(mp: MassProperties, unit: str, frame: np.ndarray | None = None) -> s.MassOut:
@@ -112,20 +135,53 @@ def part_masses(asm: Assembly, names: list[str] | None = None
     return out
 
 
+def _overlaps(asm: Assembly, world: CollisionWorld, names: set[str], tolerance_m: float
+              ) -> tuple[list[s.OverlapMassOut], list[str]]:
+    """Volume claimed by two included parts, and the mass the assembly total counts twice for it."""
+    out, unknown = [], []
+    for r in sorted(world.check(tolerance_m), key=severity):
+        if r.a not in names or r.b not in names:
+            continue
+        if r.volume_m3:
+            density = min(asm.part(r.a).density_kg_m3, asm.part(r.b).density_kg_m3)
+            out.append(s.OverlapMassOut(a=r.a, b=r.b, volume_m3=r.volume_m3, mass_kg=r.volume_m3 * density))
+        elif r.status == "interfering" and r.volume_m3 is None:
+            unknown.append(f"{r.a} / {r.b}")
+    warnings = []
+    if out:
+        volume, twice = sum(o.volume_m3 for o in out), sum(o.mass_kg for o in out)
+        warnings.append(
+            f"{len(out)} pair(s) of parts share volume (tolerance {tolerance_m * 1e3:.4g} mm): "
+            f"{volume * 1e9:.6g} mm³ in all is counted in both parts, so the assembly mass counts "
+            f"{twice:.6g} kg twice (each overlap at the smaller density of its two parts)")
+    if unknown:
+        warnings.append("parts cross but their shared volume is unknown (a mesh is not closed), so the "
+                        "assembly mass may count it twice: " + ", ".join(unknown))
+    return out, warnings
+
+
 def mass(assembly_id: str, asm: Assembly, names: list[str] | None = None,
-         frame: np.ndarray | None = None) -> s.MassResponse:
+         frame: np.ndarray | None = None, world: CollisionWorld | None = None,
+         tolerance_m: float = DEFAULT_TOLERANCE_M) -> s.MassResponse:
+    """Mass properties of the parts and their total; with ``world``, the overlaps the total counts twice."""
     rows, world_props = [], []
     for part, local, error in part_masses(asm, names):
-        world = None if local is None else local.transformed(part.pose)
-        if world is not None:
-            world_props.append(world)
+        placed = None if local is None else local.transformed(part.pose)
+        if placed is not None:
+            world_props.append(placed)
         rows.append(s.PartMassOut(
             name=part.name, material=part.material.id, density_kg_m3=part.density_kg_m3,
-            world=None if world is None else _mass_out(world, asm.unit, frame),
+            world=None if placed is None else _mass_out(placed, asm.unit, frame),
             local=None if local is None else _mass_out(local, part.unit), error=error))
     complete = len(world_props) == len(rows)
     total = _mass_out(combine(world_props), asm.unit, frame) if complete and rows else None
-    return s.MassResponse(assembly_id=assembly_id, unit=asm.unit, parts=rows, assembly=total)
+    overlaps: list[s.OverlapMassOut] = []
+    warnings = list(asm.warnings)
+    if world is not None:
+        overlaps, more = _overlaps(asm, world, {r.name for r in rows}, tolerance_m)
+        warnings += more
+    return s.MassResponse(assembly_id=assembly_id, unit=asm.unit, parts=rows, assembly=total,
+                          overlaps=overlaps, warnings=warnings)
 
 
 def constraints(assembly_id: str, asm: Assembly, request: s.ConstraintRequest,
@@ -133,7 +189,7 @@ def constraints(assembly_id: str, asm: Assembly, request: s.ConstraintRequest,
     if request.poses:
         unknown = sorted(set(request.poses) - {p.name for p in asm.parts})
         if unknown:
-            raise AssemblyError(f"poses name unknown parts: {', '.join(unknown)}")
+            raise AssemblyError([Problem(f"poses.{n}", f"unknown part {n!r}") for n in unknown])
         asm = asm.with_poses({k: v.to_matrix(asm.unit) for k, v in request.poses.items()})
     system = MateSystem(asm, request.mates)
     result = system.solve(request.max_starts, request.seed) if solve else system.validate()

@@ -52,7 +52,7 @@ class ConstraintRequest(_Model):
     mates: list[MateSpec] | None = Field(default=None, description="mates to use instead of the stored ones")
     poses: dict[str, PoseSpec] | None = Field(default=None, description="start (solve) or checked (validate) poses")
     max_starts: int = Field(default=10, ge=1, le=100, description="multi-start attempts")
-    seed: int = Field(default=0, description="random seed of the multi-start")
+    seed: int = Field(default=0, ge=0, le=2**63 - 1, description="random seed of the multi-start")
 
 
 class RobotCheckRequest(_Model):
@@ -181,7 +181,9 @@ class MassResponse(_Model):
     parts: list[PartMassOut]
     assembly: MassOut | None = Field(description="all included parts, world frame; null if any refused")
     overlaps: list[OverlapMassOut] = Field(
-        default_factory=list, description="interfering pairs: their shared volume is counted in both parts")
+        default_factory=list,
+        description="pairs of included parts that share volume (interfering, or touching with an overlap "
+                    "thinner than the tolerance): their shared volume is counted in both parts")
     warnings: list[str] = Field(default_factory=list, description="what may make these answers wrong")
 
 
@@ -251,3 +253,66 @@ class RobotCheckResponse(_Model):
     grip_force_per_finger_n: float | None = None
     grip_total_force_n: float | None = None
     grip_usage: UsageOut | None = None
+
+
+# --- the picture (GET /assemblies/{id}/picture.json) ----------------------------------------
+class PictureFacesOut(_Model):
+    """One part's triangles in one problem pair."""
+
+    pair: int = Field(description="index into the response's pairs")
+    other: str = Field(description="the other part of that pair")
+    state: State
+    colour: str = Field(description="colour of these faces, #rrggbb")
+    faces: list[int] = Field(description="indices into the part's stored (repaired) mesh triangles")
+
+
+class PicturePartOut(_Model):
+    """A part in at least one touching or interfering pair; parts not listed are drawn in other_parts_colour."""
+
+    name: str
+    state: State = Field(description="the worst state of its pairs")
+    colour: str = Field(description="colour of that state, #rrggbb")
+    label_at_m: Vec3 = Field(description="where its label points: the centre of its box, world frame, metres")
+    faces: list[PictureFacesOut] = Field(description="its colliding faces, per pair")
+
+
+class PicturePairOut(_Model):
+    index: int
+    a: str
+    b: str
+    state: State
+    colour: str = Field(description="#rrggbb")
+    box_min_m: Vec3 = Field(description="contact or overlap region box, low corner, world frame, metres")
+    box_max_m: Vec3 = Field(description="contact or overlap region box, high corner, world frame, metres")
+    centroid_m: Vec3 = Field(description="the overlap's centroid, else the region box's centre, metres")
+    points_a_m: list[Vec3] = Field(default_factory=list, description="points on a's surface in the region, metres")
+    points_b_m: list[Vec3] = Field(default_factory=list, description="points on b's surface in the region, metres")
+    volume_m3: float | None = Field(default=None, description="overlap volume, m³")
+    depth_m: float | None = Field(default=None, description="penetration depth, metres")
+    view: int | None = Field(default=None, description="index of the zoomed view showing this pair, if any")
+
+
+class PictureViewOut(_Model):
+    """A camera (orthographic): looks at target_m from target_m + direction."""
+
+    kind: Literal["overview", "pair"]
+    title: str
+    target_m: Vec3 = Field(description="the point looked at, world frame, metres")
+    direction: Vec3 = Field(description="unit vector from the target towards the camera")
+    half_extent_m: float = Field(description="half the side of the cube shown, metres")
+    pairs: list[int] = Field(description="indices of the pairs this view is about")
+
+
+class PictureResponse(_Model):
+    assembly_id: str
+    name: str
+    unit: str = Field(description="the assembly unit, used for labels and the scale bar of the PNG")
+    tolerance_m: float = Field(description="touching tolerance used, metres")
+    colours: dict[str, str] = Field(description="colour of each state, #rrggbb; clear = other parts")
+    box_min_m: Vec3 = Field(description="the assembly's box, low corner, metres")
+    box_max_m: Vec3 = Field(description="the assembly's box, high corner, metres")
+    parts: list[PicturePartOut] = Field(description="parts in a touching or interfering pair")
+    pairs: list[PicturePairOut] = Field(description="touching and interfering pairs, worst first")
+    views: list[PictureViewOut] = Field(description="the overview, then one view per pair shown zoomed")
+    more: int = Field(default=0, description="pairs without a zoomed view of their own")
+    warnings: list[str] = Field(default_factory=list)

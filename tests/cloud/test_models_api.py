@@ -102,7 +102,10 @@ def test_an_upload_is_stored_as_the_next_version_and_downloads_byte_for_byte(clo
     assert info["input_schema"]["threshold"] == 2.0
     assert info["source"]["kind"] == "file" and info["training"]["algorithm"] == "test graph"
     assert info["assignments"] == []
-    got = cloud.get("/api/v1/models/pump/versions/2/package", cloud.edge("edge-1"))  # an edge may download
+    refused = cloud.get("/api/v1/models/pump/versions/2/package", cloud.edge("edge-1"))
+    assert refused.status_code == 403 and "assigned" in problems(refused)  # an edge downloads only its own
+    assert cloud.assign(scope="edge", target="edge-1", model="pump", version=2).status_code == 200
+    got = cloud.get("/api/v1/models/pump/versions/2/package", cloud.edge("edge-1"))
     assert got.status_code == 200 and got.content == second
     assert got.headers["content-type"] == "application/zip"
     assert got.headers["etag"] == f'"{hashlib.sha256(second).hexdigest()}"'
@@ -111,7 +114,12 @@ def test_an_upload_is_stored_as_the_next_version_and_downloads_byte_for_byte(clo
     assert cached.status_code == 304 and cached.content == b""
     assert cloud.get("/api/v1/models/pump/versions/3", cloud.viewer).status_code == 404
     assert cloud.get("/api/v1/models/nothing", cloud.viewer).status_code == 404
-    assert cloud.get("/api/v1/models/pump/versions/9/package", cloud.edge("edge-1")).status_code == 404
+    assert cloud.get("/api/v1/models/pump/versions/1/package", cloud.edge("edge-1")).status_code == 403
+    assert cloud.get("/api/v1/models/pump/versions/2/package", cloud.edge("edge-2")).status_code == 403
+    assert cloud.get("/api/v1/models/pump/versions/9/package", cloud.viewer).status_code == 404
+    gone = httpx.delete(f"{cloud.url}/api/v1/model-assignments", params={"scope": "edge", "target": "edge-1"},
+                        headers=auth(cloud.operator), timeout=10)
+    assert gone.status_code == 204
 
 
 def test_viewers_read_operators_assign_and_only_admins_delete(cloud: Cloud) -> None:

@@ -20,6 +20,7 @@ from edge.sources import Source, SourceHealth, SourceState
 from edge.supervisor import RESTART_BUDGET
 from shared.configbase import StrictModel
 from shared.frame import TelemetryFrame
+from tests.edge.test_store_alerts import alert
 
 T0 = 1_800_000_000.0
 
@@ -305,3 +306,13 @@ async def test_stopping_the_daemon_ends_the_streams_of_tail_clients(tmp_path: Pa
     async with asyncio.timeout(5):  # the tail client sees the end of its stream; nothing holds the shutdown
         await tail_task
     assert [f["sensors"] for f in received] == [{"n": 1}]
+
+
+async def test_the_health_sent_to_the_cloud_counts_the_alerts_dropped_past_the_cap(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    gateway = Gateway(cfg.model_copy(update={"store": cfg.store.model_copy(update={"alerts_max": 100})}))
+    async with running(gateway):
+        for start in range(0, 150, 50):
+            await gateway.store.append([], alerts=[alert(n) for n in range(start, start + 50)])
+        health = await gateway.edge_health()
+    assert health.drops == {"alert:over_cap": 50}  # no frame was dropped; 50 alerts were
