@@ -249,12 +249,14 @@ def winding_numbers(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
 
 def crossing_points(ta: np.ndarray, tb: np.ndarray) -> np.ndarray:
     """Where the edges of ``ta[k]`` pierce ``tb[k]`` and those of ``tb[k]`` pierce ``ta[k]``: on both surfaces."""
-    out = []
-    for x, y in ((ta, tb), (tb, ta)):
-        for i, j in _EDGES:
-            p, ok = _segment_triangle(x[:, i], x[:, j], y)
-            out.append(p[ok])
-    return np.concatenate(out) if out else np.zeros((0, 3))
+    if not len(ta):
+        return np.zeros((0, 3))
+    # the six edge sets against their triangles in one pass (same rows, same order as one by one)
+    p = np.concatenate([x[:, i] for x in (ta, tb) for i, _ in _EDGES])
+    q = np.concatenate([x[:, j] for x in (ta, tb) for _, j in _EDGES])
+    tri = np.concatenate([tb, tb, tb, ta, ta, ta])
+    hit, ok = _segment_triangle(p, q, tri)
+    return hit[ok]
 
 
 def _segment_triangle(p: np.ndarray, q: np.ndarray, tri: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -290,16 +292,22 @@ def spread(points: np.ndarray, k: int = MAX_POINTS) -> np.ndarray:
     if len(points) <= k:
         return np.arange(len(points))
     pool = np.arange(0, len(points), max(1, len(points) // 4096))  # sampling on at most ~8k points
-    pts = points[pool]
+    x, y, z = (np.ascontiguousarray(points[pool, m]) for m in range(3))  # rows: fast arithmetic
     chosen = [0]
-    dist = np.linalg.norm(pts - pts[0], axis=1)
+    dist = _distance(x, y, z, 0)
     for _ in range(k - 1):
         nxt = int(dist.argmax())
         if dist[nxt] == 0:
             break
         chosen.append(nxt)
-        dist = np.minimum(dist, np.linalg.norm(pts - pts[nxt], axis=1))
+        np.minimum(dist, _distance(x, y, z, nxt), out=dist)
     return pool[chosen]
+
+
+def _distance(x: np.ndarray, y: np.ndarray, z: np.ndarray, k: int) -> np.ndarray:
+    """Distance of every point to point k (coordinates as rows), rounded as ``np.linalg.norm`` rounds."""
+    dx, dy, dz = x - x[k], y - y[k], z - z[k]
+    return np.sqrt(dx * dx + dy * dy + dz * dz)
 
 
 def near_faces(gi: Structures, gj: Structures, rel: np.ndarray, margin: float
@@ -308,36 +316,46 @@ def near_faces(gi: Structures, gj: Structures, rel: np.ndarray, margin: float
 
     Returns (indices of i's faces, their triangles, indices of j's, their triangles), all in i's frame.
     """
-    inv = inverse(rel)
-    lo_j, hi_j = _box_moved(gj.box, rel)  # j's box seen from i
-    lo_i, hi_i = _box_moved(gi.box, inv)
-    (ai, bi), (aj, bj) = gi.face_boxes, gj.face_boxes
-    fa = np.flatnonzero(np.all((ai <= hi_j + margin) & (bi >= lo_j - margin), axis=1))
-    fb = np.flatnonzero(np.all((aj <= hi_i + margin) & (bj >= lo_i - margin), axis=1))
+    fa, fb = _near_own(gi, gj, rel, margin), _near_own(gj, gi, inverse(rel), margin)
     return fa, gi.mesh.triangles[fa], fb, moved(gj.mesh.triangles[fb], rel)
 
 
-def inside_faces(gi: Structures, gj: Structures, rel: np.ndarray, crossing: np.ndarray) -> np.ndarray:
+def _near_own(gi: Structures, gj: Structures, rel: np.ndarray, margin: float) -> np.ndarray:
+    """Faces of i whose boxes come within ``margin`` of j's box (j placed by ``rel`` in i's frame)."""
+    lo_j, hi_j = _box_moved(gj.box, rel)  # j's box seen from i
+    ai, bi = gi.face_boxes
+    return np.flatnonzero(np.all((ai <= hi_j + margin) & (bi >= lo_j - margin), axis=1))
+
+
+def inside_faces(gi: Structures, gj: Structures, rel: np.ndarray, crossing: np.ndarray,
+                 region: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Faces of i (not among ``crossing``) that lie inside part j; ``rel`` is j's pose in i's frame.
 
     A convex j: each vertex is tested against j's face planes. Otherwise the faces near
     j that do not cross it fall into connected pieces, each wholly inside or outside j,
-    and the winding number of three vertices of each piece decides.
+    and the winding number of three vertices of each piece decides. ``region`` (lo, hi
+    in i's frame), a box known to hold the shared volume, spares the convex test every
+    face outside it: a face inside j is inside the shared volume too.
     """
     if not gj.mesh.closed:
         return NO_FACES
-    fa, _, _, _ = near_faces(gi, gj, rel, 0.0)
+    fa = _near_own(gi, gj, rel, 0.0)
+    convex = gj.convex
+    if convex is not None and region is not None:
+        lo, hi = gi.face_boxes
+        pad = 1e-9 * max(convex.scale, float(np.max(region[1] - region[0])))
+        fa = fa[np.all((lo[fa] >= region[0] - pad) & (hi[fa] <= region[1] + pad), axis=1)]
     cand = np.setdiff1d(fa, crossing)
     if not len(cand):
         return NO_FACES
     faces = gi.mesh.faces[cand]
     inv = inverse(rel)
-    if gj.convex is not None:
-        planes = gj.convex.planes
-        local = moved(gi.mesh.vertices, inv)
+    if convex is not None:
+        planes = convex.planes
         used = np.unique(faces)
+        local = moved(gi.mesh.vertices[used], inv)
         ok = np.zeros(len(gi.mesh.vertices), dtype=bool)
-        ok[used] = np.all(local[used] @ planes[:, :3].T + planes[:, 3] <= 1e-12 * gj.convex.scale, axis=1)
+        ok[used] = np.all(local @ planes[:, :3].T + planes[:, 3] <= 1e-12 * convex.scale, axis=1)
         return cand[ok[faces].all(axis=1)]
     labels = face_components(faces)
     sizes = np.bincount(labels)
