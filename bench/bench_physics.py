@@ -61,6 +61,9 @@ TARGETS = {
     "cold_start_distinct_ms": (1000.0, "cold start including structure builds"),
     "mate_solve_5parts_10mates_median_ms": (20.0, "mate solve 5 parts / 10 mates, median"),
     "mate_solve_20parts_40mates_median_ms": (1000.0, "mate solve 20 parts / 40 mates"),
+    "flush_contact_2x80k_triangles_check_median_ms": (
+        1000.0, "touching pair of two 200×200-grid faces lying flush (80,000 triangles each): "
+                "state, contact box, points and faces, structures built"),
     "picture 100 parts": (2000.0, "PNG of the 100-part cell, 1200×800, overview + 6 pair views, median"),
 }
 
@@ -254,6 +257,44 @@ def clearance_answer_figures(fig: dict[str, float | str], parts: list[Part], pos
         _times(lambda: report.clearance("bench", asm, world, 0.005), 20)))
 
 
+def _grid_plate(n: int) -> PartMesh:
+    """A 100 × 100 × 10 mm plate whose top face (z = 0) is an n × n grid (2n² triangles), body below."""
+    s = np.linspace(0.0, 100.0, n + 1)
+    gx, gy = np.meshgrid(s, s, indexing="ij")
+    idx = np.arange(gx.size).reshape(n + 1, n + 1)
+    a, b, c, d = idx[:-1, :-1].ravel(), idx[1:, :-1].ravel(), idx[1:, 1:].ravel(), idx[:-1, 1:].ravel()
+    base = gx.size
+    faces = [np.stack([a, b, c], axis=1), np.stack([a, c, d], axis=1),
+             np.array([[base, base + 2, base + 1], [base, base + 3, base + 2]])]
+    for k, rim in enumerate([idx[:, 0], idx[-1, :], idx[::-1, -1], idx[0, ::-1]]):  # walls: fans from corners
+        b0, b1 = base + k, base + (k + 1) % 4
+        faces += [np.stack([rim[1:], rim[:-1], np.where(np.arange(n) < n // 2, b0, b1)], axis=1),
+                  np.array([[rim[n // 2], b0, b1]])]
+    verts = np.concatenate([np.stack([gx.ravel(), gy.ravel(), np.zeros(gx.size)], axis=1),
+                            [[0, 0, -10], [100, 0, -10], [100, 100, -10], [0, 100, -10]]])
+    return build_part_mesh(verts, np.concatenate(faces))
+
+
+def flush_contact_figures(fig: dict[str, float | str]) -> None:
+    """Two plates with 200 × 200-grid faces (80,000 triangles each) face to face, the upper one turned
+    over and shifted by (30.25, 20.25) mm: a touching pair whose contact is a 69.75 × 79.75 mm face.
+    Each run is a new world (structures built, nothing cached): the check and the contact details."""
+    mesh = _grid_plate(200)
+    flip = np.eye(4)
+    flip[:3, :3] = np.diag([1.0, -1.0, -1.0])
+    flip[:3, 3] = [0.03025, 0.12025, 0.0]
+    mat = get_material("steel-s235")
+    parts = [Part("a", mesh, np.eye(4), mat, mat.density, "mm"), Part("b", mesh, flip, mat, mat.density, "mm")]
+    found: list[int] = []
+
+    def check() -> None:
+        pairs = CollisionWorld(parts).check(TOL)
+        found.append(len(pairs[0].faces_a))
+
+    fig["flush_contact_2x80k_triangles_check_median_ms"] = float(np.median(_times(check, 3)))
+    fig["flush_contact_faces_of_a_in_contact"] = found[-1]
+
+
 def mate_figures(fig: dict[str, float | str]) -> None:
     rng = np.random.default_rng(1)
     for n_parts, n_mates, reps in ((5, 10, 30), (20, 40, 9)):
@@ -335,6 +376,7 @@ def run() -> dict[str, float | str]:
     largest_mesh_figures(fig)
     picture_figures(fig)
     collision_figures(fig)
+    flush_contact_figures(fig)
     mate_figures(fig)
     return fig
 

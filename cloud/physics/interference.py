@@ -511,8 +511,7 @@ class CollisionWorld:
         pose = self.poses[i]
         qa, qb = moved(qa, pose), moved(qb, pose)
         if len(qa):
-            both = np.concatenate([qa, qb])
-            lo, hi = both.min(axis=0), both.max(axis=0)
+            lo, hi = np.minimum(qa.min(axis=0), qb.min(axis=0)), np.maximum(qa.max(axis=0), qb.max(axis=0))
             if pa is None or pb is None or d == 0.0:
                 k = int(np.argmin(np.linalg.norm(qa - qb, axis=1)))
                 pa, pb = qa[k], qb[k]
