@@ -28,12 +28,15 @@ joints. Each figure says what is cached when it is measured:
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import numpy as np
 import trimesh
 from scipy.spatial.transform import Rotation
@@ -46,6 +49,7 @@ from cloud.physics.interference import CollisionWorld  # noqa: E402
 from cloud.physics.materials import get_material  # noqa: E402
 from cloud.physics.mesh import PartMesh, build_part_mesh  # noqa: E402
 from cloud.physics.solver import MateSystem  # noqa: E402
+from tests.cloud.server import CloudServer  # noqa: E402
 
 TOL = 1e-5  # m
 # figure key -> (target in ms, what the acceptance criterion says)
@@ -64,6 +68,9 @@ TARGETS = {
     "flush_contact_2x80k_triangles_check_median_ms": (
         1000.0, "touching pair of two 200×200-grid faces lying flush (80,000 triangles each): "
                 "state, contact box, points and faces, structures built"),
+    "conflict_search_40parts_ms": (2000.0, "solve + minimal conflicting set, 40-link chain"),
+    "pose_change_check_http_100parts_median_ms": (20.0, "pose change + collision check over HTTP, "
+                                                        "100-part cell"),
     "picture 100 parts": (2000.0, "PNG of the 100-part cell, 1200×800, overview + 6 pair views, median"),
 }
 
@@ -310,6 +317,76 @@ def mate_figures(fig: dict[str, float | str]) -> None:
         fig[f"mate_solve_{n_parts}parts_{n_mates}mates_converged"] = f"{ok}/{reps}"
 
 
+def _conflicting_chain(n: int, rng: np.random.Generator) -> tuple[Assembly, list[int]]:
+    """The chain of ``_chain`` (n links, revolute joints, each link near its place), a duplicate
+    concentric mate on every 4th joint (redundant) and a 'distance 30 mm' on the faces the
+    middle joint makes coincident: the one minimal conflicting set is those two mates."""
+    asm = _chain(n + 1, 2 * n, rng)
+    at = n // 2 + 1
+    mates = [m.model_dump() for m in asm.spec.mates]
+    mates += [mates[2 * (k - 1)] for k in range(1, n + 1, 4) if k != at]
+    coincident = mates[2 * (at - 1) + 1]
+    mates.append({**coincident, "type": "distance", "distance": 30.0})
+    spec = asm.spec.model_copy(update={"mates": AssemblySpec.model_validate(
+        {"parts": [p.model_dump() for p in asm.spec.parts], "mates": mates}).mates})
+    return Assembly(spec, asm.parts), [2 * (at - 1) + 1, len(mates) - 1]
+
+
+def conflict_figures(fig: dict[str, float | str]) -> None:
+    """Solve (which fails) plus the minimal conflicting set, at 3, 20 and 40 links."""
+    rng = np.random.default_rng(2)
+    for n in (3, 20, 40):
+        times, right = [], 0
+        for _ in range(3):
+            asm, expected = _conflicting_chain(n, rng)
+            t = time.perf_counter()
+            res = MateSystem(asm).solve()
+            times.append((time.perf_counter() - t) * 1000)
+            right += res.conflicting == expected
+        fig[f"conflict_search_{n}parts_ms"] = float(np.median(times))
+        fig[f"conflict_search_{n}parts_right_set"] = f"{right}/3"
+
+
+def pose_http_figures(fig: dict[str, float | str], runs: int = 100) -> None:
+    """A real server (uvicorn subprocess, SQLite): upload the 100-part cell, then move one part of
+    an interfering pair and check, over one keep-alive connection."""
+    poses = _poses(np.random.default_rng(1))
+    parts = []
+    for k in range(100):
+        v, f = _raw_shapes(k, True)
+        stl = trimesh.Trimesh(v, f, process=False).export(file_type="stl")
+        t = poses[k][:3, 3] * 1000
+        rot = Rotation.from_matrix(poses[k][:3, :3]).as_euler("xyz", degrees=True)
+        parts.append({"name": f"p{k}", "material": "steel-s235",
+                      "mesh": {"format": "stl", "data_base64": base64.b64encode(stl).decode()},
+                      "pose": {"translation": t.tolist(), "rotation_deg": rot.tolist()}})
+    body = {"name": "cell", "unit": "mm", "parts": parts}
+    with tempfile.TemporaryDirectory() as tmp, CloudServer(Path(tmp)) as server, \
+            httpx.Client(base_url=server.base_url, timeout=60) as client:
+        admin = {"Authorization": f"Bearer {server.admin_token}"}
+        t = time.perf_counter()
+        up = client.post("/api/v1/physics/assemblies", json=body, headers=admin)
+        up.raise_for_status()
+        aid = up.json()["id"]
+        fig["upload_100parts_http_ms"] = (time.perf_counter() - t) * 1000
+        client.post("/api/v1/physics/collision/check", json={"assembly_id": aid}, headers=admin).raise_for_status()
+        base = poses[17][:3, 3] * 1000
+        times, interfering = [], []
+        for k in range(runs):
+            moved = {"p17": {"translation": (base + [k * 1e-3, 0, 0]).tolist(),
+                             "rotation_deg": Rotation.from_matrix(poses[17][:3, :3]).as_euler(
+                                 "xyz", degrees=True).tolist()}}
+            t = time.perf_counter()
+            r = client.post("/api/v1/physics/collision/check", json={"assembly_id": aid, "poses": moved},
+                            headers=admin)
+            times.append((time.perf_counter() - t) * 1000)
+            r.raise_for_status()
+            interfering.append(r.json()["interfering"])
+        fig["pose_change_check_http_100parts_median_ms"] = float(np.median(times))
+        fig["pose_change_check_http_100parts_p95_ms"] = float(np.percentile(times, 95))
+        fig["pose_change_check_http_interfering"] = f"{min(interfering)}-{max(interfering)}"
+
+
 def picture_figures(fig: dict[str, float | str]) -> None:
     """The picture route's work on the collision scene: check, layout (the JSON) and the PNG."""
     from cloud.physics.picture import layout
@@ -371,13 +448,14 @@ def largest_mesh_figures(fig: dict[str, float | str]) -> None:
     fig["largest_mesh_peak_rss_with_mass_mb"] = got["mass"] / 1024
 
 
-def run() -> dict[str, float | str]:
+def run(only: str | None = None) -> dict[str, float | str]:
     fig: dict[str, float | str] = {}
-    largest_mesh_figures(fig)
-    picture_figures(fig)
-    collision_figures(fig)
-    flush_contact_figures(fig)
-    mate_figures(fig)
+    parts = {"largest": largest_mesh_figures, "picture": picture_figures, "collision": collision_figures,
+             "flush": flush_contact_figures, "mates": mate_figures, "conflict": conflict_figures,
+             "poses": pose_http_figures}
+    for name, figures in parts.items():
+        if only is None or only == name:
+            figures(fig)
     return fig
 
 
@@ -385,8 +463,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--only", choices=["largest", "picture", "collision", "flush", "mates", "conflict", "poses"],
+                        help="run one group of figures")
     args = parser.parse_args()
-    fig = run()
+    fig = run(args.only)
     if args.json:
         print(json.dumps({"figures": fig, "targets_ms": {k: v[0] for k, v in TARGETS.items()}},
                          indent=2))

@@ -88,7 +88,9 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
 def create_app(config: CloudConfig) -> FastAPI:
     metrics = Metrics(config.server.replica or socket.gethostname())
     # Uploads go to the database (every process and replica sees them); loaded ones are cached here.
-    store = PhysicsStore(max_upload_bytes=config.physics.max_upload_bytes)
+    store = PhysicsStore(max_upload_bytes=config.physics.max_upload_bytes,
+                         time_budget_s=config.physics.time_budget_s,
+                         memory_budget_mb=config.physics.memory_budget_mb)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -150,6 +150,11 @@ class PhysicsConfig(StrictModel):
         default=None, description="deprecated: uploads are kept in the database; the uploads of this directory "
                                   "are copied there at start")
     max_upload_bytes: ByteSize = Field(default=64 * 1024**2, ge=1024, le=4 * 1024**3)
+    time_budget_s: float = Field(default=30.0, gt=0, le=3600, description=
+        "longest a physics request may work; past it the request is stopped and answered 422")
+    memory_budget_mb: int = Field(default=1024, ge=16, le=1024**2, description=
+        "most memory the structures of one physics request may need (estimated from its triangles "
+        "before they are built); over it the request is answered 422")
 
 
 class LogConfig(StrictModel):

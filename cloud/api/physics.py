@@ -22,13 +22,13 @@ from cloud.auth import Operator, Viewer
 from cloud.body import read_body
 from cloud.physics import report
 from cloud.physics import schemas as s
+from cloud.physics.budget import start_deadline
 from cloud.physics.picture import layout, picture_out
 from cloud.physics.render import MAX_PX, MIN_PX, render_png
 from cloud.physics.store import PhysicsStore
 
 __all__ = ["UPLOAD_SCHEMA", "get_store", "router"]
 
-router = APIRouter(prefix="/api/v1/physics", tags=["physics"])
 _store: PhysicsStore | None = None
 
 
@@ -40,12 +40,21 @@ def get_store() -> PhysicsStore:
 
 
 StoreDep = Annotated[PhysicsStore, Depends(get_store)]
+
+
+async def _budget(store: StoreDep) -> None:
+    """Every physics request works within the time budget (the worker thread inherits the deadline)."""
+    start_deadline(store.time_budget_s)
+
+
+router = APIRouter(prefix="/api/v1/physics", tags=["physics"], dependencies=[Depends(_budget)])
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "no token, or an unknown or revoked one"},
     403: {"description": "the token's role may not do this"},
-    404: {"description": "unknown assembly id"},
+    404: {"description": "unknown assembly id (the reason says why)"},
     413: {"description": "body over the limit (server.max_json_bytes; for uploads physics.max_upload_bytes)"},
-    422: {"description": "invalid input; detail lists each problem with its path"},
+    422: {"description": "invalid input, or over the request's time or memory budget; detail lists each "
+                         "problem with its path"},
     503: {"description": "the database did not answer; retry after Retry-After"}}
 _UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
     **_ERRORS,
@@ -82,14 +91,16 @@ def get_assembly(assembly_id: str, _: Viewer, store: StoreDep) -> s.AssemblyInfo
 def collision_check(req: s.CollisionRequest, _: Viewer, store: StoreDep) -> s.CollisionResponse:
     """Every pair classified: interfering (volume, centroid, region) or touching; all others clear."""
     entry = store.get(req.assembly_id)
-    return report.collision(entry.id, entry.assembly, entry.world, req.tolerance_m)[0]
+    with entry.posed(report.pose_matrices(entry.assembly, req.poses)) as (asm, world):
+        return report.collision(entry.id, asm, world, req.tolerance_m)[0]
 
 
 @router.post("/collision/clearance", response_model=s.ClearanceResponse, responses=_ERRORS)
 def collision_clearance(req: s.ClearanceRequest, _: Viewer, store: StoreDep) -> s.ClearanceResponse:
     """Global minimum clearance and every pair closer than the threshold, with closest points."""
     entry = store.get(req.assembly_id)
-    return report.clearance(entry.id, entry.assembly, entry.world, req.threshold_m, req.tolerance_m)
+    with entry.posed(report.pose_matrices(entry.assembly, req.poses)) as (asm, world):
+        return report.clearance(entry.id, asm, world, req.threshold_m, req.tolerance_m)
 
 
 @router.post("/mass-properties", response_model=s.MassResponse, responses=_ERRORS)
@@ -97,7 +108,8 @@ def mass_properties(req: s.MassRequest, _: Viewer, store: StoreDep) -> s.MassRes
     """Volume, mass, CoM, inertia (about CoM and a frame), principal axes, area, error bounds."""
     entry = store.get(req.assembly_id)
     frame = None if req.frame is None else req.frame.to_matrix(entry.assembly.unit)
-    return report.mass(entry.id, entry.assembly, req.parts, frame, world=entry.world)
+    with entry.posed(None) as (asm, world):
+        return report.mass(entry.id, asm, req.parts, frame, world=world)
 
 
 @router.post("/constraints/solve", response_model=s.ConstraintResponse, responses=_ERRORS)
@@ -135,7 +147,7 @@ def picture(assembly_id: str, _: Viewer, store: StoreDep,
             ) -> Response:
     """A PNG of the assembly showing where parts touch and interfere."""
     entry = store.get(assembly_id)
-    pairs = entry.world.check(tolerance_m)
+    pairs = entry.check(tolerance_m)
     png = render_png(entry.assembly, pairs, tolerance_m=tolerance_m, width_px=width_px, height_px=height_px)
     return Response(png, media_type="image/png")
 
@@ -146,5 +158,5 @@ def picture_json(assembly_id: str, _: Viewer, store: StoreDep,
     """What the PNG shows, for a viewer to draw: per part its state and colliding faces, per pair its region,
     and the views chosen."""
     entry = store.get(assembly_id)
-    pairs = entry.world.check(tolerance_m)
+    pairs = entry.check(tolerance_m)
     return picture_out(entry.id, entry.assembly, layout(entry.assembly, pairs, tolerance_m))

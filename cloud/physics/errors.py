@@ -14,13 +14,16 @@ from shared.errors import InputError, Problem
 __all__ = [
     "AssemblyError",
     "AssemblyNotFoundError",
+    "BudgetExceededError",
     "MateDefinitionError",
+    "MemoryBudgetExceededError",
     "MeshDataError",
     "MeshFormatError",
     "MeshTooLargeError",
     "OpenMeshError",
     "PhysicsError",
     "Problem",
+    "TimeBudgetExceededError",
     "UnitMismatchError",
     "UnsupportedInputError",
 ]
@@ -64,3 +67,19 @@ class AssemblyNotFoundError(PhysicsError):
 
 class MateDefinitionError(PhysicsError):
     """A mate references an unknown part or a feature of the wrong kind."""
+
+
+class BudgetExceededError(PhysicsError):
+    """A request needs more time or memory than the configured budget of one request allows.
+
+    422, not 503: the same request does the same work and would fail again, and
+    a 503 invites clients and proxies to retry it.
+    """
+
+
+class TimeBudgetExceededError(BudgetExceededError):
+    """The request ran past ``physics.time_budget_s`` and was stopped."""
+
+
+class MemoryBudgetExceededError(BudgetExceededError):
+    """The structures a request needs would exceed ``physics.memory_budget_mb``."""

@@ -37,6 +37,7 @@ import numpy as np
 from scipy.spatial import ConvexHull, QhullError
 
 from cloud.physics.assembly import Part
+from cloud.physics.budget import check_time
 from cloud.physics.contact import (
     NO_CONTACT,
     NO_FACES,
@@ -320,6 +321,7 @@ class CollisionWorld:
         At zero distance the points are a contact point, or None when the surfaces only
         share a face (flush contact has no single witness point).
         """
+        check_time("measuring distances between parts")
         oi, oj = self._object(i), self._object(j)
         req = fcl.DistanceRequest(enable_nearest_points=True)
         res = fcl.DistanceResult()
@@ -478,6 +480,7 @@ class CollisionWorld:
 
     def _classify(self, i: int, j: int, tol: float, crossing: bool,
                   batch: dict[tuple[int, int], Polytope]) -> PairResult:
+        check_time("classifying pairs of parts")
         if crossing:
             return self._overlapping(i, j, tol, batch)
         for outer, inner in ((i, j), (j, i)):

@@ -17,7 +17,7 @@ from cloud.physics.robot import check_grip, check_payload
 from cloud.physics.solver import MateSystem, SolveResult
 from cloud.physics.units import METRES_PER
 
-__all__ = ["assembly_info", "clearance", "collision", "constraints", "mass", "robot_check"]
+__all__ = ["assembly_info", "clearance", "collision", "constraints", "mass", "pose_matrices", "robot_check"]
 
 NUMERIC_ACCURACY_M = 1e-9  # fcl triangle distances in float64; measured < 1e-14 m in a 20 m cell
 
@@ -73,6 +73,11 @@ def _pair_warnings(pairs: list[PairResult], tolerance_m: float) -> list[str]:
     return [f"{len(thin)} touching pair(s) share volume thinner than the tolerance {tolerance_m * 1e3:.4g} mm "
             f"(deepest {worst.a} / {worst.b}: {(worst.depth_m or 0.0) * 1e3:.4g} mm): an interference fit "
             "shows as interfering with a tolerance below its depth"]
+
+
+def pose_matrices(asm: Assembly, poses: s.Poses | None) -> dict[str, np.ndarray] | None:
+    """A request's ``poses`` as 4×4 matrices in metres (the part names are checked where they are used)."""
+    return None if not poses else {k: v.to_matrix(asm.unit) for k, v in poses.items()}
 
 
 def collision(assembly_id: str, asm: Assembly, world: CollisionWorld,

@@ -12,21 +12,35 @@ small world-frame translations/rotations of each free part) tells the rest:
 - remaining DOF = 6·n_free − rank J; its null space holds the free motions,
   split per part into translations, rotations (axis + point) and screws;
 - a mate whose rows add less rank than they have on their own is redundant;
-- when no start satisfies every mate, a deletion filter finds a minimal
-  conflicting set (removing any one mate of it makes the rest solvable).
+- a start that ends with a few violated mates which cannot hold even on their
+  own (solved alone from every start) ends the multi-start: no other start
+  can satisfy them all;
+- when no start satisfies every mate, a minimal conflicting set (removing
+  any one mate of it makes the rest solvable) is found from the best
+  (least-squares) solution x*. There JᵀR = 0: the residual is orthogonal to
+  every motion, so the mates that carry residual at x* are, to first order, a
+  conflicting set on their own (x* stays a stationary point with the same
+  cost when the satisfied mates are dropped). A deletion filter then runs over
+  those few mates only, each trial solved warm from x* on a small system of
+  just the parts the trial's mates name. If the violated mates alone turn out
+  solvable (the nonlinear case the first-order argument misses), the filter
+  runs over every mate connected to them instead.
+
+Every loop checks the request's time budget (``budget.check_time``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
 import scipy.linalg
 from scipy.spatial.transform import Rotation
 
-from cloud.physics.assembly import Assembly
+from cloud.physics.assembly import Assembly, Part
+from cloud.physics.budget import check_time
 from cloud.physics.equations import CompiledMates
 from cloud.physics.mates import MateSpec
 
@@ -167,7 +181,7 @@ class MateSystem:
     """The equations of an assembly's mates over the poses of its free parts."""
 
     def __init__(self, assembly: Assembly, mates: list[MateSpec] | None = None,
-                 tolerance: float = 1e-8) -> None:
+                 tolerance: float = 1e-8, *, _length: float | None = None) -> None:
         self.assembly = assembly
         self.mates = list(assembly.spec.mates if mates is None else mates)
         self.names = [p.name for p in assembly.parts]
@@ -181,9 +195,11 @@ class MateSystem:
         self.free = [n for n in self.names if n not in grounded]
         self.free_index = {n: k for k, n in enumerate(self.free)}
         poses = np.stack([p.pose for p in assembly.parts])
-        spread = np.ptp(poses[:, :3, 3], axis=0) if len(poses) > 1 else np.zeros(3)
-        sizes = [float(np.linalg.norm(np.ptp(p.mesh.vertices, axis=0))) for p in assembly.parts]
-        self.length = max(float(np.linalg.norm(spread)), *sizes, 1e-3)
+        if _length is None:
+            spread = np.ptp(poses[:, :3, 3], axis=0) if len(poses) > 1 else np.zeros(3)
+            sizes = [float(np.linalg.norm(np.ptp(p.mesh.vertices, axis=0))) for p in assembly.parts]
+            _length = max(float(np.linalg.norm(spread)), *sizes, 1e-3)
+        self.length = _length
         self.tolerance = tolerance
         self._part_of = index
         self._free_rows = np.array([index[n] for n in self.free], dtype=np.intp)
@@ -244,6 +260,7 @@ class MateSystem:
         for _ in range(max_iter):
             if np.abs(r).max() < stop:
                 break
+            check_time("solving the mates")
             step = _damped_solve(jtj, jtr, lam, diag)
             trial = self._retract(poses, step)
             ev2 = self._eq.evaluate(trial)
@@ -253,6 +270,8 @@ class MateSystem:
                 poses, r, cost = trial, r2, cost2
                 jtj, jtr = self._eq.normal_equations(ev2, rows)
                 lam = max(lam / 5.0, 1e-12)
+                if np.abs(jtr).max() <= 1e-10 * np.sqrt(cost):
+                    break  # a stationary point with residual left: a least-squares minimum
             else:
                 lam *= 4.0
                 if lam > 1e8:
@@ -261,11 +280,13 @@ class MateSystem:
                 break
         return poses, float(np.abs(r).max(initial=0.0))
 
-    def _starts(self, rng: np.random.Generator, count: int) -> Iterator[np.ndarray]:
-        yield self._start
-        centre = self._start[:, :3, 3].mean(axis=0)
+    def _starts(self, rng: np.random.Generator, count: int,
+                first: np.ndarray | None = None) -> Iterator[np.ndarray]:
+        base = self._start if first is None else first
+        yield base
+        centre = base[:, :3, 3].mean(axis=0)
         for k in range(1, count):
-            poses = self._start.copy()
+            poses = base.copy()
             for name in self.free:
                 i = self._part_of[name]
                 if k == 1:
@@ -276,11 +297,12 @@ class MateSystem:
                     poses[i, :3, 3] = centre + rng.normal(scale=self.length, size=3)
             yield poses
 
-    def solve_subset(self, subset: list[int] | None, max_starts: int = 10,
-                     seed: int = 0) -> tuple[np.ndarray, float, int]:
+    def solve_subset(self, subset: list[int] | None, max_starts: int = 10, seed: int = 0,
+                     first: np.ndarray | None = None) -> tuple[np.ndarray, float, int]:
+        """Best poses, their largest residual and the starts used; ``first``: the first start."""
         rng = np.random.default_rng(seed)
         best, best_err, used = self._start, np.inf, 0
-        for start in self._starts(rng, max_starts):
+        for start in self._starts(rng, max_starts, first):
             used += 1
             poses, err = self._run(start, subset)
             if err < best_err:
@@ -290,7 +312,17 @@ class MateSystem:
         return best, best_err, used
 
     def solve(self, max_starts: int = 10, seed: int = 0) -> SolveResult:
-        poses, err, used = self.solve_subset(None, max_starts, seed)
+        """Multi-start solve; a start that ends with a few violated mates that cannot hold even on
+        their own (solved alone, with every start) ends the search: no start can satisfy all."""
+        rng = np.random.default_rng(seed)
+        poses, err, used = self._start, np.inf, 0
+        for start in self._starts(rng, max_starts):
+            used += 1
+            found, found_err = self._run(start, None)
+            if found_err < err:
+                poses, err = found, found_err
+            if err <= self.tolerance or self._conflict_proven(found, max_starts, seed):
+                break
         conflicting: list[int] = []
         if err > self.tolerance:
             conflicting = self.minimal_conflict(poses, max_starts, seed)
@@ -301,15 +333,45 @@ class MateSystem:
         return self._result(self._start, 0, [])
 
     def minimal_conflict(self, poses: np.ndarray, max_starts: int, seed: int) -> list[int]:
-        """Deletion filter over the mates connected to the violated ones."""
-        r, _, ranges, _ = self.equations(poses)
-        bad = {k for k, (a, b) in enumerate(ranges) if np.abs(r[a:b]).max(initial=0) > self.tolerance}
-        core = self._connected(bad)
+        """A minimal conflicting set from the least-squares solution ``poses`` (see the module doc)."""
+        bad = self._violated(poses)
+        core = bad
+        if self._solvable(core, poses, max_starts, seed):
+            core = self._connected(set(bad))
         for k in list(core):
+            check_time("searching for the conflicting mates")
             trial = [m for m in core if m != k]
-            if self.solve_subset(trial, max_starts, seed)[1] > self.tolerance:
+            if not self._solvable(trial, poses, max_starts, seed):
                 core = trial
         return sorted(core)
+
+    def _violated(self, poses: np.ndarray) -> list[int]:
+        r, _, ranges, _ = self.equations(poses)
+        return [k for k, (a, b) in enumerate(ranges) if np.abs(r[a:b]).max(initial=0) > self.tolerance]
+
+    def _conflict_proven(self, poses: np.ndarray, max_starts: int, seed: int) -> bool:
+        """Whether the mates violated at ``poses`` are few (under half) and cannot hold on their own."""
+        bad = self._violated(poses)
+        return 0 < 2 * len(bad) < len(self.mates) and not self._solvable(bad, poses, max_starts, seed)
+
+    def _solvable(self, subset: list[int], poses: np.ndarray, max_starts: int, seed: int) -> bool:
+        """Whether the mates ``subset`` can hold together, solved warm from ``poses`` on only
+        the parts they name (the others have no equations in it)."""
+        if not subset:
+            return True
+        sub, rows = self._subsystem(subset)
+        return sub.solve_subset(None, max_starts, seed, first=poses[rows])[1] <= self.tolerance
+
+    def _subsystem(self, subset: list[int]) -> tuple[MateSystem, np.ndarray]:
+        """The system of the mates ``subset`` over the ground and the parts they name, at the same
+        scale and with the same starting poses (which 'fixed' mates keep); and those parts' rows."""
+        mates = [self.mates[k] for k in subset]
+        named = {f.part for m in mates for f in (m.a, m.b) if f is not None and f.part is not None}
+        keep = [i for i, n in enumerate(self.names) if n in named or n in self.grounded]
+        parts: list[Part] = [replace(self.assembly.parts[i], pose=self._start[i],
+                                     fixed=self.names[i] in self.grounded) for i in keep]
+        sub = MateSystem(Assembly(self.assembly.spec, parts), mates, self.tolerance, _length=self.length)
+        return sub, np.array(keep, dtype=np.intp)
 
     def _connected(self, seeds: set[int]) -> list[int]:
         parts_of: list[set[str]] = []

@@ -12,6 +12,20 @@ The physics routes run in FastAPI's worker threads, and so do ``put`` and
 ``get``: they reach the database through the event loop the app runs on
 (``bind``), and must not be called on that loop.
 
+Checks may move parts for one request (``StoredAssembly.posed``). A loaded
+assembly has one set of collision structures, shared by the requests on it,
+so a posed check holds the assembly's check lock from moving the parts to
+putting them back, and every other check on that assembly waits for it (a
+check takes milliseconds): no request sees another's poses.
+
+Every request has a time and a memory budget (``time_budget_s``,
+``memory_budget_mb``; see ``cloud.physics.budget``); the memory budget is
+checked here, before an upload is stored and before collision structures are built.
+
+An id is answered 404 only when the database has no such upload: the LRU
+only drops loaded copies, which are loaded again, and uploads are never
+deleted. The 404 says so, and names a malformed id as malformed.
+
 ``physics.store_dir``, where uploads used to be kept as files, is read once
 at start: the uploads in it that the database lacks are copied in, with
 their ids, and a warning says the setting can go.
@@ -29,14 +43,18 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
+
 from cloud.physics.assembly import Assembly, AssemblySpec, load_assembly, parse_assembly
-from cloud.physics.errors import AssemblyNotFoundError, MeshTooLargeError
-from cloud.physics.interference import CollisionWorld
+from cloud.physics.budget import check_memory
+from cloud.physics.errors import AssemblyError, AssemblyNotFoundError, MeshTooLargeError, Problem
+from cloud.physics.interference import CollisionWorld, PairResult
 from cloud.physics.mesh import MeshLimits
 from cloud.storage.base import AssemblyRecord, Storage, StorageUnavailable
 
@@ -53,25 +71,64 @@ DATABASE_WAIT = 120.0  # seconds a worker thread waits for the database before a
 class StoredAssembly:
     id: str
     assembly: Assembly
+    memory_budget_mb: float | None = None
     _world: CollisionWorld | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _check: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def world(self) -> CollisionWorld:
-        """Collision structures, built on first use and kept."""
+        """Collision structures, built on first use (within the memory budget) and kept."""
         with self._lock:
             if self._world is None:
+                check_memory(_counts(self.assembly), self.memory_budget_mb, "checking this assembly")
                 self._world = CollisionWorld(self.assembly.parts)
             return self._world
+
+    @contextmanager
+    def posed(self, poses: dict[str, np.ndarray] | None) -> Iterator[tuple[Assembly, CollisionWorld]]:
+        """The assembly and its collision structures with ``poses`` (part name → 4×4, metres) for
+        this block only; the check lock is held throughout, so concurrent requests never mix poses."""
+        world = self.world
+        with self._check:
+            if not poses:
+                yield self.assembly, world
+                return
+            unknown = sorted(set(poses) - set(world.names))
+            if unknown:
+                raise AssemblyError([Problem(f"poses.{n}", f"no part named {n!r} in this assembly")
+                                     for n in unknown])
+            asm = self.assembly.with_poses(poses)
+            stored = world.poses.copy()
+            world.set_poses(np.stack([p.pose for p in asm.parts]))
+            try:
+                yield asm, world
+            finally:
+                world.set_poses(stored)
+
+
+    def check(self, tolerance_m: float) -> list[PairResult]:
+        """The collision check at the stored poses, under the check lock (see ``posed``)."""
+        with self.posed(None) as (_, world):
+            return world.check(tolerance_m)
+
+
+def _counts(asm: Assembly) -> list[tuple[int, int]]:
+    """(faces, vertices) of each distinct mesh (parts that share a mesh share its structures)."""
+    meshes = {id(p.mesh): p.mesh for p in asm.parts}
+    return [(len(m.faces), len(m.vertices)) for m in meshes.values()]
 
 
 class PhysicsStore:
     """Assemblies in the database behind an LRU of loaded ones, with a byte limit per upload."""
 
     def __init__(self, *, max_upload_bytes: int = 64 * 1024 * 1024, max_loaded: int = 32,
-                 limits: MeshLimits | None = None) -> None:
+                 limits: MeshLimits | None = None, time_budget_s: float | None = None,
+                 memory_budget_mb: float | None = None) -> None:
         self.max_upload_bytes = min(max_upload_bytes, MAX_STORED_BYTES)
         self.max_loaded = max_loaded
+        self.time_budget_s = time_budget_s
+        self.memory_budget_mb = memory_budget_mb
         self.limits = limits or MeshLimits(max_bytes=self.max_upload_bytes)
         self._loaded: OrderedDict[str, StoredAssembly] = OrderedDict()
         self._lock = threading.Lock()
@@ -94,7 +151,8 @@ class PhysicsStore:
             raise MeshTooLargeError(
                 f"upload is {len(raw):,} bytes; the limit is {self.max_upload_bytes:,} bytes")
         assembly = load_assembly(spec or parse_assembly(raw), None, self.limits)
-        entry = StoredAssembly(uuid.uuid4().hex, assembly)
+        check_memory(_counts(assembly), self.memory_budget_mb, "this assembly")
+        entry = StoredAssembly(uuid.uuid4().hex, assembly, self.memory_budget_mb)
         record = AssemblyRecord(entry.id, assembly.spec.name, hashlib.sha256(raw).hexdigest(), len(raw),
                                 time.time_ns() // 1000, raw)
         self._wait(lambda db: db.put_assembly(record))
@@ -107,10 +165,16 @@ class PhysicsStore:
             if entry is not None:
                 self._loaded.move_to_end(assembly_id)
                 return entry
-        record = self._wait(lambda db: db.assembly(assembly_id)) if _ID.match(assembly_id) else None
+        if not _ID.match(assembly_id):
+            raise AssemblyNotFoundError(f"no assembly with id {assembly_id!r}: an assembly id is the 32 "
+                                        f"hexadecimal digits POST /assemblies answered")
+        record = self._wait(lambda db: db.assembly(assembly_id))
         if record is None:
-            raise AssemblyNotFoundError(f"no assembly with id {assembly_id!r}")
-        entry = StoredAssembly(assembly_id, load_assembly(parse_assembly(record.body), None, self.limits))
+            raise AssemblyNotFoundError(
+                f"no assembly with id {assembly_id!r} in this service's database: uploads are never "
+                f"removed, so it was uploaded to another database (or the database was replaced)")
+        entry = StoredAssembly(assembly_id, load_assembly(parse_assembly(record.body), None, self.limits),
+                               self.memory_budget_mb)
         self._remember(entry)
         return entry
 

@@ -165,3 +165,56 @@ def test_other_mate_kinds_solve_with_exact_dof(name, mates, n_free, dof) -> None
     result = MateSystem(asm).solve(seed=2)
     assert result.converged, [v.name for v in result.violated]
     assert result.dof_total == dof
+
+
+def _conflicting_chain(n: int, at: int) -> tuple[list[dict], list[int]]:
+    """An open revolute chain of n links with a duplicate concentric mate on every 4th joint
+    (redundant) and a 'distance 30 mm' between the faces that joint ``at`` makes coincident.
+
+    Only that joint's coincident mate fixes the gap the distance mate asks for (the joint's
+    concentric mate leaves the slide along its axis free, and the chain is open), so the one
+    minimal conflicting set is {coincident of joint ``at``, the distance mate}: indices
+    2·(at − 1) + 1 and the last one.
+    """
+    mates = sum((revolute(f"l{k - 1}" if k > 1 else "g", f"l{k}") for k in range(1, n + 1)), [])
+    mates += [revolute(f"l{k - 1}" if k > 1 else "g", f"l{k}")[0] for k in range(1, n + 1, 4) if k != at]
+    base = f"l{at - 1}" if at > 1 else "g"
+    mates.append({"type": "distance", "distance": 30.0, "a": pl(base, (0, 0, 50), (0, 0, 1)),
+                  "b": pl(f"l{at}", (0, 0, -50), (0, 0, -1))})
+    return mates, [2 * (at - 1) + 1, len(mates) - 1]
+
+
+def _near_chain(n_free: int, mates: list[dict], rng: np.random.Generator):
+    """The chain as a CAD user leaves it before solving: every link near its place (link k of
+    the assembled chain sits at (80k, 0, 100k) mm), turned by up to ~10° and off by ~10 mm."""
+    parts = [part("g", BOX, np.eye(4), fixed=True)]
+    for k in range(1, n_free + 1):
+        pose = np.eye(4)
+        pose[:3, :3] = Rotation.from_rotvec(rng.normal(scale=0.1, size=3)).as_matrix()
+        pose[:3, 3] = np.array([0.08 * k, 0.0, 0.1 * k]) + rng.normal(scale=0.01, size=3)
+        parts.append(part(f"l{k}", BOX, pose))
+    return assembly(parts, mates)
+
+
+@pytest.mark.parametrize(("n", "at"), [(3, 2), (20, 11), (40, 27)])
+def test_the_conflicting_pair_of_a_long_chain_with_redundant_mates_is_found(n, at) -> None:
+    mates, expected = _conflicting_chain(n, at)
+    result = MateSystem(_near_chain(n, mates, np.random.default_rng(n))).solve(max_starts=10, seed=1)
+    assert not result.converged
+    assert result.conflicting == expected
+    # the duplicate concentric mates repeat their joints; the distance mate's rows repeat its
+    # coincident mate's (the same faces, parallel, a distance along the same normal)
+    duplicates = list(range(2 * n, 2 * n + len(range(1, n + 1, 4))))
+    assert [r.index for r in result.fully_redundant] == [*duplicates, len(mates) - 1]
+
+
+def test_a_conflict_with_the_world_is_found_among_satisfiable_mates() -> None:
+    """l1 is fixed to the world where it starts (a random pose), and a distance mate asks for
+    its bottom face 30 mm above the ground's top face, which that pose does not give: the
+    conflict is exactly those two, not the joints of l2 and l3 hanging from l1."""
+    mates = [{"type": "fixed", "a": {"part": "l1", "kind": "point"}},
+             {"type": "distance", "distance": 30.0, "a": pl("g", (0, 0, 50), (0, 0, 1)),
+              "b": pl("l1", (0, 0, -50), (0, 0, -1))},
+             *revolute("l1", "l2"), *revolute("l2", "l3")]
+    result = MateSystem(_build(3, mates, np.random.default_rng(11))).solve(max_starts=10, seed=1)
+    assert result.conflicting == [0, 1]
