@@ -26,6 +26,7 @@ from cloud.physics.budget import start_deadline
 from cloud.physics.picture import layout, picture_out
 from cloud.physics.render import MAX_PX, MIN_PX, render_png
 from cloud.physics.store import PhysicsStore
+from cloud.physics.units import DEFAULT_TOLERANCE_M
 
 __all__ = ["UPLOAD_SCHEMA", "get_store", "router"]
 
@@ -141,7 +142,7 @@ _TOLERANCE = Query(gt=0, le=0.01, description="touching tolerance, m")
           "description": "PNG: colliding faces in red (interfering) or amber (touching), labels, legend, "
                          "an overview and a zoomed view per problem pair"}, **_ERRORS})
 def picture(assembly_id: str, _: Viewer, store: StoreDep,
-            tolerance_m: Annotated[float, _TOLERANCE] = 1e-5,
+            tolerance_m: Annotated[float, _TOLERANCE] = DEFAULT_TOLERANCE_M,
             width_px: Annotated[int, Query(ge=MIN_PX, le=MAX_PX, description="picture width, pixels")] = 1200,
             height_px: Annotated[int, Query(ge=MIN_PX, le=MAX_PX, description="picture height, pixels")] = 800,
             ) -> Response:
@@ -154,7 +155,7 @@ def picture(assembly_id: str, _: Viewer, store: StoreDep,
 
 @router.get("/assemblies/{assembly_id}/picture.json", response_model=s.PictureResponse, responses=_ERRORS)
 def picture_json(assembly_id: str, _: Viewer, store: StoreDep,
-                 tolerance_m: Annotated[float, _TOLERANCE] = 1e-5) -> s.PictureResponse:
+                 tolerance_m: Annotated[float, _TOLERANCE] = DEFAULT_TOLERANCE_M) -> s.PictureResponse:
     """What the PNG shows, for a viewer to draw: per part its state and colliding faces, per pair its region,
     and the views chosen."""
     entry = store.get(assembly_id)

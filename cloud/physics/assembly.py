@@ -44,7 +44,7 @@ from cloud.physics.materials import Material, get_material
 from cloud.physics.mates import MateSpec, unknown_parts
 from cloud.physics.mesh import FORMATS, MeshLimits, PartMesh, format_from_name, load_mesh_bytes
 from cloud.physics.units import (
-    DEFAULT_TOUCHING_TOLERANCE_M,
+    DEFAULT_TOLERANCE_M,
     METRES_PER,
     UNIT_WORDS,
     LengthUnit,
@@ -210,9 +210,9 @@ class Assembly:
     def warnings_at(self, tolerance_m: float) -> list[str]:
         """The assembly's warnings, and those a touching tolerance finer than the default adds (float32 files)."""
         out = list(self.warnings)
-        if tolerance_m < DEFAULT_TOUCHING_TOLERANCE_M:
+        if tolerance_m < DEFAULT_TOLERANCE_M:
             for p in self.parts:
-                if not precision_flags(p.mesh, DEFAULT_TOUCHING_TOLERANCE_M):
+                if not precision_flags(p.mesh, DEFAULT_TOLERANCE_M):
                     out += [f"part {p.name}: {t}" for t in precision_flags(p.mesh, tolerance_m)]
         return out
 
@@ -300,7 +300,7 @@ def load_assembly(spec: AssemblySpec, base_dir: Path | None = None,
                                  f"part {ps.name}: {p.message}") for p in exc.problems]
             continue
         density = ps.density_kg_m3 or material.density
-        found = unit_flags(mesh, density) + precision_flags(mesh, DEFAULT_TOUCHING_TOLERANCE_M)
+        found = unit_flags(mesh, density) + precision_flags(mesh, DEFAULT_TOLERANCE_M)
         if found:
             mesh = replace(mesh, check=replace(mesh.check, flags=mesh.check.flags + tuple(found)))
         warnings += [f"part {ps.name}: {t}" for t in mesh.check.repairs + mesh.check.flags]

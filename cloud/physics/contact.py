@@ -22,6 +22,7 @@ from typing import Protocol
 
 import numpy as np
 
+from cloud.physics.budget import check_time
 from cloud.physics.convex import ConvexShape
 from cloud.physics.geometry import face_components
 from cloud.physics.mesh import PartMesh
@@ -263,6 +264,7 @@ def near_features(ta: np.ndarray, tb: np.ndarray, tol: float) -> NearFeatures:
         ia, ib = ia[keep], ib[keep]
     fa, fb, qa, qb, best = [], [], [], [], np.inf
     for s in range(0, len(ia), _CHUNK // 16):
+        check_time("finding where two parts touch")
         ca, cb = ia[s:s + _CHUNK // 16], ib[s:s + _CHUNK // 16]
         a, b, dist = _features(ta[ca], tb[cb])
         if dist.size:

@@ -54,11 +54,11 @@ from cloud.physics.contact import (
 from cloud.physics.convex import ConvexShape, convex_shape, intersect_many
 from cloud.physics.mesh import PartMesh
 from cloud.physics.polytope import Polytope
+from cloud.physics.units import DEFAULT_TOLERANCE_M
 
-__all__ = ["DEFAULT_TOLERANCE_M", "CollisionWorld", "PairResult", "Status", "severity"]
+__all__ = ["CollisionWorld", "PairResult", "Status", "severity"]
 
 Status = Literal["clear", "touching", "interfering"]
-DEFAULT_TOLERANCE_M = 1e-5
 _MAX_CONTACTS = 100_000  # triangle pairs asked of fcl for the faces in contact
 
 
