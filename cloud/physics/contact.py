@@ -47,6 +47,7 @@ __all__ = [
 MAX_POINTS = 64  # points per surface in an answer
 _CHUNK = 1 << 18  # candidate pairs (or point × triangle products) handled per numpy pass
 _MAX_CANDIDATES = 1 << 23  # triangle pairs tested at most; beyond, the nearest are kept
+_BY_FEATURE_ABOVE = 4096  # triangles near the other part (on both) above which features are tested once each
 _MAX_PIECES = 16  # connected pieces of a non-convex part's faces tested for lying inside the other
 
 
@@ -104,7 +105,8 @@ def _candidates(ta: np.ndarray, tb: np.ndarray, tol: float) -> tuple[np.ndarray,
     """
     lo_a, hi_a = _boxes(ta)
     lo_b, hi_b = _boxes(tb)
-    near_a = np.flatnonzero(np.all((lo_a <= hi_b.max(axis=0) + tol) & (hi_a >= lo_b.min(axis=0) - tol), axis=1))
+    near_a = np.flatnonzero(np.all((lo_a <= hi_b.max(axis=0, initial=-np.inf) + tol)
+                                   & (hi_a >= lo_b.min(axis=0, initial=np.inf) - tol), axis=1))
     near_b = np.flatnonzero(np.all((lo_b <= hi_a[near_a].max(axis=0, initial=-np.inf) + tol)
                                    & (hi_b >= lo_a[near_a].min(axis=0, initial=np.inf) - tol), axis=1))
     if not len(near_a) or not len(near_b):
@@ -251,12 +253,19 @@ def _features(ta: np.ndarray, tb: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
     return a, b, np.linalg.norm(a - b, axis=2)
 
 
-def near_features(ta: np.ndarray, tb: np.ndarray, tol: float) -> NearFeatures:
+def near_features(ta: np.ndarray, tb: np.ndarray, tol: float,
+                  corners: tuple[np.ndarray, np.ndarray] | None = None) -> NearFeatures:
     """The triangles of A and B within ``tol`` of the other part, with the contact points.
 
     ``ta`` (Fa, 3, 3) and ``tb`` (Fb, 3, 3) are the two parts' triangles in one frame.
     Triangles that cross without a feature within ``tol`` are not found here.
+    ``corners``: the vertex indices of those triangles (Fa, 3) and (Fb, 3). With them,
+    when both parts have many triangles near the other (finely meshed faces lying flush),
+    each vertex and edge is tested once (``_by_feature``) instead of once per triangle pair
+    it belongs to: the same triangles and contact box, each contact point once.
     """
+    if corners is not None and min(len(ta), len(tb)) > _BY_FEATURE_ABOVE:
+        return _by_feature(ta, tb, corners[0], corners[1], tol)
     ia, ib = _candidates(ta, tb, tol)
     if len(ia) > _MAX_CANDIDATES:  # keep the pairs whose centres are nearest
         gap = np.linalg.norm(ta[ia].mean(axis=1) - tb[ib].mean(axis=1), axis=1)
@@ -280,6 +289,60 @@ def near_features(ta: np.ndarray, tb: np.ndarray, tol: float) -> NearFeatures:
         return NearFeatures(empty, empty, np.zeros((0, 3)), np.zeros((0, 3)), best)
     return NearFeatures(np.unique(np.concatenate(fa)), np.unique(np.concatenate(fb)),
                         np.concatenate(qa), np.concatenate(qb), best)
+
+
+def _by_feature(ta: np.ndarray, tb: np.ndarray, ca: np.ndarray, cb: np.ndarray, tol: float) -> NearFeatures:
+    """``near_features`` feature by feature: each vertex of one part against the other's triangles,
+    each edge of A against each edge of B, every one once; a triangle is near when one of its
+    vertices or edges is, or a vertex of the other part is near it."""
+    near_a: list[np.ndarray] = []
+    near_b: list[np.ndarray] = []
+    qa: list[np.ndarray] = []
+    qb: list[np.ndarray] = []
+    best = np.inf
+    for tx, ty, cx, x_is_a in ((ta, tb, ca, True), (tb, ta, cb, False)):
+        vid, first = np.unique(cx.ravel(), return_index=True)
+        pts = tx.reshape(-1, 3)[first]
+        iv, it = _candidates(pts[:, None, :], ty, tol)
+        for s in range(0, len(iv), _CHUNK // 4):
+            check_time("finding where two parts touch")
+            v, t = iv[s:s + _CHUNK // 4], it[s:s + _CHUNK // 4]
+            on_y = _point_triangle(pts[v], ty[t])
+            dist = np.linalg.norm(pts[v] - on_y, axis=1)
+            best = min(best, float(dist.min(initial=np.inf)))
+            hit = dist <= tol
+            near_x, near_y = np.flatnonzero(np.isin(cx, vid[v[hit]]).any(axis=1)), t[hit]
+            (near_a if x_is_a else near_b).append(near_x)
+            (near_b if x_is_a else near_a).append(near_y)
+            (qa if x_is_a else qb).append(pts[v[hit]])
+            (qb if x_is_a else qa).append(on_y[hit])
+    (keys_a, edge_a, seg_a), (keys_b, edge_b, seg_b) = _edges(ta, ca), _edges(tb, cb)
+    ja, jb = _candidates(seg_a, seg_b, tol)
+    for s in range(0, len(ja), _CHUNK // 4):
+        check_time("finding where two parts touch")
+        a, b = ja[s:s + _CHUNK // 4], jb[s:s + _CHUNK // 4]
+        x, y = _segment_segment(seg_a[a, 0], seg_a[a, 1], seg_b[b, 0], seg_b[b, 1])
+        dist = np.linalg.norm(x - y, axis=1)
+        best = min(best, float(dist.min(initial=np.inf)))
+        hit = dist <= tol
+        near_a.append(np.flatnonzero(np.isin(keys_a, edge_a[a[hit]]).any(axis=1)))
+        near_b.append(np.flatnonzero(np.isin(keys_b, edge_b[b[hit]]).any(axis=1)))
+        qa.append(x[hit])
+        qb.append(y[hit])
+    if not qa:
+        return NearFeatures(NO_FACES, NO_FACES, np.zeros((0, 3)), np.zeros((0, 3)), best)
+    return NearFeatures(np.unique(np.concatenate(near_a)), np.unique(np.concatenate(near_b)),
+                        np.concatenate(qa), np.concatenate(qb), best)
+
+
+def _edges(tri: np.ndarray, corners: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each triangle's edge keys (F, 3), the distinct edges' keys (E,) and their segments (E, 2, 3)."""
+    i, j = np.array(_EDGES).T
+    lo, hi = np.minimum(corners[:, i], corners[:, j]), np.maximum(corners[:, i], corners[:, j])
+    keys = lo * (int(corners.max(initial=0)) + 1) + hi
+    edge, first = np.unique(keys.ravel(), return_index=True)
+    face, k = np.divmod(first, 3)
+    return keys, edge, np.stack([tri[face, i[k]], tri[face, j[k]]], axis=1)
 
 
 def winding_numbers(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:

@@ -501,7 +501,7 @@ class CollisionWorld:
         """
         _, rel = self._relative(i, j)
         fa, ta, fb, tb = near_faces(self._geom[i], self._geom[j], rel, tol)
-        near = near_features(ta, tb, tol)
+        near = near_features(ta, tb, tol, (self._geom[i].mesh.faces[fa], self._geom[j].mesh.faces[fb]))
         qa, qb = near.points_a, near.points_b
         faces_a, faces_b = fa[near.faces_a], fb[near.faces_b]
         if crossing:
