@@ -558,7 +558,7 @@ class CollisionWorld:
         depth = 2.0 * volume / area if area > 0 else 0.0
         if depth <= tol and contained is None:
             return self._touching(i, j, tol, 0.0, None, None, (volume, depth, shared) if volume > 0 else None,
-                                  crossing=True)
+                                  crossing=volume > 0)
         lo = hi = centroid = None
         if len(shared.vertices):
             world = pose[:3, :3] @ shared.vertices.T  # (3, n): reductions along rows are fast
