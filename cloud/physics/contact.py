@@ -414,22 +414,25 @@ def spread(points: np.ndarray, k: int = MAX_POINTS) -> np.ndarray:
     if len(points) <= k:
         return np.arange(len(points))
     pool = np.arange(0, len(points), max(1, len(points) // 4096))  # sampling on at most ~8k points
-    x, y, z = (np.ascontiguousarray(points[pool, m]) for m in range(3))  # rows: fast arithmetic
+    pts = np.ascontiguousarray(points[pool].T)  # (3, n): arithmetic along rows is fast
     chosen = [0]
-    dist = _distance(x, y, z, 0)
+    dist = _distance(pts, 0)
     for _ in range(k - 1):
         nxt = int(dist.argmax())
         if dist[nxt] == 0:
             break
         chosen.append(nxt)
-        np.minimum(dist, _distance(x, y, z, nxt), out=dist)
+        np.minimum(dist, _distance(pts, nxt), out=dist)
     return pool[chosen]
 
 
-def _distance(x: np.ndarray, y: np.ndarray, z: np.ndarray, k: int) -> np.ndarray:
-    """Distance of every point to point k (coordinates as rows), rounded as ``np.linalg.norm`` rounds."""
-    dx, dy, dz = x - x[k], y - y[k], z - z[k]
-    return np.sqrt(dx * dx + dy * dy + dz * dz)
+def _distance(pts: np.ndarray, k: int) -> np.ndarray:
+    """Distance of every point (columns of ``pts``) to point k, rounded as ``np.linalg.norm`` rounds."""
+    d = pts - pts[:, k, None]
+    d *= d
+    out = d[0] + d[1]
+    out += d[2]
+    return np.sqrt(out, out=out)
 
 
 def near_faces(gi: Structures, gj: Structures, rel: np.ndarray, margin: float
