@@ -10,6 +10,8 @@ STAMP := $(VENV)/.installed-stamp
 # the foreign OPC-UA server (node-opcua) that the OPC-UA interop tests and benchmark run as a PLC
 OPCUA_SERVER := tests/interop/opcua_server
 NODE_STAMP := $(OPCUA_SERVER)/node_modules/.installed-stamp
+# the console's browser libraries (uPlot, three.js): npm tarballs pinned by SHA-256, unpacked by Python
+CONSOLE_LIBS := cloud/console/static/vendor/.lock-sha256
 
 .PHONY: install run test lint bench clean
 
@@ -29,9 +31,12 @@ $(NODE_STAMP): $(OPCUA_SERVER)/package.json $(OPCUA_SERVER)/package-lock.json de
 		cd $(OPCUA_SERVER) && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed-stamp; \
 	else echo "$$why: the OPC-UA tests against node-opcua will be skipped"; fi
 
-install: $(STAMP) $(NODE_STAMP)
+$(CONSOLE_LIBS): cloud/console/vendor.json | $(STAMP)
+	$(PY) -m cloud.console.vendor
 
-run: $(STAMP)
+install: $(STAMP) $(NODE_STAMP) $(CONSOLE_LIBS)
+
+run: $(STAMP) $(CONSOLE_LIBS)
 	$(PY) deploy/scripts/demo.py $(RUN_ARGS)
 
 # One worker per core, a test file each at a time: most tests wait on real servers and processes.
@@ -65,5 +70,5 @@ bench: install
 	$(PY) bench/bench_ml.py
 
 clean:
-	rm -rf $(VENV) $(OPCUA_SERVER)/node_modules run/ build/ dist/ *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(OPCUA_SERVER)/node_modules cloud/console/static/vendor run/ build/ dist/ *.egg-info .pytest_cache .mypy_cache .ruff_cache
 	find . -path ./.git -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +

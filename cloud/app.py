@@ -23,10 +23,11 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
 from cloud import __doc__ as _about
-from cloud.api import alerts, devices, edges, models, physics, sync, system, twin
+from cloud.api import alerts, devices, edges, events, models, physics, sync, system, twin
 from cloud.apidocs import add_api_docs
 from cloud.auth import Authenticator
 from cloud.config import CONFIG_ENV, REPLICA_ENV, CloudConfig, load_cloud_config
+from cloud.console import add_console
 from cloud.context import AppContext
 from cloud.errors import install_error_handlers
 from cloud.guard import RequestGuard
@@ -107,7 +108,8 @@ def create_app(config: CloudConfig) -> FastAPI:
 
             assert isinstance(storage, PostgresStorage)
             feed = storage.feed()
-        ctx = AppContext(config, storage, Authenticator(storage, config.server.auth_cache_ttl), metrics,
+        auth = Authenticator(storage, config.server.auth_cache_ttl, console=config.console)
+        ctx = AppContext(config, storage, auth, metrics,
                          LiveHub(storage, config.server.live_poll, feed),
                          sync_slots=asyncio.Semaphore(config.sync.max_concurrent),
                          queries=QueryGate(config.queries))
@@ -140,8 +142,11 @@ def create_app(config: CloudConfig) -> FastAPI:
     app.include_router(devices.router)
     app.include_router(models.router)
     app.include_router(alerts.router)
+    app.include_router(events.router)
     app.include_router(physics.router)
     app.dependency_overrides[physics.get_store] = lambda: store
+    if config.console.enabled:
+        add_console(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -8,6 +8,14 @@ time in every process. The FastAPI dependencies here answer 401 (no or an
 unknown token) and 403 (a valid token without the right); ``cloud.guard``
 checks the token from the headers before any body is read and leaves the
 principal in the request's scope, where ``authenticate`` finds it.
+
+A browser signed in to the console sends no token but a session cookie
+(``cloud.sessions``): without an ``Authorization`` header the cookie is
+checked instead, with the same roles. A request that changes something
+(any method but GET, HEAD and OPTIONS) on a session must also carry the
+session's CSRF token in ``X-CSRF-Token``, and, when it says where it comes
+from (``Origin``), come from this service's own host; a WebSocket opened on a
+session must come from there too.
 """
 
 from __future__ import annotations
@@ -18,9 +26,14 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from fastapi import Depends, Request, WebSocket
+from starlette.datastructures import Headers
+from starlette.requests import cookie_parser
 
+from cloud.config import ConsoleConfig
+from cloud.sessions import CSRF_HEADER, SESSION_COOKIE, SessionKeeper, same
 from cloud.storage.base import Principal, Storage
 from shared.errors import InputError
 
@@ -33,6 +46,7 @@ __all__ = [
     "NotAuthenticated",
     "hash_token",
     "new_token",
+    "principal_of_session",
     "require_edge",
     "require_role",
     "require_viewer_or_edge",
@@ -57,11 +71,13 @@ def hash_token(token: str) -> str:
 class Authenticator:
     """Looks tokens up in the store, with a short cache of positive and negative answers."""
 
-    def __init__(self, storage: Storage, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, storage: Storage, ttl: float, clock: Callable[[], float] = time.monotonic,
+                 console: ConsoleConfig | None = None) -> None:
         self._storage = storage
         self._ttl = ttl
         self._clock = clock
         self._cache: dict[str, tuple[Principal | None, float]] = {}
+        self.sessions = SessionKeeper(storage, console or ConsoleConfig(), ttl)
 
     async def principal(self, token: str) -> Principal | None:
         if not 8 <= len(token) <= 256:
@@ -81,6 +97,7 @@ class Authenticator:
     def forget(self) -> None:
         """Drop cached answers (after a token was created or revoked through this process)."""
         self._cache.clear()
+        self.sessions.forget()
 
 
 def token_from(headers: dict[str, str] | object, query_token: str | None = None) -> str | None:
@@ -108,15 +125,58 @@ class NotAllowed(InputError):
         super().__init__(message, path)
 
 
+_SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
+NO_CREDENTIALS = "send 'Authorization: Bearer <token>'"
+
+
+def session_cookie(headers: Headers) -> str | None:
+    """The console session cookie's value, if the request has one."""
+    cookie = headers.get("cookie")
+    return cookie_parser(cookie).get(SESSION_COOKIE) or None if cookie else None
+
+
+def _foreign_origin(headers: Headers) -> str | None:
+    """The ``Origin`` a request says it comes from, when that is not this service's own host."""
+    origin = headers.get("origin")
+    if origin is None:
+        return None
+    return None if urlsplit(origin).netloc == headers.get("host", "") else origin[:100]
+
+
+async def principal_of_session(auth: Authenticator, headers: Headers, method: str | None) -> Principal:
+    """The person a console session cookie stands for. ``method``: the HTTP method (None for a WebSocket,
+    which must come from this host's own pages). 401 when the session has ended; 403 when a change comes
+    without the session's CSRF token or from another site's page."""
+    cookie = session_cookie(headers)
+    record = await auth.sessions.find(cookie) if cookie else None
+    if record is None:
+        raise NotAuthenticated("your console session has ended (signed out, expired or its token revoked); "
+                               "sign in again at /login", "cookie")
+    if method is None or method not in _SAFE:
+        foreign = _foreign_origin(headers)
+        if foreign is not None:
+            raise NotAllowed(f"a request from another site's page ({foreign}) cannot use a console session",
+                             "Origin")
+    if method is not None and method not in _SAFE:
+        sent = headers.get(CSRF_HEADER)
+        if not sent or not same(sent, record.csrf):
+            raise NotAllowed(f"a change made with a console session needs the session's {CSRF_HEADER} header "
+                             "(the console's pages send it)", CSRF_HEADER)
+    return record.principal
+
+
 async def authenticate(conn: Request | WebSocket) -> Principal:
-    """The caller's identity; 401 when the token is missing, unknown or revoked."""
+    """The caller's identity; 401 when the token is missing, unknown or revoked (see the module doc)."""
     checked = conn.scope.get(PRINCIPAL_KEY)
     if isinstance(checked, Principal):  # by cloud.guard, from the headers, before the body was read
         return checked
     query = conn.query_params.get("token") if isinstance(conn, WebSocket) else None
     token = token_from(conn.headers, query)
     if token is None:
-        raise NotAuthenticated("send 'Authorization: Bearer <token>'")
+        if session_cookie(conn.headers) is not None:
+            method = None if isinstance(conn, WebSocket) else conn.method
+            return await principal_of_session(conn.app.state.ctx.auth, conn.headers, method)
+        raise NotAuthenticated(NO_CREDENTIALS)
     principal = await conn.app.state.ctx.auth.principal(token)
     if principal is None:
         raise NotAuthenticated("unknown or revoked token")

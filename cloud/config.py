@@ -29,6 +29,7 @@ __all__ = [
     "DATABASE_URL_FILE_ENV",
     "CloudConfig",
     "ConfigFileError",
+    "ConsoleConfig",
     "DatabaseConfig",
     "QueryConfig",
     "RetentionConfig",
@@ -157,6 +158,20 @@ class PhysicsConfig(StrictModel):
         "before they are built); over it the request is answered 422")
 
 
+class ConsoleConfig(StrictModel):
+    """The web console's sign-in and sessions (see cloud.console)."""
+
+    enabled: bool = Field(default=True, description="serve the console at / and its sign-in at /login")
+    session_idle: Duration = Field(default=8 * 3600.0, ge=60, le=30 * 86400,
+                                   description="a session unused this long ends")
+    session_max: Duration = Field(default=7 * 86400.0, ge=60, le=365 * 86400,
+                                  description="a session ends this long after sign-in, used or not")
+    secure_cookie: Literal["auto", "always", "never"] = Field(
+        default="auto", description="mark the session cookie Secure: auto when the request came over https")
+    login_attempts: int = Field(default=10, ge=1, le=10_000,
+                                description="failed sign-ins per client address and minute before 429")
+
+
 class LogConfig(StrictModel):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -168,6 +183,7 @@ class CloudConfig(StrictModel):
     retention: RetentionConfig = RetentionConfig()
     queries: QueryConfig = QueryConfig()
     physics: PhysicsConfig = PhysicsConfig()
+    console: ConsoleConfig = ConsoleConfig()
     log: LogConfig = LogConfig()
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "Busy",
     "Overloaded",
     "Superseded",
+    "TooManyAttempts",
     "error_response",
     "install_error_handlers",
     "status_of",
@@ -45,6 +46,10 @@ DEFAULT_RETRY_AFTER = 2.0
 
 class BadParameter(InputError):
     """A query or path parameter is unusable: a time range, a window, a function or field list."""
+
+
+class TooManyAttempts(InputError):
+    """Too many failed attempts from one client (console sign-in); it may try again after Retry-After."""
 
 
 class Busy(TwinedgeError):
@@ -79,6 +84,7 @@ STATUS: Mapping[type[BaseException], int] = {
     NameTaken: 409,
     DeviceExists: 409,
     BodyTooLarge: 413,
+    TooManyAttempts: 429,
     MeshTooLargeError: 413,
     EncodingRefused: 415,
     MeshFormatError: 415,
@@ -120,7 +126,7 @@ def error_response(exc: TwinedgeError, retry_after: float = DEFAULT_RETRY_AFTER)
         headers["WWW-Authenticate"] = "Bearer"
     if status == 408:
         headers["Connection"] = "close"  # the rest of the body is not read: the connection cannot go on
-    if status == 503:
+    if status in (429, 503):
         headers["Retry-After"] = wait
     return JSONResponse(_body(problems), status_code=status, headers=headers)
 

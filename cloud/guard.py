@@ -3,14 +3,20 @@
 ``RequestGuard`` is a plain ASGI middleware in front of routing. For every
 HTTP request it
 
-1. answers 401 (no, an unknown or a revoked token) or 403 (an edge's token on
+1. answers 401 (no, an unknown or a revoked token, or a console session that
+   has ended) or 403 (an edge's token on
    a person's route, a person's on the sync route, or a person's role below
    the one a route with a body asks for) from the headers alone (an edge's
    token may also read model assignments and download model packages:
    ``edge_may_read``),
    before a byte of the body is read, unless the route is public: ``/health``,
    the API docs as ``server.api_docs`` says, ``/metrics`` with
-   ``server.metrics_public``;
+   ``server.metrics_public``, the console's sign-in, pages and assets
+   (``cloud.console``: its pages send a person without a session to the
+   sign-in, and hold no data);
+   without a token, a console session cookie is checked the same way, and a
+   change asked for with it needs the session's CSRF token
+   (``cloud.auth.principal_of_session``);
 2. answers 413 when the declared Content-Length is over the route's limit
    (``route_limit``), and stops with 413 as soon as a streamed body passes it;
 3. answers 408 when the body has not arrived in full ``server.body_timeout``
@@ -36,9 +42,20 @@ from starlette.requests import Request
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cloud.auth import PRINCIPAL_KEY, NotAllowed, NotAuthenticated, check_role, required_role, token_from
+from cloud.auth import (
+    NO_CREDENTIALS,
+    PRINCIPAL_KEY,
+    NotAllowed,
+    NotAuthenticated,
+    check_role,
+    principal_of_session,
+    required_role,
+    session_cookie,
+    token_from,
+)
 from cloud.body import BodyError, BodyTimeout, BodyTooLarge, check_declared, too_large
 from cloud.config import CloudConfig
+from cloud.console import LOGIN_LIMIT, console_public
 from cloud.errors import error_response
 from cloud.storage.base import StorageError
 from shared.errors import TwinedgeError
@@ -66,6 +83,8 @@ def route_limit(config: CloudConfig, method: str, path: str) -> int:
         return config.physics.max_upload_bytes
     if method == "POST" and path == MODEL_UPLOAD:
         return MAX_PACKAGE
+    if method == "POST" and path == "/login":
+        return LOGIN_LIMIT
     return config.server.max_json_bytes if method in _WITH_BODY else 0
 
 
@@ -85,7 +104,7 @@ def public_paths(config: CloudConfig, path: str) -> bool:
         return docs in ("public", "token")  # the page and its assets: nothing of this API is in them
     if path == OPENAPI:
         return docs == "public"
-    return False
+    return config.console.enabled and console_public(path)
 
 
 class BodyGuard:
@@ -215,11 +234,15 @@ class RequestGuard:
         if public_paths(self.config, path):
             return None
         token = token_from(headers)
-        if token is None:
-            return NotAuthenticated("send 'Authorization: Bearer <token>'")
+        auth = scope["app"].state.ctx.auth
         try:
-            principal = await scope["app"].state.ctx.auth.principal(token)
-        except StorageError as exc:
+            if token is None and session_cookie(headers) is not None:
+                principal = await principal_of_session(auth, headers, scope["method"])
+            elif token is None:
+                return NotAuthenticated(NO_CREDENTIALS)
+            else:
+                principal = await auth.principal(token)
+        except (StorageError, NotAuthenticated, NotAllowed) as exc:
             return exc
         if principal is None:
             return NotAuthenticated("unknown or revoked token")

@@ -24,6 +24,8 @@ from edge import __version__
 from edge.config import GatewayConfig
 from edge.control.server import ControlServer
 from edge.errors import DaemonFailed, StartupError
+from edge.eventqueue import EventFilter
+from edge.events import EventRecorder
 from edge.inference import InferenceEngine
 from edge.inference.puller import ModelPuller
 from edge.logthrottle import install_loop_exception_handler
@@ -34,7 +36,7 @@ from edge.store import Store
 from edge.supervisor import Supervisor
 from edge.uplink import Uplink
 from edge.writer import StoreWriter
-from shared.batch import MAX_MODEL_REPORTS, AlertEvent, EdgeHealth
+from shared.batch import EVENT_LEVELS, MAX_MODEL_REPORTS, AlertEvent, EdgeHealth
 from shared.errors import TwinedgeError
 from shared.frame import TelemetryFrame
 
@@ -82,6 +84,7 @@ class Gateway:
             if config.uplink is not None else None
         )
         self.puller = self._build_puller()
+        self.events = self._build_events()
         self.control = ControlServer(
             config.control_socket,
             config.control.mode,
@@ -92,6 +95,7 @@ class Gateway:
                 "quarantine": self._quarantine,
                 "model_status": self._model_status,
                 "model_rollback": self._model_rollback,
+                "events": self._events,
             },
         )
         self.ready = asyncio.Event()
@@ -110,6 +114,19 @@ class Gateway:
             return EmbeddedBroker(self.config.broker, self.writer, edge_id=self.config.edge.id)
         return None
 
+    def _build_events(self) -> EventRecorder:
+        """The event log, told by the sources, the queue's full-disk policy and the models (edge/events.py)."""
+        events = EventRecorder(self.store, edge_id=self.config.edge.id)
+        for health in self._healths():
+            health.observer = events.source_changed
+        self.store.report.observer = lambda kind, line, counts: events.record(
+            kind, "operator", line, details=counts, subject="queue")
+        self.engine.events = events.record
+        if self.uplink is not None:
+            uplink = self.uplink
+            events.on_stored(lambda _events: uplink.on_commit(()))
+        return events
+
     def _build_puller(self) -> ModelPuller | None:
         """The model downloader, with an uplink: the cloud names this edge's models (edge/inference/puller.py)."""
         if self.config.uplink is None:
@@ -121,6 +138,10 @@ class Gateway:
     async def run(self) -> None:
         await self.store.open()
         try:
+            self.events.record("edge_started", "operator", f"edge {self.config.edge.id} started (twinedge "
+                               f"{__version__}, {len(self.sources)} sources)",
+                               details={"version": __version__, "sources": len(self.sources),
+                                        "pid": os.getpid(), "queue": str(self.config.store_path)})
             await self.engine.start()
             self.writer.on_commit(self.control.publish)
             if self.mqtt is not None and (self.config.mqtt_client is not None or self.config.broker.republish):
@@ -139,12 +160,25 @@ class Gateway:
                     self._start(tg, "uplink", self.uplink.run)
                 if self.puller is not None:
                     self._start(tg, "model downloader", self.puller.run)
+                self._start(tg, "event log", self.events.run)
                 self._start(tg, "systemd notifier", self._announce)
                 for source in self.sources:
                     tg.create_task(self._supervise_source(source), name=f"source:{source.name}")
         finally:
             self.engine.close()
+            await self._record_stop()
             await self.store.close()
+
+    async def _record_stop(self) -> None:
+        """The stop event, and every event still in memory, go to the queue file before it closes."""
+        uptime = time.time() - self.started_at
+        self.events.record("edge_stopped", "operator", f"edge {self.config.edge.id} stopped after {uptime:.0f} s",
+                           details={"uptime_s": round(uptime, 1)})
+        try:
+            async with asyncio.timeout(5):
+                await self.events.close()
+        except (TimeoutError, TwinedgeError) as exc:
+            log.warning("the last edge events could not be stored: %s", exc or "timed out")
 
     async def _announce(self) -> None:
         """READY once the queue and listeners are up; then STATUS lines and watchdog pings.
@@ -225,7 +259,8 @@ class Gateway:
         return EdgeHealth(
             queue_depth=self.store.depth,
             oldest_age_s=None if oldest is None else max(0.0, time.time() - oldest[1]),
-            drops={**self.store.drops, **{f"alert:{k}": v for k, v in self.store.alert_drops.items()}},
+            drops={**self.store.drops, **{f"alert:{k}": v for k, v in self.store.alert_drops.items()},
+                   **{f"event:{k}": v for k, v in self.store.event_drops.items()}},
             quarantined=self.store.quarantined_count,
             sources={h.name: h.state.value for h in self._healths()},
             models=dict(list(self.engine.reports().items())[:MAX_MODEL_REPORTS]),
@@ -266,6 +301,20 @@ class Gateway:
         if not isinstance(device, str):
             raise ValueError("name the device to roll back")
         return await self.engine.rollback(device)
+
+    async def _events(self, req: dict[str, Any]) -> list[dict[str, Any]]:
+        """`twinedge events`: the newest events up to a level, of a device, since a time, after a sequence."""
+        level = req.get("level") or "developer"
+        if level not in EVENT_LEVELS:
+            raise ValueError(f"level must be one of {', '.join(EVENT_LEVELS)} (got {str(level)[:40]!r})")
+        device, since = req.get("device"), req.get("since")
+        if device is not None and not isinstance(device, str):
+            raise ValueError("device must be a device id")
+        if since is not None and (not isinstance(since, int | float) or isinstance(since, bool)):
+            raise ValueError("since must be epoch seconds")
+        which = EventFilter(level, device, None if since is None else float(since),
+                            max(0, int(req.get("after_seq") or 0)), min(max(int(req.get("limit") or 50), 1), 10_000))
+        return [{"seq": e.seq, "synced": e.synced, **e.event_dict()} for e in await self.store.recent_events(which)]
 
     async def _queue_stats(self, _req: dict[str, Any]) -> dict[str, Any]:
         return (await self.store.stats()).as_dict()

@@ -125,6 +125,48 @@ def cmd_tail(args: argparse.Namespace) -> int:
     return 0
 
 
+def _since(text: str) -> float:
+    """--since: a duration back from now ('10m', '2h'), epoch seconds, or an ISO 8601 time."""
+    import time
+    from datetime import datetime
+
+    from shared.configbase import parse_duration
+
+    try:
+        return time.time() - float(parse_duration(text))
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(text).astimezone().timestamp()
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration back from now ('10m', '2h'), epoch seconds or an ISO 8601 time (got {text!r})"
+        ) from None
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    import time
+
+    from edge.control.client import call
+    from edge.render import render_event_line
+
+    sock = _socket_path(args)
+    ask: dict[str, Any] = {"level": args.level, "device": args.device, "since": args.since, "limit": args.count}
+    last = 0
+    while True:
+        for event in call(sock, "events", **ask, after_seq=last):
+            print(json.dumps(event) if args.json else render_event_line(event), flush=True)
+            last = max(last, int(event["seq"]))
+        if not args.follow:
+            return 0
+        ask["limit"] = 1000
+        time.sleep(1.0)  # a CLI process of its own: the daemon is asked again each second
+
+
 def cmd_queue(args: argparse.Namespace) -> int:
     from edge.control.client import call
     from edge.render import render_quarantine, render_queue_peek, render_queue_stats
@@ -231,6 +273,16 @@ def _add_target(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="JSON output for scripts")
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 10_000:
+        raise argparse.ArgumentTypeError(f"expected a number of events from 1 to 10000 (got {text!r})")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="twinedge", description="twinedge edge gateway")
     parser.add_argument("--version", action="version", version=f"twinedge {__version__}")
@@ -255,6 +307,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="only this device id")
     p.add_argument("-n", "--count", type=int, default=0, help="stop after this many frames")
     p.set_defaults(func=cmd_tail)
+
+    p = sub.add_parser("events", help="what happened on this edge, in plain words (sources, queue, models)",
+                       description="The edge's event log, oldest first. Levels: operator (what a person at the "
+                       "machine must know), technical (adds connections, policies), developer (everything).")
+    _add_target(p)
+    p.add_argument("--level", choices=["operator", "technical", "developer"], default="operator",
+                   help="show events up to this level (default operator: operator events only)")
+    p.add_argument("--device", help="only events about this device id")
+    p.add_argument("--since", type=_since, help="only events from then on: '10m', '2h', epoch seconds or ISO 8601")
+    p.add_argument("-n", "--count", type=_count, default=50, help="the newest N events (default 50)")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new events as they are recorded")
+    p.set_defaults(func=cmd_events)
 
     p = sub.add_parser("queue", help="the durable queue: stats, oldest frames, quarantine")
     p.add_argument("action", choices=["stats", "peek", "quarantine"])

@@ -74,6 +74,11 @@ class StoreConfig(StrictModel):
         100_000, ge=100, le=10_000_000,
         description="model alerts kept while the cloud is away; past it the oldest go (counted)",
     )
+    events_max: int = Field(
+        10_000, ge=100, le=1_000_000,
+        description="edge events kept (synced or not, for `twinedge events`); past it the oldest go, and those "
+                    "the cloud did not have yet are counted",
+    )
 
 
 class UplinkConfig(StrictModel):

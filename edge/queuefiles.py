@@ -28,6 +28,7 @@ import os
 import sqlite3
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -286,6 +287,8 @@ class FullReport:
         self._last_log: float | None = None
         self._pending: Counter[str] = Counter()
         self.usage: DiskUsage | None = None
+        # Told each line this report logs: (kind, line, counts) with kind "queue_full" or "queue_room_again".
+        self.observer: Callable[[str, str, dict[str, int]], None] | None = None
 
     def applied(self, usage: DiskUsage, counts: dict[str, int], totals: dict[str, int]) -> None:
         """The policy dropped or refused frames (``counts`` by kind: dropped, refused, unacked)."""
@@ -296,7 +299,7 @@ class FullReport:
         if self._last_log is not None and now - self._last_log < self.every:
             return
         first = self._last_log is None or now - self._last_log >= 2 * self.every
-        log.warning("%s", self._line(usage, totals, first=first))
+        self._tell(logging.WARNING, "queue_full", self._line(usage, totals, first=first))
         self._last_log = now
         self._pending.clear()
 
@@ -305,11 +308,17 @@ class FullReport:
         if self.last_applied is None:
             return
         if self._pending:
-            log.warning("%s", self._line(self.usage or usage, {}, first=False))
+            self._tell(logging.WARNING, "queue_full", self._line(self.usage or usage, {}, first=False))
             self._pending.clear()
-        log.info("the queue has room again: %s of %s", _mb(usage.used), usage.describe())
+        self._tell(logging.INFO, "queue_room_again",
+                   f"the queue has room again: {_mb(usage.used)} of {usage.describe()}")
         self.last_applied = None
         self._last_log = None
+
+    def _tell(self, level: int, kind: str, line: str) -> None:
+        log.log(level, "%s", line)
+        if self.observer is not None:
+            self.observer(kind, line, dict(self._pending))
 
     def is_full(self) -> bool:
         return self.last_applied is not None and time.monotonic() - self.last_applied < self.every

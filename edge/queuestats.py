@@ -28,6 +28,8 @@ class QueueStats:
     alerts: int = 0  # alert events waiting for the cloud
     oldest_alert_stored_at: float | None = None
     alert_drops: dict[str, int] = field(default_factory=dict)
+    events: int = 0  # edge events waiting for the cloud
+    event_drops: dict[str, int] = field(default_factory=dict)
 
     @property
     def used_bytes(self) -> int:
@@ -62,4 +64,5 @@ class QueueStats:
                 else max(0.0, time.time() - self.oldest_alert_stored_at),
                 "dropped": dict(self.alert_drops),
             },
+            "events": {"pending": self.events, "dropped": dict(self.event_drops)},
         }

@@ -62,6 +62,13 @@ def render_frame_line(frame: dict[str, Any]) -> str:
            f"{_sensors(frame.get('sensors', {}))}"
 
 
+def render_event_line(event: dict[str, Any]) -> str:
+    """One edge event on one line, as `twinedge events` prints it: time, level, kind, what about, the sentence."""
+    about = event.get("device") or event.get("source") or "-"
+    pending = "" if event.get("synced", True) else "  (not in the cloud yet)"
+    return f"{local_time(event['ts'])} {event['level']:<9} {event['kind']:<18} {about:<14} {event['message']}{pending}"
+
+
 def _table(headers: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))

@@ -15,7 +15,8 @@ written in the same transaction as the frames they came with. They count in the
 disk budget, but the budget's policies drop and refuse frames only: at the
 budget, ``drop_oldest`` frees room from the oldest frames, and a batch whose
 frames are refused (``drop_newest``, or no room even after dropping) still has
-its alerts stored, as long as the disk takes them at all.
+its alerts stored, as long as the disk takes them at all. Edge events
+(``edge.eventqueue``) are kept the same way, in their own transactions.
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ from typing import Any, TypeVar
 import aiosqlite
 import msgpack
 
-from edge import alertqueue
+from edge import alertqueue, eventqueue
 from edge.alertqueue import AlertRow, StoredAlert
 from edge.config import StoreConfig
+from edge.eventqueue import EventFilter, StoredEvent
 from edge.queuefiles import (
     HINT,
     DiskFull,
@@ -49,11 +51,12 @@ from edge.queuefiles import (
     set_aside_if_damaged,
 )
 from edge.queuestats import QueueStats
-from shared.batch import AlertEvent
+from shared.batch import AlertEvent, EdgeEvent
 from shared.codec import encode_frame
 from shared.frame import TelemetryFrame
 
-__all__ = ["DiskFull", "QueueFull", "QueueStats", "Store", "StoreError", "StoredAlert", "StoredRow"]
+__all__ = ["DiskFull", "EventFilter", "QueueFull", "QueueStats", "Store", "StoreError", "StoredAlert", "StoredEvent",
+           "StoredRow"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -76,7 +79,7 @@ CREATE TABLE IF NOT EXISTS quarantine (
 );
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-""" + alertqueue.ALERTS_SCHEMA
+""" + alertqueue.ALERTS_SCHEMA + eventqueue.EVENTS_SCHEMA
 QUARANTINE_MAX_ROWS = 2_000
 QUARANTINE_MAX_PAYLOAD = 32 * 1024  # with the row cap: at most 64 MB, inside the disk budget
 ROW_OVERHEAD = 80  # bytes a stored frame takes beyond its payload (row header, columns, identity index)
@@ -109,6 +112,7 @@ class Store:
         self._depth = 0
         self._alerts = 0  # alert events waiting, and about how many bytes they take (kept in memory)
         self._alert_bytes = 0
+        self._events = self._events_unsynced = self._event_bytes = 0  # events kept, not synced yet, their bytes
         self._counters: dict[str, int] = {}
         self._unsaved: dict[str, int] = {}  # counted while the disk refused every write; saved with the next one
         self._txn_deltas: dict[str, int] = {}
@@ -166,6 +170,8 @@ class Store:
                 await db.execute("INSERT INTO sqlite_sequence(name, seq) VALUES('frames', ?)", (start,))
             await alertqueue.start_sequence(db)
             self._alerts, self._alert_bytes = await alertqueue.measure(db)
+            await eventqueue.start_sequence(db)
+            self._events, self._events_unsynced, self._event_bytes = await eventqueue.measure(db)
             async with db.execute("SELECT name, value FROM counters") as cur:
                 self._counters = {name: int(value) for name, value in await cur.fetchall()}
             async with db.execute("SELECT COUNT(*) FROM frames") as cur:
@@ -231,7 +237,7 @@ class Store:
         if self.config.when_full == "drop_newest":
             raise QueueFull(f"the queue is full ({usage.used / 1e6:.1f} MB of {usage.describe()}); policy "
                             "drop_newest refuses new frames", reason="disk_budget_newest")
-        if usage.wal + self._alert_bytes + 2 * incoming > usage.budget:
+        if usage.wal + self._alert_bytes + self._event_bytes + 2 * incoming > usage.budget:
             # Not even a queue without frames could take this batch: dropping the backlog would not help.
             if self._alert_bytes > usage.budget // 2:
                 raise QueueFull(f"the queue is full ({usage.describe()}) and {self._alerts:,} alerts waiting for the "
@@ -243,7 +249,7 @@ class Store:
 
     async def _drop_oldest(self, excess: int, usage: DiskUsage) -> int:
         """Delete at least ``excess`` bytes of the oldest frames, in transactions the WAL can hold (never alerts)."""
-        per_frame = max(1, (usage.used - usage.wal - self._alert_bytes) // max(1, self._depth))
+        per_frame = max(1, (usage.used - usage.wal - self._alert_bytes - self._event_bytes) // max(1, self._depth))
         wanted = min(self._depth, excess // per_frame + 1)
         chunk = max(1, self.disk.slack // per_frame)
         dropped = 0
@@ -359,6 +365,46 @@ class Store:
         if dropped:
             log.warning("more than %d model alerts are waiting for the cloud (store.alerts_max); the %d oldest "
                         "were dropped", self.config.alerts_max, dropped)
+
+    async def append_events(self, events: Sequence[EdgeEvent]) -> None:
+        """Store edge events in one transaction. The disk budget makes room from the oldest frames (never refuses
+        events); past ``store.events_max`` the oldest events go (counted when not synced yet). On a disk that
+        takes nothing at all they are counted and logged as lost."""
+        if not events:
+            return
+        rows = eventqueue.event_rows(events)
+        with contextlib.suppress(QueueFull):
+            await self._make_room(eventqueue.row_bytes(rows) + TXN_PAGES * self._page_size)
+
+        async def insert(db: aiosqlite.Connection) -> tuple[int, int, int]:
+            await eventqueue.insert(db, rows)
+            over = self._events + len(rows) - self.config.events_max
+            dropped = unsynced = size = 0
+            if over > 0:
+                dropped, unsynced, size = await eventqueue.delete_oldest(db, over)
+                if unsynced:
+                    await self._bump_in_txn({"event_drop:over_cap": unsynced})
+            return dropped, unsynced, size
+
+        try:
+            dropped, unsynced, size = await self._write(f"write {len(rows)} events", insert)
+        except DiskFull as exc:
+            await self._bump({"event_drop:disk_full": len(rows)})
+            log.error("%d edge events could not be stored and are lost: %s", len(rows), exc)
+            return
+        self._events += len(rows) - dropped
+        self._events_unsynced += len(rows) - unsynced
+        self._event_bytes = max(0, self._event_bytes + eventqueue.row_bytes(rows) - size)
+        if unsynced:
+            log.warning("more than %d edge events are kept (store.events_max); %d the cloud did not have yet were "
+                        "dropped", self.config.events_max, unsynced)
+
+    async def ack_events(self, through_seq: int) -> int:
+        """Mark the events with seq <= through_seq as synced (the cloud has them); they stay for `twinedge events`."""
+        done = await self._write("mark events synced", functools.partial(eventqueue.mark_synced,
+                                                                           through_seq=through_seq))
+        self._events_unsynced = max(0, self._events_unsynced - done)
+        return done
 
     async def _write(self, what: str, body: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
         """Run ``body`` in a transaction; on a full disk release the reserve, checkpoint, and try once more."""
@@ -529,6 +575,16 @@ class Store:
         async with self._reading("read queued alerts"):
             return await alertqueue.read(self.db, after_seq, limit)
 
+    async def read_events(self, *, after_seq: int = 0, limit: int = 500) -> list[StoredEvent]:
+        """The oldest events the cloud does not have yet with seq > after_seq, in sequence order."""
+        async with self._reading("read queued events"):
+            return await eventqueue.read_unsynced(self.db, after_seq, limit)
+
+    async def recent_events(self, which: EventFilter) -> list[StoredEvent]:
+        """The newest events that pass ``which`` (synced or not), oldest first."""
+        async with self._reading("read events"):
+            return await eventqueue.read_recent(self.db, which)
+
     async def newest_seq(self) -> int | None:
         async with self._reading("read the newest sequence"), self.db.execute("SELECT MAX(seq) FROM frames") as cur:
             row = await cur.fetchone()
@@ -563,6 +619,16 @@ class Store:
         return {k.split(":", 1)[1]: v for k, v in self._counters.items() if k.startswith("alert_drop:") and v}
 
     @property
+    def event_depth(self) -> int:
+        """Edge events waiting for the cloud (kept in memory)."""
+        return self._events_unsynced
+
+    @property
+    def event_drops(self) -> dict[str, int]:
+        """Edge events dropped before the cloud had them, by reason: ``over_cap``, ``disk_full``."""
+        return {k.split(":", 1)[1]: v for k, v in self._counters.items() if k.startswith("event_drop:") and v}
+
+    @property
     def quarantined_count(self) -> int:
         return self._counters.get("quarantined", 0)
 
@@ -586,6 +652,8 @@ class Store:
             alerts=self._alerts,
             oldest_alert_stored_at=oldest_alert[1] if oldest_alert else None,
             alert_drops=self.alert_drops,
+            events=self._events_unsynced,
+            event_drops=self.event_drops,
         )
 
 

@@ -15,9 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.frame import DEVICE_ID_PATTERN
 
-__all__ = ["MAX_ALERTS", "MAX_DROP_REASONS", "MAX_MODEL_REPORTS", "MAX_NAME", "MAX_SOURCES", "MAX_STATE",
-           "SENT_AT_HEADER", "AlertEvent", "EdgeHealth", "ModelReport", "Rejection", "SequencedAlert",
-           "SequencedFrame", "SyncAck", "SyncBatch"]
+__all__ = ["EVENT_KINDS", "EVENT_LEVELS", "MAX_ALERTS", "MAX_DROP_REASONS", "MAX_EVENTS", "MAX_EVENT_MESSAGE",
+           "MAX_MODEL_REPORTS", "MAX_NAME", "MAX_SOURCES", "MAX_STATE", "SENT_AT_HEADER", "AlertEvent", "EdgeEvent",
+           "EdgeHealth", "EventKind", "EventLevel", "ModelReport", "Rejection", "SequencedAlert", "SequencedEvent",
+           "SequencedFrame", "SyncAck", "SyncBatch", "levels_up_to"]
 
 
 class _Wire(BaseModel):
@@ -156,6 +157,56 @@ class SequencedAlert(_Wire):
     alert: AlertEvent
 
 
+EventLevel = Literal["operator", "technical", "developer"]
+EVENT_LEVELS: tuple[EventLevel, ...] = ("operator", "technical", "developer")  # from the fewest readers' words on
+# The kinds this version records. The wire takes any short snake_case kind, so that an older cloud keeps taking
+# the events of a newer edge.
+EVENT_KINDS: tuple[str, ...] = (
+    "source_connected", "source_lost", "source_recovered", "source_degraded", "source_failed",
+    "certificate_rejected", "queue_full", "queue_room_again",
+    "model_swapped", "model_rejected", "model_failed", "drift_changed",
+    "edge_started", "edge_stopped",
+)
+EventKind = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+MAX_EVENTS = 10_000  # edge events in one batch
+MAX_EVENT_MESSAGE = 512
+MAX_EVENT_DETAILS = 32  # keys of an event's details
+EventDetail = (bool | Annotated[int, Field(ge=-COUNT_MAX, le=COUNT_MAX)] | Finite
+               | Annotated[str, Field(max_length=1024)] | None)
+
+
+def levels_up_to(level: str) -> tuple[EventLevel, ...]:
+    """The levels a reader at ``level`` sees: operator sees operator; technical adds technical; developer all."""
+    return EVENT_LEVELS[:EVENT_LEVELS.index(level) + 1]
+
+
+class EdgeEvent(_Wire):
+    """Something an operator (or a technician, or a developer) must know about an edge, in plain words.
+
+    ``level`` says for whom: ``operator`` (a person at the machine: what stopped, what the edge does about it),
+    ``technical`` (a technician: connections made, policies applied), ``developer`` (detail for a bug report).
+    ``kind`` is one of ``EVENT_KINDS`` (from this version); ``device`` and ``source`` name what it is about,
+    where it is one.
+    """
+
+    ts: Finite = Field(description="when it happened, epoch seconds")
+    level: EventLevel
+    kind: EventKind
+    edge: str = Field(pattern=DEVICE_ID_PATTERN)
+    device: str | None = Field(None, pattern=DEVICE_ID_PATTERN)
+    source: str | None = Field(None, max_length=MAX_NAME)
+    message: str = Field(min_length=1, max_length=MAX_EVENT_MESSAGE)
+    details: dict[Annotated[str, Field(max_length=MAX_NAME)], EventDetail] = Field(
+        default_factory=dict, max_length=MAX_EVENT_DETAILS, description="plain values for the technician")
+
+
+class SequencedEvent(_Wire):
+    """An edge event with the edge's event sequence (its own counter, apart from the frames' and alerts')."""
+
+    seq: int = Field(ge=1, le=2**63 - 1)
+    event: EdgeEvent
+
+
 class SyncBatch(_Wire):
     edge_id: str = Field(pattern=DEVICE_ID_PATTERN)
     sent_at: float
@@ -163,6 +214,8 @@ class SyncBatch(_Wire):
     health: EdgeHealth
     alerts: list[SequencedAlert] = Field(default_factory=list, max_length=MAX_ALERTS,
                                          description="alert events, stored at most once per (edge, seq)")
+    events: list[SequencedEvent] = Field(default_factory=list, max_length=MAX_EVENTS,
+                                         description="edge events, stored at most once per (edge, seq)")
 
 
 class Rejection(_Wire):
@@ -176,3 +229,4 @@ class SyncAck(_Wire):
     duplicates: int = Field(ge=0, description="frames already stored before")
     rejected: list[Rejection] = Field(default_factory=list)
     alerts_acked_through: int | None = Field(None, description="highest alert sequence the edge may delete through")
+    events_acked_through: int | None = Field(None, description="highest event sequence the edge may mark as synced")

@@ -24,6 +24,9 @@ once per edge and alert sequence; ``alerts_acked_through`` is their highest
 sequence. An alert event of a device that belongs to another edge, or dated
 outside 2000-2100, is refused for good (a WARNING in the log; the ack covers
 it). The health report's model reports replace the edge's earlier ones.
+The batch's edge events are stored in the same transaction too, each at most
+once per edge and event sequence; ``events_acked_through`` is their highest
+sequence (an event dated outside 2000-2100 is left out, and acknowledged).
 """
 
 from __future__ import annotations
@@ -46,8 +49,18 @@ from cloud.edgeslots import Claim
 from cloud.errors import Overloaded, Superseded
 from cloud.guard import body_guard
 from cloud.storage.base import StorageError, StorageUnavailable
+from cloud.storage.events import EdgeEventIn
 from cloud.storage.registry import AlertEventIn, ModelReportRow
-from shared.batch import SENT_AT_HEADER, EdgeHealth, Rejection, SequencedAlert, SyncAck, SyncBatch
+from shared.batch import (
+    EVENT_LEVELS,
+    SENT_AT_HEADER,
+    EdgeHealth,
+    Rejection,
+    SequencedAlert,
+    SequencedEvent,
+    SyncAck,
+    SyncBatch,
+)
 from shared.codec import decode_obj, validate_frames
 from shared.errors import CodecError, FrameError, InputError
 from shared.frame import TS_MAX, TS_MIN, TelemetryFrame
@@ -175,6 +188,7 @@ class _Batch:
     seqs: list[int]
     frames: list[Any]
     alerts: list[SequencedAlert]
+    events: list[SequencedEvent]
 
 
 _MAX_SEQ = 2**63 - 1
@@ -204,7 +218,8 @@ def _plain_batch(obj: Any) -> _Batch | None:
         envelope = SyncBatch.model_validate({**obj, "frames": []})
     except ValidationError:
         return None
-    return _Batch(envelope.edge_id, envelope.sent_at, envelope.health, seqs, frames, envelope.alerts)
+    return _Batch(envelope.edge_id, envelope.sent_at, envelope.health, seqs, frames, envelope.alerts,
+                  envelope.events)
 
 
 def _decode(body: bytes, content_type: str, max_frames: int) -> _Batch:
@@ -224,7 +239,7 @@ def _decode(body: bytes, content_type: str, max_frames: int) -> _Batch:
         except ValidationError as exc:
             raise InputError(validation_problems(exc, SyncBatch)) from None
         batch = _Batch(full.edge_id, full.sent_at, full.health, [f.seq for f in full.frames],
-                       [f.frame for f in full.frames], full.alerts)
+                       [f.frame for f in full.frames], full.alerts, full.events)
     seqs = batch.seqs
     for k in range(1, len(seqs)):
         if seqs[k] <= seqs[k - 1]:
@@ -248,6 +263,8 @@ class _Parsed:
     alerts_refused: list[tuple[int, str]]
     alerts_through: int | None
     reports: list[ModelReportRow]
+    events: list[EdgeEventIn]
+    events_through: int | None
 
 
 def _alert_events(alerts: list[SequencedAlert]) -> tuple[list[AlertEventIn], list[tuple[int, str]]]:
@@ -264,6 +281,13 @@ def _alert_events(alerts: list[SequencedAlert]) -> tuple[list[AlertEventIn], lis
             kept.append(AlertEventIn(item.seq, a.alert_id, a.event, a.device_id, round(a.ts * 1e6), a.model,
                                      a.version, a.score, a.threshold, a.label, a.message))
     return kept, refused
+
+
+def _edge_events(events: list[SequencedEvent]) -> list[EdgeEventIn]:
+    """The events as the store takes them; one dated outside 2000-2100 is left out (and acknowledged)."""
+    return [EdgeEventIn(item.seq, round(e.ts * 1e6), EVENT_LEVELS.index(e.level), e.kind, e.device, e.source,
+                        e.message, e.details)
+            for item in events if TS_MIN <= (e := item.event).ts <= TS_MAX]
 
 
 def _reports(edge: str, health: EdgeHealth, now_us: int) -> list[ModelReportRow]:
@@ -286,7 +310,8 @@ def _parse(body: bytes, content_type: str, max_frames: int) -> _Parsed:
     alerts, alerts_refused = _alert_events(batch.alerts)
     return _Parsed(batch.edge_id, batch.sent_at, health, batch.seqs[-1] if batch.seqs else None, good, rejected,
                    notes, alerts, alerts_refused, max((a.seq for a in batch.alerts), default=None),
-                   _reports(batch.edge_id, health, time.time_ns() // 1000))
+                   _reports(batch.edge_id, health, time.time_ns() // 1000), _edge_events(batch.events),
+                   max((e.seq for e in batch.events), default=None))
 
 
 @router.post("/batches", response_model=SyncAck, responses=_RESPONSES, openapi_extra=_BODY_DOC)
@@ -345,7 +370,7 @@ async def _handle(request: Request, edge: str, ctx: Ctx, claim: Claim) -> SyncAc
             try:
                 result = await ctx.storage.ingest(edge, good, batch.health, time.time_ns() // 1000, len(rejected),
                                                   acked, clock_skew_s=skew, alerts=batch.alerts,
-                                                  reports=batch.reports)
+                                                  reports=batch.reports, events=batch.events)
             finally:
                 ctx.metrics.sync_inflight.dec()
     except Superseded:
@@ -383,4 +408,4 @@ async def _handle(request: Request, edge: str, ctx: Ctx, claim: Claim) -> SyncAc
     log.debug("edge %s: %d stored, %d duplicate, %d rejected, acked through %s", edge, result.stored,
               result.duplicates, len(rejected), acked)
     return SyncAck(acked_through=acked, stored=result.stored, duplicates=result.duplicates, rejected=rejected,
-                   alerts_acked_through=batch.alerts_through)
+                   alerts_acked_through=batch.alerts_through, events_acked_through=batch.events_through)

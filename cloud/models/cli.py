@@ -1,4 +1,5 @@
-"""``twincloud model ...``, ``twincloud alerts ...`` and ``twincloud drift``: the registry from the command line.
+"""``twincloud model ...``, ``twincloud alerts ...``, ``twincloud drift`` and ``twincloud events``: the registry
+from the command line, with the edges' alerts, drift and events.
 
 Like the device commands, these work on the configured database directly (no
 token needed: whoever may run them may read the database), with the same
@@ -209,6 +210,22 @@ async def _ack(storage: Storage, args: argparse.Namespace, who: Callable[[], str
     return 0
 
 
+async def _events(storage: Storage, args: argparse.Namespace, who: Callable[[], str]) -> int:
+    from cloud.storage.events import EventQuery
+    from shared.batch import EVENT_LEVELS, levels_up_to
+
+    shown = tuple(EVENT_LEVELS.index(level) for level in levels_up_to(args.level))
+    found = await storage.events(EventQuery(edge=args.edge, device=args.device, levels=shown, limit=args.limit))
+    if args.json:
+        print(json.dumps([{"id": e.id, "edge": e.edge, "seq": e.seq, "ts": e.ts / 1e6, "level": e.level_name,
+                           "kind": e.kind, "device": e.device, "source": e.source, "message": e.message,
+                           "details": json.loads(e.details)} for e in found], indent=2))
+        return 0
+    for e in reversed(found):  # oldest first, like a log
+        print(f"{_when(e.ts)}  {e.edge:<16} {e.level_name:<9} {e.kind:<18} {e.message}")
+    return 0
+
+
 async def _drift(storage: Storage, args: argparse.Namespace, who: Callable[[], str]) -> int:
     rows = [r for r in await storage.model_reports() if not args.drifted or r.drift in DRIFTED]
     if args.json:
@@ -223,7 +240,8 @@ async def _drift(storage: Storage, args: argparse.Namespace, who: Callable[[], s
 
 _ACTIONS: dict[str, Callable[[Storage, argparse.Namespace, Callable[[], str]], Awaitable[int]]] = {
     "list": _list, "info": _info, "download": _download, "assign": _assign, "unassign": _unassign,
-    "delete": _delete, "assignments": _assignments, "alerts-list": _alerts, "alerts-ack": _ack, "drift": _drift}
+    "delete": _delete, "assignments": _assignments, "alerts-list": _alerts, "alerts-ack": _ack, "drift": _drift,
+    "events": _events}
 
 
 def _number(limit: int) -> Callable[[str], int]:
@@ -296,6 +314,15 @@ def add_subcommands(sub: Any, run: Runner, who: Callable[[], str]) -> Any:
     p.add_argument("id", type=_number(2**63 - 1))
     p.add_argument("--comment", default="", help="recorded with the acknowledgement")
     p.set_defaults(handler=_command("alerts-ack", run, who))
+
+    p = sub.add_parser("events", help="the edges' event log, newest last (GET /api/v1/events)")
+    p.add_argument("--edge")
+    p.add_argument("--device")
+    p.add_argument("--level", choices=["operator", "technical", "developer"], default="operator",
+                   help="up to this level (default operator: operator events only)")
+    p.add_argument("--limit", type=_number(10_000), default=50, help="the newest N (default 50)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_command("events", run, who))
 
     p = sub.add_parser("drift", help="each device's model as its edge reported it, and the inputs that moved")
     p.add_argument("--drifted", action="store_true", help="only warn and drift")

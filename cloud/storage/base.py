@@ -30,8 +30,9 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+from cloud.storage.events import EdgeEventIn, EventQuery, EventRecord
 from cloud.storage.registry import AlertEventIn, MlStore, ModelReportRow
 from cloud.storage.rollups import LEVELS_US, Partial, RollupRow, exact_float, fold_raw, fold_rollups, plan
 from cloud.storage.rows import (
@@ -50,6 +51,9 @@ from cloud.storage.rows import (
 from shared.batch import EdgeHealth
 from shared.errors import InputError, TwinedgeError
 from shared.frame import TelemetryFrame
+
+if TYPE_CHECKING:
+    from cloud.storage.sessions import SessionRecord
 
 __all__ = [
     "AGG_FUNCS",
@@ -328,6 +332,7 @@ class Storage(MlStore, abc.ABC):
         check_owner: bool = True,
         alerts: Sequence[AlertEventIn] = (),
         reports: Sequence[ModelReportRow] | None = None,
+        events: Sequence[EdgeEventIn] = (),
     ) -> IngestResult:
         """Store each reading once (unique on device and timestamp) and record the edge's health.
 
@@ -342,7 +347,8 @@ class Storage(MlStore, abc.ABC):
         In the same transaction: the ``alerts`` events not stored yet (once per
         edge and alert sequence; refused like frames when their device belongs
         to another edge), and, unless ``reports`` is None, the edge's model
-        reports, which replace the ones it sent before.
+        reports, which replace the ones it sent before; and the edge's ``events`` not stored yet (once per
+        edge and event sequence; an event names the edge's own device or source, and is never refused).
         """
         readings = Readings([seq for seq, _ in frames], [frame for _, frame in frames],
                             [us(frame.ts) for _, frame in frames])
@@ -357,7 +363,7 @@ class Storage(MlStore, abc.ABC):
             alerts = list({a.seq: a for a in reversed(alerts)}.values())[::-1]
         stored, samples, others, new_alerts = await self._ingest(
             edge, readings, health, now_us, last_seq, rejected, len(frames), clock_skew_s, check_owner, alerts,
-            reports)
+            reports, events)
         refused = [(seq, refusal(f.device_id, others[f.device_id], edge))
                    for seq, f in zip(readings.seqs, readings.frames, strict=True) if f.device_id in others]
         alerts_refused = [(a.seq, refusal(a.device, others[a.device], edge)) for a in alerts if a.device in others]
@@ -369,9 +375,10 @@ class Storage(MlStore, abc.ABC):
         self, edge: str, readings: Readings, health: EdgeHealth | None,
         now_us: int, last_seq: int | None, rejected: int, received: int,
         clock_skew_s: float | None, check_owner: bool, alerts: Sequence[AlertEventIn],
-        reports: Sequence[ModelReportRow] | None,
+        reports: Sequence[ModelReportRow] | None, events: Sequence[EdgeEventIn] = (),
     ) -> Ingested:
-        """Insert the readings and alert events not stored yet, and the reports, in one transaction; return
+        """Insert the readings, alert events and edge events not stored yet, and the reports, in one transaction;
+        return
         the new frames, the sample count, the owner of each device of the batch (its frames' and alerts')
         that belongs to another edge (``split_owned``), and the number of new alert events."""
 
@@ -399,6 +406,28 @@ class Storage(MlStore, abc.ABC):
 
     @abc.abstractmethod
     async def edges(self) -> list[EdgeRecord]: ...
+
+    # --- console sessions (cloud.storage.sessions) ---------------------------------------
+    @abc.abstractmethod
+    async def create_session(self, session_hash: str, token_hash: str, csrf: str, now_us: int) -> None:
+        """Store a new session opened with the token whose hash is ``token_hash``."""
+
+    @abc.abstractmethod
+    async def session(self, session_hash: str, seen_after: int, created_after: int) -> SessionRecord | None:
+        """The session, if its token is still a person's valid one, it was used at or after ``seen_after``
+        and opened at or after ``created_after`` (µs); None otherwise."""
+
+    @abc.abstractmethod
+    async def touch_session(self, session_hash: str, now_us: int, unless_after: int) -> None:
+        """Record a use of the session, unless one at or after ``unless_after`` is recorded already."""
+
+    @abc.abstractmethod
+    async def end_session(self, session_hash: str) -> bool:
+        """Delete the session; False when there was none."""
+
+    @abc.abstractmethod
+    async def purge_sessions(self, seen_before: int, created_before: int) -> int:
+        """Delete the sessions that can no longer be used (expired, or their token rotated or revoked)."""
 
     # --- device owners ---------------------------------------------------------------
     @abc.abstractmethod
@@ -473,9 +502,13 @@ class Storage(MlStore, abc.ABC):
         return level_rows, (await self.raw_rows(series_ids, raw) if raw else [])
 
     @abc.abstractmethod
+    async def events(self, query: EventQuery) -> list[EventRecord]:
+        """The edges' events that pass ``query``, newest first (``cloud.storage.events``)."""
+
+    @abc.abstractmethod
     async def purge(self, samples_before: int | None, rollups_before: int | None) -> int:
         """Delete samples and frames, and rollups of every level, older than the cutoffs (None keeps them);
-        alerts (and the records of alert events) go with the rollups' cutoff. Rows deleted."""
+        alerts (and the records of alert events) and edge events go with the rollups' cutoff. Rows deleted."""
 
     # --- physics assemblies ----------------------------------------------------------
     @abc.abstractmethod

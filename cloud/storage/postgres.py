@@ -30,6 +30,7 @@ from cloud.config import redact_url
 from cloud.migrations import MIGRATIONS
 from cloud.storage import postgres_registry as ml
 from cloud.storage import postgres_sql as q
+from cloud.storage import sessions
 from cloud.storage.base import (
     AssemblyRecord,
     DeviceExists,
@@ -50,6 +51,7 @@ from cloud.storage.base import (
     frame_columns,
     split_owned,
 )
+from cloud.storage.events import EdgeEventIn, EventQuery, EventRecord, events_pg, purge_events_pg, store_events_pg
 from cloud.storage.notify import CHANNEL, BatchFeed, notices, spans
 from cloud.storage.partitions import WEEK_US, Partitions, convert, table_kind
 from cloud.storage.registry import (
@@ -64,12 +66,18 @@ from cloud.storage.registry import (
     NewModel,
 )
 from cloud.storage.rollups import Partial, rollup_spans, rows_to_store
+from cloud.storage.sessions import SessionRecord
 from shared.batch import EdgeHealth
 from shared.frame import TelemetryFrame
 
 __all__ = ["PostgresStorage"]
 
 log = logging.getLogger(__name__)
+_SESSION_CREATE = sessions.postgres(sessions.CREATE)
+_SESSION_FIND = sessions.postgres(sessions.FIND)
+_SESSION_TOUCH = sessions.postgres(sessions.TOUCH)
+_SESSION_END = sessions.postgres(sessions.END)
+_SESSION_PURGE = sessions.postgres(sessions.PURGE)
 _RETRYABLE = (
     asyncpg.DeadlockDetectedError,
     asyncpg.SerializationError,
@@ -213,7 +221,7 @@ class PostgresStorage(Storage):
     async def _ingest(self, edge: str, readings: Readings, health: EdgeHealth | None,
                       now_us: int, last_seq: int | None, rejected: int, received: int,
                       clock_skew_s: float | None, check_owner: bool, alerts: Sequence[AlertEventIn],
-                      reports: Sequence[ModelReportRow] | None) -> Ingested:
+                      reports: Sequence[ModelReportRow] | None, events: Sequence[EdgeEventIn] = ()) -> Ingested:
         if self._parts.lacking(readings.stamps):  # a week no partition covers: create it first
             async with self._con() as con:
                 await self._parts.ensure(con, readings.stamps)
@@ -226,6 +234,7 @@ class PostgresStorage(Storage):
             new_alerts = await ml.store_alerts(con, edge, [a for a in alerts if a.device not in others], now_us)
             if reports is not None:
                 await ml.store_reports(con, edge, reports)
+            await store_events_pg(con, edge, events, now_us)
             refused = len(readings) - len(owned)  # frames of devices of other edges
             frames, stamps, seqs = owned.frames, owned.stamps, owned.seqs
             ids = [devices[f.device_id] for f in frames]
@@ -278,6 +287,28 @@ class PostgresStorage(Storage):
         return out
 
     # --- identities ------------------------------------------------------------------
+    # --- console sessions --------------------------------------------------------------
+    async def create_session(self, session_hash: str, token_hash: str, csrf: str, now_us: int) -> None:
+        async with self._con() as con:
+            await con.execute(_SESSION_CREATE, session_hash, token_hash, csrf, now_us, now_us)
+
+    async def session(self, session_hash: str, seen_after: int, created_after: int) -> SessionRecord | None:
+        async with self._con() as con:
+            row = await con.fetchrow(_SESSION_FIND, session_hash, seen_after, created_after)
+        return sessions.record(None if row is None else tuple(row))
+
+    async def touch_session(self, session_hash: str, now_us: int, unless_after: int) -> None:
+        async with self._con() as con:
+            await con.execute(_SESSION_TOUCH, now_us, session_hash, unless_after)
+
+    async def end_session(self, session_hash: str) -> bool:
+        async with self._con() as con:
+            return str(await con.execute(_SESSION_END, session_hash)).endswith(" 1")
+
+    async def purge_sessions(self, seen_before: int, created_before: int) -> int:
+        async with self._con() as con:
+            return int(str(await con.execute(_SESSION_PURGE, seen_before, created_before)).rsplit(" ", 1)[-1])
+
     async def create_identity(self, kind: str, name: str, role: str, token_hash: str, now_us: int) -> bool:
         async with self._con() as con:
             try:
@@ -429,7 +460,12 @@ class PostgresStorage(Storage):
             if rollups_before is not None:
                 deleted += _count(await con.execute("DELETE FROM rollups WHERE bucket < $1", rollups_before))
                 deleted += await ml.purge_alerts(con, rollups_before)
+                deleted += await purge_events_pg(con, rollups_before)
         return deleted
+
+    async def events(self, query: EventQuery) -> list[EventRecord]:
+        async with self._con() as con:
+            return await events_pg(con, query)
 
     async def _purge_table(self, con: asyncpg.Connection, table: str, cutoff: int) -> int:
         """Rows older than the cutoff: whole weekly partitions or TimescaleDB chunks where there are, then

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from cloud.migrations import MIGRATIONS
+from cloud.storage import sessions
 from cloud.storage import sqlite_registry as ml
 from cloud.storage import sqlite_sql as q
 from cloud.storage.base import (
@@ -53,6 +54,14 @@ from cloud.storage.base import (
     frame_columns,
     split_owned,
 )
+from cloud.storage.events import (
+    EdgeEventIn,
+    EventQuery,
+    EventRecord,
+    events_sqlite,
+    purge_events_sqlite,
+    store_events_sqlite,
+)
 from cloud.storage.registry import (
     AlertEventIn,
     AlertQuery,
@@ -65,6 +74,7 @@ from cloud.storage.registry import (
     NewModel,
 )
 from cloud.storage.rollups import Partial, rollup_spans, rows_to_store
+from cloud.storage.sessions import SessionRecord
 from shared.batch import EdgeHealth
 from shared.frame import TelemetryFrame
 
@@ -175,14 +185,14 @@ class SQLiteStorage(Storage):
     async def _ingest(self, edge: str, readings: Readings, health: EdgeHealth | None,
                       now_us: int, last_seq: int | None, rejected: int, received: int,
                       clock_skew_s: float | None, check_owner: bool, alerts: Sequence[AlertEventIn],
-                      reports: Sequence[ModelReportRow] | None) -> Ingested:
+                      reports: Sequence[ModelReportRow] | None, events: Sequence[EdgeEventIn] = ()) -> Ingested:
         return await self._write(self._ingest_sync, edge, readings, health, now_us, last_seq, rejected, received,
-                                 clock_skew_s, check_owner, alerts, reports)
+                                 clock_skew_s, check_owner, alerts, reports, events)
 
     def _ingest_sync(self, con: sqlite3.Connection, edge: str, readings: Readings, health: EdgeHealth | None,
                      now_us: int, last_seq: int | None, rejected: int, received: int,
                      clock_skew_s: float | None, check_owner: bool, alerts: Sequence[AlertEventIn],
-                     reports: Sequence[ModelReportRow] | None) -> Ingested:
+                     reports: Sequence[ModelReportRow] | None, events: Sequence[EdgeEventIn] = ()) -> Ingested:
         new_series: dict[tuple[str, str], int] = {}
         con.execute("BEGIN IMMEDIATE")
         try:
@@ -193,6 +203,7 @@ class SQLiteStorage(Storage):
             new_alerts = ml.store_alerts(con, edge, [a for a in alerts if a.device not in others], now_us)
             if reports is not None:
                 ml.store_reports(con, edge, reports)
+            store_events_sqlite(con, edge, events, now_us)
             refused, readings = len(readings) - len(owned), owned  # frames of devices of other edges
             ids = [devices[f.device_id] for f in readings.frames]
             stored, stamps = _insert_frames(con, edge, readings, ids)
@@ -256,6 +267,23 @@ class SQLiteStorage(Storage):
         rows = await self._read(lambda con: con.execute(q.EDGES).fetchall())
         return [EdgeRecord(r[0], r[1], r[2] is not None, r[3], r[4], r[5], r[6], json.loads(r[7] or "{}"),
                            r[8], json.loads(r[9] or "{}"), r[10] or 0, r[11] or 0, r[12] or 0, r[13]) for r in rows]
+
+    # --- console sessions --------------------------------------------------------------
+    async def create_session(self, session_hash: str, token_hash: str, csrf: str, now_us: int) -> None:
+        await self._write(lambda con: con.execute(sessions.CREATE, (session_hash, token_hash, csrf, now_us, now_us)))
+
+    async def session(self, session_hash: str, seen_after: int, created_after: int) -> SessionRecord | None:
+        return sessions.record(self._read_now(
+            lambda con: con.execute(sessions.FIND, (session_hash, seen_after, created_after)).fetchone()))
+
+    async def touch_session(self, session_hash: str, now_us: int, unless_after: int) -> None:
+        await self._write(lambda con: con.execute(sessions.TOUCH, (now_us, session_hash, unless_after)))
+
+    async def end_session(self, session_hash: str) -> bool:
+        return await self._write(lambda con: con.execute(sessions.END, (session_hash,)).rowcount == 1)
+
+    async def purge_sessions(self, seen_before: int, created_before: int) -> int:
+        return await self._write(lambda con: con.execute(sessions.PURGE, (seen_before, created_before)).rowcount)
 
     # --- device owners ---------------------------------------------------------------
     async def device_records(self) -> list[DeviceRecord]:
@@ -331,7 +359,11 @@ class SQLiteStorage(Storage):
                     "DELETE FROM frames WHERE device_id = ? AND ts < ?", (d, samples_before)).rowcount)
         if rollups_before is not None:
             deleted += await self._write(ml.purge_alerts, rollups_before)
+            deleted += await self._write(purge_events_sqlite, rollups_before)
         return deleted
+
+    async def events(self, query: EventQuery) -> list[EventRecord]:
+        return await self._read(events_sqlite, query)
 
     # --- physics assemblies ----------------------------------------------------------
     async def put_assembly(self, record: AssemblyRecord) -> None:

@@ -88,7 +88,7 @@ class Demo:
         self.mqtt_password = secrets.token_urlsafe(12)
         self.cloud_config = run / "cloud.toml"
         self.edge_config = run / "edge.toml"
-        self.edge_token = self.viewer_token = ""
+        self.edge_token = self.viewer_token = self.operator_token = ""
 
     def say(self, text: str, level: str = "INFO") -> None:
         self.console.say("demo", log_line(level, "demo", text))
@@ -107,7 +107,7 @@ class Demo:
             f'[database]\nurl = "sqlite:///{run / "cloud.db"}"\n'
         )
         try:
-            self.edge_token, self.viewer_token = asyncio.run(self._tokens())
+            self.edge_token, self.viewer_token, self.operator_token = asyncio.run(self._tokens())
         except StorageError as exc:
             raise DemoFailed(f"cannot create the demo's tokens in {run / 'cloud.db'}: {exc}") from None
         self.signals.check()
@@ -125,8 +125,9 @@ class Demo:
             f'retry_max = "10s"\n'
         )
 
-    async def _tokens(self) -> tuple[str, str]:
-        """The edge's token and a viewer's, as `twincloud edge add` and `twincloud user add` make them."""
+    async def _tokens(self) -> tuple[str, str, str]:
+        """The edge's token, a viewer's and an operator's (the console's sign-in), as `twincloud edge add` and
+        `twincloud user add` make them."""
         from cloud.config import load_cloud_config
         from cloud.identities import add_edge, add_user
         from cloud.storage import open_storage
@@ -134,7 +135,8 @@ class Demo:
         storage = open_storage(load_cloud_config(self.cloud_config).database)
         await storage.open()
         try:
-            return await add_edge(storage, EDGE_ID), await add_user(storage, "demo-viewer", "viewer")
+            return (await add_edge(storage, EDGE_ID), await add_user(storage, "demo-viewer", "viewer"),
+                    await add_user(storage, "demo-operator", "operator"))
         finally:
             await storage.close()
 
@@ -200,6 +202,8 @@ class Demo:
             f"running: plant simulator ({self.args.machines} machine{'s' if self.args.machines > 1 else ''}, "
             f"Modbus TCP + OPC-UA) -> edge {EDGE_ID} "
             f"-> cloud {base}",
+            f"  console:      {base}/   (sign in with the operator's token below)",
+            f"  sign in with: {self.operator_token}",
             f"  API docs:     {base}/docs   (viewer token: {self.viewer_token})",
             f"  edge status:  .venv/bin/twinedge status --socket {shown}",
             f"  publish:      mosquitto_pub -h 127.0.0.1 -p {self.mqtt_port} -u demo -P {self.mqtt_password} -q 1 "

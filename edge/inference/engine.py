@@ -96,6 +96,13 @@ class InferenceEngine:
         self._loading = asyncio.Lock()
         self._executor: ThreadPoolExecutor | None = None
         self.unscored_devices = 0  # frames of devices past MAX_DEVICES
+        # The edge's event log (``EventRecorder.record``): swaps, rejections, failures, drift changes.
+        self.events: Callable[..., None] | None = None
+        self._drift_levels: dict[str, str] = {}  # device -> the drift level last told
+
+    def _tell(self, kind: str, level: str, message: str, **about: Any) -> None:
+        if self.events is not None:
+            self.events(kind, level, message, **about)
 
     # --- rules and loading ---------------------------------------------------
 
@@ -155,6 +162,9 @@ class InferenceEngine:
 
     def _reject(self, rule: Rule, reason: str) -> None:
         log.warning("model %s (%s) rejected: %s", rule.shown(), rule.path, reason)
+        self._tell("model_rejected", "operator", f"model {rule.shown()} was rejected: {reason}",
+                   details={"model": rule.model, "version": rule.version, "sha256": rule.sha256,
+                            "path": str(rule.path)}, subject=f"model\n{rule.key}")
         self._rejected[rule.key] = Rejection(rule.model, rule.version, rule.sha256, reason, time.time())
         while len(self._rejected) > MAX_REJECTED:
             del self._rejected[next(iter(self._rejected))]
@@ -279,6 +289,8 @@ class InferenceEngine:
         message = f"{rule.shown()} rejected: {reason}{keeps}"
         if message != device.message:
             log.warning("device %s: %s", device.id, message)
+            self._tell("model_rejected", "operator", f"{device.id}: {message}", device=device.id,
+                       details={"model": rule.model, "version": rule.version})
         device.message = message
         if device.model is None:
             device.state = "rejected"
@@ -302,6 +314,10 @@ class InferenceEngine:
         device.drift = (DriftStats(model.drift_columns, window_rows=drift.window_rows, min_rows=drift.min_rows)
                         if model.drift_columns else None)
         log.info("device %s: scored by %s v%d (sha256 %s…)", device.id, model.name, model.version, model.sha256[:12])
+        self._drift_levels.pop(device.id, None)
+        told = f"{device.id} is now scored by {model.name} v{model.version}"
+        self._tell("model_swapped", "operator", f"{told} ({why})" if device.previous is not None else told,
+                   device=device.id, details={"model": model.name, "version": model.version, "sha256": model.sha256})
 
     def _retire(self, device: DeviceState, why: str, alerts: list[AlertEvent]) -> None:
         self._close_alert(device, why, alerts)
@@ -324,6 +340,8 @@ class InferenceEngine:
                           f"of the path; frames are stored unscored until another model is assigned or rolled back "
                           f"to. Last error: {reason}")
         log.warning("device %s: %s", device.id, device.message)
+        self._tell("model_failed", "operator", f"{device.id}: {device.message}", device=device.id,
+                   details={"model": model.name, "version": model.version, "error": reason})
         self._close_alert(device, "the model failed and was taken out of the path", alerts)
 
     async def rollback(self, device_id: str) -> dict[str, Any]:
@@ -430,7 +448,26 @@ class InferenceEngine:
 
     def reports(self) -> dict[str, ModelReport]:
         """Per device with a model (or a rejected or failed one): what the cloud's health report carries."""
-        return {d.id: report for d in self._devices.values() if (report := d.report()) is not None}
+        out = {d.id: report for d in self._devices.values() if (report := d.report()) is not None}
+        for device, report in out.items():
+            self._drift_told(device, report)
+        return out
+
+    def _drift_told(self, device: str, report: ModelReport) -> None:
+        """An event when a device's drift level changes (unknown, while too few rows are scored, is not one)."""
+        level, before = report.drift, self._drift_levels.get(device, "ok")
+        if level == "unknown" or level == before:
+            return
+        self._drift_levels[device] = level
+        worst = ", ".join(f"{name} (PSI {value:.2f})" for name, value in list(report.psi.items())[:3])
+        if level == "ok":
+            message = f"{device}: the inputs of {report.model} v{report.version} look like its training data again"
+        else:
+            message = (f"{device}: the inputs of {report.model} v{report.version} moved away from its training data "
+                       f"({level}); most: {worst}")
+        self._tell("drift_changed", "operator" if level != "ok" else "technical", message, device=device,
+                   details={"model": report.model, "version": report.version, "drift": level, "previous": before,
+                            "rows": report.rows, **{f"psi.{k}": v for k, v in list(report.psi.items())[:8]}})
 
     def status(self) -> dict[str, Any]:
         """What `twinedge model status` shows."""

@@ -12,7 +12,7 @@ import enum
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -81,22 +81,32 @@ class SourceHealth:
     reconnects: int = 0
     retry_at: float | None = None  # when the next attempt is due (epoch), if the source says
     detail: dict[str, Any] = field(default_factory=dict)
+    cause: str | None = None  # what kind of reason it is, where the source knows: "certificate"
+    # Told of every change that is logged: (health, state before, since when, retry_in). The gateway's event log.
+    observer: Callable[[SourceHealth, SourceState, float, float | None], None] | None = field(
+        default=None, repr=False, compare=False)
 
-    def set_state(self, state: SourceState, reason: str | None = None, *, retry_in: float | None = None) -> None:
+    def set_state(self, state: SourceState, reason: str | None = None, *, retry_in: float | None = None,
+                  cause: str | None = None) -> None:
         """Record the state; logged only when state or reason change, so a retry loop logs once.
 
         ``retry_in`` (seconds to the next attempt) is kept apart from the reason for that purpose.
+        ``cause`` says what kind of reason it is, where the source knows ("certificate": the server
+        rejected our certificate).
         """
         self.retry_at = None if retry_in is None else time.time() + retry_in
         if state == self.state and reason == self.reason:
             return
-        self.state, self.reason, self.since = state, reason, time.time()
+        before, before_since = self.state, self.since
+        self.state, self.reason, self.since, self.cause = state, reason, time.time(), cause
         level = logging.INFO if state in (SourceState.CONNECTED, SourceState.STARTING) else logging.WARNING
         retry = f"; retrying in {retry_in:.1f} s" if retry_in is not None else ""
         if reason:
             log.log(level, "source %s is %s: %s%s", self.name, state.value, reason, retry)
         else:
             log.log(level, "source %s is %s%s", self.name, state.value, retry)
+        if self.observer is not None:
+            self.observer(self, before, before_since, retry_in)
 
     def record_success(self, frames: int, values: int) -> None:
         self.frames += frames

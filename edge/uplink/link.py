@@ -9,6 +9,9 @@ the quarantine.
 Model alerts waiting in the store go first in every batch, and alone when no
 frame waits; they leave the store only through the cloud's
 ``alerts_acked_through``, or, refused for good one by one, to the quarantine.
+Edge events go right behind the alerts, in the same share of the batch (the
+planner's alert limit counts both), and are marked synced through the cloud's
+``events_acked_through``.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import httpx
 import msgpack
 
 from edge.config import UplinkConfig
-from edge.store import Store, StoredAlert, StoredRow, StoreError
+from edge.store import Store, StoredAlert, StoredEvent, StoredRow, StoreError
 from edge.uplink.limiter import BandwidthLimiter
 from edge.uplink.planner import BatchPlanner, Read
 from edge.uplink.sender import LinkState, Sender, SyncRefused, SyncTooLarge, encode_batch
@@ -39,13 +42,19 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class _Batch:
     """A batch ready to send: its alerts and rows, whether the rows are backlog, the encoded body, the backlog
-    split it assumed."""
+    split it assumed, and its events."""
 
     alerts: list[StoredAlert]
     rows: list[StoredRow]
     backlog: bool
     body: bytes
     split: int | None
+    events: list[StoredEvent]
+
+    @property
+    def urgent(self) -> int:
+        """Alerts and events: they go at once, ahead of the frames."""
+        return len(self.alerts) + len(self.events)
 
 
 class Uplink:
@@ -74,6 +83,7 @@ class Uplink:
         self._packer = msgpack.Packer(use_bin_type=True)
         self._last_post = 0.0
         self._unacked_alerts_told = False
+        self._unacked_events_told = False
 
     async def on_commit(self, _frames: Sequence[TelemetryFrame]) -> None:
         self._wake.set()
@@ -91,38 +101,45 @@ class Uplink:
                 if ahead is None or self._worth_waiting(ahead):
                     ahead = await self._prepare()
                 self._last_post = time.monotonic()
-                if ahead.backlog and not ahead.alerts and not await self._spend(len(ahead.body)):
+                if ahead.backlog and not ahead.urgent and not await self._spend(len(ahead.body)):
                     ahead = None
                     continue  # live data arrived while the backlog waited for bandwidth
                 ahead = await self._deliver_reading_ahead(client, ahead)
 
     def _worth_waiting(self, batch: _Batch) -> bool:
         """A short live batch inside ``interval`` of the last post: gather more instead of posting it now."""
-        return (len(batch.rows) < self.planner.limit and not batch.backlog and not batch.alerts
+        return (len(batch.rows) < self.planner.limit and not batch.backlog and not batch.urgent
                 and self._last_post + self.config.interval > time.monotonic())
 
     async def _prepare(self) -> _Batch:
-        alerts, rows, backlog = await self._next_batch()
+        alerts, events, rows, backlog = await self._next_batch()
         wait = self._last_post + self.config.interval - time.monotonic()
-        if len(rows) < self.planner.limit and not backlog and not alerts and wait > 0:
+        if len(rows) < self.planner.limit and not backlog and not alerts and not events and wait > 0:
             # A trickle of live data: gather for up to `interval` instead of one request per commit.
-            # (Alerts do not wait.)
+            # (Alerts and events do not wait.)
             await asyncio.sleep(wait)
-            alerts, rows, backlog = await self._next_batch()
-        return await self._encode(alerts, rows, backlog, self.planner.backlog_through)
+            alerts, events, rows, backlog = await self._next_batch()
+        return await self._encode(alerts, events, rows, backlog, self.planner.backlog_through)
 
-    async def _encode(self, alerts: list[StoredAlert], rows: list[StoredRow], backlog: bool,
-                      split: int | None) -> _Batch:
+    async def _encode(self, alerts: list[StoredAlert], events: list[StoredEvent], rows: list[StoredRow],
+                      backlog: bool, split: int | None) -> _Batch:
         health = await self.health()
         body = await asyncio.to_thread(
-            encode_batch, self._packer, self.edge_id, rows, health, self.config.compression, alerts
+            encode_batch, self._packer, self.edge_id, rows, health, self.config.compression, alerts, events
         )
-        return _Batch(alerts, rows, backlog, body, split)
+        return _Batch(alerts, rows, backlog, body, split, events)
 
     async def _read_alerts(self, after_seq: int = 0) -> list[StoredAlert]:
         if not self.planner.sends_alerts or not self.store.alert_depth:
             return []
         return await self.store.read_alerts(after_seq=after_seq, limit=self.planner.alert_limit)
+
+    async def _read_events(self, alerts: int, after_seq: int = 0) -> list[StoredEvent]:
+        """Events behind ``alerts`` alerts, in what is left of the planner's alert limit."""
+        room = self.planner.alert_limit - alerts
+        if not self.planner.sends_alerts or not self.store.event_depth or room <= 0:
+            return []
+        return await self.store.read_events(after_seq=after_seq, limit=room)
 
     async def _read(self, reads: list[Read]) -> tuple[list[StoredRow], bool]:
         """The first non-empty read of ``reads``, and whether it is backlog."""
@@ -135,8 +152,8 @@ class Uplink:
                 return rows, read.backlog
         return [], False
 
-    async def _next_batch(self) -> tuple[list[StoredAlert], list[StoredRow], bool]:
-        """The next alerts and rows to send, waiting for either when the queue is empty."""
+    async def _next_batch(self) -> tuple[list[StoredAlert], list[StoredEvent], list[StoredRow], bool]:
+        """The next alerts, events and rows to send, waiting for any when the queue is empty."""
         while True:
             self._wake.clear()
             if self.planner.outage and self.planner.split_due(self.store.depth):
@@ -147,9 +164,10 @@ class Uplink:
                     self.store.depth, f" at up to {cap / 1000:.0f} kB/s" if cap else "",
                 )
             alerts = await self._read_alerts()
+            events = await self._read_events(len(alerts))
             rows, backlog = await self._read(self.planner.reads())
-            if rows or alerts:
-                return alerts, rows, backlog
+            if rows or alerts or events:
+                return alerts, events, rows, backlog
             if self.planner.alone is not None:
                 self.planner.nothing_alone()
                 continue
@@ -203,40 +221,45 @@ class Uplink:
         self._wake.clear()
         try:
             alerts = await self._read_alerts(after_seq=sent.alerts[-1].seq if sent.alerts else 0)
+            events = await self._read_events(len(alerts), after_seq=sent.events[-1].seq if sent.events else 0)
             skip = (sent.rows[0].seq, sent.rows[-1].seq) if sent.rows else None
             rows, backlog = await self._read(self.planner.reads(skip=skip))
-            return await self._encode(alerts, rows, backlog, split) if rows or alerts else None
+            return await self._encode(alerts, events, rows, backlog, split) if rows or alerts or events else None
         except StoreError as exc:
             log.debug("reading the next batch ahead failed (%s); it is read again after this one", exc)
             return None
 
     async def _deliver(self, client: httpx.AsyncClient, batch: _Batch) -> bool:
-        """Send one batch until the cloud answers for it; True when it acknowledged every alert and row."""
-        alerts, rows = batch.alerts, batch.rows
+        """Send one batch until the cloud answers for it; True when it acknowledged every alert, event and row."""
+        alerts, events, rows = batch.alerts, batch.events, batch.rows
         try:
             ack = await self.sender.deliver(client, batch.body)
         except (SyncTooLarge, SyncRefused) as exc:
-            if self.planner.on_batch_refused(len(alerts), len(rows)):
-                # Narrow down until the refusal is down to one alert or one frame: one damaged
+            if self.planner.on_batch_refused(batch.urgent, len(rows)):
+                # Narrow down until the refusal is down to one alert, event or frame: one damaged
                 # item must not send its whole batch to the quarantine.
-                log.warning("the cloud refused a batch of %d alerts and %d frames (%s); retrying with %s",
-                            len(alerts), len(rows), exc, self._narrowed(alerts_only=not rows))
+                log.warning("the cloud refused a batch of %d alerts, %d events and %d frames (%s); retrying with %s",
+                            len(alerts), len(events), len(rows), exc, self._narrowed(alerts_only=not rows))
                 return False
             if alerts:
                 await self._quarantine_alert(alerts[0], str(exc))
+            elif events:
+                await self._quarantine_event(events[0], str(exc))
             else:
                 await self._quarantine(rows, str(exc))
-            self.planner.on_quarantined(len(alerts), len(rows))
+            self.planner.on_quarantined(batch.urgent, len(rows))
             return False
         await self._apply(batch, ack)
         frames_done = not rows or (ack.acked_through is not None and ack.acked_through >= rows[-1].seq)
         alerts_done = not alerts or (ack.alerts_acked_through is not None
                                      and ack.alerts_acked_through >= alerts[-1].seq)
-        return frames_done and alerts_done
+        events_done = not events or (ack.events_acked_through is not None
+                                     and ack.events_acked_through >= events[-1].seq)
+        return frames_done and alerts_done and events_done
 
     def _narrowed(self, *, alerts_only: bool) -> str:
         if self.planner.alone == "alerts" or alerts_only:
-            return f"alerts alone, {self.planner.alert_limit} at a time"
+            return f"alerts and events alone, {self.planner.alert_limit} at a time"
         return f"{self.planner.limit} frames at a time"
 
     async def _apply(self, batch: _Batch, ack: SyncAck) -> None:
@@ -255,8 +278,9 @@ class Uplink:
             await self.store.ack(ack.acked_through, from_seq=rows[0].seq, sent=delivered)
             self.link.frames_sent += delivered
         await self._apply_alerts(batch.alerts, ack)
+        await self._apply_events(batch.events, ack)
         self.link.batches += 1
-        self.planner.on_batch_acknowledged(len(batch.alerts), len(rows))
+        self.planner.on_batch_acknowledged(batch.urgent, len(rows))
 
     async def _apply_alerts(self, alerts: list[StoredAlert], ack: SyncAck) -> None:
         """Delete the alerts the cloud stored; alerts it did not acknowledge stay and go again."""
@@ -273,6 +297,27 @@ class Uplink:
         through = min(ack.alerts_acked_through, alerts[-1].seq)
         await self.store.ack_alerts(through)
         self.link.alerts_sent += sum(1 for a in alerts if a.seq <= through)
+
+    async def _apply_events(self, events: list[StoredEvent], ack: SyncAck) -> None:
+        """Mark the events the cloud stored as synced; events it did not acknowledge go again."""
+        if not events:
+            return
+        if ack.events_acked_through is None:
+            if not self._unacked_events_told:
+                log.warning("the cloud at %s took a batch with %d edge events but did not acknowledge them; they "
+                            "stay queued and are sent again (is the cloud older than this edge?)",
+                            self.config.shown_url, len(events))
+                self._unacked_events_told = True
+            return
+        through = min(ack.events_acked_through, events[-1].seq)
+        await self.store.ack_events(through)
+        self.link.events_sent += sum(1 for e in events if e.seq <= through)
+
+    async def _quarantine_event(self, event: StoredEvent, reason: str) -> None:
+        log.error("the cloud refused edge event seq %d for good (%s); moved to the quarantine", event.seq, reason)
+        await self.store.quarantine("cloud-event", reason, event.payload)
+        await self.store.ack_events(event.seq)
+        self.link.events_quarantined += 1
 
     async def _quarantine_alert(self, alert: StoredAlert, reason: str) -> None:
         log.error("the cloud refused model alert seq %d of %s for good (%s); moved to the quarantine",

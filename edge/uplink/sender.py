@@ -26,7 +26,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 
 from edge import __version__
 from edge.config import UplinkConfig
-from edge.store import StoredAlert, StoredRow
+from edge.store import StoredAlert, StoredEvent, StoredRow
 from shared.batch import SENT_AT_HEADER, EdgeHealth, SyncAck
 from shared.errors import TwinedgeError
 
@@ -77,6 +77,8 @@ class LinkState:
     batches: int = 0
     quarantined: int = 0
     alerts_quarantined: int = 0
+    events_sent: int = 0
+    events_quarantined: int = 0
 
     def set(self, state: str, error: str | None = None) -> None:
         if state != self.state:
@@ -86,14 +88,14 @@ class LinkState:
 
 
 def encode_batch(packer: msgpack.Packer, edge_id: str, rows: Sequence[StoredRow], health: EdgeHealth,
-                 compression: str, alerts: Sequence[StoredAlert] = ()) -> bytes:
-    """A SyncBatch in MessagePack, the stored alerts and frames spliced in as they are (no re-encoding).
+                 compression: str, alerts: Sequence[StoredAlert] = (), events: Sequence[StoredEvent] = ()) -> bytes:
+    """A SyncBatch in MessagePack, the stored alerts, events and frames spliced in as they are (no re-encoding).
 
-    ``alerts`` is left out when there are none: such a batch is one an older cloud takes too.
+    ``alerts`` and ``events`` are left out when there are none: such a batch is one an older cloud takes too.
     """
     pack = packer.pack
     parts = [
-        packer.pack_map_header(5 if alerts else 4),
+        packer.pack_map_header(4 + bool(alerts) + bool(events)),
         pack("edge_id"), pack(edge_id),
         pack("sent_at"), pack(time.time()),
         pack("health"), pack(health.model_dump(mode="json")),
@@ -102,6 +104,10 @@ def encode_batch(packer: msgpack.Packer, edge_id: str, rows: Sequence[StoredRow]
         parts += [pack("alerts"), packer.pack_array_header(len(alerts))]
         for alert in alerts:
             parts += [packer.pack_map_header(2), pack("seq"), pack(alert.seq), pack("alert"), alert.payload]
+    if events:
+        parts += [pack("events"), packer.pack_array_header(len(events))]
+        for event in events:
+            parts += [packer.pack_map_header(2), pack("seq"), pack(event.seq), pack("event"), event.payload]
     parts += [pack("frames"), packer.pack_array_header(len(rows))]
     for row in rows:
         parts += [packer.pack_map_header(2), pack("seq"), pack(row.seq), pack("frame"), row.payload]
@@ -255,5 +261,6 @@ class Sender:
             "url": self.config.shown_url, "state": link.state, "since": link.since, "last_sync": link.last_sync,
             "last_error": link.last_error, "retry_in": link.retry_in, "frames_sent": link.frames_sent,
             "alerts_sent": link.alerts_sent, "batches": link.batches, "quarantined_by_cloud": link.quarantined,
-            "alerts_quarantined_by_cloud": link.alerts_quarantined,
+            "alerts_quarantined_by_cloud": link.alerts_quarantined, "events_sent": link.events_sent,
+            "events_quarantined_by_cloud": link.events_quarantined,
         }

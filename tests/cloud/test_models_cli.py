@@ -1,4 +1,5 @@
-"""``twincloud model``, ``alerts`` and ``drift`` on a real SQLite database: a canary, the fleet, a roll back."""
+"""``twincloud model``, ``alerts``, ``drift`` and ``events`` on a real SQLite database: a canary, the fleet,
+a roll back."""
 
 from __future__ import annotations
 
@@ -113,3 +114,26 @@ def test_alerts_are_listed_and_acknowledged_and_drift_is_shown(config: Path, cap
     assert run(config, "drift", "--drifted") == 0
     line = capsys.readouterr().out.strip()
     assert line.startswith("press-1") and "drift" in line and line.index("vib 0.400") < line.index("temp 0.050")
+
+
+def test_events_lists_the_edges_event_log_up_to_a_level(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cloud.storage.events import EdgeEventIn
+
+    async def seed() -> None:
+        storage = open_storage(load_cloud_config(config).database)
+        await storage.open()
+        try:
+            await storage.ingest("line-1", [], None, T0, events=[
+                EdgeEventIn(1, T0, 0, "source_lost", None, "machine-2", "machine-2 stopped answering", {}),
+                EdgeEventIn(2, T0 + 1, 1, "source_connected", None, "machine-1", "machine-1 connected", {"n": 1})])
+        finally:
+            await storage.close()
+
+    asyncio.run(seed())
+    capsys.readouterr()
+    assert run(config, "events") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 and "machine-2 stopped answering" in lines[0] and "operator" in lines[0]
+    assert run(config, "events", "--level", "technical", "--json") == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert [(e["seq"], e["level"], e["details"]) for e in shown] == [(2, "technical", {"n": 1}), (1, "operator", {})]

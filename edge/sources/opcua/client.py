@@ -78,11 +78,26 @@ class OpcUaConnectError(TwinedgeError):
     """Connecting failed. ``reason`` is plain words; ``permanent`` means retrying soon will not help;
     ``unreachable`` means no TCP connection could be made (nothing listens, no route, no answer)."""
 
-    def __init__(self, reason: str, *, permanent: bool = False, unreachable: bool = False) -> None:
+    def __init__(self, reason: str, *, permanent: bool = False, unreachable: bool = False,
+                 certificate: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.permanent = permanent
         self.unreachable = unreachable
+        self.certificate = certificate  # the server rejected our certificate
+
+
+_CERTIFICATE_CODES = _UNTRUSTED_CODES | {
+    ua.StatusCodes.BadCertificateUriInvalid, ua.StatusCodes.BadCertificateTimeInvalid,
+    ua.StatusCodes.BadCertificateUseNotAllowed, ua.StatusCodes.BadCertificateHostNameInvalid,
+}
+
+
+def rejects_certificate(exc: BaseException, config: OpcUaSourceConfig) -> bool:
+    """Whether ``exc``, met while connecting, says the server rejected our certificate (see describe_error)."""
+    if isinstance(exc, ua.UaStatusCodeError):
+        return exc.code in _CERTIFICATE_CODES
+    return isinstance(exc, AssertionError) and config.security.policy != "None"
 
 
 def _status_name(code: int) -> tuple[str, str]:
@@ -283,7 +298,8 @@ async def connect(config: OpcUaSourceConfig) -> Client:
     except CONNECT_ERRORS as exc:
         reason, permanent = describe_error(exc, config, files.ours)
         log.debug("connecting to %s failed", config.url, exc_info=True)
-        raise OpcUaConnectError(reason, permanent=permanent, unreachable=is_unreachable(exc)) from exc
+        raise OpcUaConnectError(reason, permanent=permanent, unreachable=is_unreachable(exc),
+                                certificate=rejects_certificate(exc, config)) from exc
     except asyncio.CancelledError:
         client.disconnect_socket()  # asyncua cleans up after an Exception only
         raise

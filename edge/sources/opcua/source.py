@@ -87,7 +87,7 @@ class OpcUaSource(Source):
                     await self.until_accepting()
                     continue
                 delay = cfg.reconnect_max_delay if exc.permanent else backoff.next_delay()
-                self._disconnected(exc.reason, delay)
+                self._disconnected(exc.reason, delay, cause="certificate" if exc.certificate else None)
                 await asyncio.sleep(delay)
                 continue
             try:
@@ -100,8 +100,8 @@ class OpcUaSource(Source):
             self._disconnected(reason, delay)
             await asyncio.sleep(delay)
 
-    def _disconnected(self, reason: str, delay: float) -> None:
-        self.health.set_state(SourceState.DISCONNECTED, reason, retry_in=delay)
+    def _disconnected(self, reason: str, delay: float, cause: str | None = None) -> None:
+        self.health.set_state(SourceState.DISCONNECTED, reason, retry_in=delay, cause=cause)
 
     async def until_accepting(self) -> None:
         """Return once the server's port accepts a TCP connection: a probe every ~PROBE_INTERVAL seconds.

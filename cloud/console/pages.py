@@ -1,0 +1,167 @@
+"""The console's HTML: the sign-in page and the shell every page shares, and the static assets under it.
+
+A page is rendered here with the navigation and the person signed in, and
+loads ``app.js``, which loads the page's own module (``pages/<name>.js``).
+A request without a live session is sent to ``/login?next=<page>``. Every
+page and asset is answered with a Content-Security-Policy that allows
+nothing but this host, so a page cannot load or send anything elsewhere even
+by mistake.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.types import Scope
+
+from cloud.auth import NotAllowed, NotAuthenticated, authenticate, check_role
+from cloud.console import ASSETS, KIOSK, PAGES
+from cloud.storage.base import Principal
+
+__all__ = ["CSP", "login_page", "mount_assets", "router", "safe_next"]
+
+STATIC = Path(__file__).parent / "static"
+router = APIRouter(include_in_schema=False)
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+       "font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+_HEADERS = {"Content-Security-Policy": CSP, "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin",
+            "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
+
+_LOGIN = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Sign in · twinedge console</title>
+<link rel="icon" href="data:,">
+<link rel="stylesheet" href="{root}{assets}/console.css">
+</head>
+<body class="signin">
+<main>
+<h1>twinedge console</h1>
+<form method="post" action="{root}/login">
+<label for="token">Your token</label>
+<input id="token" name="token" type="password" autocomplete="current-password" required autofocus>
+<input type="hidden" name="next" value="{next}">
+<button type="submit">Sign in</button>
+</form>
+<p id="signin-message" role="alert">{message}</p>
+<p class="hint">Your token is the one an admin gave you (<code>twincloud user add NAME --role viewer</code>).
+It is sent once; the browser keeps only a session cookie.</p>
+</main>
+</body>
+</html>
+"""
+
+_SHELL = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title} · twinedge console</title>
+<link rel="icon" href="data:,">
+<link rel="stylesheet" href="{root}{assets}/console.css">
+<script type="module" src="{root}{assets}/app.js"></script>
+</head>
+<body data-page="{page}" data-root="{root}" data-role="{role}" class="{body_class}">
+{nav}
+<main id="page" aria-live="polite">{placeholder}</main>
+</body>
+</html>
+"""
+
+_NAV = """<header class="bar">
+<span class="brand">twinedge</span>
+<nav aria-label="Console">{links}</nav>
+<span class="who">{name} ({role})</span>
+<button id="sign-out" type="button">Sign out</button>
+</header>"""
+
+
+def _root(request: Request) -> str:
+    return str(request.scope.get("root_path") or "")
+
+
+def safe_next(value: str) -> str:
+    """Where to go after sign-in: a page of this console, never another site (``//host`` or a scheme)."""
+    value = value.strip()
+    path = value.split("?", 1)[0]
+    if not value.startswith("/") or value.startswith("//") or "\\" in value or (path not in PAGES and path != KIOSK):
+        return "/"
+    return value[:200]
+
+
+def login_page(request: Request, message: str, next_page: str) -> str:
+    return _LOGIN.format(root=html.escape(_root(request)), assets=ASSETS, next=html.escape(next_page),
+                         message=html.escape(message))
+
+
+def _page(request: Request, path: str, principal: Principal) -> str:
+    title, built = PAGES.get(path, ("Kiosk", True))
+    root = html.escape(_root(request))
+    links = "".join(
+        f'<a href="{root}{href}"{" aria-current=page" if href == path else ""}>{html.escape(name)}</a>'
+        for href, (name, _) in PAGES.items())
+    kiosk = path == KIOSK
+    nav = "" if kiosk else _NAV.format(links=links, name=html.escape(principal.name), role=principal.role)
+    placeholder = ("" if built else
+                   f'<h1>{html.escape(title)}</h1><p class="not-built">The {html.escape(title)} page is not built '
+                   "yet. The same data is in the API (see /docs).</p>")
+    name = "kiosk" if kiosk else ("fleet" if path == "/" else path.strip("/"))
+    return _SHELL.format(title=html.escape(title), root=root, assets=ASSETS, page=name if built else "",
+                         role=principal.role, nav=nav, placeholder=placeholder,
+                         body_class="kiosk" if kiosk else "")
+
+
+async def _signed_in(request: Request) -> Principal | None:
+    try:
+        principal = await authenticate(request)
+        check_role(principal, "viewer")
+    except (NotAuthenticated, NotAllowed):
+        return None
+    return principal
+
+
+async def _serve(request: Request, path: str) -> Response:
+    principal = await _signed_in(request)
+    if principal is None:
+        return RedirectResponse(f"{_root(request)}/login?next={path}", status_code=303,
+                                headers={"Cache-Control": "no-store"})
+    return HTMLResponse(_page(request, path, principal), headers=_HEADERS)
+
+
+@router.get("/login")
+async def sign_in_page(request: Request,
+                       next: Annotated[str, Query(max_length=200)] = "/") -> HTMLResponse:  # noqa: A002
+    return HTMLResponse(login_page(request, "", safe_next(next)), headers=_HEADERS)
+
+
+def _add_page(path: str) -> None:
+    async def page(request: Request) -> Response:
+        return await _serve(request, path)
+
+    page.__name__ = "console_" + (path.strip("/") or "fleet")
+    router.add_api_route(path, page, methods=["GET"])
+
+
+for _path in [*PAGES, KIOSK]:
+    _add_page(_path)
+
+
+class _Assets(StaticFiles):
+    """The static files, with the same security headers as the pages."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        response.headers.update({k: v for k, v in _HEADERS.items() if k != "Cache-Control"})
+        response.headers["Cache-Control"] = "no-cache"  # revalidate (ETag): an upgrade is seen at once
+        return response
+
+
+def mount_assets(app: FastAPI) -> None:
+    app.mount(ASSETS, _Assets(directory=STATIC, follow_symlink=False), name="console-assets")

@@ -1,0 +1,226 @@
+"""The console in a real browser: Debian's chromium, driven by Playwright, against a real twincloud process.
+
+The cloud is fed by a real sync (two edges, three machines, one open alert).
+A person signs in with a viewer's, operator's or admin's token and sees the
+fleet; a wrong token gets a sentence; the session cookie is HttpOnly and
+SameSite=Strict; a page of another site that posts to the API with the
+cookie is refused by the server; signing out ends the session on the server.
+Every request any page makes goes to the cloud's own host.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from cloud.sessions import SESSION_COOKIE
+from shared.codec import encode_obj
+from tests.cloud.apiclient import auth, batch, wire
+from tests.cloud.server import CloudServer
+from tests.cloud.test_docs_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.support import free_port
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"Debian's chromium is not installed ({CHROMIUM} is missing); "
+                                                     "deploy/scripts/system-deps.sh installs it"),
+]
+WAIT_MS = 20_000
+# Where the screenshots of docs/console.md are written: TWINEDGE_SCREENSHOTS=docs/images pytest this file.
+SHOTS = Path(os.environ["TWINEDGE_SCREENSHOTS"]) if os.environ.get("TWINEDGE_SCREENSHOTS") else None
+
+
+def sync(cloud: CloudServer, edge: str, devices: list[str], alerts: list[dict] | None = None) -> None:
+    now = time.time()
+    frames = [(i + 1, {**wire(0, device=d), "ts": now - 5 + i}) for i, d in enumerate(devices)]
+    body = batch(edge, frames, queue_depth=12)
+    body["alerts"] = alerts or []
+    resp = httpx.post(cloud.base_url + "/api/v1/sync/batches", content=encode_obj(body), timeout=10,
+                      headers={**auth(cloud.edge_tokens[edge]), "Content-Type": "application/msgpack"})
+    assert resp.status_code == 200 and resp.json()["stored"] == len(devices), resp.text
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CloudServer]:
+    with CloudServer(tmp_path_factory.mktemp("console"), edges=["line-1", "line-2"]) as server:
+        made = httpx.post(server.base_url + "/api/v1/users", json={"name": "olga", "role": "operator"},
+                          headers=auth(server.admin_token), timeout=10)
+        assert made.status_code == 201
+        server.operator_token = made.json()["token"]  # type: ignore[attr-defined]
+        alert = {"seq": 1, "alert": {"alert_id": "a-1", "event": "raised", "device_id": "press-2", "ts": time.time(),
+                                     "model": "bearing", "version": 1, "score": 0.9, "threshold": 0.5,
+                                     "message": "bearing vibration unusual"}}
+        sync(server, "line-1", ["press-1", "press-2"], [alert])
+        sync(server, "line-2", ["mixer-1"])
+        yield server
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def asked(cloud: CloudServer, browser: Browser) -> Iterator[tuple[Page, list[str]]]:
+    """A tab in a fresh profile, and every URL it asks for; none may leave the cloud's host."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    urls: list[str] = []
+    page.on("request", lambda request: urls.append(request.url))
+    yield page, urls
+    context.close()
+    assert [u for u in urls if urlsplit(u).netloc != urlsplit(cloud.base_url).netloc] == []
+
+
+def screenshot(page: Page, name: str) -> None:
+    if SHOTS is not None:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / name))
+
+
+def token_of(cloud: CloudServer, role: str) -> str:
+    return {"viewer": cloud.viewer_token, "operator": cloud.operator_token,  # type: ignore[attr-defined]
+            "admin": cloud.admin_token}[role]
+
+
+def sign_in(page: Page, cloud: CloudServer, token: str, path: str = "/") -> None:
+    page.goto(cloud.base_url + path)
+    expect(page).to_have_url(f"{cloud.base_url}/login?next={path}")
+    page.get_by_label("Your token").fill(token)
+    page.get_by_role("button", name="Sign in").click()
+
+
+@pytest.mark.parametrize("role", ["viewer", "operator", "admin"])
+def test_each_role_signs_in_and_sees_the_fleet_of_a_synced_cloud(cloud: CloudServer, asked, role: str) -> None:
+    page, _ = asked
+    sign_in(page, cloud, token_of(cloud, role))
+    expect(page).to_have_url(cloud.base_url + "/")
+    names = {"viewer": "test-viewer", "operator": "olga", "admin": "test-admin"}
+    expect(page.locator(".who")).to_have_text(f"{names[role]} ({role})")
+    line1 = page.locator("tr.edge[data-edge=line-1]")
+    expect(line1).to_contain_text("online", timeout=WAIT_MS)
+    expect(line1).to_contain_text("alert")
+    expect(line1.locator("td.num").first).to_have_text("12")  # the queue depth the edge reported
+    expect(page.locator("tr.edge[data-edge=line-2]")).to_contain_text("online")
+    expect(page.locator("tr.device")).to_have_count(3)
+    expect(page.locator("tr.device[data-device=press-2]")).to_contain_text("1 alert")
+    expect(page.locator("#fleet-status")).to_contain_text("2 of 2 edges online")
+    cookies = {c["name"]: c for c in page.context.cookies()}
+    session = cookies[SESSION_COOKIE]
+    assert session["httpOnly"] is True and session["sameSite"] == "Strict" and session["secure"] is False
+    assert page.evaluate("document.cookie") == ""  # the page's scripts cannot read it
+    assert page.evaluate("JSON.stringify(localStorage) + JSON.stringify(sessionStorage)") == "{}{}"
+    if role == "admin":
+        screenshot(page, "console-fleet.png")
+
+
+def test_search_and_sort_the_fleet(cloud: CloudServer, asked) -> None:
+    page, _ = asked
+    sign_in(page, cloud, cloud.viewer_token)
+    expect(page.locator("tr.device")).to_have_count(3, timeout=WAIT_MS)
+    page.get_by_label("Search").fill("mixer")
+    expect(page.locator("tr.edge")).to_have_count(1)
+    expect(page.locator("tr.device")).to_have_count(1)
+    expect(page.locator("tr.device td.device-name")).to_have_text("mixer-1")
+    expect(page.locator("tr.edge[data-edge=line-2]")).to_be_visible()
+    page.get_by_label("Search").fill("nothing-like-this")
+    expect(page.locator("td.empty")).to_have_text("No edge or device matches the search.")
+    page.get_by_label("Search").fill("")
+    page.get_by_label("Sort by").select_option("name")
+    expect(page.locator("tr.edge")).to_have_count(2)
+    assert page.locator("tr.edge").evaluate_all("rows => rows.map(r => r.dataset.edge)") == ["line-1", "line-2"]
+
+
+def test_a_wrong_token_is_refused_with_a_plain_message(cloud: CloudServer, asked) -> None:
+    page, _ = asked
+    sign_in(page, cloud, "twu_this-is-not-a-token")
+    expect(page.get_by_role("alert")).to_have_text(
+        "That token was not accepted: it is unknown, or it has been rotated or revoked.")
+    assert [c for c in page.context.cookies() if c["name"] == SESSION_COOKIE] == []
+    page.get_by_label("Your token").fill(cloud.edge_token)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert")).to_contain_text("An edge's token cannot sign in to the console")
+
+
+def test_sign_out_ends_the_session_on_the_server(cloud: CloudServer, asked) -> None:
+    page, _ = asked
+    sign_in(page, cloud, cloud.operator_token)  # type: ignore[attr-defined]
+    expect(page.locator("tr.edge")).to_have_count(2, timeout=WAIT_MS)
+    kept = next(c["value"] for c in page.context.cookies() if c["name"] == SESSION_COOKIE)
+    page.get_by_role("button", name="Sign out").click()
+    expect(page).to_have_url(cloud.base_url + "/login")
+    replay = httpx.get(cloud.base_url + "/api/v1/edges", cookies={SESSION_COOKIE: kept}, timeout=10)
+    assert replay.status_code == 401 and "your console session has ended" in replay.text
+    page.goto(cloud.base_url + "/")
+    expect(page).to_have_url(f"{cloud.base_url}/login?next=/")
+
+
+class _Elsewhere(BaseHTTPRequestHandler):
+    """Another site's page (another port of the same host: same site for the browser, so the cookie goes along)
+    that posts a form to the cloud's API as soon as it loads."""
+
+    target = ""
+
+    def do_GET(self) -> None:  # noqa: N802 - the http.server API
+        page = (f'<!DOCTYPE html><form id="f" method="post" action="{self.target}/api/v1/devices">'
+                '<input name="name" value="planted"><input name="edge" value="line-1"></form>'
+                '<script>document.getElementById("f").submit()</script>').encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(page)))
+        self.end_headers()
+        self.wfile.write(page)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_cross_site_post_without_the_csrf_header_is_refused_by_the_server(cloud: CloudServer,
+                                                                            browser: Browser) -> None:
+    context = browser.new_context()
+    page = context.new_page()
+    sign_in(page, cloud, cloud.admin_token)
+    expect(page.locator("tr.edge")).to_have_count(2, timeout=WAIT_MS)
+    _Elsewhere.target = cloud.base_url
+    other = ThreadingHTTPServer(("127.0.0.1", free_port()), _Elsewhere)
+    threading.Thread(target=other.serve_forever, name="other-site", daemon=True).start()
+    try:
+        with page.expect_response(lambda r: r.url.endswith("/api/v1/devices")) as answer:
+            page.goto(f"http://127.0.0.1:{other.server_address[1]}/")
+        sent = answer.value.request.all_headers()
+        assert SESSION_COOKIE in sent.get("cookie", "")  # the browser sent the cookie: the server refused
+        assert answer.value.status == 403
+    finally:
+        other.shutdown()
+        other.server_close()
+        context.close()
+    devices = httpx.get(cloud.base_url + "/api/v1/devices", headers=auth(cloud.admin_token), timeout=10).json()
+    assert "planted" not in [d["name"] for d in devices]
+
+
+def test_the_pages_not_built_yet_say_so_and_the_kiosk_shows_a_red_tile(cloud: CloudServer, asked) -> None:
+    page, _ = asked
+    sign_in(page, cloud, cloud.viewer_token)
+    expect(page.locator("tr.edge")).to_have_count(2, timeout=WAIT_MS)
+    for name in ("Devices", "Alerts", "Events", "Assemblies", "Models", "Admin"):
+        page.get_by_role("link", name=name).click()
+        expect(page.locator("main")).to_contain_text(f"The {name} page is not built yet.")
+    page.goto(cloud.base_url + "/kiosk")
+    red = page.locator(".tile[data-device=press-2]")
+    expect(red).to_contain_text("bearing vibration unusual", timeout=WAIT_MS)
+    assert red.evaluate("t => getComputedStyle(t).backgroundColor") == "rgb(198, 40, 40)"
+    green = page.locator(".tile[data-device=mixer-1]")
+    assert green.evaluate("t => getComputedStyle(t).backgroundColor") == "rgb(27, 127, 59)"
+    screenshot(page, "console-kiosk.png")
