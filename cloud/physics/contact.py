@@ -338,8 +338,9 @@ def _by_feature(ta: np.ndarray, tb: np.ndarray, ca: np.ndarray, cb: np.ndarray, 
 def _edges(tri: np.ndarray, corners: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each triangle's edge keys (F, 3), the distinct edges' keys (E,) and their segments (E, 2, 3)."""
     i, j = np.array(_EDGES).T
-    lo, hi = np.minimum(corners[:, i], corners[:, j]), np.maximum(corners[:, i], corners[:, j])
-    keys = lo * (int(corners.max(initial=0)) + 1) + hi
+    c = corners.astype(np.int64)
+    lo, hi = np.minimum(c[:, i], c[:, j]), np.maximum(c[:, i], c[:, j])
+    keys = lo * (int(c.max(initial=0)) + 1) + hi
     edge, first = np.unique(keys.ravel(), return_index=True)
     face, k = np.divmod(first, 3)
     return keys, edge, np.stack([tri[face, i[k]], tri[face, j[k]]], axis=1)

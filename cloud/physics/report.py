@@ -47,7 +47,7 @@ def _contact(r: PairResult) -> s.ContactOut | None:
         return None
 
     def points(x: np.ndarray | None) -> list[tuple[float, float, float]]:
-        return [] if x is None else [_v3(p) for p in x[:64]]
+        return [] if x is None else [(p[0], p[1], p[2]) for p in x[:64].tolist()]
 
     return s.ContactOut(box_min_m=_v3(r.region_min_m), box_max_m=_v3(r.region_max_m),
                         points_a_m=points(r.points_a_m), points_b_m=points(r.points_b_m))
