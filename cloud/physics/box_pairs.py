@@ -34,13 +34,15 @@ def _binned_pairs(la: np.ndarray, ha: np.ndarray, lb: np.ndarray, hb: np.ndarray
                   ) -> tuple[np.ndarray, np.ndarray]:
     """(ia, ib) of every box of A and box of B that share a grid cell (with repeats).
 
-    The cells start at the typical box size along each axis and grow until the boxes
-    cover a bounded number of cells (a few large triangles among many small ones).
+    The cells start at the typical box size and grow until the boxes cover a bounded
+    number of cells (a few large triangles among many small ones).
     """
     origin = np.minimum(la.min(axis=0), lb.min(axis=0))
     span = np.maximum(ha.max(axis=0), hb.max(axis=0)) - origin
-    size = np.maximum(np.maximum(np.median(ha - la, axis=0), np.median(hb - lb, axis=0)),
-                      span.max() * 2.0**-20 + 1e-300)
+    # cubes of the typical box's largest side: boxes thin along an axis (faces lying flat)
+    # then sit in one cell along it instead of straddling cells as thin as they are
+    typical = np.maximum(np.median(ha - la, axis=0), np.median(hb - lb, axis=0)).max()
+    size = np.full(3, max(float(typical), float(span.max()) * 2.0**-20 + 1e-300))
     budget = 8 * (len(la) + len(lb)) + 4096
     while True:
         first_a, count_a = _cells(la, ha, origin, size)
