@@ -30,13 +30,18 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
+# as the cloud service runs (cloud/__init__.py): set before numpy loads OpenBLAS, whose threads
+# slow small matrix work many times over when other processes keep the cores busy
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import httpx  # noqa: E402
 import numpy as np
 import trimesh
 from scipy.spatial.transform import Rotation
