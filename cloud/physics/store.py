@@ -51,12 +51,13 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from cloud.migrations.v0009_assembly_parts import count_parts
 from cloud.physics.assembly import Assembly, AssemblySpec, load_assembly, parse_assembly
 from cloud.physics.budget import check_memory
 from cloud.physics.errors import AssemblyError, AssemblyNotFoundError, MeshTooLargeError, Problem
 from cloud.physics.interference import CollisionWorld, PairResult
 from cloud.physics.mesh import MeshLimits
-from cloud.storage.base import AssemblyRecord, Storage, StorageUnavailable
+from cloud.storage.base import AssemblyRecord, AssemblySummary, Storage, StorageUnavailable
 
 __all__ = ["MAX_STORED_BYTES", "PhysicsStore", "StoredAssembly"]
 
@@ -154,7 +155,7 @@ class PhysicsStore:
         check_memory(_counts(assembly), self.memory_budget_mb, "this assembly")
         entry = StoredAssembly(uuid.uuid4().hex, assembly, self.memory_budget_mb)
         record = AssemblyRecord(entry.id, assembly.spec.name, hashlib.sha256(raw).hexdigest(), len(raw),
-                                time.time_ns() // 1000, raw)
+                                time.time_ns() // 1000, raw, len(assembly.parts))
         self._wait(lambda db: db.put_assembly(record))
         self._remember(entry)
         return entry
@@ -177,6 +178,10 @@ class PhysicsStore:
                                self.memory_budget_mb)
         self._remember(entry)
         return entry
+
+    def listing(self, limit: int, before: tuple[int, str] | None = None) -> list[AssemblySummary]:
+        """Uploads newest first, without their bodies (for the list of assemblies)."""
+        return self._wait(lambda db: db.assemblies(limit, before))
 
     def _wait(self, call: Callable[[Storage], Coroutine[Any, Any, T]]) -> T:
         """Run a storage call on the app's loop and wait for it here, in a worker thread."""
@@ -217,7 +222,7 @@ class PhysicsStore:
                 log.warning("physics.store_dir: %s is not a readable upload (%s); left out", path, exc)
                 continue
             await storage.put_assembly(AssemblyRecord(path.stem, name, hashlib.sha256(raw).hexdigest(), len(raw),
-                                                      int(mtime * 1_000_000), raw))
+                                                      int(mtime * 1_000_000), raw, count_parts(raw)))
             copied += 1
         log.warning("physics.store_dir (%s) is no longer used: uploads are kept in the database%s; "
                     "remove the setting", directory,
