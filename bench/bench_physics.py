@@ -442,6 +442,7 @@ def largest_mesh_figures(fig: dict[str, float | str]) -> None:
     An icosphere of 1,310,720 triangles (62.5 MiB as binary STL; the byte limit, not the 2 M triangle
     limit, bounds a binary STL) is loaded and validated, then its mass properties computed, in a fresh
     process: its peak resident memory (VmHWM) after the imports, after the load and after the mass properties.
+    Then the same over HTTP (``_largest_over_http``).
     """
     import subprocess
     import tempfile
@@ -452,6 +453,7 @@ def largest_mesh_figures(fig: dict[str, float | str]) -> None:
         path.write_bytes(sphere.export(file_type="stl"))
         out = subprocess.run([sys.executable, "-c", _LOAD_LARGEST, str(path)], capture_output=True, text=True,
                              check=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+        _largest_over_http(fig, path.read_bytes())
     got = json.loads(out.stdout)
     fig["largest_mesh_triangles"] = float(got["faces"])
     fig["largest_mesh_file_mb"] = got["bytes"] / 1024**2
@@ -459,6 +461,45 @@ def largest_mesh_figures(fig: dict[str, float | str]) -> None:
     fig["largest_mesh_peak_rss_after_imports_mb"] = got["base"] / 1024
     fig["largest_mesh_peak_rss_loaded_mb"] = got["loaded"] / 1024
     fig["largest_mesh_peak_rss_with_mass_mb"] = got["mass"] / 1024
+
+
+def _largest_over_http(fig: dict[str, float | str], stl: bytes) -> None:
+    """The same mesh uploaded to a real server (uvicorn subprocess, SQLite) and its mass properties asked
+    for: times, and the server's resident and peak memory (VmRSS, VmHWM) after each. Its base64 JSON body
+    (83 MiB) is over the default upload limit and its structures (about 1,250 MB estimated) over the default
+    memory budget, so this server allows 128 MiB and 4,096 MB; then the same body against a 256 MB memory
+    budget, refused before its mesh is parsed."""
+    body = json.dumps({"name": "largest", "parts": [{"name": "ball", "material": "steel-s235", "mesh": {
+        "format": "stl", "data_base64": base64.b64encode(stl).decode()}}]}).encode()
+
+    def mb(pid: int, key: str) -> float:
+        status = Path(f"/proc/{pid}/status").read_text()
+        return int(next(line for line in status.splitlines() if line.startswith(key + ":")).split()[1]) / 1024
+
+    for budget in (4096, 256):
+        config = f"[physics]\nmax_upload_bytes = {128 * 1024**2}\nmemory_budget_mb = {budget}\n"
+        with tempfile.TemporaryDirectory() as tmp, CloudServer(Path(tmp), extra_config=config) as server, \
+                httpx.Client(base_url=server.base_url, timeout=300) as client:
+            assert server.pid is not None
+            admin = {"Authorization": f"Bearer {server.admin_token}", "Content-Type": "application/json"}
+            start = mb(server.pid, "VmRSS")
+            t = time.perf_counter()
+            up = client.post("/api/v1/physics/assemblies", content=body, headers=admin)
+            seconds = time.perf_counter() - t
+            if budget < 1024:
+                assert up.status_code == 422, up.text
+                fig["largest_mesh_http_refused_over_budget_s"] = seconds
+                fig["largest_mesh_http_refused_peak_growth_mb"] = mb(server.pid, "VmHWM") - start
+                continue
+            up.raise_for_status()
+            fig["largest_mesh_http_upload_s"] = seconds
+            fig["largest_mesh_http_rss_after_upload_mb"] = mb(server.pid, "VmRSS")
+            fig["largest_mesh_http_peak_after_upload_mb"] = mb(server.pid, "VmHWM")
+            t = time.perf_counter()
+            client.post("/api/v1/physics/mass-properties", json={"assembly_id": up.json()["id"]},
+                        headers=admin).raise_for_status()
+            fig["largest_mesh_http_mass_s"] = time.perf_counter() - t
+            fig["largest_mesh_http_peak_after_mass_mb"] = mb(server.pid, "VmHWM")
 
 
 def run(only: str | None = None) -> dict[str, float | str]:
