@@ -50,7 +50,7 @@ from cloud.physics.mesh_estimate import (
     obj_face_lines,
 )
 from cloud.physics.units import (
-    DEFAULT_TOUCHING_TOLERANCE_M,
+    DEFAULT_TOLERANCE_M,
     METRES_PER,
     UNIT_WORDS,
     LengthUnit,
@@ -217,9 +217,9 @@ class Assembly:
     def warnings_at(self, tolerance_m: float) -> list[str]:
         """The assembly's warnings, and those a touching tolerance finer than the default adds (float32 files)."""
         out = list(self.warnings)
-        if tolerance_m < DEFAULT_TOUCHING_TOLERANCE_M:
+        if tolerance_m < DEFAULT_TOLERANCE_M:
             for p in self.parts:
-                if not precision_flags(p.mesh, DEFAULT_TOUCHING_TOLERANCE_M):
+                if not precision_flags(p.mesh, DEFAULT_TOLERANCE_M):
                     out += [f"part {p.name}: {t}" for t in precision_flags(p.mesh, tolerance_m)]
         return out
 
@@ -326,7 +326,7 @@ def load_assembly(spec: AssemblySpec, base_dir: Path | None = None,
                                  f"part {ps.name}: {p.message}") for p in exc.problems]
             continue
         density = ps.density_kg_m3 or material.density
-        found = unit_flags(mesh, density) + precision_flags(mesh, DEFAULT_TOUCHING_TOLERANCE_M)
+        found = unit_flags(mesh, density) + precision_flags(mesh, DEFAULT_TOLERANCE_M)
         if found:
             mesh = replace(mesh, check=replace(mesh.check, flags=mesh.check.flags + tuple(found)))
         warnings += [f"part {ps.name}: {t}" for t in mesh.check.repairs + mesh.check.flags]

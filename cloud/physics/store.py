@@ -53,6 +53,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from cloud.migrations.v0009_assembly_parts import count_parts
 from cloud.physics.assembly import (
     Assembly,
     AssemblySpec,
@@ -65,7 +66,7 @@ from cloud.physics.budget import check_memory, check_triangles
 from cloud.physics.errors import AssemblyError, AssemblyNotFoundError, MeshTooLargeError, Problem
 from cloud.physics.interference import CollisionWorld, PairResult
 from cloud.physics.mesh import MeshLimits
-from cloud.storage.base import AssemblyRecord, Storage, StorageUnavailable
+from cloud.storage.base import AssemblyRecord, AssemblySummary, Storage, StorageUnavailable
 
 __all__ = ["MAX_STORED_BYTES", "PhysicsStore", "StoredAssembly"]
 
@@ -165,7 +166,7 @@ class PhysicsStore:
         check_memory(_counts(assembly), self.memory_budget_mb, "this assembly")
         entry = StoredAssembly(uuid.uuid4().hex, assembly, self.memory_budget_mb)
         record = AssemblyRecord(entry.id, assembly.spec.name, hashlib.sha256(raw).hexdigest(), len(raw),
-                                time.time_ns() // 1000, raw)
+                                time.time_ns() // 1000, raw, len(assembly.parts))
         self._wait(lambda db: db.put_assembly(record))
         self._remember(entry)
         return entry
@@ -189,6 +190,10 @@ class PhysicsStore:
         entry = StoredAssembly(assembly_id, load_assembly(spec, None, self.limits), self.memory_budget_mb)
         self._remember(entry)
         return entry
+
+    def listing(self, limit: int, before: tuple[int, str] | None = None) -> list[AssemblySummary]:
+        """Uploads newest first, without their bodies (for the list of assemblies)."""
+        return self._wait(lambda db: db.assemblies(limit, before))
 
     def _check_before_loading(self, spec: AssemblySpec) -> None:
         """The memory budget against the triangles each inline mesh states (or its size bounds), before any
@@ -242,7 +247,7 @@ class PhysicsStore:
                 log.warning("physics.store_dir: %s is not a readable upload (%s); left out", path, exc)
                 continue
             await storage.put_assembly(AssemblyRecord(path.stem, name, hashlib.sha256(raw).hexdigest(), len(raw),
-                                                      int(mtime * 1_000_000), raw))
+                                                      int(mtime * 1_000_000), raw, count_parts(raw)))
             copied += 1
         log.warning("physics.store_dir (%s) is no longer used: uploads are kept in the database%s; "
                     "remove the setting", directory,
