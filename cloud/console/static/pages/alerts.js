@@ -47,7 +47,9 @@ function ackCell(alert, onAcked) {
         event.preventDefault();
         submit.disabled = true;
         try {
-            onAcked(await send("POST", `/api/v1/alerts/${alert.id}/ack`, {comment: comment.value.trim()}));
+            const acked = await send("POST", `/api/v1/alerts/${alert.id}/ack`, {comment: comment.value.trim()});
+            form.hidden = true; // done: the row may be drawn anew
+            onAcked(acked);
         } catch (error) {
             said.textContent = `Not acknowledged: ${error.message}`;
             submit.disabled = false;
