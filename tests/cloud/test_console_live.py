@@ -157,7 +157,7 @@ def sign_in(page: Page, cloud: CloudServer, role: str, path: str) -> None:
 def screenshot(page: Page, name: str) -> None:
     if SHOTS is not None:
         SHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SHOTS / name), full_page=True)
+        page.screenshot(path=str(SHOTS / name))
 
 
 def test_the_devices_list_shows_each_device_with_its_state(cloud: CloudServer, tab: Page) -> None:
@@ -280,6 +280,7 @@ def test_an_event_reaches_the_log_panel_live_filtered_by_level(cloud: CloudServe
         event("line-1", "modbus read of 22 registers took 31 ms", level="developer")])
     expect(rows.first).to_contain_text("press-1 stopped answering on 10.0.0.12:502", timeout=WAIT_MS)
     expect(tab.locator("#events-table")).not_to_contain_text("modbus read of 22 registers")
+    tab.evaluate("window.scrollTo(0, 0)")
     screenshot(tab, "console-events.png")
     tab.get_by_label("Level").select_option("developer")
     expect(rows.first).to_contain_text("modbus read of 22 registers took 31 ms", timeout=WAIT_MS)
