@@ -19,7 +19,9 @@ export function bucketWidth(span, pixels) {
     return WIDTHS.find((w) => w >= wanted) ?? WIDTHS[WIDTHS.length - 1];
 }
 
-const exposed = window.twinCharts = {charts: {}, loads: [], frames: 0};
+// charts: field -> uPlot; loads: each history load (ms from request to drawn); frames: live values merged;
+// latency: seconds from a live frame's reading to the chart drawn with it (the newest 1,000).
+const exposed = window.twinCharts = {charts: {}, loads: [], frames: 0, latency: []};
 
 function emptySeries() {
     return {x: [], mean: [], min: [], max: [], count: []};
@@ -36,6 +38,7 @@ export class DeviceCharts {
         this.width = 1;
         this.loading = 0;
         this.dirty = false;
+        this.arrived = []; // timestamps of live frames not drawn yet
         this.timer = setInterval(() => this.tick(), 1000);
     }
 
@@ -158,6 +161,7 @@ export class DeviceCharts {
         }
         const w = this.width;
         const start = Math.floor(ts / w) * w;
+        let merged = false;
         for (const [field, chart] of Object.entries(this.charts)) {
             let v = values[field];
             if (typeof v === "boolean") {
@@ -176,7 +180,7 @@ export class DeviceCharts {
                 s.max.push(v);
                 s.count.push(1);
                 exposed.frames += 1;
-                this.dirty = true;
+                merged = true;
                 continue;
             }
             while (i >= 0 && s.x[i] > start) {
@@ -191,8 +195,31 @@ export class DeviceCharts {
             s.max[i] = Math.max(s.max[i], v);
             s.count[i] = c + 1;
             exposed.frames += 1;
-            this.dirty = true;
+            merged = true;
         }
+        if (merged) {
+            this.dirty = true;
+            this.arrived.push(ts);
+        }
+        if (this.dirty && !this.scheduled) {
+            this.scheduled = true; // drawn with the browser's next frame, however many arrive before it
+            requestAnimationFrame(() => this.drawArrived());
+        }
+    }
+
+    drawArrived() {
+        this.scheduled = false;
+        if (!this.dirty) {
+            return;
+        }
+        for (const field of Object.keys(this.charts)) {
+            this.draw(field);
+        }
+        this.dirty = false;
+        const now = Date.now() / 1000;
+        exposed.latency.push(...this.arrived.map((ts) => now - ts));
+        exposed.latency.splice(0, Math.max(0, exposed.latency.length - 1000));
+        this.arrived = [];
     }
 
     // Once a second: slide a live range to now, drop what fell out of it, and draw what arrived.
@@ -216,7 +243,6 @@ export class DeviceCharts {
             }
             this.draw(field);
         }
-        this.dirty = false;
     }
 
     resize() {
