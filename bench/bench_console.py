@@ -35,7 +35,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx  # noqa: E402
-from playwright.async_api import Browser, async_playwright  # noqa: E402
+from playwright.async_api import Browser, Page, async_playwright  # noqa: E402
 from websockets.asyncio.client import connect  # noqa: E402
 
 from cloud.config import load_cloud_config  # noqa: E402
@@ -53,6 +53,11 @@ POINTS = DAYS * 86400
 PAGE_POLL_S = 3.0  # what pages/devices.js asks for on a device page, this often
 
 
+def reading(i: int) -> float:
+    """A slow saw tooth between 20 and 26, and one spike to 500 in the middle of the 30 days."""
+    return 500.0 if i == POINTS // 2 else 20.0 + (i % 600) / 100
+
+
 def seed(server: CloudServer) -> float:
     """30 days of oven-1 at 1 Hz, ending a minute ago; returns the seconds it took."""
     async def load() -> None:
@@ -62,8 +67,8 @@ def seed(server: CloudServer) -> float:
             start = time.time() - POINTS - 60
             for first in range(0, POINTS, 20_000):
                 frames = [(i + 1, TelemetryFrame.model_construct(
-                    ts=start + i, device_id="oven-1", sensors={"temp": 20.0 + (i % 600) / 100 + (i == POINTS // 2) * 480},
-                    metrics={}, status="ok")) for i in range(first, min(first + 20_000, POINTS))]
+                    ts=start + i, device_id="oven-1", sensors={"temp": reading(i)}, metrics={}, status="ok"))
+                    for i in range(first, min(first + 20_000, POINTS))]
                 await storage.ingest(OVEN_EDGE, frames, None, int(time.time() * 1e6))
         finally:
             await storage.close()
@@ -99,10 +104,10 @@ async def fleet_cold_load(browser: Browser, base: str, cookie: str, runs: int = 
         cdp = await context.new_cdp_session(page)
         await cdp.send("Network.enable")
         received: list[int] = []
-        cdp.on("Network.loadingFinished", lambda e: received.append(int(e["encodedDataLength"])))
+        cdp.on("Network.loadingFinished", lambda e, into=received: into.append(int(e["encodedDataLength"])))
         began = time.perf_counter()
         await page.goto(base + "/")
-        await page.wait_for_function("document.querySelector('#fleet-status')?.textContent.includes('edges online')")
+        await page.locator("#fleet-status", has_text="edges online").wait_for()
         times.append((time.perf_counter() - began) * 1000)
         await page.wait_for_load_state("networkidle")
         sizes.append(sum(received))
@@ -110,17 +115,22 @@ async def fleet_cold_load(browser: Browser, base: str, cookie: str, runs: int = 
     return {"first_ms": times[0], "median_ms": statistics.median(times), "bytes": sizes[0]}
 
 
+async def loaded(page: Page, n: int) -> None:
+    """Until the page has drawn its n-th history load (the CSP forbids evaluating strings: a selector waits)."""
+    await page.locator(f"#device-charts[data-loaded='{n}']").wait_for(timeout=60_000)
+
+
 async def device_chart(browser: Browser, base: str, cookie: str, runs: int = 5) -> dict[str, Any]:
     context = await browser.new_context(viewport={"width": 1280, "height": 800})
     await context.add_cookies([{"name": SESSION_COOKIE, "value": cookie, "url": base}])
     page = await context.new_page()
     await page.goto(base + "/devices?d=oven-1&range=30d&fields=temp")
-    await page.wait_for_function("window.twinCharts && window.twinCharts.loads.length >= 1", timeout=60_000)
+    await loaded(page, 1)
     for n in range(2, runs + 1):  # 24 h, then back to 30 days: a 30-day load each time
         await page.select_option("#device-range", "24h")
-        await page.wait_for_function(f"window.twinCharts.loads.length >= {2 * n - 2}", timeout=60_000)
+        await loaded(page, 2 * n - 2)
         await page.select_option("#device-range", "30d")
-        await page.wait_for_function(f"window.twinCharts.loads.length >= {2 * n - 1}", timeout=60_000)
+        await loaded(page, 2 * n - 1)
     loads = [x for x in await page.evaluate("window.twinCharts.loads") if x["span_s"] > 29 * 86400]
     spike = await page.evaluate("Math.max(...window.twinCharts.charts.temp.data[3])")
     await context.close()
@@ -134,7 +144,7 @@ async def live_latency(browser: Browser, base: str, cookie: str, seconds: float)
     await context.add_cookies([{"name": SESSION_COOKIE, "value": cookie, "url": base}])
     page = await context.new_page()
     await page.goto(base + "/devices?d=machine-1&range=15m&fields=spindle_temp")
-    await page.wait_for_function("document.querySelector('#device-feed')?.textContent === 'live'", timeout=30_000)
+    await page.locator("#device-feed", has_text="live").wait_for(timeout=30_000)
     await asyncio.sleep(seconds)
     got = sorted(await page.evaluate("window.twinCharts.latency"))
     await context.close()
@@ -146,7 +156,8 @@ async def live_page_client(base: str, cookie: str, device: str, stop: asyncio.Ev
     """One browser session on a device page: the live feed open, the page's requests every few seconds."""
     ws_url = base.replace("http://", "ws://") + f"/api/v1/twin/ws/{device}"
     headers = {"Cookie": f"{SESSION_COOKIE}={cookie}", "Origin": base}
-    paths = [f"/api/v1/twin/{device}/state", "/api/v1/edges", "/api/v1/drift", f"/api/v1/alerts?device={device}&limit=10"]
+    paths = [f"/api/v1/twin/{device}/state", "/api/v1/edges", "/api/v1/drift",
+             f"/api/v1/alerts?device={device}&limit=10"]
     async with connect(ws_url, additional_headers=headers) as ws, \
             httpx.AsyncClient(base_url=base, cookies={SESSION_COOKIE: cookie}, timeout=30) as client:
         async def read() -> None:
@@ -187,8 +198,9 @@ async def sessions_cpu(server: CloudServer, clients: int, seconds: float) -> dic
 async def plant(cloud: CloudServer, tmp: Path) -> tuple[asyncio.subprocess.Process, EdgeDaemon]:
     modbus = free_ports(2)
     sim_args = ["--machines", "2", "--modbus-port", str(modbus), "--no-opcua"]
-    generated = subprocess.run([sys.executable, "-m", "twinsim.cli", "config", *sim_args, "--poll-interval", "200ms"],
-                               capture_output=True, text=True, check=True).stdout
+    gen = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "twinsim.cli", "config", *sim_args, "--poll-interval", "200ms", stdout=subprocess.PIPE)
+    generated = (await gen.communicate())[0].decode()
     ready = tmp / "sim.ready"
     sim = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "twinsim.cli", "run", *sim_args, "--summary-every", "0s", "--ready-file", str(ready),
@@ -232,7 +244,8 @@ def report(r: dict[str, Any], seeded_s: float) -> None:
     print(f"fleet page, cold first load: {f['first_ms']:.0f} ms (median of 5 cold profiles {f['median_ms']:.0f} ms), "
           f"{f['bytes'] / 1024:.0f} KiB transferred   target < 1 s {'✓' if f['median_ms'] < 1000 else '✗'}")
     print(f"device chart, 30 days of 1 Hz ({POINTS:,} points) as {c['buckets']} buckets of {c['window_s']} s: "
-          f"request to drawn {c['first_ms']:.0f} ms first, then median {c['median_ms']:.0f} ms (max {c['max_ms']:.0f}); "
+          f"request to drawn {c['first_ms']:.0f} ms first, then median {c['median_ms']:.0f} ms "
+          f"(max {c['max_ms']:.0f}); "
           f"spike kept: {c['spike_kept']}   target < 500 ms {'✓' if c['median_ms'] < 500 else '✗'}")
     print(f"live latency, edge reading (before its commit) to chart drawn, uplink as in make run: median "
           f"{lat['median_s']:.2f} s, p95 {lat['p95_s']:.2f} s, max {lat['max_s']:.2f} s over {lat['frames']} frames"

@@ -35,8 +35,9 @@ WITHIN_S = 5.0
 async def test_a_stopped_machine_shows_in_the_log_panel_and_on_the_devices_page(tmp_path: Path) -> None:
     cloud = CloudServer(tmp_path / "cloud", edges=[EDGE])
     await asyncio.to_thread(cloud.start)
-    made = httpx.post(cloud.base_url + "/api/v1/users", json={"name": "olga", "role": "operator"},
-                      headers={"Authorization": f"Bearer {cloud.admin_token}"}, timeout=10)
+    made = await asyncio.to_thread(httpx.post, cloud.base_url + "/api/v1/users",
+                                   json={"name": "olga", "role": "operator"},
+                                   headers={"Authorization": f"Bearer {cloud.admin_token}"}, timeout=10)
     assert made.status_code == 201
     modbus = free_ports(2)
     ready = tmp_path / "sim.ready"
