@@ -30,13 +30,18 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
+# as the cloud service runs (cloud/__init__.py): set before numpy loads OpenBLAS, whose threads
+# slow small matrix work many times over when other processes keep the cores busy
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import httpx  # noqa: E402
 import numpy as np
 import trimesh
 from scipy.spatial.transform import Rotation
@@ -65,6 +70,9 @@ TARGETS = {
     "cold_start_distinct_ms": (1000.0, "cold start including structure builds"),
     "mate_solve_5parts_10mates_median_ms": (20.0, "mate solve 5 parts / 10 mates, median"),
     "mate_solve_20parts_40mates_median_ms": (1000.0, "mate solve 20 parts / 40 mates"),
+    "flush_contact_2x80k_triangles_check_median_ms": (
+        1000.0, "touching pair of two 200×200-grid faces lying flush (80,000 triangles each): "
+                "state, contact box, points and faces, median"),
     "conflict_search_40parts_ms": (2000.0, "solve + minimal conflicting set, 40-link chain"),
     "pose_change_check_http_100parts_median_ms": (20.0, "pose change + collision check over HTTP, "
                                                         "100-part cell"),
@@ -261,6 +269,52 @@ def clearance_answer_figures(fig: dict[str, float | str], parts: list[Part], pos
         _times(lambda: report.clearance("bench", asm, world, 0.005), 20)))
 
 
+def _grid_plate(n: int) -> PartMesh:
+    """A 100 × 100 × 10 mm plate whose top face (z = 0) is an n × n grid (2n² triangles), body below."""
+    s = np.linspace(0.0, 100.0, n + 1)
+    gx, gy = np.meshgrid(s, s, indexing="ij")
+    idx = np.arange(gx.size).reshape(n + 1, n + 1)
+    a, b, c, d = idx[:-1, :-1].ravel(), idx[1:, :-1].ravel(), idx[1:, 1:].ravel(), idx[:-1, 1:].ravel()
+    base = gx.size
+    faces = [np.stack([a, b, c], axis=1), np.stack([a, c, d], axis=1),
+             np.array([[base, base + 2, base + 1], [base, base + 3, base + 2]])]
+    for k, rim in enumerate([idx[:, 0], idx[-1, :], idx[::-1, -1], idx[0, ::-1]]):  # walls: fans from corners
+        b0, b1 = base + k, base + (k + 1) % 4
+        faces += [np.stack([rim[1:], rim[:-1], np.where(np.arange(n) < n // 2, b0, b1)], axis=1),
+                  np.array([[rim[n // 2], b0, b1]])]
+    verts = np.concatenate([np.stack([gx.ravel(), gy.ravel(), np.zeros(gx.size)], axis=1),
+                            [[0, 0, -10], [100, 0, -10], [100, 100, -10], [0, 100, -10]]])
+    return build_part_mesh(verts, np.concatenate(faces))
+
+
+def flush_contact_figures(fig: dict[str, float | str]) -> None:
+    """Two plates with 200 × 200-grid faces (80,000 triangles each) face to face, the upper one turned
+    over and shifted by (30.25, 20.25) mm: a touching pair whose contact is a 69.75 × 79.75 mm face.
+
+    The target figure: the check with its contact details (state, box, points, faces) recomputed on
+    every run, the structures (BVHs, convex descriptions) built beforehand as a stored assembly has
+    them; "cold": a new world each run, the structures of the two 80,000-triangle meshes built too.
+    """
+    mesh = _grid_plate(200)
+    flip = np.eye(4)
+    flip[:3, :3] = np.diag([1.0, -1.0, -1.0])
+    flip[:3, 3] = [0.03025, 0.12025, 0.0]
+    mat = get_material("steel-s235")
+    parts = [Part("a", mesh, np.eye(4), mat, mat.density, "mm"), Part("b", mesh, flip, mat, mat.density, "mm")]
+    found: list[int] = []
+
+    def check(world: CollisionWorld) -> None:
+        pairs = world.check(TOL)
+        found.append(len(pairs[0].faces_a))
+
+    fig["flush_contact_2x80k_triangles_check_cold_ms"] = float(
+        np.median(_times(lambda: check(CollisionWorld(parts)), 3)))
+    warm = CollisionWorld(parts, cache_results=False)
+    check(warm)
+    fig["flush_contact_2x80k_triangles_check_median_ms"] = float(np.median(_times(lambda: check(warm), 5)))
+    fig["flush_contact_faces_of_a_in_contact"] = found[-1]
+
+
 def mate_figures(fig: dict[str, float | str]) -> None:
     rng = np.random.default_rng(1)
     for n_parts, n_mates, reps in ((5, 10, 30), (20, 40, 9)):
@@ -388,6 +442,7 @@ def largest_mesh_figures(fig: dict[str, float | str]) -> None:
     An icosphere of 1,310,720 triangles (62.5 MiB as binary STL; the byte limit, not the 2 M triangle
     limit, bounds a binary STL) is loaded and validated, then its mass properties computed, in a fresh
     process: its peak resident memory (VmHWM) after the imports, after the load and after the mass properties.
+    Then the same over HTTP (``_largest_over_http``).
     """
     import subprocess
     import tempfile
@@ -398,6 +453,7 @@ def largest_mesh_figures(fig: dict[str, float | str]) -> None:
         path.write_bytes(sphere.export(file_type="stl"))
         out = subprocess.run([sys.executable, "-c", _LOAD_LARGEST, str(path)], capture_output=True, text=True,
                              check=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+        _largest_over_http(fig, path.read_bytes())
     got = json.loads(out.stdout)
     fig["largest_mesh_triangles"] = float(got["faces"])
     fig["largest_mesh_file_mb"] = got["bytes"] / 1024**2
@@ -407,10 +463,50 @@ def largest_mesh_figures(fig: dict[str, float | str]) -> None:
     fig["largest_mesh_peak_rss_with_mass_mb"] = got["mass"] / 1024
 
 
+def _largest_over_http(fig: dict[str, float | str], stl: bytes) -> None:
+    """The same mesh uploaded to a real server (uvicorn subprocess, SQLite) and its mass properties asked
+    for: times, and the server's resident and peak memory (VmRSS, VmHWM) after each. Its base64 JSON body
+    (83 MiB) is over the default upload limit and its structures (about 1,250 MB estimated) over the default
+    memory budget, so this server allows 128 MiB and 4,096 MB; then the same body against a 256 MB memory
+    budget, refused before its mesh is parsed."""
+    body = json.dumps({"name": "largest", "parts": [{"name": "ball", "material": "steel-s235", "mesh": {
+        "format": "stl", "data_base64": base64.b64encode(stl).decode()}}]}).encode()
+
+    def mb(pid: int, key: str) -> float:
+        status = Path(f"/proc/{pid}/status").read_text()
+        return int(next(line for line in status.splitlines() if line.startswith(key + ":")).split()[1]) / 1024
+
+    for budget in (4096, 256):
+        config = f"[physics]\nmax_upload_bytes = {128 * 1024**2}\nmemory_budget_mb = {budget}\n"
+        with tempfile.TemporaryDirectory() as tmp, CloudServer(Path(tmp), extra_config=config) as server, \
+                httpx.Client(base_url=server.base_url, timeout=300) as client:
+            assert server.pid is not None
+            admin = {"Authorization": f"Bearer {server.admin_token}", "Content-Type": "application/json"}
+            start = mb(server.pid, "VmRSS")
+            t = time.perf_counter()
+            up = client.post("/api/v1/physics/assemblies", content=body, headers=admin)
+            seconds = time.perf_counter() - t
+            if budget < 1024:
+                assert up.status_code == 422, up.text
+                fig["largest_mesh_http_refused_over_budget_s"] = seconds
+                fig["largest_mesh_http_refused_peak_growth_mb"] = mb(server.pid, "VmHWM") - start
+                continue
+            up.raise_for_status()
+            fig["largest_mesh_http_upload_s"] = seconds
+            fig["largest_mesh_http_rss_after_upload_mb"] = mb(server.pid, "VmRSS")
+            fig["largest_mesh_http_peak_after_upload_mb"] = mb(server.pid, "VmHWM")
+            t = time.perf_counter()
+            client.post("/api/v1/physics/mass-properties", json={"assembly_id": up.json()["id"]},
+                        headers=admin).raise_for_status()
+            fig["largest_mesh_http_mass_s"] = time.perf_counter() - t
+            fig["largest_mesh_http_peak_after_mass_mb"] = mb(server.pid, "VmHWM")
+
+
 def run(only: str | None = None) -> dict[str, float | str]:
     fig: dict[str, float | str] = {}
     parts = {"largest": largest_mesh_figures, "picture": picture_figures, "collision": collision_figures,
-             "mates": mate_figures, "conflict": conflict_figures, "poses": pose_http_figures}
+             "flush": flush_contact_figures, "mates": mate_figures, "conflict": conflict_figures,
+             "poses": pose_http_figures}
     for name, figures in parts.items():
         if only is None or only == name:
             figures(fig)
@@ -421,7 +517,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--only", choices=["largest", "picture", "collision", "mates", "conflict", "poses"],
+    parser.add_argument("--only", choices=["largest", "picture", "collision", "flush", "mates", "conflict", "poses"],
                         help="run one group of figures")
     args = parser.parse_args()
     fig = run(args.only)

@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cloud.auth import NotAllowed, NotAuthenticated
 from cloud.body import BodyError, BodyTimeout, BodyTooLarge, EncodingRefused
-from cloud.identities import NameTaken, UnknownIdentity
+from cloud.identities import NameTaken, SelfDemotion, UnknownIdentity
 from cloud.physics.errors import AssemblyNotFoundError, MeshFormatError, MeshTooLargeError
 from cloud.storage.base import BadQuery, DeviceExists, StorageError, StorageUnavailable, UnknownDevice
 from cloud.storage.registry import ModelInUse, UnknownAlert, UnknownModel, UnknownRule
@@ -82,6 +82,7 @@ STATUS: Mapping[type[BaseException], int] = {
     UnknownRule: 404,
     ModelInUse: 409,
     NameTaken: 409,
+    SelfDemotion: 409,
     DeviceExists: 409,
     BodyTooLarge: 413,
     TooManyAttempts: 429,

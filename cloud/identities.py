@@ -11,7 +11,8 @@ from cloud.storage.base import Storage
 from shared.errors import InputError
 from shared.frame import DEVICE_ID_PATTERN
 
-__all__ = ["IdentityError", "NameTaken", "UnknownIdentity", "add_edge", "add_user", "revoke", "rotate"]
+__all__ = ["IdentityError", "NameTaken", "SelfDemotion", "UnknownIdentity", "add_edge", "add_user", "revoke", "rotate",
+           "set_role"]
 
 _NAME = re.compile(DEVICE_ID_PATTERN)
 Kind = Literal["edge", "user"]
@@ -30,6 +31,13 @@ class NameTaken(IdentityError):
 
 class UnknownIdentity(IdentityError):
     """No edge or person has this name."""
+
+
+class SelfDemotion(IdentityError):
+    """An admin asked to drop their own admin role (which could leave nobody to undo it)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "role")
 
 
 def _now() -> int:
@@ -72,3 +80,11 @@ async def rotate(storage: Storage, kind: Kind, name: str) -> str:
 async def revoke(storage: Storage, kind: Kind, name: str) -> None:
     if not await storage.revoke(kind, name, _now()):
         raise UnknownIdentity(f"no {kind} named {name!r}")
+
+
+async def set_role(storage: Storage, name: str, role: str) -> None:
+    """Give a person another role; it applies to their token and every session it opened at once."""
+    if role not in ROLES:
+        raise IdentityError(f"role {role!r}: choose one of {', '.join(ROLES)}", "role")
+    if not await storage.set_role(name, role):
+        raise UnknownIdentity(f"no user named {name!r}")

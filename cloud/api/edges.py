@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from cloud.auth import Admin, Viewer
 from cloud.context import Ctx
-from cloud.identities import add_edge, add_user, revoke, rotate
+from cloud.identities import SelfDemotion, add_edge, add_user, revoke, rotate, set_role
 from shared.frame import DEVICE_ID_PATTERN
 
 __all__ = ["router"]
@@ -46,6 +46,10 @@ class NewEdge(BaseModel):
 
 class NewUser(BaseModel):
     name: str = Field(pattern=DEVICE_ID_PATTERN)
+    role: Literal["admin", "operator", "viewer"]
+
+
+class NewRole(BaseModel):
     role: Literal["admin", "operator", "viewer"]
 
 
@@ -109,3 +113,22 @@ async def create_user(body: NewUser, _: Admin, ctx: Ctx) -> Token:
 async def revoke_user(name: Name, _: Admin, ctx: Ctx) -> None:
     await revoke(ctx.storage, "user", name)
     ctx.auth.forget()
+
+
+@router.post("/users/{name}/token", response_model=Token, responses={**_ERRORS, 404: {"description": "unknown"}})
+async def rotate_user_token(name: Name, _: Admin, ctx: Ctx) -> Token:
+    """Issue a new token for a person (shown once); the old one, and every session it opened, stop working."""
+    token = await rotate(ctx.storage, "user", name)
+    ctx.auth.forget()
+    return Token(name=name, token=token)
+
+
+@router.put("/users/{name}/role", response_model=UserOut, responses={
+    **_ERRORS, 404: {"description": "unknown"}, 409: {"description": "an admin changing their own role"}})
+async def change_role(name: Name, body: NewRole, who: Admin, ctx: Ctx) -> UserOut:
+    """Give a person another role; their token and console sessions carry it from the next request."""
+    if name == who.name and who.kind == "user" and body.role != "admin":
+        raise SelfDemotion(f"{name} cannot take the admin role from themselves; ask another admin")
+    await set_role(ctx.storage, name, body.role)
+    ctx.auth.forget()
+    return next(u for u in await list_users(who, ctx) if u.name == name)

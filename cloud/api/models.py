@@ -86,6 +86,9 @@ class ModelInfo(VersionOut):
     baseline: dict[str, Any] | None
     source: dict[str, Any] = Field(description="where the training data came from")
     training: dict[str, Any]
+    feature_stats: list[dict[str, Any]] = Field(
+        default_factory=list, description="each input column of the training data before scaling: name, mean, "
+                                          "std, min, max, and its bins (edges, expected share) drift is measured by")
     assignments: list[RuleOut] = Field(description="the rules that name this version")
 
 
@@ -158,7 +161,8 @@ async def model_info(name: Name, version: Version, _: Viewer, ctx: Ctx) -> Model
     rules = [_rule_out(a) for a in await ctx.storage.assignments() if (a.model, a.version) == (name, version)]
     return ModelInfo(**_version_out(m), input_schema=m.schema_dict(), metrics=card.get("metrics", {}),
                      size_bytes=card.get("size_bytes", {}), baseline=card.get("baseline"),
-                     source=card.get("source", {}), training=card.get("training", {}), assignments=rules)
+                     source=card.get("source", {}), training=card.get("training", {}),
+                     feature_stats=card.get("feature_stats", []), assignments=rules)
 
 
 @router.get("/models/{name}/versions/{version}/package", response_class=Response, responses={

@@ -16,16 +16,21 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from pydantic import BaseModel, Field
 
 from cloud.auth import Operator, Viewer
 from cloud.body import read_body
+from cloud.errors import BadParameter
 from cloud.physics import report
 from cloud.physics import schemas as s
 from cloud.physics.budget import start_deadline
+from cloud.physics.errors import AssemblyNotFoundError
 from cloud.physics.picture import layout, picture_out
 from cloud.physics.render import MAX_PX, MIN_PX, render_png
 from cloud.physics.store import PhysicsStore
+from cloud.physics.units import DEFAULT_TOLERANCE_M
+from cloud.physics.viewmesh import encode_part, etag
 
 __all__ = ["UPLOAD_SCHEMA", "get_store", "router"]
 
@@ -78,6 +83,38 @@ async def upload_assembly(request: Request, _: Operator, store: StoreDep) -> s.A
     raw, _wire = await read_body(request, store.max_upload_bytes, store.max_upload_bytes)
     entry = await asyncio.to_thread(store.put, raw)
     return report.assembly_info(entry.id, entry.assembly)
+
+
+class AssemblyListed(BaseModel):
+    id: str
+    name: str
+    parts: int
+    size: int = Field(description="bytes of the upload as stored")
+    uploaded_at: float = Field(description="epoch seconds")
+
+
+class AssemblyPage(BaseModel):
+    assemblies: list[AssemblyListed] = Field(description="newest first")
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null on the last")
+
+
+def _cursor(text: str) -> tuple[int, str]:
+    created, _, assembly_id = text.partition("-")
+    if not created.isdigit() or len(created) > 19 or len(assembly_id) != 32:
+        raise BadParameter("not a cursor this list gave (next_cursor)", "cursor")
+    return int(created), assembly_id
+
+
+@router.get("/assemblies", response_model=AssemblyPage, responses=_ERRORS)
+def list_assemblies(_: Viewer, store: StoreDep, limit: Annotated[int, Query(ge=1, le=500)] = 100,
+                    cursor: Annotated[str | None, Query(max_length=60)] = None) -> AssemblyPage:
+    """The uploaded assemblies, newest first: id, name, number of parts, size, when uploaded; a page at a time."""
+    found = store.listing(limit + 1, _cursor(cursor) if cursor else None)
+    page = found[:limit]
+    return AssemblyPage(
+        assemblies=[AssemblyListed(id=a.id, name=a.name, parts=a.parts, size=a.size, uploaded_at=a.created / 1e6)
+                    for a in page],
+        next_cursor=f"{page[-1].created}-{page[-1].id}" if len(found) > limit else None)
 
 
 @router.get("/assemblies/{assembly_id}", response_model=s.AssemblyInfo, responses=_ERRORS)
@@ -141,7 +178,7 @@ _TOLERANCE = Query(gt=0, le=0.01, description="touching tolerance, m")
           "description": "PNG: colliding faces in red (interfering) or amber (touching), labels, legend, "
                          "an overview and a zoomed view per problem pair"}, **_ERRORS})
 def picture(assembly_id: str, _: Viewer, store: StoreDep,
-            tolerance_m: Annotated[float, _TOLERANCE] = 1e-5,
+            tolerance_m: Annotated[float, _TOLERANCE] = DEFAULT_TOLERANCE_M,
             width_px: Annotated[int, Query(ge=MIN_PX, le=MAX_PX, description="picture width, pixels")] = 1200,
             height_px: Annotated[int, Query(ge=MIN_PX, le=MAX_PX, description="picture height, pixels")] = 800,
             ) -> Response:
@@ -154,9 +191,28 @@ def picture(assembly_id: str, _: Viewer, store: StoreDep,
 
 @router.get("/assemblies/{assembly_id}/picture.json", response_model=s.PictureResponse, responses=_ERRORS)
 def picture_json(assembly_id: str, _: Viewer, store: StoreDep,
-                 tolerance_m: Annotated[float, _TOLERANCE] = 1e-5) -> s.PictureResponse:
+                 tolerance_m: Annotated[float, _TOLERANCE] = DEFAULT_TOLERANCE_M) -> s.PictureResponse:
     """What the PNG shows, for a viewer to draw: per part its state and colliding faces, per pair its region,
     and the views chosen."""
     entry = store.get(assembly_id)
     pairs = entry.check(tolerance_m)
     return picture_out(entry.id, entry.assembly, layout(entry.assembly, pairs, tolerance_m))
+
+
+@router.get("/assemblies/{assembly_id}/parts/{part}/mesh", response_class=Response, responses={
+    200: {"content": {"application/octet-stream": {}},
+          "description": "the part's triangles and pose, binary (docs/physics.md, 'The 3D viewer'); ETag"},
+    304: {"description": "If-None-Match names the same mesh"},
+    413: {"description": "the part has more triangles than the viewer takes"}, **_ERRORS})
+def part_mesh(assembly_id: str, part: Annotated[str, Path(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")],
+              request: Request, _: Viewer, store: StoreDep) -> Response:
+    """One part's mesh for a web viewer: float32 vertices in the part frame, uint32 faces, and its pose."""
+    entry = store.get(assembly_id)
+    found = next((p for p in entry.assembly.parts if p.name == part), None)
+    if found is None:
+        raise AssemblyNotFoundError(f"assembly {assembly_id} has no part named {part!r}")
+    tag = etag(entry.id, found)
+    headers = {"ETag": tag, "Cache-Control": "private, no-cache"}
+    if tag in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers=headers)
+    return Response(encode_part(found), media_type="application/octet-stream", headers=headers)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-__all__ = ["ASSETS", "LOGIN_LIMIT", "PAGES", "add_console", "console_public"]
+__all__ = ["ASSETS", "LOGIN_LIMIT", "PAGES", "PAGE_ROLES", "add_console", "console_public"]
 
 ASSETS = "/console/assets"
 LOGIN_LIMIT = 4096  # bytes of a sign-in body: a token and where to go next
@@ -23,10 +23,12 @@ PAGES: dict[str, tuple[str, bool]] = {
     "/devices": ("Devices", True),
     "/alerts": ("Alerts", True),
     "/events": ("Events", True),
-    "/assemblies": ("Assemblies", False),
-    "/models": ("Models", False),
-    "/admin": ("Admin", False),
+    "/assemblies": ("Assemblies", True),
+    "/models": ("Models", True),
+    "/admin": ("Admin", True),
 }
+# Pages only some roles may open (the API refuses the others' requests all the same); others: viewers up.
+PAGE_ROLES: dict[str, str] = {"/admin": "admin"}
 KIOSK = "/kiosk"
 
 

@@ -10,7 +10,11 @@ by mistake.
 
 from __future__ import annotations
 
+import base64
+import functools
+import hashlib
 import html
+import json
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import quote
@@ -21,10 +25,10 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from cloud.auth import NotAllowed, NotAuthenticated, authenticate, check_role
-from cloud.console import ASSETS, KIOSK, PAGES
+from cloud.console import ASSETS, KIOSK, PAGE_ROLES, PAGES
 from cloud.storage.base import Principal
 
-__all__ = ["CSP", "login_page", "mount_assets", "router", "safe_next"]
+__all__ = ["CSP", "import_map", "login_page", "page_headers", "mount_assets", "router", "safe_next"]
 
 STATIC = Path(__file__).parent / "static"
 router = APIRouter(include_in_schema=False)
@@ -67,6 +71,7 @@ _SHELL = """<!DOCTYPE html>
 <title>{title} · twinedge console</title>
 <link rel="icon" href="data:,">
 <link rel="stylesheet" href="{root}{assets}/console.css">
+<script type="importmap">{importmap}</script>
 <script type="module" src="{root}{assets}/app.js"></script>
 </head>
 <body data-page="{page}" data-root="{root}" data-role="{role}" class="{body_class}">
@@ -82,6 +87,21 @@ _NAV = """<header class="bar">
 <span class="who">{name} ({role})</span>
 <button id="sign-out" type="button">Sign out</button>
 </header>"""
+
+
+def import_map(root: str) -> str:
+    """The import map that lets three.js's add-ons (OrbitControls) import ``three`` by name. It is the one
+    inline script of a page: the page's CSP allows it by its SHA-256 (``page_headers``)."""
+    vendor = f"{root}{ASSETS}/vendor/three/"
+    text = json.dumps({"imports": {"three": vendor + "three.module.js", "three/addons/": vendor + "addons/"}})
+    return text.replace("<", "\\u003c")  # a root path can never close the script element
+
+
+@functools.lru_cache(maxsize=8)
+def page_headers(root: str) -> dict[str, str]:
+    digest = base64.b64encode(hashlib.sha256(import_map(root).encode()).digest()).decode()
+    return {**_HEADERS, "Content-Security-Policy": CSP.replace("script-src 'self'",
+                                                               f"script-src 'self' 'sha256-{digest}'")}
 
 
 def _root(request: Request) -> str:
@@ -102,19 +122,32 @@ def login_page(request: Request, message: str, next_page: str) -> str:
                          message=html.escape(message))
 
 
+def _may_open(principal: Principal, path: str) -> bool:
+    try:
+        check_role(principal, PAGE_ROLES.get(path, "viewer"))
+    except NotAllowed:
+        return False
+    return True
+
+
 def _page(request: Request, path: str, principal: Principal) -> str:
     title, built = PAGES.get(path, ("Kiosk", True))
     root = html.escape(_root(request))
     links = "".join(
         f'<a href="{root}{href}"{" aria-current=page" if href == path else ""}>{html.escape(name)}</a>'
-        for href, (name, _) in PAGES.items())
+        for href, (name, _) in PAGES.items() if _may_open(principal, href))
     kiosk = path == KIOSK
     nav = "" if kiosk else _NAV.format(links=links, name=html.escape(principal.name), role=principal.role)
     placeholder = ("" if built else
                    f'<h1>{html.escape(title)}</h1><p class="not-built">The {html.escape(title)} page is not built '
                    "yet. The same data is in the API (see /docs).</p>")
+    if not _may_open(principal, path):
+        built = False
+        placeholder = (f'<h1>{html.escape(title)}</h1><p class="not-built">The {html.escape(title)} page is for '
+                       f"the {PAGE_ROLES[path]} role; you are signed in as {principal.role}.</p>")
     name = "kiosk" if kiosk else ("fleet" if path == "/" else path.strip("/"))
     return _SHELL.format(title=html.escape(title), root=root, assets=ASSETS, page=name if built else "",
+                         importmap=import_map(_root(request)),
                          role=principal.role, nav=nav, placeholder=placeholder,
                          body_class="kiosk" if kiosk else "")
 
@@ -135,7 +168,8 @@ async def _serve(request: Request, path: str) -> Response:
         wanted = quote(f"{path}?{request.url.query}" if request.url.query else path, safe="/")
         return RedirectResponse(f"{_root(request)}/login?next={wanted}", status_code=303,
                                 headers={"Cache-Control": "no-store"})
-    return HTMLResponse(_page(request, path, principal), headers=_HEADERS)
+    return HTMLResponse(_page(request, path, principal), headers=page_headers(_root(request)),
+                        status_code=200 if _may_open(principal, path) else 403)
 
 
 @router.get("/login")

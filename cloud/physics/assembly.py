@@ -43,8 +43,14 @@ from cloud.physics.errors import (
 from cloud.physics.materials import Material, get_material
 from cloud.physics.mates import MateSpec, unknown_parts
 from cloud.physics.mesh import FORMATS, MeshLimits, PartMesh, format_from_name, load_mesh_bytes
+from cloud.physics.mesh_estimate import (
+    ESTIMATE_HEAD_BYTES,
+    TriangleEstimate,
+    estimate_triangles,
+    obj_face_lines,
+)
 from cloud.physics.units import (
-    DEFAULT_TOUCHING_TOLERANCE_M,
+    DEFAULT_TOLERANCE_M,
     METRES_PER,
     UNIT_WORDS,
     LengthUnit,
@@ -63,6 +69,7 @@ __all__ = [
     "PartSpec",
     "PoseSpec",
     "load_assembly",
+    "inline_triangles",
     "load_assembly_file",
     "parse_assembly",
     "precision_flags",
@@ -210,9 +217,9 @@ class Assembly:
     def warnings_at(self, tolerance_m: float) -> list[str]:
         """The assembly's warnings, and those a touching tolerance finer than the default adds (float32 files)."""
         out = list(self.warnings)
-        if tolerance_m < DEFAULT_TOUCHING_TOLERANCE_M:
+        if tolerance_m < DEFAULT_TOLERANCE_M:
             for p in self.parts:
-                if not precision_flags(p.mesh, DEFAULT_TOUCHING_TOLERANCE_M):
+                if not precision_flags(p.mesh, DEFAULT_TOLERANCE_M):
                     out += [f"part {p.name}: {t}" for t in precision_flags(p.mesh, tolerance_m)]
         return out
 
@@ -275,6 +282,25 @@ def _mesh_bytes(spec: PartSpec, base: Path | None, limits: MeshLimits) -> tuple[
     return _read_mesh_file(base, spec.mesh, limits)
 
 
+_B64_HEAD = (ESTIMATE_HEAD_BYTES + 2) // 3 * 4  # base64 characters of the first 64 KiB
+_B64_CHUNK = 4 * 1024 * 1024  # base64 characters decoded at a time while counting an OBJ's faces
+
+
+def inline_triangles(mesh: InlineMesh) -> TriangleEstimate | None:
+    """About how many triangles an inline mesh holds, read from its header (or size) without decoding the
+    whole of it; None when that cannot be told (see ``estimate_triangles``)."""
+    text = mesh.data_base64
+    size = len(text) // 4 * 3 - len(text[-2:]) + len(text[-2:].rstrip("="))
+    fmt = mesh.format.lower().lstrip(".")
+    try:
+        head = base64.b64decode(text[:_B64_HEAD], validate=True)
+        lines = obj_face_lines(base64.b64decode(text[at:at + _B64_CHUNK], validate=True)
+                               for at in range(0, len(text), _B64_CHUNK)) if fmt == "obj" else None
+    except (binascii.Error, ValueError):
+        return None  # the loader says what is wrong with it
+    return estimate_triangles(head, size, fmt, lines)
+
+
 def load_assembly(spec: AssemblySpec, base_dir: Path | None = None,
                   limits: MeshLimits | None = None) -> Assembly:
     """Load and validate every part's mesh; all part problems are reported together."""
@@ -300,7 +326,7 @@ def load_assembly(spec: AssemblySpec, base_dir: Path | None = None,
                                  f"part {ps.name}: {p.message}") for p in exc.problems]
             continue
         density = ps.density_kg_m3 or material.density
-        found = unit_flags(mesh, density) + precision_flags(mesh, DEFAULT_TOUCHING_TOLERANCE_M)
+        found = unit_flags(mesh, density) + precision_flags(mesh, DEFAULT_TOLERANCE_M)
         if found:
             mesh = replace(mesh, check=replace(mesh.check, flags=mesh.check.flags + tuple(found)))
         warnings += [f"part {ps.name}: {t}" for t in mesh.check.repairs + mesh.check.flags]
@@ -309,7 +335,18 @@ def load_assembly(spec: AssemblySpec, base_dir: Path | None = None,
     if problems:
         # One kind of problem keeps its kind (a part over the size limit is 413, not 422).
         raise (kinds.pop() if len(kinds) == 1 else AssemblyError)(problems)
-    return Assembly(spec, parts, warnings)
+    return Assembly(_without_mesh_data(spec), parts, warnings)
+
+
+def _without_mesh_data(spec: AssemblySpec) -> AssemblySpec:
+    """The spec a loaded assembly keeps: its inline meshes' base64 text dropped (up to 1.33 times the mesh
+    bytes each, for as long as the assembly stays loaded); the meshes are loaded, and an upload as sent
+    stays in the database."""
+    if not any(isinstance(p.mesh, InlineMesh) and p.mesh.data_base64 for p in spec.parts):
+        return spec
+    parts = [p.model_copy(update={"mesh": p.mesh.model_copy(update={"data_base64": ""})})
+             if isinstance(p.mesh, InlineMesh) else p for p in spec.parts]
+    return spec.model_copy(update={"parts": parts})
 
 
 def precision_flags(mesh: PartMesh, tolerance_m: float) -> list[str]:
@@ -331,7 +368,7 @@ def unit_flags(mesh: PartMesh, density_kg_m3: float) -> list[str]:
     if mesh.check.source_format in (None, "step"):
         return []
     diagonal = float(np.linalg.norm(np.ptp(mesh.vertices, axis=0)))
-    mass = density_kg_m3 * abs(float(mesh.trimesh.volume)) if mesh.closed else None
+    mass = density_kg_m3 * abs(mesh.volume_m3) if mesh.closed else None
     if diagonal < MIN_DIAGONAL_M or (mass is not None and mass < MIN_MASS_KG):
         what = "small"
     elif diagonal > MAX_DIAGONAL_M:

@@ -9,7 +9,12 @@ conflict search, the pair loops of the interference checks) call
 being done.
 
 The memory budget is checked before the structures are built: their size is
-estimated from the triangle and vertex counts (``structure_bytes``).
+estimated from the triangle and vertex counts (``structure_bytes``). An
+upload is checked before its meshes are even parsed (``check_triangles``):
+each inline mesh's triangles are told from its header (binary STL, PLY, GLB:
+the count the file states) or bounded by its size (ASCII STL) or counted
+(an OBJ's face lines), and a closed mesh has about half as many vertices as
+triangles.
 """
 
 from __future__ import annotations
@@ -20,9 +25,9 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from cloud.physics.errors import MemoryBudgetExceededError, TimeBudgetExceededError
+from cloud.physics.errors import MemoryBudgetExceededError, Problem, TimeBudgetExceededError
 
-__all__ = ["BYTES_PER_FACE", "BYTES_PER_VERTEX", "check_memory", "check_time", "deadline",
+__all__ = ["BYTES_PER_FACE", "BYTES_PER_VERTEX", "check_memory", "check_time", "check_triangles", "deadline",
            "start_deadline", "structure_bytes"]
 
 # The validated mesh, the fcl BVH, the convex description and the overlap solids:
@@ -88,3 +93,29 @@ def check_memory(meshes: Iterable[tuple[int, int]], budget_mb: float | None, wha
             f"{what} needs about {need / 1024 / 1024:,.0f} MB for its {faces:,} triangles; the memory "
             f"budget of a request is {budget_mb:g} MB (physics.memory_budget_mb): send coarser meshes "
             f"or fewer parts, or ask the operator to raise the budget")
+
+
+def check_triangles(parts: Iterable[tuple[str, str, int]], budget_mb: float | None) -> None:
+    """Before any mesh is parsed: raise MemoryBudgetExceededError if the structures of ``parts``, given as
+    (path, part name, estimated triangles), would exceed ``budget_mb``, each part alone or all together."""
+    if budget_mb is None:
+        return
+    parts = list(parts)
+    limit = budget_mb * 1024 * 1024
+    hint = ("send a coarser mesh or fewer parts, or ask the operator to raise the budget "
+            "(physics.memory_budget_mb)")
+    problems = []
+    for path, name, faces in parts:
+        need = structure_bytes([(faces, faces // 2)])
+        if need > limit:
+            problems.append(Problem(path, f"part {name}: about {faces:,} triangles would need about "
+                                          f"{need / 1024 / 1024:,.0f} MB, over the memory budget of "
+                                          f"{budget_mb:g} MB; {hint}"))
+    total = sum(f for _, _, f in parts)
+    need = structure_bytes([(total, total // 2)])
+    if not problems and need > limit:
+        problems.append(Problem("parts", f"the parts' meshes, about {total:,} triangles, would need about "
+                                         f"{need / 1024 / 1024:,.0f} MB together, over the memory budget of "
+                                         f"{budget_mb:g} MB; {hint}"))
+    if problems:
+        raise MemoryBudgetExceededError(problems)

@@ -22,6 +22,8 @@ from typing import Protocol
 
 import numpy as np
 
+from cloud.physics.box_pairs import box_pairs
+from cloud.physics.budget import check_time
 from cloud.physics.convex import ConvexShape
 from cloud.physics.geometry import face_components
 from cloud.physics.mesh import PartMesh
@@ -46,6 +48,7 @@ __all__ = [
 MAX_POINTS = 64  # points per surface in an answer
 _CHUNK = 1 << 18  # candidate pairs (or point × triangle products) handled per numpy pass
 _MAX_CANDIDATES = 1 << 23  # triangle pairs tested at most; beyond, the nearest are kept
+_BY_FEATURE_ABOVE = 4096  # triangles near the other part (on both) above which features are tested once each
 _MAX_PIECES = 16  # connected pieces of a non-convex part's faces tested for lying inside the other
 
 
@@ -95,24 +98,25 @@ def _boxes(tri: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _candidates(ta: np.ndarray, tb: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (ia, ib) of triangle pairs whose boxes come within ``tol`` of each other."""
+    """Indices (ia, ib) of triangle pairs whose boxes come within ``tol`` of each other, sorted.
+
+    Many triangles go through ``box_pairs`` (a grid of cells), so the work grows with the
+    triangles and the pairs found, not with their product (finely meshed faces lying flush).
+    """
     lo_a, hi_a = _boxes(ta)
     lo_b, hi_b = _boxes(tb)
-    near_a = np.flatnonzero(np.all((lo_a <= hi_b.max(axis=0) + tol) & (hi_a >= lo_b.min(axis=0) - tol), axis=1))
+    near_a = np.flatnonzero(np.all((lo_a <= hi_b.max(axis=0, initial=-np.inf) + tol)
+                                   & (hi_a >= lo_b.min(axis=0, initial=np.inf) - tol), axis=1))
     near_b = np.flatnonzero(np.all((lo_b <= hi_a[near_a].max(axis=0, initial=-np.inf) + tol)
                                    & (hi_b >= lo_a[near_a].min(axis=0, initial=np.inf) - tol), axis=1))
     if not len(near_a) or not len(near_b):
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    out_a, out_b = [], []
-    step = max(1, _CHUNK // len(near_b))
-    for s in range(0, len(near_a), step):
-        ia = near_a[s:s + step]
-        ok = np.all((lo_a[ia, None] <= hi_b[None, near_b] + tol)
-                    & (hi_a[ia, None] >= lo_b[None, near_b] - tol), axis=2)
-        r, c = np.nonzero(ok)
-        out_a.append(ia[r])
-        out_b.append(near_b[c])
-    return np.concatenate(out_a), np.concatenate(out_b)
+    la, ha, lb, hb = lo_a[near_a], hi_a[near_a], lo_b[near_b], hi_b[near_b]
+    if len(near_a) * len(near_b) <= _CHUNK:  # few: compare all
+        r, c = np.nonzero(np.all((la[:, None] <= hb[None] + tol) & (ha[:, None] >= lb[None] - tol), axis=2))
+        return near_a[r], near_b[c]
+    ia, ib = box_pairs(la, ha, lb, hb, tol)
+    return near_a[ia], near_b[ib]
 
 
 def _point_triangle(p: np.ndarray, tri: np.ndarray) -> np.ndarray:
@@ -193,12 +197,19 @@ def _features(ta: np.ndarray, tb: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
     return a, b, np.linalg.norm(a - b, axis=2)
 
 
-def near_features(ta: np.ndarray, tb: np.ndarray, tol: float) -> NearFeatures:
+def near_features(ta: np.ndarray, tb: np.ndarray, tol: float,
+                  corners: tuple[np.ndarray, np.ndarray] | None = None) -> NearFeatures:
     """The triangles of A and B within ``tol`` of the other part, with the contact points.
 
     ``ta`` (Fa, 3, 3) and ``tb`` (Fb, 3, 3) are the two parts' triangles in one frame.
     Triangles that cross without a feature within ``tol`` are not found here.
+    ``corners``: the vertex indices of those triangles (Fa, 3) and (Fb, 3). With them,
+    when both parts have many triangles near the other (finely meshed faces lying flush),
+    each vertex and edge is tested once (``_by_feature``) instead of once per triangle pair
+    it belongs to: the same triangles and contact box, each contact point once.
     """
+    if corners is not None and min(len(ta), len(tb)) > _BY_FEATURE_ABOVE:
+        return _by_feature(ta, tb, corners[0], corners[1], tol)
     ia, ib = _candidates(ta, tb, tol)
     if len(ia) > _MAX_CANDIDATES:  # keep the pairs whose centres are nearest
         gap = np.linalg.norm(ta[ia].mean(axis=1) - tb[ib].mean(axis=1), axis=1)
@@ -206,6 +217,7 @@ def near_features(ta: np.ndarray, tb: np.ndarray, tol: float) -> NearFeatures:
         ia, ib = ia[keep], ib[keep]
     fa, fb, qa, qb, best = [], [], [], [], np.inf
     for s in range(0, len(ia), _CHUNK // 16):
+        check_time("finding where two parts touch")
         ca, cb = ia[s:s + _CHUNK // 16], ib[s:s + _CHUNK // 16]
         a, b, dist = _features(ta[ca], tb[cb])
         if dist.size:
@@ -221,6 +233,61 @@ def near_features(ta: np.ndarray, tb: np.ndarray, tol: float) -> NearFeatures:
         return NearFeatures(empty, empty, np.zeros((0, 3)), np.zeros((0, 3)), best)
     return NearFeatures(np.unique(np.concatenate(fa)), np.unique(np.concatenate(fb)),
                         np.concatenate(qa), np.concatenate(qb), best)
+
+
+def _by_feature(ta: np.ndarray, tb: np.ndarray, ca: np.ndarray, cb: np.ndarray, tol: float) -> NearFeatures:
+    """``near_features`` feature by feature: each vertex of one part against the other's triangles,
+    each edge of A against each edge of B, every one once; a triangle is near when one of its
+    vertices or edges is, or a vertex of the other part is near it."""
+    near_a: list[np.ndarray] = []
+    near_b: list[np.ndarray] = []
+    qa: list[np.ndarray] = []
+    qb: list[np.ndarray] = []
+    best = np.inf
+    for tx, ty, cx, x_is_a in ((ta, tb, ca, True), (tb, ta, cb, False)):
+        vid, first = np.unique(cx.ravel(), return_index=True)
+        pts = tx.reshape(-1, 3)[first]
+        iv, it = _candidates(pts[:, None, :], ty, tol)
+        for s in range(0, len(iv), _CHUNK // 4):
+            check_time("finding where two parts touch")
+            v, t = iv[s:s + _CHUNK // 4], it[s:s + _CHUNK // 4]
+            on_y = _point_triangle(pts[v], ty[t])
+            dist = np.linalg.norm(pts[v] - on_y, axis=1)
+            best = min(best, float(dist.min(initial=np.inf)))
+            hit = dist <= tol
+            near_x, near_y = np.flatnonzero(np.isin(cx, vid[v[hit]]).any(axis=1)), t[hit]
+            (near_a if x_is_a else near_b).append(near_x)
+            (near_b if x_is_a else near_a).append(near_y)
+            (qa if x_is_a else qb).append(pts[v[hit]])
+            (qb if x_is_a else qa).append(on_y[hit])
+    (keys_a, edge_a, seg_a), (keys_b, edge_b, seg_b) = _edges(ta, ca), _edges(tb, cb)
+    ja, jb = _candidates(seg_a, seg_b, tol)
+    for s in range(0, len(ja), _CHUNK // 4):
+        check_time("finding where two parts touch")
+        a, b = ja[s:s + _CHUNK // 4], jb[s:s + _CHUNK // 4]
+        x, y = _segment_segment(seg_a[a, 0], seg_a[a, 1], seg_b[b, 0], seg_b[b, 1])
+        dist = np.linalg.norm(x - y, axis=1)
+        best = min(best, float(dist.min(initial=np.inf)))
+        hit = dist <= tol
+        near_a.append(np.flatnonzero(np.isin(keys_a, edge_a[a[hit]]).any(axis=1)))
+        near_b.append(np.flatnonzero(np.isin(keys_b, edge_b[b[hit]]).any(axis=1)))
+        qa.append(x[hit])
+        qb.append(y[hit])
+    if not qa:
+        return NearFeatures(NO_FACES, NO_FACES, np.zeros((0, 3)), np.zeros((0, 3)), best)
+    return NearFeatures(np.unique(np.concatenate(near_a)), np.unique(np.concatenate(near_b)),
+                        np.concatenate(qa), np.concatenate(qb), best)
+
+
+def _edges(tri: np.ndarray, corners: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each triangle's edge keys (F, 3), the distinct edges' keys (E,) and their segments (E, 2, 3)."""
+    i, j = np.array(_EDGES).T
+    c = corners.astype(np.int64)
+    lo, hi = np.minimum(c[:, i], c[:, j]), np.maximum(c[:, i], c[:, j])
+    keys = lo * (int(c.max(initial=0)) + 1) + hi
+    edge, first = np.unique(keys.ravel(), return_index=True)
+    face, k = np.divmod(first, 3)
+    return keys, edge, np.stack([tri[face, i[k]], tri[face, j[k]]], axis=1)
 
 
 def winding_numbers(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
@@ -249,12 +316,14 @@ def winding_numbers(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
 
 def crossing_points(ta: np.ndarray, tb: np.ndarray) -> np.ndarray:
     """Where the edges of ``ta[k]`` pierce ``tb[k]`` and those of ``tb[k]`` pierce ``ta[k]``: on both surfaces."""
-    out = []
-    for x, y in ((ta, tb), (tb, ta)):
-        for i, j in _EDGES:
-            p, ok = _segment_triangle(x[:, i], x[:, j], y)
-            out.append(p[ok])
-    return np.concatenate(out) if out else np.zeros((0, 3))
+    if not len(ta):
+        return np.zeros((0, 3))
+    # the six edge sets against their triangles in one pass (same rows, same order as one by one)
+    p = np.concatenate([x[:, i] for x in (ta, tb) for i, _ in _EDGES])
+    q = np.concatenate([x[:, j] for x in (ta, tb) for _, j in _EDGES])
+    tri = np.concatenate([tb, tb, tb, ta, ta, ta])
+    hit, ok = _segment_triangle(p, q, tri)
+    return hit[ok]
 
 
 def _segment_triangle(p: np.ndarray, q: np.ndarray, tri: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -290,16 +359,25 @@ def spread(points: np.ndarray, k: int = MAX_POINTS) -> np.ndarray:
     if len(points) <= k:
         return np.arange(len(points))
     pool = np.arange(0, len(points), max(1, len(points) // 4096))  # sampling on at most ~8k points
-    pts = points[pool]
+    pts = np.ascontiguousarray(points[pool].T)  # (3, n): arithmetic along rows is fast
     chosen = [0]
-    dist = np.linalg.norm(pts - pts[0], axis=1)
+    dist = _distance(pts, 0)
     for _ in range(k - 1):
         nxt = int(dist.argmax())
         if dist[nxt] == 0:
             break
         chosen.append(nxt)
-        dist = np.minimum(dist, np.linalg.norm(pts - pts[nxt], axis=1))
+        np.minimum(dist, _distance(pts, nxt), out=dist)
     return pool[chosen]
+
+
+def _distance(pts: np.ndarray, k: int) -> np.ndarray:
+    """Distance of every point (columns of ``pts``) to point k, rounded as ``np.linalg.norm`` rounds."""
+    d = pts - pts[:, k, None]
+    d *= d
+    out = d[0] + d[1]
+    out += d[2]
+    return np.sqrt(out, out=out)
 
 
 def near_faces(gi: Structures, gj: Structures, rel: np.ndarray, margin: float
@@ -308,36 +386,46 @@ def near_faces(gi: Structures, gj: Structures, rel: np.ndarray, margin: float
 
     Returns (indices of i's faces, their triangles, indices of j's, their triangles), all in i's frame.
     """
-    inv = inverse(rel)
-    lo_j, hi_j = _box_moved(gj.box, rel)  # j's box seen from i
-    lo_i, hi_i = _box_moved(gi.box, inv)
-    (ai, bi), (aj, bj) = gi.face_boxes, gj.face_boxes
-    fa = np.flatnonzero(np.all((ai <= hi_j + margin) & (bi >= lo_j - margin), axis=1))
-    fb = np.flatnonzero(np.all((aj <= hi_i + margin) & (bj >= lo_i - margin), axis=1))
+    fa, fb = _near_own(gi, gj, rel, margin), _near_own(gj, gi, inverse(rel), margin)
     return fa, gi.mesh.triangles[fa], fb, moved(gj.mesh.triangles[fb], rel)
 
 
-def inside_faces(gi: Structures, gj: Structures, rel: np.ndarray, crossing: np.ndarray) -> np.ndarray:
+def _near_own(gi: Structures, gj: Structures, rel: np.ndarray, margin: float) -> np.ndarray:
+    """Faces of i whose boxes come within ``margin`` of j's box (j placed by ``rel`` in i's frame)."""
+    lo_j, hi_j = _box_moved(gj.box, rel)  # j's box seen from i
+    ai, bi = gi.face_boxes
+    return np.flatnonzero(np.all((ai <= hi_j + margin) & (bi >= lo_j - margin), axis=1))
+
+
+def inside_faces(gi: Structures, gj: Structures, rel: np.ndarray, crossing: np.ndarray,
+                 region: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Faces of i (not among ``crossing``) that lie inside part j; ``rel`` is j's pose in i's frame.
 
     A convex j: each vertex is tested against j's face planes. Otherwise the faces near
     j that do not cross it fall into connected pieces, each wholly inside or outside j,
-    and the winding number of three vertices of each piece decides.
+    and the winding number of three vertices of each piece decides. ``region`` (lo, hi
+    in i's frame), a box known to hold the shared volume, spares the convex test every
+    face outside it: a face inside j is inside the shared volume too.
     """
     if not gj.mesh.closed:
         return NO_FACES
-    fa, _, _, _ = near_faces(gi, gj, rel, 0.0)
+    fa = _near_own(gi, gj, rel, 0.0)
+    convex = gj.convex
+    if convex is not None and region is not None:
+        lo, hi = gi.face_boxes
+        pad = 1e-9 * max(convex.scale, float(np.max(region[1] - region[0])))
+        fa = fa[np.all((lo[fa] >= region[0] - pad) & (hi[fa] <= region[1] + pad), axis=1)]
     cand = np.setdiff1d(fa, crossing)
     if not len(cand):
         return NO_FACES
     faces = gi.mesh.faces[cand]
     inv = inverse(rel)
-    if gj.convex is not None:
-        planes = gj.convex.planes
-        local = moved(gi.mesh.vertices, inv)
+    if convex is not None:
+        planes = convex.planes
         used = np.unique(faces)
+        local = moved(gi.mesh.vertices[used], inv)
         ok = np.zeros(len(gi.mesh.vertices), dtype=bool)
-        ok[used] = np.all(local[used] @ planes[:, :3].T + planes[:, 3] <= 1e-12 * gj.convex.scale, axis=1)
+        ok[used] = np.all(local @ planes[:, :3].T + planes[:, 3] <= 1e-12 * convex.scale, axis=1)
         return cand[ok[faces].all(axis=1)]
     labels = face_components(faces)
     sizes = np.bincount(labels)
@@ -353,7 +441,9 @@ def inside_faces(gi: Structures, gj: Structures, rel: np.ndarray, crossing: np.n
 
 def moved(x: np.ndarray, pose: np.ndarray) -> np.ndarray:
     """Points (..., 3) carried by a 4×4 pose."""
-    return x @ pose[:3, :3].T + pose[:3, 3]
+    out = x @ pose[:3, :3].T
+    out += pose[:3, 3]  # in place: a second large array costs more than the product
+    return out
 
 
 def inverse(pose: np.ndarray) -> np.ndarray:

@@ -54,11 +54,11 @@ from cloud.physics.contact import (
 from cloud.physics.convex import ConvexShape, convex_shape, intersect_many
 from cloud.physics.mesh import PartMesh
 from cloud.physics.polytope import Polytope
+from cloud.physics.units import DEFAULT_TOLERANCE_M
 
-__all__ = ["DEFAULT_TOLERANCE_M", "CollisionWorld", "PairResult", "Status", "severity"]
+__all__ = ["CollisionWorld", "PairResult", "Status", "severity"]
 
 Status = Literal["clear", "touching", "interfering"]
-DEFAULT_TOLERANCE_M = 1e-5
 _MAX_CONTACTS = 100_000  # triangle pairs asked of fcl for the faces in contact
 
 
@@ -142,6 +142,9 @@ def _length(x: float) -> str:
 
 
 _HULL_ABOVE = 4096  # vertices; smaller meshes use every vertex for their AABB (qhull costs more)
+# ... and so do larger ones: qhull on a finely tessellated curved part, most of whose vertices are on its
+# hull, takes seconds (6 s for a 1.31 M-triangle sphere), a placement through every vertex milliseconds.
+_HULL_BELOW = 100_000
 _SHARED_CACHE = 4096  # intersection solids kept per world (least recently used dropped)
 
 
@@ -172,7 +175,7 @@ class _Geometry:
     def support(self) -> np.ndarray:
         """Points whose transformed extent is the part's AABB: the convex hull vertices."""
         v = self.mesh.vertices
-        if len(v) <= _HULL_ABOVE:
+        if len(v) <= _HULL_ABOVE or len(v) >= _HULL_BELOW:
             return v
         try:
             return v[ConvexHull(v).vertices]
@@ -340,12 +343,18 @@ class CollisionWorld:
         pairs = self._crossing_pairs(i, j, self.poses[i], self.poses[j])
         return np.unique(pairs[:, 0]), np.unique(pairs[:, 1])
 
-    def _crossing_pairs(self, i: int, j: int, pose_i: np.ndarray, pose_j: np.ndarray) -> np.ndarray:
-        """(k, 2) triangle pairs (of i, of j) that cross, the parts at the given poses."""
+    def _crossing_pairs(self, i: int, j: int, pose_i: np.ndarray, pose_j: np.ndarray,
+                        points: bool = True) -> np.ndarray:
+        """(k, 2) triangle pairs (of i, of j) that cross, the parts at the given poses.
+
+        ``points=False`` skips fcl's contact points (and the second entry it adds for some
+        pairs): the same pairs in the same order, for crossing surfaces, at a fraction of the
+        cost. Flush faces keep ``points``: fcl tests coplanar triangles differently without them.
+        """
         oi = fcl.CollisionObject(self._geom[i].bvh, fcl.Transform(pose_i[:3, :3], pose_i[:3, 3]))
         oj = fcl.CollisionObject(self._geom[j].bvh, fcl.Transform(pose_j[:3, :3], pose_j[:3, 3]))
         result = fcl.CollisionResult()
-        fcl.collide(oi, oj, fcl.CollisionRequest(num_max_contacts=_MAX_CONTACTS, enable_contact=True), result)
+        fcl.collide(oi, oj, fcl.CollisionRequest(num_max_contacts=_MAX_CONTACTS, enable_contact=points), result)
         return np.array([(c.b1, c.b2) for c in result.contacts], dtype=np.int64).reshape(-1, 2)
 
     def surfaces_cross(self, i: int, j: int) -> bool:
@@ -495,7 +504,7 @@ class CollisionWorld:
         """
         _, rel = self._relative(i, j)
         fa, ta, fb, tb = near_faces(self._geom[i], self._geom[j], rel, tol)
-        near = near_features(ta, tb, tol)
+        near = near_features(ta, tb, tol, (self._geom[i].mesh.faces[fa], self._geom[j].mesh.faces[fb]))
         qa, qb = near.points_a, near.points_b
         faces_a, faces_b = fa[near.faces_a], fb[near.faces_b]
         if crossing:
@@ -508,8 +517,7 @@ class CollisionWorld:
         pose = self.poses[i]
         qa, qb = moved(qa, pose), moved(qb, pose)
         if len(qa):
-            both = np.concatenate([qa, qb])
-            lo, hi = both.min(axis=0), both.max(axis=0)
+            lo, hi = np.minimum(qa.min(axis=0), qb.min(axis=0)), np.maximum(qa.max(axis=0), qb.max(axis=0))
             if pa is None or pb is None or d == 0.0:
                 k = int(np.argmin(np.linalg.norm(qa - qb, axis=1)))
                 pa, pb = qa[k], qb[k]
@@ -553,22 +561,25 @@ class CollisionWorld:
         depth = 2.0 * volume / area if area > 0 else 0.0
         if depth <= tol and contained is None:
             return self._touching(i, j, tol, 0.0, None, None, (volume, depth, shared) if volume > 0 else None,
-                                  crossing=True)
+                                  crossing=volume > 0)
         lo = hi = centroid = None
         if len(shared.vertices):
             world = pose[:3, :3] @ shared.vertices.T  # (3, n): reductions along rows are fast
             lo, hi = world.min(axis=1) + pose[:3, 3], world.max(axis=1) + pose[:3, 3]
         if shared.centroid is not None:
             centroid = moved(shared.centroid, pose)
+        overlap = shared.vertices if volume > 0 else None
         return PairResult(a, b, "interfering", 0.0, pa, pb, volume, centroid, depth, lo, hi, note,
                           (shared, pose.copy()) if volume > 0 else None, tolerance_m=tol,
-                          contact_of=lambda: self._overlap_contact(i, j, poses, contained))
+                          contact_of=lambda: self._overlap_contact(i, j, poses, contained, overlap))
 
     def _overlap_contact(self, i: int, j: int, poses: tuple[np.ndarray, np.ndarray],
-                         contained: tuple[int, int] | None) -> Contact:
+                         contained: tuple[int, int] | None, overlap: np.ndarray | None = None) -> Contact:
         """Faces of each part that cross the other's surface or lie inside it, and points on them.
 
         For a part inside the other: all its faces and points spread over it; none of the other's.
+        ``overlap``: points of the shared solid that span it (i's frame), when known; faces
+        inside the other part lie within their box.
         """
         gi, gj = self._geom[i], self._geom[j]
         if contained is not None:
@@ -579,10 +590,15 @@ class CollisionWorld:
             empty = np.zeros((0, 3))
             return Contact(pts, empty, every, NO_FACES) if inner == i else Contact(empty, pts, NO_FACES, every)
         rel = inverse(poses[0]) @ poses[1]  # j in i's frame
-        pairs = self._crossing_pairs(i, j, *poses)
+        pairs = self._crossing_pairs(i, j, *poses, points=False)
         cross = crossing_points(gi.mesh.triangles[pairs[:, 0]], moved(gj.mesh.triangles[pairs[:, 1]], rel))
-        in_a = inside_faces(gi, gj, rel, pairs[:, 0])
-        in_b = inside_faces(gj, gi, inverse(rel), pairs[:, 1])
+        region_a = region_b = None
+        if overlap is not None and len(overlap):
+            region_a = overlap.min(axis=0), overlap.max(axis=0)
+            in_j = moved(overlap, inverse(rel))
+            region_b = in_j.min(axis=0), in_j.max(axis=0)
+        in_a = inside_faces(gi, gj, rel, pairs[:, 0], region_a)
+        in_b = inside_faces(gj, gi, inverse(rel), pairs[:, 1], region_b)
         qa = np.concatenate([cross, gi.mesh.vertices[np.unique(gi.mesh.faces[in_a])]])
         qb = np.concatenate([cross, moved(gj.mesh.vertices[np.unique(gj.mesh.faces[in_b])], rel)])
         qa, qb = moved(qa[spread(qa)], poses[0]), moved(qb[spread(qb)], poses[0])

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
-import trimesh
 
 from cloud.physics.errors import OpenMeshError
+from cloud.physics.geometry import CHUNK
 from cloud.physics.mesh import PartMesh
 from cloud.physics.tessellation import TessellationBound, mass_error_bound
 
@@ -74,6 +74,48 @@ def _bound_fields(bound: TessellationBound, density: float) -> dict[str, float]:
     }
 
 
+_DIVISORS = np.array([6, 24, 24, 24, 60, 60, 60, 120, 120, 120], dtype=np.float64)
+
+
+def _integrals(vertices: np.ndarray, faces: np.ndarray, density: float
+               ) -> tuple[float, np.ndarray, np.ndarray, float]:
+    """Volume, centre of mass, inertia about it and surface area of a closed mesh: trimesh's
+    ``triangles.mass_properties`` (the same terms, summed the same way, so the same numbers) worked out
+    a block of triangles at a time instead of on a copy of every triangle and a dozen temporaries."""
+    integral = np.empty((10, len(faces)))
+    areas = np.empty(len(faces))
+    for at in range(0, len(faces), CHUNK):
+        t = vertices[faces[at:at + CHUNK]]
+        block = integral[:, at:at + CHUNK]
+        edge = t[:, 1:, :] - t[:, :2, :]
+        crosses = np.cross(edge[:, 0], edge[:, 1])
+        a, b, c = t[:, 0, :], t[:, 1, :], t[:, 2, :]
+        f1 = a + b + c
+        f2 = a**2 + b**2 + a * b + c * f1
+        f3 = a**3 + a**2 * b + a * b**2 + b**3 + c * f2
+        g = [f2 + (corner + f1) * corner for corner in (a, b, c)]
+        block[0] = crosses[:, 0] * f1[:, 0]
+        block[1:4] = (crosses * f2).T
+        block[4:7] = (crosses * f3).T
+        for i in range(3):
+            j = (i + 1) % 3
+            block[i + 7] = crosses[:, i] * (a[:, j] * g[0][:, i] + b[:, j] * g[1][:, i] + c[:, j] * g[2][:, i])
+        areas[at:at + CHUNK] = 0.5 * np.linalg.norm(np.cross(b - a, c - a), axis=1)
+    integrated = integral.sum(axis=1) / _DIVISORS
+    del integral
+    volume = float(integrated[0])
+    com = integrated[1:4] / volume
+    inertia = np.zeros((3, 3))
+    inertia[0, 0] = integrated[5] + integrated[6] - (volume * (com[[1, 2]] ** 2).sum())
+    inertia[1, 1] = integrated[4] + integrated[6] - (volume * (com[[0, 2]] ** 2).sum())
+    inertia[2, 2] = integrated[4] + integrated[5] - (volume * (com[[0, 1]] ** 2).sum())
+    inertia[0, 1] = -(integrated[7] - (volume * np.prod(com[[0, 1]])))
+    inertia[1, 2] = -(integrated[8] - (volume * np.prod(com[[1, 2]])))
+    inertia[0, 2] = -(integrated[9] - (volume * np.prod(com[[0, 2]])))
+    inertia[2, 0], inertia[2, 1], inertia[1, 0] = inertia[0, 2], inertia[1, 2], inertia[0, 1]
+    return volume, com, inertia * density, float(areas.sum())
+
+
 def part_mass_properties(mesh: PartMesh, density_kg_m3: float, name: str = "") -> MassProperties:
     """Mass properties of one closed mesh, in its own frame. OpenMeshError if it is not closed."""
     if not mesh.closed:
@@ -84,16 +126,10 @@ def part_mass_properties(mesh: PartMesh, density_kg_m3: float, name: str = "") -
         raise OpenMeshError(f"density must be positive (got {density_kg_m3})", path=name)
     # integrate about the vertex mean: keeps the sums well conditioned far from the origin
     centre = mesh.vertices.mean(axis=0)
-    tri = mesh.triangles - centre
-    props = trimesh.triangles.mass_properties(tri, density=density_kg_m3)
-    volume = float(props.volume)
+    volume, com_local, inertia, area = _integrals(mesh.vertices - centre, mesh.faces, density_kg_m3)
     if volume <= 0:
         raise OpenMeshError(f"mesh encloses no volume ({volume:.3g} m³)", path=name)
-    com_local = np.asarray(props.center_mass, dtype=float)
     com = com_local + centre
-    inertia = np.asarray(props.inertia, dtype=float)
-    area = float(0.5 * np.linalg.norm(
-        np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1).sum())
     bound = mass_error_bound(mesh.vertices - com, mesh.faces, np.zeros(3))
     return MassProperties(
         volume_m3=volume, mass_kg=volume * density_kg_m3, com_m=com,

@@ -23,12 +23,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cloud.physics.errors import MeshDataError, MeshFormatError, MeshTooLargeError, UnitMismatchError
 from cloud.physics.geometry import (
-    edge_stats,
+    CHUNK,
+    Edges,
+    edges,
     face_components,
     make_winding_consistent,
     signed_volumes,
     winding_number,
 )
+from cloud.physics.mesh_estimate import is_text
 from cloud.physics.units import METRES_PER, STEP_UNITS, UNIT_WORDS, LengthUnit
 
 __all__ = [
@@ -108,6 +111,12 @@ class PartMesh:
         return self.vertices[self.faces]
 
     @cached_property
+    def volume_m3(self) -> float:
+        """The enclosed volume, m³ (for a closed mesh; positive with outward normals), summed a block of
+        triangles at a time."""
+        return float(signed_volumes(self.vertices, self.faces, np.zeros(len(self.faces), dtype=np.intp))[0])
+
+    @cached_property
     def trimesh(self) -> trimesh.Trimesh:
         return trimesh.Trimesh(self.vertices, self.faces, process=False, validate=False)
 
@@ -121,14 +130,6 @@ def format_from_name(name: str) -> str:
             "give .stl, .obj, .ply, .glb, .gltf, .step or .stp"
         )
     return _SUFFIXES[suffix]
-
-
-_TEXT = bytes(range(32, 127)) + b"\t\n\r\f\v"
-
-
-def _is_text(data: bytes) -> bool:
-    """Printable ASCII only: ASCII STL. (A binary STL's header may start with 'solid' too.)"""
-    return not data.translate(None, _TEXT)
 
 
 def _check_ascii_stl(data: bytes) -> None:
@@ -145,7 +146,7 @@ def _check_ascii_stl(data: bytes) -> None:
 def _check_stl_header(data: bytes, limits: MeshLimits) -> None:
     """Binary STL states its triangle count: refuse over-limit or truncated files before parsing."""
     head = data[:512].lstrip().lower()
-    if head.startswith(b"solid") and (b"facet" in data[:4096].lower() or _is_text(data[:4096])):
+    if head.startswith(b"solid") and (b"facet" in data[:4096].lower() or is_text(data[:4096])):
         _check_ascii_stl(data)
         return  # ASCII STL
     if len(data) < 84:
@@ -164,7 +165,27 @@ def _check_stl_header(data: bytes, limits: MeshLimits) -> None:
         )
 
 
-def _parse(data: bytes, fmt: str) -> tuple[np.ndarray, np.ndarray]:
+_STL_RECORD = np.dtype([("normal", "<f4", (3,)), ("corners", "<f4", (3, 3)), ("attribute", "<u2")])
+
+
+def _binary_stl_corners(data: bytes) -> np.ndarray | None:
+    """The corners of a well-formed binary STL as one (3F, 3) float32 array (face i is rows 3i..3i+2);
+    None for anything else, which the general reader handles (and explains)."""
+    if len(data) < 84 or is_text(data[:4096]):
+        return None
+    (count,) = struct.unpack("<I", data[80:84])
+    if count == 0 or len(data) != 84 + _STL_RECORD.itemsize * count:
+        return None
+    records = np.frombuffer(data, dtype=_STL_RECORD, count=count, offset=84)
+    return np.ascontiguousarray(records["corners"]).reshape(-1, 3)
+
+
+def _parse(data: bytes, fmt: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Vertices and faces of mesh bytes; faces None for a binary STL, whose face i is corners 3i..3i+2."""
+    if fmt == "stl":
+        corners = _binary_stl_corners(data)
+        if corners is not None:
+            return corners, None
     try:
         loaded = trimesh.load(io.BytesIO(data), file_type=fmt, process=False)
         if isinstance(loaded, trimesh.Scene):
@@ -215,14 +236,11 @@ def load_mesh_bytes(
     float32 = fmt == "glb"  # glTF positions are float32 by the specification
     if fmt == "stl":
         _check_stl_header(data, limits)
-        float32 = not _is_text(data[:4096])
+        float32 = not is_text(data[:4096])
     vertices, faces = _parse(data, fmt)
-    mesh = build_part_mesh(vertices, faces, unit, limits)
-    if float32 and len(vertices):
-        largest = float(np.abs(vertices).max())  # file coordinates, before any repair
-        precision = float(np.spacing(np.float32(largest))) * METRES_PER[unit]
-        mesh = replace(mesh, check=replace(mesh.check, float32_reach_m=largest * METRES_PER[unit],
-                                           float32_precision_m=precision))
+    verts, tri, reach = _joined(vertices, faces, unit, limits, float32=float32)
+    del vertices, faces  # a binary STL's corners: not needed once joined
+    mesh = _validated(verts, tri, unit, None, reach)
     return replace(mesh, check=replace(mesh.check, source_format=fmt))
 
 
@@ -254,28 +272,123 @@ def _load_step(data: bytes, unit: LengthUnit | None, limits: MeshLimits, chord_m
     return replace(mesh, check=check, unit=resolved)
 
 
-def _refuse_bad_arrays(vertices: np.ndarray, faces: np.ndarray, limits: MeshLimits) -> None:
+def _refuse_bad_arrays(vertices: np.ndarray, faces: np.ndarray | None, limits: MeshLimits) -> None:
     if vertices.ndim != 2 or vertices.shape[1:] != (3,):
         raise MeshDataError(f"vertices must be an (N, 3) array (got shape {vertices.shape})")
-    if faces.ndim != 2 or faces.shape[1:] != (3,):
+    if faces is not None and (faces.ndim != 2 or faces.shape[1:] != (3,)):
         raise MeshDataError(f"faces must be triangles, an (N, 3) array (got shape {faces.shape})")
-    if len(faces) == 0 or len(vertices) == 0:
+    n_faces = len(vertices) // 3 if faces is None else len(faces)
+    if n_faces == 0 or len(vertices) == 0:
         raise MeshDataError("mesh is empty: it has no triangles")
-    if len(faces) > limits.max_faces:
-        raise MeshTooLargeError(f"mesh has {len(faces):,} triangles; the limit is {limits.max_faces:,}")
+    if n_faces > limits.max_faces:
+        raise MeshTooLargeError(f"mesh has {n_faces:,} triangles; the limit is {limits.max_faces:,}")
     bad = ~np.isfinite(vertices).all(axis=1)
     if bad.any():
         first = int(np.flatnonzero(bad)[0])
         raise MeshDataError(
             f"{int(bad.sum())} vertices have NaN or infinite coordinates (first: vertex {first})"
         )
-    if faces.min() < 0 or faces.max() >= len(vertices):
+    if faces is not None and (faces.min() < 0 or faces.max() >= len(vertices)):
         raise MeshDataError(f"face indices must be 0..{len(vertices) - 1} (got {faces.min()}..{faces.max()})")
 
 
-def _orient_outward(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, int]:
+# Equal positions are joined on a grid of 10 nm (in metres), as trimesh's merge_vertices does.
+_MERGE_GRID_PER_M = 10**8
+_LENGTH_TOL = 1e-8  # trimesh's tol.merge: an edge shorter than this gives its triangle no height
+_HASH = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9], dtype=np.uint64)
+
+
+def _group_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Groups of equal rows of an (n, 3) array of 4- or 8-byte values: (first row of each group, group of
+    each row). Rows are hashed to one word and sorted; every row is then checked against its group's
+    first, and a clash of hashes falls back to a full hash, then to sorting the rows themselves."""
+    bits = rows.view(np.uint32 if rows.dtype.itemsize == 4 else np.uint64)
+    index_bits = max(len(rows) - 1, 1).bit_length()
+    for packed in (index_bits <= 24, False):
+        first, group = _hash_groups(bits, index_bits if packed else 0)
+        rep = first[group]
+        if all(np.array_equal(bits[rep, k], bits[:, k]) for k in range(3)):
+            return first, group
+    _, first, group = np.unique(bits, axis=0, return_index=True, return_inverse=True)
+    return first, group.ravel()
+
+
+def _hash_groups(bits: np.ndarray, index_bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows grouped by a 64-bit hash; with ``index_bits``, the hash's top bits and the row index share one
+    word and a plain sort (far faster than an index sort) does the grouping."""
+    key = np.zeros(len(bits), dtype=np.uint64)
+    for k in range(3):
+        word = bits[:, k].astype(np.uint64)
+        word *= _HASH[k]
+        word ^= word >> np.uint64(29)
+        key += word
+    del word
+    if index_bits:
+        key >>= np.uint64(index_bits)
+        key <<= np.uint64(index_bits)
+        key |= np.arange(len(bits), dtype=np.uint64)
+        key.sort()
+        order = (key & np.uint64((1 << index_bits) - 1)).astype(np.int64)
+        key >>= np.uint64(index_bits)
+    else:
+        order = np.argsort(key)
+        key = key[order]
+    new = np.empty(len(key), dtype=bool)
+    new[:1] = True
+    np.not_equal(key[1:], key[:-1], out=new[1:])
+    del key
+    starts = np.flatnonzero(new)
+    first = np.minimum.reduceat(order, starts) if len(starts) else starts
+    group = np.empty(len(order), dtype=np.int64)
+    group[order] = np.cumsum(new) - 1
+    return first, group
+
+
+def _merge_vertices(vertices: np.ndarray, faces: np.ndarray | None, scale: float
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices in metres (``vertices`` × ``scale``) with equal positions joined, and the faces on them.
+
+    The same result as trimesh's ``merge_vertices`` (positions equal on a 10 nm grid are one vertex,
+    kept at its first occurrence, in order of first occurrence; unreferenced vertices dropped), without
+    its copies: bit-identical corners (most of an STL) are joined first, the grid is applied to the rest.
+    ``faces`` None: face i is vertices 3i..3i+2 (a binary STL).
+    """
+    if faces is None:
+        used = None
+        rows = vertices
+    else:
+        referenced = np.zeros(len(vertices), dtype=bool)
+        referenced[faces] = True
+        used = np.flatnonzero(referenced) if not referenced.all() else None
+        rows = vertices if used is None else vertices[used]
+    first, same = _group_rows(np.ascontiguousarray(rows))
+    metres = rows[first].astype(np.float64) * scale
+    grid = np.round(metres * _MERGE_GRID_PER_M).astype(np.int64)
+    del metres
+    near_first, near = _group_rows(grid)
+    del grid
+    # the first occurrence of each joined group, then the groups in order of first occurrence
+    group_first = np.full(len(near_first), len(rows), dtype=np.int64)
+    np.minimum.at(group_first, near, first)
+    order = np.argsort(group_first)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    new_index = rank[near][same]
+    del same
+    kept = group_first[order]
+    if used is not None:
+        kept = used[kept]
+    merged = vertices[kept].astype(np.float64) * scale
+    if faces is None:
+        return merged, new_index.reshape(-1, 3)
+    lookup = np.zeros(len(vertices), dtype=np.int64)
+    lookup[np.arange(len(vertices)) if used is None else used] = new_index
+    return merged, lookup[faces]
+
+
+def _orient_outward(vertices: np.ndarray, faces: np.ndarray, found: Edges) -> tuple[np.ndarray, int]:
     """Invert shells with negative volume unless they lie inside another shell (cavities)."""
-    comp = face_components(faces)
+    comp = face_components(faces, found)
     volumes = signed_volumes(vertices, faces, comp)
     inverted = 0
     for label in np.flatnonzero(volumes < 0):
@@ -291,6 +404,42 @@ def _orient_outward(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray
     return faces, inverted
 
 
+def _diagonal(vertices: np.ndarray) -> float:
+    """The bounding box diagonal (trimesh's ``scale``: 1 when it is near 0)."""
+    scale = float((np.ptp(vertices, axis=0) ** 2).sum() ** 0.5)
+    return scale if scale >= 1e-13 else 1.0
+
+
+def _nondegenerate(vertices: np.ndarray, faces: np.ndarray, height: float) -> np.ndarray:
+    """Faces whose two heights (over the edges from corner 0) exceed ``height``; as trimesh's
+    ``nondegenerate_faces``, a block of faces at a time."""
+    keep = np.empty(len(faces), dtype=bool)
+    for at in range(0, len(faces), CHUNK):
+        tri = vertices[faces[at:at + CHUNK]]
+        edge = tri[:, 1:, :] - tri[:, :2, :]
+        double_area = np.sqrt((np.cross(edge[:, 0], edge[:, 1]) ** 2).sum(axis=1)) / 2.0 * 2
+        ok = np.ones(len(tri), dtype=bool)
+        for corner in (1, 2):
+            side = tri[:, corner] - tri[:, 0]
+            length = (side**2).sum(axis=1) ** 0.5
+            long = length > _LENGTH_TOL
+            box = np.zeros(len(tri))
+            box[long] = double_area[long] / length[long]
+            ok &= box > height
+        keep[at:at + CHUNK] = ok
+    return keep
+
+
+def _drop_faces(vertices: np.ndarray, faces: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The faces in ``keep`` and the vertices they use (in their order)."""
+    faces = faces[keep]
+    used = np.zeros(len(vertices), dtype=bool)
+    used[faces] = True
+    index = np.zeros(len(vertices), dtype=np.int64)
+    index[used] = np.arange(int(used.sum()))
+    return vertices[used], index[faces]
+
+
 def build_part_mesh(
     vertices: np.ndarray,
     faces: np.ndarray,
@@ -300,36 +449,57 @@ def build_part_mesh(
     chord_tolerance_m: float | None = None,
 ) -> PartMesh:
     """Validate raw arrays (coordinates in ``unit``) into a PartMesh in metres."""
-    limits = limits or MeshLimits()
-    vertices = np.asarray(vertices, dtype=float)
-    faces = np.asarray(faces)
-    if faces.size and not np.issubdtype(faces.dtype, np.integer):
+    verts, tri, reach = _joined(vertices, np.asarray(faces), unit, limits or MeshLimits(), float32=False)
+    return _validated(verts, tri, unit, chord_tolerance_m, reach)
+
+
+Reach = tuple[float, float] | None  # a float32 file's largest |coordinate| and its spacing there, metres
+
+
+def _joined(vertices: np.ndarray, faces: np.ndarray | None, unit: LengthUnit, limits: MeshLimits,
+            *, float32: bool) -> tuple[np.ndarray, np.ndarray, Reach]:
+    """Raw arrays checked and their equal positions joined, in metres; ``faces`` None: face i is vertices
+    3i..3i+2 (a binary STL's corners). ``float32``: the file stores float32 coordinates, whose reach and
+    spacing are returned (file coordinates, before any repair)."""
+    if not (isinstance(vertices, np.ndarray) and vertices.dtype in (np.float32, np.float64)):
+        vertices = np.asarray(vertices, dtype=float)
+    if faces is not None and faces.size and not np.issubdtype(faces.dtype, np.integer):
         raise MeshDataError("face indices must be integers")
     _refuse_bad_arrays(vertices, faces, limits)
-    mesh = trimesh.Trimesh(vertices * METRES_PER[unit], faces, process=False, validate=False)
-    mesh.merge_vertices()  # STL stores every corner separately: join equal positions
+    reach = None
+    if float32:
+        largest = float(np.abs(vertices).max())
+        reach = (largest * METRES_PER[unit], float(np.spacing(np.float32(largest))) * METRES_PER[unit])
+    verts, tri = _merge_vertices(vertices, faces, METRES_PER[unit])  # STL stores every corner separately
+    return verts, tri, reach
+
+
+def _validated(verts: np.ndarray, tri: np.ndarray, unit: LengthUnit, chord_tolerance_m: float | None,
+               reach: Reach) -> PartMesh:
+    """Joined arrays (metres) with degenerate and duplicate triangles removed, winding repaired, checked."""
     repairs: list[str] = []
-    keep = mesh.nondegenerate_faces(height=1e-12 * max(mesh.scale, 1e-300))
-    keep &= mesh.unique_faces()
+    keep = _nondegenerate(verts, tri, 1e-12 * max(_diagonal(verts), 1e-300))
+    first = np.zeros(len(tri), dtype=bool)
+    first[_group_rows(np.sort(tri, axis=1))[0]] = True  # one of each set of triangles on the same corners
+    keep &= first
+    del first
     if not keep.all():
         repairs.append(f"removed {int((~keep).sum())} degenerate or duplicate triangles")
-        mesh.update_faces(keep)
-        mesh.remove_unreferenced_vertices()
-    if len(mesh.faces) == 0:
+        verts, tri = _drop_faces(verts, tri, keep)
+    if len(tri) == 0:
         raise MeshDataError("mesh is degenerate: every triangle has zero area")
-    extents = mesh.extents
+    extents = np.ptp(verts, axis=0)
     if extents.min() <= 1e-9 * extents.max():
         raise MeshDataError(
             "mesh is degenerate: it is flat (zero thickness), so it encloses no volume"
         )
-    verts = np.asarray(mesh.vertices, dtype=float)
-    tri = np.asarray(mesh.faces, dtype=np.int64)
-    boundary, non_manifold, same_dir = edge_stats(tri)
+    found = edges(tri)
+    boundary, non_manifold, same_dir = found.boundary, found.non_manifold, found.same_direction
     closed = boundary == 0 and non_manifold == 0
     flags: list[str] = []
     if same_dir:
         if closed:
-            tri, flipped, orientable = make_winding_consistent(tri)
+            tri, flipped, orientable = make_winding_consistent(tri, found)
             if orientable:
                 repairs.append(f"winding was inconsistent: flipped {flipped} triangles")
             else:
@@ -341,7 +511,7 @@ def build_part_mesh(
                 "(inside and outside are ambiguous); surface normals are unreliable"
             )
     if closed:
-        tri, inverted = _orient_outward(verts, tri)
+        tri, inverted = _orient_outward(verts, tri, found)
         if inverted:
             repairs.append(f"{inverted} shell(s) had inward-facing normals and were inverted")
     if boundary:
@@ -357,5 +527,7 @@ def build_part_mesh(
         faces=len(tri), vertices=len(verts), boundary_edges=boundary,
         non_manifold_edges=non_manifold, closed=closed, repairs=tuple(repairs),
         flags=tuple(flags), chord_tolerance_m=chord_tolerance_m,
+        float32_reach_m=None if reach is None else reach[0],
+        float32_precision_m=None if reach is None else reach[1],
     )
     return PartMesh(vertices=verts, faces=tri, check=check, unit=unit)

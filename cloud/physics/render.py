@@ -28,9 +28,9 @@ from mpl_toolkits.mplot3d import Axes3D, proj3d
 from mpl_toolkits.mplot3d.art3d import Poly3DCollection
 
 from cloud.physics.assembly import Assembly, Part
-from cloud.physics.interference import DEFAULT_TOLERANCE_M, PairResult
+from cloud.physics.interference import PairResult
 from cloud.physics.picture import COLOURS, Picture, View, layout, part_box
-from cloud.physics.units import METRES_PER
+from cloud.physics.units import DEFAULT_TOLERANCE_M, METRES_PER
 
 __all__ = ["MAX_PX", "MIN_PX", "Drawn", "draw", "render_png"]
 

@@ -11,11 +11,11 @@ import numpy as np
 from cloud.physics import schemas as s
 from cloud.physics.assembly import Assembly, Part
 from cloud.physics.errors import AssemblyError, PhysicsError, Problem
-from cloud.physics.interference import DEFAULT_TOLERANCE_M, CollisionWorld, PairResult, severity
+from cloud.physics.interference import CollisionWorld, PairResult, severity
 from cloud.physics.mass import MassProperties, combine, part_mass_properties
 from cloud.physics.robot import check_grip, check_payload
 from cloud.physics.solver import MateSystem, SolveResult
-from cloud.physics.units import METRES_PER
+from cloud.physics.units import DEFAULT_TOLERANCE_M, METRES_PER
 
 __all__ = ["assembly_info", "clearance", "collision", "constraints", "mass", "pose_matrices", "robot_check"]
 
@@ -47,7 +47,7 @@ def _contact(r: PairResult) -> s.ContactOut | None:
         return None
 
     def points(x: np.ndarray | None) -> list[tuple[float, float, float]]:
-        return [] if x is None else [_v3(p) for p in x[:64]]
+        return [] if x is None else [(p[0], p[1], p[2]) for p in x[:64].tolist()]
 
     return s.ContactOut(box_min_m=_v3(r.region_min_m), box_max_m=_v3(r.region_max_m),
                         points_a_m=points(r.points_a_m), points_b_m=points(r.points_b_m))

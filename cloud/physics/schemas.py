@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from cloud.physics.assembly import PoseSpec
 from cloud.physics.mates import MateSpec
 from cloud.physics.robot import GripSpec, RobotSpec
+from cloud.physics.units import DEFAULT_TOLERANCE_M
 
 Vec3 = tuple[float, float, float]
 Mat3 = tuple[Vec3, Vec3, Vec3]
@@ -29,14 +30,14 @@ _POSES = "parts moved for this request only (the stored assembly is unchanged); 
 
 class CollisionRequest(_Model):
     assembly_id: str = Field(description="id returned by POST /assemblies")
-    tolerance_m: float = Field(default=1e-5, gt=0, le=0.01, description="touching tolerance, metres")
+    tolerance_m: float = Field(default=DEFAULT_TOLERANCE_M, gt=0, le=0.01, description="touching tolerance, metres")
     poses: Poses | None = Field(default=None, description=_POSES)
 
 
 class ClearanceRequest(_Model):
     assembly_id: str
     threshold_m: float = Field(default=0.005, ge=0, le=100, description="report pairs closer than this, metres")
-    tolerance_m: float = Field(default=1e-5, gt=0, le=0.01, description="touching tolerance, metres")
+    tolerance_m: float = Field(default=DEFAULT_TOLERANCE_M, gt=0, le=0.01, description="touching tolerance, metres")
     poses: Poses | None = Field(default=None, description=_POSES)
 
 

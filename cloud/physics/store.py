@@ -20,7 +20,9 @@ check takes milliseconds): no request sees another's poses.
 
 Every request has a time and a memory budget (``time_budget_s``,
 ``memory_budget_mb``; see ``cloud.physics.budget``); the memory budget is
-checked here, before an upload is stored and before collision structures are built.
+checked here: before an upload's meshes are parsed (from the triangles each
+states or its size bounds), after they are (from their counts), and before
+collision structures are built.
 
 An id is answered 404 only when the database has no such upload: the LRU
 only drops loaded copies, which are loaded again, and uploads are never
@@ -51,12 +53,20 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from cloud.physics.assembly import Assembly, AssemblySpec, load_assembly, parse_assembly
-from cloud.physics.budget import check_memory
+from cloud.migrations.v0009_assembly_parts import count_parts
+from cloud.physics.assembly import (
+    Assembly,
+    AssemblySpec,
+    InlineMesh,
+    inline_triangles,
+    load_assembly,
+    parse_assembly,
+)
+from cloud.physics.budget import check_memory, check_triangles
 from cloud.physics.errors import AssemblyError, AssemblyNotFoundError, MeshTooLargeError, Problem
 from cloud.physics.interference import CollisionWorld, PairResult
 from cloud.physics.mesh import MeshLimits
-from cloud.storage.base import AssemblyRecord, Storage, StorageUnavailable
+from cloud.storage.base import AssemblyRecord, AssemblySummary, Storage, StorageUnavailable
 
 __all__ = ["MAX_STORED_BYTES", "PhysicsStore", "StoredAssembly"]
 
@@ -150,11 +160,13 @@ class PhysicsStore:
         if len(raw) > self.max_upload_bytes:
             raise MeshTooLargeError(
                 f"upload is {len(raw):,} bytes; the limit is {self.max_upload_bytes:,} bytes")
-        assembly = load_assembly(spec or parse_assembly(raw), None, self.limits)
+        spec = spec or parse_assembly(raw)
+        self._check_before_loading(spec)
+        assembly = load_assembly(spec, None, self.limits)
         check_memory(_counts(assembly), self.memory_budget_mb, "this assembly")
         entry = StoredAssembly(uuid.uuid4().hex, assembly, self.memory_budget_mb)
         record = AssemblyRecord(entry.id, assembly.spec.name, hashlib.sha256(raw).hexdigest(), len(raw),
-                                time.time_ns() // 1000, raw)
+                                time.time_ns() // 1000, raw, len(assembly.parts))
         self._wait(lambda db: db.put_assembly(record))
         self._remember(entry)
         return entry
@@ -173,10 +185,28 @@ class PhysicsStore:
             raise AssemblyNotFoundError(
                 f"no assembly with id {assembly_id!r} in this service's database: uploads are never "
                 f"removed, so it was uploaded to another database (or the database was replaced)")
-        entry = StoredAssembly(assembly_id, load_assembly(parse_assembly(record.body), None, self.limits),
-                               self.memory_budget_mb)
+        spec = parse_assembly(record.body)
+        self._check_before_loading(spec)
+        entry = StoredAssembly(assembly_id, load_assembly(spec, None, self.limits), self.memory_budget_mb)
         self._remember(entry)
         return entry
+
+    def listing(self, limit: int, before: tuple[int, str] | None = None) -> list[AssemblySummary]:
+        """Uploads newest first, without their bodies (for the list of assemblies)."""
+        return self._wait(lambda db: db.assemblies(limit, before))
+
+    def _check_before_loading(self, spec: AssemblySpec) -> None:
+        """The memory budget against the triangles each inline mesh states (or its size bounds), before any
+        mesh is parsed. A count over the face limit is left to the loader, which answers 413."""
+        found = []
+        for i, part in enumerate(spec.parts):
+            if not isinstance(part.mesh, InlineMesh):
+                continue
+            estimate = inline_triangles(part.mesh)
+            if estimate is None or (estimate.exact and estimate.triangles > self.limits.max_faces):
+                continue
+            found.append((f"parts[{i}].mesh", part.name, min(estimate.triangles, self.limits.max_faces)))
+        check_triangles(found, self.memory_budget_mb)
 
     def _wait(self, call: Callable[[Storage], Coroutine[Any, Any, T]]) -> T:
         """Run a storage call on the app's loop and wait for it here, in a worker thread."""
@@ -217,7 +247,7 @@ class PhysicsStore:
                 log.warning("physics.store_dir: %s is not a readable upload (%s); left out", path, exc)
                 continue
             await storage.put_assembly(AssemblyRecord(path.stem, name, hashlib.sha256(raw).hexdigest(), len(raw),
-                                                      int(mtime * 1_000_000), raw))
+                                                      int(mtime * 1_000_000), raw, count_parts(raw)))
             copied += 1
         log.warning("physics.store_dir (%s) is no longer used: uploads are kept in the database%s; "
                     "remove the setting", directory,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cloud.physics.geometry import edge_pairs
+from cloud.physics.geometry import CHUNK, edges
 
 __all__ = ["DEFAULT_FEATURE_ANGLE_DEG", "TessellationBound", "face_deviation", "mass_error_bound"]
 
@@ -46,13 +46,18 @@ def face_deviation(vertices: np.ndarray, faces: np.ndarray,
     θh/8 (the circle-chord sagitta). Summing over a triangle's smooth edges
     covers doubly curved surfaces (spheres, tori) as well as cylinders and cones.
     """
-    tri = vertices[faces]
-    cross = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    double_area = np.linalg.norm(cross, axis=1)
-    normals = cross / np.maximum(double_area, 1e-300)[:, None]
-    half, h1, h2 = edge_pairs(faces)
+    normals = np.empty((len(faces), 3))
+    double_area = np.empty(len(faces))
+    for at in range(0, len(faces), CHUNK):  # a block at a time: no copy of every triangle
+        tri = vertices[faces[at:at + CHUNK]]
+        cross = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+        double_area[at:at + CHUNK] = np.linalg.norm(cross, axis=1)
+        normals[at:at + CHUNK] = cross / np.maximum(double_area[at:at + CHUNK], 1e-300)[:, None]
+    found = edges(faces)
+    h1, h2 = found.h1, found.h2
     f1, f2 = h1 // 3, h2 // 3
-    length = np.linalg.norm(vertices[half[h1, 1]] - vertices[half[h1, 0]], axis=1)
+    corners = faces.ravel()
+    length = np.linalg.norm(vertices[corners[f1 * 3 + (h1 % 3 + 1) % 3]] - vertices[corners[h1]], axis=1)
     cos_t = np.clip(np.einsum("ij,ij->i", normals[f1], normals[f2]), -1.0, 1.0)
     theta = np.arccos(np.abs(cos_t))  # winding-independent
     smooth = theta < np.radians(feature_angle_deg)
@@ -75,12 +80,15 @@ def mass_error_bound(vertices: np.ndarray, faces: np.ndarray, com: np.ndarray,
     triangle's area A_f; its volume, first and second moments bound the errors.
     """
     delta = face_deviation(vertices, faces, feature_angle_deg)
-    tri = vertices[faces]
-    area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+    area, reach, signed = np.empty(len(faces)), np.empty(len(faces)), np.empty(len(faces))
+    for at in range(0, len(faces), CHUNK):  # a block at a time: no copy of every triangle
+        tri = vertices[faces[at:at + CHUNK]]
+        area[at:at + CHUNK] = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+        reach[at:at + CHUNK] = np.linalg.norm(tri - com, axis=2).max(axis=1)
+        signed[at:at + CHUNK] = np.einsum("ij,ij->i", tri[:, 0] - com, np.cross(tri[:, 1] - com, tri[:, 2] - com))
     shell = delta * area
-    reach = np.linalg.norm(tri - com, axis=2).max(axis=1) + delta
-    vol = abs(float(np.einsum("ij,ij->i", tri[:, 0] - com,
-                              np.cross(tri[:, 1] - com, tri[:, 2] - com)).sum() / 6.0))
+    reach += delta
+    vol = abs(float(signed.sum() / 6.0))
     return TessellationBound(
         max_deviation_m=float(delta.max(initial=0.0)),
         volume_m3=float(shell.sum()),

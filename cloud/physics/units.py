@@ -11,14 +11,14 @@ from __future__ import annotations
 from typing import Literal
 
 __all__ = [
-    "DEFAULT_TOUCHING_TOLERANCE_M", "METRES_PER", "STEP_UNITS", "UNIT_WORDS", "LengthUnit", "format_length",
+    "DEFAULT_TOLERANCE_M", "METRES_PER", "STEP_UNITS", "UNIT_WORDS", "LengthUnit", "format_length",
     "format_mass",
 ]
 
 LengthUnit = Literal["mm", "m", "inch"]
 
-# The touching tolerance a check uses unless the request gives one (interference.DEFAULT_TOLERANCE_M).
-DEFAULT_TOUCHING_TOLERANCE_M = 1e-5
+# The touching tolerance (m) every check, answer and picture uses unless the request gives one.
+DEFAULT_TOLERANCE_M = 1e-5
 
 METRES_PER: dict[str, float] = {"mm": 1e-3, "m": 1.0, "inch": 0.0254}
 

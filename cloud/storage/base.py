@@ -60,6 +60,7 @@ __all__ = [
     "MINUTE_US",
     "AggRow",
     "AssemblyRecord",
+    "AssemblySummary",
     "BadQuery",
     "DeviceExists",
     "DeviceMove",
@@ -219,6 +220,18 @@ class AssemblyRecord:
     size: int
     created: int
     body: bytes = field(repr=False)
+    parts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AssemblySummary:
+    """One upload as the list shows it: no body."""
+
+    id: str
+    name: str
+    parts: int
+    size: int
+    created: int  # µs
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,6 +401,10 @@ class Storage(MlStore, abc.ABC):
         """Add an edge or a person; False when the name is taken (nothing is changed then)."""
 
     @abc.abstractmethod
+    async def set_role(self, name: str, role: str) -> bool:
+        """Give a person another role; False when no person has that name."""
+
+    @abc.abstractmethod
     async def set_token(self, kind: str, name: str, token_hash: str) -> bool:
         """Replace the token of an identity (and lift a revocation); False when it does not exist."""
 
@@ -518,6 +535,10 @@ class Storage(MlStore, abc.ABC):
     @abc.abstractmethod
     async def assembly(self, assembly_id: str) -> AssemblyRecord | None:
         """An upload by its id, None when unknown."""
+
+    @abc.abstractmethod
+    async def assemblies(self, limit: int, before: tuple[int, str] | None = None) -> list[AssemblySummary]:
+        """Uploads newest first, at most ``limit``, those stored before ``before`` (created µs, id) when given."""
 
     @abc.abstractmethod
     async def assembly_ids(self) -> list[str]:

@@ -33,6 +33,7 @@ from cloud.storage import postgres_sql as q
 from cloud.storage import sessions
 from cloud.storage.base import (
     AssemblyRecord,
+    AssemblySummary,
     DeviceExists,
     DeviceMove,
     DeviceRecord,
@@ -317,6 +318,10 @@ class PostgresStorage(Storage):
                 return False
             return True
 
+    async def set_role(self, name: str, role: str) -> bool:
+        async with self._con() as con:
+            return str(await con.execute(q.SET_ROLE, role, name)).endswith(" 1")
+
     async def set_token(self, kind: str, name: str, token_hash: str) -> bool:
         async with self._con() as con:
             return str(await con.execute(q.SET_TOKEN, token_hash, kind, name)).endswith(" 1")
@@ -481,12 +486,18 @@ class PostgresStorage(Storage):
     async def put_assembly(self, record: AssemblyRecord) -> None:
         async with self._con() as con:
             await con.execute(q.INSERT_ASSEMBLY, record.id, record.name, record.sha256, record.size,
-                              record.created, record.body)
+                              record.created, record.body, record.parts)
 
     async def assembly(self, assembly_id: str) -> AssemblyRecord | None:
         async with self._con() as con:
             row = await con.fetchrow(q.ASSEMBLY, assembly_id)
         return AssemblyRecord(*row) if row else None
+
+    async def assemblies(self, limit: int, before: tuple[int, str] | None = None) -> list[AssemblySummary]:
+        c, i = before if before is not None else (None, None)
+        async with self._con() as con:
+            rows = await con.fetch(q.ASSEMBLIES, c, i, limit)
+        return [AssemblySummary(*r) for r in rows]
 
     async def assembly_ids(self) -> list[str]:
         async with self._con() as con:

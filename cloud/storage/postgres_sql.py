@@ -62,6 +62,7 @@ UPSERT_EDGE_COUNTS = f"{_EDGE_INSERT} ON CONFLICT (name) DO UPDATE SET {_EDGE_CO
 
 INSERT_IDENTITY = """INSERT INTO identities (kind, name, role, token_hash, created_at)
     VALUES ($1, $2, $3, $4, $5)"""
+SET_ROLE = "UPDATE identities SET role = $1 WHERE kind = 'user' AND name = $2"
 SET_TOKEN = "UPDATE identities SET token_hash = $1, revoked_at = NULL WHERE kind = $2 AND name = $3"
 REVOKE = "UPDATE identities SET token_hash = NULL, revoked_at = $1 WHERE kind = $2 AND name = $3"
 PRINCIPAL = "SELECT kind, name, role FROM identities WHERE token_hash = $1 AND revoked_at IS NULL"
@@ -125,9 +126,11 @@ RAW_ROWS = """SELECT s.id, x.ts, x.value
     CROSS JOIN LATERAL (SELECT r.ts, r.value FROM samples r WHERE r.series_id = s.id AND r.ts >= g.lo
                         AND r.ts < g.hi AND r.value IS NOT NULL OFFSET 0) AS x"""
 
-INSERT_ASSEMBLY = """INSERT INTO assemblies (id, name, sha256, size, created, body) VALUES ($1, $2, $3, $4, $5, $6)
-    ON CONFLICT (id) DO NOTHING"""
-ASSEMBLY = "SELECT id, name, sha256, size, created, body FROM assemblies WHERE id = $1"
+INSERT_ASSEMBLY = """INSERT INTO assemblies (id, name, sha256, size, created, body, parts)
+    VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING"""
+ASSEMBLY = "SELECT id, name, sha256, size, created, body, parts FROM assemblies WHERE id = $1"
+ASSEMBLIES = """SELECT id, name, parts, size, created FROM assemblies
+    WHERE ($1::bigint IS NULL OR (created, id) < ($1::bigint, $2::text)) ORDER BY created DESC, id DESC LIMIT $3"""
 ASSEMBLY_IDS = "SELECT id FROM assemblies ORDER BY created, id"
 
 BRIN_INDEX = "CREATE INDEX IF NOT EXISTS samples_ts_brin ON samples USING brin (ts)"

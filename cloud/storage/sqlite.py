@@ -36,6 +36,7 @@ from cloud.storage import sqlite_registry as ml
 from cloud.storage import sqlite_sql as q
 from cloud.storage.base import (
     AssemblyRecord,
+    AssemblySummary,
     DeviceExists,
     DeviceMove,
     DeviceRecord,
@@ -245,6 +246,9 @@ class SQLiteStorage(Storage):
             return True
         return await self._write(run)
 
+    async def set_role(self, name: str, role: str) -> bool:
+        return await self._write(lambda con: con.execute(q.SET_ROLE, (role, name)).rowcount == 1)
+
     async def set_token(self, kind: str, name: str, token_hash: str) -> bool:
         return await self._write(lambda con: con.execute(q.SET_TOKEN, (token_hash, kind, name)).rowcount == 1)
 
@@ -368,11 +372,16 @@ class SQLiteStorage(Storage):
     # --- physics assemblies ----------------------------------------------------------
     async def put_assembly(self, record: AssemblyRecord) -> None:
         await self._write(lambda con: con.execute(q.INSERT_ASSEMBLY, (
-            record.id, record.name, record.sha256, record.size, record.created, record.body)))
+            record.id, record.name, record.sha256, record.size, record.created, record.body, record.parts)))
 
     async def assembly(self, assembly_id: str) -> AssemblyRecord | None:
         row = await self._read(lambda con: con.execute(q.ASSEMBLY, (assembly_id,)).fetchone())
         return AssemblyRecord(*row) if row else None
+
+    async def assemblies(self, limit: int, before: tuple[int, str] | None = None) -> list[AssemblySummary]:
+        c, i = before if before is not None else (None, None)
+        rows = await self._read(lambda con: con.execute(q.ASSEMBLIES, (c, c, i, limit)).fetchall())
+        return [AssemblySummary(*r) for r in rows]
 
     async def assembly_ids(self) -> list[str]:
         return await self._read(lambda con: [r[0] for r in con.execute(q.ASSEMBLY_IDS)])

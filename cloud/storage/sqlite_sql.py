@@ -75,6 +75,7 @@ UPSERT_EDGE = f"""INSERT INTO edge_status {_EDGE_COLUMNS}
 UPSERT_EDGE_COUNTS = f"INSERT INTO edge_status {_EDGE_COLUMNS} ON CONFLICT (name) DO UPDATE SET {_EDGE_COUNTS}"
 
 INSERT_IDENTITY = "INSERT INTO identities (kind, name, role, token_hash, created_at) VALUES (?, ?, ?, ?, ?)"
+SET_ROLE = "UPDATE identities SET role = ? WHERE kind = 'user' AND name = ?"
 SET_TOKEN = "UPDATE identities SET token_hash = ?, revoked_at = NULL WHERE kind = ? AND name = ?"
 REVOKE = "UPDATE identities SET token_hash = NULL, revoked_at = ? WHERE kind = ? AND name = ?"
 PRINCIPAL = "SELECT kind, name, role FROM identities WHERE token_hash = ? AND revoked_at IS NULL"
@@ -108,6 +109,9 @@ RAW_ROWS = """SELECT r.series_id, r.ts, r.value
     FROM json_each(?) AS s CROSS JOIN json_each(?) AS g CROSS JOIN samples AS r
     WHERE r.series_id = s.value AND r.ts >= g.value ->> 0 AND r.ts < g.value ->> 1 AND r.value IS NOT NULL"""
 
-INSERT_ASSEMBLY = "INSERT OR IGNORE INTO assemblies (id, name, sha256, size, created, body) VALUES (?, ?, ?, ?, ?, ?)"
-ASSEMBLY = "SELECT id, name, sha256, size, created, body FROM assemblies WHERE id = ?"
+INSERT_ASSEMBLY = """INSERT OR IGNORE INTO assemblies (id, name, sha256, size, created, body, parts)
+    VALUES (?, ?, ?, ?, ?, ?, ?)"""
+ASSEMBLY = "SELECT id, name, sha256, size, created, body, parts FROM assemblies WHERE id = ?"
+ASSEMBLIES = """SELECT id, name, parts, size, created FROM assemblies
+    WHERE ? IS NULL OR (created, id) < (?, ?) ORDER BY created DESC, id DESC LIMIT ?"""
 ASSEMBLY_IDS = "SELECT id FROM assemblies ORDER BY created, id"

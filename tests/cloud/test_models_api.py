@@ -101,6 +101,8 @@ def test_an_upload_is_stored_as_the_next_version_and_downloads_byte_for_byte(clo
     assert [s["name"] for s in info["input_schema"]["sensors"]] == ["temp", "vib"]
     assert info["input_schema"]["threshold"] == 2.0
     assert info["source"]["kind"] == "file" and info["training"]["algorithm"] == "test graph"
+    assert info["feature_stats"][0] == {"name": "temp", "mean": 0.0, "std": 1.0, "min": -3.0, "max": 3.0,
+                                        "edges": [-1.0, 0.0, 1.0], "expected": [0.16, 0.34, 0.34, 0.16]}
     assert info["assignments"] == []
     refused = cloud.get("/api/v1/models/pump/versions/2/package", cloud.edge("edge-1"))
     assert refused.status_code == 403 and "assigned" in problems(refused)  # an edge downloads only its own

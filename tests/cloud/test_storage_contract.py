@@ -9,7 +9,7 @@ import random
 import pytest
 
 from cloud.migrations import latest_version
-from cloud.storage.base import MINUTE_US, BadQuery, Storage, UnknownDevice
+from cloud.storage.base import MINUTE_US, AssemblyRecord, BadQuery, Storage, UnknownDevice
 from shared.batch import EdgeHealth
 from shared.frame import TelemetryFrame
 
@@ -299,3 +299,21 @@ async def test_the_first_copy_of_a_reading_wins_within_a_batch_and_across_batche
     assert [v for _, v in page.series[0][1]] == [5.0, 1.0, 2.0]
     [(_, buckets)] = await storage.aggregate("press-1", ["temp"], 0, 2**62 - 2**62 % MINUTE_US, MINUTE_US)
     assert [(a.count, a.sum) for _, a in buckets] == [(3, 8.0)]
+
+
+async def test_assemblies_are_listed_newest_first_a_page_at_a_time(storage: Storage) -> None:
+    for k, created in enumerate((30, 10, 20, 20)):
+        await storage.put_assembly(AssemblyRecord(f"{k:032x}", f"cell-{k}", "ab" * 32, 100 + k, created, b"{}", k + 1))
+    listed = await storage.assemblies(3)
+    assert [(a.name, a.parts, a.created) for a in listed] == [("cell-0", 1, 30), ("cell-3", 4, 20),
+                                                              ("cell-2", 3, 20)]
+    rest = await storage.assemblies(3, (listed[-1].created, listed[-1].id))
+    assert [a.name for a in rest] == ["cell-1"]
+    assert (await storage.assembly(f"{3:032x}")).parts == 4  # type: ignore[union-attr]
+
+
+async def test_a_persons_role_changes_and_an_unknown_person_is_said_so(storage: Storage) -> None:
+    assert await storage.create_identity("user", "ann", "viewer", "h" * 64, 1)
+    assert await storage.set_role("ann", "operator")
+    assert [u["role"] for u in await storage.identities("user")] == ["operator"]
+    assert not await storage.set_role("bob", "admin")

@@ -59,3 +59,12 @@ export async function send(method, path, body) {
     }
     return answer(await fetch(root + path, init));
 }
+
+// Binary answers (a part's mesh for the 3D view): the same host and cookie, an ArrayBuffer back.
+export async function getBuffer(path) {
+    const response = await fetch(root + path, {headers: {Accept: "application/octet-stream"}});
+    if (!response.ok) {
+        await answer(response);
+    }
+    return response.arrayBuffer();
+}

@@ -69,6 +69,31 @@ async def test_upload_then_every_check(client: httpx.AsyncClient) -> None:
     assert png.headers["content-type"] == "image/png" and png.content[:4] == b"\x89PNG"
 
 
+async def test_mass_answer_names_the_overlap_and_the_mass_counted_twice(client: httpx.AsyncClient) -> None:
+    """Two 100 mm cubes, B moved by (90, 30, -20) mm: they share a 10 × 70 × 80 mm box (closed form)."""
+    body = _upload_body()
+    body["parts"][1]["pose"] = {"translation": [90, 30, -20]}
+    up = await client.post("/api/v1/physics/assemblies", json=body)
+    assert up.status_code == 201, up.text
+    resp = await client.post("/api/v1/physics/mass-properties", json={"assembly_id": up.json()["id"]})
+    assert resp.status_code == 200, resp.text
+    mass = resp.json()
+    shared = 10 * 70 * 80 * 1e-9  # m³
+    assert len(mass["overlaps"]) == 1
+    overlap = mass["overlaps"][0]
+    assert (overlap["a"], overlap["b"]) == ("a", "b")
+    assert overlap["volume_m3"] == pytest.approx(shared, rel=1e-9)
+    assert overlap["mass_kg"] == pytest.approx(shared * 2700, rel=1e-9)  # aluminium, the lighter of the two
+    # the total still counts both cubes whole, and the answer says by how much that overcounts
+    assert mass["assembly"]["mass_kg"] == pytest.approx(0.001 * (7850 + 2700))
+    [warning] = [w for w in mass["warnings"] if "twice" in w]
+    assert "56000 mm³" in warning and f"{shared * 2700:.6g} kg" in warning
+    # only b asked for: no pair, no overlap, no warning
+    alone = (await client.post("/api/v1/physics/mass-properties",
+                               json={"assembly_id": up.json()["id"], "parts": ["b"]})).json()
+    assert alone["overlaps"] == [] and not any("twice" in w for w in alone["warnings"])
+
+
 @pytest.mark.parametrize(("mutate", "status", "words"), [
     (lambda b: b["parts"][0]["mesh"].update(data_base64="AAAA" * 10), 422, "STL"),
     (lambda b: b["parts"][0]["mesh"].update(data_base64="not base64!"), 422, "base64"),

@@ -61,8 +61,10 @@ async def test_an_upload_over_the_memory_budget_is_answered_422_with_the_reason(
         big = await api.post(ASSEMBLIES, json=body, headers=operator)
         assert big.status_code == 422, big.text
         (problem,) = big.json()["detail"]
-        assert "81,920 triangles" in problem["message"]
-        assert "memory budget of a request is 16 MB (physics.memory_budget_mb)" in problem["message"]
+        assert problem["path"] == "parts[0].mesh"
+        assert problem["message"].startswith("part ball: about 81,920 triangles would need about 78 MB, over "
+                                             "the memory budget of 16 MB")
+        assert "(physics.memory_budget_mb)" in problem["message"]
         small = await api.post(ASSEMBLIES, json=upload_body(), headers=operator)
         assert small.status_code == 201, small.text
 

@@ -30,7 +30,7 @@ from OCP.GProp import GProp_GProps
 from OCP.TopAbs import TopAbs_FACE
 from OCP.TopExp import TopExp_Explorer
 from OCP.TopoDS import TopoDS_Compound
-from physics_helpers import assembly, part
+from physics_helpers import assembly, grid_plate, part
 
 from cloud.physics import report
 from cloud.physics.interference import CollisionWorld
@@ -182,6 +182,40 @@ def test_coincident_faces_name_every_triangle_of_the_shared_face() -> None:
     r = only(w.check(TOL))
     on_face = np.flatnonzero(np.all(np.abs(w.parts[0].mesh.triangles[:, :, 0] - 20 * MM) < 1e-12, axis=1))
     assert set(on_face) <= set(r.faces_a.tolist())
+
+
+def test_flush_finely_meshed_faces_give_the_shared_face_as_contact_box() -> None:
+    """Two 100 × 100 mm plates whose faces are 100 × 100 grids (20,000 triangles each) lie face to face.
+
+    B is turned over (its grid face down on z = 0) and shifted by (30.25, 20.25) mm off A's square,
+    so its grid lines fall between A's: the shared face is x 30.25..100, y 20.25..100, z = 0.
+    """
+    n = 100
+    flip = np.eye(4)
+    flip[:3, :3] = np.diag([1.0, -1.0, -1.0])  # (x, y, z) -> (x, -y, -z): the grid face looks down
+    flip[:3, 3] = [30.25 * MM, 120.25 * MM, 0.0]
+    w = CollisionWorld([part("a", grid_plate(n, 100.0, 10.0), np.eye(4)),
+                        part("b", grid_plate(n, 100.0, 10.0), flip)])
+    r = only(w.check(TOL))
+    assert (r.status, r.distance_m) == ("touching", 0.0)
+    np.testing.assert_allclose(r.region_min_m, np.array([30.25, 20.25, 0.0]) * MM, atol=1e-12)
+    np.testing.assert_allclose(r.region_max_m, np.array([100.0, 100.0, 0.0]) * MM, atol=1e-12)
+    for pts in (r.points_a_m, r.points_b_m):
+        assert 0 < len(pts) <= 64
+        assert np.abs(pts[:, 2]).max() <= 1e-12
+        assert np.all((pts[:, :2] >= np.array([30.25, 20.25]) * MM - 1e-12) & (pts[:, :2] <= 100 * MM + 1e-12))
+    # every grid triangle of A with area in the shared face is in contact; each listed one meets it
+    tri = w.parts[0].mesh.triangles
+    flat = np.all(np.abs(tri[:, :, 2]) < 1e-12, axis=1)
+    inside = flat & np.all(tri[:, :, 0] > 30.25 * MM, axis=1) & np.all(tri[:, :, 1] > 20.25 * MM, axis=1)
+    assert inside.sum() > 0.8 * 2 * n * n * (69.75 * 79.75) / 100**2
+    assert set(np.flatnonzero(inside)) <= set(r.faces_a.tolist())
+    listed = tri[r.faces_a]
+    assert np.all(listed[:, :, 0].max(axis=1) >= 30.25 * MM - TOL)
+    assert np.all(listed[:, :, 1].max(axis=1) >= 20.25 * MM - TOL)
+    assert np.all(listed[:, :, 2].max(axis=1) >= -TOL)
+    rows = w.clearances(0.005)
+    assert [(x.a, x.b, x.status) for x in rows] == [("a", "b", "touching")]
 
 
 # --- clear and nearly touching pairs at known gaps -------------------------------------------

@@ -16,11 +16,10 @@ from physics_helpers import inline
 from cloud.physics import report
 from cloud.physics.assembly import AssemblySpec, load_assembly
 from cloud.physics.errors import AssemblyError
-from cloud.physics.interference import DEFAULT_TOLERANCE_M, CollisionWorld
+from cloud.physics.interference import CollisionWorld
 from cloud.physics.mass import part_mass_properties
 from cloud.physics.materials import get_material
 from cloud.physics.mesh import load_mesh_bytes
-from cloud.physics.units import DEFAULT_TOUCHING_TOLERANCE_M
 
 STEEL = get_material("steel-s235").density
 
@@ -200,6 +199,3 @@ def test_a_finer_tolerance_asked_for_adds_the_warning_to_that_answer() -> None:
     fine = report.collision("x", asm, world, 1e-6)[0].warnings
     assert len(fine) == 2 and all("1 µm touching tolerance" in w for w in fine)
 
-
-def test_the_default_tolerances_agree() -> None:
-    assert DEFAULT_TOUCHING_TOLERANCE_M == DEFAULT_TOLERANCE_M
