@@ -20,9 +20,9 @@ LOGIN_LIMIT = 4096  # bytes of a sign-in body: a token and where to go next
 # The console's pages: path -> (title, built). A page not built yet says so plainly.
 PAGES: dict[str, tuple[str, bool]] = {
     "/": ("Fleet", True),
-    "/devices": ("Devices", False),
-    "/alerts": ("Alerts", False),
-    "/events": ("Events", False),
+    "/devices": ("Devices", True),
+    "/alerts": ("Alerts", True),
+    "/events": ("Events", True),
     "/assemblies": ("Assemblies", True),
     "/models": ("Models", True),
     "/admin": ("Admin", True),

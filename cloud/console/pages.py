@@ -17,6 +17,7 @@ import html
 import json
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -163,7 +164,9 @@ async def _signed_in(request: Request) -> Principal | None:
 async def _serve(request: Request, path: str) -> Response:
     principal = await _signed_in(request)
     if principal is None:
-        return RedirectResponse(f"{_root(request)}/login?next={path}", status_code=303,
+        # The page's query (a device, filters) goes along, so the person lands where the link pointed.
+        wanted = quote(f"{path}?{request.url.query}" if request.url.query else path, safe="/")
+        return RedirectResponse(f"{_root(request)}/login?next={wanted}", status_code=303,
                                 headers={"Cache-Control": "no-store"})
     return HTMLResponse(_page(request, path, principal), headers=page_headers(_root(request)),
                         status_code=200 if _may_open(principal, path) else 403)

@@ -156,13 +156,17 @@ async def test_pages_send_a_person_without_a_session_to_the_sign_in(api: Api) ->
     for path in ("/", "/kiosk", "/alerts"):
         resp = await api.client.get(path)
         assert resp.status_code == 303 and resp.headers["location"] == f"/login?next={path}"
+    resp = await api.client.get("/devices?d=press-1&range=7d")  # the query goes along, for after the sign-in
+    assert resp.headers["location"] == "/login?next=/devices%3Fd%3Dpress-1%26range%3D7d"
+    form = await api.client.get(resp.headers["location"])
+    assert 'name="next" value="/devices?d=press-1&amp;range=7d"' in form.text
     assert (await api.client.get("/login?next=//evil.example/")).text.count('value="/"') == 1
     await sign_in(api, api.viewer)
     fleet = await api.client.get("/")
     assert fleet.status_code == 200 and 'data-page="fleet"' in fleet.text and "vic (viewer)" in fleet.text
     assert "default-src 'self'" in fleet.headers["content-security-policy"]
     alerts = await api.client.get("/alerts")
-    assert "The Alerts page is not built yet." in alerts.text
+    assert alerts.status_code == 200 and 'data-page="alerts"' in alerts.text
 
 
 async def test_a_token_still_wins_over_a_cookie(api: Api) -> None:

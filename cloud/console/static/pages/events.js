@@ -1,0 +1,164 @@
+// The Events page: the edges' event log in plain words, newest first, live (the newest page is asked for every
+// few seconds and merged), filtered by level, edge, device and time, with older pages one click away.
+import {getJSON} from "../api.js";
+import {
+    at, badge, el, fromLocalInput, keyedRows, params, parseTime, poll, remember, role, selectOf, setStatus, toLocalInput,
+} from "../ui.js";
+
+const REFRESH_MS = 2000;
+const PAGE = 100;
+// Who reads what by default: operators and viewers (shift leads) the operator level, admins the technical one.
+export const DEFAULT_LEVEL = role === "admin" ? "technical" : "operator";
+const LEVELS = [["operator", "operator"], ["technical", "operator and technical"], ["developer", "all levels"]];
+const LEVEL_BADGE = {operator: "bad", technical: "warn", developer: ""};
+
+function row(event) {
+    const where = [event.device, event.source && event.source !== event.device ? event.source : null]
+        .filter(Boolean).join(" · ");
+    const details = Object.keys(event.details).length
+        ? el("details", {}, el("summary", {}, event.kind), el("pre", {}, JSON.stringify(event.details, null, 1)))
+        : el("span", {class: "kind"}, event.kind);
+    return el("tr", {"data-id": event.id, "data-level": event.level, "data-kind": event.kind},
+        el("td", {class: "when"}, at(event.ts)),
+        el("td", {}, badge(event.level, LEVEL_BADGE[event.level])),
+        el("td", {}, event.edge),
+        el("td", {}, where || "–"),
+        el("td", {class: "message"}, event.message, details));
+}
+
+async function names(path, pick) {
+    try {
+        return (await getJSON(path)).map(pick).sort();
+    } catch (error) {
+        return [];
+    }
+}
+
+export function show(main) {
+    const query = params();
+    const level = LEVELS.some(([v]) => v === query.get("level")) ? query.get("level") : DEFAULT_LEVEL;
+    const levelSel = selectOf("events-level", LEVELS, level);
+    const edgeSel = selectOf("events-edge", [["", "every edge"]], "");
+    const deviceSel = selectOf("events-device", [["", "every device"]], "");
+    const from = el("input", {id: "events-from", type: "datetime-local", step: 1});
+    const to = el("input", {id: "events-to", type: "datetime-local", step: 1});
+    const status = el("p", {id: "events-status", role: "status", class: "status"}, "Loading the events…");
+    const body = el("tbody");
+    const older = el("button", {id: "events-older", type: "button", hidden: true}, "Older events");
+    main.replaceChildren(
+        el("h1", {}, "Events"),
+        el("div", {class: "toolbar"},
+            el("label", {}, "Level ", levelSel), el("label", {}, "Edge ", edgeSel),
+            el("label", {}, "Device ", deviceSel), el("label", {}, "From ", from), el("label", {}, "To ", to)),
+        status,
+        el("table", {id: "events-table"}, el("thead", {}, el("tr", {},
+            ...["When", "Level", "Edge", "Device / source", "What happened"].map((c) => el("th", {scope: "col"}, c)))),
+        body),
+        older);
+
+    // Filters from the address first: a bad one is said plainly and nothing is asked for until it is fixed.
+    const problems = [];
+    for (const name of ["from", "to"]) {
+        const parsed = parseTime(name, query.get(name));
+        if (parsed.error) {
+            problems.push(parsed.error);
+        } else if (parsed.value !== null) {
+            (name === "from" ? from : to).value = toLocalInput(parsed.value);
+        }
+    }
+    const wanted = {edge: query.get("edge") || "", device: query.get("device") || ""};
+    for (const [sel, path, key] of [[edgeSel, "/api/v1/edges", "edge"], [deviceSel, "/api/v1/devices", "device"]]) {
+        if (wanted[key]) {
+            sel.append(el("option", {value: wanted[key]}, wanted[key]));
+            sel.value = wanted[key];
+        }
+        names(path, (x) => x.name).then((all) => {
+            sel.append(...all.filter((n) => n !== wanted[key]).map((n) => el("option", {value: n}, n)));
+        });
+    }
+
+    const place = keyedRows(body, row);
+    let events = new Map();
+    let cursor; // undefined: not known yet; null: no older page
+    let shown = 0;
+
+    function filters() {
+        const out = new URLSearchParams({level: levelSel.value, limit: String(PAGE)});
+        for (const [key, value] of [["edge", edgeSel.value], ["device", deviceSel.value]]) {
+            if (value) {
+                out.set(key, value);
+            }
+        }
+        const lo = fromLocalInput(from.value);
+        const hi = fromLocalInput(to.value);
+        if (lo !== null) {
+            out.set("from", String(lo));
+        }
+        if (hi !== null) {
+            out.set("to", String(hi));
+        }
+        if (lo !== null && hi !== null && lo >= hi) {
+            throw new Error("“From” must be before “To”");
+        }
+        return out;
+    }
+
+    function merge(page) {
+        for (const event of page.events) {
+            events.set(event.id, event);
+        }
+    }
+
+    function draw() {
+        const sorted = [...events.values()].sort((a, b) => b.ts - a.ts || b.id - a.id);
+        place(sorted, (e) => e.id);
+        if (sorted.length === 0) {
+            body.append(el("tr", {}, el("td", {colspan: 5, class: "empty"}, "No event matches these filters.")));
+        }
+        older.hidden = !cursor;
+        shown = sorted.length;
+    }
+
+    async function round() {
+        const asked = filters();
+        const page = await getJSON(`/api/v1/events?${asked}`);
+        merge(page);
+        if (cursor === undefined) {
+            cursor = page.next_cursor;
+        }
+        draw();
+        setStatus(status, `${shown} event${shown === 1 ? "" : "s"} shown · live, updated ${new Date().toLocaleTimeString()}`);
+    }
+
+    function changed() {
+        events = new Map();
+        cursor = undefined;
+        remember({level: levelSel.value === DEFAULT_LEVEL ? "" : levelSel.value, edge: edgeSel.value,
+            device: deviceSel.value, from: from.value, to: to.value});
+        body.replaceChildren();
+        feed.now();
+    }
+
+    older.addEventListener("click", async () => {
+        try {
+            const asked = filters();
+            asked.set("cursor", cursor);
+            const page = await getJSON(`/api/v1/events?${asked}`);
+            merge(page);
+            cursor = page.next_cursor;
+            draw();
+        } catch (error) {
+            setStatus(status, `Older events could not be loaded: ${error.message}`, true);
+        }
+    });
+    if (problems.length) {
+        setStatus(status, problems.join("; ") + ". ", true);
+        status.append(el("a", {href: location.pathname}, "Show the newest events"));
+        return;
+    }
+    const feed = poll(round, REFRESH_MS, (error) => setStatus(status, `The events could not be loaded: ${error.message}`
+        + ". Trying again…", true));
+    for (const input of [levelSel, edgeSel, deviceSel, from, to]) {
+        input.addEventListener("change", changed);
+    }
+}
