@@ -89,6 +89,11 @@ class PurEquations:
         self.h_m = s.h_mould_w_m2k * s.mould_area_m2 if s.heat_exchange else 0.0
         self.h_a = s.h_ambient_w_m2k * s.mould_area_m2 if s.heat_exchange else 0.0
 
+    @property
+    def cell_eps(self) -> float:
+        """Cell gas (mol) below which CO2 is taken as not yet nucleated: 0.1 % of the mould's air at the shot."""
+        return 1e-3 * self.p_amb * self.v_mould / (R_GAS * self.t0)
+
     def y0(self) -> np.ndarray:
         """The state at the shot: nothing converted, the mould full of air at ambient pressure, at T0."""
         v_gas = self.v_mould - self.v_poly - self.m_poly * self.l0 / self.rho_ba
@@ -129,7 +134,8 @@ class PurEquations:
         n_cell = n_cg + n_bag
         n_tot = n_cell + n_air
         p = n_tot * rt / v_gas
-        p_co2 = p * n_cg / n_cell if n_cell > 0 else 0.0
+        # partial pressure of CO2 in the cells; the small ``cell_eps`` keeps it continuous as the first gas forms
+        p_co2 = p * n_cg / (n_cell + self.cell_eps)
         dissolve = s.co2_dissolution_rate_1_s * (m.co2_solubility_mol_m3_pa * p_co2 * self.v_poly - n_cd)
         v_air, v_co2, v_ba = self._vents(p, temp, n_air, n_cg, n_bag)
         # heat: reactions, Kirchhoff-consistent sensible terms, latent heat, mould and ambient exchange
