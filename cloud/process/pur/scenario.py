@@ -14,14 +14,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
 from cloud.process.pur.materials import get_material, material_names, materials
 from shared.configbase import StrictModel
 from shared.errors import ConfigFileError
 from shared.validation import validation_report
 
-__all__ = ["PurScenario", "builtin_scenarios", "load_scenarios"]
+__all__ = ["PurScenario", "allowed_range", "builtin_scenarios", "load_scenarios"]
 
 
 class PurScenario(StrictModel):
@@ -33,8 +33,8 @@ class PurScenario(StrictModel):
                                        description="used when the run has no measured mould temperature")
     ambient_temperature_c: float = Field(default=20.0, ge=-20, le=60)
     ambient_pressure_bar: float = Field(default=1.01325, ge=0.5, le=1.2)
-    shot_mass_kg: float = Field(default=0.3, gt=0, le=500)
     mould_volume_l: float = Field(default=10.0, gt=0, le=5000)
+    shot_mass_kg: float = Field(default=0.3, gt=0, le=500)
     mould_area_m2: float = Field(default=0.33, gt=0, le=500, description="inner surface of the cavity")
     heat_exchange: bool = Field(default=True, description="false: adiabatic (no foam-mould or ambient exchange)")
     h_mould_w_m2k: float = Field(default=5.0, ge=0, le=2000, description="effective core-to-mould coefficient")
@@ -62,22 +62,47 @@ class PurScenario(StrictModel):
             raise ValueError(f"unknown material system; known systems: {', '.join(material_names())}")
         return name
 
-    @model_validator(mode="after")
-    def _consistent(self) -> PurScenario:
-        system = get_material(self.material)
-        liquid_l = self.shot_mass_kg / system.rho_poly_kg_m3 * 1000.0
-        if liquid_l >= 0.9 * self.mould_volume_l:
-            raise ValueError(f"shot_mass_kg: the liquid shot ({liquid_l:.3g} L) must fill less than 90 % of "
-                             f"mould_volume_l ({self.mould_volume_l:g} L) (got {self.shot_mass_kg:g})")
-        if self.alpha_demold > system.x_oh_ultimate:
-            raise ValueError(f"alpha_demold: must be at most {system.x_oh_ultimate:.3f}, the cure "
-                             f"{self.material} reaches (got {self.alpha_demold:g})")
-        return self
+    @field_validator("shot_mass_kg")
+    @classmethod
+    def _shot_fits(cls, shot: float, info: ValidationInfo) -> float:
+        material, volume = info.data.get("material"), info.data.get("mould_volume_l")
+        if material is None or volume is None:
+            return shot
+        liquid_l = shot / get_material(material).rho_poly_kg_m3 * 1000.0
+        if liquid_l >= 0.9 * volume:
+            limit = 0.9 * volume * get_material(material).rho_poly_kg_m3 / 1000.0
+            raise ValueError(f"must be less than {limit:.4g} kg, 90 % of the {volume:g} L mould as liquid")
+        return shot
+
+    @field_validator("alpha_demold")
+    @classmethod
+    def _reachable_cure(cls, alpha: float, info: ValidationInfo) -> float:
+        material = info.data.get("material")
+        if material is not None and alpha > get_material(material).x_oh_ultimate:
+            raise ValueError(f"must be at most {get_material(material).x_oh_ultimate:.3f}, "
+                             f"the cure {material} reaches")
+        return alpha
 
     @property
     def ba_fraction(self) -> float:
         return get_material(self.material).ba_fraction_kg_kg if self.ba_fraction_kg_kg is None \
             else self.ba_fraction_kg_kg
+
+
+def allowed_range(key: str) -> str:
+    """``"; allowed 0..1"`` for a bounded scenario key, so a refused value comes with its range."""
+    field = PurScenario.model_fields.get(key)
+    if field is None:
+        return ""
+    lo = hi = None
+    for meta in field.metadata:
+        lo = getattr(meta, "ge", None) if getattr(meta, "ge", None) is not None else lo
+        lo = getattr(meta, "gt", None) if getattr(meta, "gt", None) is not None else lo
+        hi = getattr(meta, "le", None) if getattr(meta, "le", None) is not None else hi
+        hi = getattr(meta, "lt", None) if getattr(meta, "lt", None) is not None else hi
+    if lo is None and hi is None:
+        return ""
+    return f"; allowed {'' if lo is None else f'{lo:g}'}..{'' if hi is None else f'{hi:g}'}"
 
 
 def _parse(data: Any, source: str, text: str | None) -> dict[str, PurScenario]:
@@ -89,7 +114,10 @@ def _parse(data: Any, source: str, text: str | None) -> dict[str, PurScenario]:
         try:
             out[name] = PurScenario.model_validate(table)
         except ValidationError as exc:
-            lines += [f"scenario.{name}.{line}" for line in validation_report(exc, PurScenario, text)]
+            for line in validation_report(exc, PurScenario, text):
+                where, _, rest = line.partition(": ") if line.startswith("line ") else ("", "", line)
+                key = rest.partition(":")[0]
+                lines.append(f"{where + ': ' if where else ''}scenario.{name}.{rest}{allowed_range(key)}")
     if lines:
         raise ConfigFileError(source, lines)
     return out
