@@ -58,7 +58,8 @@ def _guarded(rhs: Rhs, counter: list[int]) -> Rhs:
     def f(t: float, y: np.ndarray) -> np.ndarray:
         counter[0] += 1
         try:
-            dy = np.asarray(rhs(t, y), dtype=float)
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # judged below, as non-finite
+                dy = np.asarray(rhs(t, y), dtype=float)
         except (ArithmeticError, ValueError) as exc:
             raise _RhsFailed(f"the model's equations failed at t = {t:.3f} s: {exc}") from exc
         if not np.all(np.isfinite(dy)):
