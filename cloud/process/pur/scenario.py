@@ -50,7 +50,7 @@ class PurScenario(StrictModel):
     co2_dissolution_rate_1_s: float = Field(default=0.05, gt=0, le=10)
     evaporation_rate_1_s: float = Field(default=1.0, gt=0, le=10)
     cycle_time_s: float = Field(default=300.0, gt=0, le=7200, description="the longest acceptable cycle")
-    horizon_s: float = Field(default=600.0, ge=10, le=7200, description="how long a run is simulated")
+    horizon_s: float = Field(default=600.0, ge=10, le=86_400, description="how long a run is simulated")
     output_step_s: float = Field(default=1.0, ge=0.01, le=60)
     alpha_demold: float = Field(default=0.6, gt=0, le=1, description="cure (OH conversion) needed to demould")
     hardness_demold: float = Field(default=15.0, ge=0, le=100, description="Shore A needed to demould")
