@@ -191,7 +191,9 @@ def _rk4(f: Rhs, t_span: tuple[float, float], y0: np.ndarray, t_eval: np.ndarray
         for e, g in enumerate(events):
             g_new = g(t_new, y_new)
             if g_prev[e] < 0 <= g_new:
-                t_events[e].append(_bisect(lambda s, g=g: g(t + s * h, hermite(s)), t, h))
+                def g_at(s: float, g: Event = g, t: float = t, hermite: Callable[[float], np.ndarray] = hermite) -> float:
+                    return g(t + s * h, hermite(s))
+                t_events[e].append(_bisect(g_at, t, h))
             g_prev[e] = g_new
         t, y, k1 = t_new, y_new, k1_new
     return OdeResult(t_eval.copy(), out, True, "", counter[0], [np.asarray(te) for te in t_events])

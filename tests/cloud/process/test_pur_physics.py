@@ -17,7 +17,7 @@ from cloud.process.pur import PurModel, PurScenario, builtin_scenarios, get_mate
 from cloud.process.pur.equations import R_GAS, STATE_NAMES
 from cloud.process.pur.model import outputs_of
 
-I = {name: i for i, name in enumerate(STATE_NAMES)}
+IDX = {name: i for i, name in enumerate(STATE_NAMES)}
 M_CO2 = 0.04401
 
 
@@ -62,7 +62,7 @@ def test_adiabatic_temperature_rise_equals_the_reaction_enthalpy_balance(materia
     traj = simulate(scenario, SolverSpec(backend="lsoda", rtol=1e-9, atol=1e-12))
     assert traj.ok, traj.message
     expected = _adiabatic_final_temperature(material, scenario.initial_temperature_c + 273.15)
-    assert abs(traj.y[-1, I["t_k"]] - expected) < 0.5
+    assert abs(traj.y[-1, IDX["t_k"]] - expected) < 0.5
     assert expected - scenario.initial_temperature_c - 273.15 > 50.0  # the exotherm is real, not a trivial pass
 
 
@@ -78,14 +78,14 @@ def test_blowing_agent_and_co2_are_conserved(name: str, backend: str) -> None:
     if m.agent:
         molar = m.agent.molar_mass_kg_mol
         initial = m_poly * scenario.ba_fraction / molar
-        total = m_poly * y[:, I["l_liquid"]] / molar + y[:, I["n_ba_gas"]] + y[:, I["n_ba_vented"]]
+        total = m_poly * y[:, IDX["l_liquid"]] / molar + y[:, IDX["n_ba_gas"]] + y[:, IDX["n_ba_vented"]]
         assert np.max(np.abs(total - initial)) <= 1e-6 * initial
-        assert y[-1, I["n_ba_gas"]] > 0.1 * initial  # the agent did boil: the check is not vacuous
-    generated = m_poly / m.rho_poly_kg_m3 * m.c_w0_mol_m3 * y[:, I["x_w"]]
-    accounted = y[:, I["n_co2_dissolved"]] + y[:, I["n_co2_gas"]] + y[:, I["n_co2_vented"]]
+        assert y[-1, IDX["n_ba_gas"]] > 0.1 * initial  # the agent did boil: the check is not vacuous
+    generated = m_poly / m.rho_poly_kg_m3 * m.c_w0_mol_m3 * y[:, IDX["x_w"]]
+    accounted = y[:, IDX["n_co2_dissolved"]] + y[:, IDX["n_co2_gas"]] + y[:, IDX["n_co2_vented"]]
     if m.c_w0_mol_m3 > 0:
         assert np.max(np.abs(accounted - generated)) <= 1e-6 * generated[-1]
-        assert y[-1, I["n_co2_vented"]] > 0 and y[-1, I["n_co2_dissolved"]] > 0
+        assert y[-1, IDX["n_co2_vented"]] > 0 and y[-1, IDX["n_co2_dissolved"]] > 0
     else:
         assert np.max(np.abs(accounted)) < 1e-15
 
@@ -101,14 +101,14 @@ def test_with_vents_closed_the_mould_pressure_follows_the_ideal_gas_law(material
     l0 = scenario.ba_fraction if m.agent else 0.0
     m_poly = scenario.shot_mass_kg / (1.0 + l0)
     rho_ba = m.agent.rho_liquid_kg_m3 if m.agent else 1.0
-    v_gas = scenario.mould_volume_l / 1000 - m_poly / m.rho_poly_kg_m3 - m_poly * y[:, I["l_liquid"]] / rho_ba
-    n_gas = y[:, I["n_air"]] + y[:, I["n_co2_gas"]] + y[:, I["n_ba_gas"]]
-    expected_bar = n_gas * R_GAS * y[:, I["t_k"]] / v_gas / 1e5
+    v_gas = scenario.mould_volume_l / 1000 - m_poly / m.rho_poly_kg_m3 - m_poly * y[:, IDX["l_liquid"]] / rho_ba
+    n_gas = y[:, IDX["n_air"]] + y[:, IDX["n_co2_gas"]] + y[:, IDX["n_ba_gas"]]
+    expected_bar = n_gas * R_GAS * y[:, IDX["t_k"]] / v_gas / 1e5
     _, p_bar = out.series["p_mould"]
     assert np.max(np.abs(p_bar - expected_bar) / expected_bar) < 1e-9
     # the air stays in a closed mould, at the amount the ambient pressure put there at the shot
     n_air0 = scenario.ambient_pressure_bar * 1e5 * v_gas[0] / (R_GAS * (scenario.initial_temperature_c + 273.15))
-    assert np.max(np.abs(y[:, I["n_air"]] - n_air0)) < 1e-12 * n_air0 + 1e-15
+    assert np.max(np.abs(y[:, IDX["n_air"]] - n_air0)) < 1e-12 * n_air0 + 1e-15
     assert p_bar.max() > 1.3 * scenario.ambient_pressure_bar  # the gas really built pressure
 
 
