@@ -191,7 +191,8 @@ def _rk4(f: Rhs, t_span: tuple[float, float], y0: np.ndarray, t_eval: np.ndarray
         for e, g in enumerate(events):
             g_new = g(t_new, y_new)
             if g_prev[e] < 0 <= g_new:
-                def g_at(s: float, g: Event = g, t: float = t, hermite: Callable[[float], np.ndarray] = hermite) -> float:
+                def g_at(s: float, g: Event = g, t: float = t,
+                         hermite: Callable[[float], np.ndarray] = hermite) -> float:
                     return g(t + s * h, hermite(s))
                 t_events[e].append(_bisect(g_at, t, h))
             g_prev[e] = g_new
