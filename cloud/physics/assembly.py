@@ -83,6 +83,9 @@ MAX_DIAGONAL_M = 100.0
 MIN_MASS_KG = 1e-6  # 1 mg
 # A float32 file is flagged when its coordinate spacing is coarser than this part of the tolerance.
 PRECISION_FRACTION = 0.1
+# Pose translations beyond this (in the assembly unit: 1 km in mm, 1,000 km in m) are refused: doubles
+# there still resolve 1e-10 m, and farther out distances overflow (a 1e308 mm pose made a 500).
+MAX_TRANSLATION = 1e6
 
 
 class PoseSpec(_Strict):
@@ -116,6 +119,10 @@ class PoseSpec(_Strict):
         for v in (self.translation, self.rotation_deg):
             if v is not None and not np.isfinite(v).all():
                 raise ValueError("pose values must be finite")
+        moved = self.translation if self.matrix is None else [row[3] for row in self.matrix[:3]]
+        if moved is not None and max(abs(x) for x in moved) > MAX_TRANSLATION:
+            raise ValueError(f"a pose translation must be within ±{MAX_TRANSLATION:,.0f} in the assembly unit "
+                             f"(got {max(moved, key=abs):g})")
         return self
 
     def to_matrix(self, unit: LengthUnit) -> np.ndarray:

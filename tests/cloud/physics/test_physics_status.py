@@ -209,3 +209,15 @@ def test_generated_physics_requests_on_a_real_assembly_get_no_5xx(server, assemb
 
     check()
     assert not failures
+
+
+@pytest.mark.parametrize("route, body", [
+    ("/collision/clearance", {"poses": {"b": {"translation": [1e308, 0, 0]}}}),
+    ("/collision/check", {"poses": {"b": {"matrix": [[1, 0, 0, -1e300], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]}}}),
+    ("/mass-properties", {"frame": {"translation": [0, 1e200, 0]}}),
+])
+def test_a_pose_beyond_reach_is_422_not_an_overflow(server, assembly_id, route, body) -> None:
+    resp = post(server, route, {"assembly_id": assembly_id, **body})
+    assert resp.status_code == 422, resp.text
+    path, message = detail(resp)[0]
+    assert path in ("poses.b", "frame") and "within ±1,000,000" in message
