@@ -182,13 +182,6 @@ class AssemblySpec(_Strict):
             seen.add(p.name)
         return parts
 
-    @model_validator(mode="after")
-    def _mates_name_parts(self) -> AssemblySpec:
-        problems = unknown_parts(self.mates, {p.name for p in self.parts})
-        if problems:
-            raise ValueError("; ".join(str(p) for p in problems))
-        return self
-
 
 @dataclass(eq=False)
 class Part:
@@ -250,9 +243,21 @@ def parse_assembly(data: bytes | str | dict) -> AssemblySpec:
     if not isinstance(data, dict):
         raise AssemblyError("an assembly must be a JSON object")
     try:
-        return AssemblySpec.model_validate(data)
+        spec = AssemblySpec.model_validate(data)
     except ValidationError as exc:
         raise AssemblyError(validation_problems(exc, AssemblySpec)) from None
+    _check_mates(spec)
+    return spec
+
+
+def _check_mates(spec: AssemblySpec) -> None:
+    """Every part a mate names is one of the parts; else 422 with each mate's path (``mates[0].a.part``).
+
+    Not a model validator: pydantic gives a model validator's error the model's path, and the path
+    of an upload's unknown part was lost."""
+    problems = unknown_parts(spec.mates, {p.name for p in spec.parts})
+    if problems:
+        raise AssemblyError(problems)
 
 
 def _read_mesh_file(base: Path, rel: str, limits: MeshLimits) -> tuple[bytes, str]:
@@ -311,6 +316,7 @@ def inline_triangles(mesh: InlineMesh) -> TriangleEstimate | None:
 def load_assembly(spec: AssemblySpec, base_dir: Path | None = None,
                   limits: MeshLimits | None = None) -> Assembly:
     """Load and validate every part's mesh; all part problems are reported together."""
+    _check_mates(spec)
     limits = limits or MeshLimits()
     parts: list[Part] = []
     problems: list[Problem] = []

@@ -221,3 +221,12 @@ def test_a_pose_beyond_reach_is_422_not_an_overflow(server, assembly_id, route, 
     assert resp.status_code == 422, resp.text
     path, message = detail(resp)[0]
     assert path in ("poses.b", "frame") and "within ±1,000,000" in message
+
+
+def test_an_upload_whose_mates_name_unknown_parts_is_422_with_each_mates_path(server) -> None:
+    body = two_boxes()
+    body["mates"] = [{"type": "coincident", "a": {**POINT, "part": "a"}, "b": {**POINT, "part": "b"}},
+                     {"type": "fixed", "a": {**POINT, "part": "ghost"}}]
+    resp = post(server, "/assemblies", body)
+    assert resp.status_code == 422, resp.text
+    assert detail(resp) == [("mates[1].a.part", "unknown part 'ghost'")]
