@@ -127,10 +127,10 @@ def part_masses(asm: Assembly, names: list[str] | None = None, field: str = "par
 
     ``names`` (the request's ``field``) must name parts of the assembly, each once: a name listed
     twice would count the part's mass twice in the total."""
-    known = {p.name for p in asm.parts}
+    known, listed = {p.name for p in asm.parts}, names or []
     problems = [Problem(f"{field}[{k}]", f"no part named {n!r} in this assembly" if n not in known
                         else f"part {n!r} is listed twice")
-                for k, n in enumerate(names or []) if n not in known or n in names[:k]]
+                for k, n in enumerate(listed) if n not in known or n in listed[:k]]
     if problems:
         raise AssemblyError(problems)
     names = names or [p.name for p in asm.parts]
