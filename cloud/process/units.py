@@ -18,7 +18,7 @@ from shared.errors import InputError
 
 __all__ = ["UnitsError", "check_unit", "converter"]
 
-_REGISTRY = pint.UnitRegistry(autoconvert_offset_to_baseunit=True)
+_REGISTRY: pint.UnitRegistry = pint.UnitRegistry(autoconvert_offset_to_baseunit=True)
 
 
 class UnitsError(InputError):
