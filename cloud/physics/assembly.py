@@ -83,6 +83,9 @@ MAX_DIAGONAL_M = 100.0
 MIN_MASS_KG = 1e-6  # 1 mg
 # A float32 file is flagged when its coordinate spacing is coarser than this part of the tolerance.
 PRECISION_FRACTION = 0.1
+# Pose translations beyond this (in the assembly unit: 1 km in mm, 1,000 km in m) are refused: doubles
+# there still resolve 1e-10 m, and farther out distances overflow (a 1e308 mm pose made a 500).
+MAX_TRANSLATION = 1e6
 
 
 class PoseSpec(_Strict):
@@ -116,6 +119,10 @@ class PoseSpec(_Strict):
         for v in (self.translation, self.rotation_deg):
             if v is not None and not np.isfinite(v).all():
                 raise ValueError("pose values must be finite")
+        moved = self.translation if self.matrix is None else [row[3] for row in self.matrix[:3]]
+        if moved is not None and max(abs(x) for x in moved) > MAX_TRANSLATION:
+            raise ValueError(f"a pose translation must be within ±{MAX_TRANSLATION:,.0f} in the assembly unit "
+                             f"(got {max(moved, key=abs):g})")
         return self
 
     def to_matrix(self, unit: LengthUnit) -> np.ndarray:
@@ -174,13 +181,6 @@ class AssemblySpec(_Strict):
                 raise ValueError(f"part name {p.name!r} is used twice")
             seen.add(p.name)
         return parts
-
-    @model_validator(mode="after")
-    def _mates_name_parts(self) -> AssemblySpec:
-        problems = unknown_parts(self.mates, {p.name for p in self.parts})
-        if problems:
-            raise ValueError("; ".join(str(p) for p in problems))
-        return self
 
 
 @dataclass(eq=False)
@@ -243,9 +243,21 @@ def parse_assembly(data: bytes | str | dict) -> AssemblySpec:
     if not isinstance(data, dict):
         raise AssemblyError("an assembly must be a JSON object")
     try:
-        return AssemblySpec.model_validate(data)
+        spec = AssemblySpec.model_validate(data)
     except ValidationError as exc:
         raise AssemblyError(validation_problems(exc, AssemblySpec)) from None
+    _check_mates(spec)
+    return spec
+
+
+def _check_mates(spec: AssemblySpec) -> None:
+    """Every part a mate names is one of the parts; else 422 with each mate's path (``mates[0].a.part``).
+
+    Not a model validator: pydantic gives a model validator's error the model's path, and the path
+    of an upload's unknown part was lost."""
+    problems = unknown_parts(spec.mates, {p.name for p in spec.parts})
+    if problems:
+        raise AssemblyError(problems)
 
 
 def _read_mesh_file(base: Path, rel: str, limits: MeshLimits) -> tuple[bytes, str]:
@@ -304,6 +316,7 @@ def inline_triangles(mesh: InlineMesh) -> TriangleEstimate | None:
 def load_assembly(spec: AssemblySpec, base_dir: Path | None = None,
                   limits: MeshLimits | None = None) -> Assembly:
     """Load and validate every part's mesh; all part problems are reported together."""
+    _check_mates(spec)
     limits = limits or MeshLimits()
     parts: list[Part] = []
     problems: list[Problem] = []

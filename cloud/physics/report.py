@@ -121,9 +121,18 @@ def _mass_out(mp: MassProperties, unit: str, frame: np.ndarray | None = None) ->
         max_deviation_m=mp.max_deviation_m)
 
 
-def part_masses(asm: Assembly, names: list[str] | None = None
+def part_masses(asm: Assembly, names: list[str] | None = None, field: str = "parts"
                 ) -> list[tuple[Part, MassProperties | None, str | None]]:
-    """[(part, local MassProperties or None, error text or None)]."""
+    """[(part, local MassProperties or None, error text or None)].
+
+    ``names`` (the request's ``field``) must name parts of the assembly, each once: a name listed
+    twice would count the part's mass twice in the total."""
+    known, listed = {p.name for p in asm.parts}, names or []
+    problems = [Problem(f"{field}[{k}]", f"no part named {n!r} in this assembly" if n not in known
+                        else f"part {n!r} is listed twice")
+                for k, n in enumerate(listed) if n not in known or n in listed[:k]]
+    if problems:
+        raise AssemblyError(problems)
     names = names or [p.name for p in asm.parts]
     out: list[tuple[Part, MassProperties | None, str | None]] = []
     for name in names:
@@ -225,7 +234,7 @@ def constraints(assembly_id: str, asm: Assembly, request: s.ConstraintRequest,
 
 
 def robot_check(assembly_id: str, asm: Assembly, request: s.RobotCheckRequest) -> s.RobotCheckResponse:
-    rows = part_masses(asm, request.payload_parts)
+    rows = part_masses(asm, request.payload_parts, "payload_parts")
     refused = [f"{p.name}: {e}" for p, _, e in rows if e]
     if refused:
         raise AssemblyError("payload mass properties refused: " + "; ".join(refused))

@@ -209,3 +209,37 @@ def test_generated_physics_requests_on_a_real_assembly_get_no_5xx(server, assemb
 
     check()
     assert not failures
+
+
+@pytest.mark.parametrize("route, body", [
+    ("/collision/clearance", {"poses": {"b": {"translation": [1e308, 0, 0]}}}),
+    ("/collision/check", {"poses": {"b": {"matrix": [[1, 0, 0, -1e300], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]}}}),
+    ("/mass-properties", {"frame": {"translation": [0, 1e200, 0]}}),
+])
+def test_a_pose_beyond_reach_is_422_not_an_overflow(server, assembly_id, route, body) -> None:
+    resp = post(server, route, {"assembly_id": assembly_id, **body})
+    assert resp.status_code == 422, resp.text
+    path, message = detail(resp)[0]
+    assert path in ("poses.b", "frame") and "within ±1,000,000" in message
+
+
+def test_an_upload_whose_mates_name_unknown_parts_is_422_with_each_mates_path(server) -> None:
+    body = two_boxes()
+    body["mates"] = [{"type": "coincident", "a": {**POINT, "part": "a"}, "b": {**POINT, "part": "b"}},
+                     {"type": "fixed", "a": {**POINT, "part": "ghost"}}]
+    resp = post(server, "/assemblies", body)
+    assert resp.status_code == 422, resp.text
+    assert detail(resp) == [("mates[1].a.part", "unknown part 'ghost'")]
+
+
+@pytest.mark.parametrize("route, body, field", [
+    ("/mass-properties", {}, "parts"),
+    ("/robot-check", {"robot": {"rated_payload_kg": 5}}, "payload_parts")])
+def test_parts_named_twice_or_unknown_are_422_with_their_paths(server, assembly_id, route, body, field) -> None:
+    # a part listed twice made the assembly's mass twice the part's (two 100 mm steel cubes: 7.85 kg each)
+    resp = post(server, route, {"assembly_id": assembly_id, field: ["a", "ghost", "a"], **body})
+    assert resp.status_code == 422, resp.text
+    assert detail(resp) == [(f"{field}[1]", "no part named 'ghost' in this assembly"),
+                            (f"{field}[2]", "part 'a' is listed twice")]
+    once = post(server, "/mass-properties", {"assembly_id": assembly_id, "parts": ["a"]})
+    assert once.json()["assembly"]["mass_kg"] == pytest.approx(7850 * 0.1**3)
