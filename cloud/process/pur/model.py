@@ -3,7 +3,7 @@
 ``PurModel.run`` takes the measured mould temperature (degC, interpolated
 linearly, held constant before the first and after the last reading), solves
 the equations of ``cloud.process.pur.equations`` with the binding's backend
-and answers the series α, T_core, p, ρ, viscosity (up to the gel point),
+and answers the series α, T_core, p, ρ, viscosity (infinite from the gel point),
 hardness and fill, plus the scalars gel time, demould time, hardness at
 demould and at 24 h, moulded density and the margin to the cycle time.
 A failed solve or an unusable input answers ``ok=False`` with the reason.
@@ -143,8 +143,10 @@ def outputs_of(traj: Trajectory) -> RunOutputs:
     rho = np.array([d.rho_foam_kg_m3 for d in derived])
     fill = np.array([d.fill for d in derived])
     hardness = np.array([eq.hardness(a, r) for a, r in zip(alpha, rho, strict=True)])
-    pre_gel = alpha < eq.m.x_gel
-    visc = np.array([eq.viscosity(a, tk) for a, tk in zip(alpha[pre_gel], y[pre_gel, 2], strict=True)])
+    # Castro-Macosko diverges at the gel point: past it the viscosity is infinite (a gelled foam), never a
+    # held last value
+    visc = np.array([eq.viscosity(a, tk) if a < eq.m.x_gel else math.inf
+                     for a, tk in zip(alpha, y[:, 2], strict=True)])
     t_alpha = _first_crossing(t, alpha, s.alpha_demold)
     t_hard = _first_crossing(t, hardness, s.hardness_demold)
     t_demold = max(t_alpha, t_hard) if not (math.isnan(t_alpha) or math.isnan(t_hard)) else math.nan
@@ -164,5 +166,5 @@ def outputs_of(traj: Trajectory) -> RunOutputs:
         "margin_s": s.cycle_time_s - t_demold, "p_max": float(p_bar.max()), "t_core_max": float(t_core.max()),
     }
     series = {"alpha": (t, alpha), "t_core": (t, t_core), "p_mould": (t, p_bar), "density": (t, rho),
-              "viscosity": (t[pre_gel], visc), "hardness": (t, hardness), "fill": (t, fill)}
+              "viscosity": (t, visc), "hardness": (t, hardness), "fill": (t, fill)}
     return RunOutputs(series, scalars, ok=True, message=message)
