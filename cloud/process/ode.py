@@ -30,7 +30,7 @@ __all__ = ["DEFAULT_RK4_STEP_S", "BackendNotSupportedError", "OdeResult", "Rhs",
 Rhs = Callable[[float, np.ndarray], np.ndarray]
 Event = Callable[[float, np.ndarray], float]
 
-DEFAULT_RK4_STEP_S = 0.25  # the fixed step when a spec gives no max_step_s
+DEFAULT_RK4_STEP_S = 0.5  # the fixed step when a spec gives no max_step_s
 _MAX_STEPS = 200_000  # per solve; a run past it is reported as failed, not cut short
 
 

@@ -124,3 +124,15 @@ def test_an_inaccurate_fixed_step_is_refused_not_answered() -> None:
 def test_the_jax_backend_is_not_supported_and_says_how_to_get_it() -> None:
     with pytest.raises(BackendNotSupportedError, match="install the jax extra"):
         _run({}, SolverSpec(backend="jax"))
+
+
+def test_the_registry_names_the_pur_model_and_its_parameters_validate() -> None:
+    from cloud.process.registry import ModelRegistry
+
+    model = ModelRegistry().get("pur-foam")
+    assert model.inputs == {"mould_temperature": "degC"}
+    params = model.Parameters.model_validate({"material": "water-pentane", "mould_temperature_c": 50.0})
+    out = model.run(RunInputs(start=0.0, series={"mould_temperature": (np.array([0.0]), np.array([50.0]))}),
+                    params, SolverSpec(backend="cvode"))
+    assert out.ok, out.message
+    assert 0 < out.scalars["t_gel"] < out.scalars["t_demold"] < params.horizon_s  # type: ignore[attr-defined]
