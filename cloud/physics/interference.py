@@ -27,7 +27,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Literal
 
@@ -53,6 +53,7 @@ from cloud.physics.contact import (
 )
 from cloud.physics.convex import ConvexShape, convex_shape, intersect_many
 from cloud.physics.mesh import PartMesh
+from cloud.physics.open_depth import surface_depth
 from cloud.physics.polytope import Polytope
 from cloud.physics.units import DEFAULT_TOLERANCE_M
 
@@ -554,7 +555,17 @@ class CollisionWorld:
         if shared is None:
             open_part = a if not self.parts[i].mesh.closed else b
             note = note or f"surfaces cross; the shared volume is unknown because {open_part} is not closed"
-            return PairResult(a, b, "interfering", 0.0, pa, pb, note=note, tolerance_m=tol,
+            closed = [k for k in (i, j) if self.parts[k].mesh.closed]
+            depth = None
+            if contained is None and len(closed) == 1:  # an open part's surface against a closed part
+                depth = self._open_depth(i + j - closed[0], closed[0])
+                reach = f"its surface reaches {_length(depth)} into {self.names[closed[0]]}"
+                if depth <= tol:
+                    flush = self._touching(i, j, tol, 0.0, None, None, crossing=True)
+                    return replace(flush, note=f"{open_part} is not closed; {reach}, within the tolerance "
+                                               f"{_length(tol)}")
+                note += f"; {reach}"
+            return PairResult(a, b, "interfering", 0.0, pa, pb, depth_m=depth, note=note, tolerance_m=tol,
                               contact_of=lambda: self._overlap_contact(i, j, poses, contained))
         pose = self.poses[i]
         volume, area = shared.volume, shared.area
@@ -572,6 +583,12 @@ class CollisionWorld:
         return PairResult(a, b, "interfering", 0.0, pa, pb, volume, centroid, depth, lo, hi, note,
                           (shared, pose.copy()) if volume > 0 else None, tolerance_m=tol,
                           contact_of=lambda: self._overlap_contact(i, j, poses, contained, overlap))
+
+    def _open_depth(self, open_k: int, closed_k: int) -> float:
+        """How deep (m) the surface of open part ``open_k`` reaches into closed part ``closed_k`` (they cross)."""
+        _, rel = self._relative(open_k, closed_k)
+        pairs = self._crossing_pairs(open_k, closed_k, self.poses[open_k], self.poses[closed_k], points=False)
+        return surface_depth(self._geom[open_k], self._geom[closed_k], self._geom[closed_k].bvh, rel, pairs)
 
     def _overlap_contact(self, i: int, j: int, poses: tuple[np.ndarray, np.ndarray],
                          contained: tuple[int, int] | None, overlap: np.ndarray | None = None) -> Contact:
