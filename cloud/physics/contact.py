@@ -54,7 +54,7 @@ _MAX_PIECES = 16  # connected pieces of a non-convex part's faces tested for lyi
 
 
 class Structures(Protocol):
-    """What the contact functions read of a part's geometry (``interference._Geometry``)."""
+    """What the contact functions read of a part's geometry (``structures._Geometry``)."""
 
     @property
     def mesh(self) -> PartMesh: ...

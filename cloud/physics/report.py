@@ -11,8 +11,9 @@ import numpy as np
 from cloud.physics import schemas as s
 from cloud.physics.assembly import Assembly, Part
 from cloud.physics.errors import AssemblyError, PhysicsError, Problem
-from cloud.physics.interference import CollisionWorld, PairResult, severity
+from cloud.physics.interference import CollisionWorld
 from cloud.physics.mass import MassProperties, combine, part_mass_properties
+from cloud.physics.pair_result import PairResult, severity
 from cloud.physics.robot import check_grip, check_payload
 from cloud.physics.solver import MateSystem, SolveResult
 from cloud.physics.units import DEFAULT_TOLERANCE_M, METRES_PER
