@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml deploy/scripts/system-deps.sh
 	deploy/scripts/system-deps.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[edge,cloud,cad,train,dev]'
+	$(PY) -m pip install --quiet -e '.[edge,cloud,cad,train,process,dev]'
 	# the ML benchmarks' real data sets ship inside these wheels; only the data files are read
 	$(PY) -m pip install --quiet --no-deps 'river>=0.26.1' 'sktime>=1.2.0'
 	touch $(STAMP)
@@ -67,6 +67,7 @@ bench: install
 	$(PY) bench/bench_catchup.py
 	$(PY) bench/bench_sim.py
 	$(PY) bench/bench_physics.py
+	$(PY) bench/bench_process.py
 	$(PY) bench/bench_ml.py
 	$(PY) bench/bench_console.py
 

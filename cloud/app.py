@@ -23,7 +23,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
 from cloud import __doc__ as _about
-from cloud.api import alerts, devices, edges, events, models, physics, sync, system, twin
+from cloud.api import alerts, devices, edges, events, models, physics, process, sync, system, twin
 from cloud.apidocs import add_api_docs
 from cloud.auth import Authenticator
 from cloud.config import CONFIG_ENV, REPLICA_ENV, CloudConfig, load_cloud_config
@@ -35,6 +35,7 @@ from cloud.live import LiveHub
 from cloud.metrics import Metrics, MetricsMiddleware
 from cloud.physics.assembly import AssemblySpec
 from cloud.physics.store import PhysicsStore
+from cloud.process.runner import Engine
 from cloud.querygate import QueryGate
 from cloud.storage import open_storage
 from cloud.storage.base import StorageError
@@ -113,14 +114,16 @@ def create_app(config: CloudConfig) -> FastAPI:
                          LiveHub(storage, config.server.live_poll, feed),
                          sync_slots=asyncio.Semaphore(config.sync.max_concurrent),
                          queries=QueryGate(config.queries))
+        ctx.engine = Engine(storage, config.process, ctx.hub)
         app.state.ctx = ctx
+        engine = asyncio.create_task(ctx.engine.run(), name="twincloud-virtual-sensors")
         retention = asyncio.create_task(_retention_loop(ctx), name="twincloud-retention")
         live = asyncio.create_task(ctx.hub.run(), name="twincloud-live-feed")
         log.info("twincloud ready: %s storage, schema version %d", storage.backend, await storage.schema_version())
         try:
             yield
         finally:
-            for task in (retention, live):
+            for task in (retention, live, engine):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -144,6 +147,7 @@ def create_app(config: CloudConfig) -> FastAPI:
     app.include_router(alerts.router)
     app.include_router(events.router)
     app.include_router(physics.router)
+    app.include_router(process.router)
     app.dependency_overrides[physics.get_store] = lambda: store
     if config.console.enabled:
         add_console(app)

@@ -31,6 +31,7 @@ __all__ = [
     "ConfigFileError",
     "ConsoleConfig",
     "DatabaseConfig",
+    "ProcessConfig",
     "QueryConfig",
     "RetentionConfig",
     "ServerConfig",
@@ -172,6 +173,18 @@ class ConsoleConfig(StrictModel):
                                 description="failed sign-ins per client address and minute before 429")
 
 
+class ProcessConfig(StrictModel):
+    """Virtual sensors (cloud.process): the models bindings may name, and the limits per device."""
+
+    models: dict[str, str] = Field(default_factory=dict, max_length=64, description=
+                                   "more process models: name -> 'package.module:Class'")
+    max_bindings_per_device: int = Field(default=16, ge=1, le=1000)
+    max_state_points: int = Field(default=20_000, ge=10, le=1_000_000, description=
+                                  "points a binding keeps (a window's, or a run's inputs)")
+    catch_up_readings: int = Field(default=5_000, ge=10, le=1_000_000, description=
+                                   "readings a binding processes per step (and transaction)")
+
+
 class LogConfig(StrictModel):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -184,6 +197,7 @@ class CloudConfig(StrictModel):
     queries: QueryConfig = QueryConfig()
     physics: PhysicsConfig = PhysicsConfig()
     console: ConsoleConfig = ConsoleConfig()
+    process: ProcessConfig = ProcessConfig()
     log: LogConfig = LogConfig()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 
@@ -16,6 +16,9 @@ from cloud.live import LiveHub
 from cloud.metrics import Metrics
 from cloud.querygate import QueryGate
 from cloud.storage.base import Storage
+
+if TYPE_CHECKING:
+    from cloud.process.runner import Engine
 
 __all__ = ["AppContext", "Ctx"]
 
@@ -32,6 +35,7 @@ class AppContext:
     parser: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="sync-parse"))
     queries: QueryGate = field(default_factory=lambda: QueryGate(QueryConfig()))
+    engine: Engine | None = None  # virtual sensors (cloud.process.runner); None where they are not installed
 
 
 async def get_ctx(request: Request) -> AppContext:

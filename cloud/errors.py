@@ -23,7 +23,16 @@ from cloud.auth import NotAllowed, NotAuthenticated
 from cloud.body import BodyError, BodyTimeout, BodyTooLarge, EncodingRefused
 from cloud.identities import NameTaken, SelfDemotion, UnknownIdentity
 from cloud.physics.errors import AssemblyNotFoundError, MeshFormatError, MeshTooLargeError
-from cloud.storage.base import BadQuery, DeviceExists, StorageError, StorageUnavailable, UnknownDevice
+from cloud.process.registry import UnknownProcessModel
+from cloud.storage.base import (
+    BadQuery,
+    DeviceExists,
+    NotSupported,
+    StorageError,
+    StorageUnavailable,
+    UnknownDevice,
+)
+from cloud.storage.derived import BindingExists, UnknownBinding
 from cloud.storage.registry import ModelInUse, UnknownAlert, UnknownModel, UnknownRule
 from shared.errors import CodecError, InputError, Problem, TwinedgeError
 from shared.validation import validation_problems
@@ -84,6 +93,10 @@ STATUS: Mapping[type[BaseException], int] = {
     NameTaken: 409,
     SelfDemotion: 409,
     DeviceExists: 409,
+    BindingExists: 409,
+    UnknownBinding: 404,
+    UnknownProcessModel: 404,
+    NotSupported: 501,
     BodyTooLarge: 413,
     TooManyAttempts: 429,
     MeshTooLargeError: 413,

@@ -403,6 +403,8 @@ async def _handle(request: Request, edge: str, ctx: Ctx, claim: Claim) -> SyncAc
     ctx.metrics.frames.labels(edge, "rejected").inc(len(rejected))
     ctx.metrics.samples.inc(result.samples)
     missed = ctx.hub.publish(result.stored_frames)
+    if ctx.engine is not None and result.stored_frames:  # virtual sensors run in the background, not here
+        ctx.engine.notify({f.device_id for f in result.stored_frames})
     if missed:
         ctx.metrics.ws_dropped.inc(missed)
     log.debug("edge %s: %d stored, %d duplicate, %d rejected, acked through %s", edge, result.stored,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from cloud.physics.errors import PhysicsError
@@ -32,14 +33,31 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("--png", type=Path, help="write a picture: colliding faces in red (interfering) and "
                        "amber (touching), labels, legend, a zoomed view per problem pair")
     check.add_argument("--json", action="store_true", help="print the results as JSON")
-    check.add_argument("--clearance", type=float, default=5.0, metavar="MM",
-                       help="list pairs closer than this, mm (default 5)")
-    check.add_argument("--tolerance", type=float, default=0.01, metavar="MM",
-                       help="touching tolerance, mm (default 0.01)")
+    check.add_argument("--clearance", type=_mm(0.0, 100_000.0, low_open=False), default=5.0, metavar="MM",
+                       help="list pairs closer than this, mm (default 5; 0..100000, as the API)")
+    check.add_argument("--tolerance", type=_mm(0.0, 10.0), default=0.01, metavar="MM",
+                       help="touching tolerance, mm (default 0.01; above 0, at most 10, as the API)")
     check.add_argument("--solve", action="store_true", help="solve the mates instead of validating")
     check.add_argument("--robot", type=Path, metavar="ROBOT.json",
                        help="robot check request: robot, flange, grip, payload_parts")
     check.set_defaults(handler=_check)
+
+
+def _mm(low: float, high: float, *, low_open: bool = True) -> Callable[[str], float]:
+    """An argparse type: a length in mm within the bounds the API puts on it (a negative or NaN
+    tolerance would classify pairs differently in the check and the clearance report)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not (low < value if low_open else low <= value) or not value <= high:
+            raise argparse.ArgumentTypeError(
+                f"must be {'above' if low_open else 'at least'} {low:g} and at most {high:g} mm (got {text})")
+        return value
+
+    return parse
 
 
 def _fmt(x: float, unit: str, k: float) -> str:

@@ -20,7 +20,7 @@ import numpy as np
 
 from cloud.physics import schemas as s
 from cloud.physics.assembly import Assembly, Part
-from cloud.physics.interference import PairResult, Status
+from cloud.physics.pair_result import PairResult, Status, severity
 
 __all__ = ["COLOURS", "MAX_PAIR_VIEWS", "Picture", "PicturePair", "PicturePart", "View", "layout", "picture_out"]
 
@@ -96,10 +96,6 @@ def _unit(v: np.ndarray, fallback: np.ndarray) -> np.ndarray:
     return v / n if n > 1e-12 * max(1.0, float(np.abs(v).max(initial=0.0))) and n > 0 else fallback
 
 
-def _severity(r: PairResult) -> tuple:
-    return (-_RANK[r.status], -(r.volume_m3 or 0.0), r.a, r.b)
-
-
 def _pair(index: int, r: PairResult, boxes: dict[str, tuple[np.ndarray, np.ndarray]]) -> PicturePair:
     if r.region_min_m is not None and r.region_max_m is not None:
         lo, hi = np.asarray(r.region_min_m, float), np.asarray(r.region_max_m, float)
@@ -160,7 +156,7 @@ def _overview(lo: np.ndarray, hi: np.ndarray, pairs: list[PicturePair]) -> View:
 def layout(asm: Assembly, results: list[PairResult], tolerance_m: float) -> Picture:
     """The picture's content for these check results (clear pairs are ignored)."""
     boxes = {p.name: part_box(p) for p in asm.parts}
-    problems = sorted((r for r in results if r.status != "clear"), key=_severity)
+    problems = sorted((r for r in results if r.status != "clear"), key=severity)
     pairs = [_pair(k, r, boxes) for k, r in enumerate(problems)]
     states: dict[str, Status] = {}
     faces: dict[str, dict[int, np.ndarray]] = {}

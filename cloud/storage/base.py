@@ -32,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from cloud.storage.derived import BindingRow, DerivedTag, DerivedWrite
 from cloud.storage.events import EdgeEventIn, EventQuery, EventRecord
 from cloud.storage.registry import AlertEventIn, MlStore, ModelReportRow
 from cloud.storage.rollups import LEVELS_US, Partial, RollupRow, exact_float, fold_raw, fold_rollups, plan
@@ -68,6 +69,7 @@ __all__ = [
     "DeviceState",
     "EdgeRecord",
     "LEVELS_US",
+    "NotSupported",
     "HistoryPage",
     "IngestResult",
     "Ingested",
@@ -102,6 +104,10 @@ class StorageError(TwinedgeError):
 
 class StorageUnavailable(StorageError):
     """The database is busy or unreachable right now; the caller may retry later."""
+
+
+class NotSupported(StorageError):
+    """A feature this storage backend does not offer yet."""
 
 
 class BadQuery(InputError):
@@ -543,6 +549,28 @@ class Storage(MlStore, abc.ABC):
     @abc.abstractmethod
     async def assembly_ids(self) -> list[str]:
         """The id of every upload, oldest first (for copying a database)."""
+
+    # --- virtual-sensor bindings (cloud.storage.derived) -------------------------------
+    async def put_binding(self, name: str, device: str, spec: dict[str, Any], by: str, now_us: int, *,
+                          replace: bool, max_per_device: int) -> BindingRow:
+        """Define a binding (or replace one, keeping its watermark); BindingExists, or a refusal past the limit."""
+        raise NotSupported(f"virtual sensors are not supported on {self.backend} storage yet")
+
+    async def bindings(self, device: str | None = None) -> list[BindingRow]:
+        """Every binding (of one device), by name."""
+        raise NotSupported(f"virtual sensors are not supported on {self.backend} storage yet")
+
+    async def set_binding_enabled(self, name: str, enabled: bool, now_us: int) -> BindingRow:
+        raise NotSupported(f"virtual sensors are not supported on {self.backend} storage yet")
+
+    async def advance_binding(self, write: DerivedWrite) -> bool:
+        """Store a binding's step (derived points through the ingest rows, their tags, its state) in one
+        transaction, if its revision is still ``write.rev``; False (nothing written) when another worker moved it."""
+        raise NotSupported(f"virtual sensors are not supported on {self.backend} storage yet")
+
+    async def derived_points(self, name: str, start: int, stop: int, limit: int) -> list[DerivedTag]:
+        """A binding's derived points with their tags, oldest first."""
+        raise NotSupported(f"virtual sensors are not supported on {self.backend} storage yet")
 
     # --- shared queries --------------------------------------------------------------
     async def _resolve(self, device: str, fields: Sequence[str] | None) -> list[SeriesInfo]:

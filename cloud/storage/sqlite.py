@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from cloud.migrations import MIGRATIONS
+from cloud.storage import derived as process
 from cloud.storage import sessions
 from cloud.storage import sqlite_registry as ml
 from cloud.storage import sqlite_sql as q
@@ -45,6 +46,7 @@ from cloud.storage.base import (
     Principal,
     Readings,
     RollupRow,
+    SampleRows,
     SeriesInfo,
     Storage,
     StorageError,
@@ -103,6 +105,7 @@ class SQLiteStorage(Storage):
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._series: dict[tuple[str, str], int] = {}
+        self._derived_series: dict[tuple[str, str], int] = {}  # (device, field) -> series id of derived values
 
     # --- connections -----------------------------------------------------------------
     def _connect(self, busy_ms: int | None = None) -> sqlite3.Connection:
@@ -215,10 +218,7 @@ class SQLiteStorage(Storage):
                         con.execute(q.INSERT_SERIES, (devices[key[0]], key[1], kind))
                         new_series[key] = con.execute(q.SERIES_ID, (devices[key[0]], key[1])).fetchone()[0]
             rows = build_rows(columns, self._series | new_series if new_series else self._series)
-            _insert_rows(con, q.insert_numbers, rows.numbers, 3, q.SAMPLES_PER_STATEMENT)
-            _insert_rows(con, q.insert_texts, rows.texts, 3, q.SAMPLES_PER_STATEMENT)
-            _put_rollups(con, rows.rollups)
-            con.executemany(q.UPDATE_SERIES_LAST, [(*v, sid, v[0]) for sid, v in rows.newest.items()])
+            insert_samples(con, rows)
             latest: dict[str, tuple[int, TelemetryFrame]] = {}
             for frame, ts in zip(stored, stamps, strict=True):
                 have = latest.get(frame.device_id)
@@ -386,6 +386,23 @@ class SQLiteStorage(Storage):
     async def assembly_ids(self) -> list[str]:
         return await self._read(lambda con: [r[0] for r in con.execute(q.ASSEMBLY_IDS)])
 
+    # --- virtual-sensor bindings and derived points (cloud.storage.derived) -------------
+    async def put_binding(self, name: str, device: str, spec: dict[str, Any], by: str, now_us: int, *,
+                          replace: bool, max_per_device: int) -> process.BindingRow:
+        return await self._write(process.put_binding, name, device, spec, by, now_us, replace, max_per_device)
+
+    async def bindings(self, device: str | None = None) -> list[process.BindingRow]:
+        return self._read_now(process.bindings, device)
+
+    async def set_binding_enabled(self, name: str, enabled: bool, now_us: int) -> process.BindingRow:
+        return await self._write(process.set_enabled, name, enabled, now_us)
+
+    async def advance_binding(self, write: process.DerivedWrite) -> bool:
+        return await self._write(process.advance, write, self._derived_series)
+
+    async def derived_points(self, name: str, start: int, stop: int, limit: int) -> list[process.DerivedTag]:
+        return await self._read(process.derived, name, start, stop, limit)
+
     # --- model registry and alerts (cloud.storage.sqlite_registry) ---------------------
     async def put_model(self, model: NewModel, version: int | None = None) -> tuple[ModelVersion, bool]:
         return await self._write(ml.put_model, model, version)
@@ -523,6 +540,14 @@ def _insert_frames(con: sqlite3.Connection, edge: str, readings: Readings,
         fresh.update(con.execute(q.insert_frames(len(part) // 5, returning=True), part).fetchall())
     new = [k for k, key in enumerate(zip(ids, readings.stamps, strict=True)) if key in fresh]
     return [readings.frames[k] for k in new], [readings.stamps[k] for k in new]
+
+
+def insert_samples(con: sqlite3.Connection, rows: SampleRows) -> None:
+    """Sample rows, their rollups and each series' newest value: how telemetry and derived values are written."""
+    _insert_rows(con, q.insert_numbers, rows.numbers, 3, q.SAMPLES_PER_STATEMENT)
+    _insert_rows(con, q.insert_texts, rows.texts, 3, q.SAMPLES_PER_STATEMENT)
+    _put_rollups(con, rows.rollups)
+    con.executemany(q.UPDATE_SERIES_LAST, [(*v, sid, v[0]) for sid, v in rows.newest.items()])
 
 
 def _insert_rows(con: sqlite3.Connection, sql: Callable[[int], str], flat: list[Any], width: int,

@@ -165,3 +165,14 @@ def test_cli_reports_a_bad_robot_file_one_problem_per_line(tmp_path, capsys) -> 
     assert capsys.readouterr().err.splitlines() == [
         f"error: {robot}: robot.rated_payload_kg: Input should be greater than 0 (got -1)",
         f"error: {robot}: colour: unknown key"]
+
+
+@pytest.mark.parametrize("option, value", [("--tolerance", "-1"), ("--tolerance", "0"), ("--tolerance", "nan"),
+                                           ("--tolerance", "inf"), ("--clearance", "-5"), ("--clearance", "nan")])
+def test_cli_refuses_a_tolerance_or_clearance_the_api_refuses(option, value, capsys) -> None:
+    # a negative tolerance made the check list no interference while the clearance report listed one,
+    # and the exit status said all clear
+    with pytest.raises(SystemExit) as exit_:
+        main(["check", str(EXAMPLE / "cell.json"), option, value])
+    assert exit_.value.code == 2
+    assert f"{option}: must be" in capsys.readouterr().err

@@ -20,6 +20,7 @@ from PIL import Image
 from cloud.physics.interference import CollisionWorld
 from cloud.physics.picture import COLOURS, MAX_PAIR_VIEWS, layout, picture_out
 from cloud.physics.render import draw
+from cloud.physics.report import collision
 from tests.cloud.apiclient import auth, make_api
 
 TOL = 1e-5  # m
@@ -222,3 +223,12 @@ def test_cli_png_is_the_new_picture(tmp_path: Path) -> None:
     assert main(["check", str(example), "--png", str(png)]) == 1  # the bracket cuts into the column
     image = np.asarray(Image.open(png).convert("RGB"))
     assert image.shape == (800, 1200, 3) and _count(image, COLOURS["interfering"]) > 0
+
+
+def test_the_picture_numbers_the_pairs_in_the_order_the_collision_answer_lists_them(scene) -> None:
+    asm, _, results = scene
+    answer, _ = collision("cell", asm, CollisionWorld(asm.parts), TOL)
+    out = picture_out("cell", asm, layout(asm, results, TOL))
+    assert [(p.a, p.b) for p in out.pairs] == [(p.a, p.b) for p in answer.pairs]
+    depths = [p.depth_m for p in answer.pairs if p.status == "interfering"]
+    assert depths == sorted(depths, reverse=True)  # deepest first

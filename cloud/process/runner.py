@@ -1,0 +1,253 @@
+"""The engine at work: define and compile bindings, catch them up live after a batch, replay a range.
+
+One ``Engine`` per process. ``notify(devices)`` (called by the sync route once
+a batch is stored) wakes one background task, which catches up the enabled
+bindings of those devices off the request path: it reads the readings newer
+than each binding's watermark from storage, runs ``engine.step`` and stores
+the step (``Storage.advance_binding``). ``replay`` runs the same step over a
+stored range from an empty state and stores nothing (``twincloud process test``).
+Bindings of a device run in the order their outputs feed each other, so a
+formula over another binding's output sees it in the same pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from cloud.config import ProcessConfig
+from cloud.live import LiveHub
+from cloud.process.bindings import BindingError, BindingSpec, Compiled, FormulaSpec, compile_binding
+from cloud.process.engine import DerivedPoint, Limits, Reading, now_us, step
+from cloud.process.registry import ModelRegistry
+from cloud.storage.base import Storage, StorageError, UnknownDevice
+from cloud.storage.derived import BindingRow, DerivedWrite, UnknownBinding
+from shared.errors import InputError
+from shared.frame import TelemetryFrame
+
+__all__ = ["Engine"]
+
+log = logging.getLogger(__name__)
+_FAR = 2**62
+
+
+def _outputs(spec: dict[str, Any], name: str, models: ModelRegistry) -> set[str]:
+    inner = spec.get("spec", {})
+    if inner.get("kind") == "formula":
+        return {inner.get("output", "")}
+    if inner.get("outputs"):
+        return set(inner["outputs"].values())
+    try:
+        return {f"{name}.{o}" for o in models.get(inner.get("model", "")).outputs}
+    except InputError:
+        return set()
+
+
+class Engine:
+    def __init__(self, storage: Storage, config: ProcessConfig, hub: LiveHub | None = None) -> None:
+        self.storage = storage
+        self.config = config
+        self.hub = hub
+        self.models = ModelRegistry(config.models)
+        self.limits = Limits(config.max_state_points)
+        self._pending: set[str] = set()
+        self._wake = asyncio.Event()
+        self._compiled: dict[tuple[int, str], Compiled] = {}
+
+    # --- defining --------------------------------------------------------------------
+    async def _fields(self, device: str, rows: list[BindingRow], skip: str) -> tuple[set[str], set[str]]:
+        """The device's telemetry fields, and the fields the other bindings of it derive."""
+        found = await self.storage.lookup(device)
+        if found is None:
+            raise UnknownDevice(f"device {device!r} has sent no data", "device")
+        derived_all: set[str] = set()
+        derived_others: set[str] = set()
+        for row in rows:
+            outs = _outputs(row.spec, row.name, self.models)
+            derived_all |= outs
+            if row.name != skip:
+                derived_others |= outs
+        fields = {s.field for s in found[1]} - derived_all
+        return fields, derived_others
+
+    async def compile(self, spec: BindingSpec, rows: list[BindingRow] | None = None) -> Compiled:
+        if rows is None:
+            rows = await self.storage.bindings(spec.device)
+        fields, others = await self._fields(spec.device, rows, spec.name)
+        compiled = await asyncio.to_thread(compile_binding, spec, fields, others, self.models)
+        upstream = {o: r.name for r in rows if r.name != spec.name for o in _outputs(r.spec, r.name, self.models)}
+        mine = set(compiled.outputs.values())
+        for sensor in compiled.sensors:  # a cycle through another binding would feed this one its own output
+            other = upstream.get(sensor)
+            if other is not None and self._reads(rows, other, mine, set()):
+                raise BindingError(f"{sensor!r} is derived by binding {other!r}, which reads this binding's "
+                                   "outputs: a loop", "spec")
+        return compiled
+
+    def _reads(self, rows: list[BindingRow], name: str, targets: set[str], seen: set[str]) -> bool:
+        row = next((r for r in rows if r.name == name), None)
+        if row is None or name in seen:
+            return False
+        seen.add(name)
+        inner = row.spec.get("spec", {})
+        reads = {i["sensor"] for i in inner.get("inputs", {}).values()}
+        if inner.get("kind") == "formula":
+            from cloud.process.formulas import names_of
+            reads |= names_of(inner.get("expression", "0"))
+        if reads & targets:
+            return True
+        producers = {o: r.name for r in rows for o in _outputs(r.spec, r.name, self.models)}
+        return any(self._reads(rows, producers[s], targets, seen) for s in reads if s in producers)
+
+    async def define(self, spec: BindingSpec, by: str, *, replace: bool = False) -> BindingRow:
+        await self.compile(spec)
+        row = await self.storage.put_binding(spec.name, spec.device, spec.model_dump(mode="json"), by, now_us(),
+                                             replace=replace, max_per_device=self.config.max_bindings_per_device)
+        self.notify([spec.device])
+        return row
+
+    async def binding(self, name: str) -> BindingRow:
+        for row in await self.storage.bindings():
+            if row.name == name:
+                return row
+        raise UnknownBinding(f"no binding named {name!r}", "name")
+
+    # --- live ------------------------------------------------------------------------
+    def notify(self, devices: Iterable[str]) -> None:
+        """Devices with new readings: their bindings are caught up by ``run`` (never on the caller's path)."""
+        self._pending.update(devices)
+        if self._pending:
+            self._wake.set()
+
+    async def run(self) -> None:
+        """The background task: catch up the devices ``notify`` names, until cancelled."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            devices, self._pending = self._pending, set()
+            for device in sorted(devices):
+                try:
+                    await self.catch_up(device)
+                except StorageError as exc:
+                    log.warning("virtual sensors of device %s wait: %s", device, exc)
+                except InputError as exc:
+                    log.warning("virtual sensors of device %s cannot run: %s", device, exc)
+
+    async def catch_up(self, device: str) -> int:
+        """Run the device's enabled bindings over their new readings; the number of points derived."""
+        rows = [r for r in await self.storage.bindings(device) if r.enabled]
+        if not rows:
+            return 0
+        total = 0
+        for row in self._ordered(rows):
+            total += await self._catch_up_one(row, rows)
+        return total
+
+    def _ordered(self, rows: list[BindingRow]) -> list[BindingRow]:
+        """Producers before the bindings that read their outputs."""
+        outs = {r.name: _outputs(r.spec, r.name, self.models) for r in rows}
+        done: list[BindingRow] = []
+        left = sorted(rows, key=lambda r: r.name)
+        while left:
+            made = {o for r in left for o in outs[r.name]}
+            ready = [r for r in left if not (_reads_of(r) & (made - outs[r.name]))] or left[:1]
+            done += ready
+            left = [r for r in left if r not in ready]
+        return done
+
+    async def _compiled_for(self, row: BindingRow, rows: list[BindingRow]) -> Compiled:
+        key = (row.id, str(row.spec))
+        compiled = self._compiled.get(key)
+        if compiled is None:
+            compiled = await self.compile(BindingSpec.model_validate(row.spec), rows)
+            if len(self._compiled) > 1000:
+                self._compiled.clear()
+            self._compiled[key] = compiled
+        return compiled
+
+    async def _catch_up_one(self, row: BindingRow, rows: list[BindingRow]) -> int:
+        total = 0
+        while True:
+            compiled = await self._compiled_for(row, rows)
+            after = row.watermark if row.watermark is not None else -1
+            readings = await self.readings(compiled, after, _FAR, self.config.catch_up_readings)
+            if not readings:
+                return total
+            state, points = step(compiled, {**row.state, "watermark": after}, readings, self.limits)
+            t = compiled.tags
+            write = DerivedWrite(row.id, row.rev, row.device,
+                                 [(p.field, p.ts, p.value, p.flag, p.watermark) for p in points],
+                                 (t.model, t.version, t.param_hash, t.backend, t.rtol, t.atol), state,
+                                 state.get("watermark"), now_us())
+            stored = await self.storage.advance_binding(write)
+            fresh = next((r for r in await self.storage.bindings(row.device) if r.id == row.id), None)
+            if fresh is None or not fresh.enabled:
+                return total
+            row = fresh
+            if stored:
+                total += len(points)
+                self._publish(row.device, points)
+
+    def _publish(self, device: str, points: list[DerivedPoint]) -> None:
+        if self.hub is None:
+            return
+        frames = [TelemetryFrame.model_construct(ts=p.ts / 1e6, device_id=device, sensors={p.field: p.value},
+                                                 metrics={}, status="ok") for p in points if p.value is not None]
+        self.hub.publish(frames)
+
+    # --- reading and replaying ---------------------------------------------------------
+    async def readings(self, c: Compiled, after: int, stop: int, limit: int) -> list[Reading]:
+        """The numeric readings of the binding's sensors with after < ts < stop, oldest first, at most about
+        ``limit`` (cut at a timestamp, so that no sensor's readings of one instant are split)."""
+        found = await self.storage.lookup(c.spec.device)
+        if found is None:
+            return []
+        mine = set(c.outputs.values())
+        wanted = c.sensors if not c.all_sensors else {s.field for s in found[1]} - mine
+        out: list[Reading] = []
+        cut = stop
+        for info in found[1]:
+            if info.field not in wanted or info.field in mine or info.kind == "text":
+                continue
+            rows = await self.storage.scan(info.id, after + 1, stop, limit)
+            if len(rows) >= limit:
+                cut = min(cut, rows[-1][0])
+            out += [Reading(ts, info.field, float(v)) for ts, v in rows if isinstance(v, int | float)]
+        if cut < stop:  # one instant is never split between two steps
+            out = [r for r in out if r.ts < cut] or [r for r in out if r.ts <= cut]
+        out.sort(key=lambda r: (r.ts, r.sensor))
+        return out
+
+    async def replay(self, spec: BindingSpec, start: int, stop: int, max_points: int) -> list[DerivedPoint]:
+        """Run a binding over the stored readings of [start, stop) from an empty state; store nothing."""
+        compiled = await self.compile(spec)
+        inner = spec.spec
+        if isinstance(inner, FormulaSpec) and inner.window is not None:  # a rolling window looks back
+            lookback = round(inner.window.seconds * 1e6) if inner.window.kind == "rolling" else 0
+        else:
+            lookback = 0
+        state: dict[str, Any] = {}
+        points: list[DerivedPoint] = []
+        after = start - lookback - 1
+        while len(points) < max_points:
+            readings = await self.readings(compiled, after, stop, self.config.catch_up_readings)
+            if not readings:
+                break
+            state, found = step(compiled, state, readings, self.limits)
+            points += [p for p in found if p.ts >= start]
+            after = state["watermark"]
+        return points[:max_points]
+
+
+def _reads_of(row: BindingRow) -> set[str]:
+    inner = row.spec.get("spec", {})
+    reads = {i["sensor"] for i in inner.get("inputs", {}).values()}
+    if inner.get("kind") == "formula":
+        from cloud.process.formulas import names_of
+        try:
+            reads |= names_of(inner.get("expression", "0"))
+        except SyntaxError:
+            pass
+    return reads

@@ -1,0 +1,57 @@
+"""Units at the binding: a sensor's values converted to the unit a model input (or a formula) expects, by pint.
+
+The cloud stores numbers without units (frames carry none, and no register map
+reaches the cloud), so a binding states the unit of each sensor it reads. A
+conversion pint cannot make (``bar`` into ``degC``) is refused when the binding
+is defined, with both units and their dimensions named; it never becomes a
+wrong number later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pint
+
+from shared.errors import InputError
+
+__all__ = ["UnitsError", "check_unit", "converter"]
+
+_REGISTRY: pint.UnitRegistry = pint.UnitRegistry(autoconvert_offset_to_baseunit=True)
+
+
+class UnitsError(InputError):
+    """A unit pint does not know, or two units that cannot be converted into each other."""
+
+
+def _unit(text: str, path: str) -> pint.Unit:
+    try:
+        return _REGISTRY.Unit(text)
+    except (pint.errors.UndefinedUnitError, pint.errors.DefinitionSyntaxError, AttributeError, TypeError,
+            ValueError, AssertionError) as exc:
+        raise UnitsError(f"{text!r} is not a unit (e.g. 'degC', 'bar', 'kW', 'm/s'): {exc}", path) from None
+
+
+def check_unit(text: str, path: str) -> str:
+    """``text`` when pint knows it as a unit; UnitsError naming ``path`` otherwise."""
+    _unit(text, path)
+    return text
+
+
+def converter(source: str, target: str, path: str) -> Callable[[np.ndarray], np.ndarray]:
+    """A function turning values in ``source`` into values in ``target``; UnitsError when they do not convert."""
+    a, b = _unit(source, path), _unit(target, path)
+    if a == b:
+        return lambda values: values
+    if not a.is_compatible_with(b):
+        raise UnitsError(f"{source!r} ({_dims(a)}) cannot be converted into {target!r} ({_dims(b)})", path)
+
+    def convert(values: np.ndarray) -> np.ndarray:
+        return np.asarray(_REGISTRY.Quantity(np.asarray(values, dtype=float), a).to(b).magnitude, dtype=float)
+    return convert
+
+
+def _dims(unit: pint.Unit) -> str:
+    text = str(unit.dimensionality)
+    return "dimensionless" if text == "dimensionless" else text.replace("[", "").replace("]", "")

@@ -1,0 +1,181 @@
+"""Virtual sensors end to end: the real app, real sync batches, derived points read back through history."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from tests.cloud.apiclient import T0, Api, auth, batch, make_api
+
+MODELS = {"lag": "tests.cloud.process.lagmodel:FirstOrderLag", "raising": "tests.cloud.process.lagmodel:Raising"}
+
+
+@pytest.fixture
+async def api(tmp_path) -> AsyncIterator[Api]:
+    async with make_api(tmp_path, process={"models": MODELS, "max_bindings_per_device": 3}) as client:
+        yield client
+
+
+def frame(t: float, device: str = "press-1", **sensors: Any) -> dict[str, Any]:
+    return {"ts": T0 + t, "device_id": device, "sensors": sensors, "metrics": {}, "status": "ok"}
+
+
+async def send(api: Api, seq0: int, frames: list[dict[str, Any]]) -> None:
+    r = await api.sync(batch("edge-1", [(seq0 + k, f) for k, f in enumerate(frames)]))
+    assert r.status_code == 200, r.text
+
+
+async def define(api: Api, body: dict[str, Any], expect: int = 201) -> dict[str, Any]:
+    r = await api.client.post("/api/v1/process/bindings", json=body, headers=auth(api.operator))
+    assert r.status_code == expect, r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+async def wait_points(api: Api, name: str, count: int) -> list[dict[str, Any]]:
+    async with asyncio.timeout(20):
+        while True:
+            r = await api.client.get(f"/api/v1/process/bindings/{name}/points", headers=auth(api.viewer))
+            assert r.status_code == 200, r.text
+            if len(r.json()) >= count:
+                return r.json()  # type: ignore[no-any-return]
+            await asyncio.sleep(0.05)
+
+
+async def history(api: Api, field: str) -> list[list[Any]]:
+    r = await api.client.get("/api/v1/twin/history", params={"device": "press-1", "fields": field,
+                                                              "start": T0 - 10, "stop": T0 + 10_000},
+                             headers=auth(api.viewer))
+    assert r.status_code == 200, r.text
+    series = {s["field"]: s["points"] for s in r.json()["series"]}
+    return series.get(field, [])
+
+
+async def test_formula_power_is_stored_as_a_series_of_the_device(api: Api) -> None:
+    await send(api, 1, [frame(0, V=230.0, I=2.0, pf=0.9)])
+    await define(api, {"name": "power", "device": "press-1",
+                       "spec": {"kind": "formula", "expression": "V * I * pf / 1000", "output": "P_kW"}})
+    await define(api, {"name": "ohm", "device": "press-1",
+                       "spec": {"kind": "formula", "expression": "V / I", "output": "R"}})
+    # pf is held from its last reading; I = 0 makes V / I a flagged point, never a stored value.
+    await send(api, 2, [frame(1, V=230.0, I=4.0, pf=0.5), frame(2, V=230.0, I=0.0)])
+    points = await wait_points(api, "power", 3)
+    by_ts = {p["ts"]: p for p in points}
+    assert by_ts[T0]["value"] == pytest.approx(0.414)
+    assert by_ts[T0 + 1]["value"] == pytest.approx(0.46)
+    assert by_ts[T0 + 2]["value"] == 0.0
+    assert by_ts[T0 + 1]["model"] == "formula" and by_ts[T0 + 1]["watermark"] == T0 + 1
+    stored = await history(api, "P_kW")
+    assert [round(v, 6) for _, v in stored] == [0.414, 0.46, 0.0]
+    ohm = await wait_points(api, "ohm", 3)
+    assert ohm[-1]["value"] is None and ohm[-1]["flag"] == "division by zero"
+    assert [v for _, v in await history(api, "R")] == [115.0, 57.5]
+
+
+async def test_bad_bindings_are_refused_with_the_key_and_value(api: Api) -> None:
+    await send(api, 1, [frame(0, p=2.0, T=50.0, shot=0)])
+    cases = [
+        ({"expression": "__import__('os')", "output": "x"}, "spec.expression", "not allowed"),
+        ({"expression": "q * 2", "output": "x"}, "spec.expression", "no field 'q'"),
+        ({"expression": "p * 2", "output": "T"}, "spec.output", "sends itself"),
+        ({"expression": "pp * 2", "output": "x", "inputs": {"pp": {"sensor": "p", "unit": "bar", "to": "degC"}}},
+         "spec.inputs.pp.unit", "cannot be converted"),
+        ({"expression": "p * 2", "output": "x", "inputs": {"p": {"sensor": "nope"}}}, "spec.inputs.p.sensor",
+         "no field 'nope'"),
+    ]
+    for spec, path, words in cases:
+        body = await define(api, {"name": "bad", "device": "press-1", "spec": {"kind": "formula", **spec}}, 422)
+        assert any(d["path"] == path and words in d["message"] for d in body["detail"]), body
+    body = await define(api, {"name": "m", "device": "press-1", "spec": {
+        "kind": "model", "model": "lag", "start_on": "shot", "inputs": {"T_mould": {"sensor": "p", "unit": "bar"}}}},
+        422)
+    assert any("cannot be converted into 'degC'" in d["message"] for d in body["detail"]), body
+    r = await api.client.post("/api/v1/process/bindings", json={"name": "x", "device": "ghost", "spec": {
+        "kind": "formula", "expression": "1", "output": "y"}}, headers=auth(api.operator))
+    assert r.status_code == 404 and "ghost" in r.text
+    r = await api.client.post("/api/v1/process/bindings", json={"name": "x", "device": "press-1", "spec": {
+        "kind": "formula", "expression": "p", "output": "y"}}, headers=auth(api.viewer))
+    assert r.status_code == 403
+    for k in range(3):
+        await define(api, {"name": f"f{k}", "device": "press-1",
+                           "spec": {"kind": "formula", "expression": "p", "output": f"y{k}"}})
+    body = await define(api, {"name": "f9", "device": "press-1",
+                              "spec": {"kind": "formula", "expression": "p", "output": "y9"}}, 422)
+    assert "max_bindings_per_device is 3" in body["detail"][0]["message"]
+
+
+LAG = {"name": "core", "device": "press-1", "spec": {
+    "kind": "model", "model": "lag", "start_on": "shot", "parameters": {"tau_s": 20.0, "t0_degC": 20.0},
+    "solver": {"backend": "lsoda", "rtol": 1e-8, "atol": 1e-8},
+    "inputs": {"T_mould": {"sensor": "mould_F", "unit": "degF"}}}}
+
+
+async def test_model_run_matches_the_closed_form_and_its_replay(api: Api) -> None:
+    await send(api, 1, [frame(0, mould_F=176.0, shot=0)])  # 80 degC
+    await define(api, LAG)
+    await send(api, 2, [frame(1, mould_F=176.0, shot=1)])  # the shot opens a run at T0 + 1
+    # Out of order within a batch: processed in time order.
+    await send(api, 3, [frame(1 + t, mould_F=176.0) for t in (10, 5, 20, 40)])
+    points = await wait_points(api, "core", 5)
+    values = {round(p["ts"] - T0 - 1): p["value"] for p in points}
+    for t in (5, 10, 20, 40):
+        assert values[t] == pytest.approx(80 + (20 - 80) * math.exp(-t / 20), abs=1e-4)
+    assert points[0]["backend"] == "lsoda" and points[0]["version"] == "1.0" and points[0]["rtol"] == 1e-8
+    # A late reading (older than the watermark) does not rewrite what is derived.
+    await send(api, 4, [frame(1 + 30, mould_F=32.0), frame(1 + 50, mould_F=176.0)])
+    points = await wait_points(api, "core", 6)
+    assert {round(p["ts"] - T0 - 1): p["value"] for p in points}[40] == values[40]
+    # Replay: the same values from the stored readings (the late one included, so from 31 s on they differ).
+    r = await api.client.post("/api/v1/process/test", json={"name": "core", "start": str(T0), "stop": str(T0 + 42)},
+                              headers=auth(api.operator))
+    assert r.status_code == 200, r.text
+    replay = {round(p["ts"] - T0 - 1): p["value"] for p in r.json()["points"] if p["field"] == "core.T_core"}
+    for t in (5, 10, 20):
+        assert replay[t] == pytest.approx(values[t], abs=1e-9)
+    assert replay[40] != pytest.approx(values[40], abs=1e-3)  # the late 0 degC reading counts in a replay
+    stored = await history(api, "core.T_core")
+    assert len(stored) == 6
+
+
+async def test_a_model_that_raises_flags_its_points(api: Api) -> None:
+    await send(api, 1, [frame(0, mould_F=176.0, shot=0)])
+    await define(api, {**LAG, "name": "broken", "spec": {**LAG["spec"], "model": "raising"}})
+    await send(api, 2, [frame(1, mould_F=176.0, shot=1), frame(2, mould_F=176.0)])
+    points = await wait_points(api, "broken", 2)
+    assert all(p["value"] is None and "the model broke" in p["flag"] for p in points)
+    r = await api.client.get("/api/v1/process/bindings/broken", headers=auth(api.viewer))
+    assert r.json()["flagged"] == 2
+
+
+async def test_an_output_never_triggers_its_own_binding(api: Api) -> None:
+    await send(api, 1, [frame(0, x=1.0)])
+    await define(api, {"name": "echo", "device": "press-1",
+                       "spec": {"kind": "formula", "expression": "x * 2", "output": "x2", "trigger": ["*"]}})
+    await send(api, 2, [frame(t, x=float(t)) for t in range(1, 6)])
+    await wait_points(api, "echo", 6)
+    await send(api, 7, [frame(6, x=6.0)])
+    points = await wait_points(api, "echo", 7)
+    await asyncio.sleep(0.2)
+    r = await api.client.get("/api/v1/process/bindings/echo", headers=auth(api.viewer))
+    assert r.json()["points"] == 7 == len(points)  # one per reading of x, none for its own output
+
+
+async def test_enable_disable_and_list(api: Api) -> None:
+    await send(api, 1, [frame(0, x=1.0)])
+    await define(api, {"name": "dbl", "device": "press-1",
+                       "spec": {"kind": "formula", "expression": "x * 2", "output": "x2"}})
+    await wait_points(api, "dbl", 1)
+    r = await api.client.post("/api/v1/process/bindings/dbl/disable", headers=auth(api.operator))
+    assert r.status_code == 200 and r.json()["enabled"] is False
+    await send(api, 2, [frame(1, x=2.0)])
+    r = await api.client.post("/api/v1/process/bindings/dbl/enable", headers=auth(api.operator))
+    assert r.json()["enabled"] is True
+    points = await wait_points(api, "dbl", 2)  # caught up from its watermark
+    assert [p["value"] for p in points] == [2.0, 4.0]
+    r = await api.client.get("/api/v1/process/bindings", headers=auth(api.viewer))
+    assert [b["name"] for b in r.json()] == ["dbl"]
+    r = await api.client.post("/api/v1/process/bindings/nope/enable", headers=auth(api.operator))
+    assert r.status_code == 404
