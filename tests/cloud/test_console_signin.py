@@ -221,7 +221,8 @@ async def test_sign_out_and_revocation_end_sessions_in_the_store(storage: Storag
 async def test_a_long_address_keeps_its_filters_through_the_sign_in_and_an_overlong_one_its_page(api: Api) -> None:
     """The pages keep their filters in the address; a long one goes through the sign-in, an absurd one is cut
     back to its page, and neither gets an error instead of the sign-in page."""
-    events = "/events?level=developer&edge=" + "line-1" * 40 + "&device=" + "press-2" * 20 + "&from=2026-12-01T08:00:00Z"
+    events = ("/events?level=developer&edge=" + "line-1" * 40 + "&device=" + "press-2" * 20
+              + "&from=2026-12-01T08:00:00Z")
     assert 300 < len(events) < 1000
     resp = await api.client.get(events)
     assert resp.status_code == 303
