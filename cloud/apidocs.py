@@ -5,7 +5,8 @@ JavaScript and CSS from a CDN: they stay blank there. The assets come from
 the ``fastapi-offline`` package (the Swagger UI bundle) and are served under
 ``/docs/assets``; nothing on the page points to another host, and Swagger UI's
 online validator badge is switched off. ReDoc is not served: its bundle
-fetches a logo from the internet.
+fetches a logo from the internet (the package ships it, so only the files the
+page uses are served from it).
 
 ``server.api_docs`` says who may read the API map (``/openapi.json``):
 
@@ -33,10 +34,14 @@ from typing import Literal
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+from starlette.types import Scope
 
 __all__ = ["ASSETS", "add_api_docs"]
 
 ASSETS = "/docs/assets"
+_USED = frozenset({"swagger-ui.css", "swagger-ui-bundle.js", "favicon.png"})
 # validatorUrl: Swagger UI would otherwise show a badge fetched from validator.swagger.io.
 _SWAGGER_PARAMETERS = {"dom_id": "#swagger-ui", "layout": "BaseLayout", "deepLinking": True, "validatorUrl": None}
 
@@ -119,6 +124,15 @@ const kept = sessionStorage.getItem(KEY);
 if (kept) { tryToken(kept); }"""
 
 
+class _DocsAssets(StaticFiles):
+    """The package's files that the page uses, and no other."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        if path not in _USED:
+            raise HTTPException(status_code=404)
+        return await super().get_response(path, scope)
+
+
 def docs_page(title: str, root: str, openapi_url: str, mode: Literal["public", "token"]) -> str:
     """The Swagger UI page; in ``token`` mode it asks for a token before it loads the API map."""
     return _PAGE.format(
@@ -136,7 +150,7 @@ def add_api_docs(app: FastAPI, mode: Literal["public", "token", "off"]) -> None:
         assert app.openapi_url is None, "the API map would be served without its page"
         return
     openapi_url = app.openapi_url or "/openapi.json"
-    app.mount(ASSETS, StaticFiles(packages=[("fastapi_offline", "static")]), name="api-docs-assets")
+    app.mount(ASSETS, _DocsAssets(packages=[("fastapi_offline", "static")]), name="api-docs-assets")
 
     @app.get("/docs", include_in_schema=False)
     async def swagger_ui(request: Request) -> HTMLResponse:

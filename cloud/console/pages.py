@@ -108,13 +108,17 @@ def _root(request: Request) -> str:
     return str(request.scope.get("root_path") or "")
 
 
+NEXT_MAX = 1000  # characters of a page's address kept through the sign-in; a longer one keeps only its page
+
+
 def safe_next(value: str) -> str:
-    """Where to go after sign-in: a page of this console, never another site (``//host`` or a scheme)."""
+    """Where to go after sign-in: a page of this console, never another site (``//host`` or a scheme), with its
+    query (the page's filters) unless the address is longer than ``NEXT_MAX``."""
     value = value.strip()
     path = value.split("?", 1)[0]
     if not value.startswith("/") or value.startswith("//") or "\\" in value or (path not in PAGES and path != KIOSK):
         return "/"
-    return value[:200]
+    return value if len(value) <= NEXT_MAX else path
 
 
 def login_page(request: Request, message: str, next_page: str) -> str:
@@ -174,7 +178,7 @@ async def _serve(request: Request, path: str) -> Response:
 
 @router.get("/login")
 async def sign_in_page(request: Request,
-                       next: Annotated[str, Query(max_length=200)] = "/") -> HTMLResponse:  # noqa: A002
+                       next: Annotated[str, Query(max_length=8000)] = "/") -> HTMLResponse:  # noqa: A002
     return HTMLResponse(login_page(request, "", safe_next(next)), headers=_HEADERS)
 
 

@@ -15,7 +15,7 @@ import itertools
 import time
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 import pytest
@@ -23,6 +23,7 @@ from PIL import Image
 from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
 from cloud.config import load_cloud_config
+from cloud.sessions import SESSION_COOKIE
 from cloud.storage import open_storage
 from shared.codec import encode_obj
 from shared.frame import TelemetryFrame
@@ -287,6 +288,23 @@ def test_an_event_reaches_the_log_panel_live_filtered_by_level(cloud: CloudServe
     assert "level=developer" in tab.url
     tab.get_by_label("Edge").select_option("line-2")
     expect(tab.locator("td.empty")).to_have_text("No event matches these filters.", timeout=WAIT_MS)
+
+
+def test_a_session_ended_mid_page_signs_in_again_onto_the_same_filters(cloud: CloudServer, tab: Page) -> None:
+    path = "/events?level=developer&edge=line-1"
+    sign_in(tab, cloud, "operator", path)
+    expect(tab.get_by_label("Level")).to_have_value("developer")
+    cookie = {SESSION_COOKIE: next(c["value"] for c in tab.context.cookies() if c["name"] == SESSION_COOKIE)}
+    csrf = httpx.get(cloud.base_url + "/api/v1/session", cookies=cookie, timeout=10).json()["csrf"]
+    # The session ends on the server (as when it expires) while the page is open and polling.
+    ended = httpx.post(cloud.base_url + "/logout", cookies=cookie, headers={"X-CSRF-Token": csrf}, timeout=10)
+    assert ended.status_code == 204, ended.text
+    expect(tab).to_have_url(f"{cloud.base_url}/login?next={quote(path, safe='')}", timeout=WAIT_MS)
+    tab.get_by_label("Your token").fill(cloud.operator_token)  # type: ignore[attr-defined]
+    tab.get_by_role("button", name="Sign in").click()
+    expect(tab).to_have_url(cloud.base_url + path)
+    expect(tab.get_by_label("Level")).to_have_value("developer")
+    expect(tab.get_by_label("Edge")).to_have_value("line-1", timeout=WAIT_MS)
 
 
 def test_a_bad_time_in_the_address_is_said_plainly(cloud: CloudServer, tab: Page) -> None:

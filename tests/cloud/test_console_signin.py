@@ -11,6 +11,7 @@ sign-ins past the limit get 429 whatever the token.
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 import httpx
@@ -215,3 +216,20 @@ async def test_sign_out_and_revocation_end_sessions_in_the_store(storage: Storag
     assert await keeper.find(second) is None
     await keeper.open(hash_token(await add_user(storage, "bea", "viewer")))  # sign-in purges the dead sessions
     assert await storage.purge_sessions(0, 0) == 0
+
+
+async def test_a_long_address_keeps_its_filters_through_the_sign_in_and_an_overlong_one_its_page(api: Api) -> None:
+    """The pages keep their filters in the address; a long one goes through the sign-in, an absurd one is cut
+    back to its page, and neither gets an error instead of the sign-in page."""
+    events = ("/events?level=developer&edge=" + "line-1" * 40 + "&device=" + "press-2" * 20
+              + "&from=2026-12-01T08:00:00Z")
+    assert 300 < len(events) < 1000
+    resp = await api.client.get(events)
+    assert resp.status_code == 303
+    form = await api.client.get(resp.headers["location"])
+    assert form.status_code == 200 and f'name="next" value="{html.escape(events)}"' in form.text
+    signed = await api.client.post("/login", data={"token": api.viewer, "next": events})
+    assert signed.status_code == 303 and signed.headers["location"] == events
+    huge = "/alerts?device=" + "x" * 3000
+    form = await api.client.get("/login", params={"next": huge})
+    assert form.status_code == 200 and 'name="next" value="/alerts"' in form.text

@@ -3,7 +3,7 @@
 The simulator takes machine-2 off the network 14 s after it starts. An operator has the Events page open in
 one tab and the Devices page in another: within 5 s of the stop the log panel shows the edge's operator-level
 sentence about machine-2, and the machine's state on the Devices page turns from "ok" to "disconnected", both
-without a reload.
+without a reload. machine-1's page, opened without a choice of fields, charts two fields whose readings move.
 """
 
 from __future__ import annotations
@@ -78,6 +78,16 @@ async def test_a_stopped_machine_shows_in_the_log_panel_and_on_the_devices_page(
                                                                                * 1000))
             await expect(lost).to_contain_text(f"127.0.0.1:{modbus + 1}")
             await expect(devices.locator("tr[data-device=machine-1] td.state")).to_have_text("ok")
+
+            # machine-1's page, opened without a choice of fields, charts two whose readings move.
+            await devices.goto(cloud.base_url + "/devices?d=machine-1")
+            await devices.wait_for_function("() => window.twinCharts && Object.keys(window.twinCharts.charts).length"
+                                            " === 2 && Object.values(window.twinCharts.charts).every(c => c.data[0]"
+                                            ".length > 3)", timeout=20_000)
+            spread = await devices.evaluate("""() => Object.fromEntries(Object.entries(window.twinCharts.charts)
+                .map(([field, chart]) => { const v = chart.data[1].filter(x => x !== null && x !== undefined);
+                    return [field, Math.max(...v) - Math.min(...v)]; }))""")
+            assert len(spread) == 2 and all(s > 0 for s in spread.values()), spread
             await browser.close()
     finally:
         if sim.returncode is None:

@@ -10,8 +10,11 @@ export class ApiError extends Error {
     }
 }
 
+// Back to this very view after signing in: the page's path within the console and its query, where the
+// pages keep their filters (a device, a level, a time range).
 function signIn() {
-    location.assign(`${root}/login?next=${encodeURIComponent(location.pathname)}`);
+    const path = location.pathname.startsWith(root) ? location.pathname.slice(root.length) : location.pathname;
+    location.assign(`${root}/login?next=${encodeURIComponent((path || "/") + location.search)}`);
 }
 
 async function answer(response) {

@@ -82,6 +82,26 @@ function flatten(frame) {
     return values;
 }
 
+// Without a choice in the address: the first two numeric fields (by name) whose readings changed in the
+// last 15 minutes, so that a machine's page opens on what moves rather than on a constant (an alarm code, the
+// ambient temperature); then the other numeric fields.
+async function movingFields(device, values) {
+    const numbers = Object.entries(values).filter(([, v]) => typeof v.value === "number").map(([f]) => f).sort();
+    const now = Math.ceil(serverNow());
+    const asked = new URLSearchParams({device, start: String(now - 900), stop: String(now + 1), window: "15m",
+        funcs: "min,max"});
+    try {
+        const answer = await getJSON(`/api/v1/twin/history/aggregate?${asked}`);
+        const moved = new Set(answer.series.filter((s) => {
+            const seen = s.buckets.flatMap((b) => [b.min, b.max]).filter((v) => typeof v === "number");
+            return seen.length > 0 && Math.max(...seen) > Math.min(...seen);
+        }).map((s) => s.field));
+        return [...numbers.filter((f) => moved.has(f)), ...numbers.filter((f) => !moved.has(f))].slice(0, 2);
+    } catch (error) {
+        return numbers.slice(0, 2); // no history to tell: the first two
+    }
+}
+
 function follow(device, onFrame, onState) {
     let wait = 1000;
     const open = () => {
@@ -236,8 +256,7 @@ function showDevice(main, name) {
         if (first) {
             first = false;
             if (chosen.length === 0) {
-                chosen = Object.entries(state.values).filter(([, v]) => typeof v.value === "number")
-                    .map(([f]) => f).sort().slice(0, 2);
+                chosen = await movingFields(name, state.values);
             }
             for (const field of chosen) {
                 const box = rows[field] && rows[field].querySelector("input");
