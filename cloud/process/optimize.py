@@ -203,12 +203,14 @@ class OptimizeResult:
     stopped_by: str
     message: str
     history: list[Progress] = field(default_factory=list)
+    least_violating: Candidate | None = None  # when nothing is feasible: re-checked at full accuracy
 
     def to_dict(self) -> dict[str, Any]:
         return {"scenario": self.scenario, "method": self.method, "feasible": self.feasible,
                 "best": None if self.best is None else self.best.to_dict(),
                 "best_coarse": None if self.best_coarse is None else self.best_coarse.to_dict(),
                 "binding": [{**asdict(v), "text": str(v)} for v in self.binding],
+                "least_violating": None if self.least_violating is None else self.least_violating.to_dict(),
                 "evaluated": self.evaluated, "feasible_count": self.feasible_count,
                 "elapsed_s": round(self.elapsed_s, 3), "stopped_by": self.stopped_by, "message": self.message}
 
@@ -436,8 +438,12 @@ def _conclude(name: str, search: _Search) -> OptimizeResult:
                                       f"best {min(RECHECK, len(feasible))} stayed feasible at full accuracy: narrow "
                                       f"the bounds or loosen the constraints", **common)
     least = min(archive, key=lambda c: (c.total_violation, c.cycle_s), default=None)
+    if least is not None and least.ok:
+        fine = evaluate(search.base, spec, least.settings, full=True)
+        least = fine if fine.ok and fine.violations else least  # the amounts at full accuracy
     binding = least.violations if least is not None else []
     text = "; ".join(str(v) for v in binding) if binding else (least.message if least else "no candidate ran")
-    return OptimizeResult(feasible=False, best=None, best_coarse=least, binding=binding, elapsed_s=elapsed,
+    return OptimizeResult(feasible=False, best=None, best_coarse=None, binding=binding, elapsed_s=elapsed,
+                          least_violating=least,
                           message=f"no feasible setting in {len(archive)} candidates; binding at the least-violating "
                                   f"one: {text}", **common)
