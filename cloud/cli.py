@@ -289,8 +289,8 @@ def _parser() -> argparse.ArgumentParser:
 
     register_model_train(add_model_commands(sub, _with_storage, _who))
     add_subcommands(sub)
-    add_sim_commands(sub.add_parser("process", help="process models: simulate and optimize PUR mouldings").add_subparsers(
-        dest="process_command", required=True))
+    process = sub.add_parser("process", help="process models: simulate and optimize PUR mouldings")
+    add_sim_commands(process.add_subparsers(dest="process_command", required=True))
     return parser
 
 

@@ -424,8 +424,9 @@ def _conclude(name: str, search: _Search) -> OptimizeResult:
     spec, archive = search.spec, search.archive
     feasible = sorted((c for c in archive if c.feasible), key=lambda c: c.cycle_s)
     elapsed = time.perf_counter() - search.started
-    common = {"scenario": name, "method": spec.method, "evaluated": len(archive), "feasible_count": len(feasible),
-              "stopped_by": search.stopped_by, "history": search.steps}
+    common: dict[str, Any] = {"scenario": name, "method": spec.method, "evaluated": len(archive),
+                              "feasible_count": len(feasible), "stopped_by": search.stopped_by,
+                              "history": search.steps}
     for coarse in feasible[:RECHECK]:
         fine = evaluate(search.base, spec, coarse.settings, full=True)
         if fine.feasible:

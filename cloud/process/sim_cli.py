@@ -134,8 +134,8 @@ def _optimize(args: argparse.Namespace) -> int:
         print(f"  {'risk':<24} {best.risk:.3f} " + ", ".join(f"{k} {v:.2f}" for k, v in best.risk_parts.items()))
         return 0
     print(result.message)
-    for v in result.binding:
-        print(f"  binding: {v}")
+    for violation in result.binding:
+        print(f"  binding: {violation}")
     return 1
 
 

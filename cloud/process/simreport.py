@@ -62,7 +62,11 @@ def kpis(scenario: PurScenario, out: RunOutputs) -> dict[str, float | None]:
 
 def kpi_table(k: dict[str, float | None]) -> list[tuple[str, str, str]]:
     """(label, value, unit) rows; a KPI that was not reached (no demould in the horizon) reads 'not reached'."""
-    return [(label, "not reached" if k[key] is None else format(k[key], fmt), unit) for key, label, unit, fmt in KPI_ROWS]
+    rows = []
+    for key, label, unit, fmt in KPI_ROWS:
+        value = k[key]
+        rows.append((label, "not reached" if value is None else format(value, fmt), unit))
+    return rows
 
 
 def write_files(out_dir: Path, name: str, scenario: PurScenario, solver: SolverSpec, out: RunOutputs) -> list[Path]:
@@ -106,8 +110,9 @@ def write_report(md_path: Path, name: str, scenario: PurScenario, solver: Solver
         fig, ax = plt.subplots(figsize=(6.4, 3.2), dpi=100)
         ax.plot(t, v, lw=1.5)
         for key, style in (("t_gel", ":"), ("t_demold", "--")):
-            if k[key] is not None:
-                ax.axvline(float(k[key]), color="grey", ls=style, lw=1, label=key.replace("_", " "))
+            mark = k[key]
+            if mark is not None:
+                ax.axvline(mark, color="grey", ls=style, lw=1, label=key.replace("_", " "))
         ax.set_xlabel("time since the shot, s")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
