@@ -130,8 +130,8 @@ class Violation:
         if self.name == "demould":
             return f"demould: not reached within the horizon ({self.value:.3g} of the way; short by {self.amount:.3g})"
         side = "above the maximum" if self.value > self.limit else "below the minimum"
-        return (f"{self.name}: {self.value:.4g} {self.unit} is {self.amount:.3g} {self.unit} {side} "
-                f"{self.limit:.4g} {self.unit}").replace("  ", " ")
+        u = f" {self.unit}" if self.unit else ""
+        return f"{self.name}: {self.value:.4g}{u} is {self.amount:.3g}{u} {side} {self.limit:.4g}{u}"
 
 
 @dataclass
