@@ -6,6 +6,9 @@ every 1 s, 11 states) and each backend at the binding defaults (rtol 1e-6,
 atol 1e-9; RK4 at its default fixed step), it prints the median wall time of
 one shot (ms), the largest |ΔT_core| against a Radau reference at rtol 1e-11
 (K) and the gel-time error (s). The acceptance limits are 0.1 K and 0.1 s.
+Then the optimizer: 100 candidates per method (random, differential
+evolution) on seat-cushion with shot mass and mould temperature searched
+(target: under 1 s), and ms per candidate; `--only optimizer` runs just that.
 """
 
 from __future__ import annotations
@@ -56,14 +59,60 @@ def measure(repeat: int) -> list[dict[str, object]]:
     return rows
 
 
+def measure_optimizer(repeat: int) -> dict[str, object]:
+    """100 optimizer candidates (seat-cushion, shot mass and mould temperature searched), each method; median s."""
+    from cloud.process.optimize import OptimizeSpec, evaluate, optimize
+
+    base = builtin_scenarios()["seat-cushion"]
+    out: dict[str, object] = {}
+    for method in ("random", "de"):
+        spec = OptimizeSpec(bounds={"shot_mass_kg": (0.25, 0.45), "mould_temperature_c": (30.0, 80.0)},
+                            method=method, max_candidates=100, constraints={"density_max_kg_m3": 38.0})
+        search_s, total_s = [], []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            result = optimize(base, spec)
+            total_s.append(time.perf_counter() - t0)
+            search_s.append(result.history[-1].elapsed_s)
+        assert result.best is not None and result.best_coarse is not None
+        out[method] = {"candidates": result.evaluated, "search_s": round(statistics.median(search_s), 3),
+                       "with_recheck_s": round(statistics.median(total_s), 3),
+                       "best_cycle_s": round(result.best.cycle_s, 2),
+                       "coarse_vs_full_cycle_s": round(result.best_coarse.cycle_s - result.best.cycle_s, 3)}
+    t0 = time.perf_counter()
+    for i in range(20):
+        evaluate(base, spec, {"shot_mass_kg": 0.3 + 0.005 * i})
+    out["ms_per_candidate"] = round((time.perf_counter() - t0) / 20 * 1e3, 2)
+    return out
+
+
+def print_optimizer(o: dict[str, object]) -> None:
+    print(f"optimizer: {o['ms_per_candidate']} ms per candidate (cvode rtol 1e-4, 5 s grid); target 100 "
+          f"candidates < 1 s")
+    for method in ("random", "de"):
+        m = o[method]
+        assert isinstance(m, dict)
+        print(f"  {method:<6} {m['candidates']} candidates in {m['search_s']:.3f} s "
+              f"({m['with_recheck_s']:.3f} s with the full-accuracy re-check); best cycle {m['best_cycle_s']} s "
+              f"(coarse - full {m['coarse_vs_full_cycle_s']} s)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--repeat", type=int, default=5, help="shots timed per backend (median)")
+    parser.add_argument("--only", choices=["backends", "optimizer"], help="one part of the benchmark")
     args = parser.parse_args()
+    if args.only == "optimizer":
+        opt = measure_optimizer(3)
+        if args.json:
+            print(json.dumps(opt, indent=2))
+        else:
+            print_optimizer(opt)
+        return 0
     rows = measure(args.repeat)
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps({"backends": rows, "optimizer": measure_optimizer(3)}, indent=2))
         return 0
     print(f"PUR model, one shot per backend (rtol 1e-6, atol 1e-9, rk4 step {DEFAULT_RK4_STEP_S} s) "
           f"against Radau rtol 1e-11")
@@ -78,6 +127,8 @@ def main() -> int:
               f"{'' if within else '  OUTSIDE 0.1 K / 0.1 s'}")
     print(f"limits: |dT| < {LIMIT_T_K} K and gel-time error < {LIMIT_GEL_S} s: "
           f"{'all met' if not missed else f'{missed} MISSED'}")
+    if args.only is None:
+        print_optimizer(measure_optimizer(3))
     return 0
 
 
