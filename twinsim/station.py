@@ -13,7 +13,7 @@ Dynamics (stepped in simulated time, seeded like the machines):
   small bump to the mould temperature (+1.5 K at its peak, 60 s after the
   shot start, then fading), and the lid runs 1.5 K cooler;
 - shots start every ``cycle_s`` seconds (the recipe's cycle time), the first
-  5 s after the start; the mould opens for the last 20 % of the cycle;
+  15 s after the start (time for an edge to connect); the mould opens for the last 20 % of the cycle;
 - the cavity pressure is a stand-in for the gas the rising foam pushes out of
   the vent (not the PUR model): a generation pulse (peak 25 s after the shot)
   against a vent outflow proportional to the overpressure and the vent's
@@ -39,7 +39,7 @@ __all__ = ["AMBIENT_PRESSURE_BAR", "COLD_SETPOINT_C", "Station", "StationReading
 AMBIENT_PRESSURE_BAR = 1.013
 COLD_SETPOINT_C = 25.0
 UINT32 = 2**32
-FIRST_SHOT_S = 5.0
+FIRST_SHOT_S = 15.0
 OPEN_FRACTION = 0.2  # the mould stands open for the last 20 % of the cycle
 _MOULD_TAU_S = 90.0
 _COOL_TAU_S = 300.0
