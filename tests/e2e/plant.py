@@ -78,7 +78,7 @@ class StationPlant:
         self.sim = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "twinsim.cli", "run", *self._sim_args(modbus), "--station-cycle",
             f"{self.cycle_s:g}s", *faults, "--summary-every", "0s", "--ready-file", str(ready),
-            "--log-level", "warning")
+            "--log-level", "warning", stdout=subprocess.DEVNULL)
         uplink = (f'\n[uplink]\nurl = "{self.cloud.base_url}"\ntoken = "{self.cloud.edge_tokens[EDGE]}"\n'
                   f'retry_initial = "50ms"\nretry_max = "500ms"\ntimeout = "5s"\n'
                   f'interval = "{self.uplink_interval}"\n\n')
