@@ -80,6 +80,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help=f"pad each device to N holding registers for benchmarks (default {CORE_HOLDING})")
     p.add_argument("--opcua-items", type=_bounded_int(0, MAX_ITEMS), default=0,
                    help="extra OPC-UA Double variables changing every tick, for benchmarks")
+    p.add_argument("--stations", type=_bounded_int(0, 99), default=0,
+                   help="PUR moulding stations (Modbus only), on the ports (or unit ids) after the machines "
+                   "(default 0)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -93,7 +96,10 @@ def _parser() -> argparse.ArgumentParser:
                      "(default 100ms)")
     run.add_argument("--fault", action="append", default=[], metavar="SPEC",
                      help="e.g. machine-2:overheat@30s, machine-1:bearing_wear@0s, "
-                     "machine-3:dropout=exception@1m+20s, machine-1:plc_restart@45s+5s, opcua:plc_restart@2m+5s")
+                     "machine-3:dropout=exception@1m+20s, machine-1:plc_restart@45s+5s, opcua:plc_restart@2m+5s, "
+                     "station-1:cold_mould@1m, station-1:blocked_vent@0s")
+    run.add_argument("--station-cycle", type=_duration(10.0, 3600.0), default=120.0,
+                     help="the moulding stations' cycle time: a shot starts this often (default 2m)")
     run.add_argument("--summary-every", type=_duration(0.0, 3600.0), default=5.0,
                      help="print one line per machine this often; 0s for never (default 5s)")
     run.add_argument("--ready-file", type=Path, help="write this file (JSON endpoints) once both servers listen")
@@ -160,7 +166,7 @@ def _config(args: argparse.Namespace, argv: Sequence[str]) -> int:
     settings = ConfigSettings(
         machines=args.machines, host=args.host, modbus_port=args.modbus_port, opcua_port=args.opcua_port,
         per_port=not args.unit_ids, modbus=not args.no_modbus, opcua=not args.no_opcua, registers=args.registers,
-        opcua_items=args.opcua_items, edge_id=args.edge_id, state_dir=args.state_dir,
+        opcua_items=args.opcua_items, stations=args.stations, edge_id=args.edge_id, state_dir=args.state_dir,
         poll_interval=args.poll_interval, publishing_interval=args.publishing_interval,
         command=shlex.join(["twinsim", *_without_output(argv)]),
     )
@@ -228,16 +234,18 @@ def _run(args: argparse.Namespace) -> int:
         logging.getLogger("asyncua").setLevel(logging.WARNING)
         logging.getLogger("pymodbus").setLevel(logging.WARNING)
     try:
-        faults = tuple(parse_fault_spec(spec, args.machines) for spec in args.fault)
+        faults = tuple(parse_fault_spec(spec, args.machines, args.stations) for spec in args.fault)
         settings = SimSettings(
             machines=args.machines, host=args.host, modbus_port=args.modbus_port, opcua_port=args.opcua_port,
             seed=args.seed, tick=args.tick, faults=faults, modbus=not args.no_modbus, opcua=not args.no_opcua,
             per_port=not args.unit_ids, registers=args.registers, opcua_items=args.opcua_items,
-            summary_every=args.summary_every,
+            summary_every=args.summary_every, stations=args.stations, station_cycle=args.station_cycle,
         )
         if not (settings.modbus or settings.opcua):
             raise ValueError("nothing to serve: both --no-modbus and --no-opcua were given")
-        if any(f.machine is None for f in faults) and not settings.opcua:
+        if settings.stations and not settings.modbus:
+            raise ValueError("the moulding stations are served over Modbus only (drop --no-modbus)")
+        if any(f.target == "opcua" for f in faults) and not settings.opcua:
             raise ValueError("an opcua fault needs the OPC-UA server (drop --no-opcua)")
         sim = Simulator(settings, out=_say)
     except (FaultSpecError, ValueError) as exc:

@@ -10,6 +10,9 @@ Grammar (times are relative to the simulator start)::
     machine-1:plc_restart@45s+5s        the PLC is gone for 5 s, then boots again
     machine-2:drift@1m                  the pressure sensor's calibration drifts upward
     opcua:plc_restart@2m+5s             the OPC-UA server stops for 5 s
+    station-1:cold_mould@1m             the moulding station's mould heater fails
+    station-1:cold_mould=setpoint@1m    a wrong recipe: the mould setpoint drops to 25 °C
+    station-1:blocked_vent@0s           the station's vent clogs (5 % of its flow)
 
 A fault without a duration lasts until the simulator stops, except
 ``plc_restart`` whose duration is the downtime (5 s unless given).
@@ -25,6 +28,7 @@ from typing import Literal, cast
 from shared.configbase import parse_duration
 
 __all__ = [
+    "COLD_MOULD_MODES",
     "DROPOUT_MODES",
     "FAULT_KINDS",
     "FaultKind",
@@ -33,9 +37,12 @@ __all__ = [
     "parse_fault_spec",
 ]
 
-FaultKind = Literal["overheat", "bearing_wear", "dropout", "plc_restart", "drift"]
-FAULT_KINDS: tuple[str, ...] = ("overheat", "bearing_wear", "dropout", "plc_restart", "drift")
+FaultKind = Literal["overheat", "bearing_wear", "dropout", "plc_restart", "drift", "cold_mould", "blocked_vent"]
+MACHINE_FAULTS: tuple[str, ...] = ("overheat", "bearing_wear", "dropout", "plc_restart", "drift")
+STATION_FAULTS: tuple[str, ...] = ("cold_mould", "blocked_vent")
+FAULT_KINDS: tuple[str, ...] = MACHINE_FAULTS + STATION_FAULTS
 DROPOUT_MODES: tuple[str, ...] = ("sentinel", "freeze", "exception")
+COLD_MOULD_MODES: tuple[str, ...] = ("heater", "setpoint")
 DEFAULT_RESTART_DOWNTIME = 5.0
 MAX_FAULT_TIME = 30 * 24 * 3600.0  # a month of simulated time is plenty
 
@@ -50,11 +57,15 @@ _ALIASES = {
     "restart": "plc_restart",
     "drift": "drift",
     "sensor_drift": "drift",
+    "cold_mould": "cold_mould",
+    "cold_mold": "cold_mould",
+    "blocked_vent": "blocked_vent",
 }
 _SPEC_RE = re.compile(
     r"^(?P<target>[^:@+=\s]+):(?P<kind>[a-z_]+)(?:=(?P<mode>[a-z_]+))?@(?P<start>[^+]+)(?:\+(?P<duration>.+))?$"
 )
 _MACHINE_RE = re.compile(r"^machine-(?P<number>[0-9]{1,4})$")
+_STATION_RE = re.compile(r"^station-(?P<number>[0-9]{1,2})$")
 _EXAMPLE = "e.g. 'machine-2:overheat@30s' or 'machine-1:dropout=exception@1m+20s'"
 
 
@@ -64,13 +75,15 @@ class FaultSpecError(ValueError):
 
 @dataclass(frozen=True)
 class FaultSpec:
-    """One scheduled fault. ``machine`` is the 1-based machine number, or None for the OPC-UA server."""
+    """One scheduled fault. ``machine`` is the 1-based machine number, or None for the OPC-UA server or a
+    moulding station (``station``, 1-based)."""
 
     machine: int | None
     kind: FaultKind
     start: float
     duration: float | None = None
     mode: str | None = None
+    station: int | None = None
 
     @property
     def end(self) -> float:
@@ -78,6 +91,8 @@ class FaultSpec:
 
     @property
     def target(self) -> str:
+        if self.station is not None:
+            return f"station-{self.station}"
         return "opcua" if self.machine is None else f"machine-{self.machine}"
 
     def active(self, t: float) -> bool:
@@ -101,8 +116,8 @@ def _time(spec: str, what: str, text: str) -> float:
     return value
 
 
-def parse_fault_spec(spec: str, machines: int | None = None) -> FaultSpec:
-    """Parse one ``--fault`` value; ``machines`` (when given) bounds the machine number."""
+def parse_fault_spec(spec: str, machines: int | None = None, stations: int | None = None) -> FaultSpec:
+    """Parse one ``--fault`` value; ``machines`` and ``stations`` (when given) bound the numbers."""
     match = _SPEC_RE.match(spec.strip())
     if not match:
         raise FaultSpecError(f"fault {spec!r} is not <machine>:<fault>@<start>[+<duration>]; {_EXAMPLE}")
@@ -111,14 +126,28 @@ def parse_fault_spec(spec: str, machines: int | None = None) -> FaultSpec:
     if kind is None:
         raise FaultSpecError(f"fault {spec!r}: unknown fault {kind_text!r}; expected one of {', '.join(FAULT_KINDS)}")
     machine: int | None
-    if target == "opcua":
+    station: int | None = None
+    station_match = _STATION_RE.match(target)
+    if station_match:
+        if kind not in STATION_FAULTS:
+            raise FaultSpecError(f"fault {spec!r}: a moulding station takes {' or '.join(STATION_FAULTS)} "
+                                 f"(got {kind_text!r})")
+        station = int(station_match.group("number"))
+        if station < 1 or (stations is not None and station > stations):
+            limit = f"1..{stations}" if stations else "1 or more (run with --stations N)"
+            raise FaultSpecError(f"fault {spec!r}: there is no {target}; stations are numbered {limit}")
+        machine = None
+    elif kind in STATION_FAULTS:
+        raise FaultSpecError(f"fault {spec!r}: {kind} is a moulding station fault; the target is 'station-<n>'")
+    elif target == "opcua":
         if kind != "plc_restart":
             raise FaultSpecError(f"fault {spec!r}: the opcua target only supports plc_restart")
         machine = None
     else:
         target_match = _MACHINE_RE.match(target)
         if not target_match:
-            raise FaultSpecError(f"fault {spec!r}: unknown target {target!r}; expected 'machine-<n>' or 'opcua'")
+            raise FaultSpecError(f"fault {spec!r}: unknown target {target!r}; expected 'machine-<n>', "
+                                 "'station-<n>' or 'opcua'")
         machine = int(target_match.group("number"))
         if machine < 1 or (machines is not None and machine > machines):
             limit = f"1..{machines}" if machines is not None else "1 or more"
@@ -130,8 +159,14 @@ def parse_fault_spec(spec: str, machines: int | None = None) -> FaultSpec:
             raise FaultSpecError(
                 f"fault {spec!r}: unknown dropout mode {mode!r}; expected one of {', '.join(DROPOUT_MODES)}"
             )
+    elif kind == "cold_mould":
+        mode = mode or "heater"
+        if mode not in COLD_MOULD_MODES:
+            raise FaultSpecError(
+                f"fault {spec!r}: unknown cold_mould mode {mode!r}; expected one of {', '.join(COLD_MOULD_MODES)}"
+            )
     elif mode is not None:
-        raise FaultSpecError(f"fault {spec!r}: only dropout takes a mode (got {mode!r})")
+        raise FaultSpecError(f"fault {spec!r}: only dropout and cold_mould take a mode (got {mode!r})")
     start = _time(spec, "start", match.group("start"))
     duration_text = match.group("duration")
     duration = _time(spec, "duration", duration_text) if duration_text is not None else None
@@ -139,4 +174,5 @@ def parse_fault_spec(spec: str, machines: int | None = None) -> FaultSpec:
         duration = DEFAULT_RESTART_DOWNTIME if duration is None else duration
         if duration <= 0:
             raise FaultSpecError(f"fault {spec!r}: a plc_restart needs a downtime above 0 s")
-    return FaultSpec(machine=machine, kind=cast(FaultKind, kind), start=start, duration=duration, mode=mode)
+    return FaultSpec(machine=machine, kind=cast(FaultKind, kind), start=start, duration=duration, mode=mode,
+                     station=station)

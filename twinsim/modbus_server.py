@@ -29,12 +29,17 @@ from twinsim.machine import Machine
 from twinsim.registers import (
     CORE_HOLDING,
     HOLDING,
+    STATION_COILS,
+    STATION_CORE_HOLDING,
     coil_bits,
     discrete_bits,
     encode_bits,
     encode_holding,
     encode_input,
+    encode_station_holding,
+    station_coil_bits,
 )
+from twinsim.station import Station
 
 __all__ = ["MAX_REGISTERS", "ModbusEndpoint", "ModbusSim"]
 
@@ -55,10 +60,11 @@ class ModbusEndpoint:
 
 @dataclass
 class _Device:
-    """One machine's Modbus face: its encoded snapshot and which blocks already hold it."""
+    """One machine's (or moulding station's) Modbus face: its encoded snapshot and which blocks already hold it."""
 
-    machine: Machine
+    machine: Machine | Station
     padding: int
+    number: int  # its place on the bus: unit id in unit mode, port offset + 1 per port
     encoded_tick: int = -1
     blocks: dict[str, list[int]] = field(default_factory=dict)
     copied: dict[str, int] = field(default_factory=dict)
@@ -75,18 +81,22 @@ class ModbusSim:
         *,
         per_port: bool = True,
         registers: int = CORE_HOLDING,
+        stations: Sequence[Station] = (),
     ) -> None:
         if not CORE_HOLDING <= registers <= MAX_REGISTERS:
             raise ValueError(f"registers must be {CORE_HOLDING}..{MAX_REGISTERS} (got {registers})")
-        if not per_port and len(machines) > 247:
+        total = len(machines) + len(stations)
+        if not per_port and total > 247:
             raise ValueError("unit ids only go up to 247; use one port per machine for more machines")
-        if per_port and port + len(machines) - 1 > 65535:
-            raise ValueError(f"ports {port}..{port + len(machines) - 1} do not fit below 65536")
+        if per_port and port + total - 1 > 65535:
+            raise ValueError(f"ports {port}..{port + total - 1} do not fit below 65536")
         self.host = host
         self.port = port
         self.per_port = per_port
         self.registers = registers
-        self._devices = {m.name: _Device(m, registers - CORE_HOLDING) for m in machines}
+        # stations come after the machines: the next ports (or unit ids)
+        self._devices = {m.name: _Device(m, registers - CORE_HOLDING, m.number) for m in machines}
+        self._devices.update({s.name: _Device(s, 0, len(machines) + s.number) for s in stations})
         self._tick = 0
         self._servers: dict[str, ModbusTcpServer] = {}  # key: machine name, or "" in unit mode
         self._identity = ModbusDeviceIdentification(
@@ -99,7 +109,7 @@ class ModbusSim:
         """Where each machine can be read: host, port and unit id."""
         out = []
         for dev in self._devices.values():
-            number = dev.machine.number
+            number = dev.number
             port = self.port + number - 1 if self.per_port else self.port
             out.append(ModbusEndpoint(dev.machine.name, self.host, port, 1 if self.per_port else number))
         return out
@@ -115,6 +125,13 @@ class ModbusSim:
         ) -> ExcCodes | None:
             return self._on_request(dev, function_code, address, count, registers, set_values)
 
+        if isinstance(dev.machine, Station):  # no inputs or discrete inputs (pymodbus wants a block: read-refused)
+            return SimDevice(unit, simdata=(
+                [SimData(0, values=[False] * len(STATION_COILS), datatype=DataType.BITS, readonly=True)],
+                [SimData(0, values=[False], datatype=DataType.BITS, readonly=True)],
+                [SimData(0, values=[0] * STATION_CORE_HOLDING, datatype=DataType.REGISTERS, readonly=True)],
+                [SimData(0, values=[0], datatype=DataType.REGISTERS, readonly=True)],
+            ), identity=self._identity, action=action)
         holding = SimData(0, values=[0] * self.registers, datatype=DataType.REGISTERS, readonly=True)
         inputs = SimData(0, values=[0, 0], datatype=DataType.REGISTERS, readonly=True)
         coils = SimData(0, values=[False] * 5, datatype=DataType.BITS, readonly=True)
@@ -139,6 +156,8 @@ class ModbusSim:
         machine = dev.machine
         if not machine.online:
             return ExcCodes.GATEWAY_NO_RESPONSE
+        if isinstance(machine, Station):
+            return self._station_request(dev, machine, table, registers)
         reading = machine.reading()
         if (
             table == "holding"
@@ -154,6 +173,20 @@ class ModbusSim:
                 "coil": [encode_bits(coil_bits(reading))],
                 "discrete_input": [encode_bits(discrete_bits(reading))],
             }
+            dev.encoded_tick = self._tick
+        if dev.copied.get(table) != self._tick:
+            data = dev.blocks[table]
+            registers[: len(data)] = data
+            dev.copied[table] = self._tick
+        return None
+
+    def _station_request(self, dev: _Device, station: Station, table: str, registers: list[int]) -> ExcCodes | None:
+        if table not in ("holding", "coil"):
+            return ExcCodes.ILLEGAL_ADDRESS
+        if dev.encoded_tick != self._tick:
+            reading = station.reading()
+            dev.blocks = {"holding": encode_station_holding(reading),
+                          "coil": [encode_bits(station_coil_bits(reading))]}
             dev.encoded_tick = self._tick
         if dev.copied.get(table) != self._tick:
             data = dev.blocks[table]
@@ -182,7 +215,7 @@ class ModbusSim:
                 for ep, dev in zip(self.endpoints(), self._devices.values(), strict=True):
                     await self._serve(ep.machine, [self._sim_device(dev, 0)], ep.port)
             else:
-                devices = [self._sim_device(dev, dev.machine.number) for dev in self._devices.values()]
+                devices = [self._sim_device(dev, dev.number) for dev in self._devices.values()]
                 await self._serve("", devices, self.port)
         except OSError:
             await self.stop()
@@ -197,9 +230,9 @@ class ModbusSim:
         """A PLC restart: in per-port mode the machine's port closes and later listens again."""
         dev = self._devices[machine]
         if not self.per_port:
-            log.info("Modbus unit %d (%s) is %s", dev.machine.number, machine, "back" if online else "offline")
+            log.info("Modbus unit %d (%s) is %s", dev.number, machine, "back" if online else "offline")
             return  # the shared port stays; requests to the unit get exception 0x0B meanwhile
-        port = self.port + dev.machine.number - 1
+        port = self.port + dev.number - 1
         if online:
             if machine not in self._servers:
                 dev.encoded_tick = -1

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from twinsim.machine import Reading
+from twinsim.station import StationReading
 
 __all__ = [
     "COILS",
@@ -23,12 +24,17 @@ __all__ = [
     "HOLDING",
     "INPUT",
     "PADDING_PERIOD",
+    "STATION_COILS",
+    "STATION_CORE_HOLDING",
+    "STATION_HOLDING",
     "RegisterField",
     "coil_bits",
     "discrete_bits",
     "encode_bits",
     "encode_holding",
     "encode_input",
+    "encode_station_holding",
+    "station_coil_bits",
 ]
 
 Table = Literal["holding", "input", "coil", "discrete_input"]
@@ -145,3 +151,45 @@ def coil_bits(r: Reading) -> tuple[bool, ...]:
 
 def discrete_bits(r: Reading) -> tuple[bool, ...]:
     return (r.door_closed, True)
+
+
+# The PUR moulding station (twinsim.station): its own PLC, its own map.
+STATION_HOLDING: tuple[RegisterField, ...] = (
+    RegisterField("mould_temp", "holding", 0, "float32", "ABCD", unit="°C",
+                  description="mould (cavity half) temperature, thermocouple in the wall"),
+    RegisterField("lid_temp", "holding", 2, "float32", "ABCD", unit="°C", description="mould lid temperature"),
+    RegisterField("mould_setpoint", "holding", 4, "float32", "ABCD", unit="°C",
+                  description="recipe: mould temperature setpoint"),
+    RegisterField("cavity_pressure", "holding", 6, "float32", "ABCD", unit="bar",
+                  description="absolute gas pressure at the vent"),
+    RegisterField("shot_weight", "holding", 8, "uint16", unit="g", description="recipe: shot weight"),
+    RegisterField("cycle_time", "holding", 9, "uint16", unit="s", description="recipe: cycle time"),
+    RegisterField("shot_count", "holding", 10, "uint32", "ABCD",
+                  description="shots started; counts up at each shot start (wraps at 2^32)"),
+    RegisterField("shot_elapsed", "holding", 12, "int16", scale=0.1, unit="s",
+                  description="seconds since the last shot started × 10 (-0.1 before the first; "
+                  "saturates at 3276.7)"),
+    RegisterField("heater_output", "holding", 13, "uint16", unit="%", description="mould heater output 0..100"),
+    RegisterField("station_number", "holding", 14, "uint16", description="the station's number (1..N)"),
+)
+STATION_CORE_HOLDING = 15
+STATION_COILS: tuple[RegisterField, ...] = (
+    RegisterField("shot_active", "coil", 0, "bool", description="the mould is closed: foam rising and curing"),
+    RegisterField("mould_open", "coil", 1, "bool", description="the mould stands open (demoulding, loading)"),
+)
+_STATION_FLOATS = struct.Struct(">4f")
+_STATION_WORDS = struct.Struct(">8H")
+
+
+def encode_station_holding(r: StationReading) -> list[int]:
+    """The holding registers of one moulding station."""
+    w = _STATION_WORDS.unpack(_STATION_FLOATS.pack(
+        r.mould_temp_c, r.lid_temp_c, r.mould_setpoint_c, r.cavity_pressure_bar))
+    count = r.shot_count
+    elapsed = -1 if r.shot_elapsed_s < 0 else r.shot_elapsed_s * 10
+    return [*w, _uint16(r.shot_weight_g), _uint16(r.cycle_time_s), count >> 16, count & 0xFFFF,
+            _int16(elapsed), _uint16(r.heater_output_pct), r.station]
+
+
+def station_coil_bits(r: StationReading) -> tuple[bool, ...]:
+    return (r.shot_active, r.mould_open)

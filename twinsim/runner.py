@@ -18,6 +18,7 @@ from twinsim.machine import Machine
 from twinsim.modbus_server import ModbusSim
 from twinsim.opcua_server import NAMESPACE_URI, OpcUaSim
 from twinsim.registers import CORE_HOLDING
+from twinsim.station import Station
 
 __all__ = ["SimSettings", "Simulator"]
 
@@ -42,6 +43,8 @@ class SimSettings:
     registers: int = CORE_HOLDING
     opcua_items: int = 0
     summary_every: float = 5.0  # 0: no summaries
+    stations: int = 0  # PUR moulding stations, served over Modbus after the machines
+    station_cycle: float = 120.0  # the stations' recipe cycle time, s
 
 
 class Simulator:
@@ -51,12 +54,16 @@ class Simulator:
         self.settings = settings
         self._out = out or (lambda line: None)
         self.machines = [Machine(n, settings.seed) for n in range(1, settings.machines + 1)]
+        self.stations = [Station(n, settings.seed, cycle_s=settings.station_cycle)
+                         for n in range(1, settings.stations + 1)]
         for fault in settings.faults:
             if fault.machine is not None:
                 self.machines[fault.machine - 1].inject(fault)
+            elif fault.station is not None:
+                self.stations[fault.station - 1].inject(fault)
         self.modbus = (
             ModbusSim(self.machines, settings.host, settings.modbus_port, per_port=settings.per_port,
-                      registers=settings.registers)
+                      registers=settings.registers, stations=self.stations)
             if settings.modbus else None
         )
         self.opcua = (
@@ -94,7 +101,7 @@ class Simulator:
                 if self.settings.summary_every > 0:
                     tg.create_task(self._summaries(), name="twinsim-summaries")
                 for fault in self.settings.faults:
-                    if fault.machine is None and self.opcua is not None:
+                    if fault.target == "opcua" and self.opcua is not None:
                         tg.create_task(self._restart_opcua(fault), name=f"twinsim-fault-{fault}")
         finally:
             await asyncio.shield(self._stop())
@@ -147,6 +154,8 @@ class Simulator:
             while self.ticks < due:
                 for machine in self.machines:
                     machine.step(tick)
+                for station in self.stations:
+                    station.step(tick)
                 self.ticks += 1
             await self._publish()
             await asyncio.sleep(max(0.0, start + (self.ticks + 1) * tick - loop.time()))
@@ -170,6 +179,8 @@ class Simulator:
             self._out(f"t={self.sim_time:.0f}s")
             for machine in self.machines:
                 self._out("  " + machine.summary())
+            for station in self.stations:
+                self._out("  " + station.summary())
 
     async def _restart_opcua(self, fault: FaultSpec) -> None:
         assert self.opcua is not None

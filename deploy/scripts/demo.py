@@ -6,6 +6,14 @@ TCP + OPC-UA machines) and the edge daemon, whose uplink syncs to the cloud.
 Every few seconds it prints what the cloud has received, one line per device.
 Every line says which process it comes from, log lines in one format.
 
+The simulator also runs a PUR moulding station (``station-1``). Once its
+first readings reach the cloud, the demo binds the ``pur-foam`` process model
+to it (binding ``pur``: each shot-counter change opens a run, each mould
+temperature reading re-solves it) and a formula ``vent`` (the measured cavity
+pressure minus the model's, a blocked vent's sign); the station's summary
+line shows the live predicted demould time ``pur.t_demold`` and its margin to
+the recipe's cycle time.
+
 Ctrl-C, SIGTERM or a hang-up (the terminal closed) stop all three: the edge
 first, then the simulator and the cloud, each given 10 s before it is killed;
 a second Ctrl-C kills at once. The children never see the terminal, so a
@@ -40,6 +48,29 @@ from demo_summary import summary_lines
 # Ctrl-C would end the demo with a traceback, so that moment is kept short.
 
 EDGE_ID = "demo-edge"
+STATION = "station-1"
+STATION_CYCLE_S = 120.0  # the station's recipe cycle time (twinsim --station-cycle)
+
+
+def station_bindings(device: str = STATION, cycle_s: float = STATION_CYCLE_S) -> list[dict[str, Any]]:
+    """The PUR foam model bound to a moulding station, and the vent check over its outputs
+    (docs/process-models.md, "Binding a model to a device")."""
+    return [
+        {"name": "pur", "device": device, "spec": {
+            "kind": "model", "model": "pur-foam", "start_on": "shot_count", "start_when": "change",
+            "inputs": {"mould_temperature": {"sensor": "mould_temp", "unit": "degC"}},
+            "parameters": {"material": "water-pentane", "shot_mass_kg": 0.3, "mould_volume_l": 10.0,
+                           "mould_area_m2": 0.33, "cycle_time_s": cycle_s, "alpha_demold": 0.6,
+                           "hardness_demold": 10.0},
+            "solver": {"backend": "cvode", "rtol": 1e-6, "atol": 1e-9},
+            "outputs": {o: f"pur.{o}" for o in ("t_demold", "margin_s", "t_core", "alpha", "p_mould",
+                                               "hardness")},
+            "max_run_s": max(600.0, 2 * cycle_s)}},
+        {"name": "vent", "device": device, "spec": {
+            "kind": "formula", "expression": "cavity - model", "output": "vent_excess", "unit": "bar",
+            "inputs": {"cavity": {"sensor": "cavity_pressure"}, "model": {"sensor": "pur.p_mould"}},
+            "trigger": ["cavity_pressure"]}},
+    ]
 STOP_GRACE = 10.0
 START_TIMEOUT = 60.0
 
@@ -82,13 +113,14 @@ class Demo:
         self.args, self.run_dir, self.console, self.signals = args, run, console, signals
         self.children: list[Child] = []
         self.cloud_port = pick_port("the cloud", args.cloud_port, 1, self.warn)
-        self.modbus_port = pick_port("Modbus", args.modbus_port, args.machines, self.warn)
+        self.modbus_port = pick_port("Modbus", args.modbus_port, args.machines + 1, self.warn)  # + the station
         self.opcua_port = pick_port("OPC-UA", args.opcua_port, 1, self.warn)
         self.mqtt_port = pick_port("MQTT", args.mqtt_port, 1, self.warn)
         self.mqtt_password = secrets.token_urlsafe(12)
         self.cloud_config = run / "cloud.toml"
         self.edge_config = run / "edge.toml"
         self.edge_token = self.viewer_token = self.operator_token = ""
+        self.bound = False
 
     def say(self, text: str, level: str = "INFO") -> None:
         self.console.say("demo", log_line(level, "demo", text))
@@ -114,7 +146,7 @@ class Demo:
         passwd = run / "broker.passwd"
         set_password(passwd, "demo", self.mqtt_password)
         config = render_edge_config(ConfigSettings(
-            machines=self.args.machines, modbus_port=self.modbus_port, opcua_port=self.opcua_port,
+            machines=self.args.machines, modbus_port=self.modbus_port, opcua_port=self.opcua_port, stations=1,
             edge_id=EDGE_ID, state_dir=str(run / "state"), command=f"twinsim config {' '.join(self._sim_args())}",
         ))
         self.edge_config.write_text(
@@ -142,7 +174,7 @@ class Demo:
 
     def _sim_args(self) -> list[str]:
         return ["--machines", str(self.args.machines), "--modbus-port", str(self.modbus_port),
-                "--opcua-port", str(self.opcua_port)]
+                "--opcua-port", str(self.opcua_port), "--stations", "1", "--station-cycle", f"{STATION_CYCLE_S:g}s"]
 
     def start(self, name: str, tag: str, *args: str) -> None:
         self.children.append(Child(name, tag, args, self.console))
@@ -165,6 +197,29 @@ class Demo:
                                          headers={"Authorization": f"Bearer {self.viewer_token}"})
         with urllib.request.urlopen(request, timeout=2) as response:
             return json.loads(response.read())
+
+    def post(self, path: str, body: Any) -> Any:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.cloud_port}{path}", data=json.dumps(body).encode(),
+                                         method="POST", headers={"Authorization": f"Bearer {self.operator_token}",
+                                                                 "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    def bind_station(self, devices: list[str]) -> None:
+        """Once the station's fields are in the cloud: bind the PUR model to it (once per run)."""
+        if self.bound or STATION not in devices:
+            return
+        for binding in station_bindings():
+            try:
+                self.post("/api/v1/process/bindings?replace=true", binding)
+            except urllib.error.HTTPError as exc:
+                if exc.code == 422 and binding["name"] == "vent":
+                    return  # the model's first outputs are not stored yet: the next summary tries again
+                raise DemoFailed(f"the cloud refused binding {binding['name']!r}: {exc.code} "
+                                 f"{exc.read().decode(errors='replace')[:300]}") from None
+        self.bound = True
+        self.say(f"bound the PUR foam model to {STATION}: a live predicted demould time (pur.t_demold) "
+                 "from each shot's mould temperatures")
 
     def cloud_up(self) -> bool:
         try:
@@ -214,8 +269,10 @@ class Demo:
 
     def summary(self) -> list[str]:
         edges = {e.get("name"): e for e in self.get("/api/v1/edges")}
+        devices = sorted(self.get("/api/v1/twin/devices"))
+        self.bind_station(devices)
         states = []
-        for device in sorted(self.get("/api/v1/twin/devices")):
+        for device in devices:
             self.signals.check()
             states.append(self.get(f"/api/v1/twin/{device}/state"))
         return summary_lines(edges.get(EDGE_ID, {}), EDGE_ID, states)

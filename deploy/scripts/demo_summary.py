@@ -4,8 +4,10 @@
 Built from the cloud's public API only: ``/api/v1/edges`` (frames stored, and
 the queue and source states the edge reported with its last batch) and each
 device's ``/api/v1/twin/<device>/state``. The simulator's machines get a
-table row with their key values; any other device (one publishing over MQTT)
-its first values by name.
+table row with their key values; a moulding station its mould temperature,
+shot count and the PUR model's live predicted demould time (``pur.t_demold``,
+with its margin to the cycle time); any other device (one publishing over
+MQTT) its first values by name.
 """
 
 from __future__ import annotations
@@ -78,12 +80,25 @@ def header_line(edge: dict[str, Any], edge_id: str, clock: str) -> str:
     return _clip(text, WIDTH - PREFIX)
 
 
+def _station(values: dict[str, Any]) -> str:
+    """A moulding station: mould temperature, shots, and the PUR model's predicted demould time."""
+    text = (f"mould {_number(values.get('mould_temp'), 1)} °C  shot {_number(values.get('shot_count'), 0)}  "
+            f"demould {_number(values.get('pur.t_demold'), 1)} s")
+    margin = values.get("pur.margin_s")
+    return text if margin is None else f"{text}  margin {_number(margin, 1)} s"
+
+
 def device_line(state: dict[str, Any], at: float, name_width: int) -> str:
     """One device: name, state, key values (units in the column titles) and the age of its newest frame."""
     values = _values(state)
     name = _clip(str(state.get("device_id", "?")), name_width)
     ts = state.get("ts")
     age = _age(at - ts) if isinstance(ts, int | float) and not isinstance(ts, bool) else "no data yet"
+    if "mould_temp" in values:
+        shot = values.get("shot_active")
+        cells = [f"{name:<{name_width}}", f"{('shot' if shot else 'open'):<{STATE_WIDTH}}"]
+        room = WIDTH - PREFIX - len("  ".join([*cells, age])) - 2
+        return "  ".join([*cells, f"{_clip(_station(values), room):<{room}}", age])
     cells = [f"{name:<{name_width}}", f"{_state(values):<{STATE_WIDTH}}"]
     if any(field in values for field, *_ in COLUMNS):
         cells += [f"{_number(values.get(field), decimals):>{width}}" for field, _, width, decimals in COLUMNS]

@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[2]
 USER_ENV = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES")}
 STAMP = ".venv/.installed-stamp"  # the Makefile's install stamp: `make -o` keeps make from installing
 STOP_BOUND = 30.0  # seconds: the demo gives each child 10 s, then kills it
-DEVICES = ("machine-1", "machine-1-opcua")
+DEVICES = ("machine-1", "machine-1-opcua", "station-1")
 TAGS = ("cloud", "sim", "edge", "demo")
 LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d (DEBUG|INFO|WARNING|ERROR|CRITICAL) +\S+: ")
 
@@ -116,7 +116,7 @@ def test_a_second_run_gets_the_port_back_from_connections_of_the_first_in_time_w
 
 
 def new_run(base: Path) -> Run:
-    ports = {"cloud": free_port(), "modbus": free_ports(1), "opcua": free_port(), "mqtt": free_port()}
+    ports = {"cloud": free_port(), "modbus": free_ports(2), "opcua": free_port(), "mqtt": free_port()}  # + station
     base.mkdir()
     return Run(base / "run", base / "make-run.log", ports)
 

@@ -196,7 +196,7 @@ def test_fault_specs_parse(spec: str, expected: FaultSpec) -> None:
         ("machine-2:overheat@-5s", "not a duration"),
         ("machine-2:overheat@30s+soon", "the duration 'soon' is not a duration"),
         ("machine-2:overheat@999999h", "longer than 30 days"),
-        ("machine-2:overheat=hot@30s", "only dropout takes a mode"),
+        ("machine-2:overheat=hot@30s", "only dropout and cold_mould take a mode"),
         ("machine-2:dropout=flaky@30s", "unknown dropout mode 'flaky'"),
         ("machine-2:plc_restart@30s+0s", "downtime above 0 s"),
         ("opcua:overheat@30s", "only supports plc_restart"),
