@@ -5,18 +5,24 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.cloud.apiclient import T0, Api, auth, batch, make_api
+from tests.cloud.pg import fresh_pg_database
 
 MODELS = {"lag": "tests.cloud.process.lagmodel:FirstOrderLag", "raising": "tests.cloud.process.lagmodel:Raising"}
 
 
-@pytest.fixture
-async def api(tmp_path) -> AsyncIterator[Api]:
-    async with make_api(tmp_path, process={"models": MODELS, "max_bindings_per_device": 3}) as client:
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def api(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Api]:
+    database = {}
+    if request.param == "postgres":
+        database = {"url": await fresh_pg_database(request.getfixturevalue("pg_server"))}
+    async with make_api(tmp_path, database=database,
+                        process={"models": MODELS, "max_bindings_per_device": 3}) as client:
         yield client
 
 
