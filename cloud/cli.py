@@ -285,9 +285,11 @@ def _parser() -> argparse.ArgumentParser:
     from cloud.ml.cli import register as register_model_train
     from cloud.models.cli import add_subcommands as add_model_commands
     from cloud.physics.cli import add_subcommands
+    from cloud.process.cli import add_subcommands as add_process_commands
 
     register_model_train(add_model_commands(sub, _with_storage, _who))
     add_subcommands(sub)
+    add_process_commands(sub, _config)
     return parser
 
 
