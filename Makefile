@@ -67,6 +67,7 @@ bench: install
 	$(PY) bench/bench_catchup.py
 	$(PY) bench/bench_sim.py
 	$(PY) bench/bench_physics.py
+	$(PY) bench/bench_process.py
 	$(PY) bench/bench_ml.py
 	$(PY) bench/bench_vsensors.py
 	$(PY) bench/bench_console.py

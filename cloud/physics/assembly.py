@@ -86,6 +86,7 @@ PRECISION_FRACTION = 0.1
 # Pose translations beyond this (in the assembly unit: 1 km in mm, 1,000 km in m) are refused: doubles
 # there still resolve 1e-10 m, and farther out distances overflow (a 1e308 mm pose made a 500).
 MAX_TRANSLATION = 1e6
+MAX_DENSITY_KG_M3 = 25_000.0  # above osmium's 22,590: a larger density is a typo or a unit slip
 
 
 class PoseSpec(_Strict):
@@ -101,21 +102,31 @@ class PoseSpec(_Strict):
         None, description="rotations about the fixed X, Y, Z axes, degrees"
     )
 
+    @field_validator("matrix")
+    @classmethod
+    def _matrix(cls, rows: list[list[float]] | None) -> list[list[float]] | None:
+        """A 4×4 rigid transform; a field validator, so that its problems carry the path ``….matrix``."""
+        if rows is None:
+            return rows
+        lengths = [len(r) for r in rows]
+        if lengths != [4, 4, 4, 4]:
+            raise ValueError("matrix must be 4×4, 4 rows of 4 numbers (got "
+                             + (f"{len(rows)} rows of {', '.join(map(str, lengths))} numbers" if rows else "no rows")
+                             + ")")
+        m = np.asarray(rows, dtype=float)
+        if not np.isfinite(m).all():
+            raise ValueError("matrix has NaN or infinite entries")
+        if not np.allclose(m[3], [0, 0, 0, 1], atol=1e-9):
+            raise ValueError("matrix last row must be [0, 0, 0, 1]")
+        r = m[:3, :3]
+        if not np.allclose(r.T @ r, np.eye(3), atol=1e-6) or np.linalg.det(r) < 0:
+            raise ValueError("matrix rotation part must be a proper rotation (orthonormal, det +1)")
+        return rows
+
     @model_validator(mode="after")
     def _check(self) -> PoseSpec:
-        if self.matrix is not None:
-            if self.translation is not None or self.rotation_deg is not None:
-                raise ValueError("give either 'matrix' or 'translation'/'rotation_deg', not both")
-            m = np.asarray(self.matrix, dtype=float)
-            if m.shape != (4, 4):
-                raise ValueError(f"matrix must be 4×4 (got {m.shape[0]}×{m.shape[1] if m.ndim > 1 else 0})")
-            if not np.isfinite(m).all():
-                raise ValueError("matrix has NaN or infinite entries")
-            if not np.allclose(m[3], [0, 0, 0, 1], atol=1e-9):
-                raise ValueError("matrix last row must be [0, 0, 0, 1]")
-            r = m[:3, :3]
-            if not np.allclose(r.T @ r, np.eye(3), atol=1e-6) or np.linalg.det(r) < 0:
-                raise ValueError("matrix rotation part must be a proper rotation (orthonormal, det +1)")
+        if self.matrix is not None and (self.translation is not None or self.rotation_deg is not None):
+            raise ValueError("give either 'matrix' or 'translation'/'rotation_deg', not both")
         for v in (self.translation, self.rotation_deg):
             if v is not None and not np.isfinite(v).all():
                 raise ValueError("pose values must be finite")
@@ -158,9 +169,18 @@ class PartSpec(_Strict):
         "unit of the mesh and feature coordinates; default mm, and for STEP the unit the file declares "
         "(a different one is refused)"))
     material: str = Field(description="id from the materials table, e.g. 'aluminium-6061-t6'")
-    density_kg_m3: float | None = Field(default=None, gt=0, description="overrides the material density, kg/m³")
+    density_kg_m3: float | None = Field(default=None, description=(
+        f"overrides the material density, kg/m³; above 0 and at most {MAX_DENSITY_KG_M3:,.0f}"))
     pose: PoseSpec = Field(default_factory=PoseSpec)
     fixed: bool = Field(default=False, description="grounded: the mate solver does not move it")
+
+    @field_validator("density_kg_m3")
+    @classmethod
+    def _density(cls, value: float | None) -> float | None:
+        if value is not None and not 0 < value <= MAX_DENSITY_KG_M3:
+            raise ValueError(f"density must be above 0 and at most {MAX_DENSITY_KG_M3:,.0f} kg/m³ (the densest "
+                             f"element, osmium, is about 22,600 kg/m³); got {value:g} kg/m³")
+        return value
 
 
 class AssemblySpec(_Strict):
@@ -171,16 +191,6 @@ class AssemblySpec(_Strict):
     unit: LengthUnit = Field(default="mm", description="unit of pose translations and mate distances")
     parts: list[PartSpec] = Field(min_length=1, max_length=2000)
     mates: list[MateSpec] = Field(default_factory=list, max_length=5000)
-
-    @field_validator("parts")
-    @classmethod
-    def _unique(cls, parts: list[PartSpec]) -> list[PartSpec]:
-        seen: set[str] = set()
-        for p in parts:
-            if p.name in seen:
-                raise ValueError(f"part name {p.name!r} is used twice")
-            seen.add(p.name)
-        return parts
 
 
 @dataclass(eq=False)
@@ -251,11 +261,15 @@ def parse_assembly(data: bytes | str | dict) -> AssemblySpec:
 
 
 def _check_mates(spec: AssemblySpec) -> None:
-    """Every part a mate names is one of the parts; else 422 with each mate's path (``mates[0].a.part``).
+    """Part names are unique (else 422 at the repeat, ``parts[1].name``) and every part a mate names is one
+    of the parts (else 422 with each mate's path, ``mates[0].a.part``).
 
     Not a model validator: pydantic gives a model validator's error the model's path, and the path
     of an upload's unknown part was lost."""
-    problems = unknown_parts(spec.mates, {p.name for p in spec.parts})
+    first: dict[str, int] = {}
+    problems = [Problem(f"parts[{i}].name", f"part name {p.name!r} is already used by parts[{first[p.name]}]")
+                for i, p in enumerate(spec.parts) if first.setdefault(p.name, i) != i]
+    problems += unknown_parts(spec.mates, {p.name for p in spec.parts})
     if problems:
         raise AssemblyError(problems)
 

@@ -35,6 +35,7 @@ __all__ = [
     "NearFeatures",
     "Structures",
     "crossing_points",
+    "crossing_rows",
     "inside",
     "inside_faces",
     "inverse",
@@ -53,7 +54,7 @@ _MAX_PIECES = 16  # connected pieces of a non-convex part's faces tested for lyi
 
 
 class Structures(Protocol):
-    """What the contact functions read of a part's geometry (``interference._Geometry``)."""
+    """What the contact functions read of a part's geometry (``structures._Geometry``)."""
 
     @property
     def mesh(self) -> PartMesh: ...
@@ -316,14 +317,19 @@ def winding_numbers(points: np.ndarray, triangles: np.ndarray) -> np.ndarray:
 
 def crossing_points(ta: np.ndarray, tb: np.ndarray) -> np.ndarray:
     """Where the edges of ``ta[k]`` pierce ``tb[k]`` and those of ``tb[k]`` pierce ``ta[k]``: on both surfaces."""
+    return crossing_rows(ta, tb)[0]
+
+
+def crossing_rows(ta: np.ndarray, tb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``crossing_points`` and, for each point, the row k of the triangle pair it comes from."""
     if not len(ta):
-        return np.zeros((0, 3))
+        return np.zeros((0, 3)), NO_FACES
     # the six edge sets against their triangles in one pass (same rows, same order as one by one)
     p = np.concatenate([x[:, i] for x in (ta, tb) for i, _ in _EDGES])
     q = np.concatenate([x[:, j] for x in (ta, tb) for _, j in _EDGES])
     tri = np.concatenate([tb, tb, tb, ta, ta, ta])
     hit, ok = _segment_triangle(p, q, tri)
-    return hit[ok]
+    return hit[ok], np.tile(np.arange(len(ta)), 6)[ok]
 
 
 def _segment_triangle(p: np.ndarray, q: np.ndarray, tri: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

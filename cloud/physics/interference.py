@@ -26,20 +26,15 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import replace
 from functools import cached_property
-from typing import Literal
 
 import fcl
-import manifold3d
 import numpy as np
-from scipy.spatial import ConvexHull, QhullError
 
 from cloud.physics.assembly import Part
 from cloud.physics.budget import check_time
 from cloud.physics.contact import (
-    NO_CONTACT,
     NO_FACES,
     Contact,
     crossing_points,
@@ -51,163 +46,23 @@ from cloud.physics.contact import (
     near_features,
     spread,
 )
-from cloud.physics.convex import ConvexShape, convex_shape, intersect_many
-from cloud.physics.mesh import PartMesh
+from cloud.physics.convex import intersect_many
+from cloud.physics.open_depth import surface_depth
+from cloud.physics.pair_result import PairResult, severity
 from cloud.physics.polytope import Polytope
+from cloud.physics.structures import _Boolean, _centroid, _Geometry
 from cloud.physics.units import DEFAULT_TOLERANCE_M
 
-__all__ = ["CollisionWorld", "PairResult", "Status", "severity"]
+__all__ = ["CollisionWorld"]
 
-Status = Literal["clear", "touching", "interfering"]
 _MAX_CONTACTS = 100_000  # triangle pairs asked of fcl for the faces in contact
-
-
-@dataclass(frozen=True, eq=False)
-class PairResult:
-    """One pair's classification; points and volumes in SI, world frame.
-
-    The contact details (points on each surface, triangles in contact or overlap)
-    of an interfering pair are worked out when first read: a check that only
-    needs states and volumes does not pay for them.
-    """
-
-    a: str
-    b: str
-    status: Status
-    distance_m: float
-    point_a_m: np.ndarray | None = None
-    point_b_m: np.ndarray | None = None
-    volume_m3: float | None = None
-    centroid_m: np.ndarray | None = None
-    depth_m: float | None = None
-    region_min_m: np.ndarray | None = None
-    region_max_m: np.ndarray | None = None
-    note: str = ""
-    shared: tuple[Polytope, np.ndarray] | None = field(default=None, repr=False)
-    tolerance_m: float = DEFAULT_TOLERANCE_M
-    contact_of: Callable[[], Contact] | None = field(default=None, repr=False)
-
-    @cached_property
-    def contact(self) -> Contact:
-        """Points on each surface in the contact/overlap region and the triangles there."""
-        return NO_CONTACT if self.contact_of is None else self.contact_of()
-
-    @property
-    def points_a_m(self) -> np.ndarray | None:
-        """(k, 3) points on a's surface in the region (k <= 64); None for clear pairs."""
-        return None if self.status == "clear" else self.contact.points_a
-
-    @property
-    def points_b_m(self) -> np.ndarray | None:
-        return None if self.status == "clear" else self.contact.points_b
-
-    @property
-    def faces_a(self) -> np.ndarray:
-        """a's triangles within the tolerance of b, crossing b's surface, or inside b."""
-        return self.contact.faces_a
-
-    @property
-    def faces_b(self) -> np.ndarray:
-        return self.contact.faces_b
-
-    @property
-    def extent_m(self) -> np.ndarray | None:
-        """Size of the contact/overlap region's box along x, y, z (m)."""
-        if self.region_min_m is None or self.region_max_m is None:
-            return None
-        return self.region_max_m - self.region_min_m
-
-    @cached_property
-    def intersection(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """The shared solid as a world-frame triangle mesh (vertices, faces), built when asked."""
-        if self.shared is None:
-            return None
-        solid, pose = self.shared
-        verts, faces = solid.mesh
-        return verts @ pose[:3, :3].T + pose[:3, 3], faces
-
-
-_RANK = {"interfering": 0, "touching": 1, "clear": 2}
-
-
-def severity(r: PairResult) -> tuple[int, float, str, str]:
-    """Sort key, worst first: interfering (deepest first; unknown depth first), touching, clear (nearest first)."""
-    if r.status == "interfering":
-        return (0, -(np.inf if r.depth_m is None else r.depth_m), r.a, r.b)
-    return (_RANK[r.status], r.distance_m, r.a, r.b)
 
 
 def _length(x: float) -> str:
     return f"{x * 1e3:.4g} mm"
 
 
-_HULL_ABOVE = 4096  # vertices; smaller meshes use every vertex for their AABB (qhull costs more)
-# ... and so do larger ones: qhull on a finely tessellated curved part, most of whose vertices are on its
-# hull, takes seconds (6 s for a 1.31 M-triangle sphere), a placement through every vertex milliseconds.
-_HULL_BELOW = 100_000
 _SHARED_CACHE = 4096  # intersection solids kept per world (least recently used dropped)
-
-
-class _Boolean(Polytope):
-    """An intersection from manifold3d: any shape, with its mesh."""
-
-    def __init__(self, volume: float, area: float, vertices: np.ndarray, faces: np.ndarray,
-                 centroid: np.ndarray | None) -> None:
-        super().__init__(volume, area, vertices, centroid)
-        self.__dict__["mesh"] = (vertices, faces)
-
-
-class _Geometry:
-    """Structures of one mesh, shared by every part instance with the same geometry; built on first use."""
-
-    def __init__(self, mesh: PartMesh) -> None:
-        self.mesh = mesh
-
-    @cached_property
-    def bvh(self) -> fcl.BVHModel:
-        model = fcl.BVHModel()
-        model.beginModel(len(self.mesh.faces), len(self.mesh.vertices))
-        model.addSubModel(self.mesh.vertices, self.mesh.faces.astype(np.int32))
-        model.endModel()
-        return model
-
-    @cached_property
-    def support(self) -> np.ndarray:
-        """Points whose transformed extent is the part's AABB: the convex hull vertices."""
-        v = self.mesh.vertices
-        if len(v) <= _HULL_ABOVE or len(v) >= _HULL_BELOW:
-            return v
-        try:
-            return v[ConvexHull(v).vertices]
-        except QhullError:
-            return v
-
-    @cached_property
-    def box(self) -> tuple[np.ndarray, np.ndarray]:
-        return self.mesh.vertices.min(axis=0), self.mesh.vertices.max(axis=0)
-
-    @cached_property
-    def face_boxes(self) -> tuple[np.ndarray, np.ndarray]:
-        tri = self.mesh.triangles
-        return tri.min(axis=1), tri.max(axis=1)
-
-    @cached_property
-    def support_t(self) -> np.ndarray:
-        return np.ascontiguousarray(self.support.T)
-
-    @cached_property
-    def convex(self) -> ConvexShape | None:
-        """The convex description, if the mesh is a closed convex polytope (tested once)."""
-        return convex_shape(self.mesh.vertices, self.mesh.faces) if self.mesh.closed else None
-
-    @cached_property
-    def solid(self) -> manifold3d.Manifold | None:
-        if not self.mesh.closed:
-            return None
-        solid = manifold3d.Manifold(manifold3d.Mesh64(
-            vert_properties=np.ascontiguousarray(self.mesh.vertices, dtype=np.float64),
-            tri_verts=np.ascontiguousarray(self.mesh.faces, dtype=np.uint64)))
-        return solid if solid.status() == manifold3d.Error.NoError else None
 
 
 class CollisionWorld:
@@ -554,7 +409,17 @@ class CollisionWorld:
         if shared is None:
             open_part = a if not self.parts[i].mesh.closed else b
             note = note or f"surfaces cross; the shared volume is unknown because {open_part} is not closed"
-            return PairResult(a, b, "interfering", 0.0, pa, pb, note=note, tolerance_m=tol,
+            closed = [k for k in (i, j) if self.parts[k].mesh.closed]
+            depth = None
+            if contained is None and len(closed) == 1:  # an open part's surface against a closed part
+                depth = self._open_depth(i + j - closed[0], closed[0])
+                reach = f"its surface reaches {_length(depth)} into {self.names[closed[0]]}"
+                if depth <= tol:
+                    flush = self._touching(i, j, tol, 0.0, None, None, crossing=True)
+                    return replace(flush, note=f"{open_part} is not closed; {reach}, within the tolerance "
+                                               f"{_length(tol)}")
+                note += f"; {reach}"
+            return PairResult(a, b, "interfering", 0.0, pa, pb, depth_m=depth, note=note, tolerance_m=tol,
                               contact_of=lambda: self._overlap_contact(i, j, poses, contained))
         pose = self.poses[i]
         volume, area = shared.volume, shared.area
@@ -572,6 +437,12 @@ class CollisionWorld:
         return PairResult(a, b, "interfering", 0.0, pa, pb, volume, centroid, depth, lo, hi, note,
                           (shared, pose.copy()) if volume > 0 else None, tolerance_m=tol,
                           contact_of=lambda: self._overlap_contact(i, j, poses, contained, overlap))
+
+    def _open_depth(self, open_k: int, closed_k: int) -> float:
+        """How deep (m) the surface of open part ``open_k`` reaches into closed part ``closed_k`` (they cross)."""
+        _, rel = self._relative(open_k, closed_k)
+        pairs = self._crossing_pairs(open_k, closed_k, self.poses[open_k], self.poses[closed_k], points=False)
+        return surface_depth(self._geom[open_k], self._geom[closed_k], self._geom[closed_k].bvh, rel, pairs)
 
     def _overlap_contact(self, i: int, j: int, poses: tuple[np.ndarray, np.ndarray],
                          contained: tuple[int, int] | None, overlap: np.ndarray | None = None) -> Contact:
@@ -641,10 +512,3 @@ class CollisionWorld:
                                   tolerance_m=tolerance)
         return best
 
-
-def _centroid(verts: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    tri = verts[faces] - verts.mean(axis=0)
-    vol = np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2]))
-    if abs(vol.sum()) < 1e-300:
-        return verts.mean(axis=0)
-    return (vol[:, None] * tri.sum(axis=1)).sum(axis=0) / (4.0 * vol.sum()) + verts.mean(axis=0)

@@ -98,5 +98,5 @@ def unknown_parts(mates: list[MateSpec], names: set[str] | dict[str, int]) -> li
     for i, mate in enumerate(mates):
         for key, feat in (("a", mate.a), ("b", mate.b)):
             if feat is not None and feat.part is not None and feat.part not in names:
-                problems.append(Problem(f"mates[{i}].{key}.part", f"unknown part {feat.part!r}"))
+                problems.append(Problem(f"mates[{i}].{key}.part", f"no part named {feat.part!r} in this assembly"))
     return problems

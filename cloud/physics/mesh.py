@@ -32,6 +32,7 @@ from cloud.physics.geometry import (
     winding_number,
 )
 from cloud.physics.mesh_estimate import is_text
+from cloud.physics.mesh_faults import explain
 from cloud.physics.units import METRES_PER, STEP_UNITS, UNIT_WORDS, LengthUnit
 
 __all__ = [
@@ -196,12 +197,14 @@ def _parse(data: bytes, fmt: str) -> tuple[np.ndarray, np.ndarray | None]:
         raise
     # Third-party parsers raise anything (IndexError, struct.error, KeyError, ...) on
     # malformed bytes; this is the one boundary where all of them become ours.
+    # The reader's own text ("'y'", "not enough values to unpack") means nothing to an engineer:
+    # the message says what in the file breaks its format.
     except Exception as exc:  # noqa: BLE001
-        raise MeshDataError(f"could not read the {fmt.upper()} data: {exc or type(exc).__name__}") from exc
+        log.debug("the %s reader refused the data: %r", fmt, exc)
+        raise MeshDataError(f"could not read the {fmt.upper()} data: {explain(data, fmt)}") from exc
     if not isinstance(loaded, trimesh.Trimesh):
-        raise MeshDataError(
-            f"the {fmt.upper()} data holds no triangle mesh (found {type(loaded).__name__})"
-        )
+        found = "only points" if isinstance(loaded, trimesh.PointCloud) else "only lines or curves"
+        raise MeshDataError(f"the {fmt.upper()} data holds no triangles ({found}): {explain(data, fmt)}")
     return np.asarray(loaded.vertices, dtype=float), np.asarray(loaded.faces)
 
 
@@ -275,6 +278,8 @@ def _load_step(data: bytes, unit: LengthUnit | None, limits: MeshLimits, chord_m
 def _refuse_bad_arrays(vertices: np.ndarray, faces: np.ndarray | None, limits: MeshLimits) -> None:
     if vertices.ndim != 2 or vertices.shape[1:] != (3,):
         raise MeshDataError(f"vertices must be an (N, 3) array (got shape {vertices.shape})")
+    if (faces is not None and faces.size == 0) or len(vertices) == 0:
+        raise MeshDataError("mesh is empty: it has no triangles")
     if faces is not None and (faces.ndim != 2 or faces.shape[1:] != (3,)):
         raise MeshDataError(f"faces must be triangles, an (N, 3) array (got shape {faces.shape})")
     n_faces = len(vertices) // 3 if faces is None else len(faces)

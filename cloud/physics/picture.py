@@ -20,7 +20,7 @@ import numpy as np
 
 from cloud.physics import schemas as s
 from cloud.physics.assembly import Assembly, Part
-from cloud.physics.interference import PairResult, Status, severity
+from cloud.physics.pair_result import PairResult, Status, severity
 
 __all__ = ["COLOURS", "MAX_PAIR_VIEWS", "Picture", "PicturePair", "PicturePart", "View", "layout", "picture_out"]
 

@@ -28,7 +28,7 @@ from mpl_toolkits.mplot3d import Axes3D, proj3d
 from mpl_toolkits.mplot3d.art3d import Poly3DCollection
 
 from cloud.physics.assembly import Assembly, Part
-from cloud.physics.interference import PairResult
+from cloud.physics.pair_result import PairResult
 from cloud.physics.picture import COLOURS, Picture, View, layout, part_box
 from cloud.physics.units import DEFAULT_TOLERANCE_M, METRES_PER
 

@@ -11,8 +11,9 @@ import numpy as np
 from cloud.physics import schemas as s
 from cloud.physics.assembly import Assembly, Part
 from cloud.physics.errors import AssemblyError, PhysicsError, Problem
-from cloud.physics.interference import CollisionWorld, PairResult, severity
+from cloud.physics.interference import CollisionWorld
 from cloud.physics.mass import MassProperties, combine, part_mass_properties
+from cloud.physics.pair_result import PairResult, severity
 from cloud.physics.robot import check_grip, check_payload
 from cloud.physics.solver import MateSystem, SolveResult
 from cloud.physics.units import DEFAULT_TOLERANCE_M, METRES_PER
@@ -127,6 +128,8 @@ def part_masses(asm: Assembly, names: list[str] | None = None, field: str = "par
 
     ``names`` (the request's ``field``) must name parts of the assembly, each once: a name listed
     twice would count the part's mass twice in the total."""
+    if names is not None and not names:
+        raise AssemblyError(f"name at least one part, or leave {field} out for all", field)
     known, listed = {p.name for p in asm.parts}, names or []
     problems = [Problem(f"{field}[{k}]", f"no part named {n!r} in this assembly" if n not in known
                         else f"part {n!r} is listed twice")
@@ -198,7 +201,7 @@ def constraints(assembly_id: str, asm: Assembly, request: s.ConstraintRequest,
     if request.poses:
         unknown = sorted(set(request.poses) - {p.name for p in asm.parts})
         if unknown:
-            raise AssemblyError([Problem(f"poses.{n}", f"unknown part {n!r}") for n in unknown])
+            raise AssemblyError([Problem(f"poses.{n}", f"no part named {n!r} in this assembly") for n in unknown])
         asm = asm.with_poses({k: v.to_matrix(asm.unit) for k, v in request.poses.items()})
     system = MateSystem(asm, request.mates)
     result = system.solve(request.max_starts, request.seed) if solve else system.validate()

@@ -64,8 +64,9 @@ from cloud.physics.assembly import (
 )
 from cloud.physics.budget import check_memory, check_triangles
 from cloud.physics.errors import AssemblyError, AssemblyNotFoundError, MeshTooLargeError, Problem
-from cloud.physics.interference import CollisionWorld, PairResult
+from cloud.physics.interference import CollisionWorld
 from cloud.physics.mesh import MeshLimits
+from cloud.physics.pair_result import PairResult
 from cloud.storage.base import AssemblyRecord, AssemblySummary, Storage, StorageUnavailable
 
 __all__ = ["MAX_STORED_BYTES", "PhysicsStore", "StoredAssembly"]

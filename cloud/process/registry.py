@@ -17,7 +17,7 @@ from shared.errors import InputError
 __all__ = ["BUILTIN_MODELS", "ModelRegistry", "UnknownProcessModel"]
 
 # name -> "module:Class"; the PUR foam model registers here.
-BUILTIN_MODELS: dict[str, str] = {}
+BUILTIN_MODELS: dict[str, str] = {"pur-foam": "cloud.process.pur.model:PurModel"}
 
 
 class UnknownProcessModel(InputError):

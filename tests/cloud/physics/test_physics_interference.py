@@ -10,6 +10,7 @@ wholly inside others.
 
 from __future__ import annotations
 
+import manifold3d
 import numpy as np
 import pytest
 import trimesh
@@ -17,6 +18,7 @@ from physics_helpers import mesh_of, part
 from scipy.spatial.transform import Rotation
 
 from cloud.physics.interference import CollisionWorld
+from cloud.physics.mesh import PartMesh, build_part_mesh
 
 TOL = 1e-5  # touching tolerance, m
 CELL = 20.0  # m
@@ -141,8 +143,6 @@ def test_many_parts_min_clearance_and_threshold_report() -> None:
 
 def test_open_part_crossing_reports_unknown_volume() -> None:
     box = trimesh.creation.box((100.0, 100.0, 100.0))
-    from cloud.physics.mesh import build_part_mesh
-
     open_mesh = build_part_mesh(box.vertices, box.faces[:-1])
     parts = [part("open", open_mesh, _pose(np.eye(3), np.zeros(3))),
              part("solid", mesh_of(box), _pose(np.eye(3), np.array([0.05, 0.0, 0.0])))]
@@ -206,3 +206,53 @@ def test_broad_phase_after_a_few_parts_moved_equals_a_fresh_world() -> None:
         assert np.array_equal(i, fi) and np.array_equal(j, fj)
         np.testing.assert_array_equal(lb, flb)
         assert world.candidate_pairs(0.01) == fresh.candidate_pairs(0.01), step
+
+
+def _open_box() -> PartMesh:
+    """A 100 mm box centred on the origin without its -x face: open, its +x face at x = 50 mm."""
+    box = trimesh.creation.box((100.0, 100.0, 100.0))
+    return build_part_mesh(box.vertices, box.faces[box.face_normals[:, 0] > -0.5])
+
+
+def _closed_l_block() -> PartMesh:
+    """A closed, non-convex block: a 100 mm cube (x 0..100 mm) with a 50 × 50 mm notch cut along z at x ≥ 50."""
+    cube = manifold3d.Manifold.cube([100.0, 100.0, 100.0])
+    notch = manifold3d.Manifold.cube([60.0, 60.0, 120.0]).translate([50.0, 50.0, -10.0])
+    mesh = (cube - notch).translate([0.0, -50.0, -50.0]).to_mesh()
+    return build_part_mesh(np.asarray(mesh.vert_properties)[:, :3], np.asarray(mesh.tri_verts))
+
+
+@pytest.mark.parametrize("closed", ["box", "notched"])
+@pytest.mark.parametrize(("shift_um", "state"), [(0.0, "touching"), (1.0, "touching"), (-5.0, "touching"),
+                                                  (-1000.0, "interfering")])
+def test_an_open_part_flush_against_a_closed_one_touches(closed: str, shift_um: float, state: str) -> None:
+    """The open box's +x face (x = 50 mm) against the closed part's -x face, moved ``shift_um`` away (negative:
+    into the open box); the side faces line up. Interfering only when the open surface lies deeper than the
+    tolerance inside the closed part: the +x face's depth is the shift (closed form)."""
+    if closed == "box":
+        solid, at = mesh_of(trimesh.creation.box((100.0, 100.0, 100.0))), 0.1  # its -x face at x = 50 mm
+    else:
+        solid, at = _closed_l_block(), 0.05
+    parts = [part("open", _open_box(), _pose(np.eye(3), np.zeros(3))),
+             part("solid", solid, _pose(np.eye(3), np.array([at + shift_um * 1e-6, 0.0, 0.0])))]
+    [found] = CollisionWorld(parts).check(TOL)
+    assert (found.a, found.b, found.status) == ("open", "solid", state)
+    if state == "interfering":
+        assert found.depth_m == pytest.approx(-shift_um * 1e-6, rel=1e-9)
+        assert "not closed" in found.note and "reaches 1 mm into solid" in found.note
+    else:
+        assert found.distance_m == pytest.approx(max(shift_um, 0.0) * 1e-6, abs=1e-12)
+        assert found.volume_m3 is None and len(found.points_a_m)
+
+
+def test_an_open_lid_pierced_by_a_pin_between_its_corners_interferes() -> None:
+    """A 200 × 200 × 20 mm open box (no bottom) whose 200 mm top (two triangles) a 4 mm pin pierces far from
+    every corner and edge: no corner or grid point of the top lies in the pin, the middle of the pin's
+    section does (depth 2 mm, the pin's half width: closed form)."""
+    tray = trimesh.creation.box((200.0, 200.0, 20.0))
+    lid = build_part_mesh(tray.vertices, tray.faces[tray.face_normals[:, 2] > -0.5])
+    pin = mesh_of(trimesh.creation.box((4.0, 4.0, 40.0)))
+    parts = [part("lid", lid, _pose(np.eye(3), np.zeros(3))),
+             part("pin", pin, _pose(np.eye(3), np.array([0.031, 0.047, 0.01])))]
+    [found] = CollisionWorld(parts).check(TOL)
+    assert found.status == "interfering" and found.depth_m == pytest.approx(0.002, rel=1e-9)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import struct
 
 import numpy as np
@@ -114,3 +115,39 @@ def test_random_bytes_never_escape_as_foreign_errors(data: bytes, fmt: str) -> N
         load_mesh_bytes(data, fmt)
     except PhysicsError:
         pass
+
+
+# Words of Python's and numpy's own errors: a message holding one told the engineer nothing about the file.
+INTERNALS = ("NoneType", "reshape", "unpack", "array element", "index out of", "out of bounds", "KeyError",
+             "object is not", "inhomogeneous", "struct", "dtype")
+_PLY_HEAD = b"ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\nproperty float z\n"
+_FACET = b"facet normal 0 0 1\nouter loop\nvertex 0 0 0\nvertex 1 0 0\nvertex 0 1 0\nendloop\nendfacet\n"
+
+
+@pytest.mark.parametrize(("fmt", "data", "words"), [
+    ("stl", b"solid x\n" + _FACET.replace(b"vertex 1 0 0", b"vertex 1 0") + b"endsolid x\n",
+     "ASCII STL line 5: 'vertex 1 0' must be 'vertex x y z' with three numbers"),
+    ("stl", b"solid x\n" + _FACET.replace(b"vertex 0 0 0", b"vertex 0 0 0 0") + b"endsolid x\n",
+     "ASCII STL line 4: 'vertex 0 0 0 0' must be 'vertex x y z' with three numbers"),
+    ("stl", b"solid x\n" + _FACET.replace(b"vertex 0 1 0\n", b"") + b"endsolid x\n",
+     "ASCII STL line 6: the loop ending here has 2 'vertex' lines"),
+    ("ply", b"ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\nend_header\n1\n",
+     "vertex element has no 'property float y', 'property float z'"),
+    ("ply", b"ply\njunk\n", "the PLY header has no 'end_header' line"),
+    ("ply", _PLY_HEAD + b"end_header\n0 0 0\n", "declares no 'element face N'"),
+    ("glb", b"glTF\x02\x00\x00\x00junk", "the GLB header declares 1,802,401,130 bytes but the data has 12"),
+    ("glb", b"junkjunkjunkjunk", "GLB data must start with the bytes 'glTF'"),
+    ("gltf", b"not json", "the glTF is not valid JSON (line 1, column 1)"),
+    ("gltf", b'{"asset": {"version": "2.0"}, "meshes": [{}]}', "the glTF's meshes[0] has no 'primitives' list"),
+    ("gltf", b'{"asset": {"version": "2.0"}, "meshes": [{"primitives": [{"attributes": {"POSITION": 3}}]}]}',
+     "meshes[0].primitives[0] names accessor 3, which 'accessors' does not have"),
+    ("obj", b"v 0 0 0\nv 1 0 0\nf 1 2 3\n", "OBJ line 3: 'f 1 2 3' names vertex 3, but the file has 2 vertices"),
+    ("obj", b"v a b c\nf 1 2 3\n", "OBJ line 1: 'v a b c' must be 'v x y z' with three numbers"),
+])
+def test_malformed_files_are_explained_in_the_format_s_own_terms(fmt: str, data: bytes, words: str) -> None:
+    with pytest.raises(MeshDataError) as caught:
+        load_mesh_bytes(data, fmt)
+    message = str(caught.value)
+    assert words in message
+    assert not [w for w in INTERNALS if w in message], message
+    assert not re.search(r": '\w+'$", message), message  # a bare key in quotes, as a KeyError prints

@@ -70,15 +70,15 @@ def test_request_mates_naming_unknown_parts_are_422_with_their_paths(server, ass
              {"type": "fixed", "a": {**POINT, "part": "phantom"}}]
     resp = post(server, route, {"assembly_id": assembly_id, "mates": mates}, server.viewer_token)
     assert resp.status_code == 422, resp.text
-    assert detail(resp) == [("mates[1].a.part", "unknown part 'ghost'"),
-                            ("mates[2].a.part", "unknown part 'phantom'")]
+    assert detail(resp) == [("mates[1].a.part", "no part named 'ghost' in this assembly"),
+                            ("mates[2].a.part", "no part named 'phantom' in this assembly")]
     again = post(server, route, {"assembly_id": assembly_id, "mates": mates[:1]}, server.viewer_token)
     assert again.status_code == 200  # the same connection pool, the server still up
 
 
 def test_poses_naming_unknown_parts_are_422_with_their_paths(server, assembly_id) -> None:
     resp = post(server, "/constraints/validate", {"assembly_id": assembly_id, "poses": {"ghost": {}}})
-    assert resp.status_code == 422 and detail(resp) == [("poses.ghost", "unknown part 'ghost'")]
+    assert resp.status_code == 422 and detail(resp) == [("poses.ghost", "no part named 'ghost' in this assembly")]
 
 
 @pytest.mark.parametrize(("change", "status", "path", "words"), [
@@ -229,7 +229,7 @@ def test_an_upload_whose_mates_name_unknown_parts_is_422_with_each_mates_path(se
                      {"type": "fixed", "a": {**POINT, "part": "ghost"}}]
     resp = post(server, "/assemblies", body)
     assert resp.status_code == 422, resp.text
-    assert detail(resp) == [("mates[1].a.part", "unknown part 'ghost'")]
+    assert detail(resp) == [("mates[1].a.part", "no part named 'ghost' in this assembly")]
 
 
 @pytest.mark.parametrize("route, body, field", [
@@ -243,3 +243,65 @@ def test_parts_named_twice_or_unknown_are_422_with_their_paths(server, assembly_
                             (f"{field}[2]", "part 'a' is listed twice")]
     once = post(server, "/mass-properties", {"assembly_id": assembly_id, "parts": ["a"]})
     assert once.json()["assembly"]["mass_kg"] == pytest.approx(7850 * 0.1**3)
+
+
+@pytest.mark.parametrize("route, body, field", [
+    ("/mass-properties", {}, "parts"),
+    ("/robot-check", {"robot": {"rated_payload_kg": 5}}, "payload_parts")])
+def test_an_empty_part_list_is_refused_not_read_as_all_parts(server, assembly_id, route, body, field) -> None:
+    resp = post(server, route, {"assembly_id": assembly_id, field: [], **body})
+    assert resp.status_code == 422, resp.text
+    assert detail(resp) == [(field, f"name at least one part, or leave {field} out for all")]
+
+
+@pytest.mark.parametrize("route", ["/collision/check", "/collision/clearance", "/constraints/validate"])
+def test_a_pose_naming_an_unknown_part_reads_the_same_on_every_route(server, assembly_id, route) -> None:
+    resp = post(server, route, {"assembly_id": assembly_id, "poses": {"ghost": {"translation": [1, 0, 0]}}})
+    assert resp.status_code == 422, resp.text
+    assert detail(resp) == [("poses.ghost", "no part named 'ghost' in this assembly")]
+
+
+def test_a_density_beyond_any_material_is_refused(server) -> None:
+    body = two_boxes()
+    body["parts"][1]["density_kg_m3"] = 1e308  # was accepted: a 100 mm cube of 1e302 kg
+    resp = post(server, "/assemblies", body)
+    assert resp.status_code == 422, resp.text
+    [(path, message)] = detail(resp)
+    assert path == "parts[1].density_kg_m3"
+    assert "density must be above 0 and at most 25,000 kg/m³" in message and "got 1e+308 kg/m³" in message
+    body["parts"][1]["density_kg_m3"] = 22_590.0  # osmium
+    assert post(server, "/assemblies", body).status_code == 201
+
+
+def test_a_repeated_part_name_is_refused_at_the_repeat(server) -> None:
+    body = two_boxes()
+    body["parts"][1]["name"] = "a"
+    resp = post(server, "/assemblies", body)
+    assert resp.status_code == 422, resp.text
+    assert detail(resp) == [("parts[1].name", "part name 'a' is already used by parts[0]")]
+
+
+# Words of Python's and numpy's own errors, which tell an engineer nothing about the value.
+INTERNALS = ("NoneType", "reshape", "unpack", "array element", "inhomogeneous", "sequence", "index out of")
+
+
+@pytest.mark.parametrize("matrix, words", [
+    ([[1, 0], [0, 1]], "matrix must be 4×4, 4 rows of 4 numbers (got 2 rows of 2, 2 numbers)"),
+    ([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0]], "(got 4 rows of 4, 4, 4, 3 numbers)"),
+    ([[1, 0, 0, 0], [0, 1, 0], [0, 0, 1, 0], [0, 0, 0, 1]], "(got 4 rows of 4, 3, 4, 4 numbers)"),
+    ([], "(got no rows)"),
+    ([[2, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], "must be a proper rotation"),
+])
+@pytest.mark.parametrize("where", ["upload", "collision"])
+def test_a_malformed_pose_matrix_is_explained_at_its_path(server, assembly_id, matrix, words, where) -> None:
+    if where == "upload":
+        body = two_boxes()
+        body["parts"][1]["pose"] = {"matrix": matrix}
+        resp, path = post(server, "/assemblies", body), "parts[1].pose.matrix"
+    else:
+        resp = post(server, "/collision/check", {"assembly_id": assembly_id, "poses": {"b": {"matrix": matrix}}})
+        path = "poses.b.matrix"
+    assert resp.status_code == 422, resp.text
+    [(got_path, message)] = detail(resp)
+    assert got_path == path and words in message
+    assert not [w for w in INTERNALS if w in message], message

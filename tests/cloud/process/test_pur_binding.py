@@ -1,0 +1,60 @@
+"""The PUR model bound to a device in the real app: mould readings in degF become derived points of the shot."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import numpy as np
+import pytest
+
+from cloud.process.model import RunInputs, SolverSpec
+from cloud.process.pur import PurModel, PurScenario
+from tests.cloud.apiclient import T0, Api, make_api
+from tests.cloud.process.test_vsensor_engine import define, frame, send, wait_points
+
+SCENARIO = {"material": "water-pentane", "shot_mass_kg": 0.3, "mould_volume_l": 10.0, "horizon_s": 300.0,
+            "alpha_demold": 0.6, "hardness_demold": 10.0}
+BINDING = {"name": "foam", "device": "press-1", "spec": {
+    "kind": "model", "model": "pur-foam", "start_on": "shot", "parameters": SCENARIO,
+    "solver": {"backend": "cvode", "rtol": 1e-8, "atol": 1e-10},
+    "inputs": {"mould_temperature": {"sensor": "mould_F", "unit": "degF"}},
+    "outputs": {"t_core": "T_core", "alpha": "cure", "t_demold": "t_demold"}}}
+
+
+@pytest.fixture
+async def api(tmp_path) -> AsyncIterator[Api]:
+    async with make_api(tmp_path) as client:
+        yield client
+
+
+async def test_mould_readings_become_the_shots_core_temperature_cure_and_demould_time(api: Api) -> None:
+    await send(api, 1, [frame(0, mould_F=113.0, shot=0)])  # 45 degC
+    await define(api, BINDING)
+    await send(api, 2, [frame(1, mould_F=113.0, shot=1)])  # the shot opens a run at T0 + 1
+    await send(api, 3, [frame(1 + t, mould_F=113.0) for t in (30, 60, 90)])
+    points = await wait_points(api, "foam", 12)
+    by = {(p["field"], round(p["ts"] - T0 - 1)): p for p in points}
+    # the same shot run directly, in degC, at the same reading times
+    direct = PurModel().run(RunInputs(start=T0 + 1, series={"mould_temperature": (np.array([-1.0, 0.0, 30.0, 60.0,
+                                                                                           90.0]),
+                                                                                 np.full(5, 45.0))}),
+                            PurScenario(**SCENARIO), SolverSpec(backend="cvode", rtol=1e-8, atol=1e-10))
+    assert direct.ok
+    for t in (30, 60, 90):
+        t_core = float(np.interp(t, *direct.series["t_core"]))
+        assert by[("T_core", t)]["value"] == pytest.approx(t_core, abs=1e-3)
+        assert by[("cure", t)]["value"] == pytest.approx(float(np.interp(t, *direct.series["alpha"])), abs=1e-5)
+    assert by[("t_demold", 90)]["value"] == pytest.approx(direct.scalars["t_demold"], abs=0.01)
+    assert 60 < by[("t_demold", 90)]["value"] < 300
+    assert by[("T_core", 90)]["backend"] == "cvode"
+
+
+async def test_a_mould_reading_out_of_range_flags_the_shots_points(api: Api) -> None:
+    await send(api, 1, [frame(0, mould_F=113.0, shot=0)])
+    await define(api, BINDING)
+    await send(api, 2, [frame(1, mould_F=113.0, shot=1), frame(11, mould_F=1200.0)])  # 649 degC: a sensor fault
+    points = await wait_points(api, "foam", 6)
+    flagged = [p for p in points if round(p["ts"] - T0) == 11]
+    assert len(flagged) == 3
+    assert all(p["value"] is None for p in flagged)
+    assert {p["flag"] for p in flagged} == {"mould_temperature: must be -20..250 degC (got 648.889 at t = 10.0 s)"}
