@@ -223,6 +223,13 @@ class Engine:
         found = await self.storage.lookup(c.spec.device)
         if found is None:
             return []
+        # Each series is scanned on its own, so a batch committing between two scans would be seen by one and
+        # not the other, and half of its instant would count as late. Only what the lookup saw is read: every
+        # series' newest timestamp is stored with its batch, so all readings up to the newest are visible.
+        newest = max((s.last_ts for s in found[1] if s.last_ts is not None), default=None)
+        if newest is None:
+            return []
+        stop = min(stop, newest + 1)
         mine = set(c.outputs.values()) | set(never)
         wanted = c.sensors if not c.all_sensors else {s.field for s in found[1]} - mine
         out: list[Reading] = []
