@@ -70,6 +70,7 @@ bench: install
 	$(PY) bench/bench_process.py
 	$(PY) bench/bench_station.py
 	$(PY) bench/bench_ml.py
+	$(PY) bench/bench_vsensors.py
 	$(PY) bench/bench_console.py
 
 clean:

@@ -285,12 +285,12 @@ def _parser() -> argparse.ArgumentParser:
     from cloud.ml.cli import register as register_model_train
     from cloud.models.cli import add_subcommands as add_model_commands
     from cloud.physics.cli import add_subcommands
+    from cloud.process.cli import add_subcommands as add_process_commands
     from cloud.process.sim_cli import add_sim_commands
 
     register_model_train(add_model_commands(sub, _with_storage, _who))
     add_subcommands(sub)
-    process = sub.add_parser("process", help="process models: simulate and optimize PUR mouldings")
-    add_sim_commands(process.add_subparsers(dest="process_command", required=True))
+    add_sim_commands(add_process_commands(sub, _config))
     return parser
 
 

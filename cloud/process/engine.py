@@ -15,8 +15,10 @@ Rules:
   re-opens what is derived already (derived points are written once). It
   counts in the binding's ``late`` figure; a replay of the range includes it.
 - No self-triggering: a binding never reads its own outputs (refused when it is
-  defined, and left out of ``'*'`` triggers), and a derived point is dated at
-  or before its input watermark, so writing it can never wake its own binding.
+  defined, and left out of ``'*'`` triggers), nor what its outputs feed through
+  other bindings (``cloud.process.runner.downstream``: a loop stored anyway is
+  cut once), and a derived point is dated at or before its input watermark, so
+  writing it can never wake its own binding.
 - Limits: ``process.max_bindings_per_device`` and ``process.max_state_points``
   (window points, or a run's input points) with a clear refusal or a flagged
   point past them.

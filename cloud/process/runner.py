@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from cloud.config import ProcessConfig
@@ -27,7 +27,7 @@ from cloud.storage.derived import BindingRow, DerivedWrite, UnknownBinding
 from shared.errors import InputError
 from shared.frame import TelemetryFrame
 
-__all__ = ["Engine"]
+__all__ = ["Engine", "downstream"]
 
 log = logging.getLogger(__name__)
 _FAR = 2**62
@@ -72,11 +72,19 @@ class Engine:
         fields = {s.field for s in found[1]} - derived_all
         return fields, derived_others
 
-    async def compile(self, spec: BindingSpec, rows: list[BindingRow] | None = None) -> Compiled:
+    async def compile(self, spec: BindingSpec, rows: list[BindingRow] | None = None, *,
+                      check_loops: bool = True) -> Compiled:
+        """Check and compile ``spec``; a loop through other bindings is refused when defining (``check_loops``).
+
+        Running bindings are not re-checked for loops (one found then would stop every binding of the device):
+        ``downstream`` keeps a binding from reading what its outputs feed instead.
+        """
         if rows is None:
             rows = await self.storage.bindings(spec.device)
         fields, others = await self._fields(spec.device, rows, spec.name)
         compiled = await asyncio.to_thread(compile_binding, spec, fields, others, self.models)
+        if not check_loops:
+            return compiled
         upstream = {o: r.name for r in rows if r.name != spec.name for o in _outputs(r.spec, r.name, self.models)}
         mine = set(compiled.outputs.values())
         for sensor in compiled.sensors:  # a cycle through another binding would feed this one its own output
@@ -141,8 +149,9 @@ class Engine:
         if not rows:
             return 0
         total = 0
-        for row in self._ordered(rows):
-            total += await self._catch_up_one(row, rows)
+        ordered = self._ordered(rows)
+        for k, row in enumerate(ordered):
+            total += await self._catch_up_one(row, rows, self.never_read(row, ordered[:k], rows))
         return total
 
     def _ordered(self, rows: list[BindingRow]) -> list[BindingRow]:
@@ -161,18 +170,26 @@ class Engine:
         key = (row.id, str(row.spec))
         compiled = self._compiled.get(key)
         if compiled is None:
-            compiled = await self.compile(BindingSpec.model_validate(row.spec), rows)
+            compiled = await self.compile(BindingSpec.model_validate(row.spec), rows, check_loops=False)
             if len(self._compiled) > 1000:
                 self._compiled.clear()
             self._compiled[key] = compiled
         return compiled
 
-    async def _catch_up_one(self, row: BindingRow, rows: list[BindingRow]) -> int:
+    def never_read(self, row: BindingRow, before: list[BindingRow], rows: list[BindingRow]) -> set[str]:
+        """The fields ``row`` must not read: what its outputs feed (``downstream``), except the outputs of the
+        bindings that run before it. In a chain without a loop it reads none of them anyway; in a loop (defined
+        anyway: see ``downstream``) this cuts it once, at the edge that leads back to the binding run first."""
+        mine = _outputs(row.spec, row.name, self.models)
+        earlier = {o for r in before for o in _outputs(r.spec, r.name, self.models)}
+        return downstream(mine, [r for r in rows if r.name != row.name], self.models) - (earlier - mine)
+
+    async def _catch_up_one(self, row: BindingRow, rows: list[BindingRow], never: set[str]) -> int:
         total = 0
         while True:
             compiled = await self._compiled_for(row, rows)
             after = row.watermark if row.watermark is not None else -1
-            readings = await self.readings(compiled, after, _FAR, self.config.catch_up_readings)
+            readings = await self.readings(compiled, after, _FAR, self.config.catch_up_readings, never)
             if not readings:
                 return total
             state, points = step(compiled, {**row.state, "watermark": after}, readings, self.limits)
@@ -198,13 +215,22 @@ class Engine:
         self.hub.publish(frames)
 
     # --- reading and replaying ---------------------------------------------------------
-    async def readings(self, c: Compiled, after: int, stop: int, limit: int) -> list[Reading]:
+    async def readings(self, c: Compiled, after: int, stop: int, limit: int,
+                       never: Collection[str] = ()) -> list[Reading]:
         """The numeric readings of the binding's sensors with after < ts < stop, oldest first, at most about
-        ``limit`` (cut at a timestamp, so that no sensor's readings of one instant are split)."""
+        ``limit`` (cut at a timestamp, so that no sensor's readings of one instant are split). Its own outputs
+        and the fields in ``never`` (what its outputs feed: ``downstream``) are never read."""
         found = await self.storage.lookup(c.spec.device)
         if found is None:
             return []
-        mine = set(c.outputs.values())
+        # Each series is scanned on its own, so a batch committing between two scans would be seen by one and
+        # not the other, and half of its instant would count as late. Only what the lookup saw is read: every
+        # series' newest timestamp is stored with its batch, so all readings up to the newest are visible.
+        newest = max((s.last_ts for s in found[1] if s.last_ts is not None), default=None)
+        if newest is None:
+            return []
+        stop = min(stop, newest + 1)
+        mine = set(c.outputs.values()) | set(never)
         wanted = c.sensors if not c.all_sensors else {s.field for s in found[1]} - mine
         out: list[Reading] = []
         cut = stop
@@ -223,6 +249,11 @@ class Engine:
     async def replay(self, spec: BindingSpec, start: int, stop: int, max_points: int) -> list[DerivedPoint]:
         """Run a binding over the stored readings of [start, stop) from an empty state; store nothing."""
         compiled = await self.compile(spec)
+        mine = BindingRow(0, spec.name, spec.device, spec.model_dump(mode="json"), True, 0, None, {}, 0, 0, None,
+                          "", 0, 0)
+        rows = [r for r in await self.storage.bindings(spec.device) if r.name != spec.name] + [mine]
+        ordered = self._ordered(rows)
+        never = self.never_read(mine, ordered[:next(k for k, r in enumerate(ordered) if r is mine)], rows)
         inner = spec.spec
         if isinstance(inner, FormulaSpec) and inner.window is not None:  # a rolling window looks back
             lookback = round(inner.window.seconds * 1e6) if inner.window.kind == "rolling" else 0
@@ -232,13 +263,31 @@ class Engine:
         points: list[DerivedPoint] = []
         after = start - lookback - 1
         while len(points) < max_points:
-            readings = await self.readings(compiled, after, stop, self.config.catch_up_readings)
+            readings = await self.readings(compiled, after, stop, self.config.catch_up_readings, never)
             if not readings:
                 break
             state, found = step(compiled, state, readings, self.limits)
             points += [p for p in found if p.ts >= start]
             after = state["watermark"]
         return points[:max_points]
+
+
+def downstream(outputs: set[str], others: list[BindingRow], models: ModelRegistry) -> set[str]:
+    """The fields a binding's ``outputs`` reach: those outputs, and the outputs of every other binding that
+    reads one of them, directly or through a chain. A binding never reads these (the explicit guard against
+    self-triggering: a loop that got defined anyway, say by two replicas defining its halves at once, is
+    cut here instead of feeding a binding its own results)."""
+    reached = set(outputs)
+    made = {r.name: _outputs(r.spec, r.name, models) for r in others}
+    grew = True
+    while grew:
+        grew = False
+        for r in others:
+            every = r.spec.get("spec", {}).get("trigger") == ["*"]  # reads every sensor of the device
+            if not made[r.name] <= reached and (every or _reads_of(r) & reached):
+                reached |= made[r.name]
+                grew = True
+    return reached
 
 
 def _reads_of(row: BindingRow) -> set[str]:
@@ -250,4 +299,8 @@ def _reads_of(row: BindingRow) -> set[str]:
             reads |= names_of(inner.get("expression", "0"))
         except SyntaxError:
             pass
+    if inner.get("kind") == "model" and inner.get("start_on"):
+        reads.add(inner["start_on"])
+    if inner.get("kind") == "formula":  # its trigger sensors ('*' is handled by the caller)
+        reads |= set(inner.get("trigger") or ())
     return reads

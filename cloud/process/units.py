@@ -26,6 +26,8 @@ class UnitsError(InputError):
 
 
 def _unit(text: str, path: str) -> pint.Unit:
+    if not text.strip():  # pint reads "" as dimensionless: a unit left blank is a mistake, not a ratio
+        raise UnitsError("a unit is empty; give one (e.g. 'degC', 'bar'), or 'dimensionless' for a ratio", path)
     try:
         return _REGISTRY.Unit(text)
     except (pint.errors.UndefinedUnitError, pint.errors.DefinitionSyntaxError, AttributeError, TypeError,

@@ -28,6 +28,7 @@ import asyncpg
 
 from cloud.config import redact_url
 from cloud.migrations import MIGRATIONS
+from cloud.storage import postgres_derived as process
 from cloud.storage import postgres_registry as ml
 from cloud.storage import postgres_sql as q
 from cloud.storage import sessions
@@ -52,6 +53,7 @@ from cloud.storage.base import (
     frame_columns,
     split_owned,
 )
+from cloud.storage.derived import BindingRow, DerivedTag, DerivedWrite
 from cloud.storage.events import EdgeEventIn, EventQuery, EventRecord, events_pg, purge_events_pg, store_events_pg
 from cloud.storage.notify import CHANNEL, BatchFeed, notices, spans
 from cloud.storage.partitions import WEEK_US, Partitions, convert, table_kind
@@ -502,6 +504,33 @@ class PostgresStorage(Storage):
     async def assembly_ids(self) -> list[str]:
         async with self._con() as con:
             return [r[0] for r in await con.fetch(q.ASSEMBLY_IDS)]
+
+    # --- virtual-sensor bindings and derived points (cloud.storage.postgres_derived) ----
+    async def put_binding(self, name: str, device: str, spec: dict[str, Any], by: str, now_us: int, *,
+                          replace: bool, max_per_device: int) -> BindingRow:
+        async with self._con() as con:
+            return await process.put_binding(con, name, device, spec, by, now_us, replace, max_per_device)
+
+    async def bindings(self, device: str | None = None) -> list[BindingRow]:
+        async with self._con() as con:
+            return await process.bindings(con, device)
+
+    async def set_binding_enabled(self, name: str, enabled: bool, now_us: int) -> BindingRow:
+        async with self._con() as con:
+            return await process.set_enabled(con, name, enabled, now_us)
+
+    async def advance_binding(self, write: DerivedWrite) -> bool:
+        stamps = [p[1] for p in write.points if p[2] is not None]
+        if self._parts.lacking(stamps):  # a week no partition covers: create it first (outside the transaction)
+            async with self._con() as con:
+                await self._parts.ensure(con, stamps)
+        async with self._con() as con:
+            return await process.advance(con, write, self._series, _put_rollups,
+                                         lambda frames, at: notices(self.origin, spans(frames, at)))
+
+    async def derived_points(self, name: str, start: int, stop: int, limit: int) -> list[DerivedTag]:
+        async with self._con() as con:
+            return await process.derived(con, name, start, stop, limit)
 
     # --- model registry and alerts (cloud.storage.postgres_registry) -------------------
     async def put_model(self, model: NewModel, version: int | None = None) -> tuple[ModelVersion, bool]:
