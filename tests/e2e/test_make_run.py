@@ -178,7 +178,7 @@ def test_ctrl_c_hang_up_and_sigterm_each_stop_every_process_and_free_the_ports(t
             start_in_terminal(terminals[ending], run)
         for term in terminals.values():
             term.wait_for(" frames from demo-edge", timeout=120)
-        shown = terminals["ctrl-c"].wait_for(f"{DEVICES[-1]} ", timeout=60)
+        shown = terminals["ctrl-c"].wait_for(f"demo  | {DEVICES[-1]} ", timeout=60)  # its row of a summary
 
         sigterm = runs["sigterm"]
         second = subprocess.run([sys.executable, "deploy/scripts/demo.py", *sigterm.args()], cwd=REPO, env=env,
