@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import msgpack  # noqa: E402
 import psutil  # noqa: E402
 
+from edge import heap  # noqa: E402
 from edge.broker.client import ExternalMqttIngest  # noqa: E402
 from edge.broker.config import AclRule, BrokerConfig, ListenerConfig, MqttClientConfig  # noqa: E402
 from edge.broker.embedded import EmbeddedBroker  # noqa: E402
@@ -208,10 +209,12 @@ class StoreSink:
         return self.writer.committed_frames
 
     async def start(self) -> None:
+        heap.enable()  # as the daemon does: start-up's objects (and the model's) are kept out of full collections
         if self.scored:
             self.engine = await scoring_engine(self.directory)
             self.writer.enrich = self.engine.enrich
         await self.store.open()
+        heap.settle()
         self._task = asyncio.create_task(self.writer.run(), name="bench-store-writer")
 
     async def stop(self) -> None:

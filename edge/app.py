@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
-from edge import __version__
+from edge import __version__, heap
 from edge.config import GatewayConfig
 from edge.control.server import ControlServer
 from edge.errors import DaemonFailed, StartupError
@@ -192,6 +192,7 @@ class Gateway:
             # that is unreachable is retried and must not hold up start-up.
             await self.mqtt.started.wait()
         self.ready.set()
+        heap.settle()  # what start-up made lives as long as the daemon (edge.heap)
         notify("READY=1")
         log.info(
             "twinedge %s ready: edge %s, %d sources, queue %s",
@@ -341,6 +342,7 @@ def sensor_units(config: GatewayConfig) -> dict[str, dict[str, str | None]]:
 async def run_daemon(config: GatewayConfig) -> None:
     """Run the gateway until SIGTERM/SIGINT, then shut down within SHUTDOWN_BOUND."""
     gateway = Gateway(config)
+    heap.enable()
     loop = asyncio.get_running_loop()
     # asyncio's own error reports (a failed accept(), a task that died unobserved) are rate-limited,
     # and the systemd socket is opened while descriptors are free, so watchdog pings survive a flood.

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from edge import heap
 from edge.inference.alerts import AlertPolicy, AlertSettings
 from edge.inference.config import InferenceConfig
 from edge.inference.devices import DeviceState, Rejection, Rule, rule_id
@@ -159,6 +160,7 @@ class InferenceEngine:
             self._reject(rule, f"the package cannot be used: {type(exc).__name__}: {str(exc)[:300]}")
             return None
         log.info("model %s loaded from %s (sha256 %s…)", rule.shown(), rule.path, model.sha256[:12])
+        heap.settle()  # the model and what it imported live as long as it serves (edge.heap)
         return model
 
     def _reject(self, rule: Rule, reason: str) -> None:
@@ -389,23 +391,29 @@ class InferenceEngine:
         # (device, its stream, its model) with rows pushed in this batch; a device's model can change mid-batch
         # (it was waiting for a sensor that arrives): its earlier rows still go to the model that read them
         pending: list[tuple[DeviceState, InputStream, LoadedModel]] = []
-        devices = self._devices
+        devices, generation = self._devices, self._generation
+        # A device's frames come in runs (an MQTT message of many frames, a poller's batch): it is looked up once
+        # per run. Run on every frame of the batch, so kept to the few steps each frame needs.
+        current: str | None = None
+        device: DeviceState | None = None
         try:
             for index, frame in enumerate(frames):
-                device = devices.get(frame.device_id) or self._device(frame.device_id)
-                if device is None:
-                    self._remember(frame)
-                    continue
+                if frame.device_id != current or device is None:
+                    device = devices.get(frame.device_id) or self._device(frame.device_id)
+                    if device is None:
+                        self._remember(frame)
+                        continue
+                    current = frame.device_id
                 values = device.values
                 values.update(frame.sensors)
                 if len(values) > MAX_CARRIED:
                     self._forget(device, frame)
                     values = device.values
-                if device.generation != self._generation or (
+                if device.generation != generation or (
                         device.waiting is not None and len(values) > device.checked_sensors):
                     self._apply(device, alerts)
                 stream = device.stream
-                if stream is not None and device.serving and stream.push(index, frame.ts, values):
+                if stream is not None and device.state == "serving" and stream.push(index, frame.ts, values):
                     assert device.model is not None
                     pending.append((device, stream, device.model))
             jobs: dict[int, tuple[LoadedModel, list[tuple[DeviceState, InputStream]]]] = {}
