@@ -20,8 +20,9 @@ device had before its current one is kept for ``rollback``, which pins it until 
 ``failures_before_disable`` in a row the model is taken out of that device's path (state "failed") and its frames
 are stored unscored until another model is assigned or rolled back to.
 
-Scoring runs on one thread owned by the engine, one ``session.run`` per model per batch. With no model assigned,
-``enrich`` returns at once, and numpy and onnxruntime are never imported.
+Scoring runs on one thread owned by the engine, one ``session.run`` per model per batch; a run expected to take
+under a millisecond (judged from the model's previous run) is done on the event loop instead (``INLINE_RUN``).
+With no model assigned, ``enrich`` returns at once, and numpy and onnxruntime are never imported.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import accumulate, groupby
+from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -47,7 +50,7 @@ from shared.errors import InputError
 from shared.frame import TelemetryFrame
 
 if TYPE_CHECKING:
-    from edge.inference.runtime import DeviceRows, LoadedModel, Outcome
+    from edge.inference.runtime import DeviceRows, LoadedModel
     from shared.modelpackage import ModelAssignment
 
 __all__ = ["MAX_DEVICES", "InferenceEngine", "LocalAssignment"]
@@ -62,6 +65,10 @@ MAX_CARRIED = 512  # values carried forward per device with a model (beyond: tho
 MAX_REMEMBERED = 1024  # devices without a model whose last values are kept, for a model assigned later ...
 MAX_REMEMBERED_VALUES = 128  # ... each with at most this many (beyond: the last frame's alone)
 SCORE, CLASS, CONFIDENCE = "model.score", "model.class", "model.confidence"
+_DEVICE_ID = attrgetter("device_id")
+# A batch whose model run is expected to take at most this long (from the model's last run) is scored on the event
+# loop: for a small model, the hop to the scoring thread and back costs more CPU than the run itself.
+INLINE_RUN = 0.001
 
 
 @dataclass(frozen=True, slots=True)
@@ -392,18 +399,19 @@ class InferenceEngine:
         # (it was waiting for a sensor that arrives): its earlier rows still go to the model that read them
         pending: list[tuple[DeviceState, InputStream, LoadedModel]] = []
         devices, generation = self._devices, self._generation
-        # A device's frames come in runs (an MQTT message of many frames, a poller's batch): it is looked up once
-        # per run. Run on every frame of the batch, so kept to the few steps each frame needs.
-        current: str | None = None
-        device: DeviceState | None = None
+        # where each run of one device's frames ends (an MQTT message of many frames, a poller's batch)
+        ends = list(accumulate(len(list(run)) for _, run in groupby(map(_DEVICE_ID, frames))))
+        run, index, count = 0, 0, len(frames)
         try:
-            for index, frame in enumerate(frames):
-                if frame.device_id != current or device is None:
-                    device = devices.get(frame.device_id) or self._device(frame.device_id)
-                    if device is None:
-                        self._remember(frame)
-                        continue
-                    current = frame.device_id
+            while index < count:
+                if index >= ends[run]:
+                    run += 1
+                frame = frames[index]
+                device = devices.get(frame.device_id) or self._device(frame.device_id)
+                if device is None:
+                    self._remember(frame)
+                    index += 1
+                    continue
                 values = device.values
                 values.update(frame.sensors)
                 if len(values) > MAX_CARRIED:
@@ -413,7 +421,18 @@ class InferenceEngine:
                         device.waiting is not None and len(values) > device.checked_sensors):
                     self._apply(device, alerts)
                 stream = device.stream
-                if stream is not None and device.state == "serving" and stream.push(index, frame.ts, values):
+                if stream is None or device.state != "serving":
+                    index += 1
+                    continue
+                fresh = not stream.pending
+                if stream.window == 1 and device.waiting is None:
+                    # the rest of the device's run goes through the stream in one call (up to a frame that would
+                    # bring too many values: it comes back here)
+                    index = stream.push_run(frames, index, ends[run], values, MAX_CARRIED)
+                else:
+                    stream.push(index, frame.ts, values)
+                    index += 1
+                if fresh and stream.pending:
                     assert device.model is not None
                     pending.append((device, stream, device.model))
             jobs: dict[int, tuple[LoadedModel, list[tuple[DeviceState, InputStream]]]] = {}
@@ -436,7 +455,11 @@ class InferenceEngine:
                 batch.append((device, taken[0], DeviceRows(device.id, taken[1])))
         if not batch:
             return
-        outcome: Outcome = await self._run(lambda: score_rows(model, [rows for _, _, rows in batch]))
+        runs = [rows for _, _, rows in batch]
+        if model.row_cost * sum(len(rows.inputs) for rows in runs) <= INLINE_RUN:
+            outcome = model.timed(score_rows, runs)  # cheaper than the hop to the scoring thread and back
+        else:
+            outcome = await self._run(lambda: model.timed(score_rows, runs))
         for device, indices, rows in batch:
             if rows.error is not None:
                 device.input_errors += 1

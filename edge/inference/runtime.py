@@ -6,6 +6,9 @@ Imported when the first model is loaded, so a gateway without a model never load
 from __future__ import annotations
 
 import hashlib
+import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,8 @@ class LoadedModel:
     package: ModelPackage
     runner: ModelRunner
     drift_columns: list[ColumnReference]
+    # CPU seconds per row of the last run (``timed``); unknown (infinite) until the first
+    row_cost: float = math.inf
 
     @property
     def schema(self) -> ModelSchema:
@@ -41,6 +46,15 @@ class LoadedModel:
     @property
     def kind(self) -> str:
         return self.package.schema.kind
+
+    def timed(self, score: Callable[[LoadedModel, list[DeviceRows]], Outcome], batch: list[DeviceRows]) -> Outcome:
+        """``score(self, batch)``, noting its CPU time per row in ``row_cost``."""
+        start = time.thread_time()
+        try:
+            return score(self, batch)
+        finally:
+            rows = sum(len(rows.inputs) for rows in batch)
+            self.row_cost = (time.thread_time() - start) / max(rows, 1)
 
     def gap_check(self) -> Any:
         """``(previous_ts, ts) -> True`` when ``ts`` follows at the model's interval (window mode)."""
