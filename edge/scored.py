@@ -66,11 +66,11 @@ class ScoredFrames(Sequence[TelemetryFrame]):
 
     def encoded(self) -> list[bytes]:
         """Each frame as the codec writes it (``shared.codec.encode_frame``), with its added metrics."""
-        packb = msgpack.packb
+        pack = msgpack.Packer(use_bin_type=True).pack  # one packer for the batch: packb makes one per frame
         out = []
         for frame, added in zip(self.frames, self.added, strict=True):
             wire = frame.to_wire()
             if added is not None:
-                wire["metrics"] = merged_metrics(frame.metrics, added)
-            out.append(packb(wire, use_bin_type=True))
+                wire["metrics"] = merged_metrics(frame.metrics, added) if frame.metrics else added
+            out.append(pack(wire))
         return out
