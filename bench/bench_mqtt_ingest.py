@@ -1,6 +1,7 @@
 """MQTT ingest benchmark: QoS 1 publishers on 127.0.0.1 -> embedded broker (or Mosquitto + edge client) -> store.
 
 Run: python bench/bench_mqtt_ingest.py            (about 90 s; add --quick for a 30 s smoke run)
+     python bench/bench_mqtt_ingest.py --bulk [--sink model]   (phase 2 alone, about 12 s)
 
 Publishers run in a separate process (a lean raw-socket MQTT client, so the
 publisher side is not the bottleneck); the broker and the sink run in this
@@ -259,24 +260,26 @@ async def run_phase(
     result["frames_per_s"] = (f1 - f0) / elapsed
     result["msgs_per_s"] = result["frames_per_s"] / frames
     result["cpu_pct"] = 100 * ((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)) / elapsed
+    result["cpu_us_per_frame"] = result["cpu_pct"] / 100 / result["frames_per_s"] * 1e6 if f1 > f0 else None
     result["offered_per_s"] = result["sent"] / (seconds + warmup) if seconds + warmup else None
     return result
 
 
-async def embedded_phases(quick: bool, sink_kind: str) -> list[tuple[str, dict[str, Any]]]:
+async def embedded_phases(quick: bool, sink_kind: str, bulk: bool = False) -> list[tuple[str, dict[str, Any]]]:
     with tempfile.TemporaryDirectory() as tmp:
         sink: CountingSink | StoreSink = (CountingSink() if sink_kind == "count"
                                           else StoreSink(Path(tmp), scored=sink_kind == "model"))
         if isinstance(sink, StoreSink):
             await sink.start()
         try:
-            return await _embedded_phases(quick, sink)
+            return await _embedded_phases(quick, sink, bulk)
         finally:
             if isinstance(sink, StoreSink):
                 await sink.stop()
 
 
-async def _embedded_phases(quick: bool, sink: CountingSink | StoreSink) -> list[tuple[str, dict[str, Any]]]:
+async def _embedded_phases(quick: bool, sink: CountingSink | StoreSink, bulk: bool = False
+                           ) -> list[tuple[str, dict[str, Any]]]:
     port = free_port()
     config = BrokerConfig(
         listeners=[ListenerConfig(name="bench", port=port)], allow_anonymous=True,
@@ -288,6 +291,10 @@ async def _embedded_phases(quick: bool, sink: CountingSink | StoreSink) -> list[
     secs = 4.0 if quick else 10.0
     results = []
     try:
+        if bulk:
+            results.append(("embedded, 50 frames/msg, 4 conns", await run_phase(
+                port, sink, seconds=secs, connections=4, window=20, frames=50)))
+            return results
         results.append(("embedded, 1 frame/msg, 4 conns", await run_phase(
             port, sink, seconds=secs, connections=4, window=100)))
         results.append(("embedded, 50 frames/msg, 4 conns", await run_phase(
@@ -375,18 +382,21 @@ async def _mosquitto_phases(
 
 
 def print_table(rows: list[tuple[str, dict[str, Any]]]) -> None:
-    print(f"\n{'phase':38} {'offered':>8} {'msgs/s':>9} {'frames/s':>10} {'p50 ms':>7} {'p95 ms':>7} {'CPU %':>6}")
+    print(f"\n{'phase':38} {'offered':>8} {'msgs/s':>9} {'frames/s':>10} {'p50 ms':>7} {'p95 ms':>7} {'CPU %':>6} "
+          f"{'µs/frame':>8}")
     for name, r in rows:
         p50 = f"{r['p50_ms']:.1f}" if "p50_ms" in r else "-"
         p95 = f"{r['p95_ms']:.1f}" if "p95_ms" in r else "-"
         offered = f"{r['offered_per_s']:.0f}" if r.get("offered_per_s") else "-"
+        per_frame = f"{r['cpu_us_per_frame']:.2f}" if r.get("cpu_us_per_frame") else "-"
         print(f"{name:38} {offered:>8} {r['msgs_per_s']:9.0f} {r['frames_per_s']:10.0f} {p50:>7} {p95:>7} "
-              f"{r['cpu_pct']:6.1f}")
+              f"{r['cpu_pct']:6.1f} {per_frame:>8}")
         if r.get("mosquitto_cpu_pct") is not None:
             print(f"{'  (mosquitto process itself)':38} {'':>8} {'':9} {'':10} {'':>7} {'':>7} "
                   f"{r['mosquitto_cpu_pct']:6.1f}")
     print("\noffered = messages/s the publisher process sent (msgs/s of all phases is what reached the sink).")
-    print("CPU % = this process (broker + ingest + sink) over the measured window; 100 = one core.")
+    print("CPU % = this process (broker + ingest + sink) over the measured window; 100 = one core;")
+    print("µs/frame = that CPU time per frame stored (the figure to compare when other work shares the machine).")
     print("Targets: >= 10,000 frames/s; p95 < 100 ms at 2,000 msgs/s; <= 15 % CPU at 1,000 msgs/s;")
     print("         >= 20,000 msgs/s through Mosquitto and the edge client.")
     print(f"Machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
@@ -396,10 +406,11 @@ async def main(args: argparse.Namespace) -> None:
     sinks = {"count": "counting only", "store": "durable store (SQLite WAL, synchronous=FULL)",
              "model": "durable store (SQLite WAL, synchronous=FULL), every frame scored by a fleet anomaly model"}
     print(f"sink: {sinks[args.sink]}")
-    rows = await embedded_phases(args.quick, args.sink) if args.only != "mosquitto" else []
-    external = await mosquitto_phases(args.quick, args.sink, args.inflight) if args.only != "embedded" else []
+    rows = await embedded_phases(args.quick, args.sink, args.bulk) if args.only != "mosquitto" else []
+    external = (await mosquitto_phases(args.quick, args.sink, args.inflight)
+                if args.only != "embedded" and not args.bulk else [])
     rows += external
-    if not external and args.only != "embedded":
+    if not external and args.only != "embedded" and not args.bulk:
         print("mosquitto not installed: external-broker phase skipped (apt-get install mosquitto)")
     print_table(rows)
 
@@ -411,6 +422,8 @@ if __name__ == "__main__":
                         help="store: the real durable path (default); count: the broker alone; "
                         "model: the durable path with every frame scored")
     parser.add_argument("--only", choices=["embedded", "mosquitto"], help="run one group of phases")
+    parser.add_argument("--bulk", action="store_true",
+                        help="run only the 50 frames per message phase (about 12 s): compare --sink store and model")
     parser.add_argument("--inflight", type=int, default=1000,
                         help="Mosquitto's max_inflight_messages (default 1000, as docs/mqtt.md recommends)")
     parser.add_argument("--publisher", action="store_true", help=argparse.SUPPRESS)
