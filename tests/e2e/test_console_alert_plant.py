@@ -21,7 +21,7 @@ import pytest
 from playwright.async_api import Route, async_playwright, expect
 
 from edge.control.client import request
-from tests.cloud.test_docs_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.cloud.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.e2e.daemon import EdgeDaemon
 from tests.e2e.plant import Plant
 from tests.e2e.test_cloud_sync import wait_for

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from playwright.async_api import async_playwright, expect
 
-from tests.cloud.test_docs_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.cloud.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.e2e.plant import Plant
 
 pytestmark = [
