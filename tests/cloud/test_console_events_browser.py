@@ -13,18 +13,12 @@ from playwright.sync_api import Page, Route, expect
 
 from tests.cloud import test_console_live as live
 from tests.cloud.apiclient import auth
+from tests.cloud.browser import WAIT_MS, needs_chromium
 from tests.cloud.server import CloudServer
-from tests.cloud.test_console_browser import WAIT_MS
 from tests.cloud.test_console_live import event, sign_in, sync
-from tests.cloud.test_docs_browser import CHROMIUM
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"Debian's chromium is not installed ({CHROMIUM} is missing); "
-                                                     "deploy/scripts/system-deps.sh installs it"),
-]
-# The tab of the live pages' tests (every other host blocked, none asked for) in their browser, on this cloud.
-browser = live.browser
+pytestmark = needs_chromium
+# The tab of the live pages' tests (every other host blocked, none asked for), on this cloud.
 tab = live.tab
 
 
