@@ -154,7 +154,9 @@ def test_a_live_chart_gains_points_without_a_reload(cloud: CloudServer, tab: Pag
     url = tab.url
     now = time.time()
     sync(cloud, "line-1", [frame("press-1", now - 3 + i, temp=42.0 + i, rpm=1210 + i) for i in range(3)])
-    tab.wait_for_function(f"window.twinCharts.charts.temp.data[0].length >= {before + 3}", timeout=WAIT_MS)
+    # A function, not an expression: Playwright polls an expression through eval, which the page's CSP refuses.
+    tab.wait_for_function("(n) => window.twinCharts.charts.temp.data[0].length >= n", arg=before + 3,
+                          timeout=WAIT_MS)
     expect(tab.locator("#device-values tr[data-field=temp] .value")).to_have_text("44")
     assert tab.url == url  # no reload, no navigation
     assert tab.evaluate("Math.max(...window.twinCharts.charts.rpm.data[3])") == 1212
