@@ -158,8 +158,12 @@ class Formula:
             return None, str(exc)
         except (ArithmeticError, ValueError, TypeError, simpleeval.InvalidExpression) as exc:
             return None, f"{type(exc).__name__}: {exc}"
-        if isinstance(result, bool):
-            result = float(result)
-        if not isinstance(result, int | float) or not math.isfinite(result):
+        if not isinstance(result, int | float):
             return None, f"the result is {result!r}, not a finite number"
-        return float(result), ""
+        try:  # an integer (floor, round) can outgrow a float: float() raises on it
+            number = float(result)
+        except OverflowError:
+            return None, "the result is an integer too large for a float, not a finite number"
+        if not math.isfinite(number):
+            return None, f"the result is {number!r}, not a finite number"
+        return number, ""
