@@ -21,7 +21,9 @@ from shared.configbase import StrictModel
 from shared.errors import ConfigFileError
 from shared.validation import validation_report
 
-__all__ = ["PurScenario", "allowed_range", "builtin_scenarios", "load_scenarios"]
+__all__ = ["MAX_OUTPUT_POINTS", "PurScenario", "allowed_range", "builtin_scenarios", "load_scenarios"]
+
+MAX_OUTPUT_POINTS = 100_000  # per run: horizon_s / output_step_s (every state and output series is this long)
 
 
 class PurScenario(StrictModel):
@@ -73,6 +75,15 @@ class PurScenario(StrictModel):
             limit = 0.9 * volume * get_material(material).rho_poly_kg_m3 / 1000.0
             raise ValueError(f"must be less than {limit:.4g} kg, 90 % of the {volume:g} L mould as liquid")
         return shot
+
+    @field_validator("output_step_s")
+    @classmethod
+    def _grid_fits(cls, step: float, info: ValidationInfo) -> float:
+        horizon = info.data.get("horizon_s")
+        if horizon is not None and horizon / step > MAX_OUTPUT_POINTS:
+            raise ValueError(f"must be at least {horizon / MAX_OUTPUT_POINTS:.4g} s for a {horizon:g} s horizon "
+                             f"(at most {MAX_OUTPUT_POINTS:,} output points a run)")
+        return step
 
     @field_validator("alpha_demold")
     @classmethod
