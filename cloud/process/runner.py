@@ -6,6 +6,7 @@ bindings of those devices off the request path: it reads the readings newer
 than each binding's watermark from storage, runs ``engine.step`` and stores
 the step (``Storage.advance_binding``). ``replay`` runs the same step over a
 stored range from an empty state and stores nothing (``twincloud process test``).
+A step (formulas, model solves) runs in a worker thread, never on the event loop.
 Bindings of a device run in the order their outputs feed each other, so a
 formula over another binding's output sees it in the same pass.
 """
@@ -192,7 +193,9 @@ class Engine:
             readings = await self.readings(compiled, after, _FAR, self.config.catch_up_readings, never)
             if not readings:
                 return total
-            state, points = step(compiled, {**row.state, "watermark": after}, readings, self.limits)
+            # a step runs models (a solve per triggering reading): CPU work, kept off the event loop
+            state, points = await asyncio.to_thread(step, compiled, {**row.state, "watermark": after}, readings,
+                                                    self.limits)
             t = compiled.tags
             write = DerivedWrite(row.id, row.rev, row.device,
                                  [(p.field, p.ts, p.value, p.flag, p.watermark) for p in points],
@@ -266,7 +269,7 @@ class Engine:
             readings = await self.readings(compiled, after, stop, self.config.catch_up_readings, never)
             if not readings:
                 break
-            state, found = step(compiled, state, readings, self.limits)
+            state, found = await asyncio.to_thread(step, compiled, state, readings, self.limits)
             points += [p for p in found if p.ts >= start]
             after = state["watermark"]
         return points[:max_points]

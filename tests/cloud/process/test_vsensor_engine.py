@@ -16,7 +16,8 @@ from cloud.process.runner import downstream
 from tests.cloud.apiclient import T0, Api, auth, batch, make_api
 from tests.cloud.pg import fresh_pg_database
 
-MODELS = {"lag": "tests.cloud.process.lagmodel:FirstOrderLag", "raising": "tests.cloud.process.lagmodel:Raising"}
+MODELS = {"lag": "tests.cloud.process.lagmodel:FirstOrderLag", "raising": "tests.cloud.process.lagmodel:Raising",
+          "off-the-loop": "tests.cloud.process.lagmodel:OffTheLoop"}
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -157,6 +158,20 @@ async def test_a_model_that_raises_flags_its_points(api: Api) -> None:
     assert all(p["value"] is None and "the model broke" in p["flag"] for p in points)
     r = await api.client.get("/api/v1/process/bindings/broken", headers=auth(api.viewer))
     assert r.json()["flagged"] == 2
+
+
+async def test_a_model_solves_in_a_worker_thread_never_on_the_event_loop(api: Api) -> None:
+    # a solve takes milliseconds to seconds (and a catch-up one per reading): on the loop it would stall every
+    # request and the live feed meanwhile
+    await send(api, 1, [frame(0, mould_F=176.0, shot=0)])
+    await define(api, {**LAG, "name": "threaded", "spec": {**LAG["spec"], "model": "off-the-loop"}})
+    await send(api, 2, [frame(1, mould_F=176.0, shot=1), frame(21, mould_F=176.0)])
+    points = await wait_points(api, "threaded", 2)
+    assert [p["flag"] for p in points] == [None, None]
+    assert points[-1]["value"] == pytest.approx(80 + (20 - 80) * math.exp(-1), abs=1e-4)
+    r = await api.client.post("/api/v1/process/test", json={"name": "threaded", "start": str(T0), "stop": str(T0 + 30)},
+                              headers=auth(api.operator))
+    assert [p["flag"] for p in r.json()["points"]] == [None, None]
 
 
 async def test_an_output_never_triggers_its_own_binding(api: Api) -> None:
