@@ -51,7 +51,8 @@ class InputMap(_Strict):
 
 class Window(_Strict):
     kind: Literal["rolling", "tumbling"]
-    seconds: float = Field(gt=0, le=7 * 86400, description="rolling: (t - seconds, t]; tumbling: epoch-aligned")
+    seconds: float = Field(ge=0.001, le=7 * 86400,  # readings are dated to the µs: never a window of no width
+                           description="rolling: (t - seconds, t]; tumbling: epoch-aligned")
 
 
 class FormulaSpec(_Strict):

@@ -45,3 +45,13 @@ async def test_a_formula_that_overflows_does_not_stop_the_other_bindings(api: Ap
     assert "not a finite number" in cube[1]["flag"]
     r = await api.client.get("/api/v1/process/bindings/cube", headers=auth(api.viewer))
     assert r.json()["flagged"] == 1
+
+
+@pytest.mark.parametrize("kind", ["tumbling", "rolling"])
+async def test_a_window_shorter_than_a_millisecond_is_refused(api: Api, kind: str) -> None:
+    # readings are dated to the microsecond: a shorter window would round to no width at all
+    await send(api, 1, [frame(0, x=1.0)])
+    body = await define(api, {"name": "tiny", "device": "press-1", "spec": {
+        "kind": "formula", "expression": "mean(x)", "output": "m", "window": {"kind": kind, "seconds": 1e-9}}}, 422)
+    (problem,) = body["detail"]
+    assert problem["path"].endswith("window.seconds") and "0.001" in problem["message"], body
