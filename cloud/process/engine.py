@@ -226,18 +226,28 @@ def _solve(c: Compiled, m: ModelSpec, run: dict[str, Any], ts: int) -> list[Deri
         flag = "" if result.ok else (result.message or "the solve failed")[:500]
         if flag:
             value = None
-        elif out in result.series:
-            t, v = result.series[out]
-            value = float(np.interp(t_now, t, v)) if len(t) else None
-            flag = "" if len(t) else f"the model returned no points of {out!r}"
-        elif out in result.scalars:
-            value = float(result.scalars[out])
         else:
-            value, flag = None, f"the model returned no {out!r}"
+            value, flag = _output_value(result, out, t_now)
         if value is not None and not math.isfinite(value):
             value, flag = None, f"the model returned {value} for {out!r}"
         points.append(DerivedPoint(target, ts, value, flag, ts))
     return points
+
+
+def _output_value(result: RunOutputs, out: str, t_now: float) -> tuple[float | None, str]:
+    """One output at ``t_now``: (value, "") or (None, why). A model is foreign code: a malformed answer (times and
+    values of different lengths, a value that is not a number) flags the point, never stops the engine."""
+    try:
+        if out in result.series:
+            t, v = result.series[out]
+            if not len(t):
+                return None, f"the model returned no points of {out!r}"
+            return float(np.interp(t_now, np.asarray(t, dtype=float), np.asarray(v, dtype=float))), ""
+        if out in result.scalars:
+            return float(result.scalars[out]), ""
+    except (TypeError, ValueError, OverflowError) as exc:
+        return None, f"the model returned a malformed {out!r}: {exc}"[:500]
+    return None, f"the model returned no {out!r}"
 
 
 def now_us() -> int:

@@ -143,6 +143,9 @@ class Engine:
                     log.warning("virtual sensors of device %s wait: %s", device, exc)
                 except InputError as exc:
                     log.warning("virtual sensors of device %s cannot run: %s", device, exc)
+                except Exception:  # noqa: BLE001 - one device's bindings must never stop every other device's
+                    log.exception("virtual sensors of device %s failed; they are tried again with its next batch",
+                                  device)
 
     async def catch_up(self, device: str) -> int:
         """Run the device's enabled bindings over their new readings; the number of points derived."""

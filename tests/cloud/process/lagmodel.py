@@ -67,3 +67,12 @@ class OffTheLoop(FirstOrderLag):
         except RuntimeError:  # no loop in this thread: a worker thread, as it should be
             return super().run(inputs, params, solver)
         return RunOutputs({}, {}, ok=False, message="the model ran on the event loop")
+
+
+class Malformed(FirstOrderLag):
+    """The lag model's contract broken in its answer: a series whose times and values differ in length."""
+
+    name: ClassVar[str] = "malformed"
+
+    def run(self, inputs: RunInputs, params: BaseModel, solver: SolverSpec) -> RunOutputs:
+        return RunOutputs({"T_core": (np.array([0.0, 1.0, 2.0]), np.array([20.0, 21.0]))}, {})

@@ -17,7 +17,8 @@ from tests.cloud.apiclient import T0, Api, auth, batch, make_api
 from tests.cloud.pg import fresh_pg_database
 
 MODELS = {"lag": "tests.cloud.process.lagmodel:FirstOrderLag", "raising": "tests.cloud.process.lagmodel:Raising",
-          "off-the-loop": "tests.cloud.process.lagmodel:OffTheLoop"}
+          "off-the-loop": "tests.cloud.process.lagmodel:OffTheLoop",
+          "malformed": "tests.cloud.process.lagmodel:Malformed"}
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -158,6 +159,17 @@ async def test_a_model_that_raises_flags_its_points(api: Api) -> None:
     assert all(p["value"] is None and "the model broke" in p["flag"] for p in points)
     r = await api.client.get("/api/v1/process/bindings/broken", headers=auth(api.viewer))
     assert r.json()["flagged"] == 2
+
+
+async def test_a_model_answering_a_malformed_series_flags_its_points_and_the_others_run_on(api: Api) -> None:
+    await send(api, 1, [frame(0, mould_F=176.0, shot=0, x=1.0)])
+    await define(api, {**LAG, "name": "misfit", "spec": {**LAG["spec"], "model": "malformed"}})
+    await define(api, {"name": "dbl", "device": "press-1",
+                       "spec": {"kind": "formula", "expression": "x * 2", "output": "x2"}})
+    await send(api, 2, [frame(1, mould_F=176.0, shot=1, x=2.0), frame(2, mould_F=176.0, x=3.0)])
+    assert [p["value"] for p in await wait_points(api, "dbl", 3)] == [2.0, 4.0, 6.0]
+    points = await wait_points(api, "misfit", 2)
+    assert all(p["value"] is None and "malformed" in p["flag"] and "T_core" in p["flag"] for p in points), points
 
 
 async def test_a_model_solves_in_a_worker_thread_never_on_the_event_loop(api: Api) -> None:
