@@ -247,7 +247,7 @@ def _compile_model(spec: BindingSpec, m: ModelSpec, readable: set[str], telemetr
     try:
         params = model.Parameters.model_validate(m.parameters)
     except ValidationError as exc:
-        problems.extend(validation_problems(exc, model.Parameters, prefix="spec.parameters."))
+        problems.extend(validation_problems(exc, model.Parameters, prefix="spec.parameters"))
     if m.solver.backend == "jax":
         problems.append(Problem("spec.solver.backend", "'jax' is not supported: install the jax extra"))
     if problems:

@@ -58,3 +58,12 @@ async def test_a_mould_reading_out_of_range_flags_the_shots_points(api: Api) -> 
     assert len(flagged) == 3
     assert all(p["value"] is None for p in flagged)
     assert {p["flag"] for p in flagged} == {"mould_temperature: must be -20..250 degC (got 648.889 at t = 10.0 s)"}
+
+
+async def test_a_bad_model_parameter_is_refused_naming_its_key_path(api: Api) -> None:
+    await send(api, 1, [frame(0, mould_F=113.0, shot=0)])
+    body = await define(api, {"name": "foam", "device": "press-1", "spec": {
+        "kind": "model", "model": "pur-foam", "start_on": "shot", "parameters": {**SCENARIO, "vent_efficiency": 1.5},
+        "inputs": {"mould_temperature": {"sensor": "mould_F", "unit": "degF"}}}}, 422)
+    assert [d["path"] for d in body["detail"]] == ["spec.parameters.vent_efficiency"], body
+    assert "(got 1.5)" in body["detail"][0]["message"]
