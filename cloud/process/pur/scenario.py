@@ -42,7 +42,7 @@ class PurScenario(StrictModel):
     h_mould_w_m2k: float = Field(default=5.0, ge=0, le=2000, description="effective core-to-mould coefficient")
     h_ambient_w_m2k: float = Field(default=2.0, ge=0, le=200, description="free foam surface to ambient")
     ba_fraction_kg_kg: float | None = Field(default=None, ge=0, le=0.5,
-                                            description="physical blowing agent; default: the material's")
+                                            description="blowing agent, kg per kg of polymer; default: the material's")
     vent_area_mm2: float = Field(default=2.0, ge=0, le=10_000)
     vent_efficiency: float = Field(default=1.0, ge=0, le=1, description="1 clean, 0 blocked")
     cell_gas_vent_factor: float = Field(default=0.1, ge=0, le=1,
