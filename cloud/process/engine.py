@@ -242,7 +242,11 @@ def _output_value(result: RunOutputs, out: str, t_now: float) -> tuple[float | N
             t, v = result.series[out]
             if not len(t):
                 return None, f"the model returned no points of {out!r}"
-            return float(np.interp(t_now, np.asarray(t, dtype=float), np.asarray(v, dtype=float))), ""
+            t = np.asarray(t, dtype=float)
+            if not t[0] - 1e-9 <= t_now <= t[-1] + 1e-9:  # np.interp would hold the end value: a silent guess
+                return None, (f"t = {t_now:.1f} s into the run is past the model's horizon for {out!r} "
+                              f"({t[0]:g}..{t[-1]:g} s)")
+            return float(np.interp(t_now, t, np.asarray(v, dtype=float))), ""
         if out in result.scalars:
             return float(result.scalars[out]), ""
     except (TypeError, ValueError, OverflowError) as exc:
