@@ -93,7 +93,10 @@ class _EvalProblem(Exception):
 def _pow(a: float, b: float) -> float:
     if abs(b) > MAX_POWER:
         raise _EvalProblem(f"exponent {b:g} is over the limit of {MAX_POWER}")
-    return float(a) ** b
+    result = float(a) ** b
+    if isinstance(result, complex):  # Python's answer to a negative base with a fractional exponent
+        raise _EvalProblem(f"a negative number ({float(a):g}) to a fractional power ({b:g}) is not a real number")
+    return result
 
 
 def names_of(expression: str) -> set[str]:

@@ -55,3 +55,12 @@ async def test_a_window_shorter_than_a_millisecond_is_refused(api: Api, kind: st
         "kind": "formula", "expression": "mean(x)", "output": "m", "window": {"kind": kind, "seconds": 1e-9}}}, 422)
     (problem,) = body["detail"]
     assert problem["path"].endswith("window.seconds") and "0.001" in problem["message"], body
+
+
+@pytest.mark.parametrize("expression", ["abs(x ** 0.5)", "abs(x ** 1.5) + 1", "hypot(1, 0) * abs(x ** 0.25)"])
+def test_a_fractional_power_of_a_negative_input_is_flagged_not_taken_through_complex_numbers(expression: str) -> None:
+    # Python answers (-4) ** 0.5 with a complex number; abs() of it would be stored as if sqrt(-4) were 2
+    value, flag = Formula(expression, ["x"], windowed=False).evaluate({"x": -4.0})
+    assert value is None
+    assert "negative" in flag
+    assert Formula(expression, ["x"], windowed=False).evaluate({"x": 4.0})[1] == ""
