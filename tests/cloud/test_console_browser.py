@@ -225,3 +225,22 @@ def test_the_pages_not_built_yet_say_so_and_the_kiosk_shows_a_red_tile(cloud: Cl
     green = page.locator(".tile[data-device=mixer-1]")
     assert green.evaluate("t => getComputedStyle(t).backgroundColor") == "rgb(27, 127, 59)"
     screenshot(page, "console-kiosk.png")
+
+
+def test_a_kiosk_that_cannot_refresh_says_so_and_shows_no_stale_green(cloud: CloudServer, asked) -> None:
+    """The service stops answering the kiosk (a network cut, a restart): its tiles must not go on showing a
+    machine as running from data that is no longer refreshed."""
+    page, _ = asked
+    sign_in(page, cloud, cloud.viewer_token, "/kiosk")
+    green = page.locator(".tile[data-device=mixer-1]")
+    expect(green).to_have_class("tile ok", timeout=WAIT_MS)
+    page.route("**/api/v1/edges", lambda route: route.fulfill(status=503, json={"detail": [
+        {"path": "database", "message": "the database does not answer"}]}))
+    expect(page.locator(".kiosk-stale")).to_contain_text("the service does not answer", timeout=WAIT_MS)
+    expect(page.locator(".kiosk-stale")).to_contain_text("the database does not answer")
+    assert green.evaluate("t => getComputedStyle(t).backgroundColor") == "rgb(74, 85, 99)"  # grey, not green
+    red = page.locator(".tile[data-device=press-2]")
+    assert red.evaluate("t => getComputedStyle(t).backgroundColor") == "rgb(198, 40, 40)"  # an alert stays red
+    page.unroute("**/api/v1/edges")
+    expect(page.locator(".kiosk-stale")).to_have_count(0, timeout=WAIT_MS)
+    assert green.evaluate("t => getComputedStyle(t).backgroundColor") == "rgb(27, 127, 59)"
