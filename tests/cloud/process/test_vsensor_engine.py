@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -184,6 +185,24 @@ async def test_a_model_solves_in_a_worker_thread_never_on_the_event_loop(api: Ap
     r = await api.client.post("/api/v1/process/test", json={"name": "threaded", "start": str(T0), "stop": str(T0 + 30)},
                               headers=auth(api.operator))
     assert [p["flag"] for p in r.json()["points"]] == [None, None]
+
+
+async def test_live_bindings_run_on_while_every_shared_worker_thread_is_busy(api: Api) -> None:
+    # optimizations, model uploads and replays share the default worker threads (a few per core); with all of
+    # them busy for a minute, the live virtual sensors must still keep up
+    await send(api, 1, [frame(0, x=1.0)])
+    await define(api, {"name": "dbl", "device": "press-1",
+                       "spec": {"kind": "formula", "expression": "x * 2", "output": "x2"}})
+    await wait_points(api, "dbl", 1)
+    release = threading.Event()
+    loop = asyncio.get_running_loop()
+    busy = [loop.run_in_executor(None, release.wait) for _ in range(64)]  # more than the default pool holds
+    try:
+        await send(api, 2, [frame(1, x=2.0)])
+        assert [p["value"] for p in await wait_points(api, "dbl", 2)] == [2.0, 4.0]
+    finally:
+        release.set()
+        await asyncio.gather(*busy)
 
 
 async def test_an_output_never_triggers_its_own_binding(api: Api) -> None:
