@@ -42,8 +42,8 @@ from cloud.config import load_cloud_config  # noqa: E402
 from cloud.sessions import SESSION_COOKIE  # noqa: E402
 from cloud.storage import open_storage  # noqa: E402
 from shared.frame import TelemetryFrame  # noqa: E402
+from tests.cloud.browser import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 from tests.cloud.server import CloudServer  # noqa: E402
-from tests.cloud.test_docs_browser import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 from tests.e2e.daemon import EdgeDaemon  # noqa: E402
 from tests.support import free_ports  # noqa: E402
 

@@ -44,6 +44,7 @@ __all__ = [
     "EdgeDep",
     "NotAllowed",
     "NotAuthenticated",
+    "foreign_origin",
     "hash_token",
     "new_token",
     "principal_of_session",
@@ -135,7 +136,7 @@ def session_cookie(headers: Headers) -> str | None:
     return cookie_parser(cookie).get(SESSION_COOKIE) or None if cookie else None
 
 
-def _foreign_origin(headers: Headers) -> str | None:
+def foreign_origin(headers: Headers) -> str | None:
     """The ``Origin`` a request says it comes from, when that is not this service's own host."""
     origin = headers.get("origin")
     if origin is None:
@@ -153,7 +154,7 @@ async def principal_of_session(auth: Authenticator, headers: Headers, method: st
         raise NotAuthenticated("your console session has ended (signed out, expired or its token revoked); "
                                "sign in again at /login", "cookie")
     if method is None or method not in _SAFE:
-        foreign = _foreign_origin(headers)
+        foreign = foreign_origin(headers)
         if foreign is not None:
             raise NotAllowed(f"a request from another site's page ({foreign}) cannot use a console session",
                              "Origin")

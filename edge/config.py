@@ -76,8 +76,8 @@ class StoreConfig(StrictModel):
     )
     events_max: int = Field(
         10_000, ge=100, le=1_000_000,
-        description="edge events kept (synced or not, for `twinedge events`); past it the oldest go, and those "
-                    "the cloud did not have yet are counted",
+        description="edge events kept (synced or not, for `twinedge events`); past it the oldest the cloud has "
+                    "go, and those it lacks only once no frame waits (counted)",
     )
 
 

@@ -4,11 +4,13 @@ An edge event (``shared.batch.EdgeEvent``) is stored as MessagePack with a
 sequence of its own (SQLite AUTOINCREMENT; a fresh table starts at the current
 time in microseconds, like the frames and alerts). Unlike frames and alerts, an
 event the cloud acknowledged (``events_acked_through``) stays, marked synced,
-so that `twinedge events` can still show it. The table holds at most
+so that `twinedge events` can still show it. The table holds about
 ``store.events_max`` events (10,000 by default, a few MB): past it the oldest
-go, and those the cloud did not have yet are counted under
-``event_drops["over_cap"]``. The frame queue's full-disk policies never delete
-an event (``edge.store`` applies them to frames only).
+events the cloud has go. One the cloud lacks goes only when the queue holds
+no frame (events are never dropped before telemetry), and is counted under
+``event_drops["over_cap"]``; while frames wait, the table may pass the cap and
+the disk budget drops frames first. The frame queue's full-disk policies never
+delete an event (``edge.store`` applies them to frames only).
 
 These are the SQL steps; ``edge.store.Store`` runs them in its transactions.
 """
@@ -98,9 +100,11 @@ async def insert(db: aiosqlite.Connection, rows: Sequence[EventRow]) -> None:
     await db.executemany("INSERT INTO events(ts, level, device_id, stored_at, payload) VALUES (?, ?, ?, ?, ?)", rows)
 
 
-async def delete_oldest(db: aiosqlite.Connection, n: int) -> tuple[int, int, int]:
-    """Delete the ``n`` oldest events; returns (deleted, of them not synced, their bytes)."""
-    async with db.execute("DELETE FROM events WHERE seq IN (SELECT seq FROM events ORDER BY seq LIMIT ?) "
+async def delete_oldest(db: aiosqlite.Connection, n: int, *, unsynced_too: bool) -> tuple[int, int, int]:
+    """Delete up to ``n`` oldest events: those the cloud has first, then (``unsynced_too``) those it lacks;
+    returns (deleted, of them not synced, their bytes)."""
+    order = "ORDER BY synced DESC, seq" if unsynced_too else "AND synced = 1 ORDER BY seq"
+    async with db.execute(f"DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE 1 {order} LIMIT ?) "  # noqa: S608
                           "RETURNING synced, length(payload)", (n,)) as cur:
         rows = list(await cur.fetchall())
     return len(rows), sum(1 for r in rows if not r[0]), sum(int(r[1]) for r in rows) + len(rows) * EVENT_ROW_OVERHEAD

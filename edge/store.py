@@ -373,7 +373,8 @@ class Store:
 
     async def append_events(self, events: Sequence[EdgeEvent]) -> None:
         """Store edge events in one transaction. The disk budget makes room from the oldest frames (never refuses
-        events); past ``store.events_max`` the oldest events go (counted when not synced yet). On a disk that
+        events); past ``store.events_max`` the oldest events the cloud has go, and those it lacks only once no
+        frame waits (counted). On a disk that
         takes nothing at all they are counted and logged as lost."""
         if not events:
             return
@@ -386,7 +387,8 @@ class Store:
             over = self._events + len(rows) - self.config.events_max
             dropped = unsynced = size = 0
             if over > 0:
-                dropped, unsynced, size = await eventqueue.delete_oldest(db, over)
+                # Never before telemetry: an event the cloud lacks goes only once no frame waits.
+                dropped, unsynced, size = await eventqueue.delete_oldest(db, over, unsynced_too=self._depth == 0)
                 if unsynced:
                     await self._bump_in_txn({"event_drop:over_cap": unsynced})
             return dropped, unsynced, size

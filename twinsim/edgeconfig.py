@@ -99,30 +99,26 @@ def _modbus_sources(s: ConfigSettings) -> list[str]:
     fields.extend(RegisterField(f"bench_{a:04d}", "holding", a, "uint16") for a in range(CORE_HOLDING, s.registers))
     lines: list[str] = []
     for n in range(1, s.machines + 1):
-        port = s.modbus_port + n - 1 if s.per_port else s.modbus_port
-        unit = 1 if s.per_port else n
-        lines.append(f"# machine-{n}: Modbus TCP at {s.host}:{port}, unit {unit}")
-        lines += _table("[[sources]]", [
-            ("kind", "modbus"), ("name", f"machine-{n}"), ("unit_id", unit),
-            ("poll_interval", s.poll_interval), ("timeout", "1s"),
-        ])
-        lines.append(f"tcp = {_inline([('host', s.host), ('port', port)])}")
-        lines.append("registers = [")
-        lines.extend(f"  {_register(field)}," for field in fields)
-        lines += ["]", ""]
+        lines += _modbus_source(s, n, f"machine-{n}", "", fields)
+    station_fields = [*STATION_HOLDING, *STATION_COILS]
     for k in range(1, s.stations + 1):
-        n = s.machines + k
-        port = s.modbus_port + n - 1 if s.per_port else s.modbus_port
-        unit = 1 if s.per_port else n
-        lines.append(f"# station-{k}: the PUR moulding station, Modbus TCP at {s.host}:{port}, unit {unit}")
-        lines += _table("[[sources]]", [
-            ("kind", "modbus"), ("name", f"station-{k}"), ("unit_id", unit),
-            ("poll_interval", s.poll_interval), ("timeout", "1s"),
-        ])
-        lines.append(f"tcp = {_inline([('host', s.host), ('port', port)])}")
-        lines.append("registers = [")
-        lines.extend(f"  {_register(field)}," for field in (*STATION_HOLDING, *STATION_COILS))
-        lines += ["]", ""]
+        lines += _modbus_source(s, s.machines + k, f"station-{k}", "the PUR moulding station, ", station_fields)
+    return lines
+
+
+def _modbus_source(s: ConfigSettings, n: int, name: str, what: str, fields: list[RegisterField]) -> list[str]:
+    """The source for the device in place ``n`` on the bus: port ``n`` of the range, or unit id ``n``."""
+    port = s.modbus_port + n - 1 if s.per_port else s.modbus_port
+    unit = 1 if s.per_port else n
+    lines = [f"# {name}: {what}Modbus TCP at {s.host}:{port}, unit {unit}"]
+    lines += _table("[[sources]]", [
+        ("kind", "modbus"), ("name", name), ("unit_id", unit),
+        ("poll_interval", s.poll_interval), ("timeout", "1s"),
+    ])
+    lines.append(f"tcp = {_inline([('host', s.host), ('port', port)])}")
+    lines.append("registers = [")
+    lines.extend(f"  {_register(field)}," for field in fields)
+    lines += ["]", ""]
     return lines
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "DROPOUT_MODES",
     "FAULT_KINDS",
     "FaultKind",
+    "FaultSchedule",
     "FaultSpec",
     "FaultSpecError",
     "parse_fault_spec",
@@ -102,6 +103,26 @@ class FaultSpec:
         mode = f"={self.mode}" if self.mode else ""
         duration = f"+{self.duration:g}s" if self.duration is not None else ""
         return f"{self.target}:{self.kind}{mode}@{self.start:g}s{duration}"
+
+
+class FaultSchedule:
+    """The faults scheduled for one simulated machine or station, ``name`` being its fault target."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._faults: list[FaultSpec] = []
+
+    def add(self, fault: FaultSpec) -> None:
+        if fault.target != self.name:
+            raise ValueError(f"fault {fault} is not for {self.name}")
+        self._faults.append(fault)
+
+    def active(self, kind: str, t: float) -> FaultSpec | None:
+        """The first fault of this kind active at simulated time ``t``, if any."""
+        for fault in self._faults:
+            if fault.kind == kind and fault.active(t):
+                return fault
+        return None
 
 
 def _time(spec: str, what: str, text: str) -> float:

@@ -26,7 +26,7 @@ import math
 import random
 from dataclasses import dataclass
 
-from twinsim.faults import FaultSpec
+from twinsim.faults import FaultSchedule, FaultSpec
 
 __all__ = [
     "ALARM_SPINDLE_TEMP_C",
@@ -116,7 +116,7 @@ class Machine:
         self._heat_gain = rng.uniform(30.0, 40.0)  # °C above ambient at full load
         self._base_vibration = rng.uniform(1.0, 1.8)
         self._nominal_pressure = rng.uniform(5.5, 6.5)
-        self._faults: list[FaultSpec] = []
+        self._faults = FaultSchedule(self.name)
         self.t = 0.0
         self._phase = rng.random()
         self._bias = 0.0
@@ -135,15 +135,10 @@ class Machine:
 
     def inject(self, fault: FaultSpec) -> None:
         """Schedule a fault for this machine (times are simulated seconds since start)."""
-        if fault.machine != self.number:
-            raise ValueError(f"fault {fault} is not for {self.name}")
-        self._faults.append(fault)
+        self._faults.add(fault)
 
     def _active(self, kind: str) -> FaultSpec | None:
-        for fault in self._faults:
-            if fault.kind == kind and fault.active(self.t):
-                return fault
-        return None
+        return self._faults.active(kind, self.t)
 
     @property
     def online(self) -> bool:

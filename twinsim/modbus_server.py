@@ -174,10 +174,7 @@ class ModbusSim:
                 "discrete_input": [encode_bits(discrete_bits(reading))],
             }
             dev.encoded_tick = self._tick
-        if dev.copied.get(table) != self._tick:
-            data = dev.blocks[table]
-            registers[: len(data)] = data
-            dev.copied[table] = self._tick
+        self._copy_block(dev, table, registers)
         return None
 
     def _station_request(self, dev: _Device, station: Station, table: str, registers: list[int]) -> ExcCodes | None:
@@ -188,11 +185,15 @@ class ModbusSim:
             dev.blocks = {"holding": encode_station_holding(reading),
                           "coil": [encode_bits(station_coil_bits(reading))]}
             dev.encoded_tick = self._tick
+        self._copy_block(dev, table, registers)
+        return None
+
+    def _copy_block(self, dev: _Device, table: str, registers: list[int]) -> None:
+        """Copy the device's snapshot of ``table`` into its register block, once per tick."""
         if dev.copied.get(table) != self._tick:
             data = dev.blocks[table]
             registers[: len(data)] = data
             dev.copied[table] = self._tick
-        return None
 
     def tick(self) -> None:
         """The machines stepped: the next request of each device re-encodes its snapshot."""

@@ -32,7 +32,7 @@ import math
 import random
 from dataclasses import dataclass
 
-from twinsim.faults import FaultSpec
+from twinsim.faults import FaultSchedule, FaultSpec
 
 __all__ = ["AMBIENT_PRESSURE_BAR", "COLD_SETPOINT_C", "Station", "StationReading"]
 
@@ -85,7 +85,7 @@ class Station:
         self.setpoint_c = setpoint_c
         self.shot_weight_g = shot_weight_g
         self._ambient = self._rng.uniform(20.0, 24.0)
-        self._faults: list[FaultSpec] = []
+        self._faults = FaultSchedule(self.name)
         self.t = 0.0
         self._mould = setpoint_c - 0.3  # warmed up before the simulator starts
         self._overpressure = 0.0
@@ -98,15 +98,10 @@ class Station:
         return True
 
     def inject(self, fault: FaultSpec) -> None:
-        if fault.station != self.number:
-            raise ValueError(f"fault {fault} is not for {self.name}")
-        self._faults.append(fault)
+        self._faults.add(fault)
 
     def _active(self, kind: str) -> FaultSpec | None:
-        for fault in self._faults:
-            if fault.kind == kind and fault.active(self.t):
-                return fault
-        return None
+        return self._faults.active(kind, self.t)
 
     def reading(self) -> StationReading:
         return self._reading

@@ -103,7 +103,8 @@ async def define(body: BindingSpec, operator: Operator, ctx: Ctx,
                  replace: Annotated[bool, Query(description="replace a binding of the same name")] = False,
                  ) -> BindingOut:
     """Define a binding: checked against the device's fields, the model's contract and the limits, then run
-    over the device's readings from then on (a replaced binding keeps its watermark)."""
+    over the device's stored readings, the oldest first, and every new one (a replaced binding keeps its
+    watermark)."""
     return binding_out(await _engine(ctx).define(body, operator.name, replace=replace))
 
 

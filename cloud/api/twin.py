@@ -8,7 +8,9 @@ times in answers are seconds since the epoch. Fields are sensor names, and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -24,16 +26,17 @@ try:
 except ImportError:  # pragma: no cover - the cloud extra installs it
     orjson = None  # type: ignore[assignment]
 
-from cloud.auth import Viewer, authenticate, check_role
+from cloud.auth import NotAllowed, NotAuthenticated, Viewer, authenticate, check_role
 from cloud.context import AppContext, Ctx
 from cloud.errors import BadParameter, error_response
-from cloud.storage.base import AGG_FUNCS, AggRow, Principal, UnknownDevice
+from cloud.storage.base import AGG_FUNCS, AggRow, Principal, StorageError, UnknownDevice
 from shared.configbase import parse_duration
 from shared.errors import TwinedgeError
 from shared.frame import TS_MAX, TS_MIN
 
 __all__ = ["router"]
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1/twin", tags=["twin"])
 MAX_BUCKETS = 10_000
 Value = bool | float | str | None
@@ -232,7 +235,9 @@ async def live(websocket: WebSocket, device_id: str) -> None:
     """Frames of one device as they are stored: ``{"type": "frame", "frame": {...}}``.
 
     Token in ``Authorization: Bearer`` or, for browsers, a ``token`` query parameter.
-    A client too slow to keep up gets ``{"type": "dropped", "count": n}``.
+    A client too slow to keep up gets ``{"type": "dropped", "count": n}``. The token or console session is
+    checked again while the feed is open: once it has been signed out, rotated or revoked the feed is closed
+    (code 4401; 4403 when the role no longer allows it).
     """
     ctx: AppContext = websocket.app.state.ctx
     try:
@@ -248,11 +253,12 @@ async def live(websocket: WebSocket, device_id: str) -> None:
     ctx.metrics.ws_clients.inc()
     try:
         async with asyncio.TaskGroup() as tg:
-            reader = tg.create_task(_until_closed(websocket), name=f"ws-read-{device_id}")
-            writer = tg.create_task(_pump(websocket, sub), name=f"ws-write-{device_id}")
-            await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
-            reader.cancel()
-            writer.cancel()
+            tasks = {tg.create_task(_until_closed(websocket), name=f"ws-read-{device_id}"),
+                     tg.create_task(_pump(websocket, sub), name=f"ws-write-{device_id}"),
+                     tg.create_task(_while_allowed(websocket, _recheck_every(ctx)), name=f"ws-auth-{device_id}")}
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in tasks:
+                task.cancel()
     finally:
         ctx.hub.unsubscribe(sub)
         ctx.metrics.ws_clients.dec()
@@ -263,6 +269,28 @@ async def _deny(websocket: WebSocket, answer: JSONResponse) -> None:
         await websocket.send_denial_response(answer)
     else:
         await websocket.close(code=4000 + answer.status_code)
+
+
+def _recheck_every(ctx: AppContext) -> float:
+    """How often an open feed checks its token or session again: as often as a checked one is trusted."""
+    return min(max(ctx.config.server.auth_cache_ttl, 1.0), 30.0)
+
+
+async def _while_allowed(websocket: WebSocket, every: float) -> None:
+    """Return (closing the feed) once its token or console session no longer lets it read: signed out,
+    expired, rotated, revoked or demoted below viewer. A database that does not answer closes nothing."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            check_role(await authenticate(websocket), "viewer")
+        except (NotAuthenticated, NotAllowed) as exc:
+            log.info("a live feed was closed: %s", exc.problems[0].message)
+            code = 4401 if isinstance(exc, NotAuthenticated) else 4403  # as a refused handshake would say
+            with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+                await websocket.close(code=code, reason="signed out, or the token was revoked")
+            return
+        except StorageError:
+            continue
 
 
 async def _until_closed(websocket: WebSocket) -> None:

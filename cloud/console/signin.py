@@ -6,7 +6,9 @@ to the page asked for, with the cookie set; or JSON ``{"token": ...}``, which
 gets the session's name, role and CSRF token. A refused token gets the page
 again with a plain sentence (401), or a JSON error. Failed attempts are
 counted per client address and process: past ``console.login_attempts`` in a
-minute the answer is 429 with Retry-After, whatever the token.
+minute the answer is 429 with Retry-After, whatever the token. A sign-in
+whose ``Origin`` is another site is refused (403): another site's page must
+not sign a browser in as someone else.
 
 ``POST /logout`` ends the session in the database; ``GET /api/v1/session``
 tells the page who is signed in, until when, and the CSRF token it sends
@@ -26,7 +28,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from pydantic import BaseModel, Field
 
-from cloud.auth import NotAllowed, NotAuthenticated, Viewer, hash_token, session_cookie
+from cloud.auth import NotAllowed, NotAuthenticated, Viewer, foreign_origin, hash_token, session_cookie
 from cloud.body import BodyError, EncodingRefused, read_body
 from cloud.console import LOGIN_LIMIT
 from cloud.console.pages import login_page, safe_next
@@ -136,6 +138,11 @@ async def sign_in(request: Request, ctx: Ctx) -> Response:
         return _refused(request, as_json, TooManyAttempts(
             f"too many failed sign-ins from {address}; try again in {max(1, round(wait))} s", "token"),
             "/", wait)
+    foreign = foreign_origin(request.headers)
+    if foreign is not None:  # another site's page would sign this browser in as someone else (login CSRF)
+        return _refused(request, as_json, NotAllowed(
+            f"a sign-in from another site's page ({foreign}) is refused; sign in on this service's own page",
+            "Origin"), "/")
     try:
         token, next_page = await _read_form(request)
     except InputError as exc:

@@ -51,7 +51,8 @@ class InputMap(_Strict):
 
 class Window(_Strict):
     kind: Literal["rolling", "tumbling"]
-    seconds: float = Field(gt=0, le=7 * 86400, description="rolling: (t - seconds, t]; tumbling: epoch-aligned")
+    seconds: float = Field(ge=0.001, le=7 * 86400,  # readings are dated to the µs: never a window of no width
+                           description="rolling: (t - seconds, t]; tumbling: epoch-aligned")
 
 
 class FormulaSpec(_Strict):
@@ -246,7 +247,7 @@ def _compile_model(spec: BindingSpec, m: ModelSpec, readable: set[str], telemetr
     try:
         params = model.Parameters.model_validate(m.parameters)
     except ValidationError as exc:
-        problems.extend(validation_problems(exc, model.Parameters, prefix="spec.parameters."))
+        problems.extend(validation_problems(exc, model.Parameters, prefix="spec.parameters"))
     if m.solver.backend == "jax":
         problems.append(Problem("spec.solver.backend", "'jax' is not supported: install the jax extra"))
     if problems:

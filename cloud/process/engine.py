@@ -226,18 +226,32 @@ def _solve(c: Compiled, m: ModelSpec, run: dict[str, Any], ts: int) -> list[Deri
         flag = "" if result.ok else (result.message or "the solve failed")[:500]
         if flag:
             value = None
-        elif out in result.series:
-            t, v = result.series[out]
-            value = float(np.interp(t_now, t, v)) if len(t) else None
-            flag = "" if len(t) else f"the model returned no points of {out!r}"
-        elif out in result.scalars:
-            value = float(result.scalars[out])
         else:
-            value, flag = None, f"the model returned no {out!r}"
+            value, flag = _output_value(result, out, t_now)
         if value is not None and not math.isfinite(value):
             value, flag = None, f"the model returned {value} for {out!r}"
         points.append(DerivedPoint(target, ts, value, flag, ts))
     return points
+
+
+def _output_value(result: RunOutputs, out: str, t_now: float) -> tuple[float | None, str]:
+    """One output at ``t_now``: (value, "") or (None, why). A model is foreign code: a malformed answer (times and
+    values of different lengths, a value that is not a number) flags the point, never stops the engine."""
+    try:
+        if out in result.series:
+            t, v = result.series[out]
+            if not len(t):
+                return None, f"the model returned no points of {out!r}"
+            t = np.asarray(t, dtype=float)
+            if not t[0] - 1e-9 <= t_now <= t[-1] + 1e-9:  # np.interp would hold the end value: a silent guess
+                return None, (f"t = {t_now:.1f} s into the run is past the model's horizon for {out!r} "
+                              f"({t[0]:g}..{t[-1]:g} s)")
+            return float(np.interp(t_now, t, np.asarray(v, dtype=float))), ""
+        if out in result.scalars:
+            return float(result.scalars[out]), ""
+    except (TypeError, ValueError, OverflowError) as exc:
+        return None, f"the model returned a malformed {out!r}: {exc}"[:500]
+    return None, f"the model returned no {out!r}"
 
 
 def now_us() -> int:

@@ -93,7 +93,10 @@ class _EvalProblem(Exception):
 def _pow(a: float, b: float) -> float:
     if abs(b) > MAX_POWER:
         raise _EvalProblem(f"exponent {b:g} is over the limit of {MAX_POWER}")
-    return float(a) ** b
+    result = float(a) ** b
+    if isinstance(result, complex):  # Python's answer to a negative base with a fractional exponent
+        raise _EvalProblem(f"a negative number ({float(a):g}) to a fractional power ({b:g}) is not a real number")
+    return result
 
 
 def names_of(expression: str) -> set[str]:
@@ -158,8 +161,12 @@ class Formula:
             return None, str(exc)
         except (ArithmeticError, ValueError, TypeError, simpleeval.InvalidExpression) as exc:
             return None, f"{type(exc).__name__}: {exc}"
-        if isinstance(result, bool):
-            result = float(result)
-        if not isinstance(result, int | float) or not math.isfinite(result):
+        if not isinstance(result, int | float):
             return None, f"the result is {result!r}, not a finite number"
-        return float(result), ""
+        try:  # an integer (floor, round) can outgrow a float: float() raises on it
+            number = float(result)
+        except OverflowError:
+            return None, "the result is an integer too large for a float, not a finite number"
+        if not math.isfinite(number):
+            return None, f"the result is {number!r}, not a finite number"
+        return number, ""

@@ -59,4 +59,6 @@ class ProcessModel(Protocol):
     outputs: ClassVar[dict[str, str]]  # output name -> unit (series and scalars)
     Parameters: ClassVar[type[BaseModel]]
 
-    def run(self, inputs: RunInputs, params: BaseModel, solver: SolverSpec) -> RunOutputs: ...
+    def run(self, inputs: RunInputs, params: BaseModel, solver: SolverSpec) -> RunOutputs:
+        """One run. Called in worker threads, possibly two at once (a live step and a replay): keep no state."""
+        ...

@@ -32,6 +32,10 @@ Event = Callable[[float, np.ndarray], float]
 
 DEFAULT_RK4_STEP_S = 0.5  # the fixed step when a spec gives no max_step_s
 _MAX_STEPS = 200_000  # per solve; a run past it is reported as failed, not cut short
+# Evaluations of the equations per adaptive solve (the PUR model's tightest reference, Radau at rtol 1e-11, needs
+# about 13,000): a tiny max_step_s or a tolerance the solver cannot meet would otherwise run for minutes. RK4 is
+# bounded before it starts, by its step count.
+_MAX_EVALS = 200_000
 
 
 class BackendNotSupportedError(InputError):
@@ -54,9 +58,14 @@ class _RhsFailed(Exception):
     """The right-hand side raised or returned a non-finite value; carries the reason."""
 
 
-def _guarded(rhs: Rhs, counter: list[int]) -> Rhs:
+def _guarded(rhs: Rhs, counter: list[int], spec: SolverSpec) -> Rhs:
     def f(t: float, y: np.ndarray) -> np.ndarray:
         counter[0] += 1
+        if counter[0] > _MAX_EVALS and spec.backend != "rk4":
+            step = "none" if spec.max_step_s is None else f"{spec.max_step_s:g} s"
+            raise _RhsFailed(f"the solve stopped at t = {t:.3f} s after {_MAX_EVALS:,} evaluations of the model's "
+                             f"equations (the limit per solve); give a larger max_step_s (got {step}) or looser "
+                             f"tolerances (rtol {spec.rtol:g}, atol {spec.atol:g})")
         try:
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # judged below, as non-finite
                 dy = np.asarray(rhs(t, y), dtype=float)
@@ -85,7 +94,7 @@ def solve(rhs: Rhs, t_span: tuple[float, float], y0: Sequence[float] | np.ndarra
             "about 620 MB) to use it; the installed backends are rk4, lsoda, bdf, radau and cvode",
             path="solver.backend")
     counter = [0]
-    f = _guarded(rhs, counter)
+    f = _guarded(rhs, counter, spec)
     try:
         if spec.backend == "rk4":
             return _rk4(f, t_span, y0, t_eval, spec, events, counter)

@@ -146,6 +146,7 @@ class Candidate:
     violations: list[Violation]
     ok: bool = True
     message: str = ""
+    nfev: int = 0  # evaluations of the model's equations this candidate cost
 
     @property
     def feasible(self) -> bool:
@@ -167,7 +168,7 @@ class Candidate:
                 "kpis": {k: _num(v) for k, v in self.kpis.items()}, "risk": _num(self.risk),
                 "risk_parts": {k: _num(v) for k, v in self.risk_parts.items()},
                 "violations": [{**asdict(v), "text": str(v)} for v in self.violations], "ok": self.ok,
-                "message": self.message}
+                "message": self.message, "nfev": self.nfev}
 
 
 @dataclass(frozen=True)
@@ -281,15 +282,17 @@ def evaluate(base: PurScenario, spec: OptimizeSpec, settings: dict[str, float], 
     """Simulate one candidate (coarse, or at full accuracy) and judge it against the constraints."""
     scenario = _scenario(base, spec, settings)
     t_max = cycle_limit(base, spec)
+    # Past 1.25 x the longest cycle nothing is judged (a later demould is infeasible anyway), so neither the
+    # candidates nor the re-check solve further: a day-long horizon would cost a re-check minutes past the budget.
+    horizon = max(10.0, min(scenario.horizon_s, 1.25 * t_max))
     if full:
         solver = SolverSpec(backend=spec.backend, **FULL_ACCURACY)
-        traj = simulate(scenario, solver)
+        traj = simulate(scenario, solver, horizon_s=horizon, output_step_s=min(scenario.output_step_s, horizon / 10))
     else:
         solver = SolverSpec(backend=spec.backend, rtol=spec.candidate_rtol, atol=spec.candidate_rtol * 1e-3)
-        horizon = max(10.0, min(scenario.horizon_s, 1.25 * t_max))
         traj = simulate(scenario, solver, horizon_s=horizon, output_step_s=min(spec.candidate_step_s, horizon / 10))
     if not traj.ok:
-        return Candidate(settings, math.inf, {}, 1.0, {}, [], ok=False, message=traj.message)
+        return Candidate(settings, math.inf, {}, 1.0, {}, [], ok=False, message=traj.message, nfev=traj.nfev)
     out = outputs_of(traj)
     kpis = dict(out.scalars)
     kpis["alpha_end"] = float(out.series["alpha"][1][-1])
@@ -299,7 +302,7 @@ def evaluate(base: PurScenario, spec: OptimizeSpec, settings: dict[str, float], 
     risk = max(risk_parts.values())
     violations = _violations(kpis, scenario, spec, t_max, risk)
     return Candidate(settings, kpis["t_demold"] + spec.index_s, kpis, risk, risk_parts, violations,
-                     message=out.message)
+                     message=out.message, nfev=traj.nfev)
 
 
 def _ramp(x: float, zero_at: float, one_at: float) -> float:

@@ -6,6 +6,8 @@ bindings of those devices off the request path: it reads the readings newer
 than each binding's watermark from storage, runs ``engine.step`` and stores
 the step (``Storage.advance_binding``). ``replay`` runs the same step over a
 stored range from an empty state and stores nothing (``twincloud process test``).
+A step (formulas, model solves) runs in a worker thread, never on the event loop: live ones in the engine's
+own thread, so a busy shared pool (optimizations, uploads) never holds them up.
 Bindings of a device run in the order their outputs feed each other, so a
 formula over another binding's output sees it in the same pass.
 """
@@ -13,9 +15,11 @@ formula over another binding's output sees it in the same pass.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import Collection, Iterable
-from typing import Any
+from collections.abc import Callable, Collection, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from cloud.config import ProcessConfig
 from cloud.live import LiveHub
@@ -31,6 +35,7 @@ __all__ = ["Engine", "downstream"]
 
 log = logging.getLogger(__name__)
 _FAR = 2**62
+T = TypeVar("T")
 
 
 def _outputs(spec: dict[str, Any], name: str, models: ModelRegistry) -> set[str]:
@@ -55,6 +60,12 @@ class Engine:
         self._pending: set[str] = set()
         self._wake = asyncio.Event()
         self._compiled: dict[tuple[int, str], Compiled] = {}
+        # The live steps' own thread: the shared default pool (optimizations, uploads, replays) can be busy for a
+        # minute, and live virtual sensors must not wait for it.
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="virtual-sensors")
+
+    async def _live(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, functools.partial(fn, *args))
 
     # --- defining --------------------------------------------------------------------
     async def _fields(self, device: str, rows: list[BindingRow], skip: str) -> tuple[set[str], set[str]]:
@@ -73,7 +84,7 @@ class Engine:
         return fields, derived_others
 
     async def compile(self, spec: BindingSpec, rows: list[BindingRow] | None = None, *,
-                      check_loops: bool = True) -> Compiled:
+                      check_loops: bool = True, live: bool = False) -> Compiled:
         """Check and compile ``spec``; a loop through other bindings is refused when defining (``check_loops``).
 
         Running bindings are not re-checked for loops (one found then would stop every binding of the device):
@@ -82,7 +93,10 @@ class Engine:
         if rows is None:
             rows = await self.storage.bindings(spec.device)
         fields, others = await self._fields(spec.device, rows, spec.name)
-        compiled = await asyncio.to_thread(compile_binding, spec, fields, others, self.models)
+        if live:
+            compiled = await self._live(compile_binding, spec, fields, others, self.models)
+        else:
+            compiled = await asyncio.to_thread(compile_binding, spec, fields, others, self.models)
         if not check_loops:
             return compiled
         upstream = {o: r.name for r in rows if r.name != spec.name for o in _outputs(r.spec, r.name, self.models)}
@@ -131,6 +145,12 @@ class Engine:
 
     async def run(self) -> None:
         """The background task: catch up the devices ``notify`` names, until cancelled."""
+        try:
+            await self._catch_up_forever()
+        finally:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _catch_up_forever(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -142,6 +162,9 @@ class Engine:
                     log.warning("virtual sensors of device %s wait: %s", device, exc)
                 except InputError as exc:
                     log.warning("virtual sensors of device %s cannot run: %s", device, exc)
+                except Exception:  # noqa: BLE001 - one device's bindings must never stop every other device's
+                    log.exception("virtual sensors of device %s failed; they are tried again with its next batch",
+                                  device)
 
     async def catch_up(self, device: str) -> int:
         """Run the device's enabled bindings over their new readings; the number of points derived."""
@@ -170,7 +193,7 @@ class Engine:
         key = (row.id, str(row.spec))
         compiled = self._compiled.get(key)
         if compiled is None:
-            compiled = await self.compile(BindingSpec.model_validate(row.spec), rows, check_loops=False)
+            compiled = await self.compile(BindingSpec.model_validate(row.spec), rows, check_loops=False, live=True)
             if len(self._compiled) > 1000:
                 self._compiled.clear()
             self._compiled[key] = compiled
@@ -192,7 +215,9 @@ class Engine:
             readings = await self.readings(compiled, after, _FAR, self.config.catch_up_readings, never)
             if not readings:
                 return total
-            state, points = step(compiled, {**row.state, "watermark": after}, readings, self.limits)
+            # a step runs models (a solve per triggering reading): CPU work, kept off the event loop
+            state, points = await self._live(step, compiled, {**row.state, "watermark": after}, readings,
+                                             self.limits)
             t = compiled.tags
             write = DerivedWrite(row.id, row.rev, row.device,
                                  [(p.field, p.ts, p.value, p.flag, p.watermark) for p in points],
@@ -266,7 +291,7 @@ class Engine:
             readings = await self.readings(compiled, after, stop, self.config.catch_up_readings, never)
             if not readings:
                 break
-            state, found = step(compiled, state, readings, self.limits)
+            state, found = await asyncio.to_thread(step, compiled, state, readings, self.limits)
             points += [p for p in found if p.ts >= start]
             after = state["watermark"]
         return points[:max_points]

@@ -9,7 +9,9 @@ wrong number later.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from tokenize import TokenError
 
 import numpy as np
 import pint
@@ -31,7 +33,8 @@ def _unit(text: str, path: str) -> pint.Unit:
     try:
         return _REGISTRY.Unit(text)
     except (pint.errors.UndefinedUnitError, pint.errors.DefinitionSyntaxError, AttributeError, TypeError,
-            ValueError, AssertionError) as exc:
+            ValueError, AssertionError, TokenError, ArithmeticError, LookupError) as exc:
+        # pint's parser lets tokenizer and arithmetic errors of a malformed text through (``(``, ``1/0``)
         raise UnitsError(f"{text!r} is not a unit (e.g. 'degC', 'bar', 'kW', 'm/s'): {exc}", path) from None
 
 
@@ -50,7 +53,17 @@ def converter(source: str, target: str, path: str) -> Callable[[np.ndarray], np.
         raise UnitsError(f"{source!r} ({_dims(a)}) cannot be converted into {target!r} ({_dims(b)})", path)
 
     def convert(values: np.ndarray) -> np.ndarray:
-        return np.asarray(_REGISTRY.Quantity(np.asarray(values, dtype=float), a).to(b).magnitude, dtype=float)
+        with np.errstate(over="ignore", invalid="ignore"):  # a reading too large for the unit becomes inf: flagged
+            return np.asarray(_REGISTRY.Quantity(np.asarray(values, dtype=float), a).to(b).magnitude, dtype=float)
+
+    # The factor is judged now, so that it never becomes an exception or a silent 0 at every reading later.
+    try:
+        zero, one = convert(np.array([0.0, 1.0]))
+    except ArithmeticError as exc:
+        raise UnitsError(f"converting {source!r} into {target!r} needs a factor beyond a float: {exc}", path) from None
+    if not (math.isfinite(zero) and math.isfinite(one) and one != zero):
+        raise UnitsError(f"converting {source!r} into {target!r} needs a factor beyond a float "
+                         f"(1 {source} is {one:g} {target})", path)
     return convert
 
 

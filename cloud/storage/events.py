@@ -9,16 +9,14 @@ operator, 1 technical, 2 developer, so that "up to technical" is ``level <= 1``.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from cloud.storage.keyset import Arguments, decode_keyset_cursor, encode_keyset_cursor, newest_first
 from shared.batch import EVENT_LEVELS
-from shared.errors import InputError
 
 if TYPE_CHECKING:
     import asyncpg
@@ -85,12 +83,7 @@ _INSERT = ("INSERT INTO edge_events (edge, seq, ts, level, kind, device, source,
 def event_filter(query: EventQuery, param: Callable[[int], str]) -> tuple[str, list[Any]]:
     """The SELECT (newest first, after the cursor) and its arguments; ``param(n)`` writes the n-th placeholder."""
     where: list[str] = []
-    args: list[Any] = []
-
-    def arg(value: Any) -> str:
-        args.append(value)
-        return param(len(args))
-
+    arg = Arguments(param)
     if query.edge is not None:
         where.append(f"edge = {arg(query.edge)}")
     if query.device is not None:
@@ -103,30 +96,16 @@ def event_filter(query: EventQuery, param: Callable[[int], str]) -> tuple[str, l
         where.append(f"ts >= {arg(query.start)}")
     if query.stop is not None:
         where.append(f"ts < {arg(query.stop)}")
-    if query.after is not None:
-        ts, last = query.after
-        where.append(f"(ts < {arg(ts)} OR (ts = {arg(ts)} AND id < {arg(last)}))")
-    clause = (" WHERE " + " AND ".join(where)) if where else ""
-    return (f"SELECT {_COLUMNS} FROM edge_events{clause} ORDER BY ts DESC, id DESC "  # noqa: S608
-            f"LIMIT {arg(query.limit)}", args)
+    return newest_first("edge_events", _COLUMNS, "ts", where, arg, query.after, query.limit), arg.values
 
 
 def encode_event_cursor(record: EventRecord) -> str:
-    return base64.urlsafe_b64encode(f"e{record.ts}:{record.id}".encode()).decode().rstrip("=")
+    return encode_keyset_cursor("e", record.ts, record.id)
 
 
 def decode_event_cursor(cursor: str) -> tuple[int, int]:
     """(ts, id) of an event cursor; InputError for one this service did not hand out."""
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
-        if not text.startswith("e"):
-            raise ValueError(text)
-        ts, last = (int(part) for part in text[1:].split(":"))
-        if not (-2**63 <= ts < 2**63 and 0 <= last < 2**63):
-            raise ValueError(text)
-        return ts, last
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise InputError("not a cursor this service handed out", "cursor") from None
+    return decode_keyset_cursor(cursor, "e")
 
 
 # --- SQLite (inside the ingest transaction, or a read) --------------------------------

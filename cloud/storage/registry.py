@@ -10,13 +10,12 @@ events and its health's model reports into them. The query of the alert list
 from __future__ import annotations
 
 import abc
-import base64
-import binascii
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from cloud.storage.keyset import Arguments, decode_keyset_cursor, encode_keyset_cursor, newest_first
 from shared.errors import InputError
 
 __all__ = [
@@ -201,12 +200,7 @@ def alert_filter(query: AlertQuery, param: Callable[[int], str]) -> tuple[str, l
     """The WHERE clause (newest first, after the cursor) and its arguments; ``param(n)`` writes the n-th
     placeholder (1-based) in the backend's style."""
     where: list[str] = []
-    args: list[Any] = []
-
-    def arg(value: Any) -> str:
-        args.append(value)
-        return param(len(args))
-
+    arg = Arguments(param)
     if query.device is not None:
         where.append(f"device = {arg(query.device)}")
     if query.edge is not None:
@@ -218,27 +212,16 @@ def alert_filter(query: AlertQuery, param: Callable[[int], str]) -> tuple[str, l
         where.append(f"at >= {arg(query.start)}")
     if query.stop is not None:
         where.append(f"at < {arg(query.stop)}")
-    if query.after is not None:
-        at, last = query.after
-        where.append(f"(at < {arg(at)} OR (at = {arg(at)} AND id < {arg(last)}))")
-    clause = (" WHERE " + " AND ".join(where)) if where else ""
-    return f"SELECT {ALERT_COLUMNS} FROM alerts{clause} ORDER BY at DESC, id DESC LIMIT {arg(query.limit)}", args
+    return newest_first("alerts", ALERT_COLUMNS, "at", where, arg, query.after, query.limit), arg.values
 
 
 def encode_alert_cursor(record: AlertRecord) -> str:
-    return base64.urlsafe_b64encode(f"{record.at}:{record.id}".encode()).decode().rstrip("=")
+    return encode_keyset_cursor("", record.at, record.id)
 
 
 def decode_alert_cursor(cursor: str) -> tuple[int, int]:
     """(at, id) of an alert cursor; InputError for one this service did not hand out."""
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
-        at, last = (int(part) for part in text.split(":"))
-        if not (-2**63 <= at < 2**63 and 0 <= last < 2**63):
-            raise ValueError(text)
-        return at, last
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise InputError("not a cursor this service handed out", "cursor") from None
+    return decode_keyset_cursor(cursor, "")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,15 +1,17 @@
-"""Fixtures of the cloud suite: both storage backends, a PostgreSQL server, the app with tokens."""
+"""Fixtures of the cloud suite: both storage backends, a PostgreSQL server, the app with tokens, chromium."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from playwright.sync_api import Browser
 
 from cloud.storage.base import Storage
 from cloud.storage.postgres import PostgresStorage
 from cloud.storage.sqlite import SQLiteStorage
 from tests.cloud.apiclient import Api, make_api
+from tests.cloud.browser import chromium
 from tests.cloud.pg import fresh_pg_database
 from tests.cloud.server import CloudServer
 
@@ -42,3 +44,11 @@ async def api(tmp_path) -> AsyncIterator[Api]:
     """The app in-process (SQLite) with tokens: ``api.edge`` (edge-1), ``api.admin``, ``.operator``, ``.viewer``."""
     async with make_api(tmp_path) as client:
         yield client
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's chromium (``tests.cloud.browser``), launched once per test module; a module whose pages need
+    WebGL launches its own with ``WEBGL_ARGS``."""
+    with chromium() as launched:
+        yield launched

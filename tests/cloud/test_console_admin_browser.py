@@ -15,24 +15,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from shared.codec import encode_obj
 from tests.cloud.apiclient import auth, batch, wire
+from tests.cloud.browser import WAIT_MS, cloud_tab, needs_chromium, screenshot, sign_in, token_of
 from tests.cloud.server import CloudServer
-from tests.cloud.test_console_browser import WAIT_MS, screenshot, sign_in, token_of
-from tests.cloud.test_docs_browser import CHROMIUM, CHROMIUM_ARGS
 from tests.mlkit import make_package
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"Debian's chromium is not installed ({CHROMIUM} is missing); "
-                                                     "deploy/scripts/system-deps.sh installs it"),
-]
+pytestmark = needs_chromium
 
 
 def _sync(cloud: CloudServer, edge: str, token: str, models: dict | None = None) -> httpx.Response:
@@ -61,32 +55,11 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CloudServer]:
         yield server
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
-
-
 @pytest.fixture
 def tab(cloud: CloudServer, browser: Browser) -> Iterator[Page]:
     """A tab whose every request to another host is blocked (and recorded: there must be none)."""
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    here = urlsplit(cloud.base_url).netloc
-    elsewhere: list[str] = []
-
-    def route(r) -> None:  # noqa: ANN001 - playwright's Route
-        if urlsplit(r.request.url).netloc == here:
-            r.continue_()
-        else:
-            elsewhere.append(r.request.url)
-            r.abort()
-    context.route("**/*", route)
-    page = context.new_page()
-    yield page
-    context.close()
-    assert elsewhere == []
+    with cloud_tab(browser, cloud, {"width": 1400, "height": 1000}) as (page, _):
+        yield page
 
 
 def _bypass(page: Page, method: str, path: str, body: dict | None = None) -> int:

@@ -5,11 +5,7 @@ a 10 mm slab, is uploaded through the API. Its 3D view draws the colliding
 faces in the highlight red (checked on a screenshot's pixels); hovering a
 part names it; moving the second box clear in the page re-checks the poses
 through the API and the red is gone. Every request goes to the cloud's host.
-
-WebGL in headless chromium: with ``--disable-gpu`` alone there is no WebGL
-context at all. Debian's chromium draws WebGL in software with SwiftShader
-through ANGLE: ``--use-angle=swiftshader`` and ``--enable-unsafe-swiftshader``
-(without the second switch recent chromium refuses SwiftShader for WebGL).
+The 3D view needs WebGL: chromium is launched with ``WEBGL_ARGS`` (see tests/cloud/browser.py).
 """
 
 from __future__ import annotations
@@ -17,27 +13,19 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Iterator
-from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
 import pytest
 import trimesh
 from PIL import Image
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from tests.cloud.apiclient import auth
+from tests.cloud.browser import WAIT_MS, WEBGL_ARGS, chromium, cloud_tab, needs_chromium, screenshot, sign_in
 from tests.cloud.server import CloudServer
-from tests.cloud.test_console_browser import WAIT_MS, screenshot, sign_in
-from tests.cloud.test_docs_browser import CHROMIUM, CHROMIUM_ARGS
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"Debian's chromium is not installed ({CHROMIUM} is missing); "
-                                                     "deploy/scripts/system-deps.sh installs it"),
-]
-WEBGL_ARGS = [a for a in CHROMIUM_ARGS if a != "--disable-gpu"] + ["--use-angle=swiftshader",
-                                                                   "--enable-unsafe-swiftshader"]
+pytestmark = needs_chromium
 
 
 def _box() -> dict:
@@ -63,30 +51,15 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CloudServer]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=WEBGL_ARGS)
+    with chromium(WEBGL_ARGS) as launched:
         yield launched
-        launched.close()
 
 
 @pytest.fixture
 def asked(cloud: CloudServer, browser: Browser) -> Iterator[tuple[Page, list[str]]]:
     """A tab whose every request to another host is blocked (and recorded: there must be none)."""
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    here = urlsplit(cloud.base_url).netloc
-    elsewhere: list[str] = []
-
-    def route(r) -> None:  # noqa: ANN001 - playwright's Route
-        if urlsplit(r.request.url).netloc == here:
-            r.continue_()
-        else:
-            elsewhere.append(r.request.url)
-            r.abort()
-    context.route("**/*", route)
-    page = context.new_page()
-    yield page, elsewhere
-    context.close()
-    assert elsewhere == []
+    with cloud_tab(browser, cloud, {"width": 1400, "height": 900}) as tab:
+        yield tab
 
 
 def _pixels(page: Page) -> tuple[Image.Image, dict]:

@@ -10,34 +10,24 @@ Every request any page makes goes to the cloud's own host.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from cloud.console import PAGES
 from cloud.sessions import SESSION_COOKIE
 from shared.codec import encode_obj
 from tests.cloud.apiclient import auth, batch, wire
+from tests.cloud.browser import WAIT_MS, cloud_tab, needs_chromium, screenshot, sign_in, token_of
 from tests.cloud.server import CloudServer
-from tests.cloud.test_docs_browser import CHROMIUM, CHROMIUM_ARGS
 from tests.support import free_port
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"Debian's chromium is not installed ({CHROMIUM} is missing); "
-                                                     "deploy/scripts/system-deps.sh installs it"),
-]
-WAIT_MS = 20_000
-# Where the screenshots of docs/console.md are written: TWINEDGE_SCREENSHOTS=docs/images pytest this file.
-SHOTS = Path(os.environ["TWINEDGE_SCREENSHOTS"]) if os.environ.get("TWINEDGE_SCREENSHOTS") else None
+pytestmark = needs_chromium
 
 
 def sync(cloud: CloudServer, edge: str, devices: list[str], alerts: list[dict] | None = None) -> None:
@@ -65,42 +55,11 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CloudServer]:
         yield server
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
-
-
 @pytest.fixture
 def asked(cloud: CloudServer, browser: Browser) -> Iterator[tuple[Page, list[str]]]:
-    """A tab in a fresh profile, and every URL it asks for; none may leave the cloud's host."""
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    page = context.new_page()
-    urls: list[str] = []
-    page.on("request", lambda request: urls.append(request.url))
-    yield page, urls
-    context.close()
-    assert [u for u in urls if urlsplit(u).netloc != urlsplit(cloud.base_url).netloc] == []
-
-
-def screenshot(page: Page, name: str) -> None:
-    if SHOTS is not None:
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SHOTS / name))
-
-
-def token_of(cloud: CloudServer, role: str) -> str:
-    return {"viewer": cloud.viewer_token, "operator": cloud.operator_token,  # type: ignore[attr-defined]
-            "admin": cloud.admin_token}[role]
-
-
-def sign_in(page: Page, cloud: CloudServer, token: str, path: str = "/") -> None:
-    page.goto(cloud.base_url + path)
-    expect(page).to_have_url(f"{cloud.base_url}/login?next={path}")
-    page.get_by_label("Your token").fill(token)
-    page.get_by_role("button", name="Sign in").click()
+    """A tab in a fresh profile, and every URL it asked for elsewhere than the cloud's host: none may be."""
+    with cloud_tab(browser, cloud, {"width": 1280, "height": 800}) as tab:
+        yield tab
 
 
 @pytest.mark.parametrize("role", ["viewer", "operator", "admin"])
@@ -225,3 +184,22 @@ def test_the_pages_not_built_yet_say_so_and_the_kiosk_shows_a_red_tile(cloud: Cl
     green = page.locator(".tile[data-device=mixer-1]")
     assert green.evaluate("t => getComputedStyle(t).backgroundColor") == "rgb(27, 127, 59)"
     screenshot(page, "console-kiosk.png")
+
+
+def test_a_kiosk_that_cannot_refresh_says_so_and_shows_no_stale_green(cloud: CloudServer, asked) -> None:
+    """The service stops answering the kiosk (a network cut, a restart): its tiles must not go on showing a
+    machine as running from data that is no longer refreshed."""
+    page, _ = asked
+    sign_in(page, cloud, cloud.viewer_token, "/kiosk")
+    green = page.locator(".tile[data-device=mixer-1]")
+    expect(green).to_have_class("tile ok", timeout=WAIT_MS)
+    page.route("**/api/v1/edges", lambda route: route.fulfill(status=503, json={"detail": [
+        {"path": "database", "message": "the database does not answer"}]}))
+    expect(page.locator(".kiosk-stale")).to_contain_text("the service does not answer", timeout=WAIT_MS)
+    expect(page.locator(".kiosk-stale")).to_contain_text("the database does not answer")
+    assert green.evaluate("t => getComputedStyle(t).backgroundColor") == "rgb(74, 85, 99)"  # grey, not green
+    red = page.locator(".tile[data-device=press-2]")
+    assert red.evaluate("t => getComputedStyle(t).backgroundColor") == "rgb(198, 40, 40)"  # an alert stays red
+    page.unroute("**/api/v1/edges")
+    expect(page.locator(".kiosk-stale")).to_have_count(0, timeout=WAIT_MS)
+    assert green.evaluate("t => getComputedStyle(t).backgroundColor") == "rgb(27, 127, 59)"

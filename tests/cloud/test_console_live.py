@@ -15,12 +15,12 @@ import itertools
 import time
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import httpx
 import pytest
 from PIL import Image
-from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from cloud.config import load_cloud_config
 from cloud.sessions import SESSION_COOKIE
@@ -28,15 +28,11 @@ from cloud.storage import open_storage
 from shared.codec import encode_obj
 from shared.frame import TelemetryFrame
 from tests.cloud.apiclient import auth, batch
+from tests.cloud.browser import WAIT_MS, cloud_tab, needs_chromium, screenshot, token_of
+from tests.cloud.browser import sign_in as sign_in_with_token
 from tests.cloud.server import CloudServer
-from tests.cloud.test_console_browser import SHOTS, WAIT_MS
-from tests.cloud.test_docs_browser import CHROMIUM, CHROMIUM_ARGS
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"Debian's chromium is not installed ({CHROMIUM} is missing); "
-                                                     "deploy/scripts/system-deps.sh installs it"),
-]
+pytestmark = needs_chromium
 DAYS = 30
 STEP = 10  # seconds between the seeded points
 SPIKE = 500.0  # one reading among ~260,000 that otherwise stay within 19..21
@@ -116,49 +112,18 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CloudServer]:
         yield server
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
-
-
 @pytest.fixture
 def tab(cloud: CloudServer, browser: Browser) -> Iterator[Page]:
     """A tab in a fresh profile in which every request for another host than the cloud's is blocked; at the
     end, none may have been made."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    host = urlsplit(cloud.base_url).netloc
-    elsewhere: list[str] = []
-
-    def only_loopback(route: Route) -> None:
-        if urlsplit(route.request.url).netloc == host:
-            route.continue_()
-        else:
-            elsewhere.append(route.request.url)
-            route.abort("blockedbyclient")
-    context.route("**/*", only_loopback)
-    page = context.new_page()
-    page.on("request", lambda r: elsewhere.append(r.url) if urlsplit(r.url).netloc != host else None)
-    yield page
-    context.close()
-    assert elsewhere == []
+    with cloud_tab(browser, cloud, {"width": 1280, "height": 900}) as (page, _):
+        yield page
 
 
 def sign_in(page: Page, cloud: CloudServer, role: str, path: str) -> None:
-    token = {"viewer": cloud.viewer_token, "operator": cloud.operator_token,  # type: ignore[attr-defined]
-             "admin": cloud.admin_token}[role]
-    page.goto(cloud.base_url + path)
-    page.get_by_label("Your token").fill(token)
-    page.get_by_role("button", name="Sign in").click()
+    """Signed in as ``role``, on ``path``."""
+    sign_in_with_token(page, cloud, token_of(cloud, role), path)
     expect(page).to_have_url(cloud.base_url + path)
-
-
-def screenshot(page: Page, name: str) -> None:
-    if SHOTS is not None:
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(SHOTS / name))
 
 
 def test_the_devices_list_shows_each_device_with_its_state(cloud: CloudServer, tab: Page) -> None:
@@ -189,7 +154,9 @@ def test_a_live_chart_gains_points_without_a_reload(cloud: CloudServer, tab: Pag
     url = tab.url
     now = time.time()
     sync(cloud, "line-1", [frame("press-1", now - 3 + i, temp=42.0 + i, rpm=1210 + i) for i in range(3)])
-    tab.wait_for_function(f"window.twinCharts.charts.temp.data[0].length >= {before + 3}", timeout=WAIT_MS)
+    # A function, not an expression: Playwright polls an expression through eval, which the page's CSP refuses.
+    tab.wait_for_function("(n) => window.twinCharts.charts.temp.data[0].length >= n", arg=before + 3,
+                          timeout=WAIT_MS)
     expect(tab.locator("#device-values tr[data-field=temp] .value")).to_have_text("44")
     assert tab.url == url  # no reload, no navigation
     assert tab.evaluate("Math.max(...window.twinCharts.charts.rpm.data[3])") == 1212

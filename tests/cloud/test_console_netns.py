@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.cloud.test_docs_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.cloud.browser import CHROMIUM, CHROMIUM_ARGS
 
 REPO = Path(__file__).resolve().parents[2]
 WAIT_MS = 20_000

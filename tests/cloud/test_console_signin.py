@@ -233,3 +233,15 @@ async def test_a_long_address_keeps_its_filters_through_the_sign_in_and_an_overl
     huge = "/alerts?device=" + "x" * 3000
     form = await api.client.get("/login", params={"next": huge})
     assert form.status_code == 200 and 'name="next" value="/alerts"' in form.text
+
+
+async def test_a_sign_in_posted_from_another_sites_page_opens_no_session(api: Api) -> None:
+    """Login CSRF: another site's page must not sign this browser in as the attacker's account."""
+    for body in ({"data": {"token": api.viewer, "next": "/"}}, {"json": {"token": api.viewer}}):
+        resp = await api.client.post("/login", headers={"Origin": "http://evil.example"}, **body)  # type: ignore[arg-type]
+        assert resp.status_code == 403 and "set-cookie" not in resp.headers
+        assert "another site's page (http://evil.example)" in html.unescape(resp.text)
+    assert (await api.client.get("/api/v1/session")).status_code == 401
+    own = await api.client.post("/login", data={"token": api.viewer, "next": "/alerts"},
+                                headers={"Origin": "http://cloud.test"})
+    assert own.status_code == 303 and own.headers["location"] == "/alerts"

@@ -16,22 +16,14 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, Response, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Response, expect
 
 from shared.codec import encode_obj
 from tests.cloud.apiclient import auth, batch, wire
+from tests.cloud.browser import needs_chromium
 from tests.cloud.server import CloudServer
 
-CHROMIUM = Path("/usr/bin/chromium")
-# Without the background-networking switches chromium calls home at start, which a closed network refuses.
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"Debian's chromium is not installed ({CHROMIUM} is missing); "
-                                                     "deploy/scripts/system-deps.sh installs it"),
-]
+pytestmark = needs_chromium
 
 OPERATION = ".opblock"  # Swagger UI draws one block per operation
 OPENAPI = "/openapi.json"
@@ -48,14 +40,6 @@ def the_map(server: CloudServer, token: str | None) -> dict:
     resp = httpx.get(server.base_url + OPENAPI, headers=auth(token) if token else {}, timeout=10)
     assert resp.status_code == 200, resp.text
     return resp.json()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 @pytest.fixture(scope="module")

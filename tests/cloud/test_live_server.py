@@ -17,7 +17,7 @@ import httpx
 import psutil
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from cloud.serving import balanced
 from shared.codec import encode_obj
@@ -165,3 +165,35 @@ def test_the_workers_of_a_replica_show_one_set_of_counters_whichever_answers(tmp
             assert 'twincloud_edge_frames_stored_total{edge="edge-1"} 12.0' in text
         assert totals == {f'twincloud_sync_batches_total{{outcome="stored",replica="cloud-7"}} {batches}.0'}
     assert not Path(next(iter(shared))).exists()
+
+
+@pytest.mark.parametrize("how", ["sign-out", "revoke"])
+async def test_a_live_feed_on_a_session_closes_once_the_session_ends(live_server: CloudServer, how: str) -> None:
+    """A browser left open on a device page stops receiving frames once its person signs out elsewhere or an
+    admin revokes the token: the feed is not a way around the end of a session."""
+    assert (await post_batch(live_server, batch("edge-1", [(1, wire(0))]))).status_code == 200
+    async with httpx.AsyncClient(base_url=live_server.base_url, timeout=10) as client:
+        name = f"ws-{how}"
+        made = await client.post("/api/v1/users", json={"name": name, "role": "viewer"},
+                                 headers=auth(live_server.admin_token))
+        assert made.status_code == 201, made.text
+        signed = await client.post("/login", json={"token": made.json()["token"]})
+        csrf = signed.json()["csrf"]
+        cookie = f"twincloud_session={client.cookies['twincloud_session']}"
+        url = f"{live_server.ws_url}/api/v1/twin/ws/press-1"
+        async with connect(url, additional_headers={"Cookie": cookie}, origin=live_server.base_url,
+                           proxy=None) as ws:
+            n = 700 if how == "sign-out" else 710  # a frame of its own: a repeated one is not stored again
+            await post_batch(live_server, batch("edge-1", [(n, wire(n))]))
+            async with asyncio.timeout(5):
+                assert json.loads(await ws.recv())["frame"]["ts"] == wire(n)["ts"]
+            if how == "sign-out":
+                assert (await client.post("/logout", headers={"X-CSRF-Token": csrf})).status_code == 204
+            else:
+                resp = await client.delete(f"/api/v1/users/{name}/token", headers=auth(live_server.admin_token))
+                assert resp.status_code == 204
+            with pytest.raises(ConnectionClosed) as closed:
+                async with asyncio.timeout(15):  # the feed checks again at most every few seconds
+                    while True:
+                        await ws.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401

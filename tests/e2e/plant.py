@@ -1,5 +1,11 @@
-"""The moulding station live: a real twinsim station, a real edge daemon polling it and a real cloud with the
-PUR foam model bound to it. Shared by the live end-to-end test and ``bench/bench_station.py``.
+"""A real plant for end-to-end tests: the twinsim simulator, a real edge daemon polling it and a real cloud.
+
+`Plant` runs machines; `StationPlant` a moulding station with the PUR foam model bound to it (shared by the live
+end-to-end test and ``bench/bench_station.py``).
+
+    async with Plant(tmp, machines=2, faults=("machine-2:plc_restart@12s",)) as plant:
+        ...  # the cloud is up: add users, models
+        daemon = await plant.start()  # the simulator, then the edge; plant.started_at, plant.modbus
 
     async with StationPlant(tmp, cycle_s=20) as plant:
         await plant.bind()
@@ -11,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -39,56 +46,73 @@ def pur_binding(cycle_s: float, name: str = "pur") -> dict[str, Any]:
         "max_run_s": max(600.0, 2 * cycle_s)}}
 
 
-class StationPlant:
-    """Cloud, simulator (one machine, one moulding station, Modbus only) and an edge reading the station."""
+class Plant:
+    """Cloud, simulator (Modbus only) and an edge daemon polling it. Entering starts the cloud; `start()` starts
+    the simulator and the edge, so a test can prepare the cloud (users, models) before the plant runs."""
 
-    def __init__(self, directory: Path, *, cycle_s: float = 20.0, poll: str = "500ms", uplink_interval: str = "100ms",
-                 faults: tuple[str, ...] = ()) -> None:
+    def __init__(self, directory: Path, *, machines: int = 1, stations: int = 0, edge_id: str = "edge-e2e",
+                 poll: str = "200ms", uplink_interval: str = "100ms", faults: tuple[str, ...] = (),
+                 sources_from: str = "[[sources]]", edge_toml: str = "", run_args: tuple[str, ...] = ()) -> None:
         self.dir = directory
-        self.cycle_s = cycle_s
+        self.machines = machines
+        self.stations = stations
+        self.edge_id = edge_id
         self.poll = poll
         self.uplink_interval = uplink_interval
         self.faults = faults
-        self.cloud = CloudServer(directory / "cloud", edges=[EDGE])
+        self.sources_from = sources_from
+        self.edge_toml = edge_toml
+        self.run_args = run_args
+        self.cloud = CloudServer(directory / "cloud", edges=[edge_id])
+        self.modbus = 0  # the first machine's Modbus port, once started; the others follow it
+        self.started_at = 0.0  # when the simulator was serving (epoch seconds), once started
         self.sim: asyncio.subprocess.Process | None = None
         self.edge: EdgeDaemon | None = None
         self.http = httpx.AsyncClient(timeout=30)
 
-    def _sim_args(self, modbus: int) -> list[str]:
-        return ["--machines", "1", "--stations", "1", "--modbus-port", str(modbus), "--no-opcua"]
+    def _sim_args(self) -> list[str]:
+        stations = ["--stations", str(self.stations)] if self.stations else []
+        return ["--machines", str(self.machines), *stations, "--modbus-port", str(self.modbus), "--no-opcua"]
 
-    async def __aenter__(self) -> StationPlant:
+    async def __aenter__(self) -> Plant:
+        await self._entered(self._start_cloud)
+        return self
+
+    async def _entered(self, start: Callable[[], Awaitable[None]]) -> None:
         try:
-            await self._start()
+            await start()
         except BaseException:
             await self.__aexit__(None, None, None)
             raise
-        return self
 
-    async def _start(self) -> None:
+    async def _start_cloud(self) -> None:
         await asyncio.to_thread(self.cloud.start)
-        modbus = free_ports(2)
+
+    async def start(self) -> EdgeDaemon:
+        """The simulator, then (once it serves) the edge daemon reading it, which is returned."""
+        self.modbus = free_ports(self.machines + self.stations)
         gen = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "twinsim.cli", "config", *self._sim_args(modbus), "--poll-interval", self.poll,
+            sys.executable, "-m", "twinsim.cli", "config", *self._sim_args(), "--poll-interval", self.poll,
             stdout=subprocess.PIPE)
         generated = (await gen.communicate())[0].decode()
-        station_source = generated[generated.index(f"# {STATION}:"):]
+        sources = generated[generated.index(self.sources_from):]
         ready = self.dir / "sim.ready"
         faults = [arg for f in self.faults for arg in ("--fault", f)]
         self.sim = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "twinsim.cli", "run", *self._sim_args(modbus), "--station-cycle",
-            f"{self.cycle_s:g}s", *faults, "--summary-every", "0s", "--ready-file", str(ready),
-            "--log-level", "warning", stdout=subprocess.DEVNULL)
-        uplink = (f'\n[uplink]\nurl = "{self.cloud.base_url}"\ntoken = "{self.cloud.edge_tokens[EDGE]}"\n'
+            sys.executable, "-m", "twinsim.cli", "run", *self._sim_args(), *self.run_args, *faults,
+            "--summary-every", "0s", "--ready-file", str(ready), "--log-level", "warning", stdout=subprocess.DEVNULL)
+        uplink = (f'\n[uplink]\nurl = "{self.cloud.base_url}"\ntoken = "{self.cloud.edge_tokens[self.edge_id]}"\n'
                   f'retry_initial = "50ms"\nretry_max = "500ms"\ntimeout = "5s"\n'
-                  f'interval = "{self.uplink_interval}"\n\n')
-        self.edge = EdgeDaemon(self.dir / "edge", uplink + station_source, edge_id=EDGE)
+                  f'interval = "{self.uplink_interval}"\n')
+        self.edge = EdgeDaemon(self.dir / "edge", uplink + self.edge_toml + "\n" + sources, edge_id=self.edge_id)
         async with asyncio.timeout(60):
             while not ready.exists():
                 if self.sim.returncode is not None:
                     raise RuntimeError(f"twinsim exited with {self.sim.returncode}")
                 await asyncio.sleep(0.1)
+        self.started_at = ready.stat().st_mtime
         await self.edge.start()
+        return self.edge
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
@@ -113,6 +137,24 @@ class StationPlant:
         response = await self.http.post(self.cloud.base_url + path, json=body, headers=self.headers)
         assert response.status_code < 300, response.text
         return response.json()
+
+
+class StationPlant(Plant):
+    """One machine and one moulding station, with an edge reading the station; entering starts it all."""
+
+    def __init__(self, directory: Path, *, cycle_s: float = 20.0, poll: str = "500ms", uplink_interval: str = "100ms",
+                 faults: tuple[str, ...] = ()) -> None:
+        super().__init__(directory, machines=1, stations=1, edge_id=EDGE, poll=poll, uplink_interval=uplink_interval,
+                         faults=faults, sources_from=f"# {STATION}:", run_args=("--station-cycle", f"{cycle_s:g}s"))
+        self.cycle_s = cycle_s
+
+    async def __aenter__(self) -> StationPlant:
+        await self._entered(self._start_all)
+        return self
+
+    async def _start_all(self) -> None:
+        await self._start_cloud()
+        await self.start()
 
     async def bind(self, binding: dict[str, Any] | None = None) -> dict[str, Any]:
         """Once the station's fields are in the cloud: define the binding (the PUR model by default)."""

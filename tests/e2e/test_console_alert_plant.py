@@ -11,9 +11,6 @@ blocked in the browser, and none is made.
 
 from __future__ import annotations
 
-import asyncio
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,12 +21,11 @@ import pytest
 from playwright.async_api import Route, async_playwright, expect
 
 from edge.control.client import request
-from tests.cloud.server import CloudServer
-from tests.cloud.test_docs_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.cloud.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.e2e.daemon import EdgeDaemon
-from tests.e2e.test_cloud_sync import EDGE, uplink_toml, wait_for
+from tests.e2e.plant import Plant
+from tests.e2e.test_cloud_sync import wait_for
 from tests.mlkit import make_package, make_schema
-from tests.support import free_port
 
 pytestmark = [
     pytest.mark.browser,
@@ -49,46 +45,32 @@ async def serving(daemon: EdgeDaemon) -> bool:
 
 async def test_a_simulated_fault_raises_an_alert_in_the_open_inbox_and_an_operator_acknowledges_it(
         tmp_path: Path) -> None:
-    cloud = CloudServer(tmp_path / "cloud", edges=[EDGE])
-    await asyncio.to_thread(cloud.start)
-    admin = {"Authorization": f"Bearer {cloud.admin_token}"}
-    async with httpx.AsyncClient(base_url=cloud.base_url, headers=admin, timeout=10) as api:
-        made = await api.post("/api/v1/users", json={"name": "olga", "role": "operator"})
-        assert made.status_code == 201, made.text
-        # Normal flow 12 l/min scores about 0; the failed pump's 2 l/min scores 100.
-        data, _ = make_package(make_schema([("coolant_flow", "l/min")], mean=12.0, scale=1.0, threshold=25.0),
-                               name=MODEL)
-        uploaded = await api.post("/api/v1/models", content=data, headers={"Content-Type": "application/zip"})
-        assert uploaded.status_code in (200, 201), uploaded.text
-        assigned = await api.put("/api/v1/model-assignments", json={
-            "scope": "edge", "target": EDGE, "model": MODEL, "version": uploaded.json()["version"]})
-        assert assigned.status_code == 200, assigned.text
-    modbus = free_port()
-    ready = tmp_path / "sim.ready"
-    sim_args = ["--machines", "1", "--modbus-port", str(modbus), "--no-opcua"]
-    gen = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "twinsim.cli", "config", *sim_args, "--poll-interval", "200ms", stdout=subprocess.PIPE)
-    generated = (await gen.communicate())[0].decode()
-    sources = generated[generated.index("[[sources]]"):]
-    sim = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "twinsim.cli", "run", *sim_args, "--summary-every", "0s", "--ready-file", str(ready),
-        "--log-level", "warning", "--fault", f"machine-1:overheat@{FAULT_AT:g}s")
-    daemon = EdgeDaemon(tmp_path / "edge",
-                        uplink_toml(cloud.port, cloud.edge_tokens[EDGE]) + INFERENCE + "\n" + sources)
-    host = urlsplit(cloud.base_url).netloc
-    elsewhere: list[str] = []
+    async with Plant(tmp_path, faults=(f"machine-1:overheat@{FAULT_AT:g}s",), edge_toml=INFERENCE) as plant:
+        cloud = plant.cloud
+        admin = {"Authorization": f"Bearer {cloud.admin_token}"}
+        async with httpx.AsyncClient(base_url=cloud.base_url, headers=admin, timeout=10) as api:
+            made = await api.post("/api/v1/users", json={"name": "olga", "role": "operator"})
+            assert made.status_code == 201, made.text
+            # Normal flow 12 l/min scores about 0; the failed pump's 2 l/min scores 100.
+            data, _ = make_package(make_schema([("coolant_flow", "l/min")], mean=12.0, scale=1.0, threshold=25.0),
+                                   name=MODEL)
+            uploaded = await api.post("/api/v1/models", content=data, headers={"Content-Type": "application/zip"})
+            assert uploaded.status_code in (200, 201), uploaded.text
+            assigned = await api.put("/api/v1/model-assignments", json={
+                "scope": "edge", "target": plant.edge_id, "model": MODEL, "version": uploaded.json()["version"]})
+            assert assigned.status_code == 200, assigned.text
+        host = urlsplit(cloud.base_url).netloc
+        elsewhere: list[str] = []
 
-    async def only_this_host(route: Route) -> None:
-        if urlsplit(route.request.url).netloc == host:
-            await route.continue_()
-        else:
-            elsewhere.append(route.request.url)
-            await route.abort("blockedbyclient")
+        async def only_this_host(route: Route) -> None:
+            if urlsplit(route.request.url).netloc == host:
+                await route.continue_()
+            else:
+                elsewhere.append(route.request.url)
+                await route.abort("blockedbyclient")
 
-    try:
-        await wait_for(lambda: asyncio.sleep(0, ready.exists()), timeout=60)
-        fault_at = ready.stat().st_mtime + FAULT_AT
-        await daemon.start()
+        daemon = await plant.start()
+        fault_at = plant.started_at + FAULT_AT
         async with async_playwright() as playwright:
             browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             context = await browser.new_context(viewport={"width": 1280, "height": 800})
@@ -116,13 +98,6 @@ async def test_a_simulated_fault_raises_an_alert_in_the_open_inbox_and_an_operat
         async with httpx.AsyncClient(base_url=cloud.base_url, headers=admin, timeout=10) as api:
             found = (await api.get("/api/v1/alerts", params={"device": "machine-1"})).json()["alerts"]
         assert [(a["model"], a["edge"], a["acked_by"], a["ack_comment"]) for a in found] == [
-            (MODEL, EDGE, "olga", "coolant pump restarted")]
+            (MODEL, plant.edge_id, "olga", "coolant pump restarted")]
         assert found[0]["score"] > 25.0
         assert elsewhere == []
-    finally:
-        if sim.returncode is None:
-            sim.terminate()
-            await sim.wait()
-        if daemon.proc is not None:
-            await daemon.stop()
-        await asyncio.to_thread(cloud.stop)

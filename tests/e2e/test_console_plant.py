@@ -9,8 +9,6 @@ without a reload. machine-1's page, opened without a choice of fields, charts tw
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,11 +16,8 @@ import httpx
 import pytest
 from playwright.async_api import async_playwright, expect
 
-from tests.cloud.server import CloudServer
-from tests.cloud.test_docs_browser import CHROMIUM, CHROMIUM_ARGS
-from tests.e2e.daemon import EdgeDaemon
-from tests.e2e.test_cloud_sync import EDGE, uplink_toml, wait_for
-from tests.support import free_ports
+from tests.cloud.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.e2e.plant import Plant
 
 pytestmark = [
     pytest.mark.browser,
@@ -33,27 +28,14 @@ WITHIN_S = 5.0
 
 
 async def test_a_stopped_machine_shows_in_the_log_panel_and_on_the_devices_page(tmp_path: Path) -> None:
-    cloud = CloudServer(tmp_path / "cloud", edges=[EDGE])
-    await asyncio.to_thread(cloud.start)
-    made = await asyncio.to_thread(httpx.post, cloud.base_url + "/api/v1/users",
-                                   json={"name": "olga", "role": "operator"},
-                                   headers={"Authorization": f"Bearer {cloud.admin_token}"}, timeout=10)
-    assert made.status_code == 201
-    modbus = free_ports(2)
-    ready = tmp_path / "sim.ready"
-    sim_args = ["--machines", "2", "--modbus-port", str(modbus), "--no-opcua"]
-    gen = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "twinsim.cli", "config", *sim_args, "--poll-interval", "200ms", stdout=subprocess.PIPE)
-    generated = (await gen.communicate())[0].decode()
-    sources = generated[generated.index("[[sources]]"):]
-    sim = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "twinsim.cli", "run", *sim_args, "--summary-every", "0s", "--ready-file", str(ready),
-        "--log-level", "warning", "--fault", f"machine-2:plc_restart@{STOP_AT:g}s+120s")
-    daemon = EdgeDaemon(tmp_path / "edge", uplink_toml(cloud.port, cloud.edge_tokens[EDGE]) + "\n" + sources)
-    try:
-        await wait_for(lambda: asyncio.sleep(0, ready.exists()), timeout=60)
-        stop_at = ready.stat().st_mtime + STOP_AT
-        await daemon.start()
+    async with Plant(tmp_path, machines=2, faults=(f"machine-2:plc_restart@{STOP_AT:g}s+120s",)) as plant:
+        cloud = plant.cloud
+        made = await asyncio.to_thread(httpx.post, cloud.base_url + "/api/v1/users",
+                                       json={"name": "olga", "role": "operator"},
+                                       headers={"Authorization": f"Bearer {cloud.admin_token}"}, timeout=10)
+        assert made.status_code == 201
+        await plant.start()
+        stop_at = plant.started_at + STOP_AT
         async with async_playwright() as playwright:
             browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             context = await browser.new_context(viewport={"width": 1280, "height": 800})
@@ -76,7 +58,7 @@ async def test_a_stopped_machine_shows_in_the_log_panel_and_on_the_devices_page(
             await expect(lost).to_have_count(1, timeout=deadline_ms)
             await expect(machine_2).to_have_text("disconnected", timeout=max(1.0, (stop_at + WITHIN_S - time.time())
                                                                                * 1000))
-            await expect(lost).to_contain_text(f"127.0.0.1:{modbus + 1}")
+            await expect(lost).to_contain_text(f"127.0.0.1:{plant.modbus + 1}")
             await expect(devices.locator("tr[data-device=machine-1] td.state")).to_have_text("ok")
 
             # machine-1's page, opened without a choice of fields, charts two whose readings move.
@@ -89,10 +71,3 @@ async def test_a_stopped_machine_shows_in_the_log_panel_and_on_the_devices_page(
                     return [field, Math.max(...v) - Math.min(...v)]; }))""")
             assert len(spread) == 2 and all(s > 0 for s in spread.values()), spread
             await browser.close()
-    finally:
-        if sim.returncode is None:
-            sim.terminate()
-            await sim.wait()
-        if daemon.proc is not None:
-            await daemon.stop()
-        await asyncio.to_thread(cloud.stop)

@@ -17,43 +17,28 @@ from typing import Any
 
 import httpx
 
-from tests.cloud.server import CloudServer
-from tests.e2e.daemon import EdgeDaemon
-from tests.e2e.test_cloud_sync import EDGE, uplink_toml, wait_for
-from tests.support import free_ports
+from tests.e2e.plant import Plant
+from tests.e2e.test_cloud_sync import wait_for
 
 STOP_AT = 12.0  # seconds after the simulator starts
 
 
-async def operator_events(cloud: CloudServer) -> list[dict[str, Any]]:
+async def operator_events(plant: Plant) -> list[dict[str, Any]]:
+    cloud = plant.cloud
     async with httpx.AsyncClient(base_url=cloud.base_url, timeout=10,
                                  headers={"Authorization": f"Bearer {cloud.viewer_token}"}) as client:
-        page = (await client.get("/api/v1/events", params={"edge": EDGE, "level": "operator"})).raise_for_status()
-        return page.json()["events"]  # type: ignore[no-any-return]
+        page = await client.get("/api/v1/events", params={"edge": plant.edge_id, "level": "operator"})
+        return page.raise_for_status().json()["events"]  # type: ignore[no-any-return]
 
 
 async def test_a_stopped_machine_is_an_operator_event_in_the_cloud_and_on_the_edge(tmp_path: Path) -> None:
-    cloud = CloudServer(tmp_path / "cloud", edges=[EDGE])
-    await asyncio.to_thread(cloud.start)
-    modbus = free_ports(2)
-    ready = tmp_path / "sim.ready"
-    sim_args = ["--machines", "2", "--modbus-port", str(modbus), "--no-opcua"]
-    gen = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "twinsim.cli", "config", *sim_args, "--poll-interval", "200ms", stdout=subprocess.PIPE)
-    generated = (await gen.communicate())[0].decode()
-    sources = generated[generated.index("[[sources]]"):]
-    sim = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "twinsim.cli", "run", *sim_args, "--summary-every", "0s", "--ready-file", str(ready),
-        "--log-level", "warning", "--fault", f"machine-2:plc_restart@{STOP_AT:g}s+120s")
-    daemon = EdgeDaemon(tmp_path / "edge", uplink_toml(cloud.port, cloud.edge_tokens[EDGE]) + "\n" + sources)
-    try:
-        await wait_for(lambda: asyncio.sleep(0, ready.exists()), timeout=60)
-        sim_started = ready.stat().st_mtime
-        await daemon.start()
+    async with Plant(tmp_path, machines=2, faults=(f"machine-2:plc_restart@{STOP_AT:g}s+120s",)) as plant:
+        daemon = await plant.start()
+        modbus, sim_started = plant.modbus, plant.started_at
         found: list[dict[str, Any]] = []
 
         async def stopped_in_cloud() -> bool:
-            found[:] = [e for e in await operator_events(cloud)
+            found[:] = [e for e in await operator_events(plant)
                         if e["source"] == "machine-2" and e["kind"] == "source_lost"]
             return bool(found)
 
@@ -64,9 +49,9 @@ async def test_a_stopped_machine_is_an_operator_event_in_the_cloud_and_on_the_ed
         assert lost["level"] == "operator" and lost["details"]["endpoint"] == f"127.0.0.1:{modbus + 1}"
         assert lost["ts"] - (sim_started + STOP_AT) < 5  # the edge noticed within seconds ...
         assert seen_at - lost["ts"] < 5  # ... and the cloud had it seconds later
-        kinds = {e["kind"] for e in await operator_events(cloud)}
+        kinds = {e["kind"] for e in await operator_events(plant)}
         assert "edge_started" in kinds
-        machine_1 = [e for e in await operator_events(cloud) if e["source"] == "machine-1"]
+        machine_1 = [e for e in await operator_events(plant) if e["source"] == "machine-1"]
         assert machine_1 == []  # the other machine kept answering: nothing for the operator
 
         shown = await asyncio.create_subprocess_exec(
@@ -86,10 +71,3 @@ async def test_a_stopped_machine_is_an_operator_event_in_the_cloud_and_on_the_ed
             "--since", "10m", stdout=subprocess.PIPE)
         printed = (await plain.communicate())[0].decode()
         assert "machine-2 stopped answering on" in printed and "source_connected" in printed
-    finally:
-        if sim.returncode is None:
-            sim.terminate()
-            await sim.wait()
-        if daemon.proc is not None:
-            await daemon.stop()
-        await asyncio.to_thread(cloud.stop)

@@ -88,6 +88,18 @@ async def test_past_the_cap_the_oldest_go_and_only_those_the_cloud_lacked_are_co
     await store.close()
 
 
+async def test_past_the_cap_an_event_the_cloud_lacks_stays_while_frames_wait(tmp_path: Path) -> None:
+    store = await open_store(tmp_path / "q.db", events_max=100)
+    await store.append(frames(10))
+    await store.append_events([event(n) for n in range(150)])
+    assert store.event_depth == 150 and store.event_drops == {}  # telemetry is still queued: no event goes
+    await store.ack((await store.read(limit=100))[-1].seq)  # the frames reach the cloud
+    await store.append_events([event(150)])
+    assert store.event_depth == 100 and store.event_drops == {"over_cap": 51}
+    assert (await store.recent_events(EventFilter(limit=1000)))[0].event_dict()["details"] == {"n": 51}
+    await store.close()
+
+
 @pytest.mark.parametrize("value", [0, 99, 10**7, "many"])
 def test_a_bad_event_cap_is_refused(value: object) -> None:
     with pytest.raises(ValueError, match="events_max"):

@@ -71,7 +71,8 @@ class MaterialSystem(StrictModel):
     c_w0_mol_m3: float = Field(ge=0)
     x_gel: float = Field(gt=0, lt=1, description="gel point, conversion of OH")
     blowing_agent: Literal["none", "r11", "n-pentane"]
-    ba_fraction_kg_kg: float = Field(ge=0, le=0.5, description="physical blowing agent per kg of liquid mixture")
+    ba_fraction_kg_kg: float = Field(ge=0, le=0.5,
+                                     description="physical blowing agent at the shot, kg per kg of polymer (L0)")
     assumptions: list[str] = []
     rho_poly_kg_m3: float = Field(default=1100.0, gt=0)
     c_poly_j_kgk: float = Field(default=1800.0, gt=0)

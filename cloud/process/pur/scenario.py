@@ -21,7 +21,9 @@ from shared.configbase import StrictModel
 from shared.errors import ConfigFileError
 from shared.validation import validation_report
 
-__all__ = ["PurScenario", "allowed_range", "builtin_scenarios", "load_scenarios"]
+__all__ = ["MAX_OUTPUT_POINTS", "PurScenario", "allowed_range", "builtin_scenarios", "load_scenarios"]
+
+MAX_OUTPUT_POINTS = 100_000  # per run: horizon_s / output_step_s (every state and output series is this long)
 
 
 class PurScenario(StrictModel):
@@ -40,7 +42,7 @@ class PurScenario(StrictModel):
     h_mould_w_m2k: float = Field(default=5.0, ge=0, le=2000, description="effective core-to-mould coefficient")
     h_ambient_w_m2k: float = Field(default=2.0, ge=0, le=200, description="free foam surface to ambient")
     ba_fraction_kg_kg: float | None = Field(default=None, ge=0, le=0.5,
-                                            description="physical blowing agent; default: the material's")
+                                            description="blowing agent, kg per kg of polymer; default: the material's")
     vent_area_mm2: float = Field(default=2.0, ge=0, le=10_000)
     vent_efficiency: float = Field(default=1.0, ge=0, le=1, description="1 clean, 0 blocked")
     cell_gas_vent_factor: float = Field(default=0.1, ge=0, le=1,
@@ -73,6 +75,15 @@ class PurScenario(StrictModel):
             limit = 0.9 * volume * get_material(material).rho_poly_kg_m3 / 1000.0
             raise ValueError(f"must be less than {limit:.4g} kg, 90 % of the {volume:g} L mould as liquid")
         return shot
+
+    @field_validator("output_step_s")
+    @classmethod
+    def _grid_fits(cls, step: float, info: ValidationInfo) -> float:
+        horizon = info.data.get("horizon_s")
+        if horizon is not None and horizon / step > MAX_OUTPUT_POINTS:
+            raise ValueError(f"must be at least {horizon / MAX_OUTPUT_POINTS:.4g} s for a {horizon:g} s horizon "
+                             f"(at most {MAX_OUTPUT_POINTS:,} output points a run)")
+        return step
 
     @field_validator("alpha_demold")
     @classmethod

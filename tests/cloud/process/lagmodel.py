@@ -6,6 +6,7 @@ T(t) = T_m + (T0 - T_m) exp(-t / tau), which the tests check against.
 
 from __future__ import annotations
 
+import asyncio
 from typing import ClassVar
 
 import numpy as np
@@ -53,3 +54,25 @@ class Raising(FirstOrderLag):
 
     def run(self, inputs: RunInputs, params: BaseModel, solver: SolverSpec) -> RunOutputs:
         raise RuntimeError("the model broke")
+
+
+class OffTheLoop(FirstOrderLag):
+    """The lag model, failing its run when called on the event loop's thread (a solve blocks the loop)."""
+
+    name: ClassVar[str] = "off-the-loop"
+
+    def run(self, inputs: RunInputs, params: BaseModel, solver: SolverSpec) -> RunOutputs:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # no loop in this thread: a worker thread, as it should be
+            return super().run(inputs, params, solver)
+        return RunOutputs({}, {}, ok=False, message="the model ran on the event loop")
+
+
+class Malformed(FirstOrderLag):
+    """The lag model's contract broken in its answer: a series whose times and values differ in length."""
+
+    name: ClassVar[str] = "malformed"
+
+    def run(self, inputs: RunInputs, params: BaseModel, solver: SolverSpec) -> RunOutputs:
+        return RunOutputs({"T_core": (np.array([0.0, 1.0, 2.0]), np.array([20.0, 21.0]))}, {})

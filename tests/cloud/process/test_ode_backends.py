@@ -70,3 +70,13 @@ def test_the_jax_backend_names_the_extra_to_install() -> None:
     with pytest.raises(BackendNotSupportedError, match="install the jax extra") as info:
         solve(lambda _t, y: -y, (0.0, 1.0), [1.0], np.array([0.0, 1.0]), SolverSpec(backend="jax"))
     assert info.value.problems[0].path == "solver.backend"
+
+
+@pytest.mark.parametrize("backend", ["lsoda", "bdf", "radau", "cvode"])
+def test_an_adaptive_solve_that_would_run_for_minutes_is_stopped_and_reported(backend: str) -> None:
+    # max_step_s 1e-4 over 1000 s needs ten million steps: the work budget stops it, and says what to change
+    res = solve(lambda _t, y: -y, (0.0, 1000.0), [1.0], np.array([0.0, 1000.0]),
+                SolverSpec(backend=backend, max_step_s=1e-4))
+    assert not res.ok
+    assert "max_step_s" in res.message and "evaluations" in res.message
+    assert res.t.size == 0

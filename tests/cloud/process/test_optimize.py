@@ -9,6 +9,7 @@ with Radau at rtol 1e-10, independent of the optimizer's coarse candidates.
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 
 import numpy as np
@@ -126,3 +127,17 @@ async def test_the_api_optimizes_a_shipped_scenario_for_an_operator_within_its_l
     empty = {**body, "spec": {"bounds": {}}}
     resp = await api.client.post("/api/v1/process/optimize", json=empty, headers=auth(api.operator))
     assert resp.status_code == 422 and "the search space is empty" in resp.text
+
+
+def test_the_full_accuracy_recheck_solves_only_as_far_as_the_longest_cycle() -> None:
+    # A day-long horizon suits a replay; the re-check past 1.25 x the longest cycle judges nothing and, with a
+    # fixed-step backend, cost seconds per re-checked candidate after the budget was spent.
+    base = BASE.model_copy(update={"horizon_s": 86_400.0})
+    spec = OptimizeSpec(bounds={"shot_mass_kg": (0.25, 0.45)}, index_s=INDEX_S, max_candidates=12, seed=3,
+                        backend="rk4", constraints={"density_max_kg_m3": RHO_MAX, "risk_max": 1.0})
+    result = optimize(base, spec)
+    checked = result.best or result.least_violating
+    assert checked is not None and checked.ok
+    steps = math.ceil(1.25 * base.cycle_time_s / 0.5)  # rk4 at its default 0.5 s step
+    assert 0 < checked.nfev <= 4 * steps + 1
+    assert checked.to_dict()["nfev"] == checked.nfev

@@ -58,3 +58,28 @@ async def test_a_mould_reading_out_of_range_flags_the_shots_points(api: Api) -> 
     assert len(flagged) == 3
     assert all(p["value"] is None for p in flagged)
     assert {p["flag"] for p in flagged} == {"mould_temperature: must be -20..250 degC (got 648.889 at t = 10.0 s)"}
+
+
+async def test_a_bad_model_parameter_is_refused_naming_its_key_path(api: Api) -> None:
+    await send(api, 1, [frame(0, mould_F=113.0, shot=0)])
+    body = await define(api, {"name": "foam", "device": "press-1", "spec": {
+        "kind": "model", "model": "pur-foam", "start_on": "shot", "parameters": {**SCENARIO, "vent_efficiency": 1.5},
+        "inputs": {"mould_temperature": {"sensor": "mould_F", "unit": "degF"}}}}, 422)
+    assert [d["path"] for d in body["detail"]] == ["spec.parameters.vent_efficiency"], body
+    assert "(got 1.5)" in body["detail"][0]["message"]
+
+
+async def test_a_reading_past_the_models_horizon_flags_its_series_never_holds_the_last_value(api: Api) -> None:
+    # horizon_s 300: at 400 s into the shot the model has no core temperature or cure to give; the last solved
+    # value (at 300 s) would be a silent wrong value. The scalars (demould time) are still the shot's.
+    await send(api, 1, [frame(0, mould_F=113.0, shot=0)])
+    await define(api, BINDING)
+    await send(api, 2, [frame(1, mould_F=113.0, shot=1)])
+    await send(api, 3, [frame(1 + 200, mould_F=113.0), frame(1 + 400, mould_F=113.0)])
+    points = await wait_points(api, "foam", 9)
+    by = {(p["field"], round(p["ts"] - T0 - 1)): p for p in points}
+    assert by[("T_core", 200)]["value"] is not None
+    for field in ("T_core", "cure"):
+        assert by[(field, 400)]["value"] is None
+        assert "past the model's horizon" in by[(field, 400)]["flag"] and "300" in by[(field, 400)]["flag"]
+    assert by[("t_demold", 400)]["value"] == pytest.approx(by[("t_demold", 200)]["value"], abs=1e-6)

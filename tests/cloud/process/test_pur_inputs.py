@@ -136,3 +136,13 @@ def test_the_registry_names_the_pur_model_and_its_parameters_validate() -> None:
                     params, SolverSpec(backend="cvode"))
     assert out.ok, out.message
     assert 0 < out.scalars["t_gel"] < out.scalars["t_demold"] < params.horizon_s  # type: ignore[attr-defined]
+
+
+def test_an_output_grid_too_fine_for_the_horizon_is_refused_with_the_smallest_step() -> None:
+    # a day at 0.01 s would be 8.6 million points of every state, and a derived series as long, at every reading
+    with pytest.raises(ValidationError) as info:
+        PurScenario(material="water-pentane", horizon_s=86_400.0, output_step_s=0.01)
+    (error,) = info.value.errors()
+    assert error["loc"] == ("output_step_s",)
+    assert "at least 0.864 s" in error["msg"] and "100,000" in error["msg"]
+    assert PurScenario(material="water-pentane", horizon_s=86_400.0, output_step_s=0.864).output_step_s == 0.864

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,9 @@ from cloud.process.runner import downstream
 from tests.cloud.apiclient import T0, Api, auth, batch, make_api
 from tests.cloud.pg import fresh_pg_database
 
-MODELS = {"lag": "tests.cloud.process.lagmodel:FirstOrderLag", "raising": "tests.cloud.process.lagmodel:Raising"}
+MODELS = {"lag": "tests.cloud.process.lagmodel:FirstOrderLag", "raising": "tests.cloud.process.lagmodel:Raising",
+          "off-the-loop": "tests.cloud.process.lagmodel:OffTheLoop",
+          "malformed": "tests.cloud.process.lagmodel:Malformed"}
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -157,6 +160,49 @@ async def test_a_model_that_raises_flags_its_points(api: Api) -> None:
     assert all(p["value"] is None and "the model broke" in p["flag"] for p in points)
     r = await api.client.get("/api/v1/process/bindings/broken", headers=auth(api.viewer))
     assert r.json()["flagged"] == 2
+
+
+async def test_a_model_answering_a_malformed_series_flags_its_points_and_the_others_run_on(api: Api) -> None:
+    await send(api, 1, [frame(0, mould_F=176.0, shot=0, x=1.0)])
+    await define(api, {**LAG, "name": "misfit", "spec": {**LAG["spec"], "model": "malformed"}})
+    await define(api, {"name": "dbl", "device": "press-1",
+                       "spec": {"kind": "formula", "expression": "x * 2", "output": "x2"}})
+    await send(api, 2, [frame(1, mould_F=176.0, shot=1, x=2.0), frame(2, mould_F=176.0, x=3.0)])
+    assert [p["value"] for p in await wait_points(api, "dbl", 3)] == [2.0, 4.0, 6.0]
+    points = await wait_points(api, "misfit", 2)
+    assert all(p["value"] is None and "malformed" in p["flag"] and "T_core" in p["flag"] for p in points), points
+
+
+async def test_a_model_solves_in_a_worker_thread_never_on_the_event_loop(api: Api) -> None:
+    # a solve takes milliseconds to seconds (and a catch-up one per reading): on the loop it would stall every
+    # request and the live feed meanwhile
+    await send(api, 1, [frame(0, mould_F=176.0, shot=0)])
+    await define(api, {**LAG, "name": "threaded", "spec": {**LAG["spec"], "model": "off-the-loop"}})
+    await send(api, 2, [frame(1, mould_F=176.0, shot=1), frame(21, mould_F=176.0)])
+    points = await wait_points(api, "threaded", 2)
+    assert [p["flag"] for p in points] == [None, None]
+    assert points[-1]["value"] == pytest.approx(80 + (20 - 80) * math.exp(-1), abs=1e-4)
+    r = await api.client.post("/api/v1/process/test", json={"name": "threaded", "start": str(T0), "stop": str(T0 + 30)},
+                              headers=auth(api.operator))
+    assert [p["flag"] for p in r.json()["points"]] == [None, None]
+
+
+async def test_live_bindings_run_on_while_every_shared_worker_thread_is_busy(api: Api) -> None:
+    # optimizations, model uploads and replays share the default worker threads (a few per core); with all of
+    # them busy for a minute, the live virtual sensors must still keep up
+    await send(api, 1, [frame(0, x=1.0)])
+    await define(api, {"name": "dbl", "device": "press-1",
+                       "spec": {"kind": "formula", "expression": "x * 2", "output": "x2"}})
+    await wait_points(api, "dbl", 1)
+    release = threading.Event()
+    loop = asyncio.get_running_loop()
+    busy = [loop.run_in_executor(None, release.wait) for _ in range(64)]  # more than the default pool holds
+    try:
+        await send(api, 2, [frame(1, x=2.0)])
+        assert [p["value"] for p in await wait_points(api, "dbl", 2)] == [2.0, 4.0]
+    finally:
+        release.set()
+        await asyncio.gather(*busy)
 
 
 async def test_an_output_never_triggers_its_own_binding(api: Api) -> None:

@@ -42,3 +42,21 @@ def test_unknown_units_are_refused() -> None:
             check_unit(text, "spec.inputs.x.unit")
         assert refused.value.problems[0].path == "spec.inputs.x.unit"
     assert check_unit("degC", "x") == "degC"
+
+
+@pytest.mark.parametrize("text", ["(", "m)", "dimensionless/0", "degC**\"'0"])
+def test_a_malformed_unit_is_refused_not_raised_as_a_parser_error(text: str) -> None:
+    with pytest.raises(UnitsError) as refused:
+        check_unit(text, "spec.inputs.x.unit")
+    assert refused.value.problems[0].path == "spec.inputs.x.unit"
+    assert repr(text) in refused.value.problems[0].message
+
+
+@pytest.mark.parametrize(("source", "target"), [("m**400", "mm**400"), ("m**1000000", "km**1000000")])
+def test_a_conversion_whose_factor_is_not_a_usable_number_is_refused_when_defined(source: str, target: str) -> None:
+    # 1000**400 overflows a float; 1000**-1000000 underflows to 0: either would turn every reading into an
+    # exception or a silent 0 later, so the binding is refused now
+    with pytest.raises(UnitsError) as refused:
+        converter(source, target, "spec.inputs.x.unit")
+    assert refused.value.problems[0].path == "spec.inputs.x.unit"
+    assert "factor" in refused.value.problems[0].message

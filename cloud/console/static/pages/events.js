@@ -7,6 +7,7 @@ import {
 
 const REFRESH_MS = 2000;
 const PAGE = 100;
+const CATCH_UP_PAGES = 10; // pages read behind the newest in one round when a burst arrived
 // Who reads what by default: operators and viewers (shift leads) the operator level, admins the technical one.
 export const DEFAULT_LEVEL = role === "admin" ? "technical" : "operator";
 const LEVELS = [["operator", "operator"], ["technical", "operator and technical"], ["developer", "all levels"]];
@@ -81,6 +82,7 @@ export function show(main) {
     let events = new Map();
     let cursor; // undefined: not known yet; null: no older page
     let shown = 0;
+    let generation = 0; // bumped when the filters change: answers to older questions are not shown
 
     function filters() {
         const out = new URLSearchParams({level: levelSel.value, limit: String(PAGE)});
@@ -119,18 +121,50 @@ export function show(main) {
         shown = sorted.length;
     }
 
+    // The newest page, and behind it, until an event already shown, the pages of a burst larger than one page
+    // (an edge back online sends its backlog at once): the log never silently skips what came between rounds.
+    async function catchUp(asked, page, gen) {
+        const had = new Set(events.keys());
+        let reached = page.events.some((e) => had.has(e.id));
+        let next = page.next_cursor;
+        const read = [page];
+        for (let n = 0; !reached && next && n < CATCH_UP_PAGES; n += 1) {
+            asked.set("cursor", next);
+            const more = await getJSON(`/api/v1/events?${asked}`);
+            if (gen !== generation) {
+                return false;
+            }
+            reached = more.events.some((e) => had.has(e.id));
+            next = more.next_cursor;
+            read.push(more);
+        }
+        if (!reached && next) { // more came than a catch-up reads: show those, the rest one click away
+            events = new Map();
+            cursor = next;
+        }
+        read.forEach(merge);
+        return true;
+    }
+
     async function round() {
+        const gen = generation;
         const asked = filters();
         const page = await getJSON(`/api/v1/events?${asked}`);
-        merge(page);
+        if (gen !== generation) {
+            return; // asked with filters that have changed since: the next round asks again
+        }
         if (cursor === undefined) {
+            merge(page);
             cursor = page.next_cursor;
+        } else if (!await catchUp(asked, page, gen)) {
+            return;
         }
         draw();
         setStatus(status, `${shown} event${shown === 1 ? "" : "s"} shown · live, updated ${new Date().toLocaleTimeString()}`);
     }
 
     function changed() {
+        generation += 1;
         events = new Map();
         cursor = undefined;
         remember({level: levelSel.value === DEFAULT_LEVEL ? "" : levelSel.value, edge: edgeSel.value,
@@ -141,9 +175,13 @@ export function show(main) {
 
     older.addEventListener("click", async () => {
         try {
+            const gen = generation;
             const asked = filters();
             asked.set("cursor", cursor);
             const page = await getJSON(`/api/v1/events?${asked}`);
+            if (gen !== generation) {
+                return;
+            }
             merge(page);
             cursor = page.next_cursor;
             draw();

@@ -1,5 +1,5 @@
 // The shop-floor kiosk: full screen, one large tile per machine (device), red while it has an open alert,
-// grey when its edge is offline; refreshed every few seconds.
+// grey when its edge is offline or the kiosk cannot refresh; refreshed every few seconds.
 import {ApiError} from "../api.js";
 import {ago, loadFleet} from "../fleet-data.js";
 
@@ -23,21 +23,40 @@ function tile(device, edgeOnline, now) {
     return node;
 }
 
+// The tiles were drawn from data that can no longer be refreshed: a green tile must not go on saying "running"
+// from across the hall. Green ones turn grey, red ones stay red, and a line says since when.
+function stale(main, since, error) {
+    main.classList.add("stale");
+    let line = main.querySelector(".kiosk-stale");
+    if (!line) {
+        line = document.createElement("p");
+        line.className = "kiosk-stale";
+        line.setAttribute("role", "alert");
+        main.prepend(line);
+    }
+    const when = since ? `since ${since.toLocaleTimeString()}` : "yet";
+    line.textContent = `Not updated ${when}: the service does not answer (${error.message}). Trying again…`;
+}
+
 export function show(main) {
     main.classList.add("tiles");
+    let updated = null;
     async function refresh() {
         try {
             const fleet = await loadFleet();
             const tiles = fleet.edges.flatMap((e) => e.devices.map((d) => tile(d, e.online, fleet.now)));
             tiles.push(...fleet.unowned.map((d) => tile(d, false, fleet.now)));
+            main.classList.remove("stale");
             main.replaceChildren(...tiles);
             if (tiles.length === 0) {
                 main.textContent = "No machine has sent data yet.";
             }
+            updated = new Date();
         } catch (error) {
             if (error instanceof ApiError && error.status === 401) {
                 return;
             }
+            stale(main, updated, error);
         }
         setTimeout(refresh, REFRESH_MS);
     }

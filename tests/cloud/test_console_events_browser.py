@@ -1,0 +1,77 @@
+"""The Events page in a real browser (Debian's chromium) against a real twincloud, when more events arrive
+between two of its rounds than one page holds (an edge back online sends its backlog at once), and when the
+filters change while a round is under way: the log shows every event, once, and only those that match."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from playwright.sync_api import Page, Route, expect
+
+from tests.cloud import test_console_live as live
+from tests.cloud.apiclient import auth
+from tests.cloud.browser import WAIT_MS, needs_chromium
+from tests.cloud.server import CloudServer
+from tests.cloud.test_console_live import event, sign_in, sync
+
+pytestmark = needs_chromium
+# The tab of the live pages' tests (every other host blocked, none asked for), on this cloud.
+tab = live.tab
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CloudServer]:
+    with CloudServer(tmp_path_factory.mktemp("console-events"), edges=["line-1", "line-2"]) as server:
+        made = httpx.post(server.base_url + "/api/v1/users", json={"name": "olga", "role": "operator"},
+                          headers=auth(server.admin_token), timeout=10)
+        assert made.status_code == 201
+        server.operator_token = made.json()["token"]  # type: ignore[attr-defined]
+        now = time.time()
+        sync(server, "line-1", events=[event("line-1", f"before {i}", ts=now - 3600 + i) for i in range(5)])
+        yield server
+
+
+def test_a_burst_larger_than_a_page_reaches_the_log_whole(cloud: CloudServer, tab: Page) -> None:
+    sign_in(tab, cloud, "operator", "/events")
+    rows = tab.locator("#events-table tr[data-id]")
+    expect(rows).to_have_count(5, timeout=WAIT_MS)
+    now = time.time()
+    sync(cloud, "line-2", events=[event("line-2", f"backlog {i}", ts=now - 600 + i) for i in range(250)])
+    expect(rows).to_have_count(255, timeout=WAIT_MS)  # the 250 new ones and the 5 shown before: no gap
+    expect(rows.first).to_contain_text("backlog 249")
+    expect(rows.last).to_contain_text("before 0")
+    expect(tab.get_by_role("button", name="Older events")).to_be_hidden()
+    ids = rows.evaluate_all("rows => rows.map(r => r.dataset.id)")
+    assert len(set(ids)) == len(ids) == 255
+
+
+def test_an_answer_to_the_filters_before_a_change_is_not_shown(cloud: CloudServer, tab: Page) -> None:
+    """A person switches the level while the page's round is waiting for the service: the late answer, for the
+    old level, must not leave its rows in the new view."""
+    sync(cloud, "line-1", events=[event("line-1", "modbus read of 22 registers took 31 ms", level="developer")])
+    sign_in(tab, cloud, "operator", "/events?level=developer")
+    rows = tab.locator("#events-table tr[data-id]")
+    expect(tab.locator("#events-table")).to_contain_text("modbus read of 22 registers", timeout=WAIT_MS)
+    held: list[Route] = []
+
+    def developer(url: str) -> bool:
+        return "/api/v1/events" in url and "level=developer" in url
+
+    def hold(route: Route) -> None:
+        held.append(route)
+
+    tab.route(developer, hold)
+    with tab.expect_request(lambda r: "/api/v1/events" in r.url and "level=developer" in r.url, timeout=WAIT_MS):
+        pass  # the next round asks, and its answer is held
+    tab.get_by_label("Level").select_option("operator")
+    assert held
+    for route in held:
+        route.continue_()
+    tab.unroute(developer, hold)
+    expect(rows.first).to_be_visible(timeout=WAIT_MS)
+    expect(tab.locator("#events-status")).to_contain_text("live", timeout=WAIT_MS)
+    expect(tab.locator("#events-table")).not_to_contain_text("modbus read of 22 registers", timeout=WAIT_MS)
+    assert rows.evaluate_all("rows => rows.map(r => r.dataset.level)") == ["operator"] * rows.count()
