@@ -332,6 +332,33 @@ async def test_a_device_that_invents_sensor_names_does_not_grow_memory(tmp_path:
     assert len(internal.values) <= MAX_CARRIED
 
 
+async def test_runs_of_one_device_score_as_the_same_frames_one_batch_each(tmp_path: Path) -> None:
+    """Frames of a device that come one after another (an MQTT message of many) are read in one go when each holds
+    every sensor; deadbanded frames, a text reading and a flood of new names within a run give the same scores."""
+    def sensors(m: int, i: int) -> dict[str, object]:
+        if m == 4 and i == 3:
+            return {f"x{j}": 1.0 for j in range(400)} | {"temp": float(i)}  # past the carried bound mid-run
+        if m == 5 and i == 1:
+            return {"vib": "sensor fault"}
+        return {"temp": float(m + i)} if i == 2 and m in (2, 6) else {"temp": float(m + i), "vib": float(m - i)}
+
+    frames = [frame(m * 5 + i, f"press-{m % 3}", **sensors(m, i)) for m in range(8) for i in range(5)]
+    path = write_package(tmp_path, schema=SCHEMA)
+    batched, single = engine(), engine()
+    try:
+        for eng in (batched, single):
+            await eng.set_assignments([assign(path, scope="edge", target="edge-1")])
+        out, _ = await batched.enrich(frames)
+        one_by_one = [(await single.enrich([f]))[0][0] for f in frames]
+        assert scores(out) == pytest.approx(scores(one_by_one))
+        assert scores(out).count(None) == 2  # the text reading, and the frame after it that carries it forward
+        for name in ("press-0", "press-1", "press-2"):
+            assert device(batched, name)["frames_incomplete"] == device(single, name)["frames_incomplete"]
+    finally:
+        batched.close()
+        single.close()
+
+
 async def test_a_model_assigned_later_gets_values_reported_before_it(tmp_path: Path, scorer: InferenceEngine) -> None:
     await scorer.enrich([frame(0, temp=1.0, vib=3.0)])  # no model yet; vib then holds still (deadband)
     await scorer.set_assignments([assign(write_package(tmp_path, schema=SCHEMA))])
