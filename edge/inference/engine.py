@@ -34,8 +34,6 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from itertools import accumulate, groupby
-from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -65,7 +63,6 @@ MAX_CARRIED = 512  # values carried forward per device with a model (beyond: tho
 MAX_REMEMBERED = 1024  # devices without a model whose last values are kept, for a model assigned later ...
 MAX_REMEMBERED_VALUES = 128  # ... each with at most this many (beyond: the last frame's alone)
 SCORE, CLASS, CONFIDENCE = "model.score", "model.class", "model.confidence"
-_DEVICE_ID = attrgetter("device_id")
 # A batch whose model run is expected to take at most this long (from the model's last run) is scored on the event
 # loop: for a small model, the hop to the scoring thread and back costs more CPU than the run itself.
 INLINE_RUN = 0.001
@@ -399,13 +396,9 @@ class InferenceEngine:
         # (it was waiting for a sensor that arrives): its earlier rows still go to the model that read them
         pending: list[tuple[DeviceState, InputStream, LoadedModel]] = []
         devices, generation = self._devices, self._generation
-        # where each run of one device's frames ends (an MQTT message of many frames, a poller's batch)
-        ends = list(accumulate(len(list(run)) for _, run in groupby(map(_DEVICE_ID, frames))))
-        run, index, count = 0, 0, len(frames)
+        index, count = 0, len(frames)
         try:
             while index < count:
-                if index >= ends[run]:
-                    run += 1
                 frame = frames[index]
                 device = devices.get(frame.device_id) or self._device(frame.device_id)
                 if device is None:
@@ -425,10 +418,11 @@ class InferenceEngine:
                     index += 1
                     continue
                 fresh = not stream.pending
-                if stream.window == 1 and device.waiting is None:
-                    # the rest of the device's run goes through the stream in one call (up to a frame that would
-                    # bring too many values: it comes back here)
-                    index = stream.push_run(frames, index, ends[run], values, MAX_CARRIED)
+                if (stream.window == 1 and device.waiting is None and index + 1 < count
+                        and frames[index + 1].device_id == frame.device_id):
+                    # A run of the device's frames (an MQTT message of many) goes through the stream in one call,
+                    # up to a frame that would bring too many values: that one comes back here.
+                    index = stream.push_run(frames, index, values, MAX_CARRIED)
                 else:
                     stream.push(index, frame.ts, values)
                     index += 1

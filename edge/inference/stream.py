@@ -69,16 +69,18 @@ class InputStream:
             return len(self._indices) == 1
         return self._push_window(index, ts, values)
 
-    def push_run(self, frames: Sequence[TelemetryFrame], start: int, end: int, values: dict[str, Any],
-                 limit: int) -> int:
-        """Frame mode: push ``frames[start:end]``, frames of one device, carrying ``values`` forward; stop before
-        a frame (after the first) that brings ``values`` past ``limit`` entries, whose values are then already in
-        ``values``. Returns the index of the first frame not pushed.
+    def push_run(self, frames: Sequence[TelemetryFrame], start: int, values: dict[str, Any], limit: int) -> int:
+        """Frame mode: push ``frames[start]`` and the frames right after it of the same device, carrying
+        ``values`` forward; stop before a frame (after the first) that brings ``values`` past ``limit`` entries,
+        whose values are then already in ``values``. Returns the index of the first frame not pushed.
 
         The same as ``push`` frame by frame (each frame's sensors added to ``values`` first). This runs for every
         frame a model scores, so the common case, where each frame holds every sensor the model reads and the
         run stays within ``limit``, is done in C loops (``map``) rather than frame by frame."""
         assert self.window == 1
+        device_id, end, count = frames[start].device_id, start + 1, len(frames)
+        while end < count and frames[end].device_id == device_id:
+            end += 1
         sensors = [frame.sensors for frame in frames[start:end]]
         try:
             rows = list(map(self._values, sensors))  # KeyError: a frame leaves a sensor out (deadband)
