@@ -157,6 +157,10 @@ def last_summary(text: str) -> list[str]:
     return block
 
 
+def devices_in(summary: list[str]) -> list[str]:
+    return [line.split()[2] for line in summary[2:]]
+
+
 def assert_one_log_format(log: Path) -> None:
     logged = log.read_text().splitlines()[1:]  # the first line is make's echo of the command
     assert any(line.startswith("edge  | ") for line in logged)
@@ -179,6 +183,10 @@ def test_ctrl_c_hang_up_and_sigterm_each_stop_every_process_and_free_the_ports(t
         for term in terminals.values():
             term.wait_for(" frames from demo-edge", timeout=120)
         shown = terminals["ctrl-c"].wait_for(f"demo  | {DEVICES[-1]} ", timeout=60)  # its row of a summary
+        deadline = time.monotonic() + 60  # the first summaries may list only the devices that sent data already
+        while devices_in(last_summary(shown)) != list(DEVICES) and time.monotonic() < deadline:
+            time.sleep(1)
+            shown = terminals["ctrl-c"].wait_for(f"demo  | {DEVICES[-1]} ", timeout=60)
 
         sigterm = runs["sigterm"]
         second = subprocess.run([sys.executable, "deploy/scripts/demo.py", *sigterm.args()], cwd=REPO, env=env,
@@ -198,7 +206,7 @@ def test_ctrl_c_hang_up_and_sigterm_each_stop_every_process_and_free_the_ports(t
             os.kill(pid, signal.SIGKILL)
 
     summary = last_summary(shown)
-    assert [line.split()[2] for line in summary[2:]] == list(DEVICES), summary
+    assert devices_in(summary) == list(DEVICES), summary
     assert all(len(line) <= 100 for line in summary), summary
     assert re.search(r" cloud: [1-9][\d,]* frames from demo-edge", summary[0]), summary[0]
     assert_one_log_format(runs["ctrl-c"].log)
