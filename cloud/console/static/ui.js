@@ -59,6 +59,20 @@ export function parseTime(name, value) {
     return {value: t / 1000};
 }
 
+// The address's "from" and "to" filters into their inputs; each bad one is a sentence in the list returned.
+export function timeFilters(query, from, to) {
+    const problems = [];
+    for (const [name, input] of [["from", from], ["to", to]]) {
+        const parsed = parseTime(name, query.get(name));
+        if (parsed.error) {
+            problems.push(parsed.error);
+        } else if (parsed.value !== null) {
+            input.value = toLocalInput(parsed.value);
+        }
+    }
+    return problems;
+}
+
 export function params() {
     return new URLSearchParams(location.search);
 }

@@ -3,8 +3,7 @@
 // no button (and the service refuses a viewer's acknowledgement anyway).
 import {getJSON, send} from "../api.js";
 import {
-    at, badge, canAct, el, fromLocalInput, keyedRows, params, parseTime, poll, remember, root, selectOf, setStatus,
-    toLocalInput,
+    at, badge, canAct, el, fromLocalInput, keyedRows, params, poll, remember, root, selectOf, setStatus, timeFilters,
 } from "../ui.js";
 
 const REFRESH_MS = 2000;
@@ -78,15 +77,7 @@ export function show(main) {
             ...["Raised", "Device", "State", "Model", "Score / peak / threshold", "Message", "Acknowledged"]
                 .map((c) => el("th", {scope: "col"}, c)))), body));
 
-    const problems = [];
-    for (const name of ["from", "to"]) {
-        const parsed = parseTime(name, query.get(name));
-        if (parsed.error) {
-            problems.push(parsed.error);
-        } else if (parsed.value !== null) {
-            (name === "from" ? from : to).value = toLocalInput(parsed.value);
-        }
-    }
+    const problems = timeFilters(query, from, to);
     const device = query.get("device") || "";
     if (device) {
         deviceSel.append(el("option", {value: device}, device));

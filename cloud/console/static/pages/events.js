@@ -2,7 +2,7 @@
 // few seconds and merged), filtered by level, edge, device and time, with older pages one click away.
 import {getJSON} from "../api.js";
 import {
-    at, badge, el, fromLocalInput, keyedRows, params, parseTime, poll, remember, role, selectOf, setStatus, toLocalInput,
+    at, badge, el, fromLocalInput, keyedRows, params, poll, remember, role, selectOf, setStatus, timeFilters,
 } from "../ui.js";
 
 const REFRESH_MS = 2000;
@@ -58,15 +58,7 @@ export function show(main) {
         older);
 
     // Filters from the address first: a bad one is said plainly and nothing is asked for until it is fixed.
-    const problems = [];
-    for (const name of ["from", "to"]) {
-        const parsed = parseTime(name, query.get(name));
-        if (parsed.error) {
-            problems.push(parsed.error);
-        } else if (parsed.value !== null) {
-            (name === "from" ? from : to).value = toLocalInput(parsed.value);
-        }
-    }
+    const problems = timeFilters(query, from, to);
     const wanted = {edge: query.get("edge") || "", device: query.get("device") || ""};
     for (const [sel, path, key] of [[edgeSel, "/api/v1/edges", "edge"], [deviceSel, "/api/v1/devices", "device"]]) {
         if (wanted[key]) {
