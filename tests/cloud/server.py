@@ -29,6 +29,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import httpx
+
 from cloud.config import load_cloud_config
 from cloud.identities import add_edge, add_user
 from cloud.storage import open_storage
@@ -61,6 +63,7 @@ class CloudServer:
         self.edge_tokens: dict[str, str] = {}
         self.admin_token = ""
         self.viewer_token = ""
+        self.operator_token = ""  # set by the tests that add an operator (add_person)
         self.log: list[str] = []
         self._proc: subprocess.Popen[str] | None = None
         self._drain = threading.Thread()
@@ -74,6 +77,13 @@ class CloudServer:
     def pid(self) -> int | None:
         """The server process id while it runs (for CPU measurements)."""
         return self._proc.pid if self._proc is not None else None
+
+    def add_person(self, name: str, role: str) -> str:
+        """Add a person through the running service's admin API; returns their token."""
+        made = httpx.post(f"{self.base_url}/api/v1/users", json={"name": name, "role": role},
+                          headers={"Authorization": f"Bearer {self.admin_token}"}, timeout=10)
+        assert made.status_code == 201, made.text
+        return str(made.json()["token"])
 
     @property
     def edge_token(self) -> str:

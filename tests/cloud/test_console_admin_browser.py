@@ -40,9 +40,7 @@ def _sync(cloud: CloudServer, edge: str, token: str, models: dict | None = None)
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CloudServer]:
     with CloudServer(tmp_path_factory.mktemp("models"), edges=["line-1", "line-2"]) as server:
-        made = httpx.post(server.base_url + "/api/v1/users", json={"name": "olga", "role": "operator"},
-                          headers=auth(server.admin_token), timeout=10)
-        server.operator_token = made.json()["token"]  # type: ignore[attr-defined]
+        server.operator_token = server.add_person("olga", "operator")
         for _ in range(2):
             data, _package = make_package(name="bearing")
             up = httpx.post(server.base_url + "/api/v1/models", content=data, timeout=30,

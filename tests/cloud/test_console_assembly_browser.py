@@ -36,14 +36,13 @@ def _box() -> dict:
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CloudServer]:
     with CloudServer(tmp_path_factory.mktemp("assemblies"), edges=["line-1"]) as server:
-        made = httpx.post(server.base_url + "/api/v1/users", json={"name": "olga", "role": "operator"},
-                          headers=auth(server.admin_token), timeout=10)
+        operator = server.add_person("olga", "operator")
         body = {"name": "press frame", "unit": "mm", "parts": [
             {"name": "frame", "mesh": _box(), "material": "steel-s235"},
             {"name": "ram", "mesh": _box(), "material": "aluminium-6061-t6",
              "pose": {"translation": [90, 0, 0]}}]}
         up = httpx.post(server.base_url + "/api/v1/physics/assemblies", json=body, timeout=30,
-                        headers=auth(made.json()["token"]))
+                        headers=auth(operator))
         assert up.status_code == 201, up.text
         server.assembly_id = up.json()["id"]  # type: ignore[attr-defined]
         yield server

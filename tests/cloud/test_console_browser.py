@@ -43,10 +43,7 @@ def sync(cloud: CloudServer, edge: str, devices: list[str], alerts: list[dict] |
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CloudServer]:
     with CloudServer(tmp_path_factory.mktemp("console"), edges=["line-1", "line-2"]) as server:
-        made = httpx.post(server.base_url + "/api/v1/users", json={"name": "olga", "role": "operator"},
-                          headers=auth(server.admin_token), timeout=10)
-        assert made.status_code == 201
-        server.operator_token = made.json()["token"]  # type: ignore[attr-defined]
+        server.operator_token = server.add_person("olga", "operator")
         alert = {"seq": 1, "alert": {"alert_id": "a-1", "event": "raised", "device_id": "press-2", "ts": time.time(),
                                      "model": "bearing", "version": 1, "score": 0.9, "threshold": 0.5,
                                      "message": "bearing vibration unusual"}}

@@ -7,12 +7,10 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-import httpx
 import pytest
 from playwright.sync_api import Page, Route, expect
 
 from tests.cloud import test_console_live as live
-from tests.cloud.apiclient import auth
 from tests.cloud.browser import WAIT_MS, needs_chromium
 from tests.cloud.server import CloudServer
 from tests.cloud.test_console_live import event, sign_in, sync
@@ -25,10 +23,7 @@ tab = live.tab
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CloudServer]:
     with CloudServer(tmp_path_factory.mktemp("console-events"), edges=["line-1", "line-2"]) as server:
-        made = httpx.post(server.base_url + "/api/v1/users", json={"name": "olga", "role": "operator"},
-                          headers=auth(server.admin_token), timeout=10)
-        assert made.status_code == 201
-        server.operator_token = made.json()["token"]  # type: ignore[attr-defined]
+        server.operator_token = server.add_person("olga", "operator")
         now = time.time()
         sync(server, "line-1", events=[event("line-1", f"before {i}", ts=now - 3600 + i) for i in range(5)])
         yield server

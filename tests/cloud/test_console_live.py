@@ -98,10 +98,7 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CloudServer]:
     server = CloudServer(tmp_path_factory.mktemp("console-live"), edges=["line-1", "line-2"])
     server.spike_at = seed(server, time.time())  # type: ignore[attr-defined]
     with server:
-        made = httpx.post(server.base_url + "/api/v1/users", json={"name": "olga", "role": "operator"},
-                          headers=auth(server.admin_token), timeout=10)
-        assert made.status_code == 201
-        server.operator_token = made.json()["token"]  # type: ignore[attr-defined]
+        server.operator_token = server.add_person("olga", "operator")
         now = time.time()
         sync(server, "line-1", [frame("press-1", now - 5, temp=41.5, rpm=1200),
                                 frame("press-2", now - 5, temp=38.0, rpm=900)],
