@@ -15,9 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.frame import DEVICE_ID_PATTERN
 
-__all__ = ["EVENT_KINDS", "EVENT_LEVELS", "MAX_ALERTS", "MAX_DROP_REASONS", "MAX_EVENTS", "MAX_EVENT_MESSAGE",
-           "MAX_MODEL_REPORTS", "MAX_NAME", "MAX_SOURCES", "MAX_STATE", "SENT_AT_HEADER", "AlertEvent", "EdgeEvent",
-           "EdgeHealth", "EventKind", "EventLevel", "ModelReport", "Rejection", "SequencedAlert", "SequencedEvent",
+__all__ = ["AlertEvent", "Document", "DocumentKind", "EVENT_KINDS", "EVENT_LEVELS", "EdgeEvent", "EdgeHealth",
+           "EventKind", "EventLevel", "MAX_ALERTS", "MAX_DOCUMENTS", "MAX_DOCUMENT_BYTES", "MAX_DROP_REASONS",
+           "MAX_EVENTS", "MAX_EVENT_MESSAGE", "MAX_MODEL_REPORTS", "MAX_NAME", "MAX_SOURCES", "MAX_STATE",
+           "ModelReport", "Rejection", "SENT_AT_HEADER", "SequencedAlert", "SequencedDocument", "SequencedEvent",
            "SequencedFrame", "SyncAck", "SyncBatch", "levels_up_to"]
 
 
@@ -166,6 +167,8 @@ EVENT_KINDS: tuple[str, ...] = (
     "certificate_rejected", "queue_full", "queue_room_again",
     "model_swapped", "model_rejected", "model_failed", "drift_changed",
     "edge_started", "edge_stopped",
+    "alarm_opened", "alarm_closed", "data_gap", "agent_restarted",
+    "program_harvested", "program_invalid",
 )
 EventKind = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
 MAX_EVENTS = 10_000  # edge events in one batch
@@ -207,6 +210,36 @@ class SequencedEvent(_Wire):
     event: EdgeEvent
 
 
+MAX_DOCUMENTS = 1_000  # documents in one batch
+MAX_DOCUMENT_BYTES = 256 * 1024  # one document's body, as the edge encoded it
+DocumentKind = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+
+
+class Document(_Wire):
+    """A record an edge harvested that is not a reading: a CNC program with its features, a cutting tool or
+    another MTConnect asset. The cloud keeps the newest body per (edge, kind, key) and the history of changes.
+
+    ``kind`` is ``program`` (body: ``shared.cnc.ProgramRecord`` as plain data) or ``asset`` (body:
+    ``{"asset_type", "asset_id", "device_uuid", "timestamp", "xml", "removed"}``); the wire takes any short
+    snake_case kind, so an older cloud keeps newer edges' documents. ``key`` identifies the thing (a program's
+    content hash, an asset's id), ``device`` the machine it belongs to where one is known.
+    """
+
+    ts: Finite = Field(description="when it was harvested or changed, epoch seconds")
+    kind: DocumentKind
+    key: str = Field(min_length=1, max_length=256)
+    device: str | None = Field(None, pattern=DEVICE_ID_PATTERN)
+    source: str | None = Field(None, max_length=MAX_NAME)
+    body: dict[str, Any] = Field(description="the record as plain JSON data; at most 256 KiB encoded")
+
+
+class SequencedDocument(_Wire):
+    """A document with the edge's document sequence (its own counter)."""
+
+    seq: int = Field(ge=1, le=2**63 - 1)
+    document: Document
+
+
 class SyncBatch(_Wire):
     edge_id: str = Field(pattern=DEVICE_ID_PATTERN)
     sent_at: float
@@ -216,6 +249,8 @@ class SyncBatch(_Wire):
                                          description="alert events, stored at most once per (edge, seq)")
     events: list[SequencedEvent] = Field(default_factory=list, max_length=MAX_EVENTS,
                                          description="edge events, stored at most once per (edge, seq)")
+    documents: list[SequencedDocument] = Field(default_factory=list, max_length=MAX_DOCUMENTS,
+                                               description="documents, stored at most once per (edge, seq)")
 
 
 class Rejection(_Wire):
@@ -230,3 +265,5 @@ class SyncAck(_Wire):
     rejected: list[Rejection] = Field(default_factory=list)
     alerts_acked_through: int | None = Field(None, description="highest alert sequence the edge may delete through")
     events_acked_through: int | None = Field(None, description="highest event sequence the edge may mark as synced")
+    documents_acked_through: int | None = Field(None, description="highest document sequence the edge may delete "
+                                                                  "through")

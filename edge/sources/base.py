@@ -14,13 +14,16 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from shared.configbase import StrictModel
 from shared.errors import TwinedgeError
 from shared.frame import TelemetryFrame
 
-__all__ = ["Backoff", "FrameSink", "QueueFull", "Source", "SourceHealth", "SourceState"]
+if TYPE_CHECKING:
+    from shared.batch import Document, EdgeEvent
+
+__all__ = ["Backoff", "FrameSink", "Position", "QueueFull", "Source", "SourceHealth", "SourceState"]
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +41,29 @@ class QueueFull(TwinedgeError):
         self.reason = reason
 
 
+@dataclass(frozen=True)
+class Position:
+    """Where a source is in its input (an MTConnect agent's instance and next sequence, ...).
+
+    Handed to ``FrameSink.put`` with the data it covers and committed in the same SQLite transaction, so a
+    crash or a kill resumes with neither gap nor duplicate. ``key`` names the source's position
+    (``mtconnect:<source name>``); ``value`` is the source's own text (JSON), at most 64 KiB.
+    """
+
+    key: str
+    value: str
+
+
 class FrameSink(Protocol):
     """Where sources hand their frames. Implemented by the gateway (and by fakes in tests)."""
 
-    async def put(self, frames: Sequence[TelemetryFrame], *, durable: bool = False) -> None:
-        """Queue frames for the store writer.
+    async def put(self, frames: Sequence[TelemetryFrame], *, durable: bool = False,
+                  events: Sequence[EdgeEvent] = (), documents: Sequence[Document] = (),
+                  position: Position | None = None) -> None:
+        """Queue frames (and the events, documents and position that go with them) for the store writer.
+
+        ``events``, ``documents`` and ``position`` are stored in the same transaction as ``frames``: all or
+        nothing. A position is only ever handed with ``durable=True``.
 
         Waits while the writer is behind (backpressure: a source that awaits this
         slows down instead of losing data). With ``durable=True`` it also waits
@@ -54,6 +75,10 @@ class FrameSink(Protocol):
 
     async def reject(self, origin: str, reason: str, payload: bytes | None = None) -> None:
         """Count, log (once per burst) and quarantine input that failed validation."""
+        ...
+
+    async def position(self, key: str) -> str | None:
+        """The last committed position under ``key``, or None when none was ever stored."""
         ...
 
 
