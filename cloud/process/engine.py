@@ -14,11 +14,15 @@ Rules:
   before the watermark when it arrives is stored as telemetry but never
   re-opens what is derived already (derived points are written once). It
   counts in the binding's ``late`` figure; a replay of the range includes it.
-- No self-triggering: a binding never reads its own outputs (refused when it is
-  defined, and left out of ``'*'`` triggers), nor what its outputs feed through
-  other bindings (``cloud.process.runner.downstream``: a loop stored anyway is
-  cut once), and a derived point is dated at or before its input watermark, so
-  writing it can never wake its own binding.
+- No self-triggering: a derived point is dated at or before its input
+  watermark (a tumbling window's at the window's end), so it is never a new
+  reading of its own binding, and no chain of bindings runs forever. Feedback
+  is the guard's business: a binding never reads its own outputs nor what they
+  feed through other bindings (``cloud.process.runner.never_read``). It
+  matters in a loop a -> b -> a where b has an input of its own: b's points
+  dated at that input's readings are newer than a's watermark, and would give
+  an a computed from its own earlier value. A loop is refused when defined;
+  one stored anyway is cut once, at the edge back into the binding run first.
 - Limits: ``process.max_bindings_per_device`` and ``process.max_state_points``
   (window points, or a run's input points) with a clear refusal or a flagged
   point past them.

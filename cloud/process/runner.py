@@ -200,9 +200,10 @@ class Engine:
         return compiled
 
     def never_read(self, row: BindingRow, before: list[BindingRow], rows: list[BindingRow]) -> set[str]:
-        """The fields ``row`` must not read: what its outputs feed (``downstream``), except the outputs of the
-        bindings that run before it. In a chain without a loop it reads none of them anyway; in a loop (defined
-        anyway: see ``downstream``) this cuts it once, at the edge that leads back to the binding run first."""
+        """The fields ``row`` must not read: its own outputs and what they feed (``downstream``), except the
+        outputs of the bindings that run before it. In a chain without a loop it reads none of them anyway; in a
+        loop (defined anyway: see ``downstream``) this cuts it once, at the edge that leads back to the binding
+        run first."""
         mine = _outputs(row.spec, row.name, self.models)
         earlier = {o for r in before for o in _outputs(r.spec, r.name, self.models)}
         return downstream(mine, [r for r in rows if r.name != row.name], self.models) - (earlier - mine)
@@ -240,11 +241,10 @@ class Engine:
         self.hub.publish(frames)
 
     # --- reading and replaying ---------------------------------------------------------
-    async def readings(self, c: Compiled, after: int, stop: int, limit: int,
-                       never: Collection[str] = ()) -> list[Reading]:
+    async def readings(self, c: Compiled, after: int, stop: int, limit: int, never: Collection[str]) -> list[Reading]:
         """The numeric readings of the binding's sensors with after < ts < stop, oldest first, at most about
-        ``limit`` (cut at a timestamp, so that no sensor's readings of one instant are split). Its own outputs
-        and the fields in ``never`` (what its outputs feed: ``downstream``) are never read."""
+        ``limit`` (cut at a timestamp, so that no sensor's readings of one instant are split). The fields in
+        ``never`` (``never_read``: its own outputs and what they feed) are never read."""
         found = await self.storage.lookup(c.spec.device)
         if found is None:
             return []
@@ -255,12 +255,11 @@ class Engine:
         if newest is None:
             return []
         stop = min(stop, newest + 1)
-        mine = set(c.outputs.values()) | set(never)
-        wanted = c.sensors if not c.all_sensors else {s.field for s in found[1]} - mine
+        never = set(never)
         out: list[Reading] = []
         cut = stop
         for info in found[1]:
-            if info.field not in wanted or info.field in mine or info.kind == "text":
+            if not (c.all_sensors or info.field in c.sensors) or info.field in never or info.kind == "text":
                 continue
             rows = await self.storage.scan(info.id, after + 1, stop, limit)
             if len(rows) >= limit:
