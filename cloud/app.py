@@ -24,6 +24,7 @@ from pydantic import BaseModel
 
 from cloud import __doc__ as _about
 from cloud.api import alerts, devices, edges, events, models, physics, process, process_optimize, sync, system, twin
+from cloud.api.process_optimize import OptimizerSlots
 from cloud.apidocs import add_api_docs
 from cloud.auth import Authenticator
 from cloud.config import CONFIG_ENV, REPLICA_ENV, CloudConfig, load_cloud_config
@@ -115,6 +116,7 @@ def create_app(config: CloudConfig) -> FastAPI:
                          sync_slots=asyncio.Semaphore(config.sync.max_concurrent),
                          queries=QueryGate(config.queries))
         ctx.engine = Engine(storage, config.process, ctx.hub)
+        ctx.optimizer = OptimizerSlots(config.process.max_optimizations)
         app.state.ctx = ctx
         engine = asyncio.create_task(ctx.engine.run(), name="twincloud-virtual-sensors")
         retention = asyncio.create_task(_retention_loop(ctx), name="twincloud-retention")
@@ -128,6 +130,7 @@ def create_app(config: CloudConfig) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             ctx.parser.shutdown(wait=True)
+            ctx.optimizer.close()
             await storage.close()
             metrics.process_ended()
 

@@ -183,6 +183,9 @@ class ProcessConfig(StrictModel):
                                   "points a binding keeps (a window's, or a run's inputs)")
     catch_up_readings: int = Field(default=5_000, ge=10, le=1_000_000, description=
                                    "readings a binding processes per step (and transaction)")
+    max_optimizations: int = Field(default=1, ge=1, le=16, description=
+                                   "optimizer searches running at once in this process (each keeps a core busy "
+                                   "for up to its budget); past it 503 + Retry-After")
 
 
 class LogConfig(StrictModel):

@@ -18,6 +18,7 @@ from cloud.querygate import QueryGate
 from cloud.storage.base import Storage
 
 if TYPE_CHECKING:
+    from cloud.api.process_optimize import OptimizerSlots
     from cloud.process.runner import Engine
 
 __all__ = ["AppContext", "Ctx"]
@@ -36,6 +37,7 @@ class AppContext:
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="sync-parse"))
     queries: QueryGate = field(default_factory=lambda: QueryGate(QueryConfig()))
     engine: Engine | None = None  # virtual sensors (cloud.process.runner); None where they are not installed
+    optimizer: OptimizerSlots | None = None  # optimizer searches (cloud.api.process_optimize)
 
 
 async def get_ctx(request: Request) -> AppContext:

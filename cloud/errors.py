@@ -62,7 +62,14 @@ class TooManyAttempts(InputError):
 
 
 class Busy(TwinedgeError):
-    """The service cannot take this request now; the client sends it again after Retry-After."""
+    """The service cannot take this request now; the client sends it again after Retry-After.
+
+    ``retry_after_s``: when the service knows better than the configured default (the end of a running search).
+    """
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class Overloaded(Busy):
@@ -152,7 +159,8 @@ def _retry_after(request: Request) -> float:
 
 async def _project_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, TwinedgeError)
-    response = error_response(exc, _retry_after(request))
+    wait = exc.retry_after_s if isinstance(exc, Busy) and exc.retry_after_s is not None else _retry_after(request)
+    response = error_response(exc, wait)
     if response.status_code == 500:
         log.error("%s %s failed: %s", request.method, request.url.path, exc, exc_info=exc)
     elif isinstance(exc, StorageError) and not isinstance(exc, StorageUnavailable):

@@ -1,33 +1,98 @@
 """The moulding optimizer over HTTP: ``POST /api/v1/process/optimize`` (operator role).
 
-A search costs CPU, so it is bounded twice: by its wall-time budget (at most
-``MAX_BUDGET_S``) and by its number of candidates (at most
-``MAX_CANDIDATES``). It runs in a worker thread, never on the event loop. An
-unknown scenario, a setting that cannot be searched, bounds outside the
-scenario's ranges or an empty search space answer 422 with one line per
-problem; a search that finds nothing feasible answers 200 with
-``feasible: false`` and the binding constraints.
+A search costs CPU, so it is bounded three ways: by its wall-time budget (at
+most ``MAX_BUDGET_S``, the full-accuracy re-check included: see
+``cloud.process.optimize``), by its number of candidates (at most
+``MAX_CANDIDATES``), and by how many run at once in this process
+(``process.max_optimizations``, default 1). Each runs in a thread of the
+optimizer's own pool, never on the event loop nor in the shared worker
+threads (uploads, replays). A request past the limit is answered 503 at once,
+with Retry-After the time the running search may still take. An unknown
+scenario, a setting that cannot be searched, bounds outside the scenario's
+ranges or an empty search space answer 422 with one line per problem; a
+search that finds nothing feasible answers 200 with ``feasible: false`` and
+the binding constraints.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import itertools
+import math
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from cloud.auth import Operator
+from cloud.context import Ctx
+from cloud.errors import Busy
 from cloud.process.optimize import OptimizeSpec, optimize
 from cloud.process.pur import PurScenario
 from cloud.process.simreport import get_scenario
 from shared.errors import InputError
 
-__all__ = ["MAX_BUDGET_S", "MAX_CANDIDATES", "router"]
+__all__ = ["MAX_BUDGET_S", "MAX_CANDIDATES", "OptimizerBusy", "OptimizerSlots", "router"]
 
 router = APIRouter(prefix="/api/v1/process", tags=["process"])
 MAX_BUDGET_S = 60.0
 MAX_CANDIDATES = 2000
+_GRACE_S = 2.0  # a search may end this much past its budget (one candidate and one full-accuracy solve)
+T = TypeVar("T")
+
+
+class OptimizerBusy(Busy):
+    """As many optimizations run as this process takes at once."""
+
+
+class OptimizerSlots:
+    """At most ``limit`` searches at once, each in a thread of this pool of its own.
+
+    A slot is held until the search's thread is done, not until its request is: a client that hangs up
+    does not stop the thread, and its slot stays taken meanwhile.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._pool = ThreadPoolExecutor(limit, thread_name_prefix="optimizer")
+        self._lock = threading.Lock()
+        self._ends: dict[int, float] = {}  # running search -> the monotonic time it ends by
+        self._ids = itertools.count()
+
+    @property
+    def running(self) -> int:
+        with self._lock:
+            return len(self._ends)
+
+    async def run(self, fn: Callable[[], T], budget_s: float) -> T:
+        """``fn()`` in the pool, or ``OptimizerBusy`` at once when every slot is taken."""
+        now = time.monotonic()
+        with self._lock:
+            if len(self._ends) >= self.limit:
+                wait = max(1.0, math.ceil(min(self._ends.values()) - now))
+                raise OptimizerBusy(f"{len(self._ends)} optimization(s) running, the most this service runs at "
+                                    f"once (process.max_optimizations = {self.limit}); retry after {wait:.0f} s",
+                                    retry_after_s=wait)
+            key = next(self._ids)
+            self._ends[key] = now + budget_s + _GRACE_S
+        try:
+            future: Future[T] = self._pool.submit(fn)
+        except BaseException:
+            self._release(key)
+            raise
+        future.add_done_callback(lambda _: self._release(key))
+        return await asyncio.wrap_future(future)
+
+    def _release(self, key: int) -> None:
+        with self._lock:
+            self._ends.pop(key, None)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 class OptimizeRequest(BaseModel):
@@ -40,8 +105,10 @@ class OptimizeRequest(BaseModel):
 @router.post("/optimize", responses={
     401: {"description": "no token, or an unknown or revoked one"},
     403: {"description": "the token's role may not do this"},
-    422: {"description": "the search cannot run as given; detail names each key and value"}})
-async def optimize_moulding(body: OptimizeRequest, _: Operator) -> dict[str, Any]:
+    422: {"description": "the search cannot run as given; detail names each key and value"},
+    503: {"description": "as many optimizations run as the service takes at once; retry after Retry-After "
+                         "seconds"}})
+async def optimize_moulding(body: OptimizeRequest, _: Operator, ctx: Ctx) -> dict[str, Any]:
     """Search the bounded settings for the shortest cycle meeting the constraints (docs/process-models.md)."""
     if (body.scenario is None) == (body.settings is None):
         raise InputError("give either 'scenario' (a shipped scenario's name) or 'settings' (a scenario)",
@@ -54,5 +121,6 @@ async def optimize_moulding(body: OptimizeRequest, _: Operator) -> dict[str, Any
         raise InputError(f"must be at most {MAX_CANDIDATES} over HTTP (got {spec.max_candidates})",
                          path="spec.max_candidates")
     base = body.settings if body.settings is not None else get_scenario(str(body.scenario))
-    result = await asyncio.to_thread(optimize, base, spec, name=body.scenario or "")
+    assert ctx.optimizer is not None
+    result = await ctx.optimizer.run(lambda: optimize(base, spec, name=body.scenario or ""), spec.budget_s)
     return result.to_dict()

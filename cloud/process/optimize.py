@@ -32,7 +32,10 @@ differential evolution from a Latin hypercube). Candidates are solved fast
 cut to 1.25 times the longest cycle); the best ones are then re-checked at
 full accuracy (rtol 1e-6, the scenario's grid and horizon), and the first
 that stays feasible is the answer. The search stops at ``max_candidates``
-or ``budget_s``, whichever comes first.
+or ``budget_s``, whichever comes first, and ``budget_s`` bounds the re-check
+too: the first re-check solve always runs (an answer is never unchecked),
+a further one only while the budget lasts. So a search ends within
+``budget_s`` plus one candidate's solve and one full-accuracy solve.
 """
 
 from __future__ import annotations
@@ -205,6 +208,7 @@ class OptimizeResult:
     message: str
     history: list[Progress] = field(default_factory=list)
     least_violating: Candidate | None = None  # when nothing is feasible: re-checked at full accuracy
+    rechecked: int = 0  # candidates solved again at full accuracy
 
     def to_dict(self) -> dict[str, Any]:
         return {"scenario": self.scenario, "method": self.method, "feasible": self.feasible,
@@ -213,7 +217,8 @@ class OptimizeResult:
                 "binding": [{**asdict(v), "text": str(v)} for v in self.binding],
                 "least_violating": None if self.least_violating is None else self.least_violating.to_dict(),
                 "evaluated": self.evaluated, "feasible_count": self.feasible_count,
-                "elapsed_s": round(self.elapsed_s, 3), "stopped_by": self.stopped_by, "message": self.message}
+                "elapsed_s": round(self.elapsed_s, 3), "stopped_by": self.stopped_by, "rechecked": self.rechecked,
+                "message": self.message}
 
 
 def _num(v: float) -> float | None:
@@ -355,13 +360,14 @@ class _Stop(Exception):
 class _Search:
     """The archive of every candidate and the budget; the objective every method calls."""
 
-    def __init__(self, base: PurScenario, spec: OptimizeSpec, progress: Callable[[Progress], None] | None) -> None:
-        self.base, self.spec, self.progress = base, spec, progress
+    def __init__(self, base: PurScenario, spec: OptimizeSpec, progress: Callable[[Progress], None] | None,
+                 clock: Callable[[], float]) -> None:
+        self.base, self.spec, self.progress, self.clock = base, spec, progress, clock
         self.keys = list(spec.bounds)
         self.lo = np.array([spec.bounds[k][0] for k in self.keys])
         self.hi = np.array([spec.bounds[k][1] for k in self.keys])
         self.archive: list[Candidate] = []
-        self.started = time.perf_counter()
+        self.started = clock()
         self.stopped_by = "converged"
         self.steps: list[Progress] = []
 
@@ -369,7 +375,7 @@ class _Search:
         if len(self.archive) >= self.spec.max_candidates:
             self.stopped_by = "candidates"
             raise _Stop
-        if time.perf_counter() - self.started > self.spec.budget_s:
+        if self.over_budget():
             self.stopped_by = "budget"
             raise _Stop
         settings = {k: float(v) for k, v in zip(self.keys, np.clip(x, self.lo, self.hi), strict=True)}
@@ -377,10 +383,16 @@ class _Search:
         self.archive.append(cand)
         return cand.score
 
+    def elapsed(self) -> float:
+        return self.clock() - self.started
+
+    def over_budget(self) -> bool:
+        return self.elapsed() > self.spec.budget_s
+
     def report(self) -> None:
         feasible = [c for c in self.archive if c.feasible]
         step = Progress(len(self.steps) + 1, len(self.archive), len(feasible),
-                        min(c.cycle_s for c in feasible) if feasible else None, time.perf_counter() - self.started)
+                        min(c.cycle_s for c in feasible) if feasible else None, self.elapsed())
         self.steps.append(step)
         if self.progress is not None:
             self.progress(step)
@@ -407,10 +419,13 @@ def _run_de(search: _Search, seed: int | None) -> None:
 
 
 def optimize(base: PurScenario, spec: OptimizeSpec, *, name: str = "",
-             progress: Callable[[Progress], None] | None = None) -> OptimizeResult:
-    """Search ``spec.bounds`` around ``base`` for the shortest feasible cycle (module docstring)."""
+             progress: Callable[[Progress], None] | None = None,
+             clock: Callable[[], float] = time.perf_counter) -> OptimizeResult:
+    """Search ``spec.bounds`` around ``base`` for the shortest feasible cycle (module docstring).
+
+    ``clock`` (seconds, monotonic) measures the budget."""
     check_spec(base, spec)
-    search = _Search(base, spec, progress)
+    search = _Search(base, spec, progress, clock)
     try:
         if spec.method == "random":
             _run_random(search, np.random.default_rng(spec.seed))
@@ -426,28 +441,35 @@ def optimize(base: PurScenario, spec: OptimizeSpec, *, name: str = "",
 def _conclude(name: str, search: _Search) -> OptimizeResult:
     spec, archive = search.spec, search.archive
     feasible = sorted((c for c in archive if c.feasible), key=lambda c: c.cycle_s)
-    elapsed = time.perf_counter() - search.started
     common: dict[str, Any] = {"scenario": name, "method": spec.method, "evaluated": len(archive),
                               "feasible_count": len(feasible), "stopped_by": search.stopped_by,
                               "history": search.steps}
+    rechecked = 0
     for coarse in feasible[:RECHECK]:
+        if rechecked and search.over_budget():  # the first re-check always runs; the others within the budget
+            break
         fine = evaluate(search.base, spec, coarse.settings, full=True)
+        rechecked += 1
         if fine.feasible:
             return OptimizeResult(feasible=True, best=fine, best_coarse=coarse, binding=[],
-                                  elapsed_s=time.perf_counter() - search.started,
+                                  elapsed_s=search.elapsed(), rechecked=rechecked,
                                   message=f"shortest feasible cycle {fine.cycle_s:.2f} s", **common)
     if feasible:
-        return OptimizeResult(feasible=False, best=None, best_coarse=feasible[0], binding=[], elapsed_s=elapsed,
+        cut = (f"; the budget of {spec.budget_s:g} s ran out after {rechecked}"
+               if rechecked < min(RECHECK, len(feasible)) else "")
+        return OptimizeResult(feasible=False, best=None, best_coarse=feasible[0], binding=[],
+                              elapsed_s=search.elapsed(), rechecked=rechecked,
                               message=f"{len(feasible)} candidates were feasible on the coarse grid, but none of the "
-                                      f"best {min(RECHECK, len(feasible))} stayed feasible at full accuracy: narrow "
-                                      f"the bounds or loosen the constraints", **common)
+                                      f"best {rechecked} stayed feasible at full accuracy{cut}: narrow the bounds, "
+                                      f"loosen the constraints or allow more time", **common)
     least = min(archive, key=lambda c: (c.total_violation, c.cycle_s), default=None)
     if least is not None and least.ok:
         fine = evaluate(search.base, spec, least.settings, full=True)
+        rechecked = 1
         least = fine if fine.ok and fine.violations else least  # the amounts at full accuracy
     binding = least.violations if least is not None else []
     text = "; ".join(str(v) for v in binding) if binding else (least.message if least else "no candidate ran")
-    return OptimizeResult(feasible=False, best=None, best_coarse=None, binding=binding, elapsed_s=elapsed,
-                          least_violating=least,
+    return OptimizeResult(feasible=False, best=None, best_coarse=None, binding=binding, elapsed_s=search.elapsed(),
+                          least_violating=least, rechecked=rechecked,
                           message=f"no feasible setting in {len(archive)} candidates; binding at the least-violating "
                                   f"one: {text}", **common)

@@ -9,7 +9,9 @@ with Radau at rtol 1e-10, independent of the optimizer's coarse candidates.
 
 from __future__ import annotations
 
+import asyncio
 import math
+import time
 from collections.abc import AsyncIterator
 
 import numpy as np
@@ -88,6 +90,37 @@ def test_a_density_window_out_of_reach_names_the_density_with_its_shortfall() ->
     assert only.amount == pytest.approx(50.0 - reference_run(shot)["density_moulded"], abs=0.01)
 
 
+# coarse candidates (rtol 1e-2, a 60 s grid) under-read p_max by about 0.03 bar: on this narrow range every one
+# is feasible on the coarse grid and none at full accuracy, so the re-check tries as many as it may
+COARSE_ONLY = {"bounds": {"shot_mass_kg": (0.30, 0.31)}, "method": "random", "batch": 10, "candidate_rtol": 1e-2,
+               "candidate_step_s": 60.0, "constraints": {"p_max_bar": 1.29, "risk_max": 1.0}}
+
+
+def test_the_recheck_tries_the_best_coarse_candidates_while_the_budget_lasts() -> None:
+    result = optimize(BASE, OptimizeSpec(**COARSE_ONLY, max_candidates=20))
+    assert not result.feasible and result.feasible_count == 20 and result.rechecked == 8
+    assert "none of the best 8 stayed feasible" in result.message
+
+
+def test_the_budget_bounds_the_search_and_the_recheck_together() -> None:
+    # the clock jumps past the budget at the first progress step: the search stops there, and of the re-check
+    # only its first solve runs (an answer is never left unchecked)
+    jumped = [0.0]
+
+    def clock() -> float:
+        return time.perf_counter() + jumped[0]
+
+    def progress(_: object) -> None:
+        jumped[0] = 100.0
+
+    spec = OptimizeSpec(**COARSE_ONLY, max_candidates=1000, budget_s=30.0)
+    result = optimize(BASE, spec, progress=progress, clock=clock)
+    assert result.stopped_by == "budget" and result.evaluated == 10
+    assert not result.feasible and result.rechecked == 1
+    assert "the budget of 30 s ran out after 1" in result.message
+    assert result.to_dict()["rechecked"] == 1 and result.elapsed_s > 100.0
+
+
 @pytest.mark.parametrize(("bounds", "expected"), [
     ({}, "bounds: the search space is empty"),
     ({"mould_temperature_c": (-10.0, 80.0)}, "bounds.mould_temperature_c: must lie within 0..150 (got [-10, 80])"),
@@ -127,6 +160,27 @@ async def test_the_api_optimizes_a_shipped_scenario_for_an_operator_within_its_l
     empty = {**body, "spec": {"bounds": {}}}
     resp = await api.client.post("/api/v1/process/optimize", json=empty, headers=auth(api.operator))
     assert resp.status_code == 422 and "the search space is empty" in resp.text
+
+
+async def test_one_optimization_runs_at_a_time_and_the_next_is_told_when_to_retry(api: Api) -> None:
+    long = {"scenario": "seat-cushion", "spec": {"bounds": {"shot_mass_kg": [0.25, 0.45]}, "method": "random",
+                                                 "max_candidates": 2000, "budget_s": 2.0}}
+    short = {"scenario": "seat-cushion", "spec": {"bounds": {"shot_mass_kg": [0.25, 0.45]}, "max_candidates": 10}}
+    slots = api.app.state.ctx.optimizer
+    first = asyncio.create_task(api.client.post("/api/v1/process/optimize", json=long, headers=auth(api.operator)))
+    async with asyncio.timeout(10):
+        while slots.running == 0:
+            await asyncio.sleep(0.01)
+    refused = await api.client.post("/api/v1/process/optimize", json=short, headers=auth(api.operator))
+    assert refused.status_code == 503, refused.text
+    assert 1 <= int(refused.headers["Retry-After"]) <= 4  # the running search's budget and grace, not a default
+    assert "process.max_optimizations = 1" in refused.json()["detail"][0]["message"]
+    done = await first
+    assert done.status_code == 200 and done.json()["stopped_by"] == "budget"
+    assert done.json()["elapsed_s"] < 2.0 + 2.0  # the re-check within the budget (and one solve past it)
+    assert slots.running == 0
+    again = await api.client.post("/api/v1/process/optimize", json=short, headers=auth(api.operator))
+    assert again.status_code == 200 and again.json()["evaluated"] == 10
 
 
 def test_the_full_accuracy_recheck_solves_only_as_far_as_the_longest_cycle() -> None:
