@@ -142,6 +142,8 @@ class Metrics:
                                     registry=r)
         self.frames = Counter("twincloud_sync_frames_total", "frames received, by result",
                               ["edge", "result"], registry=r)
+        self.values_dropped = Counter("twincloud_sync_values_dropped_total", "measured values dropped at sync "
+                                      "(derived_field: a field a binding derives)", ["edge", "reason"], registry=r)
         self.sync_alerts = Counter("twincloud_sync_alerts_total", "alert events received, by result", ["result"],
                                    registry=r)
         self.samples = Counter("twincloud_samples_stored_total", "sensor values stored", registry=r)

@@ -48,6 +48,7 @@ from cloud.context import Ctx
 from cloud.edgeslots import Claim
 from cloud.errors import Overloaded, Superseded
 from cloud.guard import body_guard
+from cloud.process.ownership import Dropped, drop_owned
 from cloud.storage.base import StorageError, StorageUnavailable
 from cloud.storage.events import EdgeEventIn
 from cloud.storage.registry import AlertEventIn, ModelReportRow
@@ -135,6 +136,22 @@ def _warn_health(edge: str, notes: list[str]) -> None:
         log.warning("edge %s sent a health report over the limits, kept shortened: %s", edge, "; ".join(notes))
     else:
         log.debug("edge %s: health report shortened: %s", edge, "; ".join(notes))
+
+
+def _warn_owned(edge: str, dropped: list[Dropped]) -> None:
+    """Measured values of fields a binding derives: one WARNING per edge and minute at most, the rest at DEBUG."""
+    now = time.monotonic()
+    key = f"{edge}\nowned"
+    d = dropped[0]
+    more = f" (and {len(dropped) - 1} more field(s))" if len(dropped) > 1 else ""
+    if now - _last_warning.get(key, -60.0) >= 60.0:
+        _last_warning[key] = now
+        log.warning("device %s of edge %s sends %r, a field binding %r derives: %d measured value(s) dropped%s; "
+                    "rename the field at the edge or the binding's output (further ones this minute at DEBUG)",
+                    d.device, edge, d.field, d.binding, d.count, more)
+    else:
+        log.debug("device %s of edge %s: %d value(s) of %r (derived by binding %r) dropped%s", d.device, edge,
+                  d.count, d.field, d.binding, more)
 
 
 def clock_skew(sent_at: float, received_at: float) -> float | None:
@@ -362,6 +379,11 @@ async def _handle(request: Request, edge: str, ctx: Ctx, claim: Claim) -> SyncAc
         _warn_health(edge, batch.health_notes)
     acked, skew = batch.last_seq, clock_skew(attempt_sent_at(request, batch.sent_at), received_at)
     good, ahead = refuse_future(batch.good, time.time(), cfg.max_future_skew, skew)
+    if ctx.engine is not None:  # a field a binding derives is the binding's (cloud.process.ownership)
+        good, dropped = drop_owned(good, await ctx.engine.owned())
+        if dropped:
+            ctx.metrics.values_dropped.labels(edge, "derived_field").inc(sum(d.count for d in dropped))
+            _warn_owned(edge, dropped)
     rejected = batch.rejected + ahead
     try:
         async with ctx.edge_slots.storing(claim), ctx.sync_slots:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -35,6 +36,7 @@ __all__ = ["Engine", "downstream"]
 
 log = logging.getLogger(__name__)
 _FAR = 2**62
+OWNED_TTL_S = 2.0  # how long sync trusts its list of the fields bindings own (a binding defined elsewhere)
 T = TypeVar("T")
 
 
@@ -60,6 +62,7 @@ class Engine:
         self._pending: set[str] = set()
         self._wake = asyncio.Event()
         self._compiled: dict[tuple[int, str], Compiled] = {}
+        self._owned: tuple[float, dict[str, dict[str, str]]] | None = None
         # The live steps' own thread: the shared default pool (optimizations, uploads, replays) can be busy for a
         # minute, and live virtual sensors must not wait for it.
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="virtual-sensors")
@@ -127,8 +130,21 @@ class Engine:
         await self.compile(spec)
         row = await self.storage.put_binding(spec.name, spec.device, spec.model_dump(mode="json"), by, now_us(),
                                              replace=replace, max_per_device=self.config.max_bindings_per_device)
+        self._owned = None
         self.notify([spec.device])
         return row
+
+    async def owned(self) -> dict[str, dict[str, str]]:
+        """device -> field -> the binding deriving it (``cloud.process.ownership``), at most ``OWNED_TTL_S`` old:
+        a binding defined through another replica is seen here within that time."""
+        now = time.monotonic()
+        if self._owned is None or now - self._owned[0] > OWNED_TTL_S:
+            owned: dict[str, dict[str, str]] = {}
+            for row in await self.storage.bindings():
+                for field in _outputs(row.spec, row.name, self.models):
+                    owned.setdefault(row.device, {})[field] = row.name
+            self._owned = (now, owned)
+        return self._owned[1]
 
     async def binding(self, name: str) -> BindingRow:
         for row in await self.storage.bindings():

@@ -275,3 +275,24 @@ async def test_a_loop_through_another_binding_is_refused_and_cut_if_defined_anyw
     double = await wait_points(api, "double", 4)
     assert [(p["ts"] - T0, p["value"]) for p in double] == [(0, 2.0), (1, 2.0), (3, 6.0), (5, 10.0)]
     assert len(await history(api, "a")) == 4
+
+
+async def test_a_measured_field_named_like_a_derived_output_is_refused_or_dropped(api: Api) -> None:
+    # defined over a field the device sends: refused, naming the key
+    await send(api, 1, [frame(0, x=1.0, x3=5.0)])
+    body = await define(api, {"name": "tri", "device": "press-1",
+                              "spec": {"kind": "formula", "expression": "x * 3", "output": "x3"}}, 422)
+    assert body["detail"] == [{"path": "spec.output", "message": "'x3' is a field the device sends itself; name "
+                                                                 "the output otherwise"}]
+    # a field the device starts sending after the binding is defined: the binding owns it
+    await define(api, {"name": "dbl", "device": "press-1",
+                       "spec": {"kind": "formula", "expression": "x * 2", "output": "x2"}})
+    r = await api.sync(batch("edge-1", [(2, frame(1, x=2.0, x2=99.0, y=7.0)), (3, frame(2, x2=98.0))]))
+    assert r.status_code == 200 and r.json()["stored"] == 2 and r.json()["rejected"] == [], r.text
+    assert [p["value"] for p in await wait_points(api, "dbl", 2)] == [2.0, 4.0]
+    assert [v for _, v in await history(api, "x2")] == [2.0, 4.0]  # derived only: no 99, no 98
+    assert [v for _, v in await history(api, "y")] == [7.0]  # the rest of the frame is stored
+    metrics = (await api.client.get("/metrics", headers=auth(api.viewer))).text
+    assert 'twincloud_sync_values_dropped_total{edge="edge-1",reason="derived_field",replica=' in metrics
+    assert [line.split()[-1] for line in metrics.splitlines()
+            if line.startswith("twincloud_sync_values_dropped_total{")] == ["2.0"]
