@@ -89,9 +89,12 @@ def _groups(readings: Sequence[Reading]) -> Iterable[tuple[int, dict[str, float]
         yield ts, current
 
 
-def step(c: Compiled, state: dict[str, Any], readings: Sequence[Reading],
-         limits: Limits) -> tuple[dict[str, Any], list[DerivedPoint]]:
-    """Advance a binding over ``readings`` (newer than its watermark); the new state and the points derived."""
+def step(c: Compiled, state: dict[str, Any], readings: Sequence[Reading], limits: Limits,
+         emit_from: int = -1) -> tuple[dict[str, Any], list[DerivedPoint]]:
+    """Advance a binding over ``readings`` (newer than its watermark); the new state and the points derived.
+
+    A model's run is not solved at readings before ``emit_from`` (a replay's look-back, whose points are not
+    wanted): its state advances all the same."""
     state = {**state}
     points: list[DerivedPoint] = []
     for ts, values in _groups(readings):
@@ -101,7 +104,7 @@ def step(c: Compiled, state: dict[str, Any], readings: Sequence[Reading],
         if isinstance(c.spec.spec, FormulaSpec):
             points += _formula_step(c, c.spec.spec, state, ts, values, limits)
         else:
-            points += _model_step(c, c.spec.spec, state, ts, values, limits)
+            points += _model_step(c, c.spec.spec, state, ts, values, limits, ts >= emit_from)
         state["watermark"] = ts
     return state, points
 
@@ -175,7 +178,7 @@ def _opens(m: ModelSpec, prev: float | None, value: float) -> bool:
 
 
 def _model_step(c: Compiled, m: ModelSpec, state: dict[str, Any], ts: int, values: dict[str, float],
-                limits: Limits) -> list[DerivedPoint]:
+                limits: Limits, solve: bool) -> list[DerivedPoint]:
     last: dict[str, list[float]] = state.setdefault("last", {})
     run: dict[str, Any] | None = state.get("run")
     if m.start_on in values:
@@ -205,7 +208,7 @@ def _model_step(c: Compiled, m: ModelSpec, state: dict[str, Any], ts: int, value
         why = (f"the run is {elapsed:,.0f} s old; spec.max_run_s is {m.max_run_s:,.0f} s" if elapsed > m.max_run_s
                else f"the run holds {held:,} input points; process.max_state_points is {limits.max_state_points:,}")
         return [DerivedPoint(f, ts, None, why + "; the run is closed", ts) for f in c.outputs.values()]
-    return _solve(c, m, run, ts)
+    return _solve(c, m, run, ts) if solve else []
 
 
 def _solve(c: Compiled, m: ModelSpec, run: dict[str, Any], ts: int) -> list[DerivedPoint]:

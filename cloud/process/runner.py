@@ -287,7 +287,10 @@ class Engine:
         return out
 
     async def replay(self, spec: BindingSpec, start: int, stop: int, max_points: int) -> list[DerivedPoint]:
-        """Run a binding over the stored readings of [start, stop) from an empty state; store nothing."""
+        """Run a binding over the stored readings of [start, stop) from an empty state; store nothing.
+
+        It reads from before ``start`` what a point at ``start`` depends on: a window's width, and for a
+        model ``max_run_s`` (so a range starting mid-shot finds the shot's start, and reproduces its points)."""
         compiled = await self.compile(spec)
         mine = BindingRow(0, spec.name, spec.device, spec.model_dump(mode="json"), True, 0, None, {}, 0, 0, None,
                           "", 0, 0)
@@ -295,10 +298,10 @@ class Engine:
         ordered = self._ordered(rows)
         never = self.never_read(mine, ordered[:next(k for k, r in enumerate(ordered) if r is mine)], rows)
         inner = spec.spec
-        if isinstance(inner, FormulaSpec) and inner.window is not None:  # a rolling window looks back
-            lookback = round(inner.window.seconds * 1e6) if inner.window.kind == "rolling" else 0
-        else:
-            lookback = 0
+        if isinstance(inner, FormulaSpec):  # a window open at start (or closed there) began a width before it
+            lookback = round(inner.window.seconds * 1e6) if inner.window is not None else 0
+        else:  # a run open at start opened at most max_run_s before it: from its shot start, solved from start
+            lookback = round(inner.max_run_s * 1e6)
         state: dict[str, Any] = {}
         points: list[DerivedPoint] = []
         after = start - lookback - 1
@@ -306,7 +309,7 @@ class Engine:
             readings = await self.readings(compiled, after, stop, self.config.catch_up_readings, never)
             if not readings:
                 break
-            state, found = await asyncio.to_thread(step, compiled, state, readings, self.limits)
+            state, found = await asyncio.to_thread(step, compiled, state, readings, self.limits, start)
             points += [p for p in found if p.ts >= start]
             after = state["watermark"]
         return points[:max_points]

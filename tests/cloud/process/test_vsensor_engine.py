@@ -157,6 +157,31 @@ async def test_model_run_matches_the_closed_form_and_its_replay(api: Api) -> Non
     assert len(stored) == 6
 
 
+async def test_a_replay_starting_mid_shot_finds_the_shot_start_and_reproduces_its_points(api: Api) -> None:
+    await send(api, 1, [frame(0, mould_F=176.0, shot=0)])
+    await define(api, {**LAG, "spec": {**LAG["spec"], "max_run_s": 60.0}})
+    await send(api, 2, [frame(1, mould_F=176.0, shot=1)] + [frame(1 + t, mould_F=176.0) for t in (5, 10, 20)])
+    live = {p["ts"]: p["value"] for p in await wait_points(api, "core", 4)}
+    r = await api.client.post("/api/v1/process/test", json={"name": "core", "start": str(T0 + 8),
+                                                             "stop": str(T0 + 30)}, headers=auth(api.operator))
+    assert r.status_code == 200, r.text
+    replay = {p["ts"]: p["value"] for p in r.json()["points"]}
+    assert sorted(replay) == [T0 + 11, T0 + 21]  # the shot opened at T0 + 1, before the range
+    for ts, value in replay.items():
+        assert value == pytest.approx(live[ts], abs=1e-9)
+
+
+async def test_a_replay_starting_inside_a_tumbling_window_reproduces_its_point(api: Api) -> None:
+    await send(api, 1, [frame(t, x=float(t)) for t in range(30)])
+    await define(api, {"name": "avg", "device": "press-1", "spec": {
+        "kind": "formula", "expression": "mean(x)", "output": "x_mean", "window": {"kind": "tumbling", "seconds": 10}}})
+    live = await wait_points(api, "avg", 2)
+    assert [(p["ts"] - T0, p["value"]) for p in live] == [(10, 4.5), (20, 14.5)]
+    r = await api.client.post("/api/v1/process/test", json={"name": "avg", "start": str(T0 + 15),
+                                                             "stop": str(T0 + 30)}, headers=auth(api.operator))
+    assert [(p["ts"] - T0, p["value"]) for p in r.json()["points"]] == [(20, 14.5)]  # all of 10..19, not 15..19
+
+
 async def test_a_model_that_raises_flags_its_points(api: Api) -> None:
     await send(api, 1, [frame(0, mould_F=176.0, shot=0)])
     await define(api, {**LAG, "name": "broken", "spec": {**LAG["spec"], "model": "raising"}})
