@@ -46,6 +46,7 @@ import numpy as np
 from cloud.process.bindings import Compiled, FormulaSpec, ModelSpec
 from cloud.process.formulas import Windowed
 from cloud.process.model import RunInputs, RunOutputs
+from cloud.process.state import pack, unpack
 
 __all__ = ["DerivedPoint", "Limits", "Reading", "step"]
 
@@ -95,7 +96,7 @@ def step(c: Compiled, state: dict[str, Any], readings: Sequence[Reading], limits
 
     A model's run is not solved at readings before ``emit_from`` (a replay's look-back, whose points are not
     wanted): its state advances all the same."""
-    state = {**state}
+    state = unpack(state)
     points: list[DerivedPoint] = []
     for ts, values in _groups(readings):
         if ts <= state.get("watermark", -1):
@@ -106,7 +107,7 @@ def step(c: Compiled, state: dict[str, Any], readings: Sequence[Reading], limits
         else:
             points += _model_step(c, c.spec.spec, state, ts, values, limits, ts >= emit_from)
         state["watermark"] = ts
-    return state, points
+    return pack(state), points
 
 
 def _to(c: Compiled, name: str, value: float) -> float:

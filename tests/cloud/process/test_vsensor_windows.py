@@ -99,3 +99,17 @@ def test_a_window_state_carries_across_steps() -> None:
         state, found = step(compiled, state, readings[cut:cut + 7], Limits())
         parts += [(p.ts, p.value, p.flag) for p in found]
     assert parts == whole and len(whole) == 4
+
+
+def test_a_window_state_is_stored_packed_and_an_older_state_of_lists_reads_the_same() -> None:
+    spec = {"kind": "formula", "expression": "mean(x)", "output": "m", "window": {"kind": "rolling", "seconds": 5}}
+    compiled = compile_binding(BindingSpec.model_validate({"name": "w", "device": "d", "spec": spec}), ("x",), (),
+                               ModelRegistry())
+    readings = [Reading(T0 + k * S, "x", 0.1 * k) for k in range(4)]
+    state, _ = step(compiled, {}, readings, Limits())
+    assert set(state["win"]["x"]) == {"t", "v", "int"}  # binary, not a list of numbers
+    older = {**state, "win": {"x": [[r.ts for r in readings], [r.value for r in readings]]}}
+    later = [Reading(T0 + 4 * S, "x", 0.4)]
+    assert step(compiled, older, later, Limits())[1] == step(compiled, state, later, Limits())[1]
+    (point,) = step(compiled, state, later, Limits())[1]
+    assert point.value == pytest.approx(0.2)  # the mean of 0.0 .. 0.4: the packed window lost nothing
