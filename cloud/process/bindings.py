@@ -20,7 +20,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cloud.process.formulas import Formula
-from cloud.process.model import ProcessModel, SolverSpec
+from cloud.process.model import ProcessModel, SolverSpec, optional_inputs
 from cloud.process.registry import ModelRegistry
 from cloud.process.units import check_unit, converter
 from shared.errors import InputError, Problem
@@ -221,18 +221,18 @@ def _compile_model(spec: BindingSpec, m: ModelSpec, readable: set[str], telemetr
                    models: ModelRegistry) -> Compiled:
     model = models.get(m.model, "spec.model")
     problems: list[Problem] = []
+    units = {**optional_inputs(model), **model.inputs}
     for name in m.inputs:
-        if name not in model.inputs:
+        if name not in units:
             problems.append(Problem(f"spec.inputs.{name}", f"model {model.name!r} has no input {name!r} "
-                                                           f"(inputs: {', '.join(sorted(model.inputs))})"))
+                                                           f"(inputs: {', '.join(sorted(units))})"))
     for name in model.inputs:
         if name not in m.inputs:
             problems.append(Problem(f"spec.inputs.{name}", f"model {model.name!r} needs input {name!r}; "
                                                            "map it to a sensor"))
     _check_sensors(problems, {f"spec.inputs.{n}.sensor": i.sensor for n, i in m.inputs.items()}, readable)
     _check_sensors(problems, {"spec.start_on": m.start_on}, readable)
-    convert = _conversions(problems, m.inputs, {n: model.inputs[n] for n in m.inputs if n in model.inputs},
-                           "spec.inputs")
+    convert = _conversions(problems, m.inputs, {n: units[n] for n in m.inputs if n in units}, "spec.inputs")
     outputs = dict(m.outputs) if m.outputs is not None else {o: f"{spec.name}.{o}" for o in model.outputs}
     for out, target in outputs.items():
         if out not in model.outputs:

@@ -15,7 +15,7 @@ from typing import ClassVar, Literal, Protocol
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["Backend", "ProcessModel", "RunInputs", "RunOutputs", "SolverSpec"]
+__all__ = ["Backend", "ProcessModel", "RunInputs", "RunOutputs", "SolverSpec", "optional_inputs"]
 
 Backend = Literal["rk4", "lsoda", "bdf", "radau", "cvode", "jax"]
 
@@ -55,10 +55,17 @@ class ProcessModel(Protocol):
 
     name: ClassVar[str]
     version: ClassVar[str]
-    inputs: ClassVar[dict[str, str]]  # input name -> unit
+    inputs: ClassVar[dict[str, str]]  # input name -> unit; a binding maps each
+    # A model may also name ``optional_inputs: ClassVar[dict[str, str]]`` (name -> unit): a binding may map them
+    # (``optional_inputs`` below reads them; a model without the attribute has none).
     outputs: ClassVar[dict[str, str]]  # output name -> unit (series and scalars)
     Parameters: ClassVar[type[BaseModel]]
 
     def run(self, inputs: RunInputs, params: BaseModel, solver: SolverSpec) -> RunOutputs:
         """One run. Called in worker threads, possibly two at once (a live step and a replay): keep no state."""
         ...
+
+
+def optional_inputs(model: ProcessModel) -> dict[str, str]:
+    """The inputs a binding may map and may leave out (name -> unit)."""
+    return dict(getattr(model, "optional_inputs", {}))

@@ -92,6 +92,8 @@ class PurModel:
     name: ClassVar[str] = "pur-foam"
     version: ClassVar[str] = "1.0.0"
     inputs: ClassVar[dict[str, str]] = {"mould_temperature": "degC"}
+    # measured vent condition (1 clean, 0 blocked), e.g. from a pressure-decay check; else the scenario's setting
+    optional_inputs: ClassVar[dict[str, str]] = {"vent_efficiency": "dimensionless"}
     outputs: ClassVar[dict[str, str]] = {
         "alpha": "dimensionless", "t_core": "degC", "p_mould": "bar", "density": "kg/m^3",
         "viscosity": "Pa*s", "hardness": "dimensionless", "fill": "dimensionless",
@@ -108,12 +110,28 @@ class PurModel:
                 f"solver.max_step_s: must be at most {RK4_MAX_STEP_S:g} s for rk4 on this model "
                 f"(got {solver.max_step_s:g}); a longer fixed step is not accurate to 0.1 K"))
         t_m, problem = self._mould_temperature(inputs)
+        if not problem:
+            scenario, problem = self._vent_efficiency(inputs, scenario)
         if problem:
             return RunOutputs({}, {}, ok=False, message=problem)
         traj = simulate(scenario, solver, t_m)
         if not traj.ok:
             return RunOutputs({}, {}, ok=False, message=f"the solve failed ({solver.backend}): {traj.message}")
         return outputs_of(traj)
+
+    def _vent_efficiency(self, inputs: RunInputs, scenario: PurScenario) -> tuple[PurScenario, str]:
+        """The shot's vent efficiency: the newest reading of the run so far, held for the whole shot (the
+        vents' state changes between shots, not within one); without the input, the scenario's."""
+        if "vent_efficiency" not in inputs.series:
+            return scenario, ""
+        t, v = (np.asarray(a, dtype=float) for a in inputs.series["vent_efficiency"])
+        if v.size == 0:
+            return scenario, "vent_efficiency: no reading for this shot yet"
+        last = float(v[-1])
+        if not 0.0 <= last <= 1.0:  # False for NaN
+            return scenario, (f"vent_efficiency: must be 0..1, 1 clean and 0 blocked (got {last:g} at "
+                              f"t = {float(t[-1]):.1f} s)")
+        return scenario.model_copy(update={"vent_efficiency": last}), ""
 
     def _mould_temperature(self, inputs: RunInputs) -> tuple[Callable[[float], float] | None, str]:
         if "mould_temperature" not in inputs.series:

@@ -83,3 +83,29 @@ async def test_a_reading_past_the_models_horizon_flags_its_series_never_holds_th
         assert by[(field, 400)]["value"] is None
         assert "past the model's horizon" in by[(field, 400)]["flag"] and "300" in by[(field, 400)]["flag"]
     assert by[("t_demold", 400)]["value"] == pytest.approx(by[("t_demold", 200)]["value"], abs=1e-6)
+
+
+async def test_a_measured_vent_efficiency_replaces_the_scenarios_for_the_shot(api: Api) -> None:
+    vented = {**BINDING, "spec": {**BINDING["spec"], "outputs": {"p_max": "p_max"}, "inputs": {
+        **BINDING["spec"]["inputs"], "vent_efficiency": {"sensor": "vent_pct", "unit": "percent"}}}}
+    await send(api, 1, [frame(0, mould_F=113.0, shot=0, vent_pct=0.0)])  # a blocked vent, checked before the shot
+    body = await define(api, {**vented, "spec": {**vented["spec"], "inputs": {
+        **vented["spec"]["inputs"], "vent_efficiency": {"sensor": "vent_pct", "unit": "bar"}}}}, 422)
+    assert [d["path"] for d in body["detail"]] == ["spec.inputs.vent_efficiency.unit"], body
+    await define(api, vented)
+    await send(api, 2, [frame(1, mould_F=113.0, shot=1), frame(61, mould_F=113.0)])
+    points = {round(p["ts"] - T0 - 1): p for p in await wait_points(api, "foam", 2)}
+
+    def p_max(vent_efficiency: float) -> float:
+        run = PurModel().run(RunInputs(start=T0 + 1, series={"mould_temperature": (np.array([-1.0, 0.0, 60.0]),
+                                                                                   np.full(3, 45.0))}),
+                             PurScenario(**{**SCENARIO, "vent_efficiency": vent_efficiency}),
+                             SolverSpec(backend="cvode", rtol=1e-8, atol=1e-10))
+        return run.scalars["p_max"]
+
+    assert points[60]["value"] == pytest.approx(p_max(0.0), abs=1e-6)
+    assert p_max(0.0) > p_max(1.0) + 0.05  # the scenario's clean vents would have hidden the blockage
+    await send(api, 3, [frame(62, vent_pct=150.0, mould_F=113.0)])  # a reading no vent can have
+    flagged = (await wait_points(api, "foam", 3))[-1]
+    assert flagged["value"] is None and flagged["flag"] == "vent_efficiency: must be 0..1, 1 clean and 0 blocked " \
+                                                           "(got 1.5 at t = 61.0 s)"
