@@ -136,7 +136,7 @@ class Engine:
 
     async def owned(self) -> dict[str, dict[str, str]]:
         """device -> field -> the binding deriving it (``cloud.process.ownership``), at most ``OWNED_TTL_S`` old:
-        a binding defined through another replica is seen here within that time."""
+        a binding defined through another worker or replica is seen here within that time."""
         now = time.monotonic()
         if self._owned is None or now - self._owned[0] > OWNED_TTL_S:
             owned: dict[str, dict[str, str]] = {}
