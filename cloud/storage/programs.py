@@ -218,7 +218,8 @@ async def assets(storage: Storage, *, edge: str | None, device: str | None, asse
         clause = (" WHERE " + " AND ".join(where)) if where else ""
         return ("SELECT edge, asset_id, asset_type, device_uuid, device, asset_ts, xml, removed, ts FROM assets"
                 f"{clause} ORDER BY edge, asset_id LIMIT {arg(limit)}"), arg.values  # noqa: S608
-    return [AssetRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), r[8]) for r in await storage.select(build)]
+    rows = await storage.select(build)
+    return [AssetRecord(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), r[8]) for r in rows]
 
 
 @dataclass(frozen=True, slots=True)
