@@ -100,6 +100,11 @@ class UplinkConfig(StrictModel):
     backlog_bandwidth: ByteSize = Field(
         0, ge=0, le=10**10, description="bytes/s (compressed) for the backlog after an outage; 0 = no cap"
     )
+    documents_max: int = Field(100, ge=1, le=1000, description="documents (CNC programs, assets) per batch")
+    documents_max_bytes: ByteSize = Field(
+        2_000_000, ge=300 * 1024, le=64 * 1024**2,
+        description="documents' bytes per batch before compression (a single larger document goes alone)"
+    )
 
     @property
     def shown_url(self) -> str:
