@@ -170,6 +170,9 @@ class Interpreter(CycleMixin):
                 except ExprError as exc:
                     self.diag(block.line, "error", f"{letter}{value}: {exc}")
                     continue
+            if value > 1e9 or value < -1e9:  # type: ignore[operator]
+                self.diag(block.line, "error", f"{letter}{value:g}: a value out of any machine's range")
+                continue
             if letter == "G":
                 g.append(round(value, 1))  # type: ignore[arg-type]
             elif letter == "M":

@@ -46,8 +46,11 @@ def analyse(data: bytes, *, path: str, folder: str, mtime: float, profile: Machi
     text = decode(data)
     chosen = dialect or guess_dialect(path, text)
     blocks = tokenize(text, dialect=chosen)
-    result = Interpreter(blocks, dialect=chosen, profile=profile, limits=limits,
-                         tool_diameters=tool_diameters).run()
+    try:
+        result = Interpreter(blocks, dialect=chosen, profile=profile, limits=limits,
+                             tool_diameters=tool_diameters).run()
+    except (ArithmeticError, ValueError) as exc:  # a defect of ours on a strange program: reported, not raised
+        result = Result(completed=False, diagnostics=[(0, "error", f"the program could not be interpreted ({exc})")])
     if result.number is None and chosen in ("siemens", "okuma", "linuxcnc"):
         result.number = PurePosixPath(path).stem[:64] or None
     return _record(result, data, text, path=path, folder=folder, mtime=mtime, dialect=chosen, profile=profile)
