@@ -281,6 +281,8 @@ class Interpreter(CycleMixin):
             self.tool = tool_from_comment(number, None, self.scale)
             if self.rpm:
                 self.tool.rpm.append(self.rpm)
+            if self.feed > 0:
+                self.tool.feeds.append(self.feed * (self.rpm or self.profile.default_rpm) if self.per_rev else self.feed)
             self.out.tools.append(self.tool)
         return self.tool
 
