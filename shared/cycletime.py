@@ -61,7 +61,7 @@ def fit_calibration(runs: Sequence[tuple[Estimate, float]]) -> Calibration:
         num = sum(e.total_s * m for e, m in good)
         den = sum(e.total_s * e.total_s for e, _ in good)
         factor = num / den if den > 0 else 1.0
-        return Calibration((factor,) * 4, 0.0, len(good), "factor")  # type: ignore[arg-type]
+        return Calibration((factor,) * 4, 0.0, len(good), "factor")
     rows = [_parts(e) for e, _ in good]
     target = [m for _, m in good]
     # scale columns to comparable sizes so coordinate descent converges evenly

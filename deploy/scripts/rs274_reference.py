@@ -4,7 +4,8 @@
 
 Runs ``rs274 -g`` on the plain example programs of the package (``/usr/share/linuxcnc/ncfiles``) and on our own
 programs with canned cycles and cutter compensation (``tests/data/rs274/*.ngc``), all with the tool table
-``tools.tbl`` beside them (diameters, and tool lengths of zero so that G43 moves nothing), reads its canonical output (STRAIGHT_TRAVERSE, STRAIGHT_FEED, ARC_FEED) and adds up the rapid and
+``tools.tbl`` beside them (diameters, and tool lengths of zero so that G43 moves nothing), reads its
+canonical output (STRAIGHT_TRAVERSE, STRAIGHT_FEED, ARC_FEED) and adds up the rapid and
 feed path lengths in mm (XYZ only). The example programs themselves are not copied (they are LinuxCNC's): the
 JSON records their SHA-256, and the test reads them from the package where it is installed.
 
@@ -104,10 +105,12 @@ def main() -> int:
             print(f"{path}: not installed", file=sys.stderr)
             continue
         programs[name] = {"origin": "linuxcnc example", "kind": "plain",
-                          "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), **lengths(canon(path, DATA / "tools.tbl"))}
+                          "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                          **lengths(canon(path, DATA / "tools.tbl"))}
     for path in sorted(DATA.glob("*.ngc")):
         kind = "compensation" if "comp" in path.name else "cycles"
-        programs[path.name] = {"origin": "ours", "kind": kind, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        programs[path.name] = {"origin": "ours", "kind": kind, "sha256": digest,
                                **lengths(canon(path, DATA / "tools.tbl"))}
     result = {"rs274": rs274_version(), "programs": programs}
     text = json.dumps(result, indent=1, sort_keys=True) + "\n"

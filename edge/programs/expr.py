@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 
 __all__ = ["MAX_EXPR", "ExprError", "evaluate"]
 
 MAX_EXPR = 256
 _TOKEN = re.compile(r"\s*(?:(\d+\.?\d*|\.\d+)|(#)|(<[A-Za-z0-9_]+>)|([A-Z]+)|(\*\*|[-+*/\[\]]))")
-_FUNCS = {
+_FUNCS: dict[str, Callable[[float], float]] = {
     "SIN": lambda v: math.sin(math.radians(v)), "COS": lambda v: math.cos(math.radians(v)),
     "TAN": lambda v: math.tan(math.radians(v)), "ATAN": lambda v: math.degrees(math.atan(v)),
     "ASIN": lambda v: math.degrees(math.asin(v)), "ACOS": lambda v: math.degrees(math.acos(v)),

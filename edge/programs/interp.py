@@ -166,7 +166,7 @@ class Interpreter(CycleMixin):
         for letter, value in words:
             if value.__class__ is str:
                 try:
-                    value = evaluate(value, self.variables)  # type: ignore[arg-type]
+                    value = evaluate(value, self.variables)
                 except ExprError as exc:
                     self.diag(block.line, "error", f"{letter}{value}: {exc}")
                     continue
@@ -282,7 +282,8 @@ class Interpreter(CycleMixin):
             if self.rpm:
                 self.tool.rpm.append(self.rpm)
             if self.feed > 0:
-                self.tool.feeds.append(self.feed * (self.rpm or self.profile.default_rpm) if self.per_rev else self.feed)
+                rpm = self.rpm or self.profile.default_rpm
+                self.tool.feeds.append(self.feed * rpm if self.per_rev else self.feed)
             self.out.tools.append(self.tool)
         return self.tool
 

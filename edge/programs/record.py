@@ -71,10 +71,10 @@ def _record(result: Result, data: bytes, text: str, *, path: str, folder: str, m
                             total_s=result.feed_s + result.rapid_s + tool_change_s + result.dwell_s + result.other_s)
     return ProgramRecord(
         sha256=hashlib.sha256(data).hexdigest(), path=path[:1024], folder=folder[:256], size=len(data),
-        mtime=mtime, lines=text.count("\n") + (0 if text.endswith("\n") or not text else 1), dialect=dialect,  # type: ignore[arg-type]
-        number=result.number[:64] if result.number else None, header=result.header, units=result.units,  # type: ignore[arg-type]
+        mtime=mtime, lines=text.count("\n") + (0 if text.endswith("\n") or not text else 1), dialect=dialect,
+        number=result.number[:64] if result.number else None, header=result.header, units=result.units,
         tools=tools, offsets=[o[:32] for o in result.offsets], subprograms=[s[:64] for s in result.subprograms],
         holes=result.holes, feed_mm=result.feed_mm, rapid_mm=result.rapid_mm, estimate=estimate,
-        diagnostics=[Diagnostic(line=line, level=level, message=message)  # type: ignore[arg-type]
+        diagnostics=[Diagnostic(line=line, level=level, message=message)
                      for line, level, message in result.diagnostics],
     )

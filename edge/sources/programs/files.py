@@ -34,7 +34,8 @@ class ReadResult:
     problem: str | None = None
 
 
-def scan_folder(root: Path, extensions: tuple[str, ...], *, recursive: bool, limit: int) -> tuple[list[FileStat], str | None]:
+def scan_folder(root: Path, extensions: tuple[str, ...], *, recursive: bool,
+                limit: int) -> tuple[list[FileStat], str | None]:
     """The folder's program files (at most ``limit``), and a problem reaching it (or None)."""
     found: list[FileStat] = []
     if not root.is_dir():

@@ -192,7 +192,7 @@ class ProgramsSource(Source):
     # --- events -----------------------------------------------------------------------------------------
 
     def _event(self, kind: str, level: str, message: str, key: str, details: dict[str, Any]) -> EdgeEvent:
-        return EdgeEvent(ts=time.time(), level=level, kind=kind, edge=self.edge_id,  # type: ignore[arg-type]
+        return EdgeEvent(ts=time.time(), level=level, kind=kind, edge=self.edge_id,
                          device=self.config.device_id, source=self.name, message=message[:512],
                          details={k: (v[:1024] if isinstance(v, str) else v) for k, v in details.items()})
 

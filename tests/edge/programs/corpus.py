@@ -84,7 +84,7 @@ def generate(seed: int) -> Program:
             machine.feed_move(length, tuple((b - a) / length for a, b in zip(pos, to, strict=True)), f)  # type: ignore[arg-type]
         pos = to
 
-    for n in range(rng.randint(1, 5)):
+    for _ in range(rng.randint(1, 5)):
         tool = rng.randint(1, 40)
         dia = rng.choice((3.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0))
         kind = rng.choice(TYPES)
