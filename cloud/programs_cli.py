@@ -132,7 +132,7 @@ def _run_line(r: Run, calibration: Calibration | None) -> str:
     if r.estimate_s is not None:
         est = f"  est {_seconds(r.estimate_s)}"
         if calibration is not None:
-            est += f" calibrated {_seconds(calibration.apply(r.estimate_s))}"
+            est += f" calibrated {_seconds(calibration.apply(r.estimate))}"
     return (f"{_when(r.start)}  {r.device:<14} {r.program or '-':<24} {_seconds(r.duration_s):>9}  {state:<15} "
             f"{linked}{est}")
 
@@ -141,7 +141,7 @@ def _run_json(r: Run, calibration: Calibration | None) -> dict[str, Any]:
     return {"device": r.device, "program": r.program, "start": r.start / 1e6,
             "end": None if r.end is None else r.end / 1e6, "duration_s": r.duration_s, "paused_s": r.paused_s,
             "completed": r.completed, "end_state": r.end_state, "sha256": r.sha256, "path": r.path,
-            "estimate_s": r.estimate_s, "calibrated_s": calibration.apply(r.estimate_s) if calibration else None}
+            "estimate_s": r.estimate_s, "calibrated_s": calibration.apply(r.estimate) if calibration else None}
 
 
 async def _runs(storage: Storage, args: argparse.Namespace) -> int:
@@ -158,13 +158,17 @@ async def _runs(storage: Storage, args: argparse.Namespace) -> int:
         raise InputError("name a program (its sha256) or a machine (--device)", "sha256")
     if args.json:
         print(json.dumps({"runs": [_run_json(r, calibrations.get(r.device)) for r in runs],
-                          "calibrations": [{"device": c.device, "factor": c.factor, "runs": c.runs}
-                                           for c in calibrations.values()]}, indent=2))
+                          "calibrations": [{"device": c.device, **c.fit.as_dict()} for c in calibrations.values()]},
+                         indent=2))
         return 0
     for r in runs:
         print(_run_line(r, calibrations.get(r.device)))
     for c in calibrations.values():
-        print(f"{c.device}: estimates x {c.factor:.3f} from {c.runs} measured run(s)")
+        w = c.fit.weights
+        how = (f"estimates x {w[0]:.3f}" if c.fit.method == "factor" else
+               f"feed x {w[0]:.3f}, rapid x {w[1]:.3f}, tool changes x {w[2]:.3f}, dwell x {w[3]:.3f}, "
+               f"+ {c.fit.constant:.1f} s")
+        print(f"{c.device}: {how} from {c.runs} measured run(s)")
     if not runs:
         print("no runs in this time range", file=sys.stderr)
     return 0

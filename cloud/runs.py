@@ -21,19 +21,22 @@ matches ``IMTS-2022-2-HOB.nc``). Among the matches the program harvested for the
 one harvested by the machine's own edge, then any; among versions of it, the newest harvested at or before the
 run started, else the first harvested after.
 
-Calibration: each machine's measured durations of completed, linked runs with an estimate calibrate the estimate
-of that machine (``calibrate``): the calibrated estimate is the raw one times the median of measured / estimated.
+Calibration: each machine's measured durations of completed runs linked to a program with an estimate calibrate
+the estimates on that machine (``calibrate``, with ``shared.cycletime.fit_calibration``: one factor on the total
+below eight runs, a non-negative weight per part of the estimate and a constant from eight on).
 """
 
 from __future__ import annotations
 
 import posixpath
-import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from cloud.storage.documents import number_key
 from cloud.storage.programs import LinkCandidate
+from shared.cnc import Estimate
+from shared.cycletime import Calibration as Fit
+from shared.cycletime import apply_calibration, fit_calibration
 
 __all__ = ["Calibration", "Run", "calibrate", "find_runs", "link_runs", "program_terms"]
 
@@ -54,7 +57,11 @@ class Run:
     sha256: str | None = None  # the program it is linked to
     edge: str | None = None  # the edge that harvested that program
     path: str | None = None
-    estimate_s: float | None = None
+    estimate: Estimate | None = None
+
+    @property
+    def estimate_s(self) -> float | None:
+        return None if self.estimate is None else self.estimate.total_s
 
     @property
     def duration_s(self) -> float | None:
@@ -150,27 +157,31 @@ def link_runs(runs: Sequence[Run], candidates: Sequence[LinkCandidate], edges: s
             out.append(run)
         else:
             c = best[1]
-            out.append(replace(run, sha256=c.sha256, edge=c.edge, path=c.path, estimate_s=c.estimate_s))
+            out.append(replace(run, sha256=c.sha256, edge=c.edge, path=c.path, estimate=c.estimate))
     return out
 
 
 @dataclass(frozen=True, slots=True)
 class Calibration:
-    """A machine's calibration: calibrated estimate = raw estimate x ``factor``, from ``runs`` measured runs."""
+    """A machine's calibration: ``fit`` (``shared.cycletime``) fitted on its measured runs."""
 
     device: str
-    factor: float
-    runs: int
+    fit: Fit
 
-    def apply(self, estimate_s: float | None) -> float | None:
-        return None if estimate_s is None else estimate_s * self.factor
+    @property
+    def runs(self) -> int:
+        return self.fit.runs
+
+    def apply(self, estimate: Estimate | None) -> float | None:
+        """The calibrated cycle time of an estimate on this machine, in seconds."""
+        return None if estimate is None else apply_calibration(self.fit, estimate)
 
 
 def calibrate(device: str, runs: Sequence[Run]) -> Calibration | None:
     """The calibration of a machine from its completed runs linked to a program with an estimate; None without
     any such run."""
-    ratios = [r.duration_s / r.estimate_s for r in runs
-              if r.completed and r.sha256 and r.estimate_s and r.estimate_s > 0 and r.duration_s]
-    if not ratios:
+    pairs = [(r.estimate, r.duration_s) for r in runs
+             if r.completed and r.sha256 and r.estimate is not None and r.duration_s]
+    if not pairs:
         return None
-    return Calibration(device, statistics.median(ratios), len(ratios))
+    return Calibration(device, fit_calibration([(e, float(m)) for e, m in pairs if m is not None]))

@@ -112,7 +112,9 @@ class RunOut(BaseModel):
 
 class CalibrationOut(BaseModel):
     device: str
-    factor: float = Field(description="calibrated = raw estimate x factor (median of measured / estimated)")
+    method: str = Field(description="factor: one factor on the total (fewer than 8 runs); parts: a weight per part "
+                                    "of the estimate and a constant")
+    weights: dict[str, float] = Field(description="feed, rapid, tool_change, dwell (and other) weights; constant s")
     runs: int = Field(description="completed runs measured")
 
 
@@ -233,11 +235,12 @@ def _run_out(run: Run, calibration: Calibration | None) -> RunOut:
                   end=None if run.end is None else run.end / 1e6, duration_s=run.duration_s, paused_s=run.paused_s,
                   completed=run.completed, end_state=run.end_state, sha256=run.sha256, edge=run.edge, path=run.path,
                   estimate_s=run.estimate_s,
-                  calibrated_s=calibration.apply(run.estimate_s) if calibration else None)
+                  calibrated_s=calibration.apply(run.estimate) if calibration else None)
 
 
 def _calibration_out(c: Calibration) -> CalibrationOut:
-    return CalibrationOut(device=c.device, factor=c.factor, runs=c.runs)
+    weights = {k: float(v) for k, v in c.fit.as_dict().items() if k not in ("runs", "method")}  # type: ignore[arg-type]
+    return CalibrationOut(device=c.device, method=c.fit.method, weights=weights, runs=c.runs)
 
 
 @router.get("/programs/{sha256}/runs", response_model=RunPage, responses={**_ERRORS, **_UNKNOWN})

@@ -16,8 +16,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
+
 from cloud.storage.base import Storage
 from cloud.storage.keyset import Arguments, newest_first
+from shared.cnc import Estimate
 from shared.errors import InputError
 
 __all__ = ["AssetRecord", "LinkCandidate", "ProgramQuery", "ProgramRecordRow", "RegistryDevice", "RegistryItem",
@@ -165,9 +168,17 @@ class LinkCandidate:
     name: str
     stem: str
     number_key: str | None
-    estimate_s: float | None
+    estimate: Estimate | None
     first_seen: int
     last_seen: int
+
+
+def _estimate(record: str) -> Estimate | None:
+    try:
+        found = json.loads(record).get("estimate")
+        return None if found is None else Estimate.model_validate(found)
+    except (ValueError, AttributeError, ValidationError):
+        return None
 
 
 async def link_candidates(storage: Storage, names: Sequence[str], stems: Sequence[str],
@@ -179,10 +190,11 @@ async def link_candidates(storage: Storage, names: Sequence[str], stems: Sequenc
         for column, values in (("name", names), ("stem", stems), ("number_key", numbers)):
             if values:
                 ors.append(f"{column} IN ({', '.join(arg(v) for v in values)})")
-        sql = ("SELECT edge, sha256, device, path, number, name, stem, number_key, estimate_s, first_seen, last_seen "
+        sql = ("SELECT edge, sha256, device, path, number, name, stem, number_key, record, first_seen, last_seen "
                f"FROM programs WHERE {' OR '.join(ors) or '1 = 0'} ORDER BY last_seen DESC LIMIT 10000")  # noqa: S608
         return sql, arg.values
-    return [LinkCandidate(*r) for r in await storage.select(build)]
+    return [LinkCandidate(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], _estimate(r[8]), r[9], r[10])
+            for r in await storage.select(build)]
 
 
 @dataclass(frozen=True, slots=True)

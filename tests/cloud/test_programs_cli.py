@@ -52,7 +52,7 @@ def test_search_show_and_runs(config: Path, capsys: pytest.CaptureFixture[str]) 
     assert run(config, "programs", "runs", "--device", "OKUMA", "--from", DAY[0], "--to", DAY[1], "--json") == 0
     runs = json.loads(capsys.readouterr().out)
     assert [round(r["duration_s"], 1) for r in runs["runs"]] == [605.0, 186.7, 16.8, 548.9]
-    assert runs["calibrations"][0]["runs"] == 4
+    assert runs["calibrations"][0]["runs"] == 4 and runs["calibrations"][0]["method"] == "factor"
     sha = okuma_programs()[1]["sha256"]
     assert run(config, "programs", "runs", sha, "--from", DAY[0], "--to", DAY[1]) == 0
     lines = capsys.readouterr().out.splitlines()

@@ -14,12 +14,14 @@ from cloud.runs import Run, calibrate, find_runs, link_runs
 from cloud.runsquery import device_runs, runs_of_program
 from cloud.storage.base import BadQuery, Storage
 from cloud.storage.programs import LinkCandidate
+from shared.cnc import Estimate
 from shared.frame import TelemetryFrame
 from tests.cloud.apiclient import Api, auth, batch
 from tests.cloud.documents import document, program, program_doc
 from tests.cloud.okuma import okuma_frames, okuma_model
 
 S = 1_000_000  # µs in a second
+ESTIMATE = Estimate(profile="vmc", total_s=60, feed_s=40, rapid_s=5, tool_changes=2, tool_change_s=10, dwell_s=5)
 DAY = ("2022-08-08T00:00:00Z", "2022-08-09T00:00:00Z")
 # The recording's four programs, in the order they ran, with the durations measured from its EXECUTION item.
 OKUMA_RUNS = [("IMTS-2022-1E-mm.MIN", 605.0), ("IMTS-2022-2-HOB.MIN", 186.7), ("IMTS-2022-3-TRAN.MIN", 16.8),
@@ -56,7 +58,7 @@ def test_a_run_links_by_file_name_then_number_then_stem_and_prefers_the_machines
              first: float = 0) -> LinkCandidate:
         name = path.rsplit("/", 1)[-1].lower()
         return LinkCandidate(edge, sha, device, path, number, name, name.rsplit(".", 1)[0],
-                             number.lstrip("O").lstrip("0") if number else None, 60.0, round(first * S),
+                             number.lstrip("O").lstrip("0") if number else None, ESTIMATE, round(first * S),
                              round(first * S))
     candidates = [cand("a", "x/PART.MIN", None), cand("b", "y/part.nc", None), cand("c", "z/O0123.nc", "O0123"),
                   cand("d", "w/O123.NC", "O123", device="m1"), cand("e", "v/O123.NC", "O123", edge="e2"),
@@ -66,7 +68,8 @@ def test_a_run_links_by_file_name_then_number_then_stem_and_prefers_the_machines
     linked = link_runs(runs, candidates, {"e1"})
     assert [r.sha256 for r in linked] == ["a", "b", "d", "d", "a", None]
     calibration = calibrate("m1", linked)
-    assert calibration is not None and calibration.factor == pytest.approx(100 / 60) and calibration.runs == 5
+    assert calibration is not None and calibration.fit.method == "factor" and calibration.runs == 5
+    assert calibration.apply(ESTIMATE) == pytest.approx(100.0)  # every run took 100 s for an estimate of 60 s
 
 
 async def load_okuma(storage: Storage, programs: list[dict[str, Any]]) -> None:
@@ -94,7 +97,7 @@ async def test_the_okuma_recording_has_four_completed_runs_linked_and_calibrated
         (name, seconds, True, "PROGRAM_COMPLETED") for name, seconds in OKUMA_RUNS]
     assert [r.sha256 for r in found.runs] == [p["sha256"] for p in programs]
     assert found.calibration is not None and found.calibration.runs == 4
-    assert found.calibration.factor == pytest.approx(1.25, rel=1e-3)
+    assert found.calibration.fit.weights[0] == pytest.approx(1.25, rel=1e-3)
     runs, calibrations, _ = await runs_of_program(storage, programs[1]["sha256"], ["edge-1"], [], epoch(DAY[0]),
                                                   epoch(DAY[1]))
     assert [round(r.duration_s or 0, 1) for r in runs] == [186.7] and set(calibrations) == {"OKUMA"}
