@@ -96,3 +96,11 @@ def test_search_then_open_a_program_with_its_tools_diagnostics_and_runs(cloud: C
     sha = okuma_programs()[1]["sha256"]
     tab.goto(f"{cloud.base_url}/programs?sha={sha}")  # a link to the program opens it
     expect(tab.locator("#program-detail")).to_have_attribute("data-sha", sha, timeout=WAIT_MS)
+
+
+def test_the_device_page_shows_each_mtconnect_field_with_its_units(cloud: CloudServer, tab: Page) -> None:
+    sign_in(tab, cloud, token_of(cloud, "viewer"), "/devices?d=OKUMA")
+    expect(tab.locator("#device-values tr[data-field=LX1actm] th")).to_have_text("LX1actm (MILLIMETER)",
+                                                                                   timeout=WAIT_MS)
+    expect(tab.locator("#device-values tr[data-field=LX1load] th")).to_have_text("LX1load (PERCENT)")
+    expect(tab.locator("#device-values tr[data-field=Lpexecution] th")).to_have_text("Lpexecution")
