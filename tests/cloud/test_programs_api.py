@@ -116,19 +116,20 @@ async def test_hostile_documents_are_kept_as_invalid_and_the_frames_still_go_in(
         document(6, "gauge_reading", "g-1", {"value": 3}),  # a kind from a newer edge: kept as it came
         {"seq": 7, "document": "not a map"},
         document(8, "program", MILL["sha256"], MILL),  # the good one among them
+        document(9, "asset", "A2", {"value": float("nan")}),  # MessagePack carries NaN; JSON has no form for it
     ]
     resp = await api.sync({**batch("edge-1", [(1, wire(1)), (2, wire(2))]), "documents": docs})
     assert resp.status_code == 200, resp.text
     ack = resp.json()
-    assert ack["acked_through"] == 2 and ack["stored"] == 2 and ack["documents_acked_through"] == 8
+    assert ack["acked_through"] == 2 and ack["stored"] == 2 and ack["documents_acked_through"] == 9
     rows = await _stored_documents(api)
     status = {seq: (kind, state) for seq, kind, state, _ in rows}
     assert status == {1: ("program", "invalid"), 2: ("program", "invalid"), 3: ("program", "invalid"),
                       4: ("Bad Kind!", "invalid"), 5: ("asset", "invalid"), 6: ("gauge_reading", "ok"),
-                      7: ("?", "invalid"), 8: ("program", "ok")}
+                      7: ("?", "invalid"), 8: ("program", "ok"), 9: ("asset", "invalid")}
     reasons = {seq: reason for seq, _, _, reason in rows}
     assert "tools[0].tool" in reasons[1] and "sha256" in reasons[2] and "262,144" in reasons[3]
-    assert "kind" in reasons[4] and "asset_id" in reasons[5]
+    assert "kind" in reasons[4] and "asset_id" in reasons[5] and "NaN" in reasons[9]
     assert shas(await get(api, "/api/v1/programs")) == {MILL["sha256"]}
 
 
