@@ -82,14 +82,14 @@ CREATE TABLE program_tools (
     diameter_mm DOUBLE PRECISION,
     PRIMARY KEY (edge, sha256, pos)
 );
-CREATE INDEX program_tools_tool ON program_tools (tool);
+CREATE INDEX program_tools_tool ON program_tools (tool, edge, sha256);
 CREATE TABLE program_offsets (
     edge TEXT NOT NULL,
     sha256 TEXT NOT NULL,
     work_offset TEXT NOT NULL,
     PRIMARY KEY (edge, sha256, work_offset)
 );
-CREATE INDEX program_offsets_offset ON program_offsets (work_offset);
+CREATE INDEX program_offsets_offset ON program_offsets (work_offset, edge, sha256);
 CREATE TABLE assets (
     edge TEXT NOT NULL,
     asset_id TEXT NOT NULL,

@@ -117,6 +117,9 @@ def normal_offset(offset: str) -> str | None:
 def _program_filter(q: ProgramQuery, param: Callable[[int], str]) -> tuple[str, list[Any]]:
     arg = Arguments(param)
     where: list[str] = []
+    # A T number is selective: a row-value IN reads its few tool rows once (an EXISTS per program would walk
+    # the programs newest first and probe each). Words, diameters and offsets match many programs: EXISTS stops
+    # as soon as a page is full.
     same = "t.edge = programs.edge AND t.sha256 = programs.sha256"
     if q.edge is not None:
         where.append(f"edge = {arg(q.edge)}")
@@ -125,7 +128,7 @@ def _program_filter(q: ProgramQuery, param: Callable[[int], str]) -> tuple[str, 
     if q.tool is not None:
         number = parse_tool(q.tool)
         if number is not None:
-            where.append(f"EXISTS (SELECT 1 FROM program_tools t WHERE {same} AND t.tool = {arg(number)})")
+            where.append(f"(edge, sha256) IN (SELECT edge, sha256 FROM program_tools WHERE tool = {arg(number)})")
         else:
             words = like_pattern(q.tool.strip())
             where.append(f"EXISTS (SELECT 1 FROM program_tools t WHERE {same} AND (lower(t.comment) LIKE "
