@@ -542,6 +542,12 @@ class Storage(MlStore, abc.ABC):
         """Delete samples and frames, and rollups of every level, older than the cutoffs (None keeps them);
         alerts (and the records of alert events) and edge events go with the rollups' cutoff. Rows deleted."""
 
+    # --- documents (cloud.storage.documents) ----------------------------------------------
+    async def put_documents(self, edge: str, documents: Sequence[DocumentIn], now_us: int) -> int:
+        """Store an edge's documents not stored yet, and what is read from them, in one transaction, without
+        touching the edge's sync record (copying a database); returns how many were new."""
+        raise NotSupported(f"documents are not supported on {self.backend} storage yet")
+
     # --- physics assemblies ----------------------------------------------------------
     @abc.abstractmethod
     async def put_assembly(self, record: AssemblyRecord) -> None:

@@ -478,6 +478,11 @@ class PostgresStorage(Storage):
         async with self._con() as con:
             return await events_pg(con, query)
 
+    async def put_documents(self, edge: str, documents: Sequence[DocumentIn], now_us: int) -> int:
+        async with self._con() as con, con.transaction():
+            await con.execute(q.LOCK_EDGE, edge)
+            return await store_documents_pg(con, edge, documents, now_us)
+
     async def select(self, build: Callable[[Callable[[int], str]], tuple[str, list[Any]]]) -> list[tuple[Any, ...]]:
         sql, args = build(lambda n: f"${n}")
         async with self._con() as con:

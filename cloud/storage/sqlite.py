@@ -374,6 +374,19 @@ class SQLiteStorage(Storage):
     async def events(self, query: EventQuery) -> list[EventRecord]:
         return await self._read(events_sqlite, query)
 
+    async def put_documents(self, edge: str, documents: Sequence[DocumentIn], now_us: int) -> int:
+        def run(con: sqlite3.Connection) -> int:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                new = store_documents_sqlite(con, edge, documents, now_us)
+                con.execute("COMMIT")
+            except BaseException:
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
+                raise
+            return new
+        return await self._write(run)
+
     async def select(self, build: Callable[[Callable[[int], str]], tuple[str, list[Any]]]) -> list[tuple[Any, ...]]:
         sql, args = build(lambda _n: "?")
         return await self._read(lambda con: [tuple(r) for r in con.execute(sql, args)])
