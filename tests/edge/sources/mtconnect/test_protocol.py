@@ -160,7 +160,9 @@ def test_the_2_6_error_form_with_several_errors() -> None:
 def test_an_error_document_answers_a_probe_and_an_asset_request_too() -> None:
     doc = (b'<MTConnectError xmlns="urn:mtconnect.org:MTConnectError:1.7"><Header instanceId="3"/><Errors>'
            b'<Error errorCode="ASSET_NOT_FOUND">Cannot find asset: 9</Error></Errors></MTConnectError>')
-    assert parse_assets(doc) == AgentErrors(parse_probe(doc).header, (("ASSET_NOT_FOUND", "Cannot find asset: 9"),))  # type: ignore[union-attr]
+    probe = parse_probe(doc)
+    assert isinstance(probe, AgentErrors) and probe.header is not None and probe.header.instance_id == 3
+    assert parse_assets(doc) == AgentErrors(probe.header, (("ASSET_NOT_FOUND", "Cannot find asset: 9"),))
 
 
 def test_an_error_document_without_errors_is_refused() -> None:
