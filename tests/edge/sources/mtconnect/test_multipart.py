@@ -78,6 +78,35 @@ def test_any_split_of_the_stream_gives_the_same_parts(data: st.DataObject, kind:
     assert _feed_split(stream, cuts) == PARTS
 
 
+# 60 kB of a /sample stream as the simulator's agent sent it (MTConnect 1.7, from=200&count=40&interval=0&
+# heartbeat=50, the replay paused for the first parts, so heartbeats come between data), cut mid-part.
+RECORDED_AGENT = (DATA / "sample-stream-1.7.bin").read_bytes()
+AGENT_BOUNDARY = b"b35502217a190614cae566b13ea15d68"
+
+
+def test_the_recorded_agent_stream_gives_parts_in_sequence_order() -> None:
+    parts = MultipartReader(AGENT_BOUNDARY).feed(RECORDED_AGENT)
+    docs = [parse_streams(p) for p in parts]
+    assert len(docs) >= 10 and all(isinstance(d, Streams) for d in docs)
+    sequences = [o.sequence for d in docs if isinstance(d, Streams) for o in d.observations]
+    assert sequences == list(range(200, 200 + len(sequences)))
+    assert any(isinstance(d, Streams) and not d.observations for d in docs)  # heartbeats
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_any_split_of_the_recorded_agent_stream_gives_the_same_parts(data: st.DataObject) -> None:
+    whole = MultipartReader(AGENT_BOUNDARY).feed(RECORDED_AGENT)
+    cuts = data.draw(st.lists(st.integers(min_value=0, max_value=len(RECORDED_AGENT)), max_size=80))
+    reader = MultipartReader(AGENT_BOUNDARY)
+    got: list[bytes] = []
+    last = 0
+    for cut in sorted(set(cuts)) + [len(RECORDED_AGENT)]:
+        got += reader.feed(RECORDED_AGENT[last:cut])
+        last = cut
+    assert got == whole
+
+
 @settings(max_examples=100, deadline=None)
 @given(bodies=st.lists(st.binary(max_size=300), min_size=1, max_size=8), data=st.data())
 def test_any_bodies_framed_by_content_length_survive_any_split(bodies: list[bytes], data: st.DataObject) -> None:
