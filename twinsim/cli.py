@@ -302,8 +302,14 @@ def _run(args: argparse.Namespace) -> int:
 async def _serve_agent(agent: MTConnectAgent, ready_file: Path | None) -> int:
     loop = asyncio.get_running_loop()
     stopped = asyncio.Event()
+    names: list[str] = []
+
+    def stop(name: str) -> None:
+        names.append(name)
+        stopped.set()
+
     for sig in STOP_SIGNALS:
-        loop.add_signal_handler(sig, stopped.set)
+        loop.add_signal_handler(sig, stop, sig.name)
     try:
         try:
             await agent.start()
@@ -319,7 +325,7 @@ async def _serve_agent(agent: MTConnectAgent, ready_file: Path | None) -> int:
              f"{agent.buffer.size}, MTConnect {agent.settings.version})")
         _say(READY_LINE)
         await stopped.wait()
-        _say("twinsim stopping")
+        _say(f"twinsim stopping ({names[0]})")
         return 0
     finally:
         for sig in STOP_SIGNALS:
