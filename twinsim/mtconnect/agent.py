@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Literal
 
 from twinsim.mtconnect.model import Item, load_devices
+from twinsim.mtconnect.server import AgentServer
 from twinsim.mtconnect.shdr import (
     AssetRemove,
     AssetRemoveAll,
@@ -121,8 +122,6 @@ class MTConnectAgent:
         self.replay_done = asyncio.Event()
         self._stall_handle: asyncio.TimerHandle | None = None
         self._replay_task: asyncio.Task[None] | None = None
-        from twinsim.mtconnect.server import AgentServer  # the server needs this module's class
-
         self.server = AgentServer(self)
 
     # --- lifecycle ---

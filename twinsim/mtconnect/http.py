@@ -16,7 +16,7 @@ __all__ = ["IDLE_TIMEOUT", "MAX_HEAD", "BadRequest", "Request", "read_request", 
 
 MAX_HEAD = 16 * 1024
 MAX_PARAMS = 20
-IDLE_TIMEOUT = 30.0
+IDLE_TIMEOUT = 60.0
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
             413: "Content Too Large", 431: "Request Header Fields Too Large"}
 
