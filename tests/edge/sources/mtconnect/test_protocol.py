@@ -292,3 +292,10 @@ def test_deeply_nested_components_are_refused() -> None:
 def test_a_non_finite_sample_stays_text() -> None:
     s = _streams(_doc(body=_obs(GOOD_OBS, b"NaN")))
     assert s.observations[0].value == "NaN"
+
+
+def test_a_stylesheet_instruction_and_comments_are_ignored() -> None:
+    doc = (b'<?xml version="1.0" encoding="UTF-8"?>\n<?xml-stylesheet type="text/xsl" href="/styles/styles.xsl"?>\n'
+           b"<!-- the reference agent 2.x puts a stylesheet first -->" + _doc(body=_obs(GOOD_OBS, b"4<!-- -->2")))
+    s = _streams(doc)
+    assert [(o.item_id, o.sequence, o.value) for o in s.observations] == [("x", 5, 42.0)]
