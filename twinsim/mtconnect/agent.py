@@ -180,15 +180,25 @@ class MTConnectAgent:
     def paused(self) -> bool:
         return not self._running.is_set()
 
-    def restart(self, instance_id: int | None = None) -> None:
+    def restart(self, instance_id: int | None = None, *, resend: bool = False) -> None:
         """As if the agent process restarted: clients cut off, a new instanceId (the old one + 1 unless
         given), an empty buffer with sequences from 1, every item UNAVAILABLE; then the replay goes on
-        where it was. Assets are kept."""
+        where it was. Assets are kept. ``resend``: the adapter reconnects and sends its whole state
+        first (every value the items had before, at one new timestamp), as a real adapter does."""
+        before = self.buffer.current.records()
         self.server.disconnect_clients()
         self.instance_id = instance_id if instance_id is not None else self.instance_id + 1
         self.buffer = Buffer(self.settings.buffer_size)
         self.restarts += 1
         self._seed_unavailable()
+        if resend:
+            self._line_ts = self._stamp()
+            self._line_items.clear()
+            for rec in before:
+                if rec.value is not None:
+                    self._add(Record(rec.item, 0, self._ts(rec.item), rec.value, 0, rec.condition, rec.native_code,
+                                     rec.asset_type))
+            self._notify()
         log.info("MTConnect agent restarted: instanceId %d", self.instance_id)
 
     def unstall(self) -> None:

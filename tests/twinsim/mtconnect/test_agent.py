@@ -356,3 +356,21 @@ async def test_assets_are_served_and_announced(agent: MTConnectAgent, client: ht
     assert len(changed) == 118 and changed[0].asset_type == "CuttingTool"
     raw = (await client.get("/sample", params={"from": changed[-1].sequence, "count": 1})).text
     assert 'assetType="CuttingTool"' in raw and f">{changed[-1].value}</AssetChanged>" in raw
+
+
+async def test_a_restart_with_resend_gets_the_state_back_at_once(agent: MTConnectAgent,
+                                                                 client: httpx.AsyncClient) -> None:
+    agent.resume()
+    async with asyncio.timeout(10):
+        await agent.wait_for(lambda: agent.lines_replayed >= 3000)
+    agent.pause()
+    before = {o.item_id: o.value for o in _streams(await client.get("/current")).observations
+              if o.category != "CONDITION"}
+    agent.restart(instance_id=1000, resend=True)
+    async with httpx.AsyncClient(base_url=agent.url) as fresh:  # the restart cut the old keep-alive connection
+        after = _streams(await fresh.get("/current"))
+        assert after.header.instance_id == 1000 and after.header.first_sequence == 1
+        assert {o.item_id: o.value for o in after.observations if o.category != "CONDITION"} == before
+        resent = _streams(await fresh.get("/sample", params={"from": N_ITEMS + 1, "count": 1000})).observations
+    assert len(resent) == sum(v is not None for v in before.values()) + 10  # + the 10 NORMAL conditions
+    assert len({o.timestamp for o in resent}) == 1  # one line, as an adapter sends it on reconnecting
