@@ -235,7 +235,10 @@ def _header(root: ET.Element) -> Header:
 def _errors(root: ET.Element) -> AgentErrors:
     """Both forms: ``<Errors><Error errorCode="X">text</Error>`` (1.x to 2.5, also without ``<Errors>``
     in 1.1) and ``<Errors><OutOfRange><ErrorCode>OUT_OF_RANGE</ErrorCode><ErrorMessage>`` (2.6+)."""
-    header = _header(root) if _child(root, "Header") is not None else None
+    try:  # the errors matter more than a header an agent filled badly
+        header: Header | None = _header(root)
+    except ProtocolError:
+        header = None
     found: list[tuple[str, str]] = []
     containers = [c for c in root if _local(c.tag) == "Errors"] or [root]
     for container in containers:

@@ -299,3 +299,9 @@ def test_a_stylesheet_instruction_and_comments_are_ignored() -> None:
            b"<!-- the reference agent 2.x puts a stylesheet first -->" + _doc(body=_obs(GOOD_OBS, b"4<!-- -->2")))
     s = _streams(doc)
     assert [(o.item_id, o.sequence, o.value) for o in s.observations] == [("x", 5, 42.0)]
+
+
+def test_an_error_document_with_a_bad_header_still_gives_its_errors() -> None:
+    doc = (b'<MTConnectError xmlns="urn:mtconnect.org:MTConnectError:1.3"><Header sender="x"/><Errors>'
+           b'<Error errorCode="INVALID_REQUEST">bad</Error></Errors></MTConnectError>')
+    assert parse_streams(doc) == AgentErrors(None, (("INVALID_REQUEST", "bad"),))
