@@ -9,7 +9,7 @@ Re-timing: the recording was spliced, so its timestamps go backwards in places (
 up to 0.25 s where lines were written out of order, and two splices back by 17 and 33 minutes) and jump
 forward once by 34 minutes. The replay keeps the latest time seen; a line later than it waits the
 difference (capped at ``max_gap``, 10 s), a line slightly earlier (out of order) waits nothing and
-leaves the mark, a line more than ``max_gap`` earlier starts a new segment (a splice). The four program
+leaves the mark, a line more than ``max_gap`` (at least 1 s) earlier starts a new segment (a splice). The four program
 runs keep their recorded durations; the whole file takes about 1,387 s at ``speed=1``. Asset lines
 carry the asset's own (old) time and take no time. Every line gets one timestamp, strictly later than
 the previous line's (by at least 1 µs): with ``timestamps="replay"`` (default) the agent's start plus
