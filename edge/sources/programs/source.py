@@ -31,7 +31,8 @@ __all__ = ["SHARDS", "ProgramsSource"]
 
 log = logging.getLogger(__name__)
 
-SHARDS = 64
+SHARDS = 256  # positions per harvester: each stays far below a position's 64 KiB
+MAX_POSITION = 60 * 1024
 Entry = list[Any]  # [size, mtime_ns, sha256 or "", problem or ""]
 
 
@@ -57,7 +58,13 @@ class ProgramsSource(Source):
 
     def _position(self, shard: int) -> Position:
         entries = {k: v for k, v in self.known.items() if self._shard(k) == shard}
-        return Position(f"programs:{self.name}:{shard}", json.dumps(entries, separators=(",", ":")))
+        text = json.dumps(entries, separators=(",", ":"))
+        while len(text) > MAX_POSITION and entries:
+            # very long paths: what does not fit is forgotten, and read (and reported) again after a restart
+            entries.pop(next(iter(entries)))
+            text = json.dumps(entries, separators=(",", ":"))
+            self.health.detail["forgotten"] = self.health.detail.get("forgotten", 0) + 1
+        return Position(f"programs:{self.name}:{shard}", text)
 
     async def _load(self) -> None:
         for shard in range(SHARDS):
