@@ -174,7 +174,7 @@ class Interpreter(CycleMixin):
                 self.diag(block.line, "error", f"{letter}{value:g}: a value out of any machine's range")
                 continue
             if letter == "G":
-                g.append(round(value, 1))  # type: ignore[arg-type]
+                g.append(value)  # type: ignore[arg-type]
             elif letter == "M":
                 m.append(value)  # type: ignore[arg-type]
             else:
