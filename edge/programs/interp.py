@@ -179,14 +179,20 @@ class Interpreter(CycleMixin):
                 m.append(value)  # type: ignore[arg-type]
             else:
                 w[letter] = value  # type: ignore[assignment]
+        if g and ("F" in w or "S" in w):  # units and feed mode apply to the F word of their own block
+            for code in g:
+                if code == 20.0 or code == 21.0:
+                    self.scale = 25.4 if code == 20.0 else 1.0
+                elif code == 94.0 or code == 95.0:
+                    self.per_rev = code == 95.0
         if "T" in w and self.dialect != "siemens":
             self.pending_tool = int(w["T"]) if w["T"] >= 0 else None
         if 6.0 in m:  # before S and F: those on the tool-change line are the new tool's
             self.tool_change(block)
-        if "F" in w:
-            self._set_feed(w["F"], block.line)
         if "S" in w:
             self._set_speed(w["S"])
+        if "F" in w:
+            self._set_feed(w["F"], block.line)
         for code in m:
             if code in (3.0, 4.0):
                 if not self.spindle_on:
@@ -335,7 +341,10 @@ class Interpreter(CycleMixin):
                 self.offset(f"G15 H{int(w['H'])}")
             elif code in _NON_MOTION_AXES:
                 consumed = True
-                if code in (92.0, 52.0):
+                if code == 65.0:
+                    self.diag(block.line, "warning", "G65 macro calls are not followed: their moves are not counted",
+                              once="G65")
+                elif code in (92.0, 52.0):
                     self.diag(block.line, "warning", f"G{code:g} shifts the coordinates: lengths after it are "
                               "taken as programmed", once=f"G{code:g}")
             elif code not in _QUIET_G:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -169,3 +170,41 @@ def test_config_rejects_relative_folders_and_bad_extensions(tmp_path: Path) -> N
             {"name": "a", "path": "relative/dir"}]})
     cfg = config(tmp_path, extensions=["NC", ".EIA"])
     assert cfg.extensions == [".eia", ".nc"]
+
+
+async def test_changes_while_the_daemon_was_down_are_reported_at_start(tmp_path: Path) -> None:
+    (tmp_path / "keep.nc").write_text(PROGRAM)
+    (tmp_path / "gone.nc").write_text(PROGRAM.replace("X50", "X70"))
+    sink = FakeSink()
+    await ProgramsSource(config(tmp_path), sink).scan_once()
+    (tmp_path / "gone.nc").unlink()
+    (tmp_path / "new.nc").write_text(PROGRAM.replace("X50", "X80"))
+    await ProgramsSource(config(tmp_path), sink).scan_once()
+    assert [d.body["path"] for d in sink.documents()][2:] == ["new.nc"]
+    removed = [e.details["path"] for e in sink.events("program_harvested") if e.details["action"] == "removed"]
+    assert removed == ["gone.nc"]
+
+
+async def test_parsing_runs_off_the_event_loop(tmp_path: Path) -> None:
+    (tmp_path / "long.nc").write_text("".join(f"G1 X{i % 97} Y{i % 89} F500\n" for i in range(150_000)))
+    sink = FakeSink()
+    source = ProgramsSource(config(tmp_path, max_file_size="16MiB"), sink)
+    ticks = 0
+    scan = asyncio.create_task(source.scan_once())
+    while not scan.done():  # the loop keeps turning while the file is read and interpreted
+        ticks += 1
+        await asyncio.sleep(0.001)
+    await scan
+    assert len(sink.documents()) == 1 and sink.documents()[0].body["lines"] == 150_000
+    assert ticks > 1
+
+
+async def test_a_record_too_large_for_one_document_is_trimmed(tmp_path: Path) -> None:
+    tools = "".join(f"T{t} M6 ({'X' * 200})\n" + "".join(f"G1 X{i} F{100 + i}\n" for i in range(60))
+                    for t in range(1, 1000))
+    (tmp_path / "many.nc").write_text(tools + "M30\n")
+    sink = FakeSink()
+    await ProgramsSource(config(tmp_path, max_file_size="16MiB"), sink).scan_once()
+    body = sink.documents()[0].body
+    assert len(json.dumps(body)) <= 256 * 1024
+    assert body["tools"] and body["tools"][0]["tool"] == 1
