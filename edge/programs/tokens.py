@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["Block", "tokenize"]
+__all__ = ["MAX_LINE", "Block", "tokenize"]
+
+MAX_LINE = 16_384  # characters; real blocks are under 256
 
 Value = float | str  # a number, or an expression's text for the interpreter
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)"
@@ -119,6 +121,10 @@ def tokenize(text: str, *, dialect: str = "fanuc") -> list[Block]:
     for number, raw in enumerate(text.split("\n"), 1):
         block = Block(number, raw)
         blocks.append(block)
+        if len(raw) > MAX_LINE:
+            block.text = raw[:80]
+            block.error = f"a line of {len(raw):,} characters (more than {MAX_LINE:,}) is skipped"
+            continue
         line = raw.strip()
         if not line or line[0] == "%":
             if line.startswith("%_N_"):  # Siemens file header: %_N_NAME_MPF

@@ -180,3 +180,18 @@ def test_macro_call_is_warned_once() -> None:
     rec = run("G65 P9000 A1\nG65 P9000 A2\nM30\n")
     assert [d.message for d in rec.diagnostics if "G65" in d.message] == [
         "G65 macro calls are not followed: their moves are not counted"]
+
+
+def test_hostile_lines_and_expressions_are_bounded() -> None:
+    rec = run("G1 X1 F100\nX[" + "A" * 100_000 + "\n#1=" + "[" * 200 + "1" + "]" * 200 + "\nG1 X#1\nM30\n")
+    messages = [d.message for d in rec.diagnostics]
+    assert any("100,002 characters" in m for m in messages)
+    assert any("nested" in m or "longer than" in m for m in messages)
+    assert rec.feed_mm == pytest.approx(1.0)
+
+
+def test_haas_local_subprogram_by_n_label() -> None:
+    rec = run("O2 (HAAS)\nG0 X0 Y0\nM97 P100 L2\nM30\nN100 G91 G1 X5. F100.\nG90\nM99\n")
+    assert rec.dialect == "haas"
+    assert rec.feed_mm == pytest.approx(10.0)
+    assert rec.subprograms == ["N100"]
