@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from edge.programs.cycles import CycleMixin
 from edge.programs.estimate import MoveTimer
 from edge.programs.expr import ExprError, evaluate
-from edge.programs.geometry import PLANES, ArcError, arc, corner_change
+from edge.programs.geometry import PLANES, ArcError, arc, corner_change, entry_arc_length
 from edge.programs.profiles import MachineProfile
 from edge.programs.tokens import Block
 from edge.programs.tools import ToolStats, tool_from_comment
@@ -324,7 +324,7 @@ class Interpreter(CycleMixin):
             elif code in (98.0, 99.0):
                 self.retract_to_initial = code == 98.0
             elif code in (40.0, 41.0, 42.0):
-                self._compensation(code, block)
+                self._compensation(code, w, block)
             elif code == 43.0 and "H" in w:
                 self.current_tool().length_offset = int(w["H"]) if w["H"] >= 0 else None
             elif code == 4.0:
@@ -355,7 +355,7 @@ class Interpreter(CycleMixin):
         if name and name not in self.out.offsets and len(self.out.offsets) < 1000:
             self.out.offsets.append(name)
 
-    def _compensation(self, code: float, block: Block) -> None:
+    def _compensation(self, code: float, w: dict[str, float], block: Block) -> None:
         if code == 40.0:
             if self.comp and self.comp_tangent is not None:
                 # the move after G40 starts from the offset end of the last move (perpendicular to it)
@@ -365,6 +365,8 @@ class Interpreter(CycleMixin):
             return
         tool = self.current_tool()
         diameter = tool.diameter_mm
+        if "D" in w and int(w["D"]) in self.tool_diameters:  # D names the offset: the tool table's diameter
+            diameter = self.tool_diameters[int(w["D"])]
         if diameter is None:
             self.diag(block.line, "warning", f"cutter compensation with tool T{tool.tool} of unknown diameter: "
                       "lengths are those of the programmed path", once=f"comp T{tool.tool}")
@@ -434,10 +436,10 @@ class Interpreter(CycleMixin):
         pos = self.pos
         dx, dy, dz = target[0] - pos[0], target[1] - pos[1], target[2] - pos[2]
         length = math.sqrt(dx * dx + dy * dy + dz * dz)
-        if length == 0.0:
-            return
         if self.comp or self.comp_exit is not None:
             length += self._comp_line(dx, dy, dz, length)
+        if length == 0.0:
+            return
         seconds = self.timer.rapid_time(dx, dy, dz)
         tool = self.current_tool()
         tool.rapid_mm += length
@@ -451,10 +453,10 @@ class Interpreter(CycleMixin):
         pos = self.pos
         dx, dy, dz = target[0] - pos[0], target[1] - pos[1], target[2] - pos[2]
         length = math.sqrt(dx * dx + dy * dy + dz * dz)
-        if length == 0.0:
-            return
         if self.comp or self.comp_exit is not None:
             length += self._comp_line(dx, dy, dz, length)
+        if length == 0.0:
+            return
         self._feed_length(length)
         self.pos = list(target)
 
@@ -471,14 +473,14 @@ class Interpreter(CycleMixin):
         """The change cutter compensation makes to a straight move's length (see ``geometry.corner_change``)."""
         a, b, _ = PLANES[self.plane]
         d = (dx, dy, dz)
-        in_plane = math.hypot(d[a], d[b])
-        if in_plane < 1e-12:
-            return 0.0
         if self.comp_exit is not None:  # the move after G40 leaves the offset path for the programmed end
             o1, o2 = self.comp_exit
             self.comp_exit = None
             self.comp_tangent = None
             return math.hypot(d[a] - o1, d[b] - o2, d[3 - a - b]) - length
+        in_plane = math.hypot(d[a], d[b])
+        if in_plane < 1e-12:
+            return 0.0
         tangent = math.atan2(d[b], d[a])
         if self.comp_entry:
             self.comp_entry = False
@@ -496,7 +498,7 @@ class Interpreter(CycleMixin):
         scale = self.scale
         try:
             if "R" in w:
-                length, radius, t0, t1 = arc(tuple(self.pos), tuple(target), self.plane, clockwise,  # type: ignore[arg-type]
+                length, radius, t0, t1, sweep, dn = arc(tuple(self.pos), tuple(target), self.plane, clockwise,  # type: ignore[arg-type]
                                              radius=w["R"] * scale)
             else:
                 letters = ("I", "J", "K")
@@ -506,27 +508,32 @@ class Interpreter(CycleMixin):
                 if first == 0.0 and second == 0.0:
                     raise ArcError("an arc needs R or I/J/K words for its centre")
                 turns = int(w.get("P", 1)) if self.dialect == "linuxcnc" else 1
-                length, radius, t0, t1 = arc(tuple(self.pos), tuple(target), self.plane, clockwise,  # type: ignore[arg-type]
+                length, radius, t0, t1, sweep, dn = arc(tuple(self.pos), tuple(target), self.plane, clockwise,  # type: ignore[arg-type]
                                              centre_offset=(first, second), turns=min(max(turns, 1), 1000))
         except ArcError as exc:
             self.diag(block.line, "error", f"{'G2' if clockwise else 'G3'}: {exc}; taken as a straight move")
             self.feed_to(target)
             return
         if self.comp:
-            length = self._comp_arc(length, radius, clockwise, t0, t1)
+            length = self._comp_arc(length, radius, clockwise, t0, t1, sweep, dn)
         self._feed_length(length)
         self.pos = target
 
-    def _comp_arc(self, length: float, radius: float, clockwise: bool, t0: float, t1: float) -> float:
+    def _comp_arc(self, length: float, radius: float, clockwise: bool, t0: float, t1: float, sweep: float,
+                  dn: float) -> float:
         # the tool is inside a CCW arc with G41 (centre on the left), outside it with G42; mirrored for CW
         inside = (self.comp == 1) != clockwise
-        offset = radius - self.comp_radius if inside else radius + self.comp_radius
+        offset = max(radius - self.comp_radius if inside else radius + self.comp_radius, 0.0)
+        if self.comp_entry:
+            self.comp_entry = False
+            self.comp_tangent = t1
+            return entry_arc_length(length, radius, sweep, dn, offset)
         change = 0.0
         if self.comp_tangent is not None:
             change = corner_change(self.comp_tangent, t0, self.comp, self.comp_radius)
-        self.comp_entry = False
         self.comp_tangent = t1
-        return max(length * max(offset, 0.0) / radius if radius > 0 else length, 0.0) + change
+        planar = sweep * offset
+        return math.hypot(planar, dn) + change
 
     # --- subprograms --------------------------------------------------------------------------------------
 
