@@ -160,7 +160,8 @@ class ProgramsSource(Source):
         config = self.config
         result: ReadResult = await asyncio.to_thread(
             read_program, folder.path, stat, folder=folder.name, max_size=config.max_file_size,
-            profile=config.machine_profile, dialect=folder.dialect, max_blocks=config.max_blocks)
+            profile=config.machine_profile, dialect=folder.dialect, max_blocks=config.max_blocks,
+            tool_diameters=config.tool_diameters)
         old = self.known.get(key)
         self._set(key, [stat.size, stat.mtime_ns, result.sha256 or "", result.problem or ""])
         self.pending.pop(key, None)

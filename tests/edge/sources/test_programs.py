@@ -208,3 +208,18 @@ async def test_a_record_too_large_for_one_document_is_trimmed(tmp_path: Path) ->
     body = sink.documents()[0].body
     assert len(json.dumps(body)) <= 256 * 1024
     assert body["tools"] and body["tools"][0]["tool"] == 1
+
+
+async def test_tool_diameters_from_the_config_serve_cutter_compensation(tmp_path: Path) -> None:
+    # a 50 mm square inside with G41 and a 10 mm tool: LinuxCNC's rs274 makes 202.888 mm of it (the entry move
+    # reverses, so a half circle of the tool radius goes round that corner; the square's sides shrink by 2 r)
+    (tmp_path / "pocket.nc").write_text("T1 M6\nG0 X10 Y0\nG1 Z-1 F100\nG41 D1 G1 X0 Y0\nX50\nY50\nX0\nY0\n"
+                                        "G40 G1 X10 Y0\nM30\n")
+    plain, sized = FakeSink(), FakeSink()
+    await ProgramsSource(config(tmp_path), plain).scan_once()
+    await ProgramsSource(config(tmp_path, tool_diameters={"1": 10.0}), sized).scan_once()
+    without, with_table = plain.documents()[0].body, sized.documents()[0].body
+    assert any("unknown diameter" in d["message"] for d in without["diagnostics"])
+    assert not any("unknown diameter" in d["message"] for d in with_table["diagnostics"])
+    assert without["feed_mm"] == pytest.approx(1 + 10 + 4 * 50 + 10)
+    assert with_table["feed_mm"] == pytest.approx(202.888, abs=0.001)
