@@ -8,10 +8,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from edge.programs.calls import CallsMixin, label_key
+from edge.programs.compensation import CompensationMixin
 from edge.programs.cycles import CycleMixin
 from edge.programs.estimate import MoveTimer
 from edge.programs.expr import ExprError, evaluate
-from edge.programs.geometry import PLANES, ArcError, arc, corner_change, entry_arc_length
+from edge.programs.geometry import PLANES, ArcError, arc
 from edge.programs.profiles import MachineProfile
 from edge.programs.tokens import Block
 from edge.programs.tools import ToolStats, tool_from_comment
@@ -65,7 +67,7 @@ class _Stop(Exception):
     """The program cannot go on (a bound reached)."""
 
 
-class Interpreter(CycleMixin):
+class Interpreter(CycleMixin, CallsMixin, CompensationMixin):
     """Runs one program's blocks. ``run()`` returns a ``Result`` and never raises on the program's content."""
 
     def __init__(self, blocks: list[Block], *, dialect: str, profile: MachineProfile,
@@ -120,7 +122,7 @@ class Interpreter(CycleMixin):
             if block.label is not None:
                 if self.out.number is None:
                     self.out.number = block.label
-                self.labels.setdefault(_label_key(block.label), index)
+                self.labels.setdefault(label_key(block.label), index)
         try:
             self._execute()
         except _Stop:
@@ -355,27 +357,6 @@ class Interpreter(CycleMixin):
         if name and name not in self.out.offsets and len(self.out.offsets) < 1000:
             self.out.offsets.append(name)
 
-    def _compensation(self, code: float, w: dict[str, float], block: Block) -> None:
-        if code == 40.0:
-            if self.comp and self.comp_tangent is not None:
-                # the move after G40 starts from the offset end of the last move (perpendicular to it)
-                side = self.comp * self.comp_radius
-                self.comp_exit = (-math.sin(self.comp_tangent) * side, math.cos(self.comp_tangent) * side)
-            self.comp = 0
-            return
-        tool = self.current_tool()
-        diameter = tool.diameter_mm
-        if "D" in w and int(w["D"]) in self.tool_diameters:  # D names the offset: the tool table's diameter
-            diameter = self.tool_diameters[int(w["D"])]
-        if diameter is None:
-            self.diag(block.line, "warning", f"cutter compensation with tool T{tool.tool} of unknown diameter: "
-                      "lengths are those of the programmed path", once=f"comp T{tool.tool}")
-            diameter = 0.0
-        self.comp = 1 if code == 41.0 else -1
-        self.comp_radius = diameter / 2.0
-        self.comp_tangent = None
-        self.comp_entry = True
-
     def _dwell(self, w: dict[str, float], block: Block) -> None:
         seconds = self.dwell_seconds(w, block)
         self.out.dwell_s += seconds
@@ -469,29 +450,6 @@ class Interpreter(CycleMixin):
         out.feed_mm += length
         out.feed_s += seconds
 
-    def _comp_line(self, dx: float, dy: float, dz: float, length: float) -> float:
-        """The change cutter compensation makes to a straight move's length (see ``geometry.corner_change``)."""
-        a, b, _ = PLANES[self.plane]
-        d = (dx, dy, dz)
-        if self.comp_exit is not None:  # the move after G40 leaves the offset path for the programmed end
-            o1, o2 = self.comp_exit
-            self.comp_exit = None
-            self.comp_tangent = None
-            return math.hypot(d[a] - o1, d[b] - o2, d[3 - a - b]) - length
-        in_plane = math.hypot(d[a], d[b])
-        if in_plane < 1e-12:
-            return 0.0
-        tangent = math.atan2(d[b], d[a])
-        if self.comp_entry:
-            self.comp_entry = False
-            self.comp_tangent = tangent
-            return math.hypot(length, self.comp_radius) - length
-        change = 0.0
-        if self.comp_tangent is not None:
-            change = corner_change(self.comp_tangent, tangent, self.comp, self.comp_radius)
-        self.comp_tangent = tangent
-        return change
-
     def _arc(self, clockwise: bool, w: dict[str, float], block: Block) -> None:
         target = self.target(w)
         a, b, _ = PLANES[self.plane]
@@ -518,77 +476,3 @@ class Interpreter(CycleMixin):
             length = self._comp_arc(length, radius, clockwise, t0, t1, sweep, dn)
         self._feed_length(length)
         self.pos = target
-
-    def _comp_arc(self, length: float, radius: float, clockwise: bool, t0: float, t1: float, sweep: float,
-                  dn: float) -> float:
-        # the tool is inside a CCW arc with G41 (centre on the left), outside it with G42; mirrored for CW
-        inside = (self.comp == 1) != clockwise
-        offset = max(radius - self.comp_radius if inside else radius + self.comp_radius, 0.0)
-        if self.comp_entry:
-            self.comp_entry = False
-            self.comp_tangent = t1
-            return entry_arc_length(length, radius, sweep, dn, offset)
-        change = 0.0
-        if self.comp_tangent is not None:
-            change = corner_change(self.comp_tangent, t0, self.comp, self.comp_radius)
-        self.comp_tangent = t1
-        planar = sweep * offset
-        return math.hypot(planar, dn) + change
-
-    # --- subprograms --------------------------------------------------------------------------------------
-
-    def _call(self, code: float, w: dict[str, float], block: Block, pc: int) -> int | None:
-        if "P" not in w:
-            self.diag(block.line, "error", f"M{code:g} without P: which subprogram?")
-            return None
-        p = int(w["P"])
-        repeats = int(w.get("L", w.get("K", 1)))
-        if code == 98.0 and "L" not in w and "K" not in w and p > 9999 and self.dialect == "fanuc":
-            repeats, p = p // 10000, p % 10000  # Fanuc M98 P00031000: 3 times O1000
-        if code == 97.0:
-            name = f"N{p}"
-            start = self._n_label(p)
-        else:
-            name = f"O{p}"
-            start = self.labels.get(name)
-        return self.enter(name, start, repeats, block, pc)
-
-    def enter(self, name: str, start: int | None, repeats: int, block: Block, pc: int) -> int | None:
-        if name not in self.out.subprograms and len(self.out.subprograms) < 1000:
-            self.out.subprograms.append(name)
-        if start is None:
-            self.diag(block.line, "error", f"subprogram {name} is not in this file", once=f"missing {name}")
-            return None
-        if repeats <= 0:
-            return None
-        if len(self.stack) >= self.limits.max_depth:
-            self.diag(block.line, "error", f"subprogram {name} is called {self.limits.max_depth} levels deep: "
-                      "it calls itself or nests too deeply; the call is skipped")
-            return None
-        self.stack.append((pc, repeats - 1, start + 1))
-        return start + 1
-
-    def _return(self) -> int:
-        back, left, start = self.stack.pop()
-        if left > 0:
-            self.stack.append((back, left - 1, start))
-            return start
-        return back
-
-    def _n_label(self, number: int) -> int | None:
-        if self.n_labels is None:
-            self.n_labels = {}
-            for index, block in enumerate(self.blocks):
-                if block.words and block.words[0][0] == "N" and isinstance(block.words[0][1], float):
-                    self.n_labels.setdefault(int(block.words[0][1]), index - 1)
-        return self.n_labels.get(number)
-
-    def subprogram_return(self) -> int | None:
-        """RTS (Okuma) and M17 (Siemens): back to the caller, or the program's end at the top level."""
-        return self._return() if self.stack else -1
-
-
-def _label_key(label: str) -> str:
-    if label[:1] == "O" and label[1:].isdigit():
-        return f"O{int(label[1:])}"
-    return label.upper()
