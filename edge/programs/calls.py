@@ -26,7 +26,6 @@ class CallsMixin:
     dialect: str
     diag: Callable[..., None]
 
-
     def _call(self, code: float, w: dict[str, float], block: Block, pc: int) -> int | None:
         if "P" not in w:
             self.diag(block.line, "error", f"M{code:g} without P: which subprogram?")
