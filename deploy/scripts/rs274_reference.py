@@ -31,6 +31,9 @@ NCFILES = Path("/usr/share/linuxcnc/ncfiles")
 # the package's examples with plain G-code: no o-word subroutines or loops, no G10/G92 offsets, no probing
 # (hole-circle.ngc and polar.ngc use LinuxCNC's polar coordinates, which the harvester does not read)
 EXAMPLES = ("3dtest.ngc", "arcspiral.ngc", "b-index.ngc", "cds.ngc", "tort.ngc", "3D_Chips.ngc", "skeleton.ngc")
+# the package's cutter-compensation examples (compared within 1 %)
+COMP_EXAMPLES = ("comp.ngc", "comp-g1.ngc", "comp311.ngc", "comp311_2.ngc",
+                 "gmoccapy_2_tools_with_cutter_radius_compensation.ngc")
 _CALL = re.compile(r"^\s*\d+\s+N\S*\s+([A-Z_]+)\((.*)\)\s*$")
 _PLANES = {"CANON_PLANE_XY": (0, 1, 2), "CANON_PLANE_XZ": (2, 0, 1), "CANON_PLANE_YZ": (1, 2, 0)}
 
@@ -99,12 +102,12 @@ def main() -> int:
     parser.add_argument("--print", action="store_true", help="print the figures, write nothing")
     args = parser.parse_args()
     programs: dict[str, dict[str, object]] = {}
-    for name in EXAMPLES:
+    for name in (*EXAMPLES, *COMP_EXAMPLES):
         path = NCFILES / name
         if not path.exists():
             print(f"{path}: not installed", file=sys.stderr)
             continue
-        programs[name] = {"origin": "linuxcnc example", "kind": "plain",
+        programs[name] = {"origin": "linuxcnc example", "kind": "plain" if name in EXAMPLES else "compensation",
                           "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
                           **lengths(canon(path, DATA / "tools.tbl"))}
     for path in sorted(DATA.glob("*.ngc")):

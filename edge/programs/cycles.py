@@ -219,12 +219,11 @@ class CycleMixin:
         self.out.holes += 1
 
 
+_P_WORD = re.compile(r"P\s*[-+]?[\d.]*")
+_COMMENT = re.compile(r"\([^()]*\)?|;.*")
+
+
 def _p_text(text: str) -> str:
-    upper = text.upper()
-    at = upper.find("P")
-    if at < 0:
-        return ""
-    end = at + 1
-    while end < len(upper) and (upper[end].isdigit() or upper[end] in ".+- "):
-        end += 1
-    return upper[at:end]
+    """The P word of a line as written (comments left out), to see whether it has a decimal point."""
+    match = _P_WORD.search(_COMMENT.sub(" ", text.upper()))
+    return match.group(0) if match is not None else ""

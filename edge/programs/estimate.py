@@ -36,8 +36,12 @@ class MoveTimer:
 
     def rapid_time(self, dx: float, dy: float, dz: float) -> float:
         rapid, accel = self.rapid, self.accel
-        return max(trapezoid(abs(dx), rapid[0], accel[0]), trapezoid(abs(dy), rapid[1], accel[1]),
-                   trapezoid(abs(dz), rapid[2], accel[2]))
+        t = trapezoid(abs(dx), rapid[0], accel[0]) if dx else 0.0
+        if dy:
+            t = max(t, trapezoid(abs(dy), rapid[1], accel[1]))
+        if dz:
+            t = max(t, trapezoid(abs(dz), rapid[2], accel[2]))
+        return t
 
     def feed_time(self, length: float, feed_mm_min: float) -> float:
         """A feed move of ``length`` mm at ``feed_mm_min``; the path's acceleration is the lowest axis's."""

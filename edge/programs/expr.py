@@ -13,6 +13,7 @@ from collections.abc import Callable
 __all__ = ["MAX_EXPR", "ExprError", "evaluate"]
 
 MAX_EXPR = 256
+MAX_DEPTH = 32  # nested brackets
 _TOKEN = re.compile(r"\s*(?:(\d+\.?\d*|\.\d+)|(#)|(<[A-Za-z0-9_]+>)|([A-Z]+)|(\*\*|[-+*/\[\]]))")
 _FUNCS: dict[str, Callable[[float], float]] = {
     "SIN": lambda v: math.sin(math.radians(v)), "COS": lambda v: math.cos(math.radians(v)),
@@ -123,7 +124,14 @@ def evaluate(text: str, variables: dict[str, float]) -> float:
     """The value of ``text`` with ``variables`` (names: "100", "depth"); raises ``ExprError``."""
     if len(text) > MAX_EXPR:
         raise ExprError(f"an expression longer than {MAX_EXPR} characters")
-    parser = _Parser(_tokens(text), variables)
+    tokens = _tokens(text)
+    depth = deepest = 0
+    for token in tokens:
+        depth += 1 if token == "[" else -1 if token == "]" else 0
+        deepest = max(deepest, depth)
+    if deepest > MAX_DEPTH:
+        raise ExprError(f"brackets nested more than {MAX_DEPTH} deep")
+    parser = _Parser(tokens, variables)
     try:
         value = parser.expression()
     except (OverflowError, ValueError, RecursionError) as exc:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["PLANES", "ArcError", "arc", "corner_change"]
+__all__ = ["PLANES", "ArcError", "arc", "corner_change", "entry_arc_length"]
 
 TAU = 2.0 * math.pi
 # plane -> (first axis, second axis, normal axis) as indices of (X, Y, Z)
@@ -20,8 +20,8 @@ class ArcError(ValueError):
 
 def arc(start: tuple[float, float, float], end: tuple[float, float, float], plane: int, clockwise: bool, *,
         radius: float | None = None, centre_offset: tuple[float, float] | None = None,
-        turns: int = 1) -> tuple[float, float, float, float]:
-    """(length at the programmed radius, mean radius, start tangent angle, end tangent angle) of an arc.
+        turns: int = 1) -> tuple[float, float, float, float, float, float]:
+    """(length at the programmed radius, mean radius, start and end tangent angles, sweep, rise) of an arc.
 
     ``radius``: the R word (negative: the arc longer than a half circle); otherwise ``centre_offset`` from
     the start point in the plane's (first, second) axes. Equal start and end points make a full circle with
@@ -51,7 +51,18 @@ def arc(start: tuple[float, float, float], end: tuple[float, float, float], plan
     mean = (rs + re) / 2.0
     length = math.hypot(sweep * mean, dn)
     sign = -1.0 if clockwise else 1.0
-    return length, mean, sa + sign * math.pi / 2.0, ea + sign * math.pi / 2.0
+    return length, mean, sa + sign * math.pi / 2.0, ea + sign * math.pi / 2.0, sweep, dn
+
+
+def entry_arc_length(length: float, radius: float, sweep: float, dn: float, offset_radius: float) -> float:
+    """An arc that switches cutter compensation on (LinuxCNC): it runs from the programmed start point to the
+    offset end point with the same sweep, so its radius is the chord between them over ``2 sin(sweep / 2)``."""
+    if sweep >= TAU - 1e-9 or sweep <= 1e-9 or radius <= 0.0:
+        return length * offset_radius / radius if radius > 0 else length
+    # start at angle 0 on the programmed circle, end at -sweep on the offset one (the chord is the same either way)
+    chord = math.hypot(radius - offset_radius * math.cos(sweep), offset_radius * math.sin(sweep))
+    new_radius = chord / (2.0 * math.sin(sweep / 2.0))
+    return math.hypot(sweep * new_radius, dn)
 
 
 def _centre_from_radius(s1: float, s2: float, e1: float, e2: float, radius: float,

@@ -8,10 +8,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from edge.programs.calls import CallsMixin, label_key
+from edge.programs.compensation import CompensationMixin
 from edge.programs.cycles import CycleMixin
 from edge.programs.estimate import MoveTimer
 from edge.programs.expr import ExprError, evaluate
-from edge.programs.geometry import PLANES, ArcError, arc, corner_change
+from edge.programs.geometry import PLANES, ArcError, arc
 from edge.programs.profiles import MachineProfile
 from edge.programs.tokens import Block
 from edge.programs.tools import ToolStats, tool_from_comment
@@ -65,7 +67,7 @@ class _Stop(Exception):
     """The program cannot go on (a bound reached)."""
 
 
-class Interpreter(CycleMixin):
+class Interpreter(CycleMixin, CallsMixin, CompensationMixin):
     """Runs one program's blocks. ``run()`` returns a ``Result`` and never raises on the program's content."""
 
     def __init__(self, blocks: list[Block], *, dialect: str, profile: MachineProfile,
@@ -120,7 +122,7 @@ class Interpreter(CycleMixin):
             if block.label is not None:
                 if self.out.number is None:
                     self.out.number = block.label
-                self.labels.setdefault(_label_key(block.label), index)
+                self.labels.setdefault(label_key(block.label), index)
         try:
             self._execute()
         except _Stop:
@@ -174,19 +176,25 @@ class Interpreter(CycleMixin):
                 self.diag(block.line, "error", f"{letter}{value:g}: a value out of any machine's range")
                 continue
             if letter == "G":
-                g.append(round(value, 1))  # type: ignore[arg-type]
+                g.append(value)  # type: ignore[arg-type]
             elif letter == "M":
                 m.append(value)  # type: ignore[arg-type]
             else:
                 w[letter] = value  # type: ignore[assignment]
+        if g and ("F" in w or "S" in w):  # units and feed mode apply to the F word of their own block
+            for code in g:
+                if code == 20.0 or code == 21.0:
+                    self.scale = 25.4 if code == 20.0 else 1.0
+                elif code == 94.0 or code == 95.0:
+                    self.per_rev = code == 95.0
         if "T" in w and self.dialect != "siemens":
             self.pending_tool = int(w["T"]) if w["T"] >= 0 else None
         if 6.0 in m:  # before S and F: those on the tool-change line are the new tool's
             self.tool_change(block)
-        if "F" in w:
-            self._set_feed(w["F"], block.line)
         if "S" in w:
             self._set_speed(w["S"])
+        if "F" in w:
+            self._set_feed(w["F"], block.line)
         for code in m:
             if code in (3.0, 4.0):
                 if not self.spindle_on:
@@ -318,7 +326,7 @@ class Interpreter(CycleMixin):
             elif code in (98.0, 99.0):
                 self.retract_to_initial = code == 98.0
             elif code in (40.0, 41.0, 42.0):
-                self._compensation(code, block)
+                self._compensation(code, w, block)
             elif code == 43.0 and "H" in w:
                 self.current_tool().length_offset = int(w["H"]) if w["H"] >= 0 else None
             elif code == 4.0:
@@ -335,7 +343,10 @@ class Interpreter(CycleMixin):
                 self.offset(f"G15 H{int(w['H'])}")
             elif code in _NON_MOTION_AXES:
                 consumed = True
-                if code in (92.0, 52.0):
+                if code == 65.0:
+                    self.diag(block.line, "warning", "G65 macro calls are not followed: their moves are not counted",
+                              once="G65")
+                elif code in (92.0, 52.0):
                     self.diag(block.line, "warning", f"G{code:g} shifts the coordinates: lengths after it are "
                               "taken as programmed", once=f"G{code:g}")
             elif code not in _QUIET_G:
@@ -345,25 +356,6 @@ class Interpreter(CycleMixin):
     def offset(self, name: str) -> None:
         if name and name not in self.out.offsets and len(self.out.offsets) < 1000:
             self.out.offsets.append(name)
-
-    def _compensation(self, code: float, block: Block) -> None:
-        if code == 40.0:
-            if self.comp and self.comp_tangent is not None:
-                # the move after G40 starts from the offset end of the last move (perpendicular to it)
-                side = self.comp * self.comp_radius
-                self.comp_exit = (-math.sin(self.comp_tangent) * side, math.cos(self.comp_tangent) * side)
-            self.comp = 0
-            return
-        tool = self.current_tool()
-        diameter = tool.diameter_mm
-        if diameter is None:
-            self.diag(block.line, "warning", f"cutter compensation with tool T{tool.tool} of unknown diameter: "
-                      "lengths are those of the programmed path", once=f"comp T{tool.tool}")
-            diameter = 0.0
-        self.comp = 1 if code == 41.0 else -1
-        self.comp_radius = diameter / 2.0
-        self.comp_tangent = None
-        self.comp_entry = True
 
     def _dwell(self, w: dict[str, float], block: Block) -> None:
         seconds = self.dwell_seconds(w, block)
@@ -425,10 +417,10 @@ class Interpreter(CycleMixin):
         pos = self.pos
         dx, dy, dz = target[0] - pos[0], target[1] - pos[1], target[2] - pos[2]
         length = math.sqrt(dx * dx + dy * dy + dz * dz)
-        if length == 0.0:
-            return
         if self.comp or self.comp_exit is not None:
             length += self._comp_line(dx, dy, dz, length)
+        if length == 0.0:
+            return
         seconds = self.timer.rapid_time(dx, dy, dz)
         tool = self.current_tool()
         tool.rapid_mm += length
@@ -442,10 +434,10 @@ class Interpreter(CycleMixin):
         pos = self.pos
         dx, dy, dz = target[0] - pos[0], target[1] - pos[1], target[2] - pos[2]
         length = math.sqrt(dx * dx + dy * dy + dz * dz)
-        if length == 0.0:
-            return
         if self.comp or self.comp_exit is not None:
             length += self._comp_line(dx, dy, dz, length)
+        if length == 0.0:
+            return
         self._feed_length(length)
         self.pos = list(target)
 
@@ -458,36 +450,13 @@ class Interpreter(CycleMixin):
         out.feed_mm += length
         out.feed_s += seconds
 
-    def _comp_line(self, dx: float, dy: float, dz: float, length: float) -> float:
-        """The change cutter compensation makes to a straight move's length (see ``geometry.corner_change``)."""
-        a, b, _ = PLANES[self.plane]
-        d = (dx, dy, dz)
-        in_plane = math.hypot(d[a], d[b])
-        if in_plane < 1e-12:
-            return 0.0
-        if self.comp_exit is not None:  # the move after G40 leaves the offset path for the programmed end
-            o1, o2 = self.comp_exit
-            self.comp_exit = None
-            self.comp_tangent = None
-            return math.hypot(d[a] - o1, d[b] - o2, d[3 - a - b]) - length
-        tangent = math.atan2(d[b], d[a])
-        if self.comp_entry:
-            self.comp_entry = False
-            self.comp_tangent = tangent
-            return math.hypot(length, self.comp_radius) - length
-        change = 0.0
-        if self.comp_tangent is not None:
-            change = corner_change(self.comp_tangent, tangent, self.comp, self.comp_radius)
-        self.comp_tangent = tangent
-        return change
-
     def _arc(self, clockwise: bool, w: dict[str, float], block: Block) -> None:
         target = self.target(w)
         a, b, _ = PLANES[self.plane]
         scale = self.scale
         try:
             if "R" in w:
-                length, radius, t0, t1 = arc(tuple(self.pos), tuple(target), self.plane, clockwise,  # type: ignore[arg-type]
+                length, radius, t0, t1, sweep, dn = arc(tuple(self.pos), tuple(target), self.plane, clockwise,  # type: ignore[arg-type]
                                              radius=w["R"] * scale)
             else:
                 letters = ("I", "J", "K")
@@ -497,82 +466,13 @@ class Interpreter(CycleMixin):
                 if first == 0.0 and second == 0.0:
                     raise ArcError("an arc needs R or I/J/K words for its centre")
                 turns = int(w.get("P", 1)) if self.dialect == "linuxcnc" else 1
-                length, radius, t0, t1 = arc(tuple(self.pos), tuple(target), self.plane, clockwise,  # type: ignore[arg-type]
+                length, radius, t0, t1, sweep, dn = arc(tuple(self.pos), tuple(target), self.plane, clockwise,  # type: ignore[arg-type]
                                              centre_offset=(first, second), turns=min(max(turns, 1), 1000))
         except ArcError as exc:
             self.diag(block.line, "error", f"{'G2' if clockwise else 'G3'}: {exc}; taken as a straight move")
             self.feed_to(target)
             return
         if self.comp:
-            length = self._comp_arc(length, radius, clockwise, t0, t1)
+            length = self._comp_arc(length, radius, clockwise, t0, t1, sweep, dn)
         self._feed_length(length)
         self.pos = target
-
-    def _comp_arc(self, length: float, radius: float, clockwise: bool, t0: float, t1: float) -> float:
-        # the tool is inside a CCW arc with G41 (centre on the left), outside it with G42; mirrored for CW
-        inside = (self.comp == 1) != clockwise
-        offset = radius - self.comp_radius if inside else radius + self.comp_radius
-        change = 0.0
-        if self.comp_tangent is not None:
-            change = corner_change(self.comp_tangent, t0, self.comp, self.comp_radius)
-        self.comp_entry = False
-        self.comp_tangent = t1
-        return max(length * max(offset, 0.0) / radius if radius > 0 else length, 0.0) + change
-
-    # --- subprograms --------------------------------------------------------------------------------------
-
-    def _call(self, code: float, w: dict[str, float], block: Block, pc: int) -> int | None:
-        if "P" not in w:
-            self.diag(block.line, "error", f"M{code:g} without P: which subprogram?")
-            return None
-        p = int(w["P"])
-        repeats = int(w.get("L", w.get("K", 1)))
-        if code == 98.0 and "L" not in w and "K" not in w and p > 9999 and self.dialect == "fanuc":
-            repeats, p = p // 10000, p % 10000  # Fanuc M98 P00031000: 3 times O1000
-        if code == 97.0:
-            name = f"N{p}"
-            start = self._n_label(p)
-        else:
-            name = f"O{p}"
-            start = self.labels.get(name)
-        return self.enter(name, start, repeats, block, pc)
-
-    def enter(self, name: str, start: int | None, repeats: int, block: Block, pc: int) -> int | None:
-        if name not in self.out.subprograms and len(self.out.subprograms) < 1000:
-            self.out.subprograms.append(name)
-        if start is None:
-            self.diag(block.line, "error", f"subprogram {name} is not in this file", once=f"missing {name}")
-            return None
-        if repeats <= 0:
-            return None
-        if len(self.stack) >= self.limits.max_depth:
-            self.diag(block.line, "error", f"subprogram {name} is called {self.limits.max_depth} levels deep: "
-                      "it calls itself or nests too deeply; the call is skipped")
-            return None
-        self.stack.append((pc, repeats - 1, start + 1))
-        return start + 1
-
-    def _return(self) -> int:
-        back, left, start = self.stack.pop()
-        if left > 0:
-            self.stack.append((back, left - 1, start))
-            return start
-        return back
-
-    def _n_label(self, number: int) -> int | None:
-        if self.n_labels is None:
-            self.n_labels = {}
-            for index, block in enumerate(self.blocks):
-                if block.words and block.words[0][0] == "N" and isinstance(block.words[0][1], float):
-                    self.n_labels.setdefault(int(block.words[0][1]), index - 1)
-        return self.n_labels.get(number)
-
-    def subprogram_return(self) -> int | None:
-        """RTS (Okuma) and M17 (Siemens): back to the caller, or the program's end at the top level."""
-        return self._return() if self.stack else -1
-
-
-def _label_key(label: str) -> str:
-    if label[:1] == "O" and label[1:].isdigit():
-        return f"O{int(label[1:])}"
-    return label.upper()

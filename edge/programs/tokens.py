@@ -11,9 +11,10 @@ Siemens words such as ``T="name"``, ``CYCLE81(...)`` and ``MCALL`` are kept as `
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 
-__all__ = ["Block", "tokenize"]
+__all__ = ["MAX_LINE", "Block", "tokenize"]
+
+MAX_LINE = 16_384  # characters; real blocks are under 256
 
 Value = float | str  # a number, or an expression's text for the interpreter
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)"
@@ -25,22 +26,27 @@ _EXPR_WORD = re.compile(r"([A-Z])\s*(#\s*(?:\d+|<[^>]*>|\[)|\[|[-+]\s*[#\[])")
 _ASSIGN = re.compile(r"#\s*(\d+|<[A-Za-z0-9_]+>)\s*=")
 _SIEMENS_EXTRA = re.compile(r"(MCALL|CYCLE8[1-9]\s*\([^)]*\)|T\s*=\s*\"[^\"]*\")")
 _OKUMA_EXTRA = re.compile(r"\b(CALL\s+O\w+(?:\s+Q\d+)?|RTS)\b")
-_STRAY = re.compile(r"[^A-Z0-9.+\-\s]")
 
 
-@dataclass(slots=True)
 class Block:
     """One line of a program. ``words`` are in order; ``error`` says what could not be read on the line."""
 
-    line: int
-    text: str
-    words: list[tuple[str, Value]] = field(default_factory=list)
-    comments: list[str] = field(default_factory=list)
-    assigns: list[tuple[str, str]] = field(default_factory=list)
-    extra: list[str] = field(default_factory=list)
-    block_delete: bool = False
-    label: str | None = None  # an O-number or a named program at the start of the line ("O1000", "OSUB")
-    error: str | None = None
+    __slots__ = ("assigns", "block_delete", "comments", "error", "extra", "label", "line", "text", "words")
+
+    def __init__(self, line: int, text: str) -> None:
+        self.line = line
+        self.text = text
+        # empty tuples until something is found: fewer objects for the garbage collector to track per line
+        self.words: tuple[tuple[str, Value], ...] | list[tuple[str, Value]] = ()
+        self.comments: list[str] | tuple[()] = ()
+        self.assigns: list[tuple[str, str]] | tuple[()] = ()
+        self.extra: list[str] | tuple[()] = ()
+        self.block_delete = False
+        self.label: str | None = None  # an O-number or a named program at the start of the line ("O1000", "OSUB")
+        self.error: str | None = None
+
+    def __repr__(self) -> str:
+        return f"Block({self.line}, {self.words!r}, comments={self.comments!r}, error={self.error!r})"
 
 
 def _take_comments(text: str, parens: bool, comments: list[str]) -> str:
@@ -58,19 +64,22 @@ def _take_comments(text: str, parens: bool, comments: list[str]) -> str:
 def _split_expression_words(code: str, block: Block) -> str:
     """Pull ``#n=expr`` assignments and words with expression values out of ``code``; return the rest."""
     rest: list[str] = []
+    assigns: list[tuple[str, str]] = []
+    words: list[tuple[str, Value]] = []
+    block.assigns, block.words = assigns, words
     pos = 0
     n = len(code)
     while pos < n:
         assign = _ASSIGN.match(code, pos)
         if assign is not None:
             end = _expression_end(code, assign.end())
-            block.assigns.append((assign.group(1), code[assign.end():end].strip()))
+            assigns.append((assign.group(1), code[assign.end():end].strip()))
             pos = end
             continue
         word = _EXPR_WORD.match(code, pos)
         if word is not None:
             end = _expression_end(code, word.start(2))
-            block.words.append((word.group(1), code[word.start(2):end].strip()))
+            words.append((word.group(1), code[word.start(2):end].strip()))
             pos = end
             continue
         rest.append(code[pos])
@@ -112,12 +121,21 @@ def tokenize(text: str, *, dialect: str = "fanuc") -> list[Block]:
     for number, raw in enumerate(text.split("\n"), 1):
         block = Block(number, raw)
         blocks.append(block)
+        if len(raw) > MAX_LINE:
+            block.text = raw[:80]
+            block.error = f"a line of {len(raw):,} characters (more than {MAX_LINE:,}) is skipped"
+            continue
         line = raw.strip()
         if not line or line[0] == "%":
             if line.startswith("%_N_"):  # Siemens file header: %_N_NAME_MPF
                 block.label = line[4:].rsplit("_", 1)[0][:64]
             continue
-        code = _take_comments(line, parens, block.comments)
+        if "(" in line or ";" in line:
+            comments: list[str] = []
+            code = _take_comments(line, parens, comments)
+            block.comments = comments
+        else:
+            code = line
         code = code.upper()
         if code[:1] == "/":
             block.block_delete = True
@@ -138,10 +156,14 @@ def tokenize(text: str, *, dialect: str = "fanuc") -> list[Block]:
             code = _split_expression_words(code, block)
         words = findall(code)
         if words:
-            block.words.extend((letter, float(value)) for letter, value in words)
-            leftover = _WORD.sub("", code)
+            # tuples of numbers and letters: the garbage collector stops tracking them after one look
+            if block.words:
+                block.words = (*block.words, *[(letter, float(value)) for letter, value in words])
+            else:
+                block.words = tuple([(letter, float(value)) for letter, value in words])
+            leftover = _WORD.sub("", code).strip()
         else:
-            leftover = code
-        if leftover.strip() and _STRAY.search(leftover) or any(c.isalpha() for c in leftover):
-            block.error = f"cannot read '{leftover.strip()[:40]}'"
+            leftover = code.strip()
+        if leftover:
+            block.error = f"cannot read '{leftover[:40]}'"
     return blocks

@@ -56,6 +56,18 @@ class ProgramsSourceConfig(StrictModel):
     max_blocks: int = Field(2_000_000, ge=1_000, le=50_000_000,
                             description="blocks one program may execute (subprogram repeats included)")
     machine_profile: MachineProfile = Field(default_factory=MachineProfile)
+    tool_diameters: dict[int, float] = Field(
+        default_factory=dict, max_length=10_000,
+        description="tool diameters in mm by tool (T) or offset (D) number, for cutter compensation and where a "
+                    "tool's comment gives none")
+
+    @field_validator("tool_diameters")
+    @classmethod
+    def _diameters(cls, values: dict[int, float]) -> dict[int, float]:
+        for tool, diameter in values.items():
+            if not 0 <= tool <= 99_999 or not 0 < diameter < 10_000:
+                raise ValueError(f"tool {tool}: a diameter must be above 0 and below 10000 mm (got {diameter})")
+        return values
 
     @field_validator("extensions")
     @classmethod

@@ -74,7 +74,7 @@ def _binary(data: bytes) -> bool:
 
 
 def read_program(root: Path, stat: FileStat, *, folder: str, max_size: int, profile: MachineProfile,
-                 dialect: str | None, max_blocks: int) -> ReadResult:
+                 dialect: str | None, max_blocks: int, tool_diameters: dict[int, float] | None = None) -> ReadResult:
     """Read and interpret one program file (called in a worker thread)."""
     if stat.size > max_size:
         return ReadResult(None, problem=f"is {stat.size:,} bytes, larger than the {max_size:,} bytes the "
@@ -90,5 +90,5 @@ def read_program(root: Path, stat: FileStat, *, folder: str, max_size: int, prof
     if _binary(data):
         return ReadResult(sha, problem="is not a text file (binary content)")
     record = analyse(data, path=stat.path, folder=folder, mtime=stat.mtime_ns / 1e9, profile=profile,
-                     dialect=dialect, limits=Limits(max_blocks=max_blocks))
+                     dialect=dialect, limits=Limits(max_blocks=max_blocks), tool_diameters=tool_diameters)
     return ReadResult(sha, record=record)

@@ -31,7 +31,8 @@ __all__ = ["SHARDS", "ProgramsSource"]
 
 log = logging.getLogger(__name__)
 
-SHARDS = 64
+SHARDS = 256  # positions per harvester: each stays far below a position's 64 KiB
+MAX_POSITION = 60 * 1024
 Entry = list[Any]  # [size, mtime_ns, sha256 or "", problem or ""]
 
 
@@ -45,6 +46,7 @@ class ProgramsSource(Source):
         super().__init__(config, sink)
         self.edge_id = str(getattr(sink, "edge_id", None) or "edge")
         self.known: dict[str, Entry] = {}  # "folder/path" -> entry
+        self.by_shard: list[dict[str, Entry]] = [{} for _ in range(SHARDS)]  # the same, split as stored
         self.pending: dict[str, tuple[int, int, float]] = {}  # key -> (size, mtime_ns, first seen monotonic)
         self.scans = 0
         self.scanned = asyncio.Condition()
@@ -55,9 +57,23 @@ class ProgramsSource(Source):
     def _shard(self, key: str) -> int:
         return zlib.crc32(key.encode()) % SHARDS
 
+    def _set(self, key: str, entry: Entry) -> None:
+        self.known[key] = entry
+        self.by_shard[self._shard(key)][key] = entry
+
+    def _drop(self, key: str) -> None:
+        self.known.pop(key, None)
+        self.by_shard[self._shard(key)].pop(key, None)
+
     def _position(self, shard: int) -> Position:
-        entries = {k: v for k, v in self.known.items() if self._shard(k) == shard}
-        return Position(f"programs:{self.name}:{shard}", json.dumps(entries, separators=(",", ":")))
+        entries = dict(self.by_shard[shard])
+        text = json.dumps(entries, separators=(",", ":"))
+        while len(text) > MAX_POSITION and entries:
+            # very long paths: what does not fit is forgotten, and read (and reported) again after a restart
+            entries.pop(next(iter(entries)))
+            text = json.dumps(entries, separators=(",", ":"))
+            self.health.detail["forgotten"] = self.health.detail.get("forgotten", 0) + 1
+        return Position(f"programs:{self.name}:{shard}", text)
 
     async def _load(self) -> None:
         for shard in range(SHARDS):
@@ -70,7 +86,9 @@ class ProgramsSource(Source):
                 log.warning("harvester %s: stored state %d is unreadable; its files are read again", self.name, shard)
                 continue
             if isinstance(entries, dict):
-                self.known.update({k: v for k, v in entries.items() if isinstance(v, list) and len(v) == 4})
+                for key, entry in entries.items():
+                    if isinstance(key, str) and isinstance(entry, list) and len(entry) == 4:
+                        self._set(key, entry)
         self._loaded = True
 
     # --- the loop ---------------------------------------------------------------------------------------
@@ -142,9 +160,10 @@ class ProgramsSource(Source):
         config = self.config
         result: ReadResult = await asyncio.to_thread(
             read_program, folder.path, stat, folder=folder.name, max_size=config.max_file_size,
-            profile=config.machine_profile, dialect=folder.dialect, max_blocks=config.max_blocks)
+            profile=config.machine_profile, dialect=folder.dialect, max_blocks=config.max_blocks,
+            tool_diameters=config.tool_diameters)
         old = self.known.get(key)
-        self.known[key] = [stat.size, stat.mtime_ns, result.sha256 or "", result.problem or ""]
+        self._set(key, [stat.size, stat.mtime_ns, result.sha256 or "", result.problem or ""])
         self.pending.pop(key, None)
         if old is not None and result.sha256 is not None and old[2] == result.sha256 and old[3] == (
                 result.problem or ""):
@@ -162,7 +181,7 @@ class ProgramsSource(Source):
         if renamed is not None:
             record = record.model_copy(update={"renamed_from": renamed.partition("/")[2]})
             del vanished[renamed]
-            self.known.pop(renamed, None)
+            self._drop(renamed)
         events = [self._harvested_event(key, record)]
         errors = [d for d in record.diagnostics if d.level == "error"]
         if errors:
@@ -179,7 +198,7 @@ class ProgramsSource(Source):
             await self._put([], [], renamed)
 
     async def _removed(self, key: str, entry: Entry) -> None:
-        self.known.pop(key, None)
+        self._drop(key)
         folder, _, path = key.partition("/")
         event = self._event("program_harvested", "technical", f"Program {key} was removed from its folder", key,
                             {"folder": folder, "path": path, "sha256": entry[2] or None, "action": "removed"})

@@ -1,7 +1,8 @@
 """A generated Fanuc/Haas corpus: random programs whose features are known by construction, with path lengths
 computed here (not by the interpreter) and a "true" cycle time from a machine model of our own (blended feed
-moves with junction speeds, rapids with simultaneous axes, a tool changer and a start-up overhead) that shares
-no code with the estimator. ``generate(seed)`` gives one program; the same seed gives the same program.
+moves with junction speeds, rapids with simultaneous axes and settling, a slower tool changer, a start-up
+overhead, and a run-to-run spread of +-4 %) that shares no code with the estimator. ``generate(seed)`` gives
+one program; the same seed gives the same program.
 """
 
 from __future__ import annotations
@@ -175,5 +176,6 @@ def generate(seed: int) -> Program:
     lines += ["M30", "%"]
     out.text = "\n".join(lines) + "\n"
     out.lines = len(lines)
-    out.true_s = machine.t
+    # run-to-run spread of a real machine (load, operator, coolant): +-4 %
+    out.true_s = machine.t * rng.uniform(0.96, 1.04)
     return out

@@ -145,3 +145,53 @@ def test_token_soup_never_raises_and_terminates(tokens: list[str], name: str) ->
 def test_random_bytes_never_raise(data: bytes) -> None:
     rec = analyse(data, path="x.nc", folder="f", mtime=0.0, profile=PROFILE, limits=Limits(max_blocks=5_000))
     assert rec.size == len(data)
+
+
+@pytest.mark.parametrize(("line", "dialect_name", "seconds"), [
+    ("G4 P500 (PAUSE)", "p.nc", 0.5),  # Fanuc: P in milliseconds
+    ("G04 P1.5", "p.nc", 1.5),  # with a decimal point: seconds (Haas)
+    ("G4 X2.", "p.nc", 2.0),  # X: seconds
+    ("G4 P2", "p.ngc", 2.0),  # LinuxCNC: P in seconds
+])
+def test_dwell_units(line: str, dialect_name: str, seconds: float) -> None:
+    rec = run(f"G0 X1\n{line}\nM30\n", dialect_name)
+    assert rec.estimate is not None and rec.estimate.dwell_s == pytest.approx(seconds)
+
+
+def test_feed_per_revolution_is_reported_per_minute() -> None:
+    rec = run("T1 M6\nS2000 M3\nG95 G1 X10. F0.1\nM30\n")
+    assert rec.tools[0].feeds_mm_min == [pytest.approx(200.0)]
+    assert rec.estimate is not None and rec.estimate.feed_s > 10 / 200 * 60
+
+
+def test_estimate_grows_with_acceleration_and_tool_changes() -> None:
+    text = "T1 M6\nG0 X100 Y100 Z10\nG1 X0 Y0 F6000\nT2 M6\nG0 X50\nM30\n"
+    slow = analyse(text.encode(), path="p.nc", folder="f", mtime=0.0,
+                   profile=MachineProfile(accel_x=200, accel_y=200, accel_z=200, tool_change=10))
+    fast = run(text)
+    assert slow.estimate is not None and fast.estimate is not None
+    assert slow.estimate.rapid_s > fast.estimate.rapid_s and slow.estimate.feed_s > fast.estimate.feed_s
+    assert slow.estimate.tool_change_s == 20 and fast.estimate.tool_changes == 2
+    # at least length / speed: the trapezoid never beats the programmed feed
+    assert fast.estimate.feed_s > math.hypot(100, 100) / 100
+
+
+def test_macro_call_is_warned_once() -> None:
+    rec = run("G65 P9000 A1\nG65 P9000 A2\nM30\n")
+    assert [d.message for d in rec.diagnostics if "G65" in d.message] == [
+        "G65 macro calls are not followed: their moves are not counted"]
+
+
+def test_hostile_lines_and_expressions_are_bounded() -> None:
+    rec = run("G1 X1 F100\nX[" + "A" * 100_000 + "\n#1=" + "[" * 200 + "1" + "]" * 200 + "\nG1 X#1\nM30\n")
+    messages = [d.message for d in rec.diagnostics]
+    assert any("100,002 characters" in m for m in messages)
+    assert any("nested" in m or "longer than" in m for m in messages)
+    assert rec.feed_mm == pytest.approx(1.0)
+
+
+def test_haas_local_subprogram_by_n_label() -> None:
+    rec = run("O2 (HAAS)\nG0 X0 Y0\nM97 P100 L2\nM30\nN100 G91 G1 X5. F100.\nG90\nM99\n")
+    assert rec.dialect == "haas"
+    assert rec.feed_mm == pytest.approx(10.0)
+    assert rec.subprograms == ["N100"]

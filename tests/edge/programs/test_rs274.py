@@ -35,7 +35,7 @@ def _program(name: str, entry: dict[str, object]) -> Path | None:
 
 def _ours(path: Path) -> tuple[float, float]:
     record = analyse(path.read_bytes(), path=path.name, folder="ref", mtime=0.0, profile=MachineProfile(),
-                     tool_diameters={1: 10.0, 2: 6.0, 3: 20.0})
+                     tool_diameters={1: 10.0, 2: 6.0, 3: 8.0, 4: 3.175})
     return record.feed_mm, record.rapid_mm
 
 

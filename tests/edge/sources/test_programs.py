@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -169,3 +170,56 @@ def test_config_rejects_relative_folders_and_bad_extensions(tmp_path: Path) -> N
             {"name": "a", "path": "relative/dir"}]})
     cfg = config(tmp_path, extensions=["NC", ".EIA"])
     assert cfg.extensions == [".eia", ".nc"]
+
+
+async def test_changes_while_the_daemon_was_down_are_reported_at_start(tmp_path: Path) -> None:
+    (tmp_path / "keep.nc").write_text(PROGRAM)
+    (tmp_path / "gone.nc").write_text(PROGRAM.replace("X50", "X70"))
+    sink = FakeSink()
+    await ProgramsSource(config(tmp_path), sink).scan_once()
+    (tmp_path / "gone.nc").unlink()
+    (tmp_path / "new.nc").write_text(PROGRAM.replace("X50", "X80"))
+    await ProgramsSource(config(tmp_path), sink).scan_once()
+    assert [d.body["path"] for d in sink.documents()][2:] == ["new.nc"]
+    removed = [e.details["path"] for e in sink.events("program_harvested") if e.details["action"] == "removed"]
+    assert removed == ["gone.nc"]
+
+
+async def test_parsing_runs_off_the_event_loop(tmp_path: Path) -> None:
+    (tmp_path / "long.nc").write_text("".join(f"G1 X{i % 97} Y{i % 89} F500\n" for i in range(150_000)))
+    sink = FakeSink()
+    source = ProgramsSource(config(tmp_path, max_file_size="16MiB"), sink)
+    ticks = 0
+    scan = asyncio.create_task(source.scan_once())
+    while not scan.done():  # the loop keeps turning while the file is read and interpreted
+        ticks += 1
+        await asyncio.sleep(0.001)
+    await scan
+    assert len(sink.documents()) == 1 and sink.documents()[0].body["lines"] == 150_000
+    assert ticks > 1
+
+
+async def test_a_record_too_large_for_one_document_is_trimmed(tmp_path: Path) -> None:
+    tools = "".join(f"T{t} M6 ({'X' * 200})\n" + "".join(f"G1 X{i} F{100 + i}\n" for i in range(60))
+                    for t in range(1, 1000))
+    (tmp_path / "many.nc").write_text(tools + "M30\n")
+    sink = FakeSink()
+    await ProgramsSource(config(tmp_path, max_file_size="16MiB"), sink).scan_once()
+    body = sink.documents()[0].body
+    assert len(json.dumps(body)) <= 256 * 1024
+    assert body["tools"] and body["tools"][0]["tool"] == 1
+
+
+async def test_tool_diameters_from_the_config_serve_cutter_compensation(tmp_path: Path) -> None:
+    # a 50 mm square inside with G41 and a 10 mm tool: LinuxCNC's rs274 makes 202.888 mm of it (the entry move
+    # reverses, so a half circle of the tool radius goes round that corner; the square's sides shrink by 2 r)
+    (tmp_path / "pocket.nc").write_text("T1 M6\nG0 X10 Y0\nG1 Z-1 F100\nG41 D1 G1 X0 Y0\nX50\nY50\nX0\nY0\n"
+                                        "G40 G1 X10 Y0\nM30\n")
+    plain, sized = FakeSink(), FakeSink()
+    await ProgramsSource(config(tmp_path), plain).scan_once()
+    await ProgramsSource(config(tmp_path, tool_diameters={"1": 10.0}), sized).scan_once()
+    without, with_table = plain.documents()[0].body, sized.documents()[0].body
+    assert any("unknown diameter" in d["message"] for d in without["diagnostics"])
+    assert not any("unknown diameter" in d["message"] for d in with_table["diagnostics"])
+    assert without["feed_mm"] == pytest.approx(1 + 10 + 4 * 50 + 10)
+    assert with_table["feed_mm"] == pytest.approx(202.888, abs=0.001)
