@@ -66,6 +66,7 @@ bench: install
 	$(PY) bench/bench_dashboard.py --pg
 	$(PY) bench/bench_catchup.py
 	$(PY) bench/bench_sim.py
+	$(PY) bench/bench_mtconnect_agent.py
 	$(PY) bench/bench_physics.py
 	$(PY) bench/bench_process.py
 	$(PY) bench/bench_station.py
