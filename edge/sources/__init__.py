@@ -17,6 +17,7 @@ from pydantic import Field
 
 from edge.sources.base import Backoff, FrameSink, Source, SourceHealth, SourceState
 from edge.sources.modbus.config import ModbusSourceConfig
+from edge.sources.mtconnect.config import MTConnectSourceConfig
 from edge.sources.opcua.config import OpcUaSourceConfig
 from shared.configbase import StrictModel
 
@@ -32,7 +33,7 @@ __all__ = [
     "build_source",
 ]
 
-SourceConfig = Annotated[ModbusSourceConfig | OpcUaSourceConfig, Field(discriminator="kind")]
+SourceConfig = Annotated[ModbusSourceConfig | OpcUaSourceConfig | MTConnectSourceConfig, Field(discriminator="kind")]
 
 
 @dataclass(frozen=True)
@@ -52,8 +53,9 @@ class SourceKind:
 SOURCES: dict[str, SourceKind] = {
     "modbus": SourceKind(ModbusSourceConfig, "edge.sources.modbus.source", "ModbusSource"),
     "opcua": SourceKind(OpcUaSourceConfig, "edge.sources.opcua.source", "OpcUaSource"),
+    "mtconnect": SourceKind(MTConnectSourceConfig, "edge.sources.mtconnect.source", "MTConnectSource"),
 }
 
 
-def build_source(config: ModbusSourceConfig | OpcUaSourceConfig, sink: FrameSink) -> Source:
+def build_source(config: ModbusSourceConfig | OpcUaSourceConfig | MTConnectSourceConfig, sink: FrameSink) -> Source:
     return SOURCES[config.kind].load()(config, sink)
