@@ -79,6 +79,11 @@ class StoreConfig(StrictModel):
         description="edge events kept (synced or not, for `twinedge events`); past it the oldest the cloud has "
                     "go, and those it lacks only once no frame waits (counted)",
     )
+    documents_max: int = Field(
+        10_000, ge=10, le=1_000_000,
+        description="documents (programs, tool assets, device models) waiting for the cloud; past it the oldest "
+                    "go (counted); the disk budget never drops them",
+    )
 
 
 class UplinkConfig(StrictModel):
