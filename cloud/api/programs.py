@@ -239,7 +239,8 @@ def _run_out(run: Run, calibration: Calibration | None) -> RunOut:
 
 
 def _calibration_out(c: Calibration) -> CalibrationOut:
-    weights = {k: float(v) for k, v in c.fit.as_dict().items() if k not in ("runs", "method")}  # type: ignore[arg-type]
+    weights = {**dict(zip(("feed", "rapid", "tool_change", "dwell"), c.fit.weights, strict=True)),
+               "constant": c.fit.constant}
     return CalibrationOut(device=c.device, method=c.fit.method, weights=weights, runs=c.runs)
 
 
