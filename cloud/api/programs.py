@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import time
 from typing import Annotated, Any, Literal
 
@@ -28,6 +29,7 @@ from cloud.storage.programs import (
     ProgramRecordRow,
     UnknownProgram,
     assets,
+    documents,
     normal_offset,
     program_copies,
     registry,
@@ -316,3 +318,45 @@ def _asset_cursor(cursor: str) -> tuple[str, str]:
         return edge, asset_id
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise BadParameter("not a cursor this service handed out", "cursor") from None
+
+
+class DocumentOut(BaseModel):
+    id: int = Field(description="the cloud's id: pass the last one shown as ?before= for the next page")
+    edge: str
+    seq: int = Field(description="the edge's document sequence")
+    ts: float = Field(description="when the edge harvested it (0 when unreadable)")
+    kind: str
+    key: str
+    device: str | None
+    source: str | None
+    status: Literal["ok", "invalid"]
+    reason: str | None = Field(description="why it is invalid, in plain words")
+    received_at: float
+    body: dict[str, Any] | None = Field(description="the body as sent, with ?body=true")
+
+
+@router.get("/documents", response_model=list[DocumentOut], responses=_ERRORS)
+async def list_documents(
+    _: Viewer, ctx: Ctx, edge: Ident = None,
+    kind: Annotated[str | None, Query(pattern=r"^[a-z][a-z0-9_]{0,31}$")] = None,
+    key: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
+    status: Literal["ok", "invalid"] | None = None,
+    body: Annotated[bool, Query(description="include each body (up to 256 KiB each)")] = False,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    before: Annotated[int | None, Query(ge=1, le=2**63 - 1, description="the id of the last one shown")] = None,
+) -> list[DocumentOut]:
+    """The documents as the edges sent them, the last received first: the history of changes of a key
+    (``?kind=asset&key=T1.1``), or those kept as invalid with their reason (``?status=invalid``)."""
+    found = await documents(ctx.storage, edge=edge, kind=kind, key=key, status=status, with_body=body,
+                            limit=limit, before=before)
+    return [DocumentOut(id=d.id, edge=d.edge, seq=d.seq, ts=d.ts / 1e6, kind=d.kind, key=d.key, device=d.device,
+                        source=d.source, status="ok" if d.status == "ok" else "invalid", reason=d.reason,
+                        received_at=d.received_at / 1e6, body=_body(d.body) if body else None) for d in found]
+
+
+def _body(text: str | None) -> dict[str, Any] | None:
+    try:
+        found = json.loads(text) if text else None
+    except ValueError:
+        return None
+    return found if isinstance(found, dict) else None

@@ -23,9 +23,9 @@ from cloud.storage.keyset import Arguments, newest_first
 from shared.cnc import Estimate
 from shared.errors import InputError
 
-__all__ = ["AssetRecord", "LinkCandidate", "ProgramQuery", "ProgramRecordRow", "RegistryDevice", "RegistryItem",
-           "UnknownProgram", "assets", "like_pattern", "link_candidates", "normal_offset", "parse_tool",
-           "program_copies", "registry", "search_programs"]
+__all__ = ["AssetRecord", "DocumentRecord", "LinkCandidate", "ProgramQuery", "ProgramRecordRow", "RegistryDevice",
+           "RegistryItem", "UnknownProgram", "assets", "documents", "like_pattern", "link_candidates", "normal_offset",
+           "parse_tool", "program_copies", "registry", "search_programs"]
 
 _TOOL_NUMBER = re.compile(r"^[Tt]?(\d{1,9})$")
 _OFFSET = re.compile(r"^(G5[4-9])(?:\.1)?\s*(?:P\s*(\d{1,3}))?$", re.IGNORECASE)
@@ -272,3 +272,36 @@ async def registry(storage: Storage, device: str) -> list[RegistryDevice]:
         found.append(RegistryDevice(edge, uuid, name, device_id, instance_id, ts,
                                     [RegistryItem(*r) for r in await storage.select(items)]))
     return found
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentRecord:
+    id: int
+    edge: str
+    seq: int
+    ts: int
+    kind: str
+    key: str
+    device: str | None
+    source: str | None
+    status: str
+    reason: str | None
+    received_at: int
+    body: str | None
+
+
+async def documents(storage: Storage, *, edge: str | None, kind: str | None, key: str | None, status: str | None,
+                    with_body: bool, limit: int, before: int | None) -> list[DocumentRecord]:
+    """The stored documents (the history of changes), the last received first (``before``: an id from a previous
+    page)."""
+    def build(param: Callable[[int], str]) -> tuple[str, list[Any]]:
+        arg = Arguments(param)
+        where = [f"{column} = {arg(value)}" for column, value in
+                 (("edge", edge), ("kind", kind), ("key", key), ("status", status)) if value is not None]
+        if before is not None:
+            where.append(f"id < {arg(before)}")
+        clause = (" WHERE " + " AND ".join(where)) if where else ""
+        body = "body" if with_body else "NULL"
+        return (f"SELECT id, edge, seq, ts, kind, key, device, source, status, reason, received_at, {body} "
+                f"FROM documents{clause} ORDER BY id DESC LIMIT {arg(limit)}"), arg.values  # noqa: S608
+    return [DocumentRecord(*r) for r in await storage.select(build)]

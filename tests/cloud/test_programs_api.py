@@ -131,6 +131,12 @@ async def test_hostile_documents_are_kept_as_invalid_and_the_frames_still_go_in(
     assert "tools[0].tool" in reasons[1] and "sha256" in reasons[2] and "262,144" in reasons[3]
     assert "kind" in reasons[4] and "asset_id" in reasons[5] and "NaN" in reasons[9]
     assert shas(await get(api, "/api/v1/programs")) == {MILL["sha256"]}
+    invalid = await get(api, "/api/v1/documents", status="invalid", limit=3)
+    assert [d["seq"] for d in invalid] == [9, 7, 5] and invalid[0]["reason"] == reasons[9]
+    older = await get(api, "/api/v1/documents", status="invalid", before=invalid[-1]["id"])
+    assert [d["seq"] for d in older] == [4, 3, 2, 1]
+    [kept] = await get(api, "/api/v1/documents", kind="gauge_reading", body="true")
+    assert kept["body"] == {"value": 3} and kept["status"] == "ok"
 
 
 @pytest.mark.parametrize("documents", [
@@ -150,6 +156,7 @@ async def test_a_document_list_without_sequences_is_a_malformed_batch(api: Api, 
     {"tool": "x" * 65}, {"text": "y" * 101}, {"offset": "G99"}, {"offset": "G54.1"}, {"diameter": "-1"},
     {"diameter": "nan"}, {"min_holes": "-3"}, {"dialect": "mazatrol"}, {"cursor": "bm90IGEgY3Vyc29y"},
     {"cursor": "z" * 101}, {"limit": "0"}, {"has_errors": "perhaps"}, {"edge": "../../etc"}, {"tool": ""},
+    {"limit": "501"},
 ])
 async def test_bad_search_parameters_get_400_or_422_never_500(api: Api, params: dict[str, str]) -> None:
     resp = await api.client.get("/api/v1/programs", params=params, headers=auth(api.viewer))
