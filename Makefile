@@ -66,12 +66,15 @@ bench: install
 	$(PY) bench/bench_dashboard.py --pg
 	$(PY) bench/bench_catchup.py
 	$(PY) bench/bench_sim.py
+	$(PY) bench/bench_mtconnect_agent.py
 	$(PY) bench/bench_physics.py
 	$(PY) bench/bench_process.py
 	$(PY) bench/bench_station.py
 	$(PY) bench/bench_ml.py
 	$(PY) bench/bench_vsensors.py
 	$(PY) bench/bench_console.py
+	$(PY) bench/bench_harvester.py
+	$(PY) bench/bench_programs.py
 
 clean:
 	rm -rf $(VENV) $(OPCUA_SERVER)/node_modules cloud/console/static/vendor run/ build/ dist/ *.egg-info .pytest_cache .mypy_cache .ruff_cache

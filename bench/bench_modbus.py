@@ -34,8 +34,10 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from edge.sources.base import Position
 from edge.sources.modbus import ModbusSourceConfig  # noqa: E402
 from edge.sources.modbus.source import ModbusSource  # noqa: E402
+from shared.batch import Document, EdgeEvent
 from shared.frame import TelemetryFrame  # noqa: E402
 
 # --- simulated devices (subprocess) ----------------------------------------------------------
@@ -87,7 +89,9 @@ class CountingSink:
         self.engine = engine
         self.scored = 0
 
-    async def put(self, frames: Sequence[TelemetryFrame], *, durable: bool = False) -> None:
+    async def put(self, frames: Sequence[TelemetryFrame], *, durable: bool = False,
+                  events: Sequence[EdgeEvent] = (), documents: Sequence[Document] = (),
+                  position: Position | None = None) -> None:
         if self.engine is not None:
             frames, _ = await self.engine.enrich(frames)
             self.scored += sum(1 for f in frames if "model.score" in f.metrics)

@@ -42,8 +42,10 @@ from edge.broker.client import ExternalMqttIngest  # noqa: E402
 from edge.broker.config import AclRule, BrokerConfig, ListenerConfig, MqttClientConfig  # noqa: E402
 from edge.broker.embedded import EmbeddedBroker  # noqa: E402
 from edge.config import StoreConfig  # noqa: E402
+from edge.sources.base import Position
 from edge.store import Store  # noqa: E402
 from edge.writer import StoreWriter  # noqa: E402
+from shared.batch import Document, EdgeEvent
 from shared.frame import TelemetryFrame  # noqa: E402
 from tests.edge.broker.mosquitto import Mosquitto, mosquitto_available  # noqa: E402
 from tests.support import free_port  # noqa: E402
@@ -173,7 +175,9 @@ class CountingSink:
         self.target = 0
         self.reached = asyncio.Event()
 
-    async def put(self, frames: Sequence[TelemetryFrame], *, durable: bool = False) -> None:
+    async def put(self, frames: Sequence[TelemetryFrame], *, durable: bool = False,
+                  events: Sequence[EdgeEvent] = (), documents: Sequence[Document] = (),
+                  position: Position | None = None) -> None:
         self.frames += len(frames)
         if self.target and self.frames >= self.target:
             self.reached.set()
@@ -226,7 +230,9 @@ class StoreSink:
             self.engine.close()
         await self.store.close()
 
-    async def put(self, frames: Sequence[TelemetryFrame], *, durable: bool = False) -> None:
+    async def put(self, frames: Sequence[TelemetryFrame], *, durable: bool = False,
+                  events: Sequence[EdgeEvent] = (), documents: Sequence[Document] = (),
+                  position: Position | None = None) -> None:
         await self.writer.put(frames, durable=durable)
 
     async def reject(self, origin: str, reason: str, payload: bytes | None = None) -> None:

@@ -30,8 +30,10 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from edge.sources.base import Position
 from edge.sources.opcua import OpcUaSourceConfig  # noqa: E402
 from edge.sources.opcua.source import OpcUaSource  # noqa: E402
+from shared.batch import Document, EdgeEvent
 from shared.frame import TelemetryFrame  # noqa: E402
 from tests.support import free_port  # noqa: E402
 
@@ -77,7 +79,9 @@ class CountingSink:
         self.values = 0
         self.seen: set[str] = set()
 
-    async def put(self, frames: Sequence[TelemetryFrame], *, durable: bool = False) -> None:
+    async def put(self, frames: Sequence[TelemetryFrame], *, durable: bool = False,
+                  events: Sequence[EdgeEvent] = (), documents: Sequence[Document] = (),
+                  position: Position | None = None) -> None:
         self.frames += len(frames)
         for frame in frames:
             self.values += len(frame.sensors)

@@ -36,8 +36,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from edge.sources.base import Position
 from edge.sources.opcua import OpcUaSourceConfig  # noqa: E402
 from edge.sources.opcua.source import OpcUaSource  # noqa: E402
+from shared.batch import Document, EdgeEvent
 from shared.frame import TelemetryFrame  # noqa: E402
 from tests.edge.sources.nodeopcua import NodeOpcUaServer, node_opcua_missing  # noqa: E402
 from tests.support import free_port  # noqa: E402
@@ -56,7 +58,9 @@ class CounterSink:
     def __init__(self) -> None:
         self.values: list[tuple[int, float, float]] = []  # (count, source ts, received at)
 
-    async def put(self, frames: Sequence[TelemetryFrame], *, durable: bool = False) -> None:
+    async def put(self, frames: Sequence[TelemetryFrame], *, durable: bool = False,
+                  events: Sequence[EdgeEvent] = (), documents: Sequence[Document] = (),
+                  position: Position | None = None) -> None:
         now = time.time()
         for frame in frames:
             if "count" in frame.sensors:

@@ -23,7 +23,20 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
 from cloud import __doc__ as _about
-from cloud.api import alerts, devices, edges, events, models, physics, process, process_optimize, sync, system, twin
+from cloud.api import (
+    alerts,
+    devices,
+    edges,
+    events,
+    models,
+    physics,
+    process,
+    process_optimize,
+    programs,
+    sync,
+    system,
+    twin,
+)
 from cloud.api.process_optimize import OptimizerSlots
 from cloud.apidocs import add_api_docs
 from cloud.auth import Authenticator
@@ -149,6 +162,7 @@ def create_app(config: CloudConfig) -> FastAPI:
     app.include_router(models.router)
     app.include_router(alerts.router)
     app.include_router(events.router)
+    app.include_router(programs.router)
     app.include_router(physics.router)
     app.include_router(process.router)
     app.include_router(process_optimize.router)

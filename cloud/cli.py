@@ -287,8 +287,10 @@ def _parser() -> argparse.ArgumentParser:
     from cloud.physics.cli import add_subcommands
     from cloud.process.cli import add_subcommands as add_process_commands
     from cloud.process.sim_cli import add_sim_commands
+    from cloud.programs_cli import add_subcommands as add_program_commands
 
     register_model_train(add_model_commands(sub, _with_storage, _who))
+    add_program_commands(sub, _with_storage)
     add_subcommands(sub)
     add_sim_commands(add_process_commands(sub, _config))
     return parser

@@ -33,6 +33,7 @@ from cloud.storage.base import (
     UnknownDevice,
 )
 from cloud.storage.derived import BindingExists, UnknownBinding
+from cloud.storage.programs import UnknownProgram
 from cloud.storage.registry import ModelInUse, UnknownAlert, UnknownModel, UnknownRule
 from shared.errors import CodecError, InputError, Problem, TwinedgeError
 from shared.validation import validation_problems
@@ -103,6 +104,7 @@ STATUS: Mapping[type[BaseException], int] = {
     BindingExists: 409,
     UnknownBinding: 404,
     UnknownProcessModel: 404,
+    UnknownProgram: 404,
     NotSupported: 501,
     BodyTooLarge: 413,
     TooManyAttempts: 429,

@@ -7,20 +7,25 @@ its edge (recorded as a move by ``twincloud copy``; a device the target knows
 already keeps its binding there), then every device's frames, oldest first,
 in batches through the normal ingest path (so the target builds its own
 rollups, and copying twice stores nothing twice), the physics uploads
-with their ids, and the model versions with their numbers and the rules that
-assign them. Frames arrive under the edge name ``copy``; the per-edge
-counters start afresh. The edges' alerts and model reports are not copied:
-the edges report their models again with their next batch.
+with their ids, the model versions with their numbers and the rules that
+assign them, and the edges' documents (CNC programs, assets, MTConnect device
+models) under their own edges and sequences, with what is read from them.
+Frames arrive under the edge name ``copy``; the per-edge counters start
+afresh. The edges' alerts and model reports are not copied: the edges report
+their models again with their next batch.
 Stop the service (or its sync endpoint) while copying, then point it at the
 target.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
+from cloud.documents import DocumentIn, read_documents
 from cloud.storage.base import DeviceExists, Storage, us
 from cloud.storage.registry import NewModel
 
@@ -28,6 +33,7 @@ __all__ = ["copy_database"]
 
 log = logging.getLogger(__name__)
 CHUNK = 2000
+DOCUMENT_CHUNK = 500
 END = 2**62
 
 
@@ -68,7 +74,34 @@ async def copy_database(src: Storage, dst: Storage, progress: Callable[[str, int
         if upload is not None:
             await dst.put_assembly(upload)
     await _copy_models(src, dst)
+    await _copy_documents(src, dst)
     return stored
+
+
+async def _copy_documents(src: Storage, dst: Storage) -> None:
+    """Every edge's documents in sequence order, checked again as the sync handler does (copying twice stores
+    nothing twice: a document is stored once per edge and sequence)."""
+    after: tuple[str, int] = ("", 0)
+    while True:
+        def page(param: Callable[[int], str], at: tuple[str, int] = after) -> tuple[str, list[Any]]:
+            return ("SELECT edge, seq, ts, kind, key, device, source, body, status, reason FROM documents WHERE "
+                    f"edge > {param(1)} OR (edge = {param(2)} AND seq > {param(3)}) ORDER BY edge, seq "
+                    f"LIMIT {DOCUMENT_CHUNK}", [at[0], at[0], at[1]])
+        rows = await src.select(page)
+        if not rows:
+            return
+        for edge in dict.fromkeys(r[0] for r in rows):
+            await dst.put_documents(edge, [_document(r) for r in rows if r[0] == edge], time.time_ns() // 1000)
+        after = (rows[-1][0], rows[-1][1])
+
+
+def _document(row: tuple[Any, ...]) -> DocumentIn:
+    _edge, seq, ts, kind, key, device, source, body, status, reason = row
+    if status != "ok":
+        return DocumentIn(seq, ts, kind, key, device, source, body, status, reason)
+    entry = {"seq": seq, "document": {"ts": ts / 1e6, "kind": kind, "key": key, "device": device, "source": source,
+                                      "body": json.loads(body)}}
+    return read_documents([entry])[0][0]
 
 
 async def _copy_models(src: Storage, dst: Storage) -> None:

@@ -76,6 +76,7 @@ class Gateway:
             max_delay=config.store.batch_max_delay,
             queue_frames=config.store.ingest_queue_frames,
             enrich=self.engine.enrich,
+            edge_id=config.edge.id,
         )
         self.sources: list[Source] = [build_source(src, self.writer) for src in config.sources]
         self.mqtt: MqttSide | None = self._build_mqtt()
@@ -150,6 +151,7 @@ class Gateway:
                 self.writer.on_alerts(self.mqtt.publish_alerts)
             if self.uplink is not None:
                 self.writer.on_commit(self.uplink.on_commit)
+            self.writer.on_events(self.events.announce)
             async with asyncio.TaskGroup() as tg:
                 self._start(tg, "store writer", self.writer.run)
                 self._start(tg, "quarantine writer", self.writer.run_quarantine)

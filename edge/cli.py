@@ -211,6 +211,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
     if args.protocol == "modbus":
         from edge.sources.modbus import probe as module
+    elif args.protocol == "mtconnect":
+        from edge.sources.mtconnect import probe as module  # type: ignore[no-redef]
     else:
         from edge.sources.opcua import probe as module  # type: ignore[no-redef]
     parser = argparse.ArgumentParser(prog=f"twinedge probe {args.protocol}")
@@ -334,10 +336,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "probe",
-        help="read a Modbus register or an OPC-UA node with the config's decoding",
-        description="twinedge probe {modbus,opcua} --help shows each protocol's options",
+        help="read a Modbus register or an OPC-UA node with the config's decoding; show what an MTConnect agent "
+             "serves",
+        description="twinedge probe {modbus,opcua,mtconnect} --help shows each protocol's options",
     )
-    p.add_argument("protocol", choices=["modbus", "opcua"])
+    p.add_argument("protocol", choices=["modbus", "opcua", "mtconnect"])
     p.add_argument("rest", nargs=argparse.REMAINDER, help="the protocol's options")
     p.set_defaults(func=cmd_probe)
 

@@ -79,6 +79,11 @@ class StoreConfig(StrictModel):
         description="edge events kept (synced or not, for `twinedge events`); past it the oldest the cloud has "
                     "go, and those it lacks only once no frame waits (counted)",
     )
+    documents_max: int = Field(
+        10_000, ge=10, le=1_000_000,
+        description="documents (programs, tool assets, device models) waiting for the cloud; past it the oldest "
+                    "go (counted); the disk budget never drops them",
+    )
 
 
 class UplinkConfig(StrictModel):
@@ -99,6 +104,11 @@ class UplinkConfig(StrictModel):
     retry_max: Duration = Field(60.0, ge=0.01, le=3600.0)
     backlog_bandwidth: ByteSize = Field(
         0, ge=0, le=10**10, description="bytes/s (compressed) for the backlog after an outage; 0 = no cap"
+    )
+    documents_max: int = Field(100, ge=1, le=1000, description="documents (CNC programs, assets) per batch")
+    documents_max_bytes: ByteSize = Field(
+        2_000_000, ge=300 * 1024, le=64 * 1024**2,
+        description="documents' bytes per batch before compression (a single larger document goes alone)"
     )
 
     @property

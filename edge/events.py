@@ -93,6 +93,11 @@ class EventRecorder:
         """``listener`` is awaited with the events of each write, once they are in the queue file."""
         self._listeners.append(listener)
 
+    async def announce(self, events: Sequence[EdgeEvent]) -> None:
+        """Tell the listeners of events stored by another path (a source's, with its data, by the store writer)."""
+        for listener in self._listeners:
+            await listener(list(events))
+
     # --- recording -------------------------------------------------------------
 
     def record(self, kind: str, level: EventLevel, message: str, *, device: str | None = None,

@@ -30,6 +30,8 @@ class QueueStats:
     alert_drops: dict[str, int] = field(default_factory=dict)
     events: int = 0  # edge events waiting for the cloud
     event_drops: dict[str, int] = field(default_factory=dict)
+    documents: int = 0  # documents waiting for the cloud
+    document_drops: dict[str, int] = field(default_factory=dict)
 
     @property
     def used_bytes(self) -> int:
@@ -65,4 +67,5 @@ class QueueStats:
                 "dropped": dict(self.alert_drops),
             },
             "events": {"pending": self.events, "dropped": dict(self.event_drops)},
+            "documents": {"pending": self.documents, "dropped": dict(self.document_drops)},
         }

@@ -17,6 +17,13 @@ budget, ``drop_oldest`` frees room from the oldest frames, and a batch whose
 frames are refused (``drop_newest``, or no room even after dropping) still has
 its alerts stored, as long as the disk takes them at all. Edge events
 (``edge.eventqueue``) are kept the same way, in their own transactions.
+
+A source that reads a sequenced input (an MTConnect agent) hands its frames
+with the edge events and documents (``edge.documentqueue``) they come with and
+its position in the input (the ``positions`` table, one row per key): ``append``
+writes them all in one transaction, so that after a crash the position never
+runs ahead of its data nor lags behind it. When the budget refuses the frames,
+none of it is stored.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import functools
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,10 +42,11 @@ from typing import Any, TypeVar
 import aiosqlite
 import msgpack
 
-from edge import alertqueue, eventqueue
+from edge import alertqueue, documentqueue, eventqueue
 from edge.alertqueue import AlertRow, StoredAlert
 from edge.config import StoreConfig
-from edge.eventqueue import EventFilter, StoredEvent
+from edge.documentqueue import DocumentRow, StoredDocument
+from edge.eventqueue import EventFilter, EventRow, StoredEvent
 from edge.queuefiles import (
     HINT,
     DiskFull,
@@ -52,11 +60,11 @@ from edge.queuefiles import (
 )
 from edge.queuestats import QueueStats
 from edge.scored import ScoredFrames
-from shared.batch import AlertEvent, EdgeEvent
+from shared.batch import AlertEvent, Document, EdgeEvent
 from shared.frame import TelemetryFrame
 
-__all__ = ["DiskFull", "EventFilter", "QueueFull", "QueueStats", "Store", "StoreError", "StoredAlert", "StoredEvent",
-           "StoredRow"]
+__all__ = ["DiskFull", "EventFilter", "QueueFull", "QueueStats", "Store", "StoreError", "StoredAlert",
+           "StoredDocument", "StoredEvent", "StoredRow"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -79,13 +87,15 @@ CREATE TABLE IF NOT EXISTS quarantine (
 );
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-""" + alertqueue.ALERTS_SCHEMA + eventqueue.EVENTS_SCHEMA
+CREATE TABLE IF NOT EXISTS positions (key TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at REAL NOT NULL);
+""" + alertqueue.ALERTS_SCHEMA + eventqueue.EVENTS_SCHEMA + documentqueue.DOCUMENTS_SCHEMA
 QUARANTINE_MAX_ROWS = 2_000
 QUARANTINE_MAX_PAYLOAD = 32 * 1024  # with the row cap: at most 64 MB, inside the disk budget
 ROW_OVERHEAD = 80  # bytes a stored frame takes beyond its payload (row header, columns, identity index)
 TXN_PAGES = 16  # pages a transaction rewrites beyond its rows' own (parents, index leaves, counters)
 ROOM_AGAIN = 0.9  # "room again" once the queue is below this share of its budget
 DROP_MARGIN = 0.05  # drop_oldest frees this share of the budget beyond what a batch needs
+POSITION_ROW_OVERHEAD = 64
 
 
 @dataclass(frozen=True)
@@ -113,10 +123,13 @@ class Store:
         self._alerts = 0  # alert events waiting, and about how many bytes they take (kept in memory)
         self._alert_bytes = 0
         self._events = self._events_unsynced = self._event_bytes = 0  # events kept, not synced yet, their bytes
+        self._documents = self._document_bytes = 0  # documents waiting for the cloud, their bytes
         self._counters: dict[str, int] = {}
         self._unsaved: dict[str, int] = {}  # counted while the disk refused every write; saved with the next one
         self._txn_deltas: dict[str, int] = {}
         self._txn_alerts = (0, 0)  # alerts and bytes the open transaction adds (negative: deletes)
+        self._txn_events = (0, 0, 0)  # events, of them unsynced, and bytes the open transaction adds
+        self._txn_documents = (0, 0)  # documents and bytes the open transaction adds
         self._page_size = 4096
         # One connection serves every coroutine: transactions must not interleave.
         self._txn = asyncio.Lock()
@@ -172,6 +185,8 @@ class Store:
             self._alerts, self._alert_bytes = await alertqueue.measure(db)
             await eventqueue.start_sequence(db)
             self._events, self._events_unsynced, self._event_bytes = await eventqueue.measure(db)
+            await documentqueue.start_sequence(db)
+            self._documents, self._document_bytes = await documentqueue.measure(db)
             async with db.execute("SELECT name, value FROM counters") as cur:
                 self._counters = {name: int(value) for name, value in await cur.fetchall()}
             async with db.execute("SELECT COUNT(*) FROM frames") as cur:
@@ -237,7 +252,7 @@ class Store:
         if self.config.when_full == "drop_newest":
             raise QueueFull(f"the queue is full ({usage.used / 1e6:.1f} MB of {usage.describe()}); policy "
                             "drop_newest refuses new frames", reason="disk_budget_newest")
-        if usage.wal + self._alert_bytes + self._event_bytes + 2 * incoming > usage.budget:
+        if usage.wal + self._alert_bytes + self._event_bytes + self._document_bytes + 2 * incoming > usage.budget:
             # Not even a queue without frames could take this batch: dropping the backlog would not help.
             if self._alert_bytes > usage.budget // 2:
                 raise QueueFull(f"the queue is full ({usage.describe()}) and {self._alerts:,} alerts waiting for the "
@@ -249,7 +264,8 @@ class Store:
 
     async def _drop_oldest(self, excess: int, usage: DiskUsage) -> int:
         """Delete at least ``excess`` bytes of the oldest frames, in transactions the WAL can hold (never alerts)."""
-        per_frame = max(1, (usage.used - usage.wal - self._alert_bytes - self._event_bytes) // max(1, self._depth))
+        kept = self._alert_bytes + self._event_bytes + self._document_bytes
+        per_frame = max(1, (usage.used - usage.wal - kept) // max(1, self._depth))
         wanted = min(self._depth, excess // per_frame + 1)
         chunk = max(1, self.disk.slack // per_frame)
         dropped = 0
@@ -271,25 +287,34 @@ class Store:
         self.report.applied(usage, {"dropped_oldest": dropped}, self.drops)
         return dropped
 
-    async def refused(self, reason: str, *, unacked: int, dropped: int) -> None:
-        """Count frames the queue refused: ``unacked`` went back to callers that keep them, ``dropped`` are lost."""
-        deltas = {"refused_unacked": unacked, _counter(reason): dropped}
+    async def refused(self, reason: str, *, unacked: int, dropped: int, events_dropped: int = 0,
+                      documents_dropped: int = 0) -> None:
+        """Count frames the queue refused: ``unacked`` went back to callers that keep them, ``dropped`` are lost
+        (and the edge events and documents that came with lost frames)."""
+        deltas = {"refused_unacked": unacked, _counter(reason): dropped, f"event_drop:{reason}": events_dropped,
+                  f"document_drop:{reason}": documents_dropped}
         await self._bump({k: v for k, v in deltas.items() if v})
         with contextlib.suppress(StoreError):
             self.report.applied(await self.usage(), {"unacked": unacked, "dropped_new": dropped}, self.drops)
 
     # --- writes --------------------------------------------------------------
 
-    async def append(self, frames: Sequence[TelemetryFrame], *, alerts: Sequence[AlertEvent] = ()) -> int:
-        """Store frames and alerts in one transaction; returns how many frames were new (duplicates are skipped).
+    async def append(self, frames: Sequence[TelemetryFrame], *, alerts: Sequence[AlertEvent] = (),
+                     events: Sequence[EdgeEvent] = (), documents: Sequence[Document] = (),
+                     positions: Mapping[str, str] | None = None) -> int:
+        """Store frames with their alerts, edge events, documents and sources' positions in one transaction;
+        returns how many frames were new (duplicates are skipped).
 
         Raises QueueFull when the frames cannot go in (policy drop_newest at the
         budget, or a disk with no room even after dropping the oldest frames);
-        no frame is stored or counted then: the caller decides (see ``refused``).
-        The alerts are stored even then, in a transaction of their own, while the
-        disk takes them at all; alerts it cannot take are counted and logged.
+        no frame, event, document or position is stored or counted then: the
+        caller decides (see ``refused``). The alerts are stored even then, in a
+        transaction of their own, while the disk takes them at all; alerts it
+        cannot take are counted and logged. Without frames, the rest goes in at the
+        budget (the oldest frames make room) and is refused only by a full disk.
         """
-        if not frames and not alerts:
+        positions = dict(positions or {})
+        if not frames and not alerts and not events and not documents and not positions:
             return 0
         now = time.time()
         if isinstance(frames, ScoredFrames):  # the scores are merged into the encoded frames, not copied in
@@ -299,7 +324,11 @@ class Store:
             pack = msgpack.Packer(use_bin_type=True).pack  # encode_frame's bytes; one packer for the batch
             rows = [(f.device_id, f.ts, now, pack(f.to_wire())) for f in frames]
         alert_rows = alertqueue.alert_rows(alerts, now)
+        event_rows = eventqueue.event_rows(events, now)
+        doc_rows = documentqueue.document_rows(documents, now)
         incoming = (sum(len(r[3]) + ROW_OVERHEAD for r in rows) + alertqueue.row_bytes(alert_rows)
+                    + eventqueue.row_bytes(event_rows) + documentqueue.row_bytes(doc_rows)
+                    + sum(len(k) + len(v) + POSITION_ROW_OVERHEAD for k, v in positions.items())
                     + TXN_PAGES * self._page_size)
 
         async def insert(db: aiosqlite.Connection) -> int:
@@ -313,12 +342,29 @@ class Store:
                     await self._bump_in_txn({"duplicates": len(rows) - inserted})
             if alert_rows:
                 await self._insert_alerts(db, alert_rows)
+            if event_rows:
+                await self._insert_events(db, event_rows, frames_waiting=self._depth + inserted)
+            if doc_rows:
+                await self._insert_documents(db, doc_rows)
+            if positions:
+                await db.executemany(
+                    "INSERT INTO positions(key, value, updated_at) VALUES (?, ?, ?) ON CONFLICT(key) "
+                    "DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                    [(k, v, now) for k, v in positions.items()],
+                )
             return int(inserted)
 
         if not rows:
-            with contextlib.suppress(QueueFull):  # alerts go in at the budget: only frames are refused
+            with contextlib.suppress(QueueFull):  # alerts, events and documents go in at the budget
                 await self._make_room(incoming)
-            await self._alerts_alone(alert_rows, insert)
+            if not (event_rows or doc_rows or positions):
+                await self._alerts_alone(alert_rows, insert)
+                return 0
+            try:
+                await self._write("write events, documents and positions", insert)
+            except DiskFull as exc:
+                await self._alerts_alone(alert_rows, functools.partial(self._insert_alerts, rows=alert_rows))
+                raise QueueFull(f"the disk is full ({exc})", reason="disk_full") from None
             return 0
         try:
             await self._make_room(incoming)
@@ -381,30 +427,41 @@ class Store:
         rows = eventqueue.event_rows(events)
         with contextlib.suppress(QueueFull):
             await self._make_room(eventqueue.row_bytes(rows) + TXN_PAGES * self._page_size)
-
-        async def insert(db: aiosqlite.Connection) -> tuple[int, int, int]:
-            await eventqueue.insert(db, rows)
-            over = self._events + len(rows) - self.config.events_max
-            dropped = unsynced = size = 0
-            if over > 0:
-                # Never before telemetry: an event the cloud lacks goes only once no frame waits.
-                dropped, unsynced, size = await eventqueue.delete_oldest(db, over, unsynced_too=self._depth == 0)
-                if unsynced:
-                    await self._bump_in_txn({"event_drop:over_cap": unsynced})
-            return dropped, unsynced, size
-
         try:
-            dropped, unsynced, size = await self._write(f"write {len(rows)} events", insert)
+            await self._write(f"write {len(rows)} events",
+                              functools.partial(self._insert_events, rows=rows, frames_waiting=self._depth))
         except DiskFull as exc:
             await self._bump({"event_drop:disk_full": len(rows)})
             log.error("%d edge events could not be stored and are lost: %s", len(rows), exc)
-            return
-        self._events += len(rows) - dropped
-        self._events_unsynced += len(rows) - unsynced
-        self._event_bytes = max(0, self._event_bytes + eventqueue.row_bytes(rows) - size)
-        if unsynced:
-            log.warning("more than %d edge events are kept (store.events_max); %d the cloud did not have yet were "
-                        "dropped", self.config.events_max, unsynced)
+
+    async def _insert_events(self, db: aiosqlite.Connection, rows: list[EventRow], *, frames_waiting: int) -> None:
+        """Insert events in the current transaction; past ``store.events_max`` the oldest go (see append_events)."""
+        await eventqueue.insert(db, rows)
+        kept, unsynced_kept, size_kept = self._txn_events
+        over = self._events + kept + len(rows) - self.config.events_max
+        dropped = unsynced = size = 0
+        if over > 0:
+            # Never before telemetry: an event the cloud lacks goes only once no frame waits.
+            dropped, unsynced, size = await eventqueue.delete_oldest(db, over, unsynced_too=frames_waiting == 0)
+            if unsynced:
+                await self._bump_in_txn({"event_drop:over_cap": unsynced})
+                log.warning("more than %d edge events are kept (store.events_max); %d the cloud did not have yet "
+                            "were dropped", self.config.events_max, unsynced)
+        self._txn_events = (kept + len(rows) - dropped, unsynced_kept + len(rows) - unsynced,
+                            size_kept + eventqueue.row_bytes(rows) - size)
+
+    async def _insert_documents(self, db: aiosqlite.Connection, rows: list[DocumentRow]) -> None:
+        """Insert documents in the current transaction; past ``store.documents_max`` the oldest go (counted)."""
+        await documentqueue.insert(db, rows)
+        kept, size_kept = self._txn_documents
+        over = self._documents + kept + len(rows) - self.config.documents_max
+        dropped = size = 0
+        if over > 0:
+            dropped, size = await documentqueue.delete_oldest(db, over)
+            await self._bump_in_txn({"document_drop:over_cap": dropped})
+            log.warning("more than %d documents are waiting for the cloud (store.documents_max); the %d oldest "
+                        "were dropped", self.config.documents_max, dropped)
+        self._txn_documents = (kept + len(rows) - dropped, size_kept + documentqueue.row_bytes(rows) - size)
 
     async def ack_events(self, through_seq: int) -> int:
         """Mark the events with seq <= through_seq as synced (the cloud has them); they stay for `twinedge events`."""
@@ -412,6 +469,15 @@ class Store:
                                                                            through_seq=through_seq))
         self._events_unsynced = max(0, self._events_unsynced - done)
         return done
+
+    async def ack_documents(self, through_seq: int) -> int:
+        """Delete the documents with seq <= through_seq (the cloud keeps them). Returns how many were deleted."""
+        async def delete(db: aiosqlite.Connection) -> int:
+            deleted, size = await documentqueue.delete_through(db, through_seq)
+            self._txn_documents = (-deleted, -size)
+            return deleted
+
+        return await self._write("delete acknowledged documents", delete)
 
     async def _write(self, what: str, body: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
         """Run ``body`` in a transaction; on a full disk release the reserve, checkpoint, and try once more."""
@@ -435,6 +501,8 @@ class Store:
             db = self.db
             self._txn_deltas = {}
             self._txn_alerts = (0, 0)
+            self._txn_events = (0, 0, 0)
+            self._txn_documents = (0, 0)
             unsaved = dict(self._unsaved)
             try:
                 await db.execute("BEGIN IMMEDIATE")
@@ -460,6 +528,11 @@ class Store:
                 self._counters[name] = self._counters.get(name, 0) + delta
             self._alerts += self._txn_alerts[0]
             self._alert_bytes = max(0, self._alert_bytes + self._txn_alerts[1])
+            self._events += self._txn_events[0]
+            self._events_unsynced = max(0, self._events_unsynced + self._txn_events[1])
+            self._event_bytes = max(0, self._event_bytes + self._txn_events[2])
+            self._documents += self._txn_documents[0]
+            self._document_bytes = max(0, self._document_bytes + self._txn_documents[1])
 
     async def ack(self, through_seq: int, *, from_seq: int = 0, sent: int | None = None) -> int:
         """Delete the frames with from_seq <= seq <= through_seq (the cloud has them). Returns rows deleted.
@@ -587,6 +660,19 @@ class Store:
         async with self._reading("read queued events"):
             return await eventqueue.read_unsynced(self.db, after_seq, limit)
 
+    async def read_documents(self, *, after_seq: int = 0, limit: int = 100) -> list[StoredDocument]:
+        """The oldest documents waiting with seq > after_seq, in sequence order, at most ``limit``."""
+        async with self._reading("read queued documents"):
+            return await documentqueue.read(self.db, after_seq, limit)
+
+    async def position(self, key: str) -> str | None:
+        """The last committed position under ``key`` (a source's place in its input), or None."""
+        async with self._reading("read a source's position"), self.db.execute(
+            "SELECT value FROM positions WHERE key = ?", (key,)
+        ) as cur:
+            row = await cur.fetchone()
+        return str(row[0]) if row else None
+
     async def recent_events(self, which: EventFilter) -> list[StoredEvent]:
         """The newest events that pass ``which`` (synced or not), oldest first."""
         async with self._reading("read events"):
@@ -636,6 +722,16 @@ class Store:
         return {k.split(":", 1)[1]: v for k, v in self._counters.items() if k.startswith("event_drop:") and v}
 
     @property
+    def document_depth(self) -> int:
+        """Documents waiting for the cloud (kept in memory)."""
+        return self._documents
+
+    @property
+    def document_drops(self) -> dict[str, int]:
+        """Documents dropped before the cloud had them, by reason: ``over_cap``, ``disk_full``, ..."""
+        return {k.split(":", 1)[1]: v for k, v in self._counters.items() if k.startswith("document_drop:") and v}
+
+    @property
     def quarantined_count(self) -> int:
         return self._counters.get("quarantined", 0)
 
@@ -661,6 +757,8 @@ class Store:
             alert_drops=self.alert_drops,
             events=self._events_unsynced,
             event_drops=self.event_drops,
+            documents=self._documents,
+            document_drops=self.document_drops,
         )
 
 

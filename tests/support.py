@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edge.sources.base import Position
+from shared.batch import Document, EdgeEvent
 from shared.frame import TelemetryFrame
 
 # Ports for test servers come from a range below the kernel's ephemeral ports (which outgoing connections
@@ -87,15 +89,31 @@ def _ephemeral_ports(count: int) -> int:
 
 @dataclass
 class CollectingSink:
-    """A FrameSink that keeps what it is given; ``wait_for(n)`` waits for n frames."""
+    """A FrameSink that keeps what it is given; ``wait_for(n)`` waits for n frames.
+
+    Events, documents and positions handed with frames are kept too (``positions``: the last per key).
+    """
 
     frames: list[TelemetryFrame] = field(default_factory=list)
     rejected: list[tuple[str, str, bytes | None]] = field(default_factory=list)
+    events: list[EdgeEvent] = field(default_factory=list)
+    documents: list[Document] = field(default_factory=list)
+    positions: dict[str, str] = field(default_factory=dict)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def put(self, frames: Sequence[TelemetryFrame], *, durable: bool = False) -> None:
+    async def put(self, frames: Sequence[TelemetryFrame], *, durable: bool = False,
+                  events: Sequence[EdgeEvent] = (), documents: Sequence[Document] = (),
+                  position: Position | None = None) -> None:
+        assert position is None or durable, "a position goes with durable=True only"
         self.frames.extend(frames)
+        self.events.extend(events)
+        self.documents.extend(documents)
+        if position is not None:
+            self.positions[position.key] = position.value
         self._changed.set()
+
+    async def position(self, key: str) -> str | None:
+        return self.positions.get(key)
 
     async def reject(self, origin: str, reason: str, payload: bytes | None = None) -> None:
         self.rejected.append((origin, reason, payload))

@@ -2,6 +2,7 @@
 
     twinsim run --machines 3 --modbus-port 5020 --opcua-port 4840 --fault machine-2:overheat@30s
     twinsim config --machines 3 --modbus-port 5020 --opcua-port 4840 > sim-edge.toml
+    twinsim mtconnect --port 5000 --speed 1 --buffer 131072     (an MTConnect agent replaying a CNC lathe)
 
 Exit codes: 0 stopped cleanly (SIGINT, SIGTERM or SIGHUP, whether or not stdout is
 still open), 1 a port could not be bound,
@@ -15,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import shlex
 import signal
@@ -27,6 +29,7 @@ from shared.configbase import parse_duration
 from twinsim.edgeconfig import ConfigSettings, render_edge_config
 from twinsim.faults import FaultSpecError, parse_fault_spec
 from twinsim.modbus_server import MAX_REGISTERS
+from twinsim.mtconnect import DATA_DIR, VERSIONS, AgentSettings, MTConnectAgent
 from twinsim.opcua_server import MAX_ITEMS
 from twinsim.registers import CORE_HOLDING
 from twinsim.runner import SimSettings, Simulator
@@ -88,7 +91,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="twinsim", description="Plant simulator: machines behind Modbus TCP "
                                      "and OPC-UA, with fault injection (see docs/simulator.md).")
-    sub = parser.add_subparsers(dest="command", metavar="{run,config}")
+    sub = parser.add_subparsers(dest="command", metavar="{run,config,mtconnect}")
     run = sub.add_parser("run", help="serve the simulated machines until SIGINT, SIGTERM or SIGHUP")
     _common(run)
     run.add_argument("--seed", type=_bounded_int(0, 2**31 - 1), default=1, help="random seed (default 1)")
@@ -111,7 +114,45 @@ def _parser() -> argparse.ArgumentParser:
     cfg.add_argument("--poll-interval", default="1s", help="Modbus poll interval (default 1s)")
     cfg.add_argument("--publishing-interval", default="1s", help="OPC-UA publishing interval (default 1s)")
     cfg.add_argument("-o", "--output", type=Path, help="write to this file instead of stdout")
+    _mtconnect_parser(sub.add_parser("mtconnect", help="serve an MTConnect agent replaying a recorded CNC lathe "
+                                     "(SHDR) until SIGINT, SIGTERM or SIGHUP"))
     return parser
+
+
+def _speed(text: str) -> float:
+    if text.lower() in ("max", "inf", "fast"):
+        return math.inf
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a factor like 1, 10 or 0.5, or 'max' (got {text!r})") from None
+    if not 0.001 <= value <= 100_000:
+        raise argparse.ArgumentTypeError(f"must be 0.001..100000 or 'max' (got {text!r})")
+    return value
+
+
+def _mtconnect_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=_bounded_int(0, 65535), default=5000, help="HTTP port (default 5000; 0: any)")
+    p.add_argument("--speed", type=_speed, default=1.0,
+                   help="replay rate: 1 the recording's, 10 ten times faster, max as fast as possible (default 1)")
+    p.add_argument("--buffer", type=_bounded_int(1, 2**24), default=131072,
+                   help="observations the agent keeps (default 131072)")
+    p.add_argument("--asset-buffer", type=_bounded_int(1, 2**20), default=1024, help="assets kept (default 1024)")
+    p.add_argument("--instance-id", type=_bounded_int(1, 2**63 - 1), help="instanceId (default: the start time)")
+    p.add_argument("--schema-version", choices=tuple(VERSIONS), default="2.0", help="MTConnect version served "
+                   "(namespaces, header, error form; default 2.0)")
+    p.add_argument("--max-gap", type=_duration(0.0, 3600.0), default=10.0,
+                   help="longest pause between two recorded lines (default 10s)")
+    p.add_argument("--once", action="store_true", help="replay the recording once (default: start again at its end)")
+    p.add_argument("--timestamps", choices=("replay", "wall"), default="replay",
+                   help="replay: start time + re-timed recording offset; wall: time of emission (default replay)")
+    p.add_argument("--shdr", type=Path, default=DATA_DIR / "okuma.txt", help="SHDR recording (default: the Okuma "
+                   "lathe)")
+    p.add_argument("--devices-xml", type=Path, default=DATA_DIR / "Devices.xml", help="device model (Devices.xml)")
+    p.add_argument("--device", action="append", help="serve only this device of the model (repeatable)")
+    p.add_argument("--ready-file", type=Path, help="write this file (JSON: pid, url) once the agent listens")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
 
 
 def _to_devnull(stream: TextIO) -> None:
@@ -258,6 +299,63 @@ def _run(args: argparse.Namespace) -> int:
             args.ready_file.unlink(missing_ok=True)
 
 
+async def _serve_agent(agent: MTConnectAgent, ready_file: Path | None) -> int:
+    loop = asyncio.get_running_loop()
+    stopped = asyncio.Event()
+    names: list[str] = []
+
+    def stop(name: str) -> None:
+        names.append(name)
+        stopped.set()
+
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, stop, sig.name)
+    try:
+        try:
+            await agent.start()
+        except OSError as exc:
+            print(f"twinsim mtconnect: cannot start: {exc}", file=sys.stderr)
+            return 1
+        if ready_file is not None:
+            tmp = ready_file.with_name(ready_file.name + ".tmp")
+            tmp.write_text(json.dumps({"pid": os.getpid(), "url": agent.url, "instance_id": agent.instance_id})
+                           + "\n", encoding="utf-8")
+            tmp.replace(ready_file)
+        _say(f"MTConnect agent at {agent.url}/probe (instanceId {agent.instance_id}, buffer "
+             f"{agent.buffer.size}, MTConnect {agent.settings.version})")
+        _say(READY_LINE)
+        await stopped.wait()
+        _say(f"twinsim stopping ({names[0]})")
+        return 0
+    finally:
+        for sig in STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
+        await agent.stop()
+
+
+def _mtconnect(args: argparse.Namespace) -> int:
+    handler = _LogHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT, "%H:%M:%S"))
+    logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
+    try:
+        settings = AgentSettings(
+            host=args.host, port=args.port, shdr=args.shdr, devices_xml=args.devices_xml,
+            devices=tuple(args.device) if args.device else None, buffer_size=args.buffer,
+            asset_buffer_size=args.asset_buffer, instance_id=args.instance_id, speed=args.speed,
+            max_gap=args.max_gap, loop=not args.once, version=args.schema_version, timestamps=args.timestamps,
+            record=False,
+        )
+        agent = MTConnectAgent(settings)
+    except (OSError, ValueError) as exc:
+        print(f"twinsim mtconnect: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(_serve_agent(agent, args.ready_file))
+    finally:
+        if args.ready_file is not None:
+            args.ready_file.unlink(missing_ok=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _parser()
@@ -269,6 +367,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
     if args.command == "config":
         return _config(args, argv)
+    if args.command == "mtconnect":
+        return _mtconnect(args)
     parser.print_help(sys.stderr)
     return 2
 

@@ -27,6 +27,10 @@ it). The health report's model reports replace the edge's earlier ones.
 The batch's edge events are stored in the same transaction too, each at most
 once per edge and event sequence; ``events_acked_through`` is their highest
 sequence (an event dated outside 2000-2100 is left out, and acknowledged).
+The batch's documents are stored in the same transaction too, each at most once per edge and document sequence,
+and checked one by one (``cloud.documents``): a document that is not valid is kept as ``invalid`` with its reason
+(a WARNING in the log) and never costs the batch its frames; ``documents_acked_through`` is their highest
+sequence. Only a document entry without a sequence makes the whole batch malformed (422).
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from pydantic import ValidationError
 from cloud.auth import EdgeDep, NotAllowed
 from cloud.body import BodyError, BodyTimeout, BodyTooLarge, EncodingRefused, read_body
 from cloud.context import Ctx
+from cloud.documents import DocumentIn, read_documents
 from cloud.edgeslots import Claim
 from cloud.errors import Overloaded, Superseded
 from cloud.guard import body_guard
@@ -127,6 +132,19 @@ def _warn_alerts(edge: str, refused: list[tuple[int, str]]) -> None:
         log.debug("edge %s sent %d refused alert event(s); first: alert seq %d: %s", edge, len(refused), seq, why)
 
 
+def _warn_documents(edge: str, invalid: list[tuple[int, str]]) -> None:
+    """Documents kept as invalid: one WARNING per edge and minute at most, the rest at DEBUG."""
+    now = time.monotonic()
+    key = f"{edge}\ndocuments"
+    seq, why = min(invalid)
+    if now - _last_warning.get(key, -60.0) >= 60.0:
+        _last_warning[key] = now
+        log.warning("edge %s sent %d document(s) that are kept as invalid and acked; first: document seq %d: %s "
+                    "(further ones this minute at DEBUG)", edge, len(invalid), seq, why)
+    else:
+        log.debug("edge %s sent %d invalid document(s); first: document seq %d: %s", edge, len(invalid), seq, why)
+
+
 def _warn_health(edge: str, notes: list[str]) -> None:
     """A report over the limits is kept shortened: said once per edge and minute, the rest at DEBUG."""
     now = time.monotonic()
@@ -206,6 +224,8 @@ class _Batch:
     frames: list[Any]
     alerts: list[SequencedAlert]
     events: list[SequencedEvent]
+    documents: list[DocumentIn]
+    documents_through: int | None
 
 
 _MAX_SEQ = 2**63 - 1
@@ -232,11 +252,12 @@ def _plain_batch(obj: Any) -> _Batch | None:
         seqs.append(seq)
         frames.append(entry["frame"])
     try:
-        envelope = SyncBatch.model_validate({**obj, "frames": []})
+        envelope = SyncBatch.model_validate({**obj, "frames": [], "documents": []})
     except ValidationError:
         return None
+    documents, through = read_documents(obj.get("documents"))
     return _Batch(envelope.edge_id, envelope.sent_at, envelope.health, seqs, frames, envelope.alerts,
-                  envelope.events)
+                  envelope.events, documents, through)
 
 
 def _decode(body: bytes, content_type: str, max_frames: int) -> _Batch:
@@ -251,12 +272,14 @@ def _decode(body: bytes, content_type: str, max_frames: int) -> _Batch:
         raise BodyTooLarge(f"{len(obj['frames']):,} frames; the limit is {max_frames:,} per batch", "frames")
     batch = _plain_batch(obj)
     if batch is None:
+        # Documents are checked one by one (``cloud.documents``): a bad one never costs the batch its frames.
+        documents, through = read_documents(obj.get("documents")) if isinstance(obj, dict) else ([], None)
         try:
-            full = SyncBatch.model_validate(obj)
+            full = SyncBatch.model_validate({**obj, "documents": []} if isinstance(obj, dict) else obj)
         except ValidationError as exc:
             raise InputError(validation_problems(exc, SyncBatch)) from None
         batch = _Batch(full.edge_id, full.sent_at, full.health, [f.seq for f in full.frames],
-                       [f.frame for f in full.frames], full.alerts, full.events)
+                       [f.frame for f in full.frames], full.alerts, full.events, documents, through)
     seqs = batch.seqs
     for k in range(1, len(seqs)):
         if seqs[k] <= seqs[k - 1]:
@@ -282,6 +305,8 @@ class _Parsed:
     reports: list[ModelReportRow]
     events: list[EdgeEventIn]
     events_through: int | None
+    documents: list[DocumentIn]
+    documents_through: int | None
 
 
 def _alert_events(alerts: list[SequencedAlert]) -> tuple[list[AlertEventIn], list[tuple[int, str]]]:
@@ -328,7 +353,7 @@ def _parse(body: bytes, content_type: str, max_frames: int) -> _Parsed:
     return _Parsed(batch.edge_id, batch.sent_at, health, batch.seqs[-1] if batch.seqs else None, good, rejected,
                    notes, alerts, alerts_refused, max((a.seq for a in batch.alerts), default=None),
                    _reports(batch.edge_id, health, time.time_ns() // 1000), _edge_events(batch.events),
-                   max((e.seq for e in batch.events), default=None))
+                   max((e.seq for e in batch.events), default=None), batch.documents, batch.documents_through)
 
 
 @router.post("/batches", response_model=SyncAck, responses=_RESPONSES, openapi_extra=_BODY_DOC)
@@ -392,7 +417,8 @@ async def _handle(request: Request, edge: str, ctx: Ctx, claim: Claim) -> SyncAc
             try:
                 result = await ctx.storage.ingest(edge, good, batch.health, time.time_ns() // 1000, len(rejected),
                                                   acked, clock_skew_s=skew, alerts=batch.alerts,
-                                                  reports=batch.reports, events=batch.events)
+                                                  reports=batch.reports, events=batch.events,
+                                                  documents=batch.documents)
             finally:
                 ctx.metrics.sync_inflight.dec()
     except Superseded:
@@ -416,6 +442,9 @@ async def _handle(request: Request, edge: str, ctx: Ctx, claim: Claim) -> SyncAc
     alerts_refused = batch.alerts_refused + result.alerts_refused
     if alerts_refused:
         _warn_alerts(edge, alerts_refused)
+    invalid = [(d.seq, d.reason or "") for d in batch.documents if d.status != "ok"]
+    if invalid:
+        _warn_documents(edge, invalid)
     ctx.metrics.sync_alerts.labels("stored").inc(result.alerts_stored)
     ctx.metrics.sync_alerts.labels("duplicate").inc(result.alerts_duplicate)
     ctx.metrics.sync_alerts.labels("rejected").inc(len(alerts_refused))
@@ -432,4 +461,5 @@ async def _handle(request: Request, edge: str, ctx: Ctx, claim: Claim) -> SyncAc
     log.debug("edge %s: %d stored, %d duplicate, %d rejected, acked through %s", edge, result.stored,
               result.duplicates, len(rejected), acked)
     return SyncAck(acked_through=acked, stored=result.stored, duplicates=result.duplicates, rejected=rejected,
-                   alerts_acked_through=batch.alerts_through, events_acked_through=batch.events_through)
+                   alerts_acked_through=batch.alerts_through, events_acked_through=batch.events_through,
+                   documents_acked_through=batch.documents_through)

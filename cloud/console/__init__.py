@@ -23,6 +23,7 @@ PAGES: dict[str, tuple[str, bool]] = {
     "/devices": ("Devices", True),
     "/alerts": ("Alerts", True),
     "/events": ("Events", True),
+    "/programs": ("Programs", True),
     "/assemblies": ("Assemblies", True),
     "/models": ("Models", True),
     "/admin": ("Admin", True),

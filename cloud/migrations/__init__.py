@@ -38,7 +38,7 @@ def _load() -> list[Migration]:
     for module in ["v0001_init", "v0002_edge_counters", "v0003_device_owners", "v0004_rollup_levels",
                    "v0005_partitions_assemblies", "v0006_models_alerts", "v0007_edge_events",
                    "v0008_console_sessions", "v0009_assembly_parts",
-                   "v0010_process_bindings"]:
+                   "v0010_process_bindings", "v0011_documents"]:
         mod: Any = import_module(f"cloud.migrations.{module}")
         out.append(Migration(int(module[1:5]), module.split("_", 1)[1], mod.SQLITE, mod.POSTGRES,
                              getattr(mod, "upgrade_postgres", None), getattr(mod, "upgrade_sqlite", None)))

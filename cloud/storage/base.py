@@ -28,10 +28,11 @@ paging and aggregate bucketing live here so that both answer alike.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from cloud.documents import DocumentIn
 from cloud.storage.derived import BindingRow, DerivedTag, DerivedWrite
 from cloud.storage.events import EdgeEventIn, EventQuery, EventRecord
 from cloud.storage.registry import AlertEventIn, MlStore, ModelReportRow
@@ -352,6 +353,7 @@ class Storage(MlStore, abc.ABC):
         alerts: Sequence[AlertEventIn] = (),
         reports: Sequence[ModelReportRow] | None = None,
         events: Sequence[EdgeEventIn] = (),
+        documents: Sequence[DocumentIn] = (),
     ) -> IngestResult:
         """Store each reading once (unique on device and timestamp) and record the edge's health.
 
@@ -367,7 +369,8 @@ class Storage(MlStore, abc.ABC):
         edge and alert sequence; refused like frames when their device belongs
         to another edge), and, unless ``reports`` is None, the edge's model
         reports, which replace the ones it sent before; and the edge's ``events`` not stored yet (once per
-        edge and event sequence; an event names the edge's own device or source, and is never refused).
+        edge and event sequence; an event names the edge's own device or source, and is never refused); and the
+        edge's ``documents`` not stored yet, with what is read from them (``cloud.storage.documents``).
         """
         readings = Readings([seq for seq, _ in frames], [frame for _, frame in frames],
                             [us(frame.ts) for _, frame in frames])
@@ -382,7 +385,7 @@ class Storage(MlStore, abc.ABC):
             alerts = list({a.seq: a for a in reversed(alerts)}.values())[::-1]
         stored, samples, others, new_alerts = await self._ingest(
             edge, readings, health, now_us, last_seq, rejected, len(frames), clock_skew_s, check_owner, alerts,
-            reports, events)
+            reports, events, documents)
         refused = [(seq, refusal(f.device_id, others[f.device_id], edge))
                    for seq, f in zip(readings.seqs, readings.frames, strict=True) if f.device_id in others]
         alerts_refused = [(a.seq, refusal(a.device, others[a.device], edge)) for a in alerts if a.device in others]
@@ -395,6 +398,7 @@ class Storage(MlStore, abc.ABC):
         now_us: int, last_seq: int | None, rejected: int, received: int,
         clock_skew_s: float | None, check_owner: bool, alerts: Sequence[AlertEventIn],
         reports: Sequence[ModelReportRow] | None, events: Sequence[EdgeEventIn] = (),
+        documents: Sequence[DocumentIn] = (),
     ) -> Ingested:
         """Insert the readings, alert events and edge events not stored yet, and the reports, in one transaction;
         return
@@ -525,6 +529,11 @@ class Storage(MlStore, abc.ABC):
         return level_rows, (await self.raw_rows(series_ids, raw) if raw else [])
 
     @abc.abstractmethod
+    async def select(self, build: Callable[[Callable[[int], str]], tuple[str, list[Any]]]) -> list[tuple[Any, ...]]:
+        """The rows of a read-only SELECT that ``build(param)`` writes for this backend (``param(n)`` gives the
+        n-th placeholder), as tuples: the queries written once for both (``cloud.storage.programs``)."""
+
+    @abc.abstractmethod
     async def events(self, query: EventQuery) -> list[EventRecord]:
         """The edges' events that pass ``query``, newest first (``cloud.storage.events``)."""
 
@@ -532,6 +541,12 @@ class Storage(MlStore, abc.ABC):
     async def purge(self, samples_before: int | None, rollups_before: int | None) -> int:
         """Delete samples and frames, and rollups of every level, older than the cutoffs (None keeps them);
         alerts (and the records of alert events) and edge events go with the rollups' cutoff. Rows deleted."""
+
+    # --- documents (cloud.storage.documents) ----------------------------------------------
+    async def put_documents(self, edge: str, documents: Sequence[DocumentIn], now_us: int) -> int:
+        """Store an edge's documents not stored yet, and what is read from them, in one transaction, without
+        touching the edge's sync record (copying a database); returns how many were new."""
+        raise NotSupported(f"documents are not supported on {self.backend} storage yet")
 
     # --- physics assemblies ----------------------------------------------------------
     @abc.abstractmethod

@@ -20,13 +20,14 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
 
 from cloud.config import redact_url
+from cloud.documents import DocumentIn
 from cloud.migrations import MIGRATIONS
 from cloud.storage import postgres_derived as process
 from cloud.storage import postgres_registry as ml
@@ -54,6 +55,7 @@ from cloud.storage.base import (
     split_owned,
 )
 from cloud.storage.derived import BindingRow, DerivedTag, DerivedWrite
+from cloud.storage.documents import store_documents_pg
 from cloud.storage.events import EdgeEventIn, EventQuery, EventRecord, events_pg, purge_events_pg, store_events_pg
 from cloud.storage.notify import CHANNEL, BatchFeed, notices, spans
 from cloud.storage.partitions import WEEK_US, Partitions, convert, table_kind
@@ -224,7 +226,8 @@ class PostgresStorage(Storage):
     async def _ingest(self, edge: str, readings: Readings, health: EdgeHealth | None,
                       now_us: int, last_seq: int | None, rejected: int, received: int,
                       clock_skew_s: float | None, check_owner: bool, alerts: Sequence[AlertEventIn],
-                      reports: Sequence[ModelReportRow] | None, events: Sequence[EdgeEventIn] = ()) -> Ingested:
+                      reports: Sequence[ModelReportRow] | None, events: Sequence[EdgeEventIn] = (),
+                     documents: Sequence[DocumentIn] = ()) -> Ingested:
         if self._parts.lacking(readings.stamps):  # a week no partition covers: create it first
             async with self._con() as con:
                 await self._parts.ensure(con, readings.stamps)
@@ -238,6 +241,7 @@ class PostgresStorage(Storage):
             if reports is not None:
                 await ml.store_reports(con, edge, reports)
             await store_events_pg(con, edge, events, now_us)
+            await store_documents_pg(con, edge, documents, now_us)
             refused = len(readings) - len(owned)  # frames of devices of other edges
             frames, stamps, seqs = owned.frames, owned.stamps, owned.seqs
             ids = [devices[f.device_id] for f in frames]
@@ -473,6 +477,16 @@ class PostgresStorage(Storage):
     async def events(self, query: EventQuery) -> list[EventRecord]:
         async with self._con() as con:
             return await events_pg(con, query)
+
+    async def put_documents(self, edge: str, documents: Sequence[DocumentIn], now_us: int) -> int:
+        async with self._con() as con, con.transaction():
+            await con.execute(q.LOCK_EDGE, edge)
+            return await store_documents_pg(con, edge, documents, now_us)
+
+    async def select(self, build: Callable[[Callable[[int], str]], tuple[str, list[Any]]]) -> list[tuple[Any, ...]]:
+        sql, args = build(lambda n: f"${n}")
+        async with self._con() as con:
+            return [tuple(r) for r in await con.fetch(sql, *args)]
 
     async def _purge_table(self, con: asyncpg.Connection, table: str, cutoff: int) -> int:
         """Rows older than the cutoff: whole weekly partitions or TimescaleDB chunks where there are, then

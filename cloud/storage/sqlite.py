@@ -30,6 +30,7 @@ from itertools import chain, repeat
 from pathlib import Path
 from typing import Any, TypeVar
 
+from cloud.documents import DocumentIn
 from cloud.migrations import MIGRATIONS
 from cloud.storage import derived as process
 from cloud.storage import sessions
@@ -57,6 +58,7 @@ from cloud.storage.base import (
     frame_columns,
     split_owned,
 )
+from cloud.storage.documents import store_documents_sqlite
 from cloud.storage.events import (
     EdgeEventIn,
     EventQuery,
@@ -189,14 +191,16 @@ class SQLiteStorage(Storage):
     async def _ingest(self, edge: str, readings: Readings, health: EdgeHealth | None,
                       now_us: int, last_seq: int | None, rejected: int, received: int,
                       clock_skew_s: float | None, check_owner: bool, alerts: Sequence[AlertEventIn],
-                      reports: Sequence[ModelReportRow] | None, events: Sequence[EdgeEventIn] = ()) -> Ingested:
+                      reports: Sequence[ModelReportRow] | None, events: Sequence[EdgeEventIn] = (),
+                     documents: Sequence[DocumentIn] = ()) -> Ingested:
         return await self._write(self._ingest_sync, edge, readings, health, now_us, last_seq, rejected, received,
-                                 clock_skew_s, check_owner, alerts, reports, events)
+                                 clock_skew_s, check_owner, alerts, reports, events, documents)
 
     def _ingest_sync(self, con: sqlite3.Connection, edge: str, readings: Readings, health: EdgeHealth | None,
                      now_us: int, last_seq: int | None, rejected: int, received: int,
                      clock_skew_s: float | None, check_owner: bool, alerts: Sequence[AlertEventIn],
-                     reports: Sequence[ModelReportRow] | None, events: Sequence[EdgeEventIn] = ()) -> Ingested:
+                     reports: Sequence[ModelReportRow] | None, events: Sequence[EdgeEventIn] = (),
+                     documents: Sequence[DocumentIn] = ()) -> Ingested:
         new_series: dict[tuple[str, str], int] = {}
         con.execute("BEGIN IMMEDIATE")
         try:
@@ -208,6 +212,7 @@ class SQLiteStorage(Storage):
             if reports is not None:
                 ml.store_reports(con, edge, reports)
             store_events_sqlite(con, edge, events, now_us)
+            store_documents_sqlite(con, edge, documents, now_us)
             refused, readings = len(readings) - len(owned), owned  # frames of devices of other edges
             ids = [devices[f.device_id] for f in readings.frames]
             stored, stamps = _insert_frames(con, edge, readings, ids)
@@ -368,6 +373,23 @@ class SQLiteStorage(Storage):
 
     async def events(self, query: EventQuery) -> list[EventRecord]:
         return await self._read(events_sqlite, query)
+
+    async def put_documents(self, edge: str, documents: Sequence[DocumentIn], now_us: int) -> int:
+        def run(con: sqlite3.Connection) -> int:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                new = store_documents_sqlite(con, edge, documents, now_us)
+                con.execute("COMMIT")
+            except BaseException:
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
+                raise
+            return new
+        return await self._write(run)
+
+    async def select(self, build: Callable[[Callable[[int], str]], tuple[str, list[Any]]]) -> list[tuple[Any, ...]]:
+        sql, args = build(lambda _n: "?")
+        return await self._read(lambda con: [tuple(r) for r in con.execute(sql, args)])
 
     # --- physics assemblies ----------------------------------------------------------
     async def put_assembly(self, record: AssemblyRecord) -> None:

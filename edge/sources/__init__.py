@@ -17,7 +17,9 @@ from pydantic import Field
 
 from edge.sources.base import Backoff, FrameSink, Source, SourceHealth, SourceState
 from edge.sources.modbus.config import ModbusSourceConfig
+from edge.sources.mtconnect.config import MTConnectSourceConfig
 from edge.sources.opcua.config import OpcUaSourceConfig
+from edge.sources.programs.config import ProgramsSourceConfig
 from shared.configbase import StrictModel
 
 __all__ = [
@@ -32,7 +34,8 @@ __all__ = [
     "build_source",
 ]
 
-SourceConfig = Annotated[ModbusSourceConfig | OpcUaSourceConfig, Field(discriminator="kind")]
+SourceConfig = Annotated[ModbusSourceConfig | OpcUaSourceConfig | MTConnectSourceConfig | ProgramsSourceConfig,
+                         Field(discriminator="kind")]
 
 
 @dataclass(frozen=True)
@@ -52,8 +55,11 @@ class SourceKind:
 SOURCES: dict[str, SourceKind] = {
     "modbus": SourceKind(ModbusSourceConfig, "edge.sources.modbus.source", "ModbusSource"),
     "opcua": SourceKind(OpcUaSourceConfig, "edge.sources.opcua.source", "OpcUaSource"),
+    "mtconnect": SourceKind(MTConnectSourceConfig, "edge.sources.mtconnect.source", "MTConnectSource"),
+    "programs": SourceKind(ProgramsSourceConfig, "edge.sources.programs.source", "ProgramsSource"),
 }
 
 
-def build_source(config: ModbusSourceConfig | OpcUaSourceConfig, sink: FrameSink) -> Source:
+def build_source(config: ModbusSourceConfig | OpcUaSourceConfig | MTConnectSourceConfig | ProgramsSourceConfig,
+                 sink: FrameSink) -> Source:
     return SOURCES[config.kind].load()(config, sink)

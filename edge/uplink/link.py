@@ -12,11 +12,23 @@ frame waits; they leave the store only through the cloud's
 Edge events go right behind the alerts, in the same share of the batch (the
 planner's alert limit counts both), and are marked synced through the cloud's
 ``events_acked_through``.
+
+Documents (CNC programs, MTConnect assets and device models) go behind the events and ahead of the frames, at
+most ``documents_max`` and ``documents_max_bytes`` per batch (a single larger one goes alone), and leave the store
+only through the cloud's ``documents_acked_through``. A document never costs frames their delivery:
+
+- a refused batch that carried documents beside other things is sent again without them; once a batch is
+  acknowledged the documents go alone, halved on each refusal down to one, which alone goes to the quarantine;
+- a cloud older than this edge refuses any batch with documents (422, ``documents: unknown key``): the documents
+  stay queued, the rest goes on without them, and they are tried again every ``DOCUMENTS_HOLD_S`` seconds (a
+  WARNING says so once per hold);
+- a cloud that takes a batch with documents without acknowledging them keeps them queued (sent again).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -30,13 +42,14 @@ from edge.config import UplinkConfig
 from edge.store import Store, StoredAlert, StoredEvent, StoredRow, StoreError
 from edge.uplink.limiter import BandwidthLimiter
 from edge.uplink.planner import BatchPlanner, Read
-from edge.uplink.sender import LinkState, Sender, SyncRefused, SyncTooLarge, encode_batch
+from edge.uplink.sender import LinkState, QueuedDocument, Sender, SyncRefused, SyncTooLarge, encode_batch
 from shared.batch import EdgeHealth, SyncAck
 from shared.frame import TelemetryFrame
 
 __all__ = ["Uplink"]
 
 log = logging.getLogger(__name__)
+DOCUMENTS_HOLD_S = 600.0  # how long documents wait before a cloud that refused them is asked again
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,11 +63,17 @@ class _Batch:
     body: bytes
     split: int | None
     events: list[StoredEvent]
+    documents: list[QueuedDocument]
 
     @property
     def urgent(self) -> int:
         """Alerts and events: they go at once, ahead of the frames."""
         return len(self.alerts) + len(self.events)
+
+    @property
+    def at_once(self) -> bool:
+        """Alerts, events or documents: the batch goes without waiting for more frames or for bandwidth."""
+        return bool(self.urgent or self.documents)
 
 
 class Uplink:
@@ -84,6 +103,12 @@ class Uplink:
         self._last_post = 0.0
         self._unacked_alerts_told = False
         self._unacked_events_told = False
+        self._unacked_documents_told = False
+        self.documents_limit = config.documents_max  # documents per batch now (halved on refusals)
+        # "with": documents ride along; "without": left out until a batch is acknowledged; "alone": the next
+        # batch is documents alone. ``_documents_held_until``: a cloud refused them (monotonic time).
+        self._documents_mode = "with"
+        self._documents_held_until = 0.0
 
     async def on_commit(self, _frames: Sequence[TelemetryFrame]) -> None:
         self._wake.set()
@@ -101,33 +126,52 @@ class Uplink:
                 if ahead is None or self._worth_waiting(ahead):
                     ahead = await self._prepare()
                 self._last_post = time.monotonic()
-                if ahead.backlog and not ahead.urgent and not await self._spend(len(ahead.body)):
+                if ahead.backlog and not ahead.at_once and not await self._spend(len(ahead.body)):
                     ahead = None
                     continue  # live data arrived while the backlog waited for bandwidth
                 ahead = await self._deliver_reading_ahead(client, ahead)
 
     def _worth_waiting(self, batch: _Batch) -> bool:
         """A short live batch inside ``interval`` of the last post: gather more instead of posting it now."""
-        return (len(batch.rows) < self.planner.limit and not batch.backlog and not batch.urgent
+        return (len(batch.rows) < self.planner.limit and not batch.backlog and not batch.at_once
                 and self._last_post + self.config.interval > time.monotonic())
 
     async def _prepare(self) -> _Batch:
-        alerts, events, rows, backlog = await self._next_batch()
+        alerts, events, docs, rows, backlog = await self._next_batch()
         wait = self._last_post + self.config.interval - time.monotonic()
-        if len(rows) < self.planner.limit and not backlog and not alerts and not events and wait > 0:
+        if len(rows) < self.planner.limit and not backlog and not alerts and not events and not docs and wait > 0:
             # A trickle of live data: gather for up to `interval` instead of one request per commit.
-            # (Alerts and events do not wait.)
+            # (Alerts, events and documents do not wait.)
             await asyncio.sleep(wait)
-            alerts, events, rows, backlog = await self._next_batch()
-        return await self._encode(alerts, events, rows, backlog, self.planner.backlog_through)
+            alerts, events, docs, rows, backlog = await self._next_batch()
+        return await self._encode(alerts, events, docs, rows, backlog, self.planner.backlog_through)
 
-    async def _encode(self, alerts: list[StoredAlert], events: list[StoredEvent], rows: list[StoredRow],
-                      backlog: bool, split: int | None) -> _Batch:
+    async def _encode(self, alerts: list[StoredAlert], events: list[StoredEvent], docs: list[QueuedDocument],
+                      rows: list[StoredRow], backlog: bool, split: int | None) -> _Batch:
         health = await self.health()
         body = await asyncio.to_thread(
-            encode_batch, self._packer, self.edge_id, rows, health, self.config.compression, alerts, events
+            encode_batch, self._packer, self.edge_id, rows, health, self.config.compression, alerts, events, docs
         )
-        return _Batch(alerts, rows, backlog, body, split, events)
+        return _Batch(alerts, rows, backlog, body, split, events, docs)
+
+    def _documents_go(self) -> bool:
+        return self._documents_mode != "without" and time.monotonic() >= self._documents_held_until
+
+    async def _read_documents(self, after_seq: int = 0) -> list[QueuedDocument]:
+        """The oldest documents waiting, within the count and bytes of a batch (at least one)."""
+        if not self._documents_go() or not self.store.document_depth:
+            return []
+        if self.planner.alone is not None and self._documents_mode != "alone":
+            return []  # a refused batch is being narrowed down: its parts go without documents
+        found = await self.store.read_documents(after_seq=after_seq, limit=self.documents_limit)
+        out: list[QueuedDocument] = []
+        size = 0
+        for doc in found:
+            if out and size + len(doc.payload) > self.config.documents_max_bytes:
+                break
+            out.append(doc)
+            size += len(doc.payload)
+        return out
 
     async def _read_alerts(self, after_seq: int = 0) -> list[StoredAlert]:
         if not self.planner.sends_alerts or not self.store.alert_depth:
@@ -152,10 +196,16 @@ class Uplink:
                 return rows, read.backlog
         return [], False
 
-    async def _next_batch(self) -> tuple[list[StoredAlert], list[StoredEvent], list[StoredRow], bool]:
-        """The next alerts, events and rows to send, waiting for any when the queue is empty."""
+    async def _next_batch(self) -> tuple[list[StoredAlert], list[StoredEvent], list[QueuedDocument],
+                                         list[StoredRow], bool]:
+        """The next alerts, events, documents and rows to send, waiting for any when the queue is empty."""
         while True:
             self._wake.clear()
+            if self._documents_mode == "alone":
+                docs = await self._read_documents()
+                if docs:
+                    return [], [], docs, [], False
+                self._documents_mode = "with"
             if self.planner.outage and self.planner.split_due(self.store.depth):
                 self.planner.start_backlog(await self.store.newest_seq())
                 cap = self.config.backlog_bandwidth
@@ -165,9 +215,13 @@ class Uplink:
                 )
             alerts = await self._read_alerts()
             events = await self._read_events(len(alerts))
+            docs = await self._read_documents()
             rows, backlog = await self._read(self.planner.reads())
-            if rows or alerts or events:
-                return alerts, events, rows, backlog
+            if rows or alerts or events or docs:
+                return alerts, events, docs, rows, backlog
+            if self._documents_mode == "without" and self.store.document_depth:
+                self._documents_mode = "alone"  # nothing else waits: the documents go alone now
+                continue
             if self.planner.alone is not None:
                 self.planner.nothing_alone()
                 continue
@@ -176,6 +230,12 @@ class Uplink:
                 self.planner.backlog_delivered()
                 continue
             self.link.set("idle")
+            held = self._documents_held_until - time.monotonic()
+            if held > 0 and self.store.document_depth:
+                with contextlib.suppress(TimeoutError):  # ask the cloud about the documents again then
+                    async with asyncio.timeout(held):
+                        await self._wake.wait()
+                continue
             await self._wake.wait()
 
     async def _spend(self, size: int) -> bool:
@@ -215,16 +275,19 @@ class Uplink:
 
     async def _read_ahead(self, sent: _Batch) -> _Batch | None:
         """What ``_next_batch`` will return once ``sent`` is acknowledged (and deleted), or None if unsure."""
-        if self.planner.outage or self.planner.alone is not None:
+        if self.planner.outage or self.planner.alone is not None or self._documents_mode != "with":
             return None
         split = self.planner.backlog_through
         self._wake.clear()
         try:
             alerts = await self._read_alerts(after_seq=sent.alerts[-1].seq if sent.alerts else 0)
             events = await self._read_events(len(alerts), after_seq=sent.events[-1].seq if sent.events else 0)
+            docs = await self._read_documents(after_seq=sent.documents[-1].seq if sent.documents else 0)
             skip = (sent.rows[0].seq, sent.rows[-1].seq) if sent.rows else None
             rows, backlog = await self._read(self.planner.reads(skip=skip))
-            return await self._encode(alerts, events, rows, backlog, split) if rows or alerts or events else None
+            if rows or alerts or events or docs:
+                return await self._encode(alerts, events, docs, rows, backlog, split)
+            return None
         except StoreError as exc:
             log.debug("reading the next batch ahead failed (%s); it is read again after this one", exc)
             return None
@@ -235,6 +298,9 @@ class Uplink:
         try:
             ack = await self.sender.deliver(client, batch.body)
         except (SyncTooLarge, SyncRefused) as exc:
+            if batch.documents:
+                await self._documents_refused(batch, exc)
+                return False
             if self.planner.on_batch_refused(batch.urgent, len(rows)):
                 # Narrow down until the refusal is down to one alert, event or frame: one damaged
                 # item must not send its whole batch to the quarantine.
@@ -255,7 +321,36 @@ class Uplink:
                                      and ack.alerts_acked_through >= alerts[-1].seq)
         events_done = not events or (ack.events_acked_through is not None
                                      and ack.events_acked_through >= events[-1].seq)
-        return frames_done and alerts_done and events_done
+        docs_done = not batch.documents or (ack.documents_acked_through is not None
+                                            and ack.documents_acked_through >= batch.documents[-1].seq)
+        return frames_done and alerts_done and events_done and docs_done
+
+    async def _documents_refused(self, batch: _Batch, exc: SyncTooLarge | SyncRefused) -> None:
+        """A refused batch that carried documents: never lose its frames, alerts and events over them."""
+        docs = batch.documents
+        if isinstance(exc, SyncRefused) and "documents" in exc.paths:
+            self._documents_held_until = time.monotonic() + DOCUMENTS_HOLD_S
+            self._documents_mode = "with"
+            log.warning("the cloud at %s does not take documents (%s): is it older than this edge? %d documents "
+                        "stay queued and are offered again in %.0f min; frames, alerts and events go on without "
+                        "them", self.config.shown_url, exc, self.store.document_depth, DOCUMENTS_HOLD_S / 60)
+            return
+        if batch.urgent or batch.rows:
+            self._documents_mode = "without"
+            log.warning("the cloud refused a batch of %d alerts, %d events, %d documents and %d frames (%s); "
+                        "retrying without the documents, which go alone afterwards", len(batch.alerts),
+                        len(batch.events), len(docs), len(batch.rows), exc)
+            return
+        if len(docs) > 1:
+            self.documents_limit = max(1, len(docs) // 2)
+            log.warning("the cloud refused a batch of %d documents (%s); retrying with %d at a time", len(docs), exc,
+                        self.documents_limit)
+            return
+        log.error("the cloud refused document seq %d for good (%s); moved to the quarantine", docs[0].seq, exc)
+        await self.store.quarantine("cloud-document", str(exc), docs[0].payload)
+        await self.store.ack_documents(docs[0].seq)
+        self.link.documents_quarantined += 1
+        self._documents_mode = "with"
 
     def _narrowed(self, *, alerts_only: bool) -> str:
         if self.planner.alone == "alerts" or alerts_only:
@@ -279,6 +374,7 @@ class Uplink:
             self.link.frames_sent += delivered
         await self._apply_alerts(batch.alerts, ack)
         await self._apply_events(batch.events, ack)
+        await self._apply_documents(batch.documents, ack)
         self.link.batches += 1
         self.planner.on_batch_acknowledged(batch.urgent, len(rows))
 
@@ -312,6 +408,26 @@ class Uplink:
         through = min(ack.events_acked_through, events[-1].seq)
         await self.store.ack_events(through)
         self.link.events_sent += sum(1 for e in events if e.seq <= through)
+
+    async def _apply_documents(self, docs: list[QueuedDocument], ack: SyncAck) -> None:
+        """Delete the documents the cloud stored; documents it did not acknowledge stay and go again."""
+        if self._documents_mode == "without":
+            self._documents_mode = "alone"  # the rest went through without them: now the documents alone
+        elif docs and self._documents_mode == "alone":
+            self._documents_mode = "with"
+        if not docs:
+            return
+        if ack.documents_acked_through is None:
+            if not self._unacked_documents_told:
+                log.warning("the cloud at %s took a batch with %d documents but did not acknowledge them; they stay "
+                            "queued and are sent again (is the cloud older than this edge?)",
+                            self.config.shown_url, len(docs))
+                self._unacked_documents_told = True
+            return
+        through = min(ack.documents_acked_through, docs[-1].seq)
+        await self.store.ack_documents(through)
+        self.link.documents_sent += sum(1 for d in docs if d.seq <= through)
+        self.documents_limit = min(self.config.documents_max, self.documents_limit * 2)
 
     async def _quarantine_event(self, event: StoredEvent, reason: str) -> None:
         log.error("the cloud refused edge event seq %d for good (%s); moved to the quarantine", event.seq, reason)

@@ -17,7 +17,7 @@ import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import msgpack
@@ -30,8 +30,8 @@ from edge.store import StoredAlert, StoredEvent, StoredRow
 from shared.batch import SENT_AT_HEADER, EdgeHealth, SyncAck
 from shared.errors import TwinedgeError
 
-__all__ = ["LinkState", "Sender", "SyncRefused", "SyncRetry", "SyncTooLarge", "UplinkError", "cloud_client",
-           "encode_batch"]
+__all__ = ["LinkState", "QueuedDocument", "Sender", "SyncRefused", "SyncRetry", "SyncTooLarge", "UplinkError",
+           "cloud_client", "encode_batch"]
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,13 @@ class SyncRetry(TwinedgeError):
 
 
 class SyncRefused(TwinedgeError):
-    """The cloud refused the batch for good (a 4xx other than auth, 408, 409, 413 or 429)."""
+    """The cloud refused the batch for good (a 4xx other than auth, 408, 409, 413 or 429). ``paths`` are the
+    paths of the problems the cloud listed (``documents``: a cloud older than this edge that does not take
+    documents)."""
+
+    def __init__(self, message: str, *, paths: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.paths = paths
 
 
 class SyncTooLarge(TwinedgeError):
@@ -79,6 +85,8 @@ class LinkState:
     alerts_quarantined: int = 0
     events_sent: int = 0
     events_quarantined: int = 0
+    documents_sent: int = 0
+    documents_quarantined: int = 0
 
     def set(self, state: str, error: str | None = None) -> None:
         if state != self.state:
@@ -87,15 +95,28 @@ class LinkState:
             self.last_error = error
 
 
-def encode_batch(packer: msgpack.Packer, edge_id: str, rows: Sequence[StoredRow], health: EdgeHealth,
-                 compression: str, alerts: Sequence[StoredAlert] = (), events: Sequence[StoredEvent] = ()) -> bytes:
-    """A SyncBatch in MessagePack, the stored alerts, events and frames spliced in as they are (no re-encoding).
+class QueuedDocument(Protocol):
+    """A document as the queue holds it (``edge.documentqueue.StoredDocument``): its sequence and its MessagePack."""
 
-    ``alerts`` and ``events`` are left out when there are none: such a batch is one an older cloud takes too.
+    @property
+    def seq(self) -> int: ...
+
+    @property
+    def payload(self) -> bytes: ...
+
+
+def encode_batch(packer: msgpack.Packer, edge_id: str, rows: Sequence[StoredRow], health: EdgeHealth,
+                 compression: str, alerts: Sequence[StoredAlert] = (), events: Sequence[StoredEvent] = (),
+                 documents: Sequence[QueuedDocument] = ()) -> bytes:
+    """A SyncBatch in MessagePack, the stored alerts, events, documents and frames spliced in as they are (no
+    re-encoding).
+
+    ``alerts``, ``events`` and ``documents`` are left out when there are none: such a batch is one an older cloud
+    takes too.
     """
     pack = packer.pack
     parts = [
-        packer.pack_map_header(4 + bool(alerts) + bool(events)),
+        packer.pack_map_header(4 + bool(alerts) + bool(events) + bool(documents)),
         pack("edge_id"), pack(edge_id),
         pack("sent_at"), pack(time.time()),
         pack("health"), pack(health.model_dump(mode="json")),
@@ -108,6 +129,10 @@ def encode_batch(packer: msgpack.Packer, edge_id: str, rows: Sequence[StoredRow]
         parts += [pack("events"), packer.pack_array_header(len(events))]
         for event in events:
             parts += [packer.pack_map_header(2), pack("seq"), pack(event.seq), pack("event"), event.payload]
+    if documents:
+        parts += [pack("documents"), packer.pack_array_header(len(documents))]
+        for doc in documents:
+            parts += [packer.pack_map_header(2), pack("seq"), pack(doc.seq), pack("document"), doc.payload]
     parts += [pack("frames"), packer.pack_array_header(len(rows))]
     for row in rows:
         parts += [packer.pack_map_header(2), pack("seq"), pack(row.seq), pack("frame"), row.payload]
@@ -138,6 +163,17 @@ def _problem(item: object) -> str:
         return str(item)
     message = item.get("message", item.get("msg"))
     return f"{item['path']}: {message}" if item.get("path") else str(message)
+
+
+def _paths(response: httpx.Response) -> tuple[str, ...]:
+    """The paths of the problems in the cloud's ``{"detail": [{"path": ...}]}``, at most 50."""
+    try:
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError):
+        return ()
+    if not isinstance(detail, list):
+        return ()
+    return tuple(str(d["path"])[:200] for d in detail[:50] if isinstance(d, dict) and d.get("path") is not None)
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -253,7 +289,7 @@ class Sender:
                             status=status)
         if status in _TRANSIENT or status >= 500:
             raise SyncRetry(reason, status=status, retry_after=_retry_after(response))
-        raise SyncRefused(reason)
+        raise SyncRefused(reason, paths=_paths(response))
 
     def snapshot(self) -> dict[str, Any]:
         link = self.link
@@ -263,4 +299,5 @@ class Sender:
             "alerts_sent": link.alerts_sent, "batches": link.batches, "quarantined_by_cloud": link.quarantined,
             "alerts_quarantined_by_cloud": link.alerts_quarantined, "events_sent": link.events_sent,
             "events_quarantined_by_cloud": link.events_quarantined,
+            "documents_sent": link.documents_sent, "documents_quarantined_by_cloud": link.documents_quarantined,
         }

@@ -17,6 +17,7 @@ from schemathesis.specs.openapi.schemas import OpenApiSchema
 
 from shared.codec import encode_obj
 from tests.cloud.apiclient import auth, batch, wire
+from tests.cloud.documents import document, program, program_doc, tool
 from tests.cloud.server import CloudServer
 
 EXAMPLES = 60
@@ -28,6 +29,12 @@ schemathesis.serializer.alias("application/zip", "application/octet-stream")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[CloudServer, OpenApiSchema]]:
     with CloudServer(tmp_path_factory.mktemp("fuzz"), edges=["edge-1"]) as server:
         body = batch("edge-1", [(i + 1, wire(i)) for i in range(200)])
+        model = {"uuid": "press-1-uuid", "name": "press", "device_id": "press-1", "items": [
+            {"id": "ex", "key": "temp", "category": "EVENT", "type": "EXECUTION"},
+            {"id": "pg", "key": "rpm", "category": "EVENT", "type": "PROGRAM", "units": None}]}
+        body["documents"] = [program_doc(1, program("p/O1.nc", number="O1", tools=[tool(1, "DRILL", 5.0, "drill")],
+                                                    offsets=["G54"]), device="press-1"),
+                             document(2, "mtconnect_device", "press-1-uuid", model)]
         resp = httpx.post(f"{server.base_url}/api/v1/sync/batches", content=encode_obj(body),
                           headers={**auth(server.edge_token), "Content-Type": "application/msgpack"})
         assert resp.status_code == 200

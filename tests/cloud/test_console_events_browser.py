@@ -7,10 +7,12 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from playwright.sync_api import Page, Route, expect
 
 from tests.cloud import test_console_live as live
+from tests.cloud.apiclient import auth
 from tests.cloud.browser import WAIT_MS, needs_chromium
 from tests.cloud.server import CloudServer
 from tests.cloud.test_console_live import event, sign_in, sync
@@ -70,3 +72,32 @@ def test_an_answer_to_the_filters_before_a_change_is_not_shown(cloud: CloudServe
     expect(tab.locator("#events-status")).to_contain_text("live", timeout=WAIT_MS)
     expect(tab.locator("#events-table")).not_to_contain_text("modbus read of 22 registers", timeout=WAIT_MS)
     assert rows.evaluate_all("rows => rows.map(r => r.dataset.level)") == ["operator"] * rows.count()
+
+
+def test_alarms_and_gaps_show_their_severity_code_and_lost_count(cloud: CloudServer, tab: Page) -> None:
+    now = time.time()
+    alarm = {"item": "Lsystem", "type": "SYSTEM", "native_code": "2041", "native_severity": "3",
+             "severity": "FAULT", "qualifier": None, "sequence": 812}
+    gap = {"lost": 1337, "from_sequence": 20_001, "to_sequence": 21_337, "instance_id": 1659966694,
+           "reason": "out_of_range"}
+    sync(cloud, "line-2", events=[
+        {**event("line-2", "Alarm 2041 on OKUMA (SYSTEM, FAULT): SPINDLE OVERLOAD", ts=now - 3, device="okuma-1"),
+         "kind": "alarm_opened", "source": "okuma", "details": alarm},
+        {**event("line-2", "Alarm 2041 on OKUMA cleared", ts=now - 2, device="okuma-1"), "kind": "alarm_closed",
+         "source": "okuma", "details": {**alarm, "severity": "NORMAL"}},
+        {**event("line-2", "1,337 samples of okuma were lost: the edge fell behind", ts=now - 1, device="okuma-1"),
+         "kind": "data_gap", "source": "okuma", "details": gap}])
+    listed = httpx.get(f"{cloud.base_url}/api/v1/events", params={"device": "okuma-1", "level": "operator"},
+                       headers=auth(cloud.viewer_token), timeout=10).json()["events"]
+    assert [(e["kind"], e["details"].get("native_code"), e["details"].get("lost")) for e in listed] == [
+        ("data_gap", None, 1337), ("alarm_closed", "2041", None), ("alarm_opened", "2041", None)]
+    sign_in(tab, cloud, "operator", "/events?device=okuma-1")
+    rows = tab.locator("#events-table tr[data-id]")
+    expect(rows).to_have_count(3, timeout=WAIT_MS)
+    expect(rows.nth(0).locator(".facts")).to_contain_text("1,337 samples lost")
+    expect(rows.nth(0).locator(".facts")).to_contain_text("sequences 20001–21337 · the edge fell behind")
+    expect(rows.nth(1).locator(".facts")).to_contain_text("cleared")
+    opened = rows.nth(2).locator(".facts")
+    expect(opened).to_contain_text("FAULT")
+    expect(opened).to_contain_text("code 2041 · SYSTEM · native severity 3 · item Lsystem")
+    assert opened.locator(".badge.bad").count() == 1

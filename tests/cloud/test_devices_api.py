@@ -43,7 +43,7 @@ async def test_another_edges_device_is_refused_with_its_reason_and_the_real_read
     reason = "device dev-b belongs to edge edge-2; an admin can move it with `twincloud device move dev-b --to edge-1`"
     assert ack == {"acked_through": 9, "stored": 1, "duplicates": 0,
                    "rejected": [{"seq": 7, "reason": reason}, {"seq": 9, "reason": reason}],
-                   "alerts_acked_through": None, "events_acked_through": None}
+                   "alerts_acked_through": None, "events_acked_through": None, "documents_acked_through": None}
     assert await state(api, "dev-b") == before
     real = (await api.sync(batch("edge-2", [(2, wire(1, device="dev-b"))]), token=api.other_edge)).json()
     assert (real["stored"], real["duplicates"], real["rejected"]) == (1, 0, [])

@@ -76,8 +76,22 @@ async def test_copying_sqlite_into_postgresql_keeps_tokens_data_and_aggregates(p
                                          sensors={"t": float(i), "mode": "run"}, status="alarm" if i == 7 else "ok"))
                   for i in range(5000)]
         await src.ingest("edge-1", frames, None, 1)
+        from cloud.documents import read_documents
+        from cloud.storage.programs import ProgramQuery, search_programs
+        from tests.cloud.documents import program, program_doc
+        moved = program("a/O1.nc", content="O1")
+        docs, _ = read_documents([program_doc(1, program("b/O2.nc", number="O2")), program_doc(2, moved),
+                                  program_doc(3, {**moved, "path": "c/O1.nc"}, at=5),
+                                  {"seq": 4, "document": {"kind": "program"}}])
+        await src.ingest("edge-1", [], None, 2, documents=docs)
         assert await copy_database(src, dst) == 5000
         assert await copy_database(src, dst) == 0  # a second run stores nothing twice
+        copied = await search_programs(dst, ProgramQuery())
+        assert [(p.edge, p.path, p.rename_list()[0]["from"] if p.rename_list() else None) for p in copied] == [
+            ("edge-1", "c/O1.nc", "a/O1.nc"), ("edge-1", "b/O2.nc", None)]
+        [(count, invalid)] = await dst.select(lambda p: (
+            "SELECT count(*), sum(CASE WHEN status = 'invalid' THEN 1 ELSE 0 END) FROM documents", []))
+        assert (count, invalid) == (4, 1)
         from cloud.auth import hash_token
         assert (await dst.principal(hash_token(edge))).name == "edge-1"  # type: ignore[union-attr]
         assert [u["revoked_at"] for u in await dst.identities("user")] == [5]

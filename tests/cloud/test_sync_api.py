@@ -20,7 +20,7 @@ async def test_a_batch_is_stored_and_acked_through_its_last_sequence(api: Api) -
     resp = await api.sync(batch("edge-1", [(5, wire(1)), (9, wire(2)), (40, wire(3))], queue_depth=7))
     assert resp.status_code == 200, resp.text
     assert resp.json() == {"acked_through": 40, "stored": 3, "duplicates": 0, "rejected": [],
-                           "alerts_acked_through": None, "events_acked_through": None}
+                           "alerts_acked_through": None, "events_acked_through": None, "documents_acked_through": None}
     state = (await api.client.get("/api/v1/twin/press-1/state", headers=auth(api.viewer))).json()
     assert state["values"]["temp"]["value"] == 23.0 and state["edge"] == "edge-1"
 
@@ -30,7 +30,7 @@ async def test_a_retried_batch_stores_nothing_twice(api: Api) -> None:
     assert (await api.sync(body)).json()["stored"] == 2
     again = (await api.sync(body)).json()
     assert again == {"acked_through": 2, "stored": 0, "duplicates": 2, "rejected": [], "alerts_acked_through": None,
-                     "events_acked_through": None}
+                     "events_acked_through": None, "documents_acked_through": None}
     redelivered = (await api.sync(batch("edge-1", [(3, wire(2)), (4, wire(3))]))).json()
     assert (redelivered["stored"], redelivered["duplicates"], redelivered["acked_through"]) == (1, 1, 4)
 
@@ -50,7 +50,7 @@ async def test_bad_frames_are_refused_one_by_one_and_the_good_ones_stored(api: A
 async def test_a_health_only_batch_updates_the_edge_and_acks_nothing(api: Api) -> None:
     ack = (await api.sync(batch("edge-1", [], queue_depth=12))).json()
     assert ack == {"acked_through": None, "stored": 0, "duplicates": 0, "rejected": [], "alerts_acked_through": None,
-                     "events_acked_through": None}
+                     "events_acked_through": None, "documents_acked_through": None}
     [edge1, _] = (await api.client.get("/api/v1/edges", headers=auth(api.viewer))).json()
     assert (edge1["queue_depth"], edge1["lag_s"], edge1["drops"]) == (12, 0.5, {"disk_budget": 1})
     assert edge1["last_seen"] is not None
@@ -145,7 +145,7 @@ async def test_a_newer_batch_of_the_same_edge_supersedes_one_still_arriving(api:
         await slow.started.wait()
     resp = await api.sync(batch("edge-1", [(2, wire(2))]))
     assert resp.json() == {"acked_through": 2, "stored": 1, "duplicates": 0, "rejected": [],
-                           "alerts_acked_through": None, "events_acked_through": None}
+                           "alerts_acked_through": None, "events_acked_through": None, "documents_acked_through": None}
     old = await first
     assert old.status_code == 409 and "newer batch" in old.json()["detail"][0]["message"]
     slow.release.set()

@@ -248,7 +248,8 @@ async def test_a_device_of_another_edge_is_quarantined_on_the_sending_edge_and_i
             resp = await client.post("/api/v1/sync/batches", json=real,
                                      headers={"Authorization": f"Bearer {cloud.edge_tokens['edge-owner']}"})
             assert resp.json() == {"acked_through": 3, "stored": 3, "duplicates": 0, "rejected": [],
-                                   "alerts_acked_through": None, "events_acked_through": None}
+                                   "alerts_acked_through": None, "events_acked_through": None,
+                                   "documents_acked_through": None}
             edges = {e["name"]: e for e in (await client.get("/api/v1/edges", headers=admin)).json()}
             assert edges[EDGE]["rejected"] == len(refused) and edges[EDGE]["frames_stored"] == len(devices[1].acked)
             assert abs(edges[EDGE]["clock_skew_s"]) < 5

@@ -157,11 +157,11 @@ class StoreWithABug(Store):
 
     appends = 0
 
-    async def append(self, frames, alerts=()):  # type: ignore[no-untyped-def]
+    async def append(self, frames, alerts=(), **rest):  # type: ignore[no-untyped-def]
         StoreWithABug.appends += 1
         if StoreWithABug.appends == 1:
             raise RuntimeError("a bug in the write path")
-        return await super().append(frames, alerts=alerts)
+        return await super().append(frames, alerts=alerts, **rest)
 
 
 async def crash_and_restart(writer: StoreWriter, frames: list[TelemetryFrame]) -> None:

@@ -12,7 +12,8 @@ import pytest
 
 from edge.broker.config import AclRule, BrokerConfig, ListenerConfig
 from edge.broker.embedded import EmbeddedBroker
-from edge.sources.base import FrameSink
+from edge.sources.base import FrameSink, Position
+from shared.batch import Document, EdgeEvent
 from shared.frame import TelemetryFrame
 from tests.support import CollectingSink, free_port
 
@@ -77,7 +78,9 @@ class GateSink:
     pending: asyncio.Queue[asyncio.Event] = field(default_factory=asyncio.Queue)
     stored: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def put(self, frames: Sequence[TelemetryFrame], *, durable: bool = False) -> None:
+    async def put(self, frames: Sequence[TelemetryFrame], *, durable: bool = False,
+                  events: Sequence[EdgeEvent] = (), documents: Sequence[Document] = (),
+                  position: Position | None = None) -> None:
         if durable:
             gate = asyncio.Event()
             await self.pending.put(gate)

@@ -13,7 +13,9 @@ import pytest
 
 from edge.broker.client import ExternalMqttIngest
 from edge.broker.config import MqttClientConfig
+from edge.sources.base import Position
 from edge.store import QueueFull
+from shared.batch import Document, EdgeEvent
 from shared.frame import TelemetryFrame
 from tests.edge.broker.conftest import BrokerFactory
 from tests.edge.broker.mosquitto import Mosquitto, mosquitto_available
@@ -32,7 +34,9 @@ class RefusingSink:
     refused: int = 0
     stored: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def put(self, frames: Sequence[TelemetryFrame], *, durable: bool = False) -> None:
+    async def put(self, frames: Sequence[TelemetryFrame], *, durable: bool = False,
+                  events: Sequence[EdgeEvent] = (), documents: Sequence[Document] = (),
+                  position: Position | None = None) -> None:
         if self.full:
             self.refused += 1
             if durable:

@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 
 from edge.sources import SOURCES, SourceState
+from edge.sources.base import Position
 from edge.sources.modbus import ModbusSourceConfig
 from edge.sources.modbus.source import ModbusSource
+from shared.batch import Document, EdgeEvent
 from shared.frame import TelemetryFrame
 from tests.edge.sources.test_modbus_support import (
     ModbusTestServer,
@@ -191,10 +193,12 @@ class StallingSink(CollectingSink):
         self.release = asyncio.Event()
         self.stalled = asyncio.Event()
 
-    async def put(self, frames: Sequence[TelemetryFrame], *, durable: bool = False) -> None:
+    async def put(self, frames: Sequence[TelemetryFrame], *, durable: bool = False,
+                  events: Sequence[EdgeEvent] = (), documents: Sequence[Document] = (),
+                  position: Position | None = None) -> None:
         self.stalled.set()
         await self.release.wait()
-        await super().put(frames, durable=durable)
+        await super().put(frames, durable=durable, events=events, documents=documents, position=position)
 
 
 async def test_backpressure_skips_and_counts_missed_cycles_instead_of_bursting():

@@ -18,8 +18,10 @@ import pytest_asyncio
 from asyncua import ua
 
 from edge.sources import SourceState
+from edge.sources.base import Position
 from edge.sources.opcua import OpcUaSourceConfig
 from edge.sources.opcua.source import OpcUaSource
+from shared.batch import Document, EdgeEvent
 from shared.frame import TelemetryFrame
 from tests.edge.sources.test_opcua_support import (
     BlackholeProxy,
@@ -276,11 +278,13 @@ class GatedSink(CollectingSink):
         self.gate = asyncio.Event()
         self.waiting = asyncio.Event()
 
-    async def put(self, frames: Sequence[TelemetryFrame], *, durable: bool = False) -> None:
+    async def put(self, frames: Sequence[TelemetryFrame], *, durable: bool = False,
+                  events: Sequence[EdgeEvent] = (), documents: Sequence[Document] = (),
+                  position: Position | None = None) -> None:
         if not self.gate.is_set():
             self.waiting.set()
             await self.gate.wait()
-        await super().put(frames, durable=durable)
+        await super().put(frames, durable=durable, events=events, documents=documents, position=position)
 
 
 async def test_a_slow_sink_slows_the_source_without_losing_the_session(server: TestServer) -> None:

@@ -165,6 +165,15 @@ function showDevice(main, name) {
     let chosen = (query.get("fields") || "").split(",").filter(Boolean);
     const current = {}; // field -> {ts, value}
     const rows = {};
+    const units = {}; // field -> units, from the device's MTConnect model when it has one
+    getJSON(`/api/v1/devices/${encodeURIComponent(name)}/mtconnect`).then((models) => {
+        for (const item of models.flatMap((m) => m.items)) {
+            if (item.units && !(item.key in units)) {
+                units[item.key] = item.units;
+            }
+        }
+        showValues();
+    }).catch(() => {}); // an older cloud, or no MTConnect model: the fields go without units
 
     function keep() {
         remember({d: name, range: rangeSel.value === "1h" ? "" : rangeSel.value, fields: chosen.join(",")});
@@ -180,7 +189,8 @@ function showDevice(main, name) {
             chart.setFields(chosen).catch((error) => setStatus(status, `The chart could not be drawn: ${error.message}`,
                 true));
         });
-        const tr = el("tr", {"data-field": field}, el("td", {}, box), el("th", {scope: "row"}, field),
+        const tr = el("tr", {"data-field": field}, el("td", {}, box),
+            el("th", {scope: "row"}, field, el("span", {class: "unit"})),
             el("td", {class: "num value"}), el("td", {class: "when"}));
         rows[field] = tr;
         return tr;
@@ -191,6 +201,7 @@ function showDevice(main, name) {
         for (const field of fields) {
             const tr = rows[field] || valueRow(field);
             tr.querySelector(".value").textContent = shown(current[field].value);
+            tr.querySelector(".unit").textContent = units[field] ? ` (${units[field]})` : "";
             tr.querySelector(".when").textContent = ago(current[field].ts, serverNow());
         }
         values.replaceChildren(...fields.map((f) => rows[f]));

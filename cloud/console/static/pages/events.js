@@ -13,6 +13,37 @@ export const DEFAULT_LEVEL = role === "admin" ? "technical" : "operator";
 const LEVELS = [["operator", "operator"], ["technical", "operator and technical"], ["developer", "all levels"]];
 const LEVEL_BADGE = {operator: "bad", technical: "warn", developer: ""};
 
+// What an alarm or a data gap says at a glance, beside its message: a machine's severity and native code, how
+// many samples were lost and why. The whole details stay one click away.
+const GAP_REASONS = {
+    agent_restarted: "the MTConnect agent restarted",
+    out_of_range: "the edge fell behind the agent's buffer",
+};
+
+function alarmFacts(d, kind) {
+    const parts = [d.native_code ? `code ${d.native_code}` : null, d.type,
+        d.native_severity ? `native severity ${d.native_severity}` : null, d.item ? `item ${d.item}` : null];
+    const severity = kind === "alarm_closed" ? badge("cleared", "ok")
+        : d.severity ? badge(d.severity, d.severity === "FAULT" ? "bad" : "warn") : null;
+    return [severity, parts.filter(Boolean).join(" · ")];
+}
+
+function gapFacts(d) {
+    const lost = d.lost === null || d.lost === undefined ? "an unknown number of samples lost"
+        : `${Number(d.lost).toLocaleString()} sample${d.lost === 1 ? "" : "s"} lost`;
+    const span = d.from_sequence != null && d.to_sequence != null
+        ? `sequences ${d.from_sequence}–${d.to_sequence}` : null;
+    return [badge(lost, d.lost === 0 ? "ok" : "warn"), [span, GAP_REASONS[d.reason] || d.reason]
+        .filter(Boolean).join(" · ")];
+}
+
+const FACTS = {alarm_opened: alarmFacts, alarm_closed: alarmFacts, data_gap: gapFacts};
+
+function facts(event) {
+    const read = FACTS[event.kind];
+    return read ? el("div", {class: "facts"}, ...read(event.details || {}, event.kind)) : null;
+}
+
 function row(event) {
     const where = [event.device, event.source && event.source !== event.device ? event.source : null]
         .filter(Boolean).join(" · ");
@@ -24,7 +55,7 @@ function row(event) {
         el("td", {}, badge(event.level, LEVEL_BADGE[event.level])),
         el("td", {}, event.edge),
         el("td", {}, where || "–"),
-        el("td", {class: "message"}, event.message, details));
+        el("td", {class: "message"}, event.message, details, facts(event)));
 }
 
 async function names(path, pick) {

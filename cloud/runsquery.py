@@ -1,0 +1,121 @@
+"""Reading a machine's runs from the store: its EXECUTION and PROGRAM keys from the MTConnect registry, their text
+series over a time range, the programs they name, and the machine's calibration (rules: ``cloud.runs``).
+
+Runs are computed when asked, not stored: a run is a reading of the series, and the series are kept. At most
+``MAX_POINTS`` points of each series are read; beyond that the answer says it is cut (``truncated``). The
+PROGRAM value in force at the start of the range is the last one before it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cloud.runs import Calibration, Run, calibrate, find_runs, link_runs, program_terms
+from cloud.storage.base import BadQuery, SeriesInfo, Storage
+from cloud.storage.programs import link_candidates, registry
+
+__all__ = ["DeviceRuns", "MAX_POINTS", "device_runs", "devices_of_edges", "runs_of_program"]
+
+MAX_POINTS = 200_000
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRuns:
+    device: str
+    execution_key: str
+    program_key: str
+    runs: list[Run]
+    calibration: Calibration | None
+    truncated: bool
+
+
+def _keys(device: str, models: Sequence[Any]) -> tuple[str, str, set[str]]:
+    """The EXECUTION and PROGRAM keys of a device (the first of each type in its newest model), and its edges."""
+    execution = program = None
+    for model in models:
+        for item in model.items:
+            if item.type == "EXECUTION" and execution is None:
+                execution = item.key
+            elif item.type == "PROGRAM" and program is None:
+                program = item.key
+        if execution and program:
+            break
+    if execution is None or program is None:
+        raise BadQuery(f"device {device!r} has no MTConnect EXECUTION and PROGRAM items known to the cloud (its edge "
+                       "sends them with the device model of an MTConnect source)", "device")
+    return execution, program, {m.edge for m in models}
+
+
+async def _text(storage: Storage, info: SeriesInfo | None, start: int, stop: int) -> tuple[list[tuple[int, Any]], bool]:
+    if info is None:
+        return [], False
+    rows = await storage.scan(info.id, start, stop, MAX_POINTS + 1)
+    return [(ts, v if isinstance(v, str) else None if v is None else str(v)) for ts, v in rows[:MAX_POINTS]], (
+        len(rows) > MAX_POINTS)
+
+
+async def _before(storage: Storage, info: SeriesInfo | None, start: int) -> list[tuple[int, Any]]:
+    """The series' last text value before ``start`` (the program in force when the range begins)."""
+    if info is None:
+        return []
+
+    def build(param: Callable[[int], str]) -> tuple[str, list[Any]]:
+        return (f"SELECT ts, text FROM samples WHERE series_id = {param(1)} AND ts < {param(2)} "
+                "ORDER BY ts DESC LIMIT 1", [info.id, start])
+    return [(int(r[0]), r[1]) for r in await storage.select(build)]
+
+
+async def device_runs(storage: Storage, device: str, start: int, stop: int) -> DeviceRuns:
+    """The runs of a device with their programs, and its calibration; BadQuery for a device without them."""
+    models = await registry(storage, device)
+    execution_key, program_key, edges = _keys(device, models)
+    found = await storage.lookup(device)
+    series = {s.field: s for s in found[1]} if found else {}
+    execution, cut_e = await _text(storage, series.get(execution_key), start, stop)
+    quality, cut_q = await _text(storage, series.get(f"{execution_key}.quality"), start, stop)
+    program, cut_p = await _text(storage, series.get(program_key), start, stop)
+    program = await _before(storage, series.get(program_key), start) + program
+    stamps = {ts for ts, _ in execution}
+    # UNAVAILABLE comes as a quality flag without a value (the frame mapping): a point of its own here.
+    execution += [(ts, None) for ts, q in quality if q == "unavailable" and ts not in stamps]
+    runs = find_runs(device, sorted(execution, key=lambda p: p[0]), program)
+    values = {r.program for r in runs if r.program}
+    terms = [program_terms(v) for v in values]
+    candidates = await link_candidates(storage, sorted({t[0] for t in terms}), sorted({t[1] for t in terms}),
+                                       sorted({t[2] for t in terms if t[2]})) if terms else []
+    runs = link_runs(runs, candidates, edges)
+    return DeviceRuns(device, execution_key, program_key, runs, calibrate(device, runs), cut_e or cut_q or cut_p)
+
+
+async def devices_of_edges(storage: Storage, edges: Sequence[str]) -> list[str]:
+    """The devices with an MTConnect model sent by one of ``edges``."""
+    if not edges:
+        return []
+
+    def build(param: Callable[[int], str]) -> tuple[str, list[Any]]:
+        marks = ", ".join(param(k + 1) for k in range(len(edges)))
+        return (f"SELECT DISTINCT device_id FROM mtconnect_devices WHERE edge IN ({marks}) "  # noqa: S608
+                "ORDER BY device_id", list(edges))
+    return [r[0] for r in await storage.select(build)]
+
+
+async def runs_of_program(storage: Storage, sha256: str, edges: Sequence[str], devices: Sequence[str],
+                          start: int, stop: int) -> tuple[list[Run], dict[str, Calibration], bool]:
+    """The runs linked to a program on the machines of the edges that harvested it (and ``devices``), with each
+    machine's calibration."""
+    runs: list[Run] = []
+    calibrations: dict[str, Calibration] = {}
+    truncated = False
+    for device in sorted(set(await devices_of_edges(storage, edges)) | set(devices)):
+        try:
+            found = await device_runs(storage, device, start, stop)
+        except BadQuery:
+            continue
+        truncated = truncated or found.truncated
+        if found.calibration is not None:
+            calibrations[device] = found.calibration
+        runs += [r for r in found.runs if r.sha256 == sha256]
+    runs.sort(key=lambda r: r.start)
+    return runs, calibrations, truncated

@@ -1,0 +1,62 @@
+"""The documents' storage contract on SQLite and PostgreSQL alike: once per (edge, seq), the newest per key with a
+count of versions, programs with their renames, and the same search answers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cloud.documents import read_documents
+from cloud.storage.base import Storage
+from cloud.storage.programs import ProgramQuery, assets, program_copies, search_programs
+from tests.cloud.documents import document, program, program_doc, tool
+
+DRILL = program("drill/O1001.nc", number="O1001", header=["Bracket op1"], holes=12, offsets=["G54", "G54.1 P2"],
+                tools=[tool(5, "8.5MM DRILL", 8.5, "drill", holes=12), tool(7, "M10 TAP", 10.0, "tap")])
+MILL = program("mill/PLATE.NC", number="O2002", tools=[tool(12, "12MM END MILL", 12.0, "end mill")],
+               diagnostics=[{"line": 4, "level": "error", "message": "arc without a radius"}])
+
+
+async def ingest(storage: Storage, edge: str, entries: list[dict[str, Any]]) -> None:
+    docs, _ = read_documents(entries)
+    await storage.ingest(edge, [], None, 0, documents=docs)
+
+
+async def found(storage: Storage, **query: Any) -> list[str]:
+    return [r.path for r in await search_programs(storage, ProgramQuery(**query))]
+
+
+async def test_documents_programs_and_search_answer_alike_on_both_backends(storage: Storage) -> None:
+    first = [program_doc(1, DRILL), program_doc(2, MILL, at=1),
+             document(3, "asset", "T1", {"asset_type": "CuttingTool", "asset_id": "T1", "device_uuid": None,
+                                         "timestamp": "t", "xml": "<a/>", "removed": False}, at=2)]
+    await ingest(storage, "edge-1", first)
+    await ingest(storage, "edge-1", first)  # the same batch again: nothing twice
+    await ingest(storage, "edge-2", [program_doc(1, DRILL, at=5)])  # the same program on another edge
+    moved = {**DRILL, "path": "done/O1001.nc"}
+    await ingest(storage, "edge-1", [program_doc(4, moved, at=10),
+                                     document(5, "asset", "T1", {"asset_type": "CuttingTool", "asset_id": "T1",
+                                                                 "timestamp": "t", "xml": "<b/>", "removed": True},
+                                              at=11)])
+    rows = await storage.select(lambda p: (
+        "SELECT edge, kind, key, seq, versions FROM documents_latest ORDER BY edge, seq", []))
+    assert [tuple(r) for r in rows] == [("edge-1", "program", MILL["sha256"], 2, 1),
+                                        ("edge-1", "program", DRILL["sha256"], 4, 2),
+                                        ("edge-1", "asset", "T1", 5, 2),
+                                        ("edge-2", "program", DRILL["sha256"], 1, 1)]
+    count = await storage.select(lambda p: ("SELECT count(*) FROM documents", []))
+    assert count[0][0] == 6
+    copies = await program_copies(storage, DRILL["sha256"])
+    assert [(c.edge, c.path) for c in copies] == [("edge-1", "done/O1001.nc"), ("edge-2", "drill/O1001.nc")]
+    assert [(r["from"], r["to"]) for r in copies[0].rename_list()] == [("drill/O1001.nc", "done/O1001.nc")]
+    assert await found(storage, tool="7") == ["done/O1001.nc", "drill/O1001.nc"]
+    assert await found(storage, tool="TAP", edge="edge-2") == ["drill/O1001.nc"]
+    assert await found(storage, diameter_mm=12.0) == ["mill/PLATE.NC"]
+    assert await found(storage, offset="G54.1 P2", edge="edge-1") == ["done/O1001.nc"]
+    assert await found(storage, text="BRACKET", edge="edge-1") == ["done/O1001.nc"]
+    assert await found(storage, text="_") == []  # _ is a character, not a wildcard
+    assert await found(storage, has_errors=True) == ["mill/PLATE.NC"]
+    assert await found(storage, min_holes=10, edge="edge-2") == ["drill/O1001.nc"]
+    assert await found(storage, dialect="haas") == []
+    kept = await assets(storage, edge=None, device=None, asset_type=None, removed=True, limit=10, after=None)
+    assert [(a.asset_id, a.xml, a.removed) for a in kept] == [("T1", "<b/>", True)]
+    assert await assets(storage, edge=None, device=None, asset_type=None, removed=False, limit=10, after=None) == []

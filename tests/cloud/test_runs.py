@@ -1,0 +1,128 @@
+"""Program runs read from a machine's EXECUTION and PROGRAM series: the rules on scripted sequences, and the four
+runs of the Okuma recording on both storage backends and over HTTP, linked to harvested programs and calibrating
+the machine's estimate."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from cloud.documents import read_documents
+from cloud.runs import Run, calibrate, find_runs, link_runs
+from cloud.runsquery import device_runs, runs_of_program
+from cloud.storage.base import BadQuery, Storage
+from cloud.storage.programs import LinkCandidate
+from shared.cnc import Estimate
+from shared.frame import TelemetryFrame
+from tests.cloud.apiclient import Api, auth, batch
+from tests.cloud.documents import document, program, program_doc
+from tests.cloud.okuma import okuma_frames, okuma_model
+
+S = 1_000_000  # µs in a second
+ESTIMATE = Estimate(profile="vmc", total_s=60, feed_s=40, rapid_s=5, tool_changes=2, tool_change_s=10, dwell_s=5)
+DAY = ("2022-08-08T00:00:00Z", "2022-08-09T00:00:00Z")
+# The recording's four programs, in the order they ran, with the durations measured from its EXECUTION item.
+OKUMA_RUNS = [("IMTS-2022-1E-mm.MIN", 605.0), ("IMTS-2022-2-HOB.MIN", 186.7), ("IMTS-2022-3-TRAN.MIN", 16.8),
+              ("IMTS-2022-4B-mm.MIN", 548.9)]
+
+
+def states(*points: tuple[float, str | None]) -> list[tuple[int, str | None]]:
+    return [(round(t * S), v) for t, v in points]
+
+
+def summary(runs: list[Run]) -> list[tuple[Any, ...]]:
+    return [(r.program, r.start / S, None if r.end is None else r.end / S, r.completed, r.end_state, r.paused_s)
+            for r in runs]
+
+
+def test_the_rules_start_end_pause_and_abandon_runs() -> None:
+    execution = states((0, "READY"), (10, "ACTIVE"), (20, "FEED_HOLD"), (25, "ACTIVE"), (40, "PROGRAM_COMPLETED"),
+                       (41, "READY"), (50, "ACTIVE"), (55, "INTERRUPTED"), (60, "READY"),  # reset mid-program
+                       (70, "ACTIVE"), (75, None),  # the agent lost the control
+                       (80, "ACTIVE"), (95, "STOPPED"),
+                       (100, "ACTIVE"), (120, "ACTIVE"))  # still running at the end of the series
+    program = states((0, "O1000"), (70, "O2000"), (80, "O2000"), (90, "O3000"), (100, " O3000 "))
+    assert summary(find_runs("m1", execution, program)) == [
+        ("O1000", 10, 40, True, "PROGRAM_COMPLETED", 5.0),
+        ("O1000", 50, 60, False, "READY", 5.0),
+        ("O2000", 70, 75, False, "UNAVAILABLE", 0.0),
+        ("O2000", 80, 90, False, "PROGRAM_CHANGED", 0.0),
+        ("O3000", 100, None, False, None, 0.0),
+    ]
+
+
+def test_a_run_links_by_file_name_then_number_then_stem_and_prefers_the_machines_own_program() -> None:
+    def cand(sha: str, path: str, number: str | None, device: str | None = None, edge: str = "e1",
+             first: float = 0) -> LinkCandidate:
+        name = path.rsplit("/", 1)[-1].lower()
+        return LinkCandidate(edge, sha, device, path, number, name, name.rsplit(".", 1)[0],
+                             number.lstrip("O").lstrip("0") if number else None, ESTIMATE, round(first * S),
+                             round(first * S))
+    candidates = [cand("a", "x/PART.MIN", None), cand("b", "y/part.nc", None), cand("c", "z/O0123.nc", "O0123"),
+                  cand("d", "w/O123.NC", "O123", device="m1"), cand("e", "v/O123.NC", "O123", edge="e2"),
+                  cand("f", "old/PART.MIN", None, first=500)]
+    runs = [Run("m1", value, 100 * S, 200 * S, True, "PROGRAM_COMPLETED") for value in
+            ("PART.MIN", "C:\\NC\\part.NC", "O123", "123", "PART", "NOPE")]
+    linked = link_runs(runs, candidates, {"e1"})
+    assert [r.sha256 for r in linked] == ["a", "b", "d", "d", "a", None]
+    calibration = calibrate("m1", linked)
+    assert calibration is not None and calibration.fit.method == "factor" and calibration.runs == 5
+    assert calibration.apply(ESTIMATE) == pytest.approx(100.0)  # every run took 100 s for an estimate of 60 s
+
+
+async def load_okuma(storage: Storage, programs: list[dict[str, Any]]) -> None:
+    model, _ = okuma_model()
+    frames = [(k + 1, TelemetryFrame.model_validate(f)) for k, f in enumerate(okuma_frames())]
+    docs, _ = read_documents([document(1, "mtconnect_device", model["uuid"], model),
+                              *(program_doc(k + 2, p) for k, p in enumerate(programs))])
+    await storage.ingest("edge-1", frames, None, 0, documents=docs)
+
+
+def okuma_programs() -> list[dict[str, Any]]:
+    return [program(f"okuma/{name}", estimate_s=round(seconds / 1.25, 1)) for name, seconds in OKUMA_RUNS]
+
+
+def epoch(iso: str) -> int:
+    return round(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * S)
+
+
+async def test_the_okuma_recording_has_four_completed_runs_linked_and_calibrated(storage: Storage) -> None:
+    programs = okuma_programs()
+    await load_okuma(storage, programs)
+    found = await device_runs(storage, "OKUMA", epoch(DAY[0]), epoch(DAY[1]))
+    assert (found.execution_key, found.program_key, found.truncated) == ("Lpexecution", "Lpprogram", False)
+    assert [(r.program, round(r.duration_s or 0, 1), r.completed, r.end_state) for r in found.runs] == [
+        (name, seconds, True, "PROGRAM_COMPLETED") for name, seconds in OKUMA_RUNS]
+    assert [r.sha256 for r in found.runs] == [p["sha256"] for p in programs]
+    assert found.calibration is not None and found.calibration.runs == 4
+    assert found.calibration.fit.weights[0] == pytest.approx(1.25, rel=1e-3)
+    runs, calibrations, _ = await runs_of_program(storage, programs[1]["sha256"], ["edge-1"], [], epoch(DAY[0]),
+                                                  epoch(DAY[1]))
+    assert [round(r.duration_s or 0, 1) for r in runs] == [186.7] and set(calibrations) == {"OKUMA"}
+    with pytest.raises(BadQuery):
+        await device_runs(storage, "press-1", epoch(DAY[0]), epoch(DAY[1]))
+
+
+async def test_runs_over_http_show_the_calibrated_estimate_next_to_the_raw_one(api: Api) -> None:
+    await load_okuma(api.ctx.storage, okuma_programs())
+    resp = await api.client.get("/api/v1/devices/OKUMA/runs", params={"from": DAY[0], "to": DAY[1]},
+                                headers=auth(api.viewer))
+    assert resp.status_code == 200, resp.text
+    page = resp.json()
+    first = page["runs"][0]
+    assert (first["program"], round(first["duration_s"], 1), first["estimate_s"]) == ("IMTS-2022-1E-mm.MIN", 605.0,
+                                                                                       484.0)
+    assert first["calibrated_s"] == pytest.approx(605.0, rel=0.01)
+    assert page["calibrations"][0]["device"] == "OKUMA" and page["calibrations"][0]["runs"] == 4
+    sha = first["sha256"]
+    resp = await api.client.get(f"/api/v1/programs/{sha}/runs", params={"from": DAY[0], "to": DAY[1]},
+                                headers=auth(api.viewer))
+    assert [round(r["duration_s"], 1) for r in resp.json()["runs"]] == [605.0]
+    # A window without runs, and the default window (the last 30 days: the recording is older).
+    assert (await api.client.get("/api/v1/devices/OKUMA/runs", headers=auth(api.viewer))).json()["runs"] == []
+    resp = await api.client.get("/api/v1/devices/OKUMA/runs", params={"from": DAY[1], "to": DAY[0]},
+                                headers=auth(api.viewer))
+    assert resp.status_code == 400
+    assert (await api.sync({**batch("edge-1", []), "documents": []})).status_code == 200

@@ -1,0 +1,188 @@
+"""The MTConnect source against the simulator's agent: every observation once, gaps counted exactly, alarms
+paired, restarts, stalls and disconnects survived."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+
+import pytest
+
+from edge.sources.mtconnect.source import MTConnectSource
+from tests.edge.sources.mtconnect.sourcesupport import (
+    HoldingSink,
+    agent_series,
+    caught_up,
+    config,
+    frame_series,
+    running,
+)
+from twinsim.mtconnect import AgentSettings, MTConnectAgent
+
+DEVICE_IDS = {"OKUMA.123456": "OKUMA", "Mazak": "Mazak"}
+
+
+def assert_same_observations(agent: MTConnectAgent, sink: HoldingSink) -> None:
+    want = agent_series(agent.produced, DEVICE_IDS)
+    got = frame_series(sink.frames)
+    assert got.keys() == want.keys()
+    for key in want:
+        assert got[key] == want[key], key
+    assert sum(map(len, got.values())) == len(agent.produced)
+
+
+async def test_a_fast_replay_gives_frames_equal_to_the_agents_observations() -> None:
+    async with MTConnectAgent(AgentSettings(speed=math.inf, paused=True)) as agent:
+        sink = HoldingSink()
+        async with running(MTConnectSource(config(agent), sink)) as source:
+            await sink.until(caught_up(source, agent))
+            agent.resume()
+            await agent.replay_done.wait()
+            await sink.until(caught_up(source, agent), timeout=60)
+        assert_same_observations(agent, sink)
+        # no two frames of a device share a time; each says the highest sequence it covers
+        assert len({(f.device_id, f.ts) for f in sink.frames}) == len(sink.frames)
+        assert max(f.metrics["mtconnect.seq"] for f in sink.frames) == agent.buffer.next_sequence - 1
+        # the registry as documents, with units; the tool assets fetched
+        models = {d.key: d.body for d in sink.documents if d.kind == "mtconnect_device"}
+        okuma = {i["id"]: i for i in models["OKUMA.123456"]["items"]}
+        assert okuma["LX1actm"]["category"] == "SAMPLE" and okuma["LX1actm"]["units"] == "MILLIMETER"
+        assert models["OKUMA.123456"]["device_id"] == "OKUMA"
+        assets = [d for d in sink.documents if d.kind == "asset"]
+        changed = [r for r in agent.produced if r.item.type == "ASSET_CHANGED" and r.value]
+        removed = [r for r in agent.produced if r.item.type == "ASSET_REMOVED" and r.value]
+        assert len(assets) == len(changed) + len(removed) and changed
+        # an asset fetched after a later removal already says so: at least every removal is a removed one
+        assert sum(d.body["removed"] for d in assets) >= len(removed)
+        assert assets[0].body["asset_type"] == "CuttingTool" and assets[0].body["xml"].startswith("<CuttingTool")
+        assert not sink.events  # no gap, no alarm in this recording
+
+
+async def test_a_kill_resumes_from_the_committed_position_without_gap_or_duplicate() -> None:
+    async with MTConnectAgent(AgentSettings(speed=math.inf, paused=True)) as agent:
+        sink = HoldingSink()
+        for round_ in range(4):
+            async with running(MTConnectSource(config(agent), sink)) as source:
+                await sink.until(lambda: source.health.detail["next_sequence"] is not None)
+                if round_ == 0:
+                    agent.resume()
+                else:
+                    await sink.until(lambda n=sink.puts: sink.puts > n + 3)
+        async with running(MTConnectSource(config(agent), sink)) as source:
+            await agent.replay_done.wait()
+            await sink.until(caught_up(source, agent), timeout=60)
+        assert_same_observations(agent, sink)
+        assert not sink.events
+
+
+async def test_an_agent_restart_gives_one_gap_event_and_a_resync_within_two_heartbeats() -> None:
+    async with MTConnectAgent(AgentSettings(speed=200, instance_id=7, paused=True)) as agent:
+        sink = HoldingSink()
+        async with running(MTConnectSource(config(agent, heartbeat=1.0), sink)) as source:
+            await sink.until(caught_up(source, agent))
+            agent.resume()
+            await sink.until(lambda: (source.health.detail["next_sequence"] or 0) > 300)
+            agent.restart(resend=True)
+            async with asyncio.timeout(2.0):  # two heartbeats
+                await sink.until(lambda: source.health.detail["instance_id"] == 8)
+            await sink.until(lambda: (source.health.detail["next_sequence"] or 0) > 100)
+            agent.pause()
+            await sink.until(caught_up(source, agent))
+        gaps = [e for e in sink.events if e.kind == "data_gap"]
+        assert len(gaps) == 1
+        assert gaps[0].details["reason"] == "agent_restarted" and gaps[0].details["instance_id"] == 8
+        assert gaps[0].details["to_sequence"] == 1 and gaps[0].details["lost"] is None
+        assert json.loads(sink.positions["mtconnect:lathe"])["instance"] == 8
+        assert_same_observations(agent, sink)  # both instances, all of each
+
+
+async def test_falling_behind_a_1024_entry_buffer_counts_exactly_the_lost_sequences() -> None:
+    async with MTConnectAgent(AgentSettings(speed=math.inf, buffer_size=1024, paused=True)) as agent:
+        sink = HoldingSink()
+        async with running(MTConnectSource(config(agent), sink)) as source:
+            await sink.until(caught_up(source, agent))
+            sink.hold.clear()  # the client stops taking data
+            agent.resume()
+            await agent.replay_done.wait()
+            sink.hold.set()
+            await sink.until(caught_up(source, agent), timeout=60)
+        gaps = [e for e in sink.events if e.kind == "data_gap"]
+        assert len(gaps) == 1
+        gap = gaps[0].details
+        assert gap["reason"] == "out_of_range"
+        assert gap["lost"] == gap["to_sequence"] - gap["from_sequence"] > 1000
+        lost = range(gap["from_sequence"], gap["to_sequence"])
+        kept = [r for r in agent.produced if r.sequence not in lost]
+        assert len(kept) + gap["lost"] == len(agent.produced)
+        want = agent_series(kept, DEVICE_IDS)
+        got = frame_series(sink.frames)
+        assert {k: v for k, v in got.items() if v} == {k: v for k, v in want.items() if v}
+
+
+SCRIPT = """\
+2026-01-01T00:00:00Z|Lsystem|FAULT|2041|1|HIGH|SPINDLE OVERLOAD
+2026-01-01T00:00:01Z|Lsystem|WARNING|3001|2||LOW COOLANT
+2026-01-01T00:00:02Z|Lsystem|NORMAL|2041|||
+2026-01-01T00:00:03Z|servo_cond|FAULT|77|1||SERVO ALARM X
+2026-01-01T00:00:04Z|Lsystem|FAULT|4000|1||DOOR OPEN
+2026-01-01T00:00:05Z|Lsystem|NORMAL||||
+2026-01-01T00:00:06Z|servo_cond|UNAVAILABLE||||
+"""
+
+
+async def test_a_scripted_condition_sequence_gives_matching_alarm_open_and_close_events() -> None:
+    async with MTConnectAgent(AgentSettings(speed=math.inf, paused=True)) as agent:
+        sink = HoldingSink()
+        async with running(MTConnectSource(config(agent), sink)) as source:
+            await sink.until(caught_up(source, agent))
+            agent.inject(SCRIPT)
+            await sink.until(caught_up(source, agent))
+        alarms = [(e.kind, e.details["item"], e.details["native_code"]) for e in sink.events]
+        assert alarms == [
+            ("alarm_opened", "Lsystem", "2041"), ("alarm_opened", "Lsystem", "3001"),
+            ("alarm_closed", "Lsystem", "2041"), ("alarm_opened", "servo_cond", "77"),
+            ("alarm_opened", "Lsystem", "4000"), ("alarm_closed", "Lsystem", "3001"),
+            ("alarm_closed", "Lsystem", "4000"), ("alarm_closed", "servo_cond", "77"),
+        ]
+        opened = sink.events[0]
+        assert opened.level == "operator" and opened.device == "OKUMA" and opened.source == "lathe"
+        assert opened.message == "Alarm 2041 on OKUMA (SYSTEM, FAULT): SPINDLE OVERLOAD"
+        assert opened.details["severity"] == "FAULT" and opened.details["native_severity"] == "1"
+        assert opened.details["qualifier"] == "HIGH"
+        assert_same_observations(agent, sink)
+
+
+@pytest.mark.parametrize("fault", ["stall", "disconnect"])
+async def test_stalls_and_disconnects_recover_without_loss(fault: str) -> None:
+    async with MTConnectAgent(AgentSettings(speed=300, paused=True)) as agent:
+        sink = HoldingSink()
+        async with running(MTConnectSource(config(agent, heartbeat=0.2, timeout=0.5), sink)) as source:
+            await sink.until(caught_up(source, agent))
+            agent.resume()
+            cut = 0
+            for round_ in range(3):
+                await sink.until(lambda n=sink.puts: sink.puts > n + 5)
+                if fault == "stall":
+                    agent.stall(1.0)  # silent for five heartbeats
+                    await sink.until(lambda r=round_: source.health.reconnects > r, timeout=10)
+                else:
+                    cut += agent.disconnect_clients()
+            assert fault == "stall" or cut >= 1
+            agent.pause()
+            await sink.until(caught_up(source, agent), timeout=30)
+            assert source.health.reconnects >= 1
+        assert_same_observations(agent, sink)
+        assert not [e for e in sink.events if e.kind == "data_gap"]
+
+
+async def test_polling_reads_the_same_observations() -> None:
+    async with MTConnectAgent(AgentSettings(speed=math.inf, paused=True)) as agent:
+        sink = HoldingSink()
+        async with running(MTConnectSource(config(agent, mode="poll", poll_interval=0.05), sink)) as source:
+            await sink.until(caught_up(source, agent))
+            agent.resume()
+            await agent.replay_done.wait()
+            await sink.until(caught_up(source, agent), timeout=60)
+            assert source.health.detail["mode"] == "poll"
+        assert_same_observations(agent, sink)
