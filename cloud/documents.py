@@ -11,6 +11,10 @@ own: it is stored with status ``invalid`` and a reason in plain words, and ackno
 - a ``program`` body that is no ``shared.cnc.ProgramRecord``, or whose key is not its sha256;
 - an ``asset`` or ``mtconnect_device`` body that does not have the documented shape.
 
+NUL characters are removed from every text of a document (its key, its source, the body's keys and values) before
+anything else: PostgreSQL's text cannot hold one, and one in a file name or a comment must not fail the batch (the
+edge would send it again forever); the edge's harvester removes them from what it reads as well.
+
 A kind this cloud does not know is kept as it came (status ``ok``): a newer edge's documents are not lost.
 """
 
@@ -95,6 +99,34 @@ class DocumentIn:
                 self.reason, now_us)
 
 
+def _without_nul(raw: Any) -> Any:
+    """``raw`` (plain data from the wire) with every NUL character removed from its texts and mapping keys; walked
+    with a stack, not recursion, so any depth the decoder let through is fine."""
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            return value.replace("\x00", "") if "\x00" in value else value
+        if isinstance(value, dict):
+            copy: dict[Any, Any] = {}
+            stack.append((copy, list(value.items())))
+            return copy
+        if isinstance(value, list):
+            items: list[Any] = []
+            stack.append((items, list(value)))
+            return items
+        return value
+
+    stack: list[tuple[Any, list[Any]]] = []
+    top = clean(raw)
+    while stack:
+        into, todo = stack.pop()
+        for entry in todo:
+            if isinstance(into, dict):
+                into[clean(entry[0])] = clean(entry[1])
+            else:
+                into.append(clean(entry))
+    return top
+
+
 def _reason(problems: str) -> str:
     return problems if len(problems) <= _MAX_REASON else problems[:_MAX_REASON - 1] + "\u2026"
 
@@ -110,6 +142,7 @@ def _invalid(seq: int, raw: Any, reason: str, ts: int = 0) -> DocumentIn:
 
 
 def _one(seq: int, raw: Any) -> DocumentIn:
+    raw = _without_nul(raw)
     try:
         doc = Document.model_validate(raw.get("document") if isinstance(raw, dict) else None)
     except ValidationError as exc:

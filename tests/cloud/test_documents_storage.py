@@ -60,3 +60,21 @@ async def test_documents_programs_and_search_answer_alike_on_both_backends(stora
     kept = await assets(storage, edge=None, device=None, asset_type=None, removed=True, limit=10, after=None)
     assert [(a.asset_id, a.xml, a.removed) for a in kept] == [("T1", "<b/>", True)]
     assert await assets(storage, edge=None, device=None, asset_type=None, removed=False, limit=10, after=None) == []
+
+
+async def test_text_with_nul_characters_is_stored_on_both_backends(storage: Storage) -> None:
+    # PostgreSQL's text takes no NUL character; a document carrying one (a file name, a comment, an unknown kind's
+    # key) must not fail the batch, or the edge would resend it forever.
+    odd = program("odd/O3\x003.nc", number="O3\x003", header=["BAD\x00COMMENT"],
+                  tools=[tool(3, "6MM\x00DRILL", 6.0, "dr\x00ill")], content="odd")
+    await ingest(storage, "edge-1", [program_doc(1, odd),
+                                     document(2, "asset", "T\x009", {"asset_type": "CuttingTool", "asset_id": "T\x009",
+                                                                     "timestamp": "t", "xml": "<a>\x00</a>"}),
+                                     document(3, "newer_kind", "k\x00", {"a": "b"}, at=1)])
+    assert await found(storage, text="badcomment") == ["odd/O33.nc"]
+    assert await found(storage, tool="6mmdrill") == ["odd/O33.nc"]
+    kept = await assets(storage, edge=None, device=None, asset_type=None, removed=False, limit=10, after=None)
+    assert [(a.asset_id, a.xml) for a in kept] == [("T9", "<a></a>")]
+    keys = await storage.select(lambda p: ("SELECT kind, key FROM documents ORDER BY seq", []))
+    assert [tuple(r) for r in keys] == [("program", odd["sha256"]), ("asset", "T9"), ("newer_kind", "k")]
+
