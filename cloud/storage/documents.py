@@ -71,6 +71,9 @@ class Writes:
     devices: list[tuple[Any, ...]] = field(default_factory=list)
     items_cleared: list[tuple[Any, ...]] = field(default_factory=list)
     items: list[tuple[Any, ...]] = field(default_factory=list)
+    # The newest device model per uuid (its row and its items): one batch can carry several models of a device
+    # (a re-probe after an agent restart), and only the newest one's items may be written.
+    models: dict[str, tuple[tuple[Any, ...], list[tuple[Any, ...]]]] = field(default_factory=dict)
 
 
 _STATEMENTS: list[tuple[str, str]] = [
@@ -145,10 +148,9 @@ def _plan_newest(w: Writes, edge: str, doc: DocumentIn) -> None:
         w.assets.append((edge, rec.asset_id, rec.asset_type, rec.device_uuid, doc.device, rec.timestamp, rec.xml,
                          int(rec.removed), doc.ts))
     elif isinstance(rec, DeviceModelBody):
-        w.devices.append((edge, rec.uuid, rec.name, rec.device_id, rec.instance_id, doc.ts))
-        w.items_cleared.append((edge, rec.uuid))
-        w.items.extend((edge, rec.uuid, pos, i.key, i.id, i.name, i.category, i.type, i.sub_type, i.units)
-                       for pos, i in enumerate(rec.items))
+        w.models[rec.uuid] = ((edge, rec.uuid, rec.name, rec.device_id, rec.instance_id, doc.ts),
+                              [(edge, rec.uuid, pos, i.key, i.id, i.name, i.category, i.type, i.sub_type, i.units)
+                               for pos, i in enumerate(rec.items)])
 
 
 def plan_documents(edge: str, docs: Sequence[DocumentIn], stored: set[int],
@@ -178,6 +180,10 @@ def plan_documents(edge: str, docs: Sequence[DocumentIn], stored: set[int],
             _plan_newest(w, edge, doc)
     # One row per key, so that no statement touches a row twice.
     w.assets = list({r[1]: r for r in w.assets}.values())
+    for uuid, (row, items) in w.models.items():
+        w.devices.append(row)
+        w.items_cleared.append((edge, uuid))
+        w.items.extend(items)
     last_seen = {r[-1]: r for r in w.programs_seen}
     w.programs_seen = list(last_seen.values())
     w.latest = [(edge, kind, key, seq, ts, versions) for (kind, key), (ts, seq, versions) in latest.items()]

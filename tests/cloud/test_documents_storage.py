@@ -78,3 +78,14 @@ async def test_text_with_nul_characters_is_stored_on_both_backends(storage: Stor
     keys = await storage.select(lambda p: ("SELECT kind, key FROM documents ORDER BY seq", []))
     assert [tuple(r) for r in keys] == [("program", odd["sha256"]), ("asset", "T9"), ("newer_kind", "k")]
 
+
+async def test_two_models_of_one_device_in_a_batch_leave_the_newer_items(storage: Storage) -> None:
+    def model(units: str, keys: list[str]) -> dict[str, Any]:
+        return {"uuid": "okuma-1", "name": "OKUMA", "device_id": "okuma", "instance_id": 1,
+                "items": [{"id": k, "key": k, "name": None, "category": "SAMPLE", "type": "POSITION",
+                           "sub_type": None, "units": units} for k in keys]}
+    await ingest(storage, "edge-1", [document(1, "mtconnect_device", "okuma-1", model("INCH", ["x", "old"])),
+                                     document(2, "mtconnect_device", "okuma-1", model("MILLIMETER", ["x", "y"]),
+                                              at=1)])
+    rows = await storage.select(lambda p: ("SELECT key, units FROM mtconnect_items ORDER BY pos", []))
+    assert [tuple(r) for r in rows] == [("x", "MILLIMETER"), ("y", "MILLIMETER")]
