@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from shared.frame import DEVICE_ID_PATTERN
 
@@ -24,6 +24,15 @@ __all__ = ["AlertEvent", "Document", "DocumentKind", "EVENT_KINDS", "EVENT_LEVEL
 
 class _Wire(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def _without_nul(text: str) -> str:
+    return text.replace("\x00", "") if "\x00" in text else text
+
+
+# Free text from the edges (messages, names, states) loses its NUL characters on the way in: PostgreSQL's text
+# holds none, and a batch refused for one would be sent again forever, its frames with it.
+Text = Annotated[str, AfterValidator(_without_nul)]
 
 
 MAX_DROP_REASONS = 32
@@ -57,11 +66,11 @@ class ModelReport(_Wire):
     version: int = Field(ge=1)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     state: Literal["serving", "rejected", "failed"]
-    message: str | None = Field(None, max_length=512)
+    message: Text | None = Field(None, max_length=512)
     last_score: Finite | None = None
     last_scored_at: Finite | None = None
     drift: Literal["ok", "warn", "drift", "unknown"] = "unknown"
-    psi: dict[Annotated[str, Field(max_length=256)], Finite] = Field(default_factory=dict, max_length=MAX_PSI)
+    psi: dict[Annotated[Text, Field(max_length=256)], Finite] = Field(default_factory=dict, max_length=MAX_PSI)
     rows: Count = Field(0, description="scored rows the drift statistics cover")
 
 
@@ -75,10 +84,10 @@ class EdgeHealth(_Wire):
     queue_depth: Count = Field(description="frames waiting in the edge queue")
     oldest_age_s: float | None = Field(default=None, ge=0, allow_inf_nan=False,
                                        description="age of the oldest queued frame, s")
-    drops: dict[str, Count] = Field(
+    drops: dict[Text, Count] = Field(
         default_factory=dict, description="frames dropped, by reason; reasons starting with alert: count model alerts")
     quarantined: Count = Field(default=0, description="frames set aside as invalid")
-    sources: dict[str, str] = Field(default_factory=dict, description="source name -> health state")
+    sources: dict[Text, Text] = Field(default_factory=dict, description="source name -> health state")
     models: dict[Annotated[str, Field(pattern=DEVICE_ID_PATTERN)], ModelReport] = Field(
         default_factory=dict, max_length=MAX_MODEL_REPORTS, description="device -> its model and drift")
 
@@ -147,8 +156,8 @@ class AlertEvent(_Wire):
     version: int = Field(ge=1)
     score: Finite
     threshold: Finite | None = None
-    label: str | None = Field(None, max_length=64)
-    message: str | None = Field(None, max_length=256)
+    label: Text | None = Field(None, max_length=64)
+    message: Text | None = Field(None, max_length=256)
 
 
 class SequencedAlert(_Wire):
@@ -175,7 +184,7 @@ MAX_EVENTS = 10_000  # edge events in one batch
 MAX_EVENT_MESSAGE = 512
 MAX_EVENT_DETAILS = 32  # keys of an event's details
 EventDetail = (bool | Annotated[int, Field(ge=-COUNT_MAX, le=COUNT_MAX)] | Finite
-               | Annotated[str, Field(max_length=1024)] | None)
+               | Annotated[Text, Field(max_length=1024)] | None)
 
 
 def levels_up_to(level: str) -> tuple[EventLevel, ...]:
@@ -197,9 +206,9 @@ class EdgeEvent(_Wire):
     kind: EventKind
     edge: str = Field(pattern=DEVICE_ID_PATTERN)
     device: str | None = Field(None, pattern=DEVICE_ID_PATTERN)
-    source: str | None = Field(None, max_length=MAX_NAME)
-    message: str = Field(min_length=1, max_length=MAX_EVENT_MESSAGE)
-    details: dict[Annotated[str, Field(max_length=MAX_NAME)], EventDetail] = Field(
+    source: Text | None = Field(None, max_length=MAX_NAME)
+    message: Text = Field(min_length=1, max_length=MAX_EVENT_MESSAGE)
+    details: dict[Annotated[Text, Field(max_length=MAX_NAME)], EventDetail] = Field(
         default_factory=dict, max_length=MAX_EVENT_DETAILS, description="plain values for the technician")
 
 

@@ -61,7 +61,9 @@ def _check_sensor_value(value: Any) -> bool | int | float | str:
         raise ValueError(f"must be a finite number (got {value!r})")
     if isinstance(value, str):
         if len(value) <= MAX_STRING_VALUE:
-            return value
+            # NUL characters are dropped: PostgreSQL's text holds none (a batch refused for one would come back
+            # forever), and no reading means one.
+            return value.replace("\x00", "") if "\x00" in value else value
         raise ValueError(f"text longer than {MAX_STRING_VALUE} characters")
     raise ValueError(f"expected a number, a boolean or a short text (got {type(value).__name__})")
 

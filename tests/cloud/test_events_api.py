@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from shared.codec import encode_obj
+from shared.frame import TelemetryFrame
 from tests.cloud.apiclient import auth, batch
 from tests.cloud.pg import fresh_pg_database
 from tests.cloud.server import CloudServer
@@ -139,3 +140,26 @@ def test_only_people_read_the_events_and_a_token_is_needed(cloud: Cloud) -> None
     assert httpx.get(f"{cloud.url}/api/v1/events", timeout=10).status_code == 401
     assert cloud.get(token=cloud.server.admin_token).status_code == 200
     assert cloud.get(token=cloud.server.edge_tokens["edge-1"]).status_code == 403
+
+
+def test_nul_characters_in_a_batch_are_removed_and_the_batch_is_stored(cloud: Cloud) -> None:
+    """A text with a NUL character (an OPC-UA string, a message built from a control's bytes) is stored without
+    it: PostgreSQL's text holds none, and a batch refused for one would be sent again forever, its frames with it."""
+    text = TelemetryFrame(ts=T0 + 500, device_id="press-nul", sensors={"mode": "AU\x00TO", "x": 1.0}).to_wire()
+    nul = event(40, 500, device="press-nul", edge="edge-1", message="lost\x00 it", source="plc\x00",
+                details={"why": "a\x00b"})
+    alarm = {"seq": 1, "alert": {"alert_id": "nul-1", "event": "raised", "device_id": "press-nul", "ts": T0 + 500,
+                                 "model": "bearing", "version": 1, "score": 0.9, "threshold": 0.5,
+                                 "label": "hot\x00", "message": "too\x00 hot"}}
+    body = {**batch("edge-1", [(1, text)]), "events": [nul], "alerts": [alarm]}
+    body["health"]["sources"] = {"plc\x00": "conn\x00ected"}
+    acked = cloud.sync("edge-1", body)
+    assert acked["events_acked_through"] == 40
+    found = [e for e in cloud.events(edge="edge-1", device="press-nul")]
+    assert [(e["message"], e["source"], e["details"]) for e in found] == [("lost it", "plc", {"why": "ab"})]
+    state = httpx.get(f"{cloud.url}/api/v1/twin/press-nul/state", headers=auth(cloud.server.viewer_token),
+                      timeout=30).json()
+    assert state["values"]["mode"]["value"] == "AUTO"
+    alerts = httpx.get(f"{cloud.url}/api/v1/alerts", params={"device": "press-nul"},
+                       headers=auth(cloud.server.viewer_token), timeout=30).json()
+    assert [(a["label"], a["message"]) for a in alerts["alerts"]] == [("hot", "too hot")]
