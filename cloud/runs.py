@@ -22,8 +22,9 @@ one harvested by the machine's own edge, then any; among versions of it, the new
 run started, else the first harvested after.
 
 Calibration: each machine's measured durations of completed runs linked to a program with an estimate calibrate
-the estimates on that machine (``calibrate``, with ``shared.cycletime.fit_calibration``: one factor on the total
-below eight runs, a non-negative weight per part of the estimate and a constant from eight on).
+the estimates on that machine (``calibrate``, with ``shared.cycletime.fit_calibration``: a non-negative weight per
+part of the estimate and a constant from eight runs of five different programs on, one factor on the total
+otherwise).
 """
 
 from __future__ import annotations

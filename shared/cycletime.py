@@ -8,7 +8,11 @@ per machine, one weight per part of the estimate and a constant:
     measured ≈ w_feed·feed_s + w_rapid·rapid_s + w_tool·tool_change_s + w_dwell·(dwell_s + other_s) + c
 
 by non-negative least squares (no weight and no constant below zero: an extra minute of feed never makes a
-program shorter). With fewer than ``MIN_RUNS_FOR_PARTS`` runs it fits a single factor on the total instead.
+program shorter). With fewer than ``MIN_RUNS_FOR_PARTS`` runs, or runs of fewer than ``MIN_PROGRAMS_FOR_PARTS``
+different estimates, it fits a single factor on the total instead: a machine that runs one program all day
+measures how long that program takes, not how each part of an estimate stretches (five unknowns need five
+different programs), and a weight fitted from one program would make every other program's time wrong. A part
+that none of the measured programs has (no dwell anywhere) keeps the factor as its weight.
 Pure Python: the cloud imports it without the edge's dependencies.
 """
 
@@ -19,9 +23,10 @@ from dataclasses import dataclass
 
 from shared.cnc import Estimate
 
-__all__ = ["MIN_RUNS_FOR_PARTS", "Calibration", "apply_calibration", "fit_calibration"]
+__all__ = ["MIN_PROGRAMS_FOR_PARTS", "MIN_RUNS_FOR_PARTS", "Calibration", "apply_calibration", "fit_calibration"]
 
 MIN_RUNS_FOR_PARTS = 8  # runs needed to fit the parts apart; fewer fit one factor
+MIN_PROGRAMS_FOR_PARTS = 5  # different estimates among them (the parts and the constant: five unknowns)
 _ITERATIONS = 2_000
 
 
@@ -51,24 +56,25 @@ def fit_calibration(runs: Sequence[tuple[Estimate, float]]) -> Calibration:
     """Fit a machine's correction from ``(estimate of the program, measured seconds of one run)`` pairs.
 
     Runs with a measured time of zero or less are ignored. No runs give the identity (estimates unchanged);
-    fewer than ``MIN_RUNS_FOR_PARTS`` give one factor on the total (least squares through the origin);
-    more give non-negative weights per part plus a constant. Never raises on any numbers it is given.
+    fewer than ``MIN_RUNS_FOR_PARTS``, or fewer than ``MIN_PROGRAMS_FOR_PARTS`` different estimates, give one
+    factor on the total (least squares through the origin); more give non-negative weights per part plus a
+    constant. Never raises on any numbers it is given.
     """
     good = [(e, float(m)) for e, m in runs if m > 0 and m == m and m != float("inf") and e.total_s >= 0]
     if not good:
         return IDENTITY
-    if len(good) < MIN_RUNS_FOR_PARTS:
-        num = sum(e.total_s * m for e, m in good)
-        den = sum(e.total_s * e.total_s for e, _ in good)
-        factor = num / den if den > 0 else 1.0
-        return Calibration((factor,) * 4, 0.0, len(good), "factor")
+    num = sum(e.total_s * m for e, m in good)
+    den = sum(e.total_s * e.total_s for e, _ in good)
+    factor = num / den if den > 0 else 1.0
     rows = [_parts(e) for e, _ in good]
+    if len(good) < MIN_RUNS_FOR_PARTS or len({tuple(r) for r in rows}) < MIN_PROGRAMS_FOR_PARTS:
+        return Calibration((factor,) * 4, 0.0, len(good), "factor")
     target = [m for _, m in good]
     # scale columns to comparable sizes so coordinate descent converges evenly
     norms = [max(sum(r[j] * r[j] for r in rows) ** 0.5, 1e-12) for j in range(5)]
     scaled = [[r[j] / norms[j] for j in range(5)] for r in rows]
     x = _nnls(scaled, target)
-    weights = [x[j] / norms[j] for j in range(5)]
+    weights = [x[j] / norms[j] if any(r[j] > 0 for r in rows) else factor for j in range(5)]
     return Calibration((weights[0], weights[1], weights[2], weights[3]), weights[4], len(good), "parts")
 
 

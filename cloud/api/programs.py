@@ -114,7 +114,8 @@ class RunOut(BaseModel):
 
 class CalibrationOut(BaseModel):
     device: str
-    method: str = Field(description="factor: one factor on the total (fewer than 8 runs); parts: a weight per part "
+    method: str = Field(description="factor: one factor on the total (fewer than 8 runs, or of fewer than 5 "
+                                    "different programs); parts: a weight per part "
                                     "of the estimate and a constant")
     weights: dict[str, float] = Field(description="feed, rapid, tool_change, dwell (and other) weights; constant s")
     runs: int = Field(description="completed runs measured")

@@ -44,3 +44,26 @@ def test_enough_runs_recover_the_machine_per_part() -> None:
 def test_bad_measurements_are_ignored() -> None:
     runs = [(est(100, 10, 2), -5.0), (est(100, 10, 2), float("nan")), (est(100, 10, 2), 0.0)]
     assert fit_calibration(runs).method == "none"
+
+
+def test_many_runs_of_one_program_fit_one_factor_for_the_others() -> None:
+    """A machine that runs one program all day: its runs say how long that program takes, not how each part of
+    an estimate stretches. Another program's calibrated time must follow the one factor, not a weight fitted on
+    one part (here 4 times too short)."""
+    done, other = est(40, 5, 2, dwell=5), est(10, 20, 6)
+    for runs in ([(done, 72.5)] * 20, [(done, 72.5), (est(20, 2.5, 1, 2.5), 36.25)] * 10):
+        calibration = fit_calibration(runs)
+        assert calibration.method == "factor"
+        assert apply_calibration(calibration, done) == pytest.approx(72.5)
+        assert apply_calibration(calibration, other) == pytest.approx(1.25 * other.total_s)
+
+
+def test_a_part_no_measured_program_had_keeps_the_factor() -> None:
+    # no program measured dwells: a program with a 60 s dwell must not lose it when calibrated
+    runs = []
+    for i in range(MIN_RUNS_FOR_PARTS + 4):
+        e = est(50.0 + 13 * i, 5.0 + (i * 7) % 11, 1 + i % 4)
+        runs.append((e, 1.1 * e.total_s))
+    calibration = fit_calibration(runs)
+    assert calibration.method == "parts"
+    assert apply_calibration(calibration, est(100, 10, 2, dwell=60.0)) == pytest.approx(1.1 * 178.0, rel=1e-3)
