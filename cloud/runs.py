@@ -10,7 +10,8 @@ The rules (pure, no I/O; ``cloud.runsquery`` reads the series):
 - ``INTERRUPTED``, ``FEED_HOLD``, ``OPTIONAL_STOP``, ``PROGRAM_STOPPED``, ``PROGRAM_OPTIONAL_STOP`` and ``WAIT``
   pause it: ``ACTIVE`` again resumes the same run; the paused time is counted apart (``paused_s``).
 - EXECUTION becoming UNAVAILABLE (the agent lost the control) ends it as not completed, and so does a PROGRAM
-  change while it is open.
+  change while it is open; when EXECUTION is ``ACTIVE`` at that change (a chained program, a schedule), the new
+  program's run starts there.
 - A run still open at the end of the series read is returned open (``end`` None).
 ``duration_s`` is from start to end, pauses included.
 
@@ -86,6 +87,7 @@ def find_runs(device: str, execution: Sequence[tuple[int, str | None]],
     runs: list[Run] = []
     current: str | None = None
     run: _Open | None = None
+    state = UNAVAILABLE
 
     def close(at: int, completed: bool, state: str) -> None:
         nonlocal run
@@ -100,6 +102,8 @@ def find_runs(device: str, execution: Sequence[tuple[int, str | None]],
                 current = value.strip() or None
                 if run is not None and current != run.program:
                     close(ts, False, "PROGRAM_CHANGED")
+                    if state == "ACTIVE":
+                        run = _Open(current, ts)
             continue
         state = (value or UNAVAILABLE).strip().upper()
         if state == "ACTIVE":

@@ -49,7 +49,20 @@ def test_the_rules_start_end_pause_and_abandon_runs() -> None:
         ("O1000", 50, 60, False, "READY", 5.0),
         ("O2000", 70, 75, False, "UNAVAILABLE", 0.0),
         ("O2000", 80, 90, False, "PROGRAM_CHANGED", 0.0),
+        ("O3000", 90, 95, False, "STOPPED", 0.0),  # the machine was running when O3000 was called
         ("O3000", 100, None, False, None, 0.0),
+    ]
+
+
+def test_a_program_chained_while_active_is_a_run_of_its_own() -> None:
+    # a schedule: O1000 calls O2000 at its end, EXECUTION stays ACTIVE; a program picked in a feed hold is not run
+    execution = states((0, "READY"), (10, "ACTIVE"), (60, "PROGRAM_COMPLETED"), (70, "ACTIVE"), (80, "FEED_HOLD"),
+                       (90, "READY"))
+    program = states((0, "O1000"), (30, "O2000"), (85, "O3000"))
+    assert summary(find_runs("m1", execution, program)) == [
+        ("O1000", 10, 30, False, "PROGRAM_CHANGED", 0.0),
+        ("O2000", 30, 60, True, "PROGRAM_COMPLETED", 0.0),
+        ("O2000", 70, 85, False, "PROGRAM_CHANGED", 5.0),
     ]
 
 
