@@ -32,14 +32,18 @@ class DeviceRuns:
 
 
 def _keys(device: str, models: Sequence[Any]) -> tuple[str, str, set[str]]:
-    """The EXECUTION and PROGRAM keys of a device (the first of each type in its newest model), and its edges."""
+    """The EXECUTION and PROGRAM keys of a device (the first of each type in its newest model), and its edges.
+
+    A PROGRAM without a sub-type or of sub-type MAIN (the program started, the harvested file) is taken before
+    one of another sub-type: ACTIVE is the subprogram being run, and would end a run at every call."""
     execution = program = None
     for model in models:
-        for item in model.items:
-            if item.type == "EXECUTION" and execution is None:
-                execution = item.key
-            elif item.type == "PROGRAM" and program is None:
-                program = item.key
+        programs = [i for i in model.items if i.type == "PROGRAM"]
+        main = [i for i in programs if (i.sub_type or "MAIN").upper() == "MAIN"]
+        if program is None and programs:
+            program = (main or programs)[0].key
+        if execution is None:
+            execution = next((i.key for i in model.items if i.type == "EXECUTION"), None)
         if execution and program:
             break
     if execution is None or program is None:

@@ -139,3 +139,23 @@ async def test_runs_over_http_show_the_calibrated_estimate_next_to_the_raw_one(a
                                 headers=auth(api.viewer))
     assert resp.status_code == 400
     assert (await api.sync({**batch("edge-1", []), "documents": []})).status_code == 200
+
+
+async def test_the_main_program_is_followed_not_the_active_subprogram(storage: Storage) -> None:
+    """A control reporting both PROGRAM subType ACTIVE (the subprogram being run) and MAIN: runs follow MAIN, the
+    harvested file, even when the model lists ACTIVE first (else every subprogram call would end a run)."""
+    def item(key: str, kind: str, sub: str | None = None) -> dict[str, Any]:
+        return {"id": key, "key": key, "name": None, "category": "EVENT", "type": kind, "sub_type": sub,
+                "units": None}
+    model = {"uuid": "mazak-1", "name": "Mazak", "device_id": "mazak", "instance_id": 1,
+             "items": [item("activeprog", "PROGRAM", "ACTIVE"), item("execution", "EXECUTION"),
+                       item("program", "PROGRAM", "MAIN")]}
+    docs, _ = read_documents([document(1, "mtconnect_device", "mazak-1", model)])
+    t0 = epoch(DAY[0]) / S + 3600
+    frames = [TelemetryFrame(ts=t0 + t, device_id="mazak", sensors=values) for t, values in (
+        (0, {"program": "O1000", "activeprog": "O1000", "execution": "READY"}), (10, {"execution": "ACTIVE"}),
+        (20, {"activeprog": "O9001"}), (30, {"activeprog": "O1000"}), (40, {"execution": "PROGRAM_COMPLETED"}))]
+    await storage.ingest("edge-1", list(enumerate(frames, 1)), None, 0, documents=docs)
+    found = await device_runs(storage, "mazak", epoch(DAY[0]), epoch(DAY[1]))
+    assert found.program_key == "program"
+    assert [(r.program, r.duration_s, r.completed) for r in found.runs] == [("O1000", 30.0, True)]
