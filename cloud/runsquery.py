@@ -2,8 +2,10 @@
 series over a time range, the programs they name, and the machine's calibration (rules: ``cloud.runs``).
 
 Runs are computed when asked, not stored: a run is a reading of the series, and the series are kept. At most
-``MAX_POINTS`` points of each series are read; beyond that the answer says it is cut (``truncated``). The
-PROGRAM value in force at the start of the range is the last one before it.
+``MAX_POINTS`` points of each series are read; beyond that the answer says it is cut (``truncated``) and every
+series is cut at the same instant, the earliest a cut series reached (a PROGRAM series read less far than the
+EXECUTION one would link the later runs to a program that was no longer loaded). The PROGRAM value in force at
+the start of the range is the last one before it.
 """
 
 from __future__ import annotations
@@ -52,12 +54,15 @@ def _keys(device: str, models: Sequence[Any]) -> tuple[str, str, set[str]]:
     return execution, program, {m.edge for m in models}
 
 
-async def _text(storage: Storage, info: SeriesInfo | None, start: int, stop: int) -> tuple[list[tuple[int, Any]], bool]:
+async def _text(storage: Storage, info: SeriesInfo | None, start: int, stop: int,
+                max_points: int) -> tuple[list[tuple[int, Any]], int | None]:
+    """The text values of [start, stop), at most ``max_points``, and the instant they were cut at (None: all)."""
     if info is None:
-        return [], False
-    rows = await storage.scan(info.id, start, stop, MAX_POINTS + 1)
-    return [(ts, v if isinstance(v, str) else None if v is None else str(v)) for ts, v in rows[:MAX_POINTS]], (
-        len(rows) > MAX_POINTS)
+        return [], None
+    rows = await storage.scan(info.id, start, stop, max_points + 1)
+    cut = rows[max_points][0] if len(rows) > max_points else None
+    return [(ts, v if isinstance(v, str) else None if v is None else str(v)) for ts, v in rows[:max_points]
+            if cut is None or ts < cut], cut
 
 
 async def _before(storage: Storage, info: SeriesInfo | None, start: int) -> list[tuple[int, Any]]:
@@ -71,15 +76,19 @@ async def _before(storage: Storage, info: SeriesInfo | None, start: int) -> list
     return [(int(r[0]), r[1]) for r in await storage.select(build)]
 
 
-async def device_runs(storage: Storage, device: str, start: int, stop: int) -> DeviceRuns:
+async def device_runs(storage: Storage, device: str, start: int, stop: int,
+                      max_points: int = MAX_POINTS) -> DeviceRuns:
     """The runs of a device with their programs, and its calibration; BadQuery for a device without them."""
     models = await registry(storage, device)
     execution_key, program_key, edges = _keys(device, models)
     found = await storage.lookup(device)
     series = {s.field: s for s in found[1]} if found else {}
-    execution, cut_e = await _text(storage, series.get(execution_key), start, stop)
-    quality, cut_q = await _text(storage, series.get(f"{execution_key}.quality"), start, stop)
-    program, cut_p = await _text(storage, series.get(program_key), start, stop)
+    execution, cut_e = await _text(storage, series.get(execution_key), start, stop, max_points)
+    quality, cut_q = await _text(storage, series.get(f"{execution_key}.quality"), start, stop, max_points)
+    program, cut_p = await _text(storage, series.get(program_key), start, stop, max_points)
+    cut = min((c for c in (cut_e, cut_q, cut_p) if c is not None), default=None)
+    if cut is not None:  # one instant for all: beyond it, one series would be known and the other not
+        execution, quality, program = ([p for p in s if p[0] < cut] for s in (execution, quality, program))
     program = await _before(storage, series.get(program_key), start) + program
     stamps = {ts for ts, _ in execution}
     # UNAVAILABLE comes as a quality flag without a value (the frame mapping): a point of its own here.
@@ -90,7 +99,7 @@ async def device_runs(storage: Storage, device: str, start: int, stop: int) -> D
     candidates = await link_candidates(storage, sorted({t[0] for t in terms}), sorted({t[1] for t in terms}),
                                        sorted({t[2] for t in terms if t[2]})) if terms else []
     runs = link_runs(runs, candidates, edges)
-    return DeviceRuns(device, execution_key, program_key, runs, calibrate(device, runs), cut_e or cut_q or cut_p)
+    return DeviceRuns(device, execution_key, program_key, runs, calibrate(device, runs), cut is not None)
 
 
 async def devices_of_edges(storage: Storage, edges: Sequence[str]) -> list[str]:

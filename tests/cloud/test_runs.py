@@ -159,3 +159,21 @@ async def test_the_main_program_is_followed_not_the_active_subprogram(storage: S
     found = await device_runs(storage, "mazak", epoch(DAY[0]), epoch(DAY[1]))
     assert found.program_key == "program"
     assert [(r.program, r.duration_s, r.completed) for r in found.runs] == [("O1000", 30.0, True)]
+
+
+async def test_series_cut_at_the_point_limit_are_cut_at_one_instant(storage: Storage) -> None:
+    """When the PROGRAM series has more points than are read, the runs after its cut are not linked to the last
+    program read (O3000 here) while O4000 was loaded: every series stops where the first one was cut."""
+    model, _ = okuma_model("lathe")
+    docs, _ = read_documents([document(1, "mtconnect_device", model["uuid"], model)])
+    t0 = epoch(DAY[0]) / S + 3600
+    points = [(0, {"Lpprogram": "O1000"}), (1, {"Lpexecution": "ACTIVE"}), (2, {"Lpexecution": "PROGRAM_COMPLETED"}),
+              (3, {"Lpprogram": "O1500"}), (5, {"Lpprogram": "O2000"}), (6, {"Lpprogram": "O3000"}),
+              (7, {"Lpprogram": "O4000"}), (10, {"Lpexecution": "ACTIVE"}), (20, {"Lpexecution": "PROGRAM_COMPLETED"})]
+    frames = [TelemetryFrame(ts=t0 + t, device_id="lathe", sensors=values) for t, values in points]
+    await storage.ingest("edge-1", list(enumerate(frames, 1)), None, 0, documents=docs)
+    whole = await device_runs(storage, "lathe", epoch(DAY[0]), epoch(DAY[1]))
+    assert [(r.program, r.duration_s) for r in whole.runs] == [("O1000", 1.0), ("O4000", 10.0)]
+    assert not whole.truncated
+    cut = await device_runs(storage, "lathe", epoch(DAY[0]), epoch(DAY[1]), max_points=4)
+    assert [(r.program, r.duration_s) for r in cut.runs] == [("O1000", 1.0)] and cut.truncated
