@@ -5,8 +5,10 @@ JSON) and readings in time order and returns the new state and the derived
 points. Live, the engine reads a device's readings newer than each binding's
 watermark from storage and stores the points and the new state in one
 transaction; a replay (``twincloud process test``) feeds the stored readings of
-a range through the same function from an empty state and stores nothing. So a
-replay over a range equals the live run (exactly, for the same readings).
+a range through the same function and stores nothing, from the state ``seed``
+gives (each input's newest value before the look-back, held as a live run holds
+it). So a replay over a range equals the live run (exactly, for the same
+readings).
 
 Rules:
 - Late and out-of-order readings: a binding's watermark is the newest reading
@@ -48,7 +50,7 @@ from cloud.process.formulas import Windowed
 from cloud.process.model import RunInputs, RunOutputs
 from cloud.process.state import pack, unpack
 
-__all__ = ["DerivedPoint", "Limits", "Reading", "step"]
+__all__ = ["DerivedPoint", "Limits", "Reading", "seed", "step"]
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +110,25 @@ def step(c: Compiled, state: dict[str, Any], readings: Sequence[Reading], limits
             points += _model_step(c, c.spec.spec, state, ts, values, limits, ts >= emit_from)
         state["watermark"] = ts
     return pack(state), points
+
+
+def seed(c: Compiled, readings: Sequence[Reading]) -> dict[str, Any]:
+    """A replay's state before its look-back, from each input's newest reading before it: the value an input holds
+    until it is read again (a formula without a window, a run's inputs), and the start sensor's value (a shot
+    flag held high is no rising edge). It opens no run and no window, and derives nothing."""
+    spec = c.spec.spec
+    last: dict[str, list[float]] = {}
+    state: dict[str, Any] = {}
+    for ts, values in _groups(readings):
+        for name, sensor in c.names.items():
+            if sensor in values:
+                last[name] = [ts, _to(c, name, values[sensor])]
+        if isinstance(spec, ModelSpec) and spec.start_on in values:
+            state["start_value"] = values[spec.start_on]
+        state["watermark"] = ts
+    if last and not (isinstance(spec, FormulaSpec) and spec.window is not None):
+        state["last"] = last
+    return state
 
 
 def _to(c: Compiled, name: str, value: float) -> float:

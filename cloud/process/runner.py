@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 from cloud.config import ProcessConfig
 from cloud.live import LiveHub
 from cloud.process.bindings import BindingError, BindingSpec, Compiled, FormulaSpec, compile_binding
-from cloud.process.engine import DerivedPoint, Limits, Reading, now_us, step
+from cloud.process.engine import DerivedPoint, Limits, Reading, now_us, seed, step
 from cloud.process.registry import ModelRegistry
 from cloud.storage.base import Storage, StorageError, UnknownDevice
 from cloud.storage.derived import BindingRow, DerivedWrite, UnknownBinding
@@ -286,11 +286,30 @@ class Engine:
         out.sort(key=lambda r: (r.ts, r.sensor))
         return out
 
+    async def _held_before(self, c: Compiled, before: int, never: Collection[str]) -> list[Reading]:
+        """The newest numeric reading before ``before`` of each input of ``c`` (and of its start sensor)."""
+        found = await self.storage.lookup(c.spec.device)
+        if found is None:
+            return []
+        inner = c.spec.spec
+        wanted = set(c.names.values()) | ({inner.start_on} if not isinstance(inner, FormulaSpec) else set())
+        out: list[Reading] = []
+        for info in found[1]:
+            if info.field not in wanted or info.field in never or info.kind == "text":
+                continue
+
+            def build(param: Callable[[int], str], series: int = info.id) -> tuple[str, list[Any]]:
+                return (f"SELECT ts, value FROM samples WHERE series_id = {param(1)} AND ts < {param(2)} "
+                        "AND value IS NOT NULL ORDER BY ts DESC LIMIT 1", [series, before])
+            out += [Reading(int(ts), info.field, float(v)) for ts, v in await self.storage.select(build)]
+        return out
+
     async def replay(self, spec: BindingSpec, start: int, stop: int, max_points: int) -> list[DerivedPoint]:
         """Run a binding over the stored readings of [start, stop) from an empty state; store nothing.
 
         It reads from before ``start`` what a point at ``start`` depends on: a window's width, and for a
-        model ``max_run_s`` (so a range starting mid-shot finds the shot's start, and reproduces its points)."""
+        model ``max_run_s`` (so a range starting mid-shot finds the shot's start, and reproduces its points);
+        and before that, each input's newest reading (``engine.seed``: the values a live run holds)."""
         compiled = await self.compile(spec)
         mine = BindingRow(0, spec.name, spec.device, spec.model_dump(mode="json"), True, 0, None, {}, 0, 0, None,
                           "", 0, 0)
@@ -302,9 +321,9 @@ class Engine:
             lookback = round(inner.window.seconds * 1e6) if inner.window is not None else 0
         else:  # a run open at start opened at most max_run_s before it: from its shot start, solved from start
             lookback = round(inner.max_run_s * 1e6)
-        state: dict[str, Any] = {}
         points: list[DerivedPoint] = []
         after = start - lookback - 1
+        state = seed(compiled, await self._held_before(compiled, after + 1, never))
         while len(points) < max_points:
             readings = await self.readings(compiled, after, stop, self.config.catch_up_readings, never)
             if not readings:

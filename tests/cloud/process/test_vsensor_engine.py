@@ -182,6 +182,36 @@ async def test_a_replay_starting_inside_a_tumbling_window_reproduces_its_point(a
     assert [(p["ts"] - T0, p["value"]) for p in r.json()["points"]] == [(20, 14.5)]  # all of 10..19, not 15..19
 
 
+async def test_a_replay_holds_the_values_read_before_its_range_as_the_live_run_did(api: Api) -> None:
+    """power = V * I: the voltage is read once, the current every second. Live, each I uses the last V; a replay
+    from T0 + 5 must too (V's reading is older than the range), not flag every point for a missing V."""
+    await send(api, 1, [frame(0, V=230.0, I=1.0)])
+    await define(api, {"name": "power", "device": "press-1", "spec": {
+        "kind": "formula", "expression": "V * I", "output": "P", "trigger": ["I"]}})
+    await send(api, 2, [frame(t, I=float(t)) for t in range(1, 10)])
+    live = {p["ts"]: (p["value"], p["flag"]) for p in await wait_points(api, "power", 10)}
+    r = await api.client.post("/api/v1/process/test", json={"name": "power", "start": str(T0 + 5),
+                                                             "stop": str(T0 + 10)}, headers=auth(api.operator))
+    assert r.status_code == 200, r.text
+    replay = {p["ts"]: (p["value"], p["flag"]) for p in r.json()["points"]}
+    assert replay == {ts: live[ts] for ts in live if ts >= T0 + 5}
+    assert replay[T0 + 9] == (230.0 * 9, None)
+
+
+async def test_a_replay_does_not_open_a_run_on_a_shot_flag_held_from_before_it(api: Api) -> None:
+    """The shot flag is 1 for the whole shot and sent every few seconds; a shot that ended before the range must
+    not be taken to start at the first flag the replay reads."""
+    await send(api, 1, [frame(0, mould_F=176.0, shot=0)])
+    await define(api, {**LAG, "spec": {**LAG["spec"], "max_run_s": 10.0}})
+    await send(api, 2, [frame(1, mould_F=176.0, shot=1)] + [frame(t, mould_F=176.0, shot=1) for t in (5, 9, 13, 17)])
+    live = {p["ts"]: (p["value"], p["flag"]) for p in await wait_points(api, "core", 4)}
+    assert sorted(live) == [T0 + 1, T0 + 5, T0 + 9, T0 + 13]  # closed at 13: older than max_run_s
+    r = await api.client.post("/api/v1/process/test", json={"name": "core", "start": str(T0 + 15),
+                                                             "stop": str(T0 + 20)}, headers=auth(api.operator))
+    assert r.status_code == 200, r.text
+    assert r.json()["points"] == []  # as live: no run after 13 (not one opened at 5 and closed at 17)
+
+
 async def test_a_model_that_raises_flags_its_points(api: Api) -> None:
     await send(api, 1, [frame(0, mould_F=176.0, shot=0)])
     await define(api, {**LAG, "name": "broken", "spec": {**LAG["spec"], "model": "raising"}})
