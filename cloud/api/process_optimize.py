@@ -7,7 +7,10 @@ most ``MAX_BUDGET_S``, the full-accuracy re-check included: see
 (``process.max_optimizations``, default 1). Each runs in a thread of the
 optimizer's own pool, never on the event loop nor in the shared worker
 threads (uploads, replays). A request past the limit is answered 503 at once,
-with Retry-After the time the running search may still take. An unknown
+with Retry-After the time the running search may still take. A client that
+hangs up calls its search off: it ends at its next candidate (one more
+full-accuracy solve at most) and frees its slot; so does every running search
+when the service stops. An unknown
 scenario, a setting that cannot be searched, bounds outside the scenario's
 ranges or an empty search space answer 422 with one line per problem; a
 search that finds nothing feasible answers 200 with ``feasible: false`` and
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import math
 import threading
 import time
@@ -25,7 +29,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from cloud.auth import Operator
@@ -38,6 +42,7 @@ from shared.errors import InputError
 
 __all__ = ["MAX_BUDGET_S", "MAX_CANDIDATES", "OptimizerBusy", "OptimizerSlots", "router"]
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1/process", tags=["process"])
 MAX_BUDGET_S = 60.0
 MAX_CANDIDATES = 2000
@@ -52,8 +57,8 @@ class OptimizerBusy(Busy):
 class OptimizerSlots:
     """At most ``limit`` searches at once, each in a thread of this pool of its own.
 
-    A slot is held until the search's thread is done, not until its request is: a client that hangs up
-    does not stop the thread, and its slot stays taken meanwhile.
+    A slot is held until the search's thread is done. Each search gets a ``threading.Event`` to watch
+    (``optimize(stop=...)``): the route sets it when its client hangs up, ``close`` sets them all.
     """
 
     def __init__(self, limit: int) -> None:
@@ -61,6 +66,7 @@ class OptimizerSlots:
         self._pool = ThreadPoolExecutor(limit, thread_name_prefix="optimizer")
         self._lock = threading.Lock()
         self._ends: dict[int, float] = {}  # running search -> the monotonic time it ends by
+        self._stops: dict[int, threading.Event] = {}
         self._ids = itertools.count()
 
     @property
@@ -68,8 +74,9 @@ class OptimizerSlots:
         with self._lock:
             return len(self._ends)
 
-    async def run(self, fn: Callable[[], T], budget_s: float) -> T:
-        """``fn()`` in the pool, or ``OptimizerBusy`` at once when every slot is taken."""
+    async def run(self, fn: Callable[[threading.Event], T], budget_s: float) -> T:
+        """``fn(stop)`` in the pool, or ``OptimizerBusy`` at once when every slot is taken; ``stop`` is set when
+        this call is cancelled or the pool is closed."""
         now = time.monotonic()
         with self._lock:
             if len(self._ends) >= self.limit:
@@ -79,20 +86,35 @@ class OptimizerSlots:
                                     retry_after_s=wait)
             key = next(self._ids)
             self._ends[key] = now + budget_s + _GRACE_S
+            stop = self._stops[key] = threading.Event()
         try:
-            future: Future[T] = self._pool.submit(fn)
+            future: Future[T] = self._pool.submit(fn, stop)
         except BaseException:
             self._release(key)
             raise
         future.add_done_callback(lambda _: self._release(key))
-        return await asyncio.wrap_future(future)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            stop.set()
+            raise
 
     def _release(self, key: int) -> None:
         with self._lock:
             self._ends.pop(key, None)
+            self._stops.pop(key, None)
 
     def close(self) -> None:
+        with self._lock:
+            for stop in self._stops.values():
+                stop.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+async def _hung_up(request: Request) -> None:
+    """Returns when the client has gone (its body is read: the next message is the disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 class OptimizeRequest(BaseModel):
@@ -108,7 +130,7 @@ class OptimizeRequest(BaseModel):
     422: {"description": "the search cannot run as given; detail names each key and value"},
     503: {"description": "as many optimizations run as the service takes at once; retry after Retry-After "
                          "seconds"}})
-async def optimize_moulding(body: OptimizeRequest, _: Operator, ctx: Ctx) -> dict[str, Any]:
+async def optimize_moulding(body: OptimizeRequest, _: Operator, ctx: Ctx, request: Request) -> dict[str, Any]:
     """Search the bounded settings for the shortest cycle meeting the constraints (docs/process-models.md)."""
     if (body.scenario is None) == (body.settings is None):
         raise InputError("give either 'scenario' (a shipped scenario's name) or 'settings' (a scenario)",
@@ -122,5 +144,21 @@ async def optimize_moulding(body: OptimizeRequest, _: Operator, ctx: Ctx) -> dic
                          path="spec.max_candidates")
     base = body.settings if body.settings is not None else get_scenario(str(body.scenario))
     assert ctx.optimizer is not None
-    result = await ctx.optimizer.run(lambda: optimize(base, spec, name=body.scenario or ""), spec.budget_s)
-    return result.to_dict()
+    optimizer = ctx.optimizer
+    # A client that hangs up calls its search off. Both tasks are over before the route returns; the search's
+    # own errors (a bad spec) reach the error handler as they are.
+    search = asyncio.create_task(optimizer.run(lambda stop: optimize(base, spec, name=body.scenario or "", stop=stop),
+                                               spec.budget_s), name="optimize")
+    gone = asyncio.create_task(_hung_up(request), name="optimize-client")
+    try:
+        await asyncio.wait([search, gone], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not search.done():
+            log.info("the client of an optimization of %r hung up; the search stops at its next candidate",
+                     body.scenario or "a given scenario")
+        search.cancel()
+        gone.cancel()
+        await asyncio.wait([search, gone])
+    if search.cancelled():
+        return {}  # nobody is left to read it
+    return search.result().to_dict()

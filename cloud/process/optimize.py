@@ -41,6 +41,7 @@ a further one only while the budget lasts. So a search ends within
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -361,8 +362,8 @@ class _Search:
     """The archive of every candidate and the budget; the objective every method calls."""
 
     def __init__(self, base: PurScenario, spec: OptimizeSpec, progress: Callable[[Progress], None] | None,
-                 clock: Callable[[], float]) -> None:
-        self.base, self.spec, self.progress, self.clock = base, spec, progress, clock
+                 clock: Callable[[], float], stop: threading.Event | None = None) -> None:
+        self.base, self.spec, self.progress, self.clock, self.stop = base, spec, progress, clock, stop
         self.keys = list(spec.bounds)
         self.lo = np.array([spec.bounds[k][0] for k in self.keys])
         self.hi = np.array([spec.bounds[k][1] for k in self.keys])
@@ -374,6 +375,9 @@ class _Search:
     def objective(self, x: np.ndarray) -> float:
         if len(self.archive) >= self.spec.max_candidates:
             self.stopped_by = "candidates"
+            raise _Stop
+        if self.stop is not None and self.stop.is_set():
+            self.stopped_by = "cancelled"
             raise _Stop
         if self.over_budget():
             self.stopped_by = "budget"
@@ -387,7 +391,8 @@ class _Search:
         return self.clock() - self.started
 
     def over_budget(self) -> bool:
-        return self.elapsed() > self.spec.budget_s
+        """The time is up, or the search was called off (``stop``: its client left, the service stops)."""
+        return self.elapsed() > self.spec.budget_s or (self.stop is not None and self.stop.is_set())
 
     def report(self) -> None:
         feasible = [c for c in self.archive if c.feasible]
@@ -420,12 +425,14 @@ def _run_de(search: _Search, seed: int | None) -> None:
 
 def optimize(base: PurScenario, spec: OptimizeSpec, *, name: str = "",
              progress: Callable[[Progress], None] | None = None,
-             clock: Callable[[], float] = time.perf_counter) -> OptimizeResult:
+             clock: Callable[[], float] = time.perf_counter,
+             stop: threading.Event | None = None) -> OptimizeResult:
     """Search ``spec.bounds`` around ``base`` for the shortest feasible cycle (module docstring).
 
-    ``clock`` (seconds, monotonic) measures the budget."""
+    ``clock`` (seconds, monotonic) measures the budget. ``stop``, once set, ends the search at the next
+    candidate as a spent budget does (``stopped_by`` ``cancelled``)."""
     check_spec(base, spec)
-    search = _Search(base, spec, progress, clock)
+    search = _Search(base, spec, progress, clock, stop)
     try:
         if spec.method == "random":
             _run_random(search, np.random.default_rng(spec.seed))

@@ -10,10 +10,14 @@ with Radau at rtol 1e-10, independent of the optimizer's coarse candidates.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
+import select
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from scipy.optimize import brentq
@@ -24,6 +28,8 @@ from cloud.process.pur import builtin_scenarios, simulate
 from cloud.process.pur.model import outputs_of
 from shared.errors import InputError
 from tests.cloud.apiclient import Api, auth, make_api
+from tests.cloud.rawhttp import open_request
+from tests.cloud.server import CloudServer
 
 REFERENCE = SolverSpec(backend="radau", rtol=1e-10, atol=1e-12)
 RHO_MAX = 36.0
@@ -195,3 +201,35 @@ def test_the_full_accuracy_recheck_solves_only_as_far_as_the_longest_cycle() -> 
     steps = math.ceil(1.25 * base.cycle_time_s / 0.5)  # rk4 at its default 0.5 s step
     assert 0 < checked.nfev <= 4 * steps + 1
     assert checked.to_dict()["nfev"] == checked.nfev
+
+
+def test_a_client_that_hangs_up_frees_its_slot_long_before_the_budget(tmp_path: Path) -> None:
+    """One search at a time: a client that starts a 60 s search and hangs up must not keep every other operator
+    out for that minute (the search is called off at its next candidate)."""
+    long = json.dumps({"scenario": "seat-cushion", "spec": {
+        "bounds": {"shot_mass_kg": [0.25, 0.45]}, "method": "random", "max_candidates": 2000, "backend": "rk4",
+        "budget_s": 60.0}}).encode()  # about 30 ms a candidate: the whole budget
+    short = {"scenario": "seat-cushion", "spec": {"bounds": {"shot_mass_kg": [0.25, 0.45]}, "max_candidates": 5}}
+    with CloudServer(tmp_path) as server:
+        token = server.add_person("op", "operator")
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json",
+                   "Content-Length": str(len(long))}
+        url = f"{server.base_url}/api/v1/process/optimize"
+        sock = open_request(server.port, "POST", "/api/v1/process/optimize", headers, long)
+        with httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=30) as client:
+            for _ in range(100):  # until the long search holds the slot (a short one is refused)
+                if client.post(url, json=short).status_code == 503:
+                    break
+                if select.select([sock], [], [], 0)[0]:  # the short one came first: the long one was refused
+                    sock.close()
+                    sock = open_request(server.port, "POST", "/api/v1/process/optimize", headers, long)
+            else:
+                pytest.fail("the long search never held the slot")
+            sock.close()
+            started = time.monotonic()
+            answer = client.post(url, json=short)
+            while answer.status_code == 503 and time.monotonic() - started < 20:  # the budget is 60 s
+                time.sleep(0.05)
+                answer = client.post(url, json=short)
+        assert answer.status_code == 200, answer.text
+        assert any("hung up" in line for line in server.log), server.log[-20:]
