@@ -54,6 +54,7 @@ Start = Annotated[str | None, Query(alias="from", max_length=40, description="at
                                                                          "default 30 days before to")]
 Stop = Annotated[str | None, Query(alias="to", max_length=40, description="before: epoch seconds or ISO 8601; "
                                                                       "default now")]
+NO_NUL = r"^[^\x00]*$"  # a NUL character matches no stored text, and PostgreSQL refuses one in a parameter
 
 
 class ProgramOut(BaseModel):
@@ -177,14 +178,16 @@ def _out(row: ProgramRecordRow) -> ProgramOut:
 @router.get("/programs", response_model=ProgramPage, responses=_ERRORS)
 async def list_programs(
     _: Viewer, ctx: Ctx, edge: Ident = None, device: Ident = None,
-    tool: Annotated[str | None, Query(min_length=1, max_length=64, description="a T number (T12 or 12) or words "
-                                                                               "of a tool's comment or type")] = None,
+    tool: Annotated[str | None, Query(min_length=1, max_length=64, pattern=NO_NUL,
+                                      description="a T number (T12 or 12) or words of a tool's comment or "
+                                                  "type")] = None,
     diameter: Annotated[float | None, Query(gt=0, le=10_000, description="a tool diameter in mm (within "
                                                                          "0.005)")] = None,
     offset: Annotated[str | None, Query(min_length=2, max_length=16, description="a work offset: G54..G59, "
                                                                                  "G54.1 P1..")] = None,
-    text: Annotated[str | None, Query(min_length=1, max_length=100, description="in the number, path or header "
-                                                                               "comments, without case")] = None,
+    text: Annotated[str | None, Query(min_length=1, max_length=100, pattern=NO_NUL,
+                                      description="in the number, path or header comments, without "
+                                                  "case")] = None,
     dialect: Literal["fanuc", "haas", "linuxcnc", "siemens", "okuma"] | None = None,
     has_errors: Annotated[bool | None, Query(description="true: programs with error diagnostics; false: "
                                                          "without")] = None,
@@ -289,7 +292,7 @@ async def machine_model(name: Annotated[str, Path(pattern=DEVICE_ID_PATTERN)], _
 @router.get("/assets", response_model=AssetPage, responses=_ERRORS)
 async def list_assets(
     _: Viewer, ctx: Ctx, edge: Ident = None, device: Ident = None,
-    asset_type: Annotated[str | None, Query(alias="type", min_length=1, max_length=64,
+    asset_type: Annotated[str | None, Query(alias="type", min_length=1, max_length=64, pattern=NO_NUL,
                                             description="CuttingTool, File, ...")] = None,
     removed: Annotated[bool, Query(description="include assets the agent marked removed")] = False,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
@@ -313,7 +316,7 @@ def _asset_token(edge: str, asset_id: str) -> str:
 def _asset_cursor(cursor: str) -> tuple[str, str]:
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if not text.startswith("a") or "\n" not in text:
+        if not text.startswith("a") or "\n" not in text or "\x00" in text:
             raise ValueError(text)
         edge, asset_id = text[1:].split("\n", 1)
         return edge, asset_id
@@ -340,7 +343,7 @@ class DocumentOut(BaseModel):
 async def list_documents(
     _: Viewer, ctx: Ctx, edge: Ident = None,
     kind: Annotated[str | None, Query(pattern=r"^[a-z][a-z0-9_]{0,31}$")] = None,
-    key: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
+    key: Annotated[str | None, Query(min_length=1, max_length=256, pattern=NO_NUL)] = None,
     status: Literal["ok", "invalid"] | None = None,
     body: Annotated[bool, Query(description="include each body (up to 256 KiB each)")] = False,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,

@@ -4,12 +4,16 @@ reason or a 4xx, and never cost a batch its frames."""
 
 from __future__ import annotations
 
+import base64
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.cloud.apiclient import Api, auth, batch, wire
+from tests.cloud.apiclient import Api, auth, batch, make_api, wire
 from tests.cloud.documents import document, program, program_doc, sha, tool
+from tests.cloud.pg import fresh_pg_database
 
 DRILL = program("drill/O1001.nc", number="O1001", header=["BRACKET OP1", "VISE"], holes=12, offsets=["G54", "G55"],
                 tools=[tool(5, "T5 8.5MM DRILL", 8.5, "drill", holes=12)])
@@ -173,3 +177,26 @@ async def test_unknown_programs_and_devices_get_404_or_400_and_edges_cannot_read
     assert resp.status_code == 400 and "EXECUTION" in resp.json()["detail"][0]["message"]
     assert (await api.client.get("/api/v1/programs", headers=auth(api.edge))).status_code == 403
     assert (await api.client.get("/api/v1/programs")).status_code == 401
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def both(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Api]:
+    database = {}
+    if request.param == "postgres":
+        database = {"url": await fresh_pg_database(request.getfixturevalue("pg_server"))}
+    async with make_api(tmp_path, database=database) as client:
+        yield client
+
+
+@pytest.mark.parametrize(("path", "params"), [
+    ("/api/v1/programs", {"text": "a\x00b"}), ("/api/v1/programs", {"tool": "drill\x00"}),
+    ("/api/v1/assets", {"type": "Cutting\x00Tool"}), ("/api/v1/documents", {"key": "T1\x00"}),
+    ("/api/v1/assets", {"cursor": base64.urlsafe_b64encode(b"aedge-1\nT\x001").decode()}),
+])
+async def test_a_nul_character_in_a_parameter_is_a_4xx_on_both_backends(both: Api, path: str,
+                                                                        params: dict[str, str]) -> None:
+    """PostgreSQL takes no NUL character in a text: a parameter carrying one must be refused as bad input, not
+    sent to the database (which answered 503, 'retry after 2 s', as if it were down)."""
+    resp = await both.client.get(path, params=params, headers=auth(both.viewer))
+    assert resp.status_code in (400, 422), resp.text
+    assert resp.json()["detail"][0]["message"]
