@@ -5,7 +5,8 @@ Runs are computed when asked, not stored: a run is a reading of the series, and 
 ``MAX_POINTS`` points of each series are read; beyond that the answer says it is cut (``truncated``) and every
 series is cut at the same instant, the earliest a cut series reached (a PROGRAM series read less far than the
 EXECUTION one would link the later runs to a program that was no longer loaded). The PROGRAM value in force at
-the start of the range is the last one before it.
+the start of the range is the last one before it. A program's runs are read from every machine of the edges that
+harvested it, within one budget of ``MAX_POINTS`` points per series for them all (not for each machine).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class DeviceRuns:
     runs: list[Run]
     calibration: Calibration | None
     truncated: bool
+    points: int = 0  # points read from the three series
 
 
 def _keys(device: str, models: Sequence[Any]) -> tuple[str, str, set[str]]:
@@ -99,7 +101,8 @@ async def device_runs(storage: Storage, device: str, start: int, stop: int,
     candidates = await link_candidates(storage, sorted({t[0] for t in terms}), sorted({t[1] for t in terms}),
                                        sorted({t[2] for t in terms if t[2]})) if terms else []
     runs = link_runs(runs, candidates, edges)
-    return DeviceRuns(device, execution_key, program_key, runs, calibrate(device, runs), cut is not None)
+    return DeviceRuns(device, execution_key, program_key, runs, calibrate(device, runs), cut is not None,
+                      len(execution) + len(quality) + len(program))
 
 
 async def devices_of_edges(storage: Storage, edges: Sequence[str]) -> list[str]:
@@ -115,17 +118,23 @@ async def devices_of_edges(storage: Storage, edges: Sequence[str]) -> list[str]:
 
 
 async def runs_of_program(storage: Storage, sha256: str, edges: Sequence[str], devices: Sequence[str],
-                          start: int, stop: int) -> tuple[list[Run], dict[str, Calibration], bool]:
+                          start: int, stop: int, max_points: int = MAX_POINTS,
+                          ) -> tuple[list[Run], dict[str, Calibration], bool]:
     """The runs linked to a program on the machines of the edges that harvested it (and ``devices``), with each
-    machine's calibration."""
+    machine's calibration; at most about ``max_points`` points of each series read for all machines together."""
     runs: list[Run] = []
     calibrations: dict[str, Calibration] = {}
     truncated = False
+    left = 3 * max_points  # an edge with many machines must not multiply what one request reads
     for device in sorted(set(await devices_of_edges(storage, edges)) | set(devices)):
+        if left <= 0:
+            truncated = True
+            break
         try:
-            found = await device_runs(storage, device, start, stop)
+            found = await device_runs(storage, device, start, stop, min(max_points, left))
         except BadQuery:
             continue
+        left -= found.points
         truncated = truncated or found.truncated
         if found.calibration is not None:
             calibrations[device] = found.calibration

@@ -177,3 +177,26 @@ async def test_series_cut_at_the_point_limit_are_cut_at_one_instant(storage: Sto
     assert not whole.truncated
     cut = await device_runs(storage, "lathe", epoch(DAY[0]), epoch(DAY[1]), max_points=4)
     assert [(r.program, r.duration_s) for r in cut.runs] == [("O1000", 1.0)] and cut.truncated
+
+
+async def test_a_programs_runs_read_one_budget_of_points_for_all_machines(storage: Storage) -> None:
+    """An edge with many machines: the runs of a program read at most about ``max_points`` of each series for
+    them all, and say the answer is cut."""
+    docs = []
+    for k, name in enumerate(("lathe-1", "lathe-2", "lathe-3")):
+        model, _ = okuma_model(name)
+        uuid = f"{model['uuid']}-{k}"
+        docs.append(document(k + 1, "mtconnect_device", uuid, {**model, "uuid": uuid}))
+    part = program("shop/O5000.nc", number="O5000")
+    docs.append(program_doc(9, part))
+    read, _ = read_documents(docs)
+    t0 = epoch(DAY[0]) / S + 3600
+    frames = [TelemetryFrame(ts=t0 + t, device_id=name, sensors=values) for name in ("lathe-1", "lathe-2", "lathe-3")
+              for t, values in ((0, {"Lpprogram": "O5000"}), (1, {"Lpexecution": "ACTIVE"}),
+                                (3, {"Lpexecution": "PROGRAM_COMPLETED"}))]
+    await storage.ingest("edge-1", list(enumerate(frames, 1)), None, 0, documents=read)
+    runs, _, cut = await runs_of_program(storage, part["sha256"], ["edge-1"], [], epoch(DAY[0]), epoch(DAY[1]))
+    assert [r.device for r in runs] == ["lathe-1", "lathe-2", "lathe-3"] and not cut
+    runs, _, cut = await runs_of_program(storage, part["sha256"], ["edge-1"], [], epoch(DAY[0]), epoch(DAY[1]),
+                                         max_points=2)
+    assert [r.device for r in runs] == ["lathe-1", "lathe-2"] and cut  # 3 points each: 6 of a budget of 3 x 2
