@@ -184,20 +184,31 @@ def _estimate(record: str) -> Estimate | None:
         return None
 
 
+_LINK_CHUNK = 1000  # values per IN list: PostgreSQL takes at most 32,767 parameters in a statement
+MAX_LINK_CANDIDATES = 10_000
+
+
 async def link_candidates(storage: Storage, names: Sequence[str], stems: Sequence[str],
                           numbers: Sequence[str]) -> list[LinkCandidate]:
-    """The programs a run's PROGRAM values may name: by file name, stem or program number (lower case)."""
-    def build(param: Callable[[int], str]) -> tuple[str, list[Any]]:
-        arg = Arguments(param)
-        ors = []
-        for column, values in (("name", names), ("stem", stems), ("number_key", numbers)):
-            if values:
-                ors.append(f"{column} IN ({', '.join(arg(v) for v in values)})")
-        sql = ("SELECT edge, sha256, device, path, number, name, stem, number_key, record, first_seen, last_seen "
-               f"FROM programs WHERE {' OR '.join(ors) or '1 = 0'} ORDER BY last_seen DESC LIMIT 10000")  # noqa: S608
-        return sql, arg.values
+    """The programs a run's PROGRAM values may name: by file name, stem or program number (lower case); the
+    ``MAX_LINK_CANDIDATES`` seen last. Asked in chunks, however many values there are."""
+    def build(column: str, values: Sequence[str]) -> Callable[[Callable[[int], str]], tuple[str, list[Any]]]:
+        def sql(param: Callable[[int], str]) -> tuple[str, list[Any]]:
+            arg = Arguments(param)
+            marks = ", ".join(arg(v) for v in values)
+            return ("SELECT edge, sha256, device, path, number, name, stem, number_key, record, first_seen, "
+                    f"last_seen FROM programs WHERE {column} IN ({marks}) "  # noqa: S608
+                    f"ORDER BY last_seen DESC LIMIT {MAX_LINK_CANDIDATES}"), arg.values
+        return sql
+
+    rows: dict[tuple[str, str], tuple[Any, ...]] = {}
+    for column, values in (("name", names), ("stem", stems), ("number_key", numbers)):
+        for k in range(0, len(values), _LINK_CHUNK):
+            for r in await storage.select(build(column, values[k:k + _LINK_CHUNK])):
+                rows.setdefault((r[0], r[1]), tuple(r))
+    newest = sorted(rows.values(), key=lambda r: r[10], reverse=True)[:MAX_LINK_CANDIDATES]
     return [LinkCandidate(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], _estimate(r[8]), r[9], r[10])
-            for r in await storage.select(build)]
+            for r in newest]
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ from typing import Any
 
 from cloud.documents import read_documents
 from cloud.storage.base import Storage
-from cloud.storage.programs import ProgramQuery, assets, program_copies, search_programs
+from cloud.storage.programs import ProgramQuery, assets, link_candidates, program_copies, search_programs
 from tests.cloud.documents import document, program, program_doc, tool
 
 DRILL = program("drill/O1001.nc", number="O1001", header=["Bracket op1"], holes=12, offsets=["G54", "G54.1 P2"],
@@ -89,3 +89,12 @@ async def test_two_models_of_one_device_in_a_batch_leave_the_newer_items(storage
                                               at=1)])
     rows = await storage.select(lambda p: ("SELECT key, units FROM mtconnect_items ORDER BY pos", []))
     assert [tuple(r) for r in rows] == [("x", "MILLIMETER"), ("y", "MILLIMETER")]
+
+
+async def test_runs_naming_thousands_of_programs_find_theirs_on_both_backends(storage: Storage) -> None:
+    # A control that writes a block or a time into PROGRAM gives a run per value: the look-up of their programs
+    # must not pass one SQL parameter per value (SQLite and PostgreSQL both stop at about 32,000).
+    await ingest(storage, "edge-1", [program_doc(1, DRILL)])
+    names = [f"o{k}.nc" for k in range(12_000)] + ["o1001.nc"]
+    found = await link_candidates(storage, names, [n[:-3] for n in names], [str(k) for k in range(12_000)])
+    assert [c.path for c in found] == ["drill/O1001.nc"]
