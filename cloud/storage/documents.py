@@ -126,8 +126,10 @@ def _plan_program(w: Writes, edge: str, doc: DocumentIn, rec: ProgramRecord, kno
         renames = ([{"from": rec.renamed_from, "to": rec.path, "ts": doc.ts / 1e6}]
                    if rec.renamed_from and rec.renamed_from != rec.path else [])
         w.programs_new.append(_program_row(edge, doc, rec, renames))
-        w.tools.extend((edge, rec.sha256, pos, t.tool, t.comment, t.type, t.diameter_mm)
-                       for pos, t in enumerate(rec.tools))
+        # Comments and types are kept lower case by Python for the word search: SQL's lower() folds ASCII letters
+        # only (SQLite; PostgreSQL in the C locale), and the record keeps them as written for reading.
+        w.tools.extend((edge, rec.sha256, pos, t.tool, t.comment and t.comment.lower(), t.type and t.type.lower(),
+                        t.diameter_mm) for pos, t in enumerate(rec.tools))
         w.offsets.extend((edge, rec.sha256, o) for o in dict.fromkeys(rec.offsets))
         known[rec.sha256] = ProgramState(rec.path, renames, doc.ts, doc.ts)
         return

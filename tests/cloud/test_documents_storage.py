@@ -98,3 +98,12 @@ async def test_runs_naming_thousands_of_programs_find_theirs_on_both_backends(st
     names = [f"o{k}.nc" for k in range(12_000)] + ["o1001.nc"]
     found = await link_candidates(storage, names, [n[:-3] for n in names], [str(k) for k in range(12_000)])
     assert [c.path for c in found] == ["drill/O1001.nc"]
+
+
+async def test_tool_words_with_accents_are_found_in_any_case_on_both_backends(storage: Storage) -> None:
+    # SQLite's lower() (and PostgreSQL's in the C locale) folds ASCII letters only: "FRÄSER" stayed "frÄser",
+    # which no search, typed in any case, could find.
+    mill = program("x/O7.nc", content="o7", tools=[tool(3, "FRÄSER Ø8", 8.0, "Fräser"), tool(4, "ÉBAUCHE", 10.0)])
+    await ingest(storage, "edge-1", [program_doc(1, mill)])
+    for words in ("fräser ø8", "FRÄSER", "Fräser", "ébauche", "ÉBAUCHE"):
+        assert await found(storage, tool=words) == ["x/O7.nc"], words
