@@ -74,6 +74,7 @@ bench: install
 	$(PY) bench/bench_ml.py
 	$(PY) bench/bench_vsensors.py
 	$(PY) bench/bench_console.py
+	$(PY) bench/bench_harvester.py
 
 clean:
 	rm -rf $(VENV) $(OPCUA_SERVER)/node_modules cloud/console/static/vendor run/ build/ dist/ *.egg-info .pytest_cache .mypy_cache .ruff_cache

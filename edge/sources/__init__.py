@@ -19,6 +19,7 @@ from edge.sources.base import Backoff, FrameSink, Source, SourceHealth, SourceSt
 from edge.sources.modbus.config import ModbusSourceConfig
 from edge.sources.mtconnect.config import MTConnectSourceConfig
 from edge.sources.opcua.config import OpcUaSourceConfig
+from edge.sources.programs.config import ProgramsSourceConfig
 from shared.configbase import StrictModel
 
 __all__ = [
@@ -33,7 +34,8 @@ __all__ = [
     "build_source",
 ]
 
-SourceConfig = Annotated[ModbusSourceConfig | OpcUaSourceConfig | MTConnectSourceConfig, Field(discriminator="kind")]
+AnySourceConfig = ModbusSourceConfig | OpcUaSourceConfig | MTConnectSourceConfig | ProgramsSourceConfig
+SourceConfig = Annotated[AnySourceConfig, Field(discriminator="kind")]
 
 
 @dataclass(frozen=True)
@@ -54,8 +56,9 @@ SOURCES: dict[str, SourceKind] = {
     "modbus": SourceKind(ModbusSourceConfig, "edge.sources.modbus.source", "ModbusSource"),
     "opcua": SourceKind(OpcUaSourceConfig, "edge.sources.opcua.source", "OpcUaSource"),
     "mtconnect": SourceKind(MTConnectSourceConfig, "edge.sources.mtconnect.source", "MTConnectSource"),
+    "programs": SourceKind(ProgramsSourceConfig, "edge.sources.programs.source", "ProgramsSource"),
 }
 
 
-def build_source(config: ModbusSourceConfig | OpcUaSourceConfig | MTConnectSourceConfig, sink: FrameSink) -> Source:
+def build_source(config: AnySourceConfig, sink: FrameSink) -> Source:
     return SOURCES[config.kind].load()(config, sink)

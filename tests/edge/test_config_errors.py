@@ -61,7 +61,8 @@ def test_unknown_source_kind_names_the_known_ones(tmp_path: Path) -> None:
     path = write(tmp_path, '[edge]\nid = "e1"\n[[sources]]\nkind = "profibus"\nname = "x"\n')
     with pytest.raises(ConfigFileError) as err:
         load_config(path, GatewayConfig)
-    assert err.value.lines == ["sources[0]: unknown 'kind' 'profibus'; expected one of 'modbus', 'opcua', 'mtconnect'"]
+    assert err.value.lines == [
+        "sources[0]: unknown 'kind' 'profibus'; expected one of 'modbus', 'opcua', 'mtconnect', 'programs'"]
 
 
 @pytest.mark.parametrize("text", [
