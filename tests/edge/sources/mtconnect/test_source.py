@@ -261,3 +261,21 @@ async def test_a_web_page_instead_of_an_agent_is_a_plain_reason_not_a_crash() ->
     assert source.health.reason == (f"MTConnect agent {url}: not an MTConnect document: root <html> has no namespace "
                                     "(expected urn:mtconnect.org:MTConnect...:1.x or 2.x)")
     assert not sink.frames and not sink.positions
+
+
+async def test_an_edge_down_longer_than_the_buffer_holds_counts_exactly_what_it_missed() -> None:
+    async with MTConnectAgent(AgentSettings(speed=math.inf, buffer_size=1024, paused=True)) as agent:
+        sink = HoldingSink()
+        async with running(MTConnectSource(config(agent), sink)) as source:
+            await sink.until(caught_up(source, agent))
+        stopped_at = json.loads(sink.positions["mtconnect:lathe"])["next"]
+        agent.resume()  # the edge is down while the agent records far more than its buffer holds
+        await agent.replay_done.wait()
+        async with running(MTConnectSource(config(agent), sink)) as source:
+            await sink.until(caught_up(source, agent), timeout=60)
+        [gap] = [e.details for e in sink.events if e.kind == "data_gap"]
+        first = agent.buffer.next_sequence - 1024
+        assert (gap["reason"], gap["from_sequence"], gap["to_sequence"]) == ("out_of_range", stopped_at, first)
+        assert gap["lost"] == first - stopped_at
+        kept = [r for r in agent.produced if not stopped_at <= r.sequence < first]
+        assert frame_series(sink.frames) == agent_series(kept, DEVICE_IDS)
