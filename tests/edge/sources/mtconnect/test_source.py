@@ -211,8 +211,10 @@ class PlainProxy:
         await self._http.aclose()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self._serve_head((await reader.readuntil(b"\r\n\r\n")).decode(), writer)
+
+    async def _serve_head(self, head: str, writer: asyncio.StreamWriter) -> None:
         try:
-            head = (await reader.readuntil(b"\r\n\r\n")).decode()
             target = httpx.URL(head.split(" ")[1])
             params = {k: v for k, v in target.params.items() if k not in ("interval", "heartbeat")}
             self.samples += target.path.endswith("/sample")
@@ -279,3 +281,38 @@ async def test_an_edge_down_longer_than_the_buffer_holds_counts_exactly_what_it_
         assert gap["lost"] == first - stopped_at
         kept = [r for r in agent.produced if not stopped_at <= r.sequence < first]
         assert frame_series(sink.frames) == agent_series(kept, DEVICE_IDS)
+
+
+LAUGHS = (b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;">'
+          b'<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;">]><MTConnectStreams>&lol3;</MTConnectStreams>')
+
+
+class HostileStream(PlainProxy):
+    """The agent's probe and current, and a hostile /sample stream: a billion-laughs document in a part."""
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode()
+        if "/sample" not in head.split(" ")[1]:
+            await super()._serve_head(head, writer)
+            return
+        try:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace;boundary=b0\r\n"
+                         b"Connection: close\r\n\r\n--b0\r\nContent-type: text/xml\r\n\r\n" + LAUGHS + b"\r\n--b0\r\n")
+            await writer.drain()
+        finally:
+            writer.close()
+
+
+async def test_a_hostile_stream_is_refused_with_a_reason_and_never_stored() -> None:
+    async with MTConnectAgent(AgentSettings(speed=math.inf, paused=True)) as agent:
+        async with HostileStream(agent) as url:
+            sink = HoldingSink()
+            source = MTConnectSource(config(agent, url=url), sink)
+            async with running(source):
+                async with asyncio.timeout(10):
+                    while source.health.errors < 2:  # noqa: ASYNC110 - the health record has no event
+                        await asyncio.sleep(0.02)
+            assert "declares a DTD or entities" in (source.health.reason or "")
+            assert source.health.state.value == "disconnected"
+            before = json.loads(sink.positions["mtconnect:lathe"])["next"]
+            assert before == agent.buffer.next_sequence  # the seed from /current; nothing of the stream
