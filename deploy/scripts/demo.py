@@ -2,7 +2,8 @@
 
 Starts four child processes with their configs in a run directory (``run/``,
 cleared each time): the cloud service on SQLite, the plant simulator (Modbus
-TCP + OPC-UA machines) and the edge daemon, whose uplink syncs to the cloud.
+TCP + OPC-UA machines), the simulator's MTConnect agent and the edge daemon,
+whose uplink syncs to the cloud.
 Every few seconds it prints what the cloud has received, one line per device.
 Every line says which process it comes from, log lines in one format.
 
