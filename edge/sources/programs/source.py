@@ -144,10 +144,10 @@ class ProgramsSource(Source):
             for stat in scan.files:
                 seen[prefix + stat.path] = (folder, stat)
             # what the scan could not see stays as it was known: no removal is reported for it
-            for key, entry in known.items():
+            for key, old in known.items():
                 rel = key[len(prefix):]
                 if key not in seen and any(not k or rel == k or rel.startswith(k + "/") for k in keep):
-                    seen[key] = (folder, FileStat(rel, entry[0], entry[1]))
+                    seen[key] = (folder, FileStat(rel, old[0], old[1]))
         vanished = {k: v for k, v in self.known.items() if k not in seen}
         now = time.monotonic()
         for key, (folder, stat) in seen.items():
