@@ -16,7 +16,7 @@ from edge.programs.expr import ExprError, evaluate
 from edge.programs.geometry import PLANES, ArcError, arc
 from edge.programs.profiles import MachineProfile
 from edge.programs.tokens import Block
-from edge.programs.tools import ToolStats, tool_from_comment
+from edge.programs.tools import ToolStats, names_tool, tool_from_comment, tool_list_entry
 
 __all__ = ["Interpreter", "Limits", "Result"]
 
@@ -93,6 +93,8 @@ class Interpreter(CycleMixin, CallsMixin, CompensationMixin):
         self.comp_entry = False
         self.comp_exit: tuple[float, float] | None = None
         self.tool: ToolStats | None = None
+        self.no_tool = ToolStats(tool=0)  # moves before the first tool change: in the totals, not a tool use
+        self.tool_list: dict[int, str] = {}  # the header's tool list of CAM posts: T number -> its comment
         self.pending_tool: int | None = None
         self.pending_name: str | None = None
         self.named_tools: dict[str, int] = {}
@@ -123,6 +125,10 @@ class Interpreter(CycleMixin, CallsMixin, CompensationMixin):
                 if self.out.number is None:
                     self.out.number = block.label
                 self.labels.setdefault(label_key(block.label), index)
+            for text in block.comments:
+                number = tool_list_entry(text)
+                if number is not None and len(self.tool_list) < 10_000:
+                    self.tool_list.setdefault(number, text)
         try:
             self._execute()
         except _Stop:
@@ -270,8 +276,9 @@ class Interpreter(CycleMixin, CallsMixin, CompensationMixin):
         if comment is None and self.pending_name is not None:
             comment = self.pending_name
         if comment is None:  # CAM output puts the tool's comment on the line before the change
-            comment = next((c for c in reversed(self.recent_comments) if f"T{number}" in c.upper().replace(
-                " ", "")), None)
+            comment = next((c for c in reversed(self.recent_comments) if names_tool(c, number)), None)
+        if comment is None:  # ... or in the tool list of the program's header
+            comment = self.tool_list.get(number)
         tool = tool_from_comment(number, comment, self.scale)
         if tool.diameter_mm is None and number in self.tool_diameters:
             tool.diameter_mm = self.tool_diameters[number]
@@ -285,8 +292,9 @@ class Interpreter(CycleMixin, CallsMixin, CompensationMixin):
 
     def current_tool(self) -> ToolStats:
         if self.tool is None:  # moves before any tool change: the tool in the spindle, as far as known
-            number = self.pending_tool if self.pending_tool is not None else 0
-            self.tool = tool_from_comment(number, None, self.scale)
+            if self.pending_tool is None:  # not known at all: counted in the program's totals only
+                return self.no_tool
+            self.tool = tool_from_comment(self.pending_tool, self.tool_list.get(self.pending_tool), self.scale)
             if self.rpm:
                 self.tool.rpm.append(self.rpm)
             if self.feed > 0:

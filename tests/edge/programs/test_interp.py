@@ -35,7 +35,7 @@ def test_fanuc_forms_trailing_decimals_g28_and_header() -> None:
 
 
 def test_inch_program_is_reported_in_mm() -> None:
-    rec = run("G20 G90\nG1 X1. F10.\nM30\n")
+    rec = run("G20 G90\nT1 M6\nG1 X1. F10.\nM30\n")
     assert rec.units == "inch"
     assert rec.feed_mm == pytest.approx(25.4)
     assert rec.tools[0].feeds_mm_min == [pytest.approx(254.0)]
@@ -195,3 +195,69 @@ def test_haas_local_subprogram_by_n_label() -> None:
     assert rec.dialect == "haas"
     assert rec.feed_mm == pytest.approx(10.0)
     assert rec.subprograms == ["N100"]
+
+
+FUSION = """%
+O01001 (BRACKET OP1)
+(T1 D=12. CR=0. - ZMIN=-5. - FLAT END MILL)
+(T2 D=6.8 CR=0. TAPER=118DEG - ZMIN=-20. - DRILL)
+(T3 1/2 DRILL)
+(T12 10MM ENDMILL)
+N10 G90 G94 G17
+N20 G28 G91 Z0.
+N25 G90
+(2D CONTOUR1)
+N30 T1 M6
+N35 S8000 M3
+N45 G0 X-10. Y-10.
+(DRILL1)
+N125 T2 M6
+N140 G0 X10. Y10.
+N190 T3 M6
+N195 G0 X0 Y0
+N200 T12 M6
+N205 G0 X5 Y0
+M30
+%
+"""
+
+MASTERCAM = """%
+O0100(BLOCK)
+(MCX FILE - BLOCK.MCX)
+(T1 | 1/2 FLAT ENDMILL | H1 | D1 | WEAR COMP | TOOL DIA. - .5)
+(T12 | 1/4 DRILL | H12)
+(T3 | 3/8 TAP | H3 | TOOL DIA. - .375)
+G20
+G0 G17 G40 G49 G80 G90
+T1 M6
+G0 G90 G54 X0. Y0. S5000 M3
+T12 M6
+G0 X1.
+T3 M6
+G0 X0.
+M30
+%
+"""
+
+
+def test_tools_take_their_comment_from_the_header_tool_list() -> None:
+    # CAM posts list every tool in the header and put the operation's name before each tool change
+    rec = run(FUSION)
+    assert [(t.tool, t.diameter_mm, t.type) for t in rec.tools] == [
+        (1, 12.0, "end mill"), (2, 6.8, "drill"), (3, pytest.approx(12.7), "drill"), (12, 10.0, "end mill")]
+    assert rec.tools[3].comment == "T12 10MM ENDMILL"
+
+
+def test_mastercam_tool_list_t1_is_not_t12_and_d1_is_an_offset() -> None:
+    rec = run(MASTERCAM)
+    assert [(t.tool, t.comment and t.comment.split(" | ")[1], t.type) for t in rec.tools] == [
+        (1, "1/2 FLAT ENDMILL", "end mill"), (12, "1/4 DRILL", "drill"), (3, "3/8 TAP", "tap")]
+    assert [t.diameter_mm for t in rec.tools] == [pytest.approx(12.7), pytest.approx(6.35), pytest.approx(9.525)]
+
+
+def test_moves_before_the_first_tool_change_are_no_tool() -> None:
+    # positioning before T1 M6 counts in the program's lengths, but there is no "tool 0" in the tool list
+    rec = run("G0 G90 G54 X10 Y10 Z50\nT1 M6 (10MM ENDMILL)\nG0 X0 Y0\nG1 X10 F100\nM30\n")
+    assert [t.tool for t in rec.tools] == [1]
+    assert rec.rapid_mm == pytest.approx(math.sqrt(10**2 + 10**2 + 50**2) + math.hypot(10, 10))
+    assert rec.tools[0].rapid_mm == pytest.approx(math.hypot(10, 10))
