@@ -14,6 +14,7 @@ from edge.programs.cycles import CycleMixin
 from edge.programs.estimate import MoveTimer
 from edge.programs.expr import ExprError, evaluate
 from edge.programs.geometry import PLANES, ArcError, arc
+from edge.programs.lathe import LatheMixin, is_lathe
 from edge.programs.profiles import MachineProfile
 from edge.programs.tokens import Block
 from edge.programs.tools import ToolStats, names_tool, tool_from_comment, tool_list_entry
@@ -67,7 +68,7 @@ class _Stop(Exception):
     """The program cannot go on (a bound reached)."""
 
 
-class Interpreter(CycleMixin, CallsMixin, CompensationMixin):
+class Interpreter(CycleMixin, CallsMixin, CompensationMixin, LatheMixin):
     """Runs one program's blocks. ``run()`` returns a ``Result`` and never raises on the program's content."""
 
     def __init__(self, blocks: list[Block], *, dialect: str, profile: MachineProfile,
@@ -106,6 +107,7 @@ class Interpreter(CycleMixin, CallsMixin, CompensationMixin):
         self.n_labels: dict[int, int] | None = None
         self.stack: list[tuple[int, int, int]] = []  # (return index, repeats left, start index)
         self.init_cycles()
+        self.init_lathe(is_lathe(blocks, dialect))
 
     # --- diagnostics -----------------------------------------------------------------------------------
 
@@ -193,11 +195,18 @@ class Interpreter(CycleMixin, CallsMixin, CompensationMixin):
                     self.scale = 25.4 if code == 20.0 else 1.0
                 elif code == 94.0 or code == 95.0:
                     self.per_rev = code == 95.0
-        if "T" in w and self.dialect != "siemens":
+        speed = "S" in w
+        if self.lathe:
+            self.lathe_words(g, w)
+            if g and self.lathe_modes(g, w):
+                speed = False  # a G50 S limit or a G96 surface speed, not a spindle speed
+            if "T" in w:
+                self.turret(w["T"], block)
+        elif "T" in w and self.dialect != "siemens":
             self.pending_tool = int(w["T"]) if w["T"] >= 0 else None
         if 6.0 in m:  # before S and F: those on the tool-change line are the new tool's
             self.tool_change(block)
-        if "S" in w:
+        if speed:
             self._set_speed(w["S"])
         if "F" in w:
             self._set_feed(w["F"], block.line)
@@ -250,7 +259,7 @@ class Interpreter(CycleMixin, CallsMixin, CompensationMixin):
             self.diag(line, "error", f"negative feed F{value:g}")
             return
         self.feed = value * self.scale
-        rate = self.feed * (self.rpm or self.profile.default_rpm) if self.per_rev else self.feed
+        rate = self.feed * (self.css_rpm() or self.rpm or self.profile.default_rpm) if self.per_rev else self.feed
         if self.tool is not None and (not self.tool.feeds or self.tool.feeds[-1] != rate) and len(
                 self.tool.feeds) < 1000:
             self.tool.feeds.append(rate)
@@ -263,10 +272,11 @@ class Interpreter(CycleMixin, CallsMixin, CompensationMixin):
 
     def feed_rate(self) -> float:
         """The current feed in mm/min (G95: per revolution times the spindle speed)."""
+        rpm = self.css_rpm() or self.rpm or self.profile.default_rpm
         feed = self.feed
         if feed <= 0.0:
-            feed = self.profile.default_feed / (self.rpm or self.profile.default_rpm if self.per_rev else 1.0)
-        return feed * (self.rpm or self.profile.default_rpm) if self.per_rev else feed
+            feed = self.profile.default_feed / (rpm if self.per_rev else 1.0)
+        return feed * rpm if self.per_rev else feed
 
     # --- tools --------------------------------------------------------------------------------------------
 
@@ -331,7 +341,7 @@ class Interpreter(CycleMixin, CallsMixin, CompensationMixin):
                 self.start_cycle(code)
             elif code == 80.0:
                 self.motion = None if self.dialect == "linuxcnc" else self.motion_after_cycle()
-            elif code in (98.0, 99.0):
+            elif code in (98.0, 99.0) and not (self.lathe and self.dialect != "okuma"):
                 self.retract_to_initial = code == 98.0
             elif code in (40.0, 41.0, 42.0):
                 self._compensation(code, w, block)

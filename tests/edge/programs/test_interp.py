@@ -261,3 +261,49 @@ def test_moves_before_the_first_tool_change_are_no_tool() -> None:
     assert [t.tool for t in rec.tools] == [1]
     assert rec.rapid_mm == pytest.approx(math.sqrt(10**2 + 10**2 + 50**2) + math.hypot(10, 10))
     assert rec.tools[0].rapid_mm == pytest.approx(math.hypot(10, 10))
+
+
+FANUC_LATHE = """%
+O0001 (SHAFT)
+G21 G99
+G28 U0. W0.
+T0101 (OD TURN 80DEG)
+G50 S3000
+G96 S200 M3
+G0 X52. Z2.
+G1 Z-50. F0.25
+U8.
+G0 W52.
+G28 U0. W0.
+T0202 (DRILL 10MM)
+G97 S1000 M3
+G0 X0 Z5.
+G1 Z-20. F0.1
+G0 Z5.
+M30
+%
+"""
+
+
+def test_fanuc_lathe_turret_diameters_and_feed_per_revolution() -> None:
+    # G99 F0.25 is 0.25 mm per revolution, not per minute; T0202 indexes the turret without M6; X is a diameter
+    rec = run(FANUC_LATHE)
+    assert [(t.tool, t.comment) for t in rec.tools] == [(1, "OD TURN 80DEG"), (2, "DRILL 10MM")]
+    turn, drill = rec.tools
+    assert turn.feed_mm == pytest.approx(52.0 + 4.0)  # Z2 to Z-50, then U8 (4 mm of radius)
+    assert turn.rapid_mm == pytest.approx(math.hypot(26, 2) + 52.0 + math.hypot(30, 2))
+    # G96: 200 m/min at 52 mm diameter is 1224 rev/min (under the G50 S3000 limit)
+    assert turn.feeds_mm_min == [pytest.approx(0.25 * 200_000 / (math.pi * 52))]
+    assert drill.spindle_rpm == [1000.0] and drill.feeds_mm_min == [pytest.approx(100.0)]
+    assert drill.feed_mm == pytest.approx(25.0)
+    assert rec.estimate is not None and rec.estimate.total_s < 120  # about half a minute, not hours
+
+
+def test_okuma_lathe_sequence_names_and_turret() -> None:
+    rec = run("O1234\nG50 S2500\nNAT01 G0 X200 Z200 T010101\nG96 S180 M3\nG0 X52 Z2\nG95 G1 Z-50 F0.3\n"
+              "G0 X200 Z200\nNAT02 T020202\nG97 S800 M3\nG0 X0 Z5\nG95 G1 Z-20 F0.1\nG0 X200 Z200\nM02\n",
+              name="SHAFT.MIN")
+    assert [t.tool for t in rec.tools] == [1, 2]
+    assert rec.diagnostics == []
+    assert rec.tools[1].feeds_mm_min == [pytest.approx(80.0)] and rec.tools[1].feed_mm == pytest.approx(25.0)
+    assert rec.estimate is not None and rec.estimate.total_s < 120
