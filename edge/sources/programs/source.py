@@ -160,9 +160,13 @@ class ProgramsSource(Source):
             if not self._settled(key, stat, now):
                 continue
             await self._harvest(key, folder, stat, vanished)
-        for key, entry in vanished.items():
-            await self._removed(key, entry)
         self.pending = {k: v for k, v in self.pending.items() if k in seen}
+        # a move between folders of a share is a copy, then a delete: while a file of the same size is still
+        # settling in the folder, the vanished one may be its old path (a rename once it has settled)
+        settling = {(k.partition("/")[0], v[0]) for k, v in self.pending.items()}
+        for key, entry in vanished.items():
+            if (key.partition("/")[0], entry[0]) not in settling:
+                await self._removed(key, entry)
         self.scans += 1
         self.health.record_success(0, 0)
         self.health.detail.update(files=len(self.known), scans=self.scans)

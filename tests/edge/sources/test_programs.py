@@ -271,3 +271,19 @@ async def test_more_files_than_max_files_removes_nothing(tmp_path: Path) -> None
     problems = await source.scan_once()
     assert [e.details["action"] for e in sink.events("program_harvested")] == ["harvested"] * 4
     assert problems and "max_files" in problems[0]
+
+
+async def test_a_move_by_copy_then_delete_is_a_rename(tmp_path: Path) -> None:
+    # moving a file on a share copies it (the copy settles for a while) and then deletes the original
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "a.nc").write_text(PROGRAM)
+    sink = FakeSink()
+    await ProgramsSource(config(tmp_path), sink).scan_once()
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "a.nc").write_text(PROGRAM)
+    (tmp_path / "old" / "a.nc").unlink()
+    await ProgramsSource(config(tmp_path, settle_time="1h"), sink).scan_once()  # the copy has not settled yet
+    assert [e.details["action"] for e in sink.events("program_harvested")] == ["harvested"]
+    await ProgramsSource(config(tmp_path), sink).scan_once()  # settled
+    assert [e.details["action"] for e in sink.events("program_harvested")] == ["harvested", "renamed"]
+    assert sink.documents()[-1].body["renamed_from"] == "old/a.nc"
