@@ -307,3 +307,12 @@ def test_okuma_lathe_sequence_names_and_turret() -> None:
     assert rec.diagnostics == []
     assert rec.tools[1].feeds_mm_min == [pytest.approx(80.0)] and rec.tools[1].feed_mm == pytest.approx(25.0)
     assert rec.estimate is not None and rec.estimate.total_s < 120
+
+
+def test_a_subprogram_kept_in_the_control_is_a_warning_not_an_error() -> None:
+    # M98 P9001 calls a tool-change or probing macro stored in the control: the program itself is fine
+    rec = run("O1\nT1 M6\nM98 P9001\nG0 X10\nM30\n")
+    assert errors(rec) == []
+    assert [(d.line, d.level) for d in rec.diagnostics] == [(3, "warning")]
+    assert "O9001" in rec.diagnostics[0].message and "not counted" in rec.diagnostics[0].message
+    assert rec.subprograms == ["O9001"] and rec.rapid_mm == pytest.approx(10.0)
