@@ -38,7 +38,7 @@ _OFFSETS = {54.0: "G54", 55.0: "G55", 56.0: "G56", 57.0: "G57", 58.0: "G58", 59.
 class Limits:
     """Bounds that keep a hostile or looping program from holding the harvester."""
 
-    max_blocks: int = 2_000_000  # blocks executed, subprogram repeats included
+    max_blocks: int = 2_000_000  # blocks executed, subprogram repeats included; a cycle hole counts 4, a peck 2
     max_depth: int = 16  # nested subprogram calls
 
 
@@ -106,6 +106,7 @@ class Interpreter(CycleMixin, CallsMixin, CompensationMixin, LatheMixin):
         self.labels: dict[str, int] = {}
         self.n_labels: dict[int, int] | None = None
         self.stack: list[tuple[int, int, int]] = []  # (return index, repeats left, start index)
+        self.executed = 0  # blocks executed and canned-cycle moves made, against Limits.max_blocks
         self.init_cycles()
         self.init_lathe(is_lathe(blocks, dialect))
 
@@ -142,22 +143,27 @@ class Interpreter(CycleMixin, CallsMixin, CompensationMixin, LatheMixin):
 
     def _execute(self) -> None:
         blocks, limit = self.blocks, self.limits.max_blocks
-        pc, executed, n = 0, 0, len(blocks)
+        pc, n = 0, len(blocks)
         while pc < n:
-            executed += 1
-            if executed > limit:
-                self.diag(blocks[pc].line, "error", f"stopped after {limit:,} executed blocks: the program loops "
-                          "or repeats too often to follow (check the M98/M99 calls and L counts)")
-                raise _Stop
+            self.executed += 1
             block = blocks[pc]
+            if self.executed > limit:
+                self._stop(block)
             pc += 1
             if block.error is not None:
                 self.diag(block.line, "error" if not block.words else "warning", block.error)
             jump = self.block(block, pc)
+            if self.executed > limit:  # a block's canned-cycle holes and pecks count too
+                self._stop(block)
             if jump is not None:
                 if jump < 0:
                     return
                 pc = jump
+
+    def _stop(self, block: Block) -> None:
+        self.diag(block.line, "error", f"stopped after {self.limits.max_blocks:,} executed blocks and cycle moves: "
+                  "the program loops or repeats too often to follow (check the M98/M99 calls, L counts and Q pecks)")
+        raise _Stop
 
     # --- one block ----------------------------------------------------------------------------------------
 

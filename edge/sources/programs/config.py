@@ -54,7 +54,8 @@ class ProgramsSourceConfig(StrictModel):
                                     "not read")
     max_files: int = Field(20_000, ge=1, le=30_000, description="files tracked per harvester")
     max_blocks: int = Field(2_000_000, ge=1_000, le=50_000_000,
-                            description="blocks one program may execute (subprogram repeats included)")
+                            description="blocks one program may execute (subprogram repeats included; a "
+                                        "canned-cycle hole counts 4, a peck 2)")
     machine_profile: MachineProfile = Field(default_factory=MachineProfile)
     tool_diameters: dict[int, float] = Field(
         default_factory=dict, max_length=10_000,

@@ -316,3 +316,15 @@ def test_a_subprogram_kept_in_the_control_is_a_warning_not_an_error() -> None:
     assert [(d.line, d.level) for d in rec.diagnostics] == [(3, "warning")]
     assert "O9001" in rec.diagnostics[0].message and "not counted" in rec.diagnostics[0].message
     assert rec.subprograms == ["O9001"] and rec.rapid_mm == pytest.approx(10.0)
+
+
+@pytest.mark.parametrize("program", [
+    "T1 M6\nG0 X0 Y0 Z10\nG83 Z-100000 R1 Q0.00001 F100\nM30\n",  # ten billion pecks in one hole
+    "T1 M6\nG0 X0 Y0 Z10\nG73 Z-100000 R1 Q0.00001 F100\nM30\n",
+    "T1 M6\nG0 X0 Y0 Z10\nG83 Z-1000 R1 Q0.001 F100 L9999\nG91 X1 L9999\nX1 L9999\nM30\n",
+    "O1\nT1 M6\nG0 Z10\nM98 P2 L99999\nM30\nO2\nG91 G81 X1 Z-1 R-5 F100 L9999\nG90\nM99\n",  # a billion holes
+])
+def test_peck_and_hole_repeats_are_bounded_like_blocks(program: str) -> None:
+    rec = run(program, limits=Limits(max_blocks=20_000))
+    assert rec.estimate is None
+    assert any("stopped after" in e for e in errors(rec))
