@@ -46,8 +46,9 @@ MAX_DOCUMENT_BYTES = 32 * 1024 * 1024  # a /sample of thousands of observations 
 MAX_ATTRIBUTE = 4096  # ids, names, codes: longer is not an agent talking
 MAX_DEPTH = 64  # nesting of an asset (serialized recursively) or a device's components
 # A parsed element costs about 100 bytes of memory for 4 bytes of '<a/>': the byte limit alone would let a
-# hostile document take gigabytes. A /sample of 100,000 observations has 200,000 elements at most.
-MAX_ELEMENTS = 1_000_000
+# hostile document take gigabytes (at this bound: about 200 MB). A /sample of the source's largest count (100,000
+# observations) has a few hundred thousand elements, data sets included.
+MAX_ELEMENTS = 2_000_000
 MAX_NESTING = 10_000
 _MAX_INT = 2**64
 
