@@ -1,6 +1,6 @@
 """Lathe programs (Fanuc lathes, Okuma LB/LU): what differs from a machining centre, as far as lengths and times
 need it. A program is taken as a lathe's when it has no M6 and uses lathe words (U/W incremental axes, G96
-constant surface speed, or Okuma's T010101 tool words).
+constant surface speed, or turret T words: T0101, Okuma's T010101).
 
 On a lathe the T word itself indexes the turret (T0101: tool 1, offset 1), X is a diameter (a move of X10 is
 5 mm of travel), U and W are X and Z incremental, Fanuc's G98/G99 are feed per minute/per revolution (not the
@@ -30,8 +30,8 @@ def is_lathe(blocks: list[Block], dialect: str) -> bool:
             if letter == "M" and value == 6.0:
                 return False
             if letter in ("U", "W") or (letter == "G" and value == 96.0) or (
-                    letter == "T" and dialect == "okuma" and isinstance(value, float) and value >= 10_000):
-                lathe = True
+                    letter == "T" and dialect != "siemens" and isinstance(value, float) and value >= 100):
+                lathe = True  # T0101: a turret's tool and offset (a mill changes tools with M6)
     return lathe
 
 

@@ -328,3 +328,11 @@ def test_peck_and_hole_repeats_are_bounded_like_blocks(program: str) -> None:
     rec = run(program, limits=Limits(max_blocks=20_000))
     assert rec.estimate is None
     assert any("stopped after" in e for e in errors(rec))
+
+
+def test_okuma_lathe_with_four_digit_turret_words_and_feed_per_revolution() -> None:
+    rec = run("N1 G50 S3000\nG95\nG0 X200. Z100.\nT0101 (OD ROUGHING)\nG97 S1200 M3\nG0 X82. Z2.\nG1 Z-60. F0.3\n"
+              "G0 X200. Z100.\nT0303 (DRILL D10MM)\nS800 M3\nG0 X0. Z5.\nG1 Z-30. F0.12\nG0 Z5.\nM30\n", name="P.MIN")
+    assert [(t.tool, t.diameter_mm) for t in rec.tools] == [(1, None), (3, 10.0)]
+    assert rec.tools[0].feeds_mm_min == [pytest.approx(360.0)] and rec.tools[0].feed_mm == pytest.approx(62.0)
+    assert rec.tools[1].feeds_mm_min == [pytest.approx(96.0)] and rec.tools[1].feed_mm == pytest.approx(35.0)
