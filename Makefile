@@ -56,6 +56,7 @@ bench: install
 	$(PY) bench/bench_inference.py
 	$(PY) bench/bench_opcua.py
 	$(PY) bench/bench_opcua_field.py
+	$(PY) bench/bench_mtconnect.py
 	$(PY) bench/bench_footprint.py
 	$(PY) bench/bench_footprint.py --model
 	$(PY) bench/bench_cli.py

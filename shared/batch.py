@@ -176,7 +176,7 @@ EVENT_KINDS: tuple[str, ...] = (
     "certificate_rejected", "queue_full", "queue_room_again",
     "model_swapped", "model_rejected", "model_failed", "drift_changed",
     "edge_started", "edge_stopped",
-    "alarm_opened", "alarm_closed", "data_gap", "agent_restarted",
+    "alarm_opened", "alarm_closed", "data_gap",
     "program_harvested", "program_invalid",
 )
 EventKind = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]

@@ -27,6 +27,9 @@ __all__ = ["MIN_PROGRAMS_FOR_PARTS", "MIN_RUNS_FOR_PARTS", "Calibration", "apply
 
 MIN_RUNS_FOR_PARTS = 8  # runs needed to fit the parts apart; fewer fit one factor
 MIN_PROGRAMS_FOR_PARTS = 5  # different estimates among them (the parts and the constant: five unknowns)
+# A run more than this many times longer (or shorter) than its estimate is not a measure of the machine: a
+# program left in feed hold over a weekend, a run cut short. Feed overrides and a profile far off stay inside.
+MAX_RATIO = 10.0
 _ITERATIONS = 2_000
 
 
@@ -55,12 +58,13 @@ def _parts(estimate: Estimate) -> list[float]:
 def fit_calibration(runs: Sequence[tuple[Estimate, float]]) -> Calibration:
     """Fit a machine's correction from ``(estimate of the program, measured seconds of one run)`` pairs.
 
-    Runs with a measured time of zero or less are ignored. No runs give the identity (estimates unchanged);
+    Runs with a measured time of zero or less, or more than ``MAX_RATIO`` times off their estimate (a program
+    left standing in feed hold, a run cut short), are ignored. No runs give the identity (estimates unchanged);
     fewer than ``MIN_RUNS_FOR_PARTS``, or fewer than ``MIN_PROGRAMS_FOR_PARTS`` different estimates, give one
     factor on the total (least squares through the origin); more give non-negative weights per part plus a
     constant. Never raises on any numbers it is given.
     """
-    good = [(e, float(m)) for e, m in runs if m > 0 and m == m and m != float("inf") and e.total_s >= 0]
+    good = [(e, float(m)) for e, m in runs if _plausible(e, m)]
     if not good:
         return IDENTITY
     num = sum(e.total_s * m for e, m in good)
@@ -76,6 +80,12 @@ def fit_calibration(runs: Sequence[tuple[Estimate, float]]) -> Calibration:
     x = _nnls(scaled, target)
     weights = [x[j] / norms[j] if any(r[j] > 0 for r in rows) else factor for j in range(5)]
     return Calibration((weights[0], weights[1], weights[2], weights[3]), weights[4], len(good), "parts")
+
+
+def _plausible(estimate: Estimate, measured: float) -> bool:
+    if not 0.0 < measured < 1e9 or estimate.total_s < 0:  # NaN compares false: left out too
+        return False
+    return estimate.total_s == 0 or 1 / MAX_RATIO <= measured / estimate.total_s <= MAX_RATIO
 
 
 def _nnls(rows: list[list[float]], target: list[float]) -> list[float]:

@@ -1,8 +1,9 @@
 """`make run`: simulated PLCs -> edge gateway -> cloud aggregator, on the embedded defaults.
 
-Starts three child processes with their configs in a run directory (``run/``,
+Starts four child processes with their configs in a run directory (``run/``,
 cleared each time): the cloud service on SQLite, the plant simulator (Modbus
-TCP + OPC-UA machines) and the edge daemon, whose uplink syncs to the cloud.
+TCP + OPC-UA machines), the simulator's MTConnect agent and the edge daemon,
+whose uplink syncs to the cloud.
 Every few seconds it prints what the cloud has received, one line per device.
 Every line says which process it comes from, log lines in one format.
 
@@ -14,7 +15,14 @@ pressure minus the model's, a blocked vent's sign); the station's summary
 line shows the live predicted demould time ``pur.t_demold`` and its margin to
 the recipe's cycle time.
 
-Ctrl-C, SIGTERM or a hang-up (the terminal closed) stop all three: the edge
+A CNC lathe (``lathe-1``) is the simulator's MTConnect agent replaying a real
+Okuma lathe's recording at its own pace; the edge streams it over
+MTConnect, and a program harvester watches ``run/programs`` (four sample
+programs named like the ones the lathe runs). The lathe's summary line shows
+its execution state and program; the cloud links each program run to the
+harvested program (``twincloud programs runs``, the console's Programs page).
+
+Ctrl-C, SIGTERM or a hang-up (the terminal closed) stop all four: the edge
 first, then the simulator and the cloud, each given 10 s before it is killed;
 a second Ctrl-C kills at once. The children never see the terminal, so a
 closed pipe (``make run | tee log``) or a hung-up terminal cannot kill them or
@@ -22,7 +30,7 @@ the demo halfway. While one run uses a run directory, a second one refuses
 to start there; processes a dead earlier run left behind are stopped.
 
     demo.py [--run-dir DIR] [--machines N] [--cloud-port P] [--modbus-port P]
-            [--opcua-port P] [--mqtt-port P] [--refresh SECONDS]
+            [--opcua-port P] [--mqtt-port P] [--mtconnect-port P] [--refresh SECONDS]
 """
 
 from __future__ import annotations
@@ -50,6 +58,7 @@ from demo_summary import summary_lines
 EDGE_ID = "demo-edge"
 STATION = "station-1"
 STATION_CYCLE_S = 120.0  # the station's recipe cycle time (twinsim --station-cycle)
+LATHE = "lathe-1"  # the replayed Okuma lathe's device id
 
 
 def station_bindings(device: str = STATION, cycle_s: float = STATION_CYCLE_S) -> list[dict[str, Any]]:
@@ -116,6 +125,7 @@ class Demo:
         self.modbus_port = pick_port("Modbus", args.modbus_port, args.machines + 1, self.warn)  # + the station
         self.opcua_port = pick_port("OPC-UA", args.opcua_port, 1, self.warn)
         self.mqtt_port = pick_port("MQTT", args.mqtt_port, 1, self.warn)
+        self.mtconnect_port = pick_port("MTConnect", args.mtconnect_port, 1, self.warn)
         self.mqtt_password = secrets.token_urlsafe(12)
         self.cloud_config = run / "cloud.toml"
         self.edge_config = run / "edge.toml"
@@ -155,6 +165,27 @@ class Demo:
             f'\n[control]\nsocket = "{run / "control.sock"}"\n'
             f'\n[uplink]\nurl = "http://127.0.0.1:{self.cloud_port}"\ntoken = "{self.edge_token}"\n'
             f'retry_max = "10s"\n'
+            + self._cnc_sources()
+        )
+
+    def _cnc_sources(self) -> str:
+        """The lathe over MTConnect, and the harvester of the folder its programs are in (the samples copied)."""
+        import shutil
+
+        from twinsim.mtconnect import DATA_DIR
+
+        programs = self.run_dir / "programs"
+        programs.mkdir(exist_ok=True)
+        for sample in sorted((DATA_DIR.parent / "programs").glob("*.MIN")):
+            shutil.copy2(sample, programs / sample.name)
+        return (
+            f'\n# {LATHE}: the simulator MTConnect agent (a recorded Okuma lathe, replayed at its pace)\n'
+            f'[[sources]]\nkind = "mtconnect"\nname = "{LATHE}"\n'
+            f'url = "http://127.0.0.1:{self.mtconnect_port}"\ndevice_ids = {{ OKUMA = "{LATHE}" }}\n'
+            f'\n# the programs {LATHE} runs, harvested from a folder\n'
+            f'[[sources]]\nkind = "programs"\nname = "programs"\ndevice_id = "{LATHE}"\n'
+            f'scan_interval = "5s"\nsettle_time = "1s"\n'
+            f'[[sources.folders]]\nname = "lathe"\npath = "{programs}"\n'
         )
 
     async def _tokens(self) -> tuple[str, str, str]:
@@ -234,8 +265,12 @@ class Demo:
         ready = self.run_dir / "sim.ready"
         self.start("the simulator", "sim", "-m", "twinsim.cli", "run", *self._sim_args(), "--summary-every", "0s",
                    "--ready-file", str(ready), "--log-level", "warning")
+        agent_ready = self.run_dir / "agent.ready"
+        self.start("the CNC agent", "cnc", "-m", "twinsim.cli", "mtconnect", "--port", str(self.mtconnect_port),
+                   "--device", "OKUMA", "--ready-file", str(agent_ready), "--log-level", "warning")
         self.wait_until("the cloud", self.cloud_up)
         self.wait_until("the plant simulator", ready.exists)
+        self.wait_until("the CNC agent", agent_ready.exists)
         self.start("the edge daemon", "edge", "-m", "edge.cli", "run", "-c", str(self.edge_config))
         self.banner()
         while True:
@@ -255,7 +290,7 @@ class Demo:
         shown = sock.relative_to(here) if sock.is_relative_to(here) else sock
         for line in (
             f"running: plant simulator ({self.args.machines} machine{'s' if self.args.machines > 1 else ''}, "
-            f"Modbus TCP + OPC-UA) -> edge {EDGE_ID} "
+            f"Modbus TCP + OPC-UA, a CNC lathe over MTConnect) -> edge {EDGE_ID} "
             f"-> cloud {base}",
             f"  console:      {base}/   (sign in with the operator's token below)",
             f"  sign in with: {self.operator_token}",
@@ -296,6 +331,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--modbus-port", type=int, default=5020, help="machine-1's Modbus port; machine-n: +n-1")
     p.add_argument("--opcua-port", type=int, default=4840, help="default 4840")
     p.add_argument("--mqtt-port", type=int, default=1883, help="the edge's broker (default 1883)")
+    p.add_argument("--mtconnect-port", type=int, default=5000, help="the CNC lathe's MTConnect agent (default 5000)")
     p.add_argument("--refresh", type=float, default=3.0, help="seconds between summaries (default 3)")
     return p
 

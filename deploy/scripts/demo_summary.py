@@ -6,8 +6,9 @@ the queue and source states the edge reported with its last batch) and each
 device's ``/api/v1/twin/<device>/state``. The simulator's machines get a
 table row with their key values; a moulding station its mould temperature,
 shot count and the PUR model's live predicted demould time (``pur.t_demold``,
-with its margin to the cycle time); any other device (one publishing over
-MQTT) its first values by name.
+with its margin to the cycle time); a CNC machine read over MTConnect its
+execution state, program and part count; any other device (one publishing
+over MQTT) its first values by name.
 """
 
 from __future__ import annotations
@@ -88,6 +89,24 @@ def _station(values: dict[str, Any]) -> str:
     return text if margin is None else f"{text}  margin {_number(margin, 1)} s"
 
 
+def _cnc_keys(values: dict[str, Any]) -> dict[str, str]:
+    """The keys of a CNC machine's execution, program and part count (MTConnect item ids such as
+    ``Lpexecution``), found by their endings; empty when the device has no execution state."""
+    found: dict[str, str] = {}
+    for key in sorted(values):
+        low = key.lower()
+        for what in ("execution", "program", "partcount"):
+            if low.endswith(what) and what not in found:
+                found[what] = key
+    return found if "execution" in found else {}
+
+
+def _cnc(values: dict[str, Any], keys: dict[str, str]) -> str:
+    text = f"program {values.get(keys.get('program', ''), '-')}"
+    parts = values.get(keys.get("partcount", ""))
+    return text if parts is None else f"{text}  parts {_number(parts, 0)}"
+
+
 def device_line(state: dict[str, Any], at: float, name_width: int) -> str:
     """One device: name, state, key values (units in the column titles) and the age of its newest frame."""
     values = _values(state)
@@ -99,6 +118,11 @@ def device_line(state: dict[str, Any], at: float, name_width: int) -> str:
         cells = [f"{name:<{name_width}}", f"{('shot' if shot else 'open'):<{STATE_WIDTH}}"]
         room = WIDTH - PREFIX - len("  ".join([*cells, age])) - 2
         return "  ".join([*cells, f"{_clip(_station(values), room):<{room}}", age])
+    if cnc := _cnc_keys(values):
+        execution = str(values.get(cnc["execution"], "-")).lower()
+        cells = [f"{name:<{name_width}}", f"{_clip(execution, STATE_WIDTH):<{STATE_WIDTH}}"]
+        room = WIDTH - PREFIX - len("  ".join([*cells, age])) - 2
+        return "  ".join([*cells, f"{_clip(_cnc(values, cnc), room):<{room}}", age])
     cells = [f"{name:<{name_width}}", f"{_state(values):<{STATE_WIDTH}}"]
     if any(field in values for field, *_ in COLUMNS):
         cells += [f"{_number(values.get(field), decimals):>{width}}" for field, _, width, decimals in COLUMNS]

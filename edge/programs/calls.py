@@ -46,7 +46,9 @@ class CallsMixin:
         if name not in self.out.subprograms and len(self.out.subprograms) < 1000:
             self.out.subprograms.append(name)
         if start is None:
-            self.diag(block.line, "error", f"subprogram {name} is not in this file", once=f"missing {name}")
+            # a subprogram kept in the control (a tool-change or probing macro): the program is not wrong
+            self.diag(block.line, "warning", f"subprogram {name} is not in this file: its moves are not counted",
+                      once=f"missing {name}")
             return None
         if repeats <= 0:
             return None

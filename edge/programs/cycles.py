@@ -46,6 +46,8 @@ class CycleMixin:
     pending_tool: int | None
     pending_name: str | None
     named_tools: dict[str, int]
+    executed: int
+    limits: Any
 
     def init_cycles(self) -> None:
         self.retract_to_initial = True
@@ -112,6 +114,8 @@ class CycleMixin:
         x = w.get("X", 0.0) * scale if "X" in w else None
         y = w.get("Y", 0.0) * scale if "Y" in w else None
         for _ in range(max(repeats, 0)):
+            if self.executed > self.limits.max_blocks:
+                return  # the interpreter stops with its diagnostic
             if self.absolute:
                 hx = self.pos[0] if x is None else x
                 hy = self.pos[1] if y is None else y
@@ -126,7 +130,12 @@ class CycleMixin:
         self.rapid_to([x, y, max(self.pos[2], clear) if self.retract_to_initial else self.pos[2]])
         self.rapid_to([x, y, r])
         q = self.cycle_q
+        self.executed += 4
         if code in (73.0, 83.0) and q and q > 0 and r - bottom > q:
+            pecks = (r - bottom) / q
+            self.executed += 2 * int(min(pecks, 1e12))
+            if self.executed > self.limits.max_blocks:
+                return  # the interpreter stops with its diagnostic
             depth = r - q
             while depth > bottom:
                 self.feed_to([x, y, depth])

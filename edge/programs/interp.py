@@ -14,9 +14,10 @@ from edge.programs.cycles import CycleMixin
 from edge.programs.estimate import MoveTimer
 from edge.programs.expr import ExprError, evaluate
 from edge.programs.geometry import PLANES, ArcError, arc
+from edge.programs.lathe import LatheMixin, is_lathe
 from edge.programs.profiles import MachineProfile
 from edge.programs.tokens import Block
-from edge.programs.tools import ToolStats, tool_from_comment
+from edge.programs.tools import ToolStats, names_tool, tool_from_comment, tool_list_entry
 
 __all__ = ["Interpreter", "Limits", "Result"]
 
@@ -37,7 +38,7 @@ _OFFSETS = {54.0: "G54", 55.0: "G55", 56.0: "G56", 57.0: "G57", 58.0: "G58", 59.
 class Limits:
     """Bounds that keep a hostile or looping program from holding the harvester."""
 
-    max_blocks: int = 2_000_000  # blocks executed, subprogram repeats included
+    max_blocks: int = 2_000_000  # blocks executed, subprogram repeats included; a cycle hole counts 4, a peck 2
     max_depth: int = 16  # nested subprogram calls
 
 
@@ -67,7 +68,7 @@ class _Stop(Exception):
     """The program cannot go on (a bound reached)."""
 
 
-class Interpreter(CycleMixin, CallsMixin, CompensationMixin):
+class Interpreter(CycleMixin, CallsMixin, CompensationMixin, LatheMixin):
     """Runs one program's blocks. ``run()`` returns a ``Result`` and never raises on the program's content."""
 
     def __init__(self, blocks: list[Block], *, dialect: str, profile: MachineProfile,
@@ -93,6 +94,8 @@ class Interpreter(CycleMixin, CallsMixin, CompensationMixin):
         self.comp_entry = False
         self.comp_exit: tuple[float, float] | None = None
         self.tool: ToolStats | None = None
+        self.no_tool = ToolStats(tool=0)  # moves before the first tool change: in the totals, not a tool use
+        self.tool_list: dict[int, str] = {}  # the header's tool list of CAM posts: T number -> its comment
         self.pending_tool: int | None = None
         self.pending_name: str | None = None
         self.named_tools: dict[str, int] = {}
@@ -103,7 +106,9 @@ class Interpreter(CycleMixin, CallsMixin, CompensationMixin):
         self.labels: dict[str, int] = {}
         self.n_labels: dict[int, int] | None = None
         self.stack: list[tuple[int, int, int]] = []  # (return index, repeats left, start index)
+        self.executed = 0  # blocks executed and canned-cycle moves made, against Limits.max_blocks
         self.init_cycles()
+        self.init_lathe(is_lathe(blocks, dialect))
 
     # --- diagnostics -----------------------------------------------------------------------------------
 
@@ -123,6 +128,10 @@ class Interpreter(CycleMixin, CallsMixin, CompensationMixin):
                 if self.out.number is None:
                     self.out.number = block.label
                 self.labels.setdefault(label_key(block.label), index)
+            for text in block.comments:
+                number = tool_list_entry(text)
+                if number is not None and len(self.tool_list) < 10_000:
+                    self.tool_list.setdefault(number, text)
         try:
             self._execute()
         except _Stop:
@@ -134,22 +143,27 @@ class Interpreter(CycleMixin, CallsMixin, CompensationMixin):
 
     def _execute(self) -> None:
         blocks, limit = self.blocks, self.limits.max_blocks
-        pc, executed, n = 0, 0, len(blocks)
+        pc, n = 0, len(blocks)
         while pc < n:
-            executed += 1
-            if executed > limit:
-                self.diag(blocks[pc].line, "error", f"stopped after {limit:,} executed blocks: the program loops "
-                          "or repeats too often to follow (check the M98/M99 calls and L counts)")
-                raise _Stop
+            self.executed += 1
             block = blocks[pc]
+            if self.executed > limit:
+                self._stop(block)
             pc += 1
             if block.error is not None:
                 self.diag(block.line, "error" if not block.words else "warning", block.error)
             jump = self.block(block, pc)
+            if self.executed > limit:  # a block's canned-cycle holes and pecks count too
+                self._stop(block)
             if jump is not None:
                 if jump < 0:
                     return
                 pc = jump
+
+    def _stop(self, block: Block) -> None:
+        self.diag(block.line, "error", f"stopped after {self.limits.max_blocks:,} executed blocks and cycle moves: "
+                  "the program loops or repeats too often to follow (check the M98/M99 calls, L counts and Q pecks)")
+        raise _Stop
 
     # --- one block ----------------------------------------------------------------------------------------
 
@@ -187,11 +201,18 @@ class Interpreter(CycleMixin, CallsMixin, CompensationMixin):
                     self.scale = 25.4 if code == 20.0 else 1.0
                 elif code == 94.0 or code == 95.0:
                     self.per_rev = code == 95.0
-        if "T" in w and self.dialect != "siemens":
+        speed = "S" in w
+        if self.lathe:
+            self.lathe_words(g, w)
+            if g and self.lathe_modes(g, w):
+                speed = False  # a G50 S limit or a G96 surface speed, not a spindle speed
+            if "T" in w:
+                self.turret(w["T"], block)
+        elif "T" in w and self.dialect != "siemens":
             self.pending_tool = int(w["T"]) if w["T"] >= 0 else None
         if 6.0 in m:  # before S and F: those on the tool-change line are the new tool's
             self.tool_change(block)
-        if "S" in w:
+        if speed:
             self._set_speed(w["S"])
         if "F" in w:
             self._set_feed(w["F"], block.line)
@@ -244,7 +265,7 @@ class Interpreter(CycleMixin, CallsMixin, CompensationMixin):
             self.diag(line, "error", f"negative feed F{value:g}")
             return
         self.feed = value * self.scale
-        rate = self.feed * (self.rpm or self.profile.default_rpm) if self.per_rev else self.feed
+        rate = self.feed * (self.css_rpm() or self.rpm or self.profile.default_rpm) if self.per_rev else self.feed
         if self.tool is not None and (not self.tool.feeds or self.tool.feeds[-1] != rate) and len(
                 self.tool.feeds) < 1000:
             self.tool.feeds.append(rate)
@@ -257,10 +278,11 @@ class Interpreter(CycleMixin, CallsMixin, CompensationMixin):
 
     def feed_rate(self) -> float:
         """The current feed in mm/min (G95: per revolution times the spindle speed)."""
+        rpm = self.css_rpm() or self.rpm or self.profile.default_rpm
         feed = self.feed
         if feed <= 0.0:
-            feed = self.profile.default_feed / (self.rpm or self.profile.default_rpm if self.per_rev else 1.0)
-        return feed * (self.rpm or self.profile.default_rpm) if self.per_rev else feed
+            feed = self.profile.default_feed / (rpm if self.per_rev else 1.0)
+        return feed * rpm if self.per_rev else feed
 
     # --- tools --------------------------------------------------------------------------------------------
 
@@ -270,8 +292,9 @@ class Interpreter(CycleMixin, CallsMixin, CompensationMixin):
         if comment is None and self.pending_name is not None:
             comment = self.pending_name
         if comment is None:  # CAM output puts the tool's comment on the line before the change
-            comment = next((c for c in reversed(self.recent_comments) if f"T{number}" in c.upper().replace(
-                " ", "")), None)
+            comment = next((c for c in reversed(self.recent_comments) if names_tool(c, number)), None)
+        if comment is None:  # ... or in the tool list of the program's header
+            comment = self.tool_list.get(number)
         tool = tool_from_comment(number, comment, self.scale)
         if tool.diameter_mm is None and number in self.tool_diameters:
             tool.diameter_mm = self.tool_diameters[number]
@@ -285,8 +308,9 @@ class Interpreter(CycleMixin, CallsMixin, CompensationMixin):
 
     def current_tool(self) -> ToolStats:
         if self.tool is None:  # moves before any tool change: the tool in the spindle, as far as known
-            number = self.pending_tool if self.pending_tool is not None else 0
-            self.tool = tool_from_comment(number, None, self.scale)
+            if self.pending_tool is None:  # not known at all: counted in the program's totals only
+                return self.no_tool
+            self.tool = tool_from_comment(self.pending_tool, self.tool_list.get(self.pending_tool), self.scale)
             if self.rpm:
                 self.tool.rpm.append(self.rpm)
             if self.feed > 0:
@@ -323,7 +347,7 @@ class Interpreter(CycleMixin, CallsMixin, CompensationMixin):
                 self.start_cycle(code)
             elif code == 80.0:
                 self.motion = None if self.dialect == "linuxcnc" else self.motion_after_cycle()
-            elif code in (98.0, 99.0):
+            elif code in (98.0, 99.0) and not (self.lathe and self.dialect != "okuma"):
                 self.retract_to_initial = code == 98.0
             elif code in (40.0, 41.0, 42.0):
                 self._compensation(code, w, block)

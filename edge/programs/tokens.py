@@ -26,6 +26,7 @@ _EXPR_WORD = re.compile(r"([A-Z])\s*(#\s*(?:\d+|<[^>]*>|\[)|\[|[-+]\s*[#\[])")
 _ASSIGN = re.compile(r"#\s*(\d+|<[A-Za-z0-9_]+>)\s*=")
 _SIEMENS_EXTRA = re.compile(r"(MCALL|CYCLE8[1-9]\s*\([^)]*\)|T\s*=\s*\"[^\"]*\")")
 _OKUMA_EXTRA = re.compile(r"\b(CALL\s+O\w+(?:\s+Q\d+)?|RTS)\b")
+_OKUMA_SEQUENCE = re.compile(r"N[A-Z][A-Z0-9]*(?=\s|$)")  # a sequence name: NAT01, NOP2
 
 
 class Block:
@@ -147,6 +148,8 @@ def tokenize(text: str, *, dialect: str = "fanuc") -> list[Block]:
             if dialect == "linuxcnc" and code.strip():  # an o-word statement (sub, call, while, ...)
                 block.error = f"LinuxCNC o-word statement '{line[:40]}' is not interpreted"
                 continue
+        if dialect == "okuma" and code[:1] == "N":
+            code = _OKUMA_SEQUENCE.sub("", code, count=1)
         if dialect == "siemens" or dialect == "okuma":
             extra = _SIEMENS_EXTRA if dialect == "siemens" else _OKUMA_EXTRA
             if extra.search(code):

@@ -10,28 +10,33 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-__all__ = ["ToolStats", "diameter_from_comment", "tool_from_comment", "type_from_comment"]
+__all__ = ["ToolStats", "diameter_from_comment", "names_tool", "tool_from_comment", "tool_list_entry",
+           "type_from_comment"]
 
 _NUM = r"(\d+\.?\d*|\.\d+)"
 _FRACTION = re.compile(r"(?<![\d.])(\d+)\s*/\s*(\d+)\s*(?:\"|IN\b|INCH)?")
 _WITH_UNIT = re.compile(_NUM + r"\s*(MM|IN\b|INCH|\")")
-_DIA = re.compile(r"(?:\bDIA(?:METER)?\.?\s*=?\s*|\bD\s*=\s*|\bD(?=\d|\.\d)|Ø\s*|⌀\s*)" + _NUM)
-_TYPES = (
+# "DIA .5", "TOOL DIA. - .5" (Mastercam), "D=10." (Fusion), "Ø6"
+_DIA = re.compile(r"(?:\bDIA(?:METER)?\.?\s*[-=:]?\s*|\bD\s*=\s*|Ø\s*|⌀\s*)" + _NUM)
+_BARE_D = re.compile(r"\bD" + _NUM)  # "D10 FLAT": a diameter, unless the comment lists H and D offsets
+_OFFSET_WORD = re.compile(r"\bH\d")
+_TOOL_LIST = re.compile(r"\s*T\s*(\d{1,5})(?!\d)")
+_TYPES = tuple((name, re.compile("|".join(rf"\b{key}" for key in keys))) for name, keys in (
     ("center drill", ("CENTER DRILL", "CENTRE DRILL", "CTR DRILL")),
     ("spot drill", ("SPOT",)),
     ("thread mill", ("THREAD MILL", "THREADMILL")),
-    ("tap", ("TAP",)),
+    ("tap", ("TAP(?!ER)",)),  # not "TAPER=118DEG", the point angle of a drill
     ("reamer", ("REAM",)),
     ("drill", ("DRILL",)),
     ("ball mill", ("BALL",)),
     ("bull nose mill", ("BULL",)),
-    ("chamfer mill", ("CHAMFER", "CHAMF")),
+    ("chamfer mill", ("CHAMF",)),
     ("face mill", ("FACE",)),
     ("boring bar", ("BORE", "BORING")),
     ("slot mill", ("SLOT",)),
     ("end mill", ("END MILL", "ENDMILL", "FLAT", "EM ")),
     ("engraver", ("ENGRAV",)),
-)
+))
 
 
 @dataclass
@@ -56,16 +61,34 @@ def diameter_from_comment(comment: str, scale: float = 1.0) -> float | None:
     text = comment.upper()
     match = _DIA.search(text)
     if match is not None:
-        after = text[match.end():match.end() + 5].lstrip()
-        unit = 25.4 if after.startswith(("IN", '"')) else 1.0 if after.startswith("MM") else scale
-        return _positive(float(match.group(1)) * unit)
+        return _in_unit(text, match, scale)
     match = _FRACTION.search(text)
     if match is not None and int(match.group(2)) in (2, 4, 8, 16, 32, 64):
         return _positive(int(match.group(1)) / int(match.group(2)) * 25.4)
     match = _WITH_UNIT.search(text)
     if match is not None:
         return _positive(float(match.group(1)) * (1.0 if match.group(2) == "MM" else 25.4))
+    match = _BARE_D.search(text)
+    if match is not None and _OFFSET_WORD.search(text) is None:  # "| H1 | D1 |" names offset registers
+        return _in_unit(text, match, scale)
     return None
+
+
+def _in_unit(text: str, match: re.Match[str], scale: float) -> float | None:
+    after = text[match.end():match.end() + 5].lstrip()
+    unit = 25.4 if after.startswith(("IN", '"')) else 1.0 if after.startswith("MM") else scale
+    return _positive(float(match.group(1)) * unit)
+
+
+def tool_list_entry(comment: str) -> int | None:
+    """The tool a header comment describes (``T1 D=12. FLAT END MILL``, ``T1 | 1/2 FLAT ENDMILL | H1``)."""
+    match = _TOOL_LIST.match(comment.upper())
+    return int(match.group(1)) if match is not None else None
+
+
+def names_tool(comment: str, number: int) -> bool:
+    """Whether a comment names tool ``number`` (T1 is not T12)."""
+    return re.search(rf"\bT\s*0*{number}(?!\d)", comment.upper()) is not None
 
 
 def _positive(value: float) -> float | None:
@@ -74,8 +97,8 @@ def _positive(value: float) -> float | None:
 
 def type_from_comment(comment: str) -> str | None:
     text = comment.upper() + " "
-    for name, keys in _TYPES:
-        if any(key in text for key in keys):
+    for name, pattern in _TYPES:
+        if pattern.search(text):
             return name
     return None
 

@@ -34,8 +34,8 @@ __all__ = [
     "build_source",
 ]
 
-SourceConfig = Annotated[ModbusSourceConfig | OpcUaSourceConfig | MTConnectSourceConfig | ProgramsSourceConfig,
-                         Field(discriminator="kind")]
+AnySourceConfig = ModbusSourceConfig | OpcUaSourceConfig | MTConnectSourceConfig | ProgramsSourceConfig
+SourceConfig = Annotated[AnySourceConfig, Field(discriminator="kind")]
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,5 @@ SOURCES: dict[str, SourceKind] = {
 }
 
 
-def build_source(config: ModbusSourceConfig | OpcUaSourceConfig | MTConnectSourceConfig | ProgramsSourceConfig,
-                 sink: FrameSink) -> Source:
+def build_source(config: AnySourceConfig, sink: FrameSink) -> Source:
     return SOURCES[config.kind].load()(config, sink)

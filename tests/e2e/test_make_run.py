@@ -33,8 +33,8 @@ REPO = Path(__file__).resolve().parents[2]
 USER_ENV = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES")}
 STAMP = ".venv/.installed-stamp"  # the Makefile's install stamp: `make -o` keeps make from installing
 STOP_BOUND = 30.0  # seconds: the demo gives each child 10 s, then kills it
-DEVICES = ("machine-1", "machine-1-opcua", "station-1")
-TAGS = ("cloud", "sim", "edge", "demo")
+DEVICES = ("lathe-1", "machine-1", "machine-1-opcua", "station-1")  # as the summary sorts them
+TAGS = ("cloud", "sim", "cnc", "edge", "demo")
 LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d (DEBUG|INFO|WARNING|ERROR|CRITICAL) +\S+: ")
 
 
@@ -79,6 +79,7 @@ def test_the_summary_shows_every_device_on_one_line_of_at_most_100_columns() -> 
         state("machine-2-opcua", 250.0, running=True, alarm_code=101, spindle_temp=83.4, vibration_rms=1.25,
               motor_current=17.0, spindle_speed=2400.0, cycle_count=12),
         state("a-device-with-a-name-far-too-long-for-a-column", 3.0, temp=21.5, humidity=40.123456, text="x" * 80),
+        state("lathe-1", 1.5, Lpexecution="ACTIVE", Lpprogram="IMTS-2022-1E-mm.MIN", Lppartcount=7, Xact=12.5),
         state("waiting", None),
     ]
     lines = summary.summary_lines(edge, "demo-edge", states, at)
@@ -86,11 +87,14 @@ def test_the_summary_shows_every_device_on_one_line_of_at_most_100_columns() -> 
     header, titles, *rows = lines
     assert "1,234,567 frames from demo-edge; edge: queue 12,345, 1/2 sources connected" in header
     assert titles.split()[:6] == ["device", "state", "spindle", "°C", "vib", "mm/s"]
-    assert [row.split()[0] for row in rows] == ["machine-1", "machine-2-opcua", "a-device-with-a-n…", "waiting"]
+    assert [row.split()[0] for row in rows] == ["machine-1", "machine-2-opcua", "a-device-with-a-n…", "lathe-1",
+                                                "waiting"]
     assert rows[0].split()[1:8] == ["run", "41.3", "1.50", "16.1", "3,000", "4,294,967,295", "0.4"]
     assert rows[1].split()[1] == "OVERTEMP" and rows[1].endswith("4 min ago")
     assert "humidity 40.12  temp 21.50" in rows[2] and rows[2].endswith("3.0 s ago")
-    assert rows[3].endswith("no data yet")
+    assert rows[3].split()[1:6] == ["active", "program", "IMTS-2022-1E-mm.MIN", "parts", "7"]
+    assert rows[3].endswith("1.5 s ago")
+    assert rows[4].endswith("no data yet")
 
 
 def test_a_second_run_gets_the_port_back_from_connections_of_the_first_in_time_wait() -> None:
@@ -116,7 +120,8 @@ def test_a_second_run_gets_the_port_back_from_connections_of_the_first_in_time_w
 
 
 def new_run(base: Path) -> Run:
-    ports = {"cloud": free_port(), "modbus": free_ports(2), "opcua": free_port(), "mqtt": free_port()}  # + station
+    ports = {"cloud": free_port(), "modbus": free_ports(2), "opcua": free_port(), "mqtt": free_port(),
+             "mtconnect": free_port()}  # + station
     base.mkdir()
     return Run(base / "run", base / "make-run.log", ports)
 

@@ -67,3 +67,20 @@ def test_a_part_no_measured_program_had_keeps_the_factor() -> None:
     calibration = fit_calibration(runs)
     assert calibration.method == "parts"
     assert apply_calibration(calibration, est(100, 10, 2, dwell=60.0)) == pytest.approx(1.1 * 178.0, rel=1e-3)
+
+
+def test_a_run_left_standing_over_a_weekend_does_not_skew_the_machine() -> None:
+    # a program interrupted on Friday and ended on Monday is 3 days "long": not a measure of the machine
+    runs = [(est(100, 10, 2), 130.0)] * 4 + [(est(100, 10, 2), 3 * 86_400.0)]
+    calibration = fit_calibration(runs)
+    assert calibration.runs == 4
+    assert apply_calibration(calibration, est(100, 10, 2)) == pytest.approx(130.0)
+
+
+@pytest.mark.parametrize("measured", [1e308, 1e200])
+def test_enormous_measurements_give_no_infinite_estimate(measured: float) -> None:
+    runs = [(est(100, 10, 2), measured)] * (MIN_RUNS_FOR_PARTS + 2) + [(est(100, 10, 2), 120.0)] * 3
+    for chosen in (runs, runs[:2]):
+        calibration = fit_calibration(chosen)
+        value = apply_calibration(calibration, est(100, 10, 2))
+        assert value < 1_000.0

@@ -273,6 +273,8 @@ class AgentServer:
         boundary = await self._open_stream(writer)
         agent = self.agent
         buffer = agent.buffer
+        loop = asyncio.get_running_loop()
+        due = loop.time() + heartbeat / 1000  # a heartbeat when nothing was sent for this long
         while agent.buffer is buffer:  # a restart ends the stream (and cuts the connection)
             if pos < buffer.first_sequence:
                 text = f"the client fell behind: sequence {pos} is no longer in the buffer (first is " \
@@ -281,17 +283,20 @@ class AgentServer:
                 await self._write(writer, LAST_CHUNK)
                 return
             if pos < buffer.next_sequence:
+                # changes of other devices move ``pos`` on without a part: they do not put off the heartbeat
                 records, pos = self._select(buffer, pos, count, devices)
-                if records:
+                if records or loop.time() >= due:
                     await self._part(writer, boundary, streams_doc(self._header(buffer, pos), records, devices,
                                                                    self._now()))
+                    due = loop.time() + heartbeat / 1000
                 await asyncio.sleep(interval / 1000)
                 continue
             try:
-                async with asyncio.timeout(heartbeat / 1000):
+                async with asyncio.timeout_at(due):
                     await agent.changed()
             except TimeoutError:
                 await self._part(writer, boundary, streams_doc(self._header(buffer, pos), [], devices, self._now()))
+                due = loop.time() + heartbeat / 1000
 
     # --- assets ---
 

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Literal, cast
 
 from defusedxml import DefusedXmlException
-from defusedxml.ElementTree import fromstring as _safe_fromstring
+from defusedxml.ElementTree import DefusedXMLParser
 
 from shared.errors import TwinedgeError
 
@@ -45,6 +45,11 @@ __all__ = [
 MAX_DOCUMENT_BYTES = 32 * 1024 * 1024  # a /sample of thousands of observations is a few MB
 MAX_ATTRIBUTE = 4096  # ids, names, codes: longer is not an agent talking
 MAX_DEPTH = 64  # nesting of an asset (serialized recursively) or a device's components
+# A parsed element costs about 100 bytes of memory for 4 bytes of '<a/>': the byte limit alone would let a
+# hostile document take gigabytes (at this bound: about 200 MB). A /sample of the source's largest count (100,000
+# observations) has a few hundred thousand elements, data sets included.
+MAX_ELEMENTS = 2_000_000
+MAX_NESTING = 10_000
 _MAX_INT = 2**64
 
 Category = Literal["SAMPLE", "EVENT", "CONDITION"]
@@ -157,7 +162,9 @@ def _root(doc: bytes, expected: str) -> tuple[ET.Element, str]:
     if len(doc) > MAX_DOCUMENT_BYTES:
         raise ProtocolError(f"the MTConnect document is {len(doc):,} bytes; at most {MAX_DOCUMENT_BYTES:,} are read")
     try:
-        root = _safe_fromstring(bytes(doc), forbid_dtd=True)
+        parser = DefusedXMLParser(target=_BoundedBuilder(), forbid_dtd=True)
+        parser.feed(bytes(doc))
+        root = parser.close()
     except DefusedXmlException as exc:
         raise ProtocolError(f"the MTConnect document was refused: it declares a DTD or entities ({exc})") from None
     except ET.ParseError as exc:
@@ -175,6 +182,28 @@ def _root(doc: bytes, expected: str) -> tuple[ET.Element, str]:
     if not name.startswith("MTConnect") or kind not in (expected, "Error") or match.group(1) != kind:
         raise ProtocolError(f"expected an MTConnect{expected} document, got <{_clip(name)}> ({_clip(ns)})")
     return root, kind
+
+
+class _BoundedBuilder(ET.TreeBuilder):
+    """Builds the tree and refuses more than MAX_ELEMENTS elements or a nesting deeper than MAX_NESTING."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._depth = 0
+        self._count = 0
+
+    def start(self, tag: str, attrs: dict[str, str]) -> ET.Element:
+        self._depth += 1
+        self._count += 1
+        if self._count > MAX_ELEMENTS:
+            raise ProtocolError(f"the MTConnect document has more than {MAX_ELEMENTS:,} elements")
+        if self._depth > MAX_NESTING:
+            raise ProtocolError(f"the MTConnect document nests elements more than {MAX_NESTING:,} deep")
+        return super().start(tag, attrs)
+
+    def end(self, tag: str) -> ET.Element:
+        self._depth -= 1
+        return super().end(tag)
 
 
 def _clip(text: str, limit: int = 80) -> str:

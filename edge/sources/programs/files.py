@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+import stat as stat_module
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge.programs import Limits, analyse
 from edge.programs.profiles import MachineProfile
 from shared.cnc import ProgramRecord
 
-__all__ = ["FileStat", "ReadResult", "read_program", "scan_folder"]
+__all__ = ["FileStat", "FolderScan", "ReadResult", "read_program", "scan_folder"]
 
 MAX_DEPTH = 16
 
@@ -34,14 +35,36 @@ class ReadResult:
     problem: str | None = None
 
 
-def scan_folder(root: Path, extensions: tuple[str, ...], *, recursive: bool,
-                limit: int) -> tuple[list[FileStat], str | None]:
-    """The folder's program files (at most ``limit``), and a problem reaching it (or None)."""
-    found: list[FileStat] = []
-    if not root.is_dir():
-        return found, f"folder {root} is not there or not reachable"
+@dataclass
+class FolderScan:
+    """A folder's program files, and what the scan could not see: ``problem`` (the folder as a whole, in plain
+    words), ``unread`` (subfolders that could not be listed) and ``truncated`` (more files than the limit).
+    Known files in what was not seen are not gone."""
+
+    files: list[FileStat] = field(default_factory=list)
+    problem: str | None = None
+    unread: list[str] = field(default_factory=list)
+    truncated: bool = False
+    device: int | None = None  # the folder's filesystem: a share unmounted leaves a mount point on another one
+
+
+def scan_folder(root: Path, extensions: tuple[str, ...], *, recursive: bool, limit: int) -> FolderScan:
+    """The folder's program files (at most ``limit``) and what could not be seen of it."""
+    scan = FolderScan()
+    found = scan.files
+    try:
+        st = root.stat()
+    except OSError:
+        st = None
+    if st is None or not stat_module.S_ISDIR(st.st_mode):
+        scan.problem = f"folder {root} is not there or not reachable"
+        return scan
+    scan.device = st.st_dev
     stack: list[tuple[str, int]] = [("", 0)]
-    while stack and len(found) < limit:
+    while stack:
+        if len(found) >= limit:
+            scan.truncated = True
+            break
         rel, depth = stack.pop()
         try:
             with os.scandir(root / rel if rel else root) as entries:
@@ -53,16 +76,21 @@ def scan_folder(root: Path, extensions: tuple[str, ...], *, recursive: bool,
                             if recursive and depth < MAX_DEPTH and not name.startswith("."):
                                 stack.append((sub, depth + 1))
                         elif entry.is_file() and name.lower().endswith(extensions):
+                            if len(found) >= limit:
+                                scan.truncated = True
+                                break
                             st = entry.stat()
                             found.append(FileStat(sub, st.st_size, st.st_mtime_ns))
-                            if len(found) >= limit:
-                                break
                     except OSError:
+                        if name.lower().endswith(extensions):  # a file seen but not stat-able: not gone
+                            scan.unread.append(sub)
                         continue
         except OSError as exc:
             if not rel:
-                return found, f"folder {root} cannot be read ({exc.strerror or exc})"
-    return found, None
+                scan.problem = f"folder {root} cannot be read ({exc.strerror or exc})"
+                return scan
+            scan.unread.append(rel)
+    return scan
 
 
 def _binary(data: bytes) -> bool:

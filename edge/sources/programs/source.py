@@ -48,6 +48,7 @@ class ProgramsSource(Source):
         self.known: dict[str, Entry] = {}  # "folder/path" -> entry
         self.by_shard: list[dict[str, Entry]] = [{} for _ in range(SHARDS)]  # the same, split as stored
         self.pending: dict[str, tuple[int, int, float]] = {}  # key -> (size, mtime_ns, first seen monotonic)
+        self.devices: dict[str, int | None] = {}  # folder name -> filesystem its files were last listed on
         self.scans = 0
         self.scanned = asyncio.Condition()
         self._loaded = False
@@ -116,16 +117,37 @@ class ProgramsSource(Source):
         seen: dict[str, tuple[ProgramFolder, FileStat]] = {}
         extensions = tuple(config.extensions)
         for folder in config.folders:
-            files, problem = await asyncio.to_thread(scan_folder, folder.path, extensions,
-                                                     recursive=folder.recursive, limit=config.max_files)
+            scan = await asyncio.to_thread(scan_folder, folder.path, extensions, recursive=folder.recursive,
+                                           limit=config.max_files)
+            prefix = folder.name + "/"
+            known = {k: v for k, v in self.known.items() if k.startswith(prefix)}
+            problem = scan.problem
+            if problem is None and not scan.files and known and self.devices.get(folder.name) != scan.device:
+                # an unmounted share leaves its empty mount point behind (on another filesystem than the files
+                # were seen on, or unknown since a restart): that is not every program deleted
+                problem = (f"folder {folder.path} is empty (a share not mounted?); its {len(known)} known "
+                           "program(s) are kept")
+            elif problem is None and scan.files:
+                self.devices[folder.name] = scan.device
             if problem is not None:
                 problems.append(problem)
-                # an unreachable share is not a deletion: keep what is known of it
-                seen.update({k: (folder, FileStat(k.partition("/")[2], v[0], v[1])) for k, v in self.known.items()
-                             if k.startswith(folder.name + "/")})
-                continue
-            for stat in files:
-                seen[f"{folder.name}/{stat.path}"] = (folder, stat)
+                keep = [""]
+            else:
+                keep = list(scan.unread)
+                if scan.unread:
+                    problems.append(f"folder {folder.path}: {len(scan.unread)} subfolder(s) or file(s) cannot be "
+                                    f"read ({', '.join(scan.unread[:3])[:200]}); their programs are kept")
+                if scan.truncated:
+                    problems.append(f"folder {folder.path} holds more program files than max_files "
+                                    f"({config.max_files:,}); the others are not harvested")
+                    keep = [""]
+            for stat in scan.files:
+                seen[prefix + stat.path] = (folder, stat)
+            # what the scan could not see stays as it was known: no removal is reported for it
+            for key, old in known.items():
+                rel = key[len(prefix):]
+                if key not in seen and any(not k or rel == k or rel.startswith(k + "/") for k in keep):
+                    seen[key] = (folder, FileStat(rel, old[0], old[1]))
         vanished = {k: v for k, v in self.known.items() if k not in seen}
         now = time.monotonic()
         for key, (folder, stat) in seen.items():
@@ -133,12 +155,18 @@ class ProgramsSource(Source):
             if entry is not None and entry[0] == stat.size and entry[1] == stat.mtime_ns:
                 self.pending.pop(key, None)
                 continue
+            if entry is None and len(self.known) >= config.max_files:
+                continue  # reported as a problem above; what is known stays within the limit
             if not self._settled(key, stat, now):
                 continue
             await self._harvest(key, folder, stat, vanished)
-        for key, entry in vanished.items():
-            await self._removed(key, entry)
         self.pending = {k: v for k, v in self.pending.items() if k in seen}
+        # a move between folders of a share is a copy, then a delete: while a file of the same size is still
+        # settling in the folder, the vanished one may be its old path (a rename once it has settled)
+        settling = {(k.partition("/")[0], v[0]) for k, v in self.pending.items()}
+        for key, entry in vanished.items():
+            if (key.partition("/")[0], entry[0]) not in settling:
+                await self._removed(key, entry)
         self.scans += 1
         self.health.record_success(0, 0)
         self.health.detail.update(files=len(self.known), scans=self.scans)

@@ -35,7 +35,7 @@ def test_fanuc_forms_trailing_decimals_g28_and_header() -> None:
 
 
 def test_inch_program_is_reported_in_mm() -> None:
-    rec = run("G20 G90\nG1 X1. F10.\nM30\n")
+    rec = run("G20 G90\nT1 M6\nG1 X1. F10.\nM30\n")
     assert rec.units == "inch"
     assert rec.feed_mm == pytest.approx(25.4)
     assert rec.tools[0].feeds_mm_min == [pytest.approx(254.0)]
@@ -195,3 +195,144 @@ def test_haas_local_subprogram_by_n_label() -> None:
     assert rec.dialect == "haas"
     assert rec.feed_mm == pytest.approx(10.0)
     assert rec.subprograms == ["N100"]
+
+
+FUSION = """%
+O01001 (BRACKET OP1)
+(T1 D=12. CR=0. - ZMIN=-5. - FLAT END MILL)
+(T2 D=6.8 CR=0. TAPER=118DEG - ZMIN=-20. - DRILL)
+(T3 1/2 DRILL)
+(T12 10MM ENDMILL)
+N10 G90 G94 G17
+N20 G28 G91 Z0.
+N25 G90
+(2D CONTOUR1)
+N30 T1 M6
+N35 S8000 M3
+N45 G0 X-10. Y-10.
+(DRILL1)
+N125 T2 M6
+N140 G0 X10. Y10.
+N190 T3 M6
+N195 G0 X0 Y0
+N200 T12 M6
+N205 G0 X5 Y0
+M30
+%
+"""
+
+MASTERCAM = """%
+O0100(BLOCK)
+(MCX FILE - BLOCK.MCX)
+(T1 | 1/2 FLAT ENDMILL | H1 | D1 | WEAR COMP | TOOL DIA. - .5)
+(T12 | 1/4 DRILL | H12)
+(T3 | 3/8 TAP | H3 | TOOL DIA. - .375)
+G20
+G0 G17 G40 G49 G80 G90
+T1 M6
+G0 G90 G54 X0. Y0. S5000 M3
+T12 M6
+G0 X1.
+T3 M6
+G0 X0.
+M30
+%
+"""
+
+
+def test_tools_take_their_comment_from_the_header_tool_list() -> None:
+    # CAM posts list every tool in the header and put the operation's name before each tool change
+    rec = run(FUSION)
+    assert [(t.tool, t.diameter_mm, t.type) for t in rec.tools] == [
+        (1, 12.0, "end mill"), (2, 6.8, "drill"), (3, pytest.approx(12.7), "drill"), (12, 10.0, "end mill")]
+    assert rec.tools[3].comment == "T12 10MM ENDMILL"
+
+
+def test_mastercam_tool_list_t1_is_not_t12_and_d1_is_an_offset() -> None:
+    rec = run(MASTERCAM)
+    assert [(t.tool, t.comment and t.comment.split(" | ")[1], t.type) for t in rec.tools] == [
+        (1, "1/2 FLAT ENDMILL", "end mill"), (12, "1/4 DRILL", "drill"), (3, "3/8 TAP", "tap")]
+    assert [t.diameter_mm for t in rec.tools] == [pytest.approx(12.7), pytest.approx(6.35), pytest.approx(9.525)]
+
+
+def test_moves_before_the_first_tool_change_are_no_tool() -> None:
+    # positioning before T1 M6 counts in the program's lengths, but there is no "tool 0" in the tool list
+    rec = run("G0 G90 G54 X10 Y10 Z50\nT1 M6 (10MM ENDMILL)\nG0 X0 Y0\nG1 X10 F100\nM30\n")
+    assert [t.tool for t in rec.tools] == [1]
+    assert rec.rapid_mm == pytest.approx(math.sqrt(10**2 + 10**2 + 50**2) + math.hypot(10, 10))
+    assert rec.tools[0].rapid_mm == pytest.approx(math.hypot(10, 10))
+
+
+FANUC_LATHE = """%
+O0001 (SHAFT)
+G21 G99
+G28 U0. W0.
+T0101 (OD TURN 80DEG)
+G50 S3000
+G96 S200 M3
+G0 X52. Z2.
+G1 Z-50. F0.25
+U8.
+G0 W52.
+G28 U0. W0.
+T0202 (DRILL 10MM)
+G97 S1000 M3
+G0 X0 Z5.
+G1 Z-20. F0.1
+G0 Z5.
+M30
+%
+"""
+
+
+def test_fanuc_lathe_turret_diameters_and_feed_per_revolution() -> None:
+    # G99 F0.25 is 0.25 mm per revolution, not per minute; T0202 indexes the turret without M6; X is a diameter
+    rec = run(FANUC_LATHE)
+    assert [(t.tool, t.comment) for t in rec.tools] == [(1, "OD TURN 80DEG"), (2, "DRILL 10MM")]
+    turn, drill = rec.tools
+    assert turn.feed_mm == pytest.approx(52.0 + 4.0)  # Z2 to Z-50, then U8 (4 mm of radius)
+    assert turn.rapid_mm == pytest.approx(math.hypot(26, 2) + 52.0 + math.hypot(30, 2))
+    # G96: 200 m/min at 52 mm diameter is 1224 rev/min (under the G50 S3000 limit)
+    assert turn.feeds_mm_min == [pytest.approx(0.25 * 200_000 / (math.pi * 52))]
+    assert drill.spindle_rpm == [1000.0] and drill.feeds_mm_min == [pytest.approx(100.0)]
+    assert drill.feed_mm == pytest.approx(25.0)
+    assert rec.estimate is not None and rec.estimate.total_s < 120  # about half a minute, not hours
+
+
+def test_okuma_lathe_sequence_names_and_turret() -> None:
+    rec = run("O1234\nG50 S2500\nNAT01 G0 X200 Z200 T010101\nG96 S180 M3\nG0 X52 Z2\nG95 G1 Z-50 F0.3\n"
+              "G0 X200 Z200\nNAT02 T020202\nG97 S800 M3\nG0 X0 Z5\nG95 G1 Z-20 F0.1\nG0 X200 Z200\nM02\n",
+              name="SHAFT.MIN")
+    assert [t.tool for t in rec.tools] == [1, 2]
+    assert rec.diagnostics == []
+    assert rec.tools[1].feeds_mm_min == [pytest.approx(80.0)] and rec.tools[1].feed_mm == pytest.approx(25.0)
+    assert rec.estimate is not None and rec.estimate.total_s < 120
+
+
+def test_a_subprogram_kept_in_the_control_is_a_warning_not_an_error() -> None:
+    # M98 P9001 calls a tool-change or probing macro stored in the control: the program itself is fine
+    rec = run("O1\nT1 M6\nM98 P9001\nG0 X10\nM30\n")
+    assert errors(rec) == []
+    assert [(d.line, d.level) for d in rec.diagnostics] == [(3, "warning")]
+    assert "O9001" in rec.diagnostics[0].message and "not counted" in rec.diagnostics[0].message
+    assert rec.subprograms == ["O9001"] and rec.rapid_mm == pytest.approx(10.0)
+
+
+@pytest.mark.parametrize("program", [
+    "T1 M6\nG0 X0 Y0 Z10\nG83 Z-100000 R1 Q0.00001 F100\nM30\n",  # ten billion pecks in one hole
+    "T1 M6\nG0 X0 Y0 Z10\nG73 Z-100000 R1 Q0.00001 F100\nM30\n",
+    "T1 M6\nG0 X0 Y0 Z10\nG83 Z-1000 R1 Q0.001 F100 L9999\nG91 X1 L9999\nX1 L9999\nM30\n",
+    "O1\nT1 M6\nG0 Z10\nM98 P2 L99999\nM30\nO2\nG91 G81 X1 Z-1 R-5 F100 L9999\nG90\nM99\n",  # a billion holes
+])
+def test_peck_and_hole_repeats_are_bounded_like_blocks(program: str) -> None:
+    rec = run(program, limits=Limits(max_blocks=20_000))
+    assert rec.estimate is None
+    assert any("stopped after" in e for e in errors(rec))
+
+
+def test_okuma_lathe_with_four_digit_turret_words_and_feed_per_revolution() -> None:
+    rec = run("N1 G50 S3000\nG95\nG0 X200. Z100.\nT0101 (OD ROUGHING)\nG97 S1200 M3\nG0 X82. Z2.\nG1 Z-60. F0.3\n"
+              "G0 X200. Z100.\nT0303 (DRILL D10MM)\nS800 M3\nG0 X0. Z5.\nG1 Z-30. F0.12\nG0 Z5.\nM30\n", name="P.MIN")
+    assert [(t.tool, t.diameter_mm) for t in rec.tools] == [(1, None), (3, 10.0)]
+    assert rec.tools[0].feeds_mm_min == [pytest.approx(360.0)] and rec.tools[0].feed_mm == pytest.approx(62.0)
+    assert rec.tools[1].feeds_mm_min == [pytest.approx(96.0)] and rec.tools[1].feed_mm == pytest.approx(35.0)

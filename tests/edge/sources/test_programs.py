@@ -223,3 +223,67 @@ async def test_tool_diameters_from_the_config_serve_cutter_compensation(tmp_path
     assert not any("unknown diameter" in d["message"] for d in with_table["diagnostics"])
     assert without["feed_mm"] == pytest.approx(1 + 10 + 4 * 50 + 10)
     assert with_table["feed_mm"] == pytest.approx(202.888, abs=0.001)
+
+
+async def test_an_empty_mount_point_at_start_is_not_a_mass_deletion(tmp_path: Path) -> None:
+    # a share that did not mount at boot leaves its (empty) mount point: an unreachable folder, not 3 deletions
+    for i in range(3):
+        (tmp_path / f"p{i}.nc").write_text(PROGRAM.replace("O100", f"O{100 + i}"))
+    sink = FakeSink()
+    await ProgramsSource(config(tmp_path), sink).scan_once()
+    for i in range(3):
+        (tmp_path / f"p{i}.nc").unlink()
+    source = ProgramsSource(config(tmp_path), sink)  # restarted: what it knows comes from the positions
+    problems = await source.scan_once()
+    assert sink.events("program_harvested")[3:] == []
+    assert problems and "empty" in problems[0]
+    (tmp_path / "p0.nc").write_text(PROGRAM.replace("O100", "O100"))  # mounted again: p1 and p2 really went
+    assert await source.scan_once() == []
+    assert sorted(e.details["path"] for e in sink.events("program_harvested")[3:]) == ["p1.nc", "p2.nc"]
+
+
+async def test_an_unreadable_subfolder_is_not_a_deletion(tmp_path: Path) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root reads every folder")
+    (tmp_path / "op1").mkdir()
+    (tmp_path / "op1" / "a.nc").write_text(PROGRAM)
+    (tmp_path / "b.nc").write_text(PROGRAM.replace("O100", "O200"))
+    sink = FakeSink()
+    source = ProgramsSource(config(tmp_path), sink)
+    await source.scan_once()
+    (tmp_path / "op1").chmod(0)
+    try:
+        problems = await source.scan_once()
+    finally:
+        (tmp_path / "op1").chmod(0o755)
+    assert [e.details["action"] for e in sink.events("program_harvested")] == ["harvested", "harvested"]
+    assert problems and "op1" in problems[0]
+
+
+async def test_more_files_than_max_files_removes_nothing(tmp_path: Path) -> None:
+    for i in range(4):
+        (tmp_path / f"p{i}.nc").write_text(PROGRAM.replace("O100", f"O{100 + i}"))
+    sink = FakeSink()
+    source = ProgramsSource(config(tmp_path, max_files=4), sink)
+    await source.scan_once()
+    for i in range(4, 8):
+        (tmp_path / f"p{i}.nc").write_text(PROGRAM.replace("O100", f"O{100 + i}"))
+    problems = await source.scan_once()
+    assert [e.details["action"] for e in sink.events("program_harvested")] == ["harvested"] * 4
+    assert problems and "max_files" in problems[0]
+
+
+async def test_a_move_by_copy_then_delete_is_a_rename(tmp_path: Path) -> None:
+    # moving a file on a share copies it (the copy settles for a while) and then deletes the original
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "a.nc").write_text(PROGRAM)
+    sink = FakeSink()
+    await ProgramsSource(config(tmp_path), sink).scan_once()
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "a.nc").write_text(PROGRAM)
+    (tmp_path / "old" / "a.nc").unlink()
+    await ProgramsSource(config(tmp_path, settle_time="1h"), sink).scan_once()  # the copy has not settled yet
+    assert [e.details["action"] for e in sink.events("program_harvested")] == ["harvested"]
+    await ProgramsSource(config(tmp_path), sink).scan_once()  # settled
+    assert [e.details["action"] for e in sink.events("program_harvested")] == ["harvested", "renamed"]
+    assert sink.documents()[-1].body["renamed_from"] == "old/a.nc"

@@ -374,3 +374,15 @@ async def test_a_restart_with_resend_gets_the_state_back_at_once(agent: MTConnec
         resent = _streams(await fresh.get("/sample", params={"from": N_ITEMS + 1, "count": 1000})).observations
     assert len(resent) == sum(v is not None for v in before.values()) + 10  # + the 10 NORMAL conditions
     assert len({o.timestamp for o in resent}) == 1  # one line, as an adapter sends it on reconnecting
+
+
+async def test_a_device_stream_gets_heartbeats_while_another_device_changes() -> None:
+    # the replay feeds OKUMA without end; a client of the idle Mazak must still hear from the agent
+    async with MTConnectAgent(AgentSettings(speed=math.inf, loop=True)) as looping, \
+            httpx.AsyncClient(base_url=looping.url, timeout=30) as client:
+        nxt = looping.buffer.next_sequence
+        params: dict[str, int | str] = {"from": nxt, "interval": 0, "heartbeat": 20}
+        async with asyncio.timeout(10):
+            docs = await read_stream(client, "/Mazak/sample", params, lambda d: len(d) == 2)
+        assert looping.buffer.next_sequence > nxt + 100  # OKUMA changed all along
+        assert all(isinstance(d, Streams) and d.observations == () for d in docs)

@@ -305,3 +305,14 @@ def test_an_error_document_with_a_bad_header_still_gives_its_errors() -> None:
     doc = (b'<MTConnectError xmlns="urn:mtconnect.org:MTConnectError:1.3"><Header sender="x"/><Errors>'
            b'<Error errorCode="INVALID_REQUEST">bad</Error></Errors></MTConnectError>')
     assert parse_streams(doc) == AgentErrors(None, (("INVALID_REQUEST", "bad"),))
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    (b"<a/>" * 2_000_001, "more than 2,000,000 elements"),  # 8 MB that would take about 200 MB parsed
+    (b"<a>" * 10_001 + b"</a>" * 10_001, "nests elements more than 10,000 deep"),
+])
+def test_a_document_that_would_take_far_more_memory_than_its_size_is_refused(body: bytes, message: str) -> None:
+    doc = (b'<MTConnectStreams xmlns="urn:mtconnect.org:MTConnectStreams:1.3"><Header instanceId="1"/><Streams>'
+           + body + b"</Streams></MTConnectStreams>")
+    with pytest.raises(ProtocolError, match=message):
+        parse_streams(doc)

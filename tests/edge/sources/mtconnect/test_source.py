@@ -7,8 +7,10 @@ import asyncio
 import json
 import math
 
+import httpx
 import pytest
 
+from edge.sources.mtconnect.config import MTConnectSourceConfig
 from edge.sources.mtconnect.source import MTConnectSource
 from tests.edge.sources.mtconnect.sourcesupport import (
     HoldingSink,
@@ -186,3 +188,131 @@ async def test_polling_reads_the_same_observations() -> None:
             await sink.until(caught_up(source, agent), timeout=60)
             assert source.health.detail["mode"] == "poll"
         assert_same_observations(agent, sink)
+
+
+class PlainProxy:
+    """An HTTP proxy in front of the agent that does not pass streams: it drops ``interval``, so every /sample
+    gets one plain document (what a buffering proxy or an agent without streaming gives)."""
+
+    def __init__(self, agent: MTConnectAgent) -> None:
+        self.agent = agent
+        self.samples = 0
+        self._server: asyncio.Server | None = None
+        self._http = httpx.AsyncClient(base_url=agent.url)
+
+    async def __aenter__(self) -> str:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+        await self._http.aclose()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self._serve_head((await reader.readuntil(b"\r\n\r\n")).decode(), writer)
+
+    async def _serve_head(self, head: str, writer: asyncio.StreamWriter) -> None:
+        try:
+            target = httpx.URL(head.split(" ")[1])
+            params = {k: v for k, v in target.params.items() if k not in ("interval", "heartbeat")}
+            self.samples += target.path.endswith("/sample")
+            answer = await self._http.get(target.path, params=params)
+            writer.write(b"HTTP/1.1 %d X\r\nContent-Type: text/xml\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+                         % (answer.status_code, len(answer.content)) + answer.content)
+            await writer.drain()
+        finally:
+            writer.close()
+
+
+async def test_a_stream_that_does_not_get_through_falls_back_to_polling() -> None:
+    async with MTConnectAgent(AgentSettings(speed=math.inf, paused=True)) as agent:
+        proxy = PlainProxy(agent)
+        async with proxy as url:
+            sink = HoldingSink()
+            source = MTConnectSource(config(agent, url=url, poll_interval=0.05), sink)
+            async with running(source):
+                await sink.until(caught_up(source, agent))
+                agent.resume()
+                await agent.replay_done.wait()
+                await sink.until(caught_up(source, agent), timeout=60)
+                assert source.health.detail["mode"] == "poll"
+        assert proxy.samples > 3
+        assert_same_observations(agent, sink)
+
+
+async def test_a_web_page_instead_of_an_agent_is_a_plain_reason_not_a_crash() -> None:
+    async def page(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 13\r\n\r\n<html></html>")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(page, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    sink = HoldingSink()
+    source = MTConnectSource(MTConnectSourceConfig.model_validate({"kind": "mtconnect", "name": "lathe", "url": url}),
+                             sink)
+    async with running(source):
+        async with asyncio.timeout(10):
+            while source.health.state.value != "disconnected":  # noqa: ASYNC110 - the health record has no event
+                await asyncio.sleep(0.02)
+    server.close()
+    await server.wait_closed()
+    assert source.health.reason == (f"MTConnect agent {url}: not an MTConnect document: root <html> has no namespace "
+                                    "(expected urn:mtconnect.org:MTConnect...:1.x or 2.x)")
+    assert not sink.frames and not sink.positions
+
+
+async def test_an_edge_down_longer_than_the_buffer_holds_counts_exactly_what_it_missed() -> None:
+    async with MTConnectAgent(AgentSettings(speed=math.inf, buffer_size=1024, paused=True)) as agent:
+        sink = HoldingSink()
+        async with running(MTConnectSource(config(agent), sink)) as source:
+            await sink.until(caught_up(source, agent))
+        stopped_at = json.loads(sink.positions["mtconnect:lathe"])["next"]
+        agent.resume()  # the edge is down while the agent records far more than its buffer holds
+        await agent.replay_done.wait()
+        async with running(MTConnectSource(config(agent), sink)) as source:
+            await sink.until(caught_up(source, agent), timeout=60)
+        [gap] = [e.details for e in sink.events if e.kind == "data_gap"]
+        first = agent.buffer.next_sequence - 1024
+        assert (gap["reason"], gap["from_sequence"], gap["to_sequence"]) == ("out_of_range", stopped_at, first)
+        assert gap["lost"] == first - stopped_at
+        kept = [r for r in agent.produced if not stopped_at <= r.sequence < first]
+        assert frame_series(sink.frames) == agent_series(kept, DEVICE_IDS)
+
+
+LAUGHS = (b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;">'
+          b'<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;">]><MTConnectStreams>&lol3;</MTConnectStreams>')
+
+
+class HostileStream(PlainProxy):
+    """The agent's probe and current, and a hostile /sample stream: a billion-laughs document in a part."""
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode()
+        if "/sample" not in head.split(" ")[1]:
+            await super()._serve_head(head, writer)
+            return
+        try:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace;boundary=b0\r\n"
+                         b"Connection: close\r\n\r\n--b0\r\nContent-type: text/xml\r\n\r\n" + LAUGHS + b"\r\n--b0\r\n")
+            await writer.drain()
+        finally:
+            writer.close()
+
+
+async def test_a_hostile_stream_is_refused_with_a_reason_and_never_stored() -> None:
+    async with MTConnectAgent(AgentSettings(speed=math.inf, paused=True)) as agent:
+        async with HostileStream(agent) as url:
+            sink = HoldingSink()
+            source = MTConnectSource(config(agent, url=url), sink)
+            async with running(source):
+                async with asyncio.timeout(10):
+                    while source.health.errors < 2:  # noqa: ASYNC110 - the health record has no event
+                        await asyncio.sleep(0.02)
+            assert "declares a DTD or entities" in (source.health.reason or "")
+            assert source.health.state.value == "disconnected"
+            before = json.loads(sink.positions["mtconnect:lathe"])["next"]
+            assert before == agent.buffer.next_sequence  # the seed from /current; nothing of the stream

@@ -1,0 +1,79 @@
+"""The frame mapping without I/O: keys, values, the unavailable flag, frame times, alarms."""
+
+from __future__ import annotations
+
+import pytest
+
+from edge.sources.mtconnect.mapping import MAX_ACTIVE_ALARMS, Mapper, Registry, sensor_key
+from edge.sources.mtconnect.protocol import Condition, DataItem, DeviceModel, Header, Observation, Probe
+
+T = 1_800_000_000.0
+HEADER = Header(instance_id=5, version="2.0", buffer_size=1024, first_sequence=1, last_sequence=9, next_sequence=10,
+                asset_buffer_size=None, asset_count=None)
+
+
+def item(id_: str, category: str = "SAMPLE", type_: str = "POSITION") -> DataItem:
+    return DataItem(id=id_, name=None, category=category, type=type_, sub_type=None,  # type: ignore[arg-type]
+                    units="MILLIMETER" if category == "SAMPLE" else None, native_units=None, device_uuid="u1",
+                    device_name="lathe 3", component="Controller")
+
+
+ITEMS = (item("Xpos"), item("exec", "EVENT", "EXECUTION"), item("1st", "EVENT", "PROGRAM"),
+         item("sys", "CONDITION", "SYSTEM"))
+
+
+def mapper() -> Mapper:
+    probe = Probe(HEADER, (DeviceModel("u1", "lathe 3", ITEMS),))
+    return Mapper(Registry.build(probe, {}), "src")
+
+
+def obs(item_id: str, seq: int, ts: float, value: float | str | None, cond: Condition | None = None) -> Observation:
+    category = "CONDITION" if cond else ("SAMPLE" if item_id == "Xpos" else "EVENT")
+    return Observation(item_id, seq, ts, value, category, "Fault" if cond else "Position", "u1", cond)
+
+
+def test_keys_are_item_ids_made_safe() -> None:
+    assert sensor_key("Xpos") == "Xpos"
+    assert sensor_key("1st") == "i_1st"
+    assert sensor_key("a b#c") == "a_b_c"
+    assert len(sensor_key("x" * 300)) == 119
+
+
+def test_samples_are_numbers_events_text_and_unavailable_a_flag() -> None:
+    m = mapper()
+    out = m.map([obs("Xpos", 1, T, None), obs("exec", 2, T, "A" * 300), obs("Xpos", 3, T + 1, 12.5),
+                 obs("1st", 4, T + 1, "O1234")])
+    assert [f.device_id for f in out.frames] == ["lathe_3", "lathe_3"]
+    assert out.frames[0].sensors == {"Xpos.quality": "unavailable", "exec": "A" * 255 + "…"}
+    assert out.frames[1].sensors == {"Xpos": 12.5, "Xpos.quality": "ok", "i_1st": "O1234"}
+    assert [f.metrics["mtconnect.seq"] for f in out.frames] == [2, 4]
+
+
+def test_a_frame_never_repeats_a_time_nor_holds_a_key_twice() -> None:
+    m = mapper()
+    out = m.map([obs("Xpos", 1, T, 1.0), obs("Xpos", 2, T, 2.0), obs("exec", 3, T - 5, "READY")])
+    assert [f.sensors for f in out.frames] == [{"Xpos": 1.0}, {"Xpos": 2.0}, {"exec": "READY"}]
+    times = [f.ts for f in out.frames]
+    assert times[0] == T and times == sorted(set(times))
+    later = m.map([obs("Xpos", 4, T, 3.0)])  # the next batch too, and after a restart from the state
+    assert later.frames[0].ts > times[-1]
+    again = Mapper(m.registry, "src", m.state()).map([obs("Xpos", 5, T, 4.0)])
+    assert again.frames[0].ts > later.frames[0].ts
+
+
+def fault(code: str | None, level: str = "FAULT") -> Condition:
+    return Condition(level, code, "1", None, f"text {code}")  # type: ignore[arg-type]
+
+
+def test_alarms_past_the_cap_forget_the_oldest_and_the_state_stays_bounded() -> None:
+    m = mapper()
+    m.map([obs("sys", n, T + n, "FAULT", fault(str(n))) for n in range(MAX_ACTIVE_ALARMS + 5)])
+    assert len(m.alarms) == MAX_ACTIVE_ALARMS
+    closed = m.map([obs("sys", 9999, T + 9999, "NORMAL", fault(None, "NORMAL"))]).events
+    assert len(closed) == MAX_ACTIVE_ALARMS and not m.alarms
+
+
+def test_a_registry_too_large_is_refused_plainly() -> None:
+    many = tuple(item(f"i{n}") for n in range(20_001))
+    with pytest.raises(ValueError, match="more than 20000 data items"):
+        Registry.build(Probe(HEADER, (DeviceModel("u1", "big", many),)), {})
