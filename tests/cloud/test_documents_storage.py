@@ -107,3 +107,13 @@ async def test_tool_words_with_accents_are_found_in_any_case_on_both_backends(st
     await ingest(storage, "edge-1", [program_doc(1, mill)])
     for words in ("fräser ø8", "FRÄSER", "Fräser", "ébauche", "ÉBAUCHE"):
         assert await found(storage, tool=words) == ["x/O7.nc"], words
+
+
+async def test_numbers_too_large_for_a_column_make_the_document_invalid_not_the_batch(storage: Storage) -> None:
+    # A whole number in a ProgramRecord had no upper bound: 2**70 lines, or a T number past 2**63, failed the
+    # batch's transaction in SQLite or PostgreSQL, and the edge sent it again forever.
+    huge = {**program("x/O8.nc", content="o8", tools=[tool(2**64, "DRILL")]), "lines": 2**70}
+    await ingest(storage, "edge-1", [program_doc(1, huge), program_doc(2, DRILL, at=1)])
+    rows = await storage.select(lambda p: ("SELECT seq, status FROM documents ORDER BY seq", []))
+    assert [tuple(r) for r in rows] == [(1, "invalid"), (2, "ok")]
+    assert await found(storage, tool="5") == ["drill/O1001.nc"]
