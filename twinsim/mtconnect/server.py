@@ -273,7 +273,12 @@ class AgentServer:
         boundary = await self._open_stream(writer)
         agent = self.agent
         buffer = agent.buffer
-        while agent.buffer is buffer:  # a restart ends the stream (and cuts the connection)
+        while True:
+            if agent.buffer is not buffer:  # a restart ends the stream (and cuts the connection) ...
+                if not agent.streams_survive_restart:
+                    return
+                buffer = agent.buffer  # ... unless it keeps clients: the new instance from its start
+                pos = buffer.first_sequence
             if pos < buffer.first_sequence:
                 text = f"the client fell behind: sequence {pos} is no longer in the buffer (first is " \
                        f"{buffer.first_sequence})"

@@ -1,0 +1,33 @@
+"""The MTConnect source against agents that restart in unusual ways or serve what it cannot take: it never
+stays stuck, and it neither loses nor repeats what it could read."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from edge.sources.mtconnect.source import MTConnectSource
+from tests.edge.sources.mtconnect.sourcesupport import HoldingSink, caught_up, config, running
+from tests.edge.sources.mtconnect.test_source import assert_same_observations
+from twinsim.mtconnect import AgentSettings, MTConnectAgent
+
+
+async def test_a_restart_seen_in_a_parts_header_without_the_connection_cut_gives_one_gap() -> None:
+    async with MTConnectAgent(AgentSettings(speed=200, instance_id=7, paused=True)) as agent:
+        sink = HoldingSink()
+        async with running(MTConnectSource(config(agent, heartbeat=1.0), sink)) as source:
+            await sink.until(caught_up(source, agent))
+            agent.resume()
+            await sink.until(lambda: (source.health.detail["next_sequence"] or 0) > 300)
+            agent.restart(keep_clients=True)
+            async with asyncio.timeout(2.0):  # two heartbeats
+                await sink.until(lambda: source.health.detail["instance_id"] == 8)
+            await sink.until(lambda: (source.health.detail["next_sequence"] or 0) > 100)
+            agent.pause()
+            await sink.until(caught_up(source, agent))
+        gaps = [e for e in sink.events if e.kind == "data_gap"]
+        assert [(g.details["reason"], g.details["instance_id"], g.details["to_sequence"]) for g in gaps] == [
+            ("agent_restarted", 8, 1)]
+        assert json.loads(sink.positions["mtconnect:lathe"])["instance"] == 8
+        assert_same_observations(agent, sink)  # both instances, all of each
+
