@@ -220,6 +220,17 @@ class MTConnectSource(Source):
         if current.header.instance_id != self._registry.instance_id:
             raise _Restarted
         start, first = self._pos["next"], current.header.first_sequence
+        end = current.header.next_sequence
+        if end is not None and start > end and first is not None:
+            # Our position is past the agent's end: it started its sequences again without a new instanceId
+            # (restarted within the second its id is taken from). Its buffer is new data: read it from its start.
+            instance = self._registry.instance_id
+            event = self._gap(None, start, first, instance, "agent_restarted",
+                              f"the MTConnect agent at {self.client.url} started its sequences again under the "
+                              f"same instance {instance} (the edge was at {start}, the agent is at {end}); what "
+                              f"it recorded after sequence {start - 1} before that is lost")
+            await self._commit([], [event], [], first)
+            return
         if first is None or first <= start:
             raise AgentRefused(f"the agent said sequence {start} is out of range, yet its buffer starts at {first}")
         lost = first - start

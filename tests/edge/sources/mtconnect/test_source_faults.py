@@ -6,9 +6,17 @@ from __future__ import annotations
 import asyncio
 import json
 
+from edge.sources.mtconnect.mapping import sensor_key
 from edge.sources.mtconnect.source import MTConnectSource
-from tests.edge.sources.mtconnect.sourcesupport import HoldingSink, caught_up, config, running
-from tests.edge.sources.mtconnect.test_source import assert_same_observations
+from tests.edge.sources.mtconnect.sourcesupport import (
+    HoldingSink,
+    caught_up,
+    config,
+    expected_value,
+    frame_series,
+    running,
+)
+from tests.edge.sources.mtconnect.test_source import DEVICE_IDS, assert_same_observations
 from twinsim.mtconnect import AgentSettings, MTConnectAgent
 
 
@@ -31,3 +39,27 @@ async def test_a_restart_seen_in_a_parts_header_without_the_connection_cut_gives
         assert json.loads(sink.positions["mtconnect:lathe"])["instance"] == 8
         assert_same_observations(agent, sink)  # both instances, all of each
 
+
+async def test_an_agent_whose_sequences_start_again_under_the_same_instance_is_read_again() -> None:
+    async with MTConnectAgent(AgentSettings(speed=200, instance_id=7, paused=True)) as agent:
+        sink = HoldingSink()
+        async with running(MTConnectSource(config(agent, heartbeat=1.0), sink)) as source:
+            await sink.until(caught_up(source, agent))
+            agent.resume()
+            await sink.until(lambda: (source.health.detail["next_sequence"] or 0) > 300)
+            agent.pause()
+            await sink.until(caught_up(source, agent))
+            agent.restart(instance_id=7)  # a restart within the same second: the reference agent's id is its start
+            agent.resume()
+            await agent.wait_for(lambda: agent.buffer.next_sequence > 200)
+            agent.pause()
+            await sink.until(lambda: (source.health.detail["next_sequence"] == agent.buffer.next_sequence
+                                      and source.health.detail["gaps"] == 1), timeout=20)
+        gaps = [e for e in sink.events if e.kind == "data_gap"]
+        assert [(g.details["reason"], g.details["lost"], g.details["to_sequence"]) for g in gaps] == [
+            ("agent_restarted", None, 1)]
+        want: dict[tuple[str, str], list[object]] = {}
+        for rec in agent.produced:  # in the order produced: both runs carry the same instance and sequences
+            want.setdefault((DEVICE_IDS[rec.item.device_uuid], sensor_key(rec.item_id)), []).append(
+                expected_value(rec))
+        assert frame_series(sink.frames) == want  # before and after the reset, each observation once
