@@ -59,7 +59,8 @@ class MTConnectSource(Source):
         self._registry_sent: int | None = None  # the instance whose registry went out as documents
         self._poll_until = 0.0  # monotonic: poll instead of streaming until then
         self.health.detail.update({"instance_id": None, "next_sequence": None, "mode": config.mode, "gaps": 0,
-                                   "lost": 0, "assets": 0, "observations": 0})
+                                   "lost": 0, "assets": 0, "assets_skipped": 0,
+                                   "observations": 0})
 
     @property
     def who(self) -> str:
@@ -269,7 +270,13 @@ class MTConnectSource(Source):
                         MAX_ASSETS_PER_BATCH)
         docs = []
         for asset_id, uuid, element, ts in wanted[:MAX_ASSETS_PER_BATCH]:
-            found = await self.client.asset(asset_id)
+            try:
+                found = await self.client.asset(asset_id)
+            except ProtocolError as exc:
+                # Too large or malformed: asking again would get the same answer and hold up all that follows.
+                self.health.detail["assets_skipped"] += 1
+                log.warning("%s: asset %s is skipped: %s", self.who, asset_id[:80], exc)
+                continue
             removed = element == "AssetRemoved"
             if isinstance(found, AgentErrors) or not found:
                 if not removed:

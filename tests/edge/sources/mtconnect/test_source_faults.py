@@ -63,3 +63,22 @@ async def test_an_agent_whose_sequences_start_again_under_the_same_instance_is_r
             want.setdefault((DEVICE_IDS[rec.item.device_uuid], sensor_key(rec.item_id)), []).append(
                 expected_value(rec))
         assert frame_series(sink.frames) == want  # before and after the reset, each observation once
+
+
+async def test_an_asset_the_edge_cannot_read_is_skipped_with_a_reason_and_reading_goes_on() -> None:
+    async with MTConnectAgent(AgentSettings(speed=200, paused=True)) as agent:
+        sink = HoldingSink()
+        async with running(MTConnectSource(config(agent), sink)) as source:
+            await sink.until(caught_up(source, agent))
+            deep = "<a>" * 100 + "</a>" * 100  # nested deeper than the edge reads
+            agent.inject([f"2026-01-01T00:00:00Z|@ASSET@|T1|CuttingTool|<CuttingTool assetId=\"T1\">{deep}"
+                          "</CuttingTool>",
+                          '2026-01-01T00:00:01Z|@ASSET@|T2|CuttingTool|<CuttingTool assetId="T2"/>'])
+            agent.resume()
+            await agent.replay_done.wait()
+            await sink.until(caught_up(source, agent), timeout=20)
+        assets = {d.key for d in sink.documents if d.kind == "asset"}
+        assert "T2" in assets and "T1" not in assets
+        named = [r for r in agent.produced if r.item.type in ("ASSET_CHANGED", "ASSET_REMOVED") and r.value == "T1"]
+        assert source.health.detail["assets_skipped"] == len(named) >= 1  # changed, then removed by the replay
+        assert_same_observations(agent, sink)
