@@ -198,7 +198,13 @@ class MTConnectSource(Source):
             raise _Restarted
         start = self._pos["next"]
         fresh = [o for o in doc.observations if o.sequence >= start]  # taken once per (instance, sequence)
-        nxt = max(start, doc.header.next_sequence or 0, fresh[-1].sequence + 1 if fresh else 0)
+        said = doc.header.next_sequence or 0
+        if doc.header.last_sequence is not None and said > doc.header.last_sequence + 1:
+            # Past what the agent holds: following it would skip whatever comes next (a buggy agent or proxy).
+            log.warning("%s said the next sequence is %d while its last is %d; reading on from its last",
+                        self.who, said, doc.header.last_sequence)
+            said = doc.header.last_sequence + 1
+        nxt = max(start, said, fresh[-1].sequence + 1 if fresh else 0)
         if nxt == start:
             return 0  # a heartbeat
         mapper = self._mapper

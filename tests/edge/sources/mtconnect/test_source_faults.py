@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
+import re
+
+import httpx
 
 from edge.sources.mtconnect.mapping import sensor_key
 from edge.sources.mtconnect.source import MTConnectSource
@@ -16,7 +20,7 @@ from tests.edge.sources.mtconnect.sourcesupport import (
     frame_series,
     running,
 )
-from tests.edge.sources.mtconnect.test_source import DEVICE_IDS, assert_same_observations
+from tests.edge.sources.mtconnect.test_source import DEVICE_IDS, PlainProxy, assert_same_observations
 from twinsim.mtconnect import AgentSettings, MTConnectAgent
 
 
@@ -81,4 +85,43 @@ async def test_an_asset_the_edge_cannot_read_is_skipped_with_a_reason_and_readin
         assert "T2" in assets and "T1" not in assets
         named = [r for r in agent.produced if r.item.type in ("ASSET_CHANGED", "ASSET_REMOVED") and r.value == "T1"]
         assert source.health.detail["assets_skipped"] == len(named) >= 1  # changed, then removed by the replay
+        assert_same_observations(agent, sink)
+
+
+class JumpingProxy(PlainProxy):
+    """Passes /sample answers with a nextSequence far past the agent's last sequence once (a buggy agent)."""
+
+    jumped = 0
+
+    async def _serve_head(self, head: str, writer: asyncio.StreamWriter) -> None:
+        target = httpx.URL(head.split(" ")[1])
+        if not target.path.endswith("/sample") or self.jumped:
+            await super()._serve_head(head, writer)
+            return
+        try:
+            answer = await self._http.get(target.path, params=dict(target.params))
+            body = answer.content
+            if b"<Samples>" in body or b"<Events>" in body:
+                self.jumped += 1
+                body = re.sub(rb'nextSequence="(\d+)"', lambda m: b'nextSequence="%d"' % (int(m[1]) + 10**9), body)
+            writer.write(b"HTTP/1.1 %d X\r\nContent-Type: text/xml\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+                         % (answer.status_code, len(body)) + body)
+            await writer.drain()
+        finally:
+            writer.close()
+
+
+async def test_a_next_sequence_past_the_agents_last_one_is_not_followed() -> None:
+    async with MTConnectAgent(AgentSettings(speed=math.inf, paused=True)) as agent:
+        proxy = JumpingProxy(agent)
+        async with proxy as url:
+            sink = HoldingSink()
+            source = MTConnectSource(config(agent, url=url, mode="poll", poll_interval=0.05, count=500), sink)
+            async with running(source):
+                await sink.until(caught_up(source, agent))
+                agent.resume()
+                await agent.replay_done.wait()
+                await sink.until(caught_up(source, agent), timeout=60)
+        assert proxy.jumped == 1
+        assert [e.details for e in sink.events if e.kind == "data_gap"] == []
         assert_same_observations(agent, sink)
