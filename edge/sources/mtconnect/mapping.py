@@ -173,6 +173,26 @@ class Mapper:
         out.frames.sort(key=lambda f: f.metrics["mtconnect.seq"])
         return out
 
+    def reconcile(self, snapshot: Iterable[Observation]) -> list[EdgeEvent]:
+        """Alarms as a snapshot of the agent's state (``/current``) shows them, after changes the edge could not
+        read (a gap): an alarm no longer active is closed, an active one the edge did not know is opened."""
+        seen: dict[str, Observation] = {}  # item id -> an observation of it (the time its alarms ended)
+        active: dict[tuple[str, str], Observation] = {}
+        for obs in snapshot:
+            cond = obs.condition
+            if cond is None or obs.item_id not in self.registry.items:
+                continue
+            seen.setdefault(obs.item_id, obs)
+            if cond.level in ("WARNING", "FAULT"):
+                active[(obs.item_id, cond.native_code or "")] = obs
+            else:
+                seen[obs.item_id] = obs  # NORMAL or UNAVAILABLE: when the item's other alarms ended
+        events = [self._event("alarm_closed", *key, self.alarms.pop(key), seen[key[0]])
+                  for key in [k for k in self.alarms if k[0] in seen and k not in active]]
+        for (item, _), obs in active.items():
+            events.extend(self._condition(self.registry.items[item], obs))
+        return events
+
     def _finish(self, b: _Building) -> TelemetryFrame:
         last = self.last_ts.get(b.device_id)
         ts = b.ts if last is None or b.ts > last else last + TICK

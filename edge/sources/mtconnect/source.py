@@ -143,6 +143,7 @@ class MTConnectSource(Source):
                 await self._commit([], events, docs, first)
                 return
         before = mapper.state()
+        events += mapper.reconcile(current.observations)  # alarms that ended or began where nothing was read
         out = mapper.map(sorted(current.observations, key=lambda o: o.sequence))
         try:
             assets = await self._assets(out.assets)
@@ -219,8 +220,9 @@ class MTConnectSource(Source):
         return len(doc.observations)
 
     async def _out_of_range(self) -> None:
-        """We fell behind the agent's buffer: one gap event with the exact count lost; resume at its first."""
-        assert self._pos is not None and self._registry is not None
+        """We fell behind the agent's buffer: one gap event with the exact count lost, the alarms set as /current
+        has them; resume at its first."""
+        assert self._pos is not None and self._registry is not None and self._mapper is not None
         current = await self.client.current()
         if isinstance(current, AgentErrors):
             raise AgentRefused(f"the agent refused /current: {_errors(current)}")
@@ -241,11 +243,17 @@ class MTConnectSource(Source):
         if first is None or first <= start:
             raise AgentRefused(f"the agent said sequence {start} is out of range, yet its buffer starts at {first}")
         lost = first - start
+        before = self._mapper.state()
+        alarms = self._mapper.reconcile(current.observations)  # what changed in the part that is lost
         event = self._gap(lost, start, first, self._registry.instance_id, "out_of_range",
                           f"{lost:,} observations from the MTConnect agent at {self.client.url} were lost: the edge "
                           f"fell behind the agent's buffer of {current.header.buffer_size or '?'} (sequences "
                           f"{start}..{first - 1}); reading resumes at {first}")
-        await self._commit([], [event], [], first)
+        try:
+            await self._commit([], [event, *alarms], [], first)
+        except BaseException:
+            self._mapper.restore(before)
+            raise
 
     # --- storing -------------------------------------------------------------------------------------------
 

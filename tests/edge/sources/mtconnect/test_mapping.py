@@ -77,3 +77,17 @@ def test_a_registry_too_large_is_refused_plainly() -> None:
     many = tuple(item(f"i{n}") for n in range(20_001))
     with pytest.raises(ValueError, match="more than 20000 data items"):
         Registry.build(Probe(HEADER, (DeviceModel("u1", "big", many),)), {})
+
+
+def test_a_snapshot_after_a_gap_closes_the_alarms_that_ended_and_opens_the_new_ones_once() -> None:
+    m = mapper()
+    m.map([obs("sys", 1, T, "FAULT", fault("2041")), obs("sys", 2, T, "FAULT", fault("3001"))])
+    snapshot = [obs("sys", 40, T + 40, "FAULT", fault("3001")), obs("sys", 41, T + 41, "WARNING",
+                                                                     fault("4000", "WARNING"))]
+    events = m.reconcile(snapshot)
+    assert [(e.kind, e.details["native_code"], e.ts) for e in events] == [
+        ("alarm_closed", "2041", T + 40), ("alarm_opened", "4000", T + 41)]
+    assert m.reconcile(snapshot) == []  # nothing changed since: nothing to say
+    assert m.map(snapshot).events == []  # the same observations read again open nothing twice
+    ended = m.reconcile([obs("sys", 50, T + 50, "NORMAL", fault(None, "NORMAL"))])
+    assert sorted(e.details["native_code"] for e in ended) == ["3001", "4000"] and not m.alarms

@@ -12,6 +12,7 @@ import httpx
 
 from edge.sources.mtconnect.mapping import sensor_key
 from edge.sources.mtconnect.source import MTConnectSource
+from shared.batch import EdgeEvent
 from tests.edge.sources.mtconnect.sourcesupport import (
     HoldingSink,
     caught_up,
@@ -125,3 +126,36 @@ async def test_a_next_sequence_past_the_agents_last_one_is_not_followed() -> Non
         assert proxy.jumped == 1
         assert [e.details for e in sink.events if e.kind == "data_gap"] == []
         assert_same_observations(agent, sink)
+
+
+def open_alarms(events: list[EdgeEvent]) -> set[tuple[str, str]]:
+    """The alarms an operator sees open after these events, by (item, native code)."""
+    out: set[tuple[str, str]] = set()
+    for e in events:
+        key = (e.details.get("item"), e.details.get("native_code") or "")
+        if e.kind == "alarm_opened":
+            assert key not in out, f"{key} opened twice"
+            out.add(key)
+        elif e.kind == "alarm_closed":
+            assert key in out, f"{key} closed but not open"
+            out.discard(key)
+    return out
+
+
+async def test_an_alarm_that_cleared_while_the_edge_was_down_longer_than_the_buffer_holds_is_closed() -> None:
+    async with MTConnectAgent(AgentSettings(speed=math.inf, buffer_size=1024, paused=True)) as agent:
+        sink = HoldingSink()
+        async with running(MTConnectSource(config(agent), sink)) as source:
+            await sink.until(caught_up(source, agent))
+            agent.inject("2026-01-01T00:00:00Z|servo_cond|FAULT|2041|1|HIGH|SERVO OVERLOAD\n"
+                         "2026-01-01T00:00:00Z|servo_cond|FAULT|3001|1||SERVO TEMPERATURE")
+            await sink.until(caught_up(source, agent))
+        agent.inject("2026-01-01T00:00:01Z|servo_cond|NORMAL|2041|||")  # the edge is down while one clears
+        agent.resume()
+        await agent.replay_done.wait()  # and far more than the buffer holds follows
+        async with running(MTConnectSource(config(agent), sink)) as source:
+            await sink.until(caught_up(source, agent), timeout=60)
+        assert [e.details["reason"] for e in sink.events if e.kind == "data_gap"] == ["out_of_range"]
+        active = {(item, code) for item, codes in agent.buffer.current.conditions.items() for code in codes if code}
+        assert ("servo_cond", "2041") not in active and ("servo_cond", "3001") in active
+        assert open_alarms(sink.events) == active
