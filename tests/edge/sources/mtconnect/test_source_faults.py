@@ -159,3 +159,17 @@ async def test_an_alarm_that_cleared_while_the_edge_was_down_longer_than_the_buf
         active = {(item, code) for item, codes in agent.buffer.current.conditions.items() for code in codes if code}
         assert ("servo_cond", "2041") not in active and ("servo_cond", "3001") in active
         assert open_alarms(sink.events) == active
+
+
+async def test_an_agent_of_the_1_3_schema_is_read_whole_and_its_out_of_range_counted() -> None:
+    async with MTConnectAgent(AgentSettings(speed=math.inf, buffer_size=1024, paused=True, version="1.3")) as agent:
+        sink = HoldingSink()
+        async with running(MTConnectSource(config(agent), sink)) as source:
+            await sink.until(caught_up(source, agent))
+        stopped_at = json.loads(sink.positions["mtconnect:lathe"])["next"]
+        agent.resume()
+        await agent.replay_done.wait()
+        async with running(MTConnectSource(config(agent), sink)) as source:
+            await sink.until(caught_up(source, agent), timeout=60)
+        [gap] = [e.details for e in sink.events if e.kind == "data_gap"]
+        assert (gap["reason"], gap["lost"]) == ("out_of_range", agent.buffer.next_sequence - 1024 - stopped_at)
