@@ -173,3 +173,38 @@ async def test_an_agent_of_the_1_3_schema_is_read_whole_and_its_out_of_range_cou
             await sink.until(caught_up(source, agent), timeout=60)
         [gap] = [e.details for e in sink.events if e.kind == "data_gap"]
         assert (gap["reason"], gap["lost"]) == ("out_of_range", agent.buffer.next_sequence - 1024 - stopped_at)
+
+
+class SlowLoris(PlainProxy):
+    """The agent's probe and current, and a /sample stream that trickles one byte of a part that never ends."""
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode()
+        if "/sample" not in head.split(" ")[1]:
+            await super()._serve_head(head, writer)
+            return
+        try:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace;boundary=b0\r\n"
+                         b"Connection: close\r\n\r\n--b0\r\nContent-type: text/xml\r\n\r\n<MTConnectStreams")
+            while True:
+                await writer.drain()
+                await asyncio.sleep(0.05)
+                writer.write(b" ")
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+
+async def test_an_agent_that_trickles_an_answer_without_end_is_given_up_with_a_reason() -> None:
+    async with MTConnectAgent(AgentSettings(speed=math.inf, paused=True)) as agent:
+        async with SlowLoris(agent) as url:
+            sink = HoldingSink()
+            source = MTConnectSource(config(agent, url=url, heartbeat=0.2, timeout=0.5), sink)
+            async with running(source):
+                async with asyncio.timeout(20):
+                    while source.health.errors < 1:  # noqa: ASYNC110 - the health record has no event
+                        await asyncio.sleep(0.02)
+                assert source.health.detail["mode"] == "poll"  # the stream was given up as dead ...
+            assert source.health.reason == (f"the MTConnect agent at {url} did not finish its answer to /sample "
+                                            "within 1.5 s")  # ... and so is the poll
