@@ -158,6 +158,7 @@ class Mapper:
             out.observations += 1
             frame = building.get(entry.device_id)
             if frame is not None and (frame.ts != obs.timestamp or entry.key in frame.sensors
+                                      or entry.key + ".quality" in frame.sensors  # an UNAVAILABLE is a reading too
                                       or len(frame.sensors) >= MAX_SENSORS - 2):
                 out.frames.append(self._finish(frame))
                 frame = None

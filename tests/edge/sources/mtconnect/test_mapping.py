@@ -91,3 +91,9 @@ def test_a_snapshot_after_a_gap_closes_the_alarms_that_ended_and_opens_the_new_o
     assert m.map(snapshot).events == []  # the same observations read again open nothing twice
     ended = m.reconcile([obs("sys", 50, T + 50, "NORMAL", fault(None, "NORMAL"))])
     assert sorted(e.details["native_code"] for e in ended) == ["3001", "4000"] and not m.alarms
+
+
+def test_an_unavailable_then_a_value_of_one_item_at_one_time_are_two_readings() -> None:
+    out = mapper().map([obs("Xpos", 1, T, None), obs("Xpos", 2, T, 3.0)])
+    assert [f.sensors for f in out.frames] == [{"Xpos.quality": "unavailable"}, {"Xpos": 3.0, "Xpos.quality": "ok"}]
+    assert out.frames[0].ts < out.frames[1].ts
