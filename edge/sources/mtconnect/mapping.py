@@ -32,6 +32,7 @@ MAX_ITEMS = 20_000  # data items of one agent (the reference agent's demo has a 
 MAX_DEVICES = 200
 MAX_ACTIVE_ALARMS = 200  # alarms open at once across the agent; past it the oldest are forgotten (logged)
 MAX_MESSAGE = 120  # an alarm's text kept in the position (which is at most 64 KiB)
+MAX_DETAIL = 1024  # a text in an event's details (an agent's ids and codes may be longer)
 TICK = 1e-6
 _BAD_KEY_CHARS = re.compile(r"[^A-Za-z0-9_.:/-]")
 _BAD_ID_CHARS = re.compile(r"[^A-Za-z0-9._:-]")
@@ -254,6 +255,7 @@ class Mapper:
             text = f"{where} cleared" + (" (the item became unavailable)" if obs.value is None else "")
         return EdgeEvent(ts=obs.timestamp, level="operator", kind=kind, edge=_EVENT_EDGE, device=device_id,
                          source=self.source, message=cut(text, 500),
-                         details={"item": item, "type": item_type, "native_code": code or None,
-                                  "native_severity": severity, "severity": level, "qualifier": qualifier,
-                                  "sequence": obs.sequence})
+                         details={k: cut(v, MAX_DETAIL) if isinstance(v, str) else v for k, v in {
+                             "item": item, "type": item_type, "native_code": code or None,
+                             "native_severity": severity, "severity": level, "qualifier": qualifier,
+                             "sequence": obs.sequence}.items()})

@@ -97,3 +97,14 @@ def test_an_unavailable_then_a_value_of_one_item_at_one_time_are_two_readings() 
     out = mapper().map([obs("Xpos", 1, T, None), obs("Xpos", 2, T, 3.0)])
     assert [f.sensors for f in out.frames] == [{"Xpos.quality": "unavailable"}, {"Xpos": 3.0, "Xpos.quality": "ok"}]
     assert out.frames[0].ts < out.frames[1].ts
+
+
+def test_an_alarm_with_codes_and_texts_as_long_as_an_agent_may_send_is_an_event_not_a_crash() -> None:
+    long = "C" * 4000  # the protocol layer takes attributes up to 4,096 characters
+    m = Mapper(Registry.build(Probe(HEADER, (DeviceModel("u1", "lathe 3", (item(long, "CONDITION", long),)),)), {}),
+               "src")
+    cond = Condition("FAULT", long, long, long, "M" * 5000)
+    [opened] = m.map([obs(long, 1, T, "FAULT", cond)]).events
+    assert opened.details["native_code"] == long[:1023] + "…" and opened.details["item"] == long[:1023] + "…"
+    [closed] = m.map([obs(long, 2, T + 1, "NORMAL", Condition("NORMAL", long, None, None, None))]).events
+    assert closed.kind == "alarm_closed" and closed.details["native_code"] == opened.details["native_code"]
