@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from edge.sources.mtconnect.protocol import DataItem, DeviceModel, Observation, Probe
 from shared.batch import Document, EdgeEvent
-from shared.frame import DEVICE_ID_PATTERN, MAX_SENSORS, MAX_STRING_VALUE, TelemetryFrame
+from shared.frame import DEVICE_ID_PATTERN, MAX_SENSORS, MAX_STRING_VALUE, TS_MAX, TS_MIN, TelemetryFrame
 
 __all__ = ["MAX_ACTIVE_ALARMS", "MAX_ITEMS", "Mapper", "Registry", "sensor_key"]
 
@@ -133,6 +134,7 @@ class Mapper:
     def __init__(self, registry: Registry, source: str, state: dict[str, Any] | None = None) -> None:
         self.registry = registry
         self.source = source
+        self._clock_told = False
         state = state or {}
         self.last_ts: dict[str, float] = {k: float(v) for k, v in dict(state.get("ts", {})).items()}
         self.unavailable: set[str] = set(state.get("unavailable", []))  # "device_id/key"
@@ -197,6 +199,12 @@ class Mapper:
 
     def _finish(self, b: _Building) -> TelemetryFrame:
         last = self.last_ts.get(b.device_id)
+        if not TS_MIN <= b.ts < TS_MAX:  # a control's clock lost (1970) or wild: the edge's time is the best left
+            if not self._clock_told:
+                log.warning("MTConnect source %s: device %s reports times outside 2000..2100 (%r); its frames carry "
+                            "the edge's time instead", self.source, b.device_id, b.ts)
+                self._clock_told = True
+            b.ts = time.time()
         ts = b.ts if last is None or b.ts > last else last + TICK
         if last is not None and ts <= last:  # the float did not move: a step it does see
             ts = last + max(TICK, abs(last) * 4e-16)

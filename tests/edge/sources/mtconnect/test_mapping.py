@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from edge.sources.mtconnect.mapping import MAX_ACTIVE_ALARMS, Mapper, Registry, sensor_key
@@ -108,3 +110,11 @@ def test_an_alarm_with_codes_and_texts_as_long_as_an_agent_may_send_is_an_event_
     assert opened.details["native_code"] == long[:1023] + "…" and opened.details["item"] == long[:1023] + "…"
     [closed] = m.map([obs(long, 2, T + 1, "NORMAL", Condition("NORMAL", long, None, None, None))]).events
     assert closed.kind == "alarm_closed" and closed.details["native_code"] == opened.details["native_code"]
+
+
+def test_a_control_whose_clock_is_in_1970_gives_frames_at_the_edges_time_not_a_crash() -> None:
+    m = mapper()
+    before = time.time()
+    out = m.map([obs("Xpos", 1, 10.0, 1.5), obs("Xpos", 2, 11.0, 2.5)])  # a control after its battery died
+    assert [f.sensors["Xpos"] for f in out.frames] == [1.5, 2.5]
+    assert before <= out.frames[0].ts < out.frames[1].ts <= time.time() + 1
