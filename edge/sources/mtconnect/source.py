@@ -58,6 +58,9 @@ class MTConnectSource(Source):
         self._mapper: Mapper | None = None
         self._registry_sent: int | None = None  # the instance whose registry went out as documents
         self._poll_until = 0.0  # monotonic: poll instead of streaming until then
+        # Reset once an answer of /sample was taken, not when /probe answers: a session that fails after it (a
+        # queue refusing data, /sample refused) must not ask the agent again and again at the shortest delay.
+        self._backoff = Backoff(initial=0.2, maximum=30.0)
         self.health.detail.update({"instance_id": None, "next_sequence": None, "mode": config.mode, "gaps": 0,
                                    "lost": 0, "assets": 0, "assets_skipped": 0,
                                    "observations": 0})
@@ -69,14 +72,14 @@ class MTConnectSource(Source):
     # --- the loop ----------------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        backoff = Backoff(initial=0.2, maximum=30.0)
+        backoff = self._backoff
         started = False
         try:
             if (text := await self.sink.position(self.config.position_key)) is not None:
                 self._pos = _read_position(text)
             while True:
                 try:
-                    await self._session(backoff, again=started)
+                    await self._session(again=started)
                     started = True
                     continue  # the stream ended (the agent closed it): look again at once
                 except AgentUnreachable as exc:
@@ -93,7 +96,7 @@ class MTConnectSource(Source):
         finally:
             await self.client.close()
 
-    async def _session(self, backoff: Backoff, *, again: bool) -> None:
+    async def _session(self, *, again: bool) -> None:
         probe = await self.client.probe()
         if isinstance(probe, AgentErrors):
             raise AgentRefused(f"the agent refused /probe: {_errors(probe)}")
@@ -109,7 +112,6 @@ class MTConnectSource(Source):
         self._registry_sent = registry.instance_id
         self.health.detail["instance_id"] = registry.instance_id
         self.health.set_state(SourceState.CONNECTED)
-        backoff.reset()
         try:
             if self.config.mode == "poll" or time.monotonic() < self._poll_until:
                 await self._poll()
@@ -207,6 +209,7 @@ class MTConnectSource(Source):
             said = doc.header.last_sequence + 1
         nxt = max(start, said, fresh[-1].sequence + 1 if fresh else 0)
         if nxt == start:
+            self._backoff.reset()
             return 0  # a heartbeat
         mapper = self._mapper
         before = mapper.state()
@@ -217,6 +220,7 @@ class MTConnectSource(Source):
         except BaseException:
             mapper.restore(before)
             raise
+        self._backoff.reset()
         return len(doc.observations)
 
     async def _out_of_range(self) -> None:

@@ -7,12 +7,17 @@ import asyncio
 import json
 import math
 import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import httpx
 
+from edge.sources.base import Position, QueueFull
 from edge.sources.mtconnect.mapping import sensor_key
 from edge.sources.mtconnect.source import MTConnectSource
-from shared.batch import EdgeEvent
+from shared.batch import Document, EdgeEvent
+from shared.frame import TelemetryFrame
 from tests.edge.sources.mtconnect.sourcesupport import (
     HoldingSink,
     caught_up,
@@ -208,3 +213,37 @@ async def test_an_agent_that_trickles_an_answer_without_end_is_given_up_with_a_r
                 assert source.health.detail["mode"] == "poll"  # the stream was given up as dead ...
             assert source.health.reason == (f"the MTConnect agent at {url} did not finish its answer to /sample "
                                             "within 1.5 s")  # ... and so is the poll
+
+
+@dataclass
+class FullSink(HoldingSink):
+    """A queue that reaches its budget (policy drop_newest) when ``full`` is set: every put is refused."""
+
+    full: bool = False
+
+    async def put(self, frames: Sequence[TelemetryFrame], *, durable: bool = False,
+                  events: Sequence[EdgeEvent] = (), documents: Sequence[Document] = (),
+                  position: Position | None = None) -> None:
+        if self.full:
+            raise QueueFull("the queue is at its disk budget", reason="disk_budget_newest")
+        await super().put(frames, durable=durable, events=events, documents=documents, position=position)
+
+
+async def test_a_queue_that_keeps_refusing_is_retried_ever_more_slowly() -> None:
+    async with MTConnectAgent(AgentSettings(speed=math.inf, paused=True)) as agent:
+        sink = FullSink()
+        source = MTConnectSource(config(agent), sink)
+        async with running(source):
+            await sink.until(caught_up(source, agent))
+            seeded = len(sink.frames)
+            sink.full = True
+            agent.resume()
+            async with asyncio.timeout(20):
+                while source.health.errors < 4:  # noqa: ASYNC110 - the health record has no event
+                    await asyncio.sleep(0.01)
+                retry_in = (source.health.retry_at or 0) - time.time()
+        assert source.health.state.value == "degraded"
+        assert source.health.reason == (f"the queue refuses data from MTConnect agent {agent.url}: the queue is at "
+                                        "its disk budget")
+        assert retry_in > 0.3  # the fourth wait, not the first again: the agent is not asked five times a second
+        assert len(sink.frames) == seeded  # nothing of the stream went in
