@@ -20,6 +20,7 @@ import httpx
 from edge.sources.mtconnect.multipart import MultipartReader, boundary_from_content_type
 from edge.sources.mtconnect.protocol import (
     MAX_DOCUMENT_BYTES,
+    MAX_PROBE_BYTES,
     AgentErrors,
     Asset,
     Probe,
@@ -57,7 +58,7 @@ class AgentClient:
     def _where(self, path: str) -> str:
         return f"{self.url}/{path}"
 
-    async def _get(self, path: str, params: dict[str, Any] | None = None) -> bytes:
+    async def _get(self, path: str, params: dict[str, Any] | None = None, *, most: int = MAX_DOCUMENT_BYTES) -> bytes:
         # httpx bounds each read, not the whole answer: an agent trickling bytes would hold us for ever.
         limit = TOTAL_TIMEOUTS * self.timeout
         try:
@@ -65,8 +66,8 @@ class AgentClient:
                 body = bytearray()
                 async for chunk in response.aiter_bytes():
                     body += chunk
-                    if len(body) > MAX_DOCUMENT_BYTES:
-                        raise ProtocolError(f"the answer to /{path} is larger than {MAX_DOCUMENT_BYTES:,} bytes")
+                    if len(body) > most:
+                        raise ProtocolError(f"the answer to /{path} is larger than {most:,} bytes")
                 if response.status_code >= 400 and not body.lstrip().startswith(b"<"):
                     raise ProtocolError(f"the agent answered /{path} with HTTP {response.status_code} and no "
                                         "MTConnect document")
@@ -81,7 +82,7 @@ class AgentClient:
             raise AgentUnreachable(f"cannot reach the MTConnect agent at {self.url}: {_plain(exc)}") from None
 
     async def probe(self) -> Probe | AgentErrors:
-        return parse_probe(await self._get("probe"))
+        return parse_probe(await self._get("probe", most=MAX_PROBE_BYTES))
 
     async def current(self) -> Streams | AgentErrors:
         return parse_streams(await self._get("current"))

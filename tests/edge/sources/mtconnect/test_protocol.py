@@ -305,3 +305,13 @@ def test_an_error_document_with_a_bad_header_still_gives_its_errors() -> None:
     doc = (b'<MTConnectError xmlns="urn:mtconnect.org:MTConnectError:1.3"><Header sender="x"/><Errors>'
            b'<Error errorCode="INVALID_REQUEST">bad</Error></Errors></MTConnectError>')
     assert parse_streams(doc) == AgentErrors(None, (("INVALID_REQUEST", "bad"),))
+
+
+def test_a_probe_larger_than_a_real_device_model_is_refused_before_it_is_parsed() -> None:
+    head = (b'<MTConnectDevices xmlns="urn:mtconnect.org:MTConnectDevices:2.0">'
+            b'<Header creationTime="2026-01-01T00:00:00Z" instanceId="1" version="2.0" bufferSize="10"/>'
+            b'<Devices><Device id="d" name="d" uuid="d"><DataItems>')
+    items = b"".join(b'<DataItem id="a%07d" category="SAMPLE" type="X"/>' % i for i in range(200_000))
+    doc = head + items + b"</DataItems></Device></Devices></MTConnectDevices>"  # 10 MB: hundreds of MB as a tree
+    with pytest.raises(ProtocolError, match=r"the device model \(/probe\) is 10,[0-9,]+ bytes; at most 8,388,608"):
+        parse_probe(doc)
