@@ -58,6 +58,7 @@ class MTConnectSource(Source):
         self._mapper: Mapper | None = None
         self._registry_sent: int | None = None  # the instance whose registry went out as documents
         self._poll_until = 0.0  # monotonic: poll instead of streaming until then
+        self._count = config.count  # observations per request: the config's, within the agent's buffer
         # Reset once an answer of /sample was taken, not when /probe answers: a session that fails after it (a
         # queue refusing data, /sample refused) must not ask the agent again and again at the shortest delay.
         self._backoff = Backoff(initial=0.2, maximum=30.0)
@@ -107,6 +108,8 @@ class MTConnectSource(Source):
         if again:
             self.health.reconnects += 1
         self._registry = registry
+        # An agent refuses a count above its buffer (OUT_OF_RANGE): ask for at most what it holds.
+        self._count = min(self.config.count, probe.header.buffer_size or self.config.count)
         docs = registry.documents(time.time(), self.name) if self._registry_sent != registry.instance_id else []
         await self._resume(registry, docs)
         self._registry_sent = registry.instance_id
@@ -161,7 +164,7 @@ class MTConnectSource(Source):
         assert self._pos is not None
         parts = 0
         try:
-            async with self.client.stream(self._pos["next"], self.config.count, self.config.interval,
+            async with self.client.stream(self._pos["next"], self._count, self.config.interval,
                                           self.config.heartbeat) as documents:
                 self.health.detail["mode"] = "stream"
                 async for doc in documents:
@@ -184,8 +187,8 @@ class MTConnectSource(Source):
         self.health.detail["mode"] = "poll"
         while self.config.mode == "poll" or time.monotonic() < self._poll_until:
             assert self._pos is not None
-            doc = await self.client.sample(self._pos["next"], self.config.count)
-            full = await self._take(doc) >= self.config.count
+            doc = await self.client.sample(self._pos["next"], self._count)
+            full = await self._take(doc) >= self._count
             if not full:
                 await asyncio.sleep(self.config.poll_interval)
 
@@ -194,7 +197,7 @@ class MTConnectSource(Source):
         assert self._pos is not None and self._mapper is not None and self._registry is not None
         if isinstance(doc, AgentErrors):
             if any(code == "OUT_OF_RANGE" for code, _ in doc.errors):
-                await self._out_of_range()
+                await self._out_of_range(_errors(doc))
                 return 0
             raise AgentRefused(f"the agent refused /sample: {_errors(doc)}")
         if doc.header.instance_id != self._registry.instance_id:
@@ -223,7 +226,7 @@ class MTConnectSource(Source):
         self._backoff.reset()
         return len(doc.observations)
 
-    async def _out_of_range(self) -> None:
+    async def _out_of_range(self, said: str) -> None:
         """We fell behind the agent's buffer: one gap event with the exact count lost, the alarms set as /current
         has them; resume at its first."""
         assert self._pos is not None and self._registry is not None and self._mapper is not None
@@ -245,7 +248,8 @@ class MTConnectSource(Source):
             await self._commit([], [event], [], first)
             return
         if first is None or first <= start:
-            raise AgentRefused(f"the agent said sequence {start} is out of range, yet its buffer starts at {first}")
+            raise AgentRefused(f"the agent refused /sample from sequence {start} (its buffer holds {first}.."
+                               f"{end}): {said}")
         lost = first - start
         before = self._mapper.state()
         alarms = self._mapper.reconcile(current.observations)  # what changed in the part that is lost

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import httpx
+import pytest
 
 from edge.sources.base import Position, QueueFull
 from edge.sources.mtconnect.mapping import sensor_key
@@ -247,3 +248,17 @@ async def test_a_queue_that_keeps_refusing_is_retried_ever_more_slowly() -> None
                                         "its disk budget")
         assert retry_in > 0.3  # the fourth wait, not the first again: the agent is not asked five times a second
         assert len(sink.frames) == seeded  # nothing of the stream went in
+
+
+@pytest.mark.parametrize("mode", ["stream", "poll"])
+async def test_an_agent_with_a_buffer_smaller_than_count_is_read_whole(mode: str) -> None:
+    async with MTConnectAgent(AgentSettings(speed=300, buffer_size=512, paused=True)) as agent:
+        sink = HoldingSink()
+        async with running(MTConnectSource(config(agent, mode=mode, count=1000, poll_interval=0.05), sink)) as source:
+            await sink.until(caught_up(source, agent))
+            agent.resume()
+            await agent.wait_for(lambda: agent.buffer.next_sequence > 400)
+            agent.pause()
+            await sink.until(caught_up(source, agent))
+        assert [e.details for e in sink.events if e.kind == "data_gap"] == []
+        assert source.health.errors == 0
