@@ -114,6 +114,14 @@ def _alerts_line(a: dict[str, Any]) -> str:
     return line
 
 
+def _documents_line(d: dict[str, Any]) -> str:
+    """Documents waiting for the cloud (past store.documents_max the oldest go, counted)."""
+    line = f"documents:    {d.get('pending', 0)} waiting for the cloud (programs, assets, device models)"
+    if dropped := ", ".join(f"{k} {v:,}" for k, v in sorted((d.get("dropped") or {}).items()) if v):
+        line += f"; DROPPED: {dropped}"
+    return line
+
+
 def _download_lines(d: dict[str, Any]) -> list[str]:
     """Trouble fetching models from the cloud (nothing while all is well: the models line says what serves)."""
     out = []
@@ -129,6 +137,7 @@ def render_queue_stats(q: dict[str, Any]) -> str:
     lines = [
         f"queue:        {q['depth']} frames waiting, oldest {_age(q.get('oldest_age_s'))}",
         _alerts_line(q.get("alerts") or {}),
+        *([_documents_line(q["documents"])] if q.get("documents") else []),
         _disk_line(q),
         f"drops:        {drops}",
     ]

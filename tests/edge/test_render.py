@@ -50,3 +50,13 @@ def test_status_says_when_models_cannot_be_fetched_from_the_cloud() -> None:
     assert ("              models from the cloud: the cloud answered the model list with HTTP 403: this token "
             "belongs to edge 'line-2'") in lines
     assert "              package 9f2c9f2c9f2c refused: truncated: 100 of 2,000 bytes arrived" in lines
+
+
+def test_queue_stats_show_the_documents_waiting_and_any_that_were_dropped() -> None:
+    stats = {"depth": 0, "used_bytes": 10**6, "budget_bytes": 10**9, "budget_configured_bytes": 10**9, "drops": {},
+             "alerts": {"pending": 0}, "documents": {"pending": 12, "dropped": {}}}
+    assert "documents:    12 waiting for the cloud (programs, assets, device models)" in render_queue_stats(
+        stats).splitlines()
+    stats["documents"] = {"pending": 10_000, "dropped": {"over_cap": 25, "disk_full": 0}}
+    assert ("documents:    10000 waiting for the cloud (programs, assets, device models); DROPPED: over_cap 25"
+            in render_queue_stats(stats).splitlines())

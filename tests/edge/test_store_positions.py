@@ -254,3 +254,43 @@ def test_a_kill_between_puts_never_separates_a_position_from_its_data(tmp_path: 
         positions.append(check_file(path))
         assert positions[-1] >= before
     assert positions[-1] > positions[0] > 0, "the writer never got going"
+
+
+PREVIOUS_SCHEMA = """
+CREATE TABLE frames (seq INTEGER PRIMARY KEY AUTOINCREMENT, device_id TEXT NOT NULL, ts REAL NOT NULL,
+                     stored_at REAL NOT NULL, payload BLOB NOT NULL);
+CREATE UNIQUE INDEX frames_identity ON frames (device_id, ts);
+CREATE TABLE quarantine (id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, origin TEXT NOT NULL,
+                         reason TEXT NOT NULL, payload BLOB);
+CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE alerts (seq INTEGER PRIMARY KEY AUTOINCREMENT, device_id TEXT NOT NULL, ts REAL NOT NULL,
+                     stored_at REAL NOT NULL, alert_id TEXT NOT NULL, event TEXT NOT NULL, payload BLOB NOT NULL);
+CREATE UNIQUE INDEX alerts_identity ON alerts (alert_id, event);
+CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, level INTEGER NOT NULL,
+                     device_id TEXT, stored_at REAL NOT NULL, synced INTEGER NOT NULL DEFAULT 0, payload BLOB NOT NULL);
+CREATE INDEX events_unsynced ON events (synced, seq);
+"""
+
+
+async def test_a_queue_file_of_the_previous_version_is_upgraded_in_place(tmp_path: Path) -> None:
+    store, _ = await make(tmp_path / "new")
+    await store.append([frame(0)])
+    await store.close()
+    old = sqlite3.connect(tmp_path / "q.db")  # the frames waiting in a file without positions and documents
+    old.executescript(PREVIOUS_SCHEMA)
+    with sqlite3.connect(tmp_path / "new" / "q.db") as new:
+        row = new.execute("SELECT device_id, ts, stored_at, payload FROM frames").fetchone()
+    old.execute("INSERT INTO frames(seq, device_id, ts, stored_at, payload) VALUES (1000, ?, ?, ?, ?)", row)
+    old.commit()
+    old.close()
+    store, writer = await make(tmp_path)
+    assert store.depth == 1 and store.document_depth == 0 and await store.position(KEY) is None
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(writer.run(), name="writer")
+        await writer.put([frame(1)], durable=True, documents=[document(1)], position=Position(KEY, '{"next": 9}'))
+        task.cancel()
+    assert [r.frame_dict()["sensors"]["Xact"] for r in await store.read()] == [0.0, 1.0]
+    assert await store.position(KEY) == '{"next": 9}' and store.document_depth == 1
+    assert (await store.stats()).as_dict()["documents"] == {"pending": 1, "dropped": {}}
+    await store.close()

@@ -118,6 +118,7 @@ class MTConnectAgent:
         self._changed = asyncio.Event()
         self._running = asyncio.Event()
         self.open = asyncio.Event()  # cleared while stalled: the server writes nothing
+        self.streams_survive_restart = False  # set by restart(keep_clients=True)
         self.open.set()
         self.replay_done = asyncio.Event()
         self._stall_handle: asyncio.TimerHandle | None = None
@@ -180,13 +181,17 @@ class MTConnectAgent:
     def paused(self) -> bool:
         return not self._running.is_set()
 
-    def restart(self, instance_id: int | None = None, *, resend: bool = False) -> None:
+    def restart(self, instance_id: int | None = None, *, resend: bool = False, keep_clients: bool = False) -> None:
         """As if the agent process restarted: clients cut off, a new instanceId (the old one + 1 unless
         given), an empty buffer with sequences from 1, every item UNAVAILABLE; then the replay goes on
         where it was. Assets are kept. ``resend``: the adapter reconnects and sends its whole state
-        first (every value the items had before, at one new timestamp), as a real adapter does."""
+        first (every value the items had before, at one new timestamp), as a real adapter does.
+        ``keep_clients``: connections stay open and a running stream goes on with the new instance from its
+        first sequence (what a client behind a proxy that reconnects upstream by itself sees)."""
         before = self.buffer.current.records()
-        self.server.disconnect_clients()
+        self.streams_survive_restart = keep_clients
+        if not keep_clients:
+            self.server.disconnect_clients()
         self.instance_id = instance_id if instance_id is not None else self.instance_id + 1
         self.buffer = Buffer(self.settings.buffer_size)
         self.restarts += 1

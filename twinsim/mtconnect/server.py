@@ -275,7 +275,12 @@ class AgentServer:
         buffer = agent.buffer
         loop = asyncio.get_running_loop()
         due = loop.time() + heartbeat / 1000  # a heartbeat when nothing was sent for this long
-        while agent.buffer is buffer:  # a restart ends the stream (and cuts the connection)
+        while True:
+            if agent.buffer is not buffer:  # a restart ends the stream (and cuts the connection) ...
+                if not agent.streams_survive_restart:
+                    return
+                buffer = agent.buffer  # ... unless it keeps clients: the new instance from its start
+                pos = buffer.first_sequence
             if pos < buffer.first_sequence:
                 text = f"the client fell behind: sequence {pos} is no longer in the buffer (first is " \
                        f"{buffer.first_sequence})"

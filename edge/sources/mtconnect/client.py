@@ -8,7 +8,9 @@ answers a streaming request with something that is not a multipart stream). Ever
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 import urllib.parse
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,6 +20,7 @@ import httpx
 from edge.sources.mtconnect.multipart import MultipartReader, boundary_from_content_type
 from edge.sources.mtconnect.protocol import (
     MAX_DOCUMENT_BYTES,
+    MAX_PROBE_BYTES,
     AgentErrors,
     Asset,
     Probe,
@@ -30,6 +33,8 @@ from edge.sources.mtconnect.protocol import (
 from shared.errors import TwinedgeError
 
 __all__ = ["AgentClient", "AgentUnreachable", "StreamUnsupported"]
+
+TOTAL_TIMEOUTS = 3  # a whole answer (probe, current, sample, asset) may take this many read timeouts
 
 
 class AgentUnreachable(TwinedgeError):
@@ -53,14 +58,16 @@ class AgentClient:
     def _where(self, path: str) -> str:
         return f"{self.url}/{path}"
 
-    async def _get(self, path: str, params: dict[str, Any] | None = None) -> bytes:
+    async def _get(self, path: str, params: dict[str, Any] | None = None, *, most: int = MAX_DOCUMENT_BYTES) -> bytes:
+        # httpx bounds each read, not the whole answer: an agent trickling bytes would hold us for ever.
+        limit = TOTAL_TIMEOUTS * self.timeout
         try:
-            async with self._http.stream("GET", self._where(path), params=params) as response:
+            async with asyncio.timeout(limit), self._http.stream("GET", self._where(path), params=params) as response:
                 body = bytearray()
                 async for chunk in response.aiter_bytes():
                     body += chunk
-                    if len(body) > MAX_DOCUMENT_BYTES:
-                        raise ProtocolError(f"the answer to /{path} is larger than {MAX_DOCUMENT_BYTES:,} bytes")
+                    if len(body) > most:
+                        raise ProtocolError(f"the answer to /{path} is larger than {most:,} bytes")
                 if response.status_code >= 400 and not body.lstrip().startswith(b"<"):
                     raise ProtocolError(f"the agent answered /{path} with HTTP {response.status_code} and no "
                                         "MTConnect document")
@@ -68,11 +75,14 @@ class AgentClient:
         except httpx.TimeoutException:
             raise AgentUnreachable(f"the MTConnect agent at {self.url} did not answer /{path} within "
                                    f"{self.timeout:g} s") from None
+        except TimeoutError:
+            raise AgentUnreachable(f"the MTConnect agent at {self.url} did not finish its answer to /{path} within "
+                                   f"{limit:g} s") from None
         except httpx.HTTPError as exc:
             raise AgentUnreachable(f"cannot reach the MTConnect agent at {self.url}: {_plain(exc)}") from None
 
     async def probe(self) -> Probe | AgentErrors:
-        return parse_probe(await self._get("probe"))
+        return parse_probe(await self._get("probe", most=MAX_PROBE_BYTES))
 
     async def current(self) -> Streams | AgentErrors:
         return parse_streams(await self._get("current"))
@@ -99,18 +109,27 @@ class AgentClient:
                     yield _single(body, ctype)
                     return
                 reader = MultipartReader(boundary_from_content_type(ctype), max_part=MAX_DOCUMENT_BYTES)
-                yield self._parts(response, reader)
+                yield self._parts(response, reader, 2 * heartbeat + self.timeout)
         except httpx.TimeoutException:
             raise AgentUnreachable(f"the stream from the MTConnect agent at {self.url} was silent for two "
                                    f"heartbeats ({2 * heartbeat:g} s)") from None
         except httpx.HTTPError as exc:
             raise AgentUnreachable(f"the stream from the MTConnect agent at {self.url} broke: {_plain(exc)}") from None
 
-    async def _parts(self, response: httpx.Response, reader: MultipartReader
+    async def _parts(self, response: httpx.Response, reader: MultipartReader, limit: float
                      ) -> AsyncIterator[Streams | AgentErrors]:
+        """The parts' documents; bytes that keep coming without completing a part (heartbeats included) within
+        ``limit`` seconds are a dead stream too."""
+        last = time.monotonic()
         async for chunk in response.aiter_bytes():
-            for part in reader.feed(chunk):
+            parts = reader.feed(chunk)
+            if not parts and time.monotonic() - last > limit:
+                raise AgentUnreachable(f"the stream from the MTConnect agent at {self.url} sent no complete part "
+                                       f"in {limit:g} s")
+            for part in parts:
                 yield parse_streams(part)
+            if parts:
+                last = time.monotonic()  # after the parts were taken: storing them is not the agent's time
 
 
 async def _bounded(response: httpx.Response) -> bytes:

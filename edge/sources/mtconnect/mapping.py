@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from edge.sources.mtconnect.protocol import DataItem, DeviceModel, Observation, Probe
 from shared.batch import Document, EdgeEvent
-from shared.frame import DEVICE_ID_PATTERN, MAX_SENSORS, MAX_STRING_VALUE, TelemetryFrame
+from shared.frame import DEVICE_ID_PATTERN, MAX_SENSORS, MAX_STRING_VALUE, TS_MAX, TS_MIN, TelemetryFrame
 
 __all__ = ["MAX_ACTIVE_ALARMS", "MAX_ITEMS", "Mapper", "Registry", "sensor_key"]
 
@@ -32,6 +33,7 @@ MAX_ITEMS = 20_000  # data items of one agent (the reference agent's demo has a 
 MAX_DEVICES = 200
 MAX_ACTIVE_ALARMS = 200  # alarms open at once across the agent; past it the oldest are forgotten (logged)
 MAX_MESSAGE = 120  # an alarm's text kept in the position (which is at most 64 KiB)
+MAX_DETAIL = 1024  # a text in an event's details (an agent's ids and codes may be longer)
 TICK = 1e-6
 _BAD_KEY_CHARS = re.compile(r"[^A-Za-z0-9_.:/-]")
 _BAD_ID_CHARS = re.compile(r"[^A-Za-z0-9._:-]")
@@ -132,6 +134,7 @@ class Mapper:
     def __init__(self, registry: Registry, source: str, state: dict[str, Any] | None = None) -> None:
         self.registry = registry
         self.source = source
+        self._clock_told = False
         state = state or {}
         self.last_ts: dict[str, float] = {k: float(v) for k, v in dict(state.get("ts", {})).items()}
         self.unavailable: set[str] = set(state.get("unavailable", []))  # "device_id/key"
@@ -158,6 +161,7 @@ class Mapper:
             out.observations += 1
             frame = building.get(entry.device_id)
             if frame is not None and (frame.ts != obs.timestamp or entry.key in frame.sensors
+                                      or entry.key + ".quality" in frame.sensors  # an UNAVAILABLE is a reading too
                                       or len(frame.sensors) >= MAX_SENSORS - 2):
                 out.frames.append(self._finish(frame))
                 frame = None
@@ -173,8 +177,34 @@ class Mapper:
         out.frames.sort(key=lambda f: f.metrics["mtconnect.seq"])
         return out
 
+    def reconcile(self, snapshot: Iterable[Observation]) -> list[EdgeEvent]:
+        """Alarms as a snapshot of the agent's state (``/current``) shows them, after changes the edge could not
+        read (a gap): an alarm no longer active is closed, an active one the edge did not know is opened."""
+        seen: dict[str, Observation] = {}  # item id -> an observation of it (the time its alarms ended)
+        active: dict[tuple[str, str], Observation] = {}
+        for obs in snapshot:
+            cond = obs.condition
+            if cond is None or obs.item_id not in self.registry.items:
+                continue
+            seen.setdefault(obs.item_id, obs)
+            if cond.level in ("WARNING", "FAULT"):
+                active[(obs.item_id, cond.native_code or "")] = obs
+            else:
+                seen[obs.item_id] = obs  # NORMAL or UNAVAILABLE: when the item's other alarms ended
+        events = [self._event("alarm_closed", *key, self.alarms.pop(key), seen[key[0]])
+                  for key in [k for k in self.alarms if k[0] in seen and k not in active]]
+        for (item, _), obs in active.items():
+            events.extend(self._condition(self.registry.items[item], obs))
+        return events
+
     def _finish(self, b: _Building) -> TelemetryFrame:
         last = self.last_ts.get(b.device_id)
+        if not TS_MIN <= b.ts < TS_MAX:  # a control's clock lost (1970) or wild: the edge's time is the best left
+            if not self._clock_told:
+                log.warning("MTConnect source %s: device %s reports times outside 2000..2100 (%r); its frames carry "
+                            "the edge's time instead", self.source, b.device_id, b.ts)
+                self._clock_told = True
+            b.ts = time.time()
         ts = b.ts if last is None or b.ts > last else last + TICK
         if last is not None and ts <= last:  # the float did not move: a step it does see
             ts = last + max(TICK, abs(last) * 4e-16)
@@ -233,6 +263,7 @@ class Mapper:
             text = f"{where} cleared" + (" (the item became unavailable)" if obs.value is None else "")
         return EdgeEvent(ts=obs.timestamp, level="operator", kind=kind, edge=_EVENT_EDGE, device=device_id,
                          source=self.source, message=cut(text, 500),
-                         details={"item": item, "type": item_type, "native_code": code or None,
-                                  "native_severity": severity, "severity": level, "qualifier": qualifier,
-                                  "sequence": obs.sequence})
+                         details={k: cut(v, MAX_DETAIL) if isinstance(v, str) else v for k, v in {
+                             "item": item, "type": item_type, "native_code": code or None,
+                             "native_severity": severity, "severity": level, "qualifier": qualifier,
+                             "sequence": obs.sequence}.items()})

@@ -27,6 +27,7 @@ from shared.errors import TwinedgeError
 
 __all__ = [
     "MAX_DOCUMENT_BYTES",
+    "MAX_PROBE_BYTES",
     "AgentErrors",
     "Asset",
     "Condition",
@@ -43,6 +44,9 @@ __all__ = [
 ]
 
 MAX_DOCUMENT_BYTES = 32 * 1024 * 1024  # a /sample of thousands of observations is a few MB
+# A device model of 20,000 data items (the most the edge reads) is a few MB; parsed as a tree, a document takes
+# ten to fifteen times its size in memory, so a hostile /probe is refused before that.
+MAX_PROBE_BYTES = 8 * 1024 * 1024
 MAX_ATTRIBUTE = 4096  # ids, names, codes: longer is not an agent talking
 MAX_DEPTH = 64  # nesting of an asset (serialized recursively) or a device's components
 # A parsed element costs about 100 bytes of memory for 4 bytes of '<a/>': the byte limit alone would let a
@@ -294,6 +298,8 @@ def _errors(root: ET.Element) -> AgentErrors:
 
 def parse_probe(doc: bytes) -> Probe | AgentErrors:
     """Read a ``/probe`` answer: the devices and their data items (the registry)."""
+    if len(doc) > MAX_PROBE_BYTES:
+        raise ProtocolError(f"the device model (/probe) is {len(doc):,} bytes; at most {MAX_PROBE_BYTES:,} are read")
     root, kind = _root(doc, "Devices")
     if kind == "Error":
         return _errors(root)

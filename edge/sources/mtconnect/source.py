@@ -58,8 +58,13 @@ class MTConnectSource(Source):
         self._mapper: Mapper | None = None
         self._registry_sent: int | None = None  # the instance whose registry went out as documents
         self._poll_until = 0.0  # monotonic: poll instead of streaming until then
+        self._count = config.count  # observations per request: the config's, within the agent's buffer
+        # Reset once an answer of /sample was taken, not when /probe answers: a session that fails after it (a
+        # queue refusing data, /sample refused) must not ask the agent again and again at the shortest delay.
+        self._backoff = Backoff(initial=0.2, maximum=30.0)
         self.health.detail.update({"instance_id": None, "next_sequence": None, "mode": config.mode, "gaps": 0,
-                                   "lost": 0, "assets": 0, "observations": 0})
+                                   "lost": 0, "assets": 0, "assets_skipped": 0,
+                                   "observations": 0})
 
     @property
     def who(self) -> str:
@@ -68,14 +73,14 @@ class MTConnectSource(Source):
     # --- the loop ----------------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        backoff = Backoff(initial=0.2, maximum=30.0)
+        backoff = self._backoff
         started = False
         try:
             if (text := await self.sink.position(self.config.position_key)) is not None:
                 self._pos = _read_position(text)
             while True:
                 try:
-                    await self._session(backoff, again=started)
+                    await self._session(again=started)
                     started = True
                     continue  # the stream ended (the agent closed it): look again at once
                 except AgentUnreachable as exc:
@@ -92,7 +97,7 @@ class MTConnectSource(Source):
         finally:
             await self.client.close()
 
-    async def _session(self, backoff: Backoff, *, again: bool) -> None:
+    async def _session(self, *, again: bool) -> None:
         probe = await self.client.probe()
         if isinstance(probe, AgentErrors):
             raise AgentRefused(f"the agent refused /probe: {_errors(probe)}")
@@ -103,12 +108,13 @@ class MTConnectSource(Source):
         if again:
             self.health.reconnects += 1
         self._registry = registry
+        # An agent refuses a count above its buffer (OUT_OF_RANGE): ask for at most what it holds.
+        self._count = min(self.config.count, probe.header.buffer_size or self.config.count)
         docs = registry.documents(time.time(), self.name) if self._registry_sent != registry.instance_id else []
         await self._resume(registry, docs)
         self._registry_sent = registry.instance_id
         self.health.detail["instance_id"] = registry.instance_id
         self.health.set_state(SourceState.CONNECTED)
-        backoff.reset()
         try:
             if self.config.mode == "poll" or time.monotonic() < self._poll_until:
                 await self._poll()
@@ -142,6 +148,7 @@ class MTConnectSource(Source):
                 await self._commit([], events, docs, first)
                 return
         before = mapper.state()
+        events += mapper.reconcile(current.observations)  # alarms that ended or began where nothing was read
         out = mapper.map(sorted(current.observations, key=lambda o: o.sequence))
         try:
             assets = await self._assets(out.assets)
@@ -157,7 +164,7 @@ class MTConnectSource(Source):
         assert self._pos is not None
         parts = 0
         try:
-            async with self.client.stream(self._pos["next"], self.config.count, self.config.interval,
+            async with self.client.stream(self._pos["next"], self._count, self.config.interval,
                                           self.config.heartbeat) as documents:
                 self.health.detail["mode"] = "stream"
                 async for doc in documents:
@@ -180,8 +187,8 @@ class MTConnectSource(Source):
         self.health.detail["mode"] = "poll"
         while self.config.mode == "poll" or time.monotonic() < self._poll_until:
             assert self._pos is not None
-            doc = await self.client.sample(self._pos["next"], self.config.count)
-            full = await self._take(doc) >= self.config.count
+            doc = await self.client.sample(self._pos["next"], self._count)
+            full = await self._take(doc) >= self._count
             if not full:
                 await asyncio.sleep(self.config.poll_interval)
 
@@ -190,15 +197,22 @@ class MTConnectSource(Source):
         assert self._pos is not None and self._mapper is not None and self._registry is not None
         if isinstance(doc, AgentErrors):
             if any(code == "OUT_OF_RANGE" for code, _ in doc.errors):
-                await self._out_of_range()
+                await self._out_of_range(_errors(doc))
                 return 0
             raise AgentRefused(f"the agent refused /sample: {_errors(doc)}")
         if doc.header.instance_id != self._registry.instance_id:
             raise _Restarted
         start = self._pos["next"]
         fresh = [o for o in doc.observations if o.sequence >= start]  # taken once per (instance, sequence)
-        nxt = max(start, doc.header.next_sequence or 0, fresh[-1].sequence + 1 if fresh else 0)
+        said = doc.header.next_sequence or 0
+        if doc.header.last_sequence is not None and said > doc.header.last_sequence + 1:
+            # Past what the agent holds: following it would skip whatever comes next (a buggy agent or proxy).
+            log.warning("%s said the next sequence is %d while its last is %d; reading on from its last",
+                        self.who, said, doc.header.last_sequence)
+            said = doc.header.last_sequence + 1
+        nxt = max(start, said, fresh[-1].sequence + 1 if fresh else 0)
         if nxt == start:
+            self._backoff.reset()
             return 0  # a heartbeat
         mapper = self._mapper
         before = mapper.state()
@@ -209,25 +223,45 @@ class MTConnectSource(Source):
         except BaseException:
             mapper.restore(before)
             raise
+        self._backoff.reset()
         return len(doc.observations)
 
-    async def _out_of_range(self) -> None:
-        """We fell behind the agent's buffer: one gap event with the exact count lost; resume at its first."""
-        assert self._pos is not None and self._registry is not None
+    async def _out_of_range(self, said: str) -> None:
+        """We fell behind the agent's buffer: one gap event with the exact count lost, the alarms set as /current
+        has them; resume at its first."""
+        assert self._pos is not None and self._registry is not None and self._mapper is not None
         current = await self.client.current()
         if isinstance(current, AgentErrors):
             raise AgentRefused(f"the agent refused /current: {_errors(current)}")
         if current.header.instance_id != self._registry.instance_id:
             raise _Restarted
         start, first = self._pos["next"], current.header.first_sequence
+        end = current.header.next_sequence
+        if end is not None and start > end and first is not None:
+            # Our position is past the agent's end: it started its sequences again without a new instanceId
+            # (restarted within the second its id is taken from). Its buffer is new data: read it from its start.
+            instance = self._registry.instance_id
+            event = self._gap(None, start, first, instance, "agent_restarted",
+                              f"the MTConnect agent at {self.client.url} started its sequences again under the "
+                              f"same instance {instance} (the edge was at {start}, the agent is at {end}); what "
+                              f"it recorded after sequence {start - 1} before that is lost")
+            await self._commit([], [event], [], first)
+            return
         if first is None or first <= start:
-            raise AgentRefused(f"the agent said sequence {start} is out of range, yet its buffer starts at {first}")
+            raise AgentRefused(f"the agent refused /sample from sequence {start} (its buffer holds {first}.."
+                               f"{end}): {said}")
         lost = first - start
+        before = self._mapper.state()
+        alarms = self._mapper.reconcile(current.observations)  # what changed in the part that is lost
         event = self._gap(lost, start, first, self._registry.instance_id, "out_of_range",
                           f"{lost:,} observations from the MTConnect agent at {self.client.url} were lost: the edge "
                           f"fell behind the agent's buffer of {current.header.buffer_size or '?'} (sequences "
                           f"{start}..{first - 1}); reading resumes at {first}")
-        await self._commit([], [event], [], first)
+        try:
+            await self._commit([], [event, *alarms], [], first)
+        except BaseException:
+            self._mapper.restore(before)
+            raise
 
     # --- storing -------------------------------------------------------------------------------------------
 
@@ -258,7 +292,13 @@ class MTConnectSource(Source):
                         MAX_ASSETS_PER_BATCH)
         docs = []
         for asset_id, uuid, element, ts in wanted[:MAX_ASSETS_PER_BATCH]:
-            found = await self.client.asset(asset_id)
+            try:
+                found = await self.client.asset(asset_id)
+            except ProtocolError as exc:
+                # Too large or malformed: asking again would get the same answer and hold up all that follows.
+                self.health.detail["assets_skipped"] += 1
+                log.warning("%s: asset %s is skipped: %s", self.who, asset_id[:80], exc)
+                continue
             removed = element == "AssetRemoved"
             if isinstance(found, AgentErrors) or not found:
                 if not removed:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from edge.sources.mtconnect.mapping import MAX_ACTIVE_ALARMS, Mapper, Registry, sensor_key
@@ -77,3 +79,42 @@ def test_a_registry_too_large_is_refused_plainly() -> None:
     many = tuple(item(f"i{n}") for n in range(20_001))
     with pytest.raises(ValueError, match="more than 20000 data items"):
         Registry.build(Probe(HEADER, (DeviceModel("u1", "big", many),)), {})
+
+
+def test_a_snapshot_after_a_gap_closes_the_alarms_that_ended_and_opens_the_new_ones_once() -> None:
+    m = mapper()
+    m.map([obs("sys", 1, T, "FAULT", fault("2041")), obs("sys", 2, T, "FAULT", fault("3001"))])
+    snapshot = [obs("sys", 40, T + 40, "FAULT", fault("3001")), obs("sys", 41, T + 41, "WARNING",
+                                                                     fault("4000", "WARNING"))]
+    events = m.reconcile(snapshot)
+    assert [(e.kind, e.details["native_code"], e.ts) for e in events] == [
+        ("alarm_closed", "2041", T + 40), ("alarm_opened", "4000", T + 41)]
+    assert m.reconcile(snapshot) == []  # nothing changed since: nothing to say
+    assert m.map(snapshot).events == []  # the same observations read again open nothing twice
+    ended = m.reconcile([obs("sys", 50, T + 50, "NORMAL", fault(None, "NORMAL"))])
+    assert sorted(e.details["native_code"] for e in ended) == ["3001", "4000"] and not m.alarms
+
+
+def test_an_unavailable_then_a_value_of_one_item_at_one_time_are_two_readings() -> None:
+    out = mapper().map([obs("Xpos", 1, T, None), obs("Xpos", 2, T, 3.0)])
+    assert [f.sensors for f in out.frames] == [{"Xpos.quality": "unavailable"}, {"Xpos": 3.0, "Xpos.quality": "ok"}]
+    assert out.frames[0].ts < out.frames[1].ts
+
+
+def test_an_alarm_with_codes_and_texts_as_long_as_an_agent_may_send_is_an_event_not_a_crash() -> None:
+    long = "C" * 4000  # the protocol layer takes attributes up to 4,096 characters
+    m = Mapper(Registry.build(Probe(HEADER, (DeviceModel("u1", "lathe 3", (item(long, "CONDITION", long),)),)), {}),
+               "src")
+    cond = Condition("FAULT", long, long, long, "M" * 5000)
+    [opened] = m.map([obs(long, 1, T, "FAULT", cond)]).events
+    assert opened.details["native_code"] == long[:1023] + "…" and opened.details["item"] == long[:1023] + "…"
+    [closed] = m.map([obs(long, 2, T + 1, "NORMAL", Condition("NORMAL", long, None, None, None))]).events
+    assert closed.kind == "alarm_closed" and closed.details["native_code"] == opened.details["native_code"]
+
+
+def test_a_control_whose_clock_is_in_1970_gives_frames_at_the_edges_time_not_a_crash() -> None:
+    m = mapper()
+    before = time.time()
+    out = m.map([obs("Xpos", 1, 10.0, 1.5), obs("Xpos", 2, 11.0, 2.5)])  # a control after its battery died
+    assert [f.sensors["Xpos"] for f in out.frames] == [1.5, 2.5]
+    assert before <= out.frames[0].ts < out.frames[1].ts <= time.time() + 1

@@ -316,3 +316,13 @@ def test_a_document_that_would_take_far_more_memory_than_its_size_is_refused(bod
            + body + b"</Streams></MTConnectStreams>")
     with pytest.raises(ProtocolError, match=message):
         parse_streams(doc)
+
+
+def test_a_probe_larger_than_a_real_device_model_is_refused_before_it_is_parsed() -> None:
+    head = (b'<MTConnectDevices xmlns="urn:mtconnect.org:MTConnectDevices:2.0">'
+            b'<Header creationTime="2026-01-01T00:00:00Z" instanceId="1" version="2.0" bufferSize="10"/>'
+            b'<Devices><Device id="d" name="d" uuid="d"><DataItems>')
+    items = b"".join(b'<DataItem id="a%07d" category="SAMPLE" type="X"/>' % i for i in range(200_000))
+    doc = head + items + b"</DataItems></Device></Devices></MTConnectDevices>"  # 10 MB: hundreds of MB as a tree
+    with pytest.raises(ProtocolError, match=r"the device model \(/probe\) is 10,[0-9,]+ bytes; at most 8,388,608"):
+        parse_probe(doc)
