@@ -35,6 +35,7 @@ MAX_ACTIVE_ALARMS = 200  # alarms open at once across the agent; past it the old
 MAX_MESSAGE = 120  # an alarm's text kept in the position (which is at most 64 KiB)
 MAX_DETAIL = 1024  # a text in an event's details (an agent's ids and codes may be longer)
 TICK = 1e-6
+CLOCK_STEP_BACK = 1.0  # s: a time this far before the device's previous frame is a clock set back, not a repeat
 _BAD_KEY_CHARS = re.compile(r"[^A-Za-z0-9_.:/-]")
 _BAD_ID_CHARS = re.compile(r"[^A-Za-z0-9._:-]")
 _EVENT_EDGE = "edge"  # the store writer stamps the edge's id on events
@@ -205,6 +206,12 @@ class Mapper:
                             "the edge's time instead", self.source, b.device_id, b.ts)
                 self._clock_told = True
             b.ts = time.time()
+        if last is not None and b.ts < last - CLOCK_STEP_BACK:
+            # The control's clock was set back (or one wild time was ahead of it): follow the clock again rather
+            # than dating every later frame after the wild one.
+            log.warning("MTConnect source %s: device %s reports a time %.3f s before its previous frame; its frames "
+                        "follow the device's clock from here", self.source, b.device_id, last - b.ts)
+            last = None
         ts = b.ts if last is None or b.ts > last else last + TICK
         if last is not None and ts <= last:  # the float did not move: a step it does see
             ts = last + max(TICK, abs(last) * 4e-16)

@@ -53,7 +53,7 @@ def test_samples_are_numbers_events_text_and_unavailable_a_flag() -> None:
 
 def test_a_frame_never_repeats_a_time_nor_holds_a_key_twice() -> None:
     m = mapper()
-    out = m.map([obs("Xpos", 1, T, 1.0), obs("Xpos", 2, T, 2.0), obs("exec", 3, T - 5, "READY")])
+    out = m.map([obs("Xpos", 1, T, 1.0), obs("Xpos", 2, T, 2.0), obs("exec", 3, T - 0.5, "READY")])
     assert [f.sensors for f in out.frames] == [{"Xpos": 1.0}, {"Xpos": 2.0}, {"exec": "READY"}]
     times = [f.ts for f in out.frames]
     assert times[0] == T and times == sorted(set(times))
@@ -110,6 +110,13 @@ def test_an_alarm_with_codes_and_texts_as_long_as_an_agent_may_send_is_an_event_
     assert opened.details["native_code"] == long[:1023] + "…" and opened.details["item"] == long[:1023] + "…"
     [closed] = m.map([obs(long, 2, T + 1, "NORMAL", Condition("NORMAL", long, None, None, None))]).events
     assert closed.kind == "alarm_closed" and closed.details["native_code"] == opened.details["native_code"]
+
+
+def test_one_wild_time_ahead_does_not_date_every_later_frame_after_it() -> None:
+    m = mapper()
+    out = m.map([obs("Xpos", 1, T, 1.0), obs("Xpos", 2, T + 86_400.0, 2.0), obs("Xpos", 3, T + 1, 3.0),
+                 obs("Xpos", 4, T + 1, 4.0)])
+    assert [f.ts for f in out.frames] == [T, T + 86_400.0, T + 1, T + 1 + 1e-6]  # the clock followed again
 
 
 def test_a_control_whose_clock_is_in_1970_gives_frames_at_the_edges_time_not_a_crash() -> None:
