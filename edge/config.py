@@ -84,6 +84,11 @@ class StoreConfig(StrictModel):
         description="documents (programs, tool assets, device models) waiting for the cloud; past it the oldest "
                     "go (counted); the disk budget never drops them",
     )
+    documents_max_bytes: ByteSize = Field(
+        64 * 1024**2, ge=1024**2, le=64 * 1024**3,
+        description="bytes of documents waiting for the cloud; past it the oldest go (counted), so a flood of "
+                    "asset changes cannot crowd out the frames",
+    )
 
 
 class UplinkConfig(StrictModel):

@@ -96,6 +96,17 @@ async def delete_oldest(db: aiosqlite.Connection, n: int) -> tuple[int, int]:
     return await _delete(db, "seq IN (SELECT seq FROM documents ORDER BY seq LIMIT ?)", (n,))
 
 
+async def delete_oldest_bytes(db: aiosqlite.Connection, nbytes: int) -> tuple[int, int]:
+    """Delete the oldest documents until at least ``nbytes`` of them are gone; returns (deleted, their bytes)."""
+    freed, through = 0, None
+    async with db.execute("SELECT seq, length(payload) FROM documents ORDER BY seq") as cur:
+        async for seq, size in cur:
+            freed, through = freed + int(size), int(seq)
+            if freed >= nbytes:
+                break
+    return (0, 0) if through is None else await delete_through(db, through)
+
+
 async def delete_through(db: aiosqlite.Connection, through_seq: int) -> tuple[int, int]:
     """Delete the documents with seq <= through_seq; returns (deleted, their bytes)."""
     return await _delete(db, "seq <= ?", (through_seq,))

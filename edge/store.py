@@ -461,6 +461,14 @@ class Store:
             await self._bump_in_txn({"document_drop:over_cap": dropped})
             log.warning("more than %d documents are waiting for the cloud (store.documents_max); the %d oldest "
                         "were dropped", self.config.documents_max, dropped)
+        over_bytes = (self._document_bytes + size_kept + documentqueue.row_bytes(rows) - size
+                      - int(self.config.documents_max_bytes))
+        if over_bytes > 0:
+            more, more_size = await documentqueue.delete_oldest_bytes(db, over_bytes)
+            await self._bump_in_txn({"document_drop:over_bytes": more})
+            log.warning("more than %.1f MB of documents are waiting for the cloud (store.documents_max_bytes); the %d "
+                        "oldest were dropped", self.config.documents_max_bytes / 1e6, more)
+            dropped, size = dropped + more, size + more_size
         self._txn_documents = (kept + len(rows) - dropped, size_kept + documentqueue.row_bytes(rows) - size)
 
     async def ack_events(self, through_seq: int) -> int:

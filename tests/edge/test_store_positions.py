@@ -169,6 +169,19 @@ async def test_documents_past_the_cap_drop_the_oldest_and_are_counted(tmp_path: 
     await store.close()
 
 
+async def test_documents_past_their_byte_cap_drop_the_oldest_and_are_counted(tmp_path: Path) -> None:
+    store, _ = await make(tmp_path, documents_max_bytes="1MiB")
+    for start in range(0, 60, 10):  # 60 documents of about 20 kB: 1.2 MB, a flood of asset changes
+        await store.append([frame(start)], documents=[document(i, size=20_000) for i in range(start, start + 10)])
+    kept = [d.document().body["n"] for d in await store.read_documents(limit=1000)]
+    assert kept == list(range(60 - len(kept), 60)) and 40 <= len(kept) < 53  # the newest, under 1 MiB
+    assert (await store.stats()).document_drops == {"over_bytes": 60 - len(kept)}
+    await store.close()
+    reopened, _ = await make(tmp_path, documents_max_bytes="1MiB")  # the bytes are measured again on open
+    assert reopened.document_depth == len(kept)
+    await reopened.close()
+
+
 async def test_the_disk_budget_drops_frames_and_never_documents(tmp_path: Path) -> None:
     store, _ = await make(tmp_path, disk_budget=1024**2)
     await store.append([frame(-1)], documents=[document(i, size=20_000) for i in range(10)])  # ~200 kB
