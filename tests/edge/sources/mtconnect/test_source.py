@@ -78,14 +78,19 @@ async def test_a_kill_resumes_from_the_committed_position_without_gap_or_duplica
         assert not sink.events
 
 
-async def test_an_agent_restart_gives_one_gap_event_and_a_resync_within_two_heartbeats() -> None:
+@pytest.mark.parametrize("restart", [
+    {"resend": True},  # the connection cut, the adapter sends its whole state again
+    {"keep_clients": True},  # the stream goes on: the new instance seen in a part's header
+], ids=["connection-cut", "seen-in-a-part"])
+async def test_an_agent_restart_gives_one_gap_event_and_a_resync_within_two_heartbeats(restart: dict[str, bool]
+                                                                                         ) -> None:
     async with MTConnectAgent(AgentSettings(speed=200, instance_id=7, paused=True)) as agent:
         sink = HoldingSink()
         async with running(MTConnectSource(config(agent, heartbeat=1.0), sink)) as source:
             await sink.until(caught_up(source, agent))
             agent.resume()
             await sink.until(lambda: (source.health.detail["next_sequence"] or 0) > 300)
-            agent.restart(resend=True)
+            agent.restart(**restart)
             async with asyncio.timeout(2.0):  # two heartbeats
                 await sink.until(lambda: source.health.detail["instance_id"] == 8)
             await sink.until(lambda: (source.health.detail["next_sequence"] or 0) > 100)

@@ -31,26 +31,6 @@ from tests.edge.sources.mtconnect.test_source import DEVICE_IDS, PlainProxy, ass
 from twinsim.mtconnect import AgentSettings, MTConnectAgent
 
 
-async def test_a_restart_seen_in_a_parts_header_without_the_connection_cut_gives_one_gap() -> None:
-    async with MTConnectAgent(AgentSettings(speed=200, instance_id=7, paused=True)) as agent:
-        sink = HoldingSink()
-        async with running(MTConnectSource(config(agent, heartbeat=1.0), sink)) as source:
-            await sink.until(caught_up(source, agent))
-            agent.resume()
-            await sink.until(lambda: (source.health.detail["next_sequence"] or 0) > 300)
-            agent.restart(keep_clients=True)
-            async with asyncio.timeout(2.0):  # two heartbeats
-                await sink.until(lambda: source.health.detail["instance_id"] == 8)
-            await sink.until(lambda: (source.health.detail["next_sequence"] or 0) > 100)
-            agent.pause()
-            await sink.until(caught_up(source, agent))
-        gaps = [e for e in sink.events if e.kind == "data_gap"]
-        assert [(g.details["reason"], g.details["instance_id"], g.details["to_sequence"]) for g in gaps] == [
-            ("agent_restarted", 8, 1)]
-        assert json.loads(sink.positions["mtconnect:lathe"])["instance"] == 8
-        assert_same_observations(agent, sink)  # both instances, all of each
-
-
 async def test_an_agent_whose_sequences_start_again_under_the_same_instance_is_read_again() -> None:
     async with MTConnectAgent(AgentSettings(speed=200, instance_id=7, paused=True)) as agent:
         sink = HoldingSink()
