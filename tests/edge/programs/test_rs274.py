@@ -4,7 +4,8 @@ The figures were recorded by ``deploy/scripts/rs274_reference.py`` into ``tests/
 (with the rs274 version). Our own programs (canned cycles, cutter compensation) are in that folder and are
 always compared; LinuxCNC's example programs are not copied into this repository, so they are compared where
 the package is installed (their SHA-256 must match the recorded one). Where ``rs274`` is installed the test also
-runs it live on every program; the test setup does not install it (about 34 MB to download and 209 MB on disk).
+runs it live on every program. `make test` installs the package where the distribution has it (optional: about
+34 MB to download and 209 MB on disk).
 """
 
 from __future__ import annotations
