@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 MAX_POSITION = 60 * 1024
 MAX_ASSETS_PER_BATCH = 200
+QUICK_END = 1.0  # s: a session that ends without an error sooner than this waits a backoff delay before the next
 
 
 class AgentRefused(Exception):
@@ -79,10 +80,13 @@ class MTConnectSource(Source):
             if (text := await self.sink.position(self.config.position_key)) is not None:
                 self._pos = _read_position(text)
             while True:
+                began = time.monotonic()
                 try:
                     await self._session(again=started)
                     started = True
-                    continue  # the stream ended (the agent closed it): look again at once
+                    if time.monotonic() - began < QUICK_END:  # an agent that ends every stream at once: not in a
+                        await asyncio.sleep(backoff.next_delay())  # tight loop of /probe and /sample
+                    continue  # the stream ended (the agent closed it): look again
                 except AgentUnreachable as exc:
                     reason, state = str(exc), SourceState.DISCONNECTED
                 except (ProtocolError, AgentRefused) as exc:
