@@ -73,6 +73,7 @@ bench: install
 	$(PY) bench/bench_station.py
 	$(PY) bench/bench_ml.py
 	$(PY) bench/bench_vsensors.py
+	$(PY) bench/bench_vsensor_state.py
 	$(PY) bench/bench_console.py
 	$(PY) bench/bench_harvester.py
 	$(PY) bench/bench_programs.py

@@ -48,15 +48,16 @@ def main() -> None:
     spec = BindingSpec.model_validate({"name": "w", "device": "d", "spec": {
         "kind": "formula", "expression": f"mean({names[0]}) + mean({names[-1]})", "output": "m",
         "inputs": {n: {"sensor": n} for n in names},  # every one in the window, two in the expression
+        "trigger": ["tick"],  # filling the window derives nothing; the step measured below does
         "window": {"kind": "rolling", "seconds": args.points + 10}}})
-    compiled = compile_binding(spec, names, (), ModelRegistry())
+    compiled = compile_binding(spec, [*names, "tick"], (), ModelRegistry())
     limits = Limits(args.points)
     # readings 1 s apart, values like a measured temperature (no short decimal forms to flatter JSON)
     fill = [Reading(T0 + k * S, n, 60.0 + 20.0 * math.sin(k / 50.0 + j)) for k in range(args.points)
             for j, n in enumerate(names)]
     state, _ = step(compiled, {}, fill, limits)
     text = json.dumps(state)
-    one = [Reading(T0 + args.points * S, n, 1.0) for n in names]
+    one = [Reading(T0 + args.points * S, n, 1.0) for n in [*names, "tick"]]
     print(f"{args.names} sensors x {args.points:,} points in the window; median of {args.repeat}")
     stepped = _ms(lambda: step(compiled, json.loads(text), one, limits), args.repeat)
     print(f"  step (one reading per sensor): {stepped:8.1f} ms (the stored state read in and given back)")
