@@ -247,6 +247,52 @@ async def test_a_stream_that_does_not_get_through_falls_back_to_polling() -> Non
         assert_same_observations(agent, sink)
 
 
+class OnePartProxy(PlainProxy):
+    """A proxy that answers every streamed /sample with one part and then ends the stream."""
+
+    async def _serve_head(self, head: str, writer: asyncio.StreamWriter) -> None:
+        target = httpx.URL(head.split(" ")[1])
+        if not (target.path.endswith("/sample") and "interval" in target.params):
+            return await super()._serve_head(head, writer)
+        try:
+            self.samples += 1
+            params = {k: v for k, v in target.params.items() if k not in ("interval", "heartbeat")}
+            doc = (await self._http.get(target.path, params=params)).content
+            body = (b"--b\r\nContent-type: text/xml\r\nContent-length: %d\r\n\r\n%s\r\n--b--\r\n"
+                    % (len(doc), doc))
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace;boundary=b\r\n"
+                         b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+            await writer.drain()
+        finally:
+            writer.close()
+
+
+async def test_an_agent_that_ends_every_stream_at_once_is_asked_again_after_a_delay(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    waits: list[float] = []
+    sleep = asyncio.sleep
+
+    async def recorded(delay: float, *args: object) -> None:
+        waits.append(delay)
+        await sleep(delay, *args)
+
+    monkeypatch.setattr("edge.sources.mtconnect.source.asyncio.sleep", recorded)
+    async with MTConnectAgent(AgentSettings(speed=math.inf, paused=True)) as agent:
+        proxy = OnePartProxy(agent)
+        async with proxy as url:
+            sink = HoldingSink()
+            source = MTConnectSource(config(agent, url=url, count=500), sink)
+            async with running(source):
+                await sink.until(caught_up(source, agent))
+                agent.resume()
+                await agent.replay_done.wait()
+                await sink.until(caught_up(source, agent), timeout=60)
+        assert proxy.samples > 3  # each stream gave one part of 500 and ended
+        assert len([w for w in waits if w > 0]) >= proxy.samples - 1  # a pause before each next session
+        assert source.health.errors == 0
+        assert_same_observations(agent, sink)
+
+
 async def test_a_web_page_instead_of_an_agent_is_a_plain_reason_not_a_crash() -> None:
     async def page(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
