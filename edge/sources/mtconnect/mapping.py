@@ -135,7 +135,7 @@ class Mapper:
     def __init__(self, registry: Registry, source: str, state: dict[str, Any] | None = None) -> None:
         self.registry = registry
         self.source = source
-        self._clock_told = False
+        self._clock_told = self._step_told = False
         state = state or {}
         self.last_ts: dict[str, float] = {k: float(v) for k, v in dict(state.get("ts", {})).items()}
         self.unavailable: set[str] = set(state.get("unavailable", []))  # "device_id/key"
@@ -209,8 +209,10 @@ class Mapper:
         if last is not None and b.ts < last - CLOCK_STEP_BACK:
             # The control's clock was set back (or one wild time was ahead of it): follow the clock again rather
             # than dating every later frame after the wild one.
-            log.warning("MTConnect source %s: device %s reports a time %.3f s before its previous frame; its frames "
-                        "follow the device's clock from here", self.source, b.device_id, last - b.ts)
+            if not self._step_told:  # once per connection: a clock that keeps jumping must not flood the log
+                log.warning("MTConnect source %s: device %s reports a time %.3f s before its previous frame; its "
+                            "frames follow the device's clock from here", self.source, b.device_id, last - b.ts)
+                self._step_told = True
             last = None
         ts = b.ts if last is None or b.ts > last else last + TICK
         if last is not None and ts <= last:  # the float did not move: a step it does see
