@@ -14,7 +14,7 @@ from edge.sources.mtconnect.source import MTConnectSource
 from tests.cloud.apiclient import Api, auth, batch, make_api
 from tests.cloud.documents import program_doc
 from tests.cloud.test_runs import okuma_programs
-from tests.edge.sources.mtconnect.sourcesupport import HoldingSink, caught_up, config, running
+from tests.edge.sources.mtconnect.sourcesupport import HoldingSink, config, replay_whole, running
 from twinsim.mtconnect import AgentSettings, MTConnectAgent
 
 # In the file's order (the agent re-times the spliced recording into one timeline, keeping each run's duration).
@@ -31,10 +31,7 @@ async def check(api: Api) -> None:
     async with MTConnectAgent(AgentSettings(speed=math.inf, paused=True)) as agent:
         sink = HoldingSink()
         async with running(MTConnectSource(config(agent), sink)) as source:
-            await sink.until(caught_up(source, agent))
-            agent.resume()
-            await agent.replay_done.wait()
-            await sink.until(caught_up(source, agent), timeout=60)
+            await replay_whole(agent, source, sink)
     frames = [f.to_wire() for f in sink.frames if f.device_id == "OKUMA"]
     docs = [d.model_dump(mode="json") for d in sink.documents]
     assert {d["kind"] for d in docs} == {"mtconnect_device", "asset"}

@@ -70,6 +70,16 @@ def caught_up(source: MTConnectSource, agent: MTConnectAgent) -> Callable[[], bo
                     and source.health.detail["instance_id"] == agent.instance_id)
 
 
+async def replay_whole(agent: MTConnectAgent, source: MTConnectSource, sink: HoldingSink, timeout: float = 60
+                       ) -> None:
+    """Once the source has read what the paused agent holds: replay the rest of the recording, and wait until the
+    source has read all of it."""
+    await sink.until(caught_up(source, agent))
+    agent.resume()
+    await agent.replay_done.wait()
+    await sink.until(caught_up(source, agent), timeout=timeout)
+
+
 def expected_value(rec: Record) -> float | str | None:
     if rec.value is None:
         return None

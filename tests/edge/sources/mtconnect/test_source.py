@@ -18,6 +18,7 @@ from tests.edge.sources.mtconnect.sourcesupport import (
     caught_up,
     config,
     frame_series,
+    replay_whole,
     running,
 )
 from twinsim.mtconnect import AgentSettings, MTConnectAgent
@@ -38,10 +39,7 @@ async def test_a_fast_replay_gives_frames_equal_to_the_agents_observations() -> 
     async with MTConnectAgent(AgentSettings(speed=math.inf, paused=True)) as agent:
         sink = HoldingSink()
         async with running(MTConnectSource(config(agent), sink)) as source:
-            await sink.until(caught_up(source, agent))
-            agent.resume()
-            await agent.replay_done.wait()
-            await sink.until(caught_up(source, agent), timeout=60)
+            await replay_whole(agent, source, sink)
         assert_same_observations(agent, sink)
         # no two frames of a device share a time; each says the highest sequence it covers
         assert len({(f.device_id, f.ts) for f in sink.frames}) == len(sink.frames)
@@ -187,10 +185,7 @@ async def test_polling_reads_the_same_observations() -> None:
     async with MTConnectAgent(AgentSettings(speed=math.inf, paused=True)) as agent:
         sink = HoldingSink()
         async with running(MTConnectSource(config(agent, mode="poll", poll_interval=0.05), sink)) as source:
-            await sink.until(caught_up(source, agent))
-            agent.resume()
-            await agent.replay_done.wait()
-            await sink.until(caught_up(source, agent), timeout=60)
+            await replay_whole(agent, source, sink)
             assert source.health.detail["mode"] == "poll"
         assert_same_observations(agent, sink)
 
@@ -220,15 +215,23 @@ class PlainProxy:
 
     async def _serve_head(self, head: str, writer: asyncio.StreamWriter) -> None:
         try:
-            target = httpx.URL(head.split(" ")[1])
-            params = {k: v for k, v in target.params.items() if k not in ("interval", "heartbeat")}
-            self.samples += target.path.endswith("/sample")
-            answer = await self._http.get(target.path, params=params)
-            writer.write(b"HTTP/1.1 %d X\r\nContent-Type: text/xml\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
-                         % (answer.status_code, len(answer.content)) + answer.content)
+            status, content_type, body = await self.answer(httpx.URL(head.split(" ")[1]))
+            writer.write(b"HTTP/1.1 %d X\r\nContent-Type: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+                         % (status, content_type, len(body)) + body)
             await writer.drain()
         finally:
             writer.close()
+
+    async def fetch(self, target: httpx.URL) -> httpx.Response:
+        """The agent's plain answer to ``target`` (a stream's ``interval`` and ``heartbeat`` dropped)."""
+        params = {k: v for k, v in target.params.items() if k not in ("interval", "heartbeat")}
+        return await self._http.get(target.path, params=params)
+
+    async def answer(self, target: httpx.URL) -> tuple[int, bytes, bytes]:
+        """(status, content type, body) of the proxy's answer to ``target``."""
+        self.samples += target.path.endswith("/sample")
+        answer = await self.fetch(target)
+        return answer.status_code, b"text/xml", answer.content
 
 
 async def test_a_stream_that_does_not_get_through_falls_back_to_polling() -> None:
@@ -238,10 +241,7 @@ async def test_a_stream_that_does_not_get_through_falls_back_to_polling() -> Non
             sink = HoldingSink()
             source = MTConnectSource(config(agent, url=url, poll_interval=0.05), sink)
             async with running(source):
-                await sink.until(caught_up(source, agent))
-                agent.resume()
-                await agent.replay_done.wait()
-                await sink.until(caught_up(source, agent), timeout=60)
+                await replay_whole(agent, source, sink)
                 assert source.health.detail["mode"] == "poll"
         assert proxy.samples > 3
         assert_same_observations(agent, sink)
@@ -250,21 +250,13 @@ async def test_a_stream_that_does_not_get_through_falls_back_to_polling() -> Non
 class OnePartProxy(PlainProxy):
     """A proxy that answers every streamed /sample with one part and then ends the stream."""
 
-    async def _serve_head(self, head: str, writer: asyncio.StreamWriter) -> None:
-        target = httpx.URL(head.split(" ")[1])
+    async def answer(self, target: httpx.URL) -> tuple[int, bytes, bytes]:
         if not (target.path.endswith("/sample") and "interval" in target.params):
-            return await super()._serve_head(head, writer)
-        try:
-            self.samples += 1
-            params = {k: v for k, v in target.params.items() if k not in ("interval", "heartbeat")}
-            doc = (await self._http.get(target.path, params=params)).content
-            body = (b"--b\r\nContent-type: text/xml\r\nContent-length: %d\r\n\r\n%s\r\n--b--\r\n"
-                    % (len(doc), doc))
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace;boundary=b\r\n"
-                         b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
-            await writer.drain()
-        finally:
-            writer.close()
+            return await super().answer(target)
+        self.samples += 1
+        doc = (await self.fetch(target)).content
+        body = b"--b\r\nContent-type: text/xml\r\nContent-length: %d\r\n\r\n%s\r\n--b--\r\n" % (len(doc), doc)
+        return 200, b"multipart/x-mixed-replace;boundary=b", body
 
 
 async def test_an_agent_that_ends_every_stream_at_once_is_asked_again_after_a_delay(
@@ -283,10 +275,7 @@ async def test_an_agent_that_ends_every_stream_at_once_is_asked_again_after_a_de
             sink = HoldingSink()
             source = MTConnectSource(config(agent, url=url, count=500), sink)
             async with running(source):
-                await sink.until(caught_up(source, agent))
-                agent.resume()
-                await agent.replay_done.wait()
-                await sink.until(caught_up(source, agent), timeout=60)
+                await replay_whole(agent, source, sink)
         assert proxy.samples > 3  # each stream gave one part of 500 and ended
         assert len([w for w in waits if w > 0]) >= proxy.samples - 1  # a pause before each next session
         assert source.health.errors == 0

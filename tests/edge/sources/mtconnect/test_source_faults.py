@@ -25,6 +25,7 @@ from tests.edge.sources.mtconnect.sourcesupport import (
     config,
     expected_value,
     frame_series,
+    replay_whole,
     running,
 )
 from tests.edge.sources.mtconnect.test_source import DEVICE_IDS, PlainProxy, assert_same_observations
@@ -80,22 +81,15 @@ class JumpingProxy(PlainProxy):
 
     jumped = 0
 
-    async def _serve_head(self, head: str, writer: asyncio.StreamWriter) -> None:
-        target = httpx.URL(head.split(" ")[1])
+    async def answer(self, target: httpx.URL) -> tuple[int, bytes, bytes]:
         if not target.path.endswith("/sample") or self.jumped:
-            await super()._serve_head(head, writer)
-            return
-        try:
-            answer = await self._http.get(target.path, params=dict(target.params))
-            body = answer.content
-            if b"<Samples>" in body or b"<Events>" in body:
-                self.jumped += 1
-                body = re.sub(rb'nextSequence="(\d+)"', lambda m: b'nextSequence="%d"' % (int(m[1]) + 10**9), body)
-            writer.write(b"HTTP/1.1 %d X\r\nContent-Type: text/xml\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
-                         % (answer.status_code, len(body)) + body)
-            await writer.drain()
-        finally:
-            writer.close()
+            return await super().answer(target)
+        answer = await self._http.get(target.path, params=dict(target.params))
+        body = answer.content
+        if b"<Samples>" in body or b"<Events>" in body:
+            self.jumped += 1
+            body = re.sub(rb'nextSequence="(\d+)"', lambda m: b'nextSequence="%d"' % (int(m[1]) + 10**9), body)
+        return answer.status_code, b"text/xml", body
 
 
 async def test_a_next_sequence_past_the_agents_last_one_is_not_followed() -> None:
@@ -105,10 +99,7 @@ async def test_a_next_sequence_past_the_agents_last_one_is_not_followed() -> Non
             sink = HoldingSink()
             source = MTConnectSource(config(agent, url=url, mode="poll", poll_interval=0.05, count=500), sink)
             async with running(source):
-                await sink.until(caught_up(source, agent))
-                agent.resume()
-                await agent.replay_done.wait()
-                await sink.until(caught_up(source, agent), timeout=60)
+                await replay_whole(agent, source, sink)
         assert proxy.jumped == 1
         assert [e.details for e in sink.events if e.kind == "data_gap"] == []
         assert_same_observations(agent, sink)
