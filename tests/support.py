@@ -124,3 +124,17 @@ class CollectingSink:
             while (len(self.rejected) if rejected else len(self.frames)) < count:
                 self._changed.clear()
                 await self._changed.wait()
+
+
+async def lines_until_ready(proc: asyncio.subprocess.Process, marker: str = "twinsim ready",
+                            timeout: float = 30) -> list[str]:
+    """The lines a child process prints on stdout up to and including ``marker``; fails with its stderr when it
+    exits before."""
+    assert proc.stdout is not None
+    lines: list[str] = []
+    async with asyncio.timeout(timeout):
+        while marker not in lines:
+            line = await proc.stdout.readline()
+            assert line, f"twinsim exited early: {(await proc.communicate())[1].decode()}"
+            lines.append(line.decode().strip())
+    return lines

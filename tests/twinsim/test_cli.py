@@ -19,7 +19,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from edge.config import load_gateway_config
 from edge.sources.modbus import ModbusSourceConfig
 from edge.sources.opcua import OpcUaSourceConfig
-from tests.support import free_port
+from tests.support import free_port, lines_until_ready
 from tests.twinsim.simsupport import free_ports
 from twinsim.cli import main
 from twinsim.opcua_server import OPCUA_VARIABLES
@@ -125,14 +125,8 @@ async def test_process_serves_announces_ready_and_stops_cleanly_on_sigterm(tmp_p
         "--opcua-port", str(opcua), "--ready-file", str(ready), "--summary-every", "200ms",
         "--fault", "machine-2:overheat@0s", cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
-    assert proc.stdout is not None
-    lines: list[str] = []
     try:
-        async with asyncio.timeout(30):
-            while "twinsim ready" not in lines:
-                line = await proc.stdout.readline()
-                assert line, f"twinsim exited early: {(await proc.communicate())[1].decode()}"
-                lines.append(line.decode().strip())
+        lines = await lines_until_ready(proc)
         info = json.loads(ready.read_text())
         assert [m["port"] for m in info["modbus"]] == [modbus, modbus + 1]
         assert info["opcua"] == f"opc.tcp://127.0.0.1:{opcua}"
@@ -144,6 +138,7 @@ async def test_process_serves_announces_ready_and_stops_cleanly_on_sigterm(tmp_p
         assert number.registers == [2]
         async with asyncio.timeout(10):  # the periodic summary names each machine
             while not any(line.lstrip().startswith("machine-2") for line in lines):
+                assert proc.stdout is not None
                 lines.append((await proc.stdout.readline()).decode().strip())
     finally:
         if proc.returncode is None:

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from edge.sources.mtconnect.protocol import Probe, Streams, parse_probe, parse_streams
+from tests.support import lines_until_ready
 from twinsim.cli import main
 
 REPO = Path(__file__).resolve().parents[3]
@@ -24,14 +25,8 @@ async def test_the_agent_process_serves_the_replay_and_stops_on_sigterm(tmp_path
         "--instance-id", "99", "--schema-version", "1.7", "--once", "--ready-file", str(ready), cwd=REPO,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
-    assert proc.stdout is not None
-    lines: list[str] = []
     try:
-        async with asyncio.timeout(30):
-            while "twinsim ready" not in lines:
-                line = await proc.stdout.readline()
-                assert line, f"twinsim exited early: {(await proc.communicate())[1].decode()}"
-                lines.append(line.decode().strip())
+        lines = await lines_until_ready(proc)
         info = json.loads(ready.read_text())
         assert any(info["url"] in line and "instanceId 99" in line for line in lines)
         async with httpx.AsyncClient(base_url=info["url"]) as client:
