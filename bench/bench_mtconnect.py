@@ -58,6 +58,19 @@ asyncio.run(main(int(sys.argv[1]), float(sys.argv[2])))
 """
 
 
+async def _stop(tasks: list[asyncio.Task[Any]]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def _cpu_pct(before: Any, after: Any, wall: float) -> float:
+    """Percent of one core between two ``cpu_times()``."""
+    return 100 * ((after.user - before.user) + (after.system - before.system)) / wall
+
+
 class CountingSink:
     """The source alone: counts what it hands over and keeps its position (in memory)."""
 
@@ -132,19 +145,14 @@ async def ingest(info: dict[str, Any], store_dir: Path | None) -> dict[str, Any]
                 await asyncio.sleep(0.01)
         t1, c1, a1 = time.perf_counter(), me.cpu_times(), info["proc"].cpu_times()
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await _stop(tasks)
         if store is not None:
             await store.close()
     wall = t1 - t0
     return {"sink": "store" if store_dir else "count", "observations": source.health.values,
             "frames": source.health.frames, "seconds": wall, "observations_per_s": source.health.values / wall,
             "frames_per_s": source.health.frames / wall,
-            "cpu_pct": 100 * ((c1.user - c0.user) + (c1.system - c0.system)) / wall,
-            "agent_cpu_pct": 100 * ((a1.user - a0.user) + (a1.system - a0.system)) / wall}
+            "cpu_pct": _cpu_pct(c0, c1, wall), "agent_cpu_pct": _cpu_pct(a0, a1, wall)}
 
 
 async def real_rate(info: dict[str, Any], seconds: float, store_dir: Path) -> dict[str, Any]:
@@ -162,17 +170,12 @@ async def real_rate(info: dict[str, Any], seconds: float, store_dir: Path) -> di
         await asyncio.sleep(seconds)
         t1, c1, a1 = time.perf_counter(), me.cpu_times(), info["proc"].cpu_times()
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await _stop(tasks)
         await store.close()
     wall = t1 - t0
     return {"seconds": wall, "observations_per_s": (source.health.values - o0) / wall,
             "frames_per_s": (source.health.frames - f0) / wall,
-            "cpu_pct": 100 * ((c1.user - c0.user) + (c1.system - c0.system)) / wall,
-            "agent_cpu_pct": 100 * ((a1.user - a0.user) + (a1.system - a0.system)) / wall,
+            "cpu_pct": _cpu_pct(c0, c1, wall), "agent_cpu_pct": _cpu_pct(a0, a1, wall),
             "rss_mb": me.memory_info().rss / 1e6, "state": source.health.state.value}
 
 
