@@ -437,12 +437,17 @@ class Interpreter(CycleMixin, CallsMixin, CompensationMixin, LatheMixin):
         else:
             self.cycle(w, block)
 
-    def rapid_to(self, target: list[float]) -> None:
+    def _line(self, target: list[float]) -> tuple[float, float, float, float]:
+        """The move to ``target``: its deltas and its length, the cutter-compensation path included."""
         pos = self.pos
         dx, dy, dz = target[0] - pos[0], target[1] - pos[1], target[2] - pos[2]
         length = math.sqrt(dx * dx + dy * dy + dz * dz)
         if self.comp or self.comp_exit is not None:
             length += self._comp_line(dx, dy, dz, length)
+        return dx, dy, dz, length
+
+    def rapid_to(self, target: list[float]) -> None:
+        dx, dy, dz, length = self._line(target)
         if length == 0.0:
             return
         seconds = self.timer.rapid_time(dx, dy, dz)
@@ -455,11 +460,7 @@ class Interpreter(CycleMixin, CallsMixin, CompensationMixin, LatheMixin):
         self.pos = list(target)
 
     def feed_to(self, target: list[float]) -> None:
-        pos = self.pos
-        dx, dy, dz = target[0] - pos[0], target[1] - pos[1], target[2] - pos[2]
-        length = math.sqrt(dx * dx + dy * dy + dz * dz)
-        if self.comp or self.comp_exit is not None:
-            length += self._comp_line(dx, dy, dz, length)
+        length = self._line(target)[3]
         if length == 0.0:
             return
         self._feed_length(length)
