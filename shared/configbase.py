@@ -27,6 +27,7 @@ __all__ = [
     "StrictModel",
     "format_validation_error",
     "load_config",
+    "read_toml",
     "parse_bytes",
     "parse_duration",
 ]
@@ -83,8 +84,8 @@ def format_validation_error(
     return validation_report(exc, model, text)
 
 
-def load_config(path: str | Path, model: type[M]) -> M:
-    """Read and validate a TOML config file, raising ConfigFileError with readable lines."""
+def read_toml(path: str | Path) -> tuple[str, dict[str, Any]]:
+    """A TOML file's text and its tables, raising ConfigFileError with a readable line when either fails."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -93,9 +94,14 @@ def load_config(path: str | Path, model: type[M]) -> M:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigFileError(str(path), [f"cannot read the file: {exc}"]) from None
     try:
-        data = tomllib.loads(text)
+        return text, tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigFileError(str(path), [f"not valid TOML: {exc}"]) from None
+
+
+def load_config(path: str | Path, model: type[M]) -> M:
+    """Read and validate a TOML config file, raising ConfigFileError with readable lines."""
+    text, data = read_toml(path)
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
 from cloud.process.pur.materials import get_material, material_names, materials
-from shared.configbase import StrictModel
+from shared.configbase import StrictModel, read_toml
 from shared.errors import ConfigFileError
 from shared.validation import validation_report
 
@@ -136,15 +136,7 @@ def _parse(data: Any, source: str, text: str | None) -> dict[str, PurScenario]:
 
 def load_scenarios(path: str | Path) -> dict[str, PurScenario]:
     """Read a scenarios file; every problem is reported as ``scenario.NAME.key: ... (got value)``."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigFileError(str(path), [f"cannot read the file: {exc}"]) from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigFileError(str(path), [f"not valid TOML: {exc}"]) from None
+    text, data = read_toml(path)
     return _parse(data, str(path), text)
 
 
