@@ -53,7 +53,7 @@ async def timed(fn, runs: int) -> tuple[float, float]:
         await fn()
         samples.append((time.perf_counter() - began) * 1000)
     samples.sort()
-    return statistics.median(samples), samples[int(len(samples) * 0.95) - 1]
+    return statistics.median(samples), samples[max(0, int(len(samples) * 0.95) - 1)]
 
 
 async def run(storage: Storage, name: str) -> list[dict]:

@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import json
 import random
-import statistics
 import sys
 import tempfile
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.bench_cloud_query import timed  # noqa: E402
 from cloud.documents import read_documents  # noqa: E402
 from cloud.runsquery import device_runs  # noqa: E402
 from cloud.storage.base import Storage  # noqa: E402
@@ -50,16 +50,6 @@ def bodies(n: int) -> list[dict]:
                            header=[f"PART {k} OP{j}" for j in range(10)], diagnostics=diagnostics,
                            holes=sum(t["holes"] for t in tools)))
     return out
-
-
-async def timed(fn, runs: int) -> tuple[float, float]:
-    samples = []
-    for _ in range(runs):
-        began = time.perf_counter()
-        await fn()
-        samples.append((time.perf_counter() - began) * 1000)
-    samples.sort()
-    return statistics.median(samples), samples[max(0, int(len(samples) * 0.95) - 1)]
 
 
 async def run(storage: Storage, name: str, n: int) -> list[dict]:
