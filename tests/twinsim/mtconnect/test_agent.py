@@ -247,13 +247,8 @@ async def test_a_stream_that_falls_behind_the_buffer_gets_out_of_range_and_ends(
         assert [seq for _, seq, _, _ in received] == list(range(start - 10, start - 10 + len(received)))
 
 
-async def test_a_restart_cuts_streams_and_starts_a_new_instance_all_unavailable(
-        agent: MTConnectAgent, client: httpx.AsyncClient) -> None:
-    agent.resume()
-    async with asyncio.timeout(10):
-        await agent.wait_for(lambda: agent.lines_replayed >= 2000)
-    agent.pause()
-    replayed = agent.lines_replayed
+async def open_stream(agent: MTConnectAgent, client: httpx.AsyncClient) -> asyncio.Task[list[Streams | AgentErrors]]:
+    """A /sample stream from the agent's next sequence, once its first part arrived; it reads until cut."""
     heard = asyncio.Event()
 
     def streaming(docs: list[Streams | AgentErrors]) -> bool:
@@ -264,6 +259,17 @@ async def test_a_restart_cuts_streams_and_starts_a_new_instance_all_unavailable(
     stream = asyncio.create_task(read_stream(client, "/sample", params, streaming))
     async with asyncio.timeout(10):
         await heard.wait()
+    return stream
+
+
+async def test_a_restart_cuts_streams_and_starts_a_new_instance_all_unavailable(
+        agent: MTConnectAgent, client: httpx.AsyncClient) -> None:
+    agent.resume()
+    async with asyncio.timeout(10):
+        await agent.wait_for(lambda: agent.lines_replayed >= 2000)
+    agent.pause()
+    replayed = agent.lines_replayed
+    stream = await open_stream(agent, client)
     assert agent.server.clients == 1
     agent.restart()
     with pytest.raises(httpx.HTTPError):
@@ -296,16 +302,7 @@ async def test_a_stall_holds_every_answer_until_it_ends(agent: MTConnectAgent, c
 
 
 async def test_disconnect_clients_cuts_a_stream(agent: MTConnectAgent, client: httpx.AsyncClient) -> None:
-    heard = asyncio.Event()
-
-    def first_heartbeat(docs: list[Streams | AgentErrors]) -> bool:
-        heard.set()
-        return False
-
-    params: dict[str, int | str] = {"interval": 0, "heartbeat": 20, "from": agent.buffer.next_sequence}
-    stream = asyncio.create_task(read_stream(client, "/sample", params, first_heartbeat))
-    async with asyncio.timeout(10):
-        await heard.wait()
+    stream = await open_stream(agent, client)
     assert agent.disconnect_clients() == 1
     with pytest.raises(httpx.HTTPError):
         async with asyncio.timeout(10):
