@@ -140,7 +140,7 @@ class Engine:
         now = time.monotonic()
         if self._owned is None or now - self._owned[0] > OWNED_TTL_S:
             owned: dict[str, dict[str, str]] = {}
-            for row in await self.storage.bindings():
+            for row in await self.storage.bindings(with_state=False):  # on the sync path: no states read
                 for field in _outputs(row.spec, row.name, self.models):
                     owned.setdefault(row.device, {})[field] = row.name
             self._owned = (now, owned)

@@ -571,8 +571,9 @@ class Storage(MlStore, abc.ABC):
         """Define a binding (or replace one, keeping its watermark); BindingExists, or a refusal past the limit."""
         raise NotSupported(f"virtual sensors are not supported on {self.backend} storage yet")
 
-    async def bindings(self, device: str | None = None) -> list[BindingRow]:
-        """Every binding (of one device), by name."""
+    async def bindings(self, device: str | None = None, *, with_state: bool = True) -> list[BindingRow]:
+        """Every binding (of one device), by name; with ``with_state=False`` their states read as empty (not
+        read at all: a window's state can be megabytes)."""
         raise NotSupported(f"virtual sensors are not supported on {self.backend} storage yet")
 
     async def set_binding_enabled(self, name: str, enabled: bool, now_us: int) -> BindingRow:

@@ -83,6 +83,12 @@ class DerivedWrite:
 
 _COLUMNS = ("id, name, device, spec, enabled, rev, watermark, state, points, flagged, last_flag, created_by, "
             "created_at, updated_at")
+# The same without the state (windows and open runs, up to megabytes): for readers that need only the definitions.
+COLUMNS_NO_STATE = _COLUMNS.replace(" state,", " '{}' AS state,")
+
+
+def binding_columns(with_state: bool) -> str:
+    return _COLUMNS if with_state else COLUMNS_NO_STATE
 
 
 def binding_row(r: Sequence[Any]) -> BindingRow:
@@ -118,11 +124,12 @@ def put_binding(con: sqlite3.Connection, name: str, device: str, spec: dict[str,
     return binding_row(row)
 
 
-def bindings(con: sqlite3.Connection, device: str | None) -> list[BindingRow]:
+def bindings(con: sqlite3.Connection, device: str | None, with_state: bool = True) -> list[BindingRow]:
+    cols = binding_columns(with_state)
     if device is None:
-        rows = con.execute(f"SELECT {_COLUMNS} FROM process_bindings ORDER BY name").fetchall()
+        rows = con.execute(f"SELECT {cols} FROM process_bindings ORDER BY name").fetchall()
     else:
-        rows = con.execute(f"SELECT {_COLUMNS} FROM process_bindings WHERE device = ? ORDER BY name",
+        rows = con.execute(f"SELECT {cols} FROM process_bindings WHERE device = ? ORDER BY name",
                            (device,)).fetchall()
     return [binding_row(r) for r in rows]
 

@@ -525,9 +525,9 @@ class PostgresStorage(Storage):
         async with self._con() as con:
             return await process.put_binding(con, name, device, spec, by, now_us, replace, max_per_device)
 
-    async def bindings(self, device: str | None = None) -> list[BindingRow]:
+    async def bindings(self, device: str | None = None, *, with_state: bool = True) -> list[BindingRow]:
         async with self._con() as con:
-            return await process.bindings(con, device)
+            return await process.bindings(con, device, with_state)
 
     async def set_binding_enabled(self, name: str, enabled: bool, now_us: int) -> BindingRow:
         async with self._con() as con:

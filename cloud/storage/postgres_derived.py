@@ -22,7 +22,15 @@ from typing import Any
 import asyncpg
 
 from cloud.storage import postgres_sql as q
-from cloud.storage.derived import BindingExists, BindingRow, DerivedTag, DerivedWrite, UnknownBinding
+from cloud.storage.derived import (
+    BindingExists,
+    BindingRow,
+    DerivedTag,
+    DerivedWrite,
+    UnknownBinding,
+    binding_columns,
+    binding_row,
+)
 from cloud.storage.notify import CHANNEL
 from cloud.storage.rollups import Partial
 from cloud.storage.rows import build_rows, frame_columns
@@ -31,8 +39,7 @@ from shared.frame import TelemetryFrame
 
 __all__ = ["advance", "bindings", "derived", "put_binding", "set_enabled"]
 
-_COLUMNS = ("id, name, device, spec, enabled, rev, watermark, state, points, flagged, last_flag, created_by, "
-            "created_at, updated_at")
+_COLUMNS = binding_columns(with_state=True)
 # Two definitions of one device's bindings at once would both pass the count: they take turns on this lock.
 _DEVICE_LOCK = "SELECT pg_advisory_xact_lock(7307, hashtext($1))"
 _INSERT_DERIVED = """INSERT INTO derived (series_id, ts, binding_id, watermark, flag, model, version, param_hash,
@@ -40,11 +47,6 @@ _INSERT_DERIVED = """INSERT INTO derived (series_id, ts, binding_id, watermark, 
     SELECT s, t, $3, w, f, $6, $7, $8, $9, $10, $11
     FROM unnest($1::bigint[], $2::bigint[], $4::bigint[], $5::text[]) AS u(s, t, w, f)
     ORDER BY s, t ON CONFLICT DO NOTHING RETURNING series_id, ts"""
-
-
-def _row(r: Sequence[Any]) -> BindingRow:
-    return BindingRow(r[0], r[1], r[2], json.loads(r[3]), bool(r[4]), r[5], r[6], json.loads(r[7]), r[8], r[9],
-                      r[10], r[11], r[12], r[13])
 
 
 async def put_binding(con: asyncpg.Connection, name: str, device: str, spec: dict[str, Any], by: str, now_us: int,
@@ -67,15 +69,16 @@ async def put_binding(con: asyncpg.Connection, name: str, device: str, spec: dic
             await con.execute("UPDATE process_bindings SET device = $1, spec = $2, state = '{}', rev = rev + 1, "
                               "updated_at = $3 WHERE id = $4", device, text, now_us, have[0])
         row = await con.fetchrow(f"SELECT {_COLUMNS} FROM process_bindings WHERE name = $1", name)
-    return _row(row)
+    return binding_row(row)
 
 
-async def bindings(con: asyncpg.Connection, device: str | None) -> list[BindingRow]:
+async def bindings(con: asyncpg.Connection, device: str | None, with_state: bool = True) -> list[BindingRow]:
+    cols = binding_columns(with_state)
     if device is None:
-        rows = await con.fetch(f"SELECT {_COLUMNS} FROM process_bindings ORDER BY name")
+        rows = await con.fetch(f"SELECT {cols} FROM process_bindings ORDER BY name")
     else:
-        rows = await con.fetch(f"SELECT {_COLUMNS} FROM process_bindings WHERE device = $1 ORDER BY name", device)
-    return [_row(r) for r in rows]
+        rows = await con.fetch(f"SELECT {cols} FROM process_bindings WHERE device = $1 ORDER BY name", device)
+    return [binding_row(r) for r in rows]
 
 
 async def set_enabled(con: asyncpg.Connection, name: str, enabled: bool, now_us: int) -> BindingRow:
@@ -83,7 +86,7 @@ async def set_enabled(con: asyncpg.Connection, name: str, enabled: bool, now_us:
                              f"RETURNING {_COLUMNS}", int(enabled), now_us, name)
     if row is None:
         raise UnknownBinding(f"no binding named {name!r}", "name")
-    return _row(row)
+    return binding_row(row)
 
 
 async def advance(con: asyncpg.Connection, w: DerivedWrite, known: dict[tuple[str, str], int],

@@ -413,8 +413,8 @@ class SQLiteStorage(Storage):
                           replace: bool, max_per_device: int) -> process.BindingRow:
         return await self._write(process.put_binding, name, device, spec, by, now_us, replace, max_per_device)
 
-    async def bindings(self, device: str | None = None) -> list[process.BindingRow]:
-        return self._read_now(process.bindings, device)
+    async def bindings(self, device: str | None = None, *, with_state: bool = True) -> list[process.BindingRow]:
+        return self._read_now(process.bindings, device, with_state)
 
     async def set_binding_enabled(self, name: str, enabled: bool, now_us: int) -> process.BindingRow:
         return await self._write(process.set_enabled, name, enabled, now_us)

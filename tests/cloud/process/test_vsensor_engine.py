@@ -351,3 +351,8 @@ async def test_a_measured_field_named_like_a_derived_output_is_refused_or_droppe
     assert 'twincloud_sync_values_dropped_total{edge="edge-1",reason="derived_field",replica=' in metrics
     assert [line.split()[-1] for line in metrics.splitlines()
             if line.startswith("twincloud_sync_values_dropped_total{")] == ["2.0"]
+    # what the sync path reads to know the owned fields: the definitions, never the states
+    ctx = api.app.state.ctx
+    [full] = [r for r in await ctx.storage.bindings("press-1") if r.name == "dbl"]
+    [light] = [r for r in await ctx.storage.bindings("press-1", with_state=False) if r.name == "dbl"]
+    assert full.state and light.state == {} and light.spec == full.spec and light.rev == full.rev
