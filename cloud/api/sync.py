@@ -107,12 +107,20 @@ SKEW_WORTH_SAYING = 2.0  # seconds: below this a clock difference is mostly the 
 MAX_CLOCK_SKEW = 100 * 365.25 * 86400  # seconds: a sent_at further off than a century is no clock reading
 
 
+def _first_this_minute(key: str) -> bool:
+    """True the first time ``key`` (an edge, and what is said about it) comes up in a minute: a WARNING then, and
+    DEBUG for the rest of the minute, so a broken device cannot flood the log."""
+    now = time.monotonic()
+    if now - _last_warning.get(key, -60.0) < 60.0:
+        return False
+    _last_warning[key] = now
+    return True
+
+
 def _warn_rejected(edge: str, rejected: list[Rejection]) -> None:
     """One WARNING per edge and minute at most (a broken device would flood the log); the rest at DEBUG."""
-    now = time.monotonic()
     first = rejected[0]
-    if now - _last_warning.get(edge, -60.0) >= 60.0:
-        _last_warning[edge] = now
+    if _first_this_minute(edge):
         log.warning("edge %s sent %d frame(s) that were refused and reported back to it; first: seq %d: %s "
                     "(further ones this minute at DEBUG)", edge, len(rejected), first.seq, first.reason)
     else:
@@ -121,11 +129,9 @@ def _warn_rejected(edge: str, rejected: list[Rejection]) -> None:
 
 def _warn_alerts(edge: str, refused: list[tuple[int, str]]) -> None:
     """Refused alert events: one WARNING per edge and minute at most, the rest at DEBUG."""
-    now = time.monotonic()
     key = f"{edge}\nalerts"
     seq, why = min(refused)
-    if now - _last_warning.get(key, -60.0) >= 60.0:
-        _last_warning[key] = now
+    if _first_this_minute(key):
         log.warning("edge %s sent %d alert event(s) that were refused and acked; first: alert seq %d: %s "
                     "(further ones this minute at DEBUG)", edge, len(refused), seq, why)
     else:
@@ -134,11 +140,9 @@ def _warn_alerts(edge: str, refused: list[tuple[int, str]]) -> None:
 
 def _warn_documents(edge: str, invalid: list[tuple[int, str]]) -> None:
     """Documents kept as invalid: one WARNING per edge and minute at most, the rest at DEBUG."""
-    now = time.monotonic()
     key = f"{edge}\ndocuments"
     seq, why = min(invalid)
-    if now - _last_warning.get(key, -60.0) >= 60.0:
-        _last_warning[key] = now
+    if _first_this_minute(key):
         log.warning("edge %s sent %d document(s) that are kept as invalid and acked; first: document seq %d: %s "
                     "(further ones this minute at DEBUG)", edge, len(invalid), seq, why)
     else:
@@ -147,10 +151,8 @@ def _warn_documents(edge: str, invalid: list[tuple[int, str]]) -> None:
 
 def _warn_health(edge: str, notes: list[str]) -> None:
     """A report over the limits is kept shortened: said once per edge and minute, the rest at DEBUG."""
-    now = time.monotonic()
     key = f"{edge}\nhealth"
-    if now - _last_warning.get(key, -60.0) >= 60.0:
-        _last_warning[key] = now
+    if _first_this_minute(key):
         log.warning("edge %s sent a health report over the limits, kept shortened: %s", edge, "; ".join(notes))
     else:
         log.debug("edge %s: health report shortened: %s", edge, "; ".join(notes))
@@ -158,12 +160,10 @@ def _warn_health(edge: str, notes: list[str]) -> None:
 
 def _warn_owned(edge: str, dropped: list[Dropped]) -> None:
     """Measured values of fields a binding derives: one WARNING per edge and minute at most, the rest at DEBUG."""
-    now = time.monotonic()
     key = f"{edge}\nowned"
     d = dropped[0]
     more = f" (and {len(dropped) - 1} more field(s))" if len(dropped) > 1 else ""
-    if now - _last_warning.get(key, -60.0) >= 60.0:
-        _last_warning[key] = now
+    if _first_this_minute(key):
         log.warning("device %s of edge %s sends %r, a field binding %r derives: %d measured value(s) dropped%s; "
                     "rename the field at the edge or the binding's output (further ones this minute at DEBUG)",
                     d.device, edge, d.field, d.binding, d.count, more)
