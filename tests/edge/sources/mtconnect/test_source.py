@@ -327,8 +327,8 @@ LAUGHS = (b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol
           b'<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;">]><MTConnectStreams>&lol3;</MTConnectStreams>')
 
 
-class HostileStream(PlainProxy):
-    """The agent's probe and current, and a hostile /sample stream: a billion-laughs document in a part."""
+class FakeStream(PlainProxy):
+    """The agent's probe and current, and a /sample stream of the test's own making (``stream``)."""
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = (await reader.readuntil(b"\r\n\r\n")).decode()
@@ -337,10 +337,21 @@ class HostileStream(PlainProxy):
             return
         try:
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace;boundary=b0\r\n"
-                         b"Connection: close\r\n\r\n--b0\r\nContent-type: text/xml\r\n\r\n" + LAUGHS + b"\r\n--b0\r\n")
-            await writer.drain()
+                         b"Connection: close\r\n\r\n--b0\r\nContent-type: text/xml\r\n\r\n")
+            await self.stream(writer)
         finally:
             writer.close()
+
+    async def stream(self, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+
+class HostileStream(FakeStream):
+    """A hostile /sample stream: a billion-laughs document in a part."""
+
+    async def stream(self, writer: asyncio.StreamWriter) -> None:
+        writer.write(LAUGHS + b"\r\n--b0\r\n")
+        await writer.drain()
 
 
 async def test_a_hostile_stream_is_refused_with_a_reason_and_never_stored() -> None:

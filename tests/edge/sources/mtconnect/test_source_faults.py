@@ -4,6 +4,7 @@ stays stuck, and it neither loses nor repeats what it could read."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import re
@@ -28,7 +29,7 @@ from tests.edge.sources.mtconnect.sourcesupport import (
     replay_whole,
     running,
 )
-from tests.edge.sources.mtconnect.test_source import DEVICE_IDS, PlainProxy, assert_same_observations
+from tests.edge.sources.mtconnect.test_source import DEVICE_IDS, FakeStream, PlainProxy, assert_same_observations
 from twinsim.mtconnect import AgentSettings, MTConnectAgent
 
 
@@ -152,25 +153,16 @@ async def test_an_agent_of_the_1_3_schema_is_read_whole_and_its_out_of_range_cou
         assert (gap["reason"], gap["lost"]) == ("out_of_range", agent.buffer.next_sequence - 1024 - stopped_at)
 
 
-class SlowLoris(PlainProxy):
-    """The agent's probe and current, and a /sample stream that trickles one byte of a part that never ends."""
+class SlowLoris(FakeStream):
+    """A /sample stream that trickles one byte of a part that never ends."""
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = (await reader.readuntil(b"\r\n\r\n")).decode()
-        if "/sample" not in head.split(" ")[1]:
-            await super()._serve_head(head, writer)
-            return
-        try:
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace;boundary=b0\r\n"
-                         b"Connection: close\r\n\r\n--b0\r\nContent-type: text/xml\r\n\r\n<MTConnectStreams")
+    async def stream(self, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"<MTConnectStreams")
+        with contextlib.suppress(ConnectionError, asyncio.CancelledError):
             while True:
                 await writer.drain()
                 await asyncio.sleep(0.05)
                 writer.write(b" ")
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            writer.close()
 
 
 async def test_an_agent_that_trickles_an_answer_without_end_is_given_up_with_a_reason() -> None:
