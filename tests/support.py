@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -138,3 +139,11 @@ async def lines_until_ready(proc: asyncio.subprocess.Process, marker: str = "twi
             assert line, f"twinsim exited early: {(await proc.communicate())[1].decode()}"
             lines.append(line.decode().strip())
     return lines
+
+
+async def sigterm_and_wait(proc: asyncio.subprocess.Process, timeout: float = 20) -> tuple[bytes, bytes]:
+    """Stop a child process as a supervisor does (SIGTERM, unless it ended already); its stdout and stderr."""
+    if proc.returncode is None:
+        proc.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(timeout):
+        return await proc.communicate()

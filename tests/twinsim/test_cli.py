@@ -19,7 +19,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from edge.config import load_gateway_config
 from edge.sources.modbus import ModbusSourceConfig
 from edge.sources.opcua import OpcUaSourceConfig
-from tests.support import free_port, lines_until_ready
+from tests.support import free_port, lines_until_ready, sigterm_and_wait
 from tests.twinsim.simsupport import free_ports
 from twinsim.cli import main
 from twinsim.opcua_server import OPCUA_VARIABLES
@@ -141,10 +141,7 @@ async def test_process_serves_announces_ready_and_stops_cleanly_on_sigterm(tmp_p
                 assert proc.stdout is not None
                 lines.append((await proc.stdout.readline()).decode().strip())
     finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(20):
-            out, err = await proc.communicate()
+        out, err = await sigterm_and_wait(proc)
     assert proc.returncode == 0, err.decode()
     assert "twinsim stopping (SIGTERM)" in out.decode()
     assert not ready.exists()

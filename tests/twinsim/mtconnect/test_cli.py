@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import sys
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import httpx
 import pytest
 
 from edge.sources.mtconnect.protocol import Probe, Streams, parse_probe, parse_streams
-from tests.support import lines_until_ready
+from tests.support import lines_until_ready, sigterm_and_wait
 from twinsim.cli import main
 
 REPO = Path(__file__).resolve().parents[3]
@@ -40,10 +39,7 @@ async def test_the_agent_process_serves_the_replay_and_stops_on_sigterm(tmp_path
                         break
                     await asyncio.sleep(0.05)
     finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(20):
-            out, err = await proc.communicate()
+        out, err = await sigterm_and_wait(proc)
     assert proc.returncode == 0, err.decode()
     assert "twinsim stopping (SIGTERM)" in out.decode()
     assert not ready.exists()
