@@ -21,9 +21,9 @@ import os
 import shlex
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from shared.configbase import parse_duration
 from twinsim.edgeconfig import ConfigSettings, render_edge_config
@@ -223,15 +223,20 @@ def _config(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
-def _write_ready(path: Path, sim: Simulator) -> None:
-    info = {
-        "pid": os.getpid(),
-        "modbus": [ep.__dict__ for ep in sim.modbus.endpoints()] if sim.modbus else [],
-        "opcua": sim.opcua.endpoint if sim.opcua else None,
-    }
+def _write_ready(path: Path, info: dict[str, object]) -> None:
+    """The ready file: the process id and its endpoints as JSON, written whole (a script never sees half a file)."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(path)  # atomic: a script never sees half a file
+    tmp.write_text(json.dumps({"pid": os.getpid(), **info}, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def _serve_then_clean(serve: Coroutine[Any, Any, int], ready_file: Path | None) -> int:
+    """Run ``serve`` to its end; the ready file goes with the process."""
+    try:
+        return asyncio.run(serve)
+    finally:
+        if ready_file is not None:
+            ready_file.unlink(missing_ok=True)
 
 
 async def _serve(sim: Simulator, ready_file: Path | None) -> int:
@@ -248,7 +253,10 @@ async def _serve(sim: Simulator, ready_file: Path | None) -> int:
 
     def ready() -> None:
         if ready_file is not None:
-            _write_ready(ready_file, sim)
+            _write_ready(ready_file, {
+                "modbus": [ep.__dict__ for ep in sim.modbus.endpoints()] if sim.modbus else [],
+                "opcua": sim.opcua.endpoint if sim.opcua else None,
+            })
         _say(READY_LINE)
 
     for sig in STOP_SIGNALS:
@@ -292,11 +300,7 @@ def _run(args: argparse.Namespace) -> int:
     except (FaultSpecError, ValueError) as exc:
         print(f"twinsim run: {exc}", file=sys.stderr)
         return 2
-    try:
-        return asyncio.run(_serve(sim, args.ready_file))
-    finally:
-        if args.ready_file is not None:
-            args.ready_file.unlink(missing_ok=True)
+    return _serve_then_clean(_serve(sim, args.ready_file), args.ready_file)
 
 
 async def _serve_agent(agent: MTConnectAgent, ready_file: Path | None) -> int:
@@ -317,10 +321,7 @@ async def _serve_agent(agent: MTConnectAgent, ready_file: Path | None) -> int:
             print(f"twinsim mtconnect: cannot start: {exc}", file=sys.stderr)
             return 1
         if ready_file is not None:
-            tmp = ready_file.with_name(ready_file.name + ".tmp")
-            tmp.write_text(json.dumps({"pid": os.getpid(), "url": agent.url, "instance_id": agent.instance_id})
-                           + "\n", encoding="utf-8")
-            tmp.replace(ready_file)
+            _write_ready(ready_file, {"url": agent.url, "instance_id": agent.instance_id})
         _say(f"MTConnect agent at {agent.url}/probe (instanceId {agent.instance_id}, buffer "
              f"{agent.buffer.size}, MTConnect {agent.settings.version})")
         _say(READY_LINE)
@@ -349,11 +350,7 @@ def _mtconnect(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"twinsim mtconnect: {exc}", file=sys.stderr)
         return 2
-    try:
-        return asyncio.run(_serve_agent(agent, args.ready_file))
-    finally:
-        if args.ready_file is not None:
-            args.ready_file.unlink(missing_ok=True)
+    return _serve_then_clean(_serve_agent(agent, args.ready_file), args.ready_file)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
