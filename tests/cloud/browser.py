@@ -15,7 +15,7 @@ with a 3D view launch with ``WEBGL_ARGS``.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote, urlsplit
@@ -26,7 +26,7 @@ from playwright.sync_api import Browser, Page, Route, ViewportSize, expect, sync
 from tests.cloud.server import CloudServer
 
 __all__ = ["CHROMIUM", "CHROMIUM_ARGS", "SHOTS", "WAIT_MS", "WEBGL_ARGS", "chromium", "cloud_tab",
-           "needs_chromium", "screenshot", "sign_in", "token_of"]
+           "intercepting", "needs_chromium", "screenshot", "sign_in", "token_of"]
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Without the background-networking switches chromium calls home at start, which a closed network refuses.
@@ -73,6 +73,22 @@ def cloud_tab(browser: Browser, cloud: CloudServer, viewport: ViewportSize) -> I
     yield page, elsewhere
     context.close()
     assert elsewhere == []
+
+
+@contextmanager
+def intercepting(page: Page, wanted: Callable[[str], bool], handler: Callable[[Route], None]) -> Iterator[None]:
+    """Inside the block ``handler`` answers the tab's requests whose URL is ``wanted``; every other request, and
+    every one after the block, goes on to the tab's other handlers.
+
+    The route stays on the page and only stops matching: ``Page.unroute`` of a page's last route hands each request
+    then in flight at the page to the next handler while this one may be answering it too, and one of the two
+    fails with "Route is already handled!"."""
+    active = True
+    page.route(lambda url: active and wanted(url), handler)
+    try:
+        yield
+    finally:
+        active = False
 
 
 def token_of(cloud: CloudServer, role: str) -> str:

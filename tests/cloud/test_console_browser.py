@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -23,7 +24,7 @@ from cloud.console import PAGES
 from cloud.sessions import SESSION_COOKIE
 from shared.codec import encode_obj
 from tests.cloud.apiclient import auth, batch, wire
-from tests.cloud.browser import WAIT_MS, cloud_tab, needs_chromium, screenshot, sign_in, token_of
+from tests.cloud.browser import WAIT_MS, cloud_tab, intercepting, needs_chromium, screenshot, sign_in, token_of
 from tests.cloud.server import CloudServer
 from tests.support import free_port
 
@@ -190,13 +191,12 @@ def test_a_kiosk_that_cannot_refresh_says_so_and_shows_no_stale_green(cloud: Clo
     sign_in(page, cloud, cloud.viewer_token, "/kiosk")
     green = page.locator(".tile[data-device=mixer-1]")
     expect(green).to_have_class("tile ok", timeout=WAIT_MS)
-    page.route("**/api/v1/edges", lambda route: route.fulfill(status=503, json={"detail": [
-        {"path": "database", "message": "the database does not answer"}]}))
-    expect(page.locator(".kiosk-stale")).to_contain_text("the service does not answer", timeout=WAIT_MS)
-    expect(page.locator(".kiosk-stale")).to_contain_text("the database does not answer")
-    assert green.evaluate("t => getComputedStyle(t).backgroundColor") == "rgb(74, 85, 99)"  # grey, not green
-    red = page.locator(".tile[data-device=press-2]")
-    assert red.evaluate("t => getComputedStyle(t).backgroundColor") == "rgb(198, 40, 40)"  # an alert stays red
-    page.unroute("**/api/v1/edges")
+    with intercepting(page, lambda url: urlsplit(url).path == "/api/v1/edges", lambda route: route.fulfill(
+            status=503, json={"detail": [{"path": "database", "message": "the database does not answer"}]})):
+        expect(page.locator(".kiosk-stale")).to_contain_text("the service does not answer", timeout=WAIT_MS)
+        expect(page.locator(".kiosk-stale")).to_contain_text("the database does not answer")
+        assert green.evaluate("t => getComputedStyle(t).backgroundColor") == "rgb(74, 85, 99)"  # grey, not green
+        red = page.locator(".tile[data-device=press-2]")
+        assert red.evaluate("t => getComputedStyle(t).backgroundColor") == "rgb(198, 40, 40)"  # an alert stays red
     expect(page.locator(".kiosk-stale")).to_have_count(0, timeout=WAIT_MS)
     assert green.evaluate("t => getComputedStyle(t).backgroundColor") == "rgb(27, 127, 59)"

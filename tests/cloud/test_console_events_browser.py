@@ -13,7 +13,7 @@ from playwright.sync_api import Page, Route, expect
 
 from tests.cloud import test_console_live as live
 from tests.cloud.apiclient import auth
-from tests.cloud.browser import WAIT_MS, needs_chromium
+from tests.cloud.browser import WAIT_MS, intercepting, needs_chromium
 from tests.cloud.server import CloudServer
 from tests.cloud.test_console_live import event, sign_in, sync
 
@@ -57,17 +57,13 @@ def test_an_answer_to_the_filters_before_a_change_is_not_shown(cloud: CloudServe
     def developer(url: str) -> bool:
         return "/api/v1/events" in url and "level=developer" in url
 
-    def hold(route: Route) -> None:
-        held.append(route)
-
-    tab.route(developer, hold)
-    with tab.expect_request(lambda r: "/api/v1/events" in r.url and "level=developer" in r.url, timeout=WAIT_MS):
-        pass  # the next round asks, and its answer is held
-    tab.get_by_label("Level").select_option("operator")
+    with intercepting(tab, developer, lambda route: held.append(route)):
+        with tab.expect_request(lambda r: developer(r.url), timeout=WAIT_MS):
+            pass  # the next round asks, and its answer is held
+        tab.get_by_label("Level").select_option("operator")
     assert held
     for route in held:
         route.continue_()
-    tab.unroute(developer, hold)
     expect(rows.first).to_be_visible(timeout=WAIT_MS)
     expect(tab.locator("#events-status")).to_contain_text("live", timeout=WAIT_MS)
     expect(tab.locator("#events-table")).not_to_contain_text("modbus read of 22 registers", timeout=WAIT_MS)
