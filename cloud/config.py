@@ -128,9 +128,10 @@ class SyncConfig(StrictModel):
 
 
 class QueryConfig(StrictModel):
-    """The bound on history and aggregate queries of each process (see cloud.querygate)."""
+    """The bound on the heavy queries (history, aggregates, program search and runs) of each process (see
+    cloud.querygate)."""
 
-    max_running: int = Field(default=4, ge=1, le=256, description="history and aggregate queries run at once")
+    max_running: int = Field(default=4, ge=1, le=256, description="heavy queries run at once")
     max_queued: int = Field(default=200, ge=0, le=100_000,
                             description="queries waiting for a slot; past it 503 + Retry-After")
     max_queued_per_client: int = Field(default=32, ge=0, le=100_000,

@@ -1,4 +1,5 @@
-"""A bound on the heavy queries (history and aggregates) a process runs at once, with a fair queue.
+"""A bound on the heavy queries (history, aggregates, program search and runs) a process runs at once, with a
+fair queue.
 
 At most ``max_running`` run at once. The others wait in one queue per client
 (the identity of the token), and a free slot goes to the clients in turn, so
@@ -14,15 +15,24 @@ import asyncio
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from cloud.config import QueryConfig
 from cloud.errors import Busy
 
-__all__ = ["QueryGate", "QueryQueueFull"]
+if TYPE_CHECKING:
+    from cloud.storage.base import Principal
+
+__all__ = ["QueryGate", "QueryQueueFull", "client_of"]
+
+
+def client_of(who: Principal) -> str:
+    """Whose turn a query waits for: one queue per token identity."""
+    return f"{who.kind}:{who.name}"
 
 
 class QueryQueueFull(Busy):
-    """Too many history and aggregate queries are waiting (for this client, or in all)."""
+    """Too many heavy queries are waiting (for this client, or in all)."""
 
 
 class QueryGate:
@@ -65,11 +75,11 @@ class QueryGate:
             return
         queue = self._queues.get(client)
         if self._queued >= cfg.max_queued:
-            raise QueryQueueFull(f"{self._queued} history and aggregate queries are waiting already; "
-                                 "retry later")
+            raise QueryQueueFull(f"{self._queued} heavy queries (history, aggregates, searches) are waiting "
+                                 "already; retry later")
         if queue is not None and len(queue) >= cfg.max_queued_per_client:
-            raise QueryQueueFull(f"this token has {len(queue)} history and aggregate queries waiting already; "
-                                 "retry later")
+            raise QueryQueueFull(f"this token has {len(queue)} heavy queries (history, aggregates, searches) "
+                                 "waiting already; retry later")
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if queue is None:
             queue = self._queues[client] = deque()

@@ -21,6 +21,7 @@ from cloud.api.twin import parse_time
 from cloud.auth import Viewer
 from cloud.context import Ctx
 from cloud.errors import BadParameter
+from cloud.querygate import client_of
 from cloud.runs import Calibration, Run
 from cloud.runsquery import device_runs, runs_of_program
 from cloud.storage.keyset import decode_keyset_cursor, encode_keyset_cursor
@@ -177,7 +178,7 @@ def _out(row: ProgramRecordRow) -> ProgramOut:
 
 @router.get("/programs", response_model=ProgramPage, responses=_ERRORS)
 async def list_programs(
-    _: Viewer, ctx: Ctx, edge: Ident = None, device: Ident = None,
+    who: Viewer, ctx: Ctx, edge: Ident = None, device: Ident = None,
     tool: Annotated[str | None, Query(min_length=1, max_length=64, pattern=NO_NUL,
                                       description="a T number (T12 or 12) or words of a tool's comment or "
                                                   "type")] = None,
@@ -206,7 +207,8 @@ async def list_programs(
     except InputError as exc:
         raise BadParameter(str(exc.problems[0].message), "cursor") from None
     query = ProgramQuery(edge, device, tool, diameter, work, text, dialect, has_errors, min_holes, limit + 1, after)
-    found = await search_programs(ctx.storage, query)
+    async with ctx.queries.slot(client_of(who)):  # a text search scans the programs
+        found = await search_programs(ctx.storage, query)
     page = found[:limit]
     return ProgramPage(programs=[_out(r) for r in page], next_cursor=encode_keyset_cursor(
         "p", page[-1].last_seen, page[-1].id) if len(found) > limit else None)
@@ -257,7 +259,7 @@ async def program_runs(sha256: Sha, who: Viewer, ctx: Ctx, start: Start = None, 
     copies = await program_copies(ctx.storage, sha256)
     if not copies:
         raise UnknownProgram(f"no program with sha256 {sha256}", "sha256")
-    async with ctx.queries.slot(f"{who.kind}:{who.name}"):
+    async with ctx.queries.slot(client_of(who)):
         runs, calibrations, truncated = await runs_of_program(
             ctx.storage, sha256, sorted({c.edge for c in copies}), sorted({c.device for c in copies if c.device}),
             lo, hi)
@@ -271,7 +273,7 @@ async def machine_runs(name: Annotated[str, Path(pattern=DEVICE_ID_PATTERN)], wh
     """The program runs of a machine (from its MTConnect EXECUTION and PROGRAM), oldest first, each linked to the
     program it ran, with the machine's calibration."""
     lo, hi = _window(start, stop)
-    async with ctx.queries.slot(f"{who.kind}:{who.name}"):
+    async with ctx.queries.slot(client_of(who)):
         found = await device_runs(ctx.storage, name, lo, hi)
     cal = found.calibration
     return RunPage(runs=[_run_out(r, cal) for r in found.runs],

@@ -29,7 +29,8 @@ except ImportError:  # pragma: no cover - the cloud extra installs it
 from cloud.auth import NotAllowed, NotAuthenticated, Viewer, authenticate, check_role
 from cloud.context import AppContext, Ctx
 from cloud.errors import BadParameter, error_response
-from cloud.storage.base import AGG_FUNCS, AggRow, Principal, StorageError, UnknownDevice
+from cloud.querygate import client_of
+from cloud.storage.base import AGG_FUNCS, AggRow, StorageError, UnknownDevice
 from shared.configbase import parse_duration
 from shared.errors import TwinedgeError
 from shared.frame import TS_MAX, TS_MIN
@@ -143,11 +144,6 @@ def _range(start: str | None, stop: str | None, *, span: float | None = None) ->
     return lo, hi
 
 
-def _client(who: Principal) -> str:
-    """Whose turn a query waits for: one queue per token identity."""
-    return f"{who.kind}:{who.name}"
-
-
 def _fields(raw: str | None) -> list[str] | None:
     if not raw:
         return None
@@ -178,7 +174,7 @@ async def history(who: Viewer, ctx: Ctx, device: Device, fields: Fields = None, 
     Without start (or with it empty): from the oldest point; without stop: to the newest.
     """
     lo, hi = _range(start, stop)
-    async with ctx.queries.slot(_client(who)):
+    async with ctx.queries.slot(client_of(who)):
         page = await ctx.storage.history(device, _fields(fields), lo, hi, limit, cursor)
     return _json({"device_id": device, "next_cursor": page.next_cursor, "series": [
         {"field": info.field, "kind": info.kind, "points": [(ts / 1_000_000, v) for ts, v in points]}
@@ -212,7 +208,7 @@ async def aggregate(who: Viewer, ctx: Ctx, device: Device, start: Start = None, 
         raise BadParameter(f"{window!r} makes {math.ceil((hi - lo) / width_us):,} buckets over this range; "
                            f"at most {MAX_BUCKETS:,} — widen the window or narrow start/stop", "window")
     first_last = "first" in wanted or "last" in wanted
-    async with ctx.queries.slot(_client(who)):
+    async with ctx.queries.slot(client_of(who)):
         result = await ctx.storage.aggregate(device, _fields(fields), lo, hi, width_us, first_last)
     pick = [(f, _FUNC[f]) for f in wanted]
     series = [{"field": info.field, "buckets": [{"start": b / 1e6, **{f: get(agg) for f, get in pick}}

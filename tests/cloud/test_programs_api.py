@@ -200,3 +200,16 @@ async def test_a_nul_character_in_a_parameter_is_a_4xx_on_both_backends(both: Ap
     resp = await both.client.get(path, params=params, headers=auth(both.viewer))
     assert resp.status_code in (400, 422), resp.text
     assert resp.json()["detail"][0]["message"]
+
+
+async def test_a_program_search_waits_in_the_query_gate_like_history(tmp_path: Path) -> None:
+    """A text search scans the programs: a token sending many must wait its turn, past the bound get 503."""
+    async with make_api(tmp_path, queries={"max_running": 1, "max_queued": 0}) as api:
+        resp = await api.sync({**batch("edge-1", [(1, wire(1))]), "documents": [program_doc(7, DRILL)]})
+        assert resp.status_code == 200, resp.text
+        async with api.ctx.queries.slot("user:someone-else"):  # another dashboard's query runs
+            resp = await api.client.get("/api/v1/programs", params={"text": "bracket"}, headers=auth(api.viewer))
+            assert resp.status_code == 503
+            assert resp.headers["Retry-After"] == "2"
+            assert "waiting already" in resp.json()["detail"][0]["message"]
+        assert shas(await get(api, "/api/v1/programs", text="bracket")) == {DRILL["sha256"]}
