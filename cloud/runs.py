@@ -13,7 +13,8 @@ The rules (pure, no I/O; ``cloud.runsquery`` reads the series):
   change while it is open; when EXECUTION is ``ACTIVE`` at that change (a chained program, a schedule), the new
   program's run starts there.
 - A run still open at the end of the series read is returned open (``end`` None).
-``duration_s`` is from start to end, pauses included.
+``duration_s`` is from start to end, pauses included. A run already open when a time range begins is read from
+its start: ``open_run_from`` says how far back.
 
 Linking a run to a program: the PROGRAM value, trimmed, is compared with the harvested programs by
 (1) file name (``IMTS-2022-2-HOB.MIN`` = a program whose path ends in that name, without case), then
@@ -40,11 +41,12 @@ from shared.cnc import Estimate
 from shared.cycletime import Calibration as Fit
 from shared.cycletime import apply_calibration, fit_calibration
 
-__all__ = ["Calibration", "Run", "calibrate", "find_runs", "link_runs", "program_terms"]
+__all__ = ["Calibration", "Run", "calibrate", "find_runs", "link_runs", "open_run_from", "program_terms"]
 
 _PAUSES = frozenset({"INTERRUPTED", "FEED_HOLD", "OPTIONAL_STOP", "PROGRAM_STOPPED", "PROGRAM_OPTIONAL_STOP", "WAIT"})
 _ENDS = frozenset({"READY", "STOPPED"})
 UNAVAILABLE = "UNAVAILABLE"
+_RUNNING = _PAUSES | {"ACTIVE"}  # the states a run stays open in
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +126,19 @@ def find_runs(device: str, execution: Sequence[tuple[int, str | None]],
         runs.append(Run(device, run.program, run.start, None, False, None,
                         run.paused_us / 1e6))
     return runs
+
+
+def open_run_from(before: Sequence[tuple[int, str | None]]) -> tuple[int, bool] | None:
+    """Where to read a run from that is open when a time range begins: ``before`` are the EXECUTION points before
+    the range, newest first (value None: UNAVAILABLE). None when no run is open then (no point, or the newest one
+    is not ACTIVE or a pause); else the instant of the newest point no run is open at (an end state, UNAVAILABLE)
+    and True, or, when none of them is one, the oldest point's instant and False (the run began before it)."""
+    def running(value: str | None) -> bool:
+        return (value or UNAVAILABLE).strip().upper() in _RUNNING
+
+    if not before or not running(before[0][1]):
+        return None
+    return next(((ts, True) for ts, value in before if not running(value)), (before[-1][0], False))
 
 
 def program_terms(value: str) -> tuple[str, str, str | None]:

@@ -5,8 +5,12 @@ Runs are computed when asked, not stored: a run is a reading of the series, and 
 ``MAX_POINTS`` points of each series are read; beyond that the answer says it is cut (``truncated``) and every
 series is cut at the same instant, the earliest a cut series reached (a PROGRAM series read less far than the
 EXECUTION one would link the later runs to a program that was no longer loaded). The PROGRAM value in force at
-the start of the range is the last one before it. A program's runs are read from every machine of the edges that
-harvested it, within one budget of ``MAX_POINTS`` points per series for them all (not for each machine).
+the start of the range is the last one before it.
+
+A run open when the range begins is read from its start: up to ``LOOKBACK`` EXECUTION points before the range
+are read to find it; a run that changed state more often than that before the range starts at the first ACTIVE
+among them, and the answer says it is cut. A program's runs are read from every machine of the edges that harvested it,
+within one budget of ``MAX_POINTS`` points per series for them all (not for each machine).
 """
 
 from __future__ import annotations
@@ -15,13 +19,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cloud.runs import Calibration, Run, calibrate, find_runs, link_runs, program_terms
+from cloud.runs import Calibration, Run, calibrate, find_runs, link_runs, open_run_from, program_terms
 from cloud.storage.base import BadQuery, SeriesInfo, Storage
 from cloud.storage.programs import link_candidates, registry
 
-__all__ = ["DeviceRuns", "MAX_POINTS", "device_runs", "devices_of_edges", "runs_of_program"]
+__all__ = ["DeviceRuns", "LOOKBACK", "MAX_POINTS", "device_runs", "devices_of_edges", "runs_of_program"]
 
 MAX_POINTS = 200_000
+LOOKBACK = 1_000  # EXECUTION points read before a range to find the start of a run open when it begins
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,41 +72,64 @@ async def _text(storage: Storage, info: SeriesInfo | None, start: int, stop: int
             if cut is None or ts < cut], cut
 
 
-async def _before(storage: Storage, info: SeriesInfo | None, start: int) -> list[tuple[int, Any]]:
-    """The series' last text value before ``start`` (the program in force when the range begins)."""
+async def _before(storage: Storage, info: SeriesInfo | None, start: int, count: int = 1) -> list[tuple[int, Any]]:
+    """The series' last ``count`` text values before ``start``, newest first (with 1: the value in force when the
+    range begins)."""
     if info is None:
         return []
 
     def build(param: Callable[[int], str]) -> tuple[str, list[Any]]:
         return (f"SELECT ts, text FROM samples WHERE series_id = {param(1)} AND ts < {param(2)} "
-                "ORDER BY ts DESC LIMIT 1", [info.id, start])
+                f"ORDER BY ts DESC LIMIT {param(3)}", [info.id, start, count])
     return [(int(r[0]), r[1]) for r in await storage.select(build)]
 
 
-async def device_runs(storage: Storage, device: str, start: int, stop: int,
-                      max_points: int = MAX_POINTS) -> DeviceRuns:
+def _execution(values: list[tuple[int, Any]], quality: list[tuple[int, Any]]) -> list[tuple[int, Any]]:
+    """EXECUTION's points with UNAVAILABLE as a point of its own (it comes as a quality flag without a value, the
+    frame mapping), oldest first."""
+    stamps = {ts for ts, _ in values}
+    return sorted(values + [(ts, None) for ts, q in quality if q == "unavailable" and ts not in stamps],
+                  key=lambda p: p[0])
+
+
+async def _run_start(storage: Storage, execution: SeriesInfo | None, quality: SeriesInfo | None, start: int,
+                     lookback: int) -> tuple[int, bool]:
+    """Where to read from so that a run open at ``start`` is read whole, and whether its start was beyond the
+    ``lookback`` points read."""
+    values = await _before(storage, execution, start, lookback)
+    flags = await _before(storage, quality, start, lookback)
+    before = _execution(values, flags)[::-1]
+    found = open_run_from(before)
+    if found is None:
+        return start, False
+    since, whole = found
+    return since, not whole and lookback in (len(values), len(flags))
+
+
+async def device_runs(storage: Storage, device: str, start: int, stop: int, max_points: int = MAX_POINTS,
+                      lookback: int = LOOKBACK) -> DeviceRuns:
     """The runs of a device with their programs, and its calibration; BadQuery for a device without them."""
     models = await registry(storage, device)
     execution_key, program_key, edges = _keys(device, models)
     found = await storage.lookup(device)
     series = {s.field: s for s in found[1]} if found else {}
-    execution, cut_e = await _text(storage, series.get(execution_key), start, stop, max_points)
-    quality, cut_q = await _text(storage, series.get(f"{execution_key}.quality"), start, stop, max_points)
-    program, cut_p = await _text(storage, series.get(program_key), start, stop, max_points)
+    quality_key = f"{execution_key}.quality"
+    since, cut_back = await _run_start(storage, series.get(execution_key), series.get(quality_key), start, lookback)
+    execution, cut_e = await _text(storage, series.get(execution_key), since, stop, max_points)
+    quality, cut_q = await _text(storage, series.get(quality_key), since, stop, max_points)
+    program, cut_p = await _text(storage, series.get(program_key), since, stop, max_points)
     cut = min((c for c in (cut_e, cut_q, cut_p) if c is not None), default=None)
     if cut is not None:  # one instant for all: beyond it, one series would be known and the other not
         execution, quality, program = ([p for p in s if p[0] < cut] for s in (execution, quality, program))
-    program = await _before(storage, series.get(program_key), start) + program
-    stamps = {ts for ts, _ in execution}
-    # UNAVAILABLE comes as a quality flag without a value (the frame mapping): a point of its own here.
-    execution += [(ts, None) for ts, q in quality if q == "unavailable" and ts not in stamps]
-    runs = find_runs(device, sorted(execution, key=lambda p: p[0]), program)
+    program = await _before(storage, series.get(program_key), since) + program
+    runs = [r for r in find_runs(device, _execution(execution, quality), program)
+            if r.end is None or r.end >= start]  # the runs before the one open at the start are not asked for
     values = {r.program for r in runs if r.program}
     terms = [program_terms(v) for v in values]
     candidates = await link_candidates(storage, sorted({t[0] for t in terms}), sorted({t[1] for t in terms}),
                                        sorted({t[2] for t in terms if t[2]})) if terms else []
     runs = link_runs(runs, candidates, edges)
-    return DeviceRuns(device, execution_key, program_key, runs, calibrate(device, runs), cut is not None,
+    return DeviceRuns(device, execution_key, program_key, runs, calibrate(device, runs), cut is not None or cut_back,
                       len(execution) + len(quality) + len(program))
 
 

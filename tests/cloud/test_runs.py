@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from cloud.documents import read_documents
-from cloud.runs import Run, calibrate, find_runs, link_runs
+from cloud.runs import Run, calibrate, find_runs, link_runs, open_run_from
 from cloud.runsquery import device_runs, runs_of_program
 from cloud.storage.base import BadQuery, Storage
 from cloud.storage.programs import LinkCandidate
@@ -64,6 +64,16 @@ def test_a_program_chained_while_active_is_a_run_of_its_own() -> None:
         ("O2000", 30, 60, True, "PROGRAM_COMPLETED", 0.0),
         ("O2000", 70, 85, False, "PROGRAM_CHANGED", 5.0),
     ]
+
+
+def test_a_run_open_when_a_range_begins_is_read_back_to_the_state_before_it() -> None:
+    newest_first = states((60, "ACTIVE"), (55, "FEED_HOLD"), (50, "ACTIVE"), (40, "READY"), (10, "ACTIVE"))
+    assert open_run_from(newest_first) == (40 * S, True)
+    assert open_run_from(states((60, "WAIT"), (50, None), (10, "ACTIVE"))) == (50 * S, True)  # UNAVAILABLE ends
+    assert open_run_from(states((60, "ACTIVE"), (55, "INTERRUPTED"))) == (55 * S, False)  # began before these
+    assert open_run_from(states((60, "PROGRAM_COMPLETED"), (50, "ACTIVE"))) is None  # no run open at the start
+    assert open_run_from(states((60, None))) is None
+    assert open_run_from([]) is None
 
 
 def test_a_run_links_by_file_name_then_number_then_stem_and_prefers_the_machines_own_program() -> None:
@@ -159,6 +169,32 @@ async def test_the_main_program_is_followed_not_the_active_subprogram(storage: S
     found = await device_runs(storage, "mazak", epoch(DAY[0]), epoch(DAY[1]))
     assert found.program_key == "program"
     assert [(r.program, r.duration_s, r.completed) for r in found.runs] == [("O1000", 30.0, True)]
+
+
+async def test_a_run_open_when_the_range_begins_is_shown_from_its_start(storage: Storage) -> None:
+    """Asking for the last hour while a three-hour program runs: the run is there, from its real start, with its
+    pauses and its program; the runs that ended before the range are not."""
+    model, _ = okuma_model("lathe")
+    docs, _ = read_documents([document(1, "mtconnect_device", model["uuid"], model)])
+    t0 = epoch(DAY[0]) / S + 3600
+    points = [(0, {"Lpprogram": "O1000", "Lpexecution": "READY"}), (10, {"Lpexecution": "ACTIVE"}),
+              (20, {"Lpexecution": "PROGRAM_COMPLETED"}), (30, {"Lpprogram": "O2000"}),
+              (40, {"Lpexecution": "ACTIVE"}), (50, {"Lpexecution": "FEED_HOLD"}), (60, {"Lpexecution": "ACTIVE"}),
+              (10_840, {"Lpexecution": "PROGRAM_COMPLETED"}), (10_900, {"Lpexecution": "ACTIVE"})]
+    frames = [TelemetryFrame(ts=t0 + t, device_id="lathe", sensors=values) for t, values in points]
+    await storage.ingest("edge-1", list(enumerate(frames, 1)), None, 0, documents=docs)
+    hour = round((t0 + 7200) * S), round((t0 + 10_870) * S)
+    found = await device_runs(storage, "lathe", *hour)
+    assert [(r.program, r.start / S - t0, r.duration_s, r.paused_s, r.completed) for r in found.runs] == [
+        ("O2000", 40, 10_800, 10, True)]
+    assert not found.truncated
+    later = await device_runs(storage, "lathe", round((t0 + 10_950) * S), round((t0 + 11_000) * S))
+    assert [(r.program, r.start / S - t0, r.end) for r in later.runs] == [("O2000", 10_900, None)]
+    # a run that changed state more often before the range than is read back: from the first ACTIVE read, cut
+    cut = await device_runs(storage, "lathe", *hour, lookback=2)
+    assert [(r.program, r.start / S - t0) for r in cut.runs] == [("O2000", 60)] and cut.truncated
+    quiet = await device_runs(storage, "lathe", round((t0 + 25) * S), round((t0 + 35) * S))
+    assert quiet.runs == [] and not quiet.truncated
 
 
 async def test_series_cut_at_the_point_limit_are_cut_at_one_instant(storage: Storage) -> None:
