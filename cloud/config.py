@@ -144,7 +144,8 @@ class RetentionConfig(StrictModel):
     samples_days: int = Field(default=90, ge=0, le=36_500,
                               description="raw samples (and the frame index) kept this long; 0 keeps them")
     rollups_days: int = Field(default=730, ge=0, le=36_500,
-                              description="rollups (10 s, 1 min, 1 h levels) and alerts; 0 keeps them")
+                              description="rollups (10 s, 1 min, 1 h levels), alerts, edge events and the "
+                                          "history of documents; 0 keeps them")
     interval: Duration = Field(default=3600.0, ge=1, le=7 * 86400, description="how often old data is removed")
 
 

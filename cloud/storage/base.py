@@ -540,7 +540,8 @@ class Storage(MlStore, abc.ABC):
     @abc.abstractmethod
     async def purge(self, samples_before: int | None, rollups_before: int | None) -> int:
         """Delete samples and frames, and rollups of every level, older than the cutoffs (None keeps them);
-        alerts (and the records of alert events) and edge events go with the rollups' cutoff. Rows deleted."""
+        alerts (and the records of alert events), edge events and the history of documents (superseded assets
+        and device models, refused documents) go with the rollups' cutoff. Rows deleted."""
 
     # --- documents (cloud.storage.documents) ----------------------------------------------
     async def put_documents(self, edge: str, documents: Sequence[DocumentIn], now_us: int) -> int:

@@ -27,10 +27,17 @@ from shared.cnc import ProgramRecord
 if TYPE_CHECKING:
     import asyncpg
 
-__all__ = ["Writes", "number_key", "plan_documents", "store_documents_pg", "store_documents_sqlite"]
+__all__ = ["Writes", "number_key", "plan_documents", "purge_documents_pg", "purge_documents_sqlite",
+           "store_documents_pg", "store_documents_sqlite"]
 
 _NUMBER = re.compile(r"^[Oo:]?0*(\d{1,12})$")
 MAX_RENAMES = 50  # renames kept per program, the newest
+# Retention of the history of documents: what was received before the cutoff and is no longer the newest of its key
+# (an asset's or a device model's older versions), and the refused ones. Every version of a program stays: each is a
+# row of ``programs``, which a copy of the database rebuilds from its document. ``documents_latest`` keeps counting.
+_PURGE = ("DELETE FROM documents WHERE received_at < {0} AND (status <> 'ok' OR (kind <> 'program' AND NOT EXISTS "
+          "(SELECT 1 FROM documents_latest l WHERE l.edge = documents.edge AND l.kind = documents.kind "
+          "AND l.key = documents.key AND l.seq = documents.seq)))")
 
 
 def number_key(number: str | None) -> str | None:
@@ -222,6 +229,11 @@ def store_documents_sqlite(con: sqlite3.Connection, edge: str, docs: Sequence[Do
     return new
 
 
+def purge_documents_sqlite(con: sqlite3.Connection, before: int) -> int:
+    """Remove the history of documents received before ``before`` (``_PURGE``); rows removed."""
+    return con.execute(_PURGE.format("?"), (before,)).rowcount
+
+
 # --- PostgreSQL --------------------------------------------------------------------------------
 
 
@@ -244,3 +256,9 @@ async def store_documents_pg(con: asyncpg.Connection, edge: str, docs: Sequence[
         if rows:
             await con.executemany(_statement(template, lambda n: f"${n}"), rows)
     return new
+
+
+async def purge_documents_pg(con: asyncpg.Connection, before: int) -> int:
+    status = str(await con.execute(_PURGE.format("$1"), before))
+    tail = status.rsplit(" ", 1)[-1]
+    return int(tail) if tail.isdigit() else 0

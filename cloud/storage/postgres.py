@@ -55,7 +55,7 @@ from cloud.storage.base import (
     split_owned,
 )
 from cloud.storage.derived import BindingRow, DerivedTag, DerivedWrite
-from cloud.storage.documents import store_documents_pg
+from cloud.storage.documents import purge_documents_pg, store_documents_pg
 from cloud.storage.events import EdgeEventIn, EventQuery, EventRecord, events_pg, purge_events_pg, store_events_pg
 from cloud.storage.notify import CHANNEL, BatchFeed, notices, spans
 from cloud.storage.partitions import WEEK_US, Partitions, convert, table_kind
@@ -472,6 +472,7 @@ class PostgresStorage(Storage):
                 deleted += _count(await con.execute("DELETE FROM rollups WHERE bucket < $1", rollups_before))
                 deleted += await ml.purge_alerts(con, rollups_before)
                 deleted += await purge_events_pg(con, rollups_before)
+                deleted += await purge_documents_pg(con, rollups_before)
         return deleted
 
     async def events(self, query: EventQuery) -> list[EventRecord]:

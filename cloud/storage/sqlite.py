@@ -58,7 +58,7 @@ from cloud.storage.base import (
     frame_columns,
     split_owned,
 )
-from cloud.storage.documents import store_documents_sqlite
+from cloud.storage.documents import purge_documents_sqlite, store_documents_sqlite
 from cloud.storage.events import (
     EdgeEventIn,
     EventQuery,
@@ -369,6 +369,7 @@ class SQLiteStorage(Storage):
         if rollups_before is not None:
             deleted += await self._write(ml.purge_alerts, rollups_before)
             deleted += await self._write(purge_events_sqlite, rollups_before)
+            deleted += await self._write(purge_documents_sqlite, rollups_before)
         return deleted
 
     async def events(self, query: EventQuery) -> list[EventRecord]:

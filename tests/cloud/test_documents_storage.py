@@ -8,7 +8,7 @@ from typing import Any
 from cloud.documents import read_documents
 from cloud.storage.base import Storage
 from cloud.storage.programs import ProgramQuery, assets, link_candidates, program_copies, search_programs
-from tests.cloud.documents import document, program, program_doc, tool
+from tests.cloud.documents import document, program, program_doc, sha, tool
 
 DRILL = program("drill/O1001.nc", number="O1001", header=["Bracket op1"], holes=12, offsets=["G54", "G54.1 P2"],
                 tools=[tool(5, "8.5MM DRILL", 8.5, "drill", holes=12), tool(7, "M10 TAP", 10.0, "tap")])
@@ -117,3 +117,34 @@ async def test_numbers_too_large_for_a_column_make_the_document_invalid_not_the_
     rows = await storage.select(lambda p: ("SELECT seq, status FROM documents ORDER BY seq", []))
     assert [tuple(r) for r in rows] == [(1, "invalid"), (2, "ok")]
     assert await found(storage, tool="5") == ["drill/O1001.nc"]
+
+
+async def test_retention_removes_superseded_and_refused_documents_and_keeps_every_program(storage: Storage) -> None:
+    """A tool's asset changes with every part: its older versions go with the rollups' retention, as the edge
+    events do. The newest version of each key stays, and so does every version of a program (a copy of the
+    database rebuilds the programs from their documents)."""
+    day, old, recent = 86_400_000_000, 1_700_000_000_000_000, 1_700_000_000_000_000 + 40 * 86_400_000_000
+
+    def tool_life(seq: int, parts: int) -> dict[str, Any]:
+        return document(seq, "asset", "T1", {"asset_type": "CuttingTool", "asset_id": "T1", "device_uuid": None,
+                                             "timestamp": "t", "xml": f"<life>{parts}</life>", "removed": False},
+                        at=seq)
+
+    edited = {**DRILL, "sha256": sha("O1001 edited")}
+    broken = {**program("x/O8.nc", content="o8"), "lines": 2**70}
+    for at, entries in ((old, [tool_life(1, 1), tool_life(2, 2), program_doc(3, DRILL, at=3), program_doc(4, broken),
+                               document(5, "asset", "T2", {"asset_type": "CuttingTool", "asset_id": "T2",
+                                                           "timestamp": "t", "xml": "<b/>", "removed": False}, at=5)]),
+                        (old + day, [program_doc(6, edited, at=6)]),
+                        (recent, [tool_life(7, 3), tool_life(8, 4)])):
+        docs, _ = read_documents(entries)
+        await storage.put_documents("edge-1", docs, at)
+    assert await storage.purge(None, old + 30 * day) == 3  # T1 versions 1 and 2, the refused program
+
+    rows = await storage.select(lambda p: ("SELECT seq FROM documents ORDER BY seq", []))
+    assert [r[0] for r in rows] == [3, 5, 6, 7, 8]  # both programs, T2's only version, T1's recent ones
+    latest = await storage.select(lambda p: (
+        "SELECT key, seq, versions FROM documents_latest WHERE kind = 'asset' ORDER BY key", []))
+    assert [tuple(r) for r in latest] == [("T1", 8, 4), ("T2", 5, 1)]
+    assert await found(storage, tool="5") == ["drill/O1001.nc", "drill/O1001.nc"]
+    assert await storage.purge(None, old + 30 * day) == 0
