@@ -54,10 +54,23 @@ async def cloud_series(cloud: CloudServer, device: str) -> dict[tuple[str, str],
     return {(device, key): [v for _, v in sorted(pts, key=lambda p: p[0])] for key, pts in merged.items()}
 
 
+def okuma(status: dict[str, Any]) -> dict[str, Any]:
+    """The MTConnect source's detail in the edge's status."""
+    return next(s for s in status["sources"] if s["name"] == "okuma")["detail"]
+
+
 async def synced(daemon: EdgeDaemon, agent: MTConnectAgent) -> bool:
     status = await daemon.status()
-    source = next(s for s in status["sources"] if s["name"] == "okuma")
-    return (source["detail"]["next_sequence"] == agent.buffer.next_sequence and status["queue"]["depth"] == 0)
+    return okuma(status)["next_sequence"] == agent.buffer.next_sequence and status["queue"]["depth"] == 0
+
+
+async def seeded(daemon: EdgeDaemon) -> None:
+    """Wait until the edge's first session has taken the agent's state from ``/current``. A first start reads
+    from the state then (not the agent's whole buffer): the replay must not begin before it, or the observations
+    it replaced in ``/current`` would count as lost."""
+    async with asyncio.timeout(60):
+        while okuma(await daemon.status())["next_sequence"] is None:
+            await asyncio.sleep(0.05)
 
 
 async def test_twenty_kills_lose_and_repeat_no_observation(tmp_path: Path) -> None:
@@ -76,6 +89,7 @@ async def test_twenty_kills_lose_and_repeat_no_observation(tmp_path: Path) -> No
             while kills < KILLS:
                 await daemon.start()
                 if kills == 0:
+                    await seeded(daemon)
                     agent.resume()
                 await asyncio.sleep(rng.uniform(0.05, 1.0))
                 await daemon.kill()
@@ -99,8 +113,9 @@ async def test_twenty_kills_lose_and_repeat_no_observation(tmp_path: Path) -> No
         assert seqs == sorted(set(seqs)) and seqs
     missing = sum(max(0, len(v) - len(got.get(k, []))) for k, v in want.items())
     extra = sum(max(0, len(v) - len(want.get(k, []))) for k, v in got.items())
-    assert (missing, extra) == (0, 0)
+    differ = {k: (len(want.get(k, [])), len(got.get(k, []))) for k in sorted(set(want) | set(got))
+              if want.get(k) != got.get(k)}
+    assert (missing, extra) == (0, 0), f"(device, key): (observations, stored) that differ: {differ}"
     assert got == want
     assert sum(map(len, got.values())) == len(agent.produced) > 25_000
-    source = next(s for s in status["sources"] if s["name"] == "okuma")
-    assert source["detail"]["gaps"] == 0
+    assert okuma(status)["gaps"] == 0
