@@ -21,6 +21,7 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 import pytest
+from playwright.async_api import expect as async_expect
 from playwright.sync_api import Browser, Page, Route, ViewportSize, expect, sync_playwright
 
 from tests.cloud.server import CloudServer
@@ -40,6 +41,10 @@ needs_chromium = [
                                                      "deploy/scripts/system-deps.sh installs it"),
 ]
 WAIT_MS = 20_000
+# Every assertion on a page waits as long as the ones that say so: a loaded machine takes more than Playwright's
+# default 5 s to render a page after a navigation, and an assertion that holds at once does not wait.
+expect.set_options(timeout=WAIT_MS)
+async_expect.set_options(timeout=WAIT_MS)
 # Where the screenshots of docs/console.md are written: TWINEDGE_SCREENSHOTS=docs/images pytest the console tests.
 SHOTS = Path(os.environ["TWINEDGE_SCREENSHOTS"]) if os.environ.get("TWINEDGE_SCREENSHOTS") else None
 

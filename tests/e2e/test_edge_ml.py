@@ -124,10 +124,23 @@ async def test_a_model_trained_from_history_scores_the_plant_and_its_alerts_surv
             await wait_for(lambda: _alerts_synced(daemon), timeout=60)
         assert drift["state"] == "serving" and drift["version"] == 1
         assert drift["drift"] == "drift" and drift["psi"]["pressure"] >= 0.25, drift
-        await asyncio.sleep(2)  # the health report with the latest drift travels with the next batch
+        await wait_for(lambda: _alerts_synced(daemon), timeout=60)  # with what the simulator's stop raised
 
         # 3. The cloud has every alert event exactly once, lets an operator acknowledge one, and lists the drift.
         async with httpx.AsyncClient(base_url=cloud.base_url, headers=admin, timeout=10) as client:
+
+            async def arrived() -> bool:
+                """Every alert event published so far, and the health report with the drift (it travels with the
+                next batch), are in the cloud; the assertions below say what is not."""
+                have = {a["alert_id"]: a for a in await _all_alerts(client)}
+                drifted = (await client.get("/api/v1/drift", params={"drifted": "true"})).json()
+                return ({e["alert_id"] for e in published} <= set(have)
+                        and all(have[e["alert_id"]]["cleared_at"] is not None
+                                for e in published if e["event"] == "cleared")
+                        and any(r["device"] == DEVICE for r in drifted))
+
+            with contextlib.suppress(TimeoutError):
+                await wait_for(arrived, timeout=60)
             alerts = await _all_alerts(client)
             raised = {e["alert_id"] for e in published if e["event"] == "raised"}
             cleared = {e["alert_id"] for e in published if e["event"] == "cleared"}

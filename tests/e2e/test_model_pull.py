@@ -66,10 +66,13 @@ async def test_a_model_from_the_cloud_scores_on_the_edge_and_its_alerts_survive_
         await daemon.start()
         pulled = daemon.queue.parent / "models" / f"{package.sha256}.twinmodel"
 
-        async def on_disk() -> bool:
-            return pulled.is_file()
+        async def serving() -> bool:
+            """The package is on disk and its assignment loaded: frames published from now on are scored (the
+            file is in place a moment before the model is)."""
+            rules = (await request(daemon.socket, "model_status"))["rules"]
+            return pulled.is_file() and any(r["sha256"] == package.sha256 for r in rules)
 
-        await until(on_disk)
+        await until(serving)
         await publish(daemon, [(0, 1.0, 1.0), (1, 3.0, 3.0)])  # the second scores 9: an alert is raised
 
         async def alerts(state: str) -> list[dict[str, Any]]:
@@ -91,6 +94,7 @@ async def test_a_model_from_the_cloud_scores_on_the_edge_and_its_alerts_survive_
         await publish(daemon, [(2, 0.0, 0.0)])
         assert await daemon.stop() == 0
         await daemon.start()  # a restart without the cloud: the model kept on disk serves
+        await until(serving)
         await publish(daemon, [(3, 2.0, 2.0)])
 
         async def scored() -> list[dict[str, Any]]:

@@ -16,9 +16,9 @@ def crashing(runs_for: float):  # type: ignore[no-untyped-def]
     return target
 
 
-async def delays_of(runs_for: float, crashes: int) -> list[float]:
+async def delays_of(runs_for: float, crashes: int, steady_run: float) -> list[float]:
     delays: list[float] = []
-    supervisor = Supervisor("part", delay=0.001, budget=crashes - 1, steady_run=0.02,
+    supervisor = Supervisor("part", delay=0.001, budget=crashes - 1, steady_run=steady_run,
                             on_restart=lambda _reason, delay: delays.append(delay))
     async with asyncio.timeout(10):
         gave_up = await supervisor.run(crashing(runs_for))
@@ -27,13 +27,13 @@ async def delays_of(runs_for: float, crashes: int) -> list[float]:
 
 
 async def test_a_task_that_keeps_crashing_waits_longer_each_time() -> None:
-    delays = await delays_of(0.0, crashes=5)
+    delays = await delays_of(0.0, crashes=5, steady_run=60)  # no run is steady, however slow the machine
     assert len(delays) == 4
     assert delays[2] >= 0.002 and delays[3] >= 0.004  # 1, 2, 4, 8 ms with jitter in [d/2, d]
 
 
 async def test_a_crash_after_a_steady_run_is_restarted_after_the_shortest_delay() -> None:
-    delays = await delays_of(0.03, crashes=5)
+    delays = await delays_of(0.03, crashes=5, steady_run=0.02)  # each run lasts at least 0.03 s
     assert len(delays) == 4
     assert max(delays) <= 0.001  # the growth starts again after each steady run
 

@@ -183,7 +183,7 @@ async def test_one_optimization_runs_at_a_time_and_the_next_is_told_when_to_retr
     assert "process.max_optimizations = 1" in refused.json()["detail"][0]["message"]
     done = await first
     assert done.status_code == 200 and done.json()["stopped_by"] == "budget"
-    assert done.json()["elapsed_s"] < 2.0 + 2.0  # the re-check within the budget (and one solve past it)
+    assert done.json()["rechecked"] == 1  # the budget spent: one re-check past it, no more (not a wall time)
     assert slots.running == 0
     again = await api.client.post("/api/v1/process/optimize", json=short, headers=auth(api.operator))
     assert again.status_code == 200 and again.json()["evaluated"] == 10

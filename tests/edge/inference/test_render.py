@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-import time
+from types import SimpleNamespace
+
+import pytest
 
 from edge.render import render_model_status, render_status
 
+NOW = 1_767_225_600.0
+
+
+@pytest.fixture(autouse=True)
+def frozen_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ages ("3 s ago") are read at NOW, not at however much later the rendering ran."""
+    monkeypatch.setattr("edge.render.time", SimpleNamespace(time=lambda: NOW))
+
 
 def device(**over: object) -> dict[str, object]:
-    now = time.time()
+    now = NOW
     base: dict[str, object] = {
         "device_id": "press-1", "model": "press-anomaly", "version": 3, "sha256": "ab12cd34ef56" + "0" * 52,
         "kind": "anomaly", "state": "serving", "message": "", "pinned": False, "last_score": 0.4213,
@@ -19,7 +29,7 @@ def device(**over: object) -> dict[str, object]:
 
 
 def test_model_status_shows_model_version_hash_state_score_and_drift() -> None:
-    now = time.time()
+    now = NOW
     text = render_model_status({"devices": [device(), device(device_id="press-2", model=None, version=None,
                                                            sha256=None, state="rejected", last_score=None,
                                                            last_scored_at=None, drift="unknown", psi={},
@@ -43,7 +53,7 @@ def test_model_status_without_models() -> None:
 
 
 def test_status_has_one_line_per_device_with_its_model() -> None:
-    now = time.time()
+    now = NOW
     status = {
         "version": "1.0", "edge_id": "edge-1", "uptime_s": 5, "sources": [], "writer": {
             "committed_frames": 1, "commits": 1, "queued_in_memory": 0, "backpressure_waits": 0},
