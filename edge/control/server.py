@@ -41,6 +41,11 @@ class ControlServer:
         self._clients: set[asyncio.StreamWriter] = set()
         self.started = asyncio.Event()
 
+    @property
+    def tail_clients(self) -> int:
+        """The ``tail`` clients that frames stored from now on reach."""
+        return len(self._tails)
+
     async def publish(self, frames: Sequence[TelemetryFrame]) -> None:
         """After-commit hook: hand stored frames to tail clients (a slow client skips frames)."""
         for queue, device in self._tails:

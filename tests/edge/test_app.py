@@ -103,7 +103,7 @@ async def test_tail_streams_frames_as_they_are_stored(tmp_path: Path) -> None:
 
         tail_task = asyncio.create_task(tail(), name="tail")
         async with asyncio.timeout(10):  # the tail client subscribed: frames stored from now on reach it
-            while not gateway.control._tails:
+            while not gateway.control.tail_clients:
                 await asyncio.sleep(0.01)
         await gateway.writer.put([TelemetryFrame(ts=T0 + 9, device_id="other", sensors={"n": 9})])
         for i in range(3):
