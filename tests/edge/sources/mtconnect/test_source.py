@@ -162,7 +162,9 @@ async def test_a_scripted_condition_sequence_gives_matching_alarm_open_and_close
 
 @pytest.mark.parametrize("fault", ["stall", "disconnect"])
 async def test_stalls_and_disconnects_recover_without_loss(fault: str) -> None:
-    async with MTConnectAgent(AgentSettings(speed=300, paused=True)) as agent:
+    # The recording lasts about 5 s at this speed: on a loaded machine the three rounds of stalls and reconnections
+    # can take longer, and a round would then wait for data that never comes. Looped, it goes on until paused.
+    async with MTConnectAgent(AgentSettings(speed=300, paused=True, loop=True)) as agent:
         sink = HoldingSink()
         async with running(MTConnectSource(config(agent, heartbeat=0.2, timeout=0.5), sink)) as source:
             await sink.until(caught_up(source, agent))
