@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+from typing import Any
 
 import httpx
 import pytest
@@ -238,15 +239,23 @@ class PlainProxy:
         return answer.status_code, b"text/xml", answer.content
 
 
+async def replayed_through(proxy: PlainProxy, agent: MTConnectAgent, **settings: Any
+                           ) -> tuple[MTConnectSource, HoldingSink]:
+    """The whole recording replayed to a source (with ``settings``) that reads the agent through ``proxy``; the
+    source, stopped, and what it stored."""
+    async with proxy as url:
+        sink = HoldingSink()
+        source = MTConnectSource(config(agent, url=url, **settings), sink)
+        async with running(source):
+            await replay_whole(agent, source, sink)
+    return source, sink
+
+
 async def test_a_stream_that_does_not_get_through_falls_back_to_polling() -> None:
     async with MTConnectAgent(AgentSettings(speed=math.inf, paused=True)) as agent:
         proxy = PlainProxy(agent)
-        async with proxy as url:
-            sink = HoldingSink()
-            source = MTConnectSource(config(agent, url=url, poll_interval=0.05), sink)
-            async with running(source):
-                await replay_whole(agent, source, sink)
-                assert source.health.detail["mode"] == "poll"
+        source, sink = await replayed_through(proxy, agent, poll_interval=0.05)
+        assert source.health.detail["mode"] == "poll"
         assert proxy.samples > 3
         assert_same_observations(agent, sink)
 
@@ -278,11 +287,7 @@ async def test_an_agent_that_ends_every_stream_at_once_is_asked_again_after_a_de
     monkeypatch.setattr("edge.sources.mtconnect.source.QUICK_END", 3600.0)
     async with MTConnectAgent(AgentSettings(speed=math.inf, paused=True)) as agent:
         proxy = OnePartProxy(agent)
-        async with proxy as url:
-            sink = HoldingSink()
-            source = MTConnectSource(config(agent, url=url, count=500), sink)
-            async with running(source):
-                await replay_whole(agent, source, sink)
+        source, sink = await replayed_through(proxy, agent, count=500)
         assert proxy.samples > 3  # each stream gave one part of 500 and ended
         assert len([w for w in waits if w > 0]) >= proxy.samples - 1  # a pause before each next session
         assert source.health.errors == 0

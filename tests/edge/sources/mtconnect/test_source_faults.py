@@ -26,10 +26,15 @@ from tests.edge.sources.mtconnect.sourcesupport import (
     config,
     expected_value,
     frame_series,
-    replay_whole,
     running,
 )
-from tests.edge.sources.mtconnect.test_source import DEVICE_IDS, FakeStream, PlainProxy, assert_same_observations
+from tests.edge.sources.mtconnect.test_source import (
+    DEVICE_IDS,
+    FakeStream,
+    PlainProxy,
+    assert_same_observations,
+    replayed_through,
+)
 from twinsim.mtconnect import AgentSettings, MTConnectAgent
 
 
@@ -96,11 +101,7 @@ class JumpingProxy(PlainProxy):
 async def test_a_next_sequence_past_the_agents_last_one_is_not_followed() -> None:
     async with MTConnectAgent(AgentSettings(speed=math.inf, paused=True)) as agent:
         proxy = JumpingProxy(agent)
-        async with proxy as url:
-            sink = HoldingSink()
-            source = MTConnectSource(config(agent, url=url, mode="poll", poll_interval=0.05, count=500), sink)
-            async with running(source):
-                await replay_whole(agent, source, sink)
+        _, sink = await replayed_through(proxy, agent, mode="poll", poll_interval=0.05, count=500)
         assert proxy.jumped == 1
         assert [e.details for e in sink.events if e.kind == "data_gap"] == []
         assert_same_observations(agent, sink)
